@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# ovn-peerd: built with the Rust toolchain image, run on a slim Debian as a non-root user.
+# Build context: the repository root (docker build -f docker/ovn-peerd.Dockerfile .).
+
+FROM rust:1-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Everything the manifest names must be present, benches included, or cargo refuses it.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+COPY migrations ./migrations
+COPY benches ./benches
+COPY src ./src
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin ovn-peerd \
+    && install -m 0755 target/release/ovn-peerd /usr/local/bin/ovn-peerd
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home \
+        --shell /usr/sbin/nologin ovnpeerd
+COPY --from=build /usr/local/bin/ovn-peerd /usr/local/bin/ovn-peerd
+USER 10001:10001
+# In a container, listen on all of its interfaces; publish ports deliberately.
+ENV OVN_PEERD_LISTEN=0.0.0.0:50051 \
+    OVN_PEERD_METRICS_LISTEN=0.0.0.0:9150 \
+    OVN_PEERD_LOG_FORMAT=json
+EXPOSE 50051 9150
+ENTRYPOINT ["/usr/local/bin/ovn-peerd"]

@@ -1,0 +1,199 @@
+//! CreatePeering: validate, check against NB and the other peerings, allocate
+//! a link when none is given, store. The database has the last word on names,
+//! VPC pairs and link overlaps (concurrent requests, several replicas).
+
+use ipnet::IpNet;
+
+use super::convert;
+use super::error::ApiError;
+use super::PeeringApi;
+use crate::peering::links::{allocate_connect, LinkPool};
+use crate::peering::topology::{allocation_exclusions, check_topology};
+use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
+use crate::peering::{PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
+use crate::store::{NewPeering, StoreError};
+use crate::topology::NbTopology;
+
+/// Longest accepted request_id.
+const MAX_REQUEST_ID_LEN: usize = 128;
+/// Attempts at allocating a link when concurrent creates take the candidates.
+const ALLOCATION_ATTEMPTS: usize = 16;
+
+impl PeeringApi {
+    pub(super) async fn create(&self, req: CreatePeeringRequest) -> Result<Peering, ApiError> {
+        if req.request_id.len() > MAX_REQUEST_ID_LEN {
+            return Err(ApiError::invalid(
+                "request_id",
+                format!("longer than {MAX_REQUEST_ID_LEN} characters"),
+            ));
+        }
+        let Some(input) = req.peering else {
+            return Err(ApiError::invalid("peering", "required"));
+        };
+        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
+        // A retry of a request that was carried out gets the first answer.
+        if let Some(id) = &request_id {
+            if let Some(first) = self.inner.store.peering_get_by_request_id(id).await? {
+                return Ok(convert::peering(&first));
+            }
+        }
+        let validated = validate_spec(&unchecked(&input)).map_err(ApiError::Refused)?;
+        let others = self.others(&validated).await?;
+
+        let mut excluded_links: Vec<IpNet> = Vec::new();
+        for attempt in 0..ALLOCATION_ATTEMPTS {
+            let spec = match validated.spec() {
+                Some(spec) => spec,
+                None => self.allocate(&validated, &others, &excluded_links).await?,
+            };
+            self.check(&spec, &others)?;
+            if req.validate_only {
+                return Ok(preview(&spec));
+            }
+            let new = NewPeering::from_spec(&spec, request_id.clone());
+            match self.inner.store.peering_insert(&new).await {
+                Ok(record) => return Ok(convert::peering(&record)),
+                Err(StoreError::LinkOverlap { family }) if validated.link.is_none() => {
+                    // Another create took this link between our read and our insert.
+                    tracing::debug!(attempt, family, "allocated link taken; trying another");
+                    excluded_links.extend(spec.local_connect.networks());
+                }
+                Err(StoreError::LinkOverlap { family }) => {
+                    return Err(ApiError::Refused(Refusal {
+                        kind: RefusalKind::FailedPrecondition,
+                        violations: vec![Violation::new(
+                            "peering.local_connect_ip",
+                            format!("the IPv{family} link overlaps another peering's link"),
+                        )],
+                    }))
+                }
+                Err(StoreError::RequestIdTaken) => {
+                    let id = request_id.as_deref().unwrap_or_default();
+                    return match self.inner.store.peering_get_by_request_id(id).await? {
+                        Some(first) => Ok(convert::peering(&first)),
+                        None => Err(ApiError::Unavailable {
+                            what: "the database",
+                            source: None,
+                        }),
+                    };
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Unavailable {
+            what: "link allocation (too many concurrent requests)",
+            source: None,
+        })
+    }
+
+    /// The other peerings of either VPC, as specs.
+    async fn others(&self, v: &ValidatedPeering) -> Result<Vec<PeeringSpec>, ApiError> {
+        let records = self
+            .inner
+            .store
+            .peering_list_touching(&[&v.local_vpc, &v.remote_vpc])
+            .await?;
+        records
+            .iter()
+            .map(|r| r.spec().map_err(|e| ApiError::Internal(e.into())))
+            .collect()
+    }
+
+    /// Topology rules against the NB cache (which must be in sync).
+    fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
+        let cache = self.nb_cache()?;
+        check_topology(
+            spec,
+            &NbTopology(&cache),
+            others,
+            &self.inner.settings.protected_vpcs,
+        )
+        .map(|_| ())
+        .map_err(ApiError::Refused)
+    }
+
+    async fn allocate(
+        &self,
+        v: &ValidatedPeering,
+        others: &[PeeringSpec],
+        excluded: &[IpNet],
+    ) -> Result<PeeringSpec, ApiError> {
+        let settings = &self.inner.settings;
+        let pools = [
+            LinkPool {
+                pool: settings.link_pool_v4.0,
+                link_prefix_len: settings.link_pool_v4.1,
+            },
+            LinkPool {
+                pool: settings.link_pool_v6.0,
+                link_prefix_len: settings.link_pool_v6.1,
+            },
+        ];
+        let families = v.link_families();
+        let mut used: Vec<IpNet> = excluded.to_vec();
+        for pool in pools
+            .iter()
+            .filter(|p| families.contains(&crate::peering::Family::of(&p.pool)))
+        {
+            used.extend(self.inner.store.peering_links_within(pool.pool).await?);
+        }
+        {
+            let cache = self.nb_cache()?;
+            used.extend(allocation_exclusions(v, &NbTopology(&cache), others));
+        }
+        // Start at a random link so that concurrent creates rarely race for one.
+        let start = rand::random::<u32>() as u128;
+        let (local, remote) = allocate_connect(&pools, &families, &used, start).map_err(|family| {
+            let pool = pools
+                .iter()
+                .find(|p| crate::peering::Family::of(&p.pool) == family)
+                .map(|p| p.pool.to_string())
+                .unwrap_or_else(|| family.name().to_string());
+            ApiError::PoolExhausted { pool }
+        })?;
+        Ok(v.with_link(local, remote))
+    }
+}
+
+fn unchecked(p: &Peering) -> UncheckedPeering {
+    let routes = |rs: &[PeeringRoute]| {
+        rs.iter()
+            .map(|r| UncheckedRoute {
+                cidr: r.cidr.clone(),
+                policy: r.policy,
+            })
+            .collect()
+    };
+    UncheckedPeering {
+        name: p.name.clone(),
+        local_vpc: p.local_vpc.clone(),
+        remote_vpc: p.remote_vpc.clone(),
+        local_connect_ip: p.local_connect_ip.clone(),
+        remote_connect_ip: p.remote_connect_ip.clone(),
+        local_routes: routes(&p.local_routes),
+        remote_routes: routes(&p.remote_routes),
+    }
+}
+
+/// What a `validate_only` request would create.
+fn preview(spec: &PeeringSpec) -> Peering {
+    let routes = |rs: &[crate::peering::RouteSpec]| {
+        rs.iter()
+            .map(|r| PeeringRoute {
+                cidr: r.prefix.to_string(),
+                policy: convert::policy(r.policy.as_ovn_str()) as i32,
+            })
+            .collect()
+    };
+    Peering {
+        name: spec.name.clone(),
+        local_vpc: spec.local_vpc.clone(),
+        remote_vpc: spec.remote_vpc.clone(),
+        local_connect_ip: spec.local_connect.to_string(),
+        remote_connect_ip: spec.remote_connect.to_string(),
+        local_routes: routes(&spec.local_routes),
+        remote_routes: routes(&spec.remote_routes),
+        ..Default::default()
+    }
+}

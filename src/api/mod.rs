@@ -1,0 +1,159 @@
+//! The gRPC `PeeringService`: checks requests, records desired state in
+//! Postgres and answers from it. It never writes OVN NB: the reconciler does.
+//!
+//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, in the
+//! trait impl below.
+
+mod convert;
+mod create;
+mod error;
+mod page_token;
+mod routes;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::ovsdb;
+use crate::proto::v1::peering_service_server::PeeringService;
+use crate::proto::v1::{
+    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
+    ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
+};
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// The rules' settings the API applies.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// VPCs that can never be peered.
+    pub protected_vpcs: Vec<String>,
+    /// IPv4 link pool and link prefix length.
+    pub link_pool_v4: (ipnet::IpNet, u8),
+    /// IPv6 link pool and link prefix length.
+    pub link_pool_v6: (ipnet::IpNet, u8),
+}
+
+/// The service implementation.
+#[derive(Clone)]
+pub struct PeeringApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    nb: ovsdb::Client,
+    settings: ApiSettings,
+}
+
+impl PeeringApi {
+    /// A service over the store and the NB client's cache.
+    pub fn new(store: Store, nb: ovsdb::Client, settings: ApiSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                nb,
+                settings,
+            }),
+        }
+    }
+
+    /// The NB cache, refused while it is not in sync with a server. Keep the
+    /// guard short-lived and never across an `.await`.
+    fn nb_cache(&self) -> Result<ovsdb::CacheGuard<'_>, ApiError> {
+        if !self.inner.nb.state().borrow().is_synced() {
+            return Err(ApiError::nb_unavailable());
+        }
+        Ok(self.inner.nb.cache())
+    }
+
+    async fn get(&self, req: GetPeeringRequest) -> Result<Peering, ApiError> {
+        if req.name.is_empty() {
+            return Err(ApiError::invalid("name", "required"));
+        }
+        match self.inner.store.peering_get(&req.name).await? {
+            Some(record) => Ok(convert::peering(&record)),
+            None => Err(ApiError::peering_not_found(req.name)),
+        }
+    }
+
+    async fn list(&self, req: ListPeeringsRequest) -> Result<ListPeeringsResponse, ApiError> {
+        let limit = page_token::page_size(req.page_size)?;
+        let after = page_token::decode(&req.page_token, &req.vpc)?;
+        let vpc = (!req.vpc.is_empty()).then_some(req.vpc.as_str());
+        // One extra row tells whether another page follows.
+        let mut records = self
+            .inner
+            .store
+            .peering_list(after.as_deref(), limit + 1, vpc)
+            .await?;
+        let more = records.len() as i64 > limit;
+        records.truncate(limit as usize);
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => page_token::encode(&req.vpc, &last.name),
+            _ => String::new(),
+        };
+        Ok(ListPeeringsResponse {
+            peerings: records.iter().map(convert::peering).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn delete(&self, req: DeletePeeringRequest) -> Result<Peering, ApiError> {
+        if req.name.is_empty() {
+            return Err(ApiError::invalid("name", "required"));
+        }
+        match self.inner.store.peering_mark_deleting(&req.name).await? {
+            Some(record) => Ok(convert::peering(&record)),
+            None if req.allow_missing => Ok(Peering {
+                name: req.name,
+                ..Default::default()
+            }),
+            None => Err(ApiError::peering_not_found(req.name)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PeeringService for PeeringApi {
+    #[tracing::instrument(skip_all, fields(peering = req.get_ref().peering.as_ref().map(|p| p.name.as_str()).unwrap_or_default()))]
+    async fn create_peering(
+        &self,
+        req: Request<CreatePeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        Ok(Response::new(self.create(req.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(peering = %req.get_ref().name))]
+    async fn get_peering(
+        &self,
+        req: Request<GetPeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        Ok(Response::new(self.get(req.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(vpc = %req.get_ref().vpc))]
+    async fn list_peerings(
+        &self,
+        req: Request<ListPeeringsRequest>,
+    ) -> Result<Response<ListPeeringsResponse>, Status> {
+        Ok(Response::new(self.list(req.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(peering = %req.get_ref().name))]
+    async fn delete_peering(
+        &self,
+        req: Request<DeletePeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        Ok(Response::new(self.delete(req.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(vpc = %req.get_ref().vpc))]
+    async fn list_routes(
+        &self,
+        req: Request<ListRoutesRequest>,
+    ) -> Result<Response<ListRoutesResponse>, Status> {
+        Ok(Response::new(self.routes(req.into_inner()).await?))
+    }
+}

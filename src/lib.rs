@@ -1,0 +1,22 @@
+//! ovn-peerd: VPC peering as a gRPC API for OVN-based clouds.
+//!
+//! Layout, by what each module owns:
+//! - [`api`]: the gRPC `PeeringService` (request checks, error mapping to `tonic::Status`).
+//! - [`peering`]: pure rules: validation, link allocation, desired NB rows, diffs. No I/O.
+//! - [`store`]: every SQL statement (Postgres holds the desired state).
+//! - [`ovsdb`]: an async OVSDB client with an in-memory replica of the NB tables we use.
+//! - [`reconciler`]: the background worker converging OVN NB to Postgres.
+//! - [`startup`]: wiring, health, metrics and graceful shutdown.
+
+pub mod api;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod ovsdb;
+pub mod peering;
+pub mod proto;
+pub mod reconciler;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,51 @@
+//! The `ovn-peerd` binary: parse configuration, serve until SIGTERM/SIGINT.
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use ovn_peerd::config::Config;
+use ovn_peerd::startup::Application;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    ovn_peerd::telemetry::init(config.log_format);
+    if let Some(addr) = config.metrics_listen {
+        if let Err(e) = ovn_peerd::metrics::install(addr) {
+            tracing::error!(error = ?e, %addr, "cannot serve metrics");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let result = match Application::build(config).await {
+        Ok(app) => app.run(shutdown).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "ovn-peerd failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,590 @@
+//! The in-memory replica of the monitored NB tables, its indexes, and applying monitor updates.
+//!
+//! Owns row storage and the `update`/`update2`/`update3` application rules:
+//! `initial`/`insert` rows omit default-valued columns (we start from defaults); a `modify`
+//! carries the new value for columns of at most one element (scalars *and* optional columns such
+//! as `peer`: OVS only diffs "composite" types) and a *diff* for larger sets (symmetric
+//! difference) and maps (same key+value = remove, other value = replace, new key = add). Diffs are not idempotent:
+//! the caller applies each update exactly once. Sets are kept sorted.
+//! Reading is plain `&self` methods; the client hands out read guards.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
+use super::ops::{Atom, Datum};
+use super::schema::TableSchema;
+
+/// The server's types of the columns we model, per table (decides scalar vs diff in `modify`).
+pub type Types = HashMap<Table, TableSchema>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowChange {
+    pub table: Table,
+    pub uuid: Uuid,
+    pub kind: ChangeKind,
+}
+
+/// Monitor update formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateFormat {
+    /// `monitor`: `{"old": .., "new": ..}` with full rows.
+    V1,
+    /// `monitor_cond`/`monitor_cond_since`: `initial`/`insert`/`modify`/`delete`.
+    V2,
+}
+
+/// A malformed update: the cache can no longer be trusted and must be rebuilt.
+#[derive(Debug, thiserror::Error)]
+#[error("bad monitor update for {table} {uuid}: {reason}")]
+pub struct UpdateError {
+    pub table: String,
+    pub uuid: String,
+    pub reason: String,
+}
+
+/// Replica of `Logical_Router`, `Logical_Router_Port`, `Logical_Router_Static_Route`.
+#[derive(Debug, Clone, Default)]
+pub struct NbCache {
+    routers: HashMap<Uuid, LogicalRouter>,
+    ports: HashMap<Uuid, LogicalRouterPort>,
+    routes: HashMap<Uuid, LogicalRouterStaticRoute>,
+    router_by_name: HashMap<String, BTreeSet<Uuid>>,
+    port_by_name: HashMap<String, Uuid>,
+    owner_key: Option<String>,
+    by_owner: HashMap<String, BTreeSet<(Table, Uuid)>>,
+}
+
+impl NbCache {
+    /// An empty cache indexing rows by `external_ids[owner_key]`.
+    pub fn new(owner_key: Option<String>) -> Self {
+        NbCache {
+            owner_key,
+            ..Default::default()
+        }
+    }
+
+    /// An empty cache with the same configuration.
+    pub fn empty_like(&self) -> Self {
+        Self::new(self.owner_key.clone())
+    }
+
+    // ---- reads ----
+
+    pub fn routers(&self) -> impl Iterator<Item = &LogicalRouter> {
+        self.routers.values()
+    }
+    pub fn router(&self, uuid: Uuid) -> Option<&LogicalRouter> {
+        self.routers.get(&uuid)
+    }
+    /// Router names are not unique in NB: all routers with this name.
+    pub fn router_by_name(&self, name: &str) -> Vec<&LogicalRouter> {
+        self.router_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| self.routers.get(u))
+            .collect()
+    }
+    pub fn ports(&self) -> impl Iterator<Item = &LogicalRouterPort> {
+        self.ports.values()
+    }
+    pub fn port(&self, uuid: Uuid) -> Option<&LogicalRouterPort> {
+        self.ports.get(&uuid)
+    }
+    pub fn port_by_name(&self, name: &str) -> Option<&LogicalRouterPort> {
+        self.port_by_name.get(name).and_then(|u| self.ports.get(u))
+    }
+    pub fn static_routes(&self) -> impl Iterator<Item = &LogicalRouterStaticRoute> {
+        self.routes.values()
+    }
+    pub fn static_route(&self, uuid: Uuid) -> Option<&LogicalRouterStaticRoute> {
+        self.routes.get(&uuid)
+    }
+    /// Rows whose `external_ids[key] == value`; indexed when `key` is the configured owner key.
+    pub fn rows_with_external_id(&self, key: &str, value: &str) -> BTreeSet<(Table, Uuid)> {
+        if self.owner_key.as_deref() == Some(key) {
+            return self.by_owner.get(value).cloned().unwrap_or_default();
+        }
+        let hit = |ids: &BTreeMap<String, String>| ids.get(key).is_some_and(|v| v == value);
+        let mut out = BTreeSet::new();
+        out.extend(
+            self.routers
+                .values()
+                .filter(|r| hit(&r.external_ids))
+                .map(|r| (Table::LogicalRouter, r.uuid)),
+        );
+        out.extend(
+            self.ports
+                .values()
+                .filter(|r| hit(&r.external_ids))
+                .map(|r| (Table::LogicalRouterPort, r.uuid)),
+        );
+        out.extend(
+            self.routes
+                .values()
+                .filter(|r| hit(&r.external_ids))
+                .map(|r| (Table::LogicalRouterStaticRoute, r.uuid)),
+        );
+        out
+    }
+    /// The distinct values of the owner key present in the cache.
+    pub fn owner_values(&self) -> impl Iterator<Item = &str> {
+        self.by_owner.keys().map(String::as_str)
+    }
+    pub fn len(&self) -> usize {
+        self.routers.len() + self.ports.len() + self.routes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // ---- writes ----
+
+    /// Applies one `table-updates` object (the `update*` notification or a monitor reply).
+    pub fn apply(
+        &mut self,
+        types: &Types,
+        format: UpdateFormat,
+        updates: &Value,
+    ) -> Result<Vec<RowChange>, UpdateError> {
+        let mut changes = Vec::new();
+        let Some(tables) = updates.as_object() else {
+            if updates.is_null() {
+                return Ok(changes);
+            }
+            return Err(bad("", "", "table-updates is not an object"));
+        };
+        for (tname, rows) in tables {
+            let Some(table) = Table::from_name(tname) else {
+                continue; // not ours (should not happen: we monitor only our tables)
+            };
+            let rows = rows
+                .as_object()
+                .ok_or_else(|| bad(tname, "", "table-update is not an object"))?;
+            let empty = TableSchema::new();
+            let ty = types.get(&table).unwrap_or(&empty);
+            for (uuid_s, ru) in rows {
+                let uuid =
+                    Uuid::parse_str(uuid_s).map_err(|e| bad(tname, uuid_s, &e.to_string()))?;
+                let kind = match table {
+                    Table::LogicalRouter => self.apply_row::<LogicalRouter>(ty, format, uuid, ru),
+                    Table::LogicalRouterPort => {
+                        self.apply_row::<LogicalRouterPort>(ty, format, uuid, ru)
+                    }
+                    Table::LogicalRouterStaticRoute => {
+                        self.apply_row::<LogicalRouterStaticRoute>(ty, format, uuid, ru)
+                    }
+                }
+                .map_err(|r| bad(tname, uuid_s, &r))?;
+                if let Some(kind) = kind {
+                    changes.push(RowChange { table, uuid, kind });
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    fn apply_row<M: Model + Indexed>(
+        &mut self,
+        ty: &TableSchema,
+        format: UpdateFormat,
+        uuid: Uuid,
+        ru: &Value,
+    ) -> Result<Option<ChangeKind>, String> {
+        let ru = ru.as_object().ok_or("row-update is not an object")?;
+        enum Op<'a> {
+            Insert(&'a Map<String, Value>),
+            Modify(&'a Map<String, Value>, bool),
+            Delete,
+        }
+        let op = match format {
+            UpdateFormat::V2 => {
+                if let Some(r) = ru.get("initial").or_else(|| ru.get("insert")) {
+                    Op::Insert(obj(r)?)
+                } else if let Some(r) = ru.get("modify") {
+                    Op::Modify(obj(r)?, true)
+                } else if ru.contains_key("delete") {
+                    Op::Delete
+                } else {
+                    return Err("unknown row-update2".into());
+                }
+            }
+            UpdateFormat::V1 => match (ru.get("old"), ru.get("new")) {
+                (_, Some(new)) if !new.is_null() => {
+                    if M::store(self).contains_key(&uuid) {
+                        Op::Modify(obj(new)?, false)
+                    } else {
+                        Op::Insert(obj(new)?)
+                    }
+                }
+                (Some(_), _) => Op::Delete,
+                _ => return Err("row-update has neither old nor new".into()),
+            },
+        };
+        match op {
+            Op::Insert(cols) => {
+                let mut row = M::default();
+                row.set_uuid(uuid);
+                for (c, v) in cols {
+                    if let Some(ct) = ty.get(c.as_str()) {
+                        let d = normalize(Datum::from_json(v)?, ct.is_map());
+                        row.set(c, d).map_err(|e| format!("column {c}: {e}"))?;
+                    }
+                }
+                let kind = if self.remove::<M>(uuid).is_some() {
+                    ChangeKind::Modify
+                } else {
+                    ChangeKind::Insert
+                };
+                self.put(row);
+                Ok(Some(kind))
+            }
+            Op::Modify(cols, diff) => {
+                let mut row = self.remove::<M>(uuid).ok_or("modify of an unknown row")?;
+                let result = (|| {
+                    for (c, v) in cols {
+                        let Some(ct) = ty.get(c.as_str()) else {
+                            continue;
+                        };
+                        let new = normalize(Datum::from_json(v)?, ct.is_map());
+                        let value = if diff && ct.is_composite() {
+                            let old = row
+                                .get(c)
+                                .ok_or_else(|| format!("column {c} not modelled"))?;
+                            apply_diff(old, new)?
+                        } else {
+                            new
+                        };
+                        row.set(c, value).map_err(|e| format!("column {c}: {e}"))?;
+                    }
+                    Ok::<_, String>(())
+                })();
+                self.put(row);
+                result.map(|()| Some(ChangeKind::Modify))
+            }
+            Op::Delete => Ok(self.remove::<M>(uuid).map(|_| ChangeKind::Delete)),
+        }
+    }
+
+    fn put<M: Model + Indexed>(&mut self, row: M) {
+        let (table, uuid) = (M::TABLE, row.uuid());
+        if let Some(v) = self.owner_value(row.external_ids()) {
+            self.by_owner.entry(v).or_default().insert((table, uuid));
+        }
+        row.index(self);
+        M::store_mut(self).insert(uuid, row);
+    }
+
+    fn remove<M: Model + Indexed>(&mut self, uuid: Uuid) -> Option<M> {
+        let row = M::store_mut(self).remove(&uuid)?;
+        if let Some(v) = self.owner_value(row.external_ids()) {
+            if let Some(set) = self.by_owner.get_mut(&v) {
+                set.remove(&(M::TABLE, uuid));
+                if set.is_empty() {
+                    self.by_owner.remove(&v);
+                }
+            }
+        }
+        row.unindex(self);
+        Some(row)
+    }
+
+    fn owner_value(&self, ids: &BTreeMap<String, String>) -> Option<String> {
+        self.owner_key.as_ref().and_then(|k| ids.get(k)).cloned()
+    }
+}
+
+fn obj(v: &Value) -> Result<&Map<String, Value>, String> {
+    v.as_object()
+        .ok_or_else(|| "row is not an object".to_string())
+}
+
+fn bad(table: &str, uuid: &str, reason: &str) -> UpdateError {
+    UpdateError {
+        table: table.to_owned(),
+        uuid: uuid.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Sorts and dedups sets; turns an empty set into an empty map for map columns.
+fn normalize(d: Datum, is_map: bool) -> Datum {
+    match d {
+        Datum::Set(v) if is_map && v.is_empty() => Datum::Map(vec![]),
+        Datum::Set(v) => Datum::Set(v.into_iter().collect::<BTreeSet<_>>().into_iter().collect()),
+        Datum::Map(m) => Datum::Map(
+            m.into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+        ),
+    }
+}
+
+/// Applies an `update2` diff to a set or map value.
+pub fn apply_diff(old: Datum, diff: Datum) -> Result<Datum, String> {
+    match (old, diff) {
+        (Datum::Set(old), Datum::Set(diff)) => {
+            let mut s: BTreeSet<Atom> = old.into_iter().collect();
+            for a in diff {
+                if !s.remove(&a) {
+                    s.insert(a);
+                }
+            }
+            Ok(Datum::Set(s.into_iter().collect()))
+        }
+        (Datum::Map(old), Datum::Map(diff)) => {
+            let mut m: BTreeMap<Atom, Atom> = old.into_iter().collect();
+            for (k, v) in diff {
+                if m.get(&k) == Some(&v) {
+                    m.remove(&k);
+                } else {
+                    m.insert(k, v);
+                }
+            }
+            Ok(Datum::Map(m.into_iter().collect()))
+        }
+        (Datum::Map(old), Datum::Set(d)) if d.is_empty() => Ok(Datum::Map(old)),
+        _ => Err("diff does not match the column's kind".into()),
+    }
+}
+
+/// Per-table storage and secondary indexes.
+trait Indexed: Sized {
+    fn store(c: &NbCache) -> &HashMap<Uuid, Self>;
+    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self>;
+    fn index(&self, _c: &mut NbCache) {}
+    fn unindex(&self, _c: &mut NbCache) {}
+}
+
+impl Indexed for LogicalRouter {
+    fn store(c: &NbCache) -> &HashMap<Uuid, Self> {
+        &c.routers
+    }
+    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self> {
+        &mut c.routers
+    }
+    fn index(&self, c: &mut NbCache) {
+        c.router_by_name
+            .entry(self.name.clone())
+            .or_default()
+            .insert(self.uuid);
+    }
+    fn unindex(&self, c: &mut NbCache) {
+        if let Some(s) = c.router_by_name.get_mut(&self.name) {
+            s.remove(&self.uuid);
+            if s.is_empty() {
+                c.router_by_name.remove(&self.name);
+            }
+        }
+    }
+}
+
+impl Indexed for LogicalRouterPort {
+    fn store(c: &NbCache) -> &HashMap<Uuid, Self> {
+        &c.ports
+    }
+    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self> {
+        &mut c.ports
+    }
+    fn index(&self, c: &mut NbCache) {
+        c.port_by_name.insert(self.name.clone(), self.uuid);
+    }
+    fn unindex(&self, c: &mut NbCache) {
+        if c.port_by_name.get(&self.name) == Some(&self.uuid) {
+            c.port_by_name.remove(&self.name);
+        }
+    }
+}
+
+impl Indexed for LogicalRouterStaticRoute {
+    fn store(c: &NbCache) -> &HashMap<Uuid, Self> {
+        &c.routes
+    }
+    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self> {
+        &mut c.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::schema::DatabaseSchema;
+    use serde_json::json;
+
+    fn types() -> Types {
+        let s = DatabaseSchema::parse(
+            &serde_json::from_str(
+                &std::fs::read_to_string("/usr/share/ovn/ovn-nb.ovsschema").unwrap_or_default(),
+            )
+            .unwrap_or_else(|_| fallback_schema()),
+        )
+        .unwrap();
+        Table::ALL
+            .iter()
+            .map(|t| (*t, s.check(t.name(), t.columns()).unwrap()))
+            .collect()
+    }
+
+    fn fallback_schema() -> Value {
+        json!({"name": "OVN_Northbound", "tables": {
+            "Logical_Router": {"columns": {"name": {"type": "string"},
+                "ports": {"type": {"key": "uuid", "min": 0, "max": "unlimited"}},
+                "static_routes": {"type": {"key": "uuid", "min": 0, "max": "unlimited"}},
+                "options": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}}},
+            "Logical_Router_Port": {"columns": {"name": {"type": "string"}, "mac": {"type": "string"},
+                "networks": {"type": {"key": "string", "min": 1, "max": "unlimited"}},
+                "peer": {"type": {"key": "string", "min": 0, "max": 1}},
+                "enabled": {"type": {"key": "boolean", "min": 0, "max": 1}},
+                "gateway_chassis": {"type": {"key": "uuid", "min": 0, "max": "unlimited"}},
+                "ha_chassis_group": {"type": {"key": "uuid", "min": 0, "max": 1}},
+                "options": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}}},
+            "Logical_Router_Static_Route": {"columns": {"ip_prefix": {"type": "string"}, "nexthop": {"type": "string"},
+                "policy": {"type": {"key": "string", "min": 0, "max": 1}},
+                "output_port": {"type": {"key": "string", "min": 0, "max": 1}},
+                "route_table": {"type": "string"},
+                "options": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}}}}})
+    }
+
+    #[test]
+    fn set_and_map_diffs() {
+        let s = apply_diff(Datum::set(["a", "b"]), Datum::set(["b", "c"])).unwrap();
+        assert_eq!(s, Datum::set(["a", "c"]));
+        let m = apply_diff(
+            Datum::map([("k1", "v1"), ("k2", "v2"), ("k3", "v3")]),
+            Datum::map([("k1", "v1"), ("k2", "new"), ("k4", "v4")]),
+        )
+        .unwrap();
+        assert_eq!(m, Datum::map([("k2", "new"), ("k3", "v3"), ("k4", "v4")]));
+        assert!(apply_diff(Datum::set(["a"]), Datum::map([("k", "v")])).is_err());
+    }
+
+    #[test]
+    fn applies_update2_with_defaults_diffs_and_indexes() {
+        let t = types();
+        let mut c = NbCache::new(Some("owner".into()));
+        let p = Uuid::from_u128(1);
+        let r = Uuid::from_u128(2);
+        let ch = c
+            .apply(
+                &t,
+                UpdateFormat::V2,
+                &json!({
+                "Logical_Router_Port": {p.to_string(): {"initial": {"name": "lp", "mac": "m",
+                    "networks": "10.0.0.1/24", "external_ids": ["map", [["owner", "x"]]]}}},
+                "Logical_Router": {r.to_string(): {"insert": {"name": "r",
+                    "ports": ["uuid", p.to_string()]}}}}),
+            )
+            .unwrap();
+        assert_eq!(ch.len(), 2);
+        let port = c.port_by_name("lp").unwrap();
+        assert_eq!(port.networks, vec!["10.0.0.1/24"]);
+        assert_eq!(port.peer, None);
+        assert_eq!(port.enabled, None);
+        assert_eq!(c.router_by_name("r")[0].ports, vec![p]);
+        assert_eq!(c.rows_with_external_id("owner", "x").len(), 1);
+
+        c.apply(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
+            "networks": ["set", ["10.0.0.1/24", "fd00::1/64"]], "peer": "q", "name": "lp2",
+            "external_ids": ["map", [["owner", "y"], ["k", "v"]]]}}}}),
+        )
+        .unwrap();
+        let port = c.port(p).unwrap();
+        assert_eq!(port.networks, vec!["fd00::1/64"]);
+        assert_eq!(port.peer.as_deref(), Some("q"));
+        assert!(c.port_by_name("lp").is_none());
+        assert_eq!(c.port_by_name("lp2").unwrap().uuid, p);
+        assert!(c.rows_with_external_id("owner", "x").is_empty());
+        assert_eq!(c.rows_with_external_id("owner", "y").len(), 1);
+        assert_eq!(c.rows_with_external_id("k", "v").len(), 1);
+
+        // An optional (0..1) column is not diffed: the modify carries the new value.
+        c.apply(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
+            "peer": "b"}}}}),
+        )
+        .unwrap();
+        assert_eq!(c.port(p).unwrap().peer.as_deref(), Some("b"));
+        c.apply(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
+            "peer": ["set", []]}}}}),
+        )
+        .unwrap();
+        assert_eq!(c.port(p).unwrap().peer, None);
+
+        let ch = c
+            .apply(
+                &t,
+                UpdateFormat::V2,
+                &json!({"Logical_Router_Port": {p.to_string(): {"delete": null}}}),
+            )
+            .unwrap();
+        assert_eq!(ch[0].kind, ChangeKind::Delete);
+        assert!(c.port_by_name("lp2").is_none());
+        assert!(c.owner_values().next().is_none());
+    }
+
+    #[test]
+    fn malformed_updates_are_errors() {
+        let t = types();
+        let mut c = NbCache::new(None);
+        for bad in [
+            json!([1]),
+            json!({"Logical_Router": {"not-a-uuid": {"insert": {}}}}),
+            json!({"Logical_Router": {Uuid::nil().to_string(): {"modify": {"name": "x"}}}}),
+            json!({"Logical_Router": {Uuid::nil().to_string(): {"insert": {"name": 5}}}}),
+            json!({"Logical_Router": {Uuid::nil().to_string(): {"bogus": {}}}}),
+        ] {
+            assert!(c.apply(&t, UpdateFormat::V2, &bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn v1_updates() {
+        let t = types();
+        let mut c = NbCache::new(None);
+        let r = Uuid::from_u128(9);
+        c.apply(
+            &t,
+            UpdateFormat::V1,
+            &json!({"Logical_Router": {r.to_string(): {"new": {"name": "a",
+            "ports": ["set", []], "options": ["map", []]}}}}),
+        )
+        .unwrap();
+        c.apply(
+            &t,
+            UpdateFormat::V1,
+            &json!({"Logical_Router": {r.to_string(): {"old": {"name": "a"},
+            "new": {"name": "b", "ports": ["set", []], "options": ["map", []]}}}}),
+        )
+        .unwrap();
+        assert_eq!(c.router(r).unwrap().name, "b");
+        c.apply(
+            &t,
+            UpdateFormat::V1,
+            &json!({"Logical_Router": {r.to_string(): {"old": {"name": "b"}}}}),
+        )
+        .unwrap();
+        assert!(c.is_empty());
+    }
+}

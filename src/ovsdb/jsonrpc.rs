@@ -1,0 +1,249 @@
+//! JSON-RPC 1.0 as OVSDB speaks it: framing of back-to-back JSON objects and message decoding.
+//!
+//! Owns bytes ⇄ [`Message`]. No I/O, no state beyond the partial input: the connection feeds
+//! whatever it read and takes out complete messages. The scanner tracks object depth and
+//! string/escape state incrementally, so a large reply arriving in many reads is scanned once.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+/// One decoded JSON-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Request {
+        method: String,
+        params: Value,
+        id: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
+    Response {
+        id: Value,
+        result: Value,
+        error: Value,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("unexpected byte {0:#04x} between messages")]
+    Garbage(u8),
+    #[error("message larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("not a JSON-RPC message: {0}")]
+    NotJsonRpc(String),
+}
+
+/// Incremental splitter of a byte stream into complete top-level JSON objects.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    /// Bytes of `buf` already scanned.
+    pos: usize,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    max_len: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_len: usize) -> Self {
+        FrameDecoder {
+            buf: BytesMut::with_capacity(64 * 1024),
+            pos: 0,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            max_len,
+        }
+    }
+
+    /// The buffer to read into (`AsyncReadExt::read_buf`).
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    pub fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Takes the next complete object out of the buffer, if there is one.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        while self.pos < self.buf.len() {
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            if self.depth == 0 {
+                match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => {
+                        // Drop whitespace between messages so it never accumulates.
+                        let _ = self.buf.split_to(self.pos);
+                        self.pos = 0;
+                    }
+                    b'{' => self.depth = 1,
+                    other => return Err(FrameError::Garbage(other)),
+                }
+                continue;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let frame = self.buf.split_to(self.pos).freeze();
+                        self.pos = 0;
+                        return Ok(Some(frame));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.buf.len() > self.max_len {
+            return Err(FrameError::TooLarge(self.max_len));
+        }
+        Ok(None)
+    }
+
+    /// Decodes the next complete message, if there is one.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        match self.next_frame()? {
+            None => Ok(None),
+            Some(frame) => decode(&frame).map(Some),
+        }
+    }
+}
+
+/// Decodes one complete JSON object as a JSON-RPC message.
+pub fn decode(frame: &[u8]) -> Result<Message, FrameError> {
+    let v: Value = serde_json::from_slice(frame).map_err(|e| FrameError::Json(e.to_string()))?;
+    let Value::Object(mut obj) = v else {
+        return Err(FrameError::NotJsonRpc("not an object".into()));
+    };
+    if let Some(method) = obj.remove("method") {
+        let Value::String(method) = method else {
+            return Err(FrameError::NotJsonRpc("method is not a string".into()));
+        };
+        let params = obj.remove("params").unwrap_or(Value::Null);
+        return Ok(match obj.remove("id") {
+            None | Some(Value::Null) => Message::Notification { method, params },
+            Some(id) => Message::Request { method, params, id },
+        });
+    }
+    match obj.remove("id") {
+        Some(id) if obj.contains_key("result") || obj.contains_key("error") => {
+            Ok(Message::Response {
+                id,
+                result: obj.remove("result").unwrap_or(Value::Null),
+                error: obj.remove("error").unwrap_or(Value::Null),
+            })
+        }
+        _ => Err(FrameError::NotJsonRpc(
+            "neither a request nor a response".into(),
+        )),
+    }
+}
+
+/// Encodes a message (never fails: `Value`s always serialize).
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let v = match msg {
+        Message::Request { method, params, id } => {
+            json!({"method": method, "params": params, "id": id})
+        }
+        Message::Notification { method, params } => {
+            json!({"method": method, "params": params, "id": null})
+        }
+        Message::Response { id, result, error } => {
+            json!({"id": id, "result": result, "error": error})
+        }
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(d: &mut FrameDecoder) -> Vec<Message> {
+        let mut out = vec![];
+        while let Some(m) = d.next_message().unwrap() {
+            out.push(m);
+        }
+        out
+    }
+
+    #[test]
+    fn splits_back_to_back_objects_fed_byte_by_byte() {
+        let input = br#"{"id":1,"result":{"a":"}{\"x"},"error":null}  {"method":"echo","params":[],"id":"echo"}
+{"method":"update2","params":[null,{"t":{}}],"id":null}"#;
+        let mut d = FrameDecoder::new(1 << 20);
+        let mut got = vec![];
+        for b in input.iter() {
+            d.extend(&[*b]);
+            got.extend(all(&mut d));
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0],
+            Message::Response {
+                id: json!(1),
+                result: json!({"a": "}{\"x"}),
+                error: Value::Null
+            }
+        );
+        assert!(matches!(&got[1], Message::Request { method, .. } if method == "echo"));
+        assert!(matches!(&got[2], Message::Notification { method, .. } if method == "update2"));
+    }
+
+    #[test]
+    fn escaped_backslash_before_quote() {
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(br#"{"id":1,"result":"a\\","error":null}{"id":2,"result":[],"error":null}"#);
+        assert_eq!(all(&mut d).len(), 2);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(d.next_frame(), Err(FrameError::Garbage(b'H')));
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(b"{\"id\":1,,}");
+        assert!(matches!(d.next_message(), Err(FrameError::Json(_))));
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(b"{\"x\":1}");
+        assert!(matches!(d.next_message(), Err(FrameError::NotJsonRpc(_))));
+    }
+
+    #[test]
+    fn truncated_input_waits_and_oversize_fails() {
+        let mut d = FrameDecoder::new(16);
+        d.extend(b"{\"id\":1,\"res");
+        assert_eq!(d.next_frame(), Ok(None));
+        d.extend(b"ult\":[1,2,3,4,5,6,7,8]");
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge(16)));
+    }
+
+    #[test]
+    fn encode_roundtrip() {
+        let m = Message::Request {
+            method: "transact".into(),
+            params: json!(["db", {"op": "comment", "comment": "x"}]),
+            id: json!(7),
+        };
+        assert_eq!(decode(&encode(&m)).unwrap(), m);
+    }
+}

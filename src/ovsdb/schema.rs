@@ -1,0 +1,266 @@
+//! The server's schema (from `get_schema`) and checking it against the columns we model.
+//!
+//! Owns schema parsing and compatibility checks only. Extra tables and columns in the server's
+//! schema are fine (we monitor only what we model); a missing table or column, or one whose type
+//! changed shape, is an [`Error`] naming it.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomicType {
+    Integer,
+    Real,
+    Boolean,
+    String,
+    Uuid,
+}
+
+impl AtomicType {
+    fn parse(v: &Value) -> Option<AtomicType> {
+        let name = match v {
+            Value::String(s) => s.as_str(),
+            Value::Object(o) => o.get("type")?.as_str()?,
+            _ => return None,
+        };
+        Some(match name {
+            "integer" => AtomicType::Integer,
+            "real" => AtomicType::Real,
+            "boolean" => AtomicType::Boolean,
+            "string" => AtomicType::String,
+            "uuid" => AtomicType::Uuid,
+            _ => return None,
+        })
+    }
+}
+
+/// A column's type: key (and value, for maps) with element count bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    pub key: AtomicType,
+    pub value: Option<AtomicType>,
+    pub min: u64,
+    /// `None` = unlimited.
+    pub max: Option<u64>,
+}
+
+impl ColumnType {
+    /// Exactly one atom.
+    pub fn is_scalar(&self) -> bool {
+        self.min == 1 && self.max == Some(1) && self.value.is_none()
+    }
+    /// More than one element allowed. Only such columns carry a *diff* in an `update2`
+    /// `modify`; for `max == 1` columns (scalars and optional ones like `peer`) the server sends
+    /// the new value (OVS `ovsdb_datum_diff`: `!ovsdb_type_is_composite` → clone of new).
+    pub fn is_composite(&self) -> bool {
+        self.max.is_none_or(|m| m > 1)
+    }
+    pub fn is_map(&self) -> bool {
+        self.value.is_some()
+    }
+
+    fn parse(v: &Value) -> Option<ColumnType> {
+        if let Some(key) = AtomicType::parse(v).filter(|_| v.is_string()) {
+            return Some(ColumnType {
+                key,
+                value: None,
+                min: 1,
+                max: Some(1),
+            });
+        }
+        let o = v.as_object()?;
+        let key = AtomicType::parse(o.get("key")?)?;
+        let value = match o.get("value") {
+            Some(v) => Some(AtomicType::parse(v)?),
+            None => None,
+        };
+        let min = o.get("min").map_or(Some(1), Value::as_u64)?;
+        let max = match o.get("max") {
+            None => Some(1),
+            Some(Value::String(s)) if s == "unlimited" => None,
+            Some(v) => Some(v.as_u64()?),
+        };
+        Some(ColumnType {
+            key,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+/// What a model needs from one column.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnSpec {
+    pub name: &'static str,
+    pub key: AtomicType,
+    pub value: Option<AtomicType>,
+    /// Largest number of elements the model can hold (`None` = any).
+    pub max: Option<u64>,
+}
+
+impl ColumnSpec {
+    pub const fn scalar(name: &'static str, key: AtomicType) -> Self {
+        ColumnSpec {
+            name,
+            key,
+            value: None,
+            max: Some(1),
+        }
+    }
+    pub const fn set(name: &'static str, key: AtomicType) -> Self {
+        ColumnSpec {
+            name,
+            key,
+            value: None,
+            max: None,
+        }
+    }
+    pub const fn map(name: &'static str) -> Self {
+        ColumnSpec {
+            name,
+            key: AtomicType::String,
+            value: Some(AtomicType::String),
+            max: None,
+        }
+    }
+}
+
+/// One table: column name → type.
+pub type TableSchema = HashMap<String, ColumnType>;
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSchema {
+    pub name: String,
+    pub version: String,
+    pub tables: HashMap<String, TableSchema>,
+}
+
+impl DatabaseSchema {
+    pub fn parse(v: &Value) -> Result<DatabaseSchema, Error> {
+        let bad = |m: &str| Error::Protocol(format!("bad schema: {m}"));
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no name"))?;
+        let version = v
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let tables_json = v
+            .get("tables")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("no tables"))?;
+        let mut tables = HashMap::new();
+        for (tname, t) in tables_json {
+            let cols = t
+                .get("columns")
+                .and_then(Value::as_object)
+                .ok_or_else(|| bad(&format!("table {tname} has no columns")))?;
+            let mut columns = TableSchema::new();
+            for (cname, c) in cols {
+                let ty = c
+                    .get("type")
+                    .and_then(ColumnType::parse)
+                    .ok_or_else(|| bad(&format!("column {tname}.{cname} has a bad type")))?;
+                columns.insert(cname.clone(), ty);
+            }
+            tables.insert(tname.clone(), columns);
+        }
+        Ok(DatabaseSchema {
+            name: name.to_owned(),
+            version,
+            tables,
+        })
+    }
+
+    /// Checks that `table` has every column in `specs` with a compatible type, and returns
+    /// the server's types of exactly those columns.
+    pub fn check(&self, table: &str, specs: &[ColumnSpec]) -> Result<TableSchema, Error> {
+        let t = self
+            .tables
+            .get(table)
+            .ok_or_else(|| Error::MissingTable(table.to_owned()))?;
+        let mut out = TableSchema::new();
+        for spec in specs {
+            let ty = t.get(spec.name).ok_or_else(|| Error::MissingColumn {
+                table: table.to_owned(),
+                column: spec.name.to_owned(),
+            })?;
+            let mismatch = |reason: String| Error::ColumnType {
+                table: table.to_owned(),
+                column: spec.name.to_owned(),
+                reason,
+            };
+            if ty.key != spec.key || ty.value != spec.value {
+                return Err(mismatch(format!(
+                    "expected {:?}/{:?}, server has {:?}/{:?}",
+                    spec.key, spec.value, ty.key, ty.value
+                )));
+            }
+            if let Some(max) = spec.max {
+                if ty.max.is_none_or(|m| m > max) {
+                    return Err(mismatch(format!("expected at most {max} elements")));
+                }
+            }
+            out.insert(spec.name.to_owned(), ty.clone());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> DatabaseSchema {
+        DatabaseSchema::parse(&json!({"name": "DB", "version": "1.0.0", "tables": {"T": {"columns": {
+            "name": {"type": "string"},
+            "peer": {"type": {"key": "string", "min": 0, "max": 1}},
+            "ports": {"type": {"key": {"type": "uuid", "refTable": "P"}, "min": 0, "max": "unlimited"}},
+            "ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}
+        }}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_types() {
+        let s = schema();
+        let t = &s.tables["T"];
+        assert!(t["name"].is_scalar());
+        assert!(!t["peer"].is_scalar());
+        assert!(!t["peer"].is_composite());
+        assert!(t["ports"].is_composite());
+        assert_eq!(t["ports"].max, None);
+        assert!(t["ids"].is_map());
+    }
+
+    #[test]
+    fn check_names_missing_column_and_bad_type() {
+        let s = schema();
+        let ok = s.check(
+            "T",
+            &[
+                ColumnSpec::scalar("name", AtomicType::String),
+                ColumnSpec::scalar("peer", AtomicType::String),
+                ColumnSpec::set("ports", AtomicType::Uuid),
+                ColumnSpec::map("ids"),
+            ],
+        );
+        assert_eq!(ok.unwrap().len(), 4);
+        let e = s
+            .check("T", &[ColumnSpec::scalar("mac", AtomicType::String)])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "schema of table T lacks column mac");
+        assert!(matches!(s.check("U", &[]), Err(Error::MissingTable(_))));
+        assert!(matches!(
+            s.check("T", &[ColumnSpec::scalar("ports", AtomicType::Uuid)]),
+            Err(Error::ColumnType { .. })
+        ));
+    }
+}

@@ -1,0 +1,375 @@
+//! One session with one server: schema check, `_Server` leader check, NB monitor setup with
+//! method fallback, and the notification handler that feeds the cache.
+//!
+//! Owns the per-session protocol steps; the reconnect loop and the public API are in `client`.
+//! Everything that touches the cache runs in the connection's reader task (notification handler
+//! and reply hooks), so updates are applied exactly once, in the server's order, and always
+//! before the reply to any later request (e.g. the `transact` that caused them) is delivered.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use super::cache::{Types, UpdateFormat};
+use super::client::{CacheEvent, ConnectionState, Shared};
+use super::connection::{CallError, CallResult, Connection, SessionConfig};
+use super::error::{Error, OvsdbError, OvsdbErrorKind};
+use super::model::Table;
+use super::ops::{Atom, Datum};
+use super::remote::Remote;
+use super::schema::DatabaseSchema;
+
+const NB_MONITOR_ID: &str = "nb";
+const SERVER_MONITOR_ID: &str = "server";
+const ZERO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Per-session state shared by the reader task's handler and hooks.
+struct Sess {
+    format: UpdateFormat,
+    nb_ready: bool,
+    server_rows: HashMap<String, Value>,
+}
+
+/// Runs one session to its end; returns why it ended. `synced` is set once the cache was
+/// trustworthy during this session.
+pub(super) async fn run(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool) -> Error {
+    let cfg = &shared.config;
+    let stream = match tokio::time::timeout(cfg.connect_timeout, remote.connect()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return e,
+        Err(_) => return Error::Timeout(cfg.connect_timeout),
+    };
+    let sess = Arc::new(Mutex::new(Sess {
+        format: UpdateFormat::V2,
+        nb_ready: false,
+        server_rows: HashMap::new(),
+    }));
+    let types: Arc<Mutex<Arc<Types>>> = Arc::default();
+    let handler = {
+        let (shared, sess, types) = (shared.clone(), sess.clone(), types.clone());
+        Box::new(move |method: &str, params: Value| {
+            let types = types.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            on_notification(&shared, &sess, &types, method, params)
+        })
+    };
+    let session_cfg = SessionConfig {
+        probe_interval: cfg.probe_interval,
+        max_message_len: cfg.max_message_len,
+    };
+    let (conn, task) = Connection::start(stream, session_cfg, handler);
+    let setup = async {
+        let t = setup(shared, &conn, remote, &sess).await?;
+        *types.lock().unwrap_or_else(|e| e.into_inner()) = t.clone();
+        monitor_nb(shared, &conn, remote, &sess, t).await
+    };
+    let result = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(Error::Timeout(cfg.handshake_timeout)),
+        },
+        _ = conn.closed() => None,
+    };
+    if let Some(e) = result {
+        conn.close(&e.to_string());
+        let _ = task.await;
+        return e;
+    }
+    if !conn.is_closed() {
+        *synced = true;
+        info!(%remote, "connected and synced");
+    }
+    let cancel = shared.cancel.clone();
+    let end = tokio::select! {
+        r = task => r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
+        _ = cancel.cancelled() => {
+            conn.close("shutdown");
+            Error::Shutdown
+        }
+    };
+    *shared.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    end
+}
+
+/// `get_schema` + `_Server` check. Returns the column types of the tables we model.
+async fn setup(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    remote: &Remote,
+    sess: &Arc<Mutex<Sess>>,
+) -> Result<Arc<Types>, Error> {
+    let db = &shared.config.database;
+    let schema = conn
+        .call("get_schema", json!([db]))
+        .await
+        .map_err(|e| rpc_error("get_schema", e))?;
+    let schema = DatabaseSchema::parse(&schema)?;
+    let mut types = Types::new();
+    for t in Table::ALL {
+        types.insert(t, schema.check(t.name(), t.columns())?);
+    }
+    debug!(%remote, version = schema.version, "schema ok");
+
+    let params = json!(["_Server", SERVER_MONITOR_ID,
+        {"Database": {"columns": ["name", "model", "connected", "leader", "index"]}}]);
+    match conn.call("monitor", params).await {
+        Ok(initial) => {
+            let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+            apply_server_update(&mut s.server_rows, &initial);
+            check_server(shared, &s.server_rows)?;
+        }
+        Err(CallError::Rpc(e)) => {
+            // Servers older than OVS 2.9 have no _Server database: standalone by definition.
+            debug!(%remote, error = %e, "no _Server database; treating as standalone");
+        }
+        Err(e) => return Err(rpc_error("monitor _Server", e)),
+    }
+    Ok(Arc::new(types))
+}
+
+/// Sets up the NB monitor (`monitor_cond_since` → `monitor_cond` → `monitor`); the reply hook
+/// installs the cache and marks the client synced, in the reader task.
+async fn monitor_nb(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    remote: &Remote,
+    sess: &Arc<Mutex<Sess>>,
+    types: Arc<Types>,
+) -> Result<(), Error> {
+    let db = &shared.config.database;
+    let cols = |t: Table| t.columns().iter().map(|c| c.name).collect::<Vec<_>>();
+    let cond_req: serde_json::Map<String, Value> = Table::ALL
+        .iter()
+        .map(|t| (t.name().to_owned(), json!([{"columns": cols(*t)}])))
+        .collect();
+    let v1_req: serde_json::Map<String, Value> = Table::ALL
+        .iter()
+        .map(|t| (t.name().to_owned(), json!({"columns": cols(*t)})))
+        .collect();
+    *shared.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+    for method in ["monitor_cond_since", "monitor_cond", "monitor"] {
+        let last = shared
+            .last_txn_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let params = match method {
+            "monitor_cond_since" => json!([
+                db,
+                NB_MONITOR_ID,
+                cond_req,
+                last.as_deref().unwrap_or(ZERO_TXN)
+            ]),
+            "monitor_cond" => json!([db, NB_MONITOR_ID, cond_req]),
+            _ => json!([db, NB_MONITOR_ID, v1_req]),
+        };
+        let hook = {
+            let (shared, sess, types, remote) =
+                (shared.clone(), sess.clone(), types.clone(), remote.clone());
+            let method = method.to_owned();
+            Box::new(move |r: &CallResult| match r {
+                Ok(v) => install(&shared, &sess, &types, &remote, &method, v),
+                Err(_) => Ok(()),
+            })
+        };
+        let rx = conn
+            .send(method, params, Some(hook))
+            .map_err(|e| rpc_error(method, e))?;
+        let reply = rx
+            .await
+            .unwrap_or_else(|_| Err(CallError::Closed("session ended".into())));
+        match reply {
+            Ok(_) => return Ok(()),
+            Err(CallError::Rpc(e))
+                if OvsdbError::from_json(&e).kind == OvsdbErrorKind::UnknownMethod =>
+            {
+                info!(%remote, method, "server does not support this monitor method; falling back");
+            }
+            Err(e) => return Err(rpc_error(method, e)),
+        }
+    }
+    Err(Error::Protocol("server supports no monitor method".into()))
+}
+
+/// Installs a monitor reply into the cache (reader task).
+fn install(
+    shared: &Shared,
+    sess: &Mutex<Sess>,
+    types: &Types,
+    remote: &Remote,
+    method: &str,
+    reply: &Value,
+) -> Result<(), Error> {
+    let (found, txn, updates, format) = match method {
+        "monitor_cond_since" => {
+            let a = reply.as_array().map(Vec::as_slice);
+            let Some([found, txn, updates]) = a else {
+                return Err(Error::Protocol(format!(
+                    "bad monitor_cond_since reply: {reply}"
+                )));
+            };
+            (
+                found.as_bool().unwrap_or(false),
+                txn.as_str().map(str::to_owned),
+                updates,
+                UpdateFormat::V2,
+            )
+        }
+        "monitor_cond" => (false, None, reply, UpdateFormat::V2),
+        _ => (false, None, reply, UpdateFormat::V1),
+    };
+    let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
+    let applied = if found {
+        // The server sent only what changed since our last_txn_id: our cache stays.
+        cache.apply(types, format, updates).map(|_| ())
+    } else {
+        // A fresh dump replaces the cache atomically.
+        let mut fresh = cache.empty_like();
+        fresh.apply(types, format, updates).map(|_| *cache = fresh)
+    };
+    let rows = cache.len();
+    drop(cache);
+    if let Err(e) = applied {
+        *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        return Err(Error::Protocol(e.to_string()));
+    }
+    *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = txn;
+    {
+        let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+        s.format = format;
+        s.nb_ready = true;
+    }
+    info!(%remote, method, found, rows, "cache synced");
+    metrics::gauge!("ovsdb_cache_rows").set(rows as f64);
+    shared.version.send_modify(|v| *v += 1);
+    // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
+    let _ = shared.events.send(CacheEvent::Resynced);
+    shared.state.send_replace(ConnectionState::Connected {
+        remote: remote.clone(),
+        synced: true,
+    });
+    Ok(())
+}
+
+fn on_notification(
+    shared: &Shared,
+    sess: &Mutex<Sess>,
+    types: &Types,
+    method: &str,
+    params: Value,
+) -> Result<(), Error> {
+    let p = params.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let (id, txn, updates) = match (method, p) {
+        ("update" | "update2", [id, u]) => (id, None, u),
+        ("update3", [id, txn, u]) => (id, txn.as_str(), u),
+        _ => {
+            debug!(method, "ignoring notification");
+            return Ok(());
+        }
+    };
+    let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+    if id == SERVER_MONITOR_ID {
+        apply_server_update(&mut s.server_rows, updates);
+        return check_server(shared, &s.server_rows);
+    }
+    if id != NB_MONITOR_ID || !s.nb_ready {
+        warn!(method, %id, "update for an unknown monitor");
+        return Ok(());
+    }
+    let format = s.format;
+    drop(s);
+    let changes = {
+        let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.apply(types, format, updates)
+    };
+    let changes = match changes {
+        Ok(c) => c,
+        Err(e) => {
+            // The cache may be half-updated: forget the txn id so the next session re-dumps.
+            *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return Err(Error::Protocol(e.to_string()));
+        }
+    };
+    if let Some(t) = txn {
+        *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.to_owned());
+    }
+    shared.version.send_modify(|v| *v += 1);
+    if !changes.is_empty() {
+        let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
+    }
+    Ok(())
+}
+
+/// Applies a v1 `_Server.Database` update (full rows in "new").
+fn apply_server_update(rows: &mut HashMap<String, Value>, updates: &Value) {
+    let Some(table) = updates.get("Database").and_then(Value::as_object) else {
+        return;
+    };
+    for (uuid, ru) in table {
+        match ru.get("new") {
+            Some(new) if !new.is_null() => {
+                rows.insert(uuid.clone(), new.clone());
+            }
+            _ => {
+                rows.remove(uuid);
+            }
+        }
+    }
+}
+
+/// Whether this server may be used for our database (ovsdb-cs "leader-only" rules).
+fn check_server(shared: &Shared, rows: &HashMap<String, Value>) -> Result<(), Error> {
+    let db = &shared.config.database;
+    let row = rows
+        .values()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(db))
+        .ok_or_else(|| Error::NotUsable(format!("server does not have database {db}")))?;
+    let model = row
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("standalone");
+    if model != "clustered" {
+        return Ok(());
+    }
+    let flag = |k: &str| row.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if !flag("connected") {
+        return Err(Error::NotUsable(
+            "server is not connected to its cluster".into(),
+        ));
+    }
+    if shared.config.leader_only && !flag("leader") {
+        return Err(Error::NotUsable("server is not the cluster leader".into()));
+    }
+    let index = row
+        .get("index")
+        .and_then(|v| Datum::from_json(v).ok())
+        .and_then(|d| match d {
+            Datum::Set(a) => match a.first() {
+                Some(Atom::Integer(i)) => u64::try_from(*i).ok(),
+                _ => None,
+            },
+            Datum::Map(_) => None,
+        });
+    if let Some(index) = index {
+        let seen = shared.max_index.fetch_max(index, Ordering::Relaxed);
+        if index < seen {
+            return Err(Error::NotUsable(format!(
+                "server's index {index} is behind one already seen ({seen})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn rpc_error(method: &str, e: CallError) -> Error {
+    match e {
+        CallError::Rpc(v) => Error::Rpc {
+            method: method.to_owned(),
+            error: OvsdbError::from_json(&v),
+        },
+        CallError::Closed(r) => Error::ConnectionClosed(r),
+    }
+}

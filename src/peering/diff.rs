@@ -1,0 +1,478 @@
+//! The plan that turns the Northbound rows we own into the desired ones: a minimal,
+//! deterministic list of row changes plus an outcome per desired peering.
+//!
+//! Rules:
+//! - Only rows whose `external_ids` carry our owner marker are ever changed or deleted; the
+//!   caller may pass other rows, they are ignored.
+//! - Ports are matched by name (unique in NB). A port on the wrong router is deleted and
+//!   re-created; otherwise only the changed columns are updated. `external_ids` updates keep
+//!   keys that are not ours.
+//! - A route's identity is what `ovn-nbctl lr-route-add` uses, (route_table, policy with empty
+//!   = dst-ip, normalised prefix), plus the nexthop and router, within its peering. A route
+//!   whose identity changed (e.g. a new nexthop) is deleted and a new one created: routes have
+//!   no index, so a fresh row is as cheap as an update and never leaves a half-changed row.
+//!   Identical copies of an owned route are reduced to one (the smallest UUID).
+//! - Owned rows of a peering that is not desired are deleted, unless the caller lists that
+//!   peering in `untouched` (e.g. one it chooses to freeze).
+//! - A peering whose port name is held by a foreign port (or by an earlier peering, in name
+//!   order) is `Blocked`: nothing of it is created, changed or deleted.
+//!
+//! Changes are ordered route deletions, port deletions, port updates, port creations, route
+//! updates, route creations; within each by peering, router and name. Applied in one
+//! transaction in that order, a port that moves routers keeps its unique name valid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::desired::{DesiredPeering, DesiredPort, DesiredRoute};
+use super::{is_owned, RoutePolicy, GENERATION_KEY, OWNER_KEY, PEERING_KEY, SIDE_KEY};
+
+/// A `Logical_Router_Port` as NB holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActualPort {
+    /// Row UUID.
+    pub id: String,
+    /// UUID of the router whose `ports` hold it.
+    pub router_id: String,
+    /// `name`.
+    pub name: String,
+    /// `mac`.
+    pub mac: String,
+    /// `networks`.
+    pub networks: Vec<String>,
+    /// `peer`.
+    pub peer: Option<String>,
+    /// `external_ids`.
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// A `Logical_Router_Static_Route` as NB holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActualRoute {
+    /// Row UUID.
+    pub id: String,
+    /// UUID of the router whose `static_routes` hold it.
+    pub router_id: String,
+    /// `ip_prefix`, possibly not normalised.
+    pub ip_prefix: String,
+    /// `nexthop`.
+    pub nexthop: String,
+    /// `policy` (absent = dst-ip).
+    pub policy: Option<String>,
+    /// `route_table`.
+    pub route_table: String,
+    /// `external_ids`.
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// Names of NB router ports that exist but are not ours.
+pub type ForeignPortNames = BTreeSet<String>;
+
+/// What NB holds, as far as the plan cares.
+#[derive(Debug, Clone, Default)]
+pub struct ActualRows {
+    /// Router ports (ours; others are ignored).
+    pub ports: Vec<ActualPort>,
+    /// Static routes (ours; others are ignored).
+    pub routes: Vec<ActualRoute>,
+    /// Router port names in NB that are not ours.
+    pub foreign_port_names: ForeignPortNames,
+}
+
+/// One row change. `peering` is the peering the change serves (for deletions: the owner
+/// marker of the row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert the port and add it to its router's `ports`.
+    CreatePort { peering: String, port: DesiredPort },
+    /// Update the columns that are `Some`.
+    UpdatePort {
+        peering: String,
+        id: String,
+        name: String,
+        mac: Option<String>,
+        networks: Option<Vec<String>>,
+        peer: Option<String>,
+        external_ids: Option<BTreeMap<String, String>>,
+    },
+    /// Remove the port from its router's `ports` (it is then garbage-collected).
+    DeletePort {
+        peering: String,
+        id: String,
+        router_id: String,
+        name: String,
+    },
+    /// Insert the route and add it to its router's `static_routes`.
+    CreateRoute {
+        peering: String,
+        route: DesiredRoute,
+    },
+    /// Replace the route's `external_ids` (generation bump).
+    UpdateRoute {
+        peering: String,
+        id: String,
+        external_ids: BTreeMap<String, String>,
+    },
+    /// Remove the route from its router's `static_routes`.
+    DeleteRoute {
+        peering: String,
+        id: String,
+        router_id: String,
+    },
+}
+
+impl Change {
+    /// The peering this change serves.
+    pub fn peering(&self) -> &str {
+        match self {
+            Change::CreatePort { peering, .. }
+            | Change::UpdatePort { peering, .. }
+            | Change::DeletePort { peering, .. }
+            | Change::CreateRoute { peering, .. }
+            | Change::UpdateRoute { peering, .. }
+            | Change::DeleteRoute { peering, .. } => peering,
+        }
+    }
+
+    fn order_key(&self) -> (u8, &str, &str, &str, &str) {
+        match self {
+            Change::DeleteRoute {
+                peering,
+                id,
+                router_id,
+            } => (0, peering, router_id, "", id),
+            Change::DeletePort {
+                peering,
+                id,
+                router_id,
+                name,
+            } => (1, peering, router_id, name, id),
+            Change::UpdatePort {
+                peering, id, name, ..
+            } => (2, peering, "", name, id),
+            Change::CreatePort { peering, port } => (3, peering, &port.router_id, &port.name, ""),
+            Change::UpdateRoute { peering, id, .. } => (4, peering, "", "", id),
+            Change::CreateRoute { peering, route } => (
+                5,
+                peering,
+                &route.router_id,
+                &route.ip_prefix,
+                &route.nexthop,
+            ),
+        }
+    }
+}
+
+/// Where a desired peering stands after planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// NB already holds exactly its rows.
+    InSync,
+    /// The plan changes some of its rows.
+    Changed,
+    /// It cannot be converged; why.
+    Blocked(String),
+}
+
+/// The result of [`plan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Row changes, in application order.
+    pub changes: Vec<Change>,
+    /// One outcome per desired peering.
+    pub outcomes: BTreeMap<String, Outcome>,
+}
+
+impl Plan {
+    /// Whether any change serves `peering` (e.g. rows of a deleted peering are left).
+    pub fn touches(&self, peering: &str) -> bool {
+        self.changes.iter().any(|c| c.peering() == peering)
+    }
+}
+
+/// Plans the changes from `actual` to `desired` (duplicated peering names: the first wins).
+/// Owned rows of peerings in `untouched` that are not desired are left alone.
+pub fn plan(desired: &[DesiredPeering], untouched: &BTreeSet<String>, actual: &ActualRows) -> Plan {
+    let mut by_name: BTreeMap<&str, &DesiredPeering> = BTreeMap::new();
+    for d in desired {
+        by_name.entry(d.name.as_str()).or_insert(d);
+    }
+    let ports: Vec<&ActualPort> = actual
+        .ports
+        .iter()
+        .filter(|p| is_owned(&p.external_ids))
+        .collect();
+    let routes: Vec<&ActualRoute> = actual
+        .routes
+        .iter()
+        .filter(|r| is_owned(&r.external_ids))
+        .collect();
+
+    let mut outcomes = BTreeMap::new();
+    let mut claims: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, d) in &by_name {
+        if let Some(reason) = blocked(d, untouched, &ports, &claims, &by_name, actual) {
+            outcomes.insert(name.to_string(), Outcome::Blocked(reason));
+        }
+        for p in &d.ports {
+            claims.entry(p.name.as_str()).or_insert(name);
+        }
+    }
+    let active: Vec<&DesiredPeering> = by_name
+        .values()
+        .copied()
+        .filter(|d| !outcomes.contains_key(&d.name))
+        .collect();
+    // Rows of these peerings are never deleted here.
+    let kept: BTreeSet<&str> = untouched
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !by_name.contains_key(n))
+        .chain(outcomes.keys().map(String::as_str))
+        .collect();
+
+    let mut changes = Vec::new();
+    plan_ports(&active, &kept, &ports, &mut changes);
+    plan_routes(&active, &kept, &routes, &mut changes);
+    changes.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    for d in active {
+        let outcome = if changes.iter().any(|c| c.peering() == d.name) {
+            Outcome::Changed
+        } else {
+            Outcome::InSync
+        };
+        outcomes.insert(d.name.clone(), outcome);
+    }
+    Plan { changes, outcomes }
+}
+
+/// Why `d` cannot be converged now, if it cannot.
+fn blocked(
+    d: &DesiredPeering,
+    untouched: &BTreeSet<String>,
+    owned: &[&ActualPort],
+    claims: &BTreeMap<&str, &str>,
+    desired: &BTreeMap<&str, &DesiredPeering>,
+    actual: &ActualRows,
+) -> Option<String> {
+    for p in &d.ports {
+        if actual.foreign_port_names.contains(&p.name) {
+            return Some(format!(
+                "router port {:?} already exists in OVN NB and is not owned by ovn-peerd",
+                p.name
+            ));
+        }
+        if let Some(other) = claims.get(p.name.as_str()) {
+            return Some(format!(
+                "router port name {:?} is also wanted by peering {other:?}",
+                p.name
+            ));
+        }
+        for a in owned.iter().filter(|a| a.name == p.name) {
+            let o = owner(&a.external_ids);
+            if o != d.name && untouched.contains(o) && !desired.contains_key(o) {
+                return Some(format!(
+                    "router port {:?} still belongs to peering {o:?}",
+                    p.name
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn plan_ports(
+    active: &[&DesiredPeering],
+    kept: &BTreeSet<&str>,
+    owned: &[&ActualPort],
+    changes: &mut Vec<Change>,
+) {
+    let mut by_name: BTreeMap<&str, &ActualPort> = BTreeMap::new();
+    for a in owned {
+        by_name.entry(a.name.as_str()).or_insert(a);
+    }
+    let mut consumed: BTreeSet<&str> = BTreeSet::new();
+    for d in active {
+        for want in &d.ports {
+            let peering = d.name.clone();
+            let Some(have) = by_name.get(want.name.as_str()) else {
+                changes.push(Change::CreatePort {
+                    peering,
+                    port: want.clone(),
+                });
+                continue;
+            };
+            consumed.insert(have.id.as_str());
+            if have.router_id != want.router_id {
+                changes.push(Change::DeletePort {
+                    peering: peering.clone(),
+                    id: have.id.clone(),
+                    router_id: have.router_id.clone(),
+                    name: have.name.clone(),
+                });
+                changes.push(Change::CreatePort {
+                    peering,
+                    port: want.clone(),
+                });
+                continue;
+            }
+            let mac = (!have.mac.eq_ignore_ascii_case(&want.mac)).then(|| want.mac.clone());
+            let networks = (normalised_set(&have.networks) != normalised_set(&want.networks))
+                .then(|| want.networks.clone());
+            let peer =
+                (have.peer.as_deref() != Some(want.peer.as_str())).then(|| want.peer.clone());
+            let external_ids = merged_ids(&have.external_ids, &want.external_ids);
+            if mac.is_some() || networks.is_some() || peer.is_some() || external_ids.is_some() {
+                changes.push(Change::UpdatePort {
+                    peering,
+                    id: have.id.clone(),
+                    name: have.name.clone(),
+                    mac,
+                    networks,
+                    peer,
+                    external_ids,
+                });
+            }
+        }
+    }
+    for a in owned {
+        let peering = owner(&a.external_ids);
+        if !consumed.contains(a.id.as_str()) && !kept.contains(peering) {
+            changes.push(Change::DeletePort {
+                peering: peering.to_string(),
+                id: a.id.clone(),
+                router_id: a.router_id.clone(),
+                name: a.name.clone(),
+            });
+        }
+    }
+}
+
+/// (peering, router_id, route_table, policy, prefix, nexthop), normalised.
+type RouteKey = (String, String, String, String, String, String);
+
+fn plan_routes(
+    active: &[&DesiredPeering],
+    kept: &BTreeSet<&str>,
+    owned: &[&ActualRoute],
+    changes: &mut Vec<Change>,
+) {
+    let mut groups: BTreeMap<RouteKey, Vec<&ActualRoute>> = BTreeMap::new();
+    for a in owned {
+        let key = (
+            owner(&a.external_ids).to_string(),
+            a.router_id.clone(),
+            a.route_table.clone(),
+            RoutePolicy::from_ovn(a.policy.as_deref()).map_or_else(
+                || format!("?{:?}", a.policy),
+                |p| p.as_ovn_str().to_string(),
+            ),
+            normalise_prefix(&a.ip_prefix),
+            normalise_addr(&a.nexthop),
+        );
+        groups.entry(key).or_default().push(a);
+    }
+    for group in groups.values_mut() {
+        group.sort_by(|x, y| x.id.cmp(&y.id));
+    }
+    let mut seen: BTreeSet<RouteKey> = BTreeSet::new();
+    for d in active {
+        for want in &d.routes {
+            let key = (
+                d.name.clone(),
+                want.router_id.clone(),
+                want.route_table.clone(),
+                want.policy.as_ovn_str().to_string(),
+                normalise_prefix(&want.ip_prefix),
+                normalise_addr(&want.nexthop),
+            );
+            if !seen.insert(key.clone()) {
+                continue; // an identical desired route: one row serves both
+            }
+            let Some(group) = groups.remove(&key) else {
+                changes.push(Change::CreateRoute {
+                    peering: d.name.clone(),
+                    route: want.clone(),
+                });
+                continue;
+            };
+            let (keep, extra) = group.split_first().expect("groups are never empty");
+            if let Some(ids) = merged_ids(&keep.external_ids, &want.external_ids) {
+                changes.push(Change::UpdateRoute {
+                    peering: d.name.clone(),
+                    id: keep.id.clone(),
+                    external_ids: ids,
+                });
+            }
+            for dup in extra {
+                changes.push(Change::DeleteRoute {
+                    peering: d.name.clone(),
+                    id: dup.id.clone(),
+                    router_id: dup.router_id.clone(),
+                });
+            }
+        }
+    }
+    for ((peering, ..), group) in groups {
+        if kept.contains(peering.as_str()) {
+            continue;
+        }
+        for a in group {
+            changes.push(Change::DeleteRoute {
+                peering: peering.clone(),
+                id: a.id.clone(),
+                router_id: a.router_id.clone(),
+            });
+        }
+    }
+}
+
+/// `have` with our marker keys set as in `want`, if that changes anything.
+fn merged_ids(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    let mut merged = have.clone();
+    for key in [OWNER_KEY, PEERING_KEY, GENERATION_KEY, SIDE_KEY] {
+        match want.get(key) {
+            Some(v) => merged.insert(key.to_string(), v.clone()),
+            None => merged.remove(key),
+        };
+    }
+    (merged != *have).then_some(merged)
+}
+
+fn owner(ids: &BTreeMap<String, String>) -> &str {
+    ids.get(PEERING_KEY).map_or("", String::as_str)
+}
+
+fn normalised_set(networks: &[String]) -> BTreeSet<String> {
+    networks
+        .iter()
+        .map(|n| {
+            n.parse::<IpNet>()
+                .map_or_else(|_| n.clone(), |p| p.to_string())
+        })
+        .collect()
+}
+
+/// A prefix as identity: host bits cleared; a bare address is a host route.
+fn normalise_prefix(s: &str) -> String {
+    if let Ok(p) = s.parse::<IpNet>() {
+        return p.trunc().to_string();
+    }
+    if let Ok(a) = s.parse::<IpAddr>() {
+        return IpNet::from(a).to_string();
+    }
+    s.to_string()
+}
+
+fn normalise_addr(s: &str) -> String {
+    s.parse::<IpAddr>()
+        .map_or_else(|_| s.to_string(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests;

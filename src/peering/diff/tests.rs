@@ -1,0 +1,420 @@
+//! Unit tests of the plan: in sync, create all, drift, conflicts, orphans, duplicates.
+
+use super::*;
+use crate::peering::desired::{desired_from_facts, markers};
+use crate::peering::topology::TopologyFacts;
+use crate::peering::{PeeringSpec, RouteSpec, Side};
+
+fn spec(name: &str, local: &str, remote: &str, link: (&str, &str)) -> PeeringSpec {
+    PeeringSpec {
+        name: name.into(),
+        local_vpc: local.into(),
+        remote_vpc: remote.into(),
+        local_connect: link.0.parse().unwrap(),
+        remote_connect: link.1.parse().unwrap(),
+        local_routes: vec![],
+        remote_routes: vec![],
+    }
+}
+
+/// p1: vpc-1 (r1, 10.0.0.0/16) <-> vpc-2 (r2, 172.31.0.0/16, 172.30.0.0/24).
+fn desired(name: &str, generation: i64) -> DesiredPeering {
+    let s = spec(name, "vpc-1", "vpc-2", ("169.254.0.1/30", "169.254.0.2/30"));
+    let facts = TopologyFacts {
+        local_router_id: "r1".into(),
+        remote_router_id: "r2".into(),
+        local_subnets: vec![],
+        remote_subnets: vec![],
+        local_routes: vec![
+            RouteSpec::dst("172.31.0.0/16".parse().unwrap()),
+            RouteSpec::dst("172.30.0.0/24".parse().unwrap()),
+        ],
+        remote_routes: vec![RouteSpec::dst("10.0.0.0/16".parse().unwrap())],
+    };
+    desired_from_facts(&s, generation, &facts)
+}
+
+/// NB rows exactly as `d` wants them, with UUIDs `<prefix>-<n>`.
+fn installed(d: &DesiredPeering, prefix: &str) -> ActualRows {
+    let ports = d
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ActualPort {
+            id: format!("{prefix}-port-{i}"),
+            router_id: p.router_id.clone(),
+            name: p.name.clone(),
+            mac: p.mac.to_uppercase(),
+            networks: p.networks.clone(),
+            peer: Some(p.peer.clone()),
+            external_ids: p.external_ids.clone(),
+        })
+        .collect();
+    let routes = d
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ActualRoute {
+            id: format!("{prefix}-route-{i}"),
+            router_id: r.router_id.clone(),
+            ip_prefix: r.ip_prefix.clone(),
+            nexthop: r.nexthop.clone(),
+            policy: Some(r.policy.as_ovn_str().to_string()),
+            route_table: String::new(),
+            external_ids: r.external_ids.clone(),
+        })
+        .collect();
+    ActualRows {
+        ports,
+        routes,
+        foreign_port_names: BTreeSet::new(),
+    }
+}
+
+fn none() -> BTreeSet<String> {
+    BTreeSet::new()
+}
+
+fn kinds(p: &Plan) -> Vec<&'static str> {
+    p.changes
+        .iter()
+        .map(|c| match c {
+            Change::CreatePort { .. } => "create-port",
+            Change::UpdatePort { .. } => "update-port",
+            Change::DeletePort { .. } => "delete-port",
+            Change::CreateRoute { .. } => "create-route",
+            Change::UpdateRoute { .. } => "update-route",
+            Change::DeleteRoute { .. } => "delete-route",
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_to_do() {
+    let d = desired("p1", 1);
+    let p = plan(std::slice::from_ref(&d), &none(), &installed(&d, "a"));
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert_eq!(p.outcomes["p1"], Outcome::InSync);
+}
+
+#[test]
+fn create_all() {
+    let d = desired("p1", 1);
+    let p = plan(&[d], &none(), &ActualRows::default());
+    assert_eq!(
+        kinds(&p),
+        vec![
+            "create-port",
+            "create-port",
+            "create-route",
+            "create-route",
+            "create-route"
+        ]
+    );
+    assert_eq!(p.outcomes["p1"], Outcome::Changed);
+    assert!(p.touches("p1"));
+}
+
+#[test]
+fn drift_route_deleted() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.routes.remove(1);
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(
+        p.changes,
+        vec![Change::CreateRoute {
+            peering: "p1".into(),
+            route: d.routes[1].clone()
+        }]
+    );
+}
+
+#[test]
+fn drift_route_nexthop_changed_is_delete_and_create() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.routes[2].nexthop = "169.254.0.9".into();
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(
+        p.changes,
+        vec![
+            Change::DeleteRoute {
+                peering: "p1".into(),
+                id: "a-route-2".into(),
+                router_id: "r2".into()
+            },
+            Change::CreateRoute {
+                peering: "p1".into(),
+                route: d.routes[2].clone()
+            },
+        ]
+    );
+}
+
+#[test]
+fn unnormalised_actual_route_still_matches() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.routes[0].ip_prefix = "172.31.0.1/16".into();
+    actual.routes[0].policy = None;
+    actual.routes[1].policy = Some(String::new());
+    assert!(plan(&[d], &none(), &actual).changes.is_empty());
+}
+
+#[test]
+fn drift_port_columns_update_only_what_changed() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.ports[0].mac = "0a:00:00:00:aa:01".into();
+    actual.ports[1].peer = None;
+    actual.ports[1]
+        .external_ids
+        .insert("note".into(), "kept".into());
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(
+        p.changes,
+        vec![
+            Change::UpdatePort {
+                peering: "p1".into(),
+                id: "a-port-0".into(),
+                name: "vpc-1-vpc-2".into(),
+                mac: Some(d.ports[0].mac.clone()),
+                networks: None,
+                peer: None,
+                external_ids: None
+            },
+            Change::UpdatePort {
+                peering: "p1".into(),
+                id: "a-port-1".into(),
+                name: "vpc-2-vpc-1".into(),
+                mac: None,
+                networks: None,
+                peer: Some("vpc-1-vpc-2".into()),
+                external_ids: None
+            },
+        ]
+    );
+}
+
+#[test]
+fn generation_bump_updates_markers_and_keeps_foreign_keys() {
+    let old = desired("p1", 1);
+    let mut actual = installed(&old, "a");
+    actual.routes[0]
+        .external_ids
+        .insert("note".into(), "kept".into());
+    let p = plan(&[desired("p1", 2)], &none(), &actual);
+    assert_eq!(
+        kinds(&p),
+        vec![
+            "update-port",
+            "update-port",
+            "update-route",
+            "update-route",
+            "update-route"
+        ]
+    );
+    let Change::UpdateRoute {
+        id, external_ids, ..
+    } = &p.changes[2]
+    else {
+        panic!()
+    };
+    assert_eq!(id, "a-route-0");
+    assert_eq!(external_ids[GENERATION_KEY], "2");
+    assert_eq!(external_ids["note"], "kept");
+}
+
+#[test]
+fn port_on_wrong_router_is_recreated_after_deletion() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.ports[0].router_id = "r-old".into();
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(
+        p.changes,
+        vec![
+            Change::DeletePort {
+                peering: "p1".into(),
+                id: "a-port-0".into(),
+                router_id: "r-old".into(),
+                name: "vpc-1-vpc-2".into()
+            },
+            Change::CreatePort {
+                peering: "p1".into(),
+                port: d.ports[0].clone()
+            },
+        ]
+    );
+}
+
+#[test]
+fn foreign_port_conflict_blocks_the_peering_only() {
+    let d = desired("p1", 1);
+    let other = DesiredPeering {
+        name: "p0".into(),
+        generation: 1,
+        ports: vec![],
+        routes: vec![],
+    };
+    let mut actual = installed(&d, "a");
+    actual.routes.clear(); // would need creating, but the peering is blocked
+    actual.foreign_port_names.insert("vpc-2-vpc-1".into());
+    actual.ports.remove(1);
+    let p = plan(&[d, other], &none(), &actual);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    let Outcome::Blocked(why) = &p.outcomes["p1"] else {
+        panic!("{:?}", p.outcomes)
+    };
+    assert!(
+        why.contains("vpc-2-vpc-1") && why.contains("not owned"),
+        "{why}"
+    );
+    assert_eq!(p.outcomes["p0"], Outcome::InSync);
+}
+
+#[test]
+fn port_name_wanted_by_two_peerings_blocks_the_later() {
+    let p = plan(
+        &[desired("p2", 1), desired("p1", 1)],
+        &none(),
+        &ActualRows::default(),
+    );
+    assert_eq!(p.outcomes["p1"], Outcome::Changed);
+    assert!(matches!(&p.outcomes["p2"], Outcome::Blocked(w) if w.contains("p1")));
+    assert!(!p.touches("p2"));
+}
+
+#[test]
+fn orphans_are_deleted_untouched_and_foreign_rows_kept() {
+    let gone = desired("gone", 1);
+    let frozen = desired("frozen", 1);
+    let mut actual = installed(&gone, "g");
+    let mut frozen_rows = installed(&frozen, "f");
+    for r in &mut frozen_rows.ports {
+        r.name = format!("{}-f", r.name);
+    }
+    actual.ports.extend(frozen_rows.ports);
+    actual.routes.extend(frozen_rows.routes);
+    // Not ours: never touched even though no peering wants them.
+    actual.routes.push(ActualRoute {
+        id: "kube".into(),
+        router_id: "r1".into(),
+        ip_prefix: "0.0.0.0/0".into(),
+        external_ids: BTreeMap::from([(OWNER_KEY.into(), "kube-ovn".into())]),
+        ..ActualRoute::default()
+    });
+    actual.ports.push(ActualPort {
+        id: "lsp".into(),
+        name: "vpc-1-sw1".into(),
+        ..ActualPort::default()
+    });
+    let untouched = BTreeSet::from(["frozen".to_string()]);
+    let p = plan(&[], &untouched, &actual);
+    assert_eq!(
+        kinds(&p),
+        vec![
+            "delete-route",
+            "delete-route",
+            "delete-route",
+            "delete-port",
+            "delete-port"
+        ]
+    );
+    assert!(p.changes.iter().all(|c| c.peering() == "gone"));
+    assert!(p.outcomes.is_empty());
+}
+
+#[test]
+fn stale_rows_of_a_desired_peering_are_deleted() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    let mut stale = actual.routes[0].clone();
+    stale.id = "a-route-9".into();
+    stale.ip_prefix = "192.168.0.0/24".into();
+    actual.routes.push(stale);
+    let p = plan(&[d], &none(), &actual);
+    assert_eq!(
+        p.changes,
+        vec![Change::DeleteRoute {
+            peering: "p1".into(),
+            id: "a-route-9".into(),
+            router_id: "r1".into()
+        }]
+    );
+    assert_eq!(p.outcomes["p1"], Outcome::Changed);
+}
+
+#[test]
+fn duplicate_owned_routes_keep_one() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "b");
+    for id in ["c-dup", "a-dup"] {
+        let mut dup = actual.routes[0].clone();
+        dup.id = id.into();
+        actual.routes.push(dup);
+    }
+    let p = plan(&[d], &none(), &actual);
+    // The smallest UUID is kept: "a-dup"; the original and the other copy go.
+    assert_eq!(
+        p.changes,
+        vec![
+            Change::DeleteRoute {
+                peering: "p1".into(),
+                id: "b-route-0".into(),
+                router_id: "r1".into()
+            },
+            Change::DeleteRoute {
+                peering: "p1".into(),
+                id: "c-dup".into(),
+                router_id: "r1".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn plan_is_deterministic_whatever_the_input_order() {
+    let (d1, mut d2) = (desired("p1", 1), desired("p2", 1));
+    for p in &mut d2.ports {
+        p.name = format!("{}-2", p.name);
+        p.peer = format!("{}-2", p.peer);
+        p.external_ids = markers(
+            "p2",
+            1,
+            if p.router == "vpc-1" {
+                Side::Local
+            } else {
+                Side::Remote
+            },
+        );
+    }
+    let mut actual = installed(&desired("gone", 1), "g");
+    let forward = plan(&[d1.clone(), d2.clone()], &none(), &actual);
+    actual.ports.reverse();
+    actual.routes.reverse();
+    let backward = plan(&[d2, d1], &none(), &actual);
+    assert_eq!(forward, backward);
+    // Deletions first. p1 adopts the orphan's ports (same names, same routers): only their
+    // markers change; the orphan's routes go and p1's are created.
+    assert_eq!(forward.changes.first().map(Change::peering), Some("gone"));
+    assert_eq!(
+        kinds(&forward),
+        [
+            "delete-route",
+            "delete-route",
+            "delete-route",
+            "update-port",
+            "update-port",
+            "create-port",
+            "create-port",
+            "create-route",
+            "create-route",
+            "create-route",
+            "create-route",
+            "create-route",
+            "create-route",
+        ]
+    );
+}

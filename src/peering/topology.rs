@@ -1,0 +1,460 @@
+//! Topology preconditions (FAILED_PRECONDITION): what a peering needs from NB and from the
+//! other peerings, judged on a snapshot.
+//!
+//! [`check_topology`] serves both the API (refuse a new peering) and the worker (a peering
+//! whose world changed, e.g. a subnet added later that now overlaps, goes FAILED with the
+//! refusal as its message). It reads NB only through the [`Topology`] trait so that it stays a
+//! plain function over plain data.
+//!
+//! Overlap rules compare like with like: a `src-ip` route selects traffic by source, so it is
+//! only compared with other `src-ip` routes, never with subnets or links. (On upstream OVN a
+//! `src-ip` route still takes part in longest-prefix match and can capture return traffic,
+//! kube-ovn #1981; only explicit routes can be `src-ip`, so that is the requester's choice.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use super::validate::ValidatedPeering;
+use super::{
+    overlaps, port_name, ConnectAddrs, PeeringSpec, Refusal, RefusalKind, RoutePolicy, RouteSpec,
+    Side, Violation,
+};
+
+/// VPCs that may not be peered unless configured otherwise (Kube-OVN's default VPC).
+pub const DEFAULT_PROTECTED_VPCS: &[&str] = &["ovn-cluster"];
+
+/// A `Logical_Router_Port` as far as peering cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortView {
+    /// `name` (unique across NB).
+    pub name: String,
+    /// `networks`, e.g. `"10.0.0.1/24"`.
+    pub networks: Vec<String>,
+    /// `peer`: set on router-to-router ports.
+    pub peer: Option<String>,
+    /// `gateway_chassis` non-empty or `ha_chassis_group` set.
+    pub is_gateway: bool,
+}
+
+/// A `Logical_Router` as far as peering cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterView {
+    /// The row UUID.
+    pub id: String,
+    /// `name` (not unique in NB).
+    pub name: String,
+    /// Its ports.
+    pub ports: Vec<PortView>,
+}
+
+/// Read access to NB routers.
+pub trait Topology {
+    /// Every router with this name (zero, one, or more: NB names are not unique).
+    fn routers_named(&self, name: &str) -> Vec<RouterView>;
+}
+
+impl Topology for [RouterView] {
+    fn routers_named(&self, name: &str) -> Vec<RouterView> {
+        self.iter().filter(|r| r.name == name).cloned().collect()
+    }
+}
+
+impl Topology for Vec<RouterView> {
+    fn routers_named(&self, name: &str) -> Vec<RouterView> {
+        self.as_slice().routers_named(name)
+    }
+}
+
+/// The one router named `vpc`, or why there is not exactly one.
+pub fn resolve_router(topo: &(impl Topology + ?Sized), vpc: &str) -> Result<RouterView, String> {
+    let mut routers = topo.routers_named(vpc);
+    match routers.len() {
+        1 => Ok(routers.remove(0)),
+        0 => Err(format!("no OVN logical router is named {vpc:?}")),
+        n => Err(format!(
+            "{n} OVN logical routers are named {vpc:?}; a VPC must be exactly one"
+        )),
+    }
+}
+
+/// A VPC's subnets: the networks of its router ports, host bits cleared, leaving out peer
+/// ports and gateway ports; sorted, without duplicates. Unparseable networks are skipped.
+pub fn vpc_subnets(router: &RouterView) -> Vec<IpNet> {
+    let nets: BTreeSet<IpNet> = router
+        .ports
+        .iter()
+        .filter(|p| !is_peer(p) && !p.is_gateway)
+        .flat_map(parse_networks)
+        .collect();
+    nets.into_iter().collect()
+}
+
+/// The routes a side installs: the explicit ones, or else one dst-ip route per subnet of the
+/// other VPC in the families the link has (a route needs a nexthop of its family).
+pub fn effective_routes(
+    explicit: &[RouteSpec],
+    other_subnets: &[IpNet],
+    link: &ConnectAddrs,
+) -> Vec<RouteSpec> {
+    if !explicit.is_empty() {
+        return explicit.to_vec();
+    }
+    let families = link.families();
+    other_subnets
+        .iter()
+        .filter(|s| families.contains(&super::Family::of(s)))
+        .map(|s| RouteSpec::dst(*s))
+        .collect()
+}
+
+/// What [`check_topology`] found, for deriving rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyFacts {
+    /// UUID of `local_vpc`'s router.
+    pub local_router_id: String,
+    /// UUID of `remote_vpc`'s router.
+    pub remote_router_id: String,
+    /// `local_vpc`'s subnets.
+    pub local_subnets: Vec<IpNet>,
+    /// `remote_vpc`'s subnets.
+    pub remote_subnets: Vec<IpNet>,
+    /// Routes to install in `local_vpc` (explicit or automatic).
+    pub local_routes: Vec<RouteSpec>,
+    /// Routes to install in `remote_vpc`.
+    pub remote_routes: Vec<RouteSpec>,
+}
+
+impl TopologyFacts {
+    /// The router UUID of a side.
+    pub fn router_id(&self, side: Side) -> &str {
+        match side {
+            Side::Local => &self.local_router_id,
+            Side::Remote => &self.remote_router_id,
+        }
+    }
+
+    /// The routes to install in a side's VPC.
+    pub fn routes(&self, side: Side) -> &[RouteSpec] {
+        match side {
+            Side::Local => &self.local_routes,
+            Side::Remote => &self.remote_routes,
+        }
+    }
+}
+
+/// Checks a complete spec against NB and the other peerings (those whose rows are or may be
+/// in NB; the spec's own name is skipped, so passing every peering is fine, and only the ones
+/// touching either VPC matter). Every violation is reported (kind FAILED_PRECONDITION).
+pub fn check_topology(
+    spec: &PeeringSpec,
+    topo: &(impl Topology + ?Sized),
+    others: &[PeeringSpec],
+    protected: &[String],
+) -> Result<TopologyFacts, Refusal> {
+    let all_others: Vec<&PeeringSpec> = others.iter().filter(|o| o.name != spec.name).collect();
+    let others: Vec<&PeeringSpec> = all_others
+        .iter()
+        .copied()
+        .filter(|o| Side::BOTH.iter().any(|s| o.side_of(spec.vpc(*s)).is_some()))
+        .collect();
+    let mut v = Vec::new();
+    for side in Side::BOTH {
+        if protected.iter().any(|p| p == spec.vpc(side)) {
+            v.push(Violation::new(
+                vpc_field(side),
+                format!("{:?} is protected and cannot be peered", spec.vpc(side)),
+            ));
+        }
+    }
+    check_names(spec, &all_others, &mut v);
+    let routers: Vec<Option<RouterView>> = Side::BOTH
+        .iter()
+        .map(|&side| {
+            resolve_router(topo, spec.vpc(side))
+                .map_err(|e| v.push(Violation::new(vpc_field(side), e)))
+                .ok()
+        })
+        .collect();
+    let (Some(local_router), Some(remote_router)) = (&routers[0], &routers[1]) else {
+        return Err(Refusal {
+            kind: RefusalKind::FailedPrecondition,
+            violations: v,
+        });
+    };
+    let mut subnets_cache = BTreeMap::new();
+    subnets_cache.insert(spec.local_vpc.clone(), vpc_subnets(local_router));
+    subnets_cache.insert(spec.remote_vpc.clone(), vpc_subnets(remote_router));
+    let local_subnets = subnets_cache[&spec.local_vpc].clone();
+    let remote_subnets = subnets_cache[&spec.remote_vpc].clone();
+    for r in &remote_subnets {
+        for l in local_subnets.iter().filter(|l| overlaps(l, r)) {
+            v.push(Violation::new(
+                vpc_field(Side::Remote),
+                format!(
+                    "subnet {r} of {:?} overlaps subnet {l} of {:?}",
+                    spec.remote_vpc, spec.local_vpc
+                ),
+            ));
+        }
+    }
+    let facts = TopologyFacts {
+        local_router_id: local_router.id.clone(),
+        remote_router_id: remote_router.id.clone(),
+        local_routes: effective_routes(&spec.local_routes, &remote_subnets, &spec.remote_connect),
+        remote_routes: effective_routes(&spec.remote_routes, &local_subnets, &spec.local_connect),
+        local_subnets,
+        remote_subnets,
+    };
+    for (side, router) in [(Side::Local, local_router), (Side::Remote, remote_router)] {
+        let ctx = VpcContext::new(spec, side, router, &others, topo, &mut subnets_cache);
+        ctx.check_link(spec, side, &mut v);
+        ctx.check_routes(spec, side, facts.routes(side), &mut v);
+    }
+    Refusal::check(RefusalKind::FailedPrecondition, v, facts)
+}
+
+/// Networks a link allocated for `peering` must avoid: every port network of both VPCs'
+/// routers, the links of all `peerings` (a pool is shared by all), the peering's own explicit
+/// routes and the dst-ip routes other peerings install in either VPC.
+pub fn allocation_exclusions(
+    peering: &ValidatedPeering,
+    topo: &(impl Topology + ?Sized),
+    peerings: &[PeeringSpec],
+) -> Vec<IpNet> {
+    let vpcs = [peering.local_vpc.as_str(), peering.remote_vpc.as_str()];
+    let mut used: Vec<IpNet> = vpcs
+        .iter()
+        .flat_map(|vpc| topo.routers_named(vpc))
+        .flat_map(|r| r.ports.iter().flat_map(parse_networks).collect::<Vec<_>>())
+        .collect();
+    let mut cache = BTreeMap::new();
+    for o in peerings.iter().filter(|o| o.name != peering.name) {
+        used.extend(o.local_connect.networks());
+        for side in Side::BOTH.into_iter().filter(|s| vpcs.contains(&o.vpc(*s))) {
+            let other_subnets = subnets_by_name(topo, o.vpc(side.other()), &mut cache);
+            let routes = effective_routes(o.routes(side), &other_subnets, o.connect(side));
+            used.extend(
+                routes
+                    .iter()
+                    .filter(|r| r.policy == RoutePolicy::DstIp)
+                    .map(|r| r.prefix),
+            );
+        }
+    }
+    used.extend(
+        peering
+            .local_routes
+            .iter()
+            .chain(&peering.remote_routes)
+            .map(|r| r.prefix),
+    );
+    used
+}
+
+/// One VPC of the checked peering and what already occupies its address space.
+struct VpcContext {
+    vpc: String,
+    subnets: Vec<IpNet>,
+    /// Networks of gateway ports and foreign peer ports: (network, port name).
+    port_nets: Vec<(IpNet, String)>,
+    /// Links of our other peerings in this VPC: (link network, peering name).
+    links: Vec<(IpNet, String)>,
+    /// Routes our other peerings install in this VPC: (route, peering name).
+    routes: Vec<(RouteSpec, String)>,
+}
+
+impl VpcContext {
+    fn new(
+        spec: &PeeringSpec,
+        side: Side,
+        router: &RouterView,
+        others: &[&PeeringSpec],
+        topo: &(impl Topology + ?Sized),
+        cache: &mut BTreeMap<String, Vec<IpNet>>,
+    ) -> VpcContext {
+        let vpc = spec.vpc(side).to_string();
+        let mut ours = BTreeSet::from([port_name(&vpc, spec.vpc(side.other()))]);
+        let mut links = Vec::new();
+        let mut routes = Vec::new();
+        for o in others {
+            let Some(t) = o.side_of(&vpc) else { continue };
+            ours.insert(port_name(&vpc, o.vpc(t.other())));
+            links.extend(
+                o.connect(t)
+                    .networks()
+                    .into_iter()
+                    .map(|n| (n, o.name.clone())),
+            );
+            let other_subnets = subnets_by_name(topo, o.vpc(t.other()), cache);
+            let installed = effective_routes(o.routes(t), &other_subnets, o.connect(t));
+            routes.extend(installed.into_iter().map(|r| (r, o.name.clone())));
+        }
+        let port_nets = router
+            .ports
+            .iter()
+            .filter(|p| (is_peer(p) || p.is_gateway) && !ours.contains(&p.name))
+            .flat_map(|p| parse_networks(p).into_iter().map(|n| (n, p.name.clone())))
+            .collect();
+        VpcContext {
+            subnets: cache[&vpc].clone(),
+            vpc,
+            port_nets,
+            links,
+            routes,
+        }
+    }
+
+    /// The link must not overlap anything already routed in this VPC.
+    fn check_link(&self, spec: &PeeringSpec, side: Side, v: &mut Vec<Violation>) {
+        let field = format!("peering.{}_connect_ip", side.as_str());
+        let vpc = &self.vpc;
+        for link in spec.connect(side).networks() {
+            let mut clash = |what: String| {
+                v.push(Violation::new(
+                    &field,
+                    format!("link {link} overlaps {what}"),
+                ))
+            };
+            for s in self.subnets.iter().filter(|s| overlaps(s, &link)) {
+                clash(format!("subnet {s} of {vpc:?}"));
+            }
+            for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &link)) {
+                clash(format!("network {n} of port {port:?} of {vpc:?}"));
+            }
+            for (n, peering) in self.links.iter().filter(|(n, _)| overlaps(n, &link)) {
+                clash(format!("link {n} of peering {peering:?} in {vpc:?}"));
+            }
+            for (r, peering) in self
+                .routes
+                .iter()
+                .filter(|(r, _)| r.policy == RoutePolicy::DstIp && overlaps(&r.prefix, &link))
+            {
+                clash(format!(
+                    "route {} that {vpc:?} sends to peering {peering:?}",
+                    r.prefix
+                ));
+            }
+        }
+    }
+
+    /// The routes this VPC would install towards the new peer must be unambiguous.
+    fn check_routes(
+        &self,
+        spec: &PeeringSpec,
+        side: Side,
+        routes: &[RouteSpec],
+        v: &mut Vec<Violation>,
+    ) {
+        let list = format!("peering.{}_routes", side.as_str());
+        let explicit = !spec.routes(side).is_empty();
+        let vpc = &self.vpc;
+        for (i, r) in routes.iter().enumerate() {
+            let p = r.prefix;
+            let (field, label) = if explicit {
+                (format!("{list}[{i}].cidr"), format!("route {p}"))
+            } else {
+                let other = spec.vpc(side.other());
+                (
+                    list.clone(),
+                    format!("automatic route {p} (a subnet of {other:?})"),
+                )
+            };
+            let mut clash =
+                |what: String| v.push(Violation::new(&field, format!("{label} overlaps {what}")));
+            if r.policy == RoutePolicy::DstIp {
+                // Automatic routes against own subnets are the subnet overlap reported on
+                // peering.remote_vpc already.
+                if explicit {
+                    for s in self.subnets.iter().filter(|s| overlaps(s, &p)) {
+                        clash(format!("subnet {s} of {vpc:?} itself"));
+                    }
+                }
+                for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &p)) {
+                    clash(format!("network {n} of port {port:?} of {vpc:?}"));
+                }
+                for (n, peering) in self.links.iter().filter(|(n, _)| overlaps(n, &p)) {
+                    clash(format!("link {n} of peering {peering:?} in {vpc:?}"));
+                }
+            }
+            for (o, peering) in self
+                .routes
+                .iter()
+                .filter(|(o, _)| o.policy == r.policy && overlaps(&o.prefix, &p))
+            {
+                clash(format!(
+                    "route {} that {vpc:?} sends to peering {peering:?}; routes would be ambiguous",
+                    o.prefix
+                ));
+            }
+        }
+    }
+}
+
+/// One peering per VPC pair, and port names unique among our peerings.
+fn check_names(spec: &PeeringSpec, others: &[&PeeringSpec], v: &mut Vec<Violation>) {
+    for o in others {
+        let same_pair =
+            o.side_of(&spec.local_vpc).is_some() && o.side_of(&spec.remote_vpc).is_some();
+        if same_pair {
+            v.push(Violation::new(
+                vpc_field(Side::Remote),
+                format!(
+                    "{:?} and {:?} are already peered by peering {:?}",
+                    spec.local_vpc, spec.remote_vpc, o.name
+                ),
+            ));
+            continue;
+        }
+        for side in Side::BOTH {
+            let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
+            let clash = Side::BOTH
+                .iter()
+                .any(|t| port_name(o.vpc(*t), o.vpc(t.other())) == mine);
+            if clash {
+                v.push(Violation::new(
+                    vpc_field(side),
+                    format!("port name {mine:?} is already used by peering {:?}", o.name),
+                ));
+            }
+        }
+    }
+}
+
+/// Subnets of every router named `vpc` (none when missing), memoised per call.
+fn subnets_by_name(
+    topo: &(impl Topology + ?Sized),
+    vpc: &str,
+    cache: &mut BTreeMap<String, Vec<IpNet>>,
+) -> Vec<IpNet> {
+    cache
+        .entry(vpc.to_string())
+        .or_insert_with(|| {
+            let all: BTreeSet<IpNet> = topo
+                .routers_named(vpc)
+                .iter()
+                .flat_map(vpc_subnets)
+                .collect();
+            all.into_iter().collect()
+        })
+        .clone()
+}
+
+fn is_peer(p: &PortView) -> bool {
+    p.peer.as_deref().is_some_and(|peer| !peer.is_empty())
+}
+
+fn parse_networks(p: &PortView) -> Vec<IpNet> {
+    p.networks
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .map(|n| n.trunc())
+        .collect()
+}
+
+fn vpc_field(side: Side) -> String {
+    format!("peering.{}_vpc", side.as_str())
+}
+
+#[cfg(test)]
+mod tests;

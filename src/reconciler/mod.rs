@@ -1,0 +1,218 @@
+//! The convergence worker: makes OVN NB hold exactly the rows the peerings in
+//! Postgres call for, and reports each peering's state back.
+//!
+//! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
+//! change, an NB monitor update, a cache resync, the periodic timer), it runs
+//! the same full pass ([`pass`]): read desired state, read the NB cache,
+//! derive, diff, write the difference, write statuses. Only the replica holding
+//! the writer lock ([`lock`]) runs it.
+
+mod lock;
+mod pass;
+mod translate;
+
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ovsdb::{self, CacheEvent};
+use crate::store::Store;
+
+pub use pass::{PassError, PassOutcome};
+
+/// The worker's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Postgres URL, for the writer lock's own connection.
+    pub database_url: String,
+    /// VPCs that can never be peered.
+    pub protected_vpcs: Vec<String>,
+    /// The periodic full pass.
+    pub resync_interval: Duration,
+    /// Largest number of NB rows written in one transaction.
+    pub max_rows_per_transaction: usize,
+}
+
+impl Settings {
+    /// From the command line.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            database_url: config.database_url.clone(),
+            protected_vpcs: config.protected_vpcs.clone(),
+            resync_interval: config.resync_interval(),
+            max_rows_per_transaction: 2000,
+        }
+    }
+}
+
+/// The worker. Cheap to clone; [`run_once`](Reconciler::run_once) and
+/// [`run_until_idle`](Reconciler::run_until_idle) drive it synchronously (tests).
+#[derive(Clone)]
+pub struct Reconciler {
+    store: Store,
+    nb: ovsdb::Client,
+    settings: Settings,
+}
+
+/// Backoff after a failed pass: 100 ms doubling to 10 s.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+impl Reconciler {
+    /// A worker over the store and the NB client.
+    pub fn new(store: Store, nb: ovsdb::Client, settings: Settings) -> Self {
+        Self {
+            store,
+            nb,
+            settings,
+        }
+    }
+
+    /// One full pass.
+    pub async fn run_once(&self) -> Result<PassOutcome, PassError> {
+        pass::run(self).await
+    }
+
+    /// Passes until one writes nothing (at most `max_passes`); returns the last outcome.
+    pub async fn run_until_idle(&self, max_passes: usize) -> Result<PassOutcome, PassError> {
+        let mut last = self.run_once().await?;
+        for _ in 1..max_passes {
+            if last.is_idle() {
+                break;
+            }
+            last = self.run_once().await?;
+        }
+        Ok(last)
+    }
+
+    /// Runs passes whenever woken until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let wake = std::sync::Arc::new(Notify::new());
+        let listeners = CancellationToken::new();
+        tokio::spawn(wake_on_postgres(
+            self.store.clone(),
+            wake.clone(),
+            listeners.clone(),
+        ));
+        tokio::spawn(wake_on_northbound(
+            self.nb.subscribe(),
+            wake.clone(),
+            listeners.clone(),
+        ));
+        let _stop_listeners = listeners.drop_guard();
+
+        let mut retry = RETRY_MIN;
+        loop {
+            let started = std::time::Instant::now();
+            let result = self.run_once().await;
+            metrics::histogram!("ovn_peerd_reconciler_pass_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let next = match result {
+                Ok(outcome) => {
+                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
+                        .increment(1);
+                    retry = RETRY_MIN;
+                    if outcome.is_idle() {
+                        self.settings.resync_interval
+                    } else {
+                        // Something was written: look again at once (to confirm and report).
+                        Duration::ZERO
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => e.label())
+                        .increment(1);
+                    tracing::warn!(error = %e, retry_in = ?retry, "reconciler pass failed");
+                    let d = retry;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    d
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+}
+
+/// Holds the writer lock while running the worker; stands by otherwise.
+pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: CancellationToken) {
+    loop {
+        let Some(mut lock) =
+            lock::WriterLock::acquire(&reconciler.settings.database_url, &shutdown).await
+        else {
+            return;
+        };
+        let stop = shutdown.child_token();
+        tokio::select! {
+            _ = reconciler.run(stop.clone()) => {}
+            _ = lock.lost() => {}
+        }
+        stop.cancel();
+        if shutdown.is_cancelled() {
+            lock.release().await;
+            return;
+        }
+    }
+}
+
+/// Wakes the worker on every desired-state change committed in Postgres.
+async fn wake_on_postgres(store: Store, wake: std::sync::Arc<Notify>, stop: CancellationToken) {
+    let mut delay = RETRY_MIN;
+    loop {
+        let listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            l = store.desired_changes() => l,
+        };
+        match listener {
+            Ok(mut listener) => {
+                delay = RETRY_MIN;
+                // A (re)connected listener may have missed notifications: look once.
+                wake.notify_one();
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        // `None`: the connection was lost and is being re-made;
+                        // notifications may have been missed, so look anyway.
+                        n = listener.try_recv() => match n {
+                            Ok(_) => wake.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "postgres listener lost");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen to postgres"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// Wakes the worker on NB changes to the tables it reads and on cache resyncs.
+async fn wake_on_northbound(
+    mut events: broadcast::Receiver<CacheEvent>,
+    wake: std::sync::Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            e = events.recv() => match e {
+                Ok(CacheEvent::Disconnected) => {}
+                // Changes, a resync, or missed events (lagged): all mean "look again".
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

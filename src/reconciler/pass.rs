@@ -1,0 +1,464 @@
+//! One full pass of the worker: desired (Postgres) vs actual (NB cache) →
+//! minimal NB writes → statuses. Level-triggered: it needs no memory of
+//! earlier passes, so a crash at any point is repaired by the next pass.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use crate::ovsdb::{NbCache, Operation, TransactError};
+use crate::peering::desired::{desired_rows, DesiredPeering};
+use crate::peering::diff::{plan, ActualPort, ActualRoute, ActualRows, Change, Outcome, Plan};
+use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
+use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
+use crate::topology::NbTopology;
+
+use super::{translate, Reconciler};
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Peerings considered (tombstones included).
+    pub peerings: usize,
+    /// NB rows written (inserted, updated or removed).
+    pub rows_written: usize,
+    /// NB transactions sent.
+    pub transactions: usize,
+    /// Tombstones removed from Postgres.
+    pub tombstones_removed: usize,
+    /// Peerings in STATE_ACTIVE after the pass.
+    pub active: usize,
+    /// Peerings in STATE_FAILED after the pass, with why.
+    pub failed: BTreeMap<String, String>,
+    /// Peerings still being deleted.
+    pub deleting: usize,
+}
+
+impl PassOutcome {
+    /// Whether the pass found nothing to write.
+    pub fn is_idle(&self) -> bool {
+        self.rows_written == 0 && self.tombstones_removed == 0
+    }
+}
+
+/// Why a pass stopped before finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// Postgres failed.
+    #[error("reading or writing desired state failed")]
+    Store(#[from] StoreError),
+    /// The NB cache is not in sync with a server (disconnected, resyncing).
+    #[error("the OVN NB cache is not in sync")]
+    NbNotSynced,
+    /// An NB transaction's outcome is unknown or it could not be sent.
+    #[error("OVN NB transaction failed")]
+    Nb(#[source] TransactError),
+}
+
+impl PassError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PassError::Store(_) => "store",
+            PassError::NbNotSynced => "nb_not_synced",
+            PassError::Nb(_) => "nb",
+        }
+    }
+}
+
+/// The verdict on one live peering after planning and writing.
+enum Verdict {
+    Active,
+    Pending(String),
+    Failed(String),
+}
+
+pub(super) async fn run(r: &Reconciler) -> Result<PassOutcome, PassError> {
+    use tracing::Instrument;
+    run_pass(r).instrument(tracing::info_span!("reconcile")).await
+}
+
+async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
+    let records = r.store.peering_list_all().await?;
+    if !r.nb.state().borrow().is_synced() {
+        return Err(PassError::NbNotSynced);
+    }
+    let (derivation, plan) = {
+        let cache = r.nb.cache();
+        let derivation = derive(&records, &cache, &r.settings.protected_vpcs);
+        let plan = plan(
+            &derivation.desired,
+            &derivation.untouched,
+            &actual_rows(&cache),
+        );
+        (derivation, plan)
+    };
+
+    let mut outcome = PassOutcome {
+        peerings: records.len(),
+        ..Default::default()
+    };
+    let mut verdicts: HashMap<String, Verdict> = HashMap::new();
+    for (name, why) in &derivation.failed {
+        verdicts.insert(name.clone(), Verdict::Failed(why.clone()));
+    }
+    for (name, o) in &plan.outcomes {
+        let v = match o {
+            Outcome::InSync => Verdict::Active,
+            Outcome::Changed => Verdict::Pending(String::new()),
+            Outcome::Blocked(why) => Verdict::Failed(why.clone()),
+        };
+        verdicts.insert(name.clone(), v);
+    }
+
+    let write_result = write_changes(r, &plan, &mut verdicts, &mut outcome).await;
+
+    // Statuses, even when writing stopped half-way: what is known is reported.
+    let statuses = statuses(&records, &verdicts);
+    for u in &statuses {
+        match u.state {
+            PeeringState::Active => outcome.active += 1,
+            PeeringState::Failed => {
+                outcome.failed.insert(u.name.clone(), u.message.clone());
+            }
+            _ => {}
+        }
+    }
+    let changed = changed_statuses(&records, statuses);
+    record_convergence_delay(&records, &changed);
+    r.store.peering_statuses_set(&changed).await?;
+    write_result?;
+
+    // Tombstones whose rows are all gone from NB.
+    let gone: Vec<(String, i64)> = {
+        let cache = r.nb.cache();
+        records
+            .iter()
+            .filter(|p| p.state == PeeringState::Deleting)
+            .filter(|p| cache.rows_with_external_id(PEERING_KEY, &p.name).is_empty())
+            .map(|p| (p.name.clone(), p.generation))
+            .collect()
+    };
+    outcome.deleting = records
+        .iter()
+        .filter(|p| p.state == PeeringState::Deleting)
+        .count()
+        - gone.len();
+    outcome.tombstones_removed = r.store.peering_tombstones_remove(&gone).await? as usize;
+    publish_state_gauges(&outcome, records.len());
+    if !outcome.is_idle() || !outcome.failed.is_empty() {
+        tracing::info!(
+            peerings = outcome.peerings,
+            rows_written = outcome.rows_written,
+            transactions = outcome.transactions,
+            tombstones_removed = outcome.tombstones_removed,
+            failed = outcome.failed.len(),
+            "reconciled"
+        );
+    }
+    Ok(outcome)
+}
+
+/// The desired rows of every live peering, and the ones that cannot be derived.
+struct Derivation {
+    desired: Vec<DesiredPeering>,
+    /// Peerings whose existing rows must be left as they are (they failed).
+    untouched: BTreeSet<String>,
+    failed: BTreeMap<String, String>,
+}
+
+fn derive(records: &[PeeringRecord], cache: &NbCache, protected: &[String]) -> Derivation {
+    let topo = NbTopology(cache);
+    let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
+    let mut failed = BTreeMap::new();
+    for rec in records.iter().filter(|p| p.state != PeeringState::Deleting) {
+        match rec.spec() {
+            Ok(spec) => specs.push((rec, spec)),
+            Err(e) => {
+                failed.insert(rec.name.clone(), e.to_string());
+            }
+        }
+    }
+    // Other peerings by VPC, for the rules that look at a VPC's other peers.
+    let mut by_vpc: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (_, s)) in specs.iter().enumerate() {
+        by_vpc.entry(s.local_vpc.as_str()).or_default().push(i);
+        by_vpc.entry(s.remote_vpc.as_str()).or_default().push(i);
+    }
+    let mut desired = Vec::with_capacity(specs.len());
+    for (i, (rec, spec)) in specs.iter().enumerate() {
+        let mut neighbours: Vec<usize> = [spec.local_vpc.as_str(), spec.remote_vpc.as_str()]
+            .iter()
+            .flat_map(|v| by_vpc.get(v).into_iter().flatten().copied())
+            .filter(|&j| j != i)
+            .collect();
+        neighbours.sort_unstable();
+        neighbours.dedup();
+        let others: Vec<PeeringSpec> = neighbours.iter().map(|&j| specs[j].1.clone()).collect();
+        match desired_rows(spec, rec.generation, &topo, &others, protected) {
+            Ok(d) => desired.push(d),
+            Err(why) => {
+                failed.insert(rec.name.clone(), why);
+            }
+        }
+    }
+    Derivation {
+        desired,
+        untouched: failed.keys().cloned().collect(),
+        failed,
+    }
+}
+
+/// The rows NB holds that the diff looks at: our ports and routes (with their
+/// routers) and the names of everyone else's ports.
+fn actual_rows(cache: &NbCache) -> ActualRows {
+    let mut port_router = HashMap::new();
+    let mut route_router = HashMap::new();
+    for router in cache.routers() {
+        for p in &router.ports {
+            port_router.insert(*p, router.uuid);
+        }
+        for r in &router.static_routes {
+            route_router.insert(*r, router.uuid);
+        }
+    }
+    let mut actual = ActualRows::default();
+    for p in cache.ports() {
+        if !is_owned(&p.external_ids) {
+            actual.foreign_port_names.insert(p.name.clone());
+            continue;
+        }
+        let Some(router) = port_router.get(&p.uuid) else {
+            continue; // not attached: about to be garbage-collected
+        };
+        actual.ports.push(ActualPort {
+            id: p.uuid.to_string(),
+            router_id: router.to_string(),
+            name: p.name.clone(),
+            mac: p.mac.clone(),
+            networks: p.networks.clone(),
+            peer: p.peer.clone(),
+            external_ids: p.external_ids.clone(),
+        });
+    }
+    for r in cache.static_routes().filter(|r| is_owned(&r.external_ids)) {
+        let Some(router) = route_router.get(&r.uuid) else {
+            continue;
+        };
+        actual.routes.push(ActualRoute {
+            id: r.uuid.to_string(),
+            router_id: router.to_string(),
+            ip_prefix: r.ip_prefix.clone(),
+            nexthop: r.nexthop.clone(),
+            policy: r.policy.clone(),
+            route_table: r.route_table.clone(),
+            external_ids: r.external_ids.clone(),
+        });
+    }
+    actual
+}
+
+/// Writes the plan in transactions of whole peerings up to the row budget. A
+/// batch the server refuses is retried peering by peering, so one peering that
+/// cannot be written never blocks the others.
+async fn write_changes(
+    r: &Reconciler,
+    plan: &Plan,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    // Changes grouped by peering, in plan order.
+    let mut groups: Vec<(&str, Vec<&Change>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for c in &plan.changes {
+        let i = *index.entry(c.peering()).or_insert_with(|| {
+            groups.push((c.peering(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(c);
+    }
+    let budget = r.settings.max_rows_per_transaction.max(1);
+    let mut batch: Vec<&(&str, Vec<&Change>)> = Vec::new();
+    let mut rows = 0;
+    for group in &groups {
+        let group_rows: usize = group.1.iter().map(|c| translate::rows_written(c)).sum();
+        if !batch.is_empty() && rows + group_rows > budget {
+            write_batch(r, &batch, verdicts, outcome).await?;
+            batch.clear();
+            rows = 0;
+        }
+        batch.push(group);
+        rows += group_rows;
+    }
+    if !batch.is_empty() {
+        write_batch(r, &batch, verdicts, outcome).await?;
+    }
+    Ok(())
+}
+
+async fn write_batch(
+    r: &Reconciler,
+    batch: &[&(&str, Vec<&Change>)],
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    match transact(r, batch, outcome).await {
+        Ok(()) => {
+            for (name, _) in batch {
+                settle(verdicts, name, Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) if is_refusal(&e) && batch.len() > 1 => {
+            tracing::warn!(error = %e, peerings = batch.len(), "batch refused; writing peering by peering");
+            for group in batch {
+                match transact(r, std::slice::from_ref(group), outcome).await {
+                    Ok(()) => settle(verdicts, group.0, Ok(())),
+                    Err(e) if is_refusal(&e) => settle(verdicts, group.0, Err(&e)),
+                    Err(e) => return Err(PassError::Nb(e)),
+                }
+            }
+            Ok(())
+        }
+        Err(e) if is_refusal(&e) => {
+            settle(verdicts, batch[0].0, Err(&e));
+            Ok(())
+        }
+        Err(e) => Err(PassError::Nb(e)),
+    }
+}
+
+async fn transact(
+    r: &Reconciler,
+    batch: &[&(&str, Vec<&Change>)],
+    outcome: &mut PassOutcome,
+) -> Result<(), TransactError> {
+    let mut ops: Vec<Operation> = Vec::new();
+    let mut rows = 0;
+    for (_, changes) in batch {
+        for c in changes {
+            translate::append_ops(c, &mut ops);
+            rows += translate::rows_written(c);
+            metrics::counter!("ovn_peerd_nb_rows_written_total", "kind" => change_kind(c))
+                .increment(1);
+        }
+    }
+    let started = Instant::now();
+    let result = r.nb.transact(ops).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    metrics::histogram!("ovn_peerd_nb_transaction_seconds", "outcome" => label)
+        .record(started.elapsed().as_secs_f64());
+    outcome.transactions += 1;
+    result?;
+    outcome.rows_written += rows;
+    Ok(())
+}
+
+/// The server refused the transaction (nothing committed), as opposed to an unknown outcome.
+fn is_refusal(e: &TransactError) -> bool {
+    matches!(
+        e,
+        TransactError::Operation { .. } | TransactError::Commit(_) | TransactError::Rejected(_)
+    )
+}
+
+fn settle(verdicts: &mut HashMap<String, Verdict>, peering: &str, result: Result<(), &TransactError>) {
+    let Some(v) = verdicts.get_mut(peering) else {
+        return; // rows of a deleted peering
+    };
+    if !matches!(v, Verdict::Pending(_)) {
+        return;
+    }
+    *v = match result {
+        // The cache has seen a committed transaction, so NB now holds exactly its rows.
+        Ok(()) => Verdict::Active,
+        Err(e) => {
+            metrics::counter!("ovn_peerd_reconciler_errors_total", "kind" => e.label()).increment(1);
+            Verdict::Failed(format!("OVN NB refused the peering's rows: {}", describe(e)))
+        }
+    };
+}
+
+fn describe(e: &TransactError) -> String {
+    match e.ovsdb_error() {
+        Some(err) => err.to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn change_kind(c: &Change) -> &'static str {
+    match c {
+        Change::CreatePort { .. } => "port_insert",
+        Change::UpdatePort { .. } => "port_update",
+        Change::DeletePort { .. } => "port_delete",
+        Change::CreateRoute { .. } => "route_insert",
+        Change::UpdateRoute { .. } => "route_update",
+        Change::DeleteRoute { .. } => "route_delete",
+    }
+}
+
+/// The status of every live peering after this pass.
+fn statuses(records: &[PeeringRecord], verdicts: &HashMap<String, Verdict>) -> Vec<StatusUpdate> {
+    records
+        .iter()
+        .filter(|p| p.state != PeeringState::Deleting)
+        .filter_map(|p| {
+            let (state, message) = match verdicts.get(&p.name)? {
+                Verdict::Active => (PeeringState::Active, String::new()),
+                Verdict::Pending(m) => (PeeringState::Pending, m.clone()),
+                Verdict::Failed(m) => (PeeringState::Failed, m.clone()),
+            };
+            Some(StatusUpdate {
+                name: p.name.clone(),
+                generation: p.generation,
+                state,
+                message,
+            })
+        })
+        .collect()
+}
+
+/// Only the statuses that differ from what Postgres holds.
+fn changed_statuses(records: &[PeeringRecord], statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+    let by_name: HashMap<&str, &PeeringRecord> =
+        records.iter().map(|p| (p.name.as_str(), p)).collect();
+    statuses
+        .into_iter()
+        .filter(|u| {
+            by_name.get(u.name.as_str()).is_some_and(|p| {
+                p.state != u.state || p.state_message != u.message || p.observed_generation != u.generation
+            })
+        })
+        .collect()
+}
+
+/// Desired change committed → NB confirmed, for peerings that just became active.
+fn record_convergence_delay(records: &[PeeringRecord], updates: &[StatusUpdate]) {
+    let now = chrono::Utc::now();
+    let by_name: HashMap<&str, &PeeringRecord> =
+        records.iter().map(|p| (p.name.as_str(), p)).collect();
+    for u in updates.iter().filter(|u| u.state == PeeringState::Active) {
+        if let Some(p) = by_name.get(u.name.as_str()) {
+            if p.observed_generation < p.generation || p.state != PeeringState::Active {
+                let delay = (now - p.generation_time).num_microseconds().unwrap_or(0);
+                metrics::histogram!("ovn_peerd_convergence_delay_seconds")
+                    .record(delay.max(0) as f64 / 1e6);
+            }
+        }
+    }
+}
+
+fn publish_state_gauges(outcome: &PassOutcome, total: usize) {
+    let failed = outcome.failed.len();
+    let pending = total.saturating_sub(outcome.active + failed + outcome.deleting);
+    for (state, n) in [
+        ("active", outcome.active),
+        ("failed", failed),
+        ("deleting", outcome.deleting),
+        ("pending", pending),
+    ] {
+        metrics::gauge!("ovn_peerd_peerings", "state" => state).set(n as f64);
+    }
+}

@@ -1,0 +1,185 @@
+//! Wiring: builds every part from the configuration, runs them, and stops
+//! them in order on shutdown. `main` and the tests both start ovn-peerd here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiSettings, PeeringApi};
+use crate::config::Config;
+use crate::health;
+use crate::metrics::GrpcMetricsLayer;
+use crate::ovsdb;
+use crate::proto::v1::peering_service_server::PeeringServiceServer;
+use crate::reconciler::{self, Reconciler};
+use crate::store::Store;
+
+/// The OVN Northbound database's name in its schema.
+pub const NB_DATABASE: &str = "OVN_Northbound";
+
+/// A built, not yet running, ovn-peerd.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    store: Store,
+    nb: ovsdb::Client,
+}
+
+impl Application {
+    /// Binds the listener, connects to Postgres (waiting for it) and applies
+    /// migrations, and starts the NB client. Serving starts with [`run`](Self::run).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let store = Store::connect_lazy(&config.database_url)?;
+        migrate_with_retry(&store).await?;
+        let nb = ovsdb::Client::start(nb_client_config(&config)?)
+            .context("invalid --ovn-nb-db")?;
+        Ok(Self {
+            config,
+            listener,
+            store,
+            nb,
+        })
+    }
+
+    /// The address the gRPC API is bound to (tests bind port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The NB client (tests read its cache).
+    pub fn nb(&self) -> &ovsdb::Client {
+        &self.nb
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, finishes
+    /// in-flight calls and stops the background tasks.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            config,
+            listener,
+            store,
+            nb,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mut tasks = JoinSet::new();
+        let tasks_stop = shutdown.child_token();
+
+        tasks.spawn(named(
+            "postgres health",
+            health::watch_postgres(store.clone(), reporter.clone(), tasks_stop.clone()),
+        ));
+        tasks.spawn(named(
+            "northbound health",
+            health::watch_northbound(nb.state(), reporter.clone(), tasks_stop.clone()),
+        ));
+        if config.worker {
+            let reconciler = Reconciler::new(
+                store.clone(),
+                nb.clone(),
+                reconciler::Settings::from_config(&config),
+            );
+            tasks.spawn(named(
+                "reconciler",
+                reconciler::run_with_writer_lock(reconciler, tasks_stop.clone()),
+            ));
+        }
+
+        let api = PeeringApi::new(store.clone(), nb.clone(), api_settings(&config));
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        tracing::info!(listen = %listener.local_addr()?, "serving gRPC");
+        let serve = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(PeeringServiceServer::new(api))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.clone().cancelled_owned(),
+            );
+
+        let result = tokio::select! {
+            r = serve => r.context("gRPC server failed"),
+            Some(ended) = tasks.join_next() => {
+                // Background tasks run until shutdown; one ending early is a bug.
+                let name = ended.unwrap_or("a background task (panicked)");
+                Err(anyhow::anyhow!("{name} stopped unexpectedly"))
+            }
+        };
+        tasks_stop.cancel();
+        while tasks.join_next().await.is_some() {}
+        nb.shutdown();
+        result
+    }
+}
+
+async fn named(name: &'static str, fut: impl std::future::Future<Output = ()>) -> &'static str {
+    fut.await;
+    name
+}
+
+/// Postgres may come up after us (compose, systemd): wait for it with backoff.
+async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.migrate().await {
+            Ok(()) => return Ok(()),
+            Err(e) if is_connect_error(&e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "postgres not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("cannot apply database migrations"),
+        }
+    }
+}
+
+fn is_connect_error(e: &crate::store::StoreError) -> bool {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner)) => {
+            StoreError::from(clone_sqlx_kind(inner)).is_unavailable()
+        }
+        other => other.is_unavailable(),
+    }
+}
+
+/// Classifies an `sqlx::Error` we only hold by reference.
+fn clone_sqlx_kind(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+fn nb_client_config(config: &Config) -> anyhow::Result<ovsdb::ClientConfig> {
+    Ok(ovsdb::ClientConfig::new(&config.ovn_nb_db, NB_DATABASE)?.with_owner_key(crate::peering::PEERING_KEY))
+}
+
+fn api_settings(config: &Config) -> ApiSettings {
+    ApiSettings {
+        protected_vpcs: config.protected_vpcs.clone(),
+        link_pool_v4: (config.link_pool.into(), config.link_prefix_len),
+        link_pool_v6: (config.link_pool_v6.into(), 126),
+    }
+}

@@ -1,0 +1,85 @@
+//! The persistence layer's error: what went wrong, in terms callers act on.
+
+use sqlx::error::DatabaseError;
+
+/// An error from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A peering with this name exists.
+    #[error("a peering with this name already exists")]
+    NameTaken,
+    /// The two VPCs are already peered (either direction).
+    #[error("these VPCs are already peered")]
+    PairTaken,
+    /// The request_id was used before.
+    #[error("this request_id was already used")]
+    RequestIdTaken,
+    /// The link's connect subnet overlaps another link.
+    #[error("the IPv{family} link overlaps another peering's link")]
+    LinkOverlap {
+        /// 4 or 6.
+        family: u8,
+    },
+    /// Postgres could not be reached or the connection broke.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database URL does not parse.
+    #[error("invalid database URL")]
+    Config(#[source] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A stored row does not decode (a bug or a hand-edited row).
+    #[error("stored peering {name:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The peering.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Anything else the database said.
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the database was unreachable).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error() {
+            if let Some(mapped) = from_constraint(db) {
+                return mapped;
+            }
+            // Class 08 (connection), 57P (operator intervention: shutdown), 53 (resources).
+            let code = db.code().unwrap_or_default();
+            if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+                return StoreError::Unavailable(e);
+            }
+            return StoreError::Other(e);
+        }
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            other => StoreError::Other(other),
+        }
+    }
+}
+
+fn from_constraint(db: &dyn DatabaseError) -> Option<StoreError> {
+    match db.constraint()? {
+        "peerings_pkey" => Some(StoreError::NameTaken),
+        "peerings_vpc_pair" => Some(StoreError::PairTaken),
+        "peerings_request_id_key" => Some(StoreError::RequestIdTaken),
+        "peerings_link_v4_excl" => Some(StoreError::LinkOverlap { family: 4 }),
+        "peerings_link_v6_excl" => Some(StoreError::LinkOverlap { family: 6 }),
+        _ => None,
+    }
+}

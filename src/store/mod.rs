@@ -1,0 +1,85 @@
+//! Persistence: every SQL statement of ovn-peerd lives under this module.
+//!
+//! Postgres holds the desired state (the `peerings` table, see `migrations/`).
+//! Methods are named noun-first (`peering_insert`, `peering_list`) and return
+//! [`StoreError`], which says what the caller can act on (a taken name, a
+//! taken VPC pair, an overlapping link, an unreachable database) and keeps the
+//! driver's error as its source for logs.
+
+mod error;
+mod model;
+mod peerings;
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use error::StoreError;
+pub use model::{NewPeering, PeeringRecord, PeeringState, StoredRoute};
+pub use peerings::StatusUpdate;
+
+/// The channel the `peerings` triggers notify on every desired-state change.
+pub const DESIRED_CHANGED_CHANNEL: &str = "ovn_peerd_desired";
+
+/// The one handle to Postgres.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// A pool that connects lazily: start-up does not fail while Postgres is down.
+    pub fn connect_lazy(database_url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = database_url.parse().map_err(StoreError::Config)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(2))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options.application_name("ovn-peerd"));
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations (embedded at build time).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)
+    }
+
+    /// Whether Postgres answers a trivial query now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(|_| ())
+    }
+
+    /// A listener on [`DESIRED_CHANGED_CHANNEL`]; it reconnects by itself.
+    pub async fn desired_changes(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(DESIRED_CHANGED_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// The pool, for the writer lock's dedicated connection.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs one query future, recording its latency and outcome by operation.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = fut.await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("ovn_peerd_db_query_duration_seconds",
+            "operation" => operation, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+        result.map_err(StoreError::from)
+    }
+}

@@ -1,0 +1,245 @@
+//! Queries on the `peerings` table.
+
+use ipnet::IpNet;
+
+use super::model::{NewPeering, PeeringRow};
+use super::{PeeringRecord, PeeringState, Store, StoreError};
+
+const COLUMNS: &str = "name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6, \
+    local_routes, remote_routes, state, state_message, generation, observed_generation, \
+    request_id, create_time, update_time, generation_time";
+
+/// A status the worker reports for one peering at one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    /// Peering name.
+    pub name: String,
+    /// The generation the worker judged.
+    pub generation: i64,
+    /// Pending, Active or Failed.
+    pub state: PeeringState,
+    /// Why, when there is a reason.
+    pub message: String,
+}
+
+fn records(rows: Vec<PeeringRow>) -> Result<Vec<PeeringRecord>, StoreError> {
+    rows.into_iter().map(PeeringRecord::try_from).collect()
+}
+
+impl Store {
+    /// Inserts a new peering at generation 1, STATE_PENDING; the trigger wakes the worker.
+    pub async fn peering_insert(&self, new: &NewPeering) -> Result<PeeringRecord, StoreError> {
+        let sql = format!(
+            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, \
+             remote_v6, local_routes, remote_routes, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+        );
+        let row = self
+            .timed(
+                "peering_insert",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(&new.name)
+                    .bind(&new.local_vpc)
+                    .bind(&new.remote_vpc)
+                    .bind(new.local_v4)
+                    .bind(new.remote_v4)
+                    .bind(new.local_v6)
+                    .bind(new.remote_v6)
+                    .bind(sqlx::types::Json(&new.local_routes))
+                    .bind(sqlx::types::Json(&new.remote_routes))
+                    .bind(&new.request_id)
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        row.try_into()
+    }
+
+    /// One peering by name.
+    pub async fn peering_get(&self, name: &str) -> Result<Option<PeeringRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM peerings WHERE name = $1");
+        let row = self
+            .timed(
+                "peering_get",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(name)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// The peering created with this request_id, if any.
+    pub async fn peering_get_by_request_id(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<PeeringRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM peerings WHERE request_id = $1");
+        let row = self
+            .timed(
+                "peering_get_by_request_id",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(request_id)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// A page of peerings in name order after `after`, optionally those touching `vpc`.
+    pub async fn peering_list(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        vpc: Option<&str>,
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM peerings \
+             WHERE ($1::text IS NULL OR name > $1) \
+               AND ($2::text IS NULL OR local_vpc = $2 OR remote_vpc = $2) \
+             ORDER BY name LIMIT $3"
+        );
+        let rows = self
+            .timed(
+                "peering_list",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(after)
+                    .bind(vpc)
+                    .bind(limit)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
+    /// Every peering touching any of `vpcs` (for the topology rules).
+    pub async fn peering_list_touching(
+        &self,
+        vpcs: &[&str],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM peerings \
+             WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) ORDER BY name"
+        );
+        let rows = self
+            .timed(
+                "peering_list_touching",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(vpcs)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
+    /// Every peering, for the worker's pass.
+    pub async fn peering_list_all(&self) -> Result<Vec<PeeringRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM peerings ORDER BY name");
+        let rows = self
+            .timed(
+                "peering_list_all",
+                sqlx::query_as::<_, PeeringRow>(&sql).fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
+    /// Link networks in use inside `pool` (for allocation).
+    pub async fn peering_links_within(&self, pool: IpNet) -> Result<Vec<IpNet>, StoreError> {
+        let column = match pool {
+            IpNet::V4(_) => "link_v4",
+            IpNet::V6(_) => "link_v6",
+        };
+        let sql = format!("SELECT {column} FROM peerings WHERE {column} && $1 ORDER BY {column}");
+        self.timed(
+            "peering_links_within",
+            sqlx::query_scalar::<_, IpNet>(&sql)
+                .bind(pool)
+                .fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    /// Marks a peering for deletion (bumping its generation) and returns it.
+    /// A peering already being deleted is returned as it is; `None` when unknown.
+    pub async fn peering_mark_deleting(
+        &self,
+        name: &str,
+    ) -> Result<Option<PeeringRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE peerings SET state = 'deleting', state_message = '', \
+             generation = generation + 1, generation_time = clock_timestamp(), update_time = now() \
+             WHERE name = $1 AND state <> 'deleting' RETURNING {COLUMNS}"
+        );
+        let row = self
+            .timed(
+                "peering_mark_deleting",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(name)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        match row {
+            Some(row) => Ok(Some(row.try_into()?)),
+            None => self.peering_get(name).await,
+        }
+    }
+
+    /// Writes the worker's verdicts in one statement. A verdict about a
+    /// generation that is no longer current, or about a peering being deleted,
+    /// is ignored; unchanged rows are not rewritten. Returns rows changed.
+    pub async fn peering_statuses_set(&self, updates: &[StatusUpdate]) -> Result<u64, StoreError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+        let generations: Vec<i64> = updates.iter().map(|u| u.generation).collect();
+        let states: Vec<&str> = updates.iter().map(|u| u.state.as_str()).collect();
+        let messages: Vec<&str> = updates.iter().map(|u| u.message.as_str()).collect();
+        let result = self
+            .timed(
+                "peering_statuses_set",
+                sqlx::query(
+                    "UPDATE peerings p SET state = u.state, state_message = u.message, \
+                     observed_generation = u.generation, update_time = now() \
+                     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) \
+                          AS u(name, generation, state, message) \
+                     WHERE p.name = u.name AND p.generation = u.generation \
+                       AND p.state <> 'deleting' \
+                       AND (p.state, p.state_message, p.observed_generation) \
+                           IS DISTINCT FROM (u.state, u.message, u.generation)",
+                )
+                .bind(&names)
+                .bind(&generations)
+                .bind(&states)
+                .bind(&messages)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Removes tombstones whose NB rows are gone, if still at the given generation.
+    pub async fn peering_tombstones_remove(
+        &self,
+        tombstones: &[(String, i64)],
+    ) -> Result<u64, StoreError> {
+        if tombstones.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<&str> = tombstones.iter().map(|(n, _)| n.as_str()).collect();
+        let generations: Vec<i64> = tombstones.iter().map(|(_, g)| *g).collect();
+        let result = self
+            .timed(
+                "peering_tombstones_remove",
+                sqlx::query(
+                    "DELETE FROM peerings p USING unnest($1::text[], $2::bigint[]) AS t(name, generation) \
+                     WHERE p.name = t.name AND p.generation = t.generation AND p.state = 'deleting'",
+                )
+                .bind(&names)
+                .bind(&generations)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(result.rows_affected())
+    }
+}

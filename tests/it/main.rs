@@ -1,0 +1,8 @@
+//! The one integration-test binary: real Postgres, real ovsdb-server.
+//!
+//! Postgres comes from the sandbox (`scripts/test` exports `OVN_PEERD_TEST_PG`);
+//! each test gets a fresh database and, where needed, a fresh NB ovsdb-server.
+
+mod support;
+mod datapath;
+mod ovsdb;

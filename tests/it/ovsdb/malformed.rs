@@ -1,0 +1,227 @@
+//! Fake servers sending malformed input: garbage, a truncated reply, unknown methods, and a
+//! connection dropped after a transaction was sent. Always an error and a reconnect; never a
+//! panic or a hang.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ovn_peerd::ovsdb::jsonrpc::{FrameDecoder, Message};
+use ovn_peerd::ovsdb::{ConnectionState, TransactError};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+struct Fake {
+    remote: String,
+    accepts: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn fake<F, Fut>(script: F) -> Fake
+where
+    F: Fn(usize, Conn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote = format!("tcp:{}", l.local_addr().unwrap());
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let n = accepts.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(script(
+                i,
+                Conn {
+                    s,
+                    dec: FrameDecoder::new(1 << 24),
+                },
+            ));
+        }
+    });
+    Fake {
+        remote,
+        accepts,
+        task,
+    }
+}
+
+struct Conn {
+    s: TcpStream,
+    dec: FrameDecoder,
+}
+
+impl Conn {
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some(m) = self.dec.next_message().ok()? {
+                return Some(m);
+            }
+            if self.s.read_buf(self.dec.buffer()).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+    async fn send(&mut self, v: serde_json::Value) {
+        let _ = self.s.write_all(v.to_string().as_bytes()).await;
+    }
+}
+
+fn client_for(remote: &str) -> Client {
+    let mut c = config(remote);
+    c.wait_connected = std::time::Duration::from_millis(100);
+    Client::start(c).unwrap()
+}
+
+async fn wait_accepts(f: &Fake, n: usize) {
+    let deadline = tokio::time::Instant::now() + T;
+    while f.accepts.load(Ordering::SeqCst) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client did not reconnect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+fn last_error(c: &Client) -> String {
+    match &*c.state().borrow() {
+        ConnectionState::Connecting { last_error } => last_error.clone().unwrap_or_default(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_error_and_reconnect() {
+    let f = fake(|_, mut c| async move {
+        c.s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .ok();
+        let mut sink = [0u8; 1024];
+        while matches!(c.s.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    let client = client_for(&f.remote);
+    wait_accepts(&f, 3).await;
+    assert!(
+        last_error(&client).contains("unexpected byte"),
+        "{}",
+        last_error(&client)
+    );
+    assert!(matches!(
+        client.transact(vec![Operation::Comment("x".into())]).await,
+        Err(TransactError::NotConnected)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_reply_then_close_errors_and_reconnects() {
+    let f = fake(|_, mut c| async move {
+        c.recv().await;
+        c.s.write_all(br#"{"id":1,"result":{"name":"OVN_North"#)
+            .await
+            .ok();
+    })
+    .await;
+    let client = client_for(&f.remote);
+    wait_accepts(&f, 3).await;
+    assert!(!client.state().borrow().is_synced());
+    assert!(
+        last_error(&client).contains("closed"),
+        "{}",
+        last_error(&client)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_method_is_answered_with_an_error_and_echo_is_answered() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let f = fake(move |_, mut c| {
+        let tx = tx.clone();
+        async move {
+            c.send(json!({"method": "bogus", "params": [], "id": "x1"}))
+                .await;
+            c.send(json!({"method": "echo", "params": ["hi"], "id": "e1"}))
+                .await;
+            while let Some(m) = c.recv().await {
+                match m {
+                    Message::Request { method, id, .. } if method == "get_schema" => {
+                        c.send(
+                            json!({"id": id, "result": null, "error": {"error": "unknown method"}}),
+                        )
+                        .await;
+                    }
+                    Message::Response { id, result, error } => {
+                        let _ = tx.send((id, result, error));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await;
+    let client = client_for(&f.remote);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap());
+    }
+    seen.sort_by_key(|(id, ..)| id.to_string());
+    assert_eq!(seen[0].0, json!("e1"));
+    assert_eq!(seen[0].1, json!(["hi"]));
+    assert_eq!(seen[1].0, json!("x1"));
+    assert!(!seen[1].2.is_null());
+    wait_accepts(&f, 2).await;
+    assert!(
+        last_error(&client).contains("get_schema"),
+        "{}",
+        last_error(&client)
+    );
+}
+
+/// A minimal well-behaved server (no monitor_cond_since, to exercise the fallback) that drops
+/// the connection when it receives a `transact`.
+async fn handshake_then_drop_on_transact(mut c: Conn) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(crate::support::nb::NB_SCHEMA).unwrap())
+            .unwrap();
+    while let Some(m) = c.recv().await {
+        let Message::Request { method, params, id } = m else {
+            continue;
+        };
+        let reply = match method.as_str() {
+            "get_schema" => json!({"id": id, "result": schema, "error": null}),
+            "monitor" if params[0] == "_Server" => json!({"id": id, "error": null, "result":
+                {"Database": {Uuid::new_v4().to_string(): {"new": {"name": DB,
+                    "model": "standalone", "connected": true, "leader": true, "index": ["set", []]}}}}}),
+            "monitor_cond_since" => json!({"id": id, "result": null, "error": "unknown method"}),
+            "monitor_cond" => json!({"id": id, "error": null, "result": {"Logical_Router": {
+                Uuid::new_v4().to_string(): {"initial": {"name": "fake"}}}}}),
+            "transact" => return, // dropped after the request was sent
+            _ => json!({"id": id, "result": null, "error": "unknown method"}),
+        };
+        c.send(reply).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_lost_after_send_is_outcome_unknown_then_reconnects() {
+    let f = fake(|_, c| handshake_then_drop_on_transact(c)).await;
+    let client = client_for(&f.remote);
+    client.wait_synced(T).await.unwrap();
+    assert_eq!(client.cache().router_by_name("fake").len(), 1);
+    let err = client
+        .transact(vec![insert_router("x", None, None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransactError::OutcomeUnknown(_)), "{err:?}");
+    wait_accepts(&f, 2).await;
+    client.wait_synced(T).await.unwrap();
+}

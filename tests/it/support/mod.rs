@@ -1,0 +1,6 @@
+//! Test fixtures: every process a test starts is stopped by it, by pid, even on failure.
+
+pub mod nb;
+pub mod peerd;
+pub mod pg;
+pub mod ovn;

@@ -1,0 +1,747 @@
+//! A whole OVN per test: central (NB + SB `ovsdb-server`, `ovn-northd`), a chassis with a
+//! userspace datapath (`ovs-vswitchd` + `ovn-controller`), and "pods" (network namespaces
+//! plugged into `br-int`), following `/shared/ovn-notes.md` §4.
+//!
+//! Every daemon is a child process owned by its fixture and killed by pid on `Drop`, panic or
+//! not; every network namespace is deleted on `Drop`. Names carry this process's pid and a
+//! counter so that tests run in parallel, with each other and with `scripts/sandbox`: a chassis
+//! runs its `ovs-vswitchd` inside a namespace of its own, so its `br-int` tap and the pods'
+//! veth ends never meet another chassis's. A failing test keeps its directory (logs, databases)
+//! and prints where it is.
+//!
+//! The datapath needs root (raw sockets, tap devices, namespaces): tests call
+//! [`skip_unless_root`] first. One chassis per central: chassis find each other by encap IP,
+//! and here all would have 127.0.0.1.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
+const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+/// Names of namespaces this fixture creates: `ovnpd-<pid>-<n>`.
+const NETNS_PREFIX: &str = "ovnpd-";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+fn next_id() -> usize {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// True when the datapath can be built (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Returns false, after saying so, when the test cannot run here: call first and return early.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("{test}: skipped: needs root (userspace OVS datapath, network namespaces)");
+    false
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held. Backs off from
+/// 5 ms to 100 ms between tries.
+pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// [`poll`], panicking with `what` when the deadline passes.
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll(timeout, cond),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Runs a command to completion; Ok(stdout) on success, Err(a readable account) otherwise.
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{shown}: cannot run: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{shown}: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(mut cmd: Command) -> String {
+    run(&mut cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn cmd<I, S>(program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+/// A daemon this fixture started in the foreground: killed (SIGKILL) and reaped on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+impl Daemon {
+    fn spawn(name: &'static str, mut command: Command) -> Daemon {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        Daemon { name, child }
+    }
+
+    /// Panics if the daemon has already exited (a bad flag, a port in use, ...).
+    fn check_alive(&mut self, log: &Path) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+            panic!(
+                "{} exited early ({status}); last log lines:\n{}",
+                self.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory kept (and reported) when the test fails.
+struct WorkDir(Option<TempDir>);
+
+impl WorkDir {
+    fn new(prefix: &str) -> WorkDir {
+        // Under /tmp: unix socket paths must stay under 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory");
+        WorkDir(Some(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("work dir").path()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.0.take() {
+                eprintln!(
+                    "test failed: OVN logs and databases kept in {}",
+                    dir.keep().display()
+                );
+            }
+        }
+    }
+}
+
+fn unix_socket_ready(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+fn ovsdb_server(dir: &Path, name: &str, schema: &str) -> Daemon {
+    let db = dir.join(format!("{name}.db"));
+    must(cmd(
+        "ovsdb-tool",
+        [OsStr::new("create"), db.as_os_str(), OsStr::new(schema)],
+    ));
+    let mut c = Command::new("ovsdb-server");
+    c.arg("-vconsole:off")
+        .arg(format!("--pidfile={}/{name}.pid", dir.display()))
+        .arg(format!("--log-file={}/{name}.log", dir.display()))
+        .arg(format!("--remote=punix:{}/{name}.sock", dir.display()))
+        .arg(format!("--unixctl={}/{name}.ctl", dir.display()))
+        .arg(&db);
+    let label = match name {
+        "nb" => "NB ovsdb-server",
+        "sb" => "SB ovsdb-server",
+        _ => "vswitch ovsdb-server",
+    };
+    let mut daemon = Daemon::spawn(label, c);
+    let sock = dir.join(format!("{name}.sock"));
+    let log = dir.join(format!("{name}.log"));
+    wait_until(label, START_TIMEOUT, || {
+        daemon.check_alive(&log);
+        unix_socket_ready(&sock)
+    });
+    daemon
+}
+
+/// NB and SB `ovsdb-server`s and `ovn-northd`, in a temporary directory.
+pub struct OvnCentral {
+    // Fields drop in order: northd before the databases, the directory last.
+    _northd: Option<Daemon>,
+    _sb: Daemon,
+    _nb: Daemon,
+    dir: WorkDir,
+}
+
+impl OvnCentral {
+    /// Starts NB, SB and northd and waits until northd has synced NB to SB once (~0.2 s).
+    pub fn start() -> OvnCentral {
+        let dir = WorkDir::new("ovn-central-");
+        let d = dir.path().to_path_buf();
+        let nb = ovsdb_server(&d, "nb", NB_SCHEMA);
+        let sb = ovsdb_server(&d, "sb", SB_SCHEMA);
+        let mut c = Command::new("ovn-northd");
+        c.arg("-vconsole:off")
+            .arg(format!("--pidfile={}/northd.pid", d.display()))
+            .arg(format!("--log-file={}/northd.log", d.display()))
+            .arg(format!("--unixctl={}/northd.ctl", d.display()))
+            .arg(format!("--ovnnb-db=unix:{}/nb.sock", d.display()))
+            .arg(format!("--ovnsb-db=unix:{}/sb.sock", d.display()));
+        let mut northd = Daemon::spawn("ovn-northd", c);
+        let mut central = OvnCentral {
+            _northd: None,
+            _sb: sb,
+            _nb: nb,
+            dir,
+        };
+        // `--wait=sb` returns once northd has copied NB's nb_cfg to SB: northd is up.
+        let log = d.join("northd.log");
+        wait_until("ovn-northd", START_TIMEOUT, || {
+            northd.check_alive(&log);
+            central
+                .try_nbctl(["--timeout=1", "--wait=sb", "sync"])
+                .is_ok()
+        });
+        central._northd = Some(northd);
+        central
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `unix:<dir>/nb.sock`, for ovn-peerd's `--ovn-nb-db`.
+    pub fn nb_remote(&self) -> String {
+        format!("unix:{}/nb.sock", self.dir().display())
+    }
+
+    pub fn sb_remote(&self) -> String {
+        format!("unix:{}/sb.sock", self.dir().display())
+    }
+
+    /// `ovn-nbctl` against this NB; Err carries the command and its stderr.
+    pub fn try_nbctl<I, S>(&self, args: I) -> Result<String, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new("ovn-nbctl");
+        c.arg(format!("--db={}", self.nb_remote()))
+            .arg("--timeout=10")
+            .args(args);
+        run(&mut c)
+    }
+
+    /// `ovn-nbctl` against this NB, panicking on failure.
+    pub fn nbctl<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.try_nbctl(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `ovn-sbctl` against this SB, panicking on failure.
+    pub fn sbctl<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new("ovn-sbctl");
+        c.arg(format!("--db={}", self.sb_remote()))
+            .arg("--timeout=10")
+            .args(args);
+        must(c)
+    }
+
+    /// `ovn-trace` against this SB's logical flows, e.g.
+    /// `trace(["--minimal", "ls", "inport == \"p1\" && ..."])`.
+    pub fn trace<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new("ovn-trace");
+        c.arg(format!("--db={}", self.sb_remote())).args(args);
+        must(c)
+    }
+
+    /// `ovn-nbctl --wait=hv sync`: returns once every chassis has installed the current NB.
+    pub fn sync_hv(&self) {
+        self.nbctl(["--wait=hv", "sync"]);
+    }
+}
+
+/// An `ip netns` namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        let name = format!("{NETNS_PREFIX}{}-{}{tag}", std::process::id(), next_id());
+        must(cmd("ip", ["netns", "add", &name]));
+        let ns = Netns(name);
+        must(cmd("ip", ["-n", &ns.0, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&mut cmd("ip", ["netns", "del", &self.0]));
+    }
+}
+
+/// Deletes namespaces left by test processes that died without dropping their fixtures.
+fn delete_stale_netns() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&mut cmd("ip", ["netns", "del", &name]));
+        }
+    }
+}
+
+/// A hypervisor: a vswitch `ovsdb-server`, `ovs-vswitchd` (userspace, in a namespace of its
+/// own), `br-int` and `ovn-controller` registered with the central's SB.
+pub struct Chassis {
+    // Drop order: ovn-controller, vswitchd, its database, then the namespace and directory.
+    _controller: Daemon,
+    _vswitchd: Daemon,
+    _db: Daemon,
+    netns: Netns,
+    name: String,
+    dir: WorkDir,
+    next_port: AtomicUsize,
+}
+
+impl Chassis {
+    /// Starts the datapath and waits until the chassis is in the SB and has caught up with
+    /// NB (`--wait=hv sync`). Needs root.
+    pub fn start(central: &OvnCentral) -> Chassis {
+        delete_stale_netns();
+        let dir = WorkDir::new("ovn-chassis-");
+        let d = dir.path().to_path_buf();
+        let db_remote = format!("unix:{}/db.sock", d.display());
+        let db = ovsdb_server(&d, "db", VSWITCH_SCHEMA);
+        let name = format!("ch-{}-{}", std::process::id(), next_id());
+        let vsctl = |args: &[&str]| {
+            let mut c = Command::new("ovs-vsctl");
+            c.arg(format!("--db={db_remote}"))
+                .arg("--timeout=10")
+                .args(args);
+            must(c)
+        };
+        vsctl(&["--no-wait", "init"]);
+
+        // Its own namespace: the netdev datapath's br-int is a tap device, and two in one
+        // namespace would collide.
+        let netns = Netns::create("c");
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            netns.name(),
+            "ovs-vswitchd",
+            "-vconsole:off",
+        ])
+        .arg(format!("--pidfile={}/ovs-vswitchd.pid", d.display()))
+        .arg(format!("--log-file={}/ovs-vswitchd.log", d.display()))
+        .arg(format!("--unixctl={}/ovs-vswitchd.ctl", d.display()))
+        .arg(&db_remote)
+        // br-int.mgmt, which ovn-controller connects to, is created in OVS_RUNDIR.
+        .env("OVS_RUNDIR", &d);
+        let mut vswitchd = Daemon::spawn("ovs-vswitchd", c);
+        // Without --no-wait, ovs-vsctl returns once ovs-vswitchd has applied the change.
+        let vs_log = d.join("ovs-vswitchd.log");
+        vswitchd.check_alive(&vs_log);
+        vsctl(&[
+            "--",
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "bridge",
+            "br-int",
+            "datapath_type=netdev",
+            "fail-mode=secure",
+            "other-config:disable-in-band=true",
+        ]);
+        let system_id = format!("external-ids:system-id={name}");
+        let hostname = format!("external-ids:hostname={name}");
+        let remote = format!("external-ids:ovn-remote={}", central.sb_remote());
+        vsctl(&[
+            "--no-wait",
+            "set",
+            "open_vswitch",
+            ".",
+            &system_id,
+            &hostname,
+            &remote,
+            "external-ids:ovn-encap-type=geneve",
+            "external-ids:ovn-encap-ip=127.0.0.1",
+            "external-ids:ovn-bridge-datapath-type=netdev",
+        ]);
+
+        let mut c = Command::new("ovn-controller");
+        c.arg("-vconsole:off")
+            .arg(format!("--pidfile={}/ovn-controller.pid", d.display()))
+            .arg(format!("--log-file={}/ovn-controller.log", d.display()))
+            .arg(&db_remote)
+            // It has no --unixctl: its control socket goes to OVN_RUNDIR.
+            .env("OVN_RUNDIR", &d)
+            .env("OVS_RUNDIR", &d);
+        let mut controller = Daemon::spawn("ovn-controller", c);
+        let ctl_log = d.join("ovn-controller.log");
+        wait_until("the chassis in the SB", START_TIMEOUT, || {
+            controller.check_alive(&ctl_log);
+            !central
+                .sbctl([
+                    "--bare",
+                    "--columns=name",
+                    "find",
+                    "chassis",
+                    &format!("name={name}"),
+                ])
+                .trim()
+                .is_empty()
+        });
+        let chassis = Chassis {
+            _controller: controller,
+            _vswitchd: vswitchd,
+            _db: db,
+            netns,
+            name,
+            dir,
+            next_port: AtomicUsize::new(0),
+        };
+        central.sync_hv();
+        chassis
+    }
+
+    /// The chassis name (`system-id`), unique per test process.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `ovs-vsctl` against this chassis's database, panicking on failure.
+    pub fn vsctl<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new("ovs-vsctl");
+        c.arg(format!("--db=unix:{}/db.sock", self.dir().display()))
+            .arg("--timeout=10")
+            .args(args);
+        must(c)
+    }
+}
+
+/// A network namespace with one interface, `eth0` (a veth whose other end is a `br-int` port
+/// bound to a logical switch port), deleted on drop.
+pub struct Pod<'c> {
+    chassis: &'c Chassis,
+    name: String,
+    netns: Netns,
+    port: String,
+}
+
+impl<'c> Pod<'c> {
+    /// Plugs a pod into `chassis`: `eth0` gets `mac` and `ip_cidr` (IPv4 or IPv6) and a default
+    /// route via `gateway`; the br-int port carries `external-ids:iface-id=<lsp_name>`.
+    pub fn add(
+        chassis: &'c Chassis,
+        name: &str,
+        lsp_name: &str,
+        mac: &str,
+        ip_cidr: &str,
+        gateway: &str,
+    ) -> Pod<'c> {
+        let netns = Netns::create("p");
+        // Unique within the chassis namespace, and well under IFNAMSIZ.
+        let port = format!("vp{}", chassis.next_port.fetch_add(1, Ordering::Relaxed));
+        let ns = netns.name().to_string();
+        must(cmd(
+            "ip",
+            [
+                "-n",
+                chassis.netns.name(),
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ],
+        ));
+        let pod = Pod {
+            chassis,
+            name: name.to_string(),
+            netns,
+            port,
+        };
+        must(cmd(
+            "ip",
+            ["-n", &ns, "link", "set", "eth0", "address", mac],
+        ));
+        must(cmd(
+            "ip",
+            ["-n", chassis.netns.name(), "link", "set", &pod.port, "up"],
+        ));
+        must(cmd("ip", ["-n", &ns, "link", "set", "eth0", "up"]));
+        pod.add_address(ip_cidr, Some(gateway));
+        let iface_id = format!("external-ids:iface-id={lsp_name}");
+        chassis.vsctl([
+            "add-port",
+            "br-int",
+            &pod.port,
+            "--",
+            "set",
+            "interface",
+            &pod.port,
+            &iface_id,
+        ]);
+        pod
+    }
+
+    /// Adds another address (say, IPv6 to an IPv4 pod) and optionally a default route for
+    /// its family.
+    pub fn add_address(&self, ip_cidr: &str, gateway: Option<&str>) {
+        let ns = self.netns.name();
+        if ip_cidr.contains(':') {
+            // No duplicate address detection: the address is usable at once.
+            must(cmd(
+                "ip",
+                [
+                    "-n", ns, "-6", "addr", "add", ip_cidr, "dev", "eth0", "nodad",
+                ],
+            ));
+        } else {
+            must(cmd("ip", ["-n", ns, "addr", "add", ip_cidr, "dev", "eth0"]));
+        }
+        if let Some(gw) = gateway {
+            let family = if gw.contains(':') { "-6" } else { "-4" };
+            must(cmd(
+                "ip",
+                ["-n", ns, family, "route", "add", "default", "via", gw],
+            ));
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn netns(&self) -> &str {
+        self.netns.name()
+    }
+
+    /// One ICMP echo with a 1 s timeout (IPv4 or IPv6, by the address); true if answered.
+    pub fn ping(&self, ip: &str) -> bool {
+        self.ping_ttl(ip).is_some()
+    }
+
+    /// One ICMPv6 echo (`ping -6`); true if answered.
+    pub fn ping6(&self, ip: &str) -> bool {
+        self.ping_raw(ip, true).is_some()
+    }
+
+    /// The TTL (hop limit) of the reply to one echo, if one came.
+    pub fn ping_ttl(&self, ip: &str) -> Option<u8> {
+        self.ping_raw(ip, ip.contains(':'))
+    }
+
+    /// Pings until answered or `timeout` passes: flows are installed when `--wait=hv sync`
+    /// returns, but the first packet may still race ARP/ND.
+    pub fn ping_within(&self, ip: &str, timeout: Duration) -> bool {
+        poll(timeout, || self.ping(ip))
+    }
+
+    fn ping_raw(&self, ip: &str, v6: bool) -> Option<u8> {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            self.netns.name(),
+            "ping",
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "1",
+        ]);
+        if v6 {
+            c.arg("-6");
+        }
+        let out = run(c.arg(ip)).ok()?;
+        // "64 bytes from 10.0.1.10: icmp_seq=1 ttl=62 time=0.4 ms"
+        let ttl = out
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ttl="))?;
+        ttl.parse().ok()
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        let db = format!("--db=unix:{}/db.sock", self.chassis.dir().display());
+        let _ = run(&mut cmd(
+            "ovs-vsctl",
+            [
+                db.as_str(),
+                "--timeout=5",
+                "--",
+                "--if-exists",
+                "del-port",
+                "br-int",
+                &self.port,
+            ],
+        ));
+        // Deleting the namespace deletes eth0, and with it the veth's other end.
+    }
+}
+
+/// A VPC as a cloud lays it out in NB: a logical router, one logical switch, the router's
+/// port on that switch and the switch's `router`-type port facing it.
+#[derive(Debug, Clone)]
+pub struct Vpc {
+    pub router: String,
+    pub switch: String,
+    /// The router's port on the switch (`<router>-rp`), holding `router_ip/plen`.
+    pub router_port: String,
+    pub router_mac: String,
+    pub router_ip: String,
+    pub subnet: String,
+}
+
+/// Creates [`Vpc`] `name` with `subnet` (v4 or v6 CIDR) and the router at `router_ip`.
+pub fn create_vpc(central: &OvnCentral, name: &str, subnet: &str, router_ip: &str) -> Vpc {
+    let plen = subnet
+        .rsplit_once('/')
+        .map(|(_, p)| p)
+        .expect("subnet is a CIDR");
+    let n = next_id();
+    let vpc = Vpc {
+        router: name.to_string(),
+        switch: format!("{name}-ls"),
+        router_port: format!("{name}-rp"),
+        router_mac: format!("0a:00:00:{:02x}:{:02x}:01", (n >> 8) & 0xff, n & 0xff),
+        router_ip: router_ip.to_string(),
+        subnet: subnet.to_string(),
+    };
+    let lsp = format!("{name}-ls-rp");
+    let network = format!("{router_ip}/{plen}");
+    let router_port_opt = format!("router-port={}", vpc.router_port);
+    central.nbctl([
+        "lr-add",
+        &vpc.router,
+        "--",
+        "ls-add",
+        &vpc.switch,
+        "--",
+        "lrp-add",
+        &vpc.router,
+        &vpc.router_port,
+        &vpc.router_mac,
+        &network,
+        "--",
+        "lsp-add",
+        &vpc.switch,
+        &lsp,
+        "--",
+        "lsp-set-type",
+        &lsp,
+        "router",
+        "--",
+        "lsp-set-addresses",
+        &lsp,
+        "router",
+        "--",
+        "lsp-set-options",
+        &lsp,
+        &router_port_opt,
+    ]);
+    vpc
+}
+
+/// Adds logical switch port `lsp` for a pod to the VPC's switch, with addresses "MAC IP..."
+/// (`ips` without prefix lengths, space-separated for dual stack).
+pub fn add_pod_port(central: &OvnCentral, vpc: &Vpc, lsp: &str, mac: &str, ips: &str) {
+    let addresses = format!("{mac} {ips}");
+    central.nbctl([
+        "lsp-add",
+        &vpc.switch,
+        lsp,
+        "--",
+        "lsp-set-addresses",
+        lsp,
+        &addresses,
+    ]);
+}

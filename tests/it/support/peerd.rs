@@ -1,0 +1,153 @@
+//! ovn-peerd started in-process on port 0 over a fresh database and a fresh NB.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ovn_peerd::config::{Config, LogFormat};
+use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
+use ovn_peerd::reconciler::{self, Reconciler};
+use ovn_peerd::startup::Application;
+use ovn_peerd::store::Store;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::nb::NbServer;
+use super::pg::TestDb;
+
+/// A running ovn-peerd with its own database and NB server.
+pub struct TestPeerd {
+    /// The gRPC address.
+    pub addr: SocketAddr,
+    /// Its database.
+    pub db: TestDb,
+    /// Its NB server (owned here unless shared).
+    pub nb: NbServer,
+    /// The configuration it runs with.
+    pub config: Config,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// How to start a [`TestPeerd`].
+#[derive(Clone)]
+pub struct Options {
+    /// Run the worker in the background (else tests drive it with [`TestPeerd::converge`]).
+    pub worker: bool,
+    /// Protected VPCs.
+    pub protected_vpcs: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            worker: false,
+            protected_vpcs: vec!["ovn-cluster".into()],
+        }
+    }
+}
+
+/// A configuration for tests: port 0, no metrics listener.
+pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.to_string(),
+        ovn_nb_db: nb_remote.to_string(),
+        metrics_listen: None,
+        log_format: LogFormat::Text,
+        link_pool: "169.254.0.0/16".parse().unwrap(),
+        link_prefix_len: 30,
+        link_pool_v6: "fd00:a9fe::/64".parse().unwrap(),
+        protected_vpcs: opts.protected_vpcs.clone(),
+        resync_interval_secs: 300,
+        worker: opts.worker,
+    }
+}
+
+impl TestPeerd {
+    /// Fresh database, fresh NB, worker driven by the test.
+    pub async fn start() -> TestPeerd {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Fresh database, fresh NB, with options.
+    pub async fn start_with(opts: Options) -> TestPeerd {
+        let db = TestDb::create().await;
+        let nb = NbServer::start();
+        let config = test_config(&db.url, &nb.remote(), &opts);
+        Self::start_on(db, nb, config).await
+    }
+
+    /// Starts on the given database and NB.
+    pub async fn start_on(db: TestDb, nb: NbServer, config: Config) -> TestPeerd {
+        let app = Application::build(config.clone()).await.expect("build");
+        let addr = app.local_addr();
+        app.nb()
+            .wait_synced(Duration::from_secs(10))
+            .await
+            .expect("NB cache in sync");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run(shutdown.clone()));
+        TestPeerd {
+            addr,
+            db,
+            nb,
+            config,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// A client of the API.
+    pub async fn client(&self) -> PeeringServiceClient<Channel> {
+        PeeringServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to ovn-peerd")
+    }
+
+    /// A channel for other services (health).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to ovn-peerd")
+    }
+
+    /// A worker over this instance's database and NB, driven by the test.
+    pub async fn reconciler(&self) -> Reconciler {
+        let store = Store::connect_lazy(&self.db.url).unwrap();
+        let nb = ovn_peerd::ovsdb::Client::start(
+            ovn_peerd::ovsdb::ClientConfig::new(&self.nb.remote(), ovn_peerd::startup::NB_DATABASE)
+                .unwrap()
+                .with_owner_key(ovn_peerd::peering::PEERING_KEY),
+        )
+        .unwrap();
+        nb.wait_synced(Duration::from_secs(10)).await.unwrap();
+        Reconciler::new(store, nb, reconciler::Settings::from_config(&self.config))
+    }
+
+    /// Runs the worker until a pass writes nothing.
+    pub async fn converge(&self) -> reconciler::PassOutcome {
+        self.reconciler()
+            .await
+            .run_until_idle(20)
+            .await
+            .expect("reconciler pass")
+    }
+
+    /// Graceful stop; returns what `run` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => h.await.expect("ovn-peerd task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestPeerd {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
