@@ -23,7 +23,11 @@ pub struct Config {
 
     /// OVN Northbound database, as `ovn-nbctl --db`: `tcp:IP:PORT`, `unix:PATH`,
     /// or a comma-separated list of them for a Raft cluster.
-    #[arg(long, env = "OVN_NB_DB", default_value = "unix:/var/run/ovn/ovnnb_db.sock")]
+    #[arg(
+        long,
+        env = "OVN_NB_DB",
+        default_value = "unix:/var/run/ovn/ovnnb_db.sock"
+    )]
     pub ovn_nb_db: String,
 
     /// Prometheus metrics address (serves `/metrics`); empty disables.
@@ -47,7 +51,12 @@ pub struct Config {
     pub link_pool_v6: Ipv6Net,
 
     /// VPCs that can never be peered (the platform's default router). Repeatable.
-    #[arg(long = "protected-vpc", env = "OVN_PEERD_PROTECTED_VPCS", value_delimiter = ',', default_value = "ovn-cluster")]
+    #[arg(
+        long = "protected-vpc",
+        env = "OVN_PEERD_PROTECTED_VPCS",
+        value_delimiter = ',',
+        default_value = "ovn-cluster"
+    )]
     pub protected_vpcs: Vec<String>,
 
     /// Period of the worker's full pass, in seconds, on top of event-driven runs.

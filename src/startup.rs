@@ -39,8 +39,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let store = Store::connect_lazy(&config.database_url)?;
         migrate_with_retry(&store).await?;
-        let nb = ovsdb::Client::start(nb_client_config(&config)?)
-            .context("invalid --ovn-nb-db")?;
+        let nb = ovsdb::Client::start(nb_client_config(&config)?).context("invalid --ovn-nb-db")?;
         Ok(Self {
             config,
             listener,
@@ -173,7 +172,8 @@ fn clone_sqlx_kind(e: &sqlx::Error) -> sqlx::Error {
 }
 
 fn nb_client_config(config: &Config) -> anyhow::Result<ovsdb::ClientConfig> {
-    Ok(ovsdb::ClientConfig::new(&config.ovn_nb_db, NB_DATABASE)?.with_owner_key(crate::peering::PEERING_KEY))
+    Ok(ovsdb::ClientConfig::new(&config.ovn_nb_db, NB_DATABASE)?
+        .with_owner_key(crate::peering::PEERING_KEY))
 }
 
 fn api_settings(config: &Config) -> ApiSettings {

@@ -40,6 +40,7 @@ impl PeeringApi {
         }
         let validated = validate_spec(&unchecked(&input)).map_err(ApiError::Refused)?;
         let others = self.others(&validated).await?;
+        self.check_unique(&validated, &others).await?;
 
         let mut excluded_links: Vec<IpNet> = Vec::new();
         for attempt in 0..ALLOCATION_ATTEMPTS {
@@ -100,6 +101,35 @@ impl PeeringApi {
             .collect()
     }
 
+    /// ALREADY_EXISTS comes before the topology rules: an existing peering of
+    /// the same pair would otherwise be reported as an overlap.
+    async fn check_unique(
+        &self,
+        v: &ValidatedPeering,
+        others: &[PeeringSpec],
+    ) -> Result<(), ApiError> {
+        if others.iter().any(|o| o.name == v.name)
+            || self.inner.store.peering_get(&v.name).await?.is_some()
+        {
+            return Err(StoreError::NameTaken.into());
+        }
+        let pair = |a: &str, b: &str| {
+            if a < b {
+                (a.to_owned(), b.to_owned())
+            } else {
+                (b.to_owned(), a.to_owned())
+            }
+        };
+        let wanted = pair(&v.local_vpc, &v.remote_vpc);
+        if others
+            .iter()
+            .any(|o| pair(&o.local_vpc, &o.remote_vpc) == wanted)
+        {
+            return Err(StoreError::PairTaken.into());
+        }
+        Ok(())
+    }
+
     /// Topology rules against the NB cache (which must be in sync).
     fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
         let cache = self.nb_cache()?;
@@ -144,14 +174,15 @@ impl PeeringApi {
         }
         // Start at a random link so that concurrent creates rarely race for one.
         let start = rand::random::<u32>() as u128;
-        let (local, remote) = allocate_connect(&pools, &families, &used, start).map_err(|family| {
-            let pool = pools
-                .iter()
-                .find(|p| crate::peering::Family::of(&p.pool) == family)
-                .map(|p| p.pool.to_string())
-                .unwrap_or_else(|| family.name().to_string());
-            ApiError::PoolExhausted { pool }
-        })?;
+        let (local, remote) =
+            allocate_connect(&pools, &families, &used, start).map_err(|family| {
+                let pool = pools
+                    .iter()
+                    .find(|p| crate::peering::Family::of(&p.pool) == family)
+                    .map(|p| p.pool.to_string())
+                    .unwrap_or_else(|| family.name().to_string());
+                ApiError::PoolExhausted { pool }
+            })?;
         Ok(v.with_link(local, remote))
     }
 }

@@ -152,7 +152,9 @@ fn refusal_status(refusal: Refusal) -> Status {
             let violations: Vec<PreconditionViolation> = refusal
                 .violations
                 .iter()
-                .map(|v| PreconditionViolation::new("TOPOLOGY", v.field.clone(), v.description.clone()))
+                .map(|v| {
+                    PreconditionViolation::new("TOPOLOGY", v.field.clone(), v.description.clone())
+                })
                 .collect();
             Status::with_error_details(
                 Code::FailedPrecondition,

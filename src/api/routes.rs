@@ -19,19 +19,28 @@ use crate::topology::NbTopology;
 const MAX_VPC_LEN: usize = 256;
 
 impl PeeringApi {
-    pub(super) async fn routes(&self, req: ListRoutesRequest) -> Result<ListRoutesResponse, ApiError> {
+    pub(super) async fn routes(
+        &self,
+        req: ListRoutesRequest,
+    ) -> Result<ListRoutesResponse, ApiError> {
         if req.vpc.is_empty() {
             return Err(ApiError::invalid("vpc", "required"));
         }
         if req.vpc.len() > MAX_VPC_LEN {
-            return Err(ApiError::invalid("vpc", format!("longer than {MAX_VPC_LEN} bytes")));
+            return Err(ApiError::invalid(
+                "vpc",
+                format!("longer than {MAX_VPC_LEN} bytes"),
+            ));
         }
         let limit = page_token::page_size(req.page_size)? as usize;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
         let records = self.inner.store.peering_list_touching(&[&req.vpc]).await?;
         let mut specs: Vec<(i64, PeeringSpec)> = Vec::new();
         for r in records.iter().filter(|r| r.state != PeeringState::Deleting) {
-            specs.push((r.generation, r.spec().map_err(|e| ApiError::Internal(e.into()))?));
+            specs.push((
+                r.generation,
+                r.spec().map_err(|e| ApiError::Internal(e.into()))?,
+            ));
         }
         // Peers of our peers matter to the rules too: fetch them for the derivation.
         let neighbour_vpcs: BTreeSet<&str> = specs
@@ -43,7 +52,10 @@ impl PeeringApi {
         let neighbours = if neighbour_vpcs.is_empty() {
             Vec::new()
         } else {
-            self.inner.store.peering_list_touching(&neighbour_vpcs).await?
+            self.inner
+                .store
+                .peering_list_touching(&neighbour_vpcs)
+                .await?
         };
         let others: Vec<PeeringSpec> = neighbours
             .iter()
@@ -81,9 +93,13 @@ impl PeeringApi {
                 .collect();
             let mut wanted: Vec<Route> = Vec::new();
             for (generation, spec) in &specs {
-                let Ok(desired) =
-                    desired_rows(spec, *generation, &topo, &others, &self.inner.settings.protected_vpcs)
-                else {
+                let Ok(desired) = desired_rows(
+                    spec,
+                    *generation,
+                    &topo,
+                    &others,
+                    &self.inner.settings.protected_vpcs,
+                ) else {
                     continue; // a failed peering wants nothing it can name
                 };
                 for d in desired.routes.iter().filter(|d| d.router_id == router.id) {
@@ -133,9 +149,18 @@ fn same_route(a: &Route, b: &Route) -> bool {
 
 /// A total order on routes, also the page cursor.
 fn sort_key(r: &Route) -> String {
-    let policy = if r.policy == RoutePolicy::SrcIp as i32 { "src-ip" } else { "dst-ip" };
+    let policy = if r.policy == RoutePolicy::SrcIp as i32 {
+        "src-ip"
+    } else {
+        "dst-ip"
+    };
     format!(
         "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
-        r.route_table, r.cidr, policy, r.nexthop, r.peering, u8::from(!r.installed)
+        r.route_table,
+        r.cidr,
+        policy,
+        r.nexthop,
+        r.peering,
+        u8::from(!r.installed)
     )
 }

@@ -72,9 +72,10 @@ impl WriterLock {
 }
 
 async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, sqlx::Error> {
-    let mut conn = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(database_url))
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(database_url))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
     let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut conn)

@@ -74,7 +74,9 @@ enum Verdict {
 
 pub(super) async fn run(r: &Reconciler) -> Result<PassOutcome, PassError> {
     use tracing::Instrument;
-    run_pass(r).instrument(tracing::info_span!("reconcile")).await
+    run_pass(r)
+        .instrument(tracing::info_span!("reconcile"))
+        .await
 }
 
 async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
@@ -364,7 +366,11 @@ fn is_refusal(e: &TransactError) -> bool {
     )
 }
 
-fn settle(verdicts: &mut HashMap<String, Verdict>, peering: &str, result: Result<(), &TransactError>) {
+fn settle(
+    verdicts: &mut HashMap<String, Verdict>,
+    peering: &str,
+    result: Result<(), &TransactError>,
+) {
     let Some(v) = verdicts.get_mut(peering) else {
         return; // rows of a deleted peering
     };
@@ -375,8 +381,12 @@ fn settle(verdicts: &mut HashMap<String, Verdict>, peering: &str, result: Result
         // The cache has seen a committed transaction, so NB now holds exactly its rows.
         Ok(()) => Verdict::Active,
         Err(e) => {
-            metrics::counter!("ovn_peerd_reconciler_errors_total", "kind" => e.label()).increment(1);
-            Verdict::Failed(format!("OVN NB refused the peering's rows: {}", describe(e)))
+            metrics::counter!("ovn_peerd_reconciler_errors_total", "kind" => e.label())
+                .increment(1);
+            Verdict::Failed(format!(
+                "OVN NB refused the peering's rows: {}",
+                describe(e)
+            ))
         }
     };
 }
@@ -428,7 +438,9 @@ fn changed_statuses(records: &[PeeringRecord], statuses: Vec<StatusUpdate>) -> V
         .into_iter()
         .filter(|u| {
             by_name.get(u.name.as_str()).is_some_and(|p| {
-                p.state != u.state || p.state_message != u.message || p.observed_generation != u.generation
+                p.state != u.state
+                    || p.state_message != u.message
+                    || p.observed_generation != u.generation
             })
         })
         .collect()

@@ -103,7 +103,10 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>) {
                 "policy".into(),
                 Datum::set([route.policy.as_ovn_str().to_string()]),
             );
-            row.insert("route_table".into(), Datum::from(route.route_table.as_str()));
+            row.insert(
+                "route_table".into(),
+                Datum::from(route.route_table.as_str()),
+            );
             row.insert("external_ids".into(), map(&route.external_ids));
             ops.push(Operation::Insert {
                 table: LRSR.into(),
@@ -210,7 +213,10 @@ mod tests {
             panic!("insert first: {a:?}")
         };
         let json = a[1].to_json().to_string();
-        assert!(json.contains("static_routes") && json.contains(&named(*u)), "{json}");
+        assert!(
+            json.contains("static_routes") && json.contains(&named(*u)),
+            "{json}"
+        );
     }
 
     #[test]
@@ -223,7 +229,10 @@ mod tests {
         let mut ops = Vec::new();
         append_ops(&change, &mut ops);
         let json = ops[0].to_json().to_string();
-        assert!(json.contains("includes") && json.contains(OWNER_KEY), "{json}");
+        assert!(
+            json.contains("includes") && json.contains(OWNER_KEY),
+            "{json}"
+        );
     }
 
     #[test]
@@ -231,8 +240,20 @@ mod tests {
         let mut r2 = route();
         r2.external_ids = markers("p", 2, Side::Local);
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        append_ops(&Change::CreateRoute { peering: "p".into(), route: route() }, &mut a);
-        append_ops(&Change::CreateRoute { peering: "p".into(), route: r2 }, &mut b);
+        append_ops(
+            &Change::CreateRoute {
+                peering: "p".into(),
+                route: route(),
+            },
+            &mut a,
+        );
+        append_ops(
+            &Change::CreateRoute {
+                peering: "p".into(),
+                route: r2,
+            },
+            &mut b,
+        );
         assert_ne!(a[0], b[0]);
     }
 }

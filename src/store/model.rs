@@ -249,8 +249,16 @@ impl NewPeering {
             remote_v4: spec.remote_connect.v4.map(IpNet::V4),
             local_v6: spec.local_connect.v6.map(IpNet::V6),
             remote_v6: spec.remote_connect.v6.map(IpNet::V6),
-            local_routes: spec.local_routes.iter().map(StoredRoute::from_spec).collect(),
-            remote_routes: spec.remote_routes.iter().map(StoredRoute::from_spec).collect(),
+            local_routes: spec
+                .local_routes
+                .iter()
+                .map(StoredRoute::from_spec)
+                .collect(),
+            remote_routes: spec
+                .remote_routes
+                .iter()
+                .map(StoredRoute::from_spec)
+                .collect(),
             request_id,
         }
     }

@@ -3,6 +3,8 @@
 //! Postgres comes from the sandbox (`scripts/test` exports `OVN_PEERD_TEST_PG`);
 //! each test gets a fresh database and, where needed, a fresh NB ovsdb-server.
 
-mod support;
+mod api;
+mod compose;
 mod datapath;
 mod ovsdb;
+mod support;

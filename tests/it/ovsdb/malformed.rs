@@ -186,8 +186,8 @@ async fn unknown_method_is_answered_with_an_error_and_echo_is_answered() {
     );
 }
 
-/// A minimal well-behaved server (no monitor_cond_since, to exercise the fallback) that drops
-/// the connection when it receives a `transact`.
+/// A minimal server (no monitor_cond_since, to exercise the fallback) that never answers
+/// `echo` and drops the connection when it receives a `transact`.
 async fn handshake_then_drop_on_transact(mut c: Conn) {
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(crate::support::nb::NB_SCHEMA).unwrap())
@@ -205,6 +205,7 @@ async fn handshake_then_drop_on_transact(mut c: Conn) {
             "monitor_cond" => json!({"id": id, "error": null, "result": {"Logical_Router": {
                 Uuid::new_v4().to_string(): {"initial": {"name": "fake"}}}}}),
             "transact" => return, // dropped after the request was sent
+            "echo" => continue,   // a server that went silent: only the probe can tell
             _ => json!({"id": id, "result": null, "error": "unknown method"}),
         };
         c.send(reply).await;
@@ -224,4 +225,24 @@ async fn reply_lost_after_send_is_outcome_unknown_then_reconnects() {
     assert!(matches!(err, TransactError::OutcomeUnknown(_)), "{err:?}");
     wait_accepts(&f, 2).await;
     client.wait_synced(T).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_is_caught_by_the_inactivity_probe() {
+    let f = fake(|_, c| handshake_then_drop_on_transact(c)).await;
+    let mut cfg = config(&f.remote);
+    cfg.probe_interval = Some(std::time::Duration::from_millis(100));
+    let client = Client::start(cfg).unwrap();
+    client.wait_synced(T).await.unwrap();
+    let mut state = client.state();
+    tokio::time::timeout(T, state.wait_for(|s| !s.is_synced()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        last_error(&client).contains("inactivity probe"),
+        "{}",
+        last_error(&client)
+    );
+    wait_accepts(&f, 2).await;
 }

@@ -151,3 +151,11 @@ impl Drop for TestPeerd {
         self.shutdown.cancel();
     }
 }
+
+impl TestPeerd {
+    /// Whether the database holds no peering at all.
+    pub async fn store_is_empty(&self) -> bool {
+        let store = Store::connect_lazy(&self.db.url).unwrap();
+        store.peering_list(None, 1, None).await.unwrap().is_empty()
+    }
+}

@@ -170,7 +170,11 @@ impl PgCluster {
         let ready = wait_until(Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(ready, "postgres did not start; see {}", self.dir.path().display());
+        assert!(
+            ready,
+            "postgres did not start; see {}",
+            self.dir.path().display()
+        );
     }
 }
 

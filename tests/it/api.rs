@@ -1,0 +1,645 @@
+//! The gRPC API against a real server, a real Postgres and a real NB:
+//! every rule's refusal with its code and the field it names.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+use ovn_peerd::proto::v1::{
+    peering, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
+    ListRoutesRequest, Peering, PeeringRoute, RoutePolicy,
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::support::peerd::TestPeerd;
+use crate::support::vpc::create_vpc;
+
+fn peering(name: &str, local: &str, remote: &str) -> Peering {
+    Peering {
+        name: name.into(),
+        local_vpc: local.into(),
+        remote_vpc: remote.into(),
+        ..Default::default()
+    }
+}
+
+fn create(p: Peering) -> CreatePeeringRequest {
+    CreatePeeringRequest {
+        peering: Some(p),
+        ..Default::default()
+    }
+}
+
+/// The fields a refusal names, from its BadRequest or PreconditionFailure details.
+fn fields(status: &tonic::Status) -> Vec<String> {
+    let details = status.get_error_details();
+    let mut out: Vec<String> = Vec::new();
+    if let Some(br) = details.bad_request() {
+        out.extend(br.field_violations.iter().map(|v| v.field.clone()));
+    }
+    if let Some(pf) = details.precondition_failure() {
+        out.extend(pf.violations.iter().map(|v| v.subject.clone()));
+    }
+    out
+}
+
+#[track_caller]
+fn assert_refused(
+    result: Result<tonic::Response<Peering>, tonic::Status>,
+    code: Code,
+    field: &str,
+) {
+    let status = result.expect_err("expected a refusal");
+    assert_eq!(status.code(), code, "{status:?}");
+    let f = fields(&status);
+    assert!(
+        f.iter().any(|x| x == field),
+        "expected field {field:?} in {f:?}: {status:?}"
+    );
+}
+
+/// Two custom VPCs with one subnet each.
+async fn two_vpcs() -> TestPeerd {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "vpc-1", &["10.1.0.1/24"]);
+    create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
+    t
+}
+
+fn explicit(name: &str, local: &str, remote: &str, lip: &str, rip: &str) -> Peering {
+    Peering {
+        local_connect_ip: lip.into(),
+        remote_connect_ip: rip.into(),
+        ..peering(name, local, remote)
+    }
+}
+
+#[tokio::test]
+async fn create_get_list_converge_delete() {
+    let t = two_vpcs().await;
+    let mut c = t.client().await;
+    let p = c
+        .create_peering(create(explicit(
+            "p1",
+            "vpc-1",
+            "vpc-2",
+            "169.254.0.1/30",
+            "169.254.0.2/30",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.state, peering::State::Pending as i32);
+    assert_eq!(p.generation, 1);
+    assert_eq!(p.observed_generation, 0);
+    assert!(p.create_time.is_some());
+
+    let outcome = t.converge().await;
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    let got = c
+        .get_peering(GetPeeringRequest { name: "p1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.state, peering::State::Active as i32, "{got:?}");
+    assert_eq!(got.observed_generation, 1);
+
+    let list = c
+        .list_peerings(ListPeeringsRequest {
+            vpc: "vpc-2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.peerings.len(), 1);
+
+    let del = c
+        .delete_peering(DeletePeeringRequest {
+            name: "p1".into(),
+            allow_missing: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(del.state, peering::State::Deleting as i32);
+    assert_eq!(del.generation, 2);
+    t.converge().await;
+    let gone = c.get_peering(GetPeeringRequest { name: "p1".into() }).await;
+    assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+}
+
+/// One generated test per INVALID_ARGUMENT rule: (test, peering, field).
+macro_rules! invalid_argument_tests {
+    ($($test:ident: $peering:expr => $field:expr;)*) => {$(
+        #[tokio::test]
+        async fn $test() {
+            let t = two_vpcs().await;
+            let result = t.client().await.create_peering(create($peering)).await;
+            assert_refused(result, Code::InvalidArgument, $field);
+            assert!(t.store_is_empty().await, "a refused request stored nothing");
+        }
+    )*};
+}
+
+fn with_routes(mut p: Peering, local: &[&str]) -> Peering {
+    p.local_routes = local
+        .iter()
+        .map(|c| PeeringRoute {
+            cidr: c.to_string(),
+            policy: RoutePolicy::DstIp as i32,
+        })
+        .collect();
+    p
+}
+
+invalid_argument_tests! {
+    refuses_malformed_name: peering("Not_A_Label", "vpc-1", "vpc-2") => "peering.name";
+    refuses_empty_name: peering("", "vpc-1", "vpc-2") => "peering.name";
+    refuses_too_long_name: peering(&"a".repeat(64), "vpc-1", "vpc-2") => "peering.name";
+    refuses_malformed_address: explicit("p", "vpc-1", "vpc-2", "169.254.0.x/30", "169.254.0.2/30") => "peering.local_connect_ip";
+    refuses_address_without_prefix: explicit("p", "vpc-1", "vpc-2", "169.254.0.1", "169.254.0.2/30") => "peering.local_connect_ip";
+    refuses_route_with_host_bits: with_routes(explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"), &["10.2.0.1/24"]) => "peering.local_routes[0].cidr";
+    refuses_malformed_route: with_routes(peering("p", "vpc-1", "vpc-2"), &["ten/8"]) => "peering.local_routes[0].cidr";
+    refuses_one_connect_address_only: explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "") => "peering.remote_connect_ip";
+    refuses_connect_addresses_in_different_subnets: explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.5/30") => "peering.remote_connect_ip";
+    refuses_equal_connect_addresses: explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.1/30") => "peering.remote_connect_ip";
+    refuses_network_address: explicit("p", "vpc-1", "vpc-2", "169.254.0.0/30", "169.254.0.2/30") => "peering.local_connect_ip";
+    refuses_broadcast_address: explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.3/30") => "peering.remote_connect_ip";
+    refuses_mixed_families: explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "fd00::2/126") => "peering.remote_connect_ip";
+    refuses_self_peering: peering("p", "vpc-1", "vpc-1") => "peering.remote_vpc";
+    refuses_oversized_vpc_name: peering("p", &"v".repeat(300), "vpc-2") => "peering.local_vpc";
+    refuses_too_many_routes: with_routes(peering("p", "vpc-1", "vpc-2"), &(0..300).map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256)).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>()) => "peering.local_routes";
+}
+
+#[tokio::test]
+async fn refuses_a_missing_peering_message() {
+    let t = two_vpcs().await;
+    let status = t
+        .client()
+        .await
+        .create_peering(CreatePeeringRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(fields(&status), vec!["peering".to_string()]);
+}
+
+#[tokio::test]
+async fn refuses_a_vpc_without_router() {
+    let t = two_vpcs().await;
+    let r = t
+        .client()
+        .await
+        .create_peering(create(peering("p", "vpc-1", "vpc-9")))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.remote_vpc");
+}
+
+#[tokio::test]
+async fn refuses_a_protected_vpc() {
+    let t = two_vpcs().await;
+    create_vpc(&t.nb, "ovn-cluster", &["10.16.0.1/16"]);
+    let r = t
+        .client()
+        .await
+        .create_peering(create(peering("p", "ovn-cluster", "vpc-2")))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.local_vpc");
+}
+
+#[tokio::test]
+async fn refuses_overlapping_subnets() {
+    let t = two_vpcs().await;
+    create_vpc(&t.nb, "vpc-3", &["10.1.0.129/25"]);
+    let r = t
+        .client()
+        .await
+        .create_peering(create(peering("p", "vpc-1", "vpc-3")))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.remote_vpc");
+}
+
+#[tokio::test]
+async fn refuses_a_connect_subnet_overlapping_a_subnet() {
+    let t = two_vpcs().await;
+    let r = t
+        .client()
+        .await
+        .create_peering(create(explicit(
+            "p",
+            "vpc-1",
+            "vpc-2",
+            "10.2.0.201/30",
+            "10.2.0.202/30",
+        )))
+        .await;
+    let status = r.expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let f = fields(&status);
+    assert!(f.iter().any(|x| x.ends_with("_connect_ip")), "{f:?}");
+}
+
+#[tokio::test]
+async fn refuses_a_link_overlapping_another_link_of_either_vpc() {
+    let t = two_vpcs().await;
+    create_vpc(&t.nb, "vpc-3", &["10.3.0.1/24"]);
+    let mut c = t.client().await;
+    c.create_peering(create(explicit(
+        "a",
+        "vpc-1",
+        "vpc-2",
+        "169.254.0.1/30",
+        "169.254.0.2/30",
+    )))
+    .await
+    .unwrap();
+    let r = c
+        .create_peering(create(explicit(
+            "b",
+            "vpc-1",
+            "vpc-3",
+            "169.254.0.1/29",
+            "169.254.0.3/29",
+        )))
+        .await;
+    let status = r.expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        fields(&status).iter().any(|x| x.ends_with("_connect_ip")),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_link_overlapping_any_other_link_in_the_database() {
+    // VPCs 3 and 4 share nothing with 1 and 2: the exclusion constraint still refuses.
+    let t = two_vpcs().await;
+    create_vpc(&t.nb, "vpc-3", &["10.3.0.1/24"]);
+    create_vpc(&t.nb, "vpc-4", &["10.4.0.1/24"]);
+    let mut c = t.client().await;
+    c.create_peering(create(explicit(
+        "a",
+        "vpc-1",
+        "vpc-2",
+        "169.254.0.1/30",
+        "169.254.0.2/30",
+    )))
+    .await
+    .unwrap();
+    let r = c
+        .create_peering(create(explicit(
+            "b",
+            "vpc-3",
+            "vpc-4",
+            "169.254.0.1/30",
+            "169.254.0.2/30",
+        )))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.local_connect_ip");
+}
+
+#[tokio::test]
+async fn refuses_a_peer_whose_subnets_overlap_another_peer_of_the_same_vpc() {
+    let t = two_vpcs().await;
+    create_vpc(&t.nb, "vpc-3", &["10.2.0.1/24"]); // same subnet as vpc-2
+    let mut c = t.client().await;
+    c.create_peering(create(peering("a", "vpc-1", "vpc-2")))
+        .await
+        .unwrap();
+    let r = c
+        .create_peering(create(peering("b", "vpc-1", "vpc-3")))
+        .await;
+    let status = r.expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(!fields(&status).is_empty(), "{status:?}");
+}
+
+#[tokio::test]
+async fn refuses_an_explicit_route_overlapping_the_vpcs_own_subnets() {
+    let t = two_vpcs().await;
+    let r = t
+        .client()
+        .await
+        .create_peering(create(with_routes(
+            peering("p", "vpc-1", "vpc-2"),
+            &["10.1.0.0/16"],
+        )))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.local_routes[0].cidr");
+}
+
+#[tokio::test]
+async fn refuses_a_taken_name_and_a_peered_pair_in_either_direction() {
+    let t = two_vpcs().await;
+    create_vpc(&t.nb, "vpc-3", &["10.3.0.1/24"]);
+    let mut c = t.client().await;
+    c.create_peering(create(peering("a", "vpc-1", "vpc-2")))
+        .await
+        .unwrap();
+    let r = c
+        .create_peering(create(peering("a", "vpc-1", "vpc-3")))
+        .await;
+    assert_refused(r, Code::AlreadyExists, "peering.name");
+    let r = c
+        .create_peering(create(peering("b", "vpc-2", "vpc-1")))
+        .await;
+    assert_refused(r, Code::AlreadyExists, "peering.remote_vpc");
+    // Still refused while the first one is being deleted.
+    c.delete_peering(DeletePeeringRequest {
+        name: "a".into(),
+        allow_missing: false,
+    })
+    .await
+    .unwrap();
+    let r = c
+        .create_peering(create(peering("b", "vpc-1", "vpc-2")))
+        .await;
+    assert_refused(r, Code::AlreadyExists, "peering.remote_vpc");
+}
+
+#[tokio::test]
+async fn not_found_and_allow_missing() {
+    let t = two_vpcs().await;
+    let mut c = t.client().await;
+    let r = c
+        .get_peering(GetPeeringRequest {
+            name: "nope".into(),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::NotFound);
+    let r = c
+        .delete_peering(DeletePeeringRequest {
+            name: "nope".into(),
+            allow_missing: false,
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::NotFound);
+    c.delete_peering(DeletePeeringRequest {
+        name: "nope".into(),
+        allow_missing: true,
+    })
+    .await
+    .expect("allow_missing");
+}
+
+#[tokio::test]
+async fn the_same_request_id_twice_gives_one_peering_and_the_same_answer() {
+    let t = two_vpcs().await;
+    let mut c = t.client().await;
+    let req = CreatePeeringRequest {
+        peering: Some(peering("p", "vpc-1", "vpc-2")),
+        request_id: "8d3c5f0e-req-1".into(),
+        validate_only: false,
+    };
+    let first = c.create_peering(req.clone()).await.unwrap().into_inner();
+    let second = c.create_peering(req).await.unwrap().into_inner();
+    assert_eq!(first, second);
+    let list = c
+        .list_peerings(ListPeeringsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.peerings.len(), 1);
+}
+
+#[tokio::test]
+async fn validate_only_stores_nothing() {
+    let t = two_vpcs().await;
+    let mut c = t.client().await;
+    let preview = c
+        .create_peering(CreatePeeringRequest {
+            peering: Some(peering("p", "vpc-1", "vpc-2")),
+            request_id: String::new(),
+            validate_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !preview.local_connect_ip.is_empty(),
+        "the allocated link is shown"
+    );
+    assert!(t.store_is_empty().await);
+    // And a bad request is still refused.
+    let r = c
+        .create_peering(CreatePeeringRequest {
+            peering: Some(peering("p", "vpc-1", "vpc-404")),
+            request_id: String::new(),
+            validate_only: true,
+        })
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.remote_vpc");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_creates_of_one_pair_give_exactly_one_peering() {
+    let t = two_vpcs().await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut c = t.client().await;
+        tasks.push(tokio::spawn(async move {
+            c.create_peering(create(peering(&format!("p{i}"), "vpc-1", "vpc-2")))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(code) => assert_eq!(code, Code::AlreadyExists),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_automatic_links_never_overlap() {
+    let t = TestPeerd::start().await;
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..400 {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.extend(["lr-add".into(), format!("r{i}")]);
+    }
+    t.nb.nbctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let mut c = t.client().await;
+        tasks.push(tokio::spawn(async move {
+            c.create_peering(create(peering(
+                &format!("p{i}"),
+                &format!("r{}", 2 * i),
+                &format!("r{}", 2 * i + 1),
+            )))
+            .await
+            .map(|r| r.into_inner())
+        }));
+    }
+    let mut links: Vec<IpNet> = Vec::new();
+    for task in tasks {
+        let p = task.await.unwrap().expect("create");
+        let addr: IpNet = p.local_connect_ip.parse().unwrap();
+        links.push(addr.trunc());
+    }
+    let distinct: BTreeSet<IpNet> = links.iter().copied().collect();
+    assert_eq!(distinct.len(), 200);
+    for (i, a) in links.iter().enumerate() {
+        for b in &links[i + 1..] {
+            assert!(
+                !a.contains(&b.network()) && !b.contains(&a.network()),
+                "{a} overlaps {b}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_are_stable_while_rows_are_added_and_bad_tokens_refused() {
+    let t = TestPeerd::start().await;
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..40 {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.extend(["lr-add".into(), format!("r{i:02}")]);
+    }
+    t.nb.nbctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut c = t.client().await;
+    for i in 0..10 {
+        c.create_peering(create(peering(
+            &format!("p{:02}", 2 * i),
+            &format!("r{:02}", 2 * i),
+            &format!("r{:02}", 2 * i + 1),
+        )))
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut added = 10;
+    loop {
+        let page = c
+            .list_peerings(ListPeeringsRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                vpc: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.peerings.iter().map(|p| p.name.clone()));
+        // Add a row between pages, sorting after everything seen so far.
+        if added < 14 {
+            c.create_peering(create(peering(
+                &format!("z{added}"),
+                &format!("r{:02}", 2 * added),
+                &format!("r{:02}", 2 * added + 1),
+            )))
+            .await
+            .unwrap();
+            added += 1;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "no repeats, in order");
+    for i in 0..10 {
+        assert!(seen.contains(&format!("p{:02}", 2 * i)), "{seen:?}");
+    }
+    let bad = c
+        .list_peerings(ListPeeringsRequest {
+            page_size: 3,
+            page_token: "garbage".into(),
+            vpc: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(fields(&bad), vec!["page_token".to_string()]);
+}
+
+#[tokio::test]
+async fn list_routes_shows_nb_routes_and_wanted_ones() {
+    let t = two_vpcs().await;
+    // A route nobody at ovn-peerd owns.
+    t.nb.nbctl(&["lr-route-add", "vpc-1", "192.168.0.0/16", "10.1.0.254"]);
+    let mut c = t.client().await;
+    c.create_peering(create(explicit(
+        "p",
+        "vpc-1",
+        "vpc-2",
+        "169.254.0.1/30",
+        "169.254.0.2/30",
+    )))
+    .await
+    .unwrap();
+    let before = c
+        .list_routes(ListRoutesRequest {
+            vpc: "vpc-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let foreign = before.iter().find(|r| r.cidr == "192.168.0.0/16").unwrap();
+    assert!(foreign.installed && foreign.peering.is_empty());
+    let wanted = before.iter().find(|r| r.cidr == "10.2.0.0/24").unwrap();
+    assert!(!wanted.installed);
+    assert_eq!(wanted.peering, "p");
+    assert_eq!(wanted.nexthop, "169.254.0.2");
+
+    t.converge().await;
+    let after = c
+        .list_routes(ListRoutesRequest {
+            vpc: "vpc-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|r| r.installed), "{after:?}");
+
+    let missing = c
+        .list_routes(ListRoutesRequest {
+            vpc: "vpc-404".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn nb_outage_is_unavailable_for_creates() {
+    let mut t = two_vpcs().await;
+    t.nb.kill9();
+    let mut c = t.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c
+            .create_peering(create(peering("p", "vpc-1", "vpc-2")))
+            .await;
+        match r {
+            Err(s) if s.code() == Code::Unavailable => break,
+            other => assert!(std::time::Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Reads from Postgres still work.
+    c.list_peerings(ListPeeringsRequest::default())
+        .await
+        .unwrap();
+}
