@@ -32,7 +32,9 @@ pub struct Config {
 
     /// Prometheus metrics address (serves `/metrics`); empty disables.
     #[arg(long, env = "OVN_PEERD_METRICS_LISTEN", default_value = "127.0.0.1:9150", value_parser = parse_optional_addr)]
-    pub metrics_listen: Option<SocketAddr>,
+    // Spelled out so that clap does not treat it as an optional flag: the
+    // value parser itself maps "" to None.
+    pub metrics_listen: std::option::Option<SocketAddr>,
 
     /// Log line format; levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "OVN_PEERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -293,8 +293,7 @@ fn ovn_peerd_image_gets_everything_cargo_needs() {
     assert!(text.contains("protobuf-compiler"), "build.rs needs protoc");
     let user = instructions(&dockerfile)
         .into_iter()
-        .filter(|i| i.starts_with("USER "))
-        .last()
+        .rfind(|i| i.starts_with("USER "))
         .expect("the runtime stage sets USER");
     assert!(
         !matches!(user.trim(), "USER root" | "USER 0" | "USER 0:0"),

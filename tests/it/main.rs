@@ -7,4 +7,5 @@ mod api;
 mod compose;
 mod datapath;
 mod ovsdb;
+mod server;
 mod support;

@@ -4,4 +4,5 @@ pub mod nb;
 pub mod ovn;
 pub mod peerd;
 pub mod pg;
+pub mod process;
 pub mod vpc;

@@ -28,13 +28,21 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh, empty database.
     pub async fn create() -> TestDb {
-        let (admin_url, private) = match std::env::var(ADMIN_URL_ENV) {
-            Ok(url) if !url.is_empty() => (url, None),
+        match std::env::var(ADMIN_URL_ENV) {
+            Ok(url) if !url.is_empty() => Self::create_with(url, None).await,
             _ => {
                 let cluster = PgCluster::start();
-                (cluster.admin_url(), Some(cluster))
+                Self::create_with(cluster.admin_url(), Some(cluster)).await
             }
-        };
+        }
+    }
+
+    /// Creates a fresh database in the cluster at `admin_url`.
+    pub async fn create_in(admin_url: &str) -> TestDb {
+        Self::create_with(admin_url.to_string(), None).await
+    }
+
+    async fn create_with(admin_url: String, private: Option<PgCluster>) -> TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&admin_url)
             .await
