@@ -16,13 +16,17 @@ use super::nb::NbServer;
 use super::pg::TestDb;
 
 /// A running ovn-peerd with its own database and NB server.
-pub struct TestPeerd {
+///
+/// `N` is what the instance holds of its NB: an [`NbServer`] of its own (the default), or `()`
+/// when it runs against an NB someone else owns (an `OvnCentral`, see
+/// [`TestPeerd::start_against`]); `config.ovn_nb_db` is the remote either way.
+pub struct TestPeerd<N = NbServer> {
     /// The gRPC address.
     pub addr: SocketAddr,
     /// Its database.
     pub db: TestDb,
     /// Its NB server (owned here unless shared).
-    pub nb: NbServer,
+    pub nb: N,
     /// The configuration it runs with.
     pub config: Config,
     shutdown: CancellationToken,
@@ -77,9 +81,21 @@ impl TestPeerd {
         let config = test_config(&db.url, &nb.remote(), &opts);
         Self::start_on(db, nb, config).await
     }
+}
 
-    /// Starts on the given database and NB.
-    pub async fn start_on(db: TestDb, nb: NbServer, config: Config) -> TestPeerd {
+impl TestPeerd<()> {
+    /// Fresh database, against an NB the caller owns (e.g. `OvnCentral::nb_remote()`).
+    pub async fn start_against(nb_remote: &str, opts: Options) -> TestPeerd<()> {
+        let db = TestDb::create().await;
+        let config = test_config(&db.url, nb_remote, &opts);
+        TestPeerd::start_on(db, (), config).await
+    }
+}
+
+impl<N> TestPeerd<N> {
+    /// Starts on the given database and NB (`config.ovn_nb_db` is the NB it connects to;
+    /// `nb` is only kept alive with it).
+    pub async fn start_on(db: TestDb, nb: N, config: Config) -> TestPeerd<N> {
         let app = Application::build(config.clone()).await.expect("build");
         let addr = app.local_addr();
         app.nb()
@@ -118,9 +134,12 @@ impl TestPeerd {
     pub async fn reconciler(&self) -> Reconciler {
         let store = Store::connect_lazy(&self.db.url).unwrap();
         let nb = ovn_peerd::ovsdb::Client::start(
-            ovn_peerd::ovsdb::ClientConfig::new(&self.nb.remote(), ovn_peerd::startup::NB_DATABASE)
-                .unwrap()
-                .with_owner_key(ovn_peerd::peering::PEERING_KEY),
+            ovn_peerd::ovsdb::ClientConfig::new(
+                &self.config.ovn_nb_db,
+                ovn_peerd::startup::NB_DATABASE,
+            )
+            .unwrap()
+            .with_owner_key(ovn_peerd::peering::PEERING_KEY),
         )
         .unwrap();
         nb.wait_synced(Duration::from_secs(10)).await.unwrap();
@@ -146,13 +165,13 @@ impl TestPeerd {
     }
 }
 
-impl Drop for TestPeerd {
+impl<N> Drop for TestPeerd<N> {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
 }
 
-impl TestPeerd {
+impl<N> TestPeerd<N> {
     /// Whether the database holds no peering at all.
     pub async fn store_is_empty(&self) -> bool {
         let store = Store::connect_lazy(&self.db.url).unwrap();
