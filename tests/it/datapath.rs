@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::ovn::{add_pod_port, create_vpc, skip_unless_root, Chassis, OvnCentral, Pod};
+use crate::support::ovn::{
+    add_pod_port, create_vpc, echo_microflow, skip_unless_root, Chassis, OvnCentral, Pod,
+};
 
 /// Long enough for a first packet that races ARP/ND; a ping that should fail costs 1 s.
 const PING_WITHIN: Duration = Duration::from_secs(5);
@@ -21,19 +23,6 @@ struct Side {
     pod_lsp: &'static str,
     pod_mac: &'static str,
     pod_ip: &'static str,
-}
-
-/// The same flow `ping` sends, as `ovn-trace` microflow text, from `from`'s pod to `to`'s.
-fn echo_microflow(from: &Side, router_mac: &str, to: &Side) -> String {
-    let (src, dst, proto) = if from.pod_ip.contains(':') {
-        ("ip6.src", "ip6.dst", "icmp6.type == 128 && ip.ttl == 64")
-    } else {
-        ("ip4.src", "ip4.dst", "icmp4.type == 8 && ip.ttl == 64")
-    };
-    format!(
-        "inport == \"{}\" && eth.src == {} && eth.dst == {router_mac} && {src} == {} && {dst} == {} && {proto}",
-        from.pod_lsp, from.pod_mac, from.pod_ip, to.pod_ip
-    )
 }
 
 /// Runs the whole scenario for one address family; `peer_nets` are the peer ports' networks
@@ -100,7 +89,13 @@ fn peering_by_hand(left: Side, right: Side, peer_nets: [&str; 2], routes: [(&str
         !answered(&pod_l, right.pod_ip),
         "VPCs are connected before any peering"
     );
-    let flow = echo_microflow(&left, &vpc_l.router_mac, &right);
+    let flow = echo_microflow(
+        left.pod_lsp,
+        left.pod_mac,
+        &vpc_l.router_mac,
+        left.pod_ip,
+        right.pod_ip,
+    );
     let remote_output = format!("output(\"{}\")", right.pod_lsp);
     let before = central.trace(["--minimal", vpc_l.switch.as_str(), flow.as_str()]);
     assert!(

@@ -6,6 +6,7 @@
 mod api;
 mod compose;
 mod datapath;
+mod e2e;
 mod ovsdb;
 mod server;
 mod support;

@@ -316,6 +316,19 @@ impl OvnCentral {
     pub fn sync_hv(&self) {
         self.nbctl(["--wait=hv", "sync"]);
     }
+
+    /// `ovn-nbctl --wait=sb sync`: returns once northd has turned the current NB into SB
+    /// logical flows (what `ovn-trace` reads); needs no chassis.
+    pub fn sync_sb(&self) {
+        self.nbctl(["--wait=sb", "sync"]);
+    }
+
+    /// `ovn-trace --minimal` of `microflow` entering logical switch `switch`; returns the trace
+    /// and whether it ends in `output("<lsp>")`.
+    pub fn trace_reaches(&self, switch: &str, microflow: &str, lsp: &str) -> (bool, String) {
+        let out = self.trace(["--minimal", switch, microflow]);
+        (out.contains(&format!("output(\"{lsp}\")")), out)
+    }
 }
 
 /// An `ip netns` namespace, deleted on drop.
@@ -729,6 +742,43 @@ pub fn create_vpc(central: &OvnCentral, name: &str, subnet: &str, router_ip: &st
         &router_port_opt,
     ]);
     vpc
+}
+
+/// Gives the VPC another subnet on the same switch (dual stack: an IPv6 subnet next to the
+/// IPv4 one): `router_ip` (in `subnet`) is added to the router port's `networks`.
+pub fn add_vpc_network(central: &OvnCentral, vpc: &Vpc, subnet: &str, router_ip: &str) {
+    let plen = subnet
+        .rsplit_once('/')
+        .map(|(_, p)| p)
+        .expect("subnet is a CIDR");
+    let network = format!("\"{router_ip}/{plen}\"");
+    central.nbctl([
+        "add",
+        "logical_router_port",
+        &vpc.router_port,
+        "networks",
+        &network,
+    ]);
+}
+
+/// The ICMP echo request a pod sends to a host outside its subnet, as `ovn-trace` microflow
+/// text: from logical switch port `inport` (`src_mac`, `src_ip`) to the router's MAC, TTL 64.
+pub fn echo_microflow(
+    inport: &str,
+    src_mac: &str,
+    router_mac: &str,
+    src_ip: &str,
+    dst_ip: &str,
+) -> String {
+    let (src, dst, proto) = if src_ip.contains(':') {
+        ("ip6.src", "ip6.dst", "icmp6.type == 128 && ip.ttl == 64")
+    } else {
+        ("ip4.src", "ip4.dst", "icmp4.type == 8 && ip.ttl == 64")
+    };
+    format!(
+        "inport == \"{inport}\" && eth.src == {src_mac} && eth.dst == {router_mac} && \
+         {src} == {src_ip} && {dst} == {dst_ip} && {proto}"
+    )
 }
 
 /// Adds logical switch port `lsp` for a pod to the VPC's switch, with addresses "MAC IP..."
