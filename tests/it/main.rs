@@ -10,3 +10,4 @@ mod e2e;
 mod ovsdb;
 mod server;
 mod support;
+mod walkthrough;
