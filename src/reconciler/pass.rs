@@ -336,12 +336,16 @@ async fn transact(
 ) -> Result<(), TransactError> {
     let mut ops: Vec<Operation> = Vec::new();
     let mut rows = 0;
-    for (_, changes) in batch {
-        for c in changes {
-            translate::append_ops(c, &mut ops);
-            rows += translate::rows_written(c);
-            metrics::counter!("ovn_peerd_nb_rows_written_total", "kind" => change_kind(c))
-                .increment(1);
+    {
+        // New rows' uuids are chosen against what NB holds now (the guard is not held
+        // across the await below).
+        let cache = r.nb.cache();
+        let mut ids = translate::RowIds::new(&cache);
+        for (_, changes) in batch {
+            for c in changes {
+                translate::append_ops(c, &mut ops, &mut ids);
+                rows += translate::rows_written(c);
+            }
         }
     }
     let started = Instant::now();
@@ -355,6 +359,12 @@ async fn transact(
     outcome.transactions += 1;
     result?;
     outcome.rows_written += rows;
+    for (_, changes) in batch {
+        for c in changes {
+            metrics::counter!("ovn_peerd_nb_rows_written_total", "kind" => change_kind(c))
+                .increment(1);
+        }
+    }
     Ok(())
 }
 

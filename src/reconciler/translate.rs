@@ -1,17 +1,18 @@
 //! The diff's row changes as OVSDB operations.
 //!
-//! New rows get explicit, deterministic uuids (derived from the peering, its
-//! generation and the row's identity): a transaction retried after a lost
-//! reply fails with "duplicate uuid" instead of writing a row twice. Updates
+//! New rows get explicit, deterministic uuids (derived from the row's identity
+//! and its generation, see [`RowIds`]): a transaction retried after a lost
+//! reply, or sent by a replica that has not yet seen another's commit, fails
+//! with "duplicate uuid" instead of writing a row twice. Updates
 //! carry an ownership condition, so a row that stopped being ours is never
 //! changed. Rows leave NB by being removed from their router's `ports` /
 //! `static_routes` (OVSDB garbage-collects unreferenced non-root rows).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::ovsdb::{Condition, Datum, Mutation, Operation, Row};
+use crate::ovsdb::{Condition, Datum, Mutation, NbCache, Operation, Row};
 use crate::peering::diff::Change;
 use crate::peering::{OWNER_KEY, OWNER_VALUE};
 
@@ -30,11 +31,51 @@ pub fn rows_written(change: &Change) -> usize {
     }
 }
 
+/// Picks the uuids of inserted rows: the first candidate derived from the
+/// row's identity that no row in NB holds and no earlier insert of the same
+/// transaction took.
+///
+/// Skipping uuids NB holds matters when the row being replaced holds the
+/// candidate: a route whose nexthop was edited by hand keeps the uuid we gave
+/// it, and the server refuses an insert of a uuid still present or deleted in
+/// the same transaction; a row someone stripped of our marker keeps it for
+/// good. The choice depends only on the identity and the cache, so two writers
+/// with the same view still pick the same uuid and cannot both insert.
+pub struct RowIds<'a> {
+    cache: &'a NbCache,
+    claimed: HashSet<Uuid>,
+}
+
+impl<'a> RowIds<'a> {
+    /// Uuids for inserts checked against `cache` (held for one transaction's ops).
+    pub fn new(cache: &'a NbCache) -> Self {
+        Self {
+            cache,
+            claimed: HashSet::new(),
+        }
+    }
+
+    fn pick(&mut self, identity: &str) -> Uuid {
+        (0u32..)
+            .map(|attempt| match attempt {
+                0 => row_uuid(identity),
+                n => row_uuid(&format!("{identity}#{n}")),
+            })
+            .find(|u| {
+                self.cache.port(*u).is_none()
+                    && self.cache.static_route(*u).is_none()
+                    && self.cache.router(*u).is_none()
+                    && self.claimed.insert(*u)
+            })
+            .expect("an unused uuid exists")
+    }
+}
+
 /// Appends the operations of `change` to `ops`.
-pub fn append_ops(change: &Change, ops: &mut Vec<Operation>) {
+pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_>) {
     match change {
         Change::CreatePort { port, .. } => {
-            let uuid = row_uuid(&format!(
+            let uuid = ids.pick(&format!(
                 "port/{}/{}/{}",
                 port.name,
                 port.router_id,
@@ -86,7 +127,7 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>) {
             ops.push(remove_reference(router_id, "ports", id));
         }
         Change::CreateRoute { route, .. } => {
-            let uuid = row_uuid(&format!(
+            let uuid = ids.pick(&format!(
                 "route/{}/{}/{}/{}/{}/{}",
                 route.router_id,
                 route.route_table,
@@ -204,10 +245,11 @@ mod tests {
             peering: "p".into(),
             route: route(),
         };
+        let cache = NbCache::new(None);
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        append_ops(&change, &mut a);
-        append_ops(&change, &mut b);
-        assert_eq!(a, b, "the same change gives the same uuid");
+        append_ops(&change, &mut a, &mut RowIds::new(&cache));
+        append_ops(&change, &mut b, &mut RowIds::new(&cache));
+        assert_eq!(a, b, "the same change over the same NB gives the same uuid");
         assert_eq!(a.len(), 2);
         let Operation::Insert { uuid: Some(u), .. } = &a[0] else {
             panic!("insert first: {a:?}")
@@ -227,7 +269,8 @@ mod tests {
             external_ids: markers("p", 2, Side::Local),
         };
         let mut ops = Vec::new();
-        append_ops(&change, &mut ops);
+        let cache = NbCache::new(None);
+        append_ops(&change, &mut ops, &mut RowIds::new(&cache));
         let json = ops[0].to_json().to_string();
         assert!(
             json.contains("includes") && json.contains(OWNER_KEY),
@@ -239,6 +282,7 @@ mod tests {
     fn a_new_generation_gets_a_new_uuid() {
         let mut r2 = route();
         r2.external_ids = markers("p", 2, Side::Local);
+        let cache = NbCache::new(None);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         append_ops(
             &Change::CreateRoute {
@@ -246,6 +290,7 @@ mod tests {
                 route: route(),
             },
             &mut a,
+            &mut RowIds::new(&cache),
         );
         append_ops(
             &Change::CreateRoute {
@@ -253,7 +298,26 @@ mod tests {
                 route: r2,
             },
             &mut b,
+            &mut RowIds::new(&cache),
         );
         assert_ne!(a[0], b[0]);
+    }
+
+    #[test]
+    fn a_uuid_is_never_used_twice_in_one_transaction() {
+        let change = Change::CreateRoute {
+            peering: "p".into(),
+            route: route(),
+        };
+        let cache = NbCache::new(None);
+        let mut ids = RowIds::new(&cache);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        append_ops(&change, &mut a, &mut ids);
+        append_ops(&change, &mut b, &mut ids);
+        let uuid = |ops: &[Operation]| match &ops[0] {
+            Operation::Insert { uuid: Some(u), .. } => *u,
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(uuid(&a), uuid(&b));
     }
 }

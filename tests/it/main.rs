@@ -11,3 +11,4 @@ mod ovsdb;
 mod server;
 mod support;
 mod walkthrough;
+mod worker;

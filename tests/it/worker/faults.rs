@@ -1,0 +1,363 @@
+//! Faults: ovn-peerd, the NB server or Postgres killed mid-work; two replicas on one database.
+//! After each: converged, no duplicate rows, no peering lost.
+
+use std::time::Duration;
+
+use ovn_peerd::store::PeeringState;
+use sqlx::PgPool;
+
+use super::{count_in_state, eventually, insert_sql, pool, store, wait_state};
+use crate::support::nb::NbServer;
+use crate::support::nbrows::NbRows;
+use crate::support::peerd::{test_config, Options, TestPeerd};
+use crate::support::peerd_process::PeerdProcess;
+use crate::support::pg::{PgCluster, TestDb};
+use crate::support::vpc::{add_subnet, create_vpc, next_mac};
+
+/// A hub VPC (10.0.0.0/16) and `n` spokes (10.100.0.0/24, 10.100.1.0/24, ...), made with one
+/// `ovn-nbctl` call.
+fn hub_and_spokes(nb: &NbServer, n: usize) {
+    let mut args: Vec<String> = vec!["lr-add".into(), "hub".into()];
+    let mut add = |cmd: Vec<String>| {
+        args.push("--".into());
+        args.extend(cmd);
+    };
+    add(vec![
+        "lrp-add".into(),
+        "hub".into(),
+        "hub-s0".into(),
+        next_mac(),
+        "10.0.0.1/16".into(),
+    ]);
+    for i in 0..n {
+        let vpc = spoke(i);
+        add(vec!["lr-add".into(), vpc.clone()]);
+        add(vec![
+            "lrp-add".into(),
+            vpc.clone(),
+            format!("{vpc}-s0"),
+            next_mac(),
+            format!("10.{}.{}.1/24", 100 + i / 256, i % 256),
+        ]);
+    }
+    nb.nbctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+fn spoke(i: usize) -> String {
+    format!("spoke-{i}")
+}
+
+/// Link `i`'s two addresses: 169.254.x.y/30.
+fn link(i: usize) -> (String, String) {
+    let base = i * 4;
+    let (a, b) = (base / 256, base % 256);
+    (
+        format!("169.254.{a}.{}/30", b + 1),
+        format!("169.254.{a}.{}/30", b + 2),
+    )
+}
+
+async fn insert_spoke_peering(pool: &PgPool, i: usize) {
+    let (l, r) = link(i);
+    insert_sql(pool, &format!("p{i}"), "hub", &spoke(i), &l, &r).await;
+}
+
+/// NB holds exactly the rows of peerings p0..p{n}: one port per side, one route per side, no
+/// duplicates; every stored peering active at its generation.
+async fn assert_hub_converged(nb: &NbServer, pool: &PgPool, n: usize) {
+    let rows = NbRows::read(nb);
+    assert_eq!(rows.duplicate_routes(), vec![], "duplicate routes");
+    let names = rows.owned_port_names();
+    assert_eq!(names.len(), 2 * n, "ports of ours");
+    for i in 0..n {
+        assert!(names.contains(&format!("hub-{}", spoke(i))), "port of p{i}");
+        assert!(names.contains(&format!("{}-hub", spoke(i))), "port of p{i}");
+    }
+    assert_eq!(rows.owned_ports_of("hub").len(), n);
+    assert_eq!(rows.owned_routes_of("hub").len(), n);
+    assert_eq!(
+        rows.owned_count(),
+        4 * n,
+        "no row of ours beyond ports and routes"
+    );
+    let not_active: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT name, state, generation, observed_generation FROM peerings \
+         WHERE state <> 'active' OR observed_generation <> generation",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(not_active, vec![]);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM peerings")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, n as i64, "no peering lost");
+}
+
+async fn wait_all_active(pool: &PgPool, n: usize, timeout: Duration) {
+    eventually(&format!("{n} peerings active"), timeout, || async {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM peerings WHERE state = 'active' \
+             AND observed_generation = generation",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (active == n as i64).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kill9_of_ovn_peerd_mid_batch_then_restart_converges_without_duplicates() {
+    const N: usize = 300;
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    hub_and_spokes(&nb, N);
+    let mut first = PeerdProcess::start(&db.url, &nb.remote());
+    let pool = pool(&db.url).await;
+    // Desired state arrives one peering at a time while the worker runs.
+    let inserter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                insert_spoke_peering(&pool, i).await;
+            }
+        })
+    };
+    let active_at_kill = eventually(
+        "some but not all peerings active",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let n = count_in_state(&pool, PeeringState::Active).await;
+                (n > 0).then_some(n)
+            }
+        },
+    )
+    .await;
+    first.kill9();
+    assert!(
+        (active_at_kill as usize) < N,
+        "killed while converging ({active_at_kill} of {N} active)"
+    );
+    inserter.await.unwrap();
+    let rows_at_kill = NbRows::read(&nb);
+    assert_eq!(rows_at_kill.duplicate_routes(), vec![]);
+    eprintln!(
+        "killed with {active_at_kill} of {N} active, {} rows of ours in NB",
+        rows_at_kill.owned_count()
+    );
+
+    let _second = PeerdProcess::start(&db.url, &nb.remote());
+    wait_all_active(&pool, N, Duration::from_secs(120)).await;
+    assert_hub_converged(&nb, &pool, N).await;
+}
+
+#[tokio::test]
+async fn kill9_of_the_nb_server_while_creating_converges_without_duplicates() {
+    const N: usize = 60;
+    let mut t = TestPeerd::start_with(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    hub_and_spokes(&t.nb, N);
+    let pool = pool(&t.db.url).await;
+    let inserter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                insert_spoke_peering(&pool, i).await;
+            }
+        })
+    };
+    eventually("some peerings active", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move { (count_in_state(&pool, PeeringState::Active).await > 0).then_some(()) }
+    })
+    .await;
+    t.nb.kill9();
+    // Inserts go on while NB is down; the worker's passes fail and back off.
+    eventually(
+        "more peerings stored while NB is down",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM peerings WHERE state = 'pending'")
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                (n > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    t.nb.restart();
+    inserter.await.unwrap();
+    wait_all_active(&pool, N, Duration::from_secs(60)).await;
+    assert_hub_converged(&t.nb, &pool, N).await;
+    // And nothing left to do.
+    let outcome = t.converge().await;
+    assert_eq!((outcome.rows_written, outcome.transactions), (0, 0));
+}
+
+#[tokio::test]
+async fn the_worker_recovers_from_a_postgres_restart() {
+    let mut cluster = PgCluster::start();
+    wait_accepting(&cluster.admin_url()).await;
+    let db = TestDb::create_in(&cluster.admin_url()).await;
+    let nb = NbServer::start();
+    create_vpc(&nb, "vpc-1", &["10.1.0.1/24"]);
+    create_vpc(&nb, "vpc-2", &["10.2.0.1/24"]);
+    create_vpc(&nb, "vpc-3", &["10.3.0.1/24"]);
+    let config = test_config(
+        &db.url,
+        &nb.remote(),
+        &Options {
+            worker: true,
+            ..Options::default()
+        },
+    );
+    let t = TestPeerd::start_on(db, nb, config).await;
+    let s = store(&t.db.url);
+    insert_sql(
+        &pool(&t.db.url).await,
+        "p12",
+        "vpc-1",
+        "vpc-2",
+        "169.254.0.1/30",
+        "169.254.0.2/30",
+    )
+    .await;
+    wait_state(&s, "p12", PeeringState::Active, Duration::from_secs(10)).await;
+    assert_eq!(writer_locks(&pool(&t.db.url).await).await, 1);
+
+    cluster.kill();
+    // NB changes while Postgres is down: passes fail (no desired state) and back off.
+    add_subnet(&t.nb, "vpc-2", "vpc-2-s1", "10.22.0.1/24");
+    cluster.restart();
+    wait_accepting(&cluster.admin_url()).await;
+
+    // A change made after the restart: the worker's listener and lock have reconnected.
+    let after = pool(&t.db.url).await;
+    insert_sql(
+        &after,
+        "p13",
+        "vpc-1",
+        "vpc-3",
+        "169.254.0.5/30",
+        "169.254.0.6/30",
+    )
+    .await;
+    wait_state(&s, "p13", PeeringState::Active, Duration::from_secs(30)).await;
+    eventually(
+        "the route to the subnet added while Postgres was down",
+        Duration::from_secs(10),
+        || async {
+            NbRows::read(&t.nb)
+                .owned_routes_of("vpc-1")
+                .iter()
+                .any(|r| r.0 == "10.22.0.0/24")
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "the writer lock held again",
+        Duration::from_secs(10),
+        || async { (writer_locks(&after).await == 1).then_some(()) },
+    )
+    .await;
+    // Event-driven again (not only the retry after failures): a later change converges.
+    insert_sql(
+        &after,
+        "p23",
+        "vpc-2",
+        "vpc-3",
+        "169.254.0.9/30",
+        "169.254.0.10/30",
+    )
+    .await;
+    wait_state(&s, "p23", PeeringState::Active, Duration::from_secs(10)).await;
+}
+
+/// Waits until Postgres accepts connections (its port opens before it is out of recovery).
+async fn wait_accepting(url: &str) {
+    use sqlx::Connection;
+    eventually(
+        "postgres accepting connections",
+        Duration::from_secs(30),
+        || async { sqlx::PgConnection::connect(url).await.ok().map(|_| ()) },
+    )
+    .await;
+}
+
+/// Holders of ovn-peerd's writer lock (advisory key 0x6f766e7065657264) in this database.
+async fn writer_locks(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND classid = x'6f766e70'::int::oid AND objid = x'65657264'::int::oid AND objsubid = 1",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("pg_locks")
+}
+
+#[tokio::test]
+async fn two_replicas_one_writer_and_failover_when_it_dies() {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    hub_and_spokes(&nb, 3);
+    let pool = pool(&db.url).await;
+    let mut a = PeerdProcess::start(&db.url, &nb.remote());
+    let mut b = PeerdProcess::start(&db.url, &nb.remote());
+    eventually(
+        "one replica holds the writer lock",
+        Duration::from_secs(15),
+        || async {
+            (writer_locks(&pool).await == 1 && (a.holds_writer_lock() || b.holds_writer_lock()))
+                .then_some(())
+        },
+    )
+    .await;
+    insert_spoke_peering(&pool, 0).await;
+    wait_state(
+        &store(&db.url),
+        "p0",
+        PeeringState::Active,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Exactly one took the lock, and only it ran passes.
+    assert!(a.holds_writer_lock() != b.holds_writer_lock());
+    let (holder, standby) = if a.holds_writer_lock() {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert!(holder.log().contains("reconciled"));
+    assert!(!standby.log().contains("reconciled"), "{}", standby.log());
+    assert!(standby.log().contains("standing by"));
+
+    holder.kill9();
+    insert_spoke_peering(&pool, 1).await;
+    wait_state(
+        &store(&db.url),
+        "p1",
+        PeeringState::Active,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(standby.holds_writer_lock());
+    assert!(standby.is_running());
+    assert_eq!(writer_locks(&pool).await, 1);
+    insert_spoke_peering(&pool, 2).await;
+    wait_all_active(&pool, 3, Duration::from_secs(10)).await;
+    assert_hub_converged(&nb, &pool, 3).await;
+}
