@@ -182,3 +182,35 @@ async fn a_route_disowned_by_hand_is_left_to_its_new_owner_and_ours_re_created()
     let p = super::record(&store(&t.db.url), "p").await;
     assert_eq!(p.state, PeeringState::Active, "{p:?}");
 }
+
+#[tokio::test]
+async fn the_periodic_pass_corrects_what_no_event_announces() {
+    // A status overwritten by hand notifies nothing (the trigger fires on generation changes
+    // only): with a 1 s period the timer pass puts it right.
+    let db = crate::support::pg::TestDb::create().await;
+    let nb = crate::support::nb::NbServer::start();
+    crate::support::vpc::create_vpc(&nb, "vpc-1", &["10.1.0.1/24"]);
+    crate::support::vpc::create_vpc(&nb, "vpc-2", &["10.2.0.1/24"]);
+    let mut config = crate::support::peerd::test_config(
+        &db.url,
+        &nb.remote(),
+        &Options {
+            worker: true,
+            ..Options::default()
+        },
+    );
+    config.resync_interval_secs = 1;
+    let t = TestPeerd::start_on(db, nb, config).await;
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    let s = store(&t.db.url);
+    wait_state(&s, "p", PeeringState::Active, PROMPT).await;
+    sqlx::query("UPDATE peerings SET state = 'pending', observed_generation = 0")
+        .execute(&super::pool(&t.db.url).await)
+        .await
+        .unwrap();
+    wait_state(&s, "p", PeeringState::Active, Duration::from_secs(5)).await;
+}

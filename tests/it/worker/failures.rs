@@ -230,3 +230,77 @@ async fn rows_of_a_peering_missing_from_postgres_are_removed() {
     assert_eq!(after.owned_routes_of("vpc-3").len(), 1);
     assert_eq!(after.foreign(), before.foreign());
 }
+
+#[tokio::test]
+async fn two_routers_with_the_vpcs_name_fail_the_peering_until_one_goes() {
+    let t = two_vpcs(Options::default()).await;
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    t.converge().await;
+    // Router names are not unique in NB: a second "vpc-2" makes the VPC ambiguous.
+    let dup =
+        t.nb.nbctl(&["create", "Logical_Router", "name=vpc-2"])
+            .trim()
+            .to_string();
+    let outcome = t.converge().await;
+    let why = outcome.failed.get("p").expect("p failed");
+    assert!(why.contains("vpc-2"), "{why}");
+    t.nb.nbctl(&["destroy", "Logical_Router", &dup]);
+    let outcome = t.converge().await;
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    assert_eq!(
+        record(&store(&t.db.url), "p").await.state,
+        PeeringState::Active
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_failed_peering_removes_its_remaining_rows() {
+    let t = two_vpcs(Options::default()).await;
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    t.converge().await;
+    t.nb.nbctl(&["lr-del", "vpc-2"]);
+    assert!(t.converge().await.failed.contains_key("p"));
+    assert_eq!(
+        NbRows::read(&t.nb).owned_count(),
+        2,
+        "vpc-1's port and route"
+    );
+    super::delete(&t, "p").await;
+    t.converge().await;
+    assert_eq!(NbRows::read(&t.nb).owned_count(), 0);
+    assert!(store(&t.db.url).peering_get("p").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_peering_re_created_after_delete_gets_its_rows_again() {
+    // Same name, VPCs and link: the same row identities as the deleted peering's.
+    let t = two_vpcs(Options::default()).await;
+    let p = explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30");
+    create(&t, p.clone()).await;
+    t.converge().await;
+    let first = NbRows::read(&t.nb);
+    super::delete(&t, "p").await;
+    t.converge().await;
+    assert_eq!(NbRows::read(&t.nb).owned_count(), 0);
+    create(&t, p).await;
+    let outcome = t.converge().await;
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    let second = NbRows::read(&t.nb);
+    assert_eq!(second.owned_port_names(), first.owned_port_names());
+    assert_eq!(
+        second.owned_routes_of("vpc-1"),
+        first.owned_routes_of("vpc-1")
+    );
+    assert_eq!(
+        record(&store(&t.db.url), "p").await.state,
+        PeeringState::Active
+    );
+}

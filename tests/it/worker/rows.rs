@@ -310,7 +310,18 @@ async fn a_converged_nb_gets_no_writes_from_a_fresh_worker() {
     let rows = NbRows::read(&t.nb);
     assert!(rows.duplicate_routes().is_empty());
 
-    // A second run and a fresh worker (a restart) read, compare and write nothing.
+    // A second run and a fresh worker (a restart) read, compare and write nothing, not even
+    // statuses.
+    let statuses = super::pool(&t.db.url).await;
+    let update_times = || async {
+        sqlx::query_as::<_, (String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT name, update_time FROM peerings ORDER BY name",
+        )
+        .fetch_all(&statuses)
+        .await
+        .unwrap()
+    };
+    let before = update_times().await;
     for _ in 0..2 {
         let again = t.converge().await;
         assert_eq!(again.rows_written, 0, "{again:?}");
@@ -323,4 +334,5 @@ async fn a_converged_nb_gets_no_writes_from_a_fresh_worker() {
     let after = NbRows::read(&t.nb);
     assert_eq!(after.ports, rows.ports);
     assert_eq!(after.routes, rows.routes);
+    assert_eq!(update_times().await, before);
 }
