@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ApiSettings, PeeringApi};
 use crate::config::Config;
@@ -94,14 +94,8 @@ impl Application {
         }
 
         let api = PeeringApi::new(store.clone(), nb.clone(), api_settings(&config));
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         tracing::info!(listen = %listener.local_addr()?, "serving gRPC");
         let serve = tonic::transport::Server::builder()
@@ -111,16 +105,26 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(PeeringServiceServer::new(api))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                // With our own listener tonic's `tcp_nodelay` default does not apply:
+                // without it Nagle + delayed ACKs add ~40 ms to multi-segment replies.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown.clone().cancelled_owned(),
             );
 
-        let result = tokio::select! {
-            r = serve => r.context("gRPC server failed"),
-            Some(ended) = tasks.join_next() => {
-                // Background tasks run until shutdown; one ending early is a bug.
-                let name = ended.unwrap_or("a background task (panicked)");
-                Err(anyhow::anyhow!("{name} stopped unexpectedly"))
+        let mut serve = std::pin::pin!(serve);
+        let result = loop {
+            tokio::select! {
+                r = &mut serve => break r.context("gRPC server failed"),
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    // On shutdown the tasks stop first, while the server finishes
+                    // its in-flight calls: that is expected.
+                    if shutdown.is_cancelled() {
+                        continue;
+                    }
+                    // Otherwise background tasks run until shutdown; one ending early is a bug.
+                    let name = ended.unwrap_or("a background task (panicked)");
+                    break Err(anyhow::anyhow!("{name} stopped unexpectedly"));
+                }
             }
         };
         tasks_stop.cancel();
@@ -128,6 +132,15 @@ impl Application {
         nb.shutdown();
         result
     }
+}
+
+/// Reflection over our API, health, and the `google.rpc` error details (so
+/// grpcurl can print a refusal's BadRequest / PreconditionFailure).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 async fn named(name: &'static str, fut: impl std::future::Future<Output = ()>) -> &'static str {

@@ -2,15 +2,19 @@
 //! a link when none is given, store. The database has the last word on names,
 //! VPC pairs and link overlaps (concurrent requests, several replicas).
 
+use std::collections::BTreeSet;
+
 use ipnet::IpNet;
 
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
 use crate::peering::links::{allocate_connect, LinkPool};
-use crate::peering::topology::{allocation_exclusions, check_topology};
+use crate::peering::topology::{
+    allocation_exclusions, check_topology, resolve_router, vpc_subnets,
+};
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::peering::{Family, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{NewPeering, StoreError};
 use crate::topology::NbTopology;
@@ -160,11 +164,14 @@ impl PeeringApi {
                 link_prefix_len: settings.link_pool_v6.1,
             },
         ];
-        let families = v.link_families();
+        let families = {
+            let cache = self.nb_cache()?;
+            link_families(v, &NbTopology(&cache))
+        };
         let mut used: Vec<IpNet> = excluded.to_vec();
         for pool in pools
             .iter()
-            .filter(|p| families.contains(&crate::peering::Family::of(&p.pool)))
+            .filter(|p| families.contains(&Family::of(&p.pool)))
         {
             used.extend(self.inner.store.peering_links_within(pool.pool).await?);
         }
@@ -178,13 +185,32 @@ impl PeeringApi {
             allocate_connect(&pools, &families, &used, start).map_err(|family| {
                 let pool = pools
                     .iter()
-                    .find(|p| crate::peering::Family::of(&p.pool) == family)
+                    .find(|p| Family::of(&p.pool) == family)
                     .map(|p| p.pool.to_string())
                     .unwrap_or_else(|| family.name().to_string());
                 ApiError::PoolExhausted { pool }
             })?;
         Ok(v.with_link(local, remote))
     }
+}
+
+/// The families an allocated link needs: those of the explicit routes and of
+/// either VPC's subnets (automatic routes need a nexthop of their family);
+/// IPv4 when there is nothing to go by.
+fn link_families(v: &ValidatedPeering, topo: &NbTopology<'_>) -> Vec<Family> {
+    let mut families: BTreeSet<Family> = v.link_families().into_iter().collect();
+    families.remove(&Family::V4);
+    let explicit = v.local_routes.iter().chain(&v.remote_routes);
+    families.extend(explicit.map(|r| Family::of(&r.prefix)));
+    for vpc in [&v.local_vpc, &v.remote_vpc] {
+        if let Ok(router) = resolve_router(topo, vpc) {
+            families.extend(vpc_subnets(&router).iter().map(Family::of));
+        }
+    }
+    if families.is_empty() {
+        families.insert(Family::V4);
+    }
+    families.into_iter().collect()
 }
 
 fn unchecked(p: &Peering) -> UncheckedPeering {

@@ -19,7 +19,7 @@ pub const DEFAULT_V4_POOL: &str = "169.254.0.0/16";
 pub const DEFAULT_V4_LINK_PREFIX: u8 = 30;
 /// Default IPv6 link pool, used only for peerings that need IPv6 (see
 /// [`super::validate::ValidatedPeering::link_families`]).
-pub const DEFAULT_V6_POOL: &str = "fd00:169:254::/48";
+pub const DEFAULT_V6_POOL: &str = "fd00:a9fe::/64";
 /// Default IPv6 link prefix length.
 pub const DEFAULT_V6_LINK_PREFIX: u8 = 126;
 
@@ -284,8 +284,8 @@ mod tests {
     fn ipv6_pool() {
         let pool = LinkPool::default_for(Family::V6);
         assert_eq!(
-            allocate_link(pool.pool, pool.link_prefix_len, &[n("fd00:169:254::/126")]),
-            pair("fd00:169:254::5/126", "fd00:169:254::6/126")
+            allocate_link(pool.pool, pool.link_prefix_len, &[n("fd00:a9fe::/126")]),
+            pair("fd00:a9fe::5/126", "fd00:a9fe::6/126")
         );
         // The whole IPv6 space as a pool does not overflow.
         assert_eq!(
@@ -364,8 +364,8 @@ mod tests {
             LinkPool::default_for(Family::V6),
         ];
         let (l, r) = allocate_connect(&pools, &[Family::V4, Family::V6], &[], 0).unwrap();
-        assert_eq!(l.to_string(), "169.254.0.1/30,fd00:169:254::1/126");
-        assert_eq!(r.to_string(), "169.254.0.2/30,fd00:169:254::2/126");
+        assert_eq!(l.to_string(), "169.254.0.1/30,fd00:a9fe::1/126");
+        assert_eq!(r.to_string(), "169.254.0.2/30,fd00:a9fe::2/126");
         assert_eq!(
             allocate_connect(&pools[..1], &[Family::V6], &[], 0),
             Err(Family::V6)

@@ -403,7 +403,7 @@ async fn pods_ping6_only_while_peered_ipv6() {
     if !skip_unless_root("e2e::pods_ping6_only_while_peered_ipv6") {
         return;
     }
-    // An explicit link: an allocated one is IPv4 only (see `automatic_link_of_ipv6_vpcs_*`).
+    // An explicit link here; `automatic_link_of_ipv6_vpcs_carries_ipv6` covers an allocated one.
     ping_only_while_peered(&V6_A, &V6_B, Some(["fd00:a9fe::1/126", "fd00:a9fe::2/126"])).await;
 }
 
@@ -490,7 +490,6 @@ async fn peerings_are_not_transitive() {
 /// (`ValidatedPeering::link_families`), so IPv6-only and dual-stack VPCs peered with an
 /// automatic link get no IPv6 connectivity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src bug: an automatic link is IPv4-only even for IPv6 VPCs (reported to the lead)"]
 async fn automatic_link_of_ipv6_vpcs_carries_ipv6() {
     let mut cloud = Cloud::start().await;
     for (a, b) in [(&V6_A, &V6_B), (&DS_A, &DS_B)] {

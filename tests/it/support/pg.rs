@@ -175,8 +175,13 @@ impl PgCluster {
             .expect("start postgres");
         self.child = Some(child);
         let port = self.port;
+        // An open port is not enough ("the database system is starting up"):
+        // wait until the server accepts connections.
         let ready = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            Command::new(pg_bin("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
         });
         assert!(
             ready,
