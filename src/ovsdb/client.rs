@@ -321,6 +321,9 @@ impl Client {
     }
 }
 
+/// A session that lasted this long counts as healthy: the backoff starts over.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
 /// The reconnect loop: rotate through the remotes; after a full round of failures, back off.
 async fn run(shared: Arc<Shared>) {
     let n = shared.config.remotes.len();
@@ -335,6 +338,7 @@ async fn run(shared: Arc<Shared>) {
             }
         });
         let mut synced = false;
+        let started = Instant::now();
         let err = tokio::select! {
             e = session::run(&shared, &remote, &mut synced) => e,
             _ = shared.cancel.cancelled() => Error::Shutdown,
@@ -348,9 +352,14 @@ async fn run(shared: Arc<Shared>) {
         if synced {
             warn!(%remote, error = %err, "session ended; reconnecting");
             let _ = shared.events.send(CacheEvent::Disconnected);
-            (failures, rounds) = (0, 0);
         } else {
             info!(%remote, error = %err, "cannot use server");
+        }
+        // Only a session that lasted resets the backoff: a server that syncs
+        // and then drops us at once must not make us reconnect in a tight loop.
+        if synced && started.elapsed() >= STABLE_SESSION {
+            (failures, rounds) = (0, 0);
+        } else {
             failures += 1;
         }
         shared.state.send_replace(ConnectionState::Connecting {
