@@ -75,11 +75,18 @@ async fn health_follows_postgres_without_a_restart() {
         ServingStatus::NotServing,
     )
     .await;
+    // Meanwhile the API says UNAVAILABLE (clients retry), without driver text.
+    let mut api = peerd.client().await;
+    let down = api
+        .get_peering(ovn_peerd::proto::v1::GetPeeringRequest { name: "p".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");
+    assert_eq!(down.message(), "the database is unavailable, retry later");
 
     cluster.restart();
     wait_status(&mut health, "", ServingStatus::Serving).await;
     // And the API works again on the same process.
-    let mut api = peerd.client().await;
     api.list_peerings(ovn_peerd::proto::v1::ListPeeringsRequest::default())
         .await
         .expect("list after postgres came back");
