@@ -9,12 +9,12 @@ use ipnet::IpNet;
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
-use crate::peering::links::{allocate_connect, LinkPool};
+use crate::peering::links::{allocate_link_from, link_at, LinkPool};
 use crate::peering::topology::{
     allocation_exclusions, check_topology, resolve_router, vpc_subnets,
 };
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{Family, PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::peering::{ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{NewPeering, StoreError};
 use crate::topology::NbTopology;
@@ -44,7 +44,7 @@ impl PeeringApi {
         }
         let validated = validate_spec(&unchecked(&input)).map_err(ApiError::Refused)?;
         let others = self.others(&validated).await?;
-        self.check_unique(&validated, &others).await?;
+        self.check_unique(&validated, &others)?;
 
         let mut excluded_links: Vec<IpNet> = Vec::new();
         for attempt in 0..ALLOCATION_ATTEMPTS {
@@ -92,12 +92,13 @@ impl PeeringApi {
         })
     }
 
-    /// The other peerings of either VPC, as specs.
+    /// The other peerings of either VPC, as specs, plus any peering already
+    /// named like this one (one query serves the topology rules and the name check).
     async fn others(&self, v: &ValidatedPeering) -> Result<Vec<PeeringSpec>, ApiError> {
         let records = self
             .inner
             .store
-            .peering_list_touching(&[&v.local_vpc, &v.remote_vpc])
+            .peering_list_touching_or_named(&[&v.local_vpc, &v.remote_vpc], &v.name)
             .await?;
         records
             .iter()
@@ -107,14 +108,8 @@ impl PeeringApi {
 
     /// ALREADY_EXISTS comes before the topology rules: an existing peering of
     /// the same pair would otherwise be reported as an overlap.
-    async fn check_unique(
-        &self,
-        v: &ValidatedPeering,
-        others: &[PeeringSpec],
-    ) -> Result<(), ApiError> {
-        if others.iter().any(|o| o.name == v.name)
-            || self.inner.store.peering_get(&v.name).await?.is_some()
-        {
+    fn check_unique(&self, v: &ValidatedPeering, others: &[PeeringSpec]) -> Result<(), ApiError> {
+        if others.iter().any(|o| o.name == v.name) {
             return Err(StoreError::NameTaken.into());
         }
         let pair = |a: &str, b: &str| {
@@ -169,29 +164,77 @@ impl PeeringApi {
             link_families(v, &NbTopology(&cache))
         };
         let mut used: Vec<IpNet> = excluded.to_vec();
-        for pool in pools
-            .iter()
-            .filter(|p| families.contains(&Family::of(&p.pool)))
-        {
-            used.extend(self.inner.store.peering_links_within(pool.pool).await?);
-        }
         {
             let cache = self.nb_cache()?;
             used.extend(allocation_exclusions(v, &NbTopology(&cache), others));
         }
-        // Start at a random link so that concurrent creates rarely race for one.
-        let start = rand::random::<u32>() as u128;
-        let (local, remote) =
-            allocate_connect(&pools, &families, &used, start).map_err(|family| {
-                let pool = pools
-                    .iter()
-                    .find(|p| Family::of(&p.pool) == family)
-                    .map(|p| p.pool.to_string())
-                    .unwrap_or_else(|| family.name().to_string());
-                ApiError::PoolExhausted { pool }
-            })?;
+        let (mut local, mut remote) = (ConnectAddrs::default(), ConnectAddrs::default());
+        for &family in &families {
+            let pool = pools
+                .iter()
+                .find(|p| Family::of(&p.pool) == family)
+                .ok_or_else(|| ApiError::PoolExhausted {
+                    pool: family.name().to_string(),
+                })?;
+            let (l, r) = self.allocate_in(pool, &used).await?;
+            local.set(l);
+            remote.set(r);
+        }
         Ok(v.with_link(local, remote))
     }
+
+    /// A free link of `pool`, reading the stored links one window of
+    /// [`WINDOW_LINKS`] links at a time instead of every link of the pool:
+    /// the cost of a create stays flat as peerings accumulate. Starts in a
+    /// random window at a random link, so that concurrent creates rarely race
+    /// for one (the database's exclusion constraint settles those that do).
+    async fn allocate_in(
+        &self,
+        pool: &LinkPool,
+        used: &[IpNet],
+    ) -> Result<(IpNet, IpNet), ApiError> {
+        let exhausted = || ApiError::PoolExhausted {
+            pool: pool.pool.to_string(),
+        };
+        let pool_len = pool.pool.prefix_len();
+        let window_len = pool
+            .link_prefix_len
+            .saturating_sub(WINDOW_LINKS.ilog2() as u8)
+            .max(pool_len);
+        // A huge pool (an IPv6 /64 of /126 links) is not walked window by window:
+        // 2^MAX_WINDOW_BITS windows spread evenly over it are.
+        let bits = (window_len - pool_len).min(MAX_WINDOW_BITS);
+        let window = |i: u128| -> Option<IpNet> {
+            if bits == 0 {
+                return Some(pool.pool);
+            }
+            let coarse = link_at(pool.pool, pool_len + bits, i)?;
+            IpNet::new(coarse.network(), window_len).ok()
+        };
+        let count = 1u128 << bits;
+        let first = rand::random::<u32>() as u128 % count;
+        for i in 0..count {
+            let Some(window) = window((first + i) % count) else {
+                continue;
+            };
+            let mut taken = self.inner.store.peering_links_within(window).await?;
+            taken.extend(used.iter().filter(|u| overlaps(u, &window)));
+            let start = rand::random::<u32>() as u128;
+            if let Some(pair) = allocate_link_from(window, pool.link_prefix_len, &taken, start) {
+                return Ok(pair);
+            }
+        }
+        Err(exhausted())
+    }
+}
+
+/// Links per window read by [`PeeringApi::allocate_in`] (a power of two).
+const WINDOW_LINKS: u32 = 256;
+/// Pools with more than 2^this windows are sampled instead of walked.
+const MAX_WINDOW_BITS: u8 = 16;
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The families an allocated link needs: those of the explicit routes and of

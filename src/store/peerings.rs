@@ -131,6 +131,29 @@ impl Store {
         records(rows)
     }
 
+    /// Every peering touching any of `vpcs`, and the one named `name` if any
+    /// (CreatePeering's rules and name check in one round trip).
+    pub async fn peering_list_touching_or_named(
+        &self,
+        vpcs: &[&str],
+        name: &str,
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM peerings \
+             WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2 ORDER BY name"
+        );
+        let rows = self
+            .timed(
+                "peering_list_touching_or_named",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(vpcs)
+                    .bind(name)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
     /// Every peering, for the worker's pass.
     pub async fn peering_list_all(&self) -> Result<Vec<PeeringRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM peerings ORDER BY name");
