@@ -21,7 +21,7 @@
 //! updates, route creations; within each by peering, router and name. Applied in one
 //! transaction in that order, a port that moves routers keeps its unique name valid.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -210,10 +210,15 @@ pub fn plan(desired: &[DesiredPeering], untouched: &BTreeSet<String>, actual: &A
         .filter(|r| is_owned(&r.external_ids))
         .collect();
 
+    // Owned ports by name: `blocked` looks them up once per desired port.
+    let mut ports_by_name: HashMap<&str, Vec<&ActualPort>> = HashMap::new();
+    for p in &ports {
+        ports_by_name.entry(p.name.as_str()).or_default().push(p);
+    }
     let mut outcomes = BTreeMap::new();
     let mut claims: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, d) in &by_name {
-        if let Some(reason) = blocked(d, untouched, &ports, &claims, &by_name, actual) {
+        if let Some(reason) = blocked(d, untouched, &ports_by_name, &claims, &by_name, actual) {
             outcomes.insert(name.to_string(), Outcome::Blocked(reason));
         }
         for p in &d.ports {
@@ -237,8 +242,9 @@ pub fn plan(desired: &[DesiredPeering], untouched: &BTreeSet<String>, actual: &A
     plan_ports(&active, &kept, &ports, &mut changes);
     plan_routes(&active, &kept, &routes, &mut changes);
     changes.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    let changed: HashSet<&str> = changes.iter().map(Change::peering).collect();
     for d in active {
-        let outcome = if changes.iter().any(|c| c.peering() == d.name) {
+        let outcome = if changed.contains(d.name.as_str()) {
             Outcome::Changed
         } else {
             Outcome::InSync
@@ -252,7 +258,7 @@ pub fn plan(desired: &[DesiredPeering], untouched: &BTreeSet<String>, actual: &A
 fn blocked(
     d: &DesiredPeering,
     untouched: &BTreeSet<String>,
-    owned: &[&ActualPort],
+    owned: &HashMap<&str, Vec<&ActualPort>>,
     claims: &BTreeMap<&str, &str>,
     desired: &BTreeMap<&str, &DesiredPeering>,
     actual: &ActualRows,
@@ -270,7 +276,7 @@ fn blocked(
                 p.name
             ));
         }
-        for a in owned.iter().filter(|a| a.name == p.name) {
+        for a in owned.get(p.name.as_str()).into_iter().flatten() {
             let o = owner(&a.external_ids);
             if o != d.name && untouched.contains(o) && !desired.contains_key(o) {
                 return Some(format!(

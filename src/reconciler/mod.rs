@@ -110,16 +110,24 @@ impl Reconciler {
             metrics::histogram!("ovn_peerd_reconciler_pass_seconds")
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
-                Ok(outcome) => {
+                Ok(_) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
                         .increment(1);
                     retry = RETRY_MIN;
-                    if outcome.is_idle() {
-                        self.settings.resync_interval
-                    } else {
-                        // Something was written: look again at once (to confirm and report).
-                        Duration::ZERO
+                    // What this pass wrote comes back as NB events, which wake
+                    // the next pass; otherwise the timer does.
+                    self.settings.resync_interval
+                }
+                Err(PassError::NbNotSynced) => {
+                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "nb_not_synced")
+                        .increment(1);
+                    // Not a failure to back off from: run as soon as the cache is in sync.
+                    let mut state = self.nb.state();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = state.wait_for(|s| s.is_synced()) => {}
                     }
+                    continue;
                 }
                 Err(e) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => e.label())

@@ -84,16 +84,22 @@ async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
     if !r.nb.state().borrow().is_synced() {
         return Err(PassError::NbNotSynced);
     }
-    let (derivation, plan) = {
-        let cache = r.nb.cache();
-        let derivation = derive(&records, &cache, &r.settings.protected_vpcs);
+    // Deriving and diffing is CPU work proportional to the number of peerings:
+    // keep it off the async workers that serve the API.
+    let nb = r.nb.clone();
+    let protected = r.settings.protected_vpcs.clone();
+    let (records, derivation, plan) = tokio::task::spawn_blocking(move || {
+        let cache = nb.cache();
+        let derivation = derive(&records, &cache, &protected);
         let plan = plan(
             &derivation.desired,
             &derivation.untouched,
             &actual_rows(&cache),
         );
-        (derivation, plan)
-    };
+        (records, derivation, plan)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
     let mut outcome = PassOutcome {
         peerings: records.len(),
