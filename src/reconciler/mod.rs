@@ -3,24 +3,30 @@
 //!
 //! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
-//! the same full pass ([`pass`]): read desired state, read the NB cache,
-//! derive, diff, write the difference, write statuses. Only the replica holding
-//! the writer lock ([`lock`]) runs it.
+//! the same pass ([`pass`]): read desired state, read the NB cache, derive,
+//! diff, write the difference, write statuses. A notification naming one
+//! peering narrows the pass to that peering; everything else, including the
+//! timer, runs it over all of them ([`wake`]). Only the replica holding the
+//! writer lock ([`lock`]) runs it.
 
 mod lock;
 mod pass;
 mod translate;
+mod wake;
 
 use std::time::Duration;
 
-use tokio::sync::{broadcast, Notify};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ovsdb::{self, CacheEvent};
 use crate::store::Store;
 
-pub use pass::{PassError, PassOutcome};
+pub use pass::{PassError, PassOutcome, Scope};
+use wake::Wake;
 
 /// The worker's settings.
 #[derive(Debug, Clone)]
@@ -54,6 +60,7 @@ pub struct Reconciler {
     store: Store,
     nb: ovsdb::Client,
     settings: Settings,
+    wake: Arc<Wake>,
 }
 
 /// Backoff after a failed pass: 100 ms doubling to 10 s.
@@ -67,12 +74,13 @@ impl Reconciler {
             store,
             nb,
             settings,
+            wake: Arc::new(Wake::new()),
         }
     }
 
     /// One full pass.
     pub async fn run_once(&self) -> Result<PassOutcome, PassError> {
-        pass::run(self).await
+        pass::run(self, Scope::All).await
     }
 
     /// Passes until one writes nothing (at most `max_passes`); returns the last outcome.
@@ -89,7 +97,8 @@ impl Reconciler {
 
     /// Runs passes whenever woken until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let wake = std::sync::Arc::new(Notify::new());
+        let wake = self.wake.clone();
+        wake.full();
         let listeners = CancellationToken::new();
         tokio::spawn(wake_on_postgres(
             self.store.clone(),
@@ -104,9 +113,21 @@ impl Reconciler {
         let _stop_listeners = listeners.drop_guard();
 
         let mut retry = RETRY_MIN;
+        let mut next_full = tokio::time::Instant::now();
         loop {
+            let Some(scope) = wake.take() else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(next_full) => wake.full(),
+                }
+                continue;
+            };
+            if scope == Scope::All {
+                next_full = tokio::time::Instant::now() + self.settings.resync_interval;
+            }
             let started = std::time::Instant::now();
-            let result = self.run_once().await;
+            let result = pass::run(self, scope).await;
             metrics::histogram!("ovn_peerd_reconciler_pass_seconds")
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
@@ -114,9 +135,7 @@ impl Reconciler {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
                         .increment(1);
                     retry = RETRY_MIN;
-                    // What this pass wrote comes back as NB events, which wake
-                    // the next pass; otherwise the timer does.
-                    self.settings.resync_interval
+                    continue;
                 }
                 Err(PassError::NbNotSynced) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "nb_not_synced")
@@ -127,6 +146,7 @@ impl Reconciler {
                         _ = shutdown.cancelled() => return,
                         _ = state.wait_for(|s| s.is_synced()) => {}
                     }
+                    wake.full();
                     continue;
                 }
                 Err(e) => {
@@ -138,9 +158,10 @@ impl Reconciler {
                     d
                 }
             };
+            // After a failure: look at everything again, after the backoff.
+            wake.full();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => {}
                 _ = tokio::time::sleep(next) => {}
             }
         }
@@ -169,7 +190,7 @@ pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: Cancellation
 }
 
 /// Wakes the worker on every desired-state change committed in Postgres.
-async fn wake_on_postgres(store: Store, wake: std::sync::Arc<Notify>, stop: CancellationToken) {
+async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken) {
     let mut delay = RETRY_MIN;
     loop {
         let listener = tokio::select! {
@@ -179,15 +200,16 @@ async fn wake_on_postgres(store: Store, wake: std::sync::Arc<Notify>, stop: Canc
         match listener {
             Ok(mut listener) => {
                 delay = RETRY_MIN;
-                // A (re)connected listener may have missed notifications: look once.
-                wake.notify_one();
+                // A (re)connected listener may have missed notifications: look at all.
+                wake.full();
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         // `None`: the connection was lost and is being re-made;
                         // notifications may have been missed, so look anyway.
                         n = listener.try_recv() => match n {
-                            Ok(_) => wake.notify_one(),
+                            Ok(Some(n)) if !n.payload().is_empty() => wake.peering(n.payload()),
+                            Ok(_) => wake.full(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "postgres listener lost");
                                 break;
@@ -209,7 +231,7 @@ async fn wake_on_postgres(store: Store, wake: std::sync::Arc<Notify>, stop: Canc
 /// Wakes the worker on NB changes to the tables it reads and on cache resyncs.
 async fn wake_on_northbound(
     mut events: broadcast::Receiver<CacheEvent>,
-    wake: std::sync::Arc<Notify>,
+    wake: Arc<Wake>,
     stop: CancellationToken,
 ) {
     loop {
@@ -217,8 +239,9 @@ async fn wake_on_northbound(
             _ = stop.cancelled() => return,
             e = events.recv() => match e {
                 Ok(CacheEvent::Disconnected) => {}
-                // Changes, a resync, or missed events (lagged): all mean "look again".
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
+                Ok(CacheEvent::Changed(changes)) => wake.nb_changed(&changes),
+                // A resync, or missed events (lagged): look at everything again.
+                Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => wake.full(),
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

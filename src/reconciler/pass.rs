@@ -1,16 +1,20 @@
-//! One full pass of the worker: desired (Postgres) vs actual (NB cache) →
-//! minimal NB writes → statuses. Level-triggered: it needs no memory of
+//! One pass of the worker: desired (Postgres) vs actual (NB cache) →
+//! minimal NB writes → statuses, over every peering ([`Scope::All`]) or over
+//! the ones Postgres said changed ([`Scope::Peerings`]). Level-triggered: it needs no memory of
 //! earlier passes, so a crash at any point is repaired by the next pass.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use crate::ovsdb::{NbCache, Operation, TransactError};
+use crate::ovsdb::{
+    LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Operation, TransactError,
+};
 use crate::peering::desired::{desired_rows, DesiredPeering};
 use crate::peering::diff::{plan, ActualPort, ActualRoute, ActualRows, Change, Outcome, Plan};
 use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 use crate::topology::NbTopology;
+use uuid::Uuid;
 
 use super::{translate, Reconciler};
 
@@ -72,15 +76,39 @@ enum Verdict {
     Failed(String),
 }
 
-pub(super) async fn run(r: &Reconciler) -> Result<PassOutcome, PassError> {
-    use tracing::Instrument;
-    run_pass(r)
-        .instrument(tracing::info_span!("reconcile"))
-        .await
+/// Which peerings a pass looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every peering and every row marked as ours: the level-triggered pass.
+    All,
+    /// Only these peerings (named by Postgres notifications) and their rows.
+    Peerings(BTreeSet<String>),
 }
 
-async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
-    let records = r.store.peering_list_all().await?;
+pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("reconcile", full = scope == Scope::All);
+    run_pass(r, scope).instrument(span).await
+}
+
+async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
+    let t_start = Instant::now();
+    let (records, context) = match &scope {
+        Scope::All => (r.store.peering_list_all().await?, None),
+        Scope::Peerings(names) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let targets = r.store.peering_list_named(&names).await?;
+            // Their VPCs' other peerings take part in the rules.
+            let vpcs: BTreeSet<&str> = targets
+                .iter()
+                .flat_map(|p| [p.local_vpc.as_str(), p.remote_vpc.as_str()])
+                .collect();
+            let vpcs: Vec<&str> = vpcs.into_iter().collect();
+            let context = r.store.peering_list_touching(&vpcs).await?;
+            (targets, Some(context))
+        }
+    };
+    let t_read = t_start.elapsed();
     if !r.nb.state().borrow().is_synced() {
         return Err(PassError::NbNotSynced);
     }
@@ -88,18 +116,21 @@ async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
     // keep it off the async workers that serve the API.
     let nb = r.nb.clone();
     let protected = r.settings.protected_vpcs.clone();
+    let names = match &scope {
+        Scope::All => None,
+        Scope::Peerings(names) => Some(names.clone()),
+    };
     let (records, derivation, plan) = tokio::task::spawn_blocking(move || {
         let cache = nb.cache();
-        let derivation = derive(&records, &cache, &protected);
-        let plan = plan(
-            &derivation.desired,
-            &derivation.untouched,
-            &actual_rows(&cache),
-        );
+        let context = context.as_deref().unwrap_or(&records);
+        let derivation = derive(&records, context, &cache, &protected);
+        let actual = actual_rows(&cache, names.as_ref(), &derivation.desired);
+        let plan = plan(&derivation.desired, &derivation.untouched, &actual);
         (records, derivation, plan)
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let t_derived = t_start.elapsed();
 
     let mut outcome = PassOutcome {
         peerings: records.len(),
@@ -119,6 +150,7 @@ async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
     }
 
     let write_result = write_changes(r, &plan, &mut verdicts, &mut outcome).await;
+    let t_written = t_start.elapsed();
 
     // Statuses, even when writing stopped half-way: what is known is reported.
     let statuses = statuses(&records, &verdicts);
@@ -152,7 +184,17 @@ async fn run_pass(r: &Reconciler) -> Result<PassOutcome, PassError> {
         .count()
         - gone.len();
     outcome.tombstones_removed = r.store.peering_tombstones_remove(&gone).await? as usize;
-    publish_state_gauges(&outcome, records.len());
+    tracing::debug!(
+        peerings = records.len(),
+        read_ms = t_read.as_secs_f64() * 1e3,
+        derive_ms = (t_derived - t_read).as_secs_f64() * 1e3,
+        write_ms = (t_written - t_derived).as_secs_f64() * 1e3,
+        total_ms = t_start.elapsed().as_secs_f64() * 1e3,
+        "pass timings"
+    );
+    if scope == Scope::All {
+        publish_state_gauges(&outcome, records.len());
+    }
     if !outcome.is_idle() || !outcome.failed.is_empty() {
         tracing::info!(
             peerings = outcome.peerings,
@@ -174,16 +216,25 @@ struct Derivation {
     failed: BTreeMap<String, String>,
 }
 
-fn derive(records: &[PeeringRecord], cache: &NbCache, protected: &[String]) -> Derivation {
+/// Derives the rows of `targets`; `context` (a superset: every live peering
+/// of their VPCs) feeds the rules that look at a VPC's other peers.
+fn derive(
+    targets: &[PeeringRecord],
+    context: &[PeeringRecord],
+    cache: &NbCache,
+    protected: &[String],
+) -> Derivation {
     let topo = NbTopology(cache);
+    let wanted: HashSet<&str> = targets.iter().map(|p| p.name.as_str()).collect();
     let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
     let mut failed = BTreeMap::new();
-    for rec in records.iter().filter(|p| p.state != PeeringState::Deleting) {
+    for rec in context.iter().filter(|p| p.state != PeeringState::Deleting) {
         match rec.spec() {
             Ok(spec) => specs.push((rec, spec)),
-            Err(e) => {
+            Err(e) if wanted.contains(rec.name.as_str()) => {
                 failed.insert(rec.name.clone(), e.to_string());
             }
+            Err(_) => {}
         }
     }
     // Other peerings by VPC, for the rules that look at a VPC's other peers.
@@ -194,6 +245,9 @@ fn derive(records: &[PeeringRecord], cache: &NbCache, protected: &[String]) -> D
     }
     let mut desired = Vec::with_capacity(specs.len());
     for (i, (rec, spec)) in specs.iter().enumerate() {
+        if !wanted.contains(rec.name.as_str()) {
+            continue;
+        }
         let mut neighbours: Vec<usize> = [spec.local_vpc.as_str(), spec.remote_vpc.as_str()]
             .iter()
             .flat_map(|v| by_vpc.get(v).into_iter().flatten().copied())
@@ -217,20 +271,46 @@ fn derive(records: &[PeeringRecord], cache: &NbCache, protected: &[String]) -> D
 }
 
 /// The rows NB holds that the diff looks at: our ports and routes (with their
-/// routers) and the names of everyone else's ports.
-fn actual_rows(cache: &NbCache) -> ActualRows {
+/// routers) and the names of everyone else's ports. With `only`, just the
+/// rows of those peerings, and just the foreign ports in the way of `desired`.
+fn actual_rows(
+    cache: &NbCache,
+    only: Option<&BTreeSet<String>>,
+    desired: &[DesiredPeering],
+) -> ActualRows {
+    let mut actual = ActualRows::default();
+    let scoped: Option<HashSet<Uuid>> = only.map(|names| {
+        names
+            .iter()
+            .flat_map(|n| cache.rows_with_external_id(PEERING_KEY, n))
+            .map(|(_, u)| u)
+            .collect()
+    });
+    let in_scope = |u: &Uuid| scoped.as_ref().is_none_or(|s| s.contains(u));
     let mut port_router = HashMap::new();
     let mut route_router = HashMap::new();
     for router in cache.routers() {
-        for p in &router.ports {
+        for p in router.ports.iter().filter(|u| in_scope(u)) {
             port_router.insert(*p, router.uuid);
         }
-        for r in &router.static_routes {
+        for r in router.static_routes.iter().filter(|u| in_scope(u)) {
             route_router.insert(*r, router.uuid);
         }
     }
-    let mut actual = ActualRows::default();
-    for p in cache.ports() {
+    let ports: Vec<&LogicalRouterPort> = match &scoped {
+        None => cache.ports().collect(),
+        Some(uuids) => {
+            for p in desired.iter().flat_map(|d| &d.ports) {
+                if let Some(existing) = cache.port_by_name(&p.name) {
+                    if !is_owned(&existing.external_ids) {
+                        actual.foreign_port_names.insert(p.name.clone());
+                    }
+                }
+            }
+            uuids.iter().filter_map(|u| cache.port(*u)).collect()
+        }
+    };
+    for p in ports {
         if !is_owned(&p.external_ids) {
             actual.foreign_port_names.insert(p.name.clone());
             continue;
@@ -248,7 +328,14 @@ fn actual_rows(cache: &NbCache) -> ActualRows {
             external_ids: p.external_ids.clone(),
         });
     }
-    for r in cache.static_routes().filter(|r| is_owned(&r.external_ids)) {
+    let routes: Vec<&LogicalRouterStaticRoute> = match &scoped {
+        None => cache.static_routes().collect(),
+        Some(uuids) => uuids
+            .iter()
+            .filter_map(|u| cache.static_route(*u))
+            .collect(),
+    };
+    for r in routes.into_iter().filter(|r| is_owned(&r.external_ids)) {
         let Some(router) = route_router.get(&r.uuid) else {
             continue;
         };
@@ -354,8 +441,14 @@ async fn transact(
             }
         }
     }
+    // Its NB echo must not wake the worker for another pass.
+    let touched = translate::touched_rows(&ops);
+    r.wake.expect_echo(&touched);
     let started = Instant::now();
     let result = r.nb.transact(ops).await;
+    if result.is_err() {
+        r.wake.forget_echo(&touched);
+    }
     let label = match &result {
         Ok(_) => "ok",
         Err(e) => e.label(),

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::ovsdb::{Condition, Datum, Mutation, NbCache, Operation, Row};
+use crate::ovsdb::{Atom, Condition, Datum, Mutation, NbCache, Operation, Row};
 use crate::peering::diff::Change;
 use crate::peering::{OWNER_KEY, OWNER_VALUE};
 
@@ -172,6 +172,44 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
             ops.push(remove_reference(router_id, "static_routes", id));
         }
     }
+}
+
+/// Every row a transaction of `ops` changes (inserted, updated, mutated, or
+/// garbage-collected after a reference is removed): the NB updates it will
+/// cause, so the worker can tell its own echo from someone else's change.
+pub fn touched_rows(ops: &[Operation]) -> HashSet<Uuid> {
+    let mut out = HashSet::new();
+    let uuid_of = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.column == "_uuid")
+            .and_then(|c| match &c.value {
+                Datum::Set(atoms) => atoms.first().and_then(Atom::as_uuid),
+                Datum::Map(_) => None,
+            })
+    };
+    for op in ops {
+        match op {
+            Operation::Insert { uuid: Some(u), .. } => {
+                out.insert(*u);
+            }
+            Operation::Update { conditions, .. } => out.extend(uuid_of(conditions)),
+            Operation::Mutate {
+                conditions,
+                mutations,
+                ..
+            } => {
+                out.extend(uuid_of(conditions));
+                for m in mutations {
+                    if let Datum::Set(atoms) = &m.value {
+                        out.extend(atoms.iter().filter_map(Atom::as_uuid));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn row_uuid(identity: &str) -> Uuid {

@@ -154,6 +154,23 @@ impl Store {
         records(rows)
     }
 
+    /// The named peerings that exist (for the worker's pass over changed ones).
+    pub async fn peering_list_named(
+        &self,
+        names: &[&str],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM peerings WHERE name = ANY($1) ORDER BY name");
+        let rows = self
+            .timed(
+                "peering_list_named",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(names)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
     /// Every peering, for the worker's pass.
     pub async fn peering_list_all(&self) -> Result<Vec<PeeringRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM peerings ORDER BY name");

@@ -1,0 +1,179 @@
+//! What wakes the worker and what the next pass must look at.
+//!
+//! Postgres notifications name the peering that changed: those are looked at
+//! alone. Anything the worker cannot pin down (an NB change someone else
+//! made, a cache resync, a lost listener, the timer, a failed pass) asks for
+//! a full pass. The NB echo of the worker's own transactions wakes nobody:
+//! rows a transaction touches are registered before it is sent, and their
+//! updates are recognised when they come back (for a short while only, so a
+//! write that changed nothing cannot hide a later foreign change for long).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::pass::Scope;
+use crate::ovsdb::RowChange;
+
+/// How long a registered echo is expected.
+const ECHO_TTL: Duration = Duration::from_secs(2);
+
+/// Shared between the worker and its listeners.
+#[derive(Default)]
+pub struct Wake {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    full: bool,
+    dirty: BTreeSet<String>,
+    echo: HashMap<Uuid, (u32, Instant)>,
+}
+
+impl Wake {
+    /// A new state that asks for a full pass first.
+    pub fn new() -> Self {
+        let wake = Wake::default();
+        wake.lock().full = true;
+        wake
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything must be looked at.
+    pub fn full(&self) {
+        self.lock().full = true;
+        self.notify.notify_one();
+    }
+
+    /// One peering changed in Postgres.
+    pub fn peering(&self, name: &str) {
+        self.lock().dirty.insert(name.to_owned());
+        self.notify.notify_one();
+    }
+
+    /// NB changed: wake (for a full pass) unless every change is our own echo.
+    pub fn nb_changed(&self, changes: &[RowChange]) {
+        let foreign = {
+            let mut p = self.lock();
+            let now = Instant::now();
+            p.echo
+                .retain(|_, (_, at)| now.duration_since(*at) < ECHO_TTL);
+            let mut foreign = false;
+            for c in changes {
+                match p.echo.get_mut(&c.uuid) {
+                    Some((n, _)) if *n > 1 => *n -= 1,
+                    Some(_) => {
+                        p.echo.remove(&c.uuid);
+                    }
+                    None => foreign = true,
+                }
+            }
+            if foreign {
+                p.full = true;
+            }
+            foreign
+        };
+        if foreign {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The rows a transaction about to be sent will change.
+    pub fn expect_echo(&self, rows: &HashSet<Uuid>) {
+        let mut p = self.lock();
+        let now = Instant::now();
+        for u in rows {
+            let e = p.echo.entry(*u).or_insert((0, now));
+            e.0 += 1;
+            e.1 = now;
+        }
+    }
+
+    /// The transaction failed: no echo will come.
+    pub fn forget_echo(&self, rows: &HashSet<Uuid>) {
+        let mut p = self.lock();
+        for u in rows {
+            if let Some((n, _)) = p.echo.get_mut(u) {
+                *n -= 1;
+                if *n == 0 {
+                    p.echo.remove(u);
+                }
+            }
+        }
+    }
+
+    /// What the next pass must look at, if anything.
+    pub fn take(&self) -> Option<Scope> {
+        let mut p = self.lock();
+        if p.full {
+            p.full = false;
+            p.dirty.clear();
+            Some(Scope::All)
+        } else if !p.dirty.is_empty() {
+            Some(Scope::Peerings(std::mem::take(&mut p.dirty)))
+        } else {
+            None
+        }
+    }
+
+    /// Resolves at the next wake-up (immediately if one came since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::{ChangeKind, Table};
+
+    fn change(u: Uuid) -> RowChange {
+        RowChange {
+            table: Table::LogicalRouterPort,
+            uuid: u,
+            kind: ChangeKind::Modify,
+        }
+    }
+
+    #[test]
+    fn starts_with_a_full_pass_then_names_peerings() {
+        let w = Wake::new();
+        assert_eq!(w.take(), Some(Scope::All));
+        assert_eq!(w.take(), None);
+        w.peering("a");
+        w.peering("b");
+        assert_eq!(
+            w.take(),
+            Some(Scope::Peerings(["a".to_string(), "b".to_string()].into()))
+        );
+        w.peering("a");
+        w.full();
+        assert_eq!(w.take(), Some(Scope::All), "full wins over names");
+    }
+
+    #[test]
+    fn our_echo_wakes_nobody_but_a_foreign_change_does() {
+        let w = Wake::new();
+        w.take();
+        let ours = Uuid::from_u128(1);
+        w.expect_echo(&HashSet::from([ours]));
+        w.nb_changed(&[change(ours)]);
+        assert_eq!(w.take(), None);
+        // The echo was consumed: the same row changing again is someone else.
+        w.nb_changed(&[change(ours)]);
+        assert_eq!(w.take(), Some(Scope::All));
+        // A failed transaction's rows are forgotten.
+        w.expect_echo(&HashSet::from([ours]));
+        w.forget_echo(&HashSet::from([ours]));
+        w.nb_changed(&[change(ours)]);
+        assert_eq!(w.take(), Some(Scope::All));
+    }
+}
