@@ -62,8 +62,14 @@ impl FrameDecoder {
         }
     }
 
-    /// The buffer to read into (`AsyncReadExt::read_buf`).
+    /// The buffer to read into (`AsyncReadExt::read_buf`), with room for a
+    /// read. It grows by doubling: a large message (an initial dump of
+    /// 100,000 rows) must not be copied again for every small read.
     pub fn buffer(&mut self) -> &mut BytesMut {
+        const READ_CHUNK: usize = 64 * 1024;
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+            self.buf.reserve(self.buf.len().max(READ_CHUNK));
+        }
         &mut self.buf
     }
 
