@@ -6,8 +6,21 @@ use tokio_util::sync::CancellationToken;
 use ovn_peerd::config::Config;
 use ovn_peerd::startup::Application;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(serve()),
+        Err(e) => {
+            eprintln!("ovn-peerd: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> std::process::ExitCode {
     let config = Config::parse();
     ovn_peerd::telemetry::init(config.log_format);
     if let Some(addr) = config.metrics_listen {
@@ -48,4 +61,15 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// glibc gives each thread that allocates its own arena (up to 8 per core);
+/// with tokio's workers and the worker's blocking threads that multiplies the
+/// memory a large NB cache leaves fragmented. Two arenas are plenty here.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it runs before the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
