@@ -5,7 +5,6 @@
 #![allow(dead_code)] // shared by several test modules; not all use every helper
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,11 +31,7 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
 
-/// A port that was free a moment ago (for Raft addresses, which must be given up front).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
+pub use super::process::free_port;
 
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {

@@ -19,8 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -51,22 +50,7 @@ pub fn skip_unless_root(test: &str) -> bool {
     false
 }
 
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held. Backs off from
-/// 5 ms to 100 ms between tries.
-pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(5);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-        delay = (delay * 2).min(Duration::from_millis(100));
-    }
-}
+pub use super::process::poll;
 
 /// [`poll`], panicking with `what` when the deadline passes.
 pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {

@@ -5,13 +5,14 @@
 //! private throwaway cluster. [`PgCluster`] is a throwaway cluster of the
 //! test's own, for tests that stop and restart Postgres.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::Connection;
+
+pub use super::process::{free_port, poll as wait_until};
 
 /// The env var naming an admin URL of a running cluster.
 pub const ADMIN_URL_ENV: &str = "OVN_PEERD_TEST_PG";
@@ -253,26 +254,4 @@ fn chown_to_postgres(path: &Path) {
         .status()
         .expect("chown");
     assert!(status.success());
-}
-
-/// A TCP port free on loopback right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
