@@ -31,7 +31,12 @@ async fn serve() -> std::process::ExitCode {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let result = match Application::build(config).await {
+    // Start-up waits for Postgres; a signal meanwhile stops it cleanly too.
+    let built = tokio::select! {
+        built = Application::build(config) => built,
+        _ = shutdown.cancelled() => return std::process::ExitCode::SUCCESS,
+    };
+    let result = match built {
         Ok(app) => app.run(shutdown).await,
         Err(e) => Err(e),
     };

@@ -154,33 +154,13 @@ async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
-            Err(e) if is_connect_error(&e) => {
+            Err(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, retry_in = ?delay, "postgres not reachable yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e).context("cannot apply database migrations"),
         }
-    }
-}
-
-fn is_connect_error(e: &crate::store::StoreError) -> bool {
-    use crate::store::StoreError;
-    match e {
-        StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner)) => {
-            StoreError::from(clone_sqlx_kind(inner)).is_unavailable()
-        }
-        other => other.is_unavailable(),
-    }
-}
-
-/// Classifies an `sqlx::Error` we only hold by reference.
-fn clone_sqlx_kind(e: &sqlx::Error) -> sqlx::Error {
-    match e {
-        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        other => sqlx::Error::Protocol(other.to_string()),
     }
 }
 

@@ -41,12 +41,17 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Applies pending migrations (embedded at build time).
+    /// Applies pending migrations (embedded at build time). A database that
+    /// cannot be reached is [`StoreError::Unavailable`], like for any query.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        use sqlx::migrate::MigrateError;
         sqlx::migrate!("./migrations")
             .run(&self.pool)
             .await
-            .map_err(StoreError::Migrate)
+            .map_err(|e| match e {
+                MigrateError::Execute(inner) => StoreError::from(inner),
+                other => StoreError::Migrate(other),
+            })
     }
 
     /// Whether Postgres answers a trivial query now.
