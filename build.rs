@@ -1,8 +1,15 @@
+//! Generates the gRPC code from `proto/` without any system tool: `protox` parses the
+//! protos in pure Rust (it carries the well-known types such as
+//! `google/protobuf/timestamp.proto`), so a fresh machine needs neither `protoc` nor
+//! `libprotobuf-dev`.
+use prost::Message;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("ovnpeerd_descriptor.bin"))
-        .compile_protos(&["proto/ovnpeerd/v1/peering.proto"], &["proto"])?;
+    let fds = protox::compile(["ovnpeerd/v1/peering.proto"], ["proto"])?;
+    // Reflection serves this set; prost-build writes it only when it runs protoc itself.
+    std::fs::write(out_dir.join("ovnpeerd_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -3,9 +3,7 @@
 # Build context: the repository root (docker build -f docker/ovn-peerd.Dockerfile .).
 
 FROM rust:1-bookworm AS build
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
-    && rm -rf /var/lib/apt/lists/*
+# No protoc needed: build.rs compiles proto/ with protox (pure Rust).
 WORKDIR /src
 # Everything the manifest names must be present, benches included, or cargo refuses it.
 COPY Cargo.toml Cargo.lock build.rs ./
