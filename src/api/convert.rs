@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::proto::v1::{peering, Peering, PeeringRoute, RoutePolicy};
+use crate::peering::RoutePolicy;
+use crate::proto::v1::{self as pb, peering, Peering, PeeringRoute};
 use crate::store::{PeeringRecord, PeeringState, StoredRoute};
 
 /// A stored peering as the API shows it.
@@ -27,15 +28,31 @@ pub fn peering(r: &PeeringRecord) -> Peering {
 fn route(r: &StoredRoute) -> PeeringRoute {
     PeeringRoute {
         cidr: r.cidr.clone(),
-        policy: policy(&r.policy) as i32,
+        policy: policy_of_ovn(Some(&r.policy)),
     }
 }
 
-/// An OVN policy column value as the API enum (empty means dst-ip).
-pub fn policy(ovn: &str) -> RoutePolicy {
-    match ovn {
-        "src-ip" => RoutePolicy::SrcIp,
-        _ => RoutePolicy::DstIp,
+/// The domain policy as the API enum (prost's `i32`).
+pub fn policy(p: RoutePolicy) -> i32 {
+    match p {
+        RoutePolicy::DstIp => pb::RoutePolicy::DstIp as i32,
+        RoutePolicy::SrcIp => pb::RoutePolicy::SrcIp as i32,
+    }
+}
+
+/// An NB `policy` column value as the API enum; a value ovn-peerd does not know (some other
+/// tool's row) is shown as unspecified.
+pub fn policy_of_ovn(ovn: Option<&str>) -> i32 {
+    RoutePolicy::from_ovn(ovn).map_or(pb::RoutePolicy::Unspecified as i32, policy)
+}
+
+/// The API enum as the domain policy (unspecified = dst-ip); `Err` keeps an unknown value
+/// for the refusal message.
+pub fn policy_from_api(value: i32) -> Result<RoutePolicy, i32> {
+    match pb::RoutePolicy::try_from(value) {
+        Ok(pb::RoutePolicy::Unspecified | pb::RoutePolicy::DstIp) => Ok(RoutePolicy::DstIp),
+        Ok(pb::RoutePolicy::SrcIp) => Ok(RoutePolicy::SrcIp),
+        Err(_) => Err(value),
     }
 }
 

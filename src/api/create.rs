@@ -261,7 +261,7 @@ fn unchecked(p: &Peering) -> UncheckedPeering {
         rs.iter()
             .map(|r| UncheckedRoute {
                 cidr: r.cidr.clone(),
-                policy: r.policy,
+                policy: convert::policy_from_api(r.policy),
             })
             .collect()
     };
@@ -282,7 +282,7 @@ fn preview(spec: &PeeringSpec) -> Peering {
         rs.iter()
             .map(|r| PeeringRoute {
                 cidr: r.prefix.to_string(),
-                policy: convert::policy(r.policy.as_ovn_str()) as i32,
+                policy: convert::policy(r.policy),
             })
             .collect()
     };

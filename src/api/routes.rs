@@ -1,5 +1,8 @@
 //! ListRoutes: every static route of a VPC's router as NB holds it now, plus
-//! the routes ovn-peerd wants there but has not installed yet.
+//! the routes ovn-peerd wants there but has not installed yet, derived by the
+//! worker's own derivation ([`crate::reconciler::derive`]) so the two never
+//! disagree. A route the worker will repair in place (say its `output_port` was
+//! cleared) shows twice: as installed, and as wanted with the port it will get.
 
 use std::collections::BTreeSet;
 
@@ -7,12 +10,10 @@ use super::convert;
 use super::error::ApiError;
 use super::page_token;
 use super::PeeringApi;
-use crate::peering::desired::desired_rows;
 use crate::peering::topology::resolve_router;
-use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
-use crate::proto::v1::RoutePolicy;
+use crate::peering::{is_owned, PEERING_KEY};
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
-use crate::store::PeeringState;
+use crate::reconciler::derive::derive;
 use crate::topology::NbTopology;
 
 /// Longest VPC name accepted.
@@ -35,33 +36,15 @@ impl PeeringApi {
         let limit = page_token::page_size(req.page_size)? as usize;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
         let records = self.inner.store.peering_list_touching(&[&req.vpc]).await?;
-        let mut specs: Vec<(i64, PeeringSpec)> = Vec::new();
-        for r in records.iter().filter(|r| r.state != PeeringState::Deleting) {
-            specs.push((
-                r.generation,
-                r.spec().map_err(|e| ApiError::Internal(e.into()))?,
-            ));
-        }
-        // Peers of our peers matter to the rules too: fetch them for the derivation.
-        let neighbour_vpcs: BTreeSet<&str> = specs
+        // Their VPCs' other peerings take part in the rules: the same context the worker's
+        // pass reads for these peerings.
+        let vpcs: BTreeSet<&str> = records
             .iter()
-            .flat_map(|(_, s)| [s.local_vpc.as_str(), s.remote_vpc.as_str()])
-            .filter(|v| *v != req.vpc)
+            .flat_map(|r| [r.local_vpc.as_str(), r.remote_vpc.as_str()])
+            .chain([req.vpc.as_str()])
             .collect();
-        let neighbour_vpcs: Vec<&str> = neighbour_vpcs.into_iter().collect();
-        let neighbours = if neighbour_vpcs.is_empty() {
-            Vec::new()
-        } else {
-            self.inner
-                .store
-                .peering_list_touching(&neighbour_vpcs)
-                .await?
-        };
-        let others: Vec<PeeringSpec> = neighbours
-            .iter()
-            .filter(|r| r.state != PeeringState::Deleting)
-            .filter_map(|r| r.spec().ok())
-            .collect();
+        let vpcs: Vec<&str> = vpcs.into_iter().collect();
+        let context = self.inner.store.peering_list_touching(&vpcs).await?;
 
         let mut routes = {
             let cache = self.nb_cache()?;
@@ -81,7 +64,7 @@ impl PeeringApi {
                     vpc: req.vpc.clone(),
                     cidr: r.ip_prefix.clone(),
                     nexthop: r.nexthop.clone(),
-                    policy: convert::policy(r.policy.as_deref().unwrap_or("")) as i32,
+                    policy: convert::policy_of_ovn(r.policy.as_deref()),
                     route_table: r.route_table.clone(),
                     peering: if is_owned(&r.external_ids) {
                         r.external_ids.get(PEERING_KEY).cloned().unwrap_or_default()
@@ -89,35 +72,33 @@ impl PeeringApi {
                         String::new()
                     },
                     installed: true,
+                    output_port: r.output_port.clone().unwrap_or_default(),
                 })
                 .collect();
-            let mut wanted: Vec<Route> = Vec::new();
-            for (generation, spec) in &specs {
-                let Ok(desired) = desired_rows(
-                    spec,
-                    *generation,
-                    &topo,
-                    &others,
-                    &self.inner.settings.protected_vpcs,
-                ) else {
-                    continue; // a failed peering wants nothing it can name
-                };
-                for d in desired.routes.iter().filter(|d| d.router_id == router.id) {
-                    let route = Route {
-                        vpc: req.vpc.clone(),
-                        cidr: d.ip_prefix.clone(),
-                        nexthop: d.nexthop.clone(),
-                        policy: convert::policy(d.policy.as_ovn_str()) as i32,
-                        route_table: d.route_table.clone(),
-                        peering: spec.name.clone(),
-                        installed: false,
-                    };
-                    let present = installed.iter().any(|i| same_route(i, &route));
-                    if !present {
-                        wanted.push(route);
-                    }
-                }
-            }
+            // The worker's own derivation: a failed peering wants nothing it can name.
+            let derivation = derive(
+                &records,
+                &context,
+                &cache,
+                &self.inner.settings.protected_vpcs,
+            );
+            let wanted: Vec<Route> = derivation
+                .desired
+                .iter()
+                .flat_map(|d| d.routes.iter().map(move |r| (d, r)))
+                .filter(|(_, r)| r.router_id == router.id)
+                .map(|(d, r)| Route {
+                    vpc: req.vpc.clone(),
+                    cidr: r.ip_prefix.clone(),
+                    nexthop: r.nexthop.clone(),
+                    policy: convert::policy(r.policy),
+                    route_table: r.route_table.clone(),
+                    peering: d.name.clone(),
+                    installed: false,
+                    output_port: r.output_port.clone(),
+                })
+                .filter(|w| !installed.iter().any(|i| same_route(i, w)))
+                .collect();
             let mut all = installed;
             all.extend(wanted);
             all
@@ -145,22 +126,22 @@ fn same_route(a: &Route, b: &Route) -> bool {
         && a.policy == b.policy
         && a.route_table == b.route_table
         && a.peering == b.peering
+        && a.output_port == b.output_port
 }
 
 /// A total order on routes, also the page cursor.
 fn sort_key(r: &Route) -> String {
-    let policy = if r.policy == RoutePolicy::SrcIp as i32 {
-        "src-ip"
-    } else {
-        "dst-ip"
-    };
+    let policy = convert::policy_from_api(r.policy)
+        .unwrap_or_default()
+        .as_ovn_str();
     format!(
-        "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
+        "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
         r.route_table,
         r.cidr,
         policy,
         r.nexthop,
         r.peering,
-        u8::from(!r.installed)
+        u8::from(!r.installed),
+        r.output_port
     )
 }

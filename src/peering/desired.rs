@@ -48,6 +48,10 @@ pub struct DesiredRoute {
     pub nexthop: String,
     /// What the route matches on (always written explicitly).
     pub policy: RoutePolicy,
+    /// This side's peer port: the port the route leaves by. Always set: every OVN router port
+    /// has its own fe80::/64 address, so without it a link-local nexthop is ambiguous and OVN
+    /// picks the first port whose networks contain it (kube-ovn #4447, ACTIVE but no traffic).
+    pub output_port: String,
     /// Always `""` (the main table).
     pub route_table: String,
     /// Ownership markers.
@@ -92,10 +96,11 @@ pub fn desired_from_facts(
         let this = spec.vpc(side);
         let other = spec.vpc(side.other());
         let ids = markers(&spec.name, generation, side);
+        let port = port_name(this, other);
         ports.push(DesiredPort {
             router: this.to_string(),
             router_id: facts.router_id(side).to_string(),
-            name: port_name(this, other),
+            name: port.clone(),
             mac: port_mac(&spec.name, side),
             networks: spec
                 .connect(side)
@@ -119,6 +124,7 @@ pub fn desired_from_facts(
                 ip_prefix: r.prefix.trunc().to_string(),
                 nexthop: nexthop.to_string(),
                 policy: r.policy,
+                output_port: port.clone(),
                 route_table: String::new(),
                 external_ids: ids.clone(),
             });
@@ -267,6 +273,54 @@ mod tests {
             ]
         );
         assert!(d.routes.iter().all(|r| r.route_table.is_empty()));
+    }
+
+    #[test]
+    fn every_route_names_its_own_peer_port() {
+        // Automatic routes, IPv6 over a link-local link: every OVN router port also holds an
+        // fe80::/64 address, so the route must say which port the nexthop is on.
+        let mut s = seed();
+        s.local_connect = "169.254.0.1/30,fe80::a:1/64".parse().unwrap();
+        s.remote_connect = "169.254.0.2/30,fe80::a:2/64".parse().unwrap();
+        let mut t = topo();
+        t[0].ports.push(port("vpc-1-sw6", &["fd10::1/64"]));
+        let d = desired_rows(&s, 1, &t, &[], &[]).unwrap();
+        let routes: Vec<(&str, &str, &str, &str)> = d
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.router.as_str(),
+                    r.ip_prefix.as_str(),
+                    r.nexthop.as_str(),
+                    r.output_port.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            routes,
+            vec![
+                ("vpc-1", "172.31.0.0/16", "169.254.0.2", "vpc-1-vpc-2"),
+                ("vpc-1", "fd31::/64", "fe80::a:2", "vpc-1-vpc-2"),
+                ("vpc-2", "10.0.0.0/16", "169.254.0.1", "vpc-2-vpc-1"),
+                ("vpc-2", "fd10::/64", "fe80::a:1", "vpc-2-vpc-1"),
+            ]
+        );
+        // Explicit routes too, whatever their policy.
+        s.local_routes = vec![
+            RouteSpec::dst(n("fd31::/64")),
+            RouteSpec {
+                prefix: n("172.31.0.0/16"),
+                policy: RoutePolicy::SrcIp,
+            },
+        ];
+        s.remote_routes = vec![RouteSpec::dst(n("10.0.0.0/16"))];
+        let d = desired_rows(&s, 1, &t, &[], &[]).unwrap();
+        assert_eq!(d.routes.len(), 3);
+        for r in &d.routes {
+            let own_port = d.ports.iter().find(|p| p.router == r.router).unwrap();
+            assert_eq!(r.output_port, own_port.name, "{r:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   = dst-ip, normalised prefix), plus the nexthop and router, within its peering. A route
 //!   whose identity changed (e.g. a new nexthop) is deleted and a new one created: routes have
 //!   no index, so a fresh row is as cheap as an update and never leaves a half-changed row.
+//!   `output_port` is not identity: a wrong or missing one (drift, or a row from a version
+//!   that did not set it) is updated in place, so the route never disappears.
 //!   Identical copies of an owned route are reduced to one (the smallest UUID).
 //! - Owned rows of a peering that is not desired are deleted, unless the caller lists that
 //!   peering in `untouched` (e.g. one it chooses to freeze).
@@ -59,8 +61,11 @@ pub struct ActualRoute {
     pub ip_prefix: String,
     /// `nexthop`.
     pub nexthop: String,
-    /// `policy` (absent = dst-ip).
-    pub policy: Option<String>,
+    /// `policy` (absent = dst-ip); `None` for a value ovn-peerd does not know, which never
+    /// matches a desired route.
+    pub policy: Option<RoutePolicy>,
+    /// `output_port` (absent in rows written before ovn-peerd set it).
+    pub output_port: Option<String>,
     /// `route_table`.
     pub route_table: String,
     /// `external_ids`.
@@ -109,11 +114,14 @@ pub enum Change {
         peering: String,
         route: DesiredRoute,
     },
-    /// Replace the route's `external_ids` (generation bump).
+    /// Update the columns that are `Some`: `output_port` (cleared or changed by hand, or a
+    /// row written before ovn-peerd set it: updated in place, so traffic never stops) and
+    /// `external_ids` (generation bump).
     UpdateRoute {
         peering: String,
         id: String,
-        external_ids: BTreeMap<String, String>,
+        output_port: Option<String>,
+        external_ids: Option<BTreeMap<String, String>>,
     },
     /// Remove the route from its router's `static_routes`.
     DeleteRoute {
@@ -371,10 +379,8 @@ fn plan_routes(
             owner(&a.external_ids).to_string(),
             a.router_id.clone(),
             a.route_table.clone(),
-            RoutePolicy::from_ovn(a.policy.as_deref()).map_or_else(
-                || format!("?{:?}", a.policy),
-                |p| p.as_ovn_str().to_string(),
-            ),
+            // An unknown policy gets a key no desired route has: the row is replaced.
+            a.policy.map_or("?", RoutePolicy::as_ovn_str).to_string(),
             normalise_prefix(&a.ip_prefix),
             normalise_addr(&a.nexthop),
         );
@@ -405,11 +411,17 @@ fn plan_routes(
                 continue;
             };
             let (keep, extra) = group.split_first().expect("groups are never empty");
-            if let Some(ids) = merged_ids(&keep.external_ids, &want.external_ids) {
+            // The output port is not part of a route's identity: a row that lacks it or names
+            // another port is the same route, repaired in place.
+            let output_port = (keep.output_port.as_deref() != Some(want.output_port.as_str()))
+                .then(|| want.output_port.clone());
+            let external_ids = merged_ids(&keep.external_ids, &want.external_ids);
+            if output_port.is_some() || external_ids.is_some() {
                 changes.push(Change::UpdateRoute {
                     peering: d.name.clone(),
                     id: keep.id.clone(),
-                    external_ids: ids,
+                    output_port,
+                    external_ids,
                 });
             }
             for dup in extra {

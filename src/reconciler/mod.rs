@@ -9,6 +9,7 @@
 //! timer, runs it over all of them ([`wake`]). Only the replica holding the
 //! writer lock ([`lock`]) runs it.
 
+pub(crate) mod derive;
 mod lock;
 mod pass;
 mod translate;

@@ -9,13 +9,13 @@ use std::time::Instant;
 use crate::ovsdb::{
     LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Operation, TransactError,
 };
-use crate::peering::desired::{desired_rows, DesiredPeering};
+use crate::peering::desired::DesiredPeering;
 use crate::peering::diff::{plan, ActualPort, ActualRoute, ActualRows, Change, Outcome, Plan};
-use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
+use crate::peering::{is_owned, RoutePolicy, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
-use crate::topology::NbTopology;
 use uuid::Uuid;
 
+use super::derive::derive;
 use super::{translate, Reconciler};
 
 /// What one pass did.
@@ -208,68 +208,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     Ok(outcome)
 }
 
-/// The desired rows of every live peering, and the ones that cannot be derived.
-struct Derivation {
-    desired: Vec<DesiredPeering>,
-    /// Peerings whose existing rows must be left as they are (they failed).
-    untouched: BTreeSet<String>,
-    failed: BTreeMap<String, String>,
-}
-
-/// Derives the rows of `targets`; `context` (a superset: every live peering
-/// of their VPCs) feeds the rules that look at a VPC's other peers.
-fn derive(
-    targets: &[PeeringRecord],
-    context: &[PeeringRecord],
-    cache: &NbCache,
-    protected: &[String],
-) -> Derivation {
-    let topo = NbTopology(cache);
-    let wanted: HashSet<&str> = targets.iter().map(|p| p.name.as_str()).collect();
-    let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
-    let mut failed = BTreeMap::new();
-    for rec in context.iter().filter(|p| p.state != PeeringState::Deleting) {
-        match rec.spec() {
-            Ok(spec) => specs.push((rec, spec)),
-            Err(e) if wanted.contains(rec.name.as_str()) => {
-                failed.insert(rec.name.clone(), e.to_string());
-            }
-            Err(_) => {}
-        }
-    }
-    // Other peerings by VPC, for the rules that look at a VPC's other peers.
-    let mut by_vpc: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, (_, s)) in specs.iter().enumerate() {
-        by_vpc.entry(s.local_vpc.as_str()).or_default().push(i);
-        by_vpc.entry(s.remote_vpc.as_str()).or_default().push(i);
-    }
-    let mut desired = Vec::with_capacity(specs.len());
-    for (i, (rec, spec)) in specs.iter().enumerate() {
-        if !wanted.contains(rec.name.as_str()) {
-            continue;
-        }
-        let mut neighbours: Vec<usize> = [spec.local_vpc.as_str(), spec.remote_vpc.as_str()]
-            .iter()
-            .flat_map(|v| by_vpc.get(v).into_iter().flatten().copied())
-            .filter(|&j| j != i)
-            .collect();
-        neighbours.sort_unstable();
-        neighbours.dedup();
-        let others: Vec<PeeringSpec> = neighbours.iter().map(|&j| specs[j].1.clone()).collect();
-        match desired_rows(spec, rec.generation, &topo, &others, protected) {
-            Ok(d) => desired.push(d),
-            Err(why) => {
-                failed.insert(rec.name.clone(), why);
-            }
-        }
-    }
-    Derivation {
-        desired,
-        untouched: failed.keys().cloned().collect(),
-        failed,
-    }
-}
-
 /// The rows NB holds that the diff looks at: our ports and routes (with their
 /// routers) and the names of everyone else's ports. With `only`, just the
 /// rows of those peerings, and just the foreign ports in the way of `desired`.
@@ -344,7 +282,8 @@ fn actual_rows(
             router_id: router.to_string(),
             ip_prefix: r.ip_prefix.clone(),
             nexthop: r.nexthop.clone(),
-            policy: r.policy.clone(),
+            policy: RoutePolicy::from_ovn(r.policy.as_deref()),
+            output_port: r.output_port.clone(),
             route_table: r.route_table.clone(),
             external_ids: r.external_ids.clone(),
         });

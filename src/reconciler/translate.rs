@@ -145,6 +145,10 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
                 Datum::set([route.policy.as_ovn_str().to_string()]),
             );
             row.insert(
+                "output_port".into(),
+                Datum::set([route.output_port.clone()]),
+            );
+            row.insert(
                 "route_table".into(),
                 Datum::from(route.route_table.as_str()),
             );
@@ -158,10 +162,18 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
             ops.push(add_reference(&route.router_id, "static_routes", &name));
         }
         Change::UpdateRoute {
-            id, external_ids, ..
+            id,
+            output_port,
+            external_ids,
+            ..
         } => {
             let mut row = Row::new();
-            row.insert("external_ids".into(), map(external_ids));
+            if let Some(port) = output_port {
+                row.insert("output_port".into(), Datum::set([port.clone()]));
+            }
+            if let Some(ids) = external_ids {
+                row.insert("external_ids".into(), map(ids));
+            }
             ops.push(Operation::Update {
                 table: LRSR.into(),
                 conditions: owned(id),
@@ -272,6 +284,7 @@ mod tests {
             ip_prefix: "10.2.0.0/24".into(),
             nexthop: "169.254.0.2".into(),
             policy: RoutePolicy::DstIp,
+            output_port: "vpc-1-vpc-2".into(),
             route_table: String::new(),
             external_ids: markers("p", 1, Side::Local),
         }
@@ -304,7 +317,8 @@ mod tests {
         let change = Change::UpdateRoute {
             peering: "p".into(),
             id: Uuid::from_u128(9).to_string(),
-            external_ids: markers("p", 2, Side::Local),
+            output_port: Some("vpc-1-vpc-2".into()),
+            external_ids: Some(markers("p", 2, Side::Local)),
         };
         let mut ops = Vec::new();
         let cache = NbCache::new(None);
@@ -314,6 +328,26 @@ mod tests {
             json.contains("includes") && json.contains(OWNER_KEY),
             "{json}"
         );
+        let Operation::Update { row, .. } = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(row["output_port"], Datum::set(["vpc-1-vpc-2".to_string()]));
+        assert!(row.contains_key("external_ids"));
+    }
+
+    #[test]
+    fn a_created_route_names_its_output_port() {
+        let change = Change::CreateRoute {
+            peering: "p".into(),
+            route: route(),
+        };
+        let mut ops = Vec::new();
+        let cache = NbCache::new(None);
+        append_ops(&change, &mut ops, &mut RowIds::new(&cache));
+        let Operation::Insert { row, .. } = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(row["output_port"], Datum::set(["vpc-1-vpc-2".to_string()]));
     }
 
     #[test]

@@ -59,7 +59,8 @@ fn installed(d: &DesiredPeering, prefix: &str) -> ActualRows {
             router_id: r.router_id.clone(),
             ip_prefix: r.ip_prefix.clone(),
             nexthop: r.nexthop.clone(),
-            policy: Some(r.policy.as_ovn_str().to_string()),
+            policy: Some(r.policy),
+            output_port: Some(r.output_port.clone()),
             route_table: String::new(),
             external_ids: r.external_ids.clone(),
         })
@@ -157,8 +158,8 @@ fn unnormalised_actual_route_still_matches() {
     let d = desired("p1", 1);
     let mut actual = installed(&d, "a");
     actual.routes[0].ip_prefix = "172.31.0.1/16".into();
-    actual.routes[0].policy = None;
-    actual.routes[1].policy = Some(String::new());
+    // An empty NB policy column is dst-ip (read at the edge).
+    actual.routes[1].policy = RoutePolicy::from_ovn(Some(""));
     assert!(plan(&[d], &none(), &actual).changes.is_empty());
 }
 
@@ -222,8 +223,47 @@ fn generation_bump_updates_markers_and_keeps_foreign_keys() {
         panic!()
     };
     assert_eq!(id, "a-route-0");
+    let external_ids = external_ids.as_ref().unwrap();
     assert_eq!(external_ids[GENERATION_KEY], "2");
     assert_eq!(external_ids["note"], "kept");
+}
+
+#[test]
+fn output_port_cleared_or_changed_is_repaired_in_place() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    // Cleared by hand, or a row written before ovn-peerd set the column.
+    actual.routes[0].output_port = None;
+    // Pointed at another port by hand.
+    actual.routes[2].output_port = Some("vpc-2-sw1".into());
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(
+        p.changes,
+        vec![
+            Change::UpdateRoute {
+                peering: "p1".into(),
+                id: "a-route-0".into(),
+                output_port: Some("vpc-1-vpc-2".into()),
+                external_ids: None,
+            },
+            Change::UpdateRoute {
+                peering: "p1".into(),
+                id: "a-route-2".into(),
+                output_port: Some("vpc-2-vpc-1".into()),
+                external_ids: None,
+            },
+        ]
+    );
+    assert_eq!(p.outcomes["p1"], Outcome::Changed);
+}
+
+#[test]
+fn unknown_policy_is_replaced() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.routes[0].policy = None;
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(kinds(&p), vec!["delete-route", "create-route"]);
 }
 
 #[test]
