@@ -7,6 +7,7 @@
 mod events;
 mod failures;
 mod faults;
+mod output_port;
 mod rows;
 
 use std::future::Future;
