@@ -6,7 +6,8 @@
 //!   ACTIVE, and goes nowhere before it is created and after it is deleted.
 //! - On real packets (root only; skipped otherwise): network-namespace pods on one userspace
 //!   chassis (`ovs-vswitchd` + `ovn-controller`) ping each other only while peered, with a TTL
-//!   of 62 (two router hops), for IPv4, IPv6 and dual stack; peerings are not transitive.
+//!   of 62 (two router hops), for IPv4, IPv6 and dual stack, also over link-local fe80::
+//!   connect addresses on routers with more ports (issue 16); peerings are not transitive.
 //!
 //! Each test owns one `OvnCentral` (+ one chassis) and one in-process ovn-peerd with its
 //! worker running, against that central's NB.
@@ -307,6 +308,7 @@ async fn logical_path_exists_only_while_the_peering_does() {
         routes.iter().any(|r| r.cidr == b.nets[0].0
             && r.nexthop == nexthop
             && r.peering == "demo"
+            && r.output_port == format!("{}-{}", a.vpc, b.vpc)
             && r.installed),
         "{routes:?} / {p:?}"
     );
@@ -321,10 +323,19 @@ async fn logical_path_exists_only_while_the_peering_does() {
 /// Real packets on the datapath for one pair: no echo before, echoes with TTL 62 (both ways,
 /// every family of the pair) while ACTIVE, none after deletion.
 async fn ping_only_while_peered(a: &Site, b: &Site, connect: Option<[&str; 2]>) {
+    ping_only_while_peered_with(a, b, connect, false).await;
+}
+
+/// [`ping_only_while_peered`], optionally with extra ports on both routers ([`crowd_router`]).
+async fn ping_only_while_peered_with(a: &Site, b: &Site, connect: Option<[&str; 2]>, crowd: bool) {
     let started = Instant::now();
     let mut cloud = Cloud::start().await;
     let chassis = Chassis::start(&cloud.central);
     let (vpc_a, vpc_b) = (a.build(&cloud.central), b.build(&cloud.central));
+    if crowd {
+        crowd_router(&cloud.central, a.vpc, 1);
+        crowd_router(&cloud.central, b.vpc, 2);
+    }
     let (pod_a, pod_b) = (a.plug(&chassis), b.plug(&chassis));
     cloud.central.sync_hv();
     let families: Vec<bool> = a.nets.iter().map(|n| n.2.contains(':')).collect();
@@ -421,6 +432,75 @@ async fn pods_ping_both_families_only_while_peered_dual_stack() {
         ]),
     )
     .await;
+}
+
+/// IPv6 over link-local connect addresses (issue 16, kube-ovn #4447): every OVN router port
+/// has its own fe80::/64 address, so only routes that name their output port reach the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_ping6_over_a_link_local_link() {
+    if !skip_unless_root("e2e::pods_ping6_over_a_link_local_link") {
+        return;
+    }
+    ping_over_link_local(&V6_A, &V6_B, ["fe80::a:1/64", "fe80::a:2/64"]).await;
+}
+
+/// Dual stack with IPv4 on a link in the default pool (169.254.0.0/16) and IPv6 on fe80::.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_ping_both_families_over_a_pool_v4_and_link_local_v6_link() {
+    if !skip_unless_root("e2e::pods_ping_both_families_over_a_pool_v4_and_link_local_v6_link") {
+        return;
+    }
+    ping_over_link_local(
+        &DS_A,
+        &DS_B,
+        ["169.254.0.1/30,fe80::a:1/64", "169.254.0.2/30,fe80::a:2/64"],
+    )
+    .await;
+}
+
+/// [`ping_only_while_peered`] over `connect`, with each router crowded by extra ports that
+/// sort before ovn-peerd's (uuids 00000000-…): each has its own fe80::/64 link-local address
+/// too, so a route that does not name its output port leaves by one of them.
+async fn ping_over_link_local(a: &Site, b: &Site, connect: [&str; 2]) {
+    ping_only_while_peered_with(a, b, Some(connect), true).await;
+}
+
+/// Adds three router ports with low, fixed uuids and an IPv4 /32 each (unique per VPC) to
+/// `vpc`'s router, with `ovsdb-client` (ovn-nbctl cannot choose uuids).
+fn crowd_router(central: &OvnCentral, vpc: &str, index: u8) {
+    for i in 1..=3u8 {
+        let uuid = format!("00000000-0000-0000-0000-0000000{index:02x}{i:03x}");
+        let txn = serde_json::json!([
+            "OVN_Northbound",
+            {
+                "op": "insert",
+                "table": "Logical_Router_Port",
+                "uuid": uuid,
+                "uuid-name": "p",
+                "row": {
+                    "name": format!("{vpc}-x{i}"),
+                    "mac": format!("0a:00:00:ee:{index:02x}:{i:02x}"),
+                    "networks": format!("198.18.{index}.{i}/32"),
+                }
+            },
+            {
+                "op": "mutate",
+                "table": "Logical_Router",
+                "where": [["name", "==", vpc]],
+                "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]]
+            }
+        ]);
+        let out = std::process::Command::new("ovsdb-client")
+            .args(["transact", &central.nb_remote(), &txn.to_string()])
+            .output()
+            .expect("ovsdb-client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !stdout.contains("error"),
+            "crowding {vpc}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A–B and B–C peered: A and B talk, B and C talk, A and C do not (no route, and B does not
