@@ -388,6 +388,23 @@ pub fn port_name(this_vpc: &str, other_vpc: &str) -> String {
     format!("{this_vpc}-{other_vpc}")
 }
 
+/// IPv6 link-local unicast space. Every OVN router port holds an address in it (fe80::/64,
+/// derived from its MAC), so a nexthop in it names no port by itself: every route we install
+/// names its output port. Addresses in it are never forwarded by routers (RFC 4291).
+pub const V6_LINK_LOCAL: Ipv6Net =
+    match Ipv6Net::new(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10) {
+        Ok(n) => n,
+        Err(_) => panic!("fe80::/10 is a valid prefix"),
+    };
+
+/// Whether `net` lies within IPv6 link-local space (fe80::/10).
+pub fn is_link_local_v6(net: &IpNet) -> bool {
+    match net {
+        IpNet::V6(n) => V6_LINK_LOCAL.contains(n),
+        IpNet::V4(_) => false,
+    }
+}
+
 /// Whether two networks share any address (false across families).
 pub(crate) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -484,6 +501,17 @@ mod tests {
         assert!(!is_owned(&ids));
         ids.insert(OWNER_KEY.to_string(), OWNER_VALUE.to_string());
         assert!(is_owned(&ids));
+    }
+
+    #[test]
+    fn link_local_v6() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        assert!(is_link_local_v6(&n("fe80::a:1/64")));
+        assert!(is_link_local_v6(&n("febf:1::/64")));
+        assert!(!is_link_local_v6(&n("fec0::/64")));
+        assert!(!is_link_local_v6(&n("fe80::/9")));
+        assert!(!is_link_local_v6(&n("fd00::1/126")));
+        assert!(!is_link_local_v6(&n("169.254.0.1/30")));
     }
 
     #[test]

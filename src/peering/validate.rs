@@ -11,8 +11,8 @@ use std::ops::RangeInclusive;
 use ipnet::IpNet;
 
 use super::{
-    overlaps, ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind, RoutePolicy, RouteSpec,
-    Side, Violation,
+    is_link_local_v6, overlaps, ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind,
+    RoutePolicy, RouteSpec, Side, Violation,
 };
 
 /// Longest peering name (a DNS label).
@@ -216,6 +216,9 @@ fn check_link(
         ));
         return None;
     }
+    // Link-local addresses (fe80::/10, 169.254.0.0/16) need nothing more than any link: both
+    // ends in one subnet, distinct addresses. That the nexthop is ambiguous among a router's
+    // ports (each has its own fe80::/64 address) is handled by every route naming its port.
     let before = v.len();
     for family in local.families() {
         let (Some(l), Some(r)) = (local.get(family), remote.get(family)) else {
@@ -352,6 +355,14 @@ fn check_routes(
                     "{prefix} has host bits set; did you mean {}?",
                     prefix.trunc()
                 ),
+            ));
+            continue;
+        }
+        if is_link_local_v6(&prefix) {
+            // Accepted, such a route would be ACTIVE and never carry a packet.
+            v.push(Violation::new(
+                cidr_field,
+                format!("{prefix} is IPv6 link-local (fe80::/10), which routers never forward"),
             ));
             continue;
         }

@@ -63,6 +63,67 @@ fn accepts_dual_stack_and_point_to_point() {
 }
 
 #[test]
+fn accepts_link_local_links() {
+    let mut i = ok_input();
+    i.local_connect_ip = "fe80::a:1/64".into();
+    i.remote_connect_ip = "fe80::a:2/64".into();
+    i.local_routes = vec![route("fd32::/64", POLICY_DST_IP)];
+    let p = validate_spec(&i).unwrap();
+    assert_eq!(p.link_families(), vec![Family::V6]);
+    // Dual stack: IPv4 in the default pool's space, IPv6 link-local; automatic routes.
+    i.local_connect_ip = "169.254.0.1/30,fe80::a:1/64".into();
+    i.remote_connect_ip = "169.254.0.2/30,fe80::a:2/64".into();
+    i.local_routes.clear();
+    let p = validate_spec(&i).unwrap();
+    assert_eq!(p.link_families(), vec![Family::V4, Family::V6]);
+}
+
+#[test]
+fn refuses_link_local_links_that_cannot_work() {
+    // One end link-local, the other not: not one subnet.
+    refused_on("peering.remote_connect_ip", |i| {
+        i.local_connect_ip = "fe80::a:1/64".into();
+        i.remote_connect_ip = "fd00::2/64".into();
+        i.local_routes.clear();
+    });
+    // The same address on both ends.
+    refused_on("peering.remote_connect_ip", |i| {
+        i.local_connect_ip = "fe80::a:1/64".into();
+        i.remote_connect_ip = "fe80::a:1/64".into();
+        i.local_routes.clear();
+    });
+    // Two different link-local /64s.
+    refused_on("peering.remote_connect_ip", |i| {
+        i.local_connect_ip = "fe80::a:1/64".into();
+        i.remote_connect_ip = "fe80:0:0:1::2/64".into();
+        i.local_routes.clear();
+    });
+    // The subnet-router anycast address of the link.
+    refused_on("peering.local_connect_ip", |i| {
+        i.local_connect_ip = "fe80::/64".into();
+        i.remote_connect_ip = "fe80::2/64".into();
+        i.local_routes.clear();
+    });
+}
+
+#[test]
+fn refuses_a_route_to_link_local_space() {
+    for cidr in ["fe80::/64", "fe80:1::/32", "febf::/16"] {
+        refused_on("peering.local_routes[0].cidr", |i| {
+            i.local_connect_ip = "fd00::1/126".into();
+            i.remote_connect_ip = "fd00::2/126".into();
+            i.local_routes = vec![route(cidr, POLICY_DST_IP)];
+        });
+    }
+    // A prefix that merely contains link-local space is fine.
+    let mut i = ok_input();
+    i.local_connect_ip = "fd00::1/126".into();
+    i.remote_connect_ip = "fd00::2/126".into();
+    i.local_routes = vec![route("fe00::/7", POLICY_DST_IP)];
+    assert!(validate_spec(&i).is_ok());
+}
+
+#[test]
 fn empty_link_means_allocate_with_families_from_routes() {
     let mut i = ok_input();
     i.local_connect_ip.clear();
