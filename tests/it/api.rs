@@ -300,6 +300,49 @@ async fn refuses_a_link_overlapping_any_other_link_in_the_database() {
 }
 
 #[tokio::test]
+async fn a_link_local_link_is_reused_only_by_peerings_that_share_no_vpc() {
+    // fe80:: means something only on its own port pair: unrelated pairs may use the same one
+    // (the database's exclusion leaves fe80::/10 out), two ports of one VPC may not.
+    let t = two_vpcs().await;
+    for (vpc, subnet) in [("vpc-3", "10.3.0.1/24"), ("vpc-4", "10.4.0.1/24")] {
+        create_vpc(&t.nb, vpc, &[subnet]);
+    }
+    create_vpc(&t.nb, "vpc-5", &["10.5.0.1/24"]);
+    let mut c = t.client().await;
+    let link = ("fe80::a:1/64", "fe80::a:2/64");
+    for (name, local, remote) in [("a", "vpc-1", "vpc-2"), ("b", "vpc-3", "vpc-4")] {
+        c.create_peering(create(explicit(name, local, remote, link.0, link.1)))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    let r = c
+        .create_peering(create(explicit("c", "vpc-1", "vpc-5", link.0, link.1)))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.local_connect_ip");
+    // Other IPv6 links stay exclusive across the whole database.
+    let r = c
+        .create_peering(create(explicit(
+            "d",
+            "vpc-5",
+            "vpc-2",
+            "fd00:a9fe::1/126",
+            "fd00:a9fe::2/126",
+        )))
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = c
+        .create_peering(create(explicit(
+            "e",
+            "vpc-1",
+            "vpc-3",
+            "fd00:a9fe::1/126",
+            "fd00:a9fe::2/126",
+        )))
+        .await;
+    assert_refused(r, Code::FailedPrecondition, "peering.local_connect_ip");
+}
+
+#[tokio::test]
 async fn refuses_a_peer_whose_subnets_overlap_another_peer_of_the_same_vpc() {
     let t = two_vpcs().await;
     create_vpc(&t.nb, "vpc-3", &["10.2.0.1/24"]); // same subnet as vpc-2
