@@ -637,10 +637,12 @@ async fn list_routes_shows_nb_routes_and_wanted_ones() {
     assert_eq!(before.len(), 2, "{before:?}");
     let foreign = before.iter().find(|r| r.cidr == "192.168.0.0/16").unwrap();
     assert!(foreign.installed && foreign.peering.is_empty());
+    assert!(foreign.output_port.is_empty(), "{foreign:?}");
     let wanted = before.iter().find(|r| r.cidr == "10.2.0.0/24").unwrap();
     assert!(!wanted.installed);
     assert_eq!(wanted.peering, "p");
     assert_eq!(wanted.nexthop, "169.254.0.2");
+    assert_eq!(wanted.output_port, "vpc-1-vpc-2");
 
     t.converge().await;
     let after = c
@@ -654,6 +656,42 @@ async fn list_routes_shows_nb_routes_and_wanted_ones() {
         .routes;
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.iter().all(|r| r.installed), "{after:?}");
+    let ours = after.iter().find(|r| r.peering == "p").unwrap();
+    assert_eq!(ours.output_port, "vpc-1-vpc-2", "{after:?}");
+
+    // Cleared by hand: installed without a port, and wanted (in place) with it.
+    let uuid = t.nb.nbctl(&[
+        "--bare",
+        "--columns=_uuid",
+        "find",
+        "Logical_Router_Static_Route",
+        "ip_prefix=\"10.2.0.0/24\"",
+    ]);
+    t.nb.nbctl(&[
+        "clear",
+        "Logical_Router_Static_Route",
+        uuid.trim(),
+        "output_port",
+    ]);
+    let drifted = c
+        .list_routes(ListRoutesRequest {
+            vpc: "vpc-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    let ours: Vec<(bool, &str)> = drifted
+        .iter()
+        .filter(|r| r.peering == "p")
+        .map(|r| (r.installed, r.output_port.as_str()))
+        .collect();
+    assert_eq!(
+        ours,
+        vec![(true, ""), (false, "vpc-1-vpc-2")],
+        "{drifted:?}"
+    );
 
     let missing = c
         .list_routes(ListRoutesRequest {
