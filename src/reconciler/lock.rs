@@ -30,7 +30,7 @@ impl WriterLock {
             match try_acquire(database_url).await {
                 Ok(Some(lock)) => {
                     tracing::info!("writer lock taken: this replica runs the worker");
-                    metrics::gauge!("ovn_peerd_writer_lock_held").set(1.0);
+                    metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(1.0);
                     return Some(lock);
                 }
                 Ok(None) if !logged_waiting => {
@@ -54,7 +54,7 @@ impl WriterLock {
             let alive = tokio::time::timeout(KEEPALIVE_INTERVAL, self.conn.ping()).await;
             if !matches!(alive, Ok(Ok(()))) {
                 tracing::warn!("writer lock connection lost: stopping the worker");
-                metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+                metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
                 return;
             }
         }
@@ -67,7 +67,7 @@ impl WriterLock {
             .execute(&mut self.conn)
             .await;
         let _ = self.conn.close().await;
-        metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+        metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
     }
 }
 

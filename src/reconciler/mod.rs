@@ -128,17 +128,17 @@ impl Reconciler {
             }
             let started = std::time::Instant::now();
             let result = pass::run(self, scope).await;
-            metrics::histogram!("ovn_peerd_reconciler_pass_seconds")
+            metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
                 Ok(_) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok")
                         .increment(1);
                     retry = RETRY_MIN;
                     continue;
                 }
                 Err(PassError::NbNotSynced) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "nb_not_synced")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "nb_not_synced")
                         .increment(1);
                     // Not a failure to back off from: run as soon as the cache is in sync.
                     let mut state = self.nb.state();
@@ -150,7 +150,7 @@ impl Reconciler {
                     continue;
                 }
                 Err(e) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => e.label())
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => e.label())
                         .increment(1);
                     tracing::warn!(error = %e, retry_in = ?retry, "reconciler pass failed");
                     let d = retry;
