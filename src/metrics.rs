@@ -289,6 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_metrics_table_lists_exactly_these_names() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a Metrics section");
+        let mut listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        listed.sort_unstable();
+        let mut names = ALL.to_vec();
+        names.sort_unstable();
+        assert_eq!(listed, names);
+    }
+
+    #[test]
     fn every_name_has_the_one_prefix_and_appears_once() {
         let names: HashSet<&str> = ALL.iter().copied().collect();
         assert_eq!(names.len(), ALL.len(), "a name listed twice");
