@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ovsdb::{self, CacheEvent};
-use crate::store::Store;
+use crate::store::{PeeringState, Store};
 
 pub use pass::{PassError, PassOutcome, Scope};
 use wake::Wake;
@@ -61,6 +61,8 @@ pub struct Reconciler {
     nb: ovsdb::Client,
     settings: Settings,
     wake: Arc<Wake>,
+    /// Told after every pass; [`publish_state_gauges`] then counts peerings by state.
+    passed: Arc<tokio::sync::Notify>,
 }
 
 /// Backoff after a failed pass: 100 ms doubling to 10 s.
@@ -75,6 +77,7 @@ impl Reconciler {
             nb,
             settings,
             wake: Arc::new(Wake::new()),
+            passed: Arc::default(),
         }
     }
 
@@ -108,6 +111,11 @@ impl Reconciler {
         tokio::spawn(wake_on_northbound(
             self.nb.subscribe(),
             wake.clone(),
+            listeners.clone(),
+        ));
+        tokio::spawn(publish_state_gauges(
+            self.store.clone(),
+            self.passed.clone(),
             listeners.clone(),
         ));
         let _stop_listeners = listeners.drop_guard();
@@ -244,6 +252,44 @@ async fn wake_on_northbound(
                 Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => wake.full(),
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+}
+
+/// Sets the peerings-by-state gauges from Postgres each time a pass ends, until `stop`.
+///
+/// A task of its own, so that the count (~10 ms at 10,000 peerings) never delays the next
+/// pass; passes that end while it counts are folded into one more count, which reads
+/// everything they committed.
+async fn publish_state_gauges(
+    store: Store,
+    passed: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = passed.notified() => {}
+        }
+        let counts = match store.peering_count_by_state().await {
+            Ok(c) => c,
+            Err(e) => {
+                // The next pass tries again; a stale gauge is not worth more.
+                tracing::warn!(error = %e, "cannot count peerings by state");
+                continue;
+            }
+        };
+        for state in [
+            PeeringState::Pending,
+            PeeringState::Active,
+            PeeringState::Failed,
+            PeeringState::Deleting,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!(crate::metrics::PEERINGS, "state" => state.as_str()).set(n as f64);
         }
     }
 }

@@ -194,7 +194,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     );
     // Counted in Postgres after every pass, narrowed or full: a narrowed pass sees only
     // some peerings, so its own tallies cannot say how many there are in each state.
-    publish_state_gauges(r).await;
+    r.passed.notify_one();
     if !outcome.is_idle() || !outcome.failed.is_empty() {
         tracing::info!(
             peerings = outcome.peerings,
@@ -568,28 +568,5 @@ fn record_convergence_delay(records: &[PeeringRecord], updates: &[StatusUpdate])
                     .record(delay.max(0) as f64 / 1e6);
             }
         }
-    }
-}
-
-async fn publish_state_gauges(r: &Reconciler) {
-    let counts = match r.store.peering_count_by_state().await {
-        Ok(c) => c,
-        Err(e) => {
-            // The pass itself succeeded; a stale gauge is not worth failing it.
-            tracing::warn!(error = %e, "cannot count peerings by state");
-            return;
-        }
-    };
-    for state in [
-        PeeringState::Pending,
-        PeeringState::Active,
-        PeeringState::Failed,
-        PeeringState::Deleting,
-    ] {
-        let n = counts
-            .iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| *n);
-        metrics::gauge!(crate::metrics::PEERINGS, "state" => state.as_str()).set(n as f64);
     }
 }
