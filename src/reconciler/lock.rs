@@ -62,9 +62,8 @@ impl WriterLock {
 
     /// Releases the lock (also released when the connection closes).
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(LOCK_KEY)
-            .execute(&mut self.conn)
+        let _ = sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+            .fetch_one(&mut self.conn)
             .await;
         let _ = self.conn.close().await;
         metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
@@ -76,8 +75,7 @@ async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, sqlx::Err
         tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(database_url))
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
-    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LOCK_KEY)
+    let held = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "held!""#, LOCK_KEY)
         .fetch_one(&mut conn)
         .await?;
     if held {
