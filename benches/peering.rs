@@ -779,7 +779,8 @@ async fn run_scale(root: &Path, pg: &PgCluster, m: usize) -> ScaleResults {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-restart.txt"), &metrics).ok();
-    out.restart_nb_transactions = support::metric_sum(&metrics, "ovsdb_transaction_seconds_count");
+    out.restart_nb_transactions =
+        support::metric_sum(&metrics, "ovn_peerd_ovsdb_transaction_seconds_count");
     out.restart_nb_file_growth_bytes =
         support::proc::file_len(&nbs.db_file()).saturating_sub(db_len);
     let after = monitor.counts();

@@ -9,6 +9,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY migrations ./migrations
+# The checked SQL statements (sqlx offline data) and SQLX_OFFLINE=true: no database at build.
+COPY .sqlx ./.sqlx
+COPY .cargo ./.cargo
 COPY benches ./benches
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -42,7 +42,7 @@ pub async fn watch_postgres(store: Store, reporter: HealthReporter, shutdown: Ca
             };
             reporter.set_service_status("", status).await;
             reporter.set_service_status(API_SERVICE, status).await;
-            metrics::gauge!("ovn_peerd_postgres_up").set(if ok { 1.0 } else { 0.0 });
+            metrics::gauge!(crate::metrics::POSTGRES_UP).set(if ok { 1.0 } else { 0.0 });
             last = Some(ok);
         }
         tokio::select! {
@@ -66,7 +66,7 @@ pub async fn watch_northbound(
             ServingStatus::NotServing
         };
         reporter.set_service_status(NB_SERVICE, status).await;
-        metrics::gauge!("ovn_peerd_northbound_up").set(if ok { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metrics::NORTHBOUND_UP).set(if ok { 1.0 } else { 0.0 });
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = state.changed() => if changed.is_err() { return },

@@ -250,7 +250,7 @@ impl Client {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
-        metrics::histogram!("ovsdb_transaction_seconds", "outcome" => outcome)
+        metrics::histogram!(crate::metrics::OVSDB_TRANSACTION_SECONDS, "outcome" => outcome)
             .record(start.elapsed().as_secs_f64());
         r
     }
@@ -348,7 +348,7 @@ async fn run(shared: Arc<Shared>) {
             break;
         }
         let reason = reconnect_label(&err);
-        metrics::counter!("ovsdb_reconnects_total", "reason" => reason).increment(1);
+        metrics::counter!(crate::metrics::OVSDB_RECONNECTS_TOTAL, "reason" => reason).increment(1);
         if synced {
             warn!(%remote, error = %err, "session ended; reconnecting");
             let _ = shared.events.send(CacheEvent::Disconnected);

@@ -243,7 +243,7 @@ fn install(
         s.nb_ready = true;
     }
     info!(%remote, method, found, rows, "cache synced");
-    metrics::gauge!("ovsdb_cache_rows").set(rows as f64);
+    metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     shared.version.send_modify(|v| *v += 1);
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
     let _ = shared.events.send(CacheEvent::Resynced);
@@ -281,10 +281,13 @@ fn on_notification(
     }
     let format = s.format;
     drop(s);
-    let changes = {
+    let (changes, rows) = {
         let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
-        cache.apply(types, format, updates)
+        let changes = cache.apply(types, format, updates);
+        (changes, cache.len())
     };
+    // Every update moves the count, not only a full sync.
+    metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     let changes = match changes {
         Ok(c) => c,
         Err(e) => {

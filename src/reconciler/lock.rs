@@ -30,7 +30,7 @@ impl WriterLock {
             match try_acquire(database_url).await {
                 Ok(Some(lock)) => {
                     tracing::info!("writer lock taken: this replica runs the worker");
-                    metrics::gauge!("ovn_peerd_writer_lock_held").set(1.0);
+                    metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(1.0);
                     return Some(lock);
                 }
                 Ok(None) if !logged_waiting => {
@@ -54,7 +54,7 @@ impl WriterLock {
             let alive = tokio::time::timeout(KEEPALIVE_INTERVAL, self.conn.ping()).await;
             if !matches!(alive, Ok(Ok(()))) {
                 tracing::warn!("writer lock connection lost: stopping the worker");
-                metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+                metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
                 return;
             }
         }
@@ -62,12 +62,11 @@ impl WriterLock {
 
     /// Releases the lock (also released when the connection closes).
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(LOCK_KEY)
-            .execute(&mut self.conn)
+        let _ = sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+            .fetch_one(&mut self.conn)
             .await;
         let _ = self.conn.close().await;
-        metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+        metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
     }
 }
 
@@ -76,8 +75,7 @@ async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, sqlx::Err
         tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(database_url))
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
-    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LOCK_KEY)
+    let held = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "held!""#, LOCK_KEY)
         .fetch_one(&mut conn)
         .await?;
     if held {

@@ -7,6 +7,7 @@ mod api;
 mod compose;
 mod datapath;
 mod e2e;
+mod metrics;
 mod ovsdb;
 mod server;
 mod support;

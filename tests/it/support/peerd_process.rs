@@ -22,6 +22,12 @@ impl PeerdProcess {
     /// Starts the binary over `database_url` and `nb_remote` with the worker on, and waits
     /// until it serves gRPC.
     pub fn start(database_url: &str, nb_remote: &str) -> PeerdProcess {
+        Self::start_with_args(database_url, nb_remote, &[])
+    }
+
+    /// As [`PeerdProcess::start`], with more flags; one of ours given in `extra` (e.g.
+    /// `--metrics-listen ADDR`) replaces ours, as clap refuses a flag given twice.
+    pub fn start_with_args(database_url: &str, nb_remote: &str, extra: &[&str]) -> PeerdProcess {
         let dir = tempfile::Builder::new()
             .prefix("peerd-")
             .tempdir()
@@ -29,14 +35,17 @@ impl PeerdProcess {
         let log = dir.path().join("peerd.log");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_ovn-peerd"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                "",
-                "--resync-interval-secs",
-                "300",
-            ])
+            .args(
+                [
+                    ["--listen", &format!("127.0.0.1:{port}")],
+                    ["--metrics-listen", ""],
+                    ["--resync-interval-secs", "300"],
+                ]
+                .iter()
+                .filter(|[flag, _]| !extra.contains(flag))
+                .flatten(),
+            )
+            .args(extra)
             .env("DATABASE_URL", database_url)
             .env("OVN_NB_DB", nb_remote)
             .env("RUST_LOG", "info")
