@@ -24,6 +24,17 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one probe may take before Postgres counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Registers every service we report as NOT_SERVING until its first check says otherwise:
+/// a probe that comes before the first Postgres check must not see `""` SERVING (the
+/// reporter's default) nor "service not registered".
+pub async fn report_not_serving_yet(reporter: &HealthReporter) {
+    for service in ["", API_SERVICE, NB_SERVICE] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}
+
 /// Probes Postgres every second and reports the API's health until cancelled.
 pub async fn watch_postgres(store: Store, reporter: HealthReporter, shutdown: CancellationToken) {
     let mut last = None;

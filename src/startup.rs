@@ -70,6 +70,7 @@ impl Application {
             nb,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::report_not_serving_yet(&reporter).await;
         let mut tasks = JoinSet::new();
         let tasks_stop = shutdown.child_token();
 
