@@ -8,6 +8,7 @@
 //! - [`reconciler`]: the background worker converging OVN NB to Postgres.
 //! - [`startup`]: wiring, health, metrics and graceful shutdown.
 
+pub mod adapters;
 pub mod api;
 pub mod config;
 pub mod health;
@@ -19,4 +20,3 @@ pub mod reconciler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod topology;

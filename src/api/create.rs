@@ -17,7 +17,7 @@ use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, 
 use crate::peering::{ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{NewPeering, StoreError};
-use crate::topology::NbTopology;
+use crate::adapters::NbCacheTopology;
 
 /// Longest accepted request_id.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -134,7 +134,7 @@ impl PeeringApi {
         let cache = self.nb_cache()?;
         check_topology(
             spec,
-            &NbTopology(&cache),
+            &NbCacheTopology(&cache),
             others,
             &self.inner.settings.protected_vpcs,
         )
@@ -161,12 +161,12 @@ impl PeeringApi {
         ];
         let families = {
             let cache = self.nb_cache()?;
-            link_families(v, &NbTopology(&cache))
+            link_families(v, &NbCacheTopology(&cache))
         };
         let mut used: Vec<IpNet> = excluded.to_vec();
         {
             let cache = self.nb_cache()?;
-            used.extend(allocation_exclusions(v, &NbTopology(&cache), others));
+            used.extend(allocation_exclusions(v, &NbCacheTopology(&cache), others));
         }
         let (mut local, mut remote) = (ConnectAddrs::default(), ConnectAddrs::default());
         for &family in &families {
@@ -240,7 +240,7 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 /// The families an allocated link needs: those of the explicit routes and of
 /// either VPC's subnets (automatic routes need a nexthop of their family);
 /// IPv4 when there is nothing to go by.
-fn link_families(v: &ValidatedPeering, topo: &NbTopology<'_>) -> Vec<Family> {
+fn link_families(v: &ValidatedPeering, topo: &NbCacheTopology<'_>) -> Vec<Family> {
     let mut families: BTreeSet<Family> = v.link_families().into_iter().collect();
     families.remove(&Family::V4);
     let explicit = v.local_routes.iter().chain(&v.remote_routes);

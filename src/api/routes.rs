@@ -13,7 +13,7 @@ use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
 use crate::proto::v1::RoutePolicy;
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
 use crate::store::PeeringState;
-use crate::topology::NbTopology;
+use crate::adapters::NbCacheTopology;
 
 /// Longest VPC name accepted.
 const MAX_VPC_LEN: usize = 256;
@@ -65,7 +65,7 @@ impl PeeringApi {
 
         let mut routes = {
             let cache = self.nb_cache()?;
-            let topo = NbTopology(&cache);
+            let topo = NbCacheTopology(&cache);
             let router = resolve_router(&topo, &req.vpc).map_err(|_| ApiError::NotFound {
                 resource: "vpc",
                 name: req.vpc.clone(),

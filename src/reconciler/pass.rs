@@ -13,7 +13,7 @@ use crate::peering::desired::{desired_rows, DesiredPeering};
 use crate::peering::diff::{plan, ActualPort, ActualRoute, ActualRows, Change, Outcome, Plan};
 use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
-use crate::topology::NbTopology;
+use crate::adapters::NbCacheTopology;
 use uuid::Uuid;
 
 use super::{translate, Reconciler};
@@ -224,7 +224,7 @@ fn derive(
     cache: &NbCache,
     protected: &[String],
 ) -> Derivation {
-    let topo = NbTopology(cache);
+    let topo = NbCacheTopology(cache);
     let wanted: HashSet<&str> = targets.iter().map(|p| p.name.as_str()).collect();
     let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
     let mut failed = BTreeMap::new();
