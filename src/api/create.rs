@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
+use crate::adapters::NbCacheTopology;
 use crate::peering::links::{allocate_link_from, link_at, LinkPool};
 use crate::peering::topology::{
     allocation_exclusions, check_topology, resolve_router, vpc_subnets,
@@ -17,7 +18,6 @@ use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, 
 use crate::peering::{ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{NewPeering, StoreError};
-use crate::adapters::NbCacheTopology;
 
 /// Longest accepted request_id.
 const MAX_REQUEST_ID_LEN: usize = 128;

@@ -7,13 +7,13 @@ use super::convert;
 use super::error::ApiError;
 use super::page_token;
 use super::PeeringApi;
+use crate::adapters::NbCacheTopology;
 use crate::peering::desired::desired_rows;
 use crate::peering::topology::resolve_router;
 use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
 use crate::proto::v1::RoutePolicy;
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
 use crate::store::PeeringState;
-use crate::adapters::NbCacheTopology;
 
 /// Longest VPC name accepted.
 const MAX_VPC_LEN: usize = 256;

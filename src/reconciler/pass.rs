@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
+use crate::adapters::NbCacheTopology;
 use crate::ovsdb::{
     LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Operation, TransactError,
 };
@@ -13,7 +14,6 @@ use crate::peering::desired::{desired_rows, DesiredPeering};
 use crate::peering::diff::{plan, ActualPort, ActualRoute, ActualRows, Change, Outcome, Plan};
 use crate::peering::{is_owned, PeeringSpec, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
-use crate::adapters::NbCacheTopology;
 use uuid::Uuid;
 
 use super::{translate, Reconciler};
