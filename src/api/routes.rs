@@ -15,8 +15,7 @@ use crate::proto::v1::RoutePolicy;
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
 use crate::store::PeeringState;
 
-/// Longest VPC name accepted.
-const MAX_VPC_LEN: usize = 256;
+use crate::peering::MAX_VPC_LEN;
 
 impl PeeringApi {
     pub(super) async fn routes(
