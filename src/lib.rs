@@ -10,6 +10,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod health;
 pub mod metrics;

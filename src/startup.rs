@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ApiSettings, PeeringApi};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health;
 use crate::metrics::GrpcMetricsLayer;
@@ -150,14 +151,14 @@ async fn named(name: &'static str, fut: impl std::future::Future<Output = ()>) -
 
 /// Postgres may come up after us (compose, systemd): wait for it with backoff.
 async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_unavailable() => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "postgres not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e).context("cannot apply database migrations"),
         }

@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -30,6 +29,7 @@ use super::handshake::Monitors;
 use super::ops::{decode_transact_result, Operation, OperationResult};
 use super::remote::Remote;
 use super::state::{CacheEvent, ClientConfig, ConnectionState, Shared};
+use crate::backoff::Backoff;
 
 struct StopOnDrop(CancellationToken);
 impl Drop for StopOnDrop {
@@ -239,7 +239,8 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 async fn run(shared: Arc<Shared>) {
     let n = shared.config.remotes.len();
     let mut idx = 0usize;
-    let (mut failures, mut rounds) = (0usize, 0u32);
+    let mut failures = 0usize;
+    let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
     while !shared.cancel.is_cancelled() {
         let remote = shared.config.remotes[idx % n].clone();
         idx = idx.wrapping_add(1);
@@ -269,7 +270,8 @@ async fn run(shared: Arc<Shared>) {
         // Only a connection that lasted resets the backoff: a server that syncs
         // and then drops us at once must not make us reconnect in a tight loop.
         if synced && started.elapsed() >= STABLE_CONNECTION {
-            (failures, rounds) = (0, 0);
+            failures = 0;
+            backoff.reset();
         } else {
             failures += 1;
         }
@@ -278,8 +280,7 @@ async fn run(shared: Arc<Shared>) {
         });
         if failures >= n {
             failures = 0;
-            rounds = rounds.saturating_add(1);
-            let delay = backoff(&shared.config, rounds);
+            let delay = backoff.next_delay();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shared.cancel.cancelled() => break,
@@ -335,15 +336,6 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
     end
 }
 
-/// Exponential backoff with a cap and ±50% jitter (round = 1, 2, ...).
-fn backoff(cfg: &ClientConfig, round: u32) -> Duration {
-    let exp = cfg
-        .backoff_initial
-        .saturating_mul(1u32 << round.saturating_sub(1).min(16));
-    let capped = exp.min(cfg.backoff_max);
-    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
 fn reconnect_label(e: &Error) -> &'static str {
     match e {
         Error::Io(_) | Error::ConnectionClosed(_) => "closed",
@@ -353,21 +345,5 @@ fn reconnect_label(e: &Error) -> &'static str {
         Error::MissingColumn { .. } | Error::MissingTable(_) | Error::ColumnType { .. } => "schema",
         Error::Timeout(_) => "timeout",
         _ => "other",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cfg = ClientConfig::new("tcp:127.0.0.1:1", "db").unwrap();
-        for round in 1..30 {
-            let d = backoff(&cfg, round);
-            assert!(d <= cfg.backoff_max, "{round} {d:?}");
-            assert!(d >= cfg.backoff_initial / 2);
-        }
-        assert!(backoff(&cfg, 20) >= cfg.backoff_max / 2);
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::ovsdb::{self, CacheEvent};
 use crate::store::Store;
@@ -63,7 +64,7 @@ pub struct Reconciler {
     wake: Arc<Wake>,
 }
 
-/// Backoff after a failed pass: 100 ms doubling to 10 s.
+/// Backoff after a failed pass or a lost Postgres listener: 100 ms doubling to 10 s.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -112,7 +113,7 @@ impl Reconciler {
         ));
         let _stop_listeners = listeners.drop_guard();
 
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut next_full = tokio::time::Instant::now();
         loop {
             let Some(scope) = wake.take() else {
@@ -134,7 +135,7 @@ impl Reconciler {
                 Ok(_) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
                         .increment(1);
-                    retry = RETRY_MIN;
+                    retry.reset();
                     continue;
                 }
                 Err(PassError::NbNotSynced) => {
@@ -152,9 +153,8 @@ impl Reconciler {
                 Err(e) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => e.label())
                         .increment(1);
-                    tracing::warn!(error = %e, retry_in = ?retry, "reconciler pass failed");
-                    let d = retry;
-                    retry = (retry * 2).min(RETRY_MAX);
+                    let d = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "reconciler pass failed");
                     d
                 }
             };
@@ -191,7 +191,7 @@ pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: Cancellation
 
 /// Wakes the worker on every desired-state change committed in Postgres.
 async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken) {
-    let mut delay = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         let listener = tokio::select! {
             _ = stop.cancelled() => return,
@@ -199,7 +199,7 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
         };
         match listener {
             Ok(mut listener) => {
-                delay = RETRY_MIN;
+                backoff.reset();
                 // A (re)connected listener may have missed notifications: look at all.
                 wake.full();
                 loop {
@@ -222,9 +222,8 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = (delay * 2).min(RETRY_MAX);
     }
 }
 
