@@ -38,7 +38,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let store = Store::connect_lazy(&config.database_url)?;
+        let store = Store::connect_lazy(config.database_url.expose())?;
         migrate_with_retry(&store).await?;
         let nb = ovsdb::Client::start(nb_client_config(&config)?).context("invalid --ovn-nb-db")?;
         Ok(Self {

@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::ovsdb::{self, CacheEvent};
 use crate::store::Store;
 
@@ -33,7 +33,7 @@ use wake::Wake;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Postgres URL, for the writer lock's own connection.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// VPCs that can never be peered.
     pub protected_vpcs: Vec<String>,
     /// The periodic full pass.
@@ -48,7 +48,7 @@ impl Settings {
         Settings {
             database_url: config.database_url.clone(),
             protected_vpcs: config.protected_vpcs.clone(),
-            resync_interval: config.resync_interval(),
+            resync_interval: config.resync_interval,
             max_rows_per_transaction: 2000,
         }
     }
@@ -172,7 +172,7 @@ impl Reconciler {
 pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: CancellationToken) {
     loop {
         let Some(mut lock) =
-            lock::WriterLock::acquire(&reconciler.settings.database_url, &shutdown).await
+            lock::WriterLock::acquire(reconciler.settings.database_url.expose(), &shutdown).await
         else {
             return;
         };
