@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use crate::peering::links;
+
 /// `ovn-peerd`: VPC peering as a gRPC API for OVN. With no subcommand it serves.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ovn-peerd", version, about)]
@@ -46,15 +48,15 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Pool of IPv4 interconnect links allocated when a peering names no addresses.
-    #[arg(long, env = "OVN_PEERD_LINK_POOL", default_value = "169.254.0.0/16")]
+    #[arg(long, env = "OVN_PEERD_LINK_POOL", default_value = links::DEFAULT_V4_POOL)]
     pub link_pool: Ipv4Net,
 
     /// Prefix length of each allocated IPv4 link.
-    #[arg(long, env = "OVN_PEERD_LINK_PREFIX_LEN", default_value_t = 30)]
+    #[arg(long, env = "OVN_PEERD_LINK_PREFIX_LEN", default_value_t = links::DEFAULT_V4_LINK_PREFIX)]
     pub link_prefix_len: u8,
 
     /// Pool of IPv6 interconnect links (/126 each), used for IPv6 peerings.
-    #[arg(long, env = "OVN_PEERD_LINK_POOL_V6", default_value = "fd00:a9fe::/64")]
+    #[arg(long, env = "OVN_PEERD_LINK_POOL_V6", default_value = links::DEFAULT_V6_POOL)]
     pub link_pool_v6: Ipv6Net,
 
     /// VPCs that can never be peered (the platform's default router). Repeatable.

@@ -174,6 +174,9 @@ fn api_settings(config: &Config) -> ApiSettings {
     ApiSettings {
         protected_vpcs: config.protected_vpcs.clone(),
         link_pool_v4: (config.link_pool.into(), config.link_prefix_len),
-        link_pool_v6: (config.link_pool_v6.into(), 126),
+        link_pool_v6: (
+            config.link_pool_v6.into(),
+            crate::peering::links::DEFAULT_V6_LINK_PREFIX,
+        ),
     }
 }
