@@ -1,9 +1,9 @@
 //! The gRPC `PeeringService`: checks requests, records desired state in
 //! Postgres and answers from it. It never writes OVN NB: the reconciler does.
 //!
-//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, by
-//! [`rpc_span::RpcSpan::run`], which every handler of the trait impl below goes through: it
-//! also puts each call in a tracing span (method, request_id, code, duration).
+//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, by `RpcSpan::run`
+//! (`rpc_span.rs`), which every handler of the trait impl below goes through: it also puts
+//! each call in a tracing span (method, request_id, code, duration).
 
 mod convert;
 mod create;

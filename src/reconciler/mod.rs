@@ -3,11 +3,11 @@
 //!
 //! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
-//! the same pass ([`pass`]): read desired state, read the NB cache, derive,
+//! the same pass (`pass`): read desired state, read the NB cache, derive,
 //! diff, write the difference, write statuses. A notification naming one
 //! peering narrows the pass to that peering; everything else, including the
-//! timer, runs it over all of them ([`wake`]). Only the replica holding the
-//! writer lock ([`lock`]) runs it.
+//! timer, runs it over all of them (`wake`). Only the replica holding the
+//! writer lock (`lock`) runs it.
 
 mod lock;
 mod pass;
