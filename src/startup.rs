@@ -71,6 +71,7 @@ impl Application {
             nb,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::register_not_serving(&reporter).await;
         let mut tasks = JoinSet::new();
         let tasks_stop = shutdown.child_token();
 
