@@ -197,7 +197,7 @@ impl Client {
             Ok(Ok(v)) => decode_transact_result(ops, &v),
             Ok(Err(CallError::Rpc(e))) => Err(TransactError::Rejected(OvsdbError::from_json(&e))),
             Ok(Err(CallError::Closed(reason))) => Err(TransactError::OutcomeUnknown(reason)),
-            Err(_) => Err(TransactError::OutcomeUnknown("session ended".into())),
+            Err(_) => Err(TransactError::OutcomeUnknown("connection ended".into())),
         }
     }
 

@@ -82,7 +82,7 @@ async fn setup(
     shared: &Arc<Shared>,
     conn: &Connection,
     remote: &Remote,
-    sess: &Arc<Mutex<MonitorState>>,
+    monitor: &Arc<Mutex<MonitorState>>,
 ) -> Result<Arc<Types>, Error> {
     let db = &shared.config.database;
     let schema = conn
@@ -100,7 +100,7 @@ async fn setup(
         {"Database": {"columns": ["name", "model", "connected", "leader", "index"]}}]);
     match conn.call("monitor", params).await {
         Ok(initial) => {
-            let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
             apply_server_update(&mut s.server_rows, &initial);
             check_server(shared, &s.server_rows)?;
         }
@@ -119,7 +119,7 @@ async fn monitor_nb(
     shared: &Arc<Shared>,
     conn: &Connection,
     remote: &Remote,
-    sess: &Arc<Mutex<MonitorState>>,
+    monitor: &Arc<Mutex<MonitorState>>,
     types: Arc<Types>,
 ) -> Result<(), Error> {
     let db = &shared.config.database;
@@ -150,11 +150,15 @@ async fn monitor_nb(
             _ => json!([db, NB_MONITOR_ID, v1_req]),
         };
         let hook = {
-            let (shared, sess, types, remote) =
-                (shared.clone(), sess.clone(), types.clone(), remote.clone());
+            let (shared, monitor, types, remote) = (
+                shared.clone(),
+                monitor.clone(),
+                types.clone(),
+                remote.clone(),
+            );
             let method = method.to_owned();
             Box::new(move |r: &CallResult| match r {
-                Ok(v) => install(&shared, &sess, &types, &remote, &method, v),
+                Ok(v) => install(&shared, &monitor, &types, &remote, &method, v),
                 Err(_) => Ok(()),
             })
         };
@@ -163,7 +167,7 @@ async fn monitor_nb(
             .map_err(|e| rpc_error(method, e))?;
         let reply = rx
             .await
-            .unwrap_or_else(|_| Err(CallError::Closed("session ended".into())));
+            .unwrap_or_else(|_| Err(CallError::Closed("connection ended".into())));
         match reply {
             Ok(_) => return Ok(()),
             Err(CallError::Rpc(e))
@@ -180,7 +184,7 @@ async fn monitor_nb(
 /// Installs a monitor reply into the cache (reader task).
 fn install(
     shared: &Shared,
-    sess: &Mutex<MonitorState>,
+    monitor: &Mutex<MonitorState>,
     types: &Types,
     remote: &Remote,
     method: &str,
@@ -221,7 +225,7 @@ fn install(
     }
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = txn;
     {
-        let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
         s.format = format;
         s.nb_ready = true;
     }
@@ -239,7 +243,7 @@ fn install(
 
 fn on_notification(
     shared: &Shared,
-    sess: &Mutex<MonitorState>,
+    monitor: &Mutex<MonitorState>,
     types: &Types,
     method: &str,
     params: Value,
@@ -253,7 +257,7 @@ fn on_notification(
             return Ok(());
         }
     };
-    let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
     if id == SERVER_MONITOR_ID {
         apply_server_update(&mut s.server_rows, updates);
         return check_server(shared, &s.server_rows);
