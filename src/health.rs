@@ -24,10 +24,10 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one probe may take before Postgres counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Registers every service we report as NOT_SERVING until its first check says otherwise:
-/// a probe that comes before the first Postgres check must not see `""` SERVING (the
-/// reporter's default) nor "service not registered".
-pub async fn report_not_serving_yet(reporter: &HealthReporter) {
+/// Registers every service as NOT_SERVING before the server answers: tonic's reporter starts
+/// with `""` SERVING and the others unknown (NOT_FOUND), which would say "healthy" before
+/// Postgres was ever reached and race with the first probes.
+pub async fn register_not_serving(reporter: &HealthReporter) {
     for service in ["", API_SERVICE, NB_SERVICE] {
         reporter
             .set_service_status(service, ServingStatus::NotServing)
@@ -53,7 +53,7 @@ pub async fn watch_postgres(store: Store, reporter: HealthReporter, shutdown: Ca
             };
             reporter.set_service_status("", status).await;
             reporter.set_service_status(API_SERVICE, status).await;
-            metrics::gauge!(crate::metrics::POSTGRES_UP).set(if ok { 1.0 } else { 0.0 });
+            metrics::gauge!("ovn_peerd_postgres_up").set(if ok { 1.0 } else { 0.0 });
             last = Some(ok);
         }
         tokio::select! {
@@ -77,7 +77,7 @@ pub async fn watch_northbound(
             ServingStatus::NotServing
         };
         reporter.set_service_status(NB_SERVICE, status).await;
-        metrics::gauge!(crate::metrics::NORTHBOUND_UP).set(if ok { 1.0 } else { 0.0 });
+        metrics::gauge!("ovn_peerd_northbound_up").set(if ok { 1.0 } else { 0.0 });
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = state.changed() => if changed.is_err() { return },

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ApiSettings, PeeringApi};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health;
 use crate::metrics::GrpcMetricsLayer;
@@ -37,7 +38,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let store = Store::connect_lazy(&config.database_url)?;
+        let store = Store::connect_lazy(config.database_url.expose())?;
         migrate_with_retry(&store).await?;
         let nb = ovsdb::Client::start(nb_client_config(&config)?).context("invalid --ovn-nb-db")?;
         Ok(Self {
@@ -70,7 +71,7 @@ impl Application {
             nb,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        health::report_not_serving_yet(&reporter).await;
+        health::register_not_serving(&reporter).await;
         let mut tasks = JoinSet::new();
         let tasks_stop = shutdown.child_token();
 
@@ -151,14 +152,14 @@ async fn named(name: &'static str, fut: impl std::future::Future<Output = ()>) -
 
 /// Postgres may come up after us (compose, systemd): wait for it with backoff.
 async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_unavailable() => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "postgres not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e).context("cannot apply database migrations"),
         }
@@ -174,6 +175,9 @@ fn api_settings(config: &Config) -> ApiSettings {
     ApiSettings {
         protected_vpcs: config.protected_vpcs.clone(),
         link_pool_v4: (config.link_pool.into(), config.link_prefix_len),
-        link_pool_v6: (config.link_pool_v6.into(), 126),
+        link_pool_v6: (
+            config.link_pool_v6.into(),
+            crate::peering::links::DEFAULT_V6_LINK_PREFIX,
+        ),
     }
 }

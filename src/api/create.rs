@@ -2,22 +2,20 @@
 //! a link when none is given, store. The database has the last word on names,
 //! VPC pairs and link overlaps (concurrent requests, several replicas).
 
-use std::collections::BTreeSet;
-
 use ipnet::IpNet;
 
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
-use crate::peering::links::{allocate_link_from, link_at, LinkPool};
-use crate::peering::topology::{
-    allocation_exclusions, check_topology, resolve_router, vpc_subnets,
+use crate::adapters::NbCacheTopology;
+use crate::peering::links::{
+    allocate_in_window, allocation_windows, link_families, pool_for, LinkPool,
 };
+use crate::peering::topology::{allocation_exclusions, check_topology};
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::peering::{ConnectAddrs, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{NewPeering, StoreError};
-use crate::topology::NbTopology;
 
 /// Longest accepted request_id.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -134,7 +132,7 @@ impl PeeringApi {
         let cache = self.nb_cache()?;
         check_topology(
             spec,
-            &NbTopology(&cache),
+            &NbCacheTopology(&cache),
             others,
             &self.inner.settings.protected_vpcs,
         )
@@ -142,6 +140,8 @@ impl PeeringApi {
         .map_err(ApiError::Refused)
     }
 
+    /// Reads what the link rules ([`crate::peering::links`]) need, window by window, and
+    /// returns the peering with the links they picked.
     async fn allocate(
         &self,
         v: &ValidatedPeering,
@@ -159,23 +159,18 @@ impl PeeringApi {
                 link_prefix_len: settings.link_pool_v6.1,
             },
         ];
+        let mut used: Vec<IpNet> = excluded.to_vec();
         let families = {
             let cache = self.nb_cache()?;
-            link_families(v, &NbTopology(&cache))
+            let topo = NbCacheTopology(&cache);
+            used.extend(allocation_exclusions(v, &topo, others));
+            link_families(v, &topo)
         };
-        let mut used: Vec<IpNet> = excluded.to_vec();
-        {
-            let cache = self.nb_cache()?;
-            used.extend(allocation_exclusions(v, &NbTopology(&cache), others));
-        }
         let (mut local, mut remote) = (ConnectAddrs::default(), ConnectAddrs::default());
         for &family in &families {
-            let pool = pools
-                .iter()
-                .find(|p| Family::of(&p.pool) == family)
-                .ok_or_else(|| ApiError::PoolExhausted {
-                    pool: family.name().to_string(),
-                })?;
+            let pool = pool_for(&pools, family).ok_or_else(|| ApiError::PoolExhausted {
+                pool: family.name().to_string(),
+            })?;
             let (l, r) = self.allocate_in(pool, &used).await?;
             local.set(l);
             remote.set(r);
@@ -183,77 +178,27 @@ impl PeeringApi {
         Ok(v.with_link(local, remote))
     }
 
-    /// A free link of `pool`, reading the stored links one window of
-    /// [`WINDOW_LINKS`] links at a time instead of every link of the pool:
-    /// the cost of a create stays flat as peerings accumulate. Starts in a
-    /// random window at a random link, so that concurrent creates rarely race
-    /// for one (the database's exclusion constraint settles those that do).
+    /// A free link of `pool`: reads the stored links of one window at a time, starting in a
+    /// random window at a random link, so that concurrent creates rarely race for one (the
+    /// database's exclusion constraint settles those that do).
     async fn allocate_in(
         &self,
         pool: &LinkPool,
         used: &[IpNet],
     ) -> Result<(IpNet, IpNet), ApiError> {
-        let exhausted = || ApiError::PoolExhausted {
-            pool: pool.pool.to_string(),
-        };
-        let pool_len = pool.pool.prefix_len();
-        let window_len = pool
-            .link_prefix_len
-            .saturating_sub(WINDOW_LINKS.ilog2() as u8)
-            .max(pool_len);
-        // A huge pool (an IPv6 /64 of /126 links) is not walked window by window:
-        // 2^MAX_WINDOW_BITS windows spread evenly over it are.
-        let bits = (window_len - pool_len).min(MAX_WINDOW_BITS);
-        let window = |i: u128| -> Option<IpNet> {
-            if bits == 0 {
-                return Some(pool.pool);
-            }
-            let coarse = link_at(pool.pool, pool_len + bits, i)?;
-            IpNet::new(coarse.network(), window_len).ok()
-        };
-        let count = 1u128 << bits;
-        let first = rand::random::<u32>() as u128 % count;
-        for i in 0..count {
-            let Some(window) = window((first + i) % count) else {
-                continue;
-            };
-            let mut taken = self.inner.store.peering_links_within(window).await?;
-            taken.extend(used.iter().filter(|u| overlaps(u, &window)));
-            let start = rand::random::<u32>() as u128;
-            if let Some(pair) = allocate_link_from(window, pool.link_prefix_len, &taken, start) {
+        for window in allocation_windows(pool, rand::random::<u32>().into()) {
+            let stored = self.inner.store.peering_links_within(window).await?;
+            let start = rand::random::<u32>().into();
+            if let Some(pair) =
+                allocate_in_window(window, pool.link_prefix_len, &stored, used, start)
+            {
                 return Ok(pair);
             }
         }
-        Err(exhausted())
+        Err(ApiError::PoolExhausted {
+            pool: pool.pool.to_string(),
+        })
     }
-}
-
-/// Links per window read by [`PeeringApi::allocate_in`] (a power of two).
-const WINDOW_LINKS: u32 = 256;
-/// Pools with more than 2^this windows are sampled instead of walked.
-const MAX_WINDOW_BITS: u8 = 16;
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
-/// The families an allocated link needs: those of the explicit routes and of
-/// either VPC's subnets (automatic routes need a nexthop of their family);
-/// IPv4 when there is nothing to go by.
-fn link_families(v: &ValidatedPeering, topo: &NbTopology<'_>) -> Vec<Family> {
-    let mut families: BTreeSet<Family> = v.link_families().into_iter().collect();
-    families.remove(&Family::V4);
-    let explicit = v.local_routes.iter().chain(&v.remote_routes);
-    families.extend(explicit.map(|r| Family::of(&r.prefix)));
-    for vpc in [&v.local_vpc, &v.remote_vpc] {
-        if let Ok(router) = resolve_router(topo, vpc) {
-            families.extend(vpc_subnets(&router).iter().map(Family::of));
-        }
-    }
-    if families.is_empty() {
-        families.insert(Family::V4);
-    }
-    families.into_iter().collect()
 }
 
 fn unchecked(p: &Peering) -> UncheckedPeering {

@@ -1,18 +1,22 @@
 //! The gRPC `PeeringService`: checks requests, records desired state in
 //! Postgres and answers from it. It never writes OVN NB: the reconciler does.
 //!
-//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, in the
-//! trait impl below.
+//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, by `RpcSpan::run`
+//! (`rpc_span.rs`), which every handler of the trait impl below goes through: it also puts
+//! each call in a tracing span (method, request_id, code, duration).
 
 mod convert;
 mod create;
 mod error;
 mod page_token;
 mod routes;
+mod rpc_span;
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+
+use rpc_span::RpcSpan;
 
 use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringService;
@@ -117,43 +121,60 @@ impl PeeringApi {
 
 #[tonic::async_trait]
 impl PeeringService for PeeringApi {
-    #[tracing::instrument(skip_all, fields(peering = req.get_ref().peering.as_ref().map(|p| p.name.as_str()).unwrap_or_default()))]
     async fn create_peering(
         &self,
         req: Request<CreatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
-        Ok(Response::new(self.create(req.into_inner()).await?))
+        let req = req.into_inner();
+        let name = req.peering.as_ref().map(|p| p.name.as_str());
+        RpcSpan::new("CreatePeering")
+            .with("request_id", &req.request_id)
+            .with("peering", name.unwrap_or_default())
+            .run(self.create(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(peering = %req.get_ref().name))]
     async fn get_peering(
         &self,
         req: Request<GetPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
-        Ok(Response::new(self.get(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("GetPeering")
+            .with("peering", &req.name)
+            .run(self.get(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(vpc = %req.get_ref().vpc))]
     async fn list_peerings(
         &self,
         req: Request<ListPeeringsRequest>,
     ) -> Result<Response<ListPeeringsResponse>, Status> {
-        Ok(Response::new(self.list(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("ListPeerings")
+            .with("vpc", &req.vpc)
+            .run(self.list(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(peering = %req.get_ref().name))]
     async fn delete_peering(
         &self,
         req: Request<DeletePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
-        Ok(Response::new(self.delete(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("DeletePeering")
+            .with("peering", &req.name)
+            .run(self.delete(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(vpc = %req.get_ref().vpc))]
     async fn list_routes(
         &self,
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
-        Ok(Response::new(self.routes(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("ListRoutes")
+            .with("vpc", &req.vpc)
+            .run(self.routes(req))
+            .await
     }
 }

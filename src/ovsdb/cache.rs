@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
-use super::ops::{Atom, Datum};
 use super::schema::TableSchema;
+use super::values::{Atom, Datum};
 
 /// The server's types of the columns we model, per table (decides scalar vs diff in `modify`).
 pub type Types = HashMap<Table, TableSchema>;

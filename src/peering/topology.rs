@@ -21,9 +21,6 @@ use super::{
     Side, Violation,
 };
 
-/// VPCs that may not be peered unless configured otherwise (Kube-OVN's default VPC).
-pub const DEFAULT_PROTECTED_VPCS: &[&str] = &["ovn-cluster"];
-
 /// A `Logical_Router_Port` as far as peering cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortView {

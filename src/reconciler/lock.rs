@@ -10,12 +10,16 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 /// The advisory lock key: "ovnpeerd" in ASCII.
 const LOCK_KEY: i64 = 0x6f76_6e70_6565_7264;
-/// How often a replica without the lock tries to take it.
+/// How often a replica without the lock tries to take it (and the first delay after an error).
 pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the holder checks its lock connection is alive.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest delay between attempts while Postgres cannot be reached.
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// A held writer lock.
 pub struct WriterLock {
@@ -26,23 +30,31 @@ impl WriterLock {
     /// Waits until this replica holds the lock; `None` on shutdown.
     pub async fn acquire(database_url: &str, shutdown: &CancellationToken) -> Option<WriterLock> {
         let mut logged_waiting = false;
+        let mut on_error = Backoff::new(ACQUIRE_INTERVAL, ERROR_BACKOFF_MAX);
         loop {
-            match try_acquire(database_url).await {
+            let delay = match try_acquire(database_url).await {
                 Ok(Some(lock)) => {
                     tracing::info!("writer lock taken: this replica runs the worker");
                     metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(1.0);
                     return Some(lock);
                 }
-                Ok(None) if !logged_waiting => {
-                    tracing::info!("another replica holds the writer lock; standing by");
-                    logged_waiting = true;
+                Ok(None) => {
+                    if !logged_waiting {
+                        tracing::info!("another replica holds the writer lock; standing by");
+                        logged_waiting = true;
+                    }
+                    on_error.reset();
+                    ACQUIRE_INTERVAL
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot try the writer lock"),
-            }
+                Err(e) => {
+                    let d = on_error.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "cannot try the writer lock");
+                    d
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(ACQUIRE_INTERVAL) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }

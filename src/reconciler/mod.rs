@@ -3,11 +3,11 @@
 //!
 //! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
-//! the same pass ([`pass`]): read desired state, read the NB cache, derive,
+//! the same pass (`pass`): read desired state, read the NB cache, derive,
 //! diff, write the difference, write statuses. A notification naming one
 //! peering narrows the pass to that peering; everything else, including the
-//! timer, runs it over all of them ([`wake`]). Only the replica holding the
-//! writer lock ([`lock`]) runs it.
+//! timer, runs it over all of them (`wake`). Only the replica holding the
+//! writer lock (`lock`) runs it.
 
 pub(crate) mod derive;
 mod lock;
@@ -22,7 +22,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::backoff::Backoff;
+use crate::config::{Config, DatabaseUrl};
 use crate::ovsdb::{self, CacheEvent};
 use crate::store::{PeeringState, Store};
 
@@ -33,7 +34,7 @@ use wake::Wake;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Postgres URL, for the writer lock's own connection.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// VPCs that can never be peered.
     pub protected_vpcs: Vec<String>,
     /// The periodic full pass.
@@ -48,7 +49,7 @@ impl Settings {
         Settings {
             database_url: config.database_url.clone(),
             protected_vpcs: config.protected_vpcs.clone(),
-            resync_interval: config.resync_interval(),
+            resync_interval: config.resync_interval,
             max_rows_per_transaction: 2000,
         }
     }
@@ -66,7 +67,7 @@ pub struct Reconciler {
     passed: Arc<tokio::sync::Notify>,
 }
 
-/// Backoff after a failed pass: 100 ms doubling to 10 s.
+/// Backoff after a failed pass or a lost Postgres listener: 100 ms doubling to 10 s.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -121,7 +122,7 @@ impl Reconciler {
         ));
         let _stop_listeners = listeners.drop_guard();
 
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut next_full = tokio::time::Instant::now();
         loop {
             let Some(scope) = wake.take() else {
@@ -143,7 +144,7 @@ impl Reconciler {
                 Ok(_) => {
                     metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok")
                         .increment(1);
-                    retry = RETRY_MIN;
+                    retry.reset();
                     continue;
                 }
                 Err(PassError::NbNotSynced) => {
@@ -161,9 +162,8 @@ impl Reconciler {
                 Err(e) => {
                     metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => e.label())
                         .increment(1);
-                    tracing::warn!(error = %e, retry_in = ?retry, "reconciler pass failed");
-                    let d = retry;
-                    retry = (retry * 2).min(RETRY_MAX);
+                    let d = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "reconciler pass failed");
                     d
                 }
             };
@@ -181,7 +181,7 @@ impl Reconciler {
 pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: CancellationToken) {
     loop {
         let Some(mut lock) =
-            lock::WriterLock::acquire(&reconciler.settings.database_url, &shutdown).await
+            lock::WriterLock::acquire(reconciler.settings.database_url.expose(), &shutdown).await
         else {
             return;
         };
@@ -200,7 +200,7 @@ pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: Cancellation
 
 /// Wakes the worker on every desired-state change committed in Postgres.
 async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken) {
-    let mut delay = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         let listener = tokio::select! {
             _ = stop.cancelled() => return,
@@ -208,7 +208,7 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
         };
         match listener {
             Ok(mut listener) => {
-                delay = RETRY_MIN;
+                backoff.reset();
                 // A (re)connected listener may have missed notifications: look at all.
                 wake.full();
                 loop {
@@ -231,9 +231,8 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = (delay * 2).min(RETRY_MAX);
     }
 }
 

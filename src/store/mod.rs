@@ -83,11 +83,6 @@ impl Store {
         Ok(listener)
     }
 
-    /// The pool, for the writer lock's dedicated connection.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Runs one query future, recording its latency and outcome by operation.
     async fn timed<T>(
         &self,

@@ -19,7 +19,7 @@ async fn active_peering() -> TestPeerd {
         ..Options::default()
     })
     .await;
-    assert_eq!(t.config.resync_interval_secs, 300);
+    assert_eq!(t.config.resync_interval, Duration::from_secs(300));
     create(
         &t,
         explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
@@ -199,7 +199,7 @@ async fn the_periodic_pass_corrects_what_no_event_announces() {
             ..Options::default()
         },
     );
-    config.resync_interval_secs = 1;
+    config.resync_interval = Duration::from_secs(1);
     let t = TestPeerd::start_on(db, nb, config).await;
     create(
         &t,

@@ -1,14 +1,15 @@
-//! The NB cache seen through the rules' [`Topology`] trait, for the API's
-//! checks and the worker's derivations. Read-only.
+//! The OVSDB replica of NB seen through the rules' [`Topology`] trait, for the API's
+//! checks and the worker's derivations. Read-only: it borrows the cache and copies out
+//! the few fields the rules look at.
 
 use crate::ovsdb::model::LogicalRouterPort;
 use crate::ovsdb::NbCache;
 use crate::peering::topology::{PortView, RouterView, Topology};
 
-/// A borrowed view of the cache.
-pub struct NbTopology<'a>(pub &'a NbCache);
+/// A borrowed view of the NB cache, as the rules' [`Topology`].
+pub struct NbCacheTopology<'a>(pub &'a NbCache);
 
-impl Topology for NbTopology<'_> {
+impl Topology for NbCacheTopology<'_> {
     fn routers_named(&self, name: &str) -> Vec<RouterView> {
         let cache = self.0;
         cache
