@@ -7,6 +7,7 @@
 mod events;
 mod failures;
 mod faults;
+mod fencing;
 mod rows;
 
 use std::future::Future;
