@@ -8,6 +8,7 @@ mod events;
 mod failures;
 mod faults;
 mod fencing;
+mod partition;
 mod rows;
 
 use std::future::Future;
