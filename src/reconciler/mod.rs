@@ -106,17 +106,29 @@ impl Reconciler {
 
     /// Waits for the writer lock, then writes its epoch into NB; from then on
     /// every NB transaction of this worker is fenced with it. `None` on
-    /// shutdown. A lock whose epoch NB has already seen surpassed (another
-    /// holder came after it) is given back and taken again later.
+    /// shutdown. When NB already holds a newer epoch of this deployment (its
+    /// database was restored from a backup), the holder takes one past it.
     pub async fn take_writer_lock(&self, shutdown: &CancellationToken) -> Option<WriterLock> {
         loop {
             let mut lock = lock::WriterLock::acquire(&self.settings.database_url, shutdown).await?;
-            let fence = Fence::new(self.settings.deployment_id, lock.epoch());
+            let mut fence = Fence::new(self.settings.deployment_id, lock.epoch());
             let mut backoff = Backoff::default();
             let installed = loop {
-                match fence::install(&self.nb, &fence).await {
-                    Ok(()) => break true,
-                    Err(PassError::Fenced) => break false,
+                let result = match fence::install(&self.nb, &fence).await {
+                    Ok(fence::Installed::Yes) => break true,
+                    Ok(fence::Installed::Superseded { theirs }) => {
+                        tracing::warn!(
+                            ours = fence.epoch(),
+                            theirs,
+                            "NB holds a newer writer epoch than Postgres (restored from a \
+                             backup?): taking one past it"
+                        );
+                        lock.advance_past(theirs).await.map_err(PassError::Store)
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(epoch) => fence = Fence::new(self.settings.deployment_id, epoch),
                     Err(e) => {
                         let d = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in = ?d, "cannot write the writer fence into NB");
