@@ -114,33 +114,37 @@ impl Reconciler {
             let mut fence = Fence::new(self.settings.deployment_id, lock.epoch());
             let mut backoff = Backoff::default();
             let installed = loop {
-                let result = match fence::install(&self.nb, &fence).await {
+                let wait = match fence::install(&self.nb, &fence).await {
                     Ok(fence::Installed::Yes) => break true,
+                    // Postgres is behind NB (restored from a backup), or our own earlier
+                    // write landed after all: under the lock, a newer epoch is safe to take.
                     Ok(fence::Installed::Superseded { theirs }) => {
                         tracing::warn!(
                             ours = fence.epoch(),
                             theirs,
-                            "NB holds a newer writer epoch than Postgres (restored from a \
-                             backup?): taking one past it"
+                            "NB already holds this or a newer writer epoch: taking one past it"
                         );
-                        lock.advance_past(theirs).await.map_err(PassError::Store)
+                        match lock.advance_past(theirs).await {
+                            Ok(epoch) => fence = Fence::new(self.settings.deployment_id, epoch),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot take a newer writer epoch")
+                            }
+                        }
+                        backoff.next_delay()
                     }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(epoch) => fence = Fence::new(self.settings.deployment_id, epoch),
                     Err(e) => {
                         let d = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in = ?d, "cannot write the writer fence into NB");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {
-                                lock.release().await;
-                                return None;
-                            }
-                            _ = lock.lost() => break false,
-                            _ = tokio::time::sleep(d) => {}
-                        }
+                        d
                     }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        lock.release().await;
+                        return None;
+                    }
+                    _ = lock.lost() => break false,
+                    _ = tokio::time::sleep(wait) => {}
                 }
             };
             if installed {
