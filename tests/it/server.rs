@@ -23,6 +23,8 @@ async fn status(
         .await
     {
         Ok(r) => r.into_inner().status(),
+        // A service is registered by its watcher's first probe, a moment after start.
+        Err(e) if e.code() == tonic::Code::NotFound => ServingStatus::ServiceUnknown,
         Err(e) => panic!("health check failed: {e:?}"),
     }
 }
