@@ -10,6 +10,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY migrations ./migrations
 COPY benches ./benches
+# The workspace member (test fixtures): cargo loads its manifest even for --bin ovn-peerd.
+COPY tests/support ./tests/support
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
