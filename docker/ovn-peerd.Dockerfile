@@ -13,6 +13,8 @@ COPY migrations ./migrations
 COPY .sqlx ./.sqlx
 COPY .cargo ./.cargo
 COPY benches ./benches
+# The workspace member (test fixtures): cargo loads its manifest even for --bin ovn-peerd.
+COPY tests/support ./tests/support
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

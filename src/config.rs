@@ -192,6 +192,8 @@ fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -269,7 +271,12 @@ mod tests {
 
     #[test]
     fn missing_database_url_is_an_error() {
-        std::env::remove_var("DATABASE_URL");
-        assert!(Config::try_parse_from(["ovn-peerd"]).is_err());
+        // Without its env fallback rather than by removing DATABASE_URL from the process's
+        // environment, which other tests running in parallel threads read.
+        let err = Config::command()
+            .mut_arg("database_url", |a| a.env(None::<&str>))
+            .try_get_matches_from(["ovn-peerd"])
+            .expect_err("parsed without a database URL");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 }

@@ -96,6 +96,7 @@ impl<N> TestPeerd<N> {
     /// Starts on the given database and NB (`config.ovn_nb_db` is the NB it connects to;
     /// `nb` is only kept alive with it).
     pub async fn start_on(db: TestDb, nb: N, config: Config) -> TestPeerd<N> {
+        ovn_peerd_test_support::log::init();
         let app = Application::build(config.clone()).await.expect("build");
         let addr = app.local_addr();
         app.nb()

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::pg::{free_port, wait_until};
-use super::process::KillOnDrop;
+use super::process::{free_port, wait_until, DieWithParent, KillOnDrop};
 
 /// A running `ovn-peerd` binary; SIGKILLed by pid on drop.
 pub struct PeerdProcess {
@@ -52,6 +51,7 @@ impl PeerdProcess {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
             .stderr(Stdio::null())
+            .die_with_parent()
             .spawn()
             .expect("spawn ovn-peerd");
         let guard = KillOnDrop(child.id());
@@ -63,11 +63,12 @@ impl PeerdProcess {
             log,
         };
         // It binds before migrating; "serving gRPC" comes after migrations.
-        let up = wait_until(Duration::from_secs(30), || {
+        if let Err(e) = wait_until("ovn-peerd to serve gRPC", Duration::from_secs(30), || {
             p.log().contains("serving gRPC")
                 && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "ovn-peerd did not start serving:\n{}", p.log());
+        }) {
+            panic!("{e}:\n{}", p.log());
+        }
         p
     }
 
