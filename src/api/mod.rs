@@ -6,7 +6,9 @@
 
 mod convert;
 mod create;
+mod create_tx;
 mod error;
+mod input;
 mod page_token;
 mod routes;
 
@@ -69,6 +71,7 @@ impl PeeringApi {
     }
 
     async fn get(&self, req: GetPeeringRequest) -> Result<Peering, ApiError> {
+        input::get(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
@@ -79,8 +82,12 @@ impl PeeringApi {
     }
 
     async fn list(&self, req: ListPeeringsRequest) -> Result<ListPeeringsResponse, ApiError> {
+        input::list(&req)?;
         let limit = page_token::page_size(req.page_size)?;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
+        if let Some(key) = &after {
+            input::list_cursor(key)?;
+        }
         let vpc = (!req.vpc.is_empty()).then_some(req.vpc.as_str());
         // One extra row tells whether another page follows.
         let mut records = self
@@ -101,6 +108,7 @@ impl PeeringApi {
     }
 
     async fn delete(&self, req: DeletePeeringRequest) -> Result<Peering, ApiError> {
+        input::delete(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
@@ -154,6 +162,8 @@ impl PeeringService for PeeringApi {
         &self,
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
-        Ok(Response::new(self.routes(req.into_inner()).await?))
+        let req = req.into_inner();
+        input::list_routes(&req)?;
+        Ok(Response::new(self.routes(req).await?))
     }
 }

@@ -261,7 +261,10 @@ fn port_names_held_by_stored_peerings() {
     // Its own ports are no clash.
     let own = vec![("a-b-c".to_string(), "p2".to_string())];
     assert!(check_port_holders(&mine, &own).is_empty());
-    assert_eq!(port_names(&mine), ["a-b-c".to_string(), "b-c-a".to_string()]);
+    assert_eq!(
+        port_names(&mine),
+        ["a-b-c".to_string(), "b-c-a".to_string()]
+    );
 }
 
 fn installed(id: &str, prefix: &str, peering: Option<&str>) -> RouteView {
@@ -288,7 +291,8 @@ fn route_forming_an_ecmp_group_is_refused() {
     }
     // Another peering's row counts too, even when that peering is not among the others.
     let mut t = topo();
-    t[1].routes.push(installed("u-2", "10.0.0.0/24", Some("gone")));
+    t[1].routes
+        .push(installed("u-2", "10.0.0.0/24", Some("gone")));
     let r = check(&seed(), &t, &[]).expect_err("ECMP with another peering's row");
     assert_eq!(r.violations[0].field, "peering.remote_routes");
     assert!(r.violations[0].description.contains("peering \"gone\""));
@@ -298,7 +302,8 @@ fn route_forming_an_ecmp_group_is_refused() {
 fn routes_that_form_no_ecmp_group() {
     let mut t = topo();
     // The peering's own rows.
-    t[0].routes.push(installed("u-1", "172.31.0.0/16", Some("p1")));
+    t[0].routes
+        .push(installed("u-1", "172.31.0.0/16", Some("p1")));
     // Another route table, another policy, another prefix, a host route elsewhere.
     t[0].routes.push(RouteView {
         route_table: "rtb-1".into(),
@@ -323,9 +328,18 @@ fn route_view_keys() {
         }
         .key()
     };
-    assert_eq!(k("10.1.2.3/16", None), Some((RoutePolicy::DstIp, n("10.1.0.0/16"))));
-    assert_eq!(k("10.1.2.3", Some("dst-ip")), Some((RoutePolicy::DstIp, n("10.1.2.3/32"))));
-    assert_eq!(k("fd00::1", Some("src-ip")), Some((RoutePolicy::SrcIp, n("fd00::1/128"))));
+    assert_eq!(
+        k("10.1.2.3/16", None),
+        Some((RoutePolicy::DstIp, n("10.1.0.0/16")))
+    );
+    assert_eq!(
+        k("10.1.2.3", Some("dst-ip")),
+        Some((RoutePolicy::DstIp, n("10.1.2.3/32")))
+    );
+    assert_eq!(
+        k("fd00::1", Some("src-ip")),
+        Some((RoutePolicy::SrcIp, n("fd00::1/128")))
+    );
     assert_eq!(k("nonsense", None), None);
     assert_eq!(k("10.0.0.0/8", Some("weird")), None);
 }

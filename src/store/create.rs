@@ -1,0 +1,232 @@
+//! The create transaction: CreatePeering's cross-peering rules are judged and
+//! the peering is inserted inside one transaction that holds a per-VPC lock on
+//! both VPCs, so two creates touching a VPC are judged one after the other
+//! (across replicas: the lock is Postgres's). Also the peer-port names
+//! (`peering_ports`) and the request fingerprint (`request_hash`).
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Postgres, Row, Transaction};
+
+use super::model::{NewPeering, PeeringRow};
+use super::peerings::COLUMNS;
+use super::{PeeringRecord, Store, StoreError};
+
+/// First key of the two-key advisory locks taken per VPC (the writer lock uses
+/// the one-key space, so they never meet): "vpc" in ASCII.
+const VPC_LOCK_SPACE: i32 = 0x0076_7063;
+
+/// A peering created with a request_id, and the fingerprint of that request
+/// (`None` for peerings stored before fingerprints were kept).
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// The peering.
+    pub record: PeeringRecord,
+    /// SHA-256 of the canonical request.
+    pub request_hash: Option<Vec<u8>>,
+}
+
+/// An open create transaction holding the locks of its VPCs. Dropping it
+/// rolls back and releases them.
+pub struct CreateTx<'s> {
+    store: &'s Store,
+    tx: Transaction<'static, Postgres>,
+}
+
+/// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
+fn vpc_lock_key(vpc: &str) -> i32 {
+    let hash = vpc.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash as i32
+}
+
+fn request_record(row: PgRow) -> Result<RequestRecord, StoreError> {
+    let request_hash = row.try_get("request_hash")?;
+    let record = PeeringRow::from_row(&row)?.try_into()?;
+    Ok(RequestRecord {
+        record,
+        request_hash,
+    })
+}
+
+impl Store {
+    /// Begins a create transaction and takes the per-VPC locks of `vpcs` in
+    /// ascending key order (a fixed order: two creates never deadlock, even
+    /// when two names share a key). Held until commit or rollback.
+    pub async fn peering_create_begin(&self, vpcs: &[&str]) -> Result<CreateTx<'_>, StoreError> {
+        let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut tx = self.pool.begin().await?;
+        for key in keys {
+            self.timed(
+                "peering_create_lock",
+                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                    .bind(VPC_LOCK_SPACE)
+                    .bind(key)
+                    .execute(&mut *tx),
+            )
+            .await?;
+        }
+        Ok(CreateTx { store: self, tx })
+    }
+
+    /// The peering created with this request_id, with its request fingerprint.
+    pub async fn peering_get_by_request_id_hashed(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS}, request_hash FROM peerings WHERE request_id = $1");
+        let row = self
+            .timed(
+                "peering_get_by_request_id_hashed",
+                sqlx::query(&sql)
+                    .bind(request_id)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(request_record).transpose()
+    }
+
+    /// Which of `ports` stored peerings hold: (port name, peering name).
+    pub async fn peering_port_holders(
+        &self,
+        ports: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.timed(
+            "peering_port_holders",
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT port_name, peering_name FROM peering_ports \
+                 WHERE port_name = ANY($1) ORDER BY port_name",
+            )
+            .bind(ports)
+            .fetch_all(&self.pool),
+        )
+        .await
+    }
+}
+
+impl CreateTx<'_> {
+    /// As [`Store::peering_get_by_request_id_hashed`], inside the transaction.
+    pub async fn by_request_id(
+        &mut self,
+        request_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS}, request_hash FROM peerings WHERE request_id = $1");
+        let row = self
+            .store
+            .timed(
+                "peering_get_by_request_id_hashed",
+                sqlx::query(&sql)
+                    .bind(request_id)
+                    .fetch_optional(&mut *self.tx),
+            )
+            .await?;
+        row.map(request_record).transpose()
+    }
+
+    /// Every peering touching any of `vpcs`, and the one named `name` if any.
+    pub async fn touching_or_named(
+        &mut self,
+        vpcs: &[&str],
+        name: &str,
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM peerings \
+             WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2 ORDER BY name"
+        );
+        let rows = self
+            .store
+            .timed(
+                "peering_list_touching_or_named",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(vpcs)
+                    .bind(name)
+                    .fetch_all(&mut *self.tx),
+            )
+            .await?;
+        rows.into_iter().map(PeeringRecord::try_from).collect()
+    }
+
+    /// Which of `ports` stored peerings hold: (port name, peering name).
+    pub async fn port_holders(
+        &mut self,
+        ports: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.store
+            .timed(
+                "peering_port_holders",
+                sqlx::query_as::<_, (String, String)>(
+                    "SELECT port_name, peering_name FROM peering_ports \
+                     WHERE port_name = ANY($1) ORDER BY port_name",
+                )
+                .bind(ports)
+                .fetch_all(&mut *self.tx),
+            )
+            .await
+    }
+
+    /// Inserts the peering (generation 1, STATE_PENDING) with its port names
+    /// and request fingerprint, and commits. The constraints still have the
+    /// last word: [`StoreError::PortTaken`], `LinkOverlap`, `RequestIdTaken`...
+    pub async fn insert(
+        mut self,
+        new: &NewPeering,
+        request_hash: Option<&[u8]>,
+        ports: &[String],
+    ) -> Result<PeeringRecord, StoreError> {
+        let sql = format!(
+            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, \
+             remote_v6, local_routes, remote_routes, request_id, request_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+        );
+        let row = self
+            .store
+            .timed(
+                "peering_insert",
+                sqlx::query_as::<_, PeeringRow>(&sql)
+                    .bind(&new.name)
+                    .bind(&new.local_vpc)
+                    .bind(&new.remote_vpc)
+                    .bind(new.local_v4)
+                    .bind(new.remote_v4)
+                    .bind(new.local_v6)
+                    .bind(new.remote_v6)
+                    .bind(sqlx::types::Json(&new.local_routes))
+                    .bind(sqlx::types::Json(&new.remote_routes))
+                    .bind(&new.request_id)
+                    .bind(request_hash)
+                    .fetch_one(&mut *self.tx),
+            )
+            .await?;
+        self.store
+            .timed(
+                "peering_ports_insert",
+                sqlx::query(
+                    "INSERT INTO peering_ports (port_name, peering_name) \
+                     SELECT DISTINCT unnest($1::text[]), $2",
+                )
+                .bind(ports)
+                .bind(&new.name)
+                .execute(&mut *self.tx),
+            )
+            .await?;
+        self.store
+            .timed("peering_create_commit", self.tx.commit())
+            .await?;
+        row.try_into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vpc_lock_key;
+
+    #[test]
+    fn lock_keys_are_stable() {
+        // Replicas of different versions must agree on a VPC's key.
+        assert_eq!(vpc_lock_key(""), 0x811c_9dc5_u32 as i32);
+        assert_eq!(vpc_lock_key("a"), 0xe40c_292c_u32 as i32);
+        assert_ne!(vpc_lock_key("vpc-1"), vpc_lock_key("vpc-2"));
+    }
+}
