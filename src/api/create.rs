@@ -83,7 +83,7 @@ impl PeeringApi {
                 .insert_locked(validated, &spec, request, allocated)
                 .await?
             {
-                Inserted::Done(peering) => return Ok(peering),
+                Inserted::Done(peering) => return Ok(*peering),
                 Inserted::LinkTaken => {
                     tracing::debug!(attempt, "allocated link taken; trying another");
                     excluded_links.extend(spec.local_connect.networks());

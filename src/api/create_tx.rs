@@ -27,7 +27,7 @@ pub(super) struct Request {
 /// What one locked attempt at inserting came to.
 pub(super) enum Inserted {
     /// Stored now, or by the first call with this request_id.
-    Done(Peering),
+    Done(Box<Peering>),
     /// The allocated link was taken meanwhile: allocate another.
     LinkTaken,
     /// A concurrent create took a port name between our check and our insert:
@@ -75,7 +75,7 @@ impl PeeringApi {
             .await?;
         if let Some(id) = &request.id {
             if let Some(first) = same_request(tx.by_request_id(id).await?, request)? {
-                return Ok(Inserted::Done(first));
+                return Ok(Inserted::Done(Box::new(first)));
             }
         }
         let records = tx
@@ -100,7 +100,7 @@ impl PeeringApi {
         }
         let new = NewPeering::from_spec(spec, request.id.clone());
         match tx.insert(&new, Some(&request.hash), &ports).await {
-            Ok(record) => Ok(Inserted::Done(convert::peering(&record))),
+            Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
             Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken),
             Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
                 RefusalKind::FailedPrecondition,
@@ -110,7 +110,7 @@ impl PeeringApi {
             Err(StoreError::PortTaken) => Ok(Inserted::Again),
             // The same request_id on another VPC pair (other locks) committed first.
             Err(StoreError::RequestIdTaken) => match self.first_result(request).await? {
-                Some(first) => Ok(Inserted::Done(first)),
+                Some(first) => Ok(Inserted::Done(Box::new(first))),
                 None => Err(ApiError::Unavailable {
                     what: "the database",
                     source: None,
