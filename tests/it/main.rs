@@ -4,6 +4,7 @@
 //! each test gets a fresh database and, where needed, a fresh NB ovsdb-server.
 
 mod api;
+mod api_safety;
 mod compose;
 mod datapath;
 mod e2e;
