@@ -63,6 +63,11 @@ impl PeeringApi {
         request: &Request,
         validate_only: bool,
     ) -> Result<Peering, ApiError> {
+        // Port holders are read before the other peerings: a holder seen here is
+        // then among `others`, and a concurrent create of the same pair is
+        // ALREADY_EXISTS (check_unique), not a port clash.
+        let ports = port_names(&validated.local_vpc, &validated.remote_vpc);
+        let holders = self.inner.store.peering_port_holders(&ports).await?;
         let others = self.others(validated).await?;
         self.check_unique(validated, &others)?;
 
@@ -72,8 +77,6 @@ impl PeeringApi {
                 Some(spec) => spec,
                 None => self.allocate(validated, &others, &excluded_links).await?,
             };
-            let ports = port_names(&spec);
-            let holders = self.inner.store.peering_port_holders(&ports).await?;
             self.check(&spec, &others, &holders)?;
             if validate_only {
                 return Ok(preview(&spec));

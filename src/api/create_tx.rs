@@ -83,7 +83,7 @@ impl PeeringApi {
             .await?;
         let others = specs(&records)?;
         self.check_unique(validated, &others)?;
-        let ports = port_names(spec).to_vec();
+        let ports = port_names(&spec.local_vpc, &spec.remote_vpc).to_vec();
         let holders = tx.port_holders(&ports).await?;
         match self.check(spec, &others, &holders) {
             Ok(()) => {}

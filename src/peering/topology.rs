@@ -71,8 +71,8 @@ impl RouteView {
 
     fn describe(&self, vpc: &str) -> String {
         let owner = match &self.peering {
-            Some(p) => format!("ovn-peerd's, of peering {p:?}"),
-            None => "not ovn-peerd's".to_string(),
+            Some(p) => format!("of peering {p:?}"),
+            None => "not owned by ovn-peerd".to_string(),
         };
         format!(
             "route {} via {} (row {}, {owner}) in router {vpc:?}",
@@ -511,12 +511,12 @@ fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut V
             .router_of_port(&mine)
             .map_or_else(|| "no router".to_string(), |r| format!("router {r:?}"));
         let owner = match &port.peering {
-            Some(p) => format!("ovn-peerd's, of peering {p:?}"),
-            None => "not ovn-peerd's".to_string(),
+            Some(p) => format!("of peering {p:?}"),
+            None => "not owned by ovn-peerd".to_string(),
         };
         v.push(Violation::new(
             vpc_field(side),
-            format!("port name {mine:?} is taken by port {mine:?} of {router} ({owner})"),
+            format!("port name {mine:?} is taken by port {mine:?} of {router}, {owner}"),
         ));
     }
 }
@@ -558,11 +558,12 @@ fn check_ecmp(
     }
 }
 
-/// Port names a peering holds in the deployment: `<local>-<remote>` and `<remote>-<local>`.
-pub fn port_names(spec: &PeeringSpec) -> [String; 2] {
+/// Port names a peering of these VPCs holds in the deployment: `<local>-<remote>` and
+/// `<remote>-<local>`.
+pub fn port_names(local_vpc: &str, remote_vpc: &str) -> [String; 2] {
     [
-        port_name(&spec.local_vpc, &spec.remote_vpc),
-        port_name(&spec.remote_vpc, &spec.local_vpc),
+        port_name(local_vpc, remote_vpc),
+        port_name(remote_vpc, local_vpc),
     ]
 }
 

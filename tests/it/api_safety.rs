@@ -157,7 +157,7 @@ async fn port_name_held_by_a_foreign_nb_port_is_refused() {
             &[
                 "port \"vpc-1-vpc-2\"",
                 "router \"vpc-1\"",
-                "not ovn-peerd's",
+                "not owned by ovn-peerd",
             ],
         );
     }
@@ -213,7 +213,12 @@ async fn worker_fails_a_peering_when_an_ecmp_route_appears_and_recovers() {
     t.converge().await;
     let p = get(&mut c, "p1").await;
     assert_eq!(p.state, peering::State::Failed as i32, "{p:?}");
-    for part in ["ECMP", "10.1.0.254", uuid.as_str(), "not ovn-peerd's"] {
+    for part in [
+        "ECMP",
+        "10.1.0.254",
+        uuid.as_str(),
+        "not owned by ovn-peerd",
+    ] {
         assert!(p.state_message.contains(part), "{part}: {p:?}");
     }
 

@@ -231,7 +231,7 @@ fn port_name_held_in_nb_by_anyone_else() {
         .expect("names peering.local_vpc");
     assert!(v.description.contains("\"vpc-1-vpc-2\""), "{v:?}");
     assert!(v.description.contains("router \"vpc-1\""), "{v:?}");
-    assert!(v.description.contains("not ovn-peerd's"), "{v:?}");
+    assert!(v.description.contains("not owned by ovn-peerd"), "{v:?}");
 
     // Another peering's (stale) port on the remote side.
     let mut t = topo();
@@ -262,7 +262,7 @@ fn port_names_held_by_stored_peerings() {
     let own = vec![("a-b-c".to_string(), "p2".to_string())];
     assert!(check_port_holders(&mine, &own).is_empty());
     assert_eq!(
-        port_names(&mine),
+        port_names(&mine.local_vpc, &mine.remote_vpc),
         ["a-b-c".to_string(), "b-c-a".to_string()]
     );
 }
