@@ -15,11 +15,10 @@ use super::PeeringApi;
 use crate::peering::input::request_fingerprint;
 use crate::peering::links::{allocate_link_from, link_at, LinkPool};
 use crate::peering::topology::{
-    allocation_exclusions, check_port_holders, check_topology, port_names, resolve_router,
-    vpc_subnets,
+    allocation_exclusions, check_topology, port_names, resolve_router, vpc_subnets,
 };
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind};
+use crate::peering::{ConnectAddrs, Family, PeeringSpec};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::StoreError;
 use crate::topology::NbTopology;
@@ -63,11 +62,6 @@ impl PeeringApi {
         request: &Request,
         validate_only: bool,
     ) -> Result<Peering, ApiError> {
-        // Port holders are read before the other peerings: a holder seen here is
-        // then among `others`, and a concurrent create of the same pair is
-        // ALREADY_EXISTS (check_unique), not a port clash.
-        let ports = port_names(&validated.local_vpc, &validated.remote_vpc);
-        let holders = self.inner.store.peering_port_holders(&ports).await?;
         let others = self.others(validated).await?;
         self.check_unique(validated, &others)?;
 
@@ -77,7 +71,7 @@ impl PeeringApi {
                 Some(spec) => spec,
                 None => self.allocate(validated, &others, &excluded_links).await?,
             };
-            self.check(&spec, &others, &holders)?;
+            self.check(&spec, &others)?;
             if validate_only {
                 return Ok(preview(&spec));
             }
@@ -101,12 +95,14 @@ impl PeeringApi {
     }
 
     /// The other peerings of either VPC, as specs, plus any peering already
-    /// named like this one (one query serves the topology rules and the name check).
+    /// named like this one or holding one of its port names (one query serves
+    /// the topology rules, the name check and the port-name check).
     async fn others(&self, v: &ValidatedPeering) -> Result<Vec<PeeringSpec>, ApiError> {
+        let ports = port_names(&v.local_vpc, &v.remote_vpc);
         let records = self
             .inner
             .store
-            .peering_list_touching_or_named(&[&v.local_vpc, &v.remote_vpc], &v.name)
+            .peering_list_for_create(&[&v.local_vpc, &v.remote_vpc], &v.name, &ports)
             .await?;
         specs(&records)
     }
@@ -138,26 +134,17 @@ impl PeeringApi {
         Ok(())
     }
 
-    /// Topology rules against the NB cache (which must be in sync), and the
-    /// port names other stored peerings hold (`holders`, from the store).
-    pub(super) fn check(
-        &self,
-        spec: &PeeringSpec,
-        others: &[PeeringSpec],
-        holders: &[(String, String)],
-    ) -> Result<(), ApiError> {
-        let mut violations = check_port_holders(spec, holders);
+    /// Topology rules against the NB cache (which must be in sync).
+    pub(super) fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
         let cache = self.nb_cache()?;
-        let topology = check_topology(
+        check_topology(
             spec,
             &NbTopology(&cache),
             others,
             &self.inner.settings.protected_vpcs,
-        );
-        if let Err(refusal) = topology {
-            violations.extend(refusal.violations);
-        }
-        Refusal::check(RefusalKind::FailedPrecondition, violations, ()).map_err(ApiError::Refused)
+        )
+        .map(|_| ())
+        .map_err(ApiError::Refused)
     }
 
     async fn allocate(

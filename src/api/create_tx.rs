@@ -78,14 +78,13 @@ impl PeeringApi {
                 return Ok(Inserted::Done(Box::new(first)));
             }
         }
+        let ports = port_names(&spec.local_vpc, &spec.remote_vpc).to_vec();
         let records = tx
-            .touching_or_named(&[&spec.local_vpc, &spec.remote_vpc], &spec.name)
+            .list_for_create(&[&spec.local_vpc, &spec.remote_vpc], &spec.name, &ports)
             .await?;
         let others = specs(&records)?;
         self.check_unique(validated, &others)?;
-        let ports = port_names(&spec.local_vpc, &spec.remote_vpc).to_vec();
-        let holders = tx.port_holders(&ports).await?;
-        match self.check(spec, &others, &holders) {
+        match self.check(spec, &others) {
             Ok(()) => {}
             // Only the allocated link is in the way (a concurrent create's link or routes).
             Err(ApiError::Refused(r))

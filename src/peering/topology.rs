@@ -567,26 +567,6 @@ pub fn port_names(local_vpc: &str, remote_vpc: &str) -> [String; 2] {
     ]
 }
 
-/// Violations for port names that another stored peering holds (`holders`: port name,
-/// peering name, as the store reports them): the deployment-wide uniqueness the VPC-local
-/// rules cannot see (`a-b`+`c` and `a`+`b-c` both want `a-b-c`).
-pub fn check_port_holders(spec: &PeeringSpec, holders: &[(String, String)]) -> Vec<Violation> {
-    let mut v = Vec::new();
-    for side in Side::BOTH {
-        let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
-        for (_, holder) in holders
-            .iter()
-            .filter(|(port, holder)| *port == mine && *holder != spec.name)
-        {
-            v.push(Violation::new(
-                vpc_field(side),
-                format!("port name {mine:?} is already used by peering {holder:?}"),
-            ));
-        }
-    }
-    v
-}
-
 /// Subnets of every router named `vpc` (none when missing), memoised per call.
 fn subnets_by_name(
     topo: &(impl Topology + ?Sized),

@@ -2,7 +2,8 @@
 //! the peering is inserted inside one transaction that holds a per-VPC lock on
 //! both VPCs, so two creates touching a VPC are judged one after the other
 //! (across replicas: the lock is Postgres's). Also the peer-port names
-//! (`peering_ports`) and the request fingerprint (`request_hash`).
+//! (`peering_ports`) and the request fingerprint (`request_hash`). Round trips
+//! are counted here: CreatePeering's latency is mostly them.
 
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Postgres, Row, Transaction};
@@ -58,16 +59,16 @@ impl Store {
         keys.sort_unstable();
         keys.dedup();
         let mut tx = self.pool.begin().await?;
-        for key in keys {
-            self.timed(
-                "peering_create_lock",
-                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                    .bind(VPC_LOCK_SPACE)
-                    .bind(key)
-                    .execute(&mut *tx),
-            )
-            .await?;
-        }
+        // One round trip: a function scan yields the array's elements in order,
+        // and each row's lock is taken before the next row is produced.
+        self.timed(
+            "peering_create_lock",
+            sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k")
+                .bind(VPC_LOCK_SPACE)
+                .bind(&keys)
+                .execute(&mut *tx),
+        )
+        .await?;
         Ok(CreateTx { store: self, tx })
     }
 
@@ -88,22 +89,37 @@ impl Store {
         row.map(request_record).transpose()
     }
 
-    /// Which of `ports` stored peerings hold: (port name, peering name).
-    pub async fn peering_port_holders(
+    /// CreatePeering's view of the other peerings: every peering touching any
+    /// of `vpcs`, the one named `name`, and those holding any of `ports` (port
+    /// names are unique across the deployment, not per VPC). One round trip,
+    /// one snapshot.
+    pub async fn peering_list_for_create(
         &self,
+        vpcs: &[&str],
+        name: &str,
         ports: &[String],
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        self.timed(
-            "peering_port_holders",
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT port_name, peering_name FROM peering_ports \
-                 WHERE port_name = ANY($1) ORDER BY port_name",
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let rows = self
+            .timed(
+                "peering_list_for_create",
+                sqlx::query_as::<_, PeeringRow>(&list_for_create_sql())
+                    .bind(vpcs)
+                    .bind(name)
+                    .bind(ports)
+                    .fetch_all(&self.pool),
             )
-            .bind(ports)
-            .fetch_all(&self.pool),
-        )
-        .await
+            .await?;
+        rows.into_iter().map(PeeringRecord::try_from).collect()
     }
+}
+
+fn list_for_create_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM peerings \
+         WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2 \
+            OR name IN (SELECT peering_name FROM peering_ports WHERE port_name = ANY($3)) \
+         ORDER BY name"
+    )
 }
 
 impl CreateTx<'_> {
@@ -125,45 +141,25 @@ impl CreateTx<'_> {
         row.map(request_record).transpose()
     }
 
-    /// Every peering touching any of `vpcs`, and the one named `name` if any.
-    pub async fn touching_or_named(
+    /// As [`Store::peering_list_for_create`], inside the transaction.
+    pub async fn list_for_create(
         &mut self,
         vpcs: &[&str],
         name: &str,
+        ports: &[String],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM peerings \
-             WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2 ORDER BY name"
-        );
         let rows = self
             .store
             .timed(
-                "peering_list_touching_or_named",
-                sqlx::query_as::<_, PeeringRow>(&sql)
+                "peering_list_for_create",
+                sqlx::query_as::<_, PeeringRow>(&list_for_create_sql())
                     .bind(vpcs)
                     .bind(name)
+                    .bind(ports)
                     .fetch_all(&mut *self.tx),
             )
             .await?;
         rows.into_iter().map(PeeringRecord::try_from).collect()
-    }
-
-    /// Which of `ports` stored peerings hold: (port name, peering name).
-    pub async fn port_holders(
-        &mut self,
-        ports: &[String],
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        self.store
-            .timed(
-                "peering_port_holders",
-                sqlx::query_as::<_, (String, String)>(
-                    "SELECT port_name, peering_name FROM peering_ports \
-                     WHERE port_name = ANY($1) ORDER BY port_name",
-                )
-                .bind(ports)
-                .fetch_all(&mut *self.tx),
-            )
-            .await
     }
 
     /// Inserts the peering (generation 1, STATE_PENDING) with its port names
@@ -175,10 +171,14 @@ impl CreateTx<'_> {
         request_hash: Option<&[u8]>,
         ports: &[String],
     ) -> Result<PeeringRecord, StoreError> {
+        // The port rows reference the peering inserted by the same statement.
         let sql = format!(
-            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, \
-             remote_v6, local_routes, remote_routes, request_id, request_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+            "WITH p AS (INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, \
+             local_v6, remote_v6, local_routes, remote_routes, request_id, request_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}), \
+             ports AS (INSERT INTO peering_ports (port_name, peering_name) \
+             SELECT DISTINCT unnest($12::text[]), $1) \
+             SELECT * FROM p"
         );
         let row = self
             .store
@@ -196,19 +196,8 @@ impl CreateTx<'_> {
                     .bind(sqlx::types::Json(&new.remote_routes))
                     .bind(&new.request_id)
                     .bind(request_hash)
+                    .bind(ports)
                     .fetch_one(&mut *self.tx),
-            )
-            .await?;
-        self.store
-            .timed(
-                "peering_ports_insert",
-                sqlx::query(
-                    "INSERT INTO peering_ports (port_name, peering_name) \
-                     SELECT DISTINCT unnest($1::text[]), $2",
-                )
-                .bind(ports)
-                .bind(&new.name)
-                .execute(&mut *self.tx),
             )
             .await?;
         self.store

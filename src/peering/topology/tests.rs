@@ -247,20 +247,23 @@ fn port_name_held_in_nb_by_anyone_else() {
 }
 
 #[test]
-fn port_names_held_by_stored_peerings() {
-    // a-b + c and a + b-c both want a-b-c.
-    let mine = spec("p2", "a", "b-c", ("169.254.0.1/30", "169.254.0.2/30"));
-    let holders = vec![
-        ("a-b-c".to_string(), "p1".to_string()),
-        ("c-a-b".to_string(), "p1".to_string()),
+fn port_names_held_by_a_peering_of_other_vpcs() {
+    // a-b + c and a + b-c both want a-b-c: the store hands the holder in among the others.
+    let holder = spec("p1", "a-b", "c", ("169.254.0.1/30", "169.254.0.2/30"));
+    let mine = spec("p2", "a", "b-c", ("169.254.0.5/30", "169.254.0.6/30"));
+    let t = vec![
+        router("r1", "a-b", vec![]),
+        router("r2", "c", vec![]),
+        router("r3", "a", vec![]),
+        router("r4", "b-c", vec![]),
     ];
-    let v = check_port_holders(&mine, &holders);
-    assert_eq!(v.len(), 1, "{v:?}");
-    assert_eq!(v[0].field, "peering.local_vpc");
-    assert!(v[0].description.contains("peering \"p1\""), "{v:?}");
-    // Its own ports are no clash.
-    let own = vec![("a-b-c".to_string(), "p2".to_string())];
-    assert!(check_port_holders(&mine, &own).is_empty());
+    let r = check(&mine, &t, &[holder]).expect_err("port name taken");
+    assert_eq!(r.violations.len(), 1, "{r:?}");
+    assert_eq!(r.violations[0].field, "peering.local_vpc");
+    assert!(
+        r.violations[0].description.contains("peering \"p1\""),
+        "{r:?}"
+    );
     assert_eq!(
         port_names(&mine.local_vpc, &mine.remote_vpc),
         ["a-b-c".to_string(), "b-c-a".to_string()]
