@@ -135,6 +135,54 @@ async fn port_name_held_by_another_peering_is_refused() {
     assert_eq!(get(&mut c, "p1").await.state, peering::State::Active as i32);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_wanting_one_port_name_store_one() {
+    // Ten groups of two creates on four distinct VPCs ("gN-b" + "c", "gN" + "b-c"): no VPC
+    // lock is shared, so only Postgres's unique port names can keep one of each pair out.
+    const GROUPS: usize = 10;
+    let t = TestPeerd::start().await;
+    for g in 0..GROUPS {
+        for vpc in [format!("g{g}-b"), "c".into(), format!("g{g}"), "b-c".into()] {
+            let vpc = if vpc == "c" || vpc == "b-c" {
+                format!("{vpc}{g}")
+            } else {
+                vpc
+            };
+            create_vpc(&t.nb, &vpc, &[]);
+        }
+    }
+    let barrier = Arc::new(Barrier::new(2 * GROUPS));
+    let mut tasks = Vec::new();
+    for g in 0..GROUPS {
+        // Both want the port "g{g}-b-c{g}".
+        for (name, local, remote) in [
+            (format!("x{g}"), format!("g{g}-b"), format!("c{g}")),
+            (format!("y{g}"), format!("g{g}"), format!("b-c{g}")),
+        ] {
+            let mut c = t.client().await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                c.create_peering(create(peering(&name, &local, &remote)))
+                    .await
+            }));
+        }
+    }
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        }
+    }
+    let names = stored(&t).await;
+    for g in 0..GROUPS {
+        let held = names
+            .iter()
+            .filter(|n| **n == format!("x{g}") || **n == format!("y{g}"))
+            .count();
+        assert_eq!(held, 1, "group {g}: {names:?}");
+    }
+}
+
 #[tokio::test]
 async fn port_name_held_by_a_foreign_nb_port_is_refused() {
     // Kube-OVN names vpc-1's port to its subnet "vpc-2" like our port to VPC vpc-2.
