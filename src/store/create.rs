@@ -6,11 +6,16 @@
 //! are counted here: CreatePeering's latency is mostly them.
 
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::model::{NewPeering, PeeringRow};
-use super::peerings::COLUMNS;
 use super::{PeeringRecord, Store, StoreError};
+
+/// The columns [`peering_row`] reads. Rows are decoded by hand here so that this
+/// file does not depend on how the rest of the store decodes (derive or macros).
+const COLUMNS: &str = "name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6, \
+    local_routes, remote_routes, state, state_message, generation, observed_generation, \
+    request_id, create_time, update_time, generation_time";
 
 /// First key of the two-key advisory locks taken per VPC (the writer lock uses
 /// the one-key space, so they never meet): "vpc" in ASCII.
@@ -41,12 +46,36 @@ fn vpc_lock_key(vpc: &str) -> i32 {
     hash as i32
 }
 
+fn peering_row(row: &PgRow) -> Result<PeeringRow, sqlx::Error> {
+    Ok(PeeringRow {
+        name: row.try_get("name")?,
+        local_vpc: row.try_get("local_vpc")?,
+        remote_vpc: row.try_get("remote_vpc")?,
+        local_v4: row.try_get("local_v4")?,
+        remote_v4: row.try_get("remote_v4")?,
+        local_v6: row.try_get("local_v6")?,
+        remote_v6: row.try_get("remote_v6")?,
+        local_routes: row.try_get("local_routes")?,
+        remote_routes: row.try_get("remote_routes")?,
+        state: row.try_get("state")?,
+        state_message: row.try_get("state_message")?,
+        generation: row.try_get("generation")?,
+        observed_generation: row.try_get("observed_generation")?,
+        request_id: row.try_get("request_id")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+        generation_time: row.try_get("generation_time")?,
+    })
+}
+
+fn record(row: &PgRow) -> Result<PeeringRecord, StoreError> {
+    peering_row(row)?.try_into()
+}
+
 fn request_record(row: PgRow) -> Result<RequestRecord, StoreError> {
-    let request_hash = row.try_get("request_hash")?;
-    let record = PeeringRow::from_row(&row)?.try_into()?;
     Ok(RequestRecord {
-        record,
-        request_hash,
+        request_hash: row.try_get("request_hash")?,
+        record: record(&row)?,
     })
 }
 
@@ -102,14 +131,14 @@ impl Store {
         let rows = self
             .timed(
                 "peering_list_for_create",
-                sqlx::query_as::<_, PeeringRow>(&list_for_create_sql())
+                sqlx::query(&list_for_create_sql())
                     .bind(vpcs)
                     .bind(name)
                     .bind(ports)
                     .fetch_all(&self.pool),
             )
             .await?;
-        rows.into_iter().map(PeeringRecord::try_from).collect()
+        rows.iter().map(record).collect()
     }
 }
 
@@ -152,14 +181,14 @@ impl CreateTx<'_> {
             .store
             .timed(
                 "peering_list_for_create",
-                sqlx::query_as::<_, PeeringRow>(&list_for_create_sql())
+                sqlx::query(&list_for_create_sql())
                     .bind(vpcs)
                     .bind(name)
                     .bind(ports)
                     .fetch_all(&mut *self.tx),
             )
             .await?;
-        rows.into_iter().map(PeeringRecord::try_from).collect()
+        rows.iter().map(record).collect()
     }
 
     /// Inserts the peering (generation 1, STATE_PENDING) with its port names
@@ -184,7 +213,7 @@ impl CreateTx<'_> {
             .store
             .timed(
                 "peering_insert",
-                sqlx::query_as::<_, PeeringRow>(&sql)
+                sqlx::query(&sql)
                     .bind(&new.name)
                     .bind(&new.local_vpc)
                     .bind(&new.remote_vpc)
@@ -203,7 +232,7 @@ impl CreateTx<'_> {
         self.store
             .timed("peering_create_commit", self.tx.commit())
             .await?;
-        row.try_into()
+        record(&row)
     }
 }
 

@@ -5,8 +5,7 @@ use ipnet::IpNet;
 use super::model::{NewPeering, PeeringRow};
 use super::{PeeringRecord, PeeringState, Store, StoreError};
 
-pub(super) const COLUMNS: &str =
-    "name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6, \
+const COLUMNS: &str = "name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6, \
     local_routes, remote_routes, state, state_message, generation, observed_generation, \
     request_id, create_time, update_time, generation_time";
 
