@@ -1,87 +1,89 @@
 //! CreatePeering: validate, check against NB and the other peerings, allocate
-//! a link when none is given, store. The database has the last word on names,
-//! VPC pairs and link overlaps (concurrent requests, several replicas).
+//! a link when none is given, store (the cross-peering rules judged again in
+//! the locked transaction of `create_tx.rs`). The database has the last word on
+//! names, VPC pairs, port names and link overlaps (several replicas).
 
 use ipnet::IpNet;
 
 use super::convert;
+use super::create_tx::{specs, Inserted, Request};
 use super::error::ApiError;
+use super::input;
 use super::PeeringApi;
 use crate::adapters::NbCacheTopology;
+use crate::peering::input::request_fingerprint;
 use crate::peering::links::{
     allocate_in_window, allocation_windows, link_families, pool_for, LinkPool,
 };
-use crate::peering::topology::{allocation_exclusions, check_topology};
+use crate::peering::topology::{allocation_exclusions, check_topology, port_names};
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{ConnectAddrs, PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::peering::{ConnectAddrs, PeeringSpec};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
-use crate::store::{NewPeering, StoreError};
+use crate::store::StoreError;
 
-/// Longest accepted request_id.
-const MAX_REQUEST_ID_LEN: usize = 128;
 /// Attempts at allocating a link when concurrent creates take the candidates.
 const ALLOCATION_ATTEMPTS: usize = 16;
 
 impl PeeringApi {
     pub(super) async fn create(&self, req: CreatePeeringRequest) -> Result<Peering, ApiError> {
-        if req.request_id.len() > MAX_REQUEST_ID_LEN {
-            return Err(ApiError::invalid(
-                "request_id",
-                format!("longer than {MAX_REQUEST_ID_LEN} characters"),
-            ));
-        }
+        input::create(&req)?;
         let Some(input) = req.peering else {
             return Err(ApiError::invalid("peering", "required"));
         };
-        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
-        // A retry of a request that was carried out gets the first answer.
-        if let Some(id) = &request_id {
-            if let Some(first) = self.inner.store.peering_get_by_request_id(id).await? {
-                return Ok(convert::peering(&first));
-            }
-        }
         let validated = validate_spec(&unchecked(&input)).map_err(ApiError::Refused)?;
-        let others = self.others(&validated).await?;
-        self.check_unique(&validated, &others)?;
+        let request = Request {
+            id: (!req.request_id.is_empty()).then_some(req.request_id),
+            hash: request_fingerprint(&validated),
+        };
+        // A retry of a request that was carried out gets the first answer.
+        if let Some(first) = self.first_result(&request).await? {
+            return Ok(first);
+        }
+        match self
+            .create_new(&validated, &request, req.validate_only)
+            .await
+        {
+            // A concurrent retry stored the peering after our first look.
+            Err(e @ ApiError::AlreadyExists { .. }) => match self.first_result(&request).await? {
+                Some(first) => Ok(first),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Checks, allocates a link when none is given and stores, judging the
+    /// cross-peering rules again under the VPCs' locks ([`Self::insert_locked`]).
+    async fn create_new(
+        &self,
+        validated: &ValidatedPeering,
+        request: &Request,
+        validate_only: bool,
+    ) -> Result<Peering, ApiError> {
+        let others = self.others(validated).await?;
+        self.check_unique(validated, &others)?;
 
         let mut excluded_links: Vec<IpNet> = Vec::new();
         for attempt in 0..ALLOCATION_ATTEMPTS {
             let spec = match validated.spec() {
                 Some(spec) => spec,
-                None => self.allocate(&validated, &others, &excluded_links).await?,
+                None => self.allocate(validated, &others, &excluded_links).await?,
             };
             self.check(&spec, &others)?;
-            if req.validate_only {
+            if validate_only {
                 return Ok(preview(&spec));
             }
-            let new = NewPeering::from_spec(&spec, request_id.clone());
-            match self.inner.store.peering_insert(&new).await {
-                Ok(record) => return Ok(convert::peering(&record)),
-                Err(StoreError::LinkOverlap { family }) if validated.link.is_none() => {
-                    // Another create took this link between our read and our insert.
-                    tracing::debug!(attempt, family, "allocated link taken; trying another");
+            let allocated = validated.link.is_none();
+            match self
+                .insert_locked(validated, &spec, request, allocated)
+                .await?
+            {
+                Inserted::Done(peering) => return Ok(*peering),
+                Inserted::LinkTaken => {
+                    tracing::debug!(attempt, "allocated link taken; trying another");
                     excluded_links.extend(spec.local_connect.networks());
                 }
-                Err(StoreError::LinkOverlap { family }) => {
-                    return Err(ApiError::Refused(Refusal {
-                        kind: RefusalKind::FailedPrecondition,
-                        violations: vec![Violation::new(
-                            "peering.local_connect_ip",
-                            format!("the IPv{family} link overlaps another peering's link"),
-                        )],
-                    }))
-                }
-                Err(StoreError::RequestIdTaken) => {
-                    let id = request_id.as_deref().unwrap_or_default();
-                    return match self.inner.store.peering_get_by_request_id(id).await? {
-                        Some(first) => Ok(convert::peering(&first)),
-                        None => Err(ApiError::Unavailable {
-                            what: "the database",
-                            source: None,
-                        }),
-                    };
-                }
-                Err(e) => return Err(e.into()),
+                Inserted::Again => tracing::debug!(attempt, "lost a race; judging again"),
             }
         }
         Err(ApiError::Unavailable {
@@ -91,22 +93,25 @@ impl PeeringApi {
     }
 
     /// The other peerings of either VPC, as specs, plus any peering already
-    /// named like this one (one query serves the topology rules and the name check).
+    /// named like this one or holding one of its port names (one query serves
+    /// the topology rules, the name check and the port-name check).
     async fn others(&self, v: &ValidatedPeering) -> Result<Vec<PeeringSpec>, ApiError> {
+        let ports = port_names(&v.local_vpc, &v.remote_vpc);
         let records = self
             .inner
             .store
-            .peering_list_touching_or_named(&[&v.local_vpc, &v.remote_vpc], &v.name)
+            .peering_list_for_create(&[&v.local_vpc, &v.remote_vpc], &v.name, &ports)
             .await?;
-        records
-            .iter()
-            .map(|r| r.spec().map_err(|e| ApiError::Internal(e.into())))
-            .collect()
+        specs(&records)
     }
 
     /// ALREADY_EXISTS comes before the topology rules: an existing peering of
     /// the same pair would otherwise be reported as an overlap.
-    fn check_unique(&self, v: &ValidatedPeering, others: &[PeeringSpec]) -> Result<(), ApiError> {
+    pub(super) fn check_unique(
+        &self,
+        v: &ValidatedPeering,
+        others: &[PeeringSpec],
+    ) -> Result<(), ApiError> {
         if others.iter().any(|o| o.name == v.name) {
             return Err(StoreError::NameTaken.into());
         }
@@ -128,7 +133,7 @@ impl PeeringApi {
     }
 
     /// Topology rules against the NB cache (which must be in sync).
-    fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
+    pub(super) fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
         let cache = self.nb_cache()?;
         check_topology(
             spec,

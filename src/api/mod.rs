@@ -7,7 +7,9 @@
 
 mod convert;
 mod create;
+mod create_tx;
 mod error;
+mod input;
 mod page_token;
 mod routes;
 mod rpc_span;
@@ -73,6 +75,7 @@ impl PeeringApi {
     }
 
     async fn get(&self, req: GetPeeringRequest) -> Result<Peering, ApiError> {
+        input::get(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
@@ -83,8 +86,12 @@ impl PeeringApi {
     }
 
     async fn list(&self, req: ListPeeringsRequest) -> Result<ListPeeringsResponse, ApiError> {
+        input::list(&req)?;
         let limit = page_token::page_size(req.page_size)?;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
+        if let Some(key) = &after {
+            input::list_cursor(key)?;
+        }
         let vpc = (!req.vpc.is_empty()).then_some(req.vpc.as_str());
         // One extra row tells whether another page follows.
         let mut records = self
@@ -105,6 +112,7 @@ impl PeeringApi {
     }
 
     async fn delete(&self, req: DeletePeeringRequest) -> Result<Peering, ApiError> {
+        input::delete(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
@@ -172,6 +180,7 @@ impl PeeringService for PeeringApi {
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
         let req = req.into_inner();
+        input::list_routes(&req)?;
         RpcSpan::new("ListRoutes")
             .with("vpc", &req.vpc)
             .run(self.routes(req))

@@ -12,6 +12,7 @@
 
 pub mod desired;
 pub mod diff;
+pub mod input;
 pub mod links;
 pub mod topology;
 pub mod validate;

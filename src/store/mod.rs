@@ -18,6 +18,7 @@
 //! `SQLX_OFFLINE=false`, `DATABASE_URL` and `SQLX_OFFLINE_DIR=.sqlx`, which makes the macros
 //! check every statement against that database and write their data. Commit the result.
 
+mod create;
 mod deployment;
 mod error;
 mod model;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use create::{CreateTx, RequestRecord};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
 pub use model::{NewPeering, PeeringRecord, PeeringState, StoredRoute};

@@ -9,7 +9,7 @@
 use ipnet::IpNet;
 use sqlx::types::Json;
 
-use super::model::{NewPeering, PeeringRow, StoredRoute};
+use super::model::{PeeringRow, StoredRoute};
 use super::{PeeringRecord, PeeringState, Store, StoreError};
 
 /// A status the worker reports for one peering at one generation.
@@ -30,39 +30,6 @@ fn records(rows: Vec<PeeringRow>) -> Result<Vec<PeeringRecord>, StoreError> {
 }
 
 impl Store {
-    /// Inserts a new peering at generation 1, STATE_PENDING; the trigger wakes the worker.
-    pub async fn peering_insert(&self, new: &NewPeering) -> Result<PeeringRecord, StoreError> {
-        let row = self
-            .timed(
-                "peering_insert",
-                sqlx::query_as!(
-                    PeeringRow,
-                    r#"INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
-                     local_v6, remote_v6, local_routes, remote_routes, request_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING
-                         name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
-                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
-                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
-                         state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time"#,
-                    new.name,
-                    new.local_vpc,
-                    new.remote_vpc,
-                    new.local_v4,
-                    new.remote_v4,
-                    new.local_v6,
-                    new.remote_v6,
-                    // jsonb parameters: the macro cannot check a serde type, so `as _`.
-                    Json(&new.local_routes) as _,
-                    Json(&new.remote_routes) as _,
-                    new.request_id,
-                )
-                .fetch_one(&self.pool),
-            )
-            .await?;
-        row.try_into()
-    }
-
     /// One peering by name.
     pub async fn peering_get(&self, name: &str) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self

@@ -11,6 +11,7 @@
 //! when not run as root, where cargo shows them even for passing tests.
 
 mod api;
+mod api_safety;
 mod compose;
 mod datapath;
 mod e2e;
