@@ -30,6 +30,12 @@ struct Cli {
     /// Skip the restart phase.
     #[arg(long)]
     no_scale: bool,
+    /// Hub phase: one VPC peered with this many spokes (e.g. 1000; 10000 is issue 14's target).
+    #[arg(long, env = "PEERING_BENCH_HUB_SPOKES")]
+    hub_spokes: Option<usize>,
+    /// Run only the hub phase (needs --hub-spokes).
+    #[arg(long, requires = "hub_spokes")]
+    hub_only: bool,
     /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
     #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
     nbctl_process_n: usize,
@@ -63,6 +69,8 @@ pub struct Args {
     pub c: usize,
     pub samples: usize,
     pub scale: Option<usize>,
+    pub hub_spokes: Option<usize>,
+    pub hub_only: bool,
     pub nbctl_process_n: usize,
     pub gap: Duration,
     pub keep: bool,
@@ -83,6 +91,8 @@ impl Args {
             c: cli.c,
             samples: cli.samples,
             scale: (!cli.no_scale).then_some(cli.scale),
+            hub_spokes: cli.hub_spokes,
+            hub_only: cli.hub_only,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,

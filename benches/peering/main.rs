@@ -20,7 +20,14 @@
 //! an `ovn-nbctl` process per peering, one `ovn-nbctl` daemon, one OVSDB transaction;
 //! (3) one peering at a time: RPC latency and RPC answered → rows seen; (4)+(5) restart at
 //! `--scale` peerings (inserted by SQL, converged by the worker): time to SERVING, to the
-//! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes.
+//! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes;
+//! (7) with `--hub-spokes N` (`--hub-only`: nothing else), a hub VPC with N spokes: a full
+//! pass, one more spoke's create → NB, ListRoutes of the hub's first page:
+//!
+//! ```sh
+//! cargo bench --bench peering -- --hub-only --hub-spokes 1000
+//! cargo bench --bench peering -- --hub-only --hub-spokes 10000   # issue 14's target size
+//! ```
 //!
 //! | module | phase |
 //! |---|---|
@@ -31,12 +38,14 @@
 //! | `list_routes.rs` | (6) ListRoutes |
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
+//! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
 //! | `report.rs` | the printed table |
 //! | `support/` | the NB monitor, VPC seed, `/proc` readings, statistics |
 
 mod args;
 mod baselines;
 mod bulk;
+mod hub;
 mod latency;
 mod list_routes;
 mod peerd;
@@ -69,6 +78,20 @@ async fn main() {
         root.display()
     );
     let pg = PgCluster::start();
+    let hub = match args.hub_spokes {
+        Some(n) => Some(hub::run(&args, &root, &pg, n).await),
+        None => None,
+    };
+    if let Some(h) = &hub {
+        report::print_hub(h);
+    }
+    if args.hub_only {
+        write_json(
+            &args,
+            &json!({"args": {"hub_spokes": args.hub_spokes}, "hub": hub}),
+        );
+        return;
+    }
 
     let peerd = bulk::run(&args, &root, &pg).await;
     let (proc_b, daemon_b, txn_b) = if args.skip_baselines {
@@ -109,15 +132,20 @@ async fn main() {
         "ovn_peerd": peerd,
         "baselines": [proc_b, daemon_b, txn_b],
         "scale": scale,
+        "hub": hub,
     });
-    if let Some(parent) = args.json.parent() {
-        std::fs::create_dir_all(parent).ok();
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&doc).unwrap()).expect("write json");
-    println!("\nwrote {}", args.json.display());
+    write_json(&args, &doc);
     if args.keep {
         let kept = tmp.keep();
         println!("kept {} (logs, metrics)", kept.display());
     }
     drop(pg);
+}
+
+fn write_json(args: &Args, doc: &serde_json::Value) {
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(doc).unwrap()).expect("write json");
+    println!("\nwrote {}", args.json.display());
 }

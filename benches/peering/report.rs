@@ -3,6 +3,7 @@
 use crate::args::Args;
 use crate::baselines::BaselineResults;
 use crate::bulk::PeerdResults;
+use crate::hub::HubResults;
 use crate::restart::ScaleResults;
 use crate::support::Summary;
 
@@ -259,5 +260,28 @@ pub fn print(
     );
     println!(
         "ratios > 1 mean ovn-peerd is better (throughput ours/theirs, latency theirs/ours). Load average before {load_before}, after {load_after}."
+    );
+}
+
+/// Phase (7): the hub's figures against issue 14's targets (stated at 10,000 spokes).
+pub fn print_hub(h: &HubResults) {
+    println!("\nhub with {} spokes", h.spokes);
+    println!(
+        "  initial convergence (SQL insert -> NB)   {:>9.3} s",
+        h.initial_converged_s
+    );
+    println!(
+        "  full pass (converged)                    {:>9.3} s   target <= 1 s",
+        h.full_pass_s
+    );
+    let s = &h.spoke_create_to_nb;
+    println!(
+        "  one more spoke, create -> NB             p50 {:.1} ms  max {:.1} ms (n={})   target <= 50 ms",
+        s.p50_ms, s.max_ms, s.n
+    );
+    let l = &h.list_routes_first_page;
+    println!(
+        "  ListRoutes of the hub, first page ({})  p50 {:.1} ms  max {:.1} ms (n={})   target <= 20 ms",
+        h.list_routes_first_page_routes, l.p50_ms, l.max_ms, l.n
     );
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::topology::{check_topology, Topology, TopologyFacts};
+use super::topology::{check_topology, check_topology_in, Others, Topology, TopologyFacts};
 use super::{
     port_name, Family, PeeringSpec, RoutePolicy, Side, GENERATION_KEY, OWNER_KEY, OWNER_VALUE,
     PEERING_KEY, SIDE_KEY,
@@ -81,6 +81,19 @@ pub fn desired_rows(
     protected: &[String],
 ) -> Result<DesiredPeering, String> {
     let facts = check_topology(spec, topo, others, protected).map_err(|r| r.to_string())?;
+    Ok(desired_from_facts(spec, generation, &facts))
+}
+
+/// [`desired_rows`] against indexed peerings ([`super::topology::PeerIndex`], built once for
+/// many peerings).
+pub fn desired_rows_in(
+    spec: &PeeringSpec,
+    generation: i64,
+    topo: &(impl Topology + ?Sized),
+    others: Others<'_>,
+    protected: &[String],
+) -> Result<DesiredPeering, String> {
+    let facts = check_topology_in(spec, topo, others, protected).map_err(|r| r.to_string())?;
     Ok(desired_from_facts(spec, generation, &facts))
 }
 

@@ -15,6 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
+mod index;
+
+pub use index::{Others, PeerIndex, PrefixMap};
+use index::{ResolvedRouter, VpcIndex};
+
 use super::validate::ValidatedPeering;
 use super::{
     overlaps, port_name, ConnectAddrs, PeeringSpec, Refusal, RefusalKind, RoutePolicy, RouteSpec,
@@ -216,18 +221,27 @@ impl TopologyFacts {
 /// Checks a complete spec against NB and the other peerings (those whose rows are or may be
 /// in NB; the spec's own name is skipped, so passing every peering is fine, and only the ones
 /// touching either VPC matter). Every violation is reported (kind FAILED_PRECONDITION).
+///
+/// Indexes `others` for this one call; to judge many peerings against the same list, build a
+/// [`PeerIndex`] once and call [`check_topology_in`].
 pub fn check_topology(
     spec: &PeeringSpec,
     topo: &(impl Topology + ?Sized),
     others: &[PeeringSpec],
     protected: &[String],
 ) -> Result<TopologyFacts, Refusal> {
-    let all_others: Vec<&PeeringSpec> = others.iter().filter(|o| o.name != spec.name).collect();
-    let others: Vec<&PeeringSpec> = all_others
-        .iter()
-        .copied()
-        .filter(|o| Side::BOTH.iter().any(|s| o.side_of(spec.vpc(*s)).is_some()))
-        .collect();
+    let index = PeerIndex::new(others, topo);
+    check_topology_in(spec, topo, index.all(), protected)
+}
+
+/// [`check_topology`] against indexed peerings (built from the same `topo`): O(log N) per
+/// address of the spec in the number N of peerings of its VPCs.
+pub fn check_topology_in(
+    spec: &PeeringSpec,
+    topo: &(impl Topology + ?Sized),
+    others: Others<'_>,
+    protected: &[String],
+) -> Result<TopologyFacts, Refusal> {
     let mut v = Vec::new();
     for side in Side::BOTH {
         if protected.iter().any(|p| p == spec.vpc(side)) {
@@ -237,27 +251,27 @@ pub fn check_topology(
             ));
         }
     }
-    check_names(spec, &all_others, &mut v);
+    check_names(spec, others, &mut v);
     check_nb_ports(spec, topo, &mut v);
-    let routers: Vec<Option<RouterView>> = Side::BOTH
-        .iter()
-        .map(|&side| {
-            resolve_router(topo, spec.vpc(side))
-                .map_err(|e| v.push(Violation::new(vpc_field(side), e)))
-                .ok()
-        })
-        .collect();
-    let (Some(local_router), Some(remote_router)) = (&routers[0], &routers[1]) else {
+    let vpcs = Side::BOTH.map(|side| others.index.vpc(topo, spec.vpc(side)));
+    let mut routers = Vec::with_capacity(2);
+    for (side, vx) in Side::BOTH.into_iter().zip(&vpcs) {
+        match vx.router() {
+            Ok(r) => routers.push(Some(r)),
+            Err(e) => {
+                v.push(Violation::new(vpc_field(side), e.to_string()));
+                routers.push(None);
+            }
+        }
+    }
+    let (Some(local_router), Some(remote_router)) = (routers[0], routers[1]) else {
         return Err(Refusal {
             kind: RefusalKind::FailedPrecondition,
             violations: v,
         });
     };
-    let mut subnets_cache = BTreeMap::new();
-    subnets_cache.insert(spec.local_vpc.clone(), vpc_subnets(local_router));
-    subnets_cache.insert(spec.remote_vpc.clone(), vpc_subnets(remote_router));
-    let local_subnets = subnets_cache[&spec.local_vpc].clone();
-    let remote_subnets = subnets_cache[&spec.remote_vpc].clone();
+    let local_subnets = local_router.subnets.clone();
+    let remote_subnets = remote_router.subnets.clone();
     for r in &remote_subnets {
         for l in local_subnets.iter().filter(|l| overlaps(l, r)) {
             v.push(Violation::new(
@@ -277,8 +291,19 @@ pub fn check_topology(
         local_subnets,
         remote_subnets,
     };
-    for (side, router) in [(Side::Local, local_router), (Side::Remote, remote_router)] {
-        let ctx = VpcContext::new(spec, side, router, &others, topo, &mut subnets_cache);
+    for (i, side) in Side::BOTH.into_iter().enumerate() {
+        let router = routers[i].expect("both resolved");
+        let vpc = spec.vpc(side);
+        let own = port_name(vpc, spec.vpc(side.other()));
+        let reclaimed = others.index.claimed_only_by(vpc, &spec.name);
+        let ctx = VpcContext {
+            vpc: vpc.to_string(),
+            me: &spec.name,
+            subnets: &router.subnets,
+            port_nets: router.port_nets(&own, &reclaimed),
+            index: &vpcs[i],
+            others,
+        };
         ctx.check_link(spec, side, &mut v);
         ctx.check_routes(spec, side, facts.routes(side), &mut v);
         check_ecmp(spec, side, router, facts.routes(side), &mut v);
@@ -325,58 +350,19 @@ pub fn allocation_exclusions(
 }
 
 /// One VPC of the checked peering and what already occupies its address space.
-struct VpcContext {
+struct VpcContext<'a> {
     vpc: String,
-    subnets: Vec<IpNet>,
+    /// The checked peering's name (never in conflict with itself).
+    me: &'a str,
+    subnets: &'a [IpNet],
     /// Networks of gateway ports and foreign peer ports: (network, port name).
     port_nets: Vec<(IpNet, String)>,
-    /// Links of our other peerings in this VPC: (link network, peering name).
-    links: Vec<(IpNet, String)>,
-    /// Routes our other peerings install in this VPC: (route, peering name).
-    routes: Vec<(RouteSpec, String)>,
+    /// Links and routes of the other peerings in this VPC.
+    index: &'a VpcIndex,
+    others: Others<'a>,
 }
 
-impl VpcContext {
-    fn new(
-        spec: &PeeringSpec,
-        side: Side,
-        router: &RouterView,
-        others: &[&PeeringSpec],
-        topo: &(impl Topology + ?Sized),
-        cache: &mut BTreeMap<String, Vec<IpNet>>,
-    ) -> VpcContext {
-        let vpc = spec.vpc(side).to_string();
-        let mut ours = BTreeSet::from([port_name(&vpc, spec.vpc(side.other()))]);
-        let mut links = Vec::new();
-        let mut routes = Vec::new();
-        for o in others {
-            let Some(t) = o.side_of(&vpc) else { continue };
-            ours.insert(port_name(&vpc, o.vpc(t.other())));
-            links.extend(
-                o.connect(t)
-                    .networks()
-                    .into_iter()
-                    .map(|n| (n, o.name.clone())),
-            );
-            let other_subnets = subnets_by_name(topo, o.vpc(t.other()), cache);
-            let installed = effective_routes(o.routes(t), &other_subnets, o.connect(t));
-            routes.extend(installed.into_iter().map(|r| (r, o.name.clone())));
-        }
-        let port_nets = router
-            .ports
-            .iter()
-            .filter(|p| (is_peer(p) || p.is_gateway) && !ours.contains(&p.name))
-            .flat_map(|p| parse_networks(p).into_iter().map(|n| (n, p.name.clone())))
-            .collect();
-        VpcContext {
-            subnets: cache[&vpc].clone(),
-            vpc,
-            port_nets,
-            links,
-            routes,
-        }
-    }
-
+impl VpcContext<'_> {
     /// The link must not overlap anything already routed in this VPC.
     fn check_link(&self, spec: &PeeringSpec, side: Side, v: &mut Vec<Violation>) {
         let field = format!("peering.{}_connect_ip", side.as_str());
@@ -394,13 +380,12 @@ impl VpcContext {
             for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &link)) {
                 clash(format!("network {n} of port {port:?} of {vpc:?}"));
             }
-            for (n, peering) in self.links.iter().filter(|(n, _)| overlaps(n, &link)) {
+            for (n, peering) in self.others.links(self.index, &link, self.me) {
                 clash(format!("link {n} of peering {peering:?} in {vpc:?}"));
             }
             for (r, peering) in self
-                .routes
-                .iter()
-                .filter(|(r, _)| r.policy == RoutePolicy::DstIp && overlaps(&r.prefix, &link))
+                .others
+                .routes(self.index, &link, RoutePolicy::DstIp, self.me)
             {
                 clash(format!(
                     "route {} that {vpc:?} sends to peering {peering:?}",
@@ -445,15 +430,11 @@ impl VpcContext {
                 for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &p)) {
                     clash(format!("network {n} of port {port:?} of {vpc:?}"));
                 }
-                for (n, peering) in self.links.iter().filter(|(n, _)| overlaps(n, &p)) {
+                for (n, peering) in self.others.links(self.index, &p, self.me) {
                     clash(format!("link {n} of peering {peering:?} in {vpc:?}"));
                 }
             }
-            for (o, peering) in self
-                .routes
-                .iter()
-                .filter(|(o, _)| o.policy == r.policy && overlaps(&o.prefix, &p))
-            {
+            for (o, peering) in self.others.routes(self.index, &p, r.policy, self.me) {
                 clash(format!(
                     "route {} that {vpc:?} sends to peering {peering:?}; routes would be ambiguous",
                     o.prefix
@@ -464,29 +445,30 @@ impl VpcContext {
 }
 
 /// One peering per VPC pair, and port names unique among our peerings.
-fn check_names(spec: &PeeringSpec, others: &[&PeeringSpec], v: &mut Vec<Violation>) {
-    for o in others {
-        let same_pair =
-            o.side_of(&spec.local_vpc).is_some() && o.side_of(&spec.remote_vpc).is_some();
-        if same_pair {
+fn check_names(spec: &PeeringSpec, others: Others<'_>, v: &mut Vec<Violation>) {
+    let mine = port_names(&spec.local_vpc, &spec.remote_vpc);
+    let candidates = others.name_candidates(&spec.name, &mine, &spec.local_vpc, &spec.remote_vpc);
+    for pos in candidates {
+        let name = others.name(pos);
+        let (o_local, o_remote) = others.pair(pos);
+        let touches = |vpc: &str| o_local == vpc || o_remote == vpc;
+        if touches(&spec.local_vpc) && touches(&spec.remote_vpc) {
             v.push(Violation::new(
                 vpc_field(Side::Remote),
                 format!(
-                    "{:?} and {:?} are already peered by peering {:?}",
-                    spec.local_vpc, spec.remote_vpc, o.name
+                    "{:?} and {:?} are already peered by peering {name:?}",
+                    spec.local_vpc, spec.remote_vpc
                 ),
             ));
             continue;
         }
+        let theirs = port_names(o_local, o_remote);
         for side in Side::BOTH {
             let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
-            let clash = Side::BOTH
-                .iter()
-                .any(|t| port_name(o.vpc(*t), o.vpc(t.other())) == mine);
-            if clash {
+            if theirs.contains(&mine) {
                 v.push(Violation::new(
                     vpc_field(side),
-                    format!("port name {mine:?} is already used by peering {:?}", o.name),
+                    format!("port name {mine:?} is already used by peering {name:?}"),
                 ));
             }
         }
@@ -524,34 +506,35 @@ fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut V
 fn check_ecmp(
     spec: &PeeringSpec,
     side: Side,
-    router: &RouterView,
+    router: &ResolvedRouter,
     routes: &[RouteSpec],
     v: &mut Vec<Violation>,
 ) {
     let field = format!("peering.{}_routes", side.as_str());
-    for installed in &router.routes {
-        // ovn-peerd installs every route in the main table ("").
-        if !installed.route_table.is_empty()
-            || installed.peering.as_deref() == Some(spec.name.as_str())
-        {
-            continue;
+    // Each installed route once, with the first of our routes sharing its key, in the
+    // router's order.
+    let mut keys = BTreeSet::new();
+    let mut hits = Vec::new();
+    for r in routes {
+        if keys.insert((r.policy, r.prefix)) {
+            hits.extend(
+                router
+                    .ecmp((r.policy, r.prefix), &spec.name)
+                    .into_iter()
+                    .map(|i| (i, r)),
+            );
         }
-        let Some((policy, prefix)) = installed.key() else {
-            continue;
-        };
-        if let Some(r) = routes
-            .iter()
-            .find(|r| r.policy == policy && r.prefix == prefix)
-        {
-            v.push(Violation::new(
-                &field,
-                format!(
-                    "route {} would form an ECMP group with {}",
-                    r.prefix,
-                    installed.describe(&router.name)
-                ),
-            ));
-        }
+    }
+    hits.sort_by_key(|((order, _), _)| *order);
+    for ((_, installed), r) in hits {
+        v.push(Violation::new(
+            &field,
+            format!(
+                "route {} would form an ECMP group with {}",
+                r.prefix,
+                installed.describe(&router.name)
+            ),
+        ));
     }
 }
 

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::NbCache;
-use crate::peering::desired::{desired_rows, DesiredPeering};
+use crate::peering::desired::{desired_rows_in, DesiredPeering};
+use crate::peering::topology::PeerIndex;
 use crate::peering::PeeringSpec;
 use crate::store::{PeeringRecord, PeeringState};
 
@@ -45,26 +46,16 @@ pub(crate) fn derive(
             Err(_) => {}
         }
     }
-    // Other peerings by VPC, for the rules that look at a VPC's other peers.
-    let mut by_vpc: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, (_, s)) in specs.iter().enumerate() {
-        by_vpc.entry(s.local_vpc.as_str()).or_default().push(i);
-        by_vpc.entry(s.remote_vpc.as_str()).or_default().push(i);
-    }
+    // The other peerings, indexed once for the rules that look at a VPC's other peers (a
+    // hub's N peerings cost O(N log N), not O(N²)).
+    let all: Vec<PeeringSpec> = specs.iter().map(|(_, s)| s.clone()).collect();
+    let index = PeerIndex::new(&all, &topo);
     let mut desired = Vec::with_capacity(specs.len());
-    for (i, (rec, spec)) in specs.iter().enumerate() {
+    for (rec, spec) in specs.iter() {
         if !wanted.contains(rec.name.as_str()) {
             continue;
         }
-        let mut neighbours: Vec<usize> = [spec.local_vpc.as_str(), spec.remote_vpc.as_str()]
-            .iter()
-            .flat_map(|v| by_vpc.get(v).into_iter().flatten().copied())
-            .filter(|&j| j != i)
-            .collect();
-        neighbours.sort_unstable();
-        neighbours.dedup();
-        let others: Vec<PeeringSpec> = neighbours.iter().map(|&j| specs[j].1.clone()).collect();
-        match desired_rows(spec, rec.generation, &topo, &others, protected) {
+        match desired_rows_in(spec, rec.generation, &topo, index.all(), protected) {
             Ok(d) => desired.push(d),
             Err(why) => {
                 failed.insert(rec.name.clone(), why);
@@ -75,5 +66,74 @@ pub(crate) fn derive(
         desired,
         untouched: failed.keys().cloned().collect(),
         failed,
+    }
+}
+
+/// The live peerings of a context, indexed once, judged one at a time on demand: ListRoutes
+/// derives only the peerings its page shows, with the same rules and the same other peerings
+/// as [`derive`].
+pub(crate) struct Judge<'a> {
+    topo: NbCacheTopology<'a>,
+    specs: Vec<(&'a PeeringRecord, PeeringSpec)>,
+    by_name: HashMap<&'a str, usize>,
+    index: PeerIndex,
+    protected: &'a [String],
+}
+
+impl<'a> Judge<'a> {
+    pub(crate) fn new(
+        context: &'a [PeeringRecord],
+        cache: &'a NbCache,
+        protected: &'a [String],
+    ) -> Judge<'a> {
+        let topo = NbCacheTopology(cache);
+        let specs: Vec<(&PeeringRecord, PeeringSpec)> = context
+            .iter()
+            .filter(|p| p.state != PeeringState::Deleting)
+            .filter_map(|rec| rec.spec().ok().map(|s| (rec, s)))
+            .collect();
+        let all: Vec<PeeringSpec> = specs.iter().map(|(_, s)| s.clone()).collect();
+        let index = PeerIndex::new(&all, &topo);
+        let by_name = specs
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| (r.name.as_str(), i))
+            .collect();
+        Judge {
+            topo,
+            specs,
+            by_name,
+            index,
+            protected,
+        }
+    }
+
+    /// The live peerings judged, as the rules see them.
+    pub(crate) fn specs(&self) -> impl Iterator<Item = &PeeringSpec> {
+        self.specs.iter().map(|(_, s)| s)
+    }
+
+    /// The NB topology judged against.
+    pub(crate) fn topo(&self) -> &NbCacheTopology<'a> {
+        &self.topo
+    }
+
+    /// The peerings' index (for reading subnets the way the rules do).
+    pub(crate) fn index(&self) -> &PeerIndex {
+        &self.index
+    }
+
+    /// The rows of the live peering `name`; `None` when it is not live or its record cannot
+    /// be read as a spec (it wants nothing).
+    pub(crate) fn rows(&self, name: &str) -> Option<DesiredPeering> {
+        let (rec, spec) = &self.specs[*self.by_name.get(name)?];
+        desired_rows_in(
+            spec,
+            rec.generation,
+            &self.topo,
+            self.index.all(),
+            self.protected,
+        )
+        .ok()
     }
 }

@@ -1,0 +1,414 @@
+//! The other peerings as the topology rules consult them: built once per pass (or per
+//! ListRoutes call) from a list of peerings and an NB snapshot, so that judging one peering of
+//! a hub with N spokes costs O(log N) per address, not O(N) (and a pass O(N log N), not
+//! O(N²)).
+//!
+//! Per VPC it holds what [`super::check_topology`] used to recompute for each peering: the
+//! VPC's router resolved once, its subnets, the networks of its gateway ports and of peer
+//! ports none of the indexed peerings claims, the links and routes its peerings install there
+//! (in [`PrefixMap`]s: "every entry overlapping this prefix" without a scan), and its installed
+//! routes by ECMP key. Every entry remembers the position of its peering in the list the index
+//! was built from, so that a caller judging peerings in age order can restrict the rules to the
+//! ones before it ([`PeerIndex::before`]) and so that refusals list conflicts in list order,
+//! exactly as the pairwise comparison did.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ipnet::IpNet;
+
+use super::{effective_routes, is_peer, parse_networks, resolve_router, vpc_subnets, Topology};
+use super::{RouteView, RouterView};
+use crate::peering::{overlaps, port_name, PeeringSpec, RoutePolicy, RouteSpec};
+
+/// Networks keyed by prefix (host bits cleared), answering "every entry overlapping `q`" with
+/// one range scan (the entries inside `q`) and one lookup per prefix length present that is
+/// shorter than `q`'s (the entries containing `q`).
+#[derive(Debug, Clone)]
+pub struct PrefixMap<T> {
+    map: BTreeMap<IpNet, Vec<T>>,
+    /// (is IPv6, prefix length) of the keys present.
+    lens: BTreeSet<(bool, u8)>,
+}
+
+impl<T> Default for PrefixMap<T> {
+    fn default() -> Self {
+        PrefixMap {
+            map: BTreeMap::new(),
+            lens: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> PrefixMap<T> {
+    /// Adds `value` under `net` (its host bits are ignored).
+    pub fn insert(&mut self, net: IpNet, value: T) {
+        let key = net.trunc();
+        self.lens.insert((is_v6(&key), key.prefix_len()));
+        self.map.entry(key).or_default().push(value);
+    }
+
+    /// Every value whose network overlaps `q` (one contains the other), in no particular order.
+    pub fn overlapping(&self, q: &IpNet) -> impl Iterator<Item = &T> + '_ {
+        let q = q.trunc();
+        let v6 = is_v6(&q);
+        let containing =
+            self.lens
+                .range((v6, 0)..(v6, q.prefix_len()))
+                .filter_map(move |&(_, len)| {
+                    let key = IpNet::new(q.addr(), len).ok()?.trunc();
+                    self.map.get(&key)
+                });
+        let last = IpNet::new(q.broadcast(), q.max_prefix_len()).expect("host prefix");
+        let inside = self
+            .map
+            .range(q..=last)
+            .filter(move |(k, _)| overlaps(k, &q))
+            .map(|(_, v)| v);
+        containing.chain(inside).flatten()
+    }
+}
+
+fn is_v6(n: &IpNet) -> bool {
+    matches!(n, IpNet::V6(_))
+}
+
+/// Position of a peering in the list the index was built from.
+type Pos = usize;
+
+/// The router of a VPC, resolved once, with what the rules read of it.
+#[derive(Debug, Clone)]
+pub(super) struct ResolvedRouter {
+    pub id: String,
+    pub name: String,
+    pub subnets: Vec<IpNet>,
+    /// Networks of gateway ports and peer ports, (router port order, network, port name),
+    /// those claimed by an indexed peering of this VPC apart, by port name.
+    unclaimed: Vec<(usize, IpNet, String)>,
+    claimed: HashMap<String, Vec<(usize, IpNet)>>,
+    /// Installed main-table routes by (policy, prefix): (router route order, the route).
+    ecmp: HashMap<(RoutePolicy, IpNet), Vec<(usize, RouteView)>>,
+}
+
+/// One VPC: its router and what its indexed peerings occupy there.
+#[derive(Debug, Clone, Default)]
+pub(super) struct VpcIndex {
+    router: Option<Result<ResolvedRouter, String>>,
+    /// Links of the peerings in this VPC: (position, order within it, network).
+    links: PrefixMap<(Pos, usize, IpNet)>,
+    /// Routes the peerings install in this VPC: (position, order within it, route).
+    routes: PrefixMap<(Pos, usize, RouteSpec)>,
+}
+
+/// The indexed peerings and their VPCs (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct PeerIndex {
+    names: Vec<String>,
+    /// (local, remote) VPC of every peering.
+    pairs: Vec<(String, String)>,
+    by_name: HashMap<String, Vec<Pos>>,
+    /// By unordered VPC pair.
+    by_pair: HashMap<(String, String), Vec<Pos>>,
+    /// Both port names of every peering.
+    by_port: HashMap<String, Vec<Pos>>,
+    /// Every peering by VPC (each VPC of a peering once).
+    by_vpc: HashMap<String, Vec<Pos>>,
+    vpcs: HashMap<String, VpcIndex>,
+}
+
+/// The indexed peerings a rule may consult: all of them, or those before a position.
+#[derive(Debug, Clone, Copy)]
+pub struct Others<'a> {
+    pub(super) index: &'a PeerIndex,
+    upto: Pos,
+}
+
+impl PeerIndex {
+    /// Indexes `peerings` (in this order) against `topo`. O(P log P) in the peerings, plus one
+    /// read of each of their VPCs' routers.
+    pub fn new(peerings: &[PeeringSpec], topo: &(impl Topology + ?Sized)) -> PeerIndex {
+        let mut ix = PeerIndex::default();
+        let mut subnets: HashMap<String, Vec<IpNet>> = HashMap::new();
+        let mut claims: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (pos, o) in peerings.iter().enumerate() {
+            ix.names.push(o.name.clone());
+            ix.pairs.push((o.local_vpc.clone(), o.remote_vpc.clone()));
+            ix.by_name.entry(o.name.clone()).or_default().push(pos);
+            ix.by_pair
+                .entry(pair(&o.local_vpc, &o.remote_vpc))
+                .or_default()
+                .push(pos);
+            for name in super::port_names(&o.local_vpc, &o.remote_vpc) {
+                ix.by_port.entry(name).or_default().push(pos);
+            }
+            let vpcs: BTreeSet<&str> = [o.local_vpc.as_str(), o.remote_vpc.as_str()].into();
+            for vpc in vpcs {
+                let Some(t) = o.side_of(vpc) else { continue };
+                ix.by_vpc.entry(vpc.to_string()).or_default().push(pos);
+                claims
+                    .entry(vpc.to_string())
+                    .or_default()
+                    .insert(port_name(vpc, o.vpc(t.other())));
+                let entry = ix.vpcs.entry(vpc.to_string()).or_default();
+                for (k, n) in o.connect(t).networks().into_iter().enumerate() {
+                    entry.links.insert(n, (pos, k, n));
+                }
+                let other = o.vpc(t.other());
+                let other_subnets = subnets
+                    .entry(other.to_string())
+                    .or_insert_with(|| union_subnets(topo, other));
+                let installed = effective_routes(o.routes(t), other_subnets, o.connect(t));
+                for (k, r) in installed.into_iter().enumerate() {
+                    entry.routes.insert(r.prefix, (pos, k, r));
+                }
+            }
+        }
+        for (vpc, entry) in ix.vpcs.iter_mut() {
+            let claimed = claims.remove(vpc).unwrap_or_default();
+            entry.router = Some(ResolvedRouter::new(topo, vpc, &claimed));
+        }
+        ix
+    }
+
+    /// Every indexed peering.
+    pub fn all(&self) -> Others<'_> {
+        Others {
+            index: self,
+            upto: self.names.len(),
+        }
+    }
+
+    /// Only the first `n` indexed peerings take part in the conflict rules (links, routes,
+    /// names): for judging peerings in age order. Ports of later ones are still ours, never
+    /// foreign.
+    pub fn before(&self, n: usize) -> Others<'_> {
+        Others {
+            index: self,
+            upto: n.min(self.names.len()),
+        }
+    }
+
+    /// The index of a VPC, or an empty one read from `topo` when no indexed peering touches it.
+    pub(super) fn vpc<'a>(
+        &'a self,
+        topo: &(impl Topology + ?Sized),
+        vpc: &str,
+    ) -> Cow<'a, VpcIndex> {
+        match self.vpcs.get(vpc) {
+            Some(v) => Cow::Borrowed(v),
+            None => Cow::Owned(VpcIndex {
+                router: Some(ResolvedRouter::new(topo, vpc, &BTreeSet::new())),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+impl<'a> Others<'a> {
+    /// The name of the peering at `pos`.
+    pub(super) fn name(&self, pos: Pos) -> &'a str {
+        &self.index.names[pos]
+    }
+
+    /// (local, remote) VPC of the peering at `pos`.
+    pub(super) fn pair(&self, pos: Pos) -> (&'a str, &'a str) {
+        let (l, r) = &self.index.pairs[pos];
+        (l, r)
+    }
+
+    /// Whether the peering at `pos` takes part, for the peering named `me`.
+    pub(super) fn counts(&self, pos: Pos, me: &str) -> bool {
+        pos < self.upto && self.index.names[pos] != me
+    }
+
+    /// Peerings (not `me`) that hold one of the port names `ports` or peer `a` with `b`, in
+    /// list order.
+    pub(super) fn name_candidates(&self, me: &str, ports: &[String], a: &str, b: &str) -> Vec<Pos> {
+        let ix = self.index;
+        let mut c: Vec<Pos> = ports
+            .iter()
+            .flat_map(|p| ix.by_port.get(p).into_iter().flatten().copied())
+            .collect();
+        if a == b {
+            c.extend(ix.by_vpc.get(a).into_iter().flatten().copied());
+        } else {
+            c.extend(ix.by_pair.get(&pair(a, b)).into_iter().flatten().copied());
+        }
+        c.retain(|&p| self.counts(p, me));
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    /// Links of the counted peerings in `vpc` overlapping `q`, in list order: (network, peering).
+    pub(super) fn links(&self, vpc: &VpcIndex, q: &IpNet, me: &str) -> Vec<(IpNet, &'a str)> {
+        let mut hits: Vec<(Pos, usize, IpNet)> = vpc
+            .links
+            .overlapping(q)
+            .filter(|(p, _, _)| self.counts(*p, me))
+            .copied()
+            .collect();
+        hits.sort_unstable_by_key(|(p, k, _)| (*p, *k));
+        hits.into_iter()
+            .map(|(p, _, n)| (n, self.name(p)))
+            .collect()
+    }
+
+    /// Routes of the counted peerings in `vpc` with `policy` overlapping `q`, in list order.
+    pub(super) fn routes(
+        &self,
+        vpc: &VpcIndex,
+        q: &IpNet,
+        policy: RoutePolicy,
+        me: &str,
+    ) -> Vec<(RouteSpec, &'a str)> {
+        let mut hits: Vec<&(Pos, usize, RouteSpec)> = vpc
+            .routes
+            .overlapping(q)
+            .filter(|(p, _, r)| r.policy == policy && self.counts(*p, me))
+            .collect();
+        hits.sort_unstable_by_key(|(p, k, _)| (*p, *k));
+        hits.into_iter()
+            .map(|(p, _, r)| (*r, self.name(*p)))
+            .collect()
+    }
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
+/// Subnets of every router named `vpc` (none when missing).
+fn union_subnets(topo: &(impl Topology + ?Sized), vpc: &str) -> Vec<IpNet> {
+    let all: BTreeSet<IpNet> = topo
+        .routers_named(vpc)
+        .iter()
+        .flat_map(vpc_subnets)
+        .collect();
+    all.into_iter().collect()
+}
+
+impl ResolvedRouter {
+    /// The one router named `vpc` (or why not); `claimed`: the port names the indexed
+    /// peerings hold in it.
+    fn new(
+        topo: &(impl Topology + ?Sized),
+        vpc: &str,
+        claimed_names: &BTreeSet<String>,
+    ) -> Result<ResolvedRouter, String> {
+        let router: RouterView = resolve_router(topo, vpc)?;
+        let mut unclaimed = Vec::new();
+        let mut claimed: HashMap<String, Vec<(usize, IpNet)>> = HashMap::new();
+        for (i, p) in router.ports.iter().enumerate() {
+            if !(is_peer(p) || p.is_gateway) {
+                continue;
+            }
+            for n in parse_networks(p) {
+                if claimed_names.contains(&p.name) {
+                    claimed.entry(p.name.clone()).or_default().push((i, n));
+                } else {
+                    unclaimed.push((i, n, p.name.clone()));
+                }
+            }
+        }
+        let mut ecmp: HashMap<(RoutePolicy, IpNet), Vec<(usize, RouteView)>> = HashMap::new();
+        for (i, r) in router.routes.iter().enumerate() {
+            // ovn-peerd installs every route in the main table ("").
+            if !r.route_table.is_empty() {
+                continue;
+            }
+            if let Some(key) = r.key() {
+                ecmp.entry(key).or_default().push((i, r.clone()));
+            }
+        }
+        Ok(ResolvedRouter {
+            subnets: vpc_subnets(&router),
+            id: router.id,
+            name: router.name,
+            unclaimed,
+            claimed,
+            ecmp,
+        })
+    }
+
+    /// Networks of gateway ports and of peer ports that are not ours, in router port order:
+    /// (network, port name). Ours: `own` (the checked peering's port here) and the ports the
+    /// indexed peerings claim, unless only `me` (the checked peering's name) claims them.
+    pub(super) fn port_nets(&self, own: &str, reclaimed: &[String]) -> Vec<(IpNet, String)> {
+        let mut nets: Vec<(usize, IpNet, String)> = self
+            .unclaimed
+            .iter()
+            .filter(|(_, _, name)| name != own)
+            .cloned()
+            .collect();
+        for name in reclaimed.iter().filter(|n| *n != own) {
+            for (i, n) in self.claimed.get(name).into_iter().flatten() {
+                nets.push((*i, *n, name.clone()));
+            }
+        }
+        nets.sort_by_key(|(i, _, _)| *i);
+        nets.into_iter().map(|(_, n, name)| (n, name)).collect()
+    }
+
+    /// Installed main-table routes with this (policy, prefix), not of peering `me`, in router
+    /// order.
+    pub(super) fn ecmp(&self, key: (RoutePolicy, IpNet), me: &str) -> Vec<&(usize, RouteView)> {
+        self.ecmp
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, r)| r.peering.as_deref() != Some(me))
+            .collect()
+    }
+}
+
+impl VpcIndex {
+    /// The VPC's one router, or why there is not exactly one.
+    pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
+        match &self.router {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => Err(e),
+            None => Err("not resolved"),
+        }
+    }
+}
+
+impl PeerIndex {
+    /// Port names in `vpc` that only peerings named `me` claim: not ours when `me` is judged
+    /// (the pairwise rules skipped every peering of the judged name). Empty in practice
+    /// (names are unique), and a lookup by name, never a scan of the VPC's peerings.
+    pub(super) fn claimed_only_by(&self, vpc: &str, me: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for &pos in self.by_name.get(me).into_iter().flatten() {
+            let (l, r) = &self.pairs[pos];
+            let other = if l == vpc {
+                r
+            } else if r == vpc {
+                l
+            } else {
+                continue;
+            };
+            let port = port_name(vpc, other);
+            let held_by_another = self
+                .by_port
+                .get(&port)
+                .into_iter()
+                .flatten()
+                .any(|&q| self.names[q] != me && self.claims(q, vpc, &port));
+            if !held_by_another {
+                out.push(port);
+            }
+        }
+        out
+    }
+
+    /// Whether the peering at `pos` has its port `port` in `vpc`.
+    fn claims(&self, pos: Pos, vpc: &str, port: &str) -> bool {
+        let (l, r) = &self.pairs[pos];
+        (l == vpc && port_name(l, r) == port) || (r == vpc && port_name(r, l) == port)
+    }
+}
