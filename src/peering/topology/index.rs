@@ -204,6 +204,17 @@ impl PeerIndex {
     }
 }
 
+impl PeerIndex {
+    /// The subnets the rules read for `vpc` (those of its one router; none when it has not
+    /// exactly one, and then a peering of it fails the rules anyway).
+    pub fn subnets(&self, topo: &(impl Topology + ?Sized), vpc: &str) -> Vec<IpNet> {
+        match self.vpc(topo, vpc).router() {
+            Ok(r) => r.subnets.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 impl<'a> Others<'a> {
     /// The name of the peering at `pos`.
     pub(super) fn name(&self, pos: Pos) -> &'a str {
@@ -410,5 +421,142 @@ impl PeerIndex {
     fn claims(&self, pos: Pos, vpc: &str, port: &str) -> bool {
         let (l, r) = &self.pairs[pos];
         (l == vpc && port_name(l, r) == port) || (r == vpc && port_name(r, l) == port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peering::topology::{check_topology_in, PortView, RouterView};
+
+    fn n(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    /// A spread of prefixes nesting in each other at many lengths, both families.
+    fn nets() -> Vec<IpNet> {
+        let mut v = Vec::new();
+        for len in [0u8, 8, 16, 20, 23, 24, 25, 30, 32] {
+            for a in [
+                "10.0.0.0",
+                "10.0.1.7",
+                "10.1.0.0",
+                "192.168.3.4",
+                "10.0.0.255",
+            ] {
+                v.push(IpNet::new(a.parse().unwrap(), len).unwrap());
+            }
+        }
+        for len in [0u8, 10, 48, 64, 126, 128] {
+            for a in ["fd00::", "fd00::1:0", "fe80::5"] {
+                v.push(IpNet::new(a.parse().unwrap(), len).unwrap());
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn prefix_map_finds_exactly_the_overlapping_entries() {
+        let all = nets();
+        let mut m = PrefixMap::default();
+        for (i, net) in all.iter().enumerate() {
+            m.insert(*net, i);
+        }
+        for q in &all {
+            let mut found: Vec<usize> = m.overlapping(q).copied().collect();
+            found.sort_unstable();
+            let want: Vec<usize> = (0..all.len()).filter(|&i| overlaps(&all[i], q)).collect();
+            assert_eq!(found, want, "query {q}");
+        }
+        // Only the /0 entries of the family cover an unrelated prefix.
+        assert_eq!(m.overlapping(&n("172.16.0.0/12")).count(), 5);
+    }
+
+    fn router(name: &str, subnet: &str) -> RouterView {
+        RouterView {
+            id: format!("id-{name}"),
+            name: name.into(),
+            ports: vec![PortView {
+                name: format!("{name}-lan"),
+                networks: vec![subnet.into()],
+                ..Default::default()
+            }],
+            routes: vec![],
+        }
+    }
+
+    fn spec(name: &str, a: &str, b: &str, link: (&str, &str)) -> PeeringSpec {
+        PeeringSpec {
+            name: name.into(),
+            local_vpc: a.into(),
+            remote_vpc: b.into(),
+            local_connect: link.0.parse().unwrap(),
+            remote_connect: link.1.parse().unwrap(),
+            local_routes: vec![],
+            remote_routes: vec![],
+        }
+    }
+
+    /// `before(n)`: only the first n indexed peerings conflict (age order: the older wins),
+    /// while a later one's port is still ours, not a foreign port in the way.
+    #[test]
+    fn before_restricts_the_conflict_rules_to_earlier_peerings() {
+        let topo = vec![
+            router("hub", "10.0.0.1/24"),
+            router("s1", "10.1.0.1/24"),
+            router("s2", "10.2.0.1/24"),
+        ];
+        let old = spec("old", "hub", "s1", ("169.254.0.1/30", "169.254.0.2/30"));
+        // Its link overlaps old's in the hub.
+        let new = spec("new", "hub", "s2", ("169.254.0.5/29", "169.254.0.6/29"));
+        let index = PeerIndex::new(&[old.clone(), new.clone()], &topo);
+        let refused = check_topology_in(&new, &topo, index.before(1), &[]).unwrap_err();
+        assert!(refused.to_string().contains("peering \"old\""), "{refused}");
+        assert!(check_topology_in(&old, &topo, index.before(0), &[]).is_ok());
+        // All of them: each names the other.
+        let both = check_topology_in(&old, &topo, index.all(), &[]).unwrap_err();
+        assert!(both.to_string().contains("peering \"new\""), "{both}");
+    }
+
+    /// A hub with many spokes: every spoke judged against one index passes, and the spoke whose
+    /// link overlaps another's is refused naming exactly that one.
+    #[test]
+    fn one_index_judges_every_spoke_of_a_hub() {
+        let spokes = 300;
+        let mut topo = vec![router("hub", "10.0.0.1/24")];
+        let mut specs = Vec::new();
+        for k in 0..spokes {
+            let s = format!("s{k}");
+            topo.push(router(&s, &format!("10.{}.{}.1/24", 1 + k / 256, k % 256)));
+            let base = 4 * k as u32;
+            let host = |d: u32| {
+                let a = u32::from(std::net::Ipv4Addr::new(169, 254, 0, 0)) + base + d;
+                format!("{}/30", std::net::Ipv4Addr::from(a))
+            };
+            specs.push(spec(&format!("p{k}"), "hub", &s, (&host(1), &host(2))));
+        }
+        // The last one reuses spoke 7's link.
+        specs.push(spec(
+            "dup",
+            "hub",
+            "s-dup",
+            ("169.254.0.29/30", "169.254.0.30/30"),
+        ));
+        topo.push(router("s-dup", "10.9.0.1/24"));
+        let index = PeerIndex::new(&specs, &topo);
+        for s in &specs[..spokes] {
+            let r = check_topology_in(s, &topo, index.all(), &[]);
+            if s.name == "p7" {
+                assert!(r.unwrap_err().to_string().contains("peering \"dup\""));
+            } else {
+                let facts = r.unwrap_or_else(|e| panic!("{}: {e}", s.name));
+                assert_eq!(facts.remote_routes, vec![RouteSpec::dst(n("10.0.0.0/24"))]);
+            }
+        }
+        let dup = check_topology_in(&specs[spokes], &topo, index.all(), &[]).unwrap_err();
+        let msg = dup.to_string();
+        assert!(msg.contains("peering \"p7\""), "{msg}");
+        // Only in the hub: the spokes are different VPCs.
+        assert_eq!(msg.matches("of peering").count(), 1, "{msg}");
     }
 }
