@@ -703,6 +703,89 @@ async fn list_routes_shows_nb_routes_and_wanted_ones() {
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+/// Every route of `vpc`, listed in pages of `size`: (cidr, peering, installed), in order.
+async fn list_all_routes(
+    c: &mut ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient<
+        tonic::transport::Channel,
+    >,
+    vpc: &str,
+    size: i32,
+) -> Vec<(String, String, bool)> {
+    let (mut out, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = c
+            .list_routes(ListRoutesRequest {
+                vpc: vpc.into(),
+                page_size: size,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.routes.len() <= size as usize);
+        out.extend(
+            page.routes
+                .into_iter()
+                .map(|r| (r.cidr, r.peering, r.installed)),
+        );
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// A hub's routes in small pages are its routes in one page: each once, in one order, and a
+/// peering that fails the rules (judged only when its routes reach a page) wants nothing.
+#[tokio::test]
+async fn list_routes_of_a_hub_pages_judged_peerings() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    t.nb.nbctl(&["lr-route-add", "hub", "10.3.0.0/24", "10.0.0.254"]);
+    let mut c = t.client().await;
+    for k in 1..=6 {
+        let spoke = format!("s{k}");
+        create_vpc(&t.nb, &spoke, &[&format!("10.{k}.1.1/24")]);
+        c.create_peering(create(peering(&format!("h{k}"), "hub", &spoke)))
+            .await
+            .unwrap();
+    }
+    // s4 now overlaps the hub: h4 fails the rules and wants nothing.
+    t.nb.nbctl(&[
+        "lrp-add",
+        "s4",
+        "s4-x",
+        "0a:00:00:00:00:44",
+        "10.0.0.129/25",
+    ]);
+    let whole = list_all_routes(&mut c, "hub", 100).await;
+    let want: Vec<(String, String, bool)> = [
+        ("10.1.1.0/24", "h1", false),
+        ("10.2.1.0/24", "h2", false),
+        ("10.3.0.0/24", "", true),
+        ("10.3.1.0/24", "h3", false),
+        ("10.5.1.0/24", "h5", false),
+        ("10.6.1.0/24", "h6", false),
+    ]
+    .iter()
+    .map(|(a, b, i)| (a.to_string(), b.to_string(), *i))
+    .collect();
+    assert_eq!(whole, want);
+    for size in [1, 2, 4] {
+        assert_eq!(
+            list_all_routes(&mut c, "hub", size).await,
+            want,
+            "pages of {size}"
+        );
+    }
+
+    t.converge().await;
+    let installed = list_all_routes(&mut c, "hub", 100).await;
+    assert!(installed.iter().all(|r| r.2), "{installed:?}");
+    assert_eq!(installed.len(), 6, "{installed:?}");
+    assert_eq!(list_all_routes(&mut c, "hub", 2).await, installed);
+}
+
 /// One VPC name limit: a name CreatePeering accepts is one ListRoutes accepts, and one byte
 /// more is refused by both, naming the field.
 #[tokio::test]
