@@ -712,7 +712,7 @@ async fn list_all_routes(
     size: i32,
 ) -> Vec<(String, String, bool)> {
     let (mut out, mut token) = (Vec::new(), String::new());
-    loop {
+    for _ in 0..100 {
         let page = c
             .list_routes(ListRoutesRequest {
                 vpc: vpc.into(),
@@ -733,6 +733,7 @@ async fn list_all_routes(
         }
         token = page.next_page_token;
     }
+    panic!("{vpc}: more than 100 pages of {size}: paging does not end");
 }
 
 /// A hub's routes in small pages are its routes in one page: each once, in one order, and a
