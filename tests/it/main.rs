@@ -10,6 +10,8 @@ mod e2e;
 mod metrics;
 mod ovsdb;
 mod server;
+mod shutdown;
+mod store_rules;
 mod support;
 mod walkthrough;
 mod worker;
