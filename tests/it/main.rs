@@ -14,4 +14,5 @@ mod shutdown;
 mod store_rules;
 mod support;
 mod walkthrough;
+mod watchdog;
 mod worker;
