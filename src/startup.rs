@@ -17,7 +17,7 @@ use crate::metrics::GrpcMetricsLayer;
 use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringServiceServer;
 use crate::reconciler::{self, Reconciler};
-use crate::store::Store;
+use crate::store::{Deployment, Store};
 
 /// The OVN Northbound database's name in its schema.
 pub const NB_DATABASE: &str = "OVN_Northbound";
@@ -28,6 +28,7 @@ pub struct Application {
     listener: TcpListener,
     store: Store,
     nb: ovsdb::Client,
+    deployment: Deployment,
 }
 
 impl Application {
@@ -39,13 +40,24 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let store = Store::connect_lazy(&config.database_url)?;
         migrate_with_retry(&store).await?;
+        let deployment = store
+            .deployment_get()
+            .await
+            .context("cannot read this deployment's id")?;
+        tracing::info!(deployment_id = %deployment.id, "deployment");
         let nb = ovsdb::Client::start(nb_client_config(&config)?).context("invalid --ovn-nb-db")?;
         Ok(Self {
             config,
             listener,
             store,
             nb,
+            deployment,
         })
+    }
+
+    /// This deployment's id (made at its first migration).
+    pub fn deployment_id(&self) -> uuid::Uuid {
+        self.deployment.id
     }
 
     /// The address the gRPC API is bound to (tests bind port 0).
@@ -68,6 +80,7 @@ impl Application {
             listener,
             store,
             nb,
+            deployment,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mut tasks = JoinSet::new();
@@ -85,7 +98,7 @@ impl Application {
             let reconciler = Reconciler::new(
                 store.clone(),
                 nb.clone(),
-                reconciler::Settings::from_config(&config),
+                reconciler::Settings::from_config(&config, deployment.id),
             );
             tasks.spawn(named(
                 "reconciler",

@@ -3,23 +3,33 @@
 //!
 //! The lock lives on a dedicated connection (not a pooled one): when the
 //! replica dies or its connection breaks, Postgres ends the session and frees
-//! the lock, and another replica takes it at its next attempt.
+//! the lock, and another replica takes it at its next attempt. "Breaks" must
+//! not mean "whenever TCP notices": the session asks the server for short
+//! keepalives and a user timeout, and the holder checks the session on a
+//! heartbeat and gives the lock up when a check fails or hangs (the budget is
+//! in [`super::timing`]). Taking the lock bumps the deployment's writer epoch
+//! in this same session: the fence ([`super::fence`]) builds on it.
 
-use std::time::Duration;
-
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
+use super::timing::{
+    ACQUIRE_INTERVAL, CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, KEEPALIVES_COUNT,
+    KEEPALIVES_IDLE_SECS, KEEPALIVES_INTERVAL_SECS, RELEASE_TIMEOUT, TCP_USER_TIMEOUT_MS,
+};
+use crate::store::{self, StoreError};
+
 /// The advisory lock key: "ovnpeerd" in ASCII.
 const LOCK_KEY: i64 = 0x6f76_6e70_6565_7264;
-/// How often a replica without the lock tries to take it.
-pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the holder checks its lock connection is alive.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// The lock session's `application_name`, so operators (and tests) can find it
+/// in `pg_stat_activity`.
+pub const LOCK_APPLICATION_NAME: &str = "ovn-peerd-writer-lock";
 
-/// A held writer lock.
+/// A held writer lock and the writer epoch it took.
 pub struct WriterLock {
     conn: PgConnection,
+    epoch: i64,
 }
 
 impl WriterLock {
@@ -29,7 +39,10 @@ impl WriterLock {
         loop {
             match try_acquire(database_url).await {
                 Ok(Some(lock)) => {
-                    tracing::info!("writer lock taken: this replica runs the worker");
+                    tracing::info!(
+                        epoch = lock.epoch,
+                        "writer lock taken: this replica runs the worker"
+                    );
                     metrics::gauge!("ovn_peerd_writer_lock_held").set(1.0);
                     return Some(lock);
                 }
@@ -47,43 +60,102 @@ impl WriterLock {
         }
     }
 
-    /// Resolves when the lock is lost (its connection broke).
+    /// The writer epoch this holder took.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Resolves when the lock is lost: a heartbeat check failed, did not
+    /// answer within [`HEARTBEAT_TIMEOUT`], or found another holder's epoch.
     pub async fn lost(&mut self) {
         loop {
-            tokio::time::sleep(KEEPALIVE_INTERVAL).await;
-            let alive = tokio::time::timeout(KEEPALIVE_INTERVAL, self.conn.ping()).await;
-            if !matches!(alive, Ok(Ok(()))) {
-                tracing::warn!("writer lock connection lost: stopping the worker");
-                metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
-                return;
-            }
+            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            let check = tokio::time::timeout(
+                HEARTBEAT_TIMEOUT,
+                store::deployment_epoch_get(&mut self.conn),
+            )
+            .await;
+            let why = match check {
+                Ok(Ok(e)) if e == self.epoch => continue,
+                Ok(Ok(e)) => format!("another holder took epoch {e}"),
+                Ok(Err(e)) => format!("lock session failed: {e}"),
+                Err(_) => format!("lock session silent for {HEARTBEAT_TIMEOUT:?}"),
+            };
+            tracing::warn!(
+                epoch = self.epoch,
+                why,
+                "writer lock lost: stopping the worker"
+            );
+            metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+            return;
         }
     }
 
-    /// Releases the lock (also released when the connection closes).
+    /// Releases the lock (also released when the connection closes). Bounded:
+    /// the session may be the thing that broke.
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(LOCK_KEY)
-            .execute(&mut self.conn)
-            .await;
-        let _ = self.conn.close().await;
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, async {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut self.conn)
+                .await;
+            let _ = self.conn.close().await;
+        })
+        .await;
         metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
     }
 }
 
-async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, sqlx::Error> {
-    let mut conn =
-        tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(database_url))
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+/// The lock session's options: its name, and server-side keepalives so that
+/// Postgres ends it (freeing the lock) soon after its holder goes silent.
+/// These only apply over TCP; a Unix socket has no partition to detect.
+fn session_options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = database_url.parse()?;
+    Ok(options.application_name(LOCK_APPLICATION_NAME).options([
+        ("tcp_keepalives_idle", KEEPALIVES_IDLE_SECS.to_string()),
+        (
+            "tcp_keepalives_interval",
+            KEEPALIVES_INTERVAL_SECS.to_string(),
+        ),
+        ("tcp_keepalives_count", KEEPALIVES_COUNT.to_string()),
+        ("tcp_user_timeout", TCP_USER_TIMEOUT_MS.to_string()),
+    ]))
+}
+
+async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, StoreError> {
+    let options = session_options(database_url).map_err(StoreError::Config)?;
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
     let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut conn)
         .await?;
-    if held {
-        Ok(Some(WriterLock { conn }))
-    } else {
+    if !held {
         let _ = conn.close().await;
-        Ok(None)
+        return Ok(None);
+    }
+    // Only now, under the lock: no other holder can bump concurrently.
+    let epoch = store::deployment_epoch_bump(&mut conn).await?;
+    Ok(Some(WriterLock { conn, epoch }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_session_asks_for_keepalives_and_names_itself() {
+        let o = session_options("postgres://u@db.example:5432/peerd").unwrap();
+        assert_eq!(o.get_application_name(), Some(LOCK_APPLICATION_NAME));
+        let opts = o.get_options().unwrap_or_default();
+        for (k, v) in [
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "10000"),
+        ] {
+            assert!(opts.contains(&format!("-c {k}={v}")), "{k} in {opts:?}");
+        }
     }
 }

@@ -7,11 +7,14 @@
 //! diff, write the difference, write statuses. A notification naming one
 //! peering narrows the pass to that peering; everything else, including the
 //! timer, runs it over all of them ([`wake`]). Only the replica holding the
-//! writer lock ([`lock`]) runs it.
+//! writer lock ([`lock`]) runs it, and every NB transaction it sends asserts
+//! that it still does ([`fence`]). Its intervals and backoffs: [`timing`].
 
 pub(crate) mod derive;
+pub mod fence;
 mod lock;
 mod pass;
+pub mod timing;
 mod translate;
 mod wake;
 
@@ -19,14 +22,18 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::config::Config;
 use crate::ovsdb::{self, CacheEvent};
 use crate::store::Store;
 
+use fence::Fence;
+pub use lock::{WriterLock, LOCK_APPLICATION_NAME};
 pub use pass::{PassError, PassOutcome, Scope};
+use timing::{Backoff, AFTER_LOSS_DELAY};
 use wake::Wake;
 
 /// The worker's settings.
@@ -40,12 +47,16 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Largest number of NB rows written in one transaction.
     pub max_rows_per_transaction: usize,
+    /// This deployment's id (Postgres `deployment.id`): names its NB fence.
+    pub deployment_id: Uuid,
 }
 
 impl Settings {
-    /// From the command line.
-    pub fn from_config(config: &Config) -> Settings {
+    /// From the command line and the deployment's id as Postgres holds it
+    /// ([`Store::deployment_get`]).
+    pub fn from_config(config: &Config, deployment_id: Uuid) -> Settings {
         Settings {
+            deployment_id,
             database_url: config.database_url.clone(),
             protected_vpcs: config.protected_vpcs.clone(),
             resync_interval: config.resync_interval(),
@@ -62,11 +73,10 @@ pub struct Reconciler {
     nb: ovsdb::Client,
     settings: Settings,
     wake: Arc<Wake>,
+    /// The fence of the writer lock this worker holds; `None` when it holds
+    /// none (standing by, or driven by a test without the lock).
+    fence: Arc<watch::Sender<Option<Fence>>>,
 }
-
-/// Backoff after a failed pass: 100 ms doubling to 10 s.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Reconciler {
     /// A worker over the store and the NB client.
@@ -76,7 +86,68 @@ impl Reconciler {
             nb,
             settings,
             wake: Arc::new(Wake::new()),
+            fence: Arc::new(watch::Sender::new(None)),
         }
+    }
+
+    /// This deployment's id.
+    pub fn deployment_id(&self) -> Uuid {
+        self.settings.deployment_id
+    }
+
+    /// The writer epoch this worker fences its NB transactions with, while it
+    /// holds the writer lock.
+    pub fn writer_epoch(&self) -> Option<i64> {
+        self.fence.borrow().as_ref().map(Fence::epoch)
+    }
+
+    fn current_fence(&self) -> Option<Fence> {
+        self.fence.borrow().clone()
+    }
+
+    /// Waits for the writer lock, then writes its epoch into NB; from then on
+    /// every NB transaction of this worker is fenced with it. `None` on
+    /// shutdown. A lock whose epoch NB has already seen surpassed (another
+    /// holder came after it) is given back and taken again later.
+    pub async fn take_writer_lock(&self, shutdown: &CancellationToken) -> Option<WriterLock> {
+        loop {
+            let mut lock = lock::WriterLock::acquire(&self.settings.database_url, shutdown).await?;
+            let fence = Fence::new(self.settings.deployment_id, lock.epoch());
+            let mut backoff = Backoff::default();
+            let installed = loop {
+                match fence::install(&self.nb, &fence).await {
+                    Ok(()) => break true,
+                    Err(PassError::Fenced) => break false,
+                    Err(e) => {
+                        let d = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in = ?d, "cannot write the writer fence into NB");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {
+                                lock.release().await;
+                                return None;
+                            }
+                            _ = lock.lost() => break false,
+                            _ = tokio::time::sleep(d) => {}
+                        }
+                    }
+                }
+            };
+            if installed {
+                tracing::info!(epoch = fence.epoch(), "writer fence written into NB");
+                self.fence.send_replace(Some(fence));
+                return Some(lock);
+            }
+            lock.release().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(AFTER_LOSS_DELAY) => {}
+            }
+        }
+    }
+
+    /// Forgets the fence: the lock is gone, this worker no longer writes.
+    fn drop_fence(&self) {
+        self.fence.send_replace(None);
     }
 
     /// One full pass.
@@ -96,7 +167,8 @@ impl Reconciler {
         Ok(last)
     }
 
-    /// Runs passes whenever woken until `shutdown`.
+    /// Runs passes whenever woken until `shutdown`, or until a pass finds
+    /// that another replica has fenced this one out of NB.
     pub async fn run(&self, shutdown: CancellationToken) {
         let wake = self.wake.clone();
         wake.full();
@@ -113,7 +185,7 @@ impl Reconciler {
         ));
         let _stop_listeners = listeners.drop_guard();
 
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::default();
         let mut next_full = tokio::time::Instant::now();
         loop {
             let Some(scope) = wake.take() else {
@@ -135,8 +207,17 @@ impl Reconciler {
                 Ok(_) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
                         .increment(1);
-                    retry = RETRY_MIN;
+                    retry.reset();
                     continue;
+                }
+                Err(PassError::Fenced) => {
+                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "fenced")
+                        .increment(1);
+                    tracing::warn!(
+                        "NB refused a transaction on the writer fence: another replica \
+                        holds the writer lock; stopping the worker"
+                    );
+                    return;
                 }
                 Err(PassError::NbNotSynced) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "nb_not_synced")
@@ -153,9 +234,8 @@ impl Reconciler {
                 Err(e) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => e.label())
                         .increment(1);
-                    tracing::warn!(error = %e, retry_in = ?retry, "reconciler pass failed");
-                    let d = retry;
-                    retry = (retry * 2).min(RETRY_MAX);
+                    let d = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "reconciler pass failed");
                     d
                 }
             };
@@ -169,12 +249,12 @@ impl Reconciler {
     }
 }
 
-/// Holds the writer lock while running the worker; stands by otherwise.
+/// Holds the writer lock while running the worker; stands by otherwise. The
+/// worker stops when the lock is lost (heartbeat) or NB says another replica
+/// took it (fence); this replica then waits a little and stands by again.
 pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: CancellationToken) {
     loop {
-        let Some(mut lock) =
-            lock::WriterLock::acquire(&reconciler.settings.database_url, &shutdown).await
-        else {
+        let Some(mut lock) = reconciler.take_writer_lock(&shutdown).await else {
             return;
         };
         let stop = shutdown.child_token();
@@ -183,16 +263,18 @@ pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: Cancellation
             _ = lock.lost() => {}
         }
         stop.cancel();
-        if shutdown.is_cancelled() {
-            lock.release().await;
-            return;
+        reconciler.drop_fence();
+        lock.release().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(AFTER_LOSS_DELAY) => {}
         }
     }
 }
 
 /// Wakes the worker on every desired-state change committed in Postgres.
 async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken) {
-    let mut delay = RETRY_MIN;
+    let mut backoff = Backoff::default();
     loop {
         let listener = tokio::select! {
             _ = stop.cancelled() => return,
@@ -200,7 +282,7 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
         };
         match listener {
             Ok(mut listener) => {
-                delay = RETRY_MIN;
+                backoff.reset();
                 // A (re)connected listener may have missed notifications: look at all.
                 wake.full();
                 loop {
@@ -223,9 +305,8 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = (delay * 2).min(RETRY_MAX);
     }
 }
 

@@ -16,7 +16,7 @@ use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 use uuid::Uuid;
 
 use super::derive::derive;
-use super::{translate, Reconciler};
+use super::{fence, translate, Reconciler};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl PassOutcome {
     }
 }
 
-/// Why a pass stopped before finishing.
+/// Why a pass (or taking the writer role) stopped before finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     /// Postgres failed.
@@ -56,6 +56,11 @@ pub enum PassError {
     /// An NB transaction's outcome is unknown or it could not be sent.
     #[error("OVN NB transaction failed")]
     Nb(#[source] TransactError),
+    /// NB holds a newer writer epoch than ours: another replica took the
+    /// writer lock, so this one must stop writing. Nothing was committed, and
+    /// it says nothing about any peering.
+    #[error("fenced out of OVN NB: another replica holds the writer lock")]
+    Fenced,
 }
 
 impl PassError {
@@ -65,6 +70,7 @@ impl PassError {
             PassError::Store(_) => "store",
             PassError::NbNotSynced => "nb_not_synced",
             PassError::Nb(_) => "nb",
+            PassError::Fenced => "fenced",
         }
     }
 }
@@ -151,6 +157,10 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
 
     let write_result = write_changes(r, &plan, &mut verdicts, &mut outcome).await;
     let t_written = t_start.elapsed();
+    if let Err(PassError::Fenced) = write_result {
+        // Not ours to judge any more: the new holder reports statuses.
+        return Err(PassError::Fenced);
+    }
 
     // Statuses, even when writing stopped half-way: what is known is reported.
     let statuses = statuses(&records, &verdicts);
@@ -342,31 +352,35 @@ async fn write_batch(
             }
             Ok(())
         }
-        Err(e) if is_refusal(&e) && batch.len() > 1 => {
+        Err(PassError::Nb(e)) if is_refusal(&e) && batch.len() > 1 => {
             tracing::warn!(error = %e, peerings = batch.len(), "batch refused; writing peering by peering");
             for group in batch {
                 match transact(r, std::slice::from_ref(group), outcome).await {
                     Ok(()) => settle(verdicts, group.0, Ok(())),
-                    Err(e) if is_refusal(&e) => settle(verdicts, group.0, Err(&e)),
-                    Err(e) => return Err(PassError::Nb(e)),
+                    Err(PassError::Nb(e)) if is_refusal(&e) => settle(verdicts, group.0, Err(&e)),
+                    Err(e) => return Err(e),
                 }
             }
             Ok(())
         }
-        Err(e) if is_refusal(&e) => {
+        Err(PassError::Nb(e)) if is_refusal(&e) => {
             settle(verdicts, batch[0].0, Err(&e));
             Ok(())
         }
-        Err(e) => Err(PassError::Nb(e)),
+        Err(e) => Err(e),
     }
 }
 
+/// The one place the worker sends NB transactions: the batch's operations,
+/// behind the writer fence when this worker holds the lock. A transaction
+/// that fails on the fence is [`PassError::Fenced`], never a peering's refusal.
 async fn transact(
     r: &Reconciler,
     batch: &[&(&str, Vec<&Change>)],
     outcome: &mut PassOutcome,
-) -> Result<(), TransactError> {
-    let mut ops: Vec<Operation> = Vec::new();
+) -> Result<(), PassError> {
+    let fence = r.current_fence();
+    let mut ops: Vec<Operation> = fence.iter().map(fence::Fence::wait_op).collect();
     let mut rows = 0;
     {
         // New rows' uuids are chosen against what NB holds now (the guard is not held
@@ -395,7 +409,11 @@ async fn transact(
     metrics::histogram!("ovn_peerd_nb_transaction_seconds", "outcome" => label)
         .record(started.elapsed().as_secs_f64());
     outcome.transactions += 1;
-    result?;
+    match result {
+        Err(e) if fence.is_some() && fence::failed_on_fence(&e) => return Err(PassError::Fenced),
+        Err(e) => return Err(PassError::Nb(e)),
+        Ok(_) => {}
+    }
     outcome.rows_written += rows;
     for (_, changes) in batch {
         for c in changes {

@@ -6,6 +6,7 @@
 //! taken VPC pair, an overlapping link, an unreachable database) and keeps the
 //! driver's error as its source for logs.
 
+mod deployment;
 mod error;
 mod model;
 mod peerings;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
 pub use model::{NewPeering, PeeringRecord, PeeringState, StoredRoute};
 pub use peerings::StatusUpdate;

@@ -143,7 +143,12 @@ impl<N> TestPeerd<N> {
         )
         .unwrap();
         nb.wait_synced(Duration::from_secs(10)).await.unwrap();
-        Reconciler::new(store, nb, reconciler::Settings::from_config(&self.config))
+        let deployment = store.deployment_get().await.expect("deployment id");
+        Reconciler::new(
+            store,
+            nb,
+            reconciler::Settings::from_config(&self.config, deployment.id),
+        )
     }
 
     /// Runs the worker until a pass writes nothing.

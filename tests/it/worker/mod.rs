@@ -7,7 +7,9 @@
 mod events;
 mod failures;
 mod faults;
+mod fencing;
 mod output_port;
+mod partition;
 mod rows;
 
 use std::future::Future;

@@ -1,0 +1,101 @@
+//! Every interval, timeout and backoff of the worker and its writer lock, in
+//! one place, with the budget they add up to.
+//!
+//! A partitioned lock holder must stop writing, and Postgres must free its
+//! lock, within [`LOSS_BOUND`] (~15 s):
+//! - client side, the holder checks its lock session every
+//!   [`HEARTBEAT_INTERVAL`] and gives the lock up when a check fails or takes
+//!   longer than [`HEARTBEAT_TIMEOUT`]: it stops writing within 2 + 3 = 5 s;
+//! - server side, the lock session's TCP keepalives (idle 5 s, then 3 probes
+//!   2 s apart) and `tcp_user_timeout` (10 s) end the backend, and so free the
+//!   advisory lock, within ~11 s of the last packet from the holder.
+//!
+//! The holder stops well before another replica can take over; the NB fence
+//! covers whatever is still in flight.
+
+use std::time::Duration;
+
+/// What the numbers below must stay under.
+pub const LOSS_BOUND: Duration = Duration::from_secs(15);
+
+/// How often a replica without the lock tries to take it.
+pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a replica that just lost the lock waits before trying again, so a
+/// standby (whose Postgres session is likely healthier) takes over first.
+pub const AFTER_LOSS_DELAY: Duration = Duration::from_secs(3);
+/// Connecting the lock session.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the holder checks its lock session.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one check may take before the holder gives the lock up.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Releasing the lock on shutdown (the session may be the broken thing).
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Server-side keepalives of the lock session, in seconds (Postgres GUCs).
+pub const KEEPALIVES_IDLE_SECS: u64 = 5;
+pub const KEEPALIVES_INTERVAL_SECS: u64 = 2;
+pub const KEEPALIVES_COUNT: u64 = 3;
+/// Server-side `tcp_user_timeout` of the lock session, in milliseconds.
+pub const TCP_USER_TIMEOUT_MS: u64 = 10_000;
+
+/// Retries after a failed pass, a lost listener or a failed fence write.
+pub const RETRY_MIN: Duration = Duration::from_millis(100);
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Exponential backoff from [`RETRY_MIN`] doubling to [`RETRY_MAX`].
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: RETRY_MIN }
+    }
+}
+
+impl Backoff {
+    /// The delay to wait now; the one after is twice as long, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(RETRY_MAX);
+        d
+    }
+
+    /// After a success: start over from the shortest delay.
+    pub fn reset(&mut self) {
+        self.next = RETRY_MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_lost_within_the_bound_on_both_sides() {
+        let client = HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT;
+        let keepalive =
+            Duration::from_secs(KEEPALIVES_IDLE_SECS + KEEPALIVES_INTERVAL_SECS * KEEPALIVES_COUNT);
+        let server = keepalive.min(Duration::from_millis(TCP_USER_TIMEOUT_MS) + HEARTBEAT_INTERVAL);
+        assert!(
+            client < server,
+            "the holder stops before the server frees the lock"
+        );
+        assert!(server <= LOSS_BOUND);
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        assert_eq!(b.next_delay(), RETRY_MIN);
+        assert_eq!(b.next_delay(), RETRY_MIN * 2);
+        for _ in 0..20 {
+            b.next_delay();
+        }
+        assert_eq!(b.next_delay(), RETRY_MAX);
+        b.reset();
+        assert_eq!(b.next_delay(), RETRY_MIN);
+    }
+}
