@@ -42,6 +42,11 @@ fn describe() {
         metrics::Unit::Seconds,
         "gRPC request latency, by method and status code"
     );
+    metrics::describe_gauge!(
+        "ovn_peerd_mass_deletion_blocked",
+        "1 while the worker holds back a pass that would delete more than half of this \
+         deployment's NB rows (start with --allow-mass-deletion to let it)"
+    );
 }
 
 /// Tower layer recording request counts and latencies by method and gRPC code.

@@ -10,6 +10,7 @@
 //! writer lock ([`lock`]) runs it, and every NB transaction it sends asserts
 //! that it still does ([`fence`]). Its intervals and backoffs: [`timing`].
 
+mod actual;
 pub(crate) mod derive;
 pub mod fence;
 mod lock;
@@ -47,8 +48,11 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Largest number of NB rows written in one transaction.
     pub max_rows_per_transaction: usize,
-    /// This deployment's id (Postgres `deployment.id`): names its NB fence.
+    /// This deployment's id (Postgres `deployment.id`): names its NB fence and
+    /// marks its NB rows (`ovn-peerd:instance`).
     pub deployment_id: Uuid,
+    /// Let a pass delete more than half of this deployment's NB rows.
+    pub allow_mass_deletion: bool,
 }
 
 impl Settings {
@@ -61,6 +65,7 @@ impl Settings {
             protected_vpcs: config.protected_vpcs.clone(),
             resync_interval: config.resync_interval(),
             max_rows_per_transaction: 2000,
+            allow_mass_deletion: config.allow_mass_deletion,
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct Reconciler {
     /// The fence of the writer lock this worker holds; `None` when it holds
     /// none (standing by, or driven by a test without the lock).
     fence: Arc<watch::Sender<Option<Fence>>>,
+    /// Why the last pass was held back by the mass-deletion brake, while it is.
+    mass_deletion: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Reconciler {
@@ -87,7 +94,13 @@ impl Reconciler {
             settings,
             wake: Arc::new(Wake::new()),
             fence: Arc::new(watch::Sender::new(None)),
+            mass_deletion: Arc::new(watch::Sender::new(None)),
         }
+    }
+
+    /// `Some(why)` while the mass-deletion brake holds passes back (health, tests).
+    pub fn mass_deletion_blocked(&self) -> watch::Receiver<Option<String>> {
+        self.mass_deletion.subscribe()
     }
 
     /// This deployment's id.
@@ -204,11 +217,20 @@ impl Reconciler {
             metrics::histogram!("ovn_peerd_reconciler_pass_seconds")
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
-                Ok(_) => {
+                Ok(o) if o.incomplete == 0 => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
                         .increment(1);
                     retry.reset();
                     continue;
+                }
+                Ok(o) => {
+                    // Some writes did not apply (rows changed meanwhile): re-read and
+                    // retry, with backoff in case the cause persists.
+                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "incomplete")
+                        .increment(1);
+                    let d = retry.next_delay();
+                    tracing::info!(peerings = o.incomplete, retry_in = ?d, "writes not applied; retrying");
+                    d
                 }
                 Err(PassError::Fenced) => {
                     metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "fenced")
