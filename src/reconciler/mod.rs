@@ -16,7 +16,8 @@ pub mod fence;
 mod lock;
 mod pass;
 pub mod timing;
-mod translate;
+#[doc(hidden)] // public for the integration tests of its guards
+pub mod translate;
 mod wake;
 
 use std::time::Duration;
