@@ -11,7 +11,7 @@ use ovn_peerd::reconciler::translate::{append_ops, not_done, RowIds};
 use ovn_peerd::startup::NB_DATABASE;
 use ovn_peerd::store::PeeringState;
 
-use super::{create, eventually, explicit, insert_sql, pool, record, store, two_vpcs, wait_state};
+use super::{create, eventually, explicit, pool, record, store, two_vpcs, wait_state};
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::Options;
 use crate::support::vpc::create_vpc;
@@ -145,35 +145,36 @@ async fn the_older_of_two_conflicting_peerings_wins_and_the_newer_recovers_when_
     })
     .await;
     create_vpc(&t.nb, "vpc-3", &["10.2.0.1/24"]); // the same subnet as vpc-2
-    let db = pool(&t.db.url).await;
-    // Inserted as another replica's API could before the rules saw both: they conflict on
-    // vpc-1's route to 10.2.0.0/24. The newer sorts first by name.
-    insert_sql(
-        &db,
-        "z-old",
-        "vpc-1",
-        "vpc-2",
-        "169.254.0.1/30",
-        "169.254.0.2/30",
+                                                  // Inserted together, as another replica's API could before the rules saw both: they
+                                                  // conflict on vpc-1's route to 10.2.0.0/24. The newer sorts first by name.
+    sqlx::query(
+        "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, create_time) \
+         VALUES ('a-new', 'vpc-1', 'vpc-3', '169.254.0.5/30', '169.254.0.6/30', now()), \
+                ('z-old', 'vpc-1', 'vpc-2', '169.254.0.1/30', '169.254.0.2/30', \
+                 now() - interval '1 hour')",
     )
-    .await;
-    sqlx::query("UPDATE peerings SET create_time = now() - interval '1 hour' WHERE name = 'z-old'")
-        .execute(&db)
-        .await
-        .unwrap();
-    insert_sql(
-        &db,
-        "a-new",
-        "vpc-1",
-        "vpc-3",
-        "169.254.0.5/30",
-        "169.254.0.6/30",
-    )
-    .await;
+    .execute(&pool(&t.db.url).await)
+    .await
+    .unwrap();
     let s = store(&t.db.url);
     wait_state(&s, "z-old", PeeringState::Active, PROMPT).await;
     let failed = wait_state(&s, "a-new", PeeringState::Failed, PROMPT).await;
     assert!(failed.state_message.contains("\"z-old\""), "{failed:?}");
+    // Judged again by a full pass, whatever the order: the same verdicts.
+    let outcome = t.reconciler().await.run_once().await.unwrap();
+    assert_eq!(
+        (
+            outcome.active,
+            outcome
+                .failed
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        ),
+        (1, vec!["a-new"]),
+        "{outcome:?}"
+    );
+    assert_eq!(record(&s, "z-old").await.state, PeeringState::Active);
     assert_eq!(NbRows::read(&t.nb).owned_routes_of("vpc-1").len(), 1);
 
     super::delete(&t, "z-old").await;
