@@ -557,3 +557,32 @@ fn publish_state_gauges(outcome: &PassOutcome, total: usize) {
         metrics::gauge!("ovn_peerd_peerings", "state" => state).set(n as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::OvsdbError;
+
+    fn op_error(error: &str) -> TransactError {
+        TransactError::Operation {
+            index: 1,
+            error: OvsdbError::from_json(&serde_json::json!({ "error": error })),
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_of_what_was_asked_is_the_peerings_failure() {
+        assert!(is_refusal(&op_error("constraint violation")));
+        assert!(is_refusal(&TransactError::Commit(OvsdbError::from_json(
+            &serde_json::json!({"error": "referential integrity violation"})
+        ))));
+        for transient in ["timed out", "not leader", "duplicate uuid", "I/O error"] {
+            assert!(!is_refusal(&op_error(transient)), "{transient}");
+        }
+        assert!(!is_refusal(&TransactError::Rejected(
+            OvsdbError::from_json(&serde_json::json!({"error": "not leader"}))
+        )));
+        assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
+        assert!(!is_refusal(&TransactError::NotConnected));
+    }
+}
