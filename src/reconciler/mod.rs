@@ -5,7 +5,8 @@
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
 //! the same pass ([`pass`]): read desired state, read the NB cache, derive,
 //! diff, write the difference, write statuses. A notification naming one
-//! peering narrows the pass to that peering; everything else, including the
+//! peering narrows the pass to that peering and the other peerings of its two
+//! VPCs (their verdicts may depend on it); everything else, including the
 //! timer, runs it over all of them ([`wake`]). Only the replica holding the
 //! writer lock ([`lock`]) runs it, and every NB transaction it sends asserts
 //! that it still does ([`fence`]). Its intervals and backoffs: [`timing`].

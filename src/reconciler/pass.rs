@@ -1,7 +1,14 @@
 //! One pass of the worker: desired (Postgres) vs actual (NB cache) →
 //! minimal NB writes → statuses, over every peering ([`Scope::All`]) or over
-//! the ones Postgres said changed ([`Scope::Peerings`]). Level-triggered: it needs no memory of
-//! earlier passes, so a crash at any point is repaired by the next pass.
+//! the ones Postgres said changed and every other peering of their VPCs
+//! ([`Scope::Peerings`]). Level-triggered: it needs no memory of earlier
+//! passes, so a crash at any point is repaired by the next pass.
+//!
+//! Only this deployment's rows are written ([`crate::peering::owner`]). A plan
+//! that would delete most of them is held back (the mass-deletion brake)
+//! unless `--allow-mass-deletion`. A write is the peering's failure only when
+//! NB refuses what was asked; a transient error or a write that matched no row
+//! leaves it not ACTIVE and is retried by a later pass, with backoff.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
