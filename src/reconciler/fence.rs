@@ -81,9 +81,10 @@ pub fn failed_on_fence(e: &TransactError) -> bool {
 /// What writing our epoch into NB should do, given what NB holds.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
-    /// NB already holds our epoch (a retry after an unknown outcome).
-    Done,
-    /// NB holds a newer epoch: another holder came after us.
+    /// NB holds our epoch or a newer one. Even ours is not taken as done: it
+    /// may be another holder's (a database restored from a backup hands out
+    /// an epoch again), and two holders must never share one. After our own
+    /// write with an unknown outcome, the caller simply takes a newer epoch.
     Superseded(i64),
     /// Write ours over what is there (absent, older, or not a number).
     Write,
@@ -92,14 +93,24 @@ enum Step {
 /// Compares the epoch NB holds under our key (if any) with ours.
 fn step(held: Option<&str>, ours: i64) -> Step {
     match held.and_then(|v| v.parse::<i64>().ok()) {
-        Some(v) if v == ours => Step::Done,
-        Some(v) if v > ours => Step::Superseded(v),
+        Some(v) if v >= ours => Step::Superseded(v),
         _ => Step::Write,
     }
 }
 
-/// Writes `fence`'s epoch into NB unless NB already holds a newer one
-/// ([`PassError::Fenced`] then).
+/// What [`install`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// NB now holds our epoch: transactions behind [`Fence::wait_op`] can land.
+    Yes,
+    /// NB holds `theirs`, newer than or equal to ours: left as it is.
+    Superseded {
+        /// The epoch NB holds.
+        theirs: i64,
+    },
+}
+
+/// Writes `fence`'s epoch into NB unless NB already holds it or a newer one.
 ///
 /// OVSDB conditions cannot compare a map value as a number, so this is a
 /// compare-and-swap: read `NB_Global.external_ids`, decide here, and write
@@ -109,7 +120,7 @@ fn step(held: Option<&str>, ours: i64) -> Step {
 /// `NB_Global` row (an NB nobody has initialised yet: `ovn-northd` and
 /// `ovn-nbctl` create it the same way) it inserts one, asserting the table
 /// is still empty.
-pub async fn install(nb: &Client, fence: &Fence) -> Result<(), PassError> {
+pub async fn install(nb: &Client, fence: &Fence) -> Result<Installed, PassError> {
     for _ in 0..INSTALL_ATTEMPTS {
         let current = read_external_ids(nb).await?;
         let ops = match &current {
@@ -134,15 +145,7 @@ pub async fn install(nb: &Client, fence: &Fence) -> Result<(), PassError> {
             ],
             Some(map) => {
                 match step(map_value(map, &fence.key), fence.epoch) {
-                    Step::Done => return Ok(()),
-                    Step::Superseded(theirs) => {
-                        tracing::warn!(
-                            ours = fence.epoch,
-                            theirs,
-                            "NB holds a newer writer epoch: another replica took the writer lock"
-                        );
-                        return Err(PassError::Fenced);
-                    }
+                    Step::Superseded(theirs) => return Ok(Installed::Superseded { theirs }),
                     Step::Write => {}
                 }
                 vec![
@@ -172,7 +175,7 @@ pub async fn install(nb: &Client, fence: &Fence) -> Result<(), PassError> {
             }
         };
         match nb.transact(ops).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Installed::Yes),
             // Changed since we read it (or a row appeared): read again.
             Err(TransactError::Operation { index: 0, error })
                 if error.kind == OvsdbErrorKind::TimedOut => {}
@@ -241,7 +244,7 @@ mod tests {
     fn a_newer_epoch_in_nb_is_never_overwritten() {
         assert_eq!(step(None, 3), Step::Write);
         assert_eq!(step(Some("2"), 3), Step::Write);
-        assert_eq!(step(Some("3"), 3), Step::Done);
+        assert_eq!(step(Some("3"), 3), Step::Superseded(3), "never shared");
         assert_eq!(step(Some("4"), 3), Step::Superseded(4));
         assert_eq!(
             step(Some("10"), 9),

@@ -65,6 +65,20 @@ impl WriterLock {
         self.epoch
     }
 
+    /// Takes a new epoch past `theirs`, an epoch NB holds that Postgres no
+    /// longer knows (this database was restored from a backup). Safe while the
+    /// lock is held: no one else in this deployment can take an epoch now.
+    pub async fn advance_past(&mut self, theirs: i64) -> Result<i64, StoreError> {
+        let epoch = tokio::time::timeout(
+            HEARTBEAT_TIMEOUT,
+            store::deployment_epoch_bump(&mut self.conn, theirs),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
+        self.epoch = epoch;
+        Ok(epoch)
+    }
+
     /// Resolves when the lock is lost: a heartbeat check failed, did not
     /// answer within [`HEARTBEAT_TIMEOUT`], or found another holder's epoch.
     pub async fn lost(&mut self) {
@@ -136,7 +150,7 @@ async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, StoreErro
         return Ok(None);
     }
     // Only now, under the lock: no other holder can bump concurrently.
-    let epoch = store::deployment_epoch_bump(&mut conn).await?;
+    let epoch = store::deployment_epoch_bump(&mut conn, 0).await?;
     Ok(Some(WriterLock { conn, epoch }))
 }
 

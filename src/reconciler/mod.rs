@@ -122,29 +122,45 @@ impl Reconciler {
 
     /// Waits for the writer lock, then writes its epoch into NB; from then on
     /// every NB transaction of this worker is fenced with it. `None` on
-    /// shutdown. A lock whose epoch NB has already seen surpassed (another
-    /// holder came after it) is given back and taken again later.
+    /// shutdown. When NB already holds a newer epoch of this deployment (its
+    /// database was restored from a backup), the holder takes one past it.
     pub async fn take_writer_lock(&self, shutdown: &CancellationToken) -> Option<WriterLock> {
         loop {
             let mut lock = lock::WriterLock::acquire(&self.settings.database_url, shutdown).await?;
-            let fence = Fence::new(self.settings.deployment_id, lock.epoch());
+            let mut fence = Fence::new(self.settings.deployment_id, lock.epoch());
             let mut backoff = Backoff::default();
             let installed = loop {
-                match fence::install(&self.nb, &fence).await {
-                    Ok(()) => break true,
-                    Err(PassError::Fenced) => break false,
+                let wait = match fence::install(&self.nb, &fence).await {
+                    Ok(fence::Installed::Yes) => break true,
+                    // Postgres is behind NB (restored from a backup), or our own earlier
+                    // write landed after all: under the lock, a newer epoch is safe to take.
+                    Ok(fence::Installed::Superseded { theirs }) => {
+                        tracing::warn!(
+                            ours = fence.epoch(),
+                            theirs,
+                            "NB already holds this or a newer writer epoch: taking one past it"
+                        );
+                        match lock.advance_past(theirs).await {
+                            Ok(epoch) => fence = Fence::new(self.settings.deployment_id, epoch),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot take a newer writer epoch")
+                            }
+                        }
+                        backoff.next_delay()
+                    }
                     Err(e) => {
                         let d = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in = ?d, "cannot write the writer fence into NB");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {
-                                lock.release().await;
-                                return None;
-                            }
-                            _ = lock.lost() => break false,
-                            _ = tokio::time::sleep(d) => {}
-                        }
+                        d
                     }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        lock.release().await;
+                        return None;
+                    }
+                    _ = lock.lost() => break false,
+                    _ = tokio::time::sleep(wait) => {}
                 }
             };
             if installed {

@@ -65,9 +65,8 @@ pub enum PassError {
     /// An NB transaction's outcome is unknown or it could not be sent.
     #[error("OVN NB transaction failed")]
     Nb(#[source] TransactError),
-    /// NB holds a newer writer epoch than ours: another replica took the
-    /// writer lock, so this one must stop writing. Nothing was committed, and
-    /// it says nothing about any peering.
+    /// NB refused our writer fence: another replica took the writer lock. Stop
+    /// writing; nothing was committed, and it says nothing about any peering.
     #[error("fenced out of OVN NB: another replica holds the writer lock")]
     Fenced,
 }
@@ -340,9 +339,8 @@ async fn write_batch(
     }
 }
 
-/// The one place the worker sends NB transactions: the batch's operations,
-/// behind the writer fence when this worker holds the lock. A transaction
-/// that fails on the fence is [`PassError::Fenced`], never a peering's refusal.
+/// The one place the worker sends NB transactions, behind the writer fence while it holds
+/// the lock. Failing on the fence is [`PassError::Fenced`], never a peering's refusal.
 /// Returns the peerings whose writes committed only in part.
 async fn transact(
     r: &Reconciler,

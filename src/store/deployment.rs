@@ -33,12 +33,16 @@ impl Store {
     }
 }
 
-/// Bumps the writer epoch on the lock session; returns the new one. Call it
-/// only while that session holds the writer lock.
-pub async fn deployment_epoch_bump(conn: &mut PgConnection) -> Result<i64, StoreError> {
+/// Bumps the writer epoch on the lock session past both its current value
+/// and `past` (an epoch seen elsewhere, e.g. in NB after a restore of this
+/// database from a backup); returns the new one. Call it only while that
+/// session holds the writer lock.
+pub async fn deployment_epoch_bump(conn: &mut PgConnection, past: i64) -> Result<i64, StoreError> {
     let epoch = sqlx::query_scalar(
-        "UPDATE deployment SET writer_epoch = writer_epoch + 1 RETURNING writer_epoch",
+        "UPDATE deployment SET writer_epoch = greatest(writer_epoch, $1) + 1 \
+         RETURNING writer_epoch",
     )
+    .bind(past)
     .fetch_one(conn)
     .await?;
     Ok(epoch)

@@ -135,12 +135,16 @@ impl PartitionablePg {
             .spawn()
             .expect("start postgres in its namespace");
         pg.postgres = Some(child);
-        let sock = pg.dir.path().join(format!(".s.PGSQL.{PG_PORT}"));
-        assert!(
-            crate::support::process::poll(Duration::from_secs(30), || sock.exists()),
-            "postgres did not start: {}",
-            pg.dir.path().display()
-        );
+        // The socket appears before the server accepts connections: ask it.
+        let isready = pg_bin("pg_isready");
+        let sock_dir = pg.dir.path().display().to_string();
+        let ready = crate::support::process::poll(Duration::from_secs(30), || {
+            Command::new(&isready)
+                .args(["-q", "-h", &sock_dir, "-p", &PG_PORT.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ready, "postgres did not start: {sock_dir}");
         pg
     }
 
