@@ -230,22 +230,23 @@ impl Plan {
         self.changes.iter().any(|c| c.peering() == peering)
     }
 
-    /// How many rows the plan deletes.
-    pub fn deletions(&self) -> usize {
+    /// How many rows the plan deletes, except those of the peerings in `exempt` (e.g. the
+    /// ones deleted through the API: their deletion is asked for, however large).
+    pub fn deletions(&self, exempt: &BTreeSet<String>) -> usize {
         self.changes
             .iter()
-            .filter(|c| matches!(c, Change::DeletePort { .. } | Change::DeleteRoute { .. }))
+            .filter(|c| is_deletion(c) && !exempt.contains(c.peering()))
             .count()
     }
 
-    /// Drops every change of every peering that deletes a row (the mass-deletion brake), so
-    /// nothing is deleted and no peering is left half-written (a port moving routers is a
-    /// deletion and a creation); returns those peerings.
-    pub fn hold_deletions(&mut self) -> BTreeSet<String> {
+    /// Drops every change of every peering not in `exempt` that deletes a row (the
+    /// mass-deletion brake), so nothing is deleted and no peering is left half-written (a
+    /// port moving routers is a deletion and a creation); returns those peerings.
+    pub fn hold_deletions(&mut self, exempt: &BTreeSet<String>) -> BTreeSet<String> {
         let held: BTreeSet<String> = self
             .changes
             .iter()
-            .filter(|c| matches!(c, Change::DeletePort { .. } | Change::DeleteRoute { .. }))
+            .filter(|c| is_deletion(c) && !exempt.contains(c.peering()))
             .map(|c| c.peering().to_string())
             .collect();
         self.changes.retain(|c| !held.contains(c.peering()));
@@ -313,6 +314,10 @@ pub fn plan(desired: &[DesiredPeering], untouched: &BTreeSet<String>, actual: &A
         outcomes.insert(d.name.clone(), outcome);
     }
     Plan { changes, outcomes }
+}
+
+fn is_deletion(c: &Change) -> bool {
+    matches!(c, Change::DeletePort { .. } | Change::DeleteRoute { .. })
 }
 
 /// Why `d` cannot be converged now, if it cannot.

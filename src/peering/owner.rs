@@ -16,6 +16,8 @@
 //! The mass-deletion brake ([`mass_deletion`]) stops a pass that would delete more than half of
 //! this deployment's rows (and more than [`MASS_DELETION_MIN`]): the signature of a worker
 //! pointed at the wrong or an empty database, not of an operator deleting peerings one by one.
+//! Rows of peerings deleted through the API (tombstones) are not counted: that deletion was
+//! asked for, however many rows it takes.
 //!
 //! Pure functions over plain data: no I/O.
 

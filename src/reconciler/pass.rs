@@ -139,7 +139,13 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         records.iter().map(|p| p.name.clone()),
     );
     let allow_mass_deletion = r.settings.allow_mass_deletion;
-    let (records, ownership, derivation, mut plan, brake) =
+    // Deleted through the API: their rows' deletion is asked for, never braked.
+    let tombstones: BTreeSet<String> = records
+        .iter()
+        .filter(|p| p.state == PeeringState::Deleting)
+        .map(|p| p.name.clone())
+        .collect();
+    let (records, ownership, derivation, mut plan, brake, tombstones) =
         tokio::task::spawn_blocking(move || {
             let cache = nb.cache();
             let mut derivation = derive(&records, &records, &cache, &protected);
@@ -148,13 +154,13 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
             }
             let actual = actual_rows(&cache, names.as_ref(), &derivation.desired, &ownership);
             let plan = plan(&derivation.desired, &derivation.untouched, &actual);
-            let brake = match plan.deletions() {
+            let brake = match plan.deletions(&tombstones) {
                 n if n > MASS_DELETION_MIN && !allow_mass_deletion => {
                     mass_deletion(n, our_row_count(&cache, &ownership))
                 }
                 _ => None,
             };
-            (records, ownership, derivation, plan, brake)
+            (records, ownership, derivation, plan, brake, tombstones)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -162,7 +168,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let held_back = match &brake {
         Some(why) => {
             tracing::warn!(reason = %why, "mass-deletion brake: this pass deletes nothing");
-            plan.hold_deletions()
+            plan.hold_deletions(&tombstones)
         }
         None => BTreeSet::new(),
     };

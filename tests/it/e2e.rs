@@ -728,7 +728,16 @@ async fn a_spoke_router_deleted_and_recreated_never_stops_the_other_spokes() {
         &gone_vpc.router_mac,
         &format!("{}/{plen}", gone_vpc.router_ip),
     ]);
-    cloud.wait_active(&name).await;
+    // FAILED until the worker sees the router: wait for ACTIVE, not for "never FAILED".
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let p = cloud.get(&name).await.expect("GetPeering");
+        if p.state == State::Active as i32 && p.observed_generation == p.generation {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ACTIVE again: {p:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cloud.central.sync_hv();
     assert!(
         pods[2].ping_within(hub_ip, PING_WITHIN),

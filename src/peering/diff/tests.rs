@@ -550,10 +550,12 @@ fn holding_deletions_drops_every_change_of_the_peerings_that_delete() {
     };
     let p2 = desired_from_facts(&s2, 1, &facts);
     let mut p = plan(&[d, p2], &none(), &actual);
-    assert!(p.deletions() > 2, "{p:?}");
-    let held = p.hold_deletions();
+    assert!(p.deletions(&none()) > 2, "{p:?}");
+    let tombstone = BTreeSet::from(["p0".to_string()]);
+    assert_eq!(p.deletions(&tombstone), 1, "p0's deletions were asked for");
+    let held = p.hold_deletions(&none());
     assert_eq!(held, BTreeSet::from(["p0".to_string(), "p1".to_string()]));
-    assert_eq!(p.deletions(), 0);
+    assert_eq!(p.deletions(&none()), 0);
     assert!(p.changes.iter().all(|c| c.peering() == "p2"), "{p:?}");
     assert!(p.touches("p2"));
 }

@@ -299,3 +299,38 @@ async fn a_tombstone_does_not_wait_for_a_row_taken_over_by_hand() {
     assert_eq!(left.ip_prefix, taken.ip_prefix);
     assert!(rows.router("vpc-1").static_routes.contains(&taken.uuid));
 }
+
+#[tokio::test]
+async fn a_peering_deleted_through_the_api_is_never_held_back_however_many_rows() {
+    let t = TestPeerd::start().await;
+    let nets = |i: u32| -> Vec<String> { (1..=6).map(|n| format!("10.{i}.{n}.1/24")).collect() };
+    for (vpc, i) in [("vpc-1", 1), ("vpc-2", 2)] {
+        let gws = nets(i);
+        create_vpc(
+            &t.nb,
+            vpc,
+            &gws.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    t.converge().await;
+    assert_eq!(NbRows::read(&t.nb).owned_count(), 14, "2 ports, 12 routes");
+    super::delete(&t, "p").await;
+    let worker = t.reconciler().await;
+    let outcome = worker.run_once().await.unwrap();
+    assert_eq!(
+        (outcome.held_back, outcome.tombstones_removed),
+        (0, 1),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        *worker.mass_deletion_blocked().borrow(),
+        None,
+        "no brake, no alarm"
+    );
+    assert_eq!(NbRows::read(&t.nb).owned_count(), 0);
+}
