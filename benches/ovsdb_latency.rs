@@ -2,66 +2,14 @@
 //!
 //! Measures a one-op `transact` round trip, monitor propagation (ovn-nbctl write → our cache;
 //! our transact → a second client's cache), and `ovsdb-client transact` for comparison
-//! (process spawn included). Starts and kills its own server in a temp dir.
+//! (process spawn included). Starts and kills its own server in a temp dir (the `NbServer` of
+//! `ovn-peerd-test-support`, shared with the integration tests).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ovn_peerd::ovsdb::{Client, ClientConfig, Datum, Operation, Row};
-
-const SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
-
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("nb.db");
-        let ok = Command::new("ovsdb-tool")
-            .args(["create", db.to_str().unwrap(), SCHEMA])
-            .status()
-            .expect("ovsdb-tool");
-        assert!(ok.success());
-        let child = Command::new("ovsdb-server")
-            .arg(format!(
-                "--remote=punix:{}",
-                dir.path().join("nb.sock").display()
-            ))
-            .arg(format!("--unixctl={}", dir.path().join("nb.ctl").display()))
-            .arg(format!(
-                "--log-file={}",
-                dir.path().join("nb.log").display()
-            ))
-            .arg(&db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ovsdb-server");
-        let s = Server { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(s.sock()).is_err() {
-            assert!(Instant::now() < deadline, "ovsdb-server did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        s
-    }
-    fn sock(&self) -> std::path::PathBuf {
-        self.dir.path().join("nb.sock")
-    }
-    fn remote(&self) -> String {
-        format!("unix:{}", self.sock().display())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use ovn_peerd_test_support::ovsdb::NbServer;
 
 fn insert(name: &str) -> Operation {
     Operation::Insert {
@@ -89,7 +37,7 @@ fn row(label: &str, mut v: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let srv = Server::start();
+    let srv = NbServer::start();
     let config = ClientConfig::new(&srv.remote(), "OVN_Northbound").unwrap();
     let a = Client::start(config.clone()).unwrap();
     let b = Client::start(config).unwrap();

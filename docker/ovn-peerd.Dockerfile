@@ -9,7 +9,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY migrations ./migrations
+# The checked SQL statements (sqlx offline data) and SQLX_OFFLINE=true: no database at build.
+COPY .sqlx ./.sqlx
+COPY .cargo ./.cargo
 COPY benches ./benches
+# The workspace member (test fixtures): cargo loads its manifest even for --bin ovn-peerd.
+COPY tests/support ./tests/support
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

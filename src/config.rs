@@ -2,12 +2,19 @@
 //!
 //! Every flag has an environment fallback so the same binary runs from a shell,
 //! systemd or docker-compose. Nothing here opens a connection.
+//!
+//! The database URL is a [`DatabaseUrl`], whose `Debug` and `Display` hide the password, so
+//! that logging a config (or anything holding the URL) cannot leak it. Durations are written
+//! as `30s`, `5m`, `1h 30m` (humantime); a bare number is still read as seconds.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::peering::links;
 
 /// `ovn-peerd`: VPC peering as a gRPC API for OVN. With no subcommand it serves.
 #[derive(Debug, Clone, Parser)]
@@ -19,7 +26,7 @@ pub struct Config {
 
     /// Postgres holding the desired peerings, e.g. postgres://user@127.0.0.1:5432/ovn_peerd.
     #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 
     /// OVN Northbound database, as `ovn-nbctl --db`: `tcp:IP:PORT`, `unix:PATH`,
     /// or a comma-separated list of them for a Raft cluster.
@@ -41,15 +48,15 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Pool of IPv4 interconnect links allocated when a peering names no addresses.
-    #[arg(long, env = "OVN_PEERD_LINK_POOL", default_value = "169.254.0.0/16")]
+    #[arg(long, env = "OVN_PEERD_LINK_POOL", default_value = links::DEFAULT_V4_POOL)]
     pub link_pool: Ipv4Net,
 
     /// Prefix length of each allocated IPv4 link.
-    #[arg(long, env = "OVN_PEERD_LINK_PREFIX_LEN", default_value_t = 30)]
+    #[arg(long, env = "OVN_PEERD_LINK_PREFIX_LEN", default_value_t = links::DEFAULT_V4_LINK_PREFIX)]
     pub link_prefix_len: u8,
 
     /// Pool of IPv6 interconnect links (/126 each), used for IPv6 peerings.
-    #[arg(long, env = "OVN_PEERD_LINK_POOL_V6", default_value = "fd00:a9fe::/64")]
+    #[arg(long, env = "OVN_PEERD_LINK_POOL_V6", default_value = links::DEFAULT_V6_POOL)]
     pub link_pool_v6: Ipv6Net,
 
     /// VPCs that can never be peered (the platform's default router). Repeatable.
@@ -61,9 +68,16 @@ pub struct Config {
     )]
     pub protected_vpcs: Vec<String>,
 
-    /// Period of the worker's full pass, in seconds, on top of event-driven runs.
-    #[arg(long, env = "OVN_PEERD_RESYNC_INTERVAL", default_value_t = 300)]
-    pub resync_interval_secs: u64,
+    /// Period of the worker's full pass, on top of event-driven runs (`30s`, `5m`; at least 1s).
+    /// `--resync-interval-secs` is the old spelling, still accepted.
+    #[arg(
+        long,
+        env = "OVN_PEERD_RESYNC_INTERVAL",
+        default_value = "5m",
+        value_parser = parse_duration,
+        alias = "resync-interval-secs"
+    )]
+    pub resync_interval: Duration,
 
     /// Run the convergence worker (when this replica holds the writer lock).
     #[arg(long, env = "OVN_PEERD_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
@@ -84,11 +98,94 @@ pub enum LogFormat {
     Json,
 }
 
-impl Config {
-    /// The worker's periodic full pass.
-    pub fn resync_interval(&self) -> Duration {
-        Duration::from_secs(self.resync_interval_secs.max(1))
+/// A Postgres URL whose `Debug` and `Display` replace the password (in the user info or a
+/// `password=` parameter) with `***`. [`DatabaseUrl::expose`] gives the real one, for
+/// connecting only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password, to hand to the driver. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
     }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(s: &str) -> Self {
+        DatabaseUrl(s.to_owned())
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(s: String) -> Self {
+        DatabaseUrl(s)
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(s.into())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", redact_url(&self.0))
+    }
+}
+
+/// `scheme://user:***@host/db?password=***`. Anything that does not look like a URL is
+/// hidden whole: better an unhelpful log line than a leaked password.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{user_info}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// A humantime duration (`30s`, `5m`, `1h 30m`) of at least one second; a bare number is
+/// seconds (how durations were written before).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse().map_err(|e| format!("{e}"))?)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m)"))?
+    };
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
@@ -100,6 +197,8 @@ fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -123,8 +222,66 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_units_and_bare_seconds() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map(|c| c.resync_interval)
+        };
+        assert_eq!(parse(&[]).unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse(&["--resync-interval=30s"]).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse(&["--resync-interval", "1h 30m"]).unwrap(),
+            Duration::from_secs(5400)
+        );
+        // The old flag and a bare number (the old env var's form) still work.
+        assert_eq!(
+            parse(&["--resync-interval-secs=45"]).unwrap(),
+            Duration::from_secs(45)
+        );
+        assert!(parse(&["--resync-interval=500ms"]).is_err());
+        assert!(parse(&["--resync-interval=soon"]).is_err());
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_or_display() {
+        for (url, shown) in [
+            (
+                "postgres://peerd:s3cr3t-pw@db.example:5432/ovn_peerd",
+                "postgres://peerd:***@db.example:5432/ovn_peerd",
+            ),
+            (
+                "postgres://peerd@db/ovn_peerd?sslmode=require&password=s3cr3t-pw",
+                "postgres://peerd@db/ovn_peerd?sslmode=require&password=***",
+            ),
+            ("postgres://u:s3cr3t-pw@h", "postgres://u:***@h"),
+            ("host=db password=s3cr3t-pw", "***"),
+        ] {
+            let c = Config::try_parse_from(["ovn-peerd", "--database-url", url]).unwrap();
+            assert_eq!(c.database_url.expose(), url);
+            assert_eq!(c.database_url.to_string(), shown);
+            for text in [
+                format!("{c:?}"),
+                format!("{c:#?}"),
+                c.database_url.to_string(),
+            ] {
+                assert!(!text.contains("s3cr3t"), "{text}");
+            }
+            assert!(format!("{c:?}").contains(shown), "{c:?}");
+        }
+    }
+
+    #[test]
     fn missing_database_url_is_an_error() {
-        std::env::remove_var("DATABASE_URL");
-        assert!(Config::try_parse_from(["ovn-peerd"]).is_err());
+        // Without its env fallback rather than by removing DATABASE_URL from the process's
+        // environment, which other tests running in parallel threads read.
+        let err = Config::command()
+            .mut_arg("database_url", |a| a.env(None::<&str>))
+            .try_get_matches_from(["ovn-peerd"])
+            .expect_err("parsed without a database URL");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 }

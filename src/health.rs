@@ -29,6 +29,17 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one probe may take before Postgres counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Registers every service as NOT_SERVING before the server answers: tonic's reporter starts
+/// with `""` SERVING and the others unknown (NOT_FOUND), which would say "healthy" before
+/// Postgres was ever reached and race with the first probes.
+pub async fn register_not_serving(reporter: &HealthReporter) {
+    for service in ["", API_SERVICE, NB_SERVICE] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}
+
 /// Probes Postgres every second and reports the API's health until cancelled.
 pub async fn watch_postgres(store: Store, reporter: HealthReporter, shutdown: CancellationToken) {
     let mut last = None;

@@ -1,14 +1,22 @@
 //! ovn-peerd: VPC peering as a gRPC API for OVN-based clouds.
 //!
 //! Layout, by what each module owns:
-//! - [`api`]: the gRPC `PeeringService` (request checks, error mapping to `tonic::Status`).
-//! - [`peering`]: pure rules: validation, link allocation, desired NB rows, diffs. No I/O.
+//! - [`api`]: the gRPC `PeeringService` (request checks, a span per RPC, error mapping to
+//!   `tonic::Status`).
+//! - [`peering`]: pure rules: validation, link allocation, topology checks, desired NB rows,
+//!   diffs. No I/O.
+//! - [`adapters`]: the NB replica seen through the rules' `Topology` trait.
 //! - [`store`]: every SQL statement (Postgres holds the desired state).
 //! - [`ovsdb`]: an async OVSDB client with an in-memory replica of the NB tables we use.
 //! - [`reconciler`]: the background worker converging OVN NB to Postgres.
-//! - [`startup`]: wiring, health, metrics and graceful shutdown.
+//! - [`backoff`]: the one retry backoff (exponential, capped, jittered).
+//! - [`config`]: flags and environment; [`telemetry`]: log set-up; [`metrics`]: Prometheus;
+//!   [`health`]: the gRPC health service; [`proto`]: the generated API code.
+//! - [`startup`]: wiring and graceful shutdown.
 
+pub mod adapters;
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod health;
 pub mod metrics;
@@ -19,4 +27,3 @@ pub mod reconciler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod topology;

@@ -1,17 +1,82 @@
-//! Prometheus exposition and the gRPC request metrics layer.
+//! Every metric of ovn-peerd: its name, its HELP text, the exporter that serves
+//! `/metrics`, and the per-RPC layer.
 //!
-//! Metric names (all prefixed `ovn_peerd_`) are documented in the README.
-//! Other modules record through the `metrics` facade; this module only owns the
-//! exporter and the per-RPC layer.
+//! Call sites record through the `metrics` facade with the name constants below, so a
+//! name exists in one place and [`describe`] gives each one its HELP; the README's
+//! metrics table lists the same set. Every name starts with `ovn_peerd_`, and every
+//! label takes a bounded set of values (a gRPC path we do not serve is `unknown`).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use prost::Message;
 use tower::{Layer, Service};
+
+/// RPCs handled, by `method` and `code`.
+pub const GRPC_REQUESTS_TOTAL: &str = "ovn_peerd_grpc_requests_total";
+/// RPC latency, by `method` and `code`.
+pub const GRPC_REQUEST_DURATION_SECONDS: &str = "ovn_peerd_grpc_request_duration_seconds";
+/// Postgres statement latency, by `operation` and `outcome`.
+pub const DB_QUERY_DURATION_SECONDS: &str = "ovn_peerd_db_query_duration_seconds";
+/// 1 while Postgres answers the health probe.
+pub const POSTGRES_UP: &str = "ovn_peerd_postgres_up";
+/// 1 while the NB connection is up and its cache in sync.
+pub const NORTHBOUND_UP: &str = "ovn_peerd_northbound_up";
+/// Worker passes, by `result`.
+pub const RECONCILER_PASSES_TOTAL: &str = "ovn_peerd_reconciler_passes_total";
+/// Worker pass duration.
+pub const RECONCILER_PASS_SECONDS: &str = "ovn_peerd_reconciler_pass_seconds";
+/// NB rows the worker wrote, by `kind`.
+pub const NB_ROWS_WRITTEN_TOTAL: &str = "ovn_peerd_nb_rows_written_total";
+/// The worker's NB transactions, by `outcome`.
+pub const NB_TRANSACTION_SECONDS: &str = "ovn_peerd_nb_transaction_seconds";
+/// NB writes refused for one peering, by `kind`.
+pub const RECONCILER_ERRORS_TOTAL: &str = "ovn_peerd_reconciler_errors_total";
+/// Stored peerings, by `state`.
+pub const PEERINGS: &str = "ovn_peerd_peerings";
+/// Desired change committed → NB confirmed.
+pub const CONVERGENCE_DELAY_SECONDS: &str = "ovn_peerd_convergence_delay_seconds";
+/// 1 on the replica holding the writer lock.
+pub const WRITER_LOCK_HELD: &str = "ovn_peerd_writer_lock_held";
+/// 1 while the mass-deletion brake holds a worker pass back.
+pub const MASS_DELETION_BLOCKED: &str = "ovn_peerd_mass_deletion_blocked";
+/// Every OVSDB transaction of the client, by `outcome`.
+pub const OVSDB_TRANSACTION_SECONDS: &str = "ovn_peerd_ovsdb_transaction_seconds";
+/// OVSDB sessions that ended and were retried, by `reason`.
+pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
+/// Rows in the NB replica.
+pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
+
+/// Every metric name, for the test that checks each one is described.
+pub const ALL: &[&str] = &[
+    GRPC_REQUESTS_TOTAL,
+    GRPC_REQUEST_DURATION_SECONDS,
+    DB_QUERY_DURATION_SECONDS,
+    POSTGRES_UP,
+    NORTHBOUND_UP,
+    RECONCILER_PASSES_TOTAL,
+    RECONCILER_PASS_SECONDS,
+    NB_ROWS_WRITTEN_TOTAL,
+    NB_TRANSACTION_SECONDS,
+    RECONCILER_ERRORS_TOTAL,
+    PEERINGS,
+    CONVERGENCE_DELAY_SECONDS,
+    WRITER_LOCK_HELD,
+    MASS_DELETION_BLOCKED,
+    OVSDB_TRANSACTION_SECONDS,
+    OVSDB_RECONNECTS_TOTAL,
+    OVSDB_CACHE_ROWS,
+];
+
+/// The `method` label of a path that is not one of our RPCs.
+pub const UNKNOWN_METHOD: &str = "unknown";
 
 /// Buckets for latencies, from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -32,21 +97,119 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// HELP (and unit) of every metric in [`ALL`].
 fn describe() {
-    metrics::describe_counter!(
-        "ovn_peerd_grpc_requests_total",
-        "gRPC requests handled, by method and status code"
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        GRPC_REQUESTS_TOTAL,
+        "gRPC requests handled, by method (unknown for a path we do not serve) and status code"
     );
-    metrics::describe_histogram!(
-        "ovn_peerd_grpc_request_duration_seconds",
-        metrics::Unit::Seconds,
+    describe_histogram!(
+        GRPC_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
         "gRPC request latency, by method and status code"
     );
-    metrics::describe_gauge!(
-        "ovn_peerd_mass_deletion_blocked",
-        "1 while the worker holds back a pass that would delete more than half of this \
-         deployment's NB rows (start with --allow-mass-deletion to let it)"
+    describe_histogram!(
+        DB_QUERY_DURATION_SECONDS,
+        Unit::Seconds,
+        "Postgres statement latency, by store operation and outcome"
     );
+    describe_gauge!(
+        POSTGRES_UP,
+        "1 while Postgres answers the health probe, else 0"
+    );
+    describe_gauge!(
+        NORTHBOUND_UP,
+        "1 while the OVN NB connection is up and its replica in sync, else 0"
+    );
+    describe_counter!(
+        RECONCILER_PASSES_TOTAL,
+        "Convergence worker passes, by result"
+    );
+    describe_histogram!(
+        RECONCILER_PASS_SECONDS,
+        Unit::Seconds,
+        "Duration of one convergence worker pass"
+    );
+    describe_counter!(
+        NB_ROWS_WRITTEN_TOTAL,
+        "OVN NB rows the worker inserted, updated or deleted, by kind"
+    );
+    describe_histogram!(
+        NB_TRANSACTION_SECONDS,
+        Unit::Seconds,
+        "Latency of the worker's OVN NB transactions, by outcome"
+    );
+    describe_counter!(
+        RECONCILER_ERRORS_TOTAL,
+        "OVN NB writes refused for a peering, by kind"
+    );
+    describe_gauge!(
+        PEERINGS,
+        "Stored peerings by state, counted in Postgres after each worker pass"
+    );
+    describe_histogram!(
+        CONVERGENCE_DELAY_SECONDS,
+        Unit::Seconds,
+        "Time from a desired change committed in Postgres to its rows confirmed in OVN NB"
+    );
+    describe_gauge!(
+        WRITER_LOCK_HELD,
+        "1 on the replica holding the writer lock (running the worker), else 0"
+    );
+    describe_gauge!(
+        MASS_DELETION_BLOCKED,
+        "1 while the worker holds back a pass that would delete more than half of this \
+         deployment's NB rows (start with --allow-mass-deletion to let it), else 0"
+    );
+    describe_histogram!(
+        OVSDB_TRANSACTION_SECONDS,
+        Unit::Seconds,
+        "Latency of every OVSDB transaction sent by the client, by outcome"
+    );
+    describe_counter!(
+        OVSDB_RECONNECTS_TOTAL,
+        "OVSDB sessions that ended and were retried, by reason"
+    );
+    describe_gauge!(
+        OVSDB_CACHE_ROWS,
+        "Rows in the in-memory replica of OVN NB (routers, router ports, static routes)"
+    );
+}
+
+/// Paths (`/package.Service/Method`) of every RPC we serve: our API, health and
+/// reflection, read from their descriptors so a new RPC is known without an edit here.
+static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .filter_map(|bytes| prost_types::FileDescriptorSet::decode(bytes).ok())
+    .flat_map(|set| set.file)
+    .flat_map(|file| {
+        let package = file.package().to_owned();
+        file.service.into_iter().flat_map(move |service| {
+            let prefix = format!("/{package}.{}/", service.name());
+            service
+                .method
+                .into_iter()
+                .map(move |m| format!("{prefix}{}", m.name()))
+        })
+    })
+    .collect()
+});
+
+/// The `method` label of a request path: the path of an RPC we serve, else
+/// [`UNKNOWN_METHOD`], so that junk paths cannot grow the label set.
+pub fn method_label(path: &str) -> String {
+    if KNOWN_METHODS.contains(path) {
+        path.to_owned()
+    } else {
+        UNKNOWN_METHOD.to_owned()
+    }
 }
 
 /// Tower layer recording request counts and latencies by method and gRPC code.
@@ -81,7 +244,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_owned();
+        let method = method_label(req.uri().path());
         let started = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -99,10 +262,66 @@ where
                 Err(_) => "TransportError".to_string(),
             };
             let labels = [("method", method), ("code", code)];
-            metrics::counter!("ovn_peerd_grpc_requests_total", &labels).increment(1);
-            metrics::histogram!("ovn_peerd_grpc_request_duration_seconds", &labels)
+            metrics::counter!(GRPC_REQUESTS_TOTAL, &labels).increment(1);
+            metrics::histogram!(GRPC_REQUEST_DURATION_SECONDS, &labels)
                 .record(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_rpcs_keep_their_path_and_anything_else_is_unknown() {
+        for served in [
+            "/ovnpeerd.v1.PeeringService/CreatePeering",
+            "/ovnpeerd.v1.PeeringService/ListRoutes",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(served), served);
+        }
+        for junk in [
+            "/",
+            "/ovnpeerd.v1.PeeringService/Nope",
+            "/ovnpeerd.v1.PeeringService/CreatePeering/x",
+            "/nope.Service/CreatePeering",
+            "/x\u{1}y",
+        ] {
+            assert_eq!(method_label(junk), UNKNOWN_METHOD, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn the_readme_metrics_table_lists_exactly_these_names() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a Metrics section");
+        let mut listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        listed.sort_unstable();
+        let mut names = ALL.to_vec();
+        names.sort_unstable();
+        assert_eq!(listed, names);
+    }
+
+    #[test]
+    fn every_name_has_the_one_prefix_and_appears_once() {
+        let names: HashSet<&str> = ALL.iter().copied().collect();
+        assert_eq!(names.len(), ALL.len(), "a name listed twice");
+        for name in ALL {
+            assert!(name.starts_with("ovn_peerd_"), "{name}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ApiSettings, PeeringApi};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health;
 use crate::metrics::GrpcMetricsLayer;
@@ -38,7 +39,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let store = Store::connect_lazy(&config.database_url)?;
+        let store = Store::connect_lazy(config.database_url.expose())?;
         migrate_with_retry(&store).await?;
         let deployment = store
             .deployment_get()
@@ -83,6 +84,7 @@ impl Application {
             deployment,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::register_not_serving(&reporter).await;
         let mut tasks = JoinSet::new();
         let tasks_stop = shutdown.child_token();
 
@@ -171,14 +173,14 @@ async fn named(name: &'static str, fut: impl std::future::Future<Output = ()>) -
 
 /// Postgres may come up after us (compose, systemd): wait for it with backoff.
 async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_unavailable() => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "postgres not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e).context("cannot apply database migrations"),
         }
@@ -194,6 +196,9 @@ fn api_settings(config: &Config) -> ApiSettings {
     ApiSettings {
         protected_vpcs: config.protected_vpcs.clone(),
         link_pool_v4: (config.link_pool.into(), config.link_prefix_len),
-        link_pool_v6: (config.link_pool_v6.into(), 126),
+        link_pool_v6: (
+            config.link_pool_v6.into(),
+            crate::peering::links::DEFAULT_V6_LINK_PREFIX,
+        ),
     }
 }

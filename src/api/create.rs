@@ -1,89 +1,89 @@
 //! CreatePeering: validate, check against NB and the other peerings, allocate
-//! a link when none is given, store. The database has the last word on names,
-//! VPC pairs and link overlaps (concurrent requests, several replicas).
-
-use std::collections::BTreeSet;
+//! a link when none is given, store (the cross-peering rules judged again in
+//! the locked transaction of `create_tx.rs`). The database has the last word on
+//! names, VPC pairs, port names and link overlaps (several replicas).
 
 use ipnet::IpNet;
 
 use super::convert;
+use super::create_tx::{specs, Inserted, Request};
 use super::error::ApiError;
+use super::input;
 use super::PeeringApi;
-use crate::peering::links::{allocate_link_from, link_at, LinkPool};
-use crate::peering::topology::{
-    allocation_exclusions, check_topology, resolve_router, vpc_subnets,
+use crate::adapters::NbCacheTopology;
+use crate::peering::input::request_fingerprint;
+use crate::peering::links::{
+    allocate_in_window, allocation_windows, link_families, pool_for, LinkPool,
 };
+use crate::peering::topology::{allocation_exclusions, check_topology, port_names};
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{ConnectAddrs, Family, PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::peering::{ConnectAddrs, PeeringSpec};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
-use crate::store::{NewPeering, StoreError};
-use crate::topology::NbTopology;
+use crate::store::StoreError;
 
-/// Longest accepted request_id.
-const MAX_REQUEST_ID_LEN: usize = 128;
 /// Attempts at allocating a link when concurrent creates take the candidates.
 const ALLOCATION_ATTEMPTS: usize = 16;
 
 impl PeeringApi {
     pub(super) async fn create(&self, req: CreatePeeringRequest) -> Result<Peering, ApiError> {
-        if req.request_id.len() > MAX_REQUEST_ID_LEN {
-            return Err(ApiError::invalid(
-                "request_id",
-                format!("longer than {MAX_REQUEST_ID_LEN} characters"),
-            ));
-        }
+        input::create(&req)?;
         let Some(input) = req.peering else {
             return Err(ApiError::invalid("peering", "required"));
         };
-        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
-        // A retry of a request that was carried out gets the first answer.
-        if let Some(id) = &request_id {
-            if let Some(first) = self.inner.store.peering_get_by_request_id(id).await? {
-                return Ok(convert::peering(&first));
-            }
-        }
         let validated = validate_spec(&unchecked(&input)).map_err(ApiError::Refused)?;
-        let others = self.others(&validated).await?;
-        self.check_unique(&validated, &others)?;
+        let request = Request {
+            id: (!req.request_id.is_empty()).then_some(req.request_id),
+            hash: request_fingerprint(&validated),
+        };
+        // A retry of a request that was carried out gets the first answer.
+        if let Some(first) = self.first_result(&request).await? {
+            return Ok(first);
+        }
+        match self
+            .create_new(&validated, &request, req.validate_only)
+            .await
+        {
+            // A concurrent retry stored the peering after our first look.
+            Err(e @ ApiError::AlreadyExists { .. }) => match self.first_result(&request).await? {
+                Some(first) => Ok(first),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Checks, allocates a link when none is given and stores, judging the
+    /// cross-peering rules again under the VPCs' locks ([`Self::insert_locked`]).
+    async fn create_new(
+        &self,
+        validated: &ValidatedPeering,
+        request: &Request,
+        validate_only: bool,
+    ) -> Result<Peering, ApiError> {
+        let others = self.others(validated).await?;
+        self.check_unique(validated, &others)?;
 
         let mut excluded_links: Vec<IpNet> = Vec::new();
         for attempt in 0..ALLOCATION_ATTEMPTS {
             let spec = match validated.spec() {
                 Some(spec) => spec,
-                None => self.allocate(&validated, &others, &excluded_links).await?,
+                None => self.allocate(validated, &others, &excluded_links).await?,
             };
             self.check(&spec, &others)?;
-            if req.validate_only {
+            if validate_only {
                 return Ok(preview(&spec));
             }
-            let new = NewPeering::from_spec(&spec, request_id.clone());
-            match self.inner.store.peering_insert(&new).await {
-                Ok(record) => return Ok(convert::peering(&record)),
-                Err(StoreError::LinkOverlap { family }) if validated.link.is_none() => {
-                    // Another create took this link between our read and our insert.
-                    tracing::debug!(attempt, family, "allocated link taken; trying another");
+            let allocated = validated.link.is_none();
+            match self
+                .insert_locked(validated, &spec, request, allocated)
+                .await?
+            {
+                Inserted::Done(peering) => return Ok(*peering),
+                Inserted::LinkTaken => {
+                    tracing::debug!(attempt, "allocated link taken; trying another");
                     excluded_links.extend(spec.local_connect.networks());
                 }
-                Err(StoreError::LinkOverlap { family }) => {
-                    return Err(ApiError::Refused(Refusal {
-                        kind: RefusalKind::FailedPrecondition,
-                        violations: vec![Violation::new(
-                            "peering.local_connect_ip",
-                            format!("the IPv{family} link overlaps another peering's link"),
-                        )],
-                    }))
-                }
-                Err(StoreError::RequestIdTaken) => {
-                    let id = request_id.as_deref().unwrap_or_default();
-                    return match self.inner.store.peering_get_by_request_id(id).await? {
-                        Some(first) => Ok(convert::peering(&first)),
-                        None => Err(ApiError::Unavailable {
-                            what: "the database",
-                            source: None,
-                        }),
-                    };
-                }
-                Err(e) => return Err(e.into()),
+                Inserted::Again => tracing::debug!(attempt, "lost a race; judging again"),
             }
         }
         Err(ApiError::Unavailable {
@@ -93,22 +93,25 @@ impl PeeringApi {
     }
 
     /// The other peerings of either VPC, as specs, plus any peering already
-    /// named like this one (one query serves the topology rules and the name check).
+    /// named like this one or holding one of its port names (one query serves
+    /// the topology rules, the name check and the port-name check).
     async fn others(&self, v: &ValidatedPeering) -> Result<Vec<PeeringSpec>, ApiError> {
+        let ports = port_names(&v.local_vpc, &v.remote_vpc);
         let records = self
             .inner
             .store
-            .peering_list_touching_or_named(&[&v.local_vpc, &v.remote_vpc], &v.name)
+            .peering_list_for_create(&[&v.local_vpc, &v.remote_vpc], &v.name, &ports)
             .await?;
-        records
-            .iter()
-            .map(|r| r.spec().map_err(|e| ApiError::Internal(e.into())))
-            .collect()
+        specs(&records)
     }
 
     /// ALREADY_EXISTS comes before the topology rules: an existing peering of
     /// the same pair would otherwise be reported as an overlap.
-    fn check_unique(&self, v: &ValidatedPeering, others: &[PeeringSpec]) -> Result<(), ApiError> {
+    pub(super) fn check_unique(
+        &self,
+        v: &ValidatedPeering,
+        others: &[PeeringSpec],
+    ) -> Result<(), ApiError> {
         if others.iter().any(|o| o.name == v.name) {
             return Err(StoreError::NameTaken.into());
         }
@@ -130,11 +133,11 @@ impl PeeringApi {
     }
 
     /// Topology rules against the NB cache (which must be in sync).
-    fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
+    pub(super) fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
         let cache = self.nb_cache()?;
         check_topology(
             spec,
-            &NbTopology(&cache),
+            &NbCacheTopology(&cache),
             others,
             &self.inner.settings.protected_vpcs,
         )
@@ -142,6 +145,8 @@ impl PeeringApi {
         .map_err(ApiError::Refused)
     }
 
+    /// Reads what the link rules ([`crate::peering::links`]) need, window by window, and
+    /// returns the peering with the links they picked.
     async fn allocate(
         &self,
         v: &ValidatedPeering,
@@ -159,23 +164,18 @@ impl PeeringApi {
                 link_prefix_len: settings.link_pool_v6.1,
             },
         ];
+        let mut used: Vec<IpNet> = excluded.to_vec();
         let families = {
             let cache = self.nb_cache()?;
-            link_families(v, &NbTopology(&cache))
+            let topo = NbCacheTopology(&cache);
+            used.extend(allocation_exclusions(v, &topo, others));
+            link_families(v, &topo)
         };
-        let mut used: Vec<IpNet> = excluded.to_vec();
-        {
-            let cache = self.nb_cache()?;
-            used.extend(allocation_exclusions(v, &NbTopology(&cache), others));
-        }
         let (mut local, mut remote) = (ConnectAddrs::default(), ConnectAddrs::default());
         for &family in &families {
-            let pool = pools
-                .iter()
-                .find(|p| Family::of(&p.pool) == family)
-                .ok_or_else(|| ApiError::PoolExhausted {
-                    pool: family.name().to_string(),
-                })?;
+            let pool = pool_for(&pools, family).ok_or_else(|| ApiError::PoolExhausted {
+                pool: family.name().to_string(),
+            })?;
             let (l, r) = self.allocate_in(pool, &used).await?;
             local.set(l);
             remote.set(r);
@@ -183,77 +183,27 @@ impl PeeringApi {
         Ok(v.with_link(local, remote))
     }
 
-    /// A free link of `pool`, reading the stored links one window of
-    /// [`WINDOW_LINKS`] links at a time instead of every link of the pool:
-    /// the cost of a create stays flat as peerings accumulate. Starts in a
-    /// random window at a random link, so that concurrent creates rarely race
-    /// for one (the database's exclusion constraint settles those that do).
+    /// A free link of `pool`: reads the stored links of one window at a time, starting in a
+    /// random window at a random link, so that concurrent creates rarely race for one (the
+    /// database's exclusion constraint settles those that do).
     async fn allocate_in(
         &self,
         pool: &LinkPool,
         used: &[IpNet],
     ) -> Result<(IpNet, IpNet), ApiError> {
-        let exhausted = || ApiError::PoolExhausted {
-            pool: pool.pool.to_string(),
-        };
-        let pool_len = pool.pool.prefix_len();
-        let window_len = pool
-            .link_prefix_len
-            .saturating_sub(WINDOW_LINKS.ilog2() as u8)
-            .max(pool_len);
-        // A huge pool (an IPv6 /64 of /126 links) is not walked window by window:
-        // 2^MAX_WINDOW_BITS windows spread evenly over it are.
-        let bits = (window_len - pool_len).min(MAX_WINDOW_BITS);
-        let window = |i: u128| -> Option<IpNet> {
-            if bits == 0 {
-                return Some(pool.pool);
-            }
-            let coarse = link_at(pool.pool, pool_len + bits, i)?;
-            IpNet::new(coarse.network(), window_len).ok()
-        };
-        let count = 1u128 << bits;
-        let first = rand::random::<u32>() as u128 % count;
-        for i in 0..count {
-            let Some(window) = window((first + i) % count) else {
-                continue;
-            };
-            let mut taken = self.inner.store.peering_links_within(window).await?;
-            taken.extend(used.iter().filter(|u| overlaps(u, &window)));
-            let start = rand::random::<u32>() as u128;
-            if let Some(pair) = allocate_link_from(window, pool.link_prefix_len, &taken, start) {
+        for window in allocation_windows(pool, rand::random::<u32>().into()) {
+            let stored = self.inner.store.peering_links_within(window).await?;
+            let start = rand::random::<u32>().into();
+            if let Some(pair) =
+                allocate_in_window(window, pool.link_prefix_len, &stored, used, start)
+            {
                 return Ok(pair);
             }
         }
-        Err(exhausted())
+        Err(ApiError::PoolExhausted {
+            pool: pool.pool.to_string(),
+        })
     }
-}
-
-/// Links per window read by [`PeeringApi::allocate_in`] (a power of two).
-const WINDOW_LINKS: u32 = 256;
-/// Pools with more than 2^this windows are sampled instead of walked.
-const MAX_WINDOW_BITS: u8 = 16;
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
-/// The families an allocated link needs: those of the explicit routes and of
-/// either VPC's subnets (automatic routes need a nexthop of their family);
-/// IPv4 when there is nothing to go by.
-fn link_families(v: &ValidatedPeering, topo: &NbTopology<'_>) -> Vec<Family> {
-    let mut families: BTreeSet<Family> = v.link_families().into_iter().collect();
-    families.remove(&Family::V4);
-    let explicit = v.local_routes.iter().chain(&v.remote_routes);
-    families.extend(explicit.map(|r| Family::of(&r.prefix)));
-    for vpc in [&v.local_vpc, &v.remote_vpc] {
-        if let Ok(router) = resolve_router(topo, vpc) {
-            families.extend(vpc_subnets(&router).iter().map(Family::of));
-        }
-    }
-    if families.is_empty() {
-        families.insert(Family::V4);
-    }
-    families.into_iter().collect()
 }
 
 fn unchecked(p: &Peering) -> UncheckedPeering {

@@ -1,18 +1,24 @@
 //! The gRPC `PeeringService`: checks requests, records desired state in
 //! Postgres and answers from it. It never writes OVN NB: the reconciler does.
 //!
-//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, in the
-//! trait impl below.
+//! Errors are [`ApiError`] inside, converted to `tonic::Status` once, by `RpcSpan::run`
+//! (`rpc_span.rs`), which every handler of the trait impl below goes through: it also puts
+//! each call in a tracing span (method, request_id, code, duration).
 
 mod convert;
 mod create;
+mod create_tx;
 mod error;
+mod input;
 mod page_token;
 mod routes;
+mod rpc_span;
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+
+use rpc_span::RpcSpan;
 
 use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringService;
@@ -69,6 +75,7 @@ impl PeeringApi {
     }
 
     async fn get(&self, req: GetPeeringRequest) -> Result<Peering, ApiError> {
+        input::get(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
@@ -79,8 +86,12 @@ impl PeeringApi {
     }
 
     async fn list(&self, req: ListPeeringsRequest) -> Result<ListPeeringsResponse, ApiError> {
+        input::list(&req)?;
         let limit = page_token::page_size(req.page_size)?;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
+        if let Some(key) = &after {
+            input::list_cursor(key)?;
+        }
         let vpc = (!req.vpc.is_empty()).then_some(req.vpc.as_str());
         // One extra row tells whether another page follows.
         let mut records = self
@@ -101,6 +112,7 @@ impl PeeringApi {
     }
 
     async fn delete(&self, req: DeletePeeringRequest) -> Result<Peering, ApiError> {
+        input::delete(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
@@ -117,43 +129,61 @@ impl PeeringApi {
 
 #[tonic::async_trait]
 impl PeeringService for PeeringApi {
-    #[tracing::instrument(skip_all, fields(peering = req.get_ref().peering.as_ref().map(|p| p.name.as_str()).unwrap_or_default()))]
     async fn create_peering(
         &self,
         req: Request<CreatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
-        Ok(Response::new(self.create(req.into_inner()).await?))
+        let req = req.into_inner();
+        let name = req.peering.as_ref().map(|p| p.name.as_str());
+        RpcSpan::new("CreatePeering")
+            .with("request_id", &req.request_id)
+            .with("peering", name.unwrap_or_default())
+            .run(self.create(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(peering = %req.get_ref().name))]
     async fn get_peering(
         &self,
         req: Request<GetPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
-        Ok(Response::new(self.get(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("GetPeering")
+            .with("peering", &req.name)
+            .run(self.get(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(vpc = %req.get_ref().vpc))]
     async fn list_peerings(
         &self,
         req: Request<ListPeeringsRequest>,
     ) -> Result<Response<ListPeeringsResponse>, Status> {
-        Ok(Response::new(self.list(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("ListPeerings")
+            .with("vpc", &req.vpc)
+            .run(self.list(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(peering = %req.get_ref().name))]
     async fn delete_peering(
         &self,
         req: Request<DeletePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
-        Ok(Response::new(self.delete(req.into_inner()).await?))
+        let req = req.into_inner();
+        RpcSpan::new("DeletePeering")
+            .with("peering", &req.name)
+            .run(self.delete(req))
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(vpc = %req.get_ref().vpc))]
     async fn list_routes(
         &self,
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
-        Ok(Response::new(self.routes(req.into_inner()).await?))
+        let req = req.into_inner();
+        input::list_routes(&req)?;
+        RpcSpan::new("ListRoutes")
+            .with("vpc", &req.vpc)
+            .run(self.routes(req))
+            .await
     }
 }

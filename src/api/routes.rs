@@ -10,14 +10,13 @@ use super::convert;
 use super::error::ApiError;
 use super::page_token;
 use super::PeeringApi;
+use crate::adapters::NbCacheTopology;
 use crate::peering::topology::resolve_router;
 use crate::peering::{is_owned, PEERING_KEY};
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
 use crate::reconciler::derive::derive;
-use crate::topology::NbTopology;
 
-/// Longest VPC name accepted.
-const MAX_VPC_LEN: usize = 256;
+use crate::peering::MAX_VPC_LEN;
 
 impl PeeringApi {
     pub(super) async fn routes(
@@ -48,7 +47,7 @@ impl PeeringApi {
 
         let mut routes = {
             let cache = self.nb_cache()?;
-            let topo = NbTopology(&cache);
+            let topo = NbCacheTopology(&cache);
             let router = resolve_router(&topo, &req.vpc).map_err(|_| ApiError::NotFound {
                 resource: "vpc",
                 name: req.vpc.clone(),

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
-use super::ops::{Atom, Datum};
 use super::schema::TableSchema;
+use super::values::{Atom, Datum};
 
 /// The server's types of the columns we model, per table (decides scalar vs diff in `modify`).
 pub type Types = HashMap<Table, TableSchema>;
@@ -425,7 +425,8 @@ mod tests {
     fn types() -> Types {
         let s = DatabaseSchema::parse(
             &serde_json::from_str(
-                &std::fs::read_to_string("/usr/share/ovn/ovn-nb.ovsschema").unwrap_or_default(),
+                &std::fs::read_to_string(ovn_peerd_test_support::ovsdb::NB_SCHEMA)
+                    .unwrap_or_default(),
             )
             .unwrap_or_else(|_| fallback_schema()),
         )

@@ -6,119 +6,30 @@
 //!   monitored tables): the server sends the monitor update before the reply and the reader
 //!   task applies it before completing the reply's waiter.
 //! - While disconnected (or not yet synced) `transact` waits up to
-//!   [`ClientConfig::wait_connected`] for a synced session, then fails with
+//!   [`ClientConfig::wait_connected`] for a synced connection, then fails with
 //!   [`TransactError::NotConnected`] without sending anything.
-//! - A request sent on a session that then died is [`TransactError::OutcomeUnknown`].
+//! - A request sent on a connection that then died is [`TransactError::OutcomeUnknown`].
 //! - After every (re)connection consumers get exactly one [`CacheEvent::Resynced`], never a
-//!   stream of synthetic inserts/deletes; [`CacheEvent::Disconnected`] when a synced session ends.
+//!   stream of synthetic inserts/deletes; [`CacheEvent::Disconnected`] when a synced connection ends.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::cache::{NbCache, RowChange};
-use super::connection::{CallError, Connection};
+use super::cache::NbCache;
+use super::connection::{CallError, Connection, ConnectionConfig};
 use super::error::{Error, OvsdbError, TransactError};
+use super::handshake::Monitors;
 use super::ops::{decode_transact_result, Operation, OperationResult};
 use super::remote::Remote;
-use super::session;
-
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Tried in order, round-robin (a cluster's members).
-    pub remotes: Vec<Remote>,
-    pub database: String,
-    /// Inactivity probe (OVS default 5 s); `None` disables it.
-    pub probe_interval: Option<Duration>,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// Use a clustered server only while it is the leader (ovsdb-cs "leader-only").
-    pub leader_only: bool,
-    /// `external_ids` key to index rows by (e.g. `ovn-peerd:peering`).
-    pub owner_key: Option<String>,
-    pub connect_timeout: Duration,
-    /// Schema check + `_Server` check + initial dump.
-    pub handshake_timeout: Duration,
-    /// How long `transact` waits for a synced session before `NotConnected` (zero: fail fast).
-    pub wait_connected: Duration,
-    /// No reply within this time is `OutcomeUnknown`; `None` waits for the session to end.
-    pub transact_timeout: Option<Duration>,
-    pub max_message_len: usize,
-    pub event_capacity: usize,
-}
-
-impl ClientConfig {
-    /// Defaults for `remotes` in `ovn-nbctl --db` syntax and a database name.
-    pub fn new(remotes: &str, database: &str) -> Result<Self, Error> {
-        Ok(ClientConfig {
-            remotes: Remote::parse_list(remotes)?,
-            database: database.to_owned(),
-            probe_interval: Some(Duration::from_secs(5)),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(8),
-            leader_only: true,
-            owner_key: None,
-            connect_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(60),
-            wait_connected: Duration::from_secs(5),
-            transact_timeout: Some(Duration::from_secs(60)),
-            max_message_len: 1 << 30,
-            event_capacity: 4096,
-        })
-    }
-
-    pub fn with_owner_key(mut self, key: &str) -> Self {
-        self.owner_key = Some(key.to_owned());
-        self
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// Looking for a usable server; `last_error` says why the previous attempt failed.
-    Connecting {
-        last_error: Option<String>,
-    },
-    /// `synced`: the cache mirrors this server and transactions may be sent.
-    Connected {
-        remote: Remote,
-        synced: bool,
-    },
-    Shutdown,
-}
-
-impl ConnectionState {
-    pub fn is_synced(&self) -> bool {
-        matches!(self, ConnectionState::Connected { synced: true, .. })
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum CacheEvent {
-    Changed(Arc<Vec<RowChange>>),
-    /// The cache was rebuilt from the server: re-read everything.
-    Resynced,
-    Disconnected,
-}
-
-pub(super) struct Shared {
-    pub(super) config: ClientConfig,
-    pub(super) state: watch::Sender<ConnectionState>,
-    pub(super) cache: RwLock<NbCache>,
-    pub(super) version: watch::Sender<u64>,
-    pub(super) events: broadcast::Sender<CacheEvent>,
-    pub(super) session: Mutex<Option<Connection>>,
-    pub(super) last_txn_id: Mutex<Option<String>>,
-    pub(super) max_index: AtomicU64,
-    pub(super) cancel: CancellationToken,
-}
+use super::state::{CacheEvent, ClientConfig, ConnectionState, Shared};
+use crate::backoff::Backoff;
 
 struct StopOnDrop(CancellationToken);
 impl Drop for StopOnDrop {
@@ -157,7 +68,7 @@ impl Client {
             state: watch::channel(ConnectionState::Connecting { last_error: None }).0,
             version: watch::channel(0).0,
             events: broadcast::channel(config.event_capacity.max(1)).0,
-            session: Mutex::new(None),
+            connection: Mutex::new(None),
             last_txn_id: Mutex::new(None),
             max_index: AtomicU64::new(0),
             cancel: cancel.clone(),
@@ -250,7 +161,7 @@ impl Client {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
-        metrics::histogram!("ovsdb_transaction_seconds", "outcome" => outcome)
+        metrics::histogram!(crate::metrics::OVSDB_TRANSACTION_SECONDS, "outcome" => outcome)
             .record(start.elapsed().as_secs_f64());
         r
     }
@@ -265,7 +176,7 @@ impl Client {
         let params = Value::Array(params);
         let deadline = Instant::now() + self.shared.config.wait_connected;
         let rx = loop {
-            let conn = self.synced_session(deadline).await?;
+            let conn = self.synced_connection(deadline).await?;
             match conn.send("transact", params.clone(), None) {
                 Ok(rx) => break rx,
                 Err(_) => continue, // died before we sent: nothing sent, wait for the next one
@@ -286,11 +197,11 @@ impl Client {
             Ok(Ok(v)) => decode_transact_result(ops, &v),
             Ok(Err(CallError::Rpc(e))) => Err(TransactError::Rejected(OvsdbError::from_json(&e))),
             Ok(Err(CallError::Closed(reason))) => Err(TransactError::OutcomeUnknown(reason)),
-            Err(_) => Err(TransactError::OutcomeUnknown("session ended".into())),
+            Err(_) => Err(TransactError::OutcomeUnknown("connection ended".into())),
         }
     }
 
-    async fn synced_session(&self, deadline: Instant) -> Result<Connection, TransactError> {
+    async fn synced_connection(&self, deadline: Instant) -> Result<Connection, TransactError> {
         let mut state = self.state();
         loop {
             if self.shared.cancel.is_cancelled() {
@@ -299,7 +210,7 @@ impl Client {
             if state.borrow_and_update().is_synced() {
                 let s = self
                     .shared
-                    .session
+                    .connection
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
@@ -321,14 +232,15 @@ impl Client {
     }
 }
 
-/// A session that lasted this long counts as healthy: the backoff starts over.
-const STABLE_SESSION: Duration = Duration::from_secs(10);
+/// A connection that lasted this long counts as healthy: the backoff starts over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// The reconnect loop: rotate through the remotes; after a full round of failures, back off.
 async fn run(shared: Arc<Shared>) {
     let n = shared.config.remotes.len();
     let mut idx = 0usize;
-    let (mut failures, mut rounds) = (0usize, 0u32);
+    let mut failures = 0usize;
+    let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
     while !shared.cancel.is_cancelled() {
         let remote = shared.config.remotes[idx % n].clone();
         idx = idx.wrapping_add(1);
@@ -340,25 +252,26 @@ async fn run(shared: Arc<Shared>) {
         let mut synced = false;
         let started = Instant::now();
         let err = tokio::select! {
-            e = session::run(&shared, &remote, &mut synced) => e,
+            e = run_connection(&shared, &remote, &mut synced) => e,
             _ = shared.cancel.cancelled() => Error::Shutdown,
         };
-        *shared.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *shared.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if matches!(err, Error::Shutdown) || shared.cancel.is_cancelled() {
             break;
         }
         let reason = reconnect_label(&err);
-        metrics::counter!("ovsdb_reconnects_total", "reason" => reason).increment(1);
+        metrics::counter!(crate::metrics::OVSDB_RECONNECTS_TOTAL, "reason" => reason).increment(1);
         if synced {
-            warn!(%remote, error = %err, "session ended; reconnecting");
+            warn!(%remote, error = %err, "connection ended; reconnecting");
             let _ = shared.events.send(CacheEvent::Disconnected);
         } else {
             info!(%remote, error = %err, "cannot use server");
         }
-        // Only a session that lasted resets the backoff: a server that syncs
+        // Only a connection that lasted resets the backoff: a server that syncs
         // and then drops us at once must not make us reconnect in a tight loop.
-        if synced && started.elapsed() >= STABLE_SESSION {
-            (failures, rounds) = (0, 0);
+        if synced && started.elapsed() >= STABLE_CONNECTION {
+            failures = 0;
+            backoff.reset();
         } else {
             failures += 1;
         }
@@ -367,8 +280,7 @@ async fn run(shared: Arc<Shared>) {
         });
         if failures >= n {
             failures = 0;
-            rounds = rounds.saturating_add(1);
-            let delay = backoff(&shared.config, rounds);
+            let delay = backoff.next_delay();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shared.cancel.cancelled() => break,
@@ -379,13 +291,49 @@ async fn run(shared: Arc<Shared>) {
     let _ = shared.events.send(CacheEvent::Disconnected);
 }
 
-/// Exponential backoff with a cap and ±50% jitter (round = 1, 2, ...).
-fn backoff(cfg: &ClientConfig, round: u32) -> Duration {
-    let exp = cfg
-        .backoff_initial
-        .saturating_mul(1u32 << round.saturating_sub(1).min(16));
-    let capped = exp.min(cfg.backoff_max);
-    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+/// Runs one connection to its end; returns why it ended. `synced` is set once the cache was
+/// trustworthy during this connection.
+async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool) -> Error {
+    let cfg = &shared.config;
+    let stream = match tokio::time::timeout(cfg.connect_timeout, remote.connect()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return e,
+        Err(_) => return Error::Timeout(cfg.connect_timeout),
+    };
+    let monitors = Monitors::new();
+    let conn_cfg = ConnectionConfig {
+        probe_interval: cfg.probe_interval,
+        max_message_len: cfg.max_message_len,
+    };
+    let (conn, task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
+    let setup = monitors.handshake(shared, &conn, remote);
+    let result = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(Error::Timeout(cfg.handshake_timeout)),
+        },
+        _ = conn.closed() => None,
+    };
+    if let Some(e) = result {
+        conn.close(&e.to_string());
+        let _ = task.await;
+        return e;
+    }
+    if !conn.is_closed() {
+        *synced = true;
+        info!(%remote, "connected and synced");
+    }
+    let cancel = shared.cancel.clone();
+    let end = tokio::select! {
+        r = task => r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
+        _ = cancel.cancelled() => {
+            conn.close("shutdown");
+            Error::Shutdown
+        }
+    };
+    *shared.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    end
 }
 
 fn reconnect_label(e: &Error) -> &'static str {
@@ -397,21 +345,5 @@ fn reconnect_label(e: &Error) -> &'static str {
         Error::MissingColumn { .. } | Error::MissingTable(_) | Error::ColumnType { .. } => "schema",
         Error::Timeout(_) => "timeout",
         _ => "other",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cfg = ClientConfig::new("tcp:127.0.0.1:1", "db").unwrap();
-        for round in 1..30 {
-            let d = backoff(&cfg, round);
-            assert!(d <= cfg.backoff_max, "{round} {d:?}");
-            assert!(d >= cfg.backoff_initial / 2);
-        }
-        assert!(backoff(&cfg, 20) >= cfg.backoff_max / 2);
     }
 }

@@ -1,4 +1,4 @@
-//! One JSON-RPC session over one byte stream: a reader task, a writer task, request/response
+//! One JSON-RPC connection over one byte stream: a reader task, a writer task, request/response
 //! correlation, answers to the server's `echo`, and the client-side inactivity probe.
 //!
 //! Owns nothing about OVSDB semantics. The reader task is the only one reading the socket and it
@@ -43,7 +43,7 @@ impl std::fmt::Display for CallError {
 
 pub type CallResult = Result<Value, CallError>;
 /// Runs in the reader task with the reply, before the caller sees it; an error closes the
-/// connection (the caller then sees the reply, and the session's end).
+/// connection (the caller then sees the reply, and the connection's end).
 pub type ReplyHook = Box<dyn FnOnce(&CallResult) -> Result<(), Error> + Send>;
 /// Runs in the reader task for each notification; an error closes the connection.
 pub type NotificationHandler = Box<dyn FnMut(&str, Value) -> Result<(), Error> + Send>;
@@ -60,13 +60,13 @@ struct Pending {
 }
 
 #[derive(Debug, Clone)]
-pub struct SessionConfig {
+pub struct ConnectionConfig {
     /// Send an `echo` after this much silence; give up after as much again. `None` disables.
     pub probe_interval: Option<Duration>,
     pub max_message_len: usize,
 }
 
-/// A handle to a live session (cheap to clone).
+/// A handle to a live connection (cheap to clone).
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -81,10 +81,10 @@ struct Inner {
 
 impl Connection {
     /// Starts the reader and writer tasks. The returned handle resolves with the reason the
-    /// session ended (it always ends with an error: EOF, I/O, framing, probe, or `close`).
+    /// connection ended (it always ends with an error: EOF, I/O, framing, probe, or `close`).
     pub fn start(
         stream: Stream,
-        config: SessionConfig,
+        config: ConnectionConfig,
         handler: NotificationHandler,
     ) -> (Connection, tokio::task::JoinHandle<Error>) {
         let (rd, wr) = tokio::io::split(stream);
@@ -137,10 +137,10 @@ impl Connection {
     pub async fn call(&self, method: &str, params: Value) -> CallResult {
         let rx = self.send(method, params, None)?;
         rx.await
-            .unwrap_or_else(|_| Err(CallError::Closed("session ended".into())))
+            .unwrap_or_else(|_| Err(CallError::Closed("connection ended".into())))
     }
 
-    /// Ends the session; pending calls fail with `CallError::Closed(reason)`.
+    /// Ends the connection; pending calls fail with `CallError::Closed(reason)`.
     pub fn close(&self, reason: &str) {
         self.inner.shut(reason);
     }
@@ -206,7 +206,7 @@ async fn writer(
 
 async fn reader(
     mut rd: tokio::io::ReadHalf<Stream>,
-    config: SessionConfig,
+    config: ConnectionConfig,
     mut handler: NotificationHandler,
     inner: &Inner,
 ) -> Error {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::ops::{Atom, Datum, Row};
 use super::schema::{AtomicType as T, ColumnSpec};
+use super::values::{Atom, Datum, Row};
 
 /// A row type the cache can hold.
 pub trait Model: Clone + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {

@@ -1,6 +1,6 @@
 //! Remote addresses (`tcp:HOST:PORT`, `unix:PATH`, `ssl:..`) and opening a byte stream to one.
 //!
-//! Owns only parsing and connecting; framing lives in `jsonrpc`, sessions in `connection`.
+//! Owns only parsing and connecting; framing lives in `jsonrpc`, connections in `connection`.
 //! `ssl:` parses into [`Remote::Ssl`] so configuration stays valid, but connecting to it fails
 //! with [`Error::SslNotSupported`]: the seam where TLS will plug in.
 

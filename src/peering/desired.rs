@@ -216,11 +216,13 @@ mod tests {
                         ..port("vpc-1-x", &["169.254.9.1/30"])
                     },
                 ],
+                routes: vec![],
             },
             RouterView {
                 id: "r2".into(),
                 name: "vpc-2".into(),
                 ports: vec![port("vpc-2-sw1", &["172.31.0.1/16", "fd31::1/64"])],
+                routes: vec![],
             },
         ]
     }

@@ -12,6 +12,7 @@
 
 pub mod desired;
 pub mod diff;
+pub mod input;
 pub mod links;
 pub mod owner;
 pub mod topology;
@@ -24,6 +25,9 @@ use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
+
+/// Longest VPC name, in bytes: one limit for every request that names a VPC.
+pub const MAX_VPC_LEN: usize = 200;
 
 /// `external_ids` key marking a Northbound row as written by ovn-peerd; value [`OWNER_VALUE`].
 pub const OWNER_KEY: &str = "ovn-peerd:owner";

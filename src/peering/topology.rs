@@ -21,9 +21,6 @@ use super::{
     Side, Violation,
 };
 
-/// VPCs that may not be peered unless configured otherwise (Kube-OVN's default VPC).
-pub const DEFAULT_PROTECTED_VPCS: &[&str] = &["ovn-cluster"];
-
 /// A `Logical_Router_Port` as far as peering cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortView {
@@ -35,6 +32,50 @@ pub struct PortView {
     pub peer: Option<String>,
     /// `gateway_chassis` non-empty or `ha_chassis_group` set.
     pub is_gateway: bool,
+    /// The peering named in `external_ids` when ovn-peerd owns the row (`Some("")` for an
+    /// owned row without a peering name); `None` for a row ovn-peerd does not own.
+    pub peering: Option<String>,
+}
+
+/// A `Logical_Router_Static_Route` as installed in NB, for the ECMP rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteView {
+    /// The row UUID.
+    pub id: String,
+    /// `ip_prefix` as NB holds it (host bits and prefix length as written).
+    pub ip_prefix: String,
+    /// `nexthop`.
+    pub nexthop: String,
+    /// `policy` (`None` = dst-ip).
+    pub policy: Option<String>,
+    /// `route_table` ("" = the main table).
+    pub route_table: String,
+    /// As [`PortView::peering`].
+    pub peering: Option<String>,
+}
+
+impl RouteView {
+    /// `(policy, prefix)` as `ovn-nbctl lr-route-add` compares routes (host bits cleared, a
+    /// bare address is a host route); `None` when NB holds something we cannot read.
+    pub fn key(&self) -> Option<(RoutePolicy, IpNet)> {
+        let policy = RoutePolicy::from_ovn(self.policy.as_deref())?;
+        let prefix = match self.ip_prefix.parse::<IpNet>() {
+            Ok(net) => net.trunc(),
+            Err(_) => IpNet::from(self.ip_prefix.parse::<std::net::IpAddr>().ok()?),
+        };
+        Some((policy, prefix))
+    }
+
+    fn describe(&self, vpc: &str) -> String {
+        let owner = match &self.peering {
+            Some(p) => format!("of peering {p:?}"),
+            None => "not owned by ovn-peerd".to_string(),
+        };
+        format!(
+            "route {} via {} (row {}, {owner}) in router {vpc:?}",
+            self.ip_prefix, self.nexthop, self.id
+        )
+    }
 }
 
 /// A `Logical_Router` as far as peering cares.
@@ -46,23 +87,52 @@ pub struct RouterView {
     pub name: String,
     /// Its ports.
     pub ports: Vec<PortView>,
+    /// Its static routes, all route tables.
+    pub routes: Vec<RouteView>,
 }
 
 /// Read access to NB routers.
 pub trait Topology {
     /// Every router with this name (zero, one, or more: NB names are not unique).
     fn routers_named(&self, name: &str) -> Vec<RouterView>;
+    /// The router port with this name, on whatever router (port names are unique in NB).
+    /// Asked for every peering checked: must be cheap.
+    fn port_named(&self, name: &str) -> Option<PortView>;
+    /// The name of the router holding the port `port`. Only asked to name a conflict, so it
+    /// may be slow (a scan).
+    fn router_of_port(&self, port: &str) -> Option<String>;
 }
 
 impl Topology for [RouterView] {
     fn routers_named(&self, name: &str) -> Vec<RouterView> {
         self.iter().filter(|r| r.name == name).cloned().collect()
     }
+
+    fn port_named(&self, name: &str) -> Option<PortView> {
+        self.iter()
+            .flat_map(|r| &r.ports)
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
+    fn router_of_port(&self, port: &str) -> Option<String> {
+        self.iter()
+            .find(|r| r.ports.iter().any(|p| p.name == port))
+            .map(|r| r.name.clone())
+    }
 }
 
 impl Topology for Vec<RouterView> {
     fn routers_named(&self, name: &str) -> Vec<RouterView> {
         self.as_slice().routers_named(name)
+    }
+
+    fn port_named(&self, name: &str) -> Option<PortView> {
+        self.as_slice().port_named(name)
+    }
+
+    fn router_of_port(&self, port: &str) -> Option<String> {
+        self.as_slice().router_of_port(port)
     }
 }
 
@@ -168,6 +238,7 @@ pub fn check_topology(
         }
     }
     check_names(spec, &all_others, &mut v);
+    check_nb_ports(spec, topo, &mut v);
     let routers: Vec<Option<RouterView>> = Side::BOTH
         .iter()
         .map(|&side| {
@@ -210,6 +281,7 @@ pub fn check_topology(
         let ctx = VpcContext::new(spec, side, router, &others, topo, &mut subnets_cache);
         ctx.check_link(spec, side, &mut v);
         ctx.check_routes(spec, side, facts.routes(side), &mut v);
+        check_ecmp(spec, side, router, facts.routes(side), &mut v);
     }
     Refusal::check(RefusalKind::FailedPrecondition, v, facts)
 }
@@ -419,6 +491,77 @@ fn check_names(spec: &PeeringSpec, others: &[&PeeringSpec], v: &mut Vec<Violatio
             }
         }
     }
+}
+
+/// Our port names must not be held in NB by anyone but this peering: a foreign port (Kube-OVN
+/// names subnet ports `<vpc>-<subnet>`) or another peering's (possibly stale) port.
+fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut Vec<Violation>) {
+    for side in Side::BOTH {
+        let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
+        let Some(port) = topo.port_named(&mine) else {
+            continue;
+        };
+        if port.peering.as_deref() == Some(spec.name.as_str()) {
+            continue;
+        }
+        let router = topo
+            .router_of_port(&mine)
+            .map_or_else(|| "no router".to_string(), |r| format!("router {r:?}"));
+        let owner = match &port.peering {
+            Some(p) => format!("of peering {p:?}"),
+            None => "not owned by ovn-peerd".to_string(),
+        };
+        v.push(Violation::new(
+            vpc_field(side),
+            format!("port name {mine:?} is taken by port {mine:?} of {router}, {owner}"),
+        ));
+    }
+}
+
+/// A route this peering installs must not share (route table, policy, prefix) with a route
+/// already in the router (ours of another peering, frozen or not, or a foreign one): OVN would
+/// make them an ECMP group and split the flows. The peering's own rows never conflict.
+fn check_ecmp(
+    spec: &PeeringSpec,
+    side: Side,
+    router: &RouterView,
+    routes: &[RouteSpec],
+    v: &mut Vec<Violation>,
+) {
+    let field = format!("peering.{}_routes", side.as_str());
+    for installed in &router.routes {
+        // ovn-peerd installs every route in the main table ("").
+        if !installed.route_table.is_empty()
+            || installed.peering.as_deref() == Some(spec.name.as_str())
+        {
+            continue;
+        }
+        let Some((policy, prefix)) = installed.key() else {
+            continue;
+        };
+        if let Some(r) = routes
+            .iter()
+            .find(|r| r.policy == policy && r.prefix == prefix)
+        {
+            v.push(Violation::new(
+                &field,
+                format!(
+                    "route {} would form an ECMP group with {}",
+                    r.prefix,
+                    installed.describe(&router.name)
+                ),
+            ));
+        }
+    }
+}
+
+/// Port names a peering of these VPCs holds in the deployment: `<local>-<remote>` and
+/// `<remote>-<local>`.
+pub fn port_names(local_vpc: &str, remote_vpc: &str) -> [String; 2] {
+    [
+        port_name(local_vpc, remote_vpc),
+        port_name(remote_vpc, local_vpc),
+    ]
 }
 
 /// Subnets of every router named `vpc` (none when missing), memoised per call.

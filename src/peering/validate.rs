@@ -18,7 +18,7 @@ use super::{
 /// Longest peering name (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 /// Longest VPC name, in bytes.
-pub const MAX_VPC_LEN: usize = 200;
+pub use super::MAX_VPC_LEN;
 /// Most explicit routes on one side.
 pub const MAX_ROUTES_PER_SIDE: usize = 256;
 /// Accepted IPv4 link prefix lengths. /31 is a point-to-point link (RFC 3021) with no network

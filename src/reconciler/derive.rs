@@ -23,12 +23,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::adapters::NbCacheTopology;
 use crate::ovsdb::NbCache;
 use crate::peering::desired::{desired_rows, DesiredPeering};
 use crate::peering::topology::Topology;
 use crate::peering::PeeringSpec;
 use crate::store::{PeeringRecord, PeeringState};
-use crate::topology::NbTopology;
 
 /// The desired rows of every live peering, and the ones that cannot be derived.
 pub(crate) struct Derivation {
@@ -48,7 +48,7 @@ pub(crate) fn derive(
     cache: &NbCache,
     protected: &[String],
 ) -> Derivation {
-    let topo = NbTopology(cache);
+    let topo = NbCacheTopology(cache);
     let wanted: HashSet<&str> = targets.iter().map(|p| p.name.as_str()).collect();
     let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
     let mut failed = BTreeMap::new();

@@ -15,9 +15,11 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use super::timing::{
-    ACQUIRE_INTERVAL, CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, KEEPALIVES_COUNT,
-    KEEPALIVES_IDLE_SECS, KEEPALIVES_INTERVAL_SECS, RELEASE_TIMEOUT, TCP_USER_TIMEOUT_MS,
+    ACQUIRE_INTERVAL, CONNECT_TIMEOUT, ERROR_BACKOFF_MAX, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT,
+    KEEPALIVES_COUNT, KEEPALIVES_IDLE_SECS, KEEPALIVES_INTERVAL_SECS, RELEASE_TIMEOUT,
+    TCP_USER_TIMEOUT_MS,
 };
+use crate::backoff::Backoff;
 use crate::store::{self, StoreError};
 
 /// The advisory lock key: "ovnpeerd" in ASCII.
@@ -36,26 +38,34 @@ impl WriterLock {
     /// Waits until this replica holds the lock; `None` on shutdown.
     pub async fn acquire(database_url: &str, shutdown: &CancellationToken) -> Option<WriterLock> {
         let mut logged_waiting = false;
+        let mut on_error = Backoff::new(ACQUIRE_INTERVAL, ERROR_BACKOFF_MAX);
         loop {
-            match try_acquire(database_url).await {
+            let delay = match try_acquire(database_url).await {
                 Ok(Some(lock)) => {
                     tracing::info!(
                         epoch = lock.epoch,
                         "writer lock taken: this replica runs the worker"
                     );
-                    metrics::gauge!("ovn_peerd_writer_lock_held").set(1.0);
+                    metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(1.0);
                     return Some(lock);
                 }
-                Ok(None) if !logged_waiting => {
-                    tracing::info!("another replica holds the writer lock; standing by");
-                    logged_waiting = true;
+                Ok(None) => {
+                    if !logged_waiting {
+                        tracing::info!("another replica holds the writer lock; standing by");
+                        logged_waiting = true;
+                    }
+                    on_error.reset();
+                    ACQUIRE_INTERVAL
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot try the writer lock"),
-            }
+                Err(e) => {
+                    let d = on_error.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "cannot try the writer lock");
+                    d
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(ACQUIRE_INTERVAL) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -100,7 +110,7 @@ impl WriterLock {
                 why,
                 "writer lock lost: stopping the worker"
             );
-            metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+            metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
             return;
         }
     }
@@ -109,14 +119,13 @@ impl WriterLock {
     /// the session may be the thing that broke.
     pub async fn release(mut self) {
         let _ = tokio::time::timeout(RELEASE_TIMEOUT, async {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(LOCK_KEY)
-                .execute(&mut self.conn)
+            let _ = sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+                .fetch_one(&mut self.conn)
                 .await;
             let _ = self.conn.close().await;
         })
         .await;
-        metrics::gauge!("ovn_peerd_writer_lock_held").set(0.0);
+        metrics::gauge!(crate::metrics::WRITER_LOCK_HELD).set(0.0);
     }
 }
 
@@ -141,8 +150,7 @@ async fn try_acquire(database_url: &str) -> Result<Option<WriterLock>, StoreErro
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
         .await
         .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
-    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LOCK_KEY)
+    let held = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "held!""#, LOCK_KEY)
         .fetch_one(&mut conn)
         .await?;
     if !held {

@@ -3,13 +3,13 @@
 //!
 //! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
-//! the same pass ([`pass`]): read desired state, read the NB cache, derive,
+//! the same pass (`pass`): read desired state, read the NB cache, derive,
 //! diff, write the difference, write statuses. A notification naming one
 //! peering narrows the pass to that peering and the other peerings of its two
 //! VPCs (their verdicts may depend on it); everything else, including the
-//! timer, runs it over all of them ([`wake`]). Only the replica holding the
-//! writer lock ([`lock`]) runs it, and every NB transaction it sends asserts
-//! that it still does ([`fence`]). Its intervals and backoffs: [`timing`].
+//! timer, runs it over all of them (`wake`). Only the replica holding the
+//! writer lock (`lock`) runs it, and every NB transaction it sends asserts
+//! that it still does (`fence`). Its intervals and backoffs: `timing`.
 
 mod actual;
 pub(crate) mod derive;
@@ -29,21 +29,22 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::backoff::Backoff;
+use crate::config::{Config, DatabaseUrl};
 use crate::ovsdb::{self, CacheEvent};
-use crate::store::Store;
+use crate::store::{PeeringState, Store};
 
 use fence::Fence;
 pub use lock::{WriterLock, LOCK_APPLICATION_NAME};
 pub use pass::{PassError, PassOutcome, Scope};
-use timing::{Backoff, AFTER_LOSS_DELAY};
+use timing::{AFTER_LOSS_DELAY, RETRY_MAX, RETRY_MIN};
 use wake::Wake;
 
 /// The worker's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Postgres URL, for the writer lock's own connection.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// VPCs that can never be peered.
     pub protected_vpcs: Vec<String>,
     /// The periodic full pass.
@@ -65,7 +66,7 @@ impl Settings {
             deployment_id,
             database_url: config.database_url.clone(),
             protected_vpcs: config.protected_vpcs.clone(),
-            resync_interval: config.resync_interval(),
+            resync_interval: config.resync_interval,
             max_rows_per_transaction: 2000,
             allow_mass_deletion: config.allow_mass_deletion,
         }
@@ -80,6 +81,8 @@ pub struct Reconciler {
     nb: ovsdb::Client,
     settings: Settings,
     wake: Arc<Wake>,
+    /// Told after every pass; [`publish_state_gauges`] then counts peerings by state.
+    passed: Arc<tokio::sync::Notify>,
     /// The fence of the writer lock this worker holds; `None` when it holds
     /// none (standing by, or driven by a test without the lock).
     fence: Arc<watch::Sender<Option<Fence>>>,
@@ -95,6 +98,7 @@ impl Reconciler {
             nb,
             settings,
             wake: Arc::new(Wake::new()),
+            passed: Arc::default(),
             fence: Arc::new(watch::Sender::new(None)),
             mass_deletion: Arc::new(watch::Sender::new(None)),
         }
@@ -126,9 +130,10 @@ impl Reconciler {
     /// database was restored from a backup), the holder takes one past it.
     pub async fn take_writer_lock(&self, shutdown: &CancellationToken) -> Option<WriterLock> {
         loop {
-            let mut lock = lock::WriterLock::acquire(&self.settings.database_url, shutdown).await?;
+            let mut lock =
+                lock::WriterLock::acquire(self.settings.database_url.expose(), shutdown).await?;
             let mut fence = Fence::new(self.settings.deployment_id, lock.epoch());
-            let mut backoff = Backoff::default();
+            let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
             let installed = loop {
                 let wait = match fence::install(&self.nb, &fence).await {
                     Ok(fence::Installed::Yes) => break true,
@@ -214,9 +219,14 @@ impl Reconciler {
             wake.clone(),
             listeners.clone(),
         ));
+        tokio::spawn(publish_state_gauges(
+            self.store.clone(),
+            self.passed.clone(),
+            listeners.clone(),
+        ));
         let _stop_listeners = listeners.drop_guard();
 
-        let mut retry = Backoff::default();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut next_full = tokio::time::Instant::now();
         loop {
             let Some(scope) = wake.take() else {
@@ -232,11 +242,11 @@ impl Reconciler {
             }
             let started = std::time::Instant::now();
             let result = pass::run(self, scope).await;
-            metrics::histogram!("ovn_peerd_reconciler_pass_seconds")
+            metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
                 Ok(o) if o.incomplete == 0 => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "ok")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok")
                         .increment(1);
                     retry.reset();
                     continue;
@@ -244,14 +254,14 @@ impl Reconciler {
                 Ok(o) => {
                     // Some writes did not apply (rows changed meanwhile): re-read and
                     // retry, with backoff in case the cause persists.
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "incomplete")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "incomplete")
                         .increment(1);
                     let d = retry.next_delay();
                     tracing::info!(peerings = o.incomplete, retry_in = ?d, "writes not applied; retrying");
                     d
                 }
                 Err(PassError::Fenced) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "fenced")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "fenced")
                         .increment(1);
                     tracing::warn!(
                         "NB refused a transaction on the writer fence: another replica \
@@ -260,7 +270,7 @@ impl Reconciler {
                     return;
                 }
                 Err(PassError::NbNotSynced) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "nb_not_synced")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "nb_not_synced")
                         .increment(1);
                     // Not a failure to back off from: run as soon as the cache is in sync.
                     let mut state = self.nb.state();
@@ -272,7 +282,7 @@ impl Reconciler {
                     continue;
                 }
                 Err(e) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => e.label())
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => e.label())
                         .increment(1);
                     let d = retry.next_delay();
                     tracing::warn!(error = %e, retry_in = ?d, "reconciler pass failed");
@@ -314,7 +324,7 @@ pub async fn run_with_writer_lock(reconciler: Reconciler, shutdown: Cancellation
 
 /// Wakes the worker on every desired-state change committed in Postgres.
 async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         let listener = tokio::select! {
             _ = stop.cancelled() => return,
@@ -366,6 +376,44 @@ async fn wake_on_northbound(
                 Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => wake.full(),
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+}
+
+/// Sets the peerings-by-state gauges from Postgres each time a pass ends, until `stop`.
+///
+/// A task of its own, so that the count (~10 ms at 10,000 peerings) never delays the next
+/// pass; passes that end while it counts are folded into one more count, which reads
+/// everything they committed.
+async fn publish_state_gauges(
+    store: Store,
+    passed: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = passed.notified() => {}
+        }
+        let counts = match store.peering_count_by_state().await {
+            Ok(c) => c,
+            Err(e) => {
+                // The next pass tries again; a stale gauge is not worth more.
+                tracing::warn!(error = %e, "cannot count peerings by state");
+                continue;
+            }
+        };
+        for state in [
+            PeeringState::Pending,
+            PeeringState::Active,
+            PeeringState::Failed,
+            PeeringState::Deleting,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!(crate::metrics::PEERINGS, "state" => state.as_str()).set(n as f64);
         }
     }
 }

@@ -173,7 +173,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         None => BTreeSet::new(),
     };
     if brake.is_some() || scope == Scope::All {
-        metrics::gauge!("ovn_peerd_mass_deletion_blocked")
+        metrics::gauge!(crate::metrics::MASS_DELETION_BLOCKED)
             .set(f64::from(u8::from(brake.is_some())));
         r.mass_deletion.send_if_modified(|b| {
             let changed = *b != brake;
@@ -252,9 +252,9 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         total_ms = t_start.elapsed().as_secs_f64() * 1e3,
         "pass timings"
     );
-    if scope == Scope::All {
-        publish_state_gauges(&outcome, records.len());
-    }
+    // Counted in Postgres after every pass, narrowed or full: a narrowed pass sees only
+    // some peerings, so its own tallies cannot say how many there are in each state.
+    r.passed.notify_one();
     if !outcome.is_idle() || !outcome.failed.is_empty() {
         tracing::info!(
             peerings = outcome.peerings,
@@ -383,7 +383,7 @@ async fn transact(
         Ok(_) => "ok",
         Err(e) => e.label(),
     };
-    metrics::histogram!("ovn_peerd_nb_transaction_seconds", "outcome" => label)
+    metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => label)
         .record(started.elapsed().as_secs_f64());
     outcome.transactions += 1;
     let results = match result {
@@ -394,7 +394,7 @@ async fn transact(
     outcome.rows_written += rows;
     for (_, changes) in batch {
         for c in changes {
-            metrics::counter!("ovn_peerd_nb_rows_written_total", "kind" => change_kind(c))
+            metrics::counter!(crate::metrics::NB_ROWS_WRITTEN_TOTAL, "kind" => change_kind(c))
                 .increment(1);
         }
     }
@@ -475,7 +475,7 @@ fn settle(
             Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
         }
         Written::Refused(e) => {
-            metrics::counter!("ovn_peerd_reconciler_errors_total", "kind" => e.label())
+            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
                 .increment(1);
             Verdict::Failed(format!(
                 "OVN NB refused the peering's rows: {}",
@@ -549,23 +549,10 @@ fn record_convergence_delay(records: &[PeeringRecord], updates: &[StatusUpdate])
         if let Some(p) = by_name.get(u.name.as_str()) {
             if p.observed_generation < p.generation || p.state != PeeringState::Active {
                 let delay = (now - p.generation_time).num_microseconds().unwrap_or(0);
-                metrics::histogram!("ovn_peerd_convergence_delay_seconds")
+                metrics::histogram!(crate::metrics::CONVERGENCE_DELAY_SECONDS)
                     .record(delay.max(0) as f64 / 1e6);
             }
         }
-    }
-}
-
-fn publish_state_gauges(outcome: &PassOutcome, total: usize) {
-    let failed = outcome.failed.len();
-    let pending = total.saturating_sub(outcome.active + failed + outcome.deleting);
-    for (state, n) in [
-        ("active", outcome.active),
-        ("failed", failed),
-        ("deleting", outcome.deleting),
-        ("pending", pending),
-    ] {
-        metrics::gauge!("ovn_peerd_peerings", "state" => state).set(n as f64);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Every interval, timeout and backoff of the worker and its writer lock, in
+//! Every interval, timeout and backoff delay of the worker and its writer lock, in
 //! one place, with the budget they add up to.
 //!
 //! A partitioned lock holder must stop writing, and Postgres must free its
@@ -20,6 +20,9 @@ pub const LOSS_BOUND: Duration = Duration::from_secs(15);
 
 /// How often a replica without the lock tries to take it.
 pub const ACQUIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest delay between lock attempts while Postgres cannot be reached (the first is
+/// [`ACQUIRE_INTERVAL`]).
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long a replica that just lost the lock waits before trying again, so a
 /// standby (whose Postgres session is likely healthier) takes over first.
 pub const AFTER_LOSS_DELAY: Duration = Duration::from_secs(3);
@@ -39,35 +42,10 @@ pub const KEEPALIVES_COUNT: u64 = 3;
 /// Server-side `tcp_user_timeout` of the lock session, in milliseconds.
 pub const TCP_USER_TIMEOUT_MS: u64 = 10_000;
 
-/// Retries after a failed pass, a lost listener or a failed fence write.
+/// Retries after a failed pass, a lost listener or a failed fence write (delays for
+/// [`crate::backoff::Backoff`], the one backoff).
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
 pub const RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// Exponential backoff from [`RETRY_MIN`] doubling to [`RETRY_MAX`].
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: RETRY_MIN }
-    }
-}
-
-impl Backoff {
-    /// The delay to wait now; the one after is twice as long, up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(RETRY_MAX);
-        d
-    }
-
-    /// After a success: start over from the shortest delay.
-    pub fn reset(&mut self) {
-        self.next = RETRY_MIN;
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -84,18 +62,5 @@ mod tests {
             "the holder stops before the server frees the lock"
         );
         assert!(server <= LOSS_BOUND);
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::default();
-        assert_eq!(b.next_delay(), RETRY_MIN);
-        assert_eq!(b.next_delay(), RETRY_MIN * 2);
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        assert_eq!(b.next_delay(), RETRY_MAX);
-        b.reset();
-        assert_eq!(b.next_delay(), RETRY_MIN);
     }
 }

@@ -23,13 +23,12 @@ pub struct Deployment {
 impl Store {
     /// This deployment's id and current writer epoch.
     pub async fn deployment_get(&self) -> Result<Deployment, StoreError> {
-        let (id, writer_epoch): (Uuid, i64) = self
-            .timed(
-                "deployment_get",
-                sqlx::query_as("SELECT id, writer_epoch FROM deployment").fetch_one(&self.pool),
-            )
-            .await?;
-        Ok(Deployment { id, writer_epoch })
+        self.timed(
+            "deployment_get",
+            sqlx::query_as!(Deployment, "SELECT id, writer_epoch FROM deployment")
+                .fetch_one(&self.pool),
+        )
+        .await
     }
 }
 
@@ -38,11 +37,11 @@ impl Store {
 /// database from a backup); returns the new one. Call it only while that
 /// session holds the writer lock.
 pub async fn deployment_epoch_bump(conn: &mut PgConnection, past: i64) -> Result<i64, StoreError> {
-    let epoch = sqlx::query_scalar(
+    let epoch = sqlx::query_scalar!(
         "UPDATE deployment SET writer_epoch = greatest(writer_epoch, $1) + 1 \
          RETURNING writer_epoch",
+        past
     )
-    .bind(past)
     .fetch_one(conn)
     .await?;
     Ok(epoch)
@@ -50,7 +49,7 @@ pub async fn deployment_epoch_bump(conn: &mut PgConnection, past: i64) -> Result
 
 /// The writer epoch as the lock session reads it (the holder's heartbeat).
 pub async fn deployment_epoch_get(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT writer_epoch FROM deployment")
+    Ok(sqlx::query_scalar!("SELECT writer_epoch FROM deployment")
         .fetch_one(conn)
         .await?)
 }

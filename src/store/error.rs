@@ -14,6 +14,9 @@ pub enum StoreError {
     /// The request_id was used before.
     #[error("this request_id was already used")]
     RequestIdTaken,
+    /// A peer-port name of the peering is held by another peering.
+    #[error("a port name of this peering is held by another peering")]
+    PortTaken,
     /// The link's connect subnet overlaps another link.
     #[error("the IPv{family} link overlaps another peering's link")]
     LinkOverlap {
@@ -78,6 +81,7 @@ fn from_constraint(db: &dyn DatabaseError) -> Option<StoreError> {
         "peerings_pkey" => Some(StoreError::NameTaken),
         "peerings_vpc_pair" => Some(StoreError::PairTaken),
         "peerings_request_id_key" => Some(StoreError::RequestIdTaken),
+        "peering_ports_pkey" => Some(StoreError::PortTaken),
         "peerings_link_v4_excl" => Some(StoreError::LinkOverlap { family: 4 }),
         "peerings_link_v6_excl" => Some(StoreError::LinkOverlap { family: 6 }),
         _ => None,

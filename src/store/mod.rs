@@ -5,7 +5,20 @@
 //! [`StoreError`], which says what the caller can act on (a taken name, a
 //! taken VPC pair, an overlapping link, an unreachable database) and keeps the
 //! driver's error as its source for logs.
+//!
+//! Every statement is static and written with `sqlx::query!`/`query_as!`/`query_scalar!`,
+//! so the build checks it against the schema in `migrations/`. The build never needs a
+//! database: it reads the description of each statement from `.sqlx/` (committed), because
+//! `.cargo/config.toml` sets `SQLX_OFFLINE=true`; a statement without its data there is a
+//! compile error, so a query changed without regenerating `.sqlx/` fails the build (and CI).
+//!
+//! After adding or changing a statement or a migration, regenerate `.sqlx/` with
+//! `scripts/sqlx-prepare` (no sqlx-cli needed): it starts a throwaway Postgres
+//! (`scripts/sandbox`), applies `migrations/`, and rebuilds this crate with
+//! `SQLX_OFFLINE=false`, `DATABASE_URL` and `SQLX_OFFLINE_DIR=.sqlx`, which makes the macros
+//! check every statement against that database and write their data. Commit the result.
 
+mod create;
 mod deployment;
 mod error;
 mod model;
@@ -16,6 +29,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use create::{CreateTx, RequestRecord};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
 pub use model::{NewPeering, PeeringRecord, PeeringState, StoredRoute};
@@ -58,9 +72,12 @@ impl Store {
 
     /// Whether Postgres answers a trivial query now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed("ping", sqlx::query("SELECT 1").execute(&self.pool))
-            .await
-            .map(|_| ())
+        self.timed(
+            "ping",
+            sqlx::query!("SELECT 1 AS one").fetch_one(&self.pool),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// A listener on [`DESIRED_CHANGED_CHANNEL`]; it reconnects by itself.
@@ -68,11 +85,6 @@ impl Store {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(DESIRED_CHANGED_CHANNEL).await?;
         Ok(listener)
-    }
-
-    /// The pool, for the writer lock's dedicated connection.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// Runs one query future, recording its latency and outcome by operation.
@@ -84,7 +96,7 @@ impl Store {
         let started = Instant::now();
         let result = fut.await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::histogram!("ovn_peerd_db_query_duration_seconds",
+        metrics::histogram!(crate::metrics::DB_QUERY_DURATION_SECONDS,
             "operation" => operation, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
         result.map_err(StoreError::from)

@@ -134,8 +134,7 @@ fn join_addrs(v4: Option<IpNet>, v6: Option<IpNet>) -> String {
         .join(",")
 }
 
-/// The raw row, decoded by sqlx.
-#[derive(sqlx::FromRow)]
+/// The raw row, as `sqlx::query_as!` decodes it (fields named like the columns).
 pub(super) struct PeeringRow {
     pub name: String,
     pub local_vpc: String,

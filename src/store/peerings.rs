@@ -1,13 +1,16 @@
 //! Queries on the `peerings` table.
 
+//!
+//! Every statement is a `sqlx::query*!` macro, checked at build time against the schema
+//! through the offline data in `.sqlx/` (see the `store` module docs to regenerate it). A
+//! macro takes only a literal, so the column list of [`PeeringRow`] is spelled out in each
+//! `SELECT`/`RETURNING`; the `AS "col: Type"` overrides decode the jsonb route lists.
+
 use ipnet::IpNet;
+use sqlx::types::Json;
 
-use super::model::{NewPeering, PeeringRow};
+use super::model::{PeeringRow, StoredRoute};
 use super::{PeeringRecord, PeeringState, Store, StoreError};
-
-const COLUMNS: &str = "name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6, \
-    local_routes, remote_routes, state, state_message, generation, observed_generation, \
-    request_id, create_time, update_time, generation_time";
 
 /// A status the worker reports for one peering at one generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,42 +30,21 @@ fn records(rows: Vec<PeeringRow>) -> Result<Vec<PeeringRecord>, StoreError> {
 }
 
 impl Store {
-    /// Inserts a new peering at generation 1, STATE_PENDING; the trigger wakes the worker.
-    pub async fn peering_insert(&self, new: &NewPeering) -> Result<PeeringRecord, StoreError> {
-        let sql = format!(
-            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, \
-             remote_v6, local_routes, remote_routes, request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
-        );
-        let row = self
-            .timed(
-                "peering_insert",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(&new.name)
-                    .bind(&new.local_vpc)
-                    .bind(&new.remote_vpc)
-                    .bind(new.local_v4)
-                    .bind(new.remote_v4)
-                    .bind(new.local_v6)
-                    .bind(new.remote_v6)
-                    .bind(sqlx::types::Json(&new.local_routes))
-                    .bind(sqlx::types::Json(&new.remote_routes))
-                    .bind(&new.request_id)
-                    .fetch_one(&self.pool),
-            )
-            .await?;
-        row.try_into()
-    }
-
     /// One peering by name.
     pub async fn peering_get(&self, name: &str) -> Result<Option<PeeringRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM peerings WHERE name = $1");
         let row = self
             .timed(
                 "peering_get",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(name)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings WHERE name = $1"#,
+                    name
+                )
+                .fetch_optional(&self.pool),
             )
             .await?;
         row.map(TryInto::try_into).transpose()
@@ -73,13 +55,19 @@ impl Store {
         &self,
         request_id: &str,
     ) -> Result<Option<PeeringRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM peerings WHERE request_id = $1");
         let row = self
             .timed(
                 "peering_get_by_request_id",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(request_id)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings WHERE request_id = $1"#,
+                    request_id
+                )
+                .fetch_optional(&self.pool),
             )
             .await?;
         row.map(TryInto::try_into).transpose()
@@ -92,20 +80,24 @@ impl Store {
         limit: i64,
         vpc: Option<&str>,
     ) -> Result<Vec<PeeringRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM peerings \
-             WHERE ($1::text IS NULL OR name > $1) \
-               AND ($2::text IS NULL OR local_vpc = $2 OR remote_vpc = $2) \
-             ORDER BY name LIMIT $3"
-        );
         let rows = self
             .timed(
                 "peering_list",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(after)
-                    .bind(vpc)
-                    .bind(limit)
-                    .fetch_all(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings
+                     WHERE ($1::text IS NULL OR name > $1)
+                     AND ($2::text IS NULL OR local_vpc = $2 OR remote_vpc = $2)
+                     ORDER BY name LIMIT $3"#,
+                    after,
+                    vpc,
+                    limit
+                )
+                .fetch_all(&self.pool),
             )
             .await?;
         records(rows)
@@ -116,16 +108,20 @@ impl Store {
         &self,
         vpcs: &[&str],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM peerings \
-             WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) ORDER BY name"
-        );
         let rows = self
             .timed(
                 "peering_list_touching",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(vpcs)
-                    .fetch_all(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings
+                     WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) ORDER BY name"#,
+                    vpcs as &[&str]
+                )
+                .fetch_all(&self.pool),
             )
             .await?;
         records(rows)
@@ -138,17 +134,22 @@ impl Store {
         vpcs: &[&str],
         name: &str,
     ) -> Result<Vec<PeeringRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM peerings \
-             WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2 ORDER BY name"
-        );
         let rows = self
             .timed(
                 "peering_list_touching_or_named",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(vpcs)
-                    .bind(name)
-                    .fetch_all(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings
+                     WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2
+                     ORDER BY name"#,
+                    vpcs as &[&str],
+                    name
+                )
+                .fetch_all(&self.pool),
             )
             .await?;
         records(rows)
@@ -159,13 +160,19 @@ impl Store {
         &self,
         names: &[&str],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM peerings WHERE name = ANY($1) ORDER BY name");
         let rows = self
             .timed(
                 "peering_list_named",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(names)
-                    .fetch_all(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings WHERE name = ANY($1) ORDER BY name"#,
+                    names as &[&str]
+                )
+                .fetch_all(&self.pool),
             )
             .await?;
         records(rows)
@@ -173,11 +180,20 @@ impl Store {
 
     /// Every peering, for the worker's pass.
     pub async fn peering_list_all(&self) -> Result<Vec<PeeringRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM peerings ORDER BY name");
         let rows = self
             .timed(
                 "peering_list_all",
-                sqlx::query_as::<_, PeeringRow>(&sql).fetch_all(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT
+                         name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time
+                       FROM peerings ORDER BY name"#
+                )
+                .fetch_all(&self.pool),
             )
             .await?;
         records(rows)
@@ -185,18 +201,43 @@ impl Store {
 
     /// Link networks in use inside `pool` (for allocation).
     pub async fn peering_links_within(&self, pool: IpNet) -> Result<Vec<IpNet>, StoreError> {
-        let column = match pool {
-            IpNet::V4(_) => "link_v4",
-            IpNet::V6(_) => "link_v6",
+        // One static statement per family, so that each is checked; `!`: the WHERE
+        // clause drops NULL links, which the macro cannot see for a generated column.
+        let query = match pool {
+            IpNet::V4(_) => sqlx::query_scalar!(
+                r#"SELECT link_v4 AS "link!: IpNet" FROM peerings
+                   WHERE link_v4 && $1 ORDER BY link_v4"#,
+                pool
+            )
+            .fetch_all(&self.pool),
+            IpNet::V6(_) => sqlx::query_scalar!(
+                r#"SELECT link_v6 AS "link!: IpNet" FROM peerings
+                   WHERE link_v6 && $1 ORDER BY link_v6"#,
+                pool
+            )
+            .fetch_all(&self.pool),
         };
-        let sql = format!("SELECT {column} FROM peerings WHERE {column} && $1 ORDER BY {column}");
-        self.timed(
-            "peering_links_within",
-            sqlx::query_scalar::<_, IpNet>(&sql)
-                .bind(pool)
-                .fetch_all(&self.pool),
-        )
-        .await
+        self.timed("peering_links_within", query).await
+    }
+
+    /// How many peerings are stored in each state (a state with none is absent).
+    pub async fn peering_count_by_state(&self) -> Result<Vec<(PeeringState, i64)>, StoreError> {
+        let rows = self
+            .timed(
+                "peering_count_by_state",
+                sqlx::query!(r#"SELECT state, count(*) AS "n!" FROM peerings GROUP BY state"#)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let state = PeeringState::parse(&r.state).ok_or_else(|| StoreError::Corrupt {
+                    name: String::new(),
+                    reason: format!("unknown state {:?}", r.state),
+                })?;
+                Ok((state, r.n))
+            })
+            .collect()
     }
 
     /// Marks a peering for deletion (bumping its generation) and returns it.
@@ -205,17 +246,23 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<PeeringRecord>, StoreError> {
-        let sql = format!(
-            "UPDATE peerings SET state = 'deleting', state_message = '', \
-             generation = generation + 1, generation_time = clock_timestamp(), update_time = now() \
-             WHERE name = $1 AND state <> 'deleting' RETURNING {COLUMNS}"
-        );
         let row = self
             .timed(
                 "peering_mark_deleting",
-                sqlx::query_as::<_, PeeringRow>(&sql)
-                    .bind(name)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"UPDATE peerings SET state = 'deleting', state_message = '',
+                     generation = generation + 1, generation_time = clock_timestamp(),
+                     update_time = now()
+                     WHERE name = $1 AND state <> 'deleting' RETURNING
+                         name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time"#,
+                    name
+                )
+                .fetch_optional(&self.pool),
             )
             .await?;
         match row {
@@ -238,7 +285,7 @@ impl Store {
         let result = self
             .timed(
                 "peering_statuses_set",
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE peerings p SET state = u.state, state_message = u.message, \
                      observed_generation = u.generation, update_time = now() \
                      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) \
@@ -247,11 +294,11 @@ impl Store {
                        AND p.state <> 'deleting' \
                        AND (p.state, p.state_message, p.observed_generation) \
                            IS DISTINCT FROM (u.state, u.message, u.generation)",
+                    &names as &[&str],
+                    &generations,
+                    &states as &[&str],
+                    &messages as &[&str],
                 )
-                .bind(&names)
-                .bind(&generations)
-                .bind(&states)
-                .bind(&messages)
                 .execute(&self.pool),
             )
             .await?;
@@ -271,12 +318,14 @@ impl Store {
         let result = self
             .timed(
                 "peering_tombstones_remove",
-                sqlx::query(
-                    "DELETE FROM peerings p USING unnest($1::text[], $2::bigint[]) AS t(name, generation) \
-                     WHERE p.name = t.name AND p.generation = t.generation AND p.state = 'deleting'",
+                sqlx::query!(
+                    "DELETE FROM peerings p \
+                     USING unnest($1::text[], $2::bigint[]) AS t(name, generation) \
+                     WHERE p.name = t.name AND p.generation = t.generation \
+                       AND p.state = 'deleting'",
+                    &names as &[&str],
+                    &generations,
                 )
-                .bind(&names)
-                .bind(&generations)
                 .execute(&self.pool),
             )
             .await?;

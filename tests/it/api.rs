@@ -703,6 +703,37 @@ async fn list_routes_shows_nb_routes_and_wanted_ones() {
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+/// One VPC name limit: a name CreatePeering accepts is one ListRoutes accepts, and one byte
+/// more is refused by both, naming the field.
+#[tokio::test]
+async fn create_and_list_routes_share_one_vpc_name_limit() {
+    use ovn_peerd::peering::MAX_VPC_LEN;
+    let t = two_vpcs().await;
+    let mut c = t.client().await;
+    let (longest, too_long) = ("v".repeat(MAX_VPC_LEN), "v".repeat(MAX_VPC_LEN + 1));
+    assert_refused(
+        c.create_peering(create(peering("p", &too_long, "vpc-2")))
+            .await,
+        Code::InvalidArgument,
+        "peering.local_vpc",
+    );
+    // The longest name passes validation: what stops it is that no such router exists.
+    let status = c
+        .create_peering(create(peering("p", &longest, "vpc-2")))
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), Code::InvalidArgument, "{status:?}");
+    let routes = |vpc: &str| ListRoutesRequest {
+        vpc: vpc.into(),
+        ..Default::default()
+    };
+    let refused = c.list_routes(routes(&too_long)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(fields(&refused), ["vpc"]);
+    let missing = c.list_routes(routes(&longest)).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+}
+
 #[tokio::test]
 async fn nb_outage_is_unavailable_for_creates() {
     let mut t = two_vpcs().await;

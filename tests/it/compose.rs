@@ -273,14 +273,34 @@ fn ovn_peerd_image_gets_everything_cargo_needs() {
             needed.push(dir);
         }
     }
-    for file in ["build.rs", "proto", "migrations"] {
+    // .sqlx (the checked SQL statements) and .cargo (SQLX_OFFLINE=true): the image builds
+    // without a database.
+    for file in ["build.rs", "proto", "migrations", ".sqlx", ".cargo"] {
         if repo().join(file).exists() {
             needed.push(file);
         }
     }
-    for n in needed {
+    // Path dependencies and workspace members (tests/support): cargo loads their manifests
+    // too. A path is copied when it or a directory above it is.
+    let quoted = |line: &str| -> Vec<String> {
+        line.split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut paths: Vec<String> = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.contains("path = \"") || line.starts_with("members") {
+            paths.extend(quoted(line.split_once('=').map(|(_, v)| v).unwrap_or("")));
+        }
+    }
+    for n in needed.into_iter().map(str::to_string).chain(paths) {
+        let n = n.trim_end_matches('/').to_string();
         assert!(
-            copied.contains(n),
+            Path::new(&n)
+                .ancestors()
+                .any(|a| copied.contains(a.to_str().unwrap_or_default())),
             "{} does not COPY {n}",
             dockerfile.display()
         );

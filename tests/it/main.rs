@@ -1,12 +1,21 @@
 //! The one integration-test binary: real Postgres, real ovsdb-server.
 //!
 //! Postgres comes from the sandbox (`scripts/test` exports `OVN_PEERD_TEST_PG`);
-//! each test gets a fresh database and, where needed, a fresh NB ovsdb-server.
+//! each test gets a fresh database and, where needed, a fresh NB ovsdb-server. The process
+//! fixtures are the `ovn-peerd-test-support` crate (`tests/support/`, shared with the
+//! benches); `support/` here re-exports them and adds what needs ovn-peerd's own types.
+//!
+//! Logs: tests print no tracing output unless `TEST_LOG` is set, e.g.
+//! `TEST_LOG=1 RUST_LOG=ovn_peerd=debug cargo test --test it -- FILTER --nocapture`.
+//! Root-only tests (datapath, e2e) print `SKIPPED <test>: ...` and a summary line on stderr
+//! when not run as root, where cargo shows them even for passing tests.
 
 mod api;
+mod api_safety;
 mod compose;
 mod datapath;
 mod e2e;
+mod metrics;
 mod ovsdb;
 mod server;
 mod support;

@@ -10,6 +10,7 @@ use tonic_health::pb::HealthCheckRequest;
 use crate::support::nb::NbServer;
 use crate::support::peerd::{test_config, Options, TestPeerd};
 use crate::support::pg::{PgCluster, TestDb};
+use crate::support::process::DieWithParent;
 
 async fn status(
     client: &mut HealthClient<tonic::transport::Channel>,
@@ -22,6 +23,8 @@ async fn status(
         .await
     {
         Ok(r) => r.into_inner().status(),
+        // A service is registered by its watcher's first probe, a moment after start.
+        Err(e) if e.code() == tonic::Code::NotFound => ServingStatus::ServiceUnknown,
         Err(e) => panic!("health check failed: {e:?}"),
     }
 }
@@ -145,13 +148,14 @@ async fn the_binary_exits_zero_on_sigterm_and_serves_reflection() {
         .env("OVN_NB_DB", nb.remote())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .die_with_parent()
         .spawn()
         .expect("spawn ovn-peerd");
     let guard = crate::support::process::KillOnDrop(child.id());
-    let up = crate::support::pg::wait_until(Duration::from_secs(30), || {
+    crate::support::pg::wait_until("ovn-peerd to listen", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "ovn-peerd did not listen");
+    })
+    .expect("ovn-peerd did not listen");
 
     // Reflection: the services are listed with no proto file at hand.
     if let Some(grpcurl) = crate::support::process::grpcurl() {

@@ -193,7 +193,10 @@ async fn the_readme_walkthrough_works_as_written() {
             let ports = t.nb.nbctl(&["lrp-list", "vpc-1"]);
             assert!(!ports.contains("vpc-1-vpc-2"), "peer port left: {ports}");
         } else if command.contains("grpc.health.v1.Health/Check") {
-            assert!(out.contains("SERVING"), "{command}:\n{out}");
+            // `NOT_SERVING` contains "SERVING": compare the parsed status.
+            let reply: serde_json::Value = serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("{command}: not JSON ({e}):\n{out}"));
+            assert_eq!(reply["status"], "SERVING", "{command}:\n{out}");
         }
         ran.push(command.clone());
     }

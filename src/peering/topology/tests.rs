@@ -13,6 +13,7 @@ fn port(name: &str, nets: &[&str]) -> PortView {
         networks: nets.iter().map(|s| s.to_string()).collect(),
         peer: None,
         is_gateway: false,
+        peering: None,
     }
 }
 
@@ -21,6 +22,7 @@ fn router(id: &str, name: &str, ports: Vec<PortView>) -> RouterView {
         id: id.into(),
         name: name.into(),
         ports,
+        routes: vec![],
     }
 }
 
@@ -205,13 +207,144 @@ fn own_port_is_not_an_overlap() {
     let mut t = topo();
     t[0].ports.push(PortView {
         peer: Some("vpc-2-vpc-1".into()),
+        peering: Some("p1".into()),
         ..port("vpc-1-vpc-2", &["169.254.0.1/30"])
     });
     t[1].ports.push(PortView {
         peer: Some("vpc-1-vpc-2".into()),
+        peering: Some("p1".into()),
         ..port("vpc-2-vpc-1", &["169.254.0.2/30"])
     });
     assert!(check(&seed(), &t, &[seed()]).is_ok());
+}
+
+#[test]
+fn port_name_held_in_nb_by_anyone_else() {
+    // Kube-OVN's subnet port of vpc-1 named like our port towards vpc-2.
+    let mut t = topo();
+    t[0].ports.push(port("vpc-1-vpc-2", &["10.9.0.1/24"]));
+    let r = check(&seed(), &t, &[]).expect_err("foreign port");
+    let v = r
+        .violations
+        .iter()
+        .find(|v| v.field == "peering.local_vpc")
+        .expect("names peering.local_vpc");
+    assert!(v.description.contains("\"vpc-1-vpc-2\""), "{v:?}");
+    assert!(v.description.contains("router \"vpc-1\""), "{v:?}");
+    assert!(v.description.contains("not owned by ovn-peerd"), "{v:?}");
+
+    // Another peering's (stale) port on the remote side.
+    let mut t = topo();
+    t[1].ports.push(PortView {
+        peering: Some("old".into()),
+        ..port("vpc-2-vpc-1", &["169.254.7.2/30"])
+    });
+    let r = check(&seed(), &t, &[]).expect_err("another peering's port");
+    assert!(r
+        .violations
+        .iter()
+        .any(|v| v.field == "peering.remote_vpc" && v.description.contains("peering \"old\"")));
+}
+
+#[test]
+fn port_names_held_by_a_peering_of_other_vpcs() {
+    // a-b + c and a + b-c both want a-b-c: the store hands the holder in among the others.
+    let holder = spec("p1", "a-b", "c", ("169.254.0.1/30", "169.254.0.2/30"));
+    let mine = spec("p2", "a", "b-c", ("169.254.0.5/30", "169.254.0.6/30"));
+    let t = vec![
+        router("r1", "a-b", vec![]),
+        router("r2", "c", vec![]),
+        router("r3", "a", vec![]),
+        router("r4", "b-c", vec![]),
+    ];
+    let r = check(&mine, &t, &[holder]).expect_err("port name taken");
+    assert_eq!(r.violations.len(), 1, "{r:?}");
+    assert_eq!(r.violations[0].field, "peering.local_vpc");
+    assert!(
+        r.violations[0].description.contains("peering \"p1\""),
+        "{r:?}"
+    );
+    assert_eq!(
+        port_names(&mine.local_vpc, &mine.remote_vpc),
+        ["a-b-c".to_string(), "b-c-a".to_string()]
+    );
+}
+
+fn installed(id: &str, prefix: &str, peering: Option<&str>) -> RouteView {
+    RouteView {
+        id: id.into(),
+        ip_prefix: prefix.into(),
+        nexthop: "10.0.0.99".into(),
+        peering: peering.map(str::to_string),
+        ..RouteView::default()
+    }
+}
+
+#[test]
+fn route_forming_an_ecmp_group_is_refused() {
+    // vpc-1 would route 172.31.0.0/16 (vpc-2's subnet) to vpc-2; a foreign route
+    // written with host bits has the same normalised prefix.
+    let mut t = topo();
+    t[0].routes.push(installed("u-1", "172.31.9.9/16", None));
+    let r = check(&seed(), &t, &[]).expect_err("ECMP with a foreign route");
+    let v = &r.violations[0];
+    assert_eq!(v.field, "peering.local_routes");
+    for part in ["ECMP", "172.31.9.9/16", "10.0.0.99", "u-1", "\"vpc-1\""] {
+        assert!(v.description.contains(part), "{part}: {v:?}");
+    }
+    // Another peering's row counts too, even when that peering is not among the others.
+    let mut t = topo();
+    t[1].routes
+        .push(installed("u-2", "10.0.0.0/24", Some("gone")));
+    let r = check(&seed(), &t, &[]).expect_err("ECMP with another peering's row");
+    assert_eq!(r.violations[0].field, "peering.remote_routes");
+    assert!(r.violations[0].description.contains("peering \"gone\""));
+}
+
+#[test]
+fn routes_that_form_no_ecmp_group() {
+    let mut t = topo();
+    // The peering's own rows.
+    t[0].routes
+        .push(installed("u-1", "172.31.0.0/16", Some("p1")));
+    // Another route table, another policy, another prefix, a host route elsewhere.
+    t[0].routes.push(RouteView {
+        route_table: "rtb-1".into(),
+        ..installed("u-2", "172.31.0.0/16", None)
+    });
+    t[0].routes.push(RouteView {
+        policy: Some("src-ip".into()),
+        ..installed("u-3", "172.31.0.0/16", None)
+    });
+    t[0].routes.push(installed("u-4", "172.31.0.0/17", None));
+    t[0].routes.push(installed("u-5", "172.31.0.1", None));
+    assert!(check(&seed(), &t, &[]).is_ok());
+}
+
+#[test]
+fn route_view_keys() {
+    let k = |p: &str, pol: Option<&str>| {
+        RouteView {
+            ip_prefix: p.into(),
+            policy: pol.map(str::to_string),
+            ..RouteView::default()
+        }
+        .key()
+    };
+    assert_eq!(
+        k("10.1.2.3/16", None),
+        Some((RoutePolicy::DstIp, n("10.1.0.0/16")))
+    );
+    assert_eq!(
+        k("10.1.2.3", Some("dst-ip")),
+        Some((RoutePolicy::DstIp, n("10.1.2.3/32")))
+    );
+    assert_eq!(
+        k("fd00::1", Some("src-ip")),
+        Some((RoutePolicy::SrcIp, n("fd00::1/128")))
+    );
+    assert_eq!(k("nonsense", None), None);
+    assert_eq!(k("10.0.0.0/8", Some("weird")), None);
 }
 
 #[test]

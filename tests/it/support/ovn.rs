@@ -14,18 +14,17 @@
 //! and here all would have 127.0.0.1.
 
 use std::ffi::OsStr;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ovn_peerd_test_support::ovsdb::{self, NB_SCHEMA, SB_SCHEMA, VSWITCH_SCHEMA};
+use ovn_peerd_test_support::process::Owned;
+pub use ovn_peerd_test_support::skip::skip_unless_root;
+pub use ovn_peerd_test_support::wait_until;
 use tempfile::TempDir;
 
-const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
-const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
-const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 /// Names of namespaces this fixture creates: `ovnpd-<pid>-<n>`.
 const NETNS_PREFIX: &str = "ovnpd-";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,28 +35,9 @@ fn next_id() -> usize {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// True when the datapath can be built (effective uid 0).
-pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// Returns false, after saying so, when the test cannot run here: call first and return early.
-pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("{test}: skipped: needs root (userspace OVS datapath, network namespaces)");
-    false
-}
-
-pub use super::process::poll;
-
-/// [`poll`], panicking with `what` when the deadline passes.
-pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
-    assert!(
-        poll(timeout, cond),
-        "timed out after {timeout:?} waiting for {what}"
-    );
+/// Waits for a fixture to come up; panics naming it when it does not.
+fn must_wait(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, START_TIMEOUT, cond).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runs a command to completion; Ok(stdout) on success, Err(a readable account) otherwise.
@@ -93,41 +73,32 @@ where
     c
 }
 
-/// A daemon this fixture started in the foreground: killed (SIGKILL) and reaped on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-}
+/// A daemon this fixture started in the foreground: killed (SIGKILL) and reaped on drop, and
+/// by the kernel when the test binary dies.
+struct Daemon(Owned);
 
 impl Daemon {
     fn spawn(name: &'static str, mut command: Command) -> Daemon {
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
-        Daemon { name, child }
+        Daemon(Owned::spawn(
+            name,
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ))
     }
 
     /// Panics if the daemon has already exited (a bad flag, a port in use, ...).
     fn check_alive(&mut self, log: &Path) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.0.exited() {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();
             panic!(
                 "{} exited early ({status}); last log lines:\n{}",
-                self.name,
+                self.0.name,
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -162,36 +133,9 @@ impl Drop for WorkDir {
     }
 }
 
-fn unix_socket_ready(path: &Path) -> bool {
-    UnixStream::connect(path).is_ok()
-}
-
 fn ovsdb_server(dir: &Path, name: &str, schema: &str) -> Daemon {
-    let db = dir.join(format!("{name}.db"));
-    must(cmd(
-        "ovsdb-tool",
-        [OsStr::new("create"), db.as_os_str(), OsStr::new(schema)],
-    ));
-    let mut c = Command::new("ovsdb-server");
-    c.arg("-vconsole:off")
-        .arg(format!("--pidfile={}/{name}.pid", dir.display()))
-        .arg(format!("--log-file={}/{name}.log", dir.display()))
-        .arg(format!("--remote=punix:{}/{name}.sock", dir.display()))
-        .arg(format!("--unixctl={}/{name}.ctl", dir.display()))
-        .arg(&db);
-    let label = match name {
-        "nb" => "NB ovsdb-server",
-        "sb" => "SB ovsdb-server",
-        _ => "vswitch ovsdb-server",
-    };
-    let mut daemon = Daemon::spawn(label, c);
-    let sock = dir.join(format!("{name}.sock"));
-    let log = dir.join(format!("{name}.log"));
-    wait_until(label, START_TIMEOUT, || {
-        daemon.check_alive(&log);
-        unix_socket_ready(&sock)
-    });
-    daemon
+    ovsdb::create_db(&dir.join(format!("{name}.db")), schema);
+    Daemon(ovsdb::start_server(dir, name, &[]))
 }
 
 /// NB and SB `ovsdb-server`s and `ovn-northd`, in a temporary directory.
@@ -226,7 +170,7 @@ impl OvnCentral {
         };
         // `--wait=sb` returns once northd has copied NB's nb_cfg to SB: northd is up.
         let log = d.join("northd.log");
-        wait_until("ovn-northd", START_TIMEOUT, || {
+        must_wait("ovn-northd", || {
             northd.check_alive(&log);
             central
                 .try_nbctl(["--timeout=1", "--wait=sb", "sync"])
@@ -448,7 +392,7 @@ impl Chassis {
             .env("OVS_RUNDIR", &d);
         let mut controller = Daemon::spawn("ovn-controller", c);
         let ctl_log = d.join("ovn-controller.log");
-        wait_until("the chassis in the SB", START_TIMEOUT, || {
+        must_wait("the chassis in the SB", || {
             controller.check_alive(&ctl_log);
             !central
                 .sbctl([
@@ -618,7 +562,7 @@ impl<'c> Pod<'c> {
     /// Pings until answered or `timeout` passes: flows are installed when `--wait=hv sync`
     /// returns, but the first packet may still race ARP/ND.
     pub fn ping_within(&self, ip: &str, timeout: Duration) -> bool {
-        poll(timeout, || self.ping(ip))
+        wait_until(&format!("a ping to {ip}"), timeout, || self.ping(ip)).is_ok()
     }
 
     fn ping_raw(&self, ip: &str, v6: bool) -> Option<u8> {

@@ -55,7 +55,7 @@ impl Default for Options {
 pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.to_string(),
+        database_url: database_url.into(),
         ovn_nb_db: nb_remote.to_string(),
         metrics_listen: None,
         log_format: LogFormat::Text,
@@ -63,7 +63,7 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         link_prefix_len: 30,
         link_pool_v6: "fd00:a9fe::/64".parse().unwrap(),
         protected_vpcs: opts.protected_vpcs.clone(),
-        resync_interval_secs: 300,
+        resync_interval: Duration::from_secs(300),
         worker: opts.worker,
         allow_mass_deletion: false,
     }
@@ -97,6 +97,7 @@ impl<N> TestPeerd<N> {
     /// Starts on the given database and NB (`config.ovn_nb_db` is the NB it connects to;
     /// `nb` is only kept alive with it).
     pub async fn start_on(db: TestDb, nb: N, config: Config) -> TestPeerd<N> {
+        ovn_peerd_test_support::log::init();
         let app = Application::build(config.clone()).await.expect("build");
         let addr = app.local_addr();
         app.nb()

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::pg::{free_port, wait_until};
-use super::process::KillOnDrop;
+use super::process::{free_port, wait_until, DieWithParent, KillOnDrop};
 
 /// A running `ovn-peerd` binary; SIGKILLed by pid on drop.
 pub struct PeerdProcess {
@@ -22,6 +21,12 @@ impl PeerdProcess {
     /// Starts the binary over `database_url` and `nb_remote` with the worker on, and waits
     /// until it serves gRPC.
     pub fn start(database_url: &str, nb_remote: &str) -> PeerdProcess {
+        Self::start_with_args(database_url, nb_remote, &[])
+    }
+
+    /// As [`PeerdProcess::start`], with more flags; one of ours given in `extra` (e.g.
+    /// `--metrics-listen ADDR`) replaces ours, as clap refuses a flag given twice.
+    pub fn start_with_args(database_url: &str, nb_remote: &str, extra: &[&str]) -> PeerdProcess {
         let dir = tempfile::Builder::new()
             .prefix("peerd-")
             .tempdir()
@@ -29,20 +34,24 @@ impl PeerdProcess {
         let log = dir.path().join("peerd.log");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_ovn-peerd"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                "",
-                "--resync-interval-secs",
-                "300",
-            ])
+            .args(
+                [
+                    ["--listen", &format!("127.0.0.1:{port}")],
+                    ["--metrics-listen", ""],
+                    ["--resync-interval-secs", "300"],
+                ]
+                .iter()
+                .filter(|[flag, _]| !extra.contains(flag))
+                .flatten(),
+            )
+            .args(extra)
             .env("DATABASE_URL", database_url)
             .env("OVN_NB_DB", nb_remote)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
             .stderr(Stdio::null())
+            .die_with_parent()
             .spawn()
             .expect("spawn ovn-peerd");
         let guard = KillOnDrop(child.id());
@@ -54,11 +63,12 @@ impl PeerdProcess {
             log,
         };
         // It binds before migrating; "serving gRPC" comes after migrations.
-        let up = wait_until(Duration::from_secs(30), || {
+        if let Err(e) = wait_until("ovn-peerd to serve gRPC", Duration::from_secs(30), || {
             p.log().contains("serving gRPC")
                 && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "ovn-peerd did not start serving:\n{}", p.log());
+        }) {
+            panic!("{e}:\n{}", p.log());
+        }
         p
     }
 

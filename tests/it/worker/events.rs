@@ -19,7 +19,7 @@ async fn active_peering() -> TestPeerd {
         ..Options::default()
     })
     .await;
-    assert_eq!(t.config.resync_interval_secs, 300);
+    assert_eq!(t.config.resync_interval, Duration::from_secs(300));
     create(
         &t,
         explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
@@ -158,7 +158,7 @@ async fn a_route_whose_nexthop_or_policy_was_changed_by_hand_is_repaired_promptl
 }
 
 #[tokio::test]
-async fn a_route_disowned_by_hand_is_left_to_its_new_owner_and_ours_re_created() {
+async fn a_route_disowned_by_hand_is_left_to_its_new_owner_and_fails_the_peering_until_it_goes() {
     let t = active_peering().await;
     let want = NbRows::read(&t.nb).owned_routes_of("vpc-1");
     let uuid = our_route_uuid(&t, "vpc-1");
@@ -169,18 +169,34 @@ async fn a_route_disowned_by_hand_is_left_to_its_new_owner_and_ours_re_created()
         "external_ids",
         "\"ovn-peerd:owner\"",
     ]);
-    eventually("our route re-created", PROMPT, || async {
-        (NbRows::read(&t.nb).owned_routes_of("vpc-1") == want).then_some(())
-    })
-    .await;
+    // Re-creating ours beside it would make an ECMP group with the new owner's row.
+    let s = store(&t.db.url);
+    let failed = wait_state(&s, "p", PeeringState::Failed, PROMPT).await;
+    assert!(
+        failed.state_message.contains("ECMP") && failed.state_message.contains(&uuid),
+        "{failed:?}"
+    );
     let rows = NbRows::read(&t.nb);
     assert!(
         rows.routes.contains_key(&uuid),
         "the disowned row is not touched"
     );
-    assert_ne!(our_route_uuid(&t, "vpc-1"), uuid);
-    let p = super::record(&store(&t.db.url), "p").await;
-    assert_eq!(p.state, PeeringState::Active, "{p:?}");
+    assert!(rows.owned_routes_of("vpc-1").is_empty(), "{rows:?}");
+
+    // Its new owner removes it: ours comes back.
+    t.nb.nbctl(&[
+        "--",
+        "remove",
+        "Logical_Router",
+        "vpc-1",
+        "static_routes",
+        &uuid,
+    ]);
+    wait_state(&s, "p", PeeringState::Active, PROMPT).await;
+    eventually("our route re-created", PROMPT, || async {
+        (NbRows::read(&t.nb).owned_routes_of("vpc-1") == want).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -199,7 +215,7 @@ async fn the_periodic_pass_corrects_what_no_event_announces() {
             ..Options::default()
         },
     );
-    config.resync_interval_secs = 1;
+    config.resync_interval = Duration::from_secs(1);
     let t = TestPeerd::start_on(db, nb, config).await;
     create(
         &t,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ovn_peerd::store::PeeringState;
 
-use super::{create, explicit, pool, record, store, two_vpcs, wait_state};
+use super::{create, explicit, insert_sql, pool, record, store, two_vpcs, wait_state};
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::Options;
 use crate::support::vpc::{add_subnet, create_vpc};
@@ -33,9 +33,31 @@ async fn a_foreign_port_in_the_way_fails_only_that_peering_until_it_goes() {
         "external_ids:vendor=kube-ovn",
     ]);
     let foreign = NbRows::read(&t.nb).foreign();
-    create(
-        &t,
-        explicit("p12", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    // The API refuses it up front (see api_safety); stored anyway, as a peering
+    // created before the foreign port appeared or restored from a backup is.
+    let refused = t
+        .client()
+        .await
+        .create_peering(ovn_peerd::proto::v1::CreatePeeringRequest {
+            peering: Some(explicit(
+                "p12",
+                "vpc-1",
+                "vpc-2",
+                "169.254.0.1/30",
+                "169.254.0.2/30",
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the port name is taken");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    insert_sql(
+        &pool(&t.db.url).await,
+        "p12",
+        "vpc-1",
+        "vpc-2",
+        "169.254.0.1/30",
+        "169.254.0.2/30",
     )
     .await;
     create(

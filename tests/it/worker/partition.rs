@@ -138,13 +138,17 @@ impl PartitionablePg {
         // The socket appears before the server accepts connections: ask it.
         let isready = pg_bin("pg_isready");
         let sock_dir = pg.dir.path().display().to_string();
-        let ready = crate::support::process::poll(Duration::from_secs(30), || {
-            Command::new(&isready)
-                .args(["-q", "-h", &sock_dir, "-p", &PG_PORT.to_string()])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        assert!(ready, "postgres did not start: {sock_dir}");
+        crate::support::process::wait_until(
+            "postgres accepts connections",
+            Duration::from_secs(30),
+            || {
+                Command::new(&isready)
+                    .args(["-q", "-h", &sock_dir, "-p", &PG_PORT.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )
+        .unwrap_or_else(|e| panic!("postgres did not start in {sock_dir}: {e}"));
         pg
     }
 

@@ -1,34 +1,16 @@
-//! Fixtures of the `peering` bench: a throwaway Postgres cluster, NB `ovsdb-server`s,
-//! ovn-peerd as a child process, an independent NB monitor, and small helpers (statistics,
-//! `/proc` readings, `/metrics` scraping).
-//!
-//! Every process is started here without daemonizing, so we hold its pid, and is killed by
-//! that pid on drop, also when the bench panics.
+//! Fixtures of the `peering` bench that need ovn-peerd's own types or exist only for the
+//! bench: an independent NB monitor, the VPC seed and baseline rows, `/proc` readings,
+//! statistics and `/metrics` scraping. The processes themselves (Postgres, `ovsdb-server`,
+//! children that die with the bench) come from the `ovn-peerd-test-support` crate
+//! (`tests/support/`), shared with the integration tests.
 
 pub mod monitor;
 pub mod nb;
-pub mod pg;
 pub mod proc;
 
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A TCP port free on loopback right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Polls `cond` every 5 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+pub use ovn_peerd_test_support::free_port;
 
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]

@@ -1,67 +1,13 @@
-//! A standalone NB `ovsdb-server` per phase (fresh database each), the VPC seed, and the rows
-//! of one peering written the way the baselines write them.
+//! The VPC seed of a phase's fresh NB (one standalone `ovsdb-server` per phase, from
+//! `ovn-peerd-test-support`), and the rows of one peering written the way the baselines write
+//! them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ovn_peerd::ovsdb::{Client, ClientConfig, Condition, Datum, Mutation, Operation, Row};
 use uuid::Uuid;
 
-use super::proc::Owned;
-
-pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
-
-pub struct NbServer {
-    pub dir: PathBuf,
-    _server: Owned,
-}
-
-impl NbServer {
-    /// A fresh NB database served on `dir/nb.sock` (control socket `dir/nb.ctl`).
-    pub fn start(dir: &Path) -> NbServer {
-        std::fs::create_dir_all(dir).expect("nb dir");
-        let db = dir.join("nb.db");
-        let _ = std::fs::remove_file(&db);
-        let ok = Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&db)
-            .arg(NB_SCHEMA)
-            .status()
-            .expect("ovsdb-tool (install ovn-central: scripts/install-deps)");
-        assert!(ok.success(), "ovsdb-tool create failed");
-        let child = Command::new("ovsdb-server")
-            .arg(format!("--remote=punix:{}", dir.join("nb.sock").display()))
-            .arg(format!("--unixctl={}", dir.join("nb.ctl").display()))
-            .arg(format!("--log-file={}", dir.join("nb.log").display()))
-            .arg(&db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ovsdb-server");
-        let s = NbServer {
-            dir: dir.to_path_buf(),
-            _server: Owned::new("ovsdb-server", child),
-        };
-        let sock = s.dir.join("nb.sock");
-        super::wait_until("ovsdb-server", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        });
-        s
-    }
-
-    pub fn remote(&self) -> String {
-        format!("unix:{}", self.dir.join("nb.sock").display())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self._server.pid()
-    }
-
-    pub fn db_file(&self) -> PathBuf {
-        self.dir.join("nb.db")
-    }
-}
+pub use ovn_peerd_test_support::ovsdb::NbServer;
 
 /// A client of the NB database with its own monitor (not ovn-peerd's).
 pub async fn client(remote: &str) -> Client {

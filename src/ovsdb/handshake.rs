@@ -1,7 +1,9 @@
-//! One session with one server: schema check, `_Server` leader check, NB monitor setup with
-//! method fallback, and the notification handler that feeds the cache.
+//! What happens on a connection once it is open: the handshake (schema check, `_Server` leader
+//! check, NB monitor setup with method fallback) and the notification handler that keeps the
+//! cache and the leader check current for as long as the connection lasts.
 //!
-//! Owns the per-session protocol steps; the reconnect loop and the public API are in `client`.
+//! Owns the per-connection protocol steps; the reconnect loop and the public API are in
+//! `client`, the state both share in `state`.
 //! Everything that touches the cache runs in the connection's reader task (notification handler
 //! and reply hooks), so updates are applied exactly once, in the server's order, and always
 //! before the reply to any later request (e.g. the `transact` that caused them) is delivered.
@@ -14,84 +16,65 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::cache::{Types, UpdateFormat};
-use super::client::{CacheEvent, ConnectionState, Shared};
-use super::connection::{CallError, CallResult, Connection, SessionConfig};
+use super::connection::{CallError, CallResult, Connection, NotificationHandler};
 use super::error::{Error, OvsdbError, OvsdbErrorKind};
 use super::model::Table;
-use super::ops::{Atom, Datum};
 use super::remote::Remote;
 use super::schema::DatabaseSchema;
+use super::state::{CacheEvent, ConnectionState, Shared};
+use super::values::{Atom, Datum};
 
 const NB_MONITOR_ID: &str = "nb";
 const SERVER_MONITOR_ID: &str = "server";
 const ZERO_TXN: &str = "00000000-0000-0000-0000-000000000000";
 
-/// Per-session state shared by the reader task's handler and hooks.
-struct Sess {
+/// Per-connection monitor state shared by the reader task's handler and hooks.
+struct MonitorState {
     format: UpdateFormat,
     nb_ready: bool,
     server_rows: HashMap<String, Value>,
 }
 
-/// Runs one session to its end; returns why it ended. `synced` is set once the cache was
-/// trustworthy during this session.
-pub(super) async fn run(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool) -> Error {
-    let cfg = &shared.config;
-    let stream = match tokio::time::timeout(cfg.connect_timeout, remote.connect()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return e,
-        Err(_) => return Error::Timeout(cfg.connect_timeout),
-    };
-    let sess = Arc::new(Mutex::new(Sess {
-        format: UpdateFormat::V2,
-        nb_ready: false,
-        server_rows: HashMap::new(),
-    }));
-    let types: Arc<Mutex<Arc<Types>>> = Arc::default();
-    let handler = {
-        let (shared, sess, types) = (shared.clone(), sess.clone(), types.clone());
+/// The monitors of one connection: their state, read by the reader task's handlers.
+pub(super) struct Monitors {
+    state: Arc<Mutex<MonitorState>>,
+    types: Arc<Mutex<Arc<Types>>>,
+}
+
+impl Monitors {
+    pub(super) fn new() -> Self {
+        Monitors {
+            state: Arc::new(Mutex::new(MonitorState {
+                format: UpdateFormat::V2,
+                nb_ready: false,
+                server_rows: HashMap::new(),
+            })),
+            types: Arc::default(),
+        }
+    }
+
+    /// The reader task's notification handler: NB updates into the cache, `_Server` updates
+    /// into the leader check.
+    pub(super) fn handler(&self, shared: &Arc<Shared>) -> NotificationHandler {
+        let (shared, state, types) = (shared.clone(), self.state.clone(), self.types.clone());
         Box::new(move |method: &str, params: Value| {
             let types = types.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            on_notification(&shared, &sess, &types, method, params)
+            on_notification(&shared, &state, &types, method, params)
         })
-    };
-    let session_cfg = SessionConfig {
-        probe_interval: cfg.probe_interval,
-        max_message_len: cfg.max_message_len,
-    };
-    let (conn, task) = Connection::start(stream, session_cfg, handler);
-    let setup = async {
-        let t = setup(shared, &conn, remote, &sess).await?;
-        *types.lock().unwrap_or_else(|e| e.into_inner()) = t.clone();
-        monitor_nb(shared, &conn, remote, &sess, t).await
-    };
-    let result = tokio::select! {
-        r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(Error::Timeout(cfg.handshake_timeout)),
-        },
-        _ = conn.closed() => None,
-    };
-    if let Some(e) = result {
-        conn.close(&e.to_string());
-        let _ = task.await;
-        return e;
     }
-    if !conn.is_closed() {
-        *synced = true;
-        info!(%remote, "connected and synced");
+
+    /// Schema check, `_Server` check, then the NB monitor, whose reply installs the cache and
+    /// marks the client synced.
+    pub(super) async fn handshake(
+        &self,
+        shared: &Arc<Shared>,
+        conn: &Connection,
+        remote: &Remote,
+    ) -> Result<(), Error> {
+        let t = setup(shared, conn, remote, &self.state).await?;
+        *self.types.lock().unwrap_or_else(|e| e.into_inner()) = t.clone();
+        monitor_nb(shared, conn, remote, &self.state, t).await
     }
-    let cancel = shared.cancel.clone();
-    let end = tokio::select! {
-        r = task => r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
-        _ = cancel.cancelled() => {
-            conn.close("shutdown");
-            Error::Shutdown
-        }
-    };
-    *shared.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    end
 }
 
 /// `get_schema` + `_Server` check. Returns the column types of the tables we model.
@@ -99,7 +82,7 @@ async fn setup(
     shared: &Arc<Shared>,
     conn: &Connection,
     remote: &Remote,
-    sess: &Arc<Mutex<Sess>>,
+    monitor: &Arc<Mutex<MonitorState>>,
 ) -> Result<Arc<Types>, Error> {
     let db = &shared.config.database;
     let schema = conn
@@ -117,7 +100,7 @@ async fn setup(
         {"Database": {"columns": ["name", "model", "connected", "leader", "index"]}}]);
     match conn.call("monitor", params).await {
         Ok(initial) => {
-            let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
             apply_server_update(&mut s.server_rows, &initial);
             check_server(shared, &s.server_rows)?;
         }
@@ -136,7 +119,7 @@ async fn monitor_nb(
     shared: &Arc<Shared>,
     conn: &Connection,
     remote: &Remote,
-    sess: &Arc<Mutex<Sess>>,
+    monitor: &Arc<Mutex<MonitorState>>,
     types: Arc<Types>,
 ) -> Result<(), Error> {
     let db = &shared.config.database;
@@ -149,7 +132,7 @@ async fn monitor_nb(
         .iter()
         .map(|t| (t.name().to_owned(), json!({"columns": cols(*t)})))
         .collect();
-    *shared.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+    *shared.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
     for method in ["monitor_cond_since", "monitor_cond", "monitor"] {
         let last = shared
             .last_txn_id
@@ -167,11 +150,15 @@ async fn monitor_nb(
             _ => json!([db, NB_MONITOR_ID, v1_req]),
         };
         let hook = {
-            let (shared, sess, types, remote) =
-                (shared.clone(), sess.clone(), types.clone(), remote.clone());
+            let (shared, monitor, types, remote) = (
+                shared.clone(),
+                monitor.clone(),
+                types.clone(),
+                remote.clone(),
+            );
             let method = method.to_owned();
             Box::new(move |r: &CallResult| match r {
-                Ok(v) => install(&shared, &sess, &types, &remote, &method, v),
+                Ok(v) => install(&shared, &monitor, &types, &remote, &method, v),
                 Err(_) => Ok(()),
             })
         };
@@ -180,7 +167,7 @@ async fn monitor_nb(
             .map_err(|e| rpc_error(method, e))?;
         let reply = rx
             .await
-            .unwrap_or_else(|_| Err(CallError::Closed("session ended".into())));
+            .unwrap_or_else(|_| Err(CallError::Closed("connection ended".into())));
         match reply {
             Ok(_) => return Ok(()),
             Err(CallError::Rpc(e))
@@ -197,7 +184,7 @@ async fn monitor_nb(
 /// Installs a monitor reply into the cache (reader task).
 fn install(
     shared: &Shared,
-    sess: &Mutex<Sess>,
+    monitor: &Mutex<MonitorState>,
     types: &Types,
     remote: &Remote,
     method: &str,
@@ -238,12 +225,12 @@ fn install(
     }
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = txn;
     {
-        let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
         s.format = format;
         s.nb_ready = true;
     }
     info!(%remote, method, found, rows, "cache synced");
-    metrics::gauge!("ovsdb_cache_rows").set(rows as f64);
+    metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     shared.version.send_modify(|v| *v += 1);
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
     let _ = shared.events.send(CacheEvent::Resynced);
@@ -256,7 +243,7 @@ fn install(
 
 fn on_notification(
     shared: &Shared,
-    sess: &Mutex<Sess>,
+    monitor: &Mutex<MonitorState>,
     types: &Types,
     method: &str,
     params: Value,
@@ -270,7 +257,7 @@ fn on_notification(
             return Ok(());
         }
     };
-    let mut s = sess.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
     if id == SERVER_MONITOR_ID {
         apply_server_update(&mut s.server_rows, updates);
         return check_server(shared, &s.server_rows);
@@ -281,10 +268,13 @@ fn on_notification(
     }
     let format = s.format;
     drop(s);
-    let changes = {
+    let (changes, rows) = {
         let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
-        cache.apply(types, format, updates)
+        let changes = cache.apply(types, format, updates);
+        (changes, cache.len())
     };
+    // Every update moves the count, not only a full sync.
+    metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     let changes = match changes {
         Ok(c) => c,
         Err(e) => {

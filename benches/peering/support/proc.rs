@@ -1,63 +1,9 @@
-//! Child processes we own, and their footprint from `/proc`.
+//! The footprint of the bench's child processes, from `/proc` (the children themselves are
+//! `ovn_peerd_test_support::process::Owned`).
 
 use std::path::Path;
-use std::process::Child;
-use std::time::Duration;
 
-/// A child killed (SIGKILL, by pid) when dropped, unless already reaped.
-pub struct Owned {
-    pub name: &'static str,
-    pub child: Option<Child>,
-}
-
-impl Owned {
-    pub fn new(name: &'static str, child: Child) -> Owned {
-        Owned {
-            name,
-            child: Some(child),
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// SIGTERM by pid, then wait up to `timeout` for the exit; SIGKILL after that.
-    /// Returns whether it exited by itself.
-    pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
-            }
-            if std::time::Instant::now() > deadline {
-                eprintln!(
-                    "{} did not exit within {timeout:?} of SIGTERM: killing it",
-                    self.name
-                );
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+pub use ovn_peerd_test_support::process::Owned;
 
 /// RSS and CPU time of a live process.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]

@@ -1,0 +1,104 @@
+//! The bench's command line (clap), each flag with a `PEERING_BENCH_*` env fallback, resolved
+//! into the [`Args`] the phases read.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::Parser;
+
+/// End-to-end peering benchmark: ovn-peerd against its baselines (see the module doc of
+/// `benches/peering/main.rs`).
+#[derive(Debug, Parser)]
+#[command(name = "peering")]
+struct Cli {
+    /// Smoke run: N=100 (unless --n is given), at most 50 samples, no restart at scale.
+    #[arg(long, env = "PEERING_BENCH_QUICK", value_parser = BoolishValueParser::new())]
+    quick: bool,
+    /// Peerings created in the bulk phase [default: 1000, 100 with --quick].
+    #[arg(long, env = "PEERING_BENCH_N")]
+    n: Option<usize>,
+    /// Concurrent clients in the bulk phase (and concurrent writers of the nbctl baselines).
+    #[arg(long, env = "PEERING_BENCH_C", default_value_t = 32)]
+    c: usize,
+    /// Peerings created one at a time (low-load latency samples).
+    #[arg(long, env = "PEERING_BENCH_SAMPLES", default_value_t = 200)]
+    samples: usize,
+    /// Peerings for the restart phase (inserted by SQL, converged by the worker).
+    #[arg(long, env = "PEERING_BENCH_SCALE", default_value_t = 10_000)]
+    scale: usize,
+    /// Skip the restart phase.
+    #[arg(long)]
+    no_scale: bool,
+    /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
+    #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
+    nbctl_process_n: usize,
+    /// Pause between low-load samples, so each starts with an idle worker.
+    #[arg(long, env = "PEERING_BENCH_GAP_MS", default_value_t = 20)]
+    gap_ms: u64,
+    /// Keep the temp dir (every log, metrics) instead of deleting it.
+    #[arg(long)]
+    keep: bool,
+    /// Skip the three baselines.
+    #[arg(long)]
+    skip_baselines: bool,
+    /// `perf record -g` ovn-peerd during the bulk phase (into the temp dir; implies --keep).
+    #[arg(long, env = "PEERING_BENCH_PERF", value_parser = BoolishValueParser::new())]
+    perf: bool,
+    /// Where the JSON results go [default: target/bench/peering.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// `RUST_LOG` of the ovn-peerd child (its log is in the temp dir).
+    #[arg(long, env = "PEERING_BENCH_RUST_LOG", default_value = "info")]
+    peerd_log: String,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// What the phases run with, once `--quick` and the defaults are applied.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub n: usize,
+    pub c: usize,
+    pub samples: usize,
+    pub scale: Option<usize>,
+    pub nbctl_process_n: usize,
+    pub gap: Duration,
+    pub keep: bool,
+    pub skip_baselines: bool,
+    pub perf: bool,
+    pub json: PathBuf,
+    pub peerd_log: String,
+}
+
+impl Args {
+    pub fn parse() -> Args {
+        Self::resolve(Cli::parse())
+    }
+
+    fn resolve(cli: Cli) -> Args {
+        let mut a = Args {
+            n: cli.n.unwrap_or(if cli.quick { 100 } else { 1000 }),
+            c: cli.c,
+            samples: cli.samples,
+            scale: (!cli.no_scale).then_some(cli.scale),
+            nbctl_process_n: cli.nbctl_process_n,
+            gap: Duration::from_millis(cli.gap_ms),
+            keep: cli.keep || cli.perf,
+            skip_baselines: cli.skip_baselines,
+            perf: cli.perf,
+            json: cli.json.unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/peering.json")
+            }),
+            peerd_log: cli.peerd_log,
+        };
+        if cli.quick {
+            a.samples = a.samples.min(50);
+            a.nbctl_process_n = a.nbctl_process_n.min(50);
+            a.scale = None;
+        }
+        a.nbctl_process_n = a.nbctl_process_n.min(a.n);
+        a
+    }
+}

@@ -1,0 +1,123 @@
+//! End-to-end peering benchmark (issue 6): ovn-peerd (the release binary, as a child process)
+//! against its baselines, each on a fresh NB `ovsdb-server`, all to the same end point: an
+//! independent NB monitor (our OVSDB client on its own connection, not ovn-peerd's cache)
+//! has seen every port and route.
+//!
+//! ```sh
+//! cargo bench --bench peering                      # N=1000, C=32, 10k restart step
+//! cargo bench --bench peering -- --quick           # smoke run: N=100, no 10k step
+//! cargo bench --bench peering -- --n 2000 --c 16 --scale 20000 --samples 300
+//! cargo bench --bench peering -- --help            # every flag (args.rs)
+//! ```
+//! Flags have env fallbacks: `PEERING_BENCH_N`, `_C`, `_SAMPLES`, `_SCALE`, `_QUICK=1`, ...
+//! Needs `ovsdb-server`, `ovsdb-tool`, `ovn-nbctl` (ovn-central) and Postgres
+//! (`scripts/install-deps`). Starts and stops its own Postgres cluster, NB servers, nbctl
+//! daemon and ovn-peerd in a temp dir (`--keep` keeps it, with every log). Writes
+//! `target/bench/peering.json`.
+//!
+//! Phases: (1) bulk: N peerings (VPC 2k-1 with 2k) through CreatePeering by C concurrent
+//! clients, first request → monitor saw all rows; (2) baselines on identical fresh NBs:
+//! an `ovn-nbctl` process per peering, one `ovn-nbctl` daemon, one OVSDB transaction;
+//! (3) one peering at a time: RPC latency and RPC answered → rows seen; (4)+(5) restart at
+//! `--scale` peerings (inserted by SQL, converged by the worker): time to SERVING, to the
+//! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes.
+//!
+//! | module | phase |
+//! |---|---|
+//! | `args.rs` | the command line |
+//! | `peerd.rs` | ovn-peerd as a child process; readiness, clients, `/metrics` |
+//! | `bulk.rs` | (1), and the server phases (3) and (6) run on |
+//! | `latency.rs` | (3) one peering at a time |
+//! | `list_routes.rs` | (6) ListRoutes |
+//! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
+//! | `restart.rs` | (4) + (5) restart at `--scale` |
+//! | `report.rs` | the printed table |
+//! | `support/` | the NB monitor, VPC seed, `/proc` readings, statistics |
+
+mod args;
+mod baselines;
+mod bulk;
+mod latency;
+mod list_routes;
+mod peerd;
+mod report;
+mod restart;
+mod support;
+
+use ovn_peerd_test_support::pg::PgCluster;
+use serde_json::json;
+
+use args::Args;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let load_before = report::machine_load();
+    let tmp = tempfile::Builder::new()
+        .prefix("peering-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let root = tmp.path().to_path_buf();
+    println!(
+        "peering bench: N={} C={} samples={} scale={:?} nbctl-process N={} ({} CPUs, load {load_before}); dir {}",
+        args.n,
+        args.c,
+        args.samples,
+        args.scale,
+        args.nbctl_process_n,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        root.display()
+    );
+    let pg = PgCluster::start();
+
+    let peerd = bulk::run(&args, &root, &pg).await;
+    let (proc_b, daemon_b, txn_b) = if args.skip_baselines {
+        Default::default()
+    } else {
+        (
+            baselines::run(
+                &args,
+                &root,
+                "nbctl-process",
+                args.nbctl_process_n,
+                args.samples.min(50),
+            )
+            .await,
+            baselines::run(&args, &root, "nbctl-daemon", args.n, args.samples).await,
+            baselines::run(&args, &root, "one-transaction", args.n, args.samples).await,
+        )
+    };
+    let scale = match args.scale {
+        Some(m) => Some(restart::run(&args, &root, &pg, m).await),
+        None => None,
+    };
+    let load_after = report::machine_load();
+
+    report::print(
+        &args,
+        &peerd,
+        &[&proc_b, &daemon_b, &txn_b],
+        scale.as_ref(),
+        &load_before,
+        &load_after,
+    );
+    let doc = json!({
+        "args": {"n": args.n, "c": args.c, "samples": args.samples, "scale": args.scale,
+                 "nbctl_process_n": args.nbctl_process_n, "gap_ms": args.gap.as_millis() as u64},
+        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                    "loadavg_before": load_before, "loadavg_after": load_after},
+        "ovn_peerd": peerd,
+        "baselines": [proc_b, daemon_b, txn_b],
+        "scale": scale,
+    });
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&doc).unwrap()).expect("write json");
+    println!("\nwrote {}", args.json.display());
+    if args.keep {
+        let kept = tmp.keep();
+        println!("kept {} (logs, metrics)", kept.display());
+    }
+    drop(pg);
+}

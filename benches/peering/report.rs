@@ -1,0 +1,263 @@
+//! The table the bench prints (README's Performance section quotes it) and the machine's load.
+
+use crate::args::Args;
+use crate::baselines::BaselineResults;
+use crate::bulk::PeerdResults;
+use crate::restart::ScaleResults;
+use crate::support::Summary;
+
+pub fn machine_load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn print(
+    args: &Args,
+    p: &PeerdResults,
+    baselines: &[&BaselineResults; 3],
+    scale: Option<&ScaleResults>,
+    load_before: &str,
+    load_after: &str,
+) {
+    let [proc_b, daemon_b, txn_b] = baselines;
+    let ratio = |ours: f64, theirs: f64, higher_is_better: bool| {
+        if ours <= 0.0 || theirs <= 0.0 {
+            return "-".to_string();
+        }
+        let r = if higher_is_better {
+            ours / theirs
+        } else {
+            theirs / ours
+        };
+        format!("{r:.2}x")
+    };
+    println!(
+        "\n{:<46} {:>12} {:>14} {:>9} {:>9} {:>9}",
+        "figure", "ovn-peerd", "target", "vs proc", "vs daemon", "vs 1-txn"
+    );
+    println!("{}", "-".repeat(104));
+    let row = |name: &str, v: String, target: &str, r: [String; 3]| {
+        println!(
+            "{name:<46} {v:>12} {target:>14} {:>9} {:>9} {:>9}",
+            r[0], r[1], r[2]
+        )
+    };
+    let none = || ["".to_string(), "".to_string(), "".to_string()];
+    row(
+        &format!("bulk converged, peerings/s (N={})", args.n),
+        format!("{:.0}", p.bulk_converged_per_s),
+        ">= 3000",
+        [
+            ratio(p.bulk_converged_per_s, proc_b.converged_per_s, true),
+            ratio(p.bulk_converged_per_s, daemon_b.converged_per_s, true),
+            ratio(p.bulk_converged_per_s, txn_b.converged_per_s, true),
+        ],
+    );
+    row(
+        "  baseline peerings/s",
+        "".into(),
+        "",
+        [
+            format!("{:.0}", proc_b.converged_per_s),
+            format!("{:.0}", daemon_b.converged_per_s),
+            format!("{:.0}", txn_b.converged_per_s),
+        ],
+    );
+    row(
+        "bulk: all ACTIVE in Postgres, s",
+        format!("{:.3}", p.bulk_all_active_s),
+        "",
+        none(),
+    );
+    row(
+        &format!("CreatePeering requests/s (C={})", args.c),
+        format!("{:.0}", p.api_requests_per_s),
+        "",
+        none(),
+    );
+    row(
+        "CreatePeering p50 ms",
+        format!("{:.2}", p.api_create.p50_ms),
+        "",
+        none(),
+    );
+    row(
+        "CreatePeering p99 ms",
+        format!("{:.2}", p.api_create.p99_ms),
+        "<= 10",
+        none(),
+    );
+    row(
+        "CreatePeering errors",
+        format!("{}", p.api_errors),
+        "0",
+        none(),
+    );
+    let lat = |s: &Summary, f: fn(&Summary) -> f64| {
+        [proc_b, daemon_b, txn_b].map(|b| ratio(f(s), f(&b.low_load_end_to_end), false))
+    };
+    row(
+        "low load: RPC p50 / p99 ms",
+        format!("{:.2}/{:.2}", p.low_load_rpc.p50_ms, p.low_load_rpc.p99_ms),
+        "",
+        none(),
+    );
+    row(
+        "low load: convergence p50 ms",
+        format!("{:.2}", p.low_load_convergence.p50_ms),
+        "<= 5",
+        none(),
+    );
+    row(
+        "low load: convergence p99 / max ms",
+        format!(
+            "{:.2}/{:.1}",
+            p.low_load_convergence.p99_ms, p.low_load_convergence.max_ms
+        ),
+        "<= 25 (p99)",
+        none(),
+    );
+    row(
+        "low load: request -> seen p50 ms",
+        format!("{:.2}", p.low_load_end_to_end.p50_ms),
+        "",
+        lat(&p.low_load_end_to_end, |s| s.p50_ms),
+    );
+    row(
+        "low load: request -> seen p99 ms",
+        format!("{:.2}", p.low_load_end_to_end.p99_ms),
+        "",
+        lat(&p.low_load_end_to_end, |s| s.p99_ms),
+    );
+    row(
+        "  baseline write -> seen p50 ms",
+        "".into(),
+        "",
+        [proc_b, daemon_b, txn_b].map(|b| format!("{:.2}", b.low_load_end_to_end.p50_ms)),
+    );
+    row(
+        &format!(
+            "ListRoutes page (100 of {}) p50/p99 ms",
+            p.list_routes_count
+        ),
+        format!(
+            "{:.2}/{:.2}",
+            p.list_routes_page.p50_ms, p.list_routes_page.p99_ms
+        ),
+        "",
+        none(),
+    );
+    row(
+        "ListRoutes all pages p50 ms",
+        format!("{:.2}", p.list_routes_full.p50_ms),
+        "",
+        none(),
+    );
+    row(
+        &format!("RSS / CPU after bulk (N={}) MB / s", args.n),
+        format!(
+            "{:.1}/{:.2}",
+            p.footprint_after_bulk.rss_mb, p.footprint_after_bulk.cpu_s
+        ),
+        "",
+        none(),
+    );
+    for (label, c) in [("bulk", &p.cpu_bulk), ("low load", &p.cpu_low_load)] {
+        row(
+            &format!("CPU s {label}: peerd/pg/ovsdb/bench of wall"),
+            format!(
+                "{:.1}/{:.1}/{:.1}/{:.1} of {:.1}",
+                c.ovn_peerd, c.postgres, c.ovsdb_server, c.bench, c.wall
+            ),
+            "",
+            none(),
+        );
+    }
+    row(
+        "worker passes / mean pass ms",
+        format!(
+            "{:.0}/{:.2}",
+            p.reconciler_passes, p.reconciler_pass_mean_ms
+        ),
+        "",
+        none(),
+    );
+    if let Some(s) = scale {
+        let m = s.peerings;
+        row(
+            &format!("[{m}] SQL insert -> NB converged s"),
+            format!("{:.3}", s.initial_converged_s),
+            "",
+            none(),
+        );
+        row(
+            &format!("[{m}] SQL insert -> all ACTIVE s"),
+            format!("{:.3}", s.initial_all_active_s),
+            "",
+            none(),
+        );
+        row(
+            &format!("[{m}] RSS converged / idle MB"),
+            format!(
+                "{:.1}/{:.1}",
+                s.footprint_converged.rss_mb, s.footprint_idle.rss_mb
+            ),
+            "<= 100",
+            none(),
+        );
+        row(
+            &format!("[{m}] CPU s to converge (whole process)"),
+            format!("{:.2}", s.footprint_converged.cpu_s),
+            "",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: ready (Postgres) s"),
+            format!("{:.3}", s.restart_ready_postgres_s),
+            "",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: ready (NB in sync) s"),
+            format!("{:.3}", s.restart_ready_nb_s),
+            "<= 2",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: first full pass s"),
+            format!("{:.3}", s.restart_first_pass_s),
+            "<= 2",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: NB transactions"),
+            format!("{:.0}", s.restart_nb_transactions),
+            "0",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: NB file growth bytes"),
+            format!("{}", s.restart_nb_file_growth_bytes),
+            "0",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: RSS MB / CPU s at first pass"),
+            format!(
+                "{:.1}/{:.2}",
+                s.footprint_after_restart_pass.rss_mb, s.restart_first_pass_cpu_s
+            ),
+            "<= 100",
+            none(),
+        );
+    }
+    println!("{}", "-".repeat(104));
+    println!(
+        "vs proc = ovn-nbctl process per peering ({} peerings), vs daemon = one ovn-nbctl daemon, vs 1-txn = all rows in one OVSDB transaction;",
+        proc_b.peerings
+    );
+    println!(
+        "ratios > 1 mean ovn-peerd is better (throughput ours/theirs, latency theirs/ours). Load average before {load_before}, after {load_after}."
+    );
+}

@@ -1,0 +1,108 @@
+//! Phases (4) and (5): `--scale` peerings inserted by SQL and converged by the worker, then a
+//! restart at that scale: time to SERVING (Postgres, NB in sync), to the first full pass, NB
+//! transactions sent (the target is none), RSS and CPU.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ovn_peerd_test_support::pg::PgCluster;
+
+use crate::args::Args;
+use crate::peerd::{wait_all_active, wait_passes, Peerd, CONVERGE_TIMEOUT};
+use crate::support::monitor::Monitor;
+use crate::support::nb::{self, NbServer};
+use crate::support::proc::{footprint, Footprint};
+use crate::support::{self};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ScaleResults {
+    pub peerings: usize,
+    pub sql_insert_s: f64,
+    pub initial_converged_s: f64,
+    pub initial_converged_per_s: f64,
+    pub initial_all_active_s: f64,
+    pub footprint_converged: Footprint,
+    pub footprint_idle: Footprint,
+    pub restart_ready_postgres_s: f64,
+    pub restart_ready_nb_s: f64,
+    pub restart_first_pass_s: f64,
+    pub restart_nb_transactions: f64,
+    pub restart_nb_file_growth_bytes: u64,
+    pub restart_nb_rows_changed: usize,
+    pub footprint_after_restart_pass: Footprint,
+    pub restart_first_pass_cpu_s: f64,
+}
+
+pub async fn run(args: &Args, root: &Path, pg: &PgCluster, m: usize) -> ScaleResults {
+    let dir = root.join("scale");
+    let nbs = NbServer::start_in(&dir);
+    let monitor = Monitor::start(&nbs.remote()).await;
+    nb::seed_vpcs(&monitor.client, 2 * m).await;
+    let db = pg.create_database("bench_scale").await;
+    let peerd = Peerd::spawn(args, &dir, "scale-1", &db, &nbs.remote());
+    peerd.wait_ready().await;
+    wait_passes(&peerd, 1.0).await;
+    let mut out = ScaleResults {
+        peerings: m,
+        ..Default::default()
+    };
+
+    println!("[scale] {m} peerings inserted by SQL, converged by the worker");
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db).await.expect("pg");
+    let t0 = Instant::now();
+    sqlx::query(
+        "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+         SELECT 'p-' || k, 'vpc-' || (2 * k + 1), 'vpc-' || (2 * k + 2), \
+                set_masklen('169.254.0.0'::inet + (4 * k + 1), 30), \
+                set_masklen('169.254.0.0'::inet + (4 * k + 2), 30) \
+         FROM generate_series(0, $1 - 1) AS k",
+    )
+    .bind(m as i64)
+    .execute(&mut conn)
+    .await
+    .expect("insert peerings");
+    out.sql_insert_s = t0.elapsed().as_secs_f64();
+    let seen = monitor.wait_counts(2 * m, 2 * m, CONVERGE_TIMEOUT).await;
+    out.initial_converged_s = (seen - t0).as_secs_f64();
+    out.initial_converged_per_s = m as f64 / out.initial_converged_s;
+    out.initial_all_active_s = wait_all_active(&db, m, t0).await.as_secs_f64();
+    out.footprint_converged = footprint(peerd.pid());
+    println!(
+        "[scale] NB converged in {:.3} s, all ACTIVE at {:.3} s; RSS {:.1} MB",
+        out.initial_converged_s, out.initial_all_active_s, out.footprint_converged.rss_mb
+    );
+    // Let the confirming passes finish, then read the idle footprint.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    out.footprint_idle = footprint(peerd.pid());
+
+    println!("[scale] restart");
+    let mut peerd = peerd;
+    assert!(
+        peerd.proc.terminate(Duration::from_secs(30)),
+        "ovn-peerd did not stop on SIGTERM"
+    );
+    let db_len = support::proc::file_len(&nbs.db_file());
+    let updates_before = monitor.counts();
+    let peerd = Peerd::spawn(args, &dir, "scale-2", &db, &nbs.remote());
+    let (ready_pg, ready_nb) = peerd.wait_ready().await;
+    out.restart_ready_postgres_s = ready_pg.as_secs_f64();
+    out.restart_ready_nb_s = ready_nb.as_secs_f64();
+    out.restart_first_pass_s = wait_passes(&peerd, 1.0).await.as_secs_f64();
+    out.restart_first_pass_cpu_s = support::proc::cpu_seconds(peerd.pid());
+    out.footprint_after_restart_pass = footprint(peerd.pid());
+    // Anything the first passes write shows up within a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = peerd.scrape().await;
+    std::fs::write(dir.join("metrics-restart.txt"), &metrics).ok();
+    out.restart_nb_transactions =
+        support::metric_sum(&metrics, "ovn_peerd_ovsdb_transaction_seconds_count");
+    out.restart_nb_file_growth_bytes =
+        support::proc::file_len(&nbs.db_file()).saturating_sub(db_len);
+    let after = monitor.counts();
+    out.restart_nb_rows_changed = (after.peer_ports + after.routes)
+        .abs_diff(updates_before.peer_ports + updates_before.routes);
+    let mut peerd = peerd;
+    peerd.proc.terminate(Duration::from_secs(30));
+    out
+}

@@ -1,0 +1,77 @@
+//! The OVSDB replica of NB seen through the rules' [`Topology`] trait, for the API's
+//! checks and the worker's derivations. Read-only: it borrows the cache and copies out
+//! the few fields the rules look at.
+
+use std::collections::BTreeMap;
+
+use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
+use crate::ovsdb::NbCache;
+use crate::peering::topology::{PortView, RouteView, RouterView, Topology};
+use crate::peering::{is_owned, PEERING_KEY};
+
+/// A borrowed view of the NB cache, as the rules' [`Topology`].
+pub struct NbCacheTopology<'a>(pub &'a NbCache);
+
+impl Topology for NbCacheTopology<'_> {
+    fn routers_named(&self, name: &str) -> Vec<RouterView> {
+        let cache = self.0;
+        cache
+            .router_by_name(name)
+            .into_iter()
+            .map(|r| RouterView {
+                id: r.uuid.to_string(),
+                name: r.name.clone(),
+                ports: r
+                    .ports
+                    .iter()
+                    .filter_map(|u| cache.port(*u))
+                    .map(port_view)
+                    .collect(),
+                routes: r
+                    .static_routes
+                    .iter()
+                    .filter_map(|u| cache.static_route(*u))
+                    .map(route_view)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn port_named(&self, name: &str) -> Option<PortView> {
+        self.0.port_by_name(name).map(port_view)
+    }
+
+    fn router_of_port(&self, port: &str) -> Option<String> {
+        let uuid = self.0.port_by_name(port)?.uuid;
+        self.0
+            .routers()
+            .find(|r| r.ports.contains(&uuid))
+            .map(|r| r.name.clone())
+    }
+}
+
+/// The peering an owned row belongs to; `None` when ovn-peerd does not own it.
+fn owner(external_ids: &BTreeMap<String, String>) -> Option<String> {
+    is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).cloned().unwrap_or_default())
+}
+
+fn route_view(r: &LogicalRouterStaticRoute) -> RouteView {
+    RouteView {
+        id: r.uuid.to_string(),
+        ip_prefix: r.ip_prefix.clone(),
+        nexthop: r.nexthop.clone(),
+        policy: r.policy.clone(),
+        route_table: r.route_table.clone(),
+        peering: owner(&r.external_ids),
+    }
+}
+
+fn port_view(p: &LogicalRouterPort) -> PortView {
+    PortView {
+        name: p.name.clone(),
+        networks: p.networks.clone(),
+        peer: p.peer.clone(),
+        is_gateway: !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some(),
+        peering: owner(&p.external_ids),
+    }
+}

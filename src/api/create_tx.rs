@@ -1,0 +1,147 @@
+//! CreatePeering's locked transaction and its idempotency.
+//!
+//! The cross-peering rules (one VPC's other peerings: overlapping subnets,
+//! ambiguous routes, links) are judged again inside the transaction that
+//! inserts, under the per-VPC locks of both VPCs (see `store::create`): two
+//! creates on one hub are judged one after the other, on any replica, and the
+//! second sees the first. A `request_id` is answered with the peering it first
+//! created when the request is the same (by fingerprint), and refused when not.
+
+use super::convert;
+use super::error::ApiError;
+use super::PeeringApi;
+use crate::peering::topology::port_names;
+use crate::peering::validate::ValidatedPeering;
+use crate::peering::{PeeringSpec, Refusal, RefusalKind};
+use crate::proto::v1::Peering;
+use crate::store::{NewPeering, PeeringRecord, RequestRecord, StoreError};
+
+/// A CreatePeering request as idempotency sees it.
+pub(super) struct Request {
+    /// The request_id, when given.
+    pub id: Option<String>,
+    /// `request_fingerprint` of the validated request.
+    pub hash: Vec<u8>,
+}
+
+/// What one locked attempt at inserting came to.
+pub(super) enum Inserted {
+    /// Stored now, or by the first call with this request_id.
+    Done(Box<Peering>),
+    /// The allocated link was taken meanwhile: allocate another.
+    LinkTaken,
+    /// A concurrent create took a port name between our check and our insert:
+    /// judge again (the holder is visible now).
+    Again,
+}
+
+/// Stored records as specs.
+pub(super) fn specs(records: &[PeeringRecord]) -> Result<Vec<PeeringSpec>, ApiError> {
+    records
+        .iter()
+        .map(|r| r.spec().map_err(|e| ApiError::Internal(e.into())))
+        .collect()
+}
+
+impl PeeringApi {
+    /// The first answer to this request's request_id, if one was stored; INVALID_ARGUMENT
+    /// when that request_id was used for another request.
+    pub(super) async fn first_result(
+        &self,
+        request: &Request,
+    ) -> Result<Option<Peering>, ApiError> {
+        let Some(id) = &request.id else {
+            return Ok(None);
+        };
+        let found = self
+            .inner
+            .store
+            .peering_get_by_request_id_hashed(id)
+            .await?;
+        same_request(found, request)
+    }
+
+    /// Judges `spec` again with its VPCs locked and inserts it with its port names.
+    pub(super) async fn insert_locked(
+        &self,
+        validated: &ValidatedPeering,
+        spec: &PeeringSpec,
+        request: &Request,
+        allocated: bool,
+    ) -> Result<Inserted, ApiError> {
+        let store = &self.inner.store;
+        let mut tx = store
+            .peering_create_begin(&[&spec.local_vpc, &spec.remote_vpc])
+            .await?;
+        if let Some(id) = &request.id {
+            if let Some(first) = same_request(tx.by_request_id(id).await?, request)? {
+                return Ok(Inserted::Done(Box::new(first)));
+            }
+        }
+        let ports = port_names(&spec.local_vpc, &spec.remote_vpc).to_vec();
+        let records = tx
+            .list_for_create(&[&spec.local_vpc, &spec.remote_vpc], &spec.name, &ports)
+            .await?;
+        let others = specs(&records)?;
+        self.check_unique(validated, &others)?;
+        match self.check(spec, &others) {
+            Ok(()) => {}
+            // Only the allocated link is in the way (a concurrent create's link or routes).
+            Err(ApiError::Refused(r))
+                if allocated
+                    && r.violations
+                        .iter()
+                        .all(|v| v.field.ends_with("_connect_ip")) =>
+            {
+                return Ok(Inserted::LinkTaken)
+            }
+            Err(e) => return Err(e),
+        }
+        let new = NewPeering::from_spec(spec, request.id.clone());
+        match tx.insert(&new, Some(&request.hash), &ports).await {
+            Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
+            Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken),
+            Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
+                RefusalKind::FailedPrecondition,
+                "peering.local_connect_ip",
+                format!("the IPv{family} link overlaps another peering's link"),
+            ))),
+            Err(StoreError::PortTaken) => Ok(Inserted::Again),
+            // The same request_id on another VPC pair (other locks) committed first.
+            Err(StoreError::RequestIdTaken) => match self.first_result(request).await? {
+                Some(first) => Ok(Inserted::Done(Box::new(first))),
+                None => Err(ApiError::Unavailable {
+                    what: "the database",
+                    source: None,
+                }),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The stored answer when it was created by the same request; refused when by another.
+fn same_request(
+    found: Option<RequestRecord>,
+    request: &Request,
+) -> Result<Option<Peering>, ApiError> {
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    // Peerings stored before fingerprints were kept: taken as the same request.
+    let same = found
+        .request_hash
+        .as_deref()
+        .is_none_or(|h| h == request.hash.as_slice());
+    if same {
+        return Ok(Some(convert::peering(&found.record)));
+    }
+    Err(ApiError::invalid(
+        "request_id",
+        format!(
+            "was already used with another request (it created peering {:?}); \
+             a new request needs a new request_id",
+            found.record.name
+        ),
+    ))
+}

@@ -1,0 +1,99 @@
+//! The string fields of every request checked against [`crate::peering::input`]'s limits
+//! before the request goes further: a NUL byte must be INVALID_ARGUMENT naming its field,
+//! never a Postgres error.
+
+use super::error::ApiError;
+use crate::peering::input::{
+    check_text, MAX_ADDRESS_LEN, MAX_NAME_LEN, MAX_PAGE_TOKEN_LEN, MAX_REQUEST_ID_LEN, MAX_VPC_LEN,
+};
+use crate::peering::{Refusal, RefusalKind, Violation};
+use crate::proto::v1::{
+    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
+    ListRoutesRequest,
+};
+
+fn refuse(violations: Vec<Violation>) -> Result<(), ApiError> {
+    Refusal::check(RefusalKind::InvalidArgument, violations, ()).map_err(ApiError::Refused)
+}
+
+/// The fields `validate_spec` does not already hold to a character set: the request_id and
+/// the address texts (which would otherwise be echoed back in a refusal at any length).
+pub fn create(req: &CreatePeeringRequest) -> Result<(), ApiError> {
+    let mut v: Vec<Violation> = Vec::new();
+    v.extend(check_text(
+        "request_id",
+        &req.request_id,
+        MAX_REQUEST_ID_LEN,
+    ));
+    if let Some(p) = &req.peering {
+        for (field, text) in [
+            ("peering.local_connect_ip", &p.local_connect_ip),
+            ("peering.remote_connect_ip", &p.remote_connect_ip),
+        ] {
+            v.extend(check_text(field, text, MAX_ADDRESS_LEN));
+        }
+        for (side, routes) in [("local", &p.local_routes), ("remote", &p.remote_routes)] {
+            for (i, r) in routes.iter().enumerate() {
+                let field = format!("peering.{side}_routes[{i}].cidr");
+                v.extend(check_text(&field, &r.cidr, MAX_ADDRESS_LEN));
+            }
+        }
+    }
+    refuse(v)
+}
+
+/// GetPeering's name.
+pub fn get(req: &GetPeeringRequest) -> Result<(), ApiError> {
+    refuse(
+        check_text("name", &req.name, MAX_NAME_LEN)
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// DeletePeering's name.
+pub fn delete(req: &DeletePeeringRequest) -> Result<(), ApiError> {
+    refuse(
+        check_text("name", &req.name, MAX_NAME_LEN)
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// ListPeerings' filter and page token.
+pub fn list(req: &ListPeeringsRequest) -> Result<(), ApiError> {
+    let v = check_text("vpc", &req.vpc, MAX_VPC_LEN)
+        .into_iter()
+        .chain(check_text(
+            "page_token",
+            &req.page_token,
+            MAX_PAGE_TOKEN_LEN,
+        ))
+        .collect();
+    refuse(v)
+}
+
+/// A decoded ListPeerings cursor (a peering name) before it is bound into SQL: a token is
+/// only base64, anyone can forge one with a NUL inside.
+pub fn list_cursor(key: &str) -> Result<(), ApiError> {
+    match check_text("page_token", key, MAX_NAME_LEN) {
+        Some(_) => Err(ApiError::invalid(
+            "page_token",
+            "not a page token from a previous response",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// ListRoutes' VPC and page token.
+pub fn list_routes(req: &ListRoutesRequest) -> Result<(), ApiError> {
+    let v = check_text("vpc", &req.vpc, MAX_VPC_LEN)
+        .into_iter()
+        .chain(check_text(
+            "page_token",
+            &req.page_token,
+            MAX_PAGE_TOKEN_LEN,
+        ))
+        .collect();
+    refuse(v)
+}

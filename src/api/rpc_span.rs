@@ -1,0 +1,164 @@
+//! One tracing span per RPC: `rpc{method, request_id, peering | vpc, code, duration_ms}`, and
+//! one event when the call ends. Every handler of the service goes through [`RpcSpan::run`],
+//! which is also where [`ApiError`] becomes `tonic::Status`, so the logs an error writes
+//! (an internal error's whole chain) carry the RPC's fields while the client only sees the
+//! generic message.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::{Code, Response, Status};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
+
+use super::ApiError;
+
+/// The span of one RPC, before it runs.
+pub(super) struct RpcSpan(Span);
+
+impl RpcSpan {
+    /// A span for `method` (the proto's RPC name, e.g. `CreatePeering`).
+    pub(super) fn new(method: &'static str) -> Self {
+        RpcSpan(tracing::info_span!(
+            "rpc",
+            method,
+            request_id = Empty,
+            peering = Empty,
+            vpc = Empty,
+            code = Empty,
+            duration_ms = Empty,
+        ))
+    }
+
+    /// Records `value` under `field` (one of `request_id`, `peering`, `vpc`) unless empty.
+    pub(super) fn with(self, field: &'static str, value: &str) -> Self {
+        if !value.is_empty() {
+            self.0.record(field, value);
+        }
+        self
+    }
+
+    /// Runs the handler in the span, converts its error once, records the code and duration.
+    pub(super) async fn run<T>(
+        self,
+        handler: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<Response<T>, Status> {
+        let span = self.0;
+        let started = Instant::now();
+        let result = handler.instrument(span.clone()).await;
+        span.in_scope(|| {
+            let result = result.map(Response::new).map_err(Status::from);
+            let code = match &result {
+                Ok(_) => Code::Ok,
+                Err(s) => s.code(),
+            };
+            let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+            span.record("code", tracing::field::debug(code));
+            span.record("duration_ms", duration_ms);
+            match code {
+                Code::Ok => tracing::debug!(?code, duration_ms, "rpc done"),
+                Code::Internal | Code::Unavailable | Code::Unknown => {
+                    tracing::warn!(?code, duration_ms, "rpc failed")
+                }
+                _ => tracing::info!(?code, duration_ms, "rpc refused"),
+            }
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with a subscriber writing every level, without ANSI colours, into a string.
+    async fn logs_of<F: Future>(f: impl FnOnce() -> F) -> (F::Output, String) {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let r = f().await;
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        (r, text)
+    }
+
+    #[tokio::test]
+    async fn the_span_carries_method_request_id_code_and_duration() {
+        let (r, logs) = logs_of(|| {
+            RpcSpan::new("CreatePeering")
+                .with("request_id", "req-42")
+                .with("peering", "demo")
+                .with("vpc", "")
+                .run(async {
+                    tracing::info!("inside the handler");
+                    Err::<(), _>(ApiError::peering_not_found("demo"))
+                })
+        })
+        .await;
+        assert_eq!(r.unwrap_err().code(), Code::NotFound);
+        let inside = logs
+            .lines()
+            .find(|l| l.contains("inside the handler"))
+            .unwrap();
+        for field in [
+            "method=\"CreatePeering\"",
+            "request_id=\"req-42\"",
+            "peering=\"demo\"",
+        ] {
+            assert!(inside.contains(field), "{field} missing: {logs}");
+        }
+        assert!(!inside.contains("vpc="), "{logs}");
+        let done = logs.lines().find(|l| l.contains("rpc refused")).unwrap();
+        assert!(done.contains("code=NotFound"), "{logs}");
+        assert!(done.contains("duration_ms="), "{logs}");
+        assert!(done.contains("method=\"CreatePeering\""), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn internal_errors_are_logged_in_the_span_and_generic_to_clients() {
+        let (r, logs) = logs_of(|| {
+            RpcSpan::new("GetPeering").run(async {
+                Err::<(), _>(ApiError::Internal(anyhow::anyhow!(
+                    "disk on fire at /var/x"
+                )))
+            })
+        })
+        .await;
+        let status = r.unwrap_err();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        let logged = logs.lines().find(|l| l.contains("disk on fire")).unwrap();
+        assert!(logged.contains("method=\"GetPeering\""), "{logs}");
+        assert!(logs.contains("code=Internal"), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn success_is_code_ok() {
+        let (r, logs) = logs_of(|| RpcSpan::new("ListRoutes").run(async { Ok(7) })).await;
+        assert_eq!(r.unwrap().into_inner(), 7);
+        assert!(
+            logs.contains("rpc done") && logs.contains("code=Ok"),
+            "{logs}"
+        );
+    }
+}

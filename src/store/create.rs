@@ -1,0 +1,298 @@
+//! The create transaction: CreatePeering's cross-peering rules are judged and
+//! the peering is inserted inside one transaction that holds a per-VPC lock on
+//! both VPCs, so two creates touching a VPC are judged one after the other
+//! (across replicas: the lock is Postgres's). Also the peer-port names
+//! (`peering_ports`) and the request fingerprint (`request_hash`). Round trips
+//! are counted here: CreatePeering's latency is mostly them. Statements are checked at
+//! build time like the rest of the store (`.sqlx/`).
+
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+
+use super::model::{NewPeering, PeeringRow, StoredRoute};
+use super::{PeeringRecord, Store, StoreError};
+
+/// First key of the two-key advisory locks taken per VPC (the writer lock uses
+/// the one-key space, so they never meet): "vpc" in ASCII.
+const VPC_LOCK_SPACE: i32 = 0x0076_7063;
+
+/// A peering created with a request_id, and the fingerprint of that request
+/// (`None` for peerings stored before fingerprints were kept).
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// The peering.
+    pub record: PeeringRecord,
+    /// SHA-256 of the canonical request.
+    pub request_hash: Option<Vec<u8>>,
+}
+
+/// An open create transaction holding the locks of its VPCs. Dropping it
+/// rolls back and releases them.
+pub struct CreateTx<'s> {
+    store: &'s Store,
+    tx: Transaction<'static, Postgres>,
+}
+
+/// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
+fn vpc_lock_key(vpc: &str) -> i32 {
+    let hash = vpc.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash as i32
+}
+
+/// A `peerings` row with its request fingerprint (what a request_id lookup reads).
+struct HashedRow {
+    name: String,
+    local_vpc: String,
+    remote_vpc: String,
+    local_v4: Option<ipnet::IpNet>,
+    remote_v4: Option<ipnet::IpNet>,
+    local_v6: Option<ipnet::IpNet>,
+    remote_v6: Option<ipnet::IpNet>,
+    local_routes: Json<Vec<StoredRoute>>,
+    remote_routes: Json<Vec<StoredRoute>>,
+    state: String,
+    state_message: String,
+    generation: i64,
+    observed_generation: i64,
+    request_id: Option<String>,
+    create_time: chrono::DateTime<chrono::Utc>,
+    update_time: chrono::DateTime<chrono::Utc>,
+    generation_time: chrono::DateTime<chrono::Utc>,
+    request_hash: Option<Vec<u8>>,
+}
+
+impl TryFrom<HashedRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(r: HashedRow) -> Result<Self, StoreError> {
+        let row = PeeringRow {
+            name: r.name,
+            local_vpc: r.local_vpc,
+            remote_vpc: r.remote_vpc,
+            local_v4: r.local_v4,
+            remote_v4: r.remote_v4,
+            local_v6: r.local_v6,
+            remote_v6: r.remote_v6,
+            local_routes: r.local_routes,
+            remote_routes: r.remote_routes,
+            state: r.state,
+            state_message: r.state_message,
+            generation: r.generation,
+            observed_generation: r.observed_generation,
+            request_id: r.request_id,
+            create_time: r.create_time,
+            update_time: r.update_time,
+            generation_time: r.generation_time,
+        };
+        Ok(RequestRecord {
+            record: row.try_into()?,
+            request_hash: r.request_hash,
+        })
+    }
+}
+
+/// The statement of a request_id lookup, for the pool and for a transaction.
+macro_rules! by_request_id {
+    ($request_id:expr) => {
+        sqlx::query_as!(
+            HashedRow,
+            r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                 local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                 remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                 state, state_message, generation, observed_generation, request_id,
+                 create_time, update_time, generation_time, request_hash
+               FROM peerings WHERE request_id = $1"#,
+            $request_id
+        )
+    };
+}
+
+/// CreatePeering's view of the other peerings: every peering touching any of
+/// the VPCs, the one of that name, and those holding any of the port names.
+macro_rules! list_for_create {
+    ($vpcs:expr, $name:expr, $ports:expr) => {
+        sqlx::query_as!(
+            PeeringRow,
+            r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                 local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                 remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                 state, state_message, generation, observed_generation, request_id,
+                 create_time, update_time, generation_time
+               FROM peerings
+               WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2
+                  OR name IN (SELECT peering_name FROM peering_ports WHERE port_name = ANY($3))
+               ORDER BY name"#,
+            $vpcs,
+            $name,
+            $ports
+        )
+    };
+}
+
+impl Store {
+    /// Begins a create transaction and takes the per-VPC locks of `vpcs` in
+    /// ascending key order (a fixed order: two creates never deadlock, even
+    /// when two names share a key). Held until commit or rollback.
+    pub async fn peering_create_begin(&self, vpcs: &[&str]) -> Result<CreateTx<'_>, StoreError> {
+        let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut tx = self.pool.begin().await?;
+        // One round trip: a function scan yields the array's elements in order,
+        // and each row's lock is taken before the next row is produced (the
+        // aggregate makes every row's call happen; the function returns void).
+        self.timed(
+            "peering_create_lock",
+            sqlx::query_scalar!(
+                "SELECT count(pg_advisory_xact_lock($1, k)) FROM unnest($2::int4[]) AS k",
+                VPC_LOCK_SPACE,
+                &keys
+            )
+            .fetch_one(&mut *tx),
+        )
+        .await?;
+        Ok(CreateTx { store: self, tx })
+    }
+
+    /// The peering created with this request_id, with its request fingerprint.
+    pub async fn peering_get_by_request_id_hashed(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let row = self
+            .timed(
+                "peering_get_by_request_id_hashed",
+                by_request_id!(request_id).fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// CreatePeering's view of the other peerings: every peering touching any
+    /// of `vpcs`, the one named `name`, and those holding any of `ports` (port
+    /// names are unique across the deployment, not per VPC). One round trip,
+    /// one snapshot.
+    pub async fn peering_list_for_create(
+        &self,
+        vpcs: &[&str],
+        name: &str,
+        ports: &[String],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let vpcs: Vec<String> = vpcs.iter().map(|v| v.to_string()).collect();
+        let rows = self
+            .timed(
+                "peering_list_for_create",
+                list_for_create!(&vpcs, name, ports).fetch_all(&self.pool),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+}
+
+impl CreateTx<'_> {
+    /// As [`Store::peering_get_by_request_id_hashed`], inside the transaction.
+    pub async fn by_request_id(
+        &mut self,
+        request_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let row = self
+            .store
+            .timed(
+                "peering_get_by_request_id_hashed",
+                by_request_id!(request_id).fetch_optional(&mut *self.tx),
+            )
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// As [`Store::peering_list_for_create`], inside the transaction.
+    pub async fn list_for_create(
+        &mut self,
+        vpcs: &[&str],
+        name: &str,
+        ports: &[String],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let vpcs: Vec<String> = vpcs.iter().map(|v| v.to_string()).collect();
+        let rows = self
+            .store
+            .timed(
+                "peering_list_for_create",
+                list_for_create!(&vpcs, name, ports).fetch_all(&mut *self.tx),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Inserts the peering (generation 1, STATE_PENDING) with its port names
+    /// and request fingerprint, and commits. The constraints still have the
+    /// last word: [`StoreError::PortTaken`], `LinkOverlap`, `RequestIdTaken`...
+    pub async fn insert(
+        mut self,
+        new: &NewPeering,
+        request_hash: Option<&[u8]>,
+        ports: &[String],
+    ) -> Result<PeeringRecord, StoreError> {
+        // The port rows reference the peering inserted by the same statement.
+        let row = self
+            .store
+            .timed(
+                "peering_insert",
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"WITH p AS (
+                         INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
+                           local_v6, remote_v6, local_routes, remote_routes, request_id,
+                           request_hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         RETURNING *),
+                       ports AS (
+                         INSERT INTO peering_ports (port_name, peering_name)
+                         SELECT DISTINCT unnest($12::text[]), $1)
+                       SELECT name AS "name!", local_vpc AS "local_vpc!",
+                         remote_vpc AS "remote_vpc!", local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes!: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes!: Json<Vec<StoredRoute>>",
+                         state AS "state!", state_message AS "state_message!",
+                         generation AS "generation!",
+                         observed_generation AS "observed_generation!", request_id,
+                         create_time AS "create_time!", update_time AS "update_time!",
+                         generation_time AS "generation_time!"
+                       FROM p"#,
+                    new.name,
+                    new.local_vpc,
+                    new.remote_vpc,
+                    new.local_v4,
+                    new.remote_v4,
+                    new.local_v6,
+                    new.remote_v6,
+                    // jsonb parameters: the macro cannot check a serde type, so `as _`.
+                    Json(&new.local_routes) as _,
+                    Json(&new.remote_routes) as _,
+                    new.request_id,
+                    request_hash,
+                    ports,
+                )
+                .fetch_one(&mut *self.tx),
+            )
+            .await?;
+        self.store
+            .timed("peering_create_commit", self.tx.commit())
+            .await?;
+        row.try_into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vpc_lock_key;
+
+    #[test]
+    fn lock_keys_are_stable() {
+        // Replicas of different versions must agree on a VPC's key.
+        assert_eq!(vpc_lock_key(""), 0x811c_9dc5_u32 as i32);
+        assert_eq!(vpc_lock_key("a"), 0xe40c_292c_u32 as i32);
+        assert_ne!(vpc_lock_key("vpc-1"), vpc_lock_key("vpc-2"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The one polling helper: retry a condition until it holds or a deadline passes.
+//!
+//! A timeout is an `Err` ([`Timeout`]), never a silent `false`: `Result` is `#[must_use]`,
+//! so a caller that ignores it fails `clippy -D warnings`, and one that wants a yes/no
+//! (a ping that should *not* get through) says so with `.is_ok()`.
+
+use std::fmt;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// What a polled condition returns: `bool` (held or not) or `Option<T>` (a value once ready).
+pub trait Ready {
+    /// What [`wait_until`] returns once the condition holds.
+    type Output;
+    /// `Some` once the condition holds.
+    fn ready(self) -> Option<Self::Output>;
+}
+
+impl Ready for bool {
+    type Output = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Ready for Option<T> {
+    type Output = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// `what` did not happen within `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeout {
+    /// What was waited for, as the caller named it.
+    pub what: String,
+    /// The deadline that passed.
+    pub after: Duration,
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "timed out after {:?} waiting for {}",
+            self.after, self.what
+        )
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+/// Calls `cond` until it is ready (`true` / `Some`) or `timeout` passes. The condition is
+/// tried at least once, and once more at the deadline. Backs off from 5 ms to 100 ms between
+/// tries, so a slow fixture does not burn the CPU other tests need.
+pub fn wait_until<R: Ready>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> R,
+) -> Result<R::Output, Timeout> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Some(v) = cond().ready() {
+            return Ok(v);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Timeout {
+                what: what.to_string(),
+                after: timeout,
+            });
+        }
+        sleep(delay.min(left));
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_that_never_holds_is_an_error() {
+        let mut tries = 0;
+        let r = wait_until("never", Duration::from_millis(30), || {
+            tries += 1;
+            false
+        });
+        assert_eq!(
+            r,
+            Err(Timeout {
+                what: "never".into(),
+                after: Duration::from_millis(30)
+            })
+        );
+        assert!(tries >= 2, "tried again at the deadline ({tries} tries)");
+        assert!(r.unwrap_err().to_string().contains("never"));
+    }
+
+    #[test]
+    fn a_condition_that_holds_later_returns_its_value() {
+        let mut n = 0;
+        let v = wait_until("the third try", Duration::from_secs(10), || {
+            n += 1;
+            (n == 3).then_some(n * 10)
+        });
+        assert_eq!(v, Ok(30));
+        assert_eq!(wait_until("now", Duration::ZERO, || true), Ok(()));
+    }
+}
