@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::NbCache;
 use crate::peering::desired::{desired_rows, DesiredPeering};
-use crate::peering::topology::Topology;
+use crate::peering::topology::{PortView, RouterView, Topology};
 use crate::peering::PeeringSpec;
 use crate::store::{PeeringRecord, PeeringState};
 
@@ -48,7 +48,16 @@ pub(crate) fn derive(
     cache: &NbCache,
     protected: &[String],
 ) -> Derivation {
-    let topo = NbCacheTopology(cache);
+    // Rows of peerings deleted through the API leave NB in this very pass: they block no one.
+    let going: BTreeSet<&str> = context
+        .iter()
+        .filter(|p| p.state == PeeringState::Deleting)
+        .map(|p| p.name.as_str())
+        .collect();
+    let topo = Leaving {
+        nb: NbCacheTopology(cache),
+        going: &going,
+    };
     let wanted: HashSet<&str> = targets.iter().map(|p| p.name.as_str()).collect();
     let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
     let mut failed = BTreeMap::new();
@@ -102,6 +111,39 @@ pub(crate) fn derive(
         desired,
         untouched,
         failed,
+    }
+}
+
+/// NB as it is once the rows of the peerings `going` (tombstones: the same pass deletes
+/// their rows, before it writes anyone else's) are gone, so that a peering waiting for one
+/// of them (an ECMP route, a port name) is judged against what NB will hold.
+struct Leaving<'a, T> {
+    nb: T,
+    going: &'a BTreeSet<&'a str>,
+}
+
+impl<T: Topology> Leaving<'_, T> {
+    fn gone(&self, peering: &Option<String>) -> bool {
+        peering.as_deref().is_some_and(|p| self.going.contains(p))
+    }
+}
+
+impl<T: Topology> Topology for Leaving<'_, T> {
+    fn routers_named(&self, name: &str) -> Vec<RouterView> {
+        let mut routers = self.nb.routers_named(name);
+        for r in &mut routers {
+            r.ports.retain(|p| !self.gone(&p.peering));
+            r.routes.retain(|x| !self.gone(&x.peering));
+        }
+        routers
+    }
+
+    fn port_named(&self, name: &str) -> Option<PortView> {
+        self.nb.port_named(name).filter(|p| !self.gone(&p.peering))
+    }
+
+    fn router_of_port(&self, port: &str) -> Option<String> {
+        self.nb.router_of_port(port)
     }
 }
 
