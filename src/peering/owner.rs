@@ -3,7 +3,8 @@
 //! Several ovn-peerd deployments (one Postgres database each: prod beside staging, blue/green,
 //! a replica started with the wrong `DATABASE_URL`) may share one NB. Every row a deployment
 //! writes carries the owner mark ([`OWNER_KEY`]) and its deployment id ([`INSTANCE_KEY`]).
-//! [`classify`] decides, from a row's `external_ids` alone, what this deployment may do with it:
+//! [`Ownership::classify`] decides, from a row's `external_ids` alone, what this deployment may
+//! do with it:
 //!
 //! - **ours**: owner mark and our instance id: changed and deleted as the plan says;
 //! - **adoptable**: owner mark but no instance id (written by a version before deployment ids)
@@ -31,7 +32,7 @@ pub const INSTANCE_KEY: &str = "ovn-peerd:instance";
 /// Deletions a pass may always make, whatever share of our rows they are.
 pub const MASS_DELETION_MIN: usize = 10;
 
-/// Who this deployment is, for [`classify`].
+/// Who this deployment is, for [`Ownership::classify`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ownership {
     /// This deployment's id (the value of [`INSTANCE_KEY`] on its rows).
