@@ -86,7 +86,8 @@ fn page(
     after: Option<String>,
     limit: usize,
 ) -> Result<(Vec<Route>, String), ApiError> {
-    let judge = Judge::new(context, cache, protected);
+    let going = Judge::going(context);
+    let judge = Judge::new(context, &going, cache, protected);
     let router = resolve_router(judge.topo(), vpc).map_err(|_| ApiError::NotFound {
         resource: "vpc",
         name: vpc.to_string(),
