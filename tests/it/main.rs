@@ -12,6 +12,7 @@
 
 mod api;
 mod api_safety;
+mod authz;
 mod compose;
 mod datapath;
 mod e2e;
