@@ -228,3 +228,55 @@ async fn grpcurl_with_cacert_cert_and_key_lists_by_reflection_and_calls() {
     }
     assert!(called_ok, "{called}");
 }
+
+#[tokio::test]
+async fn scripts_certs_makes_what_the_readme_walkthrough_uses() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("openssl not installed: scripts/certs not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/certs");
+    let out = std::process::Command::new(script)
+        .arg(dir.path())
+        .output()
+        .expect("run scripts/certs");
+    assert!(out.status.success(), "{out:?}");
+    let file = |name: &str| dir.path().join(name);
+    let read = |name: &str| std::fs::read_to_string(file(name)).unwrap();
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    let mut config = test_config(&db.url, &nb.remote(), &Options::default());
+    config.tls_cert = Some(file("server.pem"));
+    config.tls_key = Some(file("server-key.pem"));
+    config.tls_client_ca = Some(file("ca.pem"));
+    config.authz_policy = Some(file("policy.toml"));
+    let t = TestPeerd::start_on(db, nb, config).await;
+    let client = |name: &str| Issued {
+        cert_pem: read(&format!("{name}.pem")),
+        key_pem: read(&format!("{name}-key.pem")),
+        cert: file(&format!("{name}.pem")),
+        key: file(&format!("{name}-key.pem")),
+    };
+    let ca = read("ca.pem");
+    let mut team_a = PeeringServiceClient::new(
+        tls_channel(t.addr, &ca, Some(&client("team-a")))
+            .await
+            .unwrap(),
+    );
+    let denied = team_a
+        .list_peerings(ListPeeringsRequest {
+            vpc: "team-b-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    list(tls_channel(t.addr, &ca, Some(&client("admin"))).await)
+        .await
+        .expect("the admin lists");
+}
