@@ -110,6 +110,11 @@ pub struct Config {
     /// certificates, for probes (Kubernetes' gRPC probe speaks no TLS); empty disables.
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
+
+    /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
+    /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
+    #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_mass_deletion: bool,
 }
 
 /// How the gRPC API is served, as the flags ask for it.

@@ -73,6 +73,7 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         allow_insecure: false,
         authz_policy: None,
         health_listen: None,
+        allow_mass_deletion: false,
     }
 }
 
