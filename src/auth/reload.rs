@@ -122,6 +122,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_version_shows_in_the_metrics() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n");
+        std::fs::write(&path, "1").unwrap();
+        let p = path.clone();
+        metrics::with_local_recorder(&recorder, || {
+            let w = Watched::new("policy", vec![path.clone()], move || {
+                Ok(std::fs::read_to_string(&p)?.trim().parse::<u32>()?)
+            })
+            .unwrap();
+            std::fs::write(&path, "broken").unwrap();
+            assert_eq!(*w.current(), 1);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"ovn_peerd_file_reloads_total{file="policy",result="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ovn_peerd_file_reload_stale{file="policy"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_first_load_that_fails_is_an_error() {
         let e = Watched::<u32>::new("test", vec!["/nonexistent/x".into()], || {
             anyhow::bail!("no such file")
