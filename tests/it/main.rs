@@ -19,5 +19,6 @@ mod metrics;
 mod ovsdb;
 mod server;
 mod support;
+mod tls;
 mod walkthrough;
 mod worker;

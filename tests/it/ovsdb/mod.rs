@@ -7,6 +7,7 @@ mod malformed;
 mod reconnect;
 mod scale;
 mod schema;
+mod tls;
 
 use std::time::Duration;
 
