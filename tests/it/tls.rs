@@ -7,6 +7,7 @@ use std::path::Path;
 use ovn_peerd::config::Config;
 use ovn_peerd::proto::v1::{peering, CreatePeeringRequest, GetPeeringRequest, Peering};
 use ovn_peerd_test_support::pki::{other_pki, pki, Pki};
+use ovn_peerd_test_support::wait_until;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -14,6 +15,8 @@ use crate::server::wait_status;
 use crate::support::nb::NbServer;
 use crate::support::peerd::{test_config, Options, TestPeerd};
 use crate::support::pg::TestDb;
+
+const T: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A test configuration for `nb`'s `ssl:` remote with `pki`'s client files copied into `dir`.
 fn ssl_config(db: &TestDb, nb: &NbServer, dir: &Path, pki: &Pki) -> Config {
@@ -74,10 +77,23 @@ async fn nb_health_is_not_serving_with_a_wrong_ca_until_the_files_are_fixed() {
     let nb = NbServer::start_ssl(pki());
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = ssl_config(&db, &nb, dir.path(), other_pki());
+    let config = ssl_config(&db, &nb, dir.path(), pki());
+    std::fs::copy(
+        other_pki().ca_cert(),
+        config.ovn_nb_ca_cert.as_ref().unwrap(),
+    )
+    .unwrap();
     let t = TestPeerd::start_unsynced(db, nb, config).await;
     let mut health = HealthClient::new(t.channel().await);
     let nb_service = "ovnpeerd.v1.OvnNorthbound";
+    // NOT_SERVING is also the status before the first connection: first see the server
+    // report that we refused its certificate, so the status below follows that refusal.
+    wait_until("the server to log our refusal", T, || {
+        std::fs::read_to_string(t.nb.log())
+            .unwrap_or_default()
+            .contains("alert unknown ca")
+    })
+    .unwrap();
     wait_status(&mut health, nb_service, ServingStatus::NotServing).await;
     // The API itself (Postgres) is fine: only the NB is not.
     wait_status(
