@@ -3,6 +3,7 @@
 
 mod basic;
 mod cluster;
+mod differential;
 mod malformed;
 mod reconnect;
 mod scale;

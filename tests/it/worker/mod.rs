@@ -4,11 +4,13 @@
 //! event-driven ones run it in the background (`Options { worker: true }`) and poll with a
 //! deadline. NB rows are always read back with `ovn-nbctl`.
 
+mod cluster;
 mod events;
 mod failures;
 mod faults;
 mod fencing;
 mod output_port;
+mod ownership;
 mod partition;
 mod rows;
 
