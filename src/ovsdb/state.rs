@@ -28,6 +28,7 @@ pub struct ClientConfig {
     pub leader_only: bool,
     /// `external_ids` key to index rows by (e.g. `ovn-peerd:peering`).
     pub owner_key: Option<String>,
+    /// TCP connect and, for `ssl:`, the TLS handshake.
     pub connect_timeout: Duration,
     /// Schema check + `_Server` check + initial dump.
     pub handshake_timeout: Duration,

@@ -204,3 +204,53 @@ impl ServerCertVerifier for CaOnlyVerifier {
         self.algs.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    fn wrapped(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn hints_name_the_likely_mistake() {
+        let ca = hint(&wrapped(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )));
+        assert!(ca.contains("not signed by the CA"), "{ca}");
+        let expired = hint(&wrapped(rustls::Error::InvalidCertificate(
+            CertificateError::Expired,
+        )));
+        assert!(expired.contains("validity period"), "{expired}");
+        let alert = hint(&wrapped(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA,
+        )));
+        assert!(alert.contains("our certificate"), "{alert}");
+        let eof = hint(&io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "tls handshake eof",
+        ));
+        assert!(eof.contains("plaintext"), "{eof}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let files = TlsFiles {
+            private_key: "/nonexistent/key.pem".into(),
+            certificate: "/nonexistent/cert.pem".into(),
+            ca_cert: "/nonexistent/cacert.pem".into(),
+        };
+        let err = files
+            .connector()
+            .err()
+            .expect("connector without files")
+            .to_string();
+        assert!(
+            err.contains("CA certificate") && err.contains("/nonexistent/cacert.pem"),
+            "{err}"
+        );
+    }
+}
