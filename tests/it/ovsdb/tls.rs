@@ -1,12 +1,12 @@
 //! `ssl:` remotes against real `ovsdb-server`s serving `pssl:` with certificates made by
 //! `ovs-pki`: a Raft cluster followed across a leader kill, and the failures an operator
-//! meets (wrong CA, missing file, plaintext server), each a clear error, each recovered
-//! without a restart once fixed on disk.
+//! meets (wrong CA, expired server certificate, missing file, plaintext server), each a clear
+//! error, the fixable ones recovered without a restart once fixed on disk.
 
 use std::path::Path;
 
 use ovn_peerd::ovsdb::{ConnectionState, TlsFiles, TransactError};
-use ovn_peerd_test_support::pki::{other_pki, pki, Pki};
+use ovn_peerd_test_support::pki::{expired_server_pki, other_pki, pki, Pki};
 
 use super::*;
 use crate::support::nb::{NbCluster, NbServer};
@@ -80,6 +80,19 @@ async fn wrong_ca_is_refused_then_recovers_when_the_files_are_replaced() {
     assert!(nb
         .nbctl_ssl(&["--bare", "--columns=name", "list", "Logical_Router"])
         .contains("over-tls"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_server_certificate_is_refused() {
+    let nb = NbServer::start_ssl(expired_server_pki());
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(ssl_config(&nb.ssl_remote(), files_in(dir.path(), pki()))).unwrap();
+    let err = last_error(&client).await;
+    assert!(
+        err.contains("certificate expired") && err.contains("outside its validity period"),
+        "{err}"
+    );
+    assert!(!client.state().borrow().is_synced());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,12 @@ pub fn pki() -> &'static Pki {
     P.get_or_init(Pki::create)
 }
 
+/// [`pki`] with a server certificate signed by the same CA that expired in 2020.
+pub fn expired_server_pki() -> &'static Pki {
+    static P: OnceLock<Pki> = OnceLock::new();
+    P.get_or_init(|| pki().with_expired_server_cert())
+}
+
 /// A second, unrelated PKI: its certificates do not chain to [`pki`]'s CA.
 pub fn other_pki() -> &'static Pki {
     static P: OnceLock<Pki> = OnceLock::new();
@@ -75,6 +81,40 @@ impl Pki {
             dir,
             server,
             client,
+        }
+    }
+
+    /// The same CA and client, with the server's key re-signed for 2020-01-01 to 2020-01-02
+    /// (`openssl ca` with ovs-pki's own CA configuration, in the CA's directory).
+    fn with_expired_server_cert(&self) -> Pki {
+        let cert = self.dir.join("server-expired-cert.pem");
+        let out = Command::new("openssl")
+            .args(["ca", "-config", "ca.cnf", "-batch", "-notext", "-in"])
+            .arg(self.dir.join("server-req.pem"))
+            .arg("-out")
+            .arg(&cert)
+            .args([
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200102000000Z",
+            ])
+            .current_dir(self.dir.join("pki/switchca"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+        assert!(
+            out.status.success(),
+            "openssl ca failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Pki {
+            dir: self.dir.clone(),
+            server: KeyPair {
+                key: self.server.key.clone(),
+                cert,
+            },
+            client: self.client.clone(),
         }
     }
 
