@@ -97,6 +97,11 @@ pub struct Config {
     /// Run the convergence worker (when this replica holds the writer lock).
     #[arg(long, env = "OVN_PEERD_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub worker: bool,
+
+    /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
+    /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
+    #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_mass_deletion: bool,
 }
 
 impl Config {

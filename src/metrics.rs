@@ -45,6 +45,8 @@ pub const PEERINGS: &str = "ovn_peerd_peerings";
 pub const CONVERGENCE_DELAY_SECONDS: &str = "ovn_peerd_convergence_delay_seconds";
 /// 1 on the replica holding the writer lock.
 pub const WRITER_LOCK_HELD: &str = "ovn_peerd_writer_lock_held";
+/// 1 while the mass-deletion brake holds a worker pass back.
+pub const MASS_DELETION_BLOCKED: &str = "ovn_peerd_mass_deletion_blocked";
 /// Every OVSDB transaction of the client, by `outcome`.
 pub const OVSDB_TRANSACTION_SECONDS: &str = "ovn_peerd_ovsdb_transaction_seconds";
 /// OVSDB sessions that ended and were retried, by `reason`.
@@ -67,6 +69,7 @@ pub const ALL: &[&str] = &[
     PEERINGS,
     CONVERGENCE_DELAY_SECONDS,
     WRITER_LOCK_HELD,
+    MASS_DELETION_BLOCKED,
     OVSDB_TRANSACTION_SECONDS,
     OVSDB_RECONNECTS_TOTAL,
     OVSDB_CACHE_ROWS,
@@ -153,6 +156,11 @@ fn describe() {
     describe_gauge!(
         WRITER_LOCK_HELD,
         "1 on the replica holding the writer lock (running the worker), else 0"
+    );
+    describe_gauge!(
+        MASS_DELETION_BLOCKED,
+        "1 while the worker holds back a pass that would delete more than half of this \
+         deployment's NB rows (start with --allow-mass-deletion to let it), else 0"
     );
     describe_histogram!(
         OVSDB_TRANSACTION_SECONDS,

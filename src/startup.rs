@@ -105,6 +105,14 @@ impl Application {
                 reconciler::Settings::from_config(&config, deployment.id),
             );
             tasks.spawn(named(
+                "mass-deletion health",
+                health::watch_mass_deletion(
+                    reconciler.mass_deletion_blocked(),
+                    reporter.clone(),
+                    tasks_stop.clone(),
+                ),
+            ));
+            tasks.spawn(named(
                 "reconciler",
                 reconciler::run_with_writer_lock(reconciler, tasks_stop.clone()),
             ));

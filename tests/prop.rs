@@ -423,6 +423,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
                 networks: p.networks.clone(),
                 peer: Some(p.peer.clone()),
                 external_ids: p.external_ids.clone(),
+                ..Default::default()
             };
             match rng.below(9) {
                 0 => a.mac = a.mac.to_uppercase(),
@@ -455,6 +456,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
                 output_port: Some(r.output_port.clone()),
                 route_table: r.route_table.clone(),
                 external_ids: r.external_ids.clone(),
+                ..Default::default()
             };
             match rng.below(9) {
                 0 => a.output_port = None,
@@ -495,6 +497,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
             networks: vec!["169.254.200.1/30".into()],
             peer: Some(format!("vpc-{b}-vpc-{a}")),
             external_ids: ids.clone(),
+            ..Default::default()
         });
         routes.push(ActualRoute {
             id: id("route"),
@@ -505,11 +508,12 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
             output_port: Some(format!("vpc-{a}-vpc-{b}")),
             route_table: String::new(),
             external_ids: ids,
+            ..Default::default()
         });
     }
     // Rows that are not ours: never changed, whatever they look like (some carry our
     // peering marker without the owner mark, some hold a desired port's name).
-    let mut foreign_port_names = BTreeSet::new();
+    let mut foreign_ports = BTreeMap::new();
     for _ in 0..rng.below(4) {
         let a = rng.below(VPCS);
         let name = if rng.chance(30) {
@@ -524,7 +528,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
         if rng.chance(50) {
             ids.insert("ovn-peerd:peering".to_string(), "p0".to_string());
         }
-        foreign_port_names.insert(name.clone());
+        foreign_ports.insert(name.clone(), format!("router {}", router_id(a)));
         ports.push(ActualPort {
             id: id("foreign-port"),
             router_id: router_id(a),
@@ -533,6 +537,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
             networks: vec!["10.50.0.1/24".into()],
             peer: None,
             external_ids: ids.clone(),
+            ..Default::default()
         });
         routes.push(ActualRoute {
             id: id("foreign-route"),
@@ -543,6 +548,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
             output_port: None,
             route_table: String::new(),
             external_ids: ids,
+            ..Default::default()
         });
     }
     // The planner must not depend on the order NB lists rows in.
@@ -555,7 +561,7 @@ fn actual_rows(rng: &mut Rng, desired: &[DesiredPeering]) -> ActualRows {
     ActualRows {
         ports,
         routes,
-        foreign_port_names,
+        foreign_ports,
     }
 }
 
@@ -580,6 +586,7 @@ fn apply(actual: &ActualRows, changes: &[Change]) -> ActualRows {
                     networks: port.networks.clone(),
                     peer: Some(port.peer.clone()),
                     external_ids: port.external_ids.clone(),
+                    ..Default::default()
                 });
             }
             Change::UpdatePort {
@@ -624,6 +631,7 @@ fn apply(actual: &ActualRows, changes: &[Change]) -> ActualRows {
                     output_port: Some(route.output_port.clone()),
                     route_table: route.route_table.clone(),
                     external_ids: route.external_ids.clone(),
+                    ..Default::default()
                 });
             }
             Change::UpdateRoute {

@@ -68,6 +68,7 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         protected_vpcs: opts.protected_vpcs.clone(),
         resync_interval: Duration::from_secs(300),
         worker: opts.worker,
+        allow_mass_deletion: false,
     }
 }
 

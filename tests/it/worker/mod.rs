@@ -11,8 +11,10 @@ mod faults;
 mod fencing;
 mod output_port;
 mod ownership;
+mod ownership_guard;
 mod partition;
 mod rows;
+mod safety;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ fn explicit(name: &str, local: &str, remote: &str, lip: &str, rip: &str) -> Peer
 }
 
 /// Creates a peering through the API.
-async fn create(t: &TestPeerd, p: Peering) -> Peering {
+async fn create<N>(t: &TestPeerd<N>, p: Peering) -> Peering {
     t.client()
         .await
         .create_peering(CreatePeeringRequest {
