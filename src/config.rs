@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use crate::ovsdb::{Remote, TlsFiles};
 use crate::peering::links;
 
 /// `ovn-peerd`: VPC peering as a gRPC API for OVN. With no subcommand it serves.
@@ -29,14 +30,27 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: DatabaseUrl,
 
-    /// OVN Northbound database, as `ovn-nbctl --db`: `tcp:IP:PORT`, `unix:PATH`,
-    /// or a comma-separated list of them for a Raft cluster.
+    /// OVN Northbound database, as `ovn-nbctl --db`: `tcp:IP:PORT`, `ssl:IP:PORT`,
+    /// `unix:PATH`, or a comma-separated list of them for a Raft cluster.
     #[arg(
         long,
         env = "OVN_NB_DB",
         default_value = "unix:/var/run/ovn/ovnnb_db.sock"
     )]
     pub ovn_nb_db: String,
+
+    /// PEM private key for `ssl:` NB remotes (as `ovn-nbctl -p`); read at every connection.
+    #[arg(long, env = "OVN_NB_PRIVATE_KEY")]
+    pub ovn_nb_private_key: Option<PathBuf>,
+
+    /// PEM certificate for `ssl:` NB remotes (as `ovn-nbctl -c`); read at every connection.
+    #[arg(long, env = "OVN_NB_CERTIFICATE")]
+    pub ovn_nb_certificate: Option<PathBuf>,
+
+    /// PEM CA certificate the NB servers' certificates must chain to (as `ovn-nbctl -C`);
+    /// host names are not checked, as in OVS. Read at every connection.
+    #[arg(long, env = "OVN_NB_CA_CERT")]
+    pub ovn_nb_ca_cert: Option<PathBuf>,
 
     /// Prometheus metrics address (serves `/metrics`); empty disables.
     #[arg(long, env = "OVN_PEERD_METRICS_LISTEN", default_value = "127.0.0.1:9150", value_parser = parse_optional_addr)]
@@ -167,6 +181,38 @@ impl Config {
                 self.listen
             )),
         }
+    }
+}
+
+impl Config {
+    /// The TLS files for the NB remotes: `None` without `ssl:` remotes (the files are then
+    /// ignored), an error naming the missing flag when an `ssl:` remote lacks one. Whether the
+    /// files exist and are valid is checked at every connection (they may appear or be
+    /// rotated later), not here.
+    pub fn nb_tls(&self) -> Result<Option<TlsFiles>, String> {
+        let remotes =
+            Remote::parse_list(&self.ovn_nb_db).map_err(|e| format!("invalid --ovn-nb-db: {e}"))?;
+        let Some(ssl) = remotes.iter().find(|r| r.is_ssl()) else {
+            return Ok(None);
+        };
+        let need = |v: &Option<PathBuf>, flag: &str, env: &str| {
+            v.clone().ok_or_else(|| {
+                format!("--ovn-nb-db names an ssl: remote ({ssl}) but {flag} ({env}) is not set")
+            })
+        };
+        Ok(Some(TlsFiles {
+            private_key: need(
+                &self.ovn_nb_private_key,
+                "--ovn-nb-private-key",
+                "OVN_NB_PRIVATE_KEY",
+            )?,
+            certificate: need(
+                &self.ovn_nb_certificate,
+                "--ovn-nb-certificate",
+                "OVN_NB_CERTIFICATE",
+            )?,
+            ca_cert: need(&self.ovn_nb_ca_cert, "--ovn-nb-ca-cert", "OVN_NB_CA_CERT")?,
+        }))
     }
 }
 
@@ -390,6 +436,54 @@ mod tests {
                 assert!(!text.contains("s3cr3t"), "{text}");
             }
             assert!(format!("{c:?}").contains(shown), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn ssl_remotes_need_all_three_files() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).unwrap().nb_tls()
+        };
+        let files = [
+            "--ovn-nb-private-key=/k.pem",
+            "--ovn-nb-certificate=/c.pem",
+            "--ovn-nb-ca-cert=/ca.pem",
+        ];
+        // No ssl: remote: no TLS, whatever files are given.
+        assert_eq!(parse(&["--ovn-nb-db=tcp:127.0.0.1:6641"]), Ok(None));
+        assert_eq!(parse(&files), Ok(None));
+        let mut all = vec!["--ovn-nb-db=tcp:10.0.0.1:6641,ssl:10.0.0.2:6641"];
+        all.extend_from_slice(&files);
+        assert_eq!(
+            parse(&all),
+            Ok(Some(TlsFiles {
+                private_key: "/k.pem".into(),
+                certificate: "/c.pem".into(),
+                ca_cert: "/ca.pem".into(),
+            }))
+        );
+        // Each missing file is named by its flag and its variable.
+        for (i, (flag, env)) in [
+            ("--ovn-nb-private-key", "OVN_NB_PRIVATE_KEY"),
+            ("--ovn-nb-certificate", "OVN_NB_CERTIFICATE"),
+            ("--ovn-nb-ca-cert", "OVN_NB_CA_CERT"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut args = vec!["--ovn-nb-db=ssl:10.0.0.2:6641"];
+            args.extend(
+                files
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, f)| *f),
+            );
+            let err = parse(&args).unwrap_err();
+            assert!(err.contains(flag) && err.contains(env), "{err}");
+            assert!(err.contains("ssl:10.0.0.2:6641"), "{err}");
         }
     }
 

@@ -45,7 +45,9 @@ impl Application {
     /// Binds the listener, connects to Postgres (waiting for it) and applies
     /// migrations, and starts the NB client. Serving starts with [`run`](Self::run).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Configuration mistakes first, before waiting for Postgres.
         let (tls, policy) = security(&config)?;
+        let nb_config = nb_client_config(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -64,7 +66,7 @@ impl Application {
             .await
             .context("cannot read this deployment's id")?;
         tracing::info!(deployment_id = %deployment.id, "deployment");
-        let nb = ovsdb::Client::start(nb_client_config(&config)?).context("invalid --ovn-nb-db")?;
+        let nb = ovsdb::Client::start(nb_config).context("invalid --ovn-nb-db")?;
         Ok(Self {
             config,
             listener,
@@ -287,7 +289,9 @@ async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
 }
 
 fn nb_client_config(config: &Config) -> anyhow::Result<ovsdb::ClientConfig> {
+    let tls = config.nb_tls().map_err(anyhow::Error::msg)?;
     Ok(ovsdb::ClientConfig::new(&config.ovn_nb_db, NB_DATABASE)?
+        .with_tls(tls)
         .with_owner_key(crate::peering::PEERING_KEY))
 }
 

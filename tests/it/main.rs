@@ -17,6 +17,7 @@ mod compose;
 mod datapath;
 mod e2e;
 mod metrics;
+mod nb_tls;
 mod ovsdb;
 mod server;
 mod shutdown;
