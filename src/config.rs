@@ -9,11 +9,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use crate::ovsdb::{Remote, TlsFiles};
 use crate::peering::links;
 
 /// `ovn-peerd`: VPC peering as a gRPC API for OVN. With no subcommand it serves.
@@ -28,14 +30,27 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: DatabaseUrl,
 
-    /// OVN Northbound database, as `ovn-nbctl --db`: `tcp:IP:PORT`, `unix:PATH`,
-    /// or a comma-separated list of them for a Raft cluster.
+    /// OVN Northbound database, as `ovn-nbctl --db`: `tcp:IP:PORT`, `ssl:IP:PORT`,
+    /// `unix:PATH`, or a comma-separated list of them for a Raft cluster.
     #[arg(
         long,
         env = "OVN_NB_DB",
         default_value = "unix:/var/run/ovn/ovnnb_db.sock"
     )]
     pub ovn_nb_db: String,
+
+    /// PEM private key for `ssl:` NB remotes (as `ovn-nbctl -p`); read at every connection.
+    #[arg(long, env = "OVN_NB_PRIVATE_KEY")]
+    pub ovn_nb_private_key: Option<PathBuf>,
+
+    /// PEM certificate for `ssl:` NB remotes (as `ovn-nbctl -c`); read at every connection.
+    #[arg(long, env = "OVN_NB_CERTIFICATE")]
+    pub ovn_nb_certificate: Option<PathBuf>,
+
+    /// PEM CA certificate the NB servers' certificates must chain to (as `ovn-nbctl -C`);
+    /// host names are not checked, as in OVS. Read at every connection.
+    #[arg(long, env = "OVN_NB_CA_CERT")]
+    pub ovn_nb_ca_cert: Option<PathBuf>,
 
     /// Prometheus metrics address (serves `/metrics`); empty disables.
     #[arg(long, env = "OVN_PEERD_METRICS_LISTEN", default_value = "127.0.0.1:9150", value_parser = parse_optional_addr)]
@@ -83,10 +98,122 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub worker: bool,
 
+    /// Serve gRPC over TLS with this certificate chain (PEM); re-read when it changes.
+    #[arg(long, env = "OVN_PEERD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM); re-read when it changes.
+    #[arg(long, env = "OVN_PEERD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by these CAs (PEM): mTLS; callers are identified by
+    /// their certificate's first URI SAN, else first DNS SAN, else subject CN.
+    #[arg(long, env = "OVN_PEERD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Allow plaintext gRPC on a non-loopback `--listen` address (logged as a warning).
+    #[arg(long, env = "OVN_PEERD_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
+
+    /// Authorization policy (TOML: admins, tenants with identities and VPC globs); needs
+    /// `--tls-client-ca`. Re-read when it changes. Without it every caller is an admin.
+    #[arg(long, env = "OVN_PEERD_AUTHZ_POLICY")]
+    pub authz_policy: Option<PathBuf>,
+
+    /// A second listener serving only `grpc.health.v1` in plaintext, without client
+    /// certificates, for probes (Kubernetes' gRPC probe speaks no TLS); empty disables.
+    #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
+    pub health_listen: std::option::Option<SocketAddr>,
+
     /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
     /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
     #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_mass_deletion: bool,
+}
+
+/// How the gRPC API is served, as the flags ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plaintext; `warning` is set when that is on a non-loopback address (allowed with
+    /// `--allow-insecure`).
+    Plaintext {
+        /// What to log at start.
+        warning: Option<String>,
+    },
+    /// TLS (with client certificates when `client_ca` is set).
+    Tls(crate::auth::tls::TlsFiles),
+}
+
+impl Config {
+    /// Checks the TLS, plaintext and policy flags together: a clear start-up error for any
+    /// combination that would serve less securely than it seems to.
+    pub fn transport(&self) -> Result<Transport, String> {
+        if self.authz_policy.is_some() && self.tls_client_ca.is_none() {
+            return Err(
+                "--authz-policy needs --tls-client-ca: callers are identified by their client certificates"
+                    .into(),
+            );
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Transport::Tls(crate::auth::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+            (None, None) if self.tls_client_ca.is_some() => {
+                Err("--tls-client-ca needs --tls-cert and --tls-key".into())
+            }
+            (None, None) if self.listen.ip().is_loopback() => {
+                Ok(Transport::Plaintext { warning: None })
+            }
+            (None, None) if self.allow_insecure => Ok(Transport::Plaintext {
+                warning: Some(format!(
+                    "serving plaintext gRPC without authentication on {} (--allow-insecure): \
+                     anyone who reaches it can peer any VPCs",
+                    self.listen
+                )),
+            }),
+            (None, None) => Err(format!(
+                "refusing to serve plaintext gRPC on the non-loopback address {}: \
+                 give --tls-cert and --tls-key (and --tls-client-ca), or --allow-insecure",
+                self.listen
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// The TLS files for the NB remotes: `None` without `ssl:` remotes (the files are then
+    /// ignored), an error naming the missing flag when an `ssl:` remote lacks one. Whether the
+    /// files exist and are valid is checked at every connection (they may appear or be
+    /// rotated later), not here.
+    pub fn nb_tls(&self) -> Result<Option<TlsFiles>, String> {
+        let remotes =
+            Remote::parse_list(&self.ovn_nb_db).map_err(|e| format!("invalid --ovn-nb-db: {e}"))?;
+        let Some(ssl) = remotes.iter().find(|r| r.is_ssl()) else {
+            return Ok(None);
+        };
+        let need = |v: &Option<PathBuf>, flag: &str, env: &str| {
+            v.clone().ok_or_else(|| {
+                format!("--ovn-nb-db names an ssl: remote ({ssl}) but {flag} ({env}) is not set")
+            })
+        };
+        Ok(Some(TlsFiles {
+            private_key: need(
+                &self.ovn_nb_private_key,
+                "--ovn-nb-private-key",
+                "OVN_NB_PRIVATE_KEY",
+            )?,
+            certificate: need(
+                &self.ovn_nb_certificate,
+                "--ovn-nb-certificate",
+                "OVN_NB_CERTIFICATE",
+            )?,
+            ca_cert: need(&self.ovn_nb_ca_cert, "--ovn-nb-ca-cert", "OVN_NB_CA_CERT")?,
+        }))
+    }
 }
 
 /// How log lines are written.
@@ -222,6 +349,44 @@ mod tests {
     }
 
     #[test]
+    fn secure_by_default() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).unwrap().transport()
+        };
+        assert_eq!(parse(&[]), Ok(Transport::Plaintext { warning: None }));
+        assert_eq!(
+            parse(&["--listen=[::1]:1"]),
+            Ok(Transport::Plaintext { warning: None })
+        );
+        let e = parse(&["--listen=0.0.0.0:50051"]).unwrap_err();
+        assert!(
+            e.contains("0.0.0.0:50051") && e.contains("--allow-insecure"),
+            "{e}"
+        );
+        match parse(&["--listen=0.0.0.0:50051", "--allow-insecure"]) {
+            Ok(Transport::Plaintext { warning: Some(w) }) => assert!(w.contains("0.0.0.0")),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["--listen=0.0.0.0:1", "--tls-cert=c", "--tls-key=k"]) {
+            Ok(Transport::Tls(f)) => assert!(f.client_ca.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["--tls-cert=c"]).unwrap_err().contains("--tls-key"));
+        assert!(parse(&["--tls-client-ca=ca"]).is_err());
+        let e = parse(&["--tls-cert=c", "--tls-key=k", "--authz-policy=p"]).unwrap_err();
+        assert!(e.contains("--tls-client-ca"), "{e}");
+        assert!(parse(&[
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--tls-client-ca=ca",
+            "--authz-policy=p"
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn durations_take_units_and_bare_seconds() {
         let parse = |args: &[&str]| {
             let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
@@ -271,6 +436,54 @@ mod tests {
                 assert!(!text.contains("s3cr3t"), "{text}");
             }
             assert!(format!("{c:?}").contains(shown), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn ssl_remotes_need_all_three_files() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).unwrap().nb_tls()
+        };
+        let files = [
+            "--ovn-nb-private-key=/k.pem",
+            "--ovn-nb-certificate=/c.pem",
+            "--ovn-nb-ca-cert=/ca.pem",
+        ];
+        // No ssl: remote: no TLS, whatever files are given.
+        assert_eq!(parse(&["--ovn-nb-db=tcp:127.0.0.1:6641"]), Ok(None));
+        assert_eq!(parse(&files), Ok(None));
+        let mut all = vec!["--ovn-nb-db=tcp:10.0.0.1:6641,ssl:10.0.0.2:6641"];
+        all.extend_from_slice(&files);
+        assert_eq!(
+            parse(&all),
+            Ok(Some(TlsFiles {
+                private_key: "/k.pem".into(),
+                certificate: "/c.pem".into(),
+                ca_cert: "/ca.pem".into(),
+            }))
+        );
+        // Each missing file is named by its flag and its variable.
+        for (i, (flag, env)) in [
+            ("--ovn-nb-private-key", "OVN_NB_PRIVATE_KEY"),
+            ("--ovn-nb-certificate", "OVN_NB_CERTIFICATE"),
+            ("--ovn-nb-ca-cert", "OVN_NB_CA_CERT"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut args = vec!["--ovn-nb-db=ssl:10.0.0.2:6641"];
+            args.extend(
+                files
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, f)| *f),
+            );
+            let err = parse(&args).unwrap_err();
+            assert!(err.contains(flag) && err.contains(env), "{err}");
+            assert!(err.contains("ssl:10.0.0.2:6641"), "{err}");
         }
     }
 

@@ -54,6 +54,11 @@ pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
 /// Rows in the NB replica.
 pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
 
+/// Re-reads of a watched file (`file` = `tls` or `policy`), by `result` (`ok`, `error`).
+pub const FILE_RELOADS_TOTAL: &str = "ovn_peerd_file_reloads_total";
+/// 1 while a watched file (`file`) on disk is refused and the last good version serves.
+pub const FILE_RELOAD_STALE: &str = "ovn_peerd_file_reload_stale";
+
 /// Every metric name, for the test that checks each one is described.
 pub const ALL: &[&str] = &[
     GRPC_REQUESTS_TOTAL,
@@ -73,6 +78,8 @@ pub const ALL: &[&str] = &[
     OVSDB_TRANSACTION_SECONDS,
     OVSDB_RECONNECTS_TOTAL,
     OVSDB_CACHE_ROWS,
+    FILE_RELOADS_TOTAL,
+    FILE_RELOAD_STALE,
 ];
 
 /// The `method` label of a path that is not one of our RPCs.
@@ -174,6 +181,14 @@ fn describe() {
     describe_gauge!(
         OVSDB_CACHE_ROWS,
         "Rows in the in-memory replica of OVN NB (routers, router ports, static routes)"
+    );
+    describe_counter!(
+        FILE_RELOADS_TOTAL,
+        "Re-reads of a changed watched file (tls: certificate, key, client CA; policy), by result"
+    );
+    describe_gauge!(
+        FILE_RELOAD_STALE,
+        "1 while a watched file (tls, policy) on disk is refused and its last good version is used"
     );
 }
 

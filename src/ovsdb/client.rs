@@ -55,12 +55,10 @@ impl Client {
         if config.remotes.is_empty() {
             return Err(Error::NoRemotes);
         }
-        if let Some(r) = config
-            .remotes
-            .iter()
-            .find(|r| matches!(r, Remote::Ssl { .. }))
-        {
-            return Err(Error::SslNotSupported(r.to_string()));
+        if let Some(r) = config.remotes.iter().find(|r| r.is_ssl()) {
+            if config.tls.is_none() {
+                return Err(Error::TlsNotConfigured(r.to_string()));
+            }
         }
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -264,6 +262,10 @@ async fn run(shared: Arc<Shared>) {
         if synced {
             warn!(%remote, error = %err, "connection ended; reconnecting");
             let _ = shared.events.send(CacheEvent::Disconnected);
+        } else if reason == "tls" {
+            // A configuration problem an operator must fix (CA, certificates, ptcp: server):
+            // louder than a follower or a server still starting.
+            warn!(%remote, error = %err, "cannot use server");
         } else {
             info!(%remote, error = %err, "cannot use server");
         }
@@ -295,11 +297,12 @@ async fn run(shared: Arc<Shared>) {
 /// trustworthy during this connection.
 async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool) -> Error {
     let cfg = &shared.config;
-    let stream = match tokio::time::timeout(cfg.connect_timeout, remote.connect()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return e,
-        Err(_) => return Error::Timeout(cfg.connect_timeout),
-    };
+    let stream =
+        match tokio::time::timeout(cfg.connect_timeout, remote.connect(cfg.tls.as_ref())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return e,
+            Err(_) => return Error::Timeout(cfg.connect_timeout),
+        };
     let monitors = Monitors::new();
     let conn_cfg = ConnectionConfig {
         probe_interval: cfg.probe_interval,
@@ -344,6 +347,7 @@ fn reconnect_label(e: &Error) -> &'static str {
         Error::NotUsable(_) => "not_usable",
         Error::MissingColumn { .. } | Error::MissingTable(_) | Error::ColumnType { .. } => "schema",
         Error::Timeout(_) => "timeout",
+        Error::TlsConfig(_) | Error::TlsHandshake { .. } | Error::TlsNotConfigured(_) => "tls",
         _ => "other",
     }
 }

@@ -13,8 +13,20 @@ use std::fmt;
 pub enum Error {
     #[error("invalid remote {remote:?}: {reason}")]
     InvalidRemote { remote: String, reason: String },
-    #[error("remote {0} uses ssl:, which is not supported yet")]
-    SslNotSupported(String),
+    /// An `ssl:` remote without the key, certificate and CA certificate files.
+    #[error("remote {0} uses ssl: but no private key, certificate and CA certificate were given")]
+    TlsNotConfigured(String),
+    /// The TLS files cannot be read or do not make a usable configuration.
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+    /// The handshake failed (the remote is logged beside it); `hint` says what most likely
+    /// went wrong. The cause is part of the message (not a `#[source]`) because it is the one
+    /// thing an operator needs to read.
+    #[error("TLS handshake failed: {cause}: {hint}")]
+    TlsHandshake {
+        hint: &'static str,
+        cause: std::io::Error,
+    },
     #[error("no remotes configured")]
     NoRemotes,
     #[error("i/o error talking to the server")]

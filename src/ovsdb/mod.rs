@@ -1,7 +1,9 @@
 //! An async OVSDB client (RFC 7047 + Open vSwitch extensions) with an in-memory replica of
 //! the NB tables ovn-peerd uses. Free of peering logic.
 //!
-//! - [`remote`]: `tcp:`/`unix:` remotes and connecting (`ssl:` is parsed only to be refused).
+//! - [`remote`]: `tcp:`/`unix:`/`ssl:` remotes and connecting.
+//! - [`tls`]: `ssl:` remotes' certificate files, verification (chain to the CA, no host name,
+//!   as OVS) and handshake errors.
 //! - [`jsonrpc`]: framing of back-to-back JSON objects, message codec.
 //! - `connection`: one JSON-RPC connection: reader/writer tasks, correlation, echo, inactivity
 //!   probe.
@@ -28,6 +30,7 @@ pub mod ops;
 pub mod remote;
 pub mod schema;
 mod state;
+pub mod tls;
 pub mod values;
 
 pub use cache::{ChangeKind, NbCache, RowChange};
@@ -37,4 +40,5 @@ pub use model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Mode
 pub use ops::{Condition, Function, Mutation, Mutator, Operation, OperationResult, WaitUntil};
 pub use remote::Remote;
 pub use state::{CacheEvent, ClientConfig, ConnectionState};
+pub use tls::TlsFiles;
 pub use values::{Atom, Datum, Row};

@@ -1,8 +1,7 @@
 //! Remote addresses (`tcp:HOST:PORT`, `unix:PATH`, `ssl:..`) and opening a byte stream to one.
 //!
-//! Owns only parsing and connecting; framing lives in `jsonrpc`, connections in `connection`.
-//! `ssl:` parses into [`Remote::Ssl`] so configuration stays valid, but connecting to it fails
-//! with [`Error::SslNotSupported`]: the seam where TLS will plug in.
+//! Owns only parsing and connecting; framing lives in `jsonrpc`, connections in `connection`,
+//! the TLS handshake and certificate checks of `ssl:` in `tls`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::error::Error;
+use super::tls::{self, TlsFiles};
 
 /// One server address, in `ovn-nbctl --db` syntax.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,18 +69,30 @@ impl Remote {
         Ok(list)
     }
 
-    /// Opens a byte stream to the remote.
-    pub async fn connect(&self) -> Result<Stream, Error> {
+    /// Opens a byte stream to the remote; `ssl:` needs `tls` (its files are read now, so a
+    /// rotated certificate is used from the next connection on).
+    pub async fn connect(&self, tls: Option<&TlsFiles>) -> Result<Stream, Error> {
         match self {
-            Remote::Tcp { host, port } => {
-                let s = TcpStream::connect((host.as_str(), *port)).await?;
-                s.set_nodelay(true)?;
-                Ok(Stream::Tcp(s))
-            }
+            Remote::Tcp { host, port } => Ok(Stream::Tcp(tcp(host, *port).await?)),
             Remote::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-            Remote::Ssl { .. } => Err(Error::SslNotSupported(self.to_string())),
+            Remote::Ssl { host, port } => {
+                let files = tls.ok_or_else(|| Error::TlsNotConfigured(self.to_string()))?;
+                let s = tcp(host, *port).await?;
+                let s = tls::handshake(files, host, s).await?;
+                Ok(Stream::Tls(Box::new(s)))
+            }
         }
     }
+
+    pub fn is_ssl(&self) -> bool {
+        matches!(self, Remote::Ssl { .. })
+    }
+}
+
+async fn tcp(host: &str, port: u16) -> Result<TcpStream, Error> {
+    let s = TcpStream::connect((host, port)).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 fn split_host_port(s: &str) -> Option<(&str, &str)> {
@@ -116,10 +128,11 @@ impl std::str::FromStr for Remote {
     }
 }
 
-/// A connected byte stream (TCP or Unix; TLS later).
+/// A connected byte stream.
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Stream {
@@ -131,6 +144,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -144,18 +158,21 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -201,8 +218,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ssl_is_a_clear_error() {
+    async fn ssl_without_files_is_a_clear_error() {
         let r = Remote::parse("ssl:127.0.0.1:1").unwrap();
-        assert!(matches!(r.connect().await, Err(Error::SslNotSupported(_))));
+        assert!(matches!(
+            r.connect(None).await,
+            Err(Error::TlsNotConfigured(_))
+        ));
     }
 }

@@ -13,6 +13,7 @@ use super::cache::{NbCache, RowChange};
 use super::connection::Connection;
 use super::error::Error;
 use super::remote::Remote;
+use super::tls::TlsFiles;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -27,6 +28,7 @@ pub struct ClientConfig {
     pub leader_only: bool,
     /// `external_ids` key to index rows by (e.g. `ovn-peerd:peering`).
     pub owner_key: Option<String>,
+    /// TCP connect and, for `ssl:`, the TLS handshake.
     pub connect_timeout: Duration,
     /// Schema check + `_Server` check + initial dump.
     pub handshake_timeout: Duration,
@@ -36,6 +38,8 @@ pub struct ClientConfig {
     pub transact_timeout: Option<Duration>,
     pub max_message_len: usize,
     pub event_capacity: usize,
+    /// Key, certificate and CA for `ssl:` remotes (required when there is one).
+    pub tls: Option<TlsFiles>,
 }
 
 impl ClientConfig {
@@ -55,7 +59,13 @@ impl ClientConfig {
             transact_timeout: Some(Duration::from_secs(60)),
             max_message_len: 1 << 30,
             event_capacity: 4096,
+            tls: None,
         })
+    }
+
+    pub fn with_tls(mut self, tls: Option<TlsFiles>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub fn with_owner_key(mut self, key: &str) -> Self {

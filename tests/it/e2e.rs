@@ -9,17 +9,22 @@
 //!   of 62 (two router hops), for IPv4, IPv6 and dual stack, also over link-local fe80::
 //!   connect addresses on routers with more ports (issue 16); peerings are not transitive.
 //!
+//! - The logical path again with ovn-peerd on NB's `ssl:` remote (`pssl:`, `ovs-pki`
+//!   certificates), as production clouds run NB.
+//!
 //! Each test owns one `OvnCentral` (+ one chassis) and one in-process ovn-peerd with its
 //! worker running, against that central's NB.
 
 use std::time::{Duration, Instant};
 
+use ovn_peerd::config::Config;
 use ovn_peerd::proto::v1::peering::State;
 use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
 use ovn_peerd::proto::v1::{
     CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListRoutesRequest, Peering,
     Route,
 };
+use ovn_peerd_test_support::pki::pki;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -27,7 +32,8 @@ use crate::support::ovn::{
     add_pod_port, add_vpc_network, create_vpc, echo_microflow, skip_unless_root, Chassis,
     OvnCentral, Pod, Vpc,
 };
-use crate::support::peerd::{Options, TestPeerd};
+use crate::support::peerd::{test_config, Options, TestPeerd};
+use crate::support::pg::TestDb;
 
 /// How long the worker may take to converge (it is woken at once; this is slack for CI).
 const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
@@ -149,6 +155,29 @@ impl Cloud {
             },
         )
         .await;
+        Self::with(central, peerd).await
+    }
+
+    /// The same with ovn-peerd on NB's `ssl:` remote (certificates from `ovs-pki`).
+    async fn start_ssl() -> Cloud {
+        let pki = pki();
+        let central = OvnCentral::start_ssl(pki);
+        let db = TestDb::create().await;
+        let opts = Options {
+            worker: true,
+            ..Options::default()
+        };
+        let config = Config {
+            ovn_nb_private_key: Some(pki.client.key.clone()),
+            ovn_nb_certificate: Some(pki.client.cert.clone()),
+            ovn_nb_ca_cert: Some(pki.ca_cert()),
+            ..test_config(&db.url, &central.nb_ssl_remote(), &opts)
+        };
+        let peerd = TestPeerd::start_on(db, (), config).await;
+        Self::with(central, peerd).await
+    }
+
+    async fn with(central: OvnCentral, peerd: TestPeerd<()>) -> Cloud {
         let api = peerd.client().await;
         Cloud {
             api,
@@ -290,8 +319,17 @@ impl Cloud {
 /// ovn-peerd's peering exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logical_path_exists_only_while_the_peering_does() {
+    logical_path(Cloud::start().await).await;
+}
+
+/// The same with ovn-peerd reaching NB over `ssl:`, as production clouds run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_path_exists_only_while_the_peering_does_over_ssl() {
+    logical_path(Cloud::start_ssl().await).await;
+}
+
+async fn logical_path(mut cloud: Cloud) {
     let started = Instant::now();
-    let mut cloud = Cloud::start().await;
     let (a, b) = (&V4_A, &V4_B);
     let (vpc_a, vpc_b) = (a.build(&cloud.central), b.build(&cloud.central));
     cloud.central.sync_sb();

@@ -12,15 +12,18 @@
 
 mod api;
 mod api_safety;
+mod authz;
 mod compose;
 mod datapath;
 mod e2e;
 mod metrics;
+mod nb_tls;
 mod ovsdb;
 mod server;
 mod shutdown;
 mod store_rules;
 mod support;
+mod tls;
 mod walkthrough;
 mod watchdog;
 mod worker;

@@ -8,6 +8,7 @@ mod malformed;
 mod reconnect;
 mod scale;
 mod schema;
+mod tls;
 
 use std::time::Duration;
 

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ovn_peerd_test_support::ovsdb::{self, NB_SCHEMA, SB_SCHEMA, VSWITCH_SCHEMA};
+use ovn_peerd_test_support::pki::Pki;
 use ovn_peerd_test_support::process::Owned;
 pub use ovn_peerd_test_support::skip::skip_unless_root;
 pub use ovn_peerd_test_support::wait_until;
@@ -133,9 +134,13 @@ impl Drop for WorkDir {
     }
 }
 
-fn ovsdb_server(dir: &Path, name: &str, schema: &str) -> Daemon {
+fn ovsdb_server(dir: &Path, name: &str, schema: &str, ssl: Option<(u16, &Pki)>) -> Daemon {
     ovsdb::create_db(&dir.join(format!("{name}.db")), schema);
-    Daemon(ovsdb::start_server(dir, name, &[]))
+    let (remotes, args) = match ssl {
+        Some((port, pki)) => (vec![format!("pssl:{port}:127.0.0.1")], pki.server_args()),
+        None => (Vec::new(), Vec::new()),
+    };
+    Daemon(ovsdb::start_server_with(dir, name, &remotes, &args))
 }
 
 /// NB and SB `ovsdb-server`s and `ovn-northd`, in a temporary directory.
@@ -144,16 +149,29 @@ pub struct OvnCentral {
     _northd: Option<Daemon>,
     _sb: Daemon,
     _nb: Daemon,
+    /// NB's `pssl:` port, in a central from [`OvnCentral::start_ssl`].
+    nb_ssl_port: Option<u16>,
     dir: WorkDir,
 }
 
 impl OvnCentral {
     /// Starts NB, SB and northd and waits until northd has synced NB to SB once (~0.2 s).
     pub fn start() -> OvnCentral {
+        Self::start_inner(None)
+    }
+
+    /// [`OvnCentral::start`] with NB also served over `pssl:` with `pki`'s server
+    /// certificate ([`OvnCentral::nb_ssl_remote`]); northd and the tools stay on unix sockets.
+    pub fn start_ssl(pki: &Pki) -> OvnCentral {
+        Self::start_inner(Some(pki))
+    }
+
+    fn start_inner(pki: Option<&Pki>) -> OvnCentral {
         let dir = WorkDir::new("ovn-central-");
         let d = dir.path().to_path_buf();
-        let nb = ovsdb_server(&d, "nb", NB_SCHEMA);
-        let sb = ovsdb_server(&d, "sb", SB_SCHEMA);
+        let ssl = pki.map(|p| (ovn_peerd_test_support::free_port(), p));
+        let nb = ovsdb_server(&d, "nb", NB_SCHEMA, ssl);
+        let sb = ovsdb_server(&d, "sb", SB_SCHEMA, None);
         let mut c = Command::new("ovn-northd");
         c.arg("-vconsole:off")
             .arg(format!("--pidfile={}/northd.pid", d.display()))
@@ -166,6 +184,7 @@ impl OvnCentral {
             _northd: None,
             _sb: sb,
             _nb: nb,
+            nb_ssl_port: ssl.map(|(port, _)| port),
             dir,
         };
         // `--wait=sb` returns once northd has copied NB's nb_cfg to SB: northd is up.
@@ -187,6 +206,12 @@ impl OvnCentral {
     /// `unix:<dir>/nb.sock`, for ovn-peerd's `--ovn-nb-db`.
     pub fn nb_remote(&self) -> String {
         format!("unix:{}/nb.sock", self.dir().display())
+    }
+
+    /// `ssl:127.0.0.1:PORT` of a central from [`OvnCentral::start_ssl`].
+    pub fn nb_ssl_remote(&self) -> String {
+        let port = self.nb_ssl_port.expect("an OvnCentral::start_ssl central");
+        format!("ssl:127.0.0.1:{port}")
     }
 
     pub fn sb_remote(&self) -> String {
@@ -322,7 +347,7 @@ impl Chassis {
         let dir = WorkDir::new("ovn-chassis-");
         let d = dir.path().to_path_buf();
         let db_remote = format!("unix:{}/db.sock", d.display());
-        let db = ovsdb_server(&d, "db", VSWITCH_SCHEMA);
+        let db = ovsdb_server(&d, "db", VSWITCH_SCHEMA, None);
         let name = format!("ch-{}-{}", std::process::id(), next_id());
         let vsctl = |args: &[&str]| {
             let mut c = Command::new("ovs-vsctl");

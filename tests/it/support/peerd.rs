@@ -23,6 +23,8 @@ use super::pg::TestDb;
 pub struct TestPeerd<N = NbServer> {
     /// The gRPC address.
     pub addr: SocketAddr,
+    /// The health-only listener's address (`--health-listen`).
+    pub health_addr: Option<SocketAddr>,
     /// Its database.
     pub db: TestDb,
     /// Its NB server (owned here unless shared).
@@ -57,6 +59,9 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.into(),
         ovn_nb_db: nb_remote.to_string(),
+        ovn_nb_private_key: None,
+        ovn_nb_certificate: None,
+        ovn_nb_ca_cert: None,
         metrics_listen: None,
         log_format: LogFormat::Text,
         link_pool: "169.254.0.0/16".parse().unwrap(),
@@ -65,6 +70,12 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         protected_vpcs: opts.protected_vpcs.clone(),
         resync_interval: Duration::from_secs(300),
         worker: opts.worker,
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
+        allow_insecure: false,
+        authz_policy: None,
+        health_listen: None,
         allow_mass_deletion: false,
     }
 }
@@ -97,17 +108,30 @@ impl<N> TestPeerd<N> {
     /// Starts on the given database and NB (`config.ovn_nb_db` is the NB it connects to;
     /// `nb` is only kept alive with it).
     pub async fn start_on(db: TestDb, nb: N, config: Config) -> TestPeerd<N> {
+        Self::start_inner(db, nb, config, true).await
+    }
+
+    /// [`TestPeerd::start_on`] without waiting for the NB replica (for an NB it cannot use).
+    pub async fn start_unsynced(db: TestDb, nb: N, config: Config) -> TestPeerd<N> {
+        Self::start_inner(db, nb, config, false).await
+    }
+
+    async fn start_inner(db: TestDb, nb: N, config: Config, synced: bool) -> TestPeerd<N> {
         ovn_peerd_test_support::log::init();
         let app = Application::build(config.clone()).await.expect("build");
         let addr = app.local_addr();
-        app.nb()
-            .wait_synced(Duration::from_secs(10))
-            .await
-            .expect("NB cache in sync");
+        let health_addr = app.health_addr();
+        if synced {
+            app.nb()
+                .wait_synced(Duration::from_secs(10))
+                .await
+                .expect("NB cache in sync");
+        }
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
         TestPeerd {
             addr,
+            health_addr,
             db,
             nb,
             config,
@@ -141,6 +165,7 @@ impl<N> TestPeerd<N> {
                 ovn_peerd::startup::NB_DATABASE,
             )
             .unwrap()
+            .with_tls(self.config.nb_tls().unwrap())
             .with_owner_key(ovn_peerd::peering::PEERING_KEY),
         )
         .unwrap();

@@ -7,6 +7,7 @@
 //! | [`poll`] | the one polling helper, [`wait_until`]: a deadline, and a timeout is an `Err` |
 //! | [`pg`] | a throwaway Postgres cluster ([`pg::PgCluster`]) and a fresh database per test ([`pg::TestDb`]) |
 //! | [`ovsdb`] | the one `ovsdb-server` starter, the schema paths, a standalone NB ([`ovsdb::NbServer`]) and an NB Raft cluster ([`ovsdb::NbCluster`]) |
+//! | [`pki`] | throwaway CAs and certificates made by `ovs-pki`, once per test binary, for `pssl:` servers |
 //! | [`log`] | tracing output in tests only when `TEST_LOG` is set |
 //! | [`skip`] | root-only tests that say, where CI shows it, that they were skipped |
 //!
@@ -23,6 +24,7 @@
 pub mod log;
 pub mod ovsdb;
 pub mod pg;
+pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod skip;

@@ -1,5 +1,6 @@
 //! `ovsdb-server`s: the installed schemas, the one starter ([`start_server`]), a standalone NB
-//! ([`NbServer`]) and a Raft cluster of NB servers ([`NbCluster`]).
+//! ([`NbServer`]) and a Raft cluster of NB servers ([`NbCluster`]), each optionally also over
+//! `pssl:` with certificates from [`crate::pki`].
 //!
 //! Every server runs in the foreground (no `--detach`, so the pid we hold is the server's) as
 //! an [`Owned`] child that dies with the test binary, in a directory of its fixture where its
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::pki::Pki;
 use crate::process::{free_port, Owned};
 use crate::wait_until;
 
@@ -72,6 +74,16 @@ fn read_from(path: &Path, offset: u64) -> String {
 /// and waits until the unix socket accepts (panicking with the log's tail if the server exits
 /// first). The one way this crate, the tests and the benches start an ovsdb-server.
 pub fn start_server(dir: &Path, name: &str, extra_remotes: &[String]) -> Owned {
+    start_server_with(dir, name, extra_remotes, &[])
+}
+
+/// [`start_server`] with more `ovsdb-server` options (e.g. [`Pki::server_args`] for `pssl:`).
+pub fn start_server_with(
+    dir: &Path,
+    name: &str,
+    extra_remotes: &[String],
+    extra_args: &[String],
+) -> Owned {
     let sock = dir.join(format!("{name}.sock"));
     let log = dir.join(format!("{name}.log"));
     let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
@@ -85,6 +97,7 @@ pub fn start_server(dir: &Path, name: &str, extra_remotes: &[String]) -> Owned {
         .arg(format!("--log-file={}", log.display()))
         .arg(format!("--remote=punix:{}", sock.display()))
         .args(extra_remotes.iter().map(|r| format!("--remote={r}")))
+        .args(extra_args)
         .arg(format!(
             "--unixctl={}",
             dir.join(format!("{name}.ctl")).display()
@@ -130,6 +143,8 @@ pub struct NbServer {
     // Dropped in this order: the server, then its directory.
     server: Owned,
     port: u16,
+    /// `pssl:` port and the PKI it serves with, for [`NbServer::start_ssl`].
+    ssl: Option<(u16, &'static Pki)>,
     dir: Dir,
 }
 
@@ -148,6 +163,28 @@ impl NbServer {
         Self::start_at(Dir::Temp(dir), schema.as_ref())
     }
 
+    /// A fresh server that also serves `pssl:` (see [`NbServer::ssl_remote`]) with `pki`'s
+    /// server certificate, requiring a client certificate signed by `pki`'s CA.
+    pub fn start_ssl(pki: &'static Pki) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nb-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = Dir::Temp(dir);
+        create_db(&dir.path().join("nb.db"), NB_SCHEMA);
+        let mut s = NbServer {
+            server: Owned {
+                name: "ovsdb-server",
+                child: None,
+            },
+            port: 0,
+            ssl: Some((free_port(), pki)),
+            dir,
+        };
+        s.spawn();
+        s
+    }
+
     /// A fresh NB database in `dir` (created if missing, kept after the server stops: a bench
     /// keeps its logs there).
     pub fn start_in(dir: &Path) -> Self {
@@ -163,6 +200,7 @@ impl NbServer {
                 child: None,
             },
             port: 0,
+            ssl: None,
             dir,
         };
         s.spawn();
@@ -192,6 +230,23 @@ impl NbServer {
     pub fn tcp_remote(&self) -> String {
         format!("tcp:127.0.0.1:{}", self.port)
     }
+    /// `ssl:127.0.0.1:PORT` of a server started with [`NbServer::start_ssl`].
+    pub fn ssl_remote(&self) -> String {
+        let (port, _) = self.ssl.expect("an NbServer::start_ssl server");
+        format!("ssl:127.0.0.1:{port}")
+    }
+
+    /// Runs `ovn-nbctl --db=<ssl remote>` with the PKI's client certificate: the independent
+    /// reader of a TLS server.
+    pub fn nbctl_ssl(&self, args: &[&str]) -> String {
+        let (_, pki) = self.ssl.expect("an NbServer::start_ssl server");
+        let mut all = vec![format!("--db={}", self.ssl_remote()), "--timeout=10".into()];
+        all.extend(pki.client_args());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run("ovn-nbctl", &all)
+    }
+
     /// The server's pid; `None` while it is stopped.
     pub fn pid(&self) -> Option<u32> {
         self.server.child.as_ref().map(std::process::Child::id)
@@ -221,8 +276,13 @@ impl NbServer {
         let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         // Port 0 the first time: ovsdb-server binds a free port itself (no race with other
         // processes) and logs it; a restart asks for the same port again.
-        let ptcp = format!("ptcp:{}:127.0.0.1", self.port);
-        self.server = start_server(self.dir.path(), "nb", &[ptcp]);
+        let mut remotes = vec![format!("ptcp:{}:127.0.0.1", self.port)];
+        let mut args = Vec::new();
+        if let Some((port, pki)) = self.ssl {
+            remotes.push(format!("pssl:{port}:127.0.0.1"));
+            args = pki.server_args();
+        }
+        self.server = start_server_with(self.dir.path(), "nb", &remotes, &args);
         if self.port == 0 {
             self.port = wait_until("ovsdb-server to log its TCP port", START_TIMEOUT, || {
                 read_from(&log, log_len)
@@ -232,16 +292,20 @@ impl NbServer {
             })
             .unwrap_or_else(|e| panic!("{e}"));
         }
-        let port = self.port;
-        wait_until("ovsdb-server's TCP port", START_TIMEOUT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        let ports = [Some(self.port), self.ssl.map(|(p, _)| p)];
+        for port in ports.into_iter().flatten() {
+            wait_until("ovsdb-server's TCP port", START_TIMEOUT, || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 }
 
 struct Member {
     raft_port: u16,
+    /// `pssl:` port, in a cluster started with [`NbCluster::start_ssl`].
+    ssl_port: Option<u16>,
     server: Option<Owned>,
 }
 
@@ -249,11 +313,22 @@ struct Member {
 pub struct NbCluster {
     // Dropped in this order: the servers, then their directory.
     members: Vec<Member>,
+    pki: Option<&'static Pki>,
     dir: tempfile::TempDir,
 }
 
 impl NbCluster {
     pub fn start(n: usize) -> Self {
+        Self::start_inner(n, None)
+    }
+
+    /// A cluster whose members also serve `pssl:` with `pki`'s server certificate (Raft
+    /// itself stays on plain TCP); see [`NbCluster::ssl_remotes`].
+    pub fn start_ssl(n: usize, pki: &'static Pki) -> Self {
+        Self::start_inner(n, Some(pki))
+    }
+
+    fn start_inner(n: usize, pki: Option<&'static Pki>) -> Self {
         assert!(n >= 1);
         let dir = tempfile::Builder::new()
             .prefix("nbc-")
@@ -261,6 +336,7 @@ impl NbCluster {
             .expect("tempdir");
         let mut c = NbCluster {
             dir,
+            pki,
             members: Vec::new(),
         };
         for i in 0..n {
@@ -287,6 +363,7 @@ impl NbCluster {
             }
             c.members.push(Member {
                 raft_port,
+                ssl_port: pki.map(|_| free_port()),
                 server: None,
             });
         }
@@ -325,6 +402,21 @@ impl NbCluster {
     pub fn remotes(&self) -> String {
         (0..self.len())
             .map(|i| self.remote(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `ssl:127.0.0.1:PORT` of member `i` (a cluster from [`NbCluster::start_ssl`]).
+    pub fn ssl_remote(&self, i: usize) -> String {
+        let port = self.members[i]
+            .ssl_port
+            .expect("an NbCluster::start_ssl cluster");
+        format!("ssl:127.0.0.1:{port}")
+    }
+    /// All members' `ssl:` remotes, comma-separated.
+    pub fn ssl_remotes(&self) -> String {
+        (0..self.len())
+            .map(|i| self.ssl_remote(i))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -375,7 +467,11 @@ impl NbCluster {
     }
 
     fn spawn(&mut self, i: usize) {
-        let server = start_server(self.dir.path(), &format!("s{i}"), &[]);
+        let (remotes, args) = match (self.pki, self.members[i].ssl_port) {
+            (Some(pki), Some(port)) => (vec![format!("pssl:{port}:127.0.0.1")], pki.server_args()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let server = start_server_with(self.dir.path(), &format!("s{i}"), &remotes, &args);
         self.members[i].server = Some(server);
     }
 }
