@@ -82,6 +82,14 @@ impl PeerdProcess {
         self.log().contains("writer lock taken")
     }
 
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on a pid we own; no memory is shared.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
     /// `kill -9`, and reap it.
     pub fn kill9(&mut self) {
         self.guard.take(); // sends SIGKILL by pid

@@ -139,9 +139,12 @@ async fn kill9_of_ovn_peerd_mid_batch_then_restart_converges_without_duplicates(
     hub_and_spokes(&nb, N);
     let mut first = PeerdProcess::start(&db.url, &nb.remote());
     let pool = pool(&db.url).await;
-    // Desired state arrives in one transaction: the worker's pass writes NB in several
-    // batches, and a peering it wrote stays PENDING in Postgres until the statuses are
-    // written after the last batch (and ACTIVE only once a later pass finds it in sync).
+    // Aim at the window between an NB commit and the status write that follows it, and
+    // hold it open: the worker is stopped while the desired state arrives (one transaction)
+    // and while the test takes an EXCLUSIVE lock on `peerings` (reads pass, writes wait);
+    // resumed, it reads, writes NB, and blocks on its status write. NB (read first) then
+    // holds rows of peerings that Postgres (read after) does not call ACTIVE.
+    first.signal(libc::SIGSTOP);
     let mut tx = pool.begin().await.unwrap();
     for i in 0..N {
         let (l, r) = link(i);
@@ -158,8 +161,12 @@ async fn kill9_of_ovn_peerd_mid_batch_then_restart_converges_without_duplicates(
         .unwrap();
     }
     tx.commit().await.unwrap();
-    // Aim at the window between an NB commit and the status write that follows it: NB
-    // (read first) holds rows of a peering that Postgres (read after) does not call ACTIVE.
+    let mut statuses_held = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *statuses_held)
+        .await
+        .unwrap();
+    first.signal(libc::SIGCONT);
     eventually(
         "NB holding rows of peerings not ACTIVE in Postgres",
         Duration::from_secs(60),
@@ -174,6 +181,7 @@ async fn kill9_of_ovn_peerd_mid_batch_then_restart_converges_without_duplicates(
     )
     .await;
     first.kill9();
+    statuses_held.rollback().await.unwrap();
     // Proof the kill landed in the window: with the process dead, nothing writes any more.
     let rows_at_kill = NbRows::read(&nb);
     let active_at_kill = active_names(&pool).await;
