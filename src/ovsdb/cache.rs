@@ -1,7 +1,8 @@
 //! The in-memory replica of the monitored NB tables, its indexes, and applying monitor updates.
 //!
 //! Owns row storage and the `update`/`update2`/`update3` application rules:
-//! `initial`/`insert` rows omit default-valued columns (we start from defaults); a `modify`
+//! `initial`/`insert` rows omit default-valued columns (we start from the *schema's* defaults,
+//! e.g. `[""]` for a `min: 1` set); a `modify`
 //! carries the new value for columns of at most one element (scalars *and* optional columns such
 //! as `peer`: OVS only diffs "composite" types) and a *diff* for larger sets (symmetric
 //! difference) and maps (same key+value = remove, other value = replace, new key = add). Diffs are not idempotent:
@@ -235,6 +236,13 @@ impl NbCache {
             Op::Insert(cols) => {
                 let mut row = M::default();
                 row.set_uuid(uuid);
+                // Omitted columns hold the schema default, which is not always Rust's.
+                for (c, ct) in ty {
+                    if ct.min > 0 {
+                        row.set(c, ct.default_datum())
+                            .map_err(|e| format!("default of column {c}: {e}"))?;
+                    }
+                }
                 for (c, v) in cols {
                     if let Some(ct) = ty.get(c.as_str()) {
                         let d = normalize(Datum::from_json(v)?, ct.is_map());

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::error::Error;
+use super::values::{Atom, Datum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtomicType {
@@ -20,6 +21,17 @@ pub enum AtomicType {
 }
 
 impl AtomicType {
+    /// RFC 7047 default atom: 0, 0.0, false, "", the all-zero uuid.
+    pub fn default_atom(self) -> Atom {
+        match self {
+            AtomicType::Integer => Atom::Integer(0),
+            AtomicType::Real => Atom::Real(0.0),
+            AtomicType::Boolean => Atom::Boolean(false),
+            AtomicType::String => Atom::String(String::new()),
+            AtomicType::Uuid => Atom::Uuid(uuid::Uuid::nil()),
+        }
+    }
+
     fn parse(v: &Value) -> Option<AtomicType> {
         let name = match v {
             Value::String(s) => s.as_str(),
@@ -60,6 +72,25 @@ impl ColumnType {
     }
     pub fn is_map(&self) -> bool {
         self.value.is_some()
+    }
+
+    /// The value a column has when a row is inserted without it (RFC 7047 §5.1, OVS
+    /// `ovsdb_datum_init_default`): `min` default atoms (`min` is 0 or 1). Monitor updates omit
+    /// default-valued columns, so a new replica row must start from this, not from an empty
+    /// value: `Logical_Router_Port.networks` (`min: 1`) starts as `[""]`, and the first `modify`
+    /// diff toggles that `""` away.
+    pub fn default_datum(&self) -> Datum {
+        if self.min == 0 {
+            return if self.is_map() {
+                Datum::empty_map()
+            } else {
+                Datum::empty_set()
+            };
+        }
+        match self.value {
+            Some(v) => Datum::Map(vec![(self.key.default_atom(), v.default_atom())]),
+            None => Datum::Set(vec![self.key.default_atom()]),
+        }
     }
 
     fn parse(v: &Value) -> Option<ColumnType> {

@@ -5,6 +5,7 @@ mod basic;
 mod cluster;
 mod malformed;
 mod reconnect;
+mod replica;
 mod scale;
 mod schema;
 
