@@ -49,6 +49,9 @@ pub const WRITER_LOCK_HELD: &str = "ovn_peerd_writer_lock_held";
 pub const OVSDB_TRANSACTION_SECONDS: &str = "ovn_peerd_ovsdb_transaction_seconds";
 /// OVSDB sessions that ended and were retried, by `reason`.
 pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
+/// Full re-dumps forced because the replica could not be trusted, by `reason`
+/// (`diverged`, `malformed`).
+pub const OVSDB_RESYNCS_TOTAL: &str = "ovn_peerd_ovsdb_resyncs_total";
 /// Rows in the NB replica.
 pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
 
@@ -69,6 +72,7 @@ pub const ALL: &[&str] = &[
     WRITER_LOCK_HELD,
     OVSDB_TRANSACTION_SECONDS,
     OVSDB_RECONNECTS_TOTAL,
+    OVSDB_RESYNCS_TOTAL,
     OVSDB_CACHE_ROWS,
 ];
 
@@ -162,6 +166,11 @@ fn describe() {
     describe_counter!(
         OVSDB_RECONNECTS_TOTAL,
         "OVSDB sessions that ended and were retried, by reason"
+    );
+    describe_counter!(
+        OVSDB_RESYNCS_TOTAL,
+        "Full re-dumps of NB forced because the replica could not be trusted (an update that \
+         diverged from it or was malformed), by reason"
     );
     describe_gauge!(
         OVSDB_CACHE_ROWS,

@@ -341,6 +341,7 @@ fn reconnect_label(e: &Error) -> &'static str {
         Error::Io(_) | Error::ConnectionClosed(_) => "closed",
         Error::ProbeTimeout(_) => "probe_timeout",
         Error::Protocol(_) => "protocol",
+        Error::Update(e) => e.kind.label(),
         Error::NotUsable(_) => "not_usable",
         Error::MissingColumn { .. } | Error::MissingTable(_) | Error::ColumnType { .. } => "schema",
         Error::Timeout(_) => "timeout",

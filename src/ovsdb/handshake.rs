@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
-use super::cache::{Types, UpdateFormat};
+use super::cache::{Types, UpdateError, UpdateFormat};
 use super::connection::{CallError, CallResult, Connection, NotificationHandler};
 use super::error::{Error, OvsdbError, OvsdbErrorKind};
 use super::model::Table;
@@ -220,8 +220,7 @@ fn install(
     let rows = cache.len();
     drop(cache);
     if let Err(e) = applied {
-        *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        return Err(Error::Protocol(e.to_string()));
+        return Err(distrust(shared, e));
     }
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = txn;
     {
@@ -275,14 +274,7 @@ fn on_notification(
     };
     // Every update moves the count, not only a full sync.
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
-    let changes = match changes {
-        Ok(c) => c,
-        Err(e) => {
-            // The cache may be half-updated: forget the txn id so the next session re-dumps.
-            *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            return Err(Error::Protocol(e.to_string()));
-        }
-    };
+    let changes = changes.map_err(|e| distrust(shared, e))?;
     if let Some(t) = txn {
         *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.to_owned());
     }
@@ -291,6 +283,17 @@ fn on_notification(
         let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
     }
     Ok(())
+}
+
+/// The cache could not apply an update and may be half-updated: forget the txn id so the next
+/// session starts from a full dump (ovsdb-cs `ovsdb_cs_flag_inconsistency`). The returned error
+/// ends this connection.
+fn distrust(shared: &Shared, e: UpdateError) -> Error {
+    *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let reason = e.kind.label();
+    warn!(reason, error = %e, "replica cannot be trusted; reconnecting for a full dump");
+    metrics::counter!(crate::metrics::OVSDB_RESYNCS_TOTAL, "reason" => reason).increment(1);
+    Error::Update(e)
 }
 
 /// Applies a v1 `_Server.Database` update (full rows in "new").

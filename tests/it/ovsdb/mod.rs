@@ -3,6 +3,7 @@
 
 mod basic;
 mod cluster;
+mod diverge;
 mod malformed;
 mod reconnect;
 mod replica;
