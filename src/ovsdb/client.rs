@@ -12,7 +12,6 @@
 //! - After every (re)connection consumers get exactly one [`CacheEvent::Resynced`], never a
 //!   stream of synthetic inserts/deletes; [`CacheEvent::Disconnected`] when a synced connection ends.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -70,7 +69,7 @@ impl Client {
             events: broadcast::channel(config.event_capacity.max(1)).0,
             connection: Mutex::new(None),
             last_txn_id: Mutex::new(None),
-            max_index: AtomicU64::new(0),
+            index_guard: Mutex::default(),
             cancel: cancel.clone(),
             config,
         });
@@ -224,6 +223,19 @@ impl Client {
                 Err(_) => return Err(TransactError::NotConnected),
             }
         }
+    }
+
+    /// Forgets the highest cluster index seen, so a server behind it is usable again. For an
+    /// operator who restored the NB cluster from a backup (same cluster id, lower index); a
+    /// rebuilt cluster (new id) resets the guard by itself. The reconnect loop's next attempt
+    /// picks it up.
+    pub fn reset_index_guard(&self) {
+        self.shared
+            .index_guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+        info!("index guard reset: any cluster index accepted again");
     }
 
     /// Stops the connection task (also happens when the last clone is dropped).

@@ -9,7 +9,6 @@
 //! before the reply to any later request (e.g. the `transact` that caused them) is delivered.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -97,7 +96,7 @@ async fn setup(
     debug!(%remote, version = schema.version, "schema ok");
 
     let params = json!(["_Server", SERVER_MONITOR_ID,
-        {"Database": {"columns": ["name", "model", "connected", "leader", "index"]}}]);
+        {"Database": {"columns": ["name", "model", "connected", "leader", "index", "cid"]}}]);
     match conn.call("monitor", params).await {
         Ok(initial) => {
             let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
@@ -336,21 +335,24 @@ fn check_server(shared: &Shared, rows: &HashMap<String, Value>) -> Result<(), Er
     if shared.config.leader_only && !flag("leader") {
         return Err(Error::NotUsable("server is not the cluster leader".into()));
     }
-    let index = row
-        .get("index")
-        .and_then(|v| Datum::from_json(v).ok())
-        .and_then(|d| match d {
-            Datum::Set(a) => match a.first() {
-                Some(Atom::Integer(i)) => u64::try_from(*i).ok(),
-                _ => None,
-            },
-            Datum::Map(_) => None,
-        });
+    let first = |col: &str| match row.get(col).map(Datum::from_json) {
+        Some(Ok(Datum::Set(a))) => a.into_iter().next(),
+        _ => None,
+    };
+    let index = match first("index") {
+        Some(Atom::Integer(i)) => u64::try_from(i).ok(),
+        _ => None,
+    };
+    let cid = match first("cid") {
+        Some(Atom::Uuid(u)) => Some(u.to_string()),
+        _ => None,
+    };
     if let Some(index) = index {
-        let seen = shared.max_index.fetch_max(index, Ordering::Relaxed);
-        if index < seen {
+        let mut guard = shared.index_guard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(seen) = guard.observe(cid.as_deref(), index) {
             return Err(Error::NotUsable(format!(
-                "server's index {index} is behind one already seen ({seen})"
+                "server's index {index} is behind one already seen ({seen}); if the cluster \
+                 was restored from a backup, reset the guard (SIGHUP)"
             )));
         }
     }

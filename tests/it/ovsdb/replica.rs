@@ -2,8 +2,10 @@
 //! may omit columns the server then fills with schema defaults) end up in the cache exactly as
 //! the server holds them.
 
-use ovn_peerd_test_support::ovsdb::run;
+use ovn_peerd_test_support::ovsdb::{run, start_server};
+use ovn_peerd_test_support::wait_until;
 
+use super::malformed::last_error;
 use super::*;
 use crate::support::nb::NbServer;
 
@@ -45,4 +47,72 @@ async fn first_diff_on_a_schema_default_column_matches_the_server() {
         client.cache().port_by_name("lp").unwrap().networks,
         vec!["10.0.0.1/24"]
     );
+}
+
+/// A one-server Raft cluster of NB in `dir` (a new cluster id each time), serving `DIR/s.sock`.
+fn one_server_cluster(dir: &std::path::Path) -> ovn_peerd_test_support::process::Owned {
+    let db = dir.join("s.db");
+    let _ = std::fs::remove_file(&db);
+    let raft = format!("tcp:127.0.0.1:{}", ovn_peerd_test_support::free_port());
+    run(
+        "ovsdb-tool",
+        &["create-cluster", db.to_str().unwrap(), NB_SCHEMA, &raft],
+    );
+    start_server(dir, "s", &[])
+}
+
+async fn add_routers(client: &Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        client
+            .transact(vec![insert_router(&format!("{prefix}{i}"), None, None)])
+            .await
+            .unwrap();
+    }
+}
+
+fn names(c: &NbCache) -> Vec<String> {
+    let mut v: Vec<String> = c.routers().map(|r| r.name.clone()).collect();
+    v.sort();
+    v
+}
+
+/// The NB cluster is rebuilt from scratch (new cluster id, index starting over): the client
+/// takes the new cluster without a restart, though its index is below the one it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilt_cluster_with_a_lower_index_is_used_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = format!("unix:{}", dir.path().join("s.sock").display());
+    let server = one_server_cluster(dir.path());
+    let client = connect(&remote).await;
+    add_routers(&client, "old", 10).await;
+    drop(server);
+    let _server = one_server_cluster(dir.path());
+    let r = client.wait_for(T, |c| c.is_empty()).await;
+    assert!(r.is_ok(), "not reconnected: {}", last_error(&client));
+}
+
+/// Restored from a backup, the cluster keeps its id but goes back in index: refused (it may
+/// be a stale server) until the operator resets the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_cluster_is_refused_until_the_index_guard_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, backup) = (dir.path().join("s.db"), dir.path().join("backup.db"));
+    let remote = format!("unix:{}", dir.path().join("s.sock").display());
+    let server = one_server_cluster(dir.path());
+    let client = connect(&remote).await;
+    add_routers(&client, "early", 1).await;
+    drop(server);
+    std::fs::copy(&db, &backup).unwrap();
+    let server = start_server(dir.path(), "s", &[]);
+    add_routers(&client, "late", 10).await;
+    drop(server);
+    std::fs::copy(&backup, &db).unwrap();
+    let _server = start_server(dir.path(), "s", &[]);
+    wait_until("refused as behind", T, || {
+        last_error(&client).contains("behind")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", last_error(&client)));
+    client.reset_index_guard();
+    let r = client.wait_for(T, |c| names(c) == ["early0"]).await;
+    assert!(r.is_ok(), "not reconnected: {}", last_error(&client));
 }
