@@ -15,6 +15,7 @@
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -248,13 +249,17 @@ impl Client {
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// The reconnect loop: rotate through the remotes; after a full round of failures, back off.
+/// The remotes are shuffled once (as ovsdb-cs does), so the clients of a cluster spread over
+/// its servers instead of all trying the first one.
 async fn run(shared: Arc<Shared>) {
-    let n = shared.config.remotes.len();
+    let mut remotes = shared.config.remotes.clone();
+    remotes.shuffle(&mut rand::rng());
+    let n = remotes.len();
     let mut idx = 0usize;
     let mut failures = 0usize;
     let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
     while !shared.cancel.is_cancelled() {
-        let remote = shared.config.remotes[idx % n].clone();
+        let remote = remotes[idx % n].clone();
         idx = idx.wrapping_add(1);
         shared.state.send_modify(|s| {
             if let ConnectionState::Connected { .. } = s {

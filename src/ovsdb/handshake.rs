@@ -76,7 +76,8 @@ impl Monitors {
     }
 }
 
-/// `get_schema` + `_Server` check. Returns the column types of the tables we model.
+/// `_Server` check first (a follower, relay or stale server is left before anything else is
+/// asked of it), then the schema check. Returns the column types of the tables we model.
 async fn setup(
     shared: &Arc<Shared>,
     conn: &Connection,
@@ -84,6 +85,26 @@ async fn setup(
     monitor: &Arc<Mutex<MonitorState>>,
 ) -> Result<Arc<Types>, Error> {
     let db = &shared.config.database;
+    let params = json!(["_Server", SERVER_MONITOR_ID,
+        {"Database": {"columns": ["name", "model", "connected", "leader", "index", "cid"]}}]);
+    // Not the `schema` column (ovsdb-cs takes the schema from it): in a `monitor` (v1) update
+    // every modify carries whole rows, so each commit, which moves `index`, would resend it.
+    match conn.call("monitor", params).await {
+        Ok(initial) => {
+            let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
+            apply_server_update(&mut s.server_rows, &initial);
+            check_server(shared, &s.server_rows)?;
+        }
+        Err(CallError::Rpc(e))
+            if OvsdbError::from_json(&e).kind == OvsdbErrorKind::UnknownDatabase =>
+        {
+            // Servers older than OVS 2.9 have no _Server database, and no clustering either:
+            // standalone by definition.
+            debug!(%remote, "no _Server database; treating as standalone");
+        }
+        // Any other error says nothing about the server's role: not usable, try the next one.
+        Err(e) => return Err(rpc_error("monitor _Server", e)),
+    }
     let schema = conn
         .call("get_schema", json!([db]))
         .await
@@ -94,22 +115,13 @@ async fn setup(
         types.insert(t, schema.check(t.name(), t.columns())?);
     }
     debug!(%remote, version = schema.version, "schema ok");
-
-    let params = json!(["_Server", SERVER_MONITOR_ID,
-        {"Database": {"columns": ["name", "model", "connected", "leader", "index", "cid"]}}]);
-    match conn.call("monitor", params).await {
-        Ok(initial) => {
-            let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
-            apply_server_update(&mut s.server_rows, &initial);
-            check_server(shared, &s.server_rows)?;
-        }
-        Err(CallError::Rpc(e)) => {
-            // Servers older than OVS 2.9 have no _Server database: standalone by definition.
-            debug!(%remote, error = %e, "no _Server database; treating as standalone");
-        }
-        Err(e) => return Err(rpc_error("monitor _Server", e)),
-    }
     Ok(Arc::new(types))
+}
+
+/// Our database's row in `_Server.Database`.
+fn server_row<'a>(db: &str, rows: &'a HashMap<String, Value>) -> Option<&'a Value> {
+    rows.values()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(db))
 }
 
 /// Sets up the NB monitor (`monitor_cond_since` → `monitor_cond` → `monitor`); the reply hook
@@ -315,25 +327,39 @@ fn apply_server_update(rows: &mut HashMap<String, Value>, updates: &Value) {
 /// Whether this server may be used for our database (ovsdb-cs "leader-only" rules).
 fn check_server(shared: &Shared, rows: &HashMap<String, Value>) -> Result<(), Error> {
     let db = &shared.config.database;
-    let row = rows
-        .values()
-        .find(|r| r.get("name").and_then(Value::as_str) == Some(db))
+    let row = server_row(db, rows)
         .ok_or_else(|| Error::NotUsable(format!("server does not have database {db}")))?;
     let model = row
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("standalone");
-    if model != "clustered" {
-        return Ok(());
-    }
     let flag = |k: &str| row.get(k).and_then(Value::as_bool).unwrap_or(false);
-    if !flag("connected") {
-        return Err(Error::NotUsable(
-            "server is not connected to its cluster".into(),
-        ));
-    }
-    if shared.config.leader_only && !flag("leader") {
-        return Err(Error::NotUsable("server is not the cluster leader".into()));
+    match model {
+        "clustered" => {
+            if !flag("connected") {
+                return Err(Error::NotUsable(
+                    "server is not connected to its cluster".into(),
+                ));
+            }
+            if shared.config.leader_only && !flag("leader") {
+                return Err(Error::NotUsable("server is not the cluster leader".into()));
+            }
+        }
+        "relay" => {
+            if !flag("connected") {
+                return Err(Error::NotUsable(
+                    "relay server is not connected to its source".into(),
+                ));
+            }
+            // A relay forwards writes to its source: never the leader itself.
+            if shared.config.leader_only {
+                return Err(Error::NotUsable(
+                    "server is a relay, not the cluster leader (leader-only)".into(),
+                ));
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
     }
     let first = |col: &str| match row.get(col).map(Datum::from_json) {
         Some(Ok(Datum::Set(a))) => a.into_iter().next(),

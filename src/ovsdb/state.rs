@@ -15,7 +15,7 @@ use super::remote::Remote;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Tried in order, round-robin (a cluster's members).
+    /// A cluster's members: tried round-robin, in an order shuffled once per client.
     pub remotes: Vec<Remote>,
     pub database: String,
     /// Inactivity probe (OVS default 5 s); `None` disables it.

@@ -4,6 +4,7 @@
 mod basic;
 mod cluster;
 mod diverge;
+mod leader;
 mod malformed;
 mod reconnect;
 mod replica;
