@@ -129,16 +129,31 @@ pub struct ColumnSpec {
     pub name: &'static str,
     pub key: AtomicType,
     pub value: Option<AtomicType>,
+    /// Fewest elements the model can hold: 1 for a plain value (`String`), 0 for an `Option`
+    /// or a collection.
+    pub min: u64,
     /// Largest number of elements the model can hold (`None` = any).
     pub max: Option<u64>,
 }
 
 impl ColumnSpec {
+    /// Exactly one atom (a plain Rust value).
     pub const fn scalar(name: &'static str, key: AtomicType) -> Self {
         ColumnSpec {
             name,
             key,
             value: None,
+            min: 1,
+            max: Some(1),
+        }
+    }
+    /// Zero or one atom (an `Option`).
+    pub const fn optional(name: &'static str, key: AtomicType) -> Self {
+        ColumnSpec {
+            name,
+            key,
+            value: None,
+            min: 0,
             max: Some(1),
         }
     }
@@ -147,6 +162,7 @@ impl ColumnSpec {
             name,
             key,
             value: None,
+            min: 0,
             max: None,
         }
     }
@@ -155,6 +171,7 @@ impl ColumnSpec {
             name,
             key: AtomicType::String,
             value: Some(AtomicType::String),
+            min: 0,
             max: None,
         }
     }
@@ -233,10 +250,21 @@ impl DatabaseSchema {
                     spec.key, spec.value, ty.key, ty.value
                 )));
             }
+            // Both bounds: a value the model cannot hold would fail every update carrying
+            // it (a reconnect loop far from the cause); refuse the schema up front instead.
             if let Some(max) = spec.max {
                 if ty.max.is_none_or(|m| m > max) {
-                    return Err(mismatch(format!("expected at most {max} elements")));
+                    let has = ty.max.map_or("any number".into(), |m| m.to_string());
+                    return Err(mismatch(format!(
+                        "the server allows {has} elements, we hold at most {max}"
+                    )));
                 }
+            }
+            if ty.min < spec.min {
+                return Err(mismatch(format!(
+                    "the server allows {} elements (the column may be empty), we need at least {}",
+                    ty.min, spec.min
+                )));
             }
             out.insert(spec.name.to_owned(), ty.clone());
         }
@@ -278,7 +306,7 @@ mod tests {
             "T",
             &[
                 ColumnSpec::scalar("name", AtomicType::String),
-                ColumnSpec::scalar("peer", AtomicType::String),
+                ColumnSpec::optional("peer", AtomicType::String),
                 ColumnSpec::set("ports", AtomicType::Uuid),
                 ColumnSpec::map("ids"),
             ],
@@ -293,5 +321,26 @@ mod tests {
             s.check("T", &[ColumnSpec::scalar("ports", AtomicType::Uuid)]),
             Err(Error::ColumnType { .. })
         ));
+    }
+
+    #[test]
+    fn check_honours_min_and_max() {
+        let s = schema();
+        // A column that became optional (min 0) where we hold a plain value.
+        let e = s
+            .check("T", &[ColumnSpec::scalar("peer", AtomicType::String)])
+            .unwrap_err();
+        assert!(e.to_string().contains("T.peer"), "{e}");
+        assert!(e.to_string().contains("may be empty"), "{e}");
+        // A set where we hold at most one value.
+        let e = s
+            .check("T", &[ColumnSpec::optional("ports", AtomicType::Uuid)])
+            .unwrap_err();
+        assert!(e.to_string().contains("any number"), "{e}");
+        // Stricter on the server than we need is fine.
+        s.check("T", &[ColumnSpec::optional("name", AtomicType::String)])
+            .unwrap();
+        s.check("T", &[ColumnSpec::set("peer", AtomicType::String)])
+            .unwrap();
     }
 }
