@@ -319,6 +319,16 @@ impl NbCache {
         }
     }
 
+    /// What changed from `self` to `new`, row by row (after a dump that replaced a replica
+    /// that was still valid).
+    pub fn changes_to(&self, new: &NbCache) -> Vec<RowChange> {
+        let mut out = Vec::new();
+        diff_rows::<LogicalRouter>(self, new, &mut out);
+        diff_rows::<LogicalRouterPort>(self, new, &mut out);
+        diff_rows::<LogicalRouterStaticRoute>(self, new, &mut out);
+        out
+    }
+
     fn put<M: Model + Indexed>(&mut self, row: M) {
         let (table, uuid) = (M::TABLE, row.uuid());
         if let Some(v) = self.owner_value(row.external_ids()) {
@@ -345,6 +355,27 @@ impl NbCache {
     fn owner_value(&self, ids: &BTreeMap<String, String>) -> Option<String> {
         self.owner_key.as_ref().and_then(|k| ids.get(k)).cloned()
     }
+}
+
+fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<RowChange>) {
+    let (o, n) = (M::store(old), M::store(new));
+    let change = |uuid: Uuid, kind| RowChange {
+        table: M::TABLE,
+        uuid,
+        kind,
+    };
+    for (uuid, row) in n {
+        match o.get(uuid) {
+            None => out.push(change(*uuid, ChangeKind::Insert)),
+            Some(was) if was != row => out.push(change(*uuid, ChangeKind::Modify)),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        o.keys()
+            .filter(|u| !n.contains_key(u))
+            .map(|u| change(*u, ChangeKind::Delete)),
+    );
 }
 
 fn obj(v: &Value) -> Result<&Map<String, Value>, String> {

@@ -317,12 +317,12 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
         Ok(Err(e)) => return e,
         Err(_) => return Error::Timeout(cfg.connect_timeout),
     };
-    let monitors = Monitors::new();
+    let (monitors, mut canceled) = Monitors::new();
     let conn_cfg = ConnectionConfig {
         probe_interval: cfg.probe_interval,
         max_message_len: cfg.max_message_len,
     };
-    let (conn, task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
+    let (conn, mut task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
     let setup = monitors.handshake(shared, &conn, remote);
     let result = tokio::select! {
         r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {
@@ -342,11 +342,30 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
         info!(%remote, "connected and synced");
     }
     let cancel = shared.cancel.clone();
-    let end = tokio::select! {
-        r = task => r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
-        _ = cancel.cancelled() => {
-            conn.close("shutdown");
-            Error::Shutdown
+    let end = loop {
+        tokio::select! {
+            r = &mut task => break r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
+            _ = cancel.cancelled() => {
+                conn.close("shutdown");
+                break Error::Shutdown;
+            }
+            Some(id) = canceled.recv() => {
+                // The database was converted (new schema): monitor it again on this connection.
+                info!(%remote, monitor = %id, "monitor canceled by the server; monitoring again");
+                shared.state.send_replace(ConnectionState::Connected {
+                    remote: remote.clone(),
+                    synced: false,
+                });
+                let again = monitors.restart(shared, &conn, remote, &id);
+                let e = match tokio::time::timeout(cfg.handshake_timeout, again).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(_) => Error::Timeout(cfg.handshake_timeout),
+                };
+                conn.close(&e.to_string());
+                let _ = (&mut task).await;
+                break e;
+            }
         }
     };
     *shared.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;

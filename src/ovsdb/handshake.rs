@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cache::{Types, UpdateError, UpdateFormat};
@@ -32,34 +33,77 @@ struct MonitorState {
     format: UpdateFormat,
     nb_ready: bool,
     server_rows: HashMap<String, Value>,
+    /// The next NB dump replaces a replica that stayed valid (the monitor was re-created on
+    /// the same connection): consumers get the row changes, not a `Resynced`.
+    in_place: bool,
 }
 
 /// The monitors of one connection: their state, read by the reader task's handlers.
 pub(super) struct Monitors {
     state: Arc<Mutex<MonitorState>>,
     types: Arc<Mutex<Arc<Types>>>,
+    canceled: mpsc::UnboundedSender<String>,
 }
 
 impl Monitors {
-    pub(super) fn new() -> Self {
-        Monitors {
+    /// Also returns the ids of monitors the server cancels (`monitor_canceled`: a schema
+    /// conversion of the database, announced because we are `set_db_change_aware`).
+    pub(super) fn new() -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (canceled, rx) = mpsc::unbounded_channel();
+        let m = Monitors {
             state: Arc::new(Mutex::new(MonitorState {
                 format: UpdateFormat::V2,
                 nb_ready: false,
                 server_rows: HashMap::new(),
+                in_place: false,
             })),
             types: Arc::default(),
-        }
+            canceled,
+        };
+        (m, rx)
     }
 
     /// The reader task's notification handler: NB updates into the cache, `_Server` updates
     /// into the leader check.
     pub(super) fn handler(&self, shared: &Arc<Shared>) -> NotificationHandler {
         let (shared, state, types) = (shared.clone(), self.state.clone(), self.types.clone());
+        let canceled = self.canceled.clone();
         Box::new(move |method: &str, params: Value| {
+            if method == "monitor_canceled" {
+                let id = params.get(0).and_then(Value::as_str).unwrap_or_default();
+                state.lock().unwrap_or_else(|e| e.into_inner()).nb_ready &= id != NB_MONITOR_ID;
+                let _ = canceled.send(id.to_owned());
+                return Ok(());
+            }
             let types = types.lock().unwrap_or_else(|e| e.into_inner()).clone();
             on_notification(&shared, &state, &types, method, params)
         })
+    }
+
+    /// After a `monitor_canceled` (ovsdb-cs `ovsdb_cs_handle_monitor_canceled`): cancels the
+    /// other monitor and runs the handshake again on the same connection. The replica stays
+    /// and is compared with the new dump, so consumers see only what changed.
+    pub(super) async fn restart(
+        &self,
+        shared: &Arc<Shared>,
+        conn: &Connection,
+        remote: &Remote,
+        canceled: &str,
+    ) -> Result<(), Error> {
+        let other = if canceled == NB_MONITOR_ID {
+            SERVER_MONITOR_ID
+        } else {
+            NB_MONITOR_ID
+        };
+        // An error only means it is gone already.
+        let _ = conn.call("monitor_cancel", json!([other])).await;
+        {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.nb_ready = false;
+            s.server_rows.clear();
+            s.in_place = true;
+        }
+        self.handshake(shared, conn, remote).await
     }
 
     /// Schema check, `_Server` check, then the NB monitor, whose reply installs the cache and
@@ -94,6 +138,10 @@ async fn setup(
             let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
             apply_server_update(&mut s.server_rows, &initial);
             check_server(shared, &s.server_rows)?;
+            drop(s);
+            // A schema conversion then cancels our monitors instead of closing the connection
+            // (and so a full reconnect); the reply does not matter.
+            let _ = conn.send("set_db_change_aware", json!([true]), None);
         }
         Err(CallError::Rpc(e))
             if OvsdbError::from_json(&e).kind == OvsdbErrorKind::UnknownDatabase =>
@@ -219,31 +267,45 @@ fn install(
         "monitor_cond" => (false, None, reply, UpdateFormat::V2),
         _ => (false, None, reply, UpdateFormat::V1),
     };
+    let in_place = std::mem::take(&mut monitor.lock().unwrap_or_else(|e| e.into_inner()).in_place);
     let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
     let applied = if found {
         // The server sent only what changed since our last_txn_id: our cache stays.
-        cache.apply(types, format, updates).map(|_| ())
+        cache.apply(types, format, updates)
     } else {
         // A fresh dump replaces the cache atomically.
         let mut fresh = cache.empty_like();
-        fresh.apply(types, format, updates).map(|_| *cache = fresh)
+        fresh.apply(types, format, updates).map(|_| {
+            let changes = if in_place {
+                cache.changes_to(&fresh)
+            } else {
+                Vec::new()
+            };
+            *cache = fresh;
+            changes
+        })
     };
     let rows = cache.len();
     drop(cache);
-    if let Err(e) = applied {
-        return Err(distrust(shared, e));
-    }
+    let changes = match applied {
+        Ok(c) => c,
+        Err(e) => return Err(distrust(shared, e)),
+    };
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = txn;
     {
         let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
         s.format = format;
         s.nb_ready = true;
     }
-    info!(%remote, method, found, rows, "cache synced");
+    info!(%remote, method, found, in_place, rows, "cache synced");
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     shared.version.send_modify(|v| *v += 1);
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
-    let _ = shared.events.send(CacheEvent::Resynced);
+    if !in_place {
+        let _ = shared.events.send(CacheEvent::Resynced);
+    } else if !changes.is_empty() {
+        let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
+    }
     shared.state.send_replace(ConnectionState::Connected {
         remote: remote.clone(),
         synced: true,

@@ -116,3 +116,52 @@ async fn restored_cluster_is_refused_until_the_index_guard_is_reset() {
     let r = client.wait_for(T, |c| names(c) == ["early0"]).await;
     assert!(r.is_ok(), "not reconnected: {}", last_error(&client));
 }
+
+/// `ovsdb-client convert` to a schema with one more column: the client follows on the same
+/// connection (it is `set_db_change_aware`), and its consumers see neither a disconnection nor
+/// a resync, only the rows that changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_upgrade_without_a_reconnect_or_a_resync() {
+    let srv = NbServer::start();
+    let client = connect(&srv.remote()).await;
+    client
+        .transact(vec![insert_router("before", None, None)])
+        .await
+        .unwrap();
+    let mut schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(NB_SCHEMA).unwrap()).unwrap();
+    schema["tables"]["Logical_Router"]["columns"]["peerd_test_extra"] =
+        json!({"type": {"key": "string", "min": 0, "max": 1}});
+    let version = schema["version"].as_str().unwrap().to_owned();
+    let mut parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    parts[2] += 1;
+    let new_version = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
+    schema["version"] = json!(new_version);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nb-plus.ovsschema");
+    std::fs::write(&path, schema.to_string()).unwrap();
+
+    let mut events = client.subscribe();
+    run(
+        "ovsdb-client",
+        &["convert", &srv.remote(), path.to_str().unwrap()],
+    );
+    let got = run("ovsdb-client", &["get-schema-version", &srv.remote(), DB]);
+    assert_eq!(got.trim(), new_version);
+    srv.nbctl(&["lr-add", "after"]);
+    client
+        .wait_for(T, |c| c.router_by_name("after").len() == 1)
+        .await
+        .unwrap();
+    assert_cache_matches(&client, |a| srv.nbctl(a)).await;
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(format!("{e:?}"));
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.contains("Resynced") || e.contains("Disconnected")),
+        "{seen:?}"
+    );
+}
