@@ -124,16 +124,20 @@ impl Client {
         timeout: Duration,
         pred: impl Fn(&NbCache) -> bool,
     ) -> Result<(), Error> {
+        // Both receivers exist before the first check and each check marks what it read as
+        // seen, so a change between a check and the wait still wakes us.
         let mut version = self.version();
+        let mut state = self.state();
         let wait = async {
             loop {
-                if self.shared.state.borrow().is_synced() && pred(&self.cache()) {
+                version.borrow_and_update();
+                let synced = state.borrow_and_update().is_synced();
+                if synced && pred(&self.cache()) {
                     return Ok(());
                 }
                 if self.shared.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
                 }
-                let mut state = self.state();
                 tokio::select! {
                     r = version.changed() => r.map_err(|_| Error::Shutdown)?,
                     r = state.changed() => r.map_err(|_| Error::Shutdown)?,
@@ -245,6 +249,13 @@ impl Client {
     }
 }
 
+struct CloseOnDrop(Connection);
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close("client stopped");
+    }
+}
+
 /// A connection that lasted this long counts as healthy: the backoff starts over.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
@@ -319,10 +330,14 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
     };
     let (monitors, mut canceled) = Monitors::new();
     let conn_cfg = ConnectionConfig {
-        probe_interval: cfg.probe_interval,
+        // Zero disables the probe, as in OVS (not a probe on every idle moment).
+        probe_interval: cfg.probe_interval.filter(|d| !d.is_zero()),
         max_message_len: cfg.max_message_len,
     };
     let (conn, mut task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
+    // However this future ends, even dropped mid-handshake by the shutdown `select!` in `run`,
+    // the connection closes: its reader and writer tasks end and the socket is closed.
+    let _close = CloseOnDrop(conn.clone());
     let setup = monitors.handshake(shared, &conn, remote);
     let result = tokio::select! {
         r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {

@@ -18,7 +18,7 @@ pub struct ClientConfig {
     /// A cluster's members: tried round-robin, in an order shuffled once per client.
     pub remotes: Vec<Remote>,
     pub database: String,
-    /// Inactivity probe (OVS default 5 s); `None` disables it.
+    /// Inactivity probe (OVS default 5 s); `None` or zero disables it (as in OVS).
     pub probe_interval: Option<Duration>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,

@@ -69,10 +69,10 @@ async fn a_relay_is_not_used_for_writing() {
     assert!(nb.nbctl(&["lr-list"]).contains("via-source"));
 }
 
-/// A fake server that answers `monitor _Server` with `server_reply` (an error object, or null
+/// A fake server that answers `monitor _Server` with `server_error` (an error object, or null
 /// for a standalone row) and serves the rest of a handshake; reports each connection's first
-/// method.
-async fn serve(mut c: Conn, server_error: Value, first: mpsc::UnboundedSender<String>) {
+/// method, every `echo` the client sends, and `EOF` when the client closes the connection.
+pub(super) async fn serve(mut c: Conn, server_error: Value, first: mpsc::UnboundedSender<String>) {
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(crate::support::nb::NB_SCHEMA).unwrap())
             .unwrap();
@@ -81,7 +81,7 @@ async fn serve(mut c: Conn, server_error: Value, first: mpsc::UnboundedSender<St
         let Message::Request { method, params, id } = m else {
             continue;
         };
-        if n == 0 {
+        if n == 0 || method == "echo" {
             let _ = first.send(format!("{method} {}", params[0]));
         }
         n += 1;
@@ -101,6 +101,7 @@ async fn serve(mut c: Conn, server_error: Value, first: mpsc::UnboundedSender<St
         };
         c.send(reply).await;
     }
+    let _ = first.send("EOF".into());
 }
 
 const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";

@@ -10,6 +10,7 @@ mod reconnect;
 mod replica;
 mod scale;
 mod schema;
+mod shutdown;
 
 use std::time::Duration;
 
