@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -82,6 +83,91 @@ pub struct Config {
     /// Run the convergence worker (when this replica holds the writer lock).
     #[arg(long, env = "OVN_PEERD_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub worker: bool,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM); re-read when it changes.
+    #[arg(long, env = "OVN_PEERD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM); re-read when it changes.
+    #[arg(long, env = "OVN_PEERD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by these CAs (PEM): mTLS; callers are identified by
+    /// their certificate's first URI SAN, else first DNS SAN, else subject CN.
+    #[arg(long, env = "OVN_PEERD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Allow plaintext gRPC on a non-loopback `--listen` address (logged as a warning).
+    #[arg(long, env = "OVN_PEERD_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
+
+    /// Authorization policy (TOML: admins, tenants with identities and VPC globs); needs
+    /// `--tls-client-ca`. Re-read when it changes. Without it every caller is an admin.
+    #[arg(long, env = "OVN_PEERD_AUTHZ_POLICY")]
+    pub authz_policy: Option<PathBuf>,
+
+    /// A second listener serving only `grpc.health.v1` in plaintext, without client
+    /// certificates, for probes (Kubernetes' gRPC probe speaks no TLS); empty disables.
+    #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
+    pub health_listen: std::option::Option<SocketAddr>,
+
+    /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
+    /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
+    #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_mass_deletion: bool,
+}
+
+/// How the gRPC API is served, as the flags ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plaintext; `warning` is set when that is on a non-loopback address (allowed with
+    /// `--allow-insecure`).
+    Plaintext {
+        /// What to log at start.
+        warning: Option<String>,
+    },
+    /// TLS (with client certificates when `client_ca` is set).
+    Tls(crate::auth::tls::TlsFiles),
+}
+
+impl Config {
+    /// Checks the TLS, plaintext and policy flags together: a clear start-up error for any
+    /// combination that would serve less securely than it seems to.
+    pub fn transport(&self) -> Result<Transport, String> {
+        if self.authz_policy.is_some() && self.tls_client_ca.is_none() {
+            return Err(
+                "--authz-policy needs --tls-client-ca: callers are identified by their client certificates"
+                    .into(),
+            );
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Transport::Tls(crate::auth::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (Some(_), None) => Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert".into()),
+            (None, None) if self.tls_client_ca.is_some() => {
+                Err("--tls-client-ca needs --tls-cert and --tls-key".into())
+            }
+            (None, None) if self.listen.ip().is_loopback() => {
+                Ok(Transport::Plaintext { warning: None })
+            }
+            (None, None) if self.allow_insecure => Ok(Transport::Plaintext {
+                warning: Some(format!(
+                    "serving plaintext gRPC without authentication on {} (--allow-insecure): \
+                     anyone who reaches it can peer any VPCs",
+                    self.listen
+                )),
+            }),
+            (None, None) => Err(format!(
+                "refusing to serve plaintext gRPC on the non-loopback address {}: \
+                 give --tls-cert and --tls-key (and --tls-client-ca), or --allow-insecure",
+                self.listen
+            )),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -214,6 +300,44 @@ mod tests {
         assert!(c.metrics_listen.is_none());
         assert_eq!(c.protected_vpcs, vec!["a", "b"]);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn secure_by_default() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).unwrap().transport()
+        };
+        assert_eq!(parse(&[]), Ok(Transport::Plaintext { warning: None }));
+        assert_eq!(
+            parse(&["--listen=[::1]:1"]),
+            Ok(Transport::Plaintext { warning: None })
+        );
+        let e = parse(&["--listen=0.0.0.0:50051"]).unwrap_err();
+        assert!(
+            e.contains("0.0.0.0:50051") && e.contains("--allow-insecure"),
+            "{e}"
+        );
+        match parse(&["--listen=0.0.0.0:50051", "--allow-insecure"]) {
+            Ok(Transport::Plaintext { warning: Some(w) }) => assert!(w.contains("0.0.0.0")),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["--listen=0.0.0.0:1", "--tls-cert=c", "--tls-key=k"]) {
+            Ok(Transport::Tls(f)) => assert!(f.client_ca.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["--tls-cert=c"]).unwrap_err().contains("--tls-key"));
+        assert!(parse(&["--tls-client-ca=ca"]).is_err());
+        let e = parse(&["--tls-cert=c", "--tls-key=k", "--authz-policy=p"]).unwrap_err();
+        assert!(e.contains("--tls-client-ca"), "{e}");
+        assert!(parse(&[
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--tls-client-ca=ca",
+            "--authz-policy=p"
+        ])
+        .is_ok());
     }
 
     #[test]

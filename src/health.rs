@@ -3,6 +3,8 @@
 //! - `""` and `ovnpeerd.v1.PeeringService`: SERVING only while Postgres answers.
 //! - `ovnpeerd.v1.OvnNorthbound`: SERVING while the NB connection is up and its
 //!   cache is in sync with the server.
+//! - `ovnpeerd.v1.Reconciler` (replicas running the worker): NOT_SERVING while the
+//!   mass-deletion brake holds a pass back; SERVING otherwise.
 
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ use crate::store::Store;
 pub const API_SERVICE: &str = "ovnpeerd.v1.PeeringService";
 /// Health service name reporting the OVN Northbound connection.
 pub const NB_SERVICE: &str = "ovnpeerd.v1.OvnNorthbound";
+
+/// Health service name reporting the worker's mass-deletion brake.
+pub const RECONCILER_SERVICE: &str = "ovnpeerd.v1.Reconciler";
 
 /// How often Postgres is probed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -81,6 +86,28 @@ pub async fn watch_northbound(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = state.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Reports the worker's mass-deletion brake (`Some(why)` while it holds a pass
+/// back) until cancelled.
+pub async fn watch_mass_deletion(
+    mut blocked: watch::Receiver<Option<String>>,
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let status = match &*blocked.borrow_and_update() {
+            Some(_) => ServingStatus::NotServing,
+            None => ServingStatus::Serving,
+        };
+        reporter
+            .set_service_status(RECONCILER_SERVICE, status)
+            .await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = blocked.changed() => if changed.is_err() { return },
         }
     }
 }

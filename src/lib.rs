@@ -3,6 +3,7 @@
 //! Layout, by what each module owns:
 //! - [`api`]: the gRPC `PeeringService` (request checks, a span per RPC, error mapping to
 //!   `tonic::Status`).
+//! - [`auth`]: TLS, caller identities, the authorization policy, files re-read on change.
 //! - [`peering`]: pure rules: validation, link allocation, topology checks, desired NB rows,
 //!   diffs. No I/O.
 //! - [`adapters`]: the NB replica seen through the rules' `Topology` trait.
@@ -16,6 +17,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod auth;
 pub mod backoff;
 pub mod config;
 pub mod health;

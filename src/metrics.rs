@@ -45,6 +45,8 @@ pub const PEERINGS: &str = "ovn_peerd_peerings";
 pub const CONVERGENCE_DELAY_SECONDS: &str = "ovn_peerd_convergence_delay_seconds";
 /// 1 on the replica holding the writer lock.
 pub const WRITER_LOCK_HELD: &str = "ovn_peerd_writer_lock_held";
+/// 1 while the mass-deletion brake holds a worker pass back.
+pub const MASS_DELETION_BLOCKED: &str = "ovn_peerd_mass_deletion_blocked";
 /// Every OVSDB transaction of the client, by `outcome`.
 pub const OVSDB_TRANSACTION_SECONDS: &str = "ovn_peerd_ovsdb_transaction_seconds";
 /// OVSDB sessions that ended and were retried, by `reason`.
@@ -54,6 +56,11 @@ pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
 pub const OVSDB_RESYNCS_TOTAL: &str = "ovn_peerd_ovsdb_resyncs_total";
 /// Rows in the NB replica.
 pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
+
+/// Re-reads of a watched file (`file` = `tls` or `policy`), by `result` (`ok`, `error`).
+pub const FILE_RELOADS_TOTAL: &str = "ovn_peerd_file_reloads_total";
+/// 1 while a watched file (`file`) on disk is refused and the last good version serves.
+pub const FILE_RELOAD_STALE: &str = "ovn_peerd_file_reload_stale";
 
 /// Every metric name, for the test that checks each one is described.
 pub const ALL: &[&str] = &[
@@ -70,10 +77,13 @@ pub const ALL: &[&str] = &[
     PEERINGS,
     CONVERGENCE_DELAY_SECONDS,
     WRITER_LOCK_HELD,
+    MASS_DELETION_BLOCKED,
     OVSDB_TRANSACTION_SECONDS,
     OVSDB_RECONNECTS_TOTAL,
     OVSDB_RESYNCS_TOTAL,
     OVSDB_CACHE_ROWS,
+    FILE_RELOADS_TOTAL,
+    FILE_RELOAD_STALE,
 ];
 
 /// The `method` label of a path that is not one of our RPCs.
@@ -158,6 +168,11 @@ fn describe() {
         WRITER_LOCK_HELD,
         "1 on the replica holding the writer lock (running the worker), else 0"
     );
+    describe_gauge!(
+        MASS_DELETION_BLOCKED,
+        "1 while the worker holds back a pass that would delete more than half of this \
+         deployment's NB rows (start with --allow-mass-deletion to let it), else 0"
+    );
     describe_histogram!(
         OVSDB_TRANSACTION_SECONDS,
         Unit::Seconds,
@@ -175,6 +190,14 @@ fn describe() {
     describe_gauge!(
         OVSDB_CACHE_ROWS,
         "Rows in the in-memory replica of OVN NB (routers, router ports, static routes)"
+    );
+    describe_counter!(
+        FILE_RELOADS_TOTAL,
+        "Re-reads of a changed watched file (tls: certificate, key, client CA; policy), by result"
+    );
+    describe_gauge!(
+        FILE_RELOAD_STALE,
+        "1 while a watched file (tls, policy) on disk is refused and its last good version is used"
     );
 }
 

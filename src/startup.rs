@@ -1,7 +1,10 @@
 //! Wiring: builds every part from the configuration, runs them, and stops
 //! them in order on shutdown. `main` and the tests both start ovn-peerd here.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ApiSettings, PeeringApi};
+use crate::auth::{tls, Policy, Watched};
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::health;
 use crate::metrics::GrpcMetricsLayer;
 use crate::ovsdb;
@@ -27,6 +31,11 @@ pub const NB_DATABASE: &str = "OVN_Northbound";
 pub struct Application {
     config: Config,
     listener: TcpListener,
+    /// The TLS configuration, re-read when its files change; `None`: plaintext.
+    tls: Option<Arc<Watched<rustls::ServerConfig>>>,
+    policy: Option<Arc<Watched<Policy>>>,
+    /// The plaintext health-only listener (`--health-listen`).
+    health_listener: Option<TcpListener>,
     store: Store,
     nb: ovsdb::Client,
     deployment: Deployment,
@@ -36,9 +45,18 @@ impl Application {
     /// Binds the listener, connects to Postgres (waiting for it) and applies
     /// migrations, and starts the NB client. Serving starts with [`run`](Self::run).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (tls, policy) = security(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?,
+            ),
+            None => None,
+        };
         let store = Store::connect_lazy(config.database_url.expose())?;
         migrate_with_retry(&store).await?;
         let deployment = store
@@ -50,6 +68,9 @@ impl Application {
         Ok(Self {
             config,
             listener,
+            tls,
+            policy,
+            health_listener,
             store,
             nb,
             deployment,
@@ -68,6 +89,13 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The address of the health-only listener, if any.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
     /// The NB client (tests read its cache).
     pub fn nb(&self) -> &ovsdb::Client {
         &self.nb
@@ -79,6 +107,9 @@ impl Application {
         let Application {
             config,
             listener,
+            tls,
+            policy,
+            health_listener,
             store,
             nb,
             deployment,
@@ -107,28 +138,60 @@ impl Application {
                 reconciler::Settings::from_config(&config, deployment.id),
             );
             tasks.spawn(named(
+                "mass-deletion health",
+                health::watch_mass_deletion(
+                    reconciler.mass_deletion_blocked(),
+                    reporter.clone(),
+                    tasks_stop.clone(),
+                ),
+            ));
+            tasks.spawn(named(
                 "reconciler",
                 reconciler::run_with_writer_lock(reconciler, tasks_stop.clone()),
             ));
         }
 
-        let api = PeeringApi::new(store.clone(), nb.clone(), api_settings(&config));
+        let api =
+            PeeringApi::new(store.clone(), nb.clone(), api_settings(&config)).with_policy(policy);
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        tracing::info!(listen = %listener.local_addr()?, "serving gRPC");
-        let serve = tonic::transport::Server::builder()
+        if let Some(health_listener) = health_listener {
+            tracing::info!(listen = %health_listener.local_addr()?, "serving gRPC health only, plaintext");
+            let health_only = tonic::transport::Server::builder()
+                .layer(GrpcMetricsLayer)
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(health_listener).with_nodelay(Some(true)),
+                    tasks_stop.clone().cancelled_owned(),
+                );
+            tasks.spawn(named("health listener", async move {
+                if let Err(e) = health_only.await {
+                    tracing::error!(error = %e, "health listener failed");
+                }
+            }));
+        }
+
+        tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving gRPC");
+        let router = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(PeeringServiceServer::new(api))
-            .serve_with_incoming_shutdown(
-                // With our own listener tonic's `tcp_nodelay` default does not apply:
-                // without it Nagle + delayed ACKs add ~40 ms to multi-segment replies.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown.clone().cancelled_owned(),
-            );
+            .add_service(PeeringServiceServer::new(api));
+        let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match tls {
+                Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                    tls::incoming(listener, tls, shutdown.clone()),
+                    shutdown.clone().cancelled_owned(),
+                )),
+                None => Box::pin(router.serve_with_incoming_shutdown(
+                    // With our own listener tonic's `tcp_nodelay` default does not apply:
+                    // without it Nagle + delayed ACKs add ~40 ms to multi-segment replies.
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown.clone().cancelled_owned(),
+                )),
+            };
 
         let mut serve = std::pin::pin!(serve);
         let result = loop {
@@ -151,6 +214,50 @@ impl Application {
         nb.shutdown();
         result
     }
+}
+
+/// The TLS configuration and the policy the flags ask for, loaded once (a start-up error if
+/// they do not load), with what they mean logged.
+#[allow(clippy::type_complexity)]
+fn security(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<Arc<Watched<rustls::ServerConfig>>>,
+    Option<Arc<Watched<Policy>>>,
+)> {
+    let tls = match config.transport().map_err(anyhow::Error::msg)? {
+        Transport::Plaintext { warning } => {
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            None
+        }
+        Transport::Tls(files) => {
+            tracing::info!(
+                cert = %files.cert.display(),
+                client_ca = ?files.client_ca,
+                "TLS; files re-read when they change"
+            );
+            Some(Arc::new(files.watch()?))
+        }
+    };
+    let policy = match &config.authz_policy {
+        Some(path) => {
+            let p = path.clone();
+            let watched = Watched::new("policy", vec![path.clone()], move || {
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                Ok(Policy::parse(&text)?)
+            })?;
+            tracing::info!(path = %path.display(), "authorization policy; re-read when it changes");
+            Some(Arc::new(watched))
+        }
+        None => {
+            tracing::info!("no --authz-policy: every caller that connects is an admin");
+            None
+        }
+    };
+    Ok((tls, policy))
 }
 
 /// Reflection over our API, health, and the `google.rpc` error details (so

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::NbCache;
 use crate::peering::topology::{PortView, RouteView, RouterView, Topology};
-use crate::peering::{is_owned, PEERING_KEY};
+use crate::peering::{is_owned, INSTANCE_KEY, PEERING_KEY};
 
 /// A borrowed view of the NB cache, as the rules' [`Topology`].
 pub struct NbCacheTopology<'a>(pub &'a NbCache);
@@ -50,6 +50,13 @@ impl Topology for NbCacheTopology<'_> {
     }
 }
 
+/// The deployment that wrote an owned row, when it says.
+fn instance(external_ids: &BTreeMap<String, String>) -> Option<String> {
+    is_owned(external_ids)
+        .then(|| external_ids.get(INSTANCE_KEY).cloned())
+        .flatten()
+}
+
 /// The peering an owned row belongs to; `None` when ovn-peerd does not own it.
 fn owner(external_ids: &BTreeMap<String, String>) -> Option<String> {
     is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).cloned().unwrap_or_default())
@@ -63,6 +70,7 @@ fn route_view(r: &LogicalRouterStaticRoute) -> RouteView {
         policy: r.policy.clone(),
         route_table: r.route_table.clone(),
         peering: owner(&r.external_ids),
+        instance: instance(&r.external_ids),
     }
 }
 
@@ -73,5 +81,6 @@ fn port_view(p: &LogicalRouterPort) -> PortView {
         peer: p.peer.clone(),
         is_gateway: !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some(),
         peering: owner(&p.external_ids),
+        instance: instance(&p.external_ids),
     }
 }

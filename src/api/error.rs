@@ -32,6 +32,9 @@ pub enum ApiError {
         /// What was asked for.
         name: String,
     },
+    /// The caller may not do this (PERMISSION_DENIED); the message names what is missing.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A dependency is unreachable (UNAVAILABLE): clients retry.
     #[error("{what} is unavailable, retry later")]
     Unavailable {
@@ -118,6 +121,7 @@ impl From<ApiError> for Status {
                     ErrorDetails::with_resource_info(resource_type, name, "", "not found"),
                 )
             }
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::Unavailable { what, source } => {
                 tracing::warn!(error = ?source, "{what} unavailable");
                 Status::unavailable(format!("{what} is unavailable, retry later"))

@@ -3,8 +3,10 @@
 //!
 //! Errors are [`ApiError`] inside, converted to `tonic::Status` once, by `RpcSpan::run`
 //! (`rpc_span.rs`), which every handler of the trait impl below goes through: it also puts
-//! each call in a tracing span (method, request_id, code, duration).
+//! each call in a tracing span (method, caller, request_id, code, duration) and audits the
+//! mutating ones. Every handler starts by asking `authz.rs` for the caller's scope.
 
+mod authz;
 mod convert;
 mod create;
 mod create_tx;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use authz::{caller_of, Scope};
 use rpc_span::RpcSpan;
 
 use crate::ovsdb;
@@ -51,6 +54,8 @@ struct Inner {
     store: Store,
     nb: ovsdb::Client,
     settings: ApiSettings,
+    /// The authorization policy; `None`: every caller is an admin.
+    policy: Option<Arc<crate::auth::Watched<crate::auth::Policy>>>,
 }
 
 impl PeeringApi {
@@ -61,6 +66,7 @@ impl PeeringApi {
                 store,
                 nb,
                 settings,
+                policy: None,
             }),
         }
     }
@@ -74,19 +80,29 @@ impl PeeringApi {
         Ok(self.inner.nb.cache())
     }
 
-    async fn get(&self, req: GetPeeringRequest) -> Result<Peering, ApiError> {
+    async fn get(&self, scope: Scope, req: GetPeeringRequest) -> Result<Peering, ApiError> {
         input::get(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
         match self.inner.store.peering_get(&req.name).await? {
-            Some(record) => Ok(convert::peering(&record)),
+            Some(record) => {
+                scope.read_peering(&record)?;
+                Ok(convert::peering(&record))
+            }
             None => Err(ApiError::peering_not_found(req.name)),
         }
     }
 
-    async fn list(&self, req: ListPeeringsRequest) -> Result<ListPeeringsResponse, ApiError> {
+    async fn list(
+        &self,
+        scope: Scope,
+        req: ListPeeringsRequest,
+    ) -> Result<ListPeeringsResponse, ApiError> {
         input::list(&req)?;
+        if !req.vpc.is_empty() {
+            scope.read_vpc(&req.vpc)?;
+        }
         let limit = page_token::page_size(req.page_size)?;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
         if let Some(key) = &after {
@@ -94,11 +110,21 @@ impl PeeringApi {
         }
         let vpc = (!req.vpc.is_empty()).then_some(req.vpc.as_str());
         // One extra row tells whether another page follows.
-        let mut records = self
-            .inner
-            .store
-            .peering_list(after.as_deref(), limit + 1, vpc)
-            .await?;
+        let mut records = match (vpc, scope.like_patterns()) {
+            // A tenant's listing without a VPC: those touching its VPCs, filtered in Postgres.
+            (None, Some(patterns)) => {
+                self.inner
+                    .store
+                    .peering_list_like(after.as_deref(), limit + 1, &patterns)
+                    .await?
+            }
+            _ => {
+                self.inner
+                    .store
+                    .peering_list(after.as_deref(), limit + 1, vpc)
+                    .await?
+            }
+        };
         let more = records.len() as i64 > limit;
         records.truncate(limit as usize);
         let next_page_token = match (more, records.last()) {
@@ -111,10 +137,16 @@ impl PeeringApi {
         })
     }
 
-    async fn delete(&self, req: DeletePeeringRequest) -> Result<Peering, ApiError> {
+    async fn delete(&self, scope: Scope, req: DeletePeeringRequest) -> Result<Peering, ApiError> {
         input::delete(&req)?;
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
+        }
+        if let Scope::Tenant { .. } = scope {
+            // A peering's VPCs never change, so the check holds for the mark below.
+            if let Some(record) = self.inner.store.peering_get(&req.name).await? {
+                scope.delete(&record)?;
+            }
         }
         match self.inner.store.peering_mark_deleting(&req.name).await? {
             Some(record) => Ok(convert::peering(&record)),
@@ -133,12 +165,20 @@ impl PeeringService for PeeringApi {
         &self,
         req: Request<CreatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         RpcSpan::new("CreatePeering")
+            .audited(&caller)
             .with("request_id", &req.request_id)
             .with("peering", name.unwrap_or_default())
-            .run(self.create(req))
+            .run(async {
+                let scope = self.scope(&caller)?;
+                if let Some(p) = &req.peering {
+                    scope.create(&p.local_vpc, &p.remote_vpc, !p.remote_routes.is_empty())?;
+                }
+                self.create(req).await
+            })
             .await
     }
 
@@ -146,10 +186,12 @@ impl PeeringService for PeeringApi {
         &self,
         req: Request<GetPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
         RpcSpan::new("GetPeering")
+            .caller(&caller)
             .with("peering", &req.name)
-            .run(self.get(req))
+            .run(async { self.get(self.scope(&caller)?, req).await })
             .await
     }
 
@@ -157,10 +199,12 @@ impl PeeringService for PeeringApi {
         &self,
         req: Request<ListPeeringsRequest>,
     ) -> Result<Response<ListPeeringsResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
         RpcSpan::new("ListPeerings")
+            .caller(&caller)
             .with("vpc", &req.vpc)
-            .run(self.list(req))
+            .run(async { self.list(self.scope(&caller)?, req).await })
             .await
     }
 
@@ -168,10 +212,12 @@ impl PeeringService for PeeringApi {
         &self,
         req: Request<DeletePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
         RpcSpan::new("DeletePeering")
+            .audited(&caller)
             .with("peering", &req.name)
-            .run(self.delete(req))
+            .run(async { self.delete(self.scope(&caller)?, req).await })
             .await
     }
 
@@ -179,11 +225,19 @@ impl PeeringService for PeeringApi {
         &self,
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
         input::list_routes(&req)?;
         RpcSpan::new("ListRoutes")
+            .caller(&caller)
             .with("vpc", &req.vpc)
-            .run(self.routes(req))
+            .run(async {
+                let scope = self.scope(&caller)?;
+                if !req.vpc.is_empty() {
+                    scope.read_vpc(&req.vpc)?;
+                }
+                self.routes(req).await
+            })
             .await
     }
 }

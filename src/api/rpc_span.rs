@@ -3,6 +3,9 @@
 //! which is also where [`ApiError`] becomes `tonic::Status`, so the logs an error writes
 //! (an internal error's whole chain) carry the RPC's fields while the client only sees the
 //! generic message.
+//!
+//! Mutating RPCs are also audited: one event with target `audit` per call, naming the
+//! caller's identity, the RPC, the peering and the outcome code, whatever the outcome.
 
 use std::future::Future;
 use std::time::Instant;
@@ -12,28 +15,56 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::ApiError;
+use crate::auth::Caller;
 
 /// The span of one RPC, before it runs.
-pub(super) struct RpcSpan(Span);
+pub(super) struct RpcSpan {
+    span: Span,
+    method: &'static str,
+    peering: String,
+    /// The caller's identity, when the call is audited.
+    audit: Option<String>,
+}
 
 impl RpcSpan {
     /// A span for `method` (the proto's RPC name, e.g. `CreatePeering`).
     pub(super) fn new(method: &'static str) -> Self {
-        RpcSpan(tracing::info_span!(
-            "rpc",
+        RpcSpan {
+            span: tracing::info_span!(
+                "rpc",
+                method,
+                caller = Empty,
+                request_id = Empty,
+                peering = Empty,
+                vpc = Empty,
+                code = Empty,
+                duration_ms = Empty,
+            ),
             method,
-            request_id = Empty,
-            peering = Empty,
-            vpc = Empty,
-            code = Empty,
-            duration_ms = Empty,
-        ))
+            peering: String::new(),
+            audit: None,
+        }
+    }
+
+    /// Records who calls (its certificate's identity, `-` without one).
+    pub(super) fn caller(self, caller: &Caller) -> Self {
+        self.span.record("caller", caller.name());
+        self
+    }
+
+    /// Writes an `audit` event when the call ends (mutating RPCs).
+    pub(super) fn audited(mut self, caller: &Caller) -> Self {
+        self.audit = Some(caller.name().to_owned());
+        self.caller(caller)
     }
 
     /// Records `value` under `field` (one of `request_id`, `peering`, `vpc`) unless empty.
-    pub(super) fn with(self, field: &'static str, value: &str) -> Self {
+    pub(super) fn with(mut self, field: &'static str, value: &str) -> Self {
         if !value.is_empty() {
-            self.0.record(field, value);
+            self.span.record(field, value);
+            if field == "peering" {
+                self.peering = value.to_owned();
+            }
         }
         self
     }
@@ -43,7 +74,12 @@ impl RpcSpan {
         self,
         handler: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<Response<T>, Status> {
-        let span = self.0;
+        let RpcSpan {
+            span,
+            method,
+            peering,
+            audit,
+        } = self;
         let started = Instant::now();
         let result = handler.instrument(span.clone()).await;
         span.in_scope(|| {
@@ -61,6 +97,9 @@ impl RpcSpan {
                     tracing::warn!(?code, duration_ms, "rpc failed")
                 }
                 _ => tracing::info!(?code, duration_ms, "rpc refused"),
+            }
+            if let Some(identity) = audit {
+                tracing::info!(target: "audit", identity, rpc = method, peering, ?code, "audit");
             }
             result
         })
@@ -150,6 +189,34 @@ mod tests {
         let logged = logs.lines().find(|l| l.contains("disk on fire")).unwrap();
         assert!(logged.contains("method=\"GetPeering\""), "{logs}");
         assert!(logs.contains("code=Internal"), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn mutating_calls_are_audited_with_identity_rpc_peering_and_code() {
+        let caller = Caller::Identity("spiffe://example.org/ns/a/sa/b".into());
+        let (_, logs) = logs_of(|| {
+            RpcSpan::new("DeletePeering")
+                .audited(&caller)
+                .with("peering", "demo")
+                .run(async { Err::<(), _>(ApiError::PermissionDenied("no".into())) })
+        })
+        .await;
+        let audit = logs.lines().find(|l| l.contains(" audit: ")).expect(&logs);
+        for field in [
+            "identity=\"spiffe://example.org/ns/a/sa/b\"",
+            "rpc=\"DeletePeering\"",
+            "peering=\"demo\"",
+            "code=PermissionDenied",
+        ] {
+            assert!(audit.contains(field), "{field} missing: {audit}");
+        }
+        let (_, logs) = logs_of(|| {
+            RpcSpan::new("GetPeering")
+                .caller(&caller)
+                .run(async { Ok(()) })
+        })
+        .await;
+        assert!(!logs.contains(" audit: "), "{logs}");
     }
 
     #[tokio::test]

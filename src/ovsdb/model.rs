@@ -106,6 +106,8 @@ pub struct LogicalRouterStaticRoute {
     pub output_port: Option<String>,
     /// "" = the main table.
     pub route_table: String,
+    /// Weak reference to a `BFD` row.
+    pub bfd: Option<Uuid>,
     pub options: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
 }
@@ -292,6 +294,7 @@ impl Model for LogicalRouterStaticRoute {
         ColumnSpec::optional("policy", T::String),
         ColumnSpec::optional("output_port", T::String),
         ColumnSpec::scalar("route_table", T::String),
+        ColumnSpec::scalar("bfd", T::Uuid),
         ColumnSpec::map("options"),
         ColumnSpec::map("external_ids"),
     ];
@@ -311,6 +314,7 @@ impl Model for LogicalRouterStaticRoute {
             "policy" => d_opt_str(&self.policy),
             "output_port" => d_opt_str(&self.output_port),
             "route_table" => d_str(&self.route_table),
+            "bfd" => Datum::set(self.bfd),
             "options" => d_map(&self.options),
             "external_ids" => d_map(&self.external_ids),
             _ => return None,
@@ -323,6 +327,7 @@ impl Model for LogicalRouterStaticRoute {
             "policy" => self.policy = opt_string(v)?,
             "output_port" => self.output_port = opt_string(v)?,
             "route_table" => self.route_table = string(v)?,
+            "bfd" => self.bfd = opt_uuid(v)?,
             "options" => self.options = string_map(v)?,
             "external_ids" => self.external_ids = string_map(v)?,
             _ => {}

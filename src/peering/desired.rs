@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::topology::{check_topology, Topology, TopologyFacts};
 use super::{
-    port_name, Family, PeeringSpec, RoutePolicy, Side, GENERATION_KEY, OWNER_KEY, OWNER_VALUE,
-    PEERING_KEY, SIDE_KEY,
+    port_name, Family, PeeringSpec, RoutePolicy, Side, GENERATION_KEY, INSTANCE_KEY, OWNER_KEY,
+    OWNER_VALUE, PEERING_KEY, SIDE_KEY,
 };
 
 /// A `Logical_Router_Port` we want.
@@ -69,6 +69,21 @@ pub struct DesiredPeering {
     pub ports: Vec<DesiredPort>,
     /// Local side's routes, then remote side's.
     pub routes: Vec<DesiredRoute>,
+}
+
+impl DesiredPeering {
+    /// Marks every row with the id of the deployment that writes it ([`INSTANCE_KEY`]): the
+    /// mark that tells its rows from another deployment's on the same NB.
+    pub fn stamp_instance(&mut self, instance: &str) {
+        let ids = self
+            .ports
+            .iter_mut()
+            .map(|p| &mut p.external_ids)
+            .chain(self.routes.iter_mut().map(|r| &mut r.external_ids));
+        for ids in ids {
+            ids.insert(INSTANCE_KEY.to_string(), instance.to_string());
+        }
+    }
 }
 
 /// The rows of `spec` at `generation`, or why they cannot be derived now (a router missing or

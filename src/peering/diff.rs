@@ -3,10 +3,15 @@
 //!
 //! Rules:
 //! - Only rows whose `external_ids` carry our owner marker are ever changed or deleted; the
-//!   caller may pass other rows, they are ignored.
+//!   caller may pass other rows, they are ignored. The caller passes only the rows of this
+//!   deployment (see [`super::owner`]); every other port goes in [`ActualRows::foreign_ports`].
 //! - Ports are matched by name (unique in NB). A port on the wrong router is deleted and
 //!   re-created; otherwise only the changed columns are updated. `external_ids` updates keep
-//!   keys that are not ours.
+//!   keys that are not ours (and add our instance id to a row adopted from an older version).
+//! - Every column of our rows that affects forwarding is repaired: the ones we write are set
+//!   back to the desired values; the ones we never set (`enabled=false`, `options`,
+//!   `gateway_chassis`, `ha_chassis_group` on ports; `options`, `bfd` on routes) are reset to
+//!   their defaults in place. A route's nexthop, policy and table are its identity (below).
 //! - A route's identity is what `ovn-nbctl lr-route-add` uses, (route_table, policy with empty
 //!   = dst-ip, normalised prefix), plus the nexthop and router, within its peering. A route
 //!   whose identity changed (e.g. a new nexthop) is deleted and a new one created: routes have
@@ -29,7 +34,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::desired::{DesiredPeering, DesiredPort, DesiredRoute};
-use super::{is_owned, RoutePolicy, GENERATION_KEY, OWNER_KEY, PEERING_KEY, SIDE_KEY};
+use super::{
+    is_owned, RoutePolicy, GENERATION_KEY, INSTANCE_KEY, OWNER_KEY, PEERING_KEY, SIDE_KEY,
+};
 
 /// A `Logical_Router_Port` as NB holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +53,14 @@ pub struct ActualPort {
     pub networks: Vec<String>,
     /// `peer`.
     pub peer: Option<String>,
+    /// `enabled` (absent = enabled).
+    pub enabled: Option<bool>,
+    /// `options`.
+    pub options: BTreeMap<String, String>,
+    /// Whether `gateway_chassis` is non-empty.
+    pub gateway_chassis: bool,
+    /// Whether `ha_chassis_group` is set.
+    pub ha_chassis_group: bool,
     /// `external_ids`.
     pub external_ids: BTreeMap<String, String>,
 }
@@ -68,12 +83,17 @@ pub struct ActualRoute {
     pub output_port: Option<String>,
     /// `route_table`.
     pub route_table: String,
+    /// `options`.
+    pub options: BTreeMap<String, String>,
+    /// Whether `bfd` is set.
+    pub bfd: bool,
     /// `external_ids`.
     pub external_ids: BTreeMap<String, String>,
 }
 
-/// Names of NB router ports that exist but are not ours.
-pub type ForeignPortNames = BTreeSet<String>;
+/// NB router ports that exist but are not ours to change: name → who holds it (for the
+/// FAILED message of a peering that needs the name, e.g. "is not owned by ovn-peerd").
+pub type ForeignPorts = BTreeMap<String, String>;
 
 /// What NB holds, as far as the plan cares.
 #[derive(Debug, Clone, Default)]
@@ -82,8 +102,8 @@ pub struct ActualRows {
     pub ports: Vec<ActualPort>,
     /// Static routes (ours; others are ignored).
     pub routes: Vec<ActualRoute>,
-    /// Router port names in NB that are not ours.
-    pub foreign_port_names: ForeignPortNames,
+    /// Router ports in NB that are not ours, and who holds them.
+    pub foreign_ports: ForeignPorts,
 }
 
 /// One row change. `peering` is the peering the change serves (for deletions: the owner
@@ -101,13 +121,18 @@ pub enum Change {
         networks: Option<Vec<String>>,
         peer: Option<String>,
         external_ids: Option<BTreeMap<String, String>>,
+        /// Columns set by hand that we never set, back to their defaults (`enabled=false`,
+        /// `options`, `gateway_chassis`, `ha_chassis_group`).
+        reset: Vec<&'static str>,
     },
-    /// Remove the port from its router's `ports` (it is then garbage-collected).
+    /// Remove the port from its router's `ports` (it is then garbage-collected), provided its
+    /// `external_ids` are still `seen` (the ownership guard).
     DeletePort {
         peering: String,
         id: String,
         router_id: String,
         name: String,
+        seen: BTreeMap<String, String>,
     },
     /// Insert the route and add it to its router's `static_routes`.
     CreateRoute {
@@ -122,12 +147,16 @@ pub enum Change {
         id: String,
         output_port: Option<String>,
         external_ids: Option<BTreeMap<String, String>>,
+        /// Columns set by hand that we never set, back to their defaults (`options`, `bfd`).
+        reset: Vec<&'static str>,
     },
-    /// Remove the route from its router's `static_routes`.
+    /// Remove the route from its router's `static_routes`, provided its `external_ids` are
+    /// still `seen` (the ownership guard).
     DeleteRoute {
         peering: String,
         id: String,
         router_id: String,
+        seen: BTreeMap<String, String>,
     },
 }
 
@@ -150,12 +179,14 @@ impl Change {
                 peering,
                 id,
                 router_id,
+                ..
             } => (0, peering, router_id, "", id),
             Change::DeletePort {
                 peering,
                 id,
                 router_id,
                 name,
+                ..
             } => (1, peering, router_id, name, id),
             Change::UpdatePort {
                 peering, id, name, ..
@@ -197,6 +228,29 @@ impl Plan {
     /// Whether any change serves `peering` (e.g. rows of a deleted peering are left).
     pub fn touches(&self, peering: &str) -> bool {
         self.changes.iter().any(|c| c.peering() == peering)
+    }
+
+    /// How many rows the plan deletes, except those of the peerings in `exempt` (e.g. the
+    /// ones deleted through the API: their deletion is asked for, however large).
+    pub fn deletions(&self, exempt: &BTreeSet<String>) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| is_deletion(c) && !exempt.contains(c.peering()))
+            .count()
+    }
+
+    /// Drops every change of every peering not in `exempt` that deletes a row (the
+    /// mass-deletion brake), so nothing is deleted and no peering is left half-written (a
+    /// port moving routers is a deletion and a creation); returns those peerings.
+    pub fn hold_deletions(&mut self, exempt: &BTreeSet<String>) -> BTreeSet<String> {
+        let held: BTreeSet<String> = self
+            .changes
+            .iter()
+            .filter(|c| is_deletion(c) && !exempt.contains(c.peering()))
+            .map(|c| c.peering().to_string())
+            .collect();
+        self.changes.retain(|c| !held.contains(c.peering()));
+        held
     }
 }
 
@@ -262,6 +316,10 @@ pub fn plan(desired: &[DesiredPeering], untouched: &BTreeSet<String>, actual: &A
     Plan { changes, outcomes }
 }
 
+fn is_deletion(c: &Change) -> bool {
+    matches!(c, Change::DeletePort { .. } | Change::DeleteRoute { .. })
+}
+
 /// Why `d` cannot be converged now, if it cannot.
 fn blocked(
     d: &DesiredPeering,
@@ -272,9 +330,9 @@ fn blocked(
     actual: &ActualRows,
 ) -> Option<String> {
     for p in &d.ports {
-        if actual.foreign_port_names.contains(&p.name) {
+        if let Some(holder) = actual.foreign_ports.get(&p.name) {
             return Some(format!(
-                "router port {:?} already exists in OVN NB and is not owned by ovn-peerd",
+                "router port {:?} already exists in OVN NB and {holder}",
                 p.name
             ));
         }
@@ -325,6 +383,7 @@ fn plan_ports(
                     id: have.id.clone(),
                     router_id: have.router_id.clone(),
                     name: have.name.clone(),
+                    seen: have.external_ids.clone(),
                 });
                 changes.push(Change::CreatePort {
                     peering,
@@ -338,7 +397,13 @@ fn plan_ports(
             let peer =
                 (have.peer.as_deref() != Some(want.peer.as_str())).then(|| want.peer.clone());
             let external_ids = merged_ids(&have.external_ids, &want.external_ids);
-            if mac.is_some() || networks.is_some() || peer.is_some() || external_ids.is_some() {
+            let reset = port_resets(have);
+            if mac.is_some()
+                || networks.is_some()
+                || peer.is_some()
+                || external_ids.is_some()
+                || !reset.is_empty()
+            {
                 changes.push(Change::UpdatePort {
                     peering,
                     id: have.id.clone(),
@@ -347,6 +412,7 @@ fn plan_ports(
                     networks,
                     peer,
                     external_ids,
+                    reset,
                 });
             }
         }
@@ -359,6 +425,7 @@ fn plan_ports(
                 id: a.id.clone(),
                 router_id: a.router_id.clone(),
                 name: a.name.clone(),
+                seen: a.external_ids.clone(),
             });
         }
     }
@@ -416,12 +483,14 @@ fn plan_routes(
             let output_port = (keep.output_port.as_deref() != Some(want.output_port.as_str()))
                 .then(|| want.output_port.clone());
             let external_ids = merged_ids(&keep.external_ids, &want.external_ids);
-            if output_port.is_some() || external_ids.is_some() {
+            let reset = route_resets(keep);
+            if output_port.is_some() || external_ids.is_some() || !reset.is_empty() {
                 changes.push(Change::UpdateRoute {
                     peering: d.name.clone(),
                     id: keep.id.clone(),
                     output_port,
                     external_ids,
+                    reset,
                 });
             }
             for dup in extra {
@@ -429,6 +498,7 @@ fn plan_routes(
                     peering: d.name.clone(),
                     id: dup.id.clone(),
                     router_id: dup.router_id.clone(),
+                    seen: dup.external_ids.clone(),
                 });
             }
         }
@@ -442,6 +512,7 @@ fn plan_routes(
                 peering: peering.clone(),
                 id: a.id.clone(),
                 router_id: a.router_id.clone(),
+                seen: a.external_ids.clone(),
             });
         }
     }
@@ -453,13 +524,50 @@ fn merged_ids(
     want: &BTreeMap<String, String>,
 ) -> Option<BTreeMap<String, String>> {
     let mut merged = have.clone();
-    for key in [OWNER_KEY, PEERING_KEY, GENERATION_KEY, SIDE_KEY] {
+    for key in [
+        OWNER_KEY,
+        PEERING_KEY,
+        GENERATION_KEY,
+        SIDE_KEY,
+        INSTANCE_KEY,
+    ] {
         match want.get(key) {
             Some(v) => merged.insert(key.to_string(), v.clone()),
             None => merged.remove(key),
         };
     }
     (merged != *have).then_some(merged)
+}
+
+/// Columns of our port that affect forwarding, that we never set, and that someone set by
+/// hand: back to their defaults. (`enabled=true` means the same as unset.)
+fn port_resets(have: &ActualPort) -> Vec<&'static str> {
+    let mut reset = Vec::new();
+    if have.enabled == Some(false) {
+        reset.push("enabled");
+    }
+    if !have.options.is_empty() {
+        reset.push("options");
+    }
+    if have.gateway_chassis {
+        reset.push("gateway_chassis");
+    }
+    if have.ha_chassis_group {
+        reset.push("ha_chassis_group");
+    }
+    reset
+}
+
+/// The same for our routes.
+fn route_resets(have: &ActualRoute) -> Vec<&'static str> {
+    let mut reset = Vec::new();
+    if !have.options.is_empty() {
+        reset.push("options");
+    }
+    if have.bfd {
+        reset.push("bfd");
+    }
+    reset
 }
 
 fn owner(ids: &BTreeMap<String, String>) -> &str {

@@ -275,7 +275,6 @@ fn from_u128(like: IpNet, value: u128) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::*;
 
@@ -401,20 +400,17 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_used_links_is_fast() {
+    fn ten_thousand_used_links_finds_the_first_free_one() {
         let pool = n("169.254.0.0/16");
         // Shuffled deterministically: a stride coprime with the count.
         let used: Vec<IpNet> = (0..10_000u128)
             .map(|i| link_at(pool, 30, (i * 7919) % 10_000).unwrap())
             .collect();
-        let t = Instant::now();
-        for _ in 0..10 {
-            assert_eq!(
-                allocate_link(pool, 30, &used),
-                link_hosts(link_at(pool, 30, 10_000).unwrap())
-            );
-        }
-        assert!(t.elapsed().as_millis() < 1_000, "took {:?}", t.elapsed());
+        // How fast is measured in benches/, not asserted here.
+        assert_eq!(
+            allocate_link(pool, 30, &used),
+            link_hosts(link_at(pool, 30, 10_000).unwrap())
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! This module owns request validation ([`validate`]), interconnect link allocation
 //! ([`links`]), the topology preconditions ([`topology`]), the Northbound rows a peering
-//! should produce ([`desired`]) and the plan that brings actual rows to desired ones
-//! ([`diff`]). It must not do I/O, block, spawn or await: callers hand it snapshots (NB
+//! should produce ([`desired`]), which rows are ours to change ([`owner`]) and the plan that
+//! brings actual rows to desired ones ([`diff`]). It must not do I/O, block, spawn or await: callers hand it snapshots (NB
 //! routers through the [`topology::Topology`] trait, stored peerings as [`PeeringSpec`]s) and
 //! act on what it returns. Refusals carry the offending request field
 //! (`peering.local_routes[2].cidr`) so the API layer can map them to
@@ -14,6 +14,7 @@ pub mod desired;
 pub mod diff;
 pub mod input;
 pub mod links;
+pub mod owner;
 pub mod topology;
 pub mod validate;
 
@@ -38,6 +39,7 @@ pub const PEERING_KEY: &str = "ovn-peerd:peering";
 pub const GENERATION_KEY: &str = "ovn-peerd:generation";
 /// `external_ids` key holding the side ([`Side::as_str`]) of the peering the row belongs to.
 pub const SIDE_KEY: &str = "ovn-peerd:side";
+pub use owner::INSTANCE_KEY;
 
 /// Whether a row's `external_ids` mark it as ours. Rows that are not are never changed.
 pub fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {

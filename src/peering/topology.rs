@@ -35,6 +35,8 @@ pub struct PortView {
     /// The peering named in `external_ids` when ovn-peerd owns the row (`Some("")` for an
     /// owned row without a peering name); `None` for a row ovn-peerd does not own.
     pub peering: Option<String>,
+    /// The deployment that wrote an owned row (`ovn-peerd:instance`), when it says.
+    pub instance: Option<String>,
 }
 
 /// A `Logical_Router_Static_Route` as installed in NB, for the ECMP rule.
@@ -52,6 +54,8 @@ pub struct RouteView {
     pub route_table: String,
     /// As [`PortView::peering`].
     pub peering: Option<String>,
+    /// As [`PortView::instance`].
+    pub instance: Option<String>,
 }
 
 impl RouteView {
@@ -67,10 +71,7 @@ impl RouteView {
     }
 
     fn describe(&self, vpc: &str) -> String {
-        let owner = match &self.peering {
-            Some(p) => format!("of peering {p:?}"),
-            None => "not owned by ovn-peerd".to_string(),
-        };
+        let owner = holder(self.peering.as_deref(), self.instance.as_deref());
         format!(
             "route {} via {} (row {}, {owner}) in router {vpc:?}",
             self.ip_prefix, self.nexthop, self.id
@@ -507,14 +508,21 @@ fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut V
         let router = topo
             .router_of_port(&mine)
             .map_or_else(|| "no router".to_string(), |r| format!("router {r:?}"));
-        let owner = match &port.peering {
-            Some(p) => format!("of peering {p:?}"),
-            None => "not owned by ovn-peerd".to_string(),
-        };
+        let owner = holder(port.peering.as_deref(), port.instance.as_deref());
         v.push(Violation::new(
             vpc_field(side),
             format!("port name {mine:?} is taken by port {mine:?} of {router}, {owner}"),
         ));
+    }
+}
+
+/// Who holds a row, for a refusal: its peering and, when the row says, the ovn-peerd
+/// deployment that wrote it (several deployments may share one NB).
+fn holder(peering: Option<&str>, instance: Option<&str>) -> String {
+    match (peering, instance) {
+        (Some(p), Some(i)) => format!("of peering {p:?} of ovn-peerd deployment {i}"),
+        (Some(p), None) => format!("of peering {p:?}"),
+        (None, _) => "not owned by ovn-peerd".to_string(),
     }
 }
 

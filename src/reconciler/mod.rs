@@ -5,17 +5,20 @@
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
 //! the same pass (`pass`): read desired state, read the NB cache, derive,
 //! diff, write the difference, write statuses. A notification naming one
-//! peering narrows the pass to that peering; everything else, including the
+//! peering narrows the pass to that peering and the other peerings of its two
+//! VPCs (their verdicts may depend on it); everything else, including the
 //! timer, runs it over all of them (`wake`). Only the replica holding the
 //! writer lock (`lock`) runs it, and every NB transaction it sends asserts
 //! that it still does (`fence`). Its intervals and backoffs: `timing`.
 
+mod actual;
 pub(crate) mod derive;
 pub mod fence;
 mod lock;
 mod pass;
 pub mod timing;
-mod translate;
+#[doc(hidden)] // public for the integration tests of its guards
+pub mod translate;
 mod wake;
 
 use std::time::Duration;
@@ -48,8 +51,11 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Largest number of NB rows written in one transaction.
     pub max_rows_per_transaction: usize,
-    /// This deployment's id (Postgres `deployment.id`): names its NB fence.
+    /// This deployment's id (Postgres `deployment.id`): names its NB fence and
+    /// marks its NB rows (`ovn-peerd:instance`).
     pub deployment_id: Uuid,
+    /// Let a pass delete more than half of this deployment's NB rows.
+    pub allow_mass_deletion: bool,
 }
 
 impl Settings {
@@ -62,6 +68,7 @@ impl Settings {
             protected_vpcs: config.protected_vpcs.clone(),
             resync_interval: config.resync_interval,
             max_rows_per_transaction: 2000,
+            allow_mass_deletion: config.allow_mass_deletion,
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct Reconciler {
     /// The fence of the writer lock this worker holds; `None` when it holds
     /// none (standing by, or driven by a test without the lock).
     fence: Arc<watch::Sender<Option<Fence>>>,
+    /// Why the last pass was held back by the mass-deletion brake, while it is.
+    mass_deletion: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Reconciler {
@@ -91,7 +100,13 @@ impl Reconciler {
             wake: Arc::new(Wake::new()),
             passed: Arc::default(),
             fence: Arc::new(watch::Sender::new(None)),
+            mass_deletion: Arc::new(watch::Sender::new(None)),
         }
+    }
+
+    /// `Some(why)` while the mass-deletion brake holds passes back (health, tests).
+    pub fn mass_deletion_blocked(&self) -> watch::Receiver<Option<String>> {
+        self.mass_deletion.subscribe()
     }
 
     /// This deployment's id.
@@ -230,14 +245,23 @@ impl Reconciler {
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
-                Ok(_) => {
+                Ok(o) if o.incomplete == 0 => {
                     metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok")
                         .increment(1);
                     retry.reset();
                     continue;
                 }
+                Ok(o) => {
+                    // Some writes did not apply (rows changed meanwhile): re-read and
+                    // retry, with backoff in case the cause persists.
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "incomplete")
+                        .increment(1);
+                    let d = retry.next_delay();
+                    tracing::info!(peerings = o.incomplete, retry_in = ?d, "writes not applied; retrying");
+                    d
+                }
                 Err(PassError::Fenced) => {
-                    metrics::counter!("ovn_peerd_reconciler_passes_total", "result" => "fenced")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "fenced")
                         .increment(1);
                     tracing::warn!(
                         "NB refused a transaction on the writer fence: another replica \

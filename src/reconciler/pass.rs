@@ -1,20 +1,24 @@
 //! One pass of the worker: desired (Postgres) vs actual (NB cache) →
 //! minimal NB writes → statuses, over every peering ([`Scope::All`]) or over
-//! the ones Postgres said changed ([`Scope::Peerings`]). Level-triggered: it needs no memory of
-//! earlier passes, so a crash at any point is repaired by the next pass.
+//! the ones Postgres said changed and every other peering of their VPCs
+//! ([`Scope::Peerings`]). Level-triggered: it needs no memory of earlier
+//! passes, so a crash at any point is repaired by the next pass.
+//!
+//! Only this deployment's rows are written ([`crate::peering::owner`]). A plan
+//! that would delete most of them is held back (the mass-deletion brake)
+//! unless `--allow-mass-deletion`. A write is the peering's failure only when
+//! NB refuses what was asked; a transient error or a write that matched no row
+//! leaves it not ACTIVE and is retried by a later pass, with backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use crate::ovsdb::{
-    LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Operation, TransactError,
-};
-use crate::peering::desired::DesiredPeering;
-use crate::peering::diff::{plan, ActualPort, ActualRoute, ActualRows, Change, Outcome, Plan};
-use crate::peering::{is_owned, RoutePolicy, PEERING_KEY};
+use crate::ovsdb::{Operation, OvsdbErrorKind, TransactError};
+use crate::peering::diff::{plan, Change, Outcome, Plan};
+use crate::peering::owner::{mass_deletion, Ownership, MASS_DELETION_MIN};
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
-use uuid::Uuid;
 
+use super::actual::{actual_rows, holds_rows_of, our_row_count};
 use super::derive::derive;
 use super::{fence, translate, Reconciler};
 
@@ -35,12 +39,17 @@ pub struct PassOutcome {
     pub failed: BTreeMap<String, String>,
     /// Peerings still being deleted.
     pub deleting: usize,
+    /// Peerings whose writes committed only in part (a guarded update or a
+    /// router mutation matched no row): not ACTIVE; re-read and retried.
+    pub incomplete: usize,
+    /// Peerings whose changes the mass-deletion brake held back.
+    pub held_back: usize,
 }
 
 impl PassOutcome {
-    /// Whether the pass found nothing to write.
+    /// Whether the pass found nothing (more) to write.
     pub fn is_idle(&self) -> bool {
-        self.rows_written == 0 && self.tombstones_removed == 0
+        self.rows_written == 0 && self.tombstones_removed == 0 && self.incomplete == 0
     }
 }
 
@@ -98,19 +107,22 @@ pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, Pas
 
 async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
     let t_start = Instant::now();
-    let (records, context) = match &scope {
+    let (records, names) = match &scope {
         Scope::All => (r.store.peering_list_all().await?, None),
         Scope::Peerings(names) => {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let targets = r.store.peering_list_named(&names).await?;
-            // Their VPCs' other peerings take part in the rules.
+            let named: Vec<&str> = names.iter().map(String::as_str).collect();
+            let targets = r.store.peering_list_named(&named).await?;
+            // Their VPCs' other peerings are judged again too: one may have been
+            // FAILED because of the peering that just changed (or went).
             let vpcs: BTreeSet<&str> = targets
                 .iter()
                 .flat_map(|p| [p.local_vpc.as_str(), p.remote_vpc.as_str()])
                 .collect();
             let vpcs: Vec<&str> = vpcs.into_iter().collect();
-            let context = r.store.peering_list_touching(&vpcs).await?;
-            (targets, Some(context))
+            let records = r.store.peering_list_touching(&vpcs).await?;
+            let mut scoped = names.clone();
+            scoped.extend(records.iter().map(|p| p.name.clone()));
+            (records, Some(scoped))
         }
     };
     let t_read = t_start.elapsed();
@@ -121,21 +133,54 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     // keep it off the async workers that serve the API.
     let nb = r.nb.clone();
     let protected = r.settings.protected_vpcs.clone();
-    let names = match &scope {
-        Scope::All => None,
-        Scope::Peerings(names) => Some(names.clone()),
-    };
-    let (records, derivation, plan) = tokio::task::spawn_blocking(move || {
-        let cache = nb.cache();
-        let context = context.as_deref().unwrap_or(&records);
-        let derivation = derive(&records, context, &cache, &protected);
-        let actual = actual_rows(&cache, names.as_ref(), &derivation.desired);
-        let plan = plan(&derivation.desired, &derivation.untouched, &actual);
-        (records, derivation, plan)
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    // A narrow pass holds only its peerings' names: enough to adopt their old rows.
+    let ownership = Ownership::new(
+        r.settings.deployment_id.to_string(),
+        records.iter().map(|p| p.name.clone()),
+    );
+    let allow_mass_deletion = r.settings.allow_mass_deletion;
+    // Deleted through the API: their rows' deletion is asked for, never braked.
+    let tombstones: BTreeSet<String> = records
+        .iter()
+        .filter(|p| p.state == PeeringState::Deleting)
+        .map(|p| p.name.clone())
+        .collect();
+    let (records, ownership, derivation, mut plan, brake, tombstones) =
+        tokio::task::spawn_blocking(move || {
+            let cache = nb.cache();
+            let mut derivation = derive(&records, &records, &cache, &protected);
+            for d in &mut derivation.desired {
+                d.stamp_instance(&ownership.instance);
+            }
+            let actual = actual_rows(&cache, names.as_ref(), &derivation.desired, &ownership);
+            let plan = plan(&derivation.desired, &derivation.untouched, &actual);
+            let brake = match plan.deletions(&tombstones) {
+                n if n > MASS_DELETION_MIN && !allow_mass_deletion => {
+                    mass_deletion(n, our_row_count(&cache, &ownership))
+                }
+                _ => None,
+            };
+            (records, ownership, derivation, plan, brake, tombstones)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let t_derived = t_start.elapsed();
+    let held_back = match &brake {
+        Some(why) => {
+            tracing::warn!(reason = %why, "mass-deletion brake: this pass deletes nothing");
+            plan.hold_deletions(&tombstones)
+        }
+        None => BTreeSet::new(),
+    };
+    if brake.is_some() || scope == Scope::All {
+        metrics::gauge!(crate::metrics::MASS_DELETION_BLOCKED)
+            .set(f64::from(u8::from(brake.is_some())));
+        r.mass_deletion.send_if_modified(|b| {
+            let changed = *b != brake;
+            b.clone_from(&brake);
+            changed
+        });
+    }
 
     let mut outcome = PassOutcome {
         peerings: records.len(),
@@ -152,6 +197,12 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
             Outcome::Blocked(why) => Verdict::Failed(why.clone()),
         };
         verdicts.insert(name.clone(), v);
+    }
+    if let Some(why) = &brake {
+        for name in held_back.iter().filter(|n| plan.outcomes.contains_key(*n)) {
+            verdicts.insert(name.clone(), Verdict::Pending(why.clone()));
+        }
+        outcome.held_back = held_back.len();
     }
 
     let write_result = write_changes(r, &plan, &mut verdicts, &mut outcome).await;
@@ -183,7 +234,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         records
             .iter()
             .filter(|p| p.state == PeeringState::Deleting)
-            .filter(|p| cache.rows_with_external_id(PEERING_KEY, &p.name).is_empty())
+            .filter(|p| !holds_rows_of(&cache, &p.name, &ownership))
             .map(|p| (p.name.clone(), p.generation))
             .collect()
     };
@@ -215,89 +266,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         );
     }
     Ok(outcome)
-}
-
-/// The rows NB holds that the diff looks at: our ports and routes (with their
-/// routers) and the names of everyone else's ports. With `only`, just the
-/// rows of those peerings, and just the foreign ports in the way of `desired`.
-fn actual_rows(
-    cache: &NbCache,
-    only: Option<&BTreeSet<String>>,
-    desired: &[DesiredPeering],
-) -> ActualRows {
-    let mut actual = ActualRows::default();
-    let scoped: Option<HashSet<Uuid>> = only.map(|names| {
-        names
-            .iter()
-            .flat_map(|n| cache.rows_with_external_id(PEERING_KEY, n))
-            .map(|(_, u)| u)
-            .collect()
-    });
-    let in_scope = |u: &Uuid| scoped.as_ref().is_none_or(|s| s.contains(u));
-    let mut port_router = HashMap::new();
-    let mut route_router = HashMap::new();
-    for router in cache.routers() {
-        for p in router.ports.iter().filter(|u| in_scope(u)) {
-            port_router.insert(*p, router.uuid);
-        }
-        for r in router.static_routes.iter().filter(|u| in_scope(u)) {
-            route_router.insert(*r, router.uuid);
-        }
-    }
-    let ports: Vec<&LogicalRouterPort> = match &scoped {
-        None => cache.ports().collect(),
-        Some(uuids) => {
-            for p in desired.iter().flat_map(|d| &d.ports) {
-                if let Some(existing) = cache.port_by_name(&p.name) {
-                    if !is_owned(&existing.external_ids) {
-                        actual.foreign_port_names.insert(p.name.clone());
-                    }
-                }
-            }
-            uuids.iter().filter_map(|u| cache.port(*u)).collect()
-        }
-    };
-    for p in ports {
-        if !is_owned(&p.external_ids) {
-            actual.foreign_port_names.insert(p.name.clone());
-            continue;
-        }
-        let Some(router) = port_router.get(&p.uuid) else {
-            continue; // not attached: about to be garbage-collected
-        };
-        actual.ports.push(ActualPort {
-            id: p.uuid.to_string(),
-            router_id: router.to_string(),
-            name: p.name.clone(),
-            mac: p.mac.clone(),
-            networks: p.networks.clone(),
-            peer: p.peer.clone(),
-            external_ids: p.external_ids.clone(),
-        });
-    }
-    let routes: Vec<&LogicalRouterStaticRoute> = match &scoped {
-        None => cache.static_routes().collect(),
-        Some(uuids) => uuids
-            .iter()
-            .filter_map(|u| cache.static_route(*u))
-            .collect(),
-    };
-    for r in routes.into_iter().filter(|r| is_owned(&r.external_ids)) {
-        let Some(router) = route_router.get(&r.uuid) else {
-            continue;
-        };
-        actual.routes.push(ActualRoute {
-            id: r.uuid.to_string(),
-            router_id: router.to_string(),
-            ip_prefix: r.ip_prefix.clone(),
-            nexthop: r.nexthop.clone(),
-            policy: RoutePolicy::from_ovn(r.policy.as_deref()),
-            output_port: r.output_port.clone(),
-            route_table: r.route_table.clone(),
-            external_ids: r.external_ids.clone(),
-        });
-    }
-    actual
 }
 
 /// Writes the plan in transactions of whole peerings up to the row budget. A
@@ -345,9 +313,9 @@ async fn write_batch(
     outcome: &mut PassOutcome,
 ) -> Result<(), PassError> {
     match transact(r, batch, outcome).await {
-        Ok(()) => {
+        Ok(not_done) => {
             for (name, _) in batch {
-                settle(verdicts, name, Ok(()));
+                settle(verdicts, name, Written::from(&not_done, name), outcome);
             }
             Ok(())
         }
@@ -355,15 +323,22 @@ async fn write_batch(
             tracing::warn!(error = %e, peerings = batch.len(), "batch refused; writing peering by peering");
             for group in batch {
                 match transact(r, std::slice::from_ref(group), outcome).await {
-                    Ok(()) => settle(verdicts, group.0, Ok(())),
-                    Err(PassError::Nb(e)) if is_refusal(&e) => settle(verdicts, group.0, Err(&e)),
+                    Ok(not_done) => settle(
+                        verdicts,
+                        group.0,
+                        Written::from(&not_done, group.0),
+                        outcome,
+                    ),
+                    Err(PassError::Nb(e)) if is_refusal(&e) => {
+                        settle(verdicts, group.0, Written::Refused(&e), outcome)
+                    }
                     Err(e) => return Err(e),
                 }
             }
             Ok(())
         }
         Err(PassError::Nb(e)) if is_refusal(&e) => {
-            settle(verdicts, batch[0].0, Err(&e));
+            settle(verdicts, batch[0].0, Written::Refused(&e), outcome);
             Ok(())
         }
         Err(e) => Err(e),
@@ -372,22 +347,26 @@ async fn write_batch(
 
 /// The one place the worker sends NB transactions, behind the writer fence while it holds
 /// the lock. Failing on the fence is [`PassError::Fenced`], never a peering's refusal.
+/// Returns the peerings whose writes committed only in part.
 async fn transact(
     r: &Reconciler,
     batch: &[&(&str, Vec<&Change>)],
     outcome: &mut PassOutcome,
-) -> Result<(), PassError> {
+) -> Result<BTreeSet<String>, PassError> {
     let fence = r.current_fence();
     let mut ops: Vec<Operation> = fence.iter().map(fence::Fence::wait_op).collect();
+    // The peering of each operation, to tell which one a result belongs to.
+    let mut owners: Vec<Option<&str>> = vec![None; ops.len()];
     let mut rows = 0;
     {
         // New rows' uuids are chosen against what NB holds now (the guard is not held
         // across the await below).
         let cache = r.nb.cache();
         let mut ids = translate::RowIds::new(&cache);
-        for (_, changes) in batch {
+        for (peering, changes) in batch {
             for c in changes {
                 translate::append_ops(c, &mut ops, &mut ids);
+                owners.resize(ops.len(), Some(peering));
                 rows += translate::rows_written(c);
             }
         }
@@ -396,7 +375,7 @@ async fn transact(
     let touched = translate::touched_rows(&ops);
     r.wake.expect_echo(&touched);
     let started = Instant::now();
-    let result = r.nb.transact(ops).await;
+    let result = r.nb.transact(ops.clone()).await;
     if result.is_err() {
         r.wake.forget_echo(&touched);
     }
@@ -407,11 +386,11 @@ async fn transact(
     metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => label)
         .record(started.elapsed().as_secs_f64());
     outcome.transactions += 1;
-    match result {
+    let results = match result {
         Err(e) if fence.is_some() && fence::failed_on_fence(&e) => return Err(PassError::Fenced),
         Err(e) => return Err(PassError::Nb(e)),
-        Ok(_) => {}
-    }
+        Ok(results) => results,
+    };
     outcome.rows_written += rows;
     for (_, changes) in batch {
         for c in changes {
@@ -419,32 +398,83 @@ async fn transact(
                 .increment(1);
         }
     }
-    Ok(())
+    let not_done = translate::not_done(&owners, &ops, &results);
+    if !not_done.is_empty() {
+        // The rows changed after we read them: the cache has seen how by now.
+        tracing::info!(peerings = ?not_done, "some writes matched no row; retrying");
+    }
+    Ok(not_done.into_iter().map(str::to_string).collect())
 }
 
-/// The server refused the transaction (nothing committed), as opposed to an unknown outcome.
+/// The server refused the transaction for what it asks (nothing committed):
+/// the peering's rows cannot be written as they are, which is the peering's
+/// failure. Everything else is transient, never a peering's failure: a lost
+/// reply, a leader change ("not leader"), a guard that found a row changed
+/// since we read it ("timed out"), a row a concurrent writer inserted first
+/// ("duplicate uuid"). The pass then stops; the next one, after a backoff,
+/// re-reads NB and tries again.
 fn is_refusal(e: &TransactError) -> bool {
-    matches!(
+    let refused = matches!(
         e,
         TransactError::Operation { .. } | TransactError::Commit(_) | TransactError::Rejected(_)
+    );
+    refused && e.ovsdb_error().is_some_and(|err| !is_transient(err.kind))
+}
+
+fn is_transient(kind: OvsdbErrorKind) -> bool {
+    matches!(
+        kind,
+        OvsdbErrorKind::TimedOut
+            | OvsdbErrorKind::NotLeader
+            | OvsdbErrorKind::IoError
+            | OvsdbErrorKind::ResourcesExhausted
+            | OvsdbErrorKind::Aborted
+            | OvsdbErrorKind::DuplicateUuid
     )
+}
+
+/// How one peering's writes went.
+enum Written<'a> {
+    /// Committed, every operation matched its row.
+    Done,
+    /// Committed, but an update or mutation matched no row.
+    Partly,
+    /// The server refused them.
+    Refused(&'a TransactError),
+}
+
+impl Written<'_> {
+    fn from(not_done: &BTreeSet<String>, peering: &str) -> Self {
+        if not_done.contains(peering) {
+            Written::Partly
+        } else {
+            Written::Done
+        }
+    }
 }
 
 fn settle(
     verdicts: &mut HashMap<String, Verdict>,
     peering: &str,
-    result: Result<(), &TransactError>,
+    written: Written<'_>,
+    outcome: &mut PassOutcome,
 ) {
+    if matches!(written, Written::Partly) {
+        outcome.incomplete += 1;
+    }
     let Some(v) = verdicts.get_mut(peering) else {
         return; // rows of a deleted peering
     };
     if !matches!(v, Verdict::Pending(_)) {
         return;
     }
-    *v = match result {
+    *v = match written {
         // The cache has seen a committed transaction, so NB now holds exactly its rows.
-        Ok(()) => Verdict::Active,
-        Err(e) => {
+        Written::Done => Verdict::Active,
+        Written::Partly => {
+            Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
+        }
+        Written::Refused(e) => {
             metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
                 .increment(1);
             Verdict::Failed(format!(
@@ -523,5 +553,34 @@ fn record_convergence_delay(records: &[PeeringRecord], updates: &[StatusUpdate])
                     .record(delay.max(0) as f64 / 1e6);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::OvsdbError;
+
+    fn op_error(error: &str) -> TransactError {
+        TransactError::Operation {
+            index: 1,
+            error: OvsdbError::from_json(&serde_json::json!({ "error": error })),
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_of_what_was_asked_is_the_peerings_failure() {
+        assert!(is_refusal(&op_error("constraint violation")));
+        assert!(is_refusal(&TransactError::Commit(OvsdbError::from_json(
+            &serde_json::json!({"error": "referential integrity violation"})
+        ))));
+        for transient in ["timed out", "not leader", "duplicate uuid", "I/O error"] {
+            assert!(!is_refusal(&op_error(transient)), "{transient}");
+        }
+        assert!(!is_refusal(&TransactError::Rejected(
+            OvsdbError::from_json(&serde_json::json!({"error": "not leader"}))
+        )));
+        assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
+        assert!(!is_refusal(&TransactError::NotConnected));
     }
 }

@@ -5,14 +5,20 @@
 //! reply, or sent by a replica that has not yet seen another's commit, fails
 //! with "duplicate uuid" instead of writing a row twice. Updates
 //! carry an ownership condition, so a row that stopped being ours is never
-//! changed. Rows leave NB by being removed from their router's `ports` /
-//! `static_routes` (OVSDB garbage-collects unreferenced non-root rows).
+//! changed (the update then matches no row: [`not_done`] tells the worker).
+//! Rows leave NB by being removed from their router's `ports` /
+//! `static_routes` (OVSDB garbage-collects unreferenced non-root rows), behind
+//! a `wait` that the row's `external_ids` are still exactly what the plan saw
+//! (our owner and instance marks): a row taken over or changed by hand in the
+//! meantime makes the whole transaction fail instead of losing the row.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use uuid::Uuid;
 
-use crate::ovsdb::{Atom, Condition, Datum, Mutation, NbCache, Operation, Row};
+use crate::ovsdb::{
+    Atom, Condition, Datum, Mutation, NbCache, Operation, OperationResult, Row, WaitUntil,
+};
 use crate::peering::diff::Change;
 use crate::peering::{OWNER_KEY, OWNER_VALUE};
 
@@ -25,6 +31,7 @@ const ROW_NAMESPACE: Uuid = Uuid::from_u128(0x6f76_6e70_6565_7264_0000_0000_0000
 
 /// How many NB rows a change writes (for batch sizing).
 pub fn rows_written(change: &Change) -> usize {
+    // A deletion's guard writes nothing, so deletions count one.
     match change {
         Change::CreatePort { .. } | Change::CreateRoute { .. } => 2,
         _ => 1,
@@ -102,9 +109,10 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
             networks,
             peer,
             external_ids,
+            reset,
             ..
         } => {
-            let mut row = Row::new();
+            let mut row = defaults(reset);
             if let Some(mac) = mac {
                 row.insert("mac".into(), Datum::from(mac.as_str()));
             }
@@ -123,7 +131,13 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
                 row,
             });
         }
-        Change::DeletePort { id, router_id, .. } => {
+        Change::DeletePort {
+            id,
+            router_id,
+            seen,
+            ..
+        } => {
+            ops.push(unchanged_ids(LRP, id, seen));
             ops.push(remove_reference(router_id, "ports", id));
         }
         Change::CreateRoute { route, .. } => {
@@ -165,9 +179,10 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
             id,
             output_port,
             external_ids,
+            reset,
             ..
         } => {
-            let mut row = Row::new();
+            let mut row = defaults(reset);
             if let Some(port) = output_port {
                 row.insert("output_port".into(), Datum::set([port.clone()]));
             }
@@ -180,7 +195,13 @@ pub fn append_ops(change: &Change, ops: &mut Vec<Operation>, ids: &mut RowIds<'_
                 row,
             });
         }
-        Change::DeleteRoute { id, router_id, .. } => {
+        Change::DeleteRoute {
+            id,
+            router_id,
+            seen,
+            ..
+        } => {
+            ops.push(unchanged_ids(LRSR, id, seen));
             ops.push(remove_reference(router_id, "static_routes", id));
         }
     }
@@ -222,6 +243,53 @@ pub fn touched_rows(ops: &[Operation]) -> HashSet<Uuid> {
         }
     }
     out
+}
+
+/// The peerings whose writes did not all happen although the transaction
+/// committed: a guarded update or a router mutation that matched no row (the
+/// row stopped being ours, the router is gone). `owners[i]` is the peering of
+/// `ops[i]` (`None`: not a peering's, e.g. the fence).
+pub fn not_done<'a>(
+    owners: &[Option<&'a str>],
+    ops: &[Operation],
+    results: &[OperationResult],
+) -> BTreeSet<&'a str> {
+    ops.iter()
+        .zip(results)
+        .zip(owners)
+        .filter(|((op, result), _)| {
+            matches!(op, Operation::Update { .. } | Operation::Mutate { .. })
+                && matches!(result, OperationResult::Count(0))
+        })
+        .filter_map(|(_, owner)| *owner)
+        .collect()
+}
+
+/// A row with the columns in `reset` set to their defaults (`options`: empty
+/// map; `enabled`, `gateway_chassis`, `ha_chassis_group`, `bfd`: empty set).
+fn defaults(reset: &[&'static str]) -> Row {
+    reset
+        .iter()
+        .map(|&c| {
+            let empty = match c {
+                "options" => Datum::empty_map(),
+                _ => Datum::empty_set(),
+            };
+            (c.to_string(), empty)
+        })
+        .collect()
+}
+
+/// `wait` (now) until row `id` of `table` exists with exactly the `external_ids` the plan saw.
+fn unchanged_ids(table: &str, id: &str, seen: &BTreeMap<String, String>) -> Operation {
+    Operation::Wait {
+        table: table.into(),
+        conditions: vec![Condition::uuid(parse_uuid(id))],
+        columns: vec!["external_ids".into()],
+        until: WaitUntil::Equal,
+        rows: vec![Row::from([("external_ids".to_string(), map(seen))])],
+        timeout_ms: Some(0),
+    }
 }
 
 fn row_uuid(identity: &str) -> Uuid {
@@ -319,6 +387,7 @@ mod tests {
             id: Uuid::from_u128(9).to_string(),
             output_port: Some("vpc-1-vpc-2".into()),
             external_ids: Some(markers("p", 2, Side::Local)),
+            reset: vec![],
         };
         let mut ops = Vec::new();
         let cache = NbCache::new(None);
@@ -391,5 +460,104 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_ne!(uuid(&a), uuid(&b));
+    }
+
+    #[test]
+    fn a_deletion_waits_for_the_external_ids_it_saw() {
+        let seen = markers("p", 1, Side::Local);
+        let router = Uuid::from_u128(7);
+        let row = Uuid::from_u128(9);
+        for (change, table) in [
+            (
+                Change::DeletePort {
+                    peering: "p".into(),
+                    id: row.to_string(),
+                    router_id: router.to_string(),
+                    name: "vpc-1-vpc-2".into(),
+                    seen: seen.clone(),
+                },
+                LRP,
+            ),
+            (
+                Change::DeleteRoute {
+                    peering: "p".into(),
+                    id: row.to_string(),
+                    router_id: router.to_string(),
+                    seen: seen.clone(),
+                },
+                LRSR,
+            ),
+        ] {
+            let mut ops = Vec::new();
+            let cache = NbCache::new(None);
+            append_ops(&change, &mut ops, &mut RowIds::new(&cache));
+            assert_eq!(ops.len(), 2, "{ops:?}");
+            assert_eq!(
+                ops[0],
+                Operation::Wait {
+                    table: table.into(),
+                    conditions: vec![Condition::uuid(row)],
+                    columns: vec!["external_ids".into()],
+                    until: WaitUntil::Equal,
+                    rows: vec![Row::from([("external_ids".to_string(), map(&seen))])],
+                    timeout_ms: Some(0),
+                },
+                "the guard comes first"
+            );
+            assert!(matches!(&ops[1], Operation::Mutate { .. }), "{ops:?}");
+        }
+    }
+
+    #[test]
+    fn columns_set_by_hand_are_reset_to_their_defaults() {
+        let change = Change::UpdatePort {
+            peering: "p".into(),
+            id: Uuid::from_u128(9).to_string(),
+            name: "vpc-1-vpc-2".into(),
+            mac: None,
+            networks: None,
+            peer: None,
+            external_ids: None,
+            reset: vec!["enabled", "options", "gateway_chassis"],
+        };
+        let mut ops = Vec::new();
+        let cache = NbCache::new(None);
+        append_ops(&change, &mut ops, &mut RowIds::new(&cache));
+        let Operation::Update { row, .. } = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(row["enabled"], Datum::empty_set());
+        assert_eq!(row["options"], Datum::empty_map());
+        assert_eq!(row["gateway_chassis"], Datum::empty_set());
+        assert_eq!(row.len(), 3);
+    }
+
+    #[test]
+    fn updates_or_mutations_that_matched_nothing_name_their_peering() {
+        let update = Operation::Update {
+            table: LRP.into(),
+            conditions: vec![],
+            row: Row::new(),
+        };
+        let mutate = remove_reference(&Uuid::from_u128(7).to_string(), "ports", "x");
+        let ops = vec![
+            Operation::Comment("fence".into()),
+            update.clone(),
+            mutate.clone(),
+            update,
+            mutate,
+        ];
+        let owners = [None, Some("a"), Some("a"), Some("b"), Some("c")];
+        let results = [
+            OperationResult::Empty,
+            OperationResult::Count(1),
+            OperationResult::Count(1),
+            OperationResult::Count(0),
+            OperationResult::Count(0),
+        ];
+        assert_eq!(
+            not_done(&owners, &ops, &results),
+            BTreeSet::from(["b", "c"])
+        );
     }
 }

@@ -103,6 +103,37 @@ impl Store {
         records(rows)
     }
 
+    /// A page of peerings in name order after `after` whose local or remote VPC matches one
+    /// of the `LIKE` patterns (a tenant's VPCs).
+    pub async fn peering_list_like(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        patterns: &[String],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let rows = self
+            .timed(
+                "peering_list_like",
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time FROM peerings
+                     WHERE ($1::text IS NULL OR name > $1)
+                     AND (local_vpc LIKE ANY($2::text[]) OR remote_vpc LIKE ANY($2::text[]))
+                     ORDER BY name LIMIT $3"#,
+                    after,
+                    patterns,
+                    limit
+                )
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
     /// Every peering touching any of `vpcs` (for the topology rules).
     pub async fn peering_list_touching(
         &self,

@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
+use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
 use ovn_peerd::proto::v1::{
     peering, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
     ListRoutesRequest, Peering, PeeringRoute, RoutePolicy,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -475,30 +477,67 @@ async fn validate_only_stores_nothing() {
     assert_refused(r, Code::FailedPrecondition, "peering.remote_vpc");
 }
 
-#[tokio::test]
-async fn fifty_concurrent_creates_of_one_pair_give_exactly_one_peering() {
-    let t = two_vpcs().await;
+/// Spawns `n` clients on the multi-threaded runtime, each waiting on one barrier before it
+/// sends its request, so the requests really overlap.
+async fn all_at_once<T, F, Fut>(t: &TestPeerd, n: usize, call: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize, PeeringServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
     let mut tasks = Vec::new();
-    for i in 0..50 {
-        let mut c = t.client().await;
+    for i in 0..n {
+        let c = t.client().await;
+        let barrier = barrier.clone();
+        let fut = call(i, c);
         tasks.push(tokio::spawn(async move {
-            c.create_peering(create(peering(&format!("p{i}"), "vpc-1", "vpc-2")))
-                .await
-                .map(|_| ())
-                .map_err(|s| s.code())
+            barrier.wait().await;
+            fut.await
         }));
     }
-    let mut ok = 0;
+    let mut out = Vec::new();
     for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => ok += 1,
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+async fn stored_pool(t: &TestPeerd) -> sqlx::PgPool {
+    sqlx::PgPool::connect(&t.db.url).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_creates_of_one_pair_give_exactly_one_peering() {
+    let t = two_vpcs().await;
+    let replies = all_at_once(&t, 50, |i, mut c| async move {
+        c.create_peering(create(peering(&format!("p{i}"), "vpc-1", "vpc-2")))
+            .await
+            .map(|r| r.into_inner().name)
+            .map_err(|s| s.code())
+    })
+    .await;
+    let mut ok = Vec::new();
+    for r in replies {
+        match r {
+            Ok(name) => ok.push(name),
             Err(code) => assert_eq!(code, Code::AlreadyExists),
         }
     }
-    assert_eq!(ok, 1);
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    // What Postgres holds, not only what the replies say.
+    let stored: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT name, local_vpc, remote_vpc FROM peerings")
+            .fetch_all(&stored_pool(&t).await)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        vec![(ok[0].clone(), "vpc-1".to_string(), "vpc-2".to_string())]
+    );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_automatic_links_never_overlap() {
     let t = TestPeerd::start().await;
     let mut args: Vec<String> = Vec::new();
@@ -509,25 +548,38 @@ async fn two_hundred_concurrent_automatic_links_never_overlap() {
         args.extend(["lr-add".into(), format!("r{i}")]);
     }
     t.nb.nbctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let mut c = t.client().await;
-        tasks.push(tokio::spawn(async move {
-            c.create_peering(create(peering(
-                &format!("p{i}"),
-                &format!("r{}", 2 * i),
-                &format!("r{}", 2 * i + 1),
-            )))
-            .await
-            .map(|r| r.into_inner())
-        }));
-    }
+    let replies = all_at_once(&t, 200, |i, mut c| async move {
+        c.create_peering(create(peering(
+            &format!("p{i}"),
+            &format!("r{}", 2 * i),
+            &format!("r{}", 2 * i + 1),
+        )))
+        .await
+        .map(|r| r.into_inner())
+    })
+    .await;
     let mut links: Vec<IpNet> = Vec::new();
-    for task in tasks {
-        let p = task.await.unwrap().expect("create");
+    for r in replies {
+        let p = r.expect("create");
         let addr: IpNet = p.local_connect_ip.parse().unwrap();
         links.push(addr.trunc());
     }
+    // What Postgres stored: 200 rows, each link as replied, none overlapping another.
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT local_v4::text, remote_v4::text FROM peerings ORDER BY name")
+            .fetch_all(&stored_pool(&t).await)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 200);
+    let mut stored_links: Vec<IpNet> = Vec::new();
+    for (l, r) in &stored {
+        let (l, r): (IpNet, IpNet) = (l.parse().unwrap(), r.parse().unwrap());
+        assert_eq!(l.trunc(), r.trunc(), "both ends of {l} on one link");
+        stored_links.push(l.trunc());
+    }
+    let replied: BTreeSet<IpNet> = links.iter().copied().collect();
+    let links = stored_links;
+    assert_eq!(links.iter().copied().collect::<BTreeSet<_>>(), replied);
     let distinct: BTreeSet<IpNet> = links.iter().copied().collect();
     assert_eq!(distinct.len(), 200);
     for (i, a) in links.iter().enumerate() {

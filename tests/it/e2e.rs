@@ -587,3 +587,177 @@ async fn automatic_link_of_ipv6_vpcs_carries_ipv6() {
         cloud.assert_trace((a, &vpc_a), b, true, true, "ACTIVE, automatic link");
     }
 }
+
+const HUB: Site = Site {
+    vpc: "hub",
+    nets: &[("10.50.1.0/24", "10.50.1.1", "10.50.1.10")],
+    pod_mac: "0a:00:00:50:00:10",
+};
+const SPOKES: [Site; 3] = [
+    Site {
+        vpc: "spoke-1",
+        nets: &[("10.51.1.0/24", "10.51.1.1", "10.51.1.10")],
+        pod_mac: "0a:00:00:51:00:10",
+    },
+    Site {
+        vpc: "spoke-2",
+        nets: &[("10.52.1.0/24", "10.52.1.1", "10.52.1.10")],
+        pod_mac: "0a:00:00:52:00:10",
+    },
+    Site {
+        vpc: "spoke-3",
+        nets: &[("10.53.1.0/24", "10.53.1.1", "10.53.1.10")],
+        pod_mac: "0a:00:00:53:00:10",
+    },
+];
+
+/// Pings every 20 ms, `count` times, in the pod's namespace; the child prints the summary.
+fn ping_continuously(pod: &Pod, ip: &str, count: u32) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            pod.netns(),
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.02",
+        ])
+        .args(["-W", "1", "-c", &count.to_string(), ip])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ping")
+}
+
+/// (transmitted, received) from ping's summary line.
+fn ping_summary(out: &str) -> (u32, u32) {
+    // "1500 packets transmitted, 1500 received, 0% packet loss, time 30012ms"
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary in {out:?}"));
+    let n: Vec<u32> = line
+        .split(',')
+        .take(2)
+        .map(|part| {
+            part.split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("bad summary {line:?}"))
+        })
+        .collect();
+    (n[0], n[1])
+}
+
+/// A hub peered with three spokes; one spoke's router is deleted by hand and re-created. The
+/// other spokes' pods ping the hub's every 20 ms throughout without losing one echo; the
+/// peering of the deleted spoke is FAILED naming it, the hub's half of it is removed, and once
+/// the router is back it is ACTIVE and its pod pings the hub again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoke_router_deleted_and_recreated_never_stops_the_other_spokes() {
+    if !skip_unless_root("e2e::a_spoke_router_deleted_and_recreated_never_stops_the_other_spokes") {
+        return;
+    }
+    let started = Instant::now();
+    let mut cloud = Cloud::start().await;
+    let chassis = Chassis::start(&cloud.central);
+    let _hub = HUB.build(&cloud.central);
+    let vpcs: Vec<Vpc> = SPOKES.iter().map(|s| s.build(&cloud.central)).collect();
+    let _hub_pod = HUB.plug(&chassis);
+    let pods: Vec<Pod> = SPOKES.iter().map(|s| s.plug(&chassis)).collect();
+    for s in &SPOKES {
+        cloud.peer(&format!("hub-{}", s.vpc), &HUB, s, None).await;
+    }
+    cloud.central.sync_hv();
+    let hub_ip = HUB.pod_ip(false);
+    for (s, pod) in SPOKES.iter().zip(&pods) {
+        assert!(
+            pod.ping_within(hub_ip, PING_WITHIN),
+            "{} cannot reach the hub while peered",
+            s.vpc
+        );
+    }
+
+    // 1,500 echoes at 20 ms: 30 s, longer than the deletion and re-creation below.
+    let others: Vec<std::process::Child> = pods[..2]
+        .iter()
+        .map(|pod| ping_continuously(pod, hub_ip, 1500))
+        .collect();
+    let (gone, gone_vpc) = (&SPOKES[2], &vpcs[2]);
+    let name = format!("hub-{}", gone.vpc);
+    cloud.central.nbctl(["lr-del", gone.vpc]);
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    let failed = loop {
+        let p = cloud.get(&name).await.expect("GetPeering");
+        if p.state == State::Failed as i32 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "not FAILED: {p:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(failed.state_message.contains(gone.vpc), "{failed:?}");
+    let hub_ports = cloud.central.nbctl(["lrp-list", HUB.vpc]);
+    assert!(
+        !hub_ports.contains(&format!("hub-{}", gone.vpc)),
+        "the hub's half is removed: {hub_ports}"
+    );
+    assert!(
+        !cloud
+            .central
+            .nbctl(["lr-route-list", HUB.vpc])
+            .contains(gone.nets[0].0),
+        "no stale route to the vanished subnet"
+    );
+    cloud.central.sync_hv();
+    assert!(
+        !pods[2].ping(hub_ip),
+        "the deleted spoke still reaches the hub"
+    );
+
+    // The router comes back (same name, same port on its switch).
+    let plen = gone_vpc.subnet.rsplit_once('/').expect("CIDR").1;
+    cloud.central.nbctl([
+        "lr-add",
+        gone.vpc,
+        "--",
+        "lrp-add",
+        gone.vpc,
+        &gone_vpc.router_port,
+        &gone_vpc.router_mac,
+        &format!("{}/{plen}", gone_vpc.router_ip),
+    ]);
+    // FAILED until the worker sees the router: wait for ACTIVE, not for "never FAILED".
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let p = cloud.get(&name).await.expect("GetPeering");
+        if p.state == State::Active as i32 && p.observed_generation == p.generation {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ACTIVE again: {p:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cloud.central.sync_hv();
+    assert!(
+        pods[2].ping_within(hub_ip, PING_WITHIN),
+        "the re-created spoke does not reach the hub again"
+    );
+    let sequence = started.elapsed();
+
+    for (s, child) in SPOKES.iter().zip(others) {
+        let out = child.wait_with_output().expect("ping");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (sent, received) = ping_summary(&stdout);
+        assert_eq!(
+            sent, 1500,
+            "{} was still pinging throughout: {stdout}",
+            s.vpc
+        );
+        assert_eq!(received, sent, "{} lost echoes: {stdout}", s.vpc);
+    }
+    eprintln!(
+        "e2e hub and spokes: delete + re-create done at {sequence:.1?}, whole test {:.1?}",
+        started.elapsed()
+    );
+}

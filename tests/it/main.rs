@@ -12,12 +12,17 @@
 
 mod api;
 mod api_safety;
+mod authz;
 mod compose;
 mod datapath;
 mod e2e;
 mod metrics;
 mod ovsdb;
 mod server;
+mod shutdown;
+mod store_rules;
 mod support;
+mod tls;
 mod walkthrough;
+mod watchdog;
 mod worker;

@@ -29,7 +29,7 @@ async fn status(
     }
 }
 
-async fn wait_status(
+pub(crate) async fn wait_status(
     client: &mut HealthClient<tonic::transport::Channel>,
     service: &str,
     want: ServingStatus,

@@ -47,6 +47,10 @@ fn installed(d: &DesiredPeering, prefix: &str) -> ActualRows {
             mac: p.mac.to_uppercase(),
             networks: p.networks.clone(),
             peer: Some(p.peer.clone()),
+            enabled: None,
+            options: BTreeMap::new(),
+            gateway_chassis: false,
+            ha_chassis_group: false,
             external_ids: p.external_ids.clone(),
         })
         .collect();
@@ -62,13 +66,15 @@ fn installed(d: &DesiredPeering, prefix: &str) -> ActualRows {
             policy: Some(r.policy),
             output_port: Some(r.output_port.clone()),
             route_table: String::new(),
+            options: BTreeMap::new(),
+            bfd: false,
             external_ids: r.external_ids.clone(),
         })
         .collect();
     ActualRows {
         ports,
         routes,
-        foreign_port_names: BTreeSet::new(),
+        foreign_ports: BTreeMap::new(),
     }
 }
 
@@ -143,7 +149,8 @@ fn drift_route_nexthop_changed_is_delete_and_create() {
             Change::DeleteRoute {
                 peering: "p1".into(),
                 id: "a-route-2".into(),
-                router_id: "r2".into()
+                router_id: "r2".into(),
+                seen: actual.routes[2].external_ids.clone(),
             },
             Change::CreateRoute {
                 peering: "p1".into(),
@@ -183,7 +190,8 @@ fn drift_port_columns_update_only_what_changed() {
                 mac: Some(d.ports[0].mac.clone()),
                 networks: None,
                 peer: None,
-                external_ids: None
+                external_ids: None,
+                reset: vec![],
             },
             Change::UpdatePort {
                 peering: "p1".into(),
@@ -192,7 +200,8 @@ fn drift_port_columns_update_only_what_changed() {
                 mac: None,
                 networks: None,
                 peer: Some("vpc-1-vpc-2".into()),
-                external_ids: None
+                external_ids: None,
+                reset: vec![],
             },
         ]
     );
@@ -245,12 +254,14 @@ fn output_port_cleared_or_changed_is_repaired_in_place() {
                 id: "a-route-0".into(),
                 output_port: Some("vpc-1-vpc-2".into()),
                 external_ids: None,
+                reset: vec![],
             },
             Change::UpdateRoute {
                 peering: "p1".into(),
                 id: "a-route-2".into(),
                 output_port: Some("vpc-2-vpc-1".into()),
                 external_ids: None,
+                reset: vec![],
             },
         ]
     );
@@ -279,7 +290,8 @@ fn port_on_wrong_router_is_recreated_after_deletion() {
                 peering: "p1".into(),
                 id: "a-port-0".into(),
                 router_id: "r-old".into(),
-                name: "vpc-1-vpc-2".into()
+                name: "vpc-1-vpc-2".into(),
+                seen: actual.ports[0].external_ids.clone(),
             },
             Change::CreatePort {
                 peering: "p1".into(),
@@ -300,7 +312,9 @@ fn foreign_port_conflict_blocks_the_peering_only() {
     };
     let mut actual = installed(&d, "a");
     actual.routes.clear(); // would need creating, but the peering is blocked
-    actual.foreign_port_names.insert("vpc-2-vpc-1".into());
+    actual
+        .foreign_ports
+        .insert("vpc-2-vpc-1".into(), "is not owned by ovn-peerd".into());
     actual.ports.remove(1);
     let p = plan(&[d, other], &none(), &actual);
     assert!(p.changes.is_empty(), "{:?}", p.changes);
@@ -380,7 +394,8 @@ fn stale_rows_of_a_desired_peering_are_deleted() {
         vec![Change::DeleteRoute {
             peering: "p1".into(),
             id: "a-route-9".into(),
-            router_id: "r1".into()
+            router_id: "r1".into(),
+            seen: actual.routes[0].external_ids.clone(),
         }]
     );
     assert_eq!(p.outcomes["p1"], Outcome::Changed);
@@ -403,12 +418,14 @@ fn duplicate_owned_routes_keep_one() {
             Change::DeleteRoute {
                 peering: "p1".into(),
                 id: "b-route-0".into(),
-                router_id: "r1".into()
+                router_id: "r1".into(),
+                seen: actual.routes[0].external_ids.clone(),
             },
             Change::DeleteRoute {
                 peering: "p1".into(),
                 id: "c-dup".into(),
-                router_id: "r1".into()
+                router_id: "r1".into(),
+                seen: actual.routes[0].external_ids.clone(),
             },
         ]
     );
@@ -457,4 +474,88 @@ fn plan_is_deterministic_whatever_the_input_order() {
             "create-route",
         ]
     );
+}
+
+#[test]
+fn forwarding_columns_set_by_hand_are_reset_in_place() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.ports[0].enabled = Some(false);
+    actual.ports[1].options.insert("foo".into(), "bar".into());
+    actual.ports[1].enabled = Some(true); // same as unset: no drift
+    actual.routes[0]
+        .options
+        .insert("ecmp_symmetric_reply".into(), "true".into());
+    actual.routes[1].bfd = true;
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    let resets: Vec<(&str, &[&str])> = p
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::UpdatePort { id, reset, .. } | Change::UpdateRoute { id, reset, .. } => {
+                (id.as_str(), reset.as_slice())
+            }
+            other => panic!("only updates in place: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        resets,
+        vec![
+            ("a-port-0", &["enabled"][..]),
+            ("a-port-1", &["options"][..]),
+            ("a-route-0", &["options"][..]),
+            ("a-route-1", &["bfd"][..]),
+        ]
+    );
+}
+
+#[test]
+fn an_adopted_row_gets_the_instance_id_in_place() {
+    let mut d = desired("p1", 1);
+    let actual = installed(&d, "a"); // written without an instance id
+    d.stamp_instance("dep-a");
+    let p = plan(std::slice::from_ref(&d), &none(), &actual);
+    assert_eq!(p.changes.len(), d.ports.len() + d.routes.len(), "{p:?}");
+    for c in &p.changes {
+        let ids = match c {
+            Change::UpdatePort {
+                external_ids: Some(ids),
+                ..
+            }
+            | Change::UpdateRoute {
+                external_ids: Some(ids),
+                ..
+            } => ids,
+            other => panic!("only updates: {other:?}"),
+        };
+        assert_eq!(ids[INSTANCE_KEY], "dep-a");
+    }
+}
+
+#[test]
+fn holding_deletions_drops_every_change_of_the_peerings_that_delete() {
+    let d = desired("p1", 1);
+    let mut actual = installed(&d, "a");
+    actual.ports[0].router_id = "r-old".into(); // p1: a delete and a create
+    let mut orphan = installed(&desired("p0", 1), "o");
+    actual.routes.append(&mut orphan.routes);
+    let s2 = spec("p2", "vpc-3", "vpc-4", ("169.254.0.5/30", "169.254.0.6/30"));
+    let facts = TopologyFacts {
+        local_router_id: "r3".into(),
+        remote_router_id: "r4".into(),
+        local_subnets: vec![],
+        remote_subnets: vec![],
+        local_routes: vec![],
+        remote_routes: vec![],
+    };
+    let p2 = desired_from_facts(&s2, 1, &facts);
+    let mut p = plan(&[d, p2], &none(), &actual);
+    assert!(p.deletions(&none()) > 2, "{p:?}");
+    let tombstone = BTreeSet::from(["p0".to_string()]);
+    assert_eq!(p.deletions(&tombstone), 1, "p0's deletions were asked for");
+    let held = p.hold_deletions(&none());
+    assert_eq!(held, BTreeSet::from(["p0".to_string(), "p1".to_string()]));
+    assert_eq!(p.deletions(&none()), 0);
+    assert!(p.changes.iter().all(|c| c.peering() == "p2"), "{p:?}");
+    assert!(p.touches("p2"));
 }

@@ -14,6 +14,7 @@ fn port(name: &str, nets: &[&str]) -> PortView {
         peer: None,
         is_gateway: false,
         peering: None,
+        instance: None,
     }
 }
 
@@ -299,6 +300,18 @@ fn route_forming_an_ecmp_group_is_refused() {
     let r = check(&seed(), &t, &[]).expect_err("ECMP with another peering's row");
     assert_eq!(r.violations[0].field, "peering.remote_routes");
     assert!(r.violations[0].description.contains("peering \"gone\""));
+    // Another deployment's row is named with its deployment.
+    let mut t = topo();
+    t[1].routes.push(RouteView {
+        instance: Some("dep-b".into()),
+        ..installed("u-3", "10.0.0.0/24", Some("p9"))
+    });
+    let r = check(&seed(), &t, &[]).expect_err("ECMP with another deployment's row");
+    let d = &r.violations[0].description;
+    assert!(
+        d.contains("peering \"p9\" of ovn-peerd deployment dep-b"),
+        "{d}"
+    );
 }
 
 #[test]

@@ -253,3 +253,112 @@ async fn silent_server_is_caught_by_the_inactivity_probe() {
     );
     wait_accepts(&f, 2).await;
 }
+
+/// A server whose `update2` notifications after a good initial dump are malformed, one way
+/// per monitor request: a modify of a row it never sent, a value of the wrong type, a table
+/// that is not an object. From the fourth monitor request on it behaves.
+async fn bad_update_after_dump(mut c: Conn, monitors: Arc<AtomicUsize>) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(crate::support::nb::NB_SCHEMA).unwrap())
+            .unwrap();
+    let good = "9b0a3ab5-5a4c-4b36-9fd8-0ad0a3d2a0a1";
+    while let Some(m) = c.recv().await {
+        let Message::Request { method, params, id } = m else {
+            continue;
+        };
+        match method.as_str() {
+            "get_schema" => {
+                c.send(json!({"id": id, "result": schema, "error": null}))
+                    .await
+            }
+            "monitor" if params[0] == "_Server" => {
+                c.send(json!({"id": id, "error": null, "result":
+                    {"Database": {Uuid::new_v4().to_string(): {"new": {"name": DB,
+                        "model": "standalone", "connected": true, "leader": true,
+                        "index": ["set", []]}}}}}))
+                    .await
+            }
+            "monitor_cond" => {
+                let n = monitors.fetch_add(1, Ordering::SeqCst);
+                let mut dump = json!({"Logical_Router": {good: {"initial": {"name": "good"}}}});
+                if n >= 3 {
+                    dump["Logical_Router"][Uuid::new_v4().to_string()] =
+                        json!({"initial": {"name": "after"}});
+                }
+                c.send(json!({"id": id, "error": null, "result": dump}))
+                    .await;
+                let bad = match n {
+                    0 => {
+                        json!({"Logical_Router": {Uuid::new_v4().to_string(): {"modify": {"name": "x"}}}})
+                    }
+                    1 => json!({"Logical_Router": {good: {"modify": {"name": 42}}}}),
+                    2 => json!({"Logical_Router": "not an object"}),
+                    _ => continue,
+                };
+                c.send(json!({"method": "update2", "params": [params[1], bad], "id": null}))
+                    .await;
+            }
+            "echo" => {
+                c.send(json!({"id": id, "result": params, "error": null}))
+                    .await
+            }
+            _ => {
+                c.send(json!({"id": id, "result": null, "error": "unknown method"}))
+                    .await
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_update_on_a_live_connection_is_reported_and_resynced() {
+    let monitors = Arc::new(AtomicUsize::new(0));
+    let m = monitors.clone();
+    let f = fake(move |_, c| bad_update_after_dump(c, m.clone())).await;
+    let client = client_for(&f.remote);
+    // Every state the client reports, in order.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<ConnectionState>::new()));
+    let mut state = client.state();
+    let log = seen.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            log.lock().unwrap().push(state.borrow_and_update().clone());
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    client
+        .wait_for(T, |c| {
+            c.router_by_name("after").len() == 1 && c.router_by_name("good").len() == 1
+        })
+        .await
+        .expect("synced with the well-formed dump in the end");
+    watcher.abort();
+    assert!(monitors.load(Ordering::SeqCst) >= 4);
+    // The replica holds what the last dump said, nothing of the malformed updates.
+    let names: Vec<String> = client.cache().routers().map(|r| r.name.clone()).collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["after", "good"]);
+    // Each malformed update was reported: the client left the synced state with an error.
+    let seen = seen.lock().unwrap().clone();
+    let errors: Vec<String> = seen
+        .iter()
+        .filter_map(|s| match s {
+            ConnectionState::Connecting {
+                last_error: Some(e),
+            } => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let unsynced_after_synced = seen
+        .windows(2)
+        .filter(|w| w[0].is_synced() && !w[1].is_synced())
+        .count();
+    assert!(
+        unsynced_after_synced >= 3,
+        "left the synced state {unsynced_after_synced} times: {seen:?}"
+    );
+    assert!(!errors.is_empty(), "no error reported: {seen:?}");
+}

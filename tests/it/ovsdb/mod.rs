@@ -3,6 +3,7 @@
 
 mod basic;
 mod cluster;
+mod differential;
 mod diverge;
 mod leader;
 mod malformed;

@@ -1,4 +1,5 @@
-//! 10,000 rows in one transaction, and a monitor (initial dump) over 10,000 rows.
+//! 10,000 rows in one transaction, and a monitor (initial dump) over 10,000 rows: the
+//! functional checks only; how long they take is measured in `benches/`, never asserted.
 
 use std::time::Instant;
 
@@ -34,5 +35,4 @@ async fn ten_thousand_rows() {
     let dump = t0.elapsed();
     assert_eq!(reader.cache().routers().count(), N);
     eprintln!("10k-row transaction: {write:?}; connect + initial dump of 10k rows: {dump:?}");
-    assert!(dump < T, "initial dump took {dump:?}");
 }

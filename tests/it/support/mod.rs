@@ -3,6 +3,7 @@
 //! `ovn-peerd-test-support` crate in `tests/support/`, re-exported by `pg`, `nb` and `process`;
 //! the modules here add what needs ovn-peerd's own types.
 
+pub mod certs;
 pub mod nb;
 pub mod nbrows;
 pub mod ovn;

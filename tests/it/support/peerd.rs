@@ -23,6 +23,8 @@ use super::pg::TestDb;
 pub struct TestPeerd<N = NbServer> {
     /// The gRPC address.
     pub addr: SocketAddr,
+    /// The health-only listener's address (`--health-listen`).
+    pub health_addr: Option<SocketAddr>,
     /// Its database.
     pub db: TestDb,
     /// Its NB server (owned here unless shared).
@@ -65,6 +67,13 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         protected_vpcs: opts.protected_vpcs.clone(),
         resync_interval: Duration::from_secs(300),
         worker: opts.worker,
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
+        allow_insecure: false,
+        authz_policy: None,
+        health_listen: None,
+        allow_mass_deletion: false,
     }
 }
 
@@ -99,6 +108,7 @@ impl<N> TestPeerd<N> {
         ovn_peerd_test_support::log::init();
         let app = Application::build(config.clone()).await.expect("build");
         let addr = app.local_addr();
+        let health_addr = app.health_addr();
         app.nb()
             .wait_synced(Duration::from_secs(10))
             .await
@@ -107,6 +117,7 @@ impl<N> TestPeerd<N> {
         let handle = tokio::spawn(app.run(shutdown.clone()));
         TestPeerd {
             addr,
+            health_addr,
             db,
             nb,
             config,

@@ -96,7 +96,7 @@ async fn a_foreign_port_in_the_way_fails_only_that_peering_until_it_goes() {
 }
 
 #[tokio::test]
-async fn a_deleted_router_fails_the_peering_until_it_is_back() {
+async fn a_deleted_router_fails_the_peering_removes_the_survivors_half_until_it_is_back() {
     let t = two_vpcs(Options::default()).await;
     create(
         &t,
@@ -117,8 +117,18 @@ async fn a_deleted_router_fails_the_peering_until_it_is_back() {
     assert_eq!(failed.state_message, why);
     assert_eq!(failed.observed_generation, 1);
     assert!(failed.update_time > active.update_time);
-    // The surviving side's rows are left as they are while the peering is failed.
-    assert_eq!(NbRows::read(&t.nb).owned_ports_of("vpc-1").len(), 1);
+    // The surviving side's port and routes lead nowhere: removed, nothing stale.
+    let rows = NbRows::read(&t.nb);
+    assert!(
+        rows.owned_ports_of("vpc-1").is_empty() && rows.owned_routes_of("vpc-1").is_empty(),
+        "{rows:?}"
+    );
+    assert_eq!(rows.owned_count(), 0);
+    assert_eq!(
+        rows.ports_of("vpc-1").len(),
+        1,
+        "vpc-1's own subnet port stays"
+    );
 
     create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
     let outcome = t.converge().await;
@@ -288,12 +298,13 @@ async fn deleting_a_failed_peering_removes_its_remaining_rows() {
     )
     .await;
     t.converge().await;
-    t.nb.nbctl(&["lr-del", "vpc-2"]);
+    // An ambiguous router name freezes the peering's rows (which router do they serve?).
+    t.nb.nbctl(&["create", "Logical_Router", "name=vpc-2"]);
     assert!(t.converge().await.failed.contains_key("p"));
     assert_eq!(
         NbRows::read(&t.nb).owned_count(),
-        2,
-        "vpc-1's port and route"
+        4,
+        "frozen: both ports and routes"
     );
     super::delete(&t, "p").await;
     t.converge().await;

@@ -1,17 +1,18 @@
 //! Faults: ovn-peerd, the NB server or Postgres killed mid-work; two replicas on one database.
 //! After each: converged, no duplicate rows, no peering lost.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ovn_peerd::store::PeeringState;
 use sqlx::PgPool;
 
-use super::{count_in_state, eventually, insert_sql, pool, store, wait_state};
+use super::{count_in_state, eventually, insert_sql, pool, record, store, wait_state};
 use crate::support::nb::NbServer;
 use crate::support::nbrows::NbRows;
-use crate::support::peerd::{test_config, Options, TestPeerd};
+use crate::support::peerd::{Options, TestPeerd};
 use crate::support::peerd_process::PeerdProcess;
-use crate::support::pg::{PgCluster, TestDb};
+use crate::support::pg::{free_port, PgCluster, TestDb};
 use crate::support::vpc::{add_subnet, create_vpc, next_mac};
 
 /// A hub VPC (10.0.0.0/16) and `n` spokes (10.100.0.0/24, 10.100.1.0/24, ...), made with one
@@ -95,6 +96,27 @@ async fn assert_hub_converged(nb: &NbServer, pool: &PgPool, n: usize) {
     assert_eq!(stored, n as i64, "no peering lost");
 }
 
+/// Peerings that own at least one row in NB (by their `ovn-peerd:peering` marker).
+fn peerings_in_nb(rows: &NbRows) -> BTreeSet<String> {
+    rows.ports
+        .values()
+        .map(|p| &p.external_ids)
+        .chain(rows.routes.values().map(|r| &r.external_ids))
+        .filter(|ids| ids.get("ovn-peerd:owner").map(String::as_str) == Some("ovn-peerd"))
+        .filter_map(|ids| ids.get("ovn-peerd:peering").cloned())
+        .collect()
+}
+
+/// Peerings Postgres calls ACTIVE.
+async fn active_names(pool: &PgPool) -> BTreeSet<String> {
+    sqlx::query_scalar("SELECT name FROM peerings WHERE state = 'active'")
+        .fetch_all(pool)
+        .await
+        .expect("active peerings")
+        .into_iter()
+        .collect()
+}
+
 async fn wait_all_active(pool: &PgPool, n: usize, timeout: Duration) {
     eventually(&format!("{n} peerings active"), timeout, || async {
         let active: i64 = sqlx::query_scalar(
@@ -117,46 +139,58 @@ async fn kill9_of_ovn_peerd_mid_batch_then_restart_converges_without_duplicates(
     hub_and_spokes(&nb, N);
     let mut first = PeerdProcess::start(&db.url, &nb.remote());
     let pool = pool(&db.url).await;
-    // Desired state arrives one peering at a time while the worker runs.
-    let inserter = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            for i in 0..N {
-                insert_spoke_peering(&pool, i).await;
-            }
-        })
-    };
-    // Kill preferably between an NB commit and the status write that follows it (NB holds
-    // rows of peerings not yet ACTIVE), else whenever some but not all are ACTIVE.
-    let started = std::time::Instant::now();
-    let (active_at_kill, window) = eventually(
-        "some but not all peerings active",
+    // Desired state arrives in one transaction: the worker's pass writes NB in several
+    // batches, and a peering it wrote stays PENDING in Postgres until the statuses are
+    // written after the last batch (and ACTIVE only once a later pass finds it in sync).
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..N {
+        let (l, r) = link(i);
+        sqlx::query(
+            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+             VALUES ($1, 'hub', $2, $3::inet, $4::inet)",
+        )
+        .bind(format!("p{i}"))
+        .bind(spoke(i))
+        .bind(l)
+        .bind(r)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // Aim at the window between an NB commit and the status write that follows it: NB
+    // (read first) holds rows of a peering that Postgres (read after) does not call ACTIVE.
+    eventually(
+        "NB holding rows of peerings not ACTIVE in Postgres",
         Duration::from_secs(60),
         || {
             let (pool, nb) = (pool.clone(), &nb);
             async move {
-                let active = count_in_state(&pool, PeeringState::Active).await as usize;
-                let ports = NbRows::read(nb).owned_port_names().len();
-                let window = ports > 2 * active && active > 0 && active < N;
-                let partial = active > 0 && active < N;
-                (window || (partial && started.elapsed() > Duration::from_secs(5)))
-                    .then_some((active, window))
+                let in_nb = peerings_in_nb(&NbRows::read(nb));
+                let active = active_names(&pool).await;
+                in_nb.difference(&active).next().map(|_| ())
             }
         },
     )
     .await;
     first.kill9();
-    assert!(
-        active_at_kill < N,
-        "killed while converging ({active_at_kill} of {N} active)"
-    );
-    inserter.await.unwrap();
+    // Proof the kill landed in the window: with the process dead, nothing writes any more.
     let rows_at_kill = NbRows::read(&nb);
+    let active_at_kill = active_names(&pool).await;
+    let ahead: BTreeSet<String> = peerings_in_nb(&rows_at_kill)
+        .difference(&active_at_kill)
+        .cloned()
+        .collect();
+    assert!(
+        !ahead.is_empty(),
+        "killed outside the window: every peering with rows in NB is ACTIVE"
+    );
+    assert!(active_at_kill.len() < N);
     assert_eq!(rows_at_kill.duplicate_routes(), vec![]);
     eprintln!(
-        "killed with {active_at_kill} of {N} active, {} ports of ours in NB \
-         (NB ahead of statuses: {window})",
-        rows_at_kill.owned_port_names().len()
+        "killed with {} of {N} active, {} peerings with rows in NB but not ACTIVE",
+        active_at_kill.len(),
+        ahead.len()
     );
 
     let _second = PeerdProcess::start(&db.url, &nb.remote());
@@ -164,9 +198,10 @@ async fn kill9_of_ovn_peerd_mid_batch_then_restart_converges_without_duplicates(
     assert_hub_converged(&nb, &pool, N).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_nb_server_while_creating_converges_without_duplicates() {
     const N: usize = 60;
+    const BEFORE: usize = N / 2;
     let mut t = TestPeerd::start_with(Options {
         worker: true,
         ..Options::default()
@@ -174,10 +209,11 @@ async fn kill9_of_the_nb_server_while_creating_converges_without_duplicates() {
     .await;
     hub_and_spokes(&t.nb, N);
     let pool = pool(&t.db.url).await;
+    // The first half arrives while NB is up; the NB server dies while the worker converges it.
     let inserter = {
         let pool = pool.clone();
         tokio::spawn(async move {
-            for i in 0..N {
+            for i in 0..BEFORE {
                 insert_spoke_peering(&pool, i).await;
             }
         })
@@ -188,23 +224,22 @@ async fn kill9_of_the_nb_server_while_creating_converges_without_duplicates() {
     })
     .await;
     t.nb.kill9();
-    // Inserts go on while NB is down; the worker's passes fail and back off.
-    eventually(
-        "more peerings stored while NB is down",
-        Duration::from_secs(30),
-        || {
-            let pool = pool.clone();
-            async move {
-                let n: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM peerings WHERE state = 'pending'")
-                        .fetch_one(&pool)
-                        .await
-                        .ok()?;
-                (n > 0).then_some(())
-            }
-        },
-    )
-    .await;
+    // The second half is stored while NB is down: accepted, and left PENDING (not FAILED,
+    // not ACTIVE) while the worker's passes fail and back off.
+    for i in BEFORE..N {
+        insert_spoke_peering(&pool, i).await;
+    }
+    let during: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, state FROM peerings WHERE name = ANY($1) ORDER BY name")
+            .bind((BEFORE..N).map(|i| format!("p{i}")).collect::<Vec<_>>())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(during.len(), N - BEFORE, "stored while NB is down");
+    assert!(
+        during.iter().all(|(_, state)| state == "pending"),
+        "{during:?}"
+    );
     t.nb.restart();
     inserter.await.unwrap();
     wait_all_active(&pool, N, Duration::from_secs(60)).await;
@@ -214,7 +249,7 @@ async fn kill9_of_the_nb_server_while_creating_converges_without_duplicates() {
     assert_eq!((outcome.rows_written, outcome.transactions), (0, 0));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_recovers_from_a_postgres_restart() {
     let mut cluster = PgCluster::start();
     wait_accepting(&cluster.admin_url()).await;
@@ -223,18 +258,15 @@ async fn the_worker_recovers_from_a_postgres_restart() {
     create_vpc(&nb, "vpc-1", &["10.1.0.1/24"]);
     create_vpc(&nb, "vpc-2", &["10.2.0.1/24"]);
     create_vpc(&nb, "vpc-3", &["10.3.0.1/24"]);
-    let config = test_config(
-        &db.url,
-        &nb.remote(),
-        &Options {
-            worker: true,
-            ..Options::default()
-        },
-    );
-    let t = TestPeerd::start_on(db, nb, config).await;
-    let s = store(&t.db.url);
+    // A process of its own: it keeps running (and is observed through /metrics) while the
+    // test blocks on stopping and starting Postgres.
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _peerd =
+        PeerdProcess::start_with_args(&db.url, &nb.remote(), &["--metrics-listen", &metrics_addr]);
+    let s = store(&db.url);
     insert_sql(
-        &pool(&t.db.url).await,
+        &pool(&db.url).await,
         "p12",
         "vpc-1",
         "vpc-2",
@@ -243,16 +275,21 @@ async fn the_worker_recovers_from_a_postgres_restart() {
     )
     .await;
     wait_state(&s, "p12", PeeringState::Active, Duration::from_secs(10)).await;
-    assert_eq!(writer_locks(&pool(&t.db.url).await).await, 1);
+    assert_eq!(writer_locks(&pool(&db.url).await).await, 1);
+    gauge_becomes(metrics_port, "ovn_peerd_writer_lock_held", 1.0).await;
 
     cluster.kill();
+    // While Postgres is down the service notices it (health probe, lost writer lock) and
+    // keeps running: only a live process can report this.
+    gauge_becomes(metrics_port, "ovn_peerd_postgres_up", 0.0).await;
+    gauge_becomes(metrics_port, "ovn_peerd_writer_lock_held", 0.0).await;
     // NB changes while Postgres is down: passes fail (no desired state) and back off.
-    add_subnet(&t.nb, "vpc-2", "vpc-2-s1", "10.22.0.1/24");
+    add_subnet(&nb, "vpc-2", "vpc-2-s1", "10.22.0.1/24");
     cluster.restart();
     wait_accepting(&cluster.admin_url()).await;
 
-    // A change made after the restart: the worker's listener and lock have reconnected.
-    let after = pool(&t.db.url).await;
+    // A change made right after the restart: the worker's listener and lock have reconnected.
+    let after = pool(&db.url).await;
     insert_sql(
         &after,
         "p13",
@@ -267,7 +304,7 @@ async fn the_worker_recovers_from_a_postgres_restart() {
         "the route to the subnet added while Postgres was down",
         Duration::from_secs(10),
         || async {
-            NbRows::read(&t.nb)
+            NbRows::read(&nb)
                 .owned_routes_of("vpc-1")
                 .iter()
                 .any(|r| r.0 == "10.22.0.0/24")
@@ -281,6 +318,13 @@ async fn the_worker_recovers_from_a_postgres_restart() {
         || async { (writer_locks(&after).await == 1).then_some(()) },
     )
     .await;
+    gauge_becomes(metrics_port, "ovn_peerd_postgres_up", 1.0).await;
+    // The outage failed no peering: p12 stayed ACTIVE at its generation.
+    let p12 = record(&s, "p12").await;
+    assert_eq!(
+        (p12.state, p12.observed_generation),
+        (PeeringState::Active, p12.generation)
+    );
     // Event-driven again (not only the retry after failures): a later change converges.
     insert_sql(
         &after,
@@ -292,6 +336,34 @@ async fn the_worker_recovers_from_a_postgres_restart() {
     )
     .await;
     wait_state(&s, "p23", PeeringState::Active, Duration::from_secs(10)).await;
+    assert_eq!(
+        count_in_state(&after, PeeringState::Failed).await,
+        0,
+        "no peering failed"
+    );
+}
+
+/// Polls `/metrics` on `port` until the unlabelled gauge `name` has `value`.
+async fn gauge_becomes(port: u16, name: &str, value: f64) {
+    eventually(
+        &format!("{name} = {value} on /metrics"),
+        Duration::from_secs(20),
+        || async move { (scrape_gauge(port, name) == Some(value)).then_some(()) },
+    )
+    .await;
+}
+
+/// One unlabelled sample from `/metrics` (HTTP/1.0: a plain body).
+fn scrape_gauge(port: u16, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Waits until Postgres accepts connections (its port opens before it is out of recovery).

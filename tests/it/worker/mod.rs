@@ -4,13 +4,17 @@
 //! event-driven ones run it in the background (`Options { worker: true }`) and poll with a
 //! deadline. NB rows are always read back with `ovn-nbctl`.
 
+mod cluster;
 mod events;
 mod failures;
 mod faults;
 mod fencing;
 mod output_port;
+mod ownership;
+mod ownership_guard;
 mod partition;
 mod rows;
+mod safety;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -42,7 +46,7 @@ fn explicit(name: &str, local: &str, remote: &str, lip: &str, rip: &str) -> Peer
 }
 
 /// Creates a peering through the API.
-async fn create(t: &TestPeerd, p: Peering) -> Peering {
+async fn create<N>(t: &TestPeerd<N>, p: Peering) -> Peering {
     t.client()
         .await
         .create_peering(CreatePeeringRequest {

@@ -44,7 +44,11 @@ fn assert_port(
     assert_eq!(p.name, name);
     assert_eq!(p.networks, set(networks), "{p:?}");
     assert_eq!(p.peer.as_deref(), Some(peer), "{p:?}");
-    assert_eq!(p.external_ids, ids, "{p:?}");
+    // Beside the markers, the id of the deployment that wrote it.
+    let mut without_instance = p.external_ids.clone();
+    let instance = without_instance.remove("ovn-peerd:instance");
+    assert!(instance.is_some_and(|i| !i.is_empty()), "{p:?}");
+    assert_eq!(without_instance, ids, "{p:?}");
     let first = u8::from_str_radix(&p.mac[..2], 16).expect("mac");
     assert_eq!(
         (first & 0x02, first & 0x01),
@@ -121,6 +125,9 @@ async fn create_writes_exactly_the_specified_rows_and_delete_removes_only_ours()
         rows.owned_routes_of("vpc-2"),
         vec![route("10.1.0.0/24", "169.254.0.1", "dst-ip")]
     );
+    // Every row carries this deployment's id.
+    let deployment = s.deployment_get().await.unwrap().id.to_string();
+    assert_eq!(l.external_ids["ovn-peerd:instance"], deployment);
     for r in rows
         .routes
         .values()
@@ -131,7 +138,9 @@ async fn create_writes_exactly_the_specified_rows_and_delete_removes_only_ours()
         } else {
             "remote"
         };
-        assert_eq!(r.external_ids, ids("p1", 1, side), "{r:?}");
+        let mut want = ids("p1", 1, side);
+        want.insert("ovn-peerd:instance".into(), deployment.clone());
+        assert_eq!(r.external_ids, want, "{r:?}");
         assert_eq!(r.route_table, "");
     }
     // No router option set (kube-ovn #6882: ARP learning must stay on).

@@ -1,0 +1,406 @@
+//! Authorization with a policy of two tenants and an admin, over mTLS with certificates made at
+//! test time: one test per rule, each asserting the code and the message, and the policy
+//! file re-read (and a broken one refused) without a restart.
+
+use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
+use ovn_peerd::proto::v1::{
+    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
+    ListRoutesRequest, Peering, PeeringRoute,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::support::certs::{tls_channel, write_atomically, Issued, TestCa};
+use crate::support::nb::NbServer;
+use crate::support::peerd::{test_config, Options, TestPeerd};
+use crate::support::pg::TestDb;
+use crate::support::vpc::create_vpc;
+
+const ADMIN: &str = "spiffe://example.org/ns/ops/sa/netops";
+const TEAM_A: &str = "spiffe://example.org/ns/team-a/sa/orchestrator";
+const TEAM_B: &str = "spiffe://example.org/ns/team-b/sa/orchestrator";
+const STRANGER: &str = "spiffe://example.org/ns/team-c/sa/orchestrator";
+
+fn policy(extra_team_a_identity: &str) -> String {
+    format!(
+        r#"admins = ["{ADMIN}"]
+
+[[tenants]]
+name = "team-a"
+identities = ["{TEAM_A}"{extra_team_a_identity}]
+vpcs = ["team-a-*"]
+
+[[tenants]]
+name = "team-b"
+identities = ["{TEAM_B}"]
+vpcs = ["team-b-*"]
+"#
+    )
+}
+
+/// ovn-peerd with the policy, VPCs team-a-1, team-a-2, team-b-1, team-b-2 and other-1.
+struct Setup {
+    t: TestPeerd,
+    server_ca: TestCa,
+    clients: TestCa,
+    policy_file: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let server_ca = TestCa::new("server");
+        let server = server_ca.server("server", "ovn-peerd");
+        let clients = TestCa::new("clients");
+        let policy_file = clients.dir.path().join("policy.toml");
+        std::fs::write(&policy_file, policy("")).unwrap();
+        let db = TestDb::create().await;
+        let nb = NbServer::start();
+        let mut config = test_config(&db.url, &nb.remote(), &Options::default());
+        config.tls_cert = Some(server.cert.clone());
+        config.tls_key = Some(server.key.clone());
+        config.tls_client_ca = Some(clients.cert_path());
+        config.authz_policy = Some(policy_file.clone());
+        let t = TestPeerd::start_on(db, nb, config).await;
+        for (i, vpc) in ["team-a-1", "team-a-2", "team-b-1", "team-b-2", "other-1"]
+            .iter()
+            .enumerate()
+        {
+            create_vpc(&t.nb, vpc, &[&format!("10.{}.0.1/24", i + 1)]);
+        }
+        Setup {
+            t,
+            server_ca,
+            clients,
+            policy_file,
+        }
+    }
+
+    async fn client(&self, identity: &str) -> PeeringServiceClient<Channel> {
+        let file = identity.rsplit('/').nth(2).unwrap_or("c").to_string();
+        let cert: Issued = self.clients.client(&file, identity);
+        let channel = tls_channel(self.t.addr, &self.server_ca.cert_pem, Some(&cert))
+            .await
+            .expect("mTLS connect");
+        PeeringServiceClient::new(channel)
+    }
+
+    /// A peering made by the admin (who may make any).
+    async fn admin_creates(&self, name: &str, local: &str, remote: &str) {
+        self.client(ADMIN)
+            .await
+            .create_peering(create(name, local, remote))
+            .await
+            .unwrap_or_else(|e| panic!("admin creates {name}: {e:?}"));
+    }
+}
+
+fn create(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
+    CreatePeeringRequest {
+        peering: Some(Peering {
+            name: name.into(),
+            local_vpc: local.into(),
+            remote_vpc: remote.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[track_caller]
+fn assert_denied<T: std::fmt::Debug>(r: Result<T, tonic::Status>, needles: &[&str]) {
+    let status = r.expect_err("expected PERMISSION_DENIED");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    for n in needles {
+        assert!(
+            status.message().contains(n),
+            "{n:?} not in {:?}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_identity_is_denied() {
+    let s = Setup::start().await;
+    let mut c = s.client(STRANGER).await;
+    assert_denied(
+        c.list_peerings(ListPeeringsRequest::default()).await,
+        &[STRANGER, "neither an admin nor an identity of any tenant"],
+    );
+    assert_denied(
+        c.create_peering(create("p", "team-a-1", "team-a-2")).await,
+        &[STRANGER],
+    );
+    assert!(s.t.store_is_empty().await);
+}
+
+#[tokio::test]
+async fn a_tenant_creates_and_deletes_peerings_of_its_own_vpcs() {
+    let s = Setup::start().await;
+    let mut a = s.client(TEAM_A).await;
+    let p = a
+        .create_peering(create("a-internal", "team-a-1", "team-a-2"))
+        .await
+        .expect("same-tenant create")
+        .into_inner();
+    assert_eq!(p.local_vpc, "team-a-1");
+    a.delete_peering(DeletePeeringRequest {
+        name: "a-internal".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete of its own peering");
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_create_from_a_vpc_it_does_not_own() {
+    let s = Setup::start().await;
+    let mut a = s.client(TEAM_A).await;
+    assert_denied(
+        a.create_peering(create("p", "team-b-1", "team-a-1")).await,
+        &["tenant \"team-a\"", "local_vpc \"team-b-1\""],
+    );
+    assert_denied(
+        a.create_peering(create("p", "team-a-1", "other-1")).await,
+        &["remote_vpc \"other-1\"", "nor of any other tenant"],
+    );
+    assert!(s.t.store_is_empty().await);
+}
+
+#[tokio::test]
+async fn cross_tenant_creates_are_refused_until_acceptance_exists() {
+    let s = Setup::start().await;
+    let mut a = s.client(TEAM_A).await;
+    assert_denied(
+        a.create_peering(create("p", "team-a-1", "team-b-1")).await,
+        &[
+            "remote_vpc \"team-b-1\"",
+            "tenant \"team-b\"",
+            "cross-tenant peering needs acceptance",
+        ],
+    );
+    // Routes it would install in the other tenant's VPC are named as part of it.
+    let mut with_routes = create("p", "team-a-1", "team-b-1");
+    with_routes.peering.as_mut().unwrap().remote_routes = vec![PeeringRoute {
+        cidr: "10.1.0.0/24".into(),
+        ..Default::default()
+    }];
+    assert_denied(
+        a.create_peering(with_routes).await,
+        &["remote_vpc \"team-b-1\"", "remote_routes"],
+    );
+    assert!(s.t.store_is_empty().await);
+    assert_eq!(
+        s.t.nb
+            .nbctl(&["--bare", "--columns=name", "list", "Logical_Router_Port"])
+            .lines()
+            .filter(|l| l.contains("team-a-1-team-b-1"))
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_reads_only_peerings_of_its_vpcs() {
+    let s = Setup::start().await;
+    s.admin_creates("a-b", "team-a-1", "team-b-1").await;
+    s.admin_creates("b-only", "team-b-1", "team-b-2").await;
+    s.admin_creates("a-only", "team-a-1", "team-a-2").await;
+    let mut a = s.client(TEAM_A).await;
+    let mut b = s.client(TEAM_B).await;
+    // Both sides of a peering see it.
+    for c in [&mut a, &mut b] {
+        c.get_peering(GetPeeringRequest { name: "a-b".into() })
+            .await
+            .expect("a side sees the peering");
+    }
+    assert_denied(
+        a.get_peering(GetPeeringRequest {
+            name: "b-only".into(),
+        })
+        .await,
+        &[
+            "tenant \"team-a\"",
+            "peering \"b-only\"",
+            "local_vpc \"team-b-1\"",
+            "remote_vpc \"team-b-2\"",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_tenants_listing_holds_only_its_peerings() {
+    let s = Setup::start().await;
+    s.admin_creates("a-b", "team-a-1", "team-b-1").await;
+    s.admin_creates("b-only", "team-b-1", "team-b-2").await;
+    s.admin_creates("a-only", "team-a-1", "team-a-2").await;
+    let names = |r: tonic::Response<ovn_peerd::proto::v1::ListPeeringsResponse>| {
+        r.into_inner()
+            .peerings
+            .into_iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+    };
+    let mut a = s.client(TEAM_A).await;
+    let listed = names(
+        a.list_peerings(ListPeeringsRequest::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(listed, ["a-b", "a-only"]);
+    // Paged one by one, the filter holds across pages.
+    let first = a
+        .list_peerings(ListPeeringsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.peerings[0].name, "a-b");
+    let second = a
+        .list_peerings(ListPeeringsRequest {
+            page_size: 1,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.peerings[0].name, "a-only");
+    assert_denied(
+        a.list_peerings(ListPeeringsRequest {
+            vpc: "team-b-2".into(),
+            ..Default::default()
+        })
+        .await,
+        &["tenant \"team-a\"", "vpc \"team-b-2\""],
+    );
+    let mut admin = s.client(ADMIN).await;
+    let all = names(
+        admin
+            .list_peerings(ListPeeringsRequest::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(all, ["a-b", "a-only", "b-only"]);
+}
+
+#[tokio::test]
+async fn a_tenant_lists_routes_only_of_its_vpcs() {
+    let s = Setup::start().await;
+    s.admin_creates("a-b", "team-a-1", "team-b-1").await;
+    let mut a = s.client(TEAM_A).await;
+    let routes = a
+        .list_routes(ListRoutesRequest {
+            vpc: "team-a-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("routes of its own VPC")
+        .into_inner();
+    assert!(!routes.routes.is_empty());
+    assert_denied(
+        a.list_routes(ListRoutesRequest {
+            vpc: "team-b-1".into(),
+            ..Default::default()
+        })
+        .await,
+        &["tenant \"team-a\"", "vpc \"team-b-1\""],
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_delete_a_peering_whose_local_vpc_is_not_its_own() {
+    let s = Setup::start().await;
+    // team-b's peering towards team-a: team-a sees it but may not delete it.
+    s.admin_creates("b-a", "team-b-1", "team-a-1").await;
+    let mut a = s.client(TEAM_A).await;
+    assert_denied(
+        a.delete_peering(DeletePeeringRequest {
+            name: "b-a".into(),
+            ..Default::default()
+        })
+        .await,
+        &[
+            "tenant \"team-a\"",
+            "peering \"b-a\"",
+            "local_vpc \"team-b-1\"",
+        ],
+    );
+    let p = a
+        .get_peering(GetPeeringRequest { name: "b-a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        p.state,
+        ovn_peerd::proto::v1::peering::State::Deleting as i32
+    );
+    s.client(TEAM_B)
+        .await
+        .delete_peering(DeletePeeringRequest {
+            name: "b-a".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("its owner deletes it");
+}
+
+#[tokio::test]
+async fn an_admin_may_do_everything() {
+    let s = Setup::start().await;
+    let mut admin = s.client(ADMIN).await;
+    admin
+        .create_peering(create("x", "team-a-1", "team-b-1"))
+        .await
+        .expect("cross-tenant by an admin");
+    admin
+        .create_peering(create("y", "other-1", "team-b-2"))
+        .await
+        .expect("VPCs of no tenant");
+    admin
+        .list_routes(ListRoutesRequest {
+            vpc: "team-b-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("any VPC's routes");
+    admin
+        .delete_peering(DeletePeeringRequest {
+            name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("any delete");
+}
+
+#[tokio::test]
+async fn the_policy_file_is_reread_and_a_broken_one_keeps_the_last_good() {
+    let s = Setup::start().await;
+    let mut stranger = s.client(STRANGER).await;
+    assert_denied(
+        stranger.list_peerings(ListPeeringsRequest::default()).await,
+        &[STRANGER],
+    );
+    // The stranger joins team-a: no restart, the same connection.
+    write_atomically(&s.policy_file, &policy(&format!(", \"{STRANGER}\"")));
+    stranger
+        .create_peering(create("joined", "team-a-1", "team-a-2"))
+        .await
+        .expect("allowed under the new policy");
+    // A policy that does not parse is refused; the last good one stays.
+    write_atomically(&s.policy_file, "admins = [\"unterminated");
+    stranger
+        .get_peering(GetPeeringRequest {
+            name: "joined".into(),
+        })
+        .await
+        .expect("the last good policy still applies");
+    assert_denied(
+        stranger
+            .create_peering(create("p2", "team-b-1", "team-b-2"))
+            .await,
+        &["tenant \"team-a\""],
+    );
+}
