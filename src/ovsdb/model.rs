@@ -294,7 +294,7 @@ impl Model for LogicalRouterStaticRoute {
         ColumnSpec::optional("policy", T::String),
         ColumnSpec::optional("output_port", T::String),
         ColumnSpec::scalar("route_table", T::String),
-        ColumnSpec::scalar("bfd", T::Uuid),
+        ColumnSpec::optional("bfd", T::Uuid),
         ColumnSpec::map("options"),
         ColumnSpec::map("external_ids"),
     ];
