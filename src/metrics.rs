@@ -51,6 +51,9 @@ pub const MASS_DELETION_BLOCKED: &str = "ovn_peerd_mass_deletion_blocked";
 pub const OVSDB_TRANSACTION_SECONDS: &str = "ovn_peerd_ovsdb_transaction_seconds";
 /// OVSDB sessions that ended and were retried, by `reason`.
 pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
+/// Full re-dumps forced because the replica could not be trusted, by `reason`
+/// (`diverged`, `malformed`).
+pub const OVSDB_RESYNCS_TOTAL: &str = "ovn_peerd_ovsdb_resyncs_total";
 /// Rows in the NB replica.
 pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
 
@@ -77,6 +80,7 @@ pub const ALL: &[&str] = &[
     MASS_DELETION_BLOCKED,
     OVSDB_TRANSACTION_SECONDS,
     OVSDB_RECONNECTS_TOTAL,
+    OVSDB_RESYNCS_TOTAL,
     OVSDB_CACHE_ROWS,
     FILE_RELOADS_TOTAL,
     FILE_RELOAD_STALE,
@@ -177,6 +181,11 @@ fn describe() {
     describe_counter!(
         OVSDB_RECONNECTS_TOTAL,
         "OVSDB sessions that ended and were retried, by reason"
+    );
+    describe_counter!(
+        OVSDB_RESYNCS_TOTAL,
+        "Full re-dumps of NB forced because the replica could not be trusted (an update that \
+         diverged from it or was malformed), by reason"
     );
     describe_gauge!(
         OVSDB_CACHE_ROWS,

@@ -129,6 +129,10 @@ impl Application {
             "northbound health",
             health::watch_northbound(nb.state(), reporter.clone(), tasks_stop.clone()),
         ));
+        tasks.spawn(named(
+            "SIGHUP handler",
+            reset_index_guard_on_sighup(nb.clone(), tasks_stop.clone()),
+        ));
         if config.worker {
             let reconciler = Reconciler::new(
                 store.clone(),
@@ -265,6 +269,28 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// `SIGHUP` resets the NB client's "index went backwards" guard: the operator's action after
+/// restoring the NB cluster from a backup (README, "Operations").
+async fn reset_index_guard_on_sighup(nb: ovsdb::Client, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+            return stop.cancelled().await;
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP: resetting the NB index guard");
+                nb.reset_index_guard();
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 async fn named(name: &'static str, fut: impl std::future::Future<Output = ()>) -> &'static str {

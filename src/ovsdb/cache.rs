@@ -1,7 +1,8 @@
 //! The in-memory replica of the monitored NB tables, its indexes, and applying monitor updates.
 //!
 //! Owns row storage and the `update`/`update2`/`update3` application rules:
-//! `initial`/`insert` rows omit default-valued columns (we start from defaults); a `modify`
+//! `initial`/`insert` rows omit default-valued columns (we start from the *schema's* defaults,
+//! e.g. `[""]` for a `min: 1` set); a `modify`
 //! carries the new value for columns of at most one element (scalars *and* optional columns such
 //! as `peer`: OVS only diffs "composite" types) and a *diff* for larger sets (symmetric
 //! difference) and maps (same key+value = remove, other value = replace, new key = add). Diffs are not idempotent:
@@ -43,13 +44,36 @@ pub enum UpdateFormat {
     V2,
 }
 
-/// A malformed update: the cache can no longer be trusted and must be rebuilt.
+/// An update the cache cannot apply: the cache can no longer be trusted and must be rebuilt
+/// from a full dump.
 #[derive(Debug, thiserror::Error)]
-#[error("bad monitor update for {table} {uuid}: {reason}")]
+#[error("{} monitor update for {table} {uuid}: {reason}", kind.label())]
 pub struct UpdateError {
+    pub kind: UpdateErrorKind,
     pub table: String,
     pub uuid: String,
     pub reason: String,
+}
+
+/// Why an update could not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateErrorKind {
+    /// Not a valid update (bad JSON shape, a value of the wrong type).
+    Malformed,
+    /// Valid, but inconsistent with what we hold: an insert of a row we already have, a
+    /// modify or delete of one we do not (ovsdb-idl's "inconsistent" update). Our replica and
+    /// the server's database have diverged.
+    Diverged,
+}
+
+impl UpdateErrorKind {
+    /// Metric label and log word.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpdateErrorKind::Malformed => "malformed",
+            UpdateErrorKind::Diverged => "diverged",
+        }
+    }
 }
 
 /// Replica of `Logical_Router`, `Logical_Router_Port`, `Logical_Router_Static_Route`.
@@ -185,72 +209,88 @@ impl NbCache {
                         self.apply_row::<LogicalRouterStaticRoute>(ty, format, uuid, ru)
                     }
                 }
-                .map_err(|r| bad(tname, uuid_s, &r))?;
-                if let Some(kind) = kind {
-                    changes.push(RowChange { table, uuid, kind });
-                }
+                .map_err(|(kind, r)| UpdateError {
+                    kind,
+                    ..bad(tname, uuid_s, &r)
+                })?;
+                changes.push(RowChange { table, uuid, kind });
             }
         }
         Ok(changes)
     }
 
-    fn apply_row<M: Model + Indexed>(
+    fn apply_row<'a, M: Model + Indexed>(
         &mut self,
         ty: &TableSchema,
         format: UpdateFormat,
         uuid: Uuid,
-        ru: &Value,
-    ) -> Result<Option<ChangeKind>, String> {
-        let ru = ru.as_object().ok_or("row-update is not an object")?;
+        ru: &'a Value,
+    ) -> Result<ChangeKind, (UpdateErrorKind, String)> {
+        let malformed = |r: String| (UpdateErrorKind::Malformed, r);
+        let diverged = |r: &str| Err((UpdateErrorKind::Diverged, r.to_owned()));
+        let ru = ru
+            .as_object()
+            .ok_or_else(|| malformed("row-update is not an object".into()))?;
         enum Op<'a> {
             Insert(&'a Map<String, Value>),
             Modify(&'a Map<String, Value>, bool),
             Delete,
         }
+        let present = |v: Option<&'a Value>| v.filter(|v| !v.is_null());
         let op = match format {
             UpdateFormat::V2 => {
                 if let Some(r) = ru.get("initial").or_else(|| ru.get("insert")) {
-                    Op::Insert(obj(r)?)
+                    Op::Insert(obj(r).map_err(malformed)?)
                 } else if let Some(r) = ru.get("modify") {
-                    Op::Modify(obj(r)?, true)
+                    Op::Modify(obj(r).map_err(malformed)?, true)
                 } else if ru.contains_key("delete") {
                     Op::Delete
                 } else {
-                    return Err("unknown row-update2".into());
+                    return Err(malformed("unknown row-update2".into()));
                 }
             }
-            UpdateFormat::V1 => match (ru.get("old"), ru.get("new")) {
-                (_, Some(new)) if !new.is_null() => {
-                    if M::store(self).contains_key(&uuid) {
-                        Op::Modify(obj(new)?, false)
-                    } else {
-                        Op::Insert(obj(new)?)
-                    }
-                }
-                (Some(_), _) => Op::Delete,
-                _ => return Err("row-update has neither old nor new".into()),
+            // `old` is present for a modify and a delete, `new` for an insert and a modify.
+            UpdateFormat::V1 => match (present(ru.get("old")), present(ru.get("new"))) {
+                (Some(_), Some(new)) => Op::Modify(obj(new).map_err(malformed)?, false),
+                (None, Some(new)) => Op::Insert(obj(new).map_err(malformed)?),
+                (Some(_), None) => Op::Delete,
+                (None, None) => return Err(malformed("row-update has neither old nor new".into())),
             },
         };
+        // ovsdb-idl's consistency rules: the server only inserts rows we do not hold and only
+        // modifies or deletes rows we do. Anything else means we missed or doubled an update.
+        let held = M::store(self).contains_key(&uuid);
+        match (&op, held) {
+            (Op::Insert(_), true) => return diverged("insert of a row already held"),
+            (Op::Modify(..), false) => return diverged("modify of a row not held"),
+            (Op::Delete, false) => return diverged("delete of a row not held"),
+            _ => {}
+        }
         match op {
             Op::Insert(cols) => {
                 let mut row = M::default();
                 row.set_uuid(uuid);
-                for (c, v) in cols {
-                    if let Some(ct) = ty.get(c.as_str()) {
-                        let d = normalize(Datum::from_json(v)?, ct.is_map());
-                        row.set(c, d).map_err(|e| format!("column {c}: {e}"))?;
+                // Omitted columns hold the schema default, which is not always Rust's.
+                for (c, ct) in ty {
+                    if ct.min > 0 {
+                        row.set(c, ct.default_datum())
+                            .map_err(|e| malformed(format!("default of column {c}: {e}")))?;
                     }
                 }
-                let kind = if self.remove::<M>(uuid).is_some() {
-                    ChangeKind::Modify
-                } else {
-                    ChangeKind::Insert
-                };
+                for (c, v) in cols {
+                    if let Some(ct) = ty.get(c.as_str()) {
+                        let d = normalize(Datum::from_json(v).map_err(malformed)?, ct.is_map());
+                        row.set(c, d)
+                            .map_err(|e| malformed(format!("column {c}: {e}")))?;
+                    }
+                }
                 self.put(row);
-                Ok(Some(kind))
+                Ok(ChangeKind::Insert)
             }
             Op::Modify(cols, diff) => {
-                let mut row = self.remove::<M>(uuid).ok_or("modify of an unknown row")?;
+                let mut row = self.remove::<M>(uuid).ok_or_else(|| {
+                    (UpdateErrorKind::Diverged, "modify of a row not held".into())
+                })?;
                 let result = (|| {
                     for (c, v) in cols {
                         let Some(ct) = ty.get(c.as_str()) else {
@@ -270,10 +310,23 @@ impl NbCache {
                     Ok::<_, String>(())
                 })();
                 self.put(row);
-                result.map(|()| Some(ChangeKind::Modify))
+                result.map(|()| ChangeKind::Modify).map_err(malformed)
             }
-            Op::Delete => Ok(self.remove::<M>(uuid).map(|_| ChangeKind::Delete)),
+            Op::Delete => {
+                self.remove::<M>(uuid);
+                Ok(ChangeKind::Delete)
+            }
         }
+    }
+
+    /// What changed from `self` to `new`, row by row (after a dump that replaced a replica
+    /// that was still valid).
+    pub fn changes_to(&self, new: &NbCache) -> Vec<RowChange> {
+        let mut out = Vec::new();
+        diff_rows::<LogicalRouter>(self, new, &mut out);
+        diff_rows::<LogicalRouterPort>(self, new, &mut out);
+        diff_rows::<LogicalRouterStaticRoute>(self, new, &mut out);
+        out
     }
 
     fn put<M: Model + Indexed>(&mut self, row: M) {
@@ -304,6 +357,27 @@ impl NbCache {
     }
 }
 
+fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<RowChange>) {
+    let (o, n) = (M::store(old), M::store(new));
+    let change = |uuid: Uuid, kind| RowChange {
+        table: M::TABLE,
+        uuid,
+        kind,
+    };
+    for (uuid, row) in n {
+        match o.get(uuid) {
+            None => out.push(change(*uuid, ChangeKind::Insert)),
+            Some(was) if was != row => out.push(change(*uuid, ChangeKind::Modify)),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        o.keys()
+            .filter(|u| !n.contains_key(u))
+            .map(|u| change(*u, ChangeKind::Delete)),
+    );
+}
+
 fn obj(v: &Value) -> Result<&Map<String, Value>, String> {
     v.as_object()
         .ok_or_else(|| "row is not an object".to_string())
@@ -311,6 +385,7 @@ fn obj(v: &Value) -> Result<&Map<String, Value>, String> {
 
 fn bad(table: &str, uuid: &str, reason: &str) -> UpdateError {
     UpdateError {
+        kind: UpdateErrorKind::Malformed,
         table: table.to_owned(),
         uuid: uuid.to_owned(),
         reason: reason.to_owned(),

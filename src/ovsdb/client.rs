@@ -12,10 +12,10 @@
 //! - After every (re)connection consumers get exactly one [`CacheEvent::Resynced`], never a
 //!   stream of synthetic inserts/deletes; [`CacheEvent::Disconnected`] when a synced connection ends.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -68,7 +68,7 @@ impl Client {
             events: broadcast::channel(config.event_capacity.max(1)).0,
             connection: Mutex::new(None),
             last_txn_id: Mutex::new(None),
-            max_index: AtomicU64::new(0),
+            index_guard: Mutex::default(),
             cancel: cancel.clone(),
             config,
         });
@@ -122,16 +122,20 @@ impl Client {
         timeout: Duration,
         pred: impl Fn(&NbCache) -> bool,
     ) -> Result<(), Error> {
+        // Both receivers exist before the first check and each check marks what it read as
+        // seen, so a change between a check and the wait still wakes us.
         let mut version = self.version();
+        let mut state = self.state();
         let wait = async {
             loop {
-                if self.shared.state.borrow().is_synced() && pred(&self.cache()) {
+                version.borrow_and_update();
+                let synced = state.borrow_and_update().is_synced();
+                if synced && pred(&self.cache()) {
                     return Ok(());
                 }
                 if self.shared.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
                 }
-                let mut state = self.state();
                 tokio::select! {
                     r = version.changed() => r.map_err(|_| Error::Shutdown)?,
                     r = state.changed() => r.map_err(|_| Error::Shutdown)?,
@@ -224,9 +228,29 @@ impl Client {
         }
     }
 
+    /// Forgets the highest cluster index seen, so a server behind it is usable again. For an
+    /// operator who restored the NB cluster from a backup (same cluster id, lower index); a
+    /// rebuilt cluster (new id) resets the guard by itself. The reconnect loop's next attempt
+    /// picks it up.
+    pub fn reset_index_guard(&self) {
+        self.shared
+            .index_guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+        info!("index guard reset: any cluster index accepted again");
+    }
+
     /// Stops the connection task (also happens when the last clone is dropped).
     pub fn shutdown(&self) {
         self.shared.cancel.cancel();
+    }
+}
+
+struct CloseOnDrop(Connection);
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close("client stopped");
     }
 }
 
@@ -234,13 +258,17 @@ impl Client {
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// The reconnect loop: rotate through the remotes; after a full round of failures, back off.
+/// The remotes are shuffled once (as ovsdb-cs does), so the clients of a cluster spread over
+/// its servers instead of all trying the first one.
 async fn run(shared: Arc<Shared>) {
-    let n = shared.config.remotes.len();
+    let mut remotes = shared.config.remotes.clone();
+    remotes.shuffle(&mut rand::rng());
+    let n = remotes.len();
     let mut idx = 0usize;
     let mut failures = 0usize;
     let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
     while !shared.cancel.is_cancelled() {
-        let remote = shared.config.remotes[idx % n].clone();
+        let remote = remotes[idx % n].clone();
         idx = idx.wrapping_add(1);
         shared.state.send_modify(|s| {
             if let ConnectionState::Connected { .. } = s {
@@ -303,12 +331,16 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
             Ok(Err(e)) => return e,
             Err(_) => return Error::Timeout(cfg.connect_timeout),
         };
-    let monitors = Monitors::new();
+    let (monitors, mut canceled) = Monitors::new();
     let conn_cfg = ConnectionConfig {
-        probe_interval: cfg.probe_interval,
+        // Zero disables the probe, as in OVS (not a probe on every idle moment).
+        probe_interval: cfg.probe_interval.filter(|d| !d.is_zero()),
         max_message_len: cfg.max_message_len,
     };
-    let (conn, task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
+    let (conn, mut task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
+    // However this future ends, even dropped mid-handshake by the shutdown `select!` in `run`,
+    // the connection closes: its reader and writer tasks end and the socket is closed.
+    let _close = CloseOnDrop(conn.clone());
     let setup = monitors.handshake(shared, &conn, remote);
     let result = tokio::select! {
         r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {
@@ -328,11 +360,30 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
         info!(%remote, "connected and synced");
     }
     let cancel = shared.cancel.clone();
-    let end = tokio::select! {
-        r = task => r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
-        _ = cancel.cancelled() => {
-            conn.close("shutdown");
-            Error::Shutdown
+    let end = loop {
+        tokio::select! {
+            r = &mut task => break r.unwrap_or_else(|e| Error::ConnectionClosed(format!("reader task failed: {e}"))),
+            _ = cancel.cancelled() => {
+                conn.close("shutdown");
+                break Error::Shutdown;
+            }
+            Some(id) = canceled.recv() => {
+                // The database was converted (new schema): monitor it again on this connection.
+                info!(%remote, monitor = %id, "monitor canceled by the server; monitoring again");
+                shared.state.send_replace(ConnectionState::Connected {
+                    remote: remote.clone(),
+                    synced: false,
+                });
+                let again = monitors.restart(shared, &conn, remote, &id);
+                let e = match tokio::time::timeout(cfg.handshake_timeout, again).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(_) => Error::Timeout(cfg.handshake_timeout),
+                };
+                conn.close(&e.to_string());
+                let _ = (&mut task).await;
+                break e;
+            }
         }
     };
     *shared.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -344,6 +395,7 @@ fn reconnect_label(e: &Error) -> &'static str {
         Error::Io(_) | Error::ConnectionClosed(_) => "closed",
         Error::ProbeTimeout(_) => "probe_timeout",
         Error::Protocol(_) => "protocol",
+        Error::Update(e) => e.kind.label(),
         Error::NotUsable(_) => "not_usable",
         Error::MissingColumn { .. } | Error::MissingTable(_) | Error::ColumnType { .. } => "schema",
         Error::Timeout(_) => "timeout",

@@ -226,11 +226,10 @@ async fn reader(
                 return e;
             }
         }
+        // Biased: bytes that are already there count as activity even when the probe's
+        // deadline passed meanwhile (a busy runtime must not turn into a probe timeout).
         tokio::select! {
-            _ = inner.closed.cancelled() => {
-                let p = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-                return Error::ConnectionClosed(p.closed.clone().unwrap_or_default());
-            }
+            biased;
             n = rd.read_buf(dec.buffer()) => match n {
                 Ok(0) => return Error::ConnectionClosed("end of stream".into()),
                 Ok(_) => {
@@ -239,6 +238,10 @@ async fn reader(
                 }
                 Err(e) => return Error::Io(e),
             },
+            _ = inner.closed.cancelled() => {
+                let p = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                return Error::ConnectionClosed(p.closed.clone().unwrap_or_default());
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 let interval = probe.unwrap_or(far);
                 if probe_sent {

@@ -49,6 +49,10 @@ pub enum Error {
         column: String,
         reason: String,
     },
+    /// The replica cannot apply an update (malformed, or diverged from the server): the
+    /// connection ends and the next one starts from a full dump.
+    #[error("cannot apply a monitor update: {0}")]
+    Update(super::cache::UpdateError),
     #[error("server is not usable: {0}")]
     NotUsable(String),
     #[error("connection closed: {0}")]

@@ -9,13 +9,13 @@
 //! before the reply to any later request (e.g. the `transact` that caused them) is delivered.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::cache::{Types, UpdateFormat};
+use super::cache::{Types, UpdateError, UpdateFormat};
 use super::connection::{CallError, CallResult, Connection, NotificationHandler};
 use super::error::{Error, OvsdbError, OvsdbErrorKind};
 use super::model::Table;
@@ -33,34 +33,77 @@ struct MonitorState {
     format: UpdateFormat,
     nb_ready: bool,
     server_rows: HashMap<String, Value>,
+    /// The next NB dump replaces a replica that stayed valid (the monitor was re-created on
+    /// the same connection): consumers get the row changes, not a `Resynced`.
+    in_place: bool,
 }
 
 /// The monitors of one connection: their state, read by the reader task's handlers.
 pub(super) struct Monitors {
     state: Arc<Mutex<MonitorState>>,
     types: Arc<Mutex<Arc<Types>>>,
+    canceled: mpsc::UnboundedSender<String>,
 }
 
 impl Monitors {
-    pub(super) fn new() -> Self {
-        Monitors {
+    /// Also returns the ids of monitors the server cancels (`monitor_canceled`: a schema
+    /// conversion of the database, announced because we are `set_db_change_aware`).
+    pub(super) fn new() -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (canceled, rx) = mpsc::unbounded_channel();
+        let m = Monitors {
             state: Arc::new(Mutex::new(MonitorState {
                 format: UpdateFormat::V2,
                 nb_ready: false,
                 server_rows: HashMap::new(),
+                in_place: false,
             })),
             types: Arc::default(),
-        }
+            canceled,
+        };
+        (m, rx)
     }
 
     /// The reader task's notification handler: NB updates into the cache, `_Server` updates
     /// into the leader check.
     pub(super) fn handler(&self, shared: &Arc<Shared>) -> NotificationHandler {
         let (shared, state, types) = (shared.clone(), self.state.clone(), self.types.clone());
+        let canceled = self.canceled.clone();
         Box::new(move |method: &str, params: Value| {
+            if method == "monitor_canceled" {
+                let id = params.get(0).and_then(Value::as_str).unwrap_or_default();
+                state.lock().unwrap_or_else(|e| e.into_inner()).nb_ready &= id != NB_MONITOR_ID;
+                let _ = canceled.send(id.to_owned());
+                return Ok(());
+            }
             let types = types.lock().unwrap_or_else(|e| e.into_inner()).clone();
             on_notification(&shared, &state, &types, method, params)
         })
+    }
+
+    /// After a `monitor_canceled` (ovsdb-cs `ovsdb_cs_handle_monitor_canceled`): cancels the
+    /// other monitor and runs the handshake again on the same connection. The replica stays
+    /// and is compared with the new dump, so consumers see only what changed.
+    pub(super) async fn restart(
+        &self,
+        shared: &Arc<Shared>,
+        conn: &Connection,
+        remote: &Remote,
+        canceled: &str,
+    ) -> Result<(), Error> {
+        let other = if canceled == NB_MONITOR_ID {
+            SERVER_MONITOR_ID
+        } else {
+            NB_MONITOR_ID
+        };
+        // An error only means it is gone already.
+        let _ = conn.call("monitor_cancel", json!([other])).await;
+        {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.nb_ready = false;
+            s.server_rows.clear();
+            s.in_place = true;
+        }
+        self.handshake(shared, conn, remote).await
     }
 
     /// Schema check, `_Server` check, then the NB monitor, whose reply installs the cache and
@@ -77,7 +120,8 @@ impl Monitors {
     }
 }
 
-/// `get_schema` + `_Server` check. Returns the column types of the tables we model.
+/// `_Server` check first (a follower, relay or stale server is left before anything else is
+/// asked of it), then the schema check. Returns the column types of the tables we model.
 async fn setup(
     shared: &Arc<Shared>,
     conn: &Connection,
@@ -85,6 +129,30 @@ async fn setup(
     monitor: &Arc<Mutex<MonitorState>>,
 ) -> Result<Arc<Types>, Error> {
     let db = &shared.config.database;
+    let params = json!(["_Server", SERVER_MONITOR_ID,
+        {"Database": {"columns": ["name", "model", "connected", "leader", "index", "cid"]}}]);
+    // Not the `schema` column (ovsdb-cs takes the schema from it): in a `monitor` (v1) update
+    // every modify carries whole rows, so each commit, which moves `index`, would resend it.
+    match conn.call("monitor", params).await {
+        Ok(initial) => {
+            let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
+            apply_server_update(&mut s.server_rows, &initial);
+            check_server(shared, &s.server_rows)?;
+            drop(s);
+            // A schema conversion then cancels our monitors instead of closing the connection
+            // (and so a full reconnect); the reply does not matter.
+            let _ = conn.send("set_db_change_aware", json!([true]), None);
+        }
+        Err(CallError::Rpc(e))
+            if OvsdbError::from_json(&e).kind == OvsdbErrorKind::UnknownDatabase =>
+        {
+            // Servers older than OVS 2.9 have no _Server database, and no clustering either:
+            // standalone by definition.
+            debug!(%remote, "no _Server database; treating as standalone");
+        }
+        // Any other error says nothing about the server's role: not usable, try the next one.
+        Err(e) => return Err(rpc_error("monitor _Server", e)),
+    }
     let schema = conn
         .call("get_schema", json!([db]))
         .await
@@ -95,22 +163,13 @@ async fn setup(
         types.insert(t, schema.check(t.name(), t.columns())?);
     }
     debug!(%remote, version = schema.version, "schema ok");
-
-    let params = json!(["_Server", SERVER_MONITOR_ID,
-        {"Database": {"columns": ["name", "model", "connected", "leader", "index"]}}]);
-    match conn.call("monitor", params).await {
-        Ok(initial) => {
-            let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
-            apply_server_update(&mut s.server_rows, &initial);
-            check_server(shared, &s.server_rows)?;
-        }
-        Err(CallError::Rpc(e)) => {
-            // Servers older than OVS 2.9 have no _Server database: standalone by definition.
-            debug!(%remote, error = %e, "no _Server database; treating as standalone");
-        }
-        Err(e) => return Err(rpc_error("monitor _Server", e)),
-    }
     Ok(Arc::new(types))
+}
+
+/// Our database's row in `_Server.Database`.
+fn server_row<'a>(db: &str, rows: &'a HashMap<String, Value>) -> Option<&'a Value> {
+    rows.values()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(db))
 }
 
 /// Sets up the NB monitor (`monitor_cond_since` → `monitor_cond` → `monitor`); the reply hook
@@ -208,32 +267,45 @@ fn install(
         "monitor_cond" => (false, None, reply, UpdateFormat::V2),
         _ => (false, None, reply, UpdateFormat::V1),
     };
+    let in_place = std::mem::take(&mut monitor.lock().unwrap_or_else(|e| e.into_inner()).in_place);
     let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
     let applied = if found {
         // The server sent only what changed since our last_txn_id: our cache stays.
-        cache.apply(types, format, updates).map(|_| ())
+        cache.apply(types, format, updates)
     } else {
         // A fresh dump replaces the cache atomically.
         let mut fresh = cache.empty_like();
-        fresh.apply(types, format, updates).map(|_| *cache = fresh)
+        fresh.apply(types, format, updates).map(|_| {
+            let changes = if in_place {
+                cache.changes_to(&fresh)
+            } else {
+                Vec::new()
+            };
+            *cache = fresh;
+            changes
+        })
     };
     let rows = cache.len();
     drop(cache);
-    if let Err(e) = applied {
-        *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        return Err(Error::Protocol(e.to_string()));
-    }
+    let changes = match applied {
+        Ok(c) => c,
+        Err(e) => return Err(distrust(shared, e)),
+    };
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = txn;
     {
         let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
         s.format = format;
         s.nb_ready = true;
     }
-    info!(%remote, method, found, rows, "cache synced");
+    info!(%remote, method, found, in_place, rows, "cache synced");
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     shared.version.send_modify(|v| *v += 1);
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
-    let _ = shared.events.send(CacheEvent::Resynced);
+    if !in_place {
+        let _ = shared.events.send(CacheEvent::Resynced);
+    } else if !changes.is_empty() {
+        let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
+    }
     shared.state.send_replace(ConnectionState::Connected {
         remote: remote.clone(),
         synced: true,
@@ -275,14 +347,7 @@ fn on_notification(
     };
     // Every update moves the count, not only a full sync.
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
-    let changes = match changes {
-        Ok(c) => c,
-        Err(e) => {
-            // The cache may be half-updated: forget the txn id so the next session re-dumps.
-            *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            return Err(Error::Protocol(e.to_string()));
-        }
-    };
+    let changes = changes.map_err(|e| distrust(shared, e))?;
     if let Some(t) = txn {
         *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.to_owned());
     }
@@ -291,6 +356,17 @@ fn on_notification(
         let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
     }
     Ok(())
+}
+
+/// The cache could not apply an update and may be half-updated: forget the txn id so the next
+/// session starts from a full dump (ovsdb-cs `ovsdb_cs_flag_inconsistency`). The returned error
+/// ends this connection.
+fn distrust(shared: &Shared, e: UpdateError) -> Error {
+    *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let reason = e.kind.label();
+    warn!(reason, error = %e, "replica cannot be trusted; reconnecting for a full dump");
+    metrics::counter!(crate::metrics::OVSDB_RESYNCS_TOTAL, "reason" => reason).increment(1);
+    Error::Update(e)
 }
 
 /// Applies a v1 `_Server.Database` update (full rows in "new").
@@ -313,41 +389,58 @@ fn apply_server_update(rows: &mut HashMap<String, Value>, updates: &Value) {
 /// Whether this server may be used for our database (ovsdb-cs "leader-only" rules).
 fn check_server(shared: &Shared, rows: &HashMap<String, Value>) -> Result<(), Error> {
     let db = &shared.config.database;
-    let row = rows
-        .values()
-        .find(|r| r.get("name").and_then(Value::as_str) == Some(db))
+    let row = server_row(db, rows)
         .ok_or_else(|| Error::NotUsable(format!("server does not have database {db}")))?;
     let model = row
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("standalone");
-    if model != "clustered" {
-        return Ok(());
-    }
     let flag = |k: &str| row.get(k).and_then(Value::as_bool).unwrap_or(false);
-    if !flag("connected") {
-        return Err(Error::NotUsable(
-            "server is not connected to its cluster".into(),
-        ));
+    match model {
+        "clustered" => {
+            if !flag("connected") {
+                return Err(Error::NotUsable(
+                    "server is not connected to its cluster".into(),
+                ));
+            }
+            if shared.config.leader_only && !flag("leader") {
+                return Err(Error::NotUsable("server is not the cluster leader".into()));
+            }
+        }
+        "relay" => {
+            if !flag("connected") {
+                return Err(Error::NotUsable(
+                    "relay server is not connected to its source".into(),
+                ));
+            }
+            // A relay forwards writes to its source: never the leader itself.
+            if shared.config.leader_only {
+                return Err(Error::NotUsable(
+                    "server is a relay, not the cluster leader (leader-only)".into(),
+                ));
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
     }
-    if shared.config.leader_only && !flag("leader") {
-        return Err(Error::NotUsable("server is not the cluster leader".into()));
-    }
-    let index = row
-        .get("index")
-        .and_then(|v| Datum::from_json(v).ok())
-        .and_then(|d| match d {
-            Datum::Set(a) => match a.first() {
-                Some(Atom::Integer(i)) => u64::try_from(*i).ok(),
-                _ => None,
-            },
-            Datum::Map(_) => None,
-        });
+    let first = |col: &str| match row.get(col).map(Datum::from_json) {
+        Some(Ok(Datum::Set(a))) => a.into_iter().next(),
+        _ => None,
+    };
+    let index = match first("index") {
+        Some(Atom::Integer(i)) => u64::try_from(i).ok(),
+        _ => None,
+    };
+    let cid = match first("cid") {
+        Some(Atom::Uuid(u)) => Some(u.to_string()),
+        _ => None,
+    };
     if let Some(index) = index {
-        let seen = shared.max_index.fetch_max(index, Ordering::Relaxed);
-        if index < seen {
+        let mut guard = shared.index_guard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(seen) = guard.observe(cid.as_deref(), index) {
             return Err(Error::NotUsable(format!(
-                "server's index {index} is behind one already seen ({seen})"
+                "server's index {index} is behind one already seen ({seen}); if the cluster \
+                 was restored from a backup, reset the guard (SIGHUP)"
             )));
         }
     }

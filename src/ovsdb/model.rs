@@ -239,10 +239,10 @@ impl Model for LogicalRouterPort {
         ColumnSpec::scalar("name", T::String),
         ColumnSpec::scalar("mac", T::String),
         ColumnSpec::set("networks", T::String),
-        ColumnSpec::scalar("peer", T::String),
-        ColumnSpec::scalar("enabled", T::Boolean),
+        ColumnSpec::optional("peer", T::String),
+        ColumnSpec::optional("enabled", T::Boolean),
         ColumnSpec::set("gateway_chassis", T::Uuid),
-        ColumnSpec::scalar("ha_chassis_group", T::Uuid),
+        ColumnSpec::optional("ha_chassis_group", T::Uuid),
         ColumnSpec::map("options"),
         ColumnSpec::map("external_ids"),
     ];
@@ -291,10 +291,10 @@ impl Model for LogicalRouterStaticRoute {
     const COLUMNS: &'static [ColumnSpec] = &[
         ColumnSpec::scalar("ip_prefix", T::String),
         ColumnSpec::scalar("nexthop", T::String),
-        ColumnSpec::scalar("policy", T::String),
-        ColumnSpec::scalar("output_port", T::String),
+        ColumnSpec::optional("policy", T::String),
+        ColumnSpec::optional("output_port", T::String),
         ColumnSpec::scalar("route_table", T::String),
-        ColumnSpec::scalar("bfd", T::Uuid),
+        ColumnSpec::optional("bfd", T::Uuid),
         ColumnSpec::map("options"),
         ColumnSpec::map("external_ids"),
     ];

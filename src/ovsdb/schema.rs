@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::error::Error;
+use super::values::{Atom, Datum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtomicType {
@@ -20,6 +21,17 @@ pub enum AtomicType {
 }
 
 impl AtomicType {
+    /// RFC 7047 default atom: 0, 0.0, false, "", the all-zero uuid.
+    pub fn default_atom(self) -> Atom {
+        match self {
+            AtomicType::Integer => Atom::Integer(0),
+            AtomicType::Real => Atom::Real(0.0),
+            AtomicType::Boolean => Atom::Boolean(false),
+            AtomicType::String => Atom::String(String::new()),
+            AtomicType::Uuid => Atom::Uuid(uuid::Uuid::nil()),
+        }
+    }
+
     fn parse(v: &Value) -> Option<AtomicType> {
         let name = match v {
             Value::String(s) => s.as_str(),
@@ -62,6 +74,25 @@ impl ColumnType {
         self.value.is_some()
     }
 
+    /// The value a column has when a row is inserted without it (RFC 7047 §5.1, OVS
+    /// `ovsdb_datum_init_default`): `min` default atoms (`min` is 0 or 1). Monitor updates omit
+    /// default-valued columns, so a new replica row must start from this, not from an empty
+    /// value: `Logical_Router_Port.networks` (`min: 1`) starts as `[""]`, and the first `modify`
+    /// diff toggles that `""` away.
+    pub fn default_datum(&self) -> Datum {
+        if self.min == 0 {
+            return if self.is_map() {
+                Datum::empty_map()
+            } else {
+                Datum::empty_set()
+            };
+        }
+        match self.value {
+            Some(v) => Datum::Map(vec![(self.key.default_atom(), v.default_atom())]),
+            None => Datum::Set(vec![self.key.default_atom()]),
+        }
+    }
+
     fn parse(v: &Value) -> Option<ColumnType> {
         if let Some(key) = AtomicType::parse(v).filter(|_| v.is_string()) {
             return Some(ColumnType {
@@ -98,16 +129,31 @@ pub struct ColumnSpec {
     pub name: &'static str,
     pub key: AtomicType,
     pub value: Option<AtomicType>,
+    /// Fewest elements the model can hold: 1 for a plain value (`String`), 0 for an `Option`
+    /// or a collection.
+    pub min: u64,
     /// Largest number of elements the model can hold (`None` = any).
     pub max: Option<u64>,
 }
 
 impl ColumnSpec {
+    /// Exactly one atom (a plain Rust value).
     pub const fn scalar(name: &'static str, key: AtomicType) -> Self {
         ColumnSpec {
             name,
             key,
             value: None,
+            min: 1,
+            max: Some(1),
+        }
+    }
+    /// Zero or one atom (an `Option`).
+    pub const fn optional(name: &'static str, key: AtomicType) -> Self {
+        ColumnSpec {
+            name,
+            key,
+            value: None,
+            min: 0,
             max: Some(1),
         }
     }
@@ -116,6 +162,7 @@ impl ColumnSpec {
             name,
             key,
             value: None,
+            min: 0,
             max: None,
         }
     }
@@ -124,6 +171,7 @@ impl ColumnSpec {
             name,
             key: AtomicType::String,
             value: Some(AtomicType::String),
+            min: 0,
             max: None,
         }
     }
@@ -202,10 +250,21 @@ impl DatabaseSchema {
                     spec.key, spec.value, ty.key, ty.value
                 )));
             }
+            // Both bounds: a value the model cannot hold would fail every update carrying
+            // it (a reconnect loop far from the cause); refuse the schema up front instead.
             if let Some(max) = spec.max {
                 if ty.max.is_none_or(|m| m > max) {
-                    return Err(mismatch(format!("expected at most {max} elements")));
+                    let has = ty.max.map_or("any number".into(), |m| m.to_string());
+                    return Err(mismatch(format!(
+                        "the server allows {has} elements, we hold at most {max}"
+                    )));
                 }
+            }
+            if ty.min < spec.min {
+                return Err(mismatch(format!(
+                    "the server allows {} elements (the column may be empty), we need at least {}",
+                    ty.min, spec.min
+                )));
             }
             out.insert(spec.name.to_owned(), ty.clone());
         }
@@ -247,7 +306,7 @@ mod tests {
             "T",
             &[
                 ColumnSpec::scalar("name", AtomicType::String),
-                ColumnSpec::scalar("peer", AtomicType::String),
+                ColumnSpec::optional("peer", AtomicType::String),
                 ColumnSpec::set("ports", AtomicType::Uuid),
                 ColumnSpec::map("ids"),
             ],
@@ -262,5 +321,26 @@ mod tests {
             s.check("T", &[ColumnSpec::scalar("ports", AtomicType::Uuid)]),
             Err(Error::ColumnType { .. })
         ));
+    }
+
+    #[test]
+    fn check_honours_min_and_max() {
+        let s = schema();
+        // A column that became optional (min 0) where we hold a plain value.
+        let e = s
+            .check("T", &[ColumnSpec::scalar("peer", AtomicType::String)])
+            .unwrap_err();
+        assert!(e.to_string().contains("T.peer"), "{e}");
+        assert!(e.to_string().contains("may be empty"), "{e}");
+        // A set where we hold at most one value.
+        let e = s
+            .check("T", &[ColumnSpec::optional("ports", AtomicType::Uuid)])
+            .unwrap_err();
+        assert!(e.to_string().contains("any number"), "{e}");
+        // Stricter on the server than we need is fine.
+        s.check("T", &[ColumnSpec::optional("name", AtomicType::String)])
+            .unwrap();
+        s.check("T", &[ColumnSpec::set("peer", AtomicType::String)])
+            .unwrap();
     }
 }

@@ -2,7 +2,6 @@
 //! reconnect loop (`client`), the per-connection handshake (`handshake`) and the reader task's
 //! handlers. Holds data only: both `client` and `handshake` depend on it, never the reverse.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -17,10 +16,10 @@ use super::tls::TlsFiles;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Tried in order, round-robin (a cluster's members).
+    /// A cluster's members: tried round-robin, in an order shuffled once per client.
     pub remotes: Vec<Remote>,
     pub database: String,
-    /// Inactivity probe (OVS default 5 s); `None` disables it.
+    /// Inactivity probe (OVS default 5 s); `None` or zero disables it (as in OVS).
     pub probe_interval: Option<Duration>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -102,6 +101,40 @@ pub enum CacheEvent {
     Disconnected,
 }
 
+/// The "index went backwards" guard (ovsdb-cs `min_index`): a clustered server whose Raft
+/// index is behind one we already saw holds older data than our replica (a stale follower, a
+/// server restored from an older copy), so it is not used. A new cluster id means a new
+/// cluster, whose indexes start over: the guard resets. An operator can reset it too
+/// ([`crate::ovsdb::Client::reset_index_guard`], `SIGHUP`) after restoring a cluster from a
+/// backup, which keeps the cluster id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct IndexGuard {
+    cid: Option<String>,
+    max_index: u64,
+}
+
+impl IndexGuard {
+    /// Records a server's cluster id and index; `Err(seen)` if the index is behind `seen`.
+    pub(super) fn observe(&mut self, cid: Option<&str>, index: u64) -> Result<(), u64> {
+        if let Some(cid) = cid {
+            if self.cid.as_deref() != Some(cid) {
+                // A different cluster: indexes are not comparable.
+                self.cid = Some(cid.to_owned());
+                self.max_index = 0;
+            }
+        }
+        if index < self.max_index {
+            return Err(self.max_index);
+        }
+        self.max_index = index;
+        Ok(())
+    }
+
+    pub(super) fn reset(&mut self) {
+        *self = IndexGuard::default();
+    }
+}
+
 pub(super) struct Shared {
     pub(super) config: ClientConfig,
     pub(super) state: watch::Sender<ConnectionState>,
@@ -111,6 +144,25 @@ pub(super) struct Shared {
     /// The synced connection `transact` sends on; `None` between connections.
     pub(super) connection: Mutex<Option<Connection>>,
     pub(super) last_txn_id: Mutex<Option<String>>,
-    pub(super) max_index: AtomicU64,
+    pub(super) index_guard: Mutex<IndexGuard>,
     pub(super) cancel: CancellationToken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexGuard;
+
+    #[test]
+    fn index_guard_refuses_older_indexes_until_the_cluster_changes_or_a_reset() {
+        let mut g = IndexGuard::default();
+        assert_eq!(g.observe(Some("a"), 10), Ok(()));
+        assert_eq!(g.observe(Some("a"), 12), Ok(()));
+        assert_eq!(g.observe(Some("a"), 5), Err(12));
+        assert_eq!(g.observe(None, 5), Err(12));
+        // A rebuilt cluster (new id) starts over.
+        assert_eq!(g.observe(Some("b"), 3), Ok(()));
+        assert_eq!(g.observe(Some("b"), 2), Err(3));
+        g.reset();
+        assert_eq!(g.observe(Some("b"), 2), Ok(()));
+    }
 }

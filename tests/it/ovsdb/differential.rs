@@ -637,12 +637,9 @@ async fn replica_equals_a_fresh_server_read_after_every_random_transaction() {
 }
 
 /// The same with ports inserted without `networks`: the server stores the column's default
-/// (`[""]`: the set has at least one element) and leaves it out of the `insert` update, and
-/// the replica decodes the missing column as an empty set.
+/// (`[""]`: the set has at least one element) and leaves it out of the `insert` update; the
+/// replica must start the row from that default, not from an empty set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "replica bug: a column left out of an update2/update3 insert (its default) is \
-            decoded as empty, but a set with min 1 defaults to one default atom: \
-            networks [\"\"] on the server, [] in the replica"]
 async fn replica_equals_the_server_with_ports_inserted_without_networks() {
     differential(Gen {
         ports_without_networks: true,

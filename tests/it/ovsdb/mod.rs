@@ -4,10 +4,14 @@
 mod basic;
 mod cluster;
 mod differential;
+mod diverge;
+mod leader;
 mod malformed;
 mod reconnect;
+mod replica;
 mod scale;
 mod schema;
+mod shutdown;
 mod tls;
 
 use std::time::Duration;
