@@ -319,8 +319,10 @@ async fn write_batch(
             }
             Ok(())
         }
-        Err(PassError::Nb(e)) if is_refusal(&e) && batch.len() > 1 => {
-            tracing::warn!(error = %e, peerings = batch.len(), "batch refused; writing peering by peering");
+        // One peering's refusal, or one row changed under a guard, must not hold back the
+        // others of the batch: write them one by one.
+        Err(PassError::Nb(e)) if (is_refusal(&e) || is_guard_miss(&e)) && batch.len() > 1 => {
+            tracing::warn!(error = %e, peerings = batch.len(), "batch not applied; writing peering by peering");
             for group in batch {
                 match transact(r, std::slice::from_ref(group), outcome).await {
                     Ok(not_done) => settle(
@@ -332,6 +334,9 @@ async fn write_batch(
                     Err(PassError::Nb(e)) if is_refusal(&e) => {
                         settle(verdicts, group.0, Written::Refused(&e), outcome)
                     }
+                    Err(PassError::Nb(e)) if is_guard_miss(&e) => {
+                        settle(verdicts, group.0, Written::Partly, outcome)
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -341,8 +346,23 @@ async fn write_batch(
             settle(verdicts, batch[0].0, Written::Refused(&e), outcome);
             Ok(())
         }
+        // A row changed since the cache showed it (an ownership guard failed): nothing was
+        // written; the peering is retried once the cache has the change (as ovsdb-idl's
+        // TRY_AGAIN), never failed.
+        Err(PassError::Nb(e)) if is_guard_miss(&e) => {
+            settle(verdicts, batch[0].0, Written::Partly, outcome);
+            Ok(())
+        }
         Err(e) => Err(e),
     }
+}
+
+/// A `wait` guard of ours found its row changed ("timed out" on an operation; the writer
+/// fence is told apart before this, in [`transact`]).
+fn is_guard_miss(e: &TransactError) -> bool {
+    matches!(e, TransactError::Operation { .. })
+        && e.ovsdb_error()
+            .is_some_and(|err| err.kind == OvsdbErrorKind::TimedOut)
 }
 
 /// The one place the worker sends NB transactions, behind the writer fence while it holds

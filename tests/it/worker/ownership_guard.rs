@@ -263,3 +263,40 @@ async fn a_deletion_planned_before_the_owner_mark_went_does_not_remove_the_row()
     );
     assert_eq!(row(&t.nb, "Logical_Router_Port", &port), taken);
 }
+
+/// One peering whose delete guard fails (its row was taken over behind the worker's back)
+/// does not hold back the other peerings written in the same batch: they are written one by
+/// one, and the guarded one waits for the replica to catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delete_guard_holds_back_only_its_own_peering() {
+    let t = two_vpcs(Options::default()).await;
+    crate::support::vpc::create_vpc(&t.nb, "vpc-3", &["10.3.0.1/24"]);
+    crate::support::vpc::create_vpc(&t.nb, "vpc-4", &["10.4.0.1/24"]);
+    create(
+        &t,
+        explicit("p12", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    create(
+        &t,
+        explicit("p34", "vpc-3", "vpc-4", "169.254.0.5/30", "169.254.0.6/30"),
+    )
+    .await;
+    t.converge().await;
+    let nb = LaggingNb::start(t.nb.sock()).await;
+    let worker = lagging_worker(&t, &nb).await;
+    let (port, taken) = take_over_port_behind_the_workers_back(&t, &nb).await;
+    delete(&t, "p12").await;
+    delete(&t, "p34").await;
+    let outcome = worker
+        .run_once()
+        .await
+        .expect("a guard miss is no pass failure");
+    assert!(outcome.incomplete > 0, "p12 reported written: {outcome:?}");
+    let rows = NbRows::read(&t.nb);
+    assert!(
+        rows.owned_ports_of("vpc-3").is_empty() && rows.owned_ports_of("vpc-4").is_empty(),
+        "p34's rows were held back by p12's guard"
+    );
+    assert_eq!(row(&t.nb, "Logical_Router_Port", &port), taken);
+}
