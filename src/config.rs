@@ -125,6 +125,16 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
 
+    /// How long a cross-tenant request (STATE_PENDING_ACCEPTANCE) waits for the remote VPC's
+    /// tenant before it becomes STATE_EXPIRED (`7d`, `12h`; at least 1s).
+    #[arg(
+        long,
+        env = "OVN_PEERD_ACCEPTANCE_TTL",
+        default_value = "7d",
+        value_parser = parse_duration
+    )]
+    pub acceptance_ttl: Duration,
+
     /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
     /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
     #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
