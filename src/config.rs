@@ -422,6 +422,21 @@ mod tests {
     }
 
     #[test]
+    fn the_acceptance_ttl_defaults_to_seven_days() {
+        let ttl = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map(|c| c.acceptance_ttl)
+        };
+        assert_eq!(ttl(&[]).unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            ttl(&["--acceptance-ttl=12h"]).unwrap(),
+            Duration::from_secs(12 * 3600)
+        );
+        assert!(ttl(&["--acceptance-ttl=0s"]).is_err());
+    }
+
+    #[test]
     fn the_password_never_shows_in_debug_or_display() {
         for (url, shown) in [
             (

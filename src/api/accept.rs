@@ -54,9 +54,7 @@ impl PeeringApi {
         if current.state != PeeringState::PendingAcceptance {
             return Err(not_open(current, Answer::Accept));
         }
-        let spec = current
-            .spec()
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let spec = current.spec().map_err(|e| ApiError::Internal(e.into()))?;
         // The request itself is not among them (it is not in NB yet).
         let others = Neighbours::new(records)?;
         self.check(&spec, &others.specs)?;
@@ -70,7 +68,12 @@ impl PeeringApi {
         self.open_request(&scope, &name, Answer::Reject).await?;
         let message = format!("rejected by {}", scope.answerer());
         let ttl = self.inner.settings.acceptance_ttl;
-        match self.inner.store.peering_reject(&name, ttl, &message).await? {
+        match self
+            .inner
+            .store
+            .peering_reject(&name, ttl, &message)
+            .await?
+        {
             Some(rejected) => Ok(convert::peering(&rejected)),
             None => Err(self.why_not_open(&name, Answer::Reject).await),
         }

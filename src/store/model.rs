@@ -311,3 +311,29 @@ impl NewPeering {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PeeringState;
+
+    #[test]
+    fn every_state_round_trips_and_only_converged_ones_reach_nb() {
+        for s in PeeringState::ALL {
+            assert_eq!(PeeringState::parse(s.as_str()), Some(s));
+        }
+        let in_nb: Vec<&str> = PeeringState::ALL
+            .iter()
+            .filter(|s| s.in_northbound())
+            .map(|s| s.as_str())
+            .collect();
+        // The worker's queries list exactly these (`src/store/peerings.rs`).
+        assert_eq!(in_nb, ["pending", "active", "failed", "deleting"]);
+        let free: Vec<&str> = PeeringState::ALL
+            .iter()
+            .filter(|s| !s.holds_pair())
+            .map(|s| s.as_str())
+            .collect();
+        // The partial pair index and link exclusions leave out exactly these.
+        assert_eq!(free, ["rejected", "expired"]);
+    }
+}

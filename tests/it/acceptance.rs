@@ -50,12 +50,23 @@ fn linked(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
 
 /// The peering's state as Postgres holds it, read with `psql` (not through ovn-peerd).
 fn stored_state(s: &Setup, name: &str) -> String {
-    psql(s, &format!("SELECT state FROM peerings WHERE name = '{name}'"))
+    psql(
+        s,
+        &format!("SELECT state FROM peerings WHERE name = '{name}'"),
+    )
 }
 
 fn psql(s: &Setup, sql: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args(["-XtAq", "-v", "ON_ERROR_STOP=1", "-d", &s.t.db.url, "-c", sql])
+        .args([
+            "-XtAq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &s.t.db.url,
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql runs");
     assert!(out.status.success(), "psql {sql}: {out:?}");
@@ -97,7 +108,11 @@ async fn a_cross_tenant_request_waits_for_the_remote_tenant_then_converges() {
     assert_eq!(stored_state(&s, "a-b"), "pending_acceptance");
 
     // The remote tenant sees it, by name and in its listing.
-    let seen = b.get_peering(get("a-b")).await.expect("b sees it").into_inner();
+    let seen = b
+        .get_peering(get("a-b"))
+        .await
+        .expect("b sees it")
+        .into_inner();
     assert_eq!(seen.state, State::PendingAcceptance as i32);
     let listed = b
         .list_peerings(ListPeeringsRequest::default())
