@@ -13,7 +13,6 @@ use super::create_tx::Neighbours;
 use super::error::ApiError;
 use super::{input, PeeringApi};
 use crate::peering::topology::port_names;
-use crate::peering::{Refusal, RefusalKind};
 use crate::proto::v1::Peering;
 use crate::store::{PeeringRecord, PeeringState};
 
@@ -143,13 +142,9 @@ fn not_open(r: &PeeringRecord, answer: Answer) -> ApiError {
         }
         _ => String::new(),
     };
-    ApiError::Refused(Refusal::single(
-        RefusalKind::FailedPrecondition,
-        "state",
-        format!(
-            "peering {:?} is {state}{why}; only a peering in STATE_PENDING_ACCEPTANCE can be {}",
-            r.name,
-            answer.done()
-        ),
+    ApiError::NotAwaitingAcceptance(format!(
+        "peering {:?} is {state}{why}; only a peering in STATE_PENDING_ACCEPTANCE can be {}",
+        r.name,
+        answer.done()
     ))
 }

@@ -14,6 +14,7 @@ use ovn_peerd::proto::v1::{
     ListPeeringsRequest, PeeringRoute, RejectPeeringRequest,
 };
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::authz::{assert_denied, create, Setup, TEAM_A, TEAM_B, TEAM_D};
 use crate::support::nbrows::NbRows;
@@ -86,6 +87,11 @@ fn assert_state_refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, state: 
         status.message().starts_with("state: ") && status.message().contains(state),
         "{state} not named on `state` in {:?}",
         status.message()
+    );
+    let details = status.get_error_details();
+    assert_eq!(
+        details.error_info().map(|i| i.reason.as_str()),
+        Some("NOT_AWAITING_ACCEPTANCE")
     );
 }
 
