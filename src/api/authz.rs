@@ -146,6 +146,24 @@ impl Scope {
         }
     }
 
+    /// Updating a peering: as deleting it, and changing its `remote_routes` (routes
+    /// installed in the remote VPC) needs the remote VPC too.
+    pub(super) fn update(&self, r: &PeeringRecord, remote_routes: bool) -> Result<(), ApiError> {
+        match self.tenant() {
+            Some(t) if !t.owns(&r.local_vpc) => Err(ApiError::PermissionDenied(format!(
+                "tenant {:?} may not update peering {:?}: its local_vpc {:?} is not one of the tenant's VPCs",
+                t.name, r.name, r.local_vpc
+            ))),
+            Some(t) if remote_routes && !t.owns(&r.remote_vpc) => {
+                Err(ApiError::PermissionDenied(format!(
+                    "tenant {:?} may not change the remote_routes of peering {:?}: they are installed in remote_vpc {:?}, which is not one of the tenant's VPCs",
+                    t.name, r.name, r.remote_vpc
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Deleting a peering: the tenant owns its local VPC.
     pub(super) fn delete(&self, r: &PeeringRecord) -> Result<(), ApiError> {
         match self.tenant() {

@@ -22,6 +22,8 @@ pub(super) struct Request {
     pub id: Option<String>,
     /// `request_fingerprint` of the validated request.
     pub hash: Vec<u8>,
+    /// The labels to store, checked.
+    pub labels: crate::store::Labels,
 }
 
 /// What one locked attempt at inserting came to.
@@ -97,7 +99,7 @@ impl PeeringApi {
             }
             Err(e) => return Err(e),
         }
-        let new = NewPeering::from_spec(spec, request.id.clone());
+        let new = NewPeering::from_spec(spec, request.id.clone(), request.labels.clone());
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
             Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken),

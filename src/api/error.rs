@@ -153,6 +153,7 @@ impl From<StoreError> for ApiError {
                 field: "peering.remote_vpc",
                 message: "these two VPCs are already peered".into(),
             },
+            StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
             other => ApiError::Internal(other.into()),
         }
     }

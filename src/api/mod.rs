@@ -15,6 +15,7 @@ mod input;
 mod page_token;
 mod routes;
 mod rpc_span;
+mod update;
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::proto::v1::{
     CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
+    ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering, UpdatePeeringRequest,
 };
 use crate::store::Store;
 
@@ -148,7 +149,13 @@ impl PeeringApi {
                 scope.delete(&record)?;
             }
         }
-        match self.inner.store.peering_mark_deleting(&req.name).await? {
+        let etag = convert::etag_from_api("etag", &req.etag)?;
+        match self
+            .inner
+            .store
+            .peering_mark_deleting(&req.name, etag)
+            .await?
+        {
             Some(record) => Ok(convert::peering(&record)),
             None if req.allow_missing => Ok(Peering {
                 name: req.name,
@@ -205,6 +212,21 @@ impl PeeringService for PeeringApi {
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
+            .await
+    }
+
+    async fn update_peering(
+        &self,
+        req: Request<UpdatePeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        let name = req.peering.as_ref().map(|p| p.name.as_str());
+        RpcSpan::new("UpdatePeering")
+            .audited(&caller)
+            .with("request_id", &req.request_id)
+            .with("peering", name.unwrap_or_default())
+            .run(async { self.update(self.scope(&caller)?, req).await })
             .await
     }
 
