@@ -30,7 +30,7 @@ use crate::support::peerd::{Options, TestPeerd};
 /// Slack for the worker, northd and ovn-controller under a loaded CI machine.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 /// Route changes made while the ping runs (each one converged and installed on the chassis).
-const FLIPS: usize = 8;
+const FLIPS: usize = 20;
 /// Echoes answered after the last change before the ping is stopped.
 const AFTER_LAST: u64 = 20;
 
