@@ -16,7 +16,7 @@ use prost_types::FieldMask;
 
 use super::authz::Scope;
 use super::convert;
-use super::create_tx::specs;
+use super::create_tx::Neighbours;
 use super::error::ApiError;
 use super::input;
 use super::PeeringApi;
@@ -184,6 +184,13 @@ impl PeeringApi {
         let remote_routes = stored(&spec.remote_routes);
         let bump_generation = !same_routes(&local_routes, &locked.local_routes)
             || !same_routes(&remote_routes, &locked.remote_routes);
+        if bump_generation && !locked.state.in_northbound() {
+            // A request is answered as it was made: accepting must not install other routes.
+            return Err(ApiError::PeeringNotAccepted {
+                name: locked.name.clone(),
+                state: convert::state(locked.state).as_str_name(),
+            });
+        }
         if bump_generation {
             // The rules of a create, against the VPCs' other peerings (this one aside).
             let ports = port_names(&locked.local_vpc, &locked.remote_vpc).to_vec();
@@ -194,7 +201,7 @@ impl PeeringApi {
                 .into_iter()
                 .filter(|r| r.name != locked.name)
                 .collect();
-            self.check(&spec, &specs(&others)?)?;
+            self.check(&spec, &Neighbours::new(others)?.specs)?;
         }
         let change = PeeringChange {
             labels: labels.filter(|l| *l != locked.labels),

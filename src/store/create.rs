@@ -231,7 +231,7 @@ impl CreateTx<'_> {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Inserts the peering (generation 1, STATE_PENDING) with its port names
+    /// Inserts the peering (generation 1, in `new.state`) with its port names
     /// and request fingerprint, and commits. The constraints still have the
     /// last word: [`StoreError::PortTaken`], `LinkOverlap`, `RequestIdTaken`...
     pub async fn insert(
@@ -250,8 +250,8 @@ impl CreateTx<'_> {
                     r#"WITH p AS (
                          INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
                            local_v6, remote_v6, local_routes, remote_routes, request_id,
-                           request_hash, labels)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13)
+                           request_hash, state, state_message, labels)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15)
                          RETURNING *),
                        ports AS (
                          INSERT INTO peering_ports (port_name, peering_name)
@@ -280,6 +280,8 @@ impl CreateTx<'_> {
                     new.request_id,
                     request_hash,
                     ports,
+                    new.state.as_str(),
+                    new.state_message,
                     Json(&new.labels) as _,
                 )
                 .fetch_one(&mut *self.tx),

@@ -119,6 +119,7 @@ impl CreateTx<'_> {
                          state_message = CASE WHEN $6 THEN '' ELSE state_message END,
                          update_time = now()
                        WHERE name = $1 AND etag = $2 AND state <> 'deleting'
+                         AND (NOT $6 OR state IN ('pending', 'active', 'failed'))
                        RETURNING name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6,
                          remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",

@@ -465,3 +465,69 @@ async fn errors_carry_error_info() {
         .expect_err("empty name");
     assert_reason(&bad, Code::InvalidArgument, "FIELD_INVALID");
 }
+
+#[tokio::test]
+async fn a_cross_tenant_requests_routes_stay_as_requested_until_accepted() {
+    use crate::authz::{create, Setup, TEAM_A, TEAM_B};
+    let s = Setup::start().await;
+    let mut a = s.client(TEAM_A).await;
+    let request = a
+        .create_peering(create("a-b", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b")
+        .into_inner();
+    assert_eq!(
+        request.state,
+        State::PendingAcceptance as i32,
+        "{request:?}"
+    );
+    // Its routes cannot change: team-b answers the request as it was made (a route change
+    // must never turn a request into a peering the worker converges).
+    let refused = a
+        .update_peering(update(
+            Peering {
+                local_routes: routes(&["10.99.0.0/24"]),
+                ..request.clone()
+            },
+            &["local_routes"],
+        ))
+        .await
+        .expect_err("routes of a request");
+    assert_reason(&refused, Code::FailedPrecondition, "PEERING_NOT_ACCEPTED");
+    // Its labels can; it stays a request at its generation.
+    let labelled = a
+        .update_peering(update(
+            Peering {
+                labels: HashMap::from([("owner".into(), "ctrl".into())]),
+                ..request.clone()
+            },
+            &["labels"],
+        ))
+        .await
+        .expect("labels of a request")
+        .into_inner();
+    assert_eq!(
+        (labelled.state, labelled.generation),
+        (State::PendingAcceptance as i32, request.generation)
+    );
+    // A delete with the etag read before the label change is ABORTED; the request stays.
+    let stale = a
+        .delete_peering(DeletePeeringRequest {
+            name: "a-b".into(),
+            etag: request.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("stale etag");
+    assert_reason(&stale, Code::Aborted, "ETAG_MISMATCH");
+    let mut b = s.client(TEAM_B).await;
+    let seen = b
+        .get_peering(GetPeeringRequest { name: "a-b".into() })
+        .await
+        .expect("team-b sees the request")
+        .into_inner();
+    assert_eq!(seen.local_routes, request.local_routes);
+    assert_eq!(seen.state, State::PendingAcceptance as i32);
+    s.t.converge().await;
+    assert_eq!(NbRows::read(&s.t.nb).owned_count(), 0, "nothing in NB");
+}
