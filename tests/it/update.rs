@@ -531,3 +531,42 @@ async fn a_cross_tenant_requests_routes_stay_as_requested_until_accepted() {
     s.t.converge().await;
     assert_eq!(NbRows::read(&s.t.nb).owned_count(), 0, "nothing in NB");
 }
+
+#[tokio::test]
+async fn tenants_update_their_side_only() {
+    use crate::authz::{assert_denied, create, Setup, TEAM_A, TEAM_B};
+    use ovn_peerd::proto::v1::AcceptPeeringRequest;
+    let s = Setup::start().await;
+    let (mut a, mut b) = (s.client(TEAM_A).await, s.client(TEAM_B).await);
+    a.create_peering(create("a-b", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b");
+    let accepted = b
+        .accept_peering(AcceptPeeringRequest { name: "a-b".into() })
+        .await
+        .expect("team-b accepts")
+        .into_inner();
+    let with = |local: &[&str], remote: &[&str]| Peering {
+        local_routes: routes(local),
+        remote_routes: routes(remote),
+        etag: String::new(),
+        ..accepted.clone()
+    };
+    // Routes into team-b's VPC are team-b's business; team-b is not the peering's local side.
+    let r = a
+        .update_peering(update(with(&[], &["10.77.0.0/24"]), &["remote_routes"]))
+        .await;
+    assert_denied(r, &["remote_routes", "team-b-1"]);
+    let r = b
+        .update_peering(update(with(&["10.78.0.0/24"], &[]), &["local_routes"]))
+        .await;
+    assert_denied(r, &["may not update", "team-a-1"]);
+    // team-a changes what it installs in its own VPC.
+    let mine = a
+        .update_peering(update(with(&["10.78.0.0/24"], &[]), &["local_routes"]))
+        .await
+        .expect("team-a's own side")
+        .into_inner();
+    assert_eq!(mine.local_routes, routes(&["10.78.0.0/24"]));
+    assert_eq!(mine.generation, accepted.generation + 1);
+}
