@@ -103,6 +103,14 @@ pub enum ApiError {
     /// (FAILED_PRECONDITION on `state`); the description names the state it is in.
     #[error("state: {0}")]
     NotAwaitingAcceptance(String),
+    /// A route change of a cross-tenant request that is not accepted (FAILED_PRECONDITION).
+    #[error("peering {name:?} is {state}: a request's routes cannot change")]
+    PeeringNotAccepted {
+        /// The peering.
+        name: String,
+        /// Its state, as the API names it.
+        state: &'static str,
+    },
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -157,6 +165,7 @@ impl From<StoreError> for ApiError {
                 field: "peering.remote_vpc",
                 message: "these two VPCs are already peered".into(),
             },
+            StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
             other => ApiError::Internal(other.into()),
         }
     }
@@ -187,6 +196,7 @@ impl ApiError {
             ApiError::EtagMismatch { .. } => ErrorReason::EtagMismatch,
             ApiError::PeeringDeleting { .. } => ErrorReason::PeeringDeleting,
             ApiError::NotAwaitingAcceptance(_) => ErrorReason::NotAwaitingAcceptance,
+            ApiError::PeeringNotAccepted { .. } => ErrorReason::PeeringNotAccepted,
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -290,6 +300,21 @@ impl From<ApiError> for Status {
                     )]),
                 )
             }
+            ApiError::PeeringNotAccepted { name, state } => {
+                let message = format!(
+                    "peering {name:?} is {state}: the routes of a cross-tenant request change \
+                     only once it is accepted (the remote tenant answers the request as made); \
+                     delete it and request again"
+                );
+                metadata.insert("name".into(), name);
+                (
+                    Code::FailedPrecondition,
+                    message.clone(),
+                    ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                        "STATE", "state", message,
+                    )]),
+                )
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -365,6 +390,10 @@ mod tests {
             ApiError::EtagMismatch { name: "p".into() },
             ApiError::PeeringDeleting { name: "p".into() },
             ApiError::NotAwaitingAcceptance("peering \"p\" is STATE_ACTIVE".into()),
+            ApiError::PeeringNotAccepted {
+                name: "p".into(),
+                state: "STATE_PENDING_ACCEPTANCE",
+            },
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
     }

@@ -16,6 +16,7 @@ mod input;
 mod page_token;
 mod routes;
 mod rpc_span;
+mod update;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use crate::proto::v1::peering_service_server::PeeringService;
 use crate::proto::v1::{
     peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest,
     ListPeeringsRequest, ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
-    RejectPeeringRequest,
+    RejectPeeringRequest, UpdatePeeringRequest,
 };
 use crate::store::Store;
 
@@ -152,12 +153,13 @@ impl PeeringApi {
                 scope.delete(&record)?;
             }
         }
+        let etag = convert::etag_from_api("etag", &req.etag)?;
         // Never in NB (a request, rejected or expired): gone at once, as the worker would
         // leave it.
         if let Some(record) = self
             .inner
             .store
-            .peering_delete_unconverged(&req.name)
+            .peering_delete_unconverged(&req.name, etag)
             .await?
         {
             return Ok(Peering {
@@ -165,7 +167,12 @@ impl PeeringApi {
                 ..convert::peering(&record)
             });
         }
-        match self.inner.store.peering_mark_deleting(&req.name).await? {
+        match self
+            .inner
+            .store
+            .peering_mark_deleting(&req.name, etag)
+            .await?
+        {
             Some(record) => Ok(convert::peering(&record)),
             None if req.allow_missing => Ok(Peering {
                 name: req.name,
@@ -225,6 +232,21 @@ impl PeeringService for PeeringApi {
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
+            .await
+    }
+
+    async fn update_peering(
+        &self,
+        req: Request<UpdatePeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        let name = req.peering.as_ref().map(|p| p.name.as_str());
+        RpcSpan::new("UpdatePeering")
+            .audited(&caller)
+            .with("request_id", &req.request_id)
+            .with("peering", name.unwrap_or_default())
+            .run(async { self.update(self.scope(&caller)?, req).await })
             .await
     }
 

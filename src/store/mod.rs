@@ -24,6 +24,7 @@ mod deployment;
 mod error;
 mod model;
 mod peerings;
+mod update;
 
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,9 @@ use sqlx::PgPool;
 pub use create::{CreateTx, RequestRecord};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
-pub use model::{NewPeering, PeeringRecord, PeeringState, StoredRoute};
+pub use model::{Labels, NewPeering, PeeringRecord, PeeringState, StoredRoute};
 pub use peerings::StatusUpdate;
+pub use update::PeeringChange;
 
 /// The channel the `peerings` triggers notify on every desired-state change.
 pub const DESIRED_CHANGED_CHANNEL: &str = "ovn_peerd_desired";

@@ -95,6 +95,7 @@ fn the_walkthrough_block_parses() {
     for m in [
         "PeeringService/CreatePeering",
         "PeeringService/GetPeering",
+        "PeeringService/UpdatePeering",
         "PeeringService/DeletePeering",
     ] {
         assert!(
@@ -145,7 +146,35 @@ async fn the_readme_walkthrough_works_as_written() {
             continue;
         }
         let out = shell.run(command);
-        if command.ends_with(" list") {
+        if command.contains("PeeringService/DeletePeering") {
+            assert!(out.contains("STATE_DELETING"), "{command}:\n{out}");
+            let deadline = Instant::now() + CONVERGE_WITHIN;
+            loop {
+                match api
+                    .get_peering(GetPeeringRequest {
+                        name: "demo".into(),
+                    })
+                    .await
+                {
+                    Err(e) if e.code() == Code::NotFound => break,
+                    other => assert!(
+                        Instant::now() < deadline,
+                        "demo not gone after {CONVERGE_WITHIN:?}: {other:?}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let ports = t.nb.nbctl(&["lrp-list", "vpc-1"]);
+            assert!(!ports.contains("vpc-1-vpc-2"), "peer port left: {ports}");
+        } else if command.contains("PeeringService/UpdatePeering") {
+            // Routes changed in place: a new generation, the explicit halves, the label.
+            assert!(
+                out.contains("10.2.0.128/25")
+                    && out.contains("\"generation\": \"2\"")
+                    && out.contains("\"team\": \"net\""),
+                "{command}:\n{out}"
+            );
+        } else if command.ends_with(" list") {
             assert!(
                 out.contains("ovnpeerd.v1.PeeringService"),
                 "{command}:\n{out}"
@@ -172,26 +201,6 @@ async fn the_readme_walkthrough_works_as_written() {
             );
         } else if command.starts_with("ovn-nbctl") && command.contains(" show") {
             assert!(out.contains("vpc-1-vpc-2"), "{command}:\n{out}");
-        } else if command.contains("PeeringService/DeletePeering") {
-            assert!(out.contains("STATE_DELETING"), "{command}:\n{out}");
-            let deadline = Instant::now() + CONVERGE_WITHIN;
-            loop {
-                match api
-                    .get_peering(GetPeeringRequest {
-                        name: "demo".into(),
-                    })
-                    .await
-                {
-                    Err(e) if e.code() == Code::NotFound => break,
-                    other => assert!(
-                        Instant::now() < deadline,
-                        "demo not gone after {CONVERGE_WITHIN:?}: {other:?}"
-                    ),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let ports = t.nb.nbctl(&["lrp-list", "vpc-1"]);
-            assert!(!ports.contains("vpc-1-vpc-2"), "peer port left: {ports}");
         } else if command.contains("grpc.health.v1.Health/Check") {
             // `NOT_SERVING` contains "SERVING": compare the parsed status.
             let reply: serde_json::Value = serde_json::from_str(&out)

@@ -65,6 +65,7 @@ async fn delete(t: &TestPeerd, name: &str) {
         .delete_peering(ovn_peerd::proto::v1::DeletePeeringRequest {
             name: name.into(),
             allow_missing: false,
+            ..Default::default()
         })
         .await
         .expect("delete peering");
