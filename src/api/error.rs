@@ -50,6 +50,18 @@ pub enum ApiError {
         /// The pool.
         pool: String,
     },
+    /// A resume position the log no longer (or never) held (OUT_OF_RANGE).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A stream ended because its client fell behind (ABORTED); the message says how to resume.
+    #[error("{0}")]
+    Aborted(String),
+    /// Too many of something at once (RESOURCE_EXHAUSTED); the message says what.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The server is stopping (UNAVAILABLE); the message says how to go on elsewhere.
+    #[error("{0}")]
+    ShuttingDown(String),
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -129,6 +141,10 @@ impl From<ApiError> for Status {
             ApiError::PoolExhausted { pool } => Status::resource_exhausted(format!(
                 "no free interconnect link left in {pool}; name the connect addresses explicitly"
             )),
+            ApiError::OutOfRange(message) => Status::out_of_range(message),
+            ApiError::Aborted(message) => Status::aborted(message),
+            ApiError::Exhausted(message) => Status::resource_exhausted(message),
+            ApiError::ShuttingDown(message) => Status::unavailable(message),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 Status::internal("internal error")

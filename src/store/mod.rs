@@ -18,6 +18,7 @@
 //! `SQLX_OFFLINE=false`, `DATABASE_URL` and `SQLX_OFFLINE_DIR=.sqlx`, which makes the macros
 //! check every statement against that database and write their data. Commit the result.
 
+mod changes;
 mod create;
 mod deployment;
 mod error;
@@ -29,6 +30,9 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use changes::{
+    ChangeKind, ChangesPage, LogPosition, PeeringChange, PeeringSnapshot, CHANGES_CHANNEL,
+};
 pub use create::{CreateTx, RequestRecord};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
@@ -84,6 +88,13 @@ impl Store {
     pub async fn desired_changes(&self) -> Result<PgListener, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(DESIRED_CHANGED_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// A listener on [`CHANGES_CHANNEL`] (the change log grew); it reconnects by itself.
+    pub async fn change_notifications(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
         Ok(listener)
     }
 
