@@ -25,5 +25,6 @@ mod store_rules;
 mod support;
 mod tls;
 mod walkthrough;
+mod watch;
 mod watchdog;
 mod worker;
