@@ -24,7 +24,7 @@ use ovn_peerd::config::WatchFlags;
 
 use crate::support::nb::NbServer;
 use crate::support::peerd::{test_config, Options, TestPeerd};
-use crate::support::pg::TestDb;
+use crate::support::pg::{wait_until, TestDb};
 use crate::support::vpc::create_vpc;
 
 /// How long a stream may stay silent before the test gives up on it (a hang guard).
@@ -421,4 +421,62 @@ async fn streams_beyond_the_cap_are_resource_exhausted_and_shutdown_ends_them() 
     let end = next(&mut first).await.unwrap_err();
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
     assert!(end.message().contains("resume_token"), "{end:?}");
+}
+
+/// The log's order is commit order: a change whose log row was written first (T1, its
+/// deferred trigger fired early with SET CONSTRAINTS) but which commits after another (T2)
+/// is still delivered: T2's commit waits for T1's (the log's advisory lock), instead of
+/// moving the readers past T1's position before T1 is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_logged_first_but_committed_last_is_not_skipped() {
+    let t = with_vpcs(TestPeerd::start().await, 3).await;
+    let mut c = t.client().await;
+    create(&mut c, "p1", "vpc-1", "vpc-2").await;
+    create(&mut c, "p2", "vpc-1", "vpc-3").await;
+    let mut s = watch(&mut c, "", "").await.unwrap();
+    initial(&mut s).await;
+
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let mut t1 = pool.begin().await.unwrap();
+    sqlx::query("UPDATE peerings SET state_message = 't1' WHERE name = 'p1'")
+        .execute(&mut *t1)
+        .await
+        .unwrap();
+    sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
+        .execute(&mut *t1)
+        .await
+        .unwrap();
+    let t2 = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            sqlx::query("UPDATE peerings SET state_message = 't2' WHERE name = 'p2'")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    });
+    // T2 either committed already (what the lock prevents) or waits for the log's lock.
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        wait_until("T2 committed or waiting for T1", HANG, || {
+            t2.is_finished()
+                || handle.block_on(async {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                         AND NOT granted AND classid = 7106407 AND database = \
+                         (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                        > 0
+                })
+        })
+    })
+    .unwrap();
+    t1.commit().await.unwrap();
+    t2.await.unwrap();
+    let mut got = vec![event(&mut s).await.1, event(&mut s).await.1];
+    got.sort();
+    assert_eq!(got, ["p1", "p2"]);
 }
