@@ -10,12 +10,14 @@
 //! - [`store`]: every SQL statement (Postgres holds the desired state).
 //! - [`ovsdb`]: an async OVSDB client with an in-memory replica of the NB tables we use.
 //! - [`reconciler`]: the background worker converging OVN NB to Postgres.
+//! - [`acceptance`]: the acceptance TTL of cross-tenant requests (the expiry sweep).
 //! - [`backoff`]: the one retry backoff (exponential, capped, jittered).
 //! - [`config`]: flags and environment; [`telemetry`]: log set-up; [`metrics`]: Prometheus;
 //!   [`health`]: the gRPC health service; [`proto`]: the generated API code.
 //! - [`watch`]: WatchPeerings' engine: the change log read once per process, fanned out.
 //! - [`startup`]: wiring and graceful shutdown.
 
+pub mod acceptance;
 pub mod adapters;
 pub mod api;
 pub mod auth;

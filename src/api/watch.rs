@@ -27,16 +27,15 @@ impl PeeringApi {
     ) -> Result<WatchStream, ApiError> {
         input::watch(&req)?;
         let Some(hub) = &self.inner.watch else {
-            return Err(ApiError::Unavailable {
-                what: "WatchPeerings",
-                source: None,
-            });
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "WatchPeerings was not given a change reader (PeeringApi::with_watch)"
+            )));
         };
         if !req.vpc.is_empty() {
             scope.read_vpc(&req.vpc)?;
         }
         let slot = hub.stream_slot().ok_or_else(|| {
-            ApiError::Exhausted(format!(
+            ApiError::TooManyWatches(format!(
                 "{} WatchPeerings streams are open on this replica (--watch-max-streams): \
                  retry later or on another replica",
                 hub.settings.max_streams
@@ -113,8 +112,8 @@ fn response(e: WatchEvent) -> WatchPeeringsResponse {
 impl From<WatchEnd> for ApiError {
     fn from(e: WatchEnd) -> Self {
         match e {
-            WatchEnd::OutOfRange => ApiError::OutOfRange(e.to_string()),
-            WatchEnd::FellBehind(_) => ApiError::Aborted(e.to_string()),
+            WatchEnd::OutOfRange => ApiError::ResumeTokenExpired(e.to_string()),
+            WatchEnd::FellBehind(_) => ApiError::WatchFellBehind(e.to_string()),
             WatchEnd::ShuttingDown => ApiError::ShuttingDown(e.to_string()),
             WatchEnd::Store(e) => e.into(),
         }
