@@ -480,3 +480,57 @@ async fn a_change_logged_first_but_committed_last_is_not_skipped() {
     got.sort();
     assert_eq!(got, ["p1", "p2"]);
 }
+
+/// The initial list and the changes after SYNCED meet exactly while writes go on: for each
+/// peering, the first change after the list is the one right after the state listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_list_and_the_changes_after_it_meet_with_no_gap_and_no_overlap() {
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 200;
+    let t = with_vpcs(TestPeerd::start().await, WRITERS + 1).await;
+    let mut c = t.client().await;
+    for w in 0..WRITERS {
+        create(&mut c, &format!("w{w}"), "vpc-1", &format!("vpc-{}", w + 2)).await;
+    }
+    let store = Store::connect_lazy(&t.db.url).unwrap();
+    let (done_tx, mut done) = tokio::sync::watch::channel(0usize);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(status_writer(store.clone(), w, PER_WRITER, done_tx.clone())))
+        .collect();
+    drop(done_tx);
+
+    // The step a message names: "w1-7" is 7; the created peering's empty message is -1.
+    let step = |m: &str| -> i64 { m.split_once('-').map_or(-1, |(_, i)| i.parse().unwrap()) };
+    let mut lists = 0;
+    while *done.borrow() < WRITERS * PER_WRITER && lists < 20 {
+        let mut s = watch(&mut c, "", "").await.unwrap();
+        let mut at: BTreeMap<String, i64> = BTreeMap::new();
+        loop {
+            let e = next(&mut s).await.unwrap();
+            match e.peering {
+                Some(p) => {
+                    at.insert(p.name, step(&p.state_message));
+                }
+                None => break,
+            }
+        }
+        // A few changes after the list: each continues its peering's sequence by one. (Up to
+        // one change per writer may be committed but not counted yet.)
+        let target = *done.borrow() + 8 + WRITERS;
+        if target > WRITERS * PER_WRITER {
+            break;
+        }
+        done.wait_for(|d| *d >= target).await.unwrap();
+        for _ in 0..8 {
+            let p = next(&mut s).await.unwrap().peering.unwrap();
+            let was = at.get_mut(&p.name).unwrap();
+            assert_eq!(step(&p.state_message), *was + 1, "{}", p.name);
+            *was += 1;
+        }
+        lists += 1;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(lists >= 3, "{lists}");
+}
