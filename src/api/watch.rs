@@ -104,7 +104,7 @@ fn response(e: WatchEvent) -> WatchPeeringsResponse {
     };
     WatchPeeringsResponse {
         r#type: kind as i32,
-        peering: e.peering.as_deref().map(convert::peering),
+        peering: e.change.as_deref().map(|c| convert::peering(&c.peering)),
         resume_token: e.resume_token,
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::hub::{After, Hub, PAGE};
 use super::token;
-use crate::store::{ChangeKind, ChangesPage, PeeringRecord, StoreError};
+use crate::store::{ChangeKind, ChangesPage, PeeringChange, PeeringRecord, StoreError};
 
 /// Events buffered per watcher, between its task and its gRPC stream.
 pub const CHANNEL: usize = 32;
@@ -36,8 +36,9 @@ pub enum EventKind {
 pub struct WatchEvent {
     /// What happened.
     pub kind: EventKind,
-    /// The peering (none for [`EventKind::Synced`]).
-    pub peering: Option<Arc<PeeringRecord>>,
+    /// The change whose `peering` this event carries, shared by every watcher (none for
+    /// [`EventKind::Synced`]; for the initial list's ADDED events, the listed row).
+    pub change: Option<Arc<PeeringChange>>,
     /// Where to resume after this event; empty for the initial list's ADDED events
     /// (resume from the SYNCED event's token, or re-watch without a token).
     pub resume_token: String,
@@ -111,6 +112,7 @@ impl Hub {
         let hub = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
             let run = Run {
                 hub: &hub,
                 filter,
@@ -122,6 +124,15 @@ impl Hub {
                 _ = hub.shutdown.cancelled() => Err(WatchEnd::ShuttingDown),
                 _ = tx.closed() => Ok(()),
             };
+            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
+            let reason = match &ended {
+                Ok(()) => "client",
+                Err(WatchEnd::FellBehind(_)) => "fell_behind",
+                Err(WatchEnd::OutOfRange) => "out_of_range",
+                Err(WatchEnd::ShuttingDown) => "shutting_down",
+                Err(WatchEnd::Store(_)) => "database",
+            };
+            metrics::counter!(crate::metrics::WATCH_ENDED_TOTAL, "reason" => reason).increment(1);
             if let Err(e) = ended {
                 if let WatchEnd::Store(e) = &e {
                     tracing::warn!(error = %e, "a watcher ended on a database error");
@@ -169,10 +180,20 @@ impl Run<'_> {
                     let _permit = self.hub.db_read().await;
                     self.hub.store.peering_snapshot(vpc).await?
                 };
-                for p in snapshot.peerings {
-                    if (self.filter)(&p) {
-                        self.send(EventKind::Added, Some(Arc::new(p)), String::new(), None)
-                            .await?;
+                for peering in snapshot.peerings {
+                    if (self.filter)(&peering) {
+                        let listed = PeeringChange {
+                            seq: snapshot.position,
+                            kind: ChangeKind::Added,
+                            peering,
+                        };
+                        self.send(
+                            EventKind::Added,
+                            Some(Arc::new(listed)),
+                            String::new(),
+                            None,
+                        )
+                        .await?;
                     }
                 }
                 let token = token::encode(self.hub.deployment, snapshot.position);
@@ -217,8 +238,7 @@ impl Run<'_> {
                     ChangeKind::Deleted => EventKind::Deleted,
                 };
                 let token = token::encode(self.hub.deployment, c.seq);
-                let peering = Arc::new(c.peering.clone());
-                self.send(kind, Some(peering), token, Some(pos)).await?;
+                self.send(kind, Some(c), token, Some(pos)).await?;
             }
         }
     }
@@ -228,13 +248,13 @@ impl Run<'_> {
     async fn send(
         &self,
         kind: EventKind,
-        peering: Option<Arc<PeeringRecord>>,
+        change: Option<Arc<PeeringChange>>,
         resume_token: String,
         pos: Option<i64>,
     ) -> Result<(), WatchEnd> {
         let event = WatchEvent {
             kind,
-            peering,
+            change,
             resume_token,
         };
         let mut head = self.hub.subscribe();
