@@ -14,6 +14,7 @@
 //! - [`backoff`]: the one retry backoff (exponential, capped, jittered).
 //! - [`config`]: flags and environment; [`telemetry`]: log set-up; [`metrics`]: Prometheus;
 //!   [`health`]: the gRPC health service; [`proto`]: the generated API code.
+//! - [`watch`]: WatchPeerings' engine: the change log read once per process, fanned out.
 //! - [`startup`]: wiring and graceful shutdown.
 
 pub mod acceptance;
@@ -31,3 +32,4 @@ pub mod reconciler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod watch;

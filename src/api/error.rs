@@ -111,6 +111,18 @@ pub enum ApiError {
         /// Its state, as the API names it.
         state: &'static str,
     },
+    /// A resume position the change log no longer (or never) held (OUT_OF_RANGE).
+    #[error("{0}")]
+    ResumeTokenExpired(String),
+    /// A stream ended because its client fell behind (ABORTED); the message says how to resume.
+    #[error("{0}")]
+    WatchFellBehind(String),
+    /// Too many WatchPeerings streams are open (RESOURCE_EXHAUSTED); the message says which limit.
+    #[error("{0}")]
+    TooManyWatches(String),
+    /// The server is stopping (UNAVAILABLE); the message says how to go on elsewhere.
+    #[error("{0}")]
+    ShuttingDown(String),
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -197,6 +209,10 @@ impl ApiError {
             ApiError::PeeringDeleting { .. } => ErrorReason::PeeringDeleting,
             ApiError::NotAwaitingAcceptance(_) => ErrorReason::NotAwaitingAcceptance,
             ApiError::PeeringNotAccepted { .. } => ErrorReason::PeeringNotAccepted,
+            ApiError::ResumeTokenExpired(_) => ErrorReason::ResumeTokenExpired,
+            ApiError::WatchFellBehind(_) => ErrorReason::WatchFellBehind,
+            ApiError::TooManyWatches(_) => ErrorReason::TooManyWatches,
+            ApiError::ShuttingDown(_) => ErrorReason::ShuttingDown,
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -315,6 +331,19 @@ impl From<ApiError> for Status {
                     )]),
                 )
             }
+            ApiError::ResumeTokenExpired(message) => {
+                metadata.insert("field".into(), "resume_token".into());
+                (Code::OutOfRange, message, ErrorDetails::new())
+            }
+            ApiError::WatchFellBehind(message) => (Code::Aborted, message, ErrorDetails::new()),
+            ApiError::TooManyWatches(message) => {
+                (Code::ResourceExhausted, message, ErrorDetails::new())
+            }
+            ApiError::ShuttingDown(message) => (
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
+            ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -394,6 +423,10 @@ mod tests {
                 name: "p".into(),
                 state: "STATE_PENDING_ACCEPTANCE",
             },
+            ApiError::ResumeTokenExpired("re-watch without a token".into()),
+            ApiError::WatchFellBehind("resume".into()),
+            ApiError::TooManyWatches("1000".into()),
+            ApiError::ShuttingDown("elsewhere".into()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
     }

@@ -9,7 +9,7 @@ use crate::peering::input::{
 use crate::peering::{Refusal, RefusalKind, Violation};
 use crate::proto::v1::{
     CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest, UpdatePeeringRequest,
+    ListRoutesRequest, UpdatePeeringRequest, WatchPeeringsRequest,
 };
 
 /// Longest etag text (ours are 32 hex digits).
@@ -149,6 +149,19 @@ pub fn list_routes(req: &ListRoutesRequest) -> Result<(), ApiError> {
         .chain(check_text(
             "page_token",
             &req.page_token,
+            MAX_PAGE_TOKEN_LEN,
+        ))
+        .collect();
+    refuse(v)
+}
+
+/// WatchPeerings' VPC and resume token.
+pub fn watch(req: &WatchPeeringsRequest) -> Result<(), ApiError> {
+    let v = check_text("vpc", &req.vpc, MAX_VPC_LEN)
+        .into_iter()
+        .chain(check_text(
+            "resume_token",
+            &req.resume_token,
             MAX_PAGE_TOKEN_LEN,
         ))
         .collect();

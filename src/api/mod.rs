@@ -17,6 +17,7 @@ mod page_token;
 mod routes;
 mod rpc_span;
 mod update;
+mod watch;
 
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ use crate::proto::v1::peering_service_server::PeeringService;
 use crate::proto::v1::{
     peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest,
     ListPeeringsRequest, ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
-    RejectPeeringRequest, UpdatePeeringRequest,
+    RejectPeeringRequest, UpdatePeeringRequest, WatchPeeringsRequest, WatchPeeringsResponse,
 };
 use crate::store::Store;
 
@@ -61,6 +62,8 @@ struct Inner {
     settings: ApiSettings,
     /// The authorization policy; `None`: every caller is an admin.
     policy: Option<Arc<crate::auth::Watched<crate::auth::Policy>>>,
+    /// WatchPeerings' change reader; `None`: WatchPeerings is UNAVAILABLE.
+    watch: Option<Arc<crate::watch::Hub>>,
 }
 
 impl PeeringApi {
@@ -72,6 +75,7 @@ impl PeeringApi {
                 nb,
                 settings,
                 policy: None,
+                watch: None,
             }),
         }
     }
@@ -183,8 +187,36 @@ impl PeeringApi {
     }
 }
 
+impl PeeringApi {
+    /// Serves WatchPeerings from this process's change reader.
+    pub fn with_watch(self, hub: Arc<crate::watch::Hub>) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            panic!("with_watch is called while building, before the API is shared")
+        });
+        inner.watch = Some(hub);
+        PeeringApi {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl PeeringService for PeeringApi {
+    type WatchPeeringsStream = rpc_span::SpannedStream<WatchPeeringsResponse>;
+
+    async fn watch_peerings(
+        &self,
+        req: Request<WatchPeeringsRequest>,
+    ) -> Result<Response<Self::WatchPeeringsStream>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        RpcSpan::new("WatchPeerings")
+            .caller(&caller)
+            .with("vpc", &req.vpc)
+            .run_stream(async { self.watch(self.scope(&caller)?, req).await })
+            .await
+    }
+
     async fn create_peering(
         &self,
         req: Request<CreatePeeringRequest>,

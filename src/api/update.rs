@@ -25,7 +25,7 @@ use crate::peering::topology::port_names;
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute};
 use crate::peering::{Refusal, RefusalKind, Violation};
 use crate::proto::v1::{Peering, UpdatePeeringRequest};
-use crate::store::{Labels, PeeringChange, PeeringRecord, PeeringState, StoreError, StoredRoute};
+use crate::store::{Labels, PeeringEdit, PeeringRecord, PeeringState, StoreError, StoredRoute};
 
 /// The fields an update mask selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,7 +203,7 @@ impl PeeringApi {
                 .collect();
             self.check(&spec, &Neighbours::new(others)?.specs)?;
         }
-        let change = PeeringChange {
+        let change = PeeringEdit {
             labels: labels.filter(|l| *l != locked.labels),
             local_routes: (mask.local_routes && local_routes != locked.local_routes)
                 .then_some(local_routes),
@@ -266,7 +266,7 @@ impl PeeringApi {
 
 /// The peering as `change` would leave it (validate_only, or nothing to change). The etag
 /// stays: nothing was written.
-fn preview(record: &PeeringRecord, change: &PeeringChange) -> Peering {
+fn preview(record: &PeeringRecord, change: &PeeringEdit) -> Peering {
     let mut r = record.clone();
     if let Some(l) = &change.labels {
         r.labels = l.clone();

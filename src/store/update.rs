@@ -12,7 +12,7 @@ use super::{CreateTx, PeeringRecord, Store, StoreError};
 
 /// What an update writes: `None` keeps the stored value.
 #[derive(Debug, Clone, Default)]
-pub struct PeeringChange {
+pub struct PeeringEdit {
     /// New labels.
     pub labels: Option<Labels>,
     /// New explicit routes into local_vpc (empty = automatic).
@@ -99,7 +99,7 @@ impl CreateTx<'_> {
         mut self,
         name: &str,
         etag: uuid::Uuid,
-        change: &PeeringChange,
+        change: &PeeringEdit,
         request: Option<(&str, &[u8])>,
     ) -> Result<PeeringRecord, StoreError> {
         let row = self

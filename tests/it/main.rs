@@ -28,5 +28,6 @@ mod support;
 mod tls;
 mod update;
 mod walkthrough;
+mod watch;
 mod watchdog;
 mod worker;

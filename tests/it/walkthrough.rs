@@ -67,8 +67,7 @@ struct Shell {
 }
 
 impl Shell {
-    /// Runs one walk-through command with `sh -c`; its stdout, or a panic with its account.
-    fn run(&self, command: &str) -> String {
+    fn output(&self, command: &str) -> (std::process::Output, String) {
         let command = command.replace(DEFAULT_ADDR, &self.addr);
         let out = Command::new("sh")
             .args(["-c", &command])
@@ -78,6 +77,25 @@ impl Shell {
             .output()
             .unwrap_or_else(|e| panic!("cannot run sh: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out, stdout)
+    }
+
+    /// Runs a streaming command bounded by grpcurl's `-max-time`: its stdout, whether it ended
+    /// at that deadline (DEADLINE_EXCEEDED) or not.
+    fn run_stream(&self, command: &str) -> String {
+        let (out, stdout) = self.output(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("DeadlineExceeded"),
+            "walk-through command failed ({}): {command}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status,
+        );
+        stdout
+    }
+
+    /// Runs one walk-through command with `sh -c`; its stdout, or a panic with its account.
+    fn run(&self, command: &str) -> String {
+        let (out, stdout) = self.output(command);
         assert!(
             out.status.success(),
             "walk-through command failed ({}): {command}\nstdout: {stdout}\nstderr: {}",
@@ -97,6 +115,7 @@ fn the_walkthrough_block_parses() {
         "PeeringService/GetPeering",
         "PeeringService/UpdatePeering",
         "PeeringService/DeletePeering",
+        "PeeringService/WatchPeerings",
     ] {
         assert!(
             method(m),
@@ -143,6 +162,16 @@ async fn the_readme_walkthrough_works_as_written() {
     let mut ran = Vec::new();
     for command in &commands {
         if is_environment(command) {
+            continue;
+        }
+        if command.contains("PeeringService/WatchPeerings") {
+            // The stream lists demo (ACTIVE by now) and SYNCED, then runs until -max-time.
+            let out = shell.run_stream(command);
+            assert!(
+                out.contains("EVENT_TYPE_SYNCED") && out.contains("\"demo\""),
+                "{command}:\n{out}"
+            );
+            ran.push(command.clone());
             continue;
         }
         let out = shell.run(command);
