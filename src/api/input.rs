@@ -8,8 +8,8 @@ use crate::peering::input::{
 };
 use crate::peering::{Refusal, RefusalKind, Violation};
 use crate::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest,
+    CreatePeeringRequest, DeletePeeringRequest, DiagnosePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListRoutesRequest,
 };
 
 fn refuse(violations: Vec<Violation>) -> Result<(), ApiError> {
@@ -44,6 +44,15 @@ pub fn create(req: &CreatePeeringRequest) -> Result<(), ApiError> {
 
 /// GetPeering's name.
 pub fn get(req: &GetPeeringRequest) -> Result<(), ApiError> {
+    refuse(
+        check_text("name", &req.name, MAX_NAME_LEN)
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// DiagnosePeering's name.
+pub fn diagnose(req: &DiagnosePeeringRequest) -> Result<(), ApiError> {
     refuse(
         check_text("name", &req.name, MAX_NAME_LEN)
             .into_iter()
