@@ -4,8 +4,8 @@
 
 use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
 use ovn_peerd::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest, Peering, PeeringRoute,
+    CreatePeeringRequest, DeletePeeringRequest, DiagnosePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListRoutesRequest, Peering, PeeringRoute,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -225,6 +225,17 @@ async fn a_tenant_reads_only_peerings_of_its_vpcs() {
             "local_vpc \"team-b-1\"",
             "remote_vpc \"team-b-2\"",
         ],
+    );
+    // DiagnosePeering is authorized as GetPeering.
+    let diagnose = |name: &str| DiagnosePeeringRequest { name: name.into() };
+    for c in [&mut a, &mut b] {
+        c.diagnose_peering(diagnose("a-b"))
+            .await
+            .expect("a side diagnoses the peering");
+    }
+    assert_denied(
+        a.diagnose_peering(diagnose("b-only")).await,
+        &["tenant \"team-a\"", "peering \"b-only\""],
     );
 }
 

@@ -15,6 +15,7 @@ mod api_safety;
 mod authz;
 mod compose;
 mod datapath;
+mod diagnose;
 mod e2e;
 mod metrics;
 mod nb_tls;
