@@ -10,7 +10,8 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::support::nb::NbServer;
-use crate::support::peerd::TestPeerd;
+use crate::support::ovn::{self, add_pod_port, echo_microflow, OvnCentral};
+use crate::support::peerd::{Options, TestPeerd};
 use crate::support::vpc::create_vpc;
 
 /// vpc-1 (10.1.0.0/24) and vpc-2 (10.2.0.0/24) peered as "demo" over 169.254.0.0/30.
@@ -18,6 +19,12 @@ async fn peered(converge: bool) -> (TestPeerd, PeeringServiceClient<Channel>) {
     let t = TestPeerd::start().await;
     create_vpc(&t.nb, "vpc-1", &["10.1.0.1/24"]);
     create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
+    let c = create_demo(&t, converge).await;
+    (t, c)
+}
+
+/// Creates the peering "demo" of vpc-1 and vpc-2 (and converges it).
+async fn create_demo<N>(t: &TestPeerd<N>, converge: bool) -> PeeringServiceClient<Channel> {
     let mut c = t.client().await;
     c.create_peering(CreatePeeringRequest {
         peering: Some(Peering {
@@ -36,7 +43,7 @@ async fn peered(converge: bool) -> (TestPeerd, PeeringServiceClient<Channel>) {
         let outcome = t.converge().await;
         assert!(outcome.failed.is_empty(), "{outcome:?}");
     }
-    (t, c)
+    c
 }
 
 async fn diagnose(c: &mut PeeringServiceClient<Channel>) -> Vec<Finding> {
@@ -255,4 +262,100 @@ async fn unknown_and_bad_names_are_refused() {
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("name"), "{e:?}");
     }
+}
+
+/// The findings agree with ovn-trace over ovn-northd's logical flows, which also checks the
+/// OVN behaviour two checks rely on: a src-ip route longer than our route captures the
+/// replies while one of the same length does not (OVN ranks dst-ip first on a tie), and a
+/// reroute policy overrides our routes. And with a real ovn-northd, `northd_sync` is OK after
+/// a `--wait=sb`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_agree_with_ovn_trace() {
+    let central = OvnCentral::start();
+    let v1 = ovn::create_vpc(&central, "vpc-1", "10.1.0.0/24", "10.1.0.1");
+    let v2 = ovn::create_vpc(&central, "vpc-2", "10.2.0.0/24", "10.2.0.1");
+    let (mac1, mac2) = ("0a:00:00:00:01:10", "0a:00:00:00:02:10");
+    add_pod_port(&central, &v1, "pod-1", mac1, "10.1.0.10");
+    add_pod_port(&central, &v2, "pod-2", mac2, "10.2.0.10");
+    let t = TestPeerd::start_against(&central.nb_remote(), Options::default()).await;
+    let mut c = create_demo(&t, true).await;
+    let forward = || {
+        let flow = echo_microflow("pod-1", mac1, &v1.router_mac, "10.1.0.10", "10.2.0.10");
+        central.trace_reaches(&v1.switch, &flow, "pod-2")
+    };
+    let back = || {
+        let flow = echo_microflow("pod-2", mac2, &v2.router_mac, "10.2.0.10", "10.1.0.10");
+        central.trace_reaches(&v2.switch, &flow, "pod-1")
+    };
+    let plant = |args: &[&str]| {
+        central.nbctl(args);
+        central.sync_sb();
+    };
+
+    central.sync_sb();
+    let findings = diagnose(&mut c).await;
+    assert!(not_ok(&findings).is_empty(), "{findings:#?}");
+    let northd = findings.iter().find(|f| f.check == "northd_sync").unwrap();
+    assert!(!northd.message.contains("nb_cfg 0"), "{northd:?}");
+    assert!(forward().0 && back().0, "the peering carries traffic");
+
+    // A src-ip route as long as ours: ours still wins, and Diagnose says nothing.
+    plant(&[
+        "--policy=src-ip",
+        "lr-route-add",
+        "vpc-2",
+        "10.2.0.0/24",
+        "10.2.0.200",
+    ]);
+    let (reaches, trace) = back();
+    assert!(reaches, "{trace}");
+    let findings = diagnose(&mut c).await;
+    assert!(not_ok(&findings).is_empty(), "{findings:#?}");
+
+    // Longer than ours: it captures vpc-2's replies, and Diagnose names it.
+    plant(&["--policy=src-ip", "lr-route-del", "vpc-2", "10.2.0.0/24"]);
+    plant(&[
+        "--policy=src-ip",
+        "lr-route-add",
+        "vpc-2",
+        "10.2.0.0/25",
+        "10.2.0.200",
+    ]);
+    let (reaches, trace) = back();
+    assert!(!reaches, "{trace}");
+    let row = ovn_uuid(&central, "Logical_Router_Static_Route", "policy=src-ip");
+    assert_found(
+        &diagnose(&mut c).await,
+        "src_ip_route",
+        Severity::Error,
+        "vpc-2",
+        &row,
+    );
+    plant(&["--policy=src-ip", "lr-route-del", "vpc-2", "10.2.0.0/25"]);
+    assert!(back().0);
+
+    // A reroute policy takes vpc-1's traffic to the peer elsewhere.
+    plant(&[
+        "lr-policy-add",
+        "vpc-1",
+        "100",
+        "ip4.dst == 10.2.0.0/16",
+        "reroute",
+        "10.1.0.200",
+    ]);
+    let (reaches, trace) = forward();
+    assert!(!reaches, "{trace}");
+    let row = ovn_uuid(&central, "Logical_Router_Policy", "priority=100");
+    assert_found(
+        &diagnose(&mut c).await,
+        "router_policy",
+        Severity::Error,
+        "vpc-1",
+        &row,
+    );
+}
+
+fn ovn_uuid(central: &OvnCentral, table: &str, condition: &str) -> String {
+    let out = central.nbctl(["--bare", "--columns=_uuid", "find", table, condition]);
+    out.trim().to_string()
 }
