@@ -330,3 +330,33 @@ fn options_state_rules_and_northd() {
     assert_eq!(f.len(), 1, "the side's other checks are skipped: {f:?}");
     assert_eq!(f[0].0, "router_exists");
 }
+
+#[test]
+fn dual_stack_policies_are_judged_per_family() {
+    let mut s = healthy();
+    let (w1, w2) = (
+        wanted_route("vpc-1", "fd02::/64", "fd00::2", "vpc-1-vpc-2"),
+        wanted_route("vpc-2", "fd01::/64", "fd00::1", "vpc-2-vpc-1"),
+    );
+    s.wanted.routes.extend([w1, w2]);
+    let r1 = route("rt6-1", "fd02::/64", "fd00::2", "vpc-1-vpc-2", Some("demo"));
+    let r2 = route("rt6-2", "fd01::/64", "fd00::1", "vpc-2-vpc-1", Some("demo"));
+    router(&mut s, 0).routes.push(r1);
+    router(&mut s, 1).routes.push(r2);
+    assert!(faults(&s).is_empty(), "{:#?}", faults(&s));
+    let policy = |m: &str| PolicyRow {
+        uuid: "pol".into(),
+        priority: 10,
+        r#match: m.into(),
+        action: "drop".into(),
+    };
+    let mut ok = s.clone();
+    let p = &mut router(&mut ok, 0).policies;
+    p.push(policy("ip6.src == fd09::/64"));
+    p.push(policy("ip6.dst == fd02::/64 && ip6.src == fd09::/64"));
+    assert!(faults(&ok).is_empty(), "{:#?}", faults(&ok));
+    router(&mut s, 0)
+        .policies
+        .push(policy("ip6.src == fd01::/64"));
+    assert_only(&s, "router_policy", Severity::Error, "pol");
+}
