@@ -86,10 +86,7 @@ impl PeeringApi {
                 Inserted::Again => tracing::debug!(attempt, "lost a race; judging again"),
             }
         }
-        Err(ApiError::Unavailable {
-            what: "link allocation (too many concurrent requests)",
-            source: None,
-        })
+        Err(ApiError::contention("link allocation"))
     }
 
     /// The other peerings of either VPC, as specs, plus any peering already

@@ -111,7 +111,7 @@ impl PeeringApi {
             Err(StoreError::RequestIdTaken) => match self.first_result(request).await? {
                 Some(first) => Ok(Inserted::Done(Box::new(first))),
                 None => Err(ApiError::Unavailable {
-                    what: "the database",
+                    what: super::error::Dependency::Database,
                     source: None,
                 }),
             },
@@ -136,12 +136,9 @@ fn same_request(
     if same {
         return Ok(Some(convert::peering(&found.record)));
     }
-    Err(ApiError::invalid(
-        "request_id",
-        format!(
-            "was already used with another request (it created peering {:?}); \
-             a new request needs a new request_id",
-            found.record.name
-        ),
-    ))
+    Err(ApiError::RequestIdReused(format!(
+        "was already used with another request (it created peering {:?}); \
+         a new request needs a new request_id",
+        found.record.name
+    )))
 }
