@@ -245,6 +245,27 @@ async fn pending_failed_and_deleting_peerings_are_diagnosed_with_their_state() {
 }
 
 #[tokio::test]
+async fn a_deleted_router_leaves_its_side_with_one_finding() {
+    let (t, mut c) = peered(true).await;
+    t.nb.nbctl(&["lr-del", "vpc-2"]);
+    let findings = diagnose(&mut c).await;
+    let side: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.message.starts_with("vpc-2"))
+        .collect();
+    assert_eq!(side.len(), 1, "{findings:#?}");
+    assert_eq!(side[0].check, "router_exists");
+    assert_eq!(side[0].severity, Severity::Error as i32);
+    assert!(
+        side[0].message.contains("no OVN logical router"),
+        "{side:?}"
+    );
+    // vpc-1 keeps its port and routes, which now lead nowhere: its peer is gone.
+    let port = uuid(&t.nb, "Logical_Router_Port", &["name=vpc-1-vpc-2"]);
+    assert_found(&findings, "peer_port_exists", Severity::Ok, "vpc-1", &port);
+}
+
+#[tokio::test]
 async fn unknown_and_bad_names_are_refused() {
     let (_t, mut c) = peered(false).await;
     let e = c
