@@ -64,18 +64,23 @@ pub fn snapshot(
         }
     });
     Ok(Snapshot {
-        peering: PeeringFacts {
-            name: record.name.clone(),
-            state: record.state,
-            state_message: record.state_message.clone(),
-            generation: record.generation,
-            observed_generation: record.observed_generation,
-        },
+        peering: facts(record),
         wanted,
         refusal,
         sides,
         nb_global: extra.nb_global,
     })
+}
+
+/// The stored peering as the checks see it.
+pub fn facts(record: &PeeringRecord) -> PeeringFacts {
+    PeeringFacts {
+        name: record.name.clone(),
+        state: record.state,
+        state_message: record.state_message.clone(),
+        generation: record.generation,
+        observed_generation: record.observed_generation,
+    }
 }
 
 fn router(

@@ -33,6 +33,15 @@ impl PeeringApi {
             return Err(ApiError::peering_not_found(req.name));
         };
         scope.read_peering(&record)?;
+        if !record.state.in_northbound() {
+            let facts = crate::adapters::nb_diagnose::facts(&record);
+            return Ok(DiagnosePeeringResponse {
+                findings: diagnose::diagnose_outside_nb(&facts)
+                    .into_iter()
+                    .map(finding)
+                    .collect(),
+            });
+        }
         let context = self
             .inner
             .store

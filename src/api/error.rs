@@ -99,6 +99,10 @@ pub enum ApiError {
         /// The peering.
         name: String,
     },
+    /// AcceptPeering or RejectPeering of a peering that is not an open cross-tenant request
+    /// (FAILED_PRECONDITION on `state`); the description names the state it is in.
+    #[error("state: {0}")]
+    NotAwaitingAcceptance(String),
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -182,6 +186,7 @@ impl ApiError {
             ApiError::RequestIdReused(_) => ErrorReason::RequestIdReused,
             ApiError::EtagMismatch { .. } => ErrorReason::EtagMismatch,
             ApiError::PeeringDeleting { .. } => ErrorReason::PeeringDeleting,
+            ApiError::NotAwaitingAcceptance(_) => ErrorReason::NotAwaitingAcceptance,
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -273,6 +278,18 @@ impl From<ApiError> for Status {
                     )]),
                 )
             }
+            ApiError::NotAwaitingAcceptance(description) => {
+                metadata.insert("field".into(), "state".into());
+                (
+                    Code::FailedPrecondition,
+                    format!("state: {description}"),
+                    ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                        "STATE",
+                        "state",
+                        description,
+                    )]),
+                )
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -347,6 +364,7 @@ mod tests {
             ApiError::RequestIdReused("was used".into()),
             ApiError::EtagMismatch { name: "p".into() },
             ApiError::PeeringDeleting { name: "p".into() },
+            ApiError::NotAwaitingAcceptance("peering \"p\" is STATE_ACTIVE".into()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
     }

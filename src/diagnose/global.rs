@@ -27,8 +27,37 @@ pub(super) fn peering_state(p: &PeeringFacts) -> Finding {
                 .to_string(),
         ),
         PeeringState::Failed => (Severity::Error, format!("FAILED: {}", p.state_message)),
+        PeeringState::PendingAcceptance => (
+            Severity::Warning,
+            format!(
+                "PENDING_ACCEPTANCE: nothing is in NB until the remote VPC's tenant accepts it{}",
+                suffix(&p.state_message)
+            ),
+        ),
+        PeeringState::Rejected => (
+            Severity::Error,
+            format!(
+                "REJECTED by the remote VPC's tenant: it never reaches NB{}",
+                suffix(&p.state_message)
+            ),
+        ),
+        PeeringState::Expired => (
+            Severity::Error,
+            format!(
+                "EXPIRED: not accepted in time, it never reaches NB{}",
+                suffix(&p.state_message)
+            ),
+        ),
     };
     Finding::new("peering_state", severity, message, Vec::new())
+}
+
+fn suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
+    }
 }
 
 /// `desired_rows`: the peering passes the rules against NB now.

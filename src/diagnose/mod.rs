@@ -267,6 +267,13 @@ fn dst_nets<'a>(routes: impl Iterator<Item = &'a DesiredRoute>) -> Vec<IpNet> {
         .collect()
 }
 
+/// The findings of a peering that never reaches NB ([`PeeringState::in_northbound`] is false:
+/// a cross-tenant request, a rejected or an expired one): its state only, since NB holds
+/// nothing of it to check.
+pub fn diagnose_outside_nb(peering: &PeeringFacts) -> Vec<Finding> {
+    vec![global::peering_state(peering)]
+}
+
 /// Every check, in a stable order: global ones, then each side's.
 pub fn diagnose(snap: &Snapshot) -> Vec<Finding> {
     let mut out = vec![

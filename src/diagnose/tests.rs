@@ -320,6 +320,18 @@ fn options_state_rules_and_northd() {
         assert_eq!((f[0].0, f[0].1), ("peering_state", severity));
     }
 
+    for (state, severity) in [
+        (PeeringState::PendingAcceptance, Severity::Warning),
+        (PeeringState::Rejected, Severity::Error),
+        (PeeringState::Expired, Severity::Error),
+    ] {
+        let mut s = healthy();
+        s.peering.state = state;
+        let f = diagnose_outside_nb(&s.peering);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].check, f[0].severity), ("peering_state", severity));
+    }
+
     let mut s = healthy();
     s.refusal = Some("an ECMP group".into());
     assert_eq!(faults(&s)[0].0, "desired_rows");

@@ -380,3 +380,26 @@ fn ovn_uuid(central: &OvnCentral, table: &str, condition: &str) -> String {
     let out = central.nbctl(["--bare", "--columns=_uuid", "find", table, condition]);
     out.trim().to_string()
 }
+
+#[tokio::test]
+async fn a_cross_tenant_request_has_only_its_state_to_diagnose() {
+    let s = crate::authz::Setup::start().await;
+    let mut a = s.client(crate::authz::TEAM_A).await;
+    a.create_peering(crate::authz::create("a-b", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b");
+    s.t.converge().await;
+    let findings = a
+        .diagnose_peering(DiagnosePeeringRequest { name: "a-b".into() })
+        .await
+        .expect("DiagnosePeering")
+        .into_inner()
+        .findings;
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].check, "peering_state");
+    assert_eq!(findings[0].severity, Severity::Warning as i32);
+    assert!(
+        findings[0].message.starts_with("PENDING_ACCEPTANCE"),
+        "{findings:#?}"
+    );
+}
