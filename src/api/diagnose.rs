@@ -68,8 +68,13 @@ impl PeeringApi {
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|why| ApiError::Internal(anyhow::anyhow!(why)))?;
+        // A tenant may see the peering (one of its VPCs) but not the other VPC's router.
+        let findings = findings.into_iter().map(|f| match &f.vpc {
+            Some(vpc) if scope.read_vpc(vpc).is_err() => f.withheld(),
+            _ => f,
+        });
         Ok(DiagnosePeeringResponse {
-            findings: findings.into_iter().map(finding).collect(),
+            findings: findings.map(finding).collect(),
         })
     }
 

@@ -51,6 +51,8 @@ pub struct Finding {
     pub message: String,
     /// The NB rows involved (see [`RouterRow::label`] and friends).
     pub nb_rows: Vec<String>,
+    /// The side's VPC of a per-side check; `None` for a global one.
+    pub vpc: Option<String>,
 }
 
 impl Finding {
@@ -60,6 +62,18 @@ impl Finding {
             severity,
             message,
             nb_rows,
+            vpc: None,
+        }
+    }
+
+    /// This finding with what it says about the side's VPC left out: for a caller who may
+    /// see the peering but not that VPC's router (a tenant owning only the other side).
+    pub fn withheld(self) -> Self {
+        let vpc = self.vpc.clone().unwrap_or_default();
+        Finding {
+            message: format!("{vpc}: details withheld: the VPC is not the caller's"),
+            nb_rows: Vec::new(),
+            ..self
         }
     }
 }
@@ -282,49 +296,58 @@ pub fn diagnose(snap: &Snapshot) -> Vec<Finding> {
         global::northd_sync(snap.nb_global.as_ref()),
     ];
     for (i, side) in Side::BOTH.into_iter().enumerate() {
-        let s = &snap.sides[i];
-        let other_vpc = &snap.sides[1 - i].vpc;
-        let router = match &s.router {
-            Ok(r) => r,
-            Err(why) => {
-                out.push(Finding::new(
-                    "router_exists",
-                    Severity::Error,
-                    format!("{} ({}): {why}", s.vpc, side.as_str()),
-                    Vec::new(),
-                ));
-                continue;
-            }
-        };
-        let in_router = |vpc: &str| {
-            snap.wanted
-                .routes
-                .iter()
-                .filter(move |r| r.router == vpc)
-                .collect::<Vec<_>>()
-        };
-        let view = SideView {
-            side,
-            vpc: &s.vpc,
-            router,
-            port_name: port_name(&s.vpc, other_vpc),
-            wanted: in_router(&s.vpc),
-            peer_nets: dst_nets(in_router(&s.vpc).into_iter()),
-            own_nets: dst_nets(in_router(other_vpc).into_iter()),
-        };
-        out.push(Finding::new(
-            "router_exists",
-            Severity::Ok,
-            format!("{}: router found", view.who()),
-            vec![router.label()],
-        ));
-        ports::check(&view, snap, s.port.as_ref(), other_vpc, &mut out);
-        out.push(routes::installed(&view, &snap.peering.name));
-        out.push(routes::ecmp(&view, &snap.peering.name));
-        out.push(routes::more_specific(&view, &snap.peering.name));
-        out.push(routes::src_ip(&view, &snap.peering.name));
-        out.push(router::policies(&view));
-        out.push(router::options(&view));
+        let start = out.len();
+        side_checks(snap, i, side, &mut out);
+        for f in &mut out[start..] {
+            f.vpc = Some(snap.sides[i].vpc.clone());
+        }
     }
     out
+}
+
+/// The per-side checks of side `i`.
+fn side_checks(snap: &Snapshot, i: usize, side: Side, out: &mut Vec<Finding>) {
+    let s = &snap.sides[i];
+    let other_vpc = &snap.sides[1 - i].vpc;
+    let router = match &s.router {
+        Ok(r) => r,
+        Err(why) => {
+            out.push(Finding::new(
+                "router_exists",
+                Severity::Error,
+                format!("{} ({}): {why}", s.vpc, side.as_str()),
+                Vec::new(),
+            ));
+            return;
+        }
+    };
+    let in_router = |vpc: &str| {
+        snap.wanted
+            .routes
+            .iter()
+            .filter(move |r| r.router == vpc)
+            .collect::<Vec<_>>()
+    };
+    let view = SideView {
+        side,
+        vpc: &s.vpc,
+        router,
+        port_name: port_name(&s.vpc, other_vpc),
+        wanted: in_router(&s.vpc),
+        peer_nets: dst_nets(in_router(&s.vpc).into_iter()),
+        own_nets: dst_nets(in_router(other_vpc).into_iter()),
+    };
+    out.push(Finding::new(
+        "router_exists",
+        Severity::Ok,
+        format!("{}: router found", view.who()),
+        vec![router.label()],
+    ));
+    ports::check(&view, snap, s.port.as_ref(), other_vpc, out);
+    out.push(routes::installed(&view, &snap.peering.name));
+    out.push(routes::ecmp(&view, &snap.peering.name));
+    out.push(routes::more_specific(&view, &snap.peering.name));
+    out.push(routes::src_ip(&view, &snap.peering.name));
+    out.push(router::policies(&view));
+    out.push(router::options(&view));
 }
