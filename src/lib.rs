@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod diagnose;
 pub mod health;
 pub mod metrics;
 pub mod ovsdb;

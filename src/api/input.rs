@@ -8,8 +8,8 @@ use crate::peering::input::{
 };
 use crate::peering::{Refusal, RefusalKind, Violation};
 use crate::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest, UpdatePeeringRequest, WatchPeeringsRequest,
+    CreatePeeringRequest, DeletePeeringRequest, DiagnosePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListRoutesRequest, UpdatePeeringRequest, WatchPeeringsRequest,
 };
 
 /// Longest etag text (ours are 32 hex digits).
@@ -92,6 +92,15 @@ pub fn update(req: &UpdatePeeringRequest) -> Result<(), ApiError> {
 
 /// GetPeering's name.
 pub fn get(req: &GetPeeringRequest) -> Result<(), ApiError> {
+    refuse(
+        check_text("name", &req.name, MAX_NAME_LEN)
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// DiagnosePeering's name.
+pub fn diagnose(req: &DiagnosePeeringRequest) -> Result<(), ApiError> {
     refuse(
         check_text("name", &req.name, MAX_NAME_LEN)
             .into_iter()

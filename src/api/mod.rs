@@ -11,6 +11,7 @@ mod authz;
 mod convert;
 mod create;
 mod create_tx;
+mod diagnose;
 mod error;
 mod input;
 mod page_token;
@@ -29,9 +30,10 @@ use rpc_span::RpcSpan;
 use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::proto::v1::{
-    peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest,
-    ListPeeringsRequest, ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
-    RejectPeeringRequest, UpdatePeeringRequest, WatchPeeringsRequest, WatchPeeringsResponse,
+    peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest,
+    DiagnosePeeringRequest, DiagnosePeeringResponse, GetPeeringRequest, ListPeeringsRequest,
+    ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering, RejectPeeringRequest,
+    UpdatePeeringRequest, WatchPeeringsRequest, WatchPeeringsResponse,
 };
 use crate::store::Store;
 
@@ -338,6 +340,19 @@ impl PeeringService for PeeringApi {
                 }
                 self.routes(req).await
             })
+            .await
+    }
+
+    async fn diagnose_peering(
+        &self,
+        req: Request<DiagnosePeeringRequest>,
+    ) -> Result<Response<DiagnosePeeringResponse>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        RpcSpan::new("DiagnosePeering")
+            .caller(&caller)
+            .with("peering", &req.name)
+            .run(async { self.diagnose(self.scope(&caller)?, req).await })
             .await
     }
 }

@@ -4,8 +4,8 @@
 
 use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
 use ovn_peerd::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest, Peering,
+    CreatePeeringRequest, DeletePeeringRequest, DiagnosePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListRoutesRequest, Peering,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -206,6 +206,31 @@ async fn a_tenant_reads_only_peerings_of_its_vpcs() {
             "local_vpc \"team-b-1\"",
             "remote_vpc \"team-b-2\"",
         ],
+    );
+    // DiagnosePeering is authorized as GetPeering.
+    let diagnose = |name: &str| DiagnosePeeringRequest { name: name.into() };
+    // Each side sees its own VPC's findings in full, the other VPC's withheld.
+    for (c, own, other) in [
+        (&mut a, "team-a-1", "team-b-1"),
+        (&mut b, "team-b-1", "team-a-1"),
+    ] {
+        let findings = c
+            .diagnose_peering(diagnose("a-b"))
+            .await
+            .expect("a side diagnoses the peering")
+            .into_inner()
+            .findings;
+        let of = |vpc: &'static str| findings.iter().filter(move |f| f.message.starts_with(vpc));
+        assert!(of(own).any(|f| !f.nb_rows.is_empty()), "{findings:#?}");
+        assert!(of(other).count() > 0, "{findings:#?}");
+        assert!(
+            of(other).all(|f| f.nb_rows.is_empty() && f.message.contains("withheld")),
+            "{findings:#?}"
+        );
+    }
+    assert_denied(
+        a.diagnose_peering(diagnose("b-only")).await,
+        &["tenant \"team-a\"", "peering \"b-only\""],
     );
 }
 

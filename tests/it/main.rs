@@ -16,6 +16,7 @@ mod api_safety;
 mod authz;
 mod compose;
 mod datapath;
+mod diagnose;
 mod e2e;
 mod make_before_break;
 mod metrics;

@@ -114,6 +114,7 @@ fn the_walkthrough_block_parses() {
         "PeeringService/CreatePeering",
         "PeeringService/GetPeering",
         "PeeringService/UpdatePeering",
+        "PeeringService/DiagnosePeering",
         "PeeringService/DeletePeering",
         "PeeringService/WatchPeerings",
     ] {
@@ -226,6 +227,14 @@ async fn the_readme_walkthrough_works_as_written() {
         } else if command.contains("PeeringService/ListRoutes") {
             assert!(
                 out.contains("10.2.0.0/24") && out.contains("demo"),
+                "{command}:\n{out}"
+            );
+        } else if command.contains("PeeringService/DiagnosePeering") {
+            // The peering is ACTIVE (GetPeering waited for it): every check passes.
+            assert!(
+                out.contains("SEVERITY_OK")
+                    && !out.contains("SEVERITY_WARNING")
+                    && !out.contains("SEVERITY_ERROR"),
                 "{command}:\n{out}"
             );
         } else if command.starts_with("ovn-nbctl") && command.contains(" show") {
