@@ -13,7 +13,7 @@ use super::create_tx::Neighbours;
 use super::error::ApiError;
 use super::{input, PeeringApi};
 use crate::peering::topology::port_names;
-use crate::proto::v1::Peering;
+use crate::proto::v1::{AcceptPeeringRequest, Peering, RejectPeeringRequest};
 use crate::store::{PeeringRecord, PeeringState};
 
 /// The two answers.
@@ -40,8 +40,14 @@ impl Answer {
 }
 
 impl PeeringApi {
-    pub(super) async fn accept(&self, scope: Scope, name: String) -> Result<Peering, ApiError> {
-        let record = self.open_request(&scope, &name, Answer::Accept).await?;
+    pub(super) async fn accept(
+        &self,
+        scope: Scope,
+        req: AcceptPeeringRequest,
+    ) -> Result<Peering, ApiError> {
+        let (name, answer) = (req.name, Answer::Accept);
+        let record = self.open_request(&scope, &name, answer).await?;
+        let etag = convert::etag_from_api("etag", &req.etag)?;
         let vpcs = [record.local_vpc.as_str(), record.remote_vpc.as_str()];
         let ports = port_names(vpcs[0], vpcs[1]).to_vec();
         let mut tx = self.inner.store.peering_create_begin(&vpcs).await?;
@@ -50,31 +56,45 @@ impl PeeringApi {
         let Some(current) = records.iter().find(|r| r.name == name) else {
             return Err(ApiError::peering_not_found(name));
         };
+        still_authorized(&scope, &record, current, etag, answer)?;
         if current.state != PeeringState::PendingAcceptance {
-            return Err(not_open(current, Answer::Accept));
+            return Err(not_open(current, answer));
         }
         let spec = current.spec().map_err(|e| ApiError::Internal(e.into()))?;
+        let locked_etag = current.etag;
         // The request itself is not among them (it is not in NB yet).
         let others = Neighbours::new(records)?;
         self.check(&spec, &others.specs)?;
-        match tx.accept(&name, self.inner.settings.acceptance_ttl).await? {
+        let ttl = self.inner.settings.acceptance_ttl;
+        match tx.accept(&name, ttl, locked_etag).await? {
             Some(accepted) => Ok(convert::peering(&accepted)),
-            None => Err(self.why_not_open(&name, Answer::Accept).await),
+            None => Err(self.why_not_open(&record, answer).await),
         }
     }
 
-    pub(super) async fn reject(&self, scope: Scope, name: String) -> Result<Peering, ApiError> {
-        self.open_request(&scope, &name, Answer::Reject).await?;
+    pub(super) async fn reject(
+        &self,
+        scope: Scope,
+        req: RejectPeeringRequest,
+    ) -> Result<Peering, ApiError> {
+        let (name, answer) = (req.name, Answer::Reject);
+        let record = self.open_request(&scope, &name, answer).await?;
+        let etag = convert::etag_from_api("etag", &req.etag)?;
+        if etag.is_some_and(|e| e != record.etag) {
+            return Err(ApiError::EtagMismatch { name });
+        }
         let message = format!("rejected by {}", scope.answerer());
         let ttl = self.inner.settings.acceptance_ttl;
+        // Guarded on the etag of the row authorized above: a request deleted and made again
+        // under the same name in between is not rejected by this call.
         match self
             .inner
             .store
-            .peering_reject(&name, ttl, &message)
+            .peering_reject(&name, ttl, &message, record.etag)
             .await?
         {
             Some(rejected) => Ok(convert::peering(&rejected)),
-            None => Err(self.why_not_open(&name, Answer::Reject).await),
+            None => Err(self.why_not_open(&record, answer).await),
         }
     }
 
@@ -120,17 +140,49 @@ impl PeeringApi {
     }
 
     /// Why a guarded answer matched nothing: the request changed meanwhile (answered,
-    /// deleted, or past the TTL just now).
-    async fn why_not_open(&self, name: &str, answer: Answer) -> ApiError {
+    /// deleted, past the TTL just now, or made again under its name).
+    async fn why_not_open(&self, authorized: &PeeringRecord, answer: Answer) -> ApiError {
         if let Err(e) = self.expire_overdue().await {
             return e;
         }
-        match self.inner.store.peering_get(name).await {
+        match self.inner.store.peering_get(&authorized.name).await {
+            Ok(Some(r))
+                if !same_request(authorized, &r) || r.state == PeeringState::PendingAcceptance =>
+            {
+                ApiError::EtagMismatch { name: r.name }
+            }
             Ok(Some(r)) => not_open(&r, answer),
-            Ok(None) => ApiError::peering_not_found(name),
+            Ok(None) => ApiError::peering_not_found(&authorized.name),
             Err(e) => e.into(),
         }
     }
+}
+
+/// Whether `now` is the request `authorized` (not one deleted and made again under its
+/// name since): the same VPCs and the same creation.
+fn same_request(authorized: &PeeringRecord, now: &PeeringRecord) -> bool {
+    now.create_time == authorized.create_time
+        && now.local_vpc == authorized.local_vpc
+        && now.remote_vpc == authorized.remote_vpc
+}
+
+/// The row read under the VPCs' locks must be the request the caller was authorized for
+/// (and, with `etag`, the version it reviewed): else ABORTED, and nothing changes. The
+/// rule is asked again on it too, so an answer never reaches a request the caller may not
+/// answer.
+fn still_authorized(
+    scope: &Scope,
+    authorized: &PeeringRecord,
+    locked: &PeeringRecord,
+    etag: Option<uuid::Uuid>,
+    answer: Answer,
+) -> Result<(), ApiError> {
+    if !same_request(authorized, locked) || etag.is_some_and(|e| e != locked.etag) {
+        return Err(ApiError::EtagMismatch {
+            name: locked.name.clone(),
+        });
+    }
+    scope.answer(locked, answer.verb())
 }
 
 /// FAILED_PRECONDITION on `state`: only an open request can be answered.

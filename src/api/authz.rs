@@ -190,13 +190,17 @@ impl Scope {
         }
     }
 
-    /// Deleting a peering: the tenant owns its local VPC.
+    /// Deleting a peering: the tenant owns its local VPC, or its remote VPC (either owner
+    /// may end a cross-tenant peering, in any state: disconnect it, withdraw a request, or
+    /// clear a rejected or expired one from its view; the audit record names the caller).
     pub(super) fn delete(&self, r: &PeeringRecord) -> Result<(), ApiError> {
         match self.tenant() {
-            Some(t) if !t.owns(&r.local_vpc) => Err(ApiError::PermissionDenied(format!(
-                "tenant {:?} may not delete peering {:?}: its local_vpc {:?} is not one of the tenant's VPCs",
-                t.name, r.name, r.local_vpc
-            ))),
+            Some(t) if !t.owns(&r.local_vpc) && !t.owns(&r.remote_vpc) => {
+                Err(ApiError::PermissionDenied(format!(
+                    "tenant {:?} may not delete peering {:?}: neither its local_vpc {:?} nor its remote_vpc {:?} is one of the tenant's VPCs",
+                    t.name, r.name, r.local_vpc, r.remote_vpc
+                )))
+            }
             _ => Ok(()),
         }
     }

@@ -153,19 +153,21 @@ impl PeeringApi {
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "required"));
         }
-        if let Scope::Tenant { .. } = scope {
-            // A peering's VPCs never change, so the check holds for the mark below.
-            if let Some(record) = self.inner.store.peering_get(&req.name).await? {
-                scope.delete(&record)?;
-            }
-        }
         let etag = convert::etag_from_api("etag", &req.etag)?;
+        // The writes below are bound to the peering authorized here (its create_time): one
+        // deleted and made again under the name in between is not deleted by this call, and
+        // a name unknown now deletes nothing made later.
+        let Some(authorized) = self.inner.store.peering_get(&req.name).await? else {
+            return missing(req);
+        };
+        scope.delete(&authorized)?;
+        let created = authorized.create_time;
         // Never in NB (a request, rejected or expired): gone at once, as the worker would
         // leave it.
         if let Some(record) = self
             .inner
             .store
-            .peering_delete_unconverged(&req.name, etag)
+            .peering_delete_unconverged(&req.name, etag, created)
             .await?
         {
             return Ok(Peering {
@@ -176,17 +178,24 @@ impl PeeringApi {
         match self
             .inner
             .store
-            .peering_mark_deleting(&req.name, etag)
+            .peering_mark_deleting(&req.name, etag, created)
             .await?
         {
             Some(record) => Ok(convert::peering(&record)),
-            None if req.allow_missing => Ok(Peering {
-                name: req.name,
-                ..Default::default()
-            }),
-            None => Err(ApiError::peering_not_found(req.name)),
+            None => missing(req),
         }
     }
+}
+
+/// DeletePeering of a peering that is not there: NOT_FOUND, or nothing with `allow_missing`.
+fn missing(req: DeletePeeringRequest) -> Result<Peering, ApiError> {
+    if req.allow_missing {
+        return Ok(Peering {
+            name: req.name,
+            ..Default::default()
+        });
+    }
+    Err(ApiError::peering_not_found(req.name))
 }
 
 impl PeeringApi {
@@ -306,7 +315,7 @@ impl PeeringService for PeeringApi {
         RpcSpan::new("AcceptPeering")
             .audited(&caller)
             .with("peering", &req.name)
-            .run(async { self.accept(self.scope(&caller)?, req.name).await })
+            .run(async { self.accept(self.scope(&caller)?, req).await })
             .await
     }
 
@@ -319,7 +328,7 @@ impl PeeringService for PeeringApi {
         RpcSpan::new("RejectPeering")
             .audited(&caller)
             .with("peering", &req.name)
-            .run(async { self.reject(self.scope(&caller)?, req.name).await })
+            .run(async { self.reject(self.scope(&caller)?, req).await })
             .await
     }
 

@@ -59,13 +59,14 @@ impl Store {
         .await
     }
 
-    /// Rejects the request `name` (if it is one, not older than `ttl`) with `message`,
-    /// freeing its port names. `None` when it is not (any more) an open request.
+    /// Rejects the request `name` (if it is one, not older than `ttl`, and `etag` is still
+    /// its etag) with `message`, freeing its port names. `None` when it is not (any more) an open request.
     pub async fn peering_reject(
         &self,
         name: &str,
         ttl: Duration,
         message: &str,
+        etag: uuid::Uuid,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .timed(
@@ -76,7 +77,7 @@ impl Store {
                          UPDATE peerings SET state = 'rejected', state_message = $3,
                            update_time = now()
                          WHERE name = $1 AND state = 'pending_acceptance'
-                           AND create_time > now() - make_interval(secs => $2)
+                           AND create_time > now() - make_interval(secs => $2) AND etag = $4
                          RETURNING *),
                        ports AS (
                          DELETE FROM peering_ports WHERE peering_name IN (SELECT name FROM r))
@@ -93,7 +94,8 @@ impl Store {
                        FROM r"#,
                     name,
                     ttl.as_secs_f64(),
-                    message
+                    message,
+                    etag
                 )
                 .fetch_optional(&self.pool),
             )
@@ -104,11 +106,13 @@ impl Store {
     /// Removes a peering that never reached NB (a request, rejected or expired) at once,
     /// with its port names; `None` when there is no such peering in one of those states.
     /// With `etag`, only while it is still the peering's etag (else `None`, and
-    /// [`Store::peering_mark_deleting`] reports the mismatch).
+    /// [`Store::peering_mark_deleting`] reports the mismatch); only the peering made at
+    /// `created` (the one the caller was authorized for, not one made again under its name).
     pub async fn peering_delete_unconverged(
         &self,
         name: &str,
         etag: Option<uuid::Uuid>,
+        created: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .timed(
@@ -117,7 +121,7 @@ impl Store {
                     PeeringRow,
                     r#"DELETE FROM peerings
                        WHERE name = $1 AND state IN ('pending_acceptance', 'rejected', 'expired')
-                         AND ($2::uuid IS NULL OR etag = $2)
+                         AND ($2::uuid IS NULL OR etag = $2) AND create_time = $3
                        RETURNING name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6,
                          remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
@@ -127,6 +131,7 @@ impl Store {
                          labels AS "labels: Json<Labels>", etag"#,
                     name,
                     etag,
+                    created,
                 )
                 .fetch_optional(&self.pool),
             )
@@ -136,13 +141,15 @@ impl Store {
 }
 
 impl CreateTx<'_> {
-    /// Accepts the request `name` (if it is one, not older than `ttl`): STATE_PENDING at the
+    /// Accepts the request `name` (if it is one, not older than `ttl`, and `etag` is still its
+    /// etag, as read under the locks): STATE_PENDING at the
     /// next generation (which wakes the worker), and commits. `None` (rolled back) when it is
     /// not (any more) an open request.
     pub async fn accept(
         mut self,
         name: &str,
         ttl: Duration,
+        etag: uuid::Uuid,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .store
@@ -154,7 +161,7 @@ impl CreateTx<'_> {
                          generation = generation + 1, generation_time = clock_timestamp(),
                          update_time = now()
                        WHERE name = $1 AND state = 'pending_acceptance'
-                         AND create_time > now() - make_interval(secs => $2)
+                         AND create_time > now() - make_interval(secs => $2) AND etag = $3
                        RETURNING name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6,
                          remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
@@ -163,7 +170,8 @@ impl CreateTx<'_> {
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag"#,
                     name,
-                    ttl.as_secs_f64()
+                    ttl.as_secs_f64(),
+                    etag
                 )
                 .fetch_optional(&mut *self.tx),
             )

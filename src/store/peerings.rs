@@ -6,6 +6,7 @@
 //! macro takes only a literal, so the column list of [`PeeringRow`] is spelled out in each
 //! `SELECT`/`RETURNING`; the `AS "col: Type"` overrides decode the jsonb route lists.
 
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use sqlx::types::Json;
 
@@ -294,10 +295,13 @@ impl Store {
     /// A peering already being deleted is returned as it is; `None` when unknown.
     /// With `etag`, only while the peering's etag is still that one (checked in the
     /// statement that writes): else [`StoreError::EtagMismatch`] and nothing changes.
+    /// Only the peering made at `created` (the one the caller was authorized for): one made
+    /// again under the name since is left alone (`None`).
     pub async fn peering_mark_deleting(
         &self,
         name: &str,
         etag: Option<uuid::Uuid>,
+        created: DateTime<Utc>,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .timed(
@@ -308,7 +312,7 @@ impl Store {
                      generation = generation + 1, generation_time = clock_timestamp(),
                      update_time = now()
                      WHERE name = $1 AND state <> 'deleting'
-                       AND ($2::uuid IS NULL OR etag = $2) RETURNING
+                       AND ($2::uuid IS NULL OR etag = $2) AND create_time = $3 RETURNING
                          name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
@@ -317,6 +321,7 @@ impl Store {
                          labels AS "labels: Json<Labels>", etag"#,
                     name,
                     etag,
+                    created,
                 )
                 .fetch_optional(&self.pool),
             )
@@ -324,8 +329,13 @@ impl Store {
         if let Some(row) = row {
             return Ok(Some(row.try_into()?));
         }
-        // Nothing written: gone, already being deleted, or another etag.
-        match self.peering_get(name).await? {
+        // Nothing written: gone (made again since, or not), already being deleted, or
+        // another etag.
+        match self
+            .peering_get(name)
+            .await?
+            .filter(|r| r.create_time == created)
+        {
             Some(r) if etag.is_some_and(|e| e != r.etag) => Err(StoreError::EtagMismatch {
                 name: name.to_owned(),
             }),

@@ -42,6 +42,27 @@ impl Store {
             .await?;
         Ok(row.map(|r| (r.peering_name, r.request_hash)))
     }
+
+    /// Forgets UpdatePeering request_ids used more than `older_than` ago (a retry comes
+    /// within minutes; the table must not grow with every update ever made). Returns how
+    /// many were removed.
+    pub async fn peering_update_requests_prune(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let done = self
+            .timed(
+                "peering_update_requests_prune",
+                sqlx::query!(
+                    "DELETE FROM peering_update_requests \
+                     WHERE create_time < now() - make_interval(secs => $1)",
+                    older_than.as_secs_f64()
+                )
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 impl CreateTx<'_> {

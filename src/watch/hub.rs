@@ -27,8 +27,10 @@ pub(super) const PAGE: i64 = 500;
 pub const DB_READERS: usize = 4;
 /// The reader looks at the log this often even without a notification (a missed one).
 const POLL: Duration = Duration::from_secs(5);
-/// How often the log is pruned.
+/// How often the log is pruned (and old UpdatePeering request_ids with it).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How long an UpdatePeering request_id is remembered for its retries.
+pub const UPDATE_REQUESTS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// The changes kept in memory: every committed change with `base < seq <= head`.
 struct Ring {
@@ -218,6 +220,15 @@ impl Hub {
             Ok(0) => {}
             Ok(n) => tracing::debug!(pruned = n, "change log pruned"),
             Err(e) => tracing::warn!(error = %e, "cannot prune the change log"),
+        }
+        match self
+            .store
+            .peering_update_requests_prune(UPDATE_REQUESTS_KEPT)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "old update request_ids forgotten"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune old update request_ids"),
         }
     }
 }

@@ -21,11 +21,17 @@ use crate::support::nbrows::NbRows;
 use crate::support::pg::wait_until;
 
 fn accept(name: &str) -> AcceptPeeringRequest {
-    AcceptPeeringRequest { name: name.into() }
+    AcceptPeeringRequest {
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 fn reject(name: &str) -> RejectPeeringRequest {
-    RejectPeeringRequest { name: name.into() }
+    RejectPeeringRequest {
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 fn get(name: &str) -> GetPeeringRequest {
@@ -322,4 +328,79 @@ async fn an_accept_that_no_longer_fits_is_refused_and_changes_nothing() {
         .expect("fits again")
         .into_inner();
     assert_eq!(accepted.state, State::Pending as i32);
+}
+
+/// An answer reaches only the request the caller was authorized for and reviewed. An accept
+/// parked at the VPC locks (held by the test) while the requester deletes its request and
+/// makes another under the same name (another VPC pair) is ABORTED, and the new request stays
+/// unanswered; an accept or reject pinned to a stale etag is ABORTED and changes nothing; the
+/// current etag is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_reaches_only_the_request_it_was_authorized_for() {
+    use crate::support::park::wait_for_waiter;
+    let s = Setup::start().await;
+    let (mut a, mut b) = (s.client(TEAM_A).await, s.client(TEAM_B).await);
+    a.create_peering(create("x", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b");
+    let store = ovn_peerd::store::Store::connect_lazy(&s.t.db.url).unwrap();
+    let held = store
+        .peering_create_begin(&["team-a-1", "team-b-1"])
+        .await
+        .unwrap();
+    let accepting = tokio::spawn({
+        let mut b = b.clone();
+        async move { b.accept_peering(accept("x")).await }
+    });
+    wait_for_waiter(&s.t.db.url, "pg_advisory_xact_lock").await;
+    a.delete_peering(delete("x")).await.expect("withdrawn");
+    let other = a
+        .create_peering(create("x", "team-a-2", "team-b-2"))
+        .await
+        .expect("another request, same name")
+        .into_inner();
+    drop(held);
+    let status = accepting
+        .await
+        .unwrap()
+        .expect_err("not what was authorized");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(stored_state(&s, "x"), "pending_acceptance");
+
+    // Pinned to the version reviewed.
+    let stale = other.etag.clone();
+    a.update_peering(ovn_peerd::proto::v1::UpdatePeeringRequest {
+        peering: Some(ovn_peerd::proto::v1::Peering {
+            labels: [("owner".to_string(), "ctrl".to_string())].into(),
+            ..other.clone()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["labels".into()],
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("the requester relabels its request");
+    let pinned = |etag: &str| AcceptPeeringRequest {
+        name: "x".into(),
+        etag: etag.into(),
+    };
+    let status = b.accept_peering(pinned(&stale)).await.expect_err("stale");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let status = b
+        .reject_peering(RejectPeeringRequest {
+            name: "x".into(),
+            etag: stale,
+        })
+        .await
+        .expect_err("stale");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(stored_state(&s, "x"), "pending_acceptance");
+    let current = b.get_peering(get("x")).await.unwrap().into_inner().etag;
+    let accepted = b
+        .accept_peering(pinned(&current))
+        .await
+        .expect("the version reviewed")
+        .into_inner();
+    assert_eq!(accepted.state, State::Pending as i32, "{accepted:?}");
 }

@@ -316,24 +316,28 @@ async fn a_tenant_lists_routes_only_of_its_vpcs() {
     );
 }
 
+/// Either owner may end a cross-tenant peering (as either side of an AWS peering may), once
+/// accepted too; a tenant owning neither side may not.
 #[tokio::test]
-async fn a_tenant_cannot_delete_a_peering_whose_local_vpc_is_not_its_own() {
+async fn either_owner_may_delete_a_cross_tenant_peering_and_no_one_else() {
     let s = Setup::start().await;
-    // team-b's peering towards team-a: team-a sees it but may not delete it.
+    // team-b's peering towards team-a, accepted (made by an admin: no acceptance needed).
     s.admin_creates("b-a", "team-b-1", "team-a-1").await;
-    let mut a = s.client(TEAM_A).await;
+    let mut d = s.client(TEAM_D).await;
     assert_denied(
-        a.delete_peering(DeletePeeringRequest {
+        d.delete_peering(DeletePeeringRequest {
             name: "b-a".into(),
             ..Default::default()
         })
         .await,
         &[
-            "tenant \"team-a\"",
+            "tenant \"team-d\"",
             "peering \"b-a\"",
             "local_vpc \"team-b-1\"",
+            "remote_vpc \"team-a-1\"",
         ],
     );
+    let mut a = s.client(TEAM_A).await;
     let p = a
         .get_peering(GetPeeringRequest { name: "b-a".into() })
         .await
@@ -341,16 +345,32 @@ async fn a_tenant_cannot_delete_a_peering_whose_local_vpc_is_not_its_own() {
         .into_inner();
     assert_ne!(
         p.state,
-        ovn_peerd::proto::v1::peering::State::Deleting as i32
+        ovn_peerd::proto::v1::peering::State::Deleting as i32,
+        "team-d's delete changed nothing"
     );
-    s.client(TEAM_B)
-        .await
+    // The remote VPC's tenant disconnects it.
+    let deleted = a
         .delete_peering(DeletePeeringRequest {
             name: "b-a".into(),
             ..Default::default()
         })
         .await
-        .expect("its owner deletes it");
+        .expect("the remote owner deletes it")
+        .into_inner();
+    assert_eq!(
+        deleted.state,
+        ovn_peerd::proto::v1::peering::State::Deleting as i32
+    );
+    // And the requester's side still may, for its own.
+    s.admin_creates("b-a2", "team-b-2", "team-a-2").await;
+    s.client(TEAM_B)
+        .await
+        .delete_peering(DeletePeeringRequest {
+            name: "b-a2".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("its local owner deletes it");
 }
 
 #[tokio::test]
@@ -467,4 +487,75 @@ async fn next(
         .expect("no error")
         .expect("the stream goes on");
     (e.r#type(), e.peering.map(|p| p.name).unwrap_or_default())
+}
+
+/// DeletePeering writes only to the peering it authorized. Parked before its write (the
+/// test holds `peerings` against writes) while the name is deleted and made again by another
+/// tenant, it deletes nothing (NOT_FOUND: the peering it was allowed to delete is gone); and
+/// a delete of a name missing when it is checked deletes nothing made under it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_writes_only_to_the_peering_it_authorized() {
+    use crate::support::park::{hold_peerings_table, replace_with, wait_for_waiter, waiting, HANG};
+    use sqlx::Connection;
+    let s = Setup::start().await;
+    let (mut a, mut b) = (s.client(TEAM_A).await, s.client(TEAM_B).await);
+    a.create_peering(create("x", "team-a-1", "team-a-2"))
+        .await
+        .expect("team-a's own");
+    b.create_peering(create("y", "team-b-1", "team-b-2"))
+        .await
+        .expect("team-b's own");
+    let delete = |name: &str| DeletePeeringRequest {
+        name: name.into(),
+        ..Default::default()
+    };
+    let mut holder = sqlx::PgConnection::connect(&s.t.db.url).await.unwrap();
+
+    let mut tx = hold_peerings_table(&mut holder).await;
+    let deleting = tokio::spawn({
+        let (mut a, req) = (a.clone(), delete("x"));
+        async move { a.delete_peering(req).await }
+    });
+    wait_for_waiter(&s.t.db.url, "DELETE FROM peerings").await;
+    // To the parked delete, team-a's "x" was deleted and team-b made "x".
+    replace_with(&mut tx, "x", "y").await;
+    tx.commit().await.unwrap();
+    let status = deleting.await.unwrap().expect_err("its peering is gone");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let x = b
+        .get_peering(GetPeeringRequest { name: "x".into() })
+        .await
+        .expect("team-b's x")
+        .into_inner();
+    assert_eq!(x.local_vpc, "team-b-1");
+    assert_ne!(
+        x.state,
+        ovn_peerd::proto::v1::peering::State::Deleting as i32
+    );
+
+    // A name nobody has when the delete is checked.
+    let mut tx = hold_peerings_table(&mut holder).await;
+    let deleting = tokio::spawn({
+        let (mut a, req) = (a.clone(), delete("z"));
+        async move { a.delete_peering(req).await }
+    });
+    let pool = sqlx::PgPool::connect(&s.t.db.url).await.unwrap();
+    ovn_peerd_test_support::wait_until_async("the delete answered or parked", HANG, || async {
+        deleting.is_finished() || waiting(&pool, "DELETE FROM peerings").await
+    })
+    .await
+    .unwrap();
+    replace_with(&mut tx, "z", "x").await;
+    tx.commit().await.unwrap();
+    let status = deleting.await.unwrap().expect_err("there was no z");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let z = b
+        .get_peering(GetPeeringRequest { name: "z".into() })
+        .await
+        .expect("team-b's z")
+        .into_inner();
+    assert_ne!(
+        z.state,
+        ovn_peerd::proto::v1::peering::State::Deleting as i32
+    );
 }

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod nb;
 pub mod nbrows;
 pub mod ovn;
+pub mod park;
 pub mod peerd;
 pub mod peerd_process;
 pub mod pg;
