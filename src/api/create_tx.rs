@@ -162,9 +162,10 @@ fn same_request(
     if same {
         return Ok(Some(convert::peering(&found.record)));
     }
-    Err(ApiError::RequestIdReused(format!(
-        "was already used with another request (it created peering {:?}); \
-         a new request needs a new request_id",
-        found.record.name
-    )))
+    // The peering it made is not named: it may be another tenant's.
+    Err(ApiError::RequestIdReused(
+        "was already used with another request (it created another peering, or this one \
+         with other fields); a new request needs a new request_id"
+            .into(),
+    ))
 }

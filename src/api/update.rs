@@ -128,17 +128,19 @@ impl PeeringApi {
             remote_routes: mask.remote_routes.then_some(remote_asked.as_slice()),
         });
         let request_id = (!req.request_id.is_empty()).then_some(req.request_id.as_str());
-        // A retry of a request that was carried out gets the peering as it is now.
-        if let Some(id) = request_id {
-            let found = self.inner.store.peering_update_request_get(id).await?;
-            if let Some(first) = self.same_update(found, &hash).await? {
-                return Ok(first);
-            }
-        }
         let Some(current) = self.inner.store.peering_get(&p.name).await? else {
             return Err(ApiError::peering_not_found(&p.name));
         };
-        scope.update(&current, mask.remote_routes)?;
+        // The local side first; whether remote_routes change (which needs the remote VPC
+        // too) is known once the new routes are judged, under the locks.
+        scope.update(&current, false)?;
+        // A retry of a request that was carried out gets the peering as it is now.
+        if let Some(id) = request_id {
+            let found = self.inner.store.peering_update_request_get(id).await?;
+            if let Some(first) = self.same_update(found, &p.name, &hash).await? {
+                return Ok(first);
+            }
+        }
 
         // A peering's VPCs never change: these are the locks of any later state of it.
         let store = &self.inner.store;
@@ -148,12 +150,20 @@ impl PeeringApi {
         if let Some(id) = request_id {
             if let Some(found) = tx.update_request(id).await? {
                 drop(tx);
-                return self.first_update(found, &hash).await;
+                return self.first_update(found, &p.name, &hash).await;
             }
         }
         let Some(locked) = tx.peering_for_update(&p.name).await? else {
             return Err(ApiError::peering_not_found(&p.name));
         };
+        // Deleted and made again under the name since it was authorized (perhaps with other
+        // VPCs, whose locks this transaction does not hold): read it again.
+        if locked.create_time != current.create_time
+            || locked.local_vpc != current.local_vpc
+            || locked.remote_vpc != current.remote_vpc
+        {
+            return Err(ApiError::EtagMismatch { name: locked.name });
+        }
         if locked.state == PeeringState::Deleting {
             return Err(ApiError::PeeringDeleting { name: locked.name });
         }
@@ -182,6 +192,9 @@ impl PeeringApi {
         };
         let local_routes = stored(&spec.local_routes);
         let remote_routes = stored(&spec.remote_routes);
+        // An empty mask or `*` with the stored remote_routes does not change them.
+        let remote_change = mask.remote_routes && remote_routes != locked.remote_routes;
+        scope.update(&locked, remote_change)?;
         let bump_generation = !same_routes(&local_routes, &locked.local_routes)
             || !same_routes(&remote_routes, &locked.remote_routes);
         if bump_generation && !locked.state.in_northbound() {
@@ -207,8 +220,7 @@ impl PeeringApi {
             labels: labels.filter(|l| *l != locked.labels),
             local_routes: (mask.local_routes && local_routes != locked.local_routes)
                 .then_some(local_routes),
-            remote_routes: (mask.remote_routes && remote_routes != locked.remote_routes)
-                .then_some(remote_routes),
+            remote_routes: remote_change.then_some(remote_routes),
             bump_generation,
         };
         let unchanged = change.labels.is_none()
@@ -224,7 +236,7 @@ impl PeeringApi {
             Err(StoreError::UpdateRequestIdTaken) => {
                 let id = request_id.unwrap_or_default();
                 let found = self.inner.store.peering_update_request_get(id).await?;
-                match self.same_update(found, &hash).await? {
+                match self.same_update(found, &locked.name, &hash).await? {
                     Some(first) => Ok(first),
                     None => Err(ApiError::contention("request_id")),
                 }
@@ -237,27 +249,38 @@ impl PeeringApi {
     async fn same_update(
         &self,
         found: Option<(String, Vec<u8>)>,
+        name: &str,
         hash: &[u8],
     ) -> Result<Option<Peering>, ApiError> {
         match found {
-            Some(found) => self.first_update(found, hash).await.map(Some),
+            Some(found) => self.first_update(found, name, hash).await.map(Some),
             None => Ok(None),
         }
     }
 
-    /// The peering of a request_id's first update, when this request is the same.
+    /// The peering of a request_id's first update, when this request (on peering `name`,
+    /// which the caller was authorized for) is the same. Another peering's is never named:
+    /// it may be another tenant's.
     async fn first_update(
         &self,
-        (name, first_hash): (String, Vec<u8>),
+        (first_name, first_hash): (String, Vec<u8>),
+        name: &str,
         hash: &[u8],
     ) -> Result<Peering, ApiError> {
+        if first_name != name {
+            return Err(ApiError::RequestIdReused(
+                "was already used with another request (an update of another peering); \
+                 a new request needs a new request_id"
+                    .into(),
+            ));
+        }
         if first_hash != hash {
             return Err(ApiError::RequestIdReused(format!(
                 "was already used with another request (an update of peering {name:?}); \
                  a new request needs a new request_id"
             )));
         }
-        match self.inner.store.peering_get(&name).await? {
+        match self.inner.store.peering_get(name).await? {
             Some(record) => Ok(convert::peering(&record)),
             None => Err(ApiError::peering_not_found(name)),
         }

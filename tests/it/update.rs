@@ -542,7 +542,10 @@ async fn tenants_update_their_side_only() {
         .await
         .expect("a request towards team-b");
     let accepted = b
-        .accept_peering(AcceptPeeringRequest { name: "a-b".into() })
+        .accept_peering(AcceptPeeringRequest {
+            name: "a-b".into(),
+            ..Default::default()
+        })
         .await
         .expect("team-b accepts")
         .into_inner();
@@ -569,4 +572,161 @@ async fn tenants_update_their_side_only() {
         .into_inner();
     assert_eq!(mine.local_routes, routes(&["10.78.0.0/24"]));
     assert_eq!(mine.generation, accepted.generation + 1);
+}
+
+/// An update writes only to the peering it authorized: parked at the VPC locks (held by the
+/// test) while team-a withdraws its request "x" and team-b makes another "x", it is ABORTED
+/// and team-b's "x" keeps its labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_writes_only_to_the_peering_it_authorized() {
+    use crate::authz::{create, Setup, TEAM_A, TEAM_B};
+    use crate::support::park::wait_for_waiter;
+    let s = Setup::start().await;
+    let (mut a, mut b) = (s.client(TEAM_A).await, s.client(TEAM_B).await);
+    let x = a
+        .create_peering(create("x", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b")
+        .into_inner();
+    let store = ovn_peerd::store::Store::connect_lazy(&s.t.db.url).unwrap();
+    let held = store
+        .peering_create_begin(&["team-a-1", "team-b-1"])
+        .await
+        .unwrap();
+    let labelled = Peering {
+        labels: HashMap::from([("owner".into(), "team-a".into())]),
+        etag: String::new(),
+        ..x
+    };
+    let updating = tokio::spawn({
+        let mut a = a.clone();
+        async move { a.update_peering(update(labelled, &["labels"])).await }
+    });
+    wait_for_waiter(&s.t.db.url, "pg_advisory_xact_lock").await;
+    a.delete_peering(DeletePeeringRequest {
+        name: "x".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("withdrawn");
+    b.create_peering(create("x", "team-b-2", "team-a-2"))
+        .await
+        .expect("team-b's request, same name");
+    drop(held);
+    let status = updating
+        .await
+        .unwrap()
+        .expect_err("not what was authorized");
+    eprintln!("DEBUG {status:?}");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let now = b
+        .get_peering(GetPeeringRequest { name: "x".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.local_vpc, "team-b-2");
+    assert!(now.labels.is_empty(), "{now:?}");
+}
+
+/// A request_id reused across tenants names nothing of the other tenant's, and replays
+/// nothing before the caller is authorized for the peering.
+#[tokio::test]
+async fn a_reused_request_id_names_no_other_tenants_peering() {
+    use crate::authz::{assert_denied, create, Setup, TEAM_A, TEAM_B};
+    let s = Setup::start().await;
+    let (mut a, mut b) = (s.client(TEAM_A).await, s.client(TEAM_B).await);
+    // CreatePeering: team-b's request_id, reused by team-a.
+    let secret = b
+        .create_peering(CreatePeeringRequest {
+            request_id: "rid-1".into(),
+            ..create("bsecret", "team-b-1", "team-b-2")
+        })
+        .await
+        .expect("team-b's own")
+        .into_inner();
+    let status = a
+        .create_peering(CreatePeeringRequest {
+            request_id: "rid-1".into(),
+            ..create("mine", "team-a-1", "team-a-2")
+        })
+        .await
+        .expect_err("reused");
+    assert_reason(&status, Code::InvalidArgument, "REQUEST_ID_REUSED");
+    assert!(!status.message().contains("bsecret"), "{status:?}");
+    let mine = a
+        .create_peering(create("mine", "team-a-1", "team-a-2"))
+        .await
+        .expect("team-a's own")
+        .into_inner();
+    // UpdatePeering: team-b's request_id, reused by team-a on its own peering.
+    let relabel = |p: &Peering| UpdatePeeringRequest {
+        request_id: "rid-2".into(),
+        ..update(
+            Peering {
+                labels: HashMap::from([("k".into(), "v".into())]),
+                etag: String::new(),
+                ..p.clone()
+            },
+            &["labels"],
+        )
+    };
+    b.update_peering(relabel(&secret))
+        .await
+        .expect("team-b relabels");
+    let status = a.update_peering(relabel(&mine)).await.expect_err("reused");
+    assert_reason(&status, Code::InvalidArgument, "REQUEST_ID_REUSED");
+    assert!(!status.message().contains("bsecret"), "{status:?}");
+    // The very same request by team-a is not a replay of team-b's: it is not team-a's.
+    let r = a.update_peering(relabel(&secret)).await;
+    assert_denied(r, &["may not update"]);
+}
+
+/// An empty mask or `*` changes remote_routes only when they differ: the local tenant may
+/// send the whole peering back with its own changes.
+#[tokio::test]
+async fn a_full_mask_with_the_remote_routes_as_they_are_is_the_local_sides_update() {
+    use crate::authz::{assert_denied, create, Setup, TEAM_A, TEAM_B};
+    use ovn_peerd::proto::v1::AcceptPeeringRequest;
+    let s = Setup::start().await;
+    let (mut a, mut b) = (s.client(TEAM_A).await, s.client(TEAM_B).await);
+    a.create_peering(create("a-b", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b");
+    let accepted = b
+        .accept_peering(AcceptPeeringRequest {
+            name: "a-b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("team-b accepts")
+        .into_inner();
+    let whole = |remote: &[&str]| Peering {
+        labels: HashMap::from([("owner".into(), "team-a".into())]),
+        remote_routes: routes(remote),
+        ..accepted.clone()
+    };
+    for paths in [&[][..], &["*"][..]] {
+        let done = a
+            .update_peering(update(
+                Peering {
+                    etag: String::new(),
+                    ..whole(&[])
+                },
+                paths,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("mask {paths:?}: {e:?}"))
+            .into_inner();
+        assert_eq!(done.labels.get("owner").map(String::as_str), Some("team-a"));
+    }
+    let r = a
+        .update_peering(update(
+            Peering {
+                etag: String::new(),
+                ..whole(&["10.77.0.0/24"])
+            },
+            &["*"],
+        ))
+        .await;
+    assert_denied(r, &["remote_routes", "team-b-1"]);
 }
