@@ -33,6 +33,8 @@ impl PeeringApi {
             return Err(ApiError::peering_not_found(req.name));
         };
         scope.read_peering(&record)?;
+        let both_sides =
+            scope.read_vpc(&record.local_vpc).is_ok() && scope.read_vpc(&record.remote_vpc).is_ok();
         if !record.state.in_northbound() {
             let facts = crate::adapters::nb_diagnose::facts(&record);
             return Ok(DiagnosePeeringResponse {
@@ -71,6 +73,7 @@ impl PeeringApi {
         // A tenant may see the peering (one of its VPCs) but not the other VPC's router.
         let findings = findings.into_iter().map(|f| match &f.vpc {
             Some(vpc) if scope.read_vpc(vpc).is_err() => f.withheld(),
+            None if f.check == "desired_rows" && !both_sides => f.withheld_verdict(),
             _ => f,
         });
         Ok(DiagnosePeeringResponse {

@@ -76,6 +76,22 @@ impl Finding {
             ..self
         }
     }
+
+    /// This peering-wide finding with its text left out when it is a refusal: the rules'
+    /// verdict may name the other VPC's peerings, routes or subnets, which a caller owning
+    /// only one side may not see (as the per-side findings are withheld).
+    pub fn withheld_verdict(self) -> Self {
+        if self.severity == Severity::Ok {
+            return self;
+        }
+        Finding {
+            message: "details withheld: the verdict may name rows of a VPC that is not the \
+                      caller's"
+                .into(),
+            nb_rows: Vec::new(),
+            ..self
+        }
+    }
 }
 
 /// Everything the checks read.

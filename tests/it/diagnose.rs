@@ -403,3 +403,51 @@ async fn a_cross_tenant_request_has_only_its_state_to_diagnose() {
         "{findings:#?}"
     );
 }
+
+/// The peering-wide `desired_rows` refusal may name the other VPC's rows: a tenant owning one
+/// side gets it withheld (as the other side's findings), an admin gets it whole.
+#[tokio::test]
+async fn a_refusal_naming_the_other_side_is_withheld_from_a_one_sided_tenant() {
+    let s = crate::authz::Setup::start().await;
+    let mut admin = s.client(crate::authz::ADMIN).await;
+    admin
+        .create_peering(crate::authz::create("a-b", "team-a-1", "team-b-1"))
+        .await
+        .expect("made by an admin");
+    s.t.converge().await;
+    // team-b-1 gains a subnet overlapping team-a-1's: the rules refuse the peering now.
+    s.t.nb.nbctl(&[
+        "lrp-add",
+        "team-b-1",
+        "team-b-1-secret",
+        "0a:00:00:00:99:01",
+        "10.1.0.129/25",
+    ]);
+    let verdict = |findings: Vec<Finding>| {
+        findings
+            .into_iter()
+            .find(|f| f.check == "desired_rows")
+            .expect("desired_rows")
+    };
+    let whole = verdict(
+        admin
+            .diagnose_peering(DiagnosePeeringRequest { name: "a-b".into() })
+            .await
+            .expect("DiagnosePeering")
+            .into_inner()
+            .findings,
+    );
+    assert_eq!(whole.severity, Severity::Error as i32, "{whole:?}");
+    assert!(whole.message.contains("10.1.0.128/25"), "{whole:?}");
+    let mut a = s.client(crate::authz::TEAM_A).await;
+    let withheld = verdict(
+        a.diagnose_peering(DiagnosePeeringRequest { name: "a-b".into() })
+            .await
+            .expect("DiagnosePeering")
+            .into_inner()
+            .findings,
+    );
+    assert_eq!(withheld.severity, Severity::Error as i32, "{withheld:?}");
+    assert!(withheld.message.contains("withheld"), "{withheld:?}");
+    assert!(!withheld.message.contains("10.1.0.128"), "{withheld:?}");
+}

@@ -50,3 +50,30 @@ async fn a_direct_sql_update_to_a_lower_generation_fails() {
         .unwrap();
     assert_eq!(state, "active");
 }
+
+/// UpdatePeering's request_ids are forgotten after a day (the watch hub's prune tick calls
+/// this with `UPDATE_REQUESTS_KEPT`); younger ones stay for their retries.
+#[tokio::test]
+async fn update_request_ids_older_than_a_day_are_pruned() {
+    let db = TestDb::create().await;
+    let store = ovn_peerd::store::Store::connect_lazy(&db.url).expect("store");
+    store.migrate().await.expect("migrations");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    for sql in [
+        "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+         VALUES ('p', 'vpc-1', 'vpc-2', '169.254.0.1/30', '169.254.0.2/30')",
+        "INSERT INTO peering_update_requests (request_id, peering_name, request_hash, create_time) \
+         VALUES ('old', 'p', '\\x00', now() - interval '25 hours'), \
+                ('new', 'p', '\\x00', now() - interval '23 hours')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let kept = ovn_peerd::watch::hub::UPDATE_REQUESTS_KEPT;
+    assert_eq!(store.peering_update_requests_prune(kept).await.unwrap(), 1);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT request_id FROM peering_update_requests ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, ["new"]);
+}
