@@ -156,6 +156,33 @@ pub struct WatchFlags {
     )]
     pub max_streams: usize,
 
+    /// WatchPeerings streams one caller (its identity; without one, its address) may have
+    /// open at once on this replica; more are RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "watch-max-streams-per-caller",
+        env = "OVN_PEERD_WATCH_MAX_STREAMS_PER_CALLER",
+        default_value_t = 100
+    )]
+    pub max_streams_per_caller: usize,
+
+    /// How long a stream's client may not read during its initial list or a catch-up before
+    /// the stream is ended (ABORTED).
+    #[arg(long = "watch-stall-timeout", env = "OVN_PEERD_WATCH_STALL_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// How often a filtered stream whose position moved past changes it does not show sends
+    /// an EVENT_TYPE_BOOKMARK (its token keeps up with the log).
+    #[arg(long = "watch-bookmark-interval", env = "OVN_PEERD_WATCH_BOOKMARK_INTERVAL",
+          default_value = "30s", value_parser = parse_duration)]
+    pub bookmark_interval: Duration,
+
+    /// Streams end after about this long (±10%, ABORTED), to be resumed with their token
+    /// under the caller's current authorization.
+    #[arg(long = "watch-max-age", env = "OVN_PEERD_WATCH_MAX_AGE", default_value = "30m",
+          value_parser = parse_duration)]
+    pub max_age: Duration,
+
     /// Changes each replica keeps in memory for its watchers; a watcher whose client stops
     /// reading for longer than that many changes is ended (ABORTED) and resumes with its token.
     #[arg(long = "watch-buffer", env = "OVN_PEERD_WATCH_BUFFER", default_value_t = 4096,
@@ -179,6 +206,10 @@ impl Default for WatchFlags {
         let d = crate::watch::WatchSettings::default();
         WatchFlags {
             max_streams: d.max_streams,
+            max_streams_per_caller: d.max_streams_per_caller,
+            stall_timeout: d.stall_timeout,
+            bookmark_interval: d.bookmark_interval,
+            max_age: d.max_age,
             buffer: d.buffer,
             retention: d.retention,
             retention_changes: d.retention_changes,
@@ -191,6 +222,10 @@ impl WatchFlags {
     pub fn settings(&self) -> crate::watch::WatchSettings {
         crate::watch::WatchSettings {
             max_streams: self.max_streams,
+            max_streams_per_caller: self.max_streams_per_caller,
+            stall_timeout: self.stall_timeout,
+            bookmark_interval: self.bookmark_interval,
+            max_age: self.max_age,
             buffer: self.buffer,
             retention: self.retention,
             retention_changes: self.retention_changes,

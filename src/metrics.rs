@@ -64,9 +64,11 @@ pub const FILE_RELOAD_STALE: &str = "ovn_peerd_file_reload_stale";
 
 /// WatchPeerings streams open on this replica.
 pub const WATCH_STREAMS: &str = "ovn_peerd_watch_streams";
-/// WatchPeerings streams ended, by `reason` (`client`, `fell_behind`, `out_of_range`,
+/// WatchPeerings streams ended, by `reason` (`client`, `fell_behind`, `max_age`, `out_of_range`,
 /// `shutting_down`, `database`).
 pub const WATCH_ENDED_TOTAL: &str = "ovn_peerd_watch_ended_total";
+/// Change-log rows skipped because this version cannot decode them.
+pub const WATCH_UNDECODABLE_CHANGES_TOTAL: &str = "ovn_peerd_watch_undecodable_changes_total";
 
 /// Every metric name, for the test that checks each one is described.
 pub const ALL: &[&str] = &[
@@ -92,6 +94,7 @@ pub const ALL: &[&str] = &[
     FILE_RELOAD_STALE,
     WATCH_STREAMS,
     WATCH_ENDED_TOTAL,
+    WATCH_UNDECODABLE_CHANGES_TOTAL,
 ];
 
 /// The `method` label of a path that is not one of our RPCs.
@@ -210,7 +213,11 @@ fn describe() {
     describe_gauge!(WATCH_STREAMS, "WatchPeerings streams open on this replica");
     describe_counter!(
         WATCH_ENDED_TOTAL,
-        "WatchPeerings streams ended, by reason (client, fell_behind, out_of_range, shutting_down, database)"
+        "WatchPeerings streams ended, by reason (client, fell_behind, max_age, out_of_range, shutting_down, database)"
+    );
+    describe_counter!(
+        WATCH_UNDECODABLE_CHANGES_TOTAL,
+        "Change-log rows WatchPeerings skipped because this version cannot decode them (logged as errors)"
     );
 }
 

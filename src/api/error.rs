@@ -117,6 +117,9 @@ pub enum ApiError {
     /// A stream ended because its client fell behind (ABORTED); the message says how to resume.
     #[error("{0}")]
     WatchFellBehind(String),
+    /// A stream reached its maximum age (ABORTED); the message says how to resume.
+    #[error("{0}")]
+    WatchExpired(String),
     /// Too many WatchPeerings streams are open (RESOURCE_EXHAUSTED); the message says which limit.
     #[error("{0}")]
     TooManyWatches(String),
@@ -211,6 +214,7 @@ impl ApiError {
             ApiError::PeeringNotAccepted { .. } => ErrorReason::PeeringNotAccepted,
             ApiError::ResumeTokenExpired(_) => ErrorReason::ResumeTokenExpired,
             ApiError::WatchFellBehind(_) => ErrorReason::WatchFellBehind,
+            ApiError::WatchExpired(_) => ErrorReason::WatchExpired,
             ApiError::TooManyWatches(_) => ErrorReason::TooManyWatches,
             ApiError::ShuttingDown(_) => ErrorReason::ShuttingDown,
             ApiError::Internal(_) => ErrorReason::Internal,
@@ -336,6 +340,7 @@ impl From<ApiError> for Status {
                 (Code::OutOfRange, message, ErrorDetails::new())
             }
             ApiError::WatchFellBehind(message) => (Code::Aborted, message, ErrorDetails::new()),
+            ApiError::WatchExpired(message) => (Code::Aborted, message, ErrorDetails::new()),
             ApiError::TooManyWatches(message) => {
                 (Code::ResourceExhausted, message, ErrorDetails::new())
             }
@@ -425,6 +430,7 @@ mod tests {
             },
             ApiError::ResumeTokenExpired("re-watch without a token".into()),
             ApiError::WatchFellBehind("resume".into()),
+            ApiError::WatchExpired("resume".into()),
             ApiError::TooManyWatches("1000".into()),
             ApiError::ShuttingDown("elsewhere".into()),
             ApiError::Internal(anyhow::anyhow!("x")),

@@ -211,11 +211,19 @@ impl PeeringService for PeeringApi {
         req: Request<WatchPeeringsRequest>,
     ) -> Result<Response<Self::WatchPeeringsStream>, Status> {
         let caller = caller_of(&req);
+        // The per-caller stream cap's key: the identity, or the address of a caller without one.
+        let key = match &caller {
+            crate::auth::Caller::Identity(id) => format!("identity {id}"),
+            crate::auth::Caller::Unauthenticated => match req.remote_addr() {
+                Some(addr) => format!("address {}", addr.ip()),
+                None => "unauthenticated".to_owned(),
+            },
+        };
         let req = req.into_inner();
         RpcSpan::new("WatchPeerings")
             .caller(&caller)
             .with("vpc", &req.vpc)
-            .run_stream(async { self.watch(self.scope(&caller)?, req).await })
+            .run_stream(async { self.watch(self.scope(&caller)?, &key, req).await })
             .await
     }
 

@@ -30,5 +30,6 @@ mod tls;
 mod update;
 mod walkthrough;
 mod watch;
+mod watch_limits;
 mod watchdog;
 mod worker;
