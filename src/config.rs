@@ -125,10 +125,34 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
 
+    /// PeeringService calls that may run at once; more are refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding). Health and reflection are not counted.
+    #[arg(long, env = "OVN_PEERD_MAX_IN_FLIGHT", default_value_t = crate::api::DEFAULT_MAX_IN_FLIGHT, value_parser = parse_max_in_flight)]
+    pub max_in_flight: usize,
+
+    /// The longest a PeeringService call runs (`10s`, `1m`); a client's shorter deadline
+    /// (`grpc-timeout`) is honoured. Past it the call's work stops: DEADLINE_EXCEEDED.
+    #[arg(
+        long,
+        env = "OVN_PEERD_RPC_TIMEOUT",
+        default_value = crate::api::DEFAULT_RPC_TIMEOUT,
+        value_parser = parse_duration
+    )]
+    pub rpc_timeout: Duration,
+
     /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
     /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
     #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_mass_deletion: bool,
+}
+
+/// `--max-in-flight`: a positive count.
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 /// How the gRPC API is served, as the flags ask for it.

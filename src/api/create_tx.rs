@@ -7,6 +7,8 @@
 //! second sees the first. A `request_id` is answered with the peering it first
 //! created when the request is the same (by fingerprint), and refused when not.
 
+use ipnet::IpNet;
+
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
@@ -28,8 +30,8 @@ pub(super) struct Request {
 pub(super) enum Inserted {
     /// Stored now, or by the first call with this request_id.
     Done(Box<Peering>),
-    /// The allocated link was taken meanwhile: allocate another.
-    LinkTaken,
+    /// The allocated link (of this spec) is in the way after all: allocate another.
+    LinkTaken(Box<PeeringSpec>),
     /// A concurrent create took a port name between our check and our insert:
     /// judge again (the holder is visible now).
     Again,
@@ -61,13 +63,16 @@ impl PeeringApi {
         same_request(found, request)
     }
 
-    /// Judges `spec` again with its VPCs locked and inserts it with its port names.
+    /// Judges `spec` again with its VPCs locked and inserts it with its port names. With
+    /// `allocate` (the links to avoid besides those of the VPCs), the link is allocated
+    /// again under the locks: the lowest free one for the pair, which no concurrent create
+    /// of either VPC can take before the commit.
     pub(super) async fn insert_locked(
         &self,
         validated: &ValidatedPeering,
         spec: &PeeringSpec,
         request: &Request,
-        allocated: bool,
+        allocate: Option<&[IpNet]>,
     ) -> Result<Inserted, ApiError> {
         let store = &self.inner.store;
         let mut tx = store
@@ -84,6 +89,11 @@ impl PeeringApi {
             .await?;
         let others = specs(&records)?;
         self.check_unique(validated, &others)?;
+        let allocated = allocate.is_some();
+        let spec = match allocate {
+            Some(excluded) => &self.allocate(validated, &others, excluded)?,
+            None => spec,
+        };
         match self.check(spec, &others) {
             Ok(()) => {}
             // Only the allocated link is in the way (a concurrent create's link or routes).
@@ -93,18 +103,20 @@ impl PeeringApi {
                         .iter()
                         .all(|v| v.field.ends_with("_connect_ip")) =>
             {
-                return Ok(Inserted::LinkTaken)
+                return Ok(Inserted::LinkTaken(Box::new(spec.clone())))
             }
             Err(e) => return Err(e),
         }
         let new = NewPeering::from_spec(spec, request.id.clone());
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
-            Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken),
+            Err(StoreError::LinkOverlap { .. }) if allocated => {
+                Ok(Inserted::LinkTaken(Box::new(spec.clone())))
+            }
             Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
                 RefusalKind::FailedPrecondition,
                 "peering.local_connect_ip",
-                format!("the IPv{family} link overlaps another peering's link"),
+                format!("the IPv{family} link overlaps the link of another peering of its VPCs"),
             ))),
             Err(StoreError::PortTaken) => Ok(Inserted::Again),
             // The same request_id on another VPC pair (other locks) committed first.

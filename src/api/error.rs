@@ -50,6 +50,18 @@ pub enum ApiError {
         /// The pool.
         pool: String,
     },
+    /// `limit` calls are running: this one is refused at once (RESOURCE_EXHAUSTED).
+    #[error("the server is busy ({limit} calls in flight); retry later")]
+    Overloaded {
+        /// `--max-in-flight`.
+        limit: usize,
+    },
+    /// The call's deadline passed and its work was stopped (DEADLINE_EXCEEDED).
+    #[error("the deadline passed after {after:?}; the call's work was stopped")]
+    DeadlineExceeded {
+        /// How long the call ran.
+        after: std::time::Duration,
+    },
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -129,6 +141,8 @@ impl From<ApiError> for Status {
             ApiError::PoolExhausted { pool } => Status::resource_exhausted(format!(
                 "no free interconnect link left in {pool}; name the connect addresses explicitly"
             )),
+            e @ ApiError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
+            e @ ApiError::DeadlineExceeded { .. } => Status::deadline_exceeded(e.to_string()),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 Status::internal("internal error")

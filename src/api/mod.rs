@@ -6,6 +6,7 @@
 //! each call in a tracing span (method, caller, request_id, code, duration) and audits the
 //! mutating ones. Every handler starts by asking `authz.rs` for the caller's scope.
 
+mod admission;
 mod authz;
 mod convert;
 mod create;
@@ -31,6 +32,7 @@ use crate::proto::v1::{
 };
 use crate::store::Store;
 
+pub use admission::{Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT};
 pub use error::ApiError;
 
 /// The rules' settings the API applies.
@@ -42,6 +44,8 @@ pub struct ApiSettings {
     pub link_pool_v4: (ipnet::IpNet, u8),
     /// IPv6 link pool and link prefix length.
     pub link_pool_v6: (ipnet::IpNet, u8),
+    /// Calls at once and the longest call.
+    pub limits: Limits,
 }
 
 /// The service implementation.
@@ -54,6 +58,8 @@ struct Inner {
     store: Store,
     nb: ovsdb::Client,
     settings: ApiSettings,
+    /// Admits calls within `settings.limits`.
+    gate: admission::Gate,
     /// The authorization policy; `None`: every caller is an admin.
     policy: Option<Arc<crate::auth::Watched<crate::auth::Policy>>>,
 }
@@ -65,6 +71,7 @@ impl PeeringApi {
             inner: Arc::new(Inner {
                 store,
                 nb,
+                gate: admission::Gate::new(settings.limits),
                 settings,
                 policy: None,
             }),
@@ -166,9 +173,11 @@ impl PeeringService for PeeringApi {
         req: Request<CreatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         RpcSpan::new("CreatePeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("request_id", &req.request_id)
             .with("peering", name.unwrap_or_default())
@@ -187,8 +196,10 @@ impl PeeringService for PeeringApi {
         req: Request<GetPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("GetPeering")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("peering", &req.name)
             .run(async { self.get(self.scope(&caller)?, req).await })
@@ -200,8 +211,10 @@ impl PeeringService for PeeringApi {
         req: Request<ListPeeringsRequest>,
     ) -> Result<Response<ListPeeringsResponse>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("ListPeerings")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
@@ -213,8 +226,10 @@ impl PeeringService for PeeringApi {
         req: Request<DeletePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("DeletePeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("peering", &req.name)
             .run(async { self.delete(self.scope(&caller)?, req).await })
@@ -226,9 +241,11 @@ impl PeeringService for PeeringApi {
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         input::list_routes(&req)?;
         RpcSpan::new("ListRoutes")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async {

@@ -18,6 +18,7 @@ mod datapath;
 mod e2e;
 mod metrics;
 mod nb_tls;
+mod overload;
 mod ovsdb;
 mod server;
 mod shutdown;

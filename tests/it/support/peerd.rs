@@ -77,6 +77,8 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         authz_policy: None,
         health_listen: None,
         allow_mass_deletion: false,
+        max_in_flight: ovn_peerd::api::DEFAULT_MAX_IN_FLIGHT,
+        rpc_timeout: Duration::from_secs(30),
     }
 }
 
