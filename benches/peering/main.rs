@@ -21,6 +21,8 @@
 //! (3) one peering at a time: RPC latency and RPC answered → rows seen; (4)+(5) restart at
 //! `--scale` peerings (inserted by SQL, converged by the worker): time to SERVING, to the
 //! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes;
+//! (8) 100 foreign NB changes/s while creating one at a time: create → NB, passes by scope;
+//! (9) 1,000 CreatePeering calls at once: accepted latency, refused count;
 //! (7) with `--hub-spokes N` (`--hub-only`: nothing else), a hub VPC with N spokes: a full
 //! pass, one more spoke's create → NB, ListRoutes of the hub's first page:
 //!
@@ -36,6 +38,7 @@
 //! | `bulk.rs` | (1), and the server phases (3) and (6) run on |
 //! | `latency.rs` | (3) one peering at a time |
 //! | `list_routes.rs` | (6) ListRoutes |
+//! | `load.rs` | (8) foreign NB churn while creating, (9) overload: 1,000 calls at once |
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
 //! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
@@ -48,6 +51,7 @@ mod bulk;
 mod hub;
 mod latency;
 mod list_routes;
+mod load;
 mod peerd;
 mod report;
 mod restart;

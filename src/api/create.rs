@@ -51,32 +51,30 @@ impl PeeringApi {
     }
 
     /// Checks, allocates a link when none is given and stores, judging the
-    /// cross-peering rules again under the VPCs' locks ([`Self::insert_locked`]).
+    /// cross-peering rules under the VPCs' locks ([`Self::insert_locked`]); with
+    /// `validate_only`, judges without locks and stores nothing.
     async fn create_new(
         &self,
         validated: &ValidatedPeering,
         request: &Request,
         validate_only: bool,
     ) -> Result<Peering, ApiError> {
-        let others = self.others(validated).await?;
-        self.check_unique(validated, &others)?;
-
-        let mut excluded_links: Vec<IpNet> = Vec::new();
-        for attempt in 0..ALLOCATION_ATTEMPTS {
+        if validate_only {
+            let others = self.others(validated).await?;
+            self.check_unique(validated, &others)?;
             let spec = match validated.spec() {
                 Some(spec) => spec,
-                None => self.allocate(validated, &others, &excluded_links)?,
+                None => self.allocate(validated, &others, &[])?,
             };
             self.check(&spec, &others)?;
-            if validate_only {
-                return Ok(preview(&spec));
-            }
-            let allocate = validated
-                .link
-                .is_none()
-                .then_some(excluded_links.as_slice());
+            return Ok(preview(&spec));
+        }
+        // Everything is judged (and a link allocated) under the VPCs' locks, once: a
+        // look before taking them would cost a round trip and decide nothing.
+        let mut excluded_links: Vec<IpNet> = Vec::new();
+        for attempt in 0..ALLOCATION_ATTEMPTS {
             match self
-                .insert_locked(validated, &spec, request, allocate)
+                .insert_locked(validated, request, &excluded_links)
                 .await?
             {
                 Inserted::Done(peering) => return Ok(*peering),

@@ -63,38 +63,35 @@ impl PeeringApi {
         same_request(found, request)
     }
 
-    /// Judges `spec` again with its VPCs locked and inserts it with its port names. With
-    /// `allocate` (the links to avoid besides those of the VPCs), the link is allocated
-    /// again under the locks: the lowest free one for the pair, which no concurrent create
-    /// of either VPC can take before the commit.
+    /// Judges the peering with its VPCs locked and inserts it with its port names. Without
+    /// explicit addresses its link is allocated under the locks: the lowest one free for the
+    /// pair (avoiding `excluded` too), which no concurrent create of either VPC can take
+    /// before the commit.
     pub(super) async fn insert_locked(
         &self,
         validated: &ValidatedPeering,
-        spec: &PeeringSpec,
         request: &Request,
-        allocate: Option<&[IpNet]>,
+        excluded: &[IpNet],
     ) -> Result<Inserted, ApiError> {
         let store = &self.inner.store;
         let mut tx = store
-            .peering_create_begin(&[&spec.local_vpc, &spec.remote_vpc])
+            .peering_create_begin(&[&validated.local_vpc, &validated.remote_vpc])
             .await?;
         if let Some(id) = &request.id {
             if let Some(first) = same_request(tx.by_request_id(id).await?, request)? {
                 return Ok(Inserted::Done(Box::new(first)));
             }
         }
-        let ports = port_names(&spec.local_vpc, &spec.remote_vpc).to_vec();
-        let records = tx
-            .list_for_create(&[&spec.local_vpc, &spec.remote_vpc], &spec.name, &ports)
-            .await?;
+        let vpcs = [validated.local_vpc.as_str(), validated.remote_vpc.as_str()];
+        let ports = port_names(vpcs[0], vpcs[1]).to_vec();
+        let records = tx.list_for_create(&vpcs, &validated.name, &ports).await?;
         let others = specs(&records)?;
         self.check_unique(validated, &others)?;
-        let allocated = allocate.is_some();
-        let spec = match allocate {
-            Some(excluded) => &self.allocate(validated, &others, excluded)?,
-            None => spec,
+        let (spec, allocated) = match validated.spec() {
+            Some(spec) => (spec, false),
+            None => (self.allocate(validated, &others, excluded)?, true),
         };
-        match self.check(spec, &others) {
+        match self.check(&spec, &others) {
             Ok(()) => {}
             // Only the allocated link is in the way (a concurrent create's link or routes).
             Err(ApiError::Refused(r))
@@ -103,15 +100,15 @@ impl PeeringApi {
                         .iter()
                         .all(|v| v.field.ends_with("_connect_ip")) =>
             {
-                return Ok(Inserted::LinkTaken(Box::new(spec.clone())))
+                return Ok(Inserted::LinkTaken(Box::new(spec)))
             }
             Err(e) => return Err(e),
         }
-        let new = NewPeering::from_spec(spec, request.id.clone());
+        let new = NewPeering::from_spec(&spec, request.id.clone());
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
             Err(StoreError::LinkOverlap { .. }) if allocated => {
-                Ok(Inserted::LinkTaken(Box::new(spec.clone())))
+                Ok(Inserted::LinkTaken(Box::new(spec)))
             }
             Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
                 RefusalKind::FailedPrecondition,
