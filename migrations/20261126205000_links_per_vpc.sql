@@ -9,7 +9,8 @@
 -- peerings may hold overlapping links exactly when they share no VPC. This replaces the
 -- deployment-wide exclusions (and the fe80::/10 exception of 20261126160000, which is now
 -- simply the general rule), so 100,000 disjoint peerings fit in the default
--- 169.254.0.0/16 pool of 16,384 /30s.
+-- 169.254.0.0/16 pool of 16,384 /30s. As before (20261126170000), a rejected or expired
+-- cross-tenant request holds no link: its rows go when it reaches either state.
 --
 -- `=` on text in a GiST index needs btree_gist (a contrib module shipped with Postgres,
 -- trusted since Postgres 13: the database owner may create it).
@@ -33,6 +34,9 @@ BEGIN
     IF TG_OP = 'UPDATE' THEN
         DELETE FROM peering_links WHERE peering_name = OLD.name;
     END IF;
+    IF NEW.state IN ('rejected', 'expired') THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO peering_links (vpc, link, peering_name)
     SELECT v.vpc, l.link, NEW.name
     FROM (VALUES (NEW.local_vpc), (NEW.remote_vpc)) AS v(vpc),
@@ -43,8 +47,13 @@ END $$;
 
 CREATE TRIGGER peering_links_insert AFTER INSERT ON peerings
     FOR EACH ROW EXECUTE FUNCTION peering_links_sync();
-CREATE TRIGGER peering_links_update AFTER UPDATE OF name, local_vpc, remote_vpc, local_v4, local_v6
-    ON peerings FOR EACH ROW EXECUTE FUNCTION peering_links_sync();
+-- Not on every status write: only when what the rows hold changes.
+CREATE TRIGGER peering_links_update AFTER UPDATE ON peerings FOR EACH ROW
+    WHEN ((OLD.local_vpc, OLD.remote_vpc, OLD.local_v4, OLD.local_v6)
+            IS DISTINCT FROM (NEW.local_vpc, NEW.remote_vpc, NEW.local_v4, NEW.local_v6)
+          OR (OLD.state IN ('rejected', 'expired')) IS DISTINCT FROM
+             (NEW.state IN ('rejected', 'expired')))
+    EXECUTE FUNCTION peering_links_sync();
 
 -- Existing peerings keep their links: they were exclusive across the database, except
 -- fe80:: links, of which two in one VPC could only have been stored by hand; of those the
@@ -54,7 +63,7 @@ SELECT v.vpc, l.link, p.name
 FROM peerings p,
      LATERAL (VALUES (p.local_vpc), (p.remote_vpc)) AS v(vpc),
      LATERAL (VALUES (network(p.local_v4)), (network(p.local_v6))) AS l(link)
-WHERE l.link IS NOT NULL
+WHERE l.link IS NOT NULL AND p.state NOT IN ('rejected', 'expired')
 ORDER BY p.create_time, p.name
 ON CONFLICT DO NOTHING;
 

@@ -133,6 +133,14 @@ impl Application {
             "SIGHUP handler",
             reset_index_guard_on_sighup(nb.clone(), tasks_stop.clone()),
         ));
+        tasks.spawn(named(
+            "request expiry",
+            crate::acceptance::expire_requests(
+                store.clone(),
+                config.acceptance_ttl,
+                tasks_stop.clone(),
+            ),
+        ));
         if config.worker {
             let reconciler = Reconciler::new(
                 store.clone(),
@@ -333,5 +341,6 @@ fn api_settings(config: &Config) -> ApiSettings {
             max_in_flight: config.max_in_flight,
             rpc_timeout: config.rpc_timeout,
         },
+        acceptance_ttl: config.acceptance_ttl,
     }
 }
