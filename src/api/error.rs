@@ -387,6 +387,10 @@ mod tests {
             ApiError::EtagMismatch { name: "p".into() },
             ApiError::PeeringDeleting { name: "p".into() },
             ApiError::NotAwaitingAcceptance("peering \"p\" is STATE_ACTIVE".into()),
+            ApiError::Overloaded { limit: 64 },
+            ApiError::DeadlineExceeded {
+                after: std::time::Duration::from_millis(90),
+            },
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
     }
@@ -417,11 +421,12 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_and_only_unavailable_carries_retry_info() {
+    fn unavailable_and_overloaded_and_only_they_carry_retry_info() {
         for e in one_of_each() {
+            let overloaded = matches!(e, ApiError::Overloaded { .. });
             let status = Status::from(e);
             let retry = status.get_error_details().retry_info().cloned();
-            if status.code() == Code::Unavailable {
+            if status.code() == Code::Unavailable || overloaded {
                 assert_eq!(retry.unwrap().retry_delay, Some(RETRY_DELAY));
             } else {
                 assert!(retry.is_none(), "{status:?}");
