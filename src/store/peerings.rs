@@ -8,7 +8,7 @@
 
 use sqlx::types::Json;
 
-use super::model::{PeeringRow, StoredRoute};
+use super::model::{Labels, PeeringRow, StoredRoute};
 use super::{PeeringRecord, PeeringState, Store, StoreError};
 
 /// A status the worker reports for one peering at one generation.
@@ -40,7 +40,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE name = $1"#,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings WHERE name = $1"#,
                     name
                 )
                 .fetch_optional(&self.pool),
@@ -63,7 +64,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE request_id = $1"#,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings WHERE request_id = $1"#,
                     request_id
                 )
                 .fetch_optional(&self.pool),
@@ -88,7 +90,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE ($1::text IS NULL OR name > $1)
                      AND ($2::text IS NULL OR local_vpc = $2 OR remote_vpc = $2)
                      ORDER BY name LIMIT $3"#,
@@ -119,7 +122,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE ($1::text IS NULL OR name > $1)
                      AND (local_vpc LIKE ANY($2::text[]) OR remote_vpc LIKE ANY($2::text[]))
                      ORDER BY name LIMIT $3"#,
@@ -148,7 +152,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE (local_vpc = ANY($1) OR remote_vpc = ANY($1))
                        AND state IN ('pending', 'active', 'failed', 'deleting')
                      ORDER BY name"#,
@@ -176,7 +181,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2
                      ORDER BY name"#,
                     vpcs as &[&str],
@@ -203,7 +209,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE name = ANY($1)
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings WHERE name = ANY($1)
                          AND state IN ('pending', 'active', 'failed', 'deleting') ORDER BY name"#,
                     names as &[&str]
                 )
@@ -226,7 +233,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag
                        FROM peerings
                        WHERE state IN ('pending', 'active', 'failed', 'deleting')
                        ORDER BY name"#
@@ -259,9 +267,12 @@ impl Store {
 
     /// Marks a peering for deletion (bumping its generation) and returns it.
     /// A peering already being deleted is returned as it is; `None` when unknown.
+    /// With `etag`, only while the peering's etag is still that one (checked in the
+    /// statement that writes): else [`StoreError::EtagMismatch`] and nothing changes.
     pub async fn peering_mark_deleting(
         &self,
         name: &str,
+        etag: Option<uuid::Uuid>,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .timed(
@@ -271,20 +282,29 @@ impl Store {
                     r#"UPDATE peerings SET state = 'deleting', state_message = '',
                      generation = generation + 1, generation_time = clock_timestamp(),
                      update_time = now()
-                     WHERE name = $1 AND state <> 'deleting' RETURNING
+                     WHERE name = $1 AND state <> 'deleting'
+                       AND ($2::uuid IS NULL OR etag = $2) RETURNING
                          name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time"#,
-                    name
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag"#,
+                    name,
+                    etag,
                 )
                 .fetch_optional(&self.pool),
             )
             .await?;
-        match row {
-            Some(row) => Ok(Some(row.try_into()?)),
-            None => self.peering_get(name).await,
+        if let Some(row) = row {
+            return Ok(Some(row.try_into()?));
+        }
+        // Nothing written: gone, already being deleted, or another etag.
+        match self.peering_get(name).await? {
+            Some(r) if etag.is_some_and(|e| e != r.etag) => Err(StoreError::EtagMismatch {
+                name: name.to_owned(),
+            }),
+            other => Ok(other),
         }
     }
 

@@ -79,6 +79,7 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         allow_mass_deletion: false,
         max_in_flight: ovn_peerd::api::DEFAULT_MAX_IN_FLIGHT,
         rpc_timeout: Duration::from_secs(30),
+        watch: Default::default(),
         acceptance_ttl: Duration::from_secs(7 * 86400),
     }
 }
