@@ -1,8 +1,8 @@
 //! CreatePeering's locked transaction and its idempotency.
 //!
 //! The cross-peering rules (one VPC's other peerings: overlapping subnets,
-//! ambiguous routes, links) are judged again inside the transaction that
-//! inserts, under the per-VPC locks of both VPCs (see `store::create`): two
+//! ambiguous routes, links) are judged, and a link allocated, inside the
+//! transaction that inserts, under the per-VPC locks of both VPCs (see `store::create`): two
 //! creates on one hub are judged one after the other, on any replica, and the
 //! second sees the first. A `request_id` is answered with the peering it first
 //! created when the request is the same (by fingerprint), and refused when not.
