@@ -2,7 +2,7 @@
 //! reconnect loop (`client`), the per-connection handshake (`handshake`) and the reader task's
 //! handlers. Holds data only: both `client` and `handshake` depend on it, never the reverse.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -138,7 +138,9 @@ impl IndexGuard {
 pub(super) struct Shared {
     pub(super) config: ClientConfig,
     pub(super) state: watch::Sender<ConnectionState>,
-    pub(super) cache: RwLock<NbCache>,
+    /// The replica: the latest published snapshot. Only the connection's reader replaces it
+    /// (one update at a time, see [`Shared::update_replica`]); readers clone the `Arc`.
+    pub(super) replica: watch::Sender<Arc<NbCache>>,
     pub(super) version: watch::Sender<u64>,
     pub(super) events: broadcast::Sender<CacheEvent>,
     /// The synced connection `transact` sends on; `None` between connections.
@@ -146,6 +148,28 @@ pub(super) struct Shared {
     pub(super) last_txn_id: Mutex<Option<String>>,
     pub(super) index_guard: Mutex<IndexGuard>,
     pub(super) cancel: CancellationToken,
+}
+
+impl Shared {
+    /// The current snapshot (O(1): an `Arc` clone; the watch's lock is held only for that).
+    pub(super) fn snapshot(&self) -> Arc<NbCache> {
+        self.replica.borrow().clone()
+    }
+
+    /// Applies one update to a copy of the current snapshot (O(1) to make: persistent maps)
+    /// and publishes the result only if `f` succeeds, so no reader ever sees half an update,
+    /// across tables, nor one that failed halfway. Returns `f`'s value and the row count.
+    /// Called only by the connection's reader (one update at a time, in the server's order).
+    pub(super) fn update_replica<T, E>(
+        &self,
+        f: impl FnOnce(&mut NbCache) -> Result<T, E>,
+    ) -> Result<(T, usize), E> {
+        let mut next = NbCache::clone(&self.snapshot());
+        let out = f(&mut next)?;
+        let rows = next.len();
+        self.replica.send_replace(Arc::new(next));
+        Ok((out, rows))
+    }
 }
 
 #[cfg(test)]
