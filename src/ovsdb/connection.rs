@@ -412,8 +412,9 @@ mod tests {
         let h = handled.clone();
         let handler: NotificationHandler = Box::new(move |method, _| {
             assert_eq!(method, "update");
-            // Busy until the test says so (a long apply).
-            let _ = released.recv();
+            // Busy until the test says so (a long apply), or for `T`: against a reader that
+            // waits for its handler, the test then fails on the order, instead of hanging.
+            let _ = released.recv_timeout(T);
             h.store(true, Ordering::SeqCst);
             Ok(())
         });
