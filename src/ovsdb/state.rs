@@ -174,7 +174,47 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use super::IndexGuard;
+    use super::*;
+    use crate::ovsdb::cache::{Types, UpdateFormat};
+
+    fn shared() -> Shared {
+        Shared {
+            config: ClientConfig::new("tcp:127.0.0.1:1", "db").unwrap(),
+            state: watch::channel(ConnectionState::Connecting { last_error: None }).0,
+            replica: watch::channel(Arc::new(NbCache::new(None))).0,
+            version: watch::channel(0).0,
+            events: broadcast::channel(1).0,
+            connection: Mutex::new(None),
+            last_txn_id: Mutex::new(None),
+            index_guard: Mutex::default(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A snapshot holds whole updates: one that fails halfway (its first table applied, its
+    /// second malformed) is never published; one that succeeds is, while snapshots taken
+    /// before it stay as they were.
+    #[test]
+    fn snapshots_never_show_half_an_update() {
+        let s = shared();
+        let types = Types::new();
+        let router = uuid::Uuid::from_u128(1).to_string();
+        let half = serde_json::json!({
+            "Logical_Router": {&router: {"insert": {}}},
+            "Logical_Router_Port": {"not-a-uuid": {"insert": {}}},
+        });
+        let r = s.update_replica(|c| c.apply(&types, UpdateFormat::V2, &half));
+        assert!(r.is_err());
+        assert!(s.snapshot().is_empty(), "half an update was published");
+
+        let before = s.snapshot();
+        let whole = serde_json::json!({"Logical_Router": {&router: {"insert": {}}}});
+        let (_, rows) = s
+            .update_replica(|c| c.apply(&types, UpdateFormat::V2, &whole))
+            .unwrap();
+        assert_eq!((rows, s.snapshot().len()), (1, 1));
+        assert!(before.is_empty(), "an older snapshot changed");
+    }
 
     #[test]
     fn index_guard_refuses_older_indexes_until_the_cluster_changes_or_a_reset() {
