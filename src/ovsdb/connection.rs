@@ -402,6 +402,48 @@ mod tests {
         }
     }
 
+    /// The reader is biased toward reading: when the runtime was too busy to run it until
+    /// after the probe's deadline, bytes that arrived meanwhile (the probe's reply) still count
+    /// as activity, never as a probe timeout. Repeated: an unbiased `select!` picks either
+    /// branch at random.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reply_that_arrived_while_the_runtime_was_busy_is_not_a_probe_timeout() {
+        for round in 0..20 {
+            let (ours, mut server) = UnixStream::pair().unwrap();
+            let (seen, mut notified) = mpsc::unbounded_channel();
+            let handler: NotificationHandler = Box::new(move |_, _| {
+                let _ = seen.send(());
+                Ok(())
+            });
+            let cfg = ConnectionConfig {
+                probe_interval: Some(Duration::from_millis(50)),
+                max_message_len: 1 << 20,
+            };
+            let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
+            let mut dec = FrameDecoder::new(1 << 20);
+            match next_message(&mut server, &mut dec).await {
+                Message::Request { method, .. } => assert_eq!(method, "echo"),
+                m => panic!("{m:?}"),
+            }
+            server
+                .write_all(br#"{"id":"echo","result":[],"error":null}{"method":"n","params":[],"id":null}"#)
+                .await
+                .unwrap();
+            // The only runtime thread is busy past the probe's deadline: when the reader runs
+            // again, the reply is there and the deadline has passed.
+            std::thread::sleep(Duration::from_millis(150));
+            // Either the notification behind the reply is handled, or the probe times out
+            // (and closes the connection): one of them happens, no wait needs a bound.
+            tokio::select! {
+                biased;
+                _ = conn.closed() => panic!("round {round}: probe timeout with the reply already arrived"),
+                _ = notified.recv() => {}
+            }
+            conn.close("done");
+            let _ = task.await;
+        }
+    }
+
     /// A large update is handled off the reader task: while its handler is still busy, the
     /// server's echo is answered, and the reply that came after the update waits for it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
