@@ -125,6 +125,16 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
 
+    /// How long a cross-tenant request (STATE_PENDING_ACCEPTANCE) waits for the remote VPC's
+    /// tenant before it becomes STATE_EXPIRED (`7d`, `12h`; at least 1s).
+    #[arg(
+        long,
+        env = "OVN_PEERD_ACCEPTANCE_TTL",
+        default_value = "7d",
+        value_parser = parse_duration
+    )]
+    pub acceptance_ttl: Duration,
+
     /// Let a worker pass delete more than half of this deployment's NB rows (more than 10).
     /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
     #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -409,6 +419,21 @@ mod tests {
         );
         assert!(parse(&["--resync-interval=500ms"]).is_err());
         assert!(parse(&["--resync-interval=soon"]).is_err());
+    }
+
+    #[test]
+    fn the_acceptance_ttl_defaults_to_seven_days() {
+        let ttl = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map(|c| c.acceptance_ttl)
+        };
+        assert_eq!(ttl(&[]).unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            ttl(&["--acceptance-ttl=12h"]).unwrap(),
+            Duration::from_secs(12 * 3600)
+        );
+        assert!(ttl(&["--acceptance-ttl=0s"]).is_err());
     }
 
     #[test]

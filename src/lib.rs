@@ -10,11 +10,13 @@
 //! - [`store`]: every SQL statement (Postgres holds the desired state).
 //! - [`ovsdb`]: an async OVSDB client with an in-memory replica of the NB tables we use.
 //! - [`reconciler`]: the background worker converging OVN NB to Postgres.
+//! - [`acceptance`]: the acceptance TTL of cross-tenant requests (the expiry sweep).
 //! - [`backoff`]: the one retry backoff (exponential, capped, jittered).
 //! - [`config`]: flags and environment; [`telemetry`]: log set-up; [`metrics`]: Prometheus;
 //!   [`health`]: the gRPC health service; [`proto`]: the generated API code.
 //! - [`startup`]: wiring and graceful shutdown.
 
+pub mod acceptance;
 pub mod adapters;
 pub mod api;
 pub mod auth;

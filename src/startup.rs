@@ -133,6 +133,14 @@ impl Application {
             "SIGHUP handler",
             reset_index_guard_on_sighup(nb.clone(), tasks_stop.clone()),
         ));
+        tasks.spawn(named(
+            "request expiry",
+            crate::acceptance::expire_requests(
+                store.clone(),
+                config.acceptance_ttl,
+                tasks_stop.clone(),
+            ),
+        ));
         if config.worker {
             let reconciler = Reconciler::new(
                 store.clone(),
@@ -329,5 +337,6 @@ fn api_settings(config: &Config) -> ApiSettings {
             config.link_pool_v6.into(),
             crate::peering::links::DEFAULT_V6_LINK_PREFIX,
         ),
+        acceptance_ttl: config.acceptance_ttl,
     }
 }

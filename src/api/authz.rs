@@ -20,6 +20,18 @@ pub(super) fn caller_of<T>(req: &Request<T>) -> Caller {
         .map_or(Caller::Unauthenticated, |p| p.caller.clone())
 }
 
+/// How a create the caller may make is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// As asked: STATE_PENDING, on to NB.
+    Direct,
+    /// A cross-tenant request: STATE_PENDING_ACCEPTANCE until `remote_tenant` accepts it.
+    Acceptance {
+        /// The tenant of the remote VPC.
+        remote_tenant: String,
+    },
+}
+
 /// What a caller may reach.
 pub(super) enum Scope {
     /// Everything: an admin, or any caller when no policy is set.
@@ -112,37 +124,51 @@ impl Scope {
             .map(|t| t.vpcs.iter().map(|p| glob_to_like(p)).collect())
     }
 
-    /// Creating a peering of `local` with `remote`.
+    /// Creating a peering of `local` with `remote` (with explicit routes into `remote` when
+    /// `remote_routes`): directly, or as a request the remote VPC's tenant must accept.
     pub(super) fn create(
         &self,
         local: &str,
         remote: &str,
         remote_routes: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Admission, ApiError> {
         let Scope::Tenant { policy, index } = self else {
-            return Ok(());
+            return Ok(Admission::Direct);
         };
         let tenant = &policy.tenants[*index];
         match policy.create_decision(tenant, local, remote, remote_routes) {
-            CreateDecision::SameTenant => Ok(()),
-            // The accept flow (issue 12's later part) turns this into a pending request.
-            CreateDecision::CrossTenant {
-                remote_tenant,
-                remote_routes,
-            } => Err(ApiError::PermissionDenied(format!(
-                "remote_vpc {remote:?} belongs to tenant {remote_tenant:?}, not to {:?}: \
-                 cross-tenant peering needs acceptance by the remote VPC's tenant, which is not supported yet{}",
-                tenant.name,
-                if remote_routes {
-                    " (and so do the remote_routes it would install in that VPC)"
-                } else {
-                    ""
-                }
-            ))),
+            CreateDecision::SameTenant => Ok(Admission::Direct),
+            // The remote tenant accepts the peering and the routes it installs in its VPC.
+            CreateDecision::CrossTenant { remote_tenant, .. } => {
+                Ok(Admission::Acceptance { remote_tenant })
+            }
             CreateDecision::NotAllowed(missing) => Err(ApiError::PermissionDenied(format!(
                 "tenant {:?} may not create this peering: {missing}",
                 tenant.name
             ))),
+        }
+    }
+
+    /// Accepting or rejecting (`verb`) a request: the tenant owns its remote VPC. The requester
+    /// answers nothing: only the other side can.
+    pub(super) fn answer(&self, r: &PeeringRecord, verb: &str) -> Result<(), ApiError> {
+        self.read_peering(r)?;
+        match self.tenant() {
+            Some(t) if !t.owns(&r.remote_vpc) => Err(ApiError::PermissionDenied(format!(
+                "tenant {:?} may not {verb} peering {:?}: its remote_vpc {:?} is not one of the \
+                 tenant's VPCs (only the remote VPC's tenant or an admin answers a request; \
+                 the requester cannot {verb} its own)",
+                t.name, r.name, r.remote_vpc
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Who answered a request, for its `state_message`.
+    pub(super) fn answerer(&self) -> String {
+        match self.tenant() {
+            Some(t) => format!("tenant {:?}", t.name),
+            None => "an admin".into(),
         }
     }
 

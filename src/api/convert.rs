@@ -56,12 +56,16 @@ pub fn policy_from_api(value: i32) -> Result<RoutePolicy, i32> {
     }
 }
 
-fn state(s: PeeringState) -> peering::State {
+/// A stored state as the API enum.
+pub fn state(s: PeeringState) -> peering::State {
     match s {
         PeeringState::Pending => peering::State::Pending,
         PeeringState::Active => peering::State::Active,
         PeeringState::Failed => peering::State::Failed,
         PeeringState::Deleting => peering::State::Deleting,
+        PeeringState::PendingAcceptance => peering::State::PendingAcceptance,
+        PeeringState::Rejected => peering::State::Rejected,
+        PeeringState::Expired => peering::State::Expired,
     }
 }
 

@@ -5,8 +5,9 @@
 
 use ipnet::IpNet;
 
+use super::authz::Admission;
 use super::convert;
-use super::create_tx::{specs, Inserted, Request};
+use super::create_tx::{Inserted, Neighbours, Request};
 use super::error::ApiError;
 use super::input;
 use super::PeeringApi;
@@ -17,15 +18,19 @@ use crate::peering::links::{
 };
 use crate::peering::topology::{allocation_exclusions, check_topology, port_names};
 use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
-use crate::peering::{ConnectAddrs, PeeringSpec};
+use crate::peering::{ConnectAddrs, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
-use crate::store::StoreError;
+use crate::store::{PeeringState, StoreError};
 
 /// Attempts at allocating a link when concurrent creates take the candidates.
 const ALLOCATION_ATTEMPTS: usize = 16;
 
 impl PeeringApi {
-    pub(super) async fn create(&self, req: CreatePeeringRequest) -> Result<Peering, ApiError> {
+    pub(super) async fn create(
+        &self,
+        req: CreatePeeringRequest,
+        admission: Admission,
+    ) -> Result<Peering, ApiError> {
         input::create(&req)?;
         let Some(input) = req.peering else {
             return Err(ApiError::invalid("peering", "required"));
@@ -34,6 +39,7 @@ impl PeeringApi {
         let request = Request {
             id: (!req.request_id.is_empty()).then_some(req.request_id),
             hash: request_fingerprint(&validated),
+            admission,
         };
         // A retry of a request that was carried out gets the first answer.
         if let Some(first) = self.first_result(&request).await? {
@@ -60,16 +66,17 @@ impl PeeringApi {
         request: &Request,
         validate_only: bool,
     ) -> Result<Peering, ApiError> {
-        let others = self.others(validated).await?;
+        let others = self.neighbours(validated).await?;
         self.check_unique(validated, &others)?;
+        let others = &others.specs;
 
         let mut excluded_links: Vec<IpNet> = Vec::new();
         for attempt in 0..ALLOCATION_ATTEMPTS {
             let spec = match validated.spec() {
                 Some(spec) => spec,
-                None => self.allocate(validated, &others, &excluded_links).await?,
+                None => self.allocate(validated, others, &excluded_links).await?,
             };
-            self.check(&spec, &others)?;
+            self.check(&spec, others)?;
             if validate_only {
                 return Ok(preview(&spec));
             }
@@ -86,35 +93,35 @@ impl PeeringApi {
                 Inserted::Again => tracing::debug!(attempt, "lost a race; judging again"),
             }
         }
-        Err(ApiError::Unavailable {
-            what: "link allocation (too many concurrent requests)",
-            source: None,
-        })
+        Err(ApiError::contention("link allocation"))
     }
 
-    /// The other peerings of either VPC, as specs, plus any peering already
-    /// named like this one or holding one of its port names (one query serves
-    /// the topology rules, the name check and the port-name check).
-    async fn others(&self, v: &ValidatedPeering) -> Result<Vec<PeeringSpec>, ApiError> {
+    /// The other peerings of either VPC, plus any peering already named like
+    /// this one or holding one of its port names (one query serves the topology
+    /// rules, the name check and the port-name check).
+    async fn neighbours(&self, v: &ValidatedPeering) -> Result<Neighbours, ApiError> {
         let ports = port_names(&v.local_vpc, &v.remote_vpc);
         let records = self
             .inner
             .store
             .peering_list_for_create(&[&v.local_vpc, &v.remote_vpc], &v.name, &ports)
             .await?;
-        specs(&records)
+        Neighbours::new(records)
     }
 
     /// ALREADY_EXISTS comes before the topology rules: an existing peering of
-    /// the same pair would otherwise be reported as an overlap.
+    /// the same pair would otherwise be reported as an overlap. Names are
+    /// unique over every peering; the pair and the port names only over those
+    /// that hold them (not rejected or expired ones).
     pub(super) fn check_unique(
         &self,
         v: &ValidatedPeering,
-        others: &[PeeringSpec],
+        neighbours: &Neighbours,
     ) -> Result<(), ApiError> {
-        if others.iter().any(|o| o.name == v.name) {
+        if neighbours.records.iter().any(|o| o.name == v.name) {
             return Err(StoreError::NameTaken.into());
         }
+        let holders = || neighbours.records.iter().filter(|o| o.state.holds_pair());
         let pair = |a: &str, b: &str| {
             if a < b {
                 (a.to_owned(), b.to_owned())
@@ -123,13 +130,28 @@ impl PeeringApi {
             }
         };
         let wanted = pair(&v.local_vpc, &v.remote_vpc);
-        if others
-            .iter()
-            .any(|o| pair(&o.local_vpc, &o.remote_vpc) == wanted)
-        {
+        if holders().any(|o| pair(&o.local_vpc, &o.remote_vpc) == wanted) {
             return Err(StoreError::PairTaken.into());
         }
-        Ok(())
+        // Requests reserve their port names, but the topology rules (which name the holder
+        // of a live peering's ports) do not see them.
+        let mine = port_names(&v.local_vpc, &v.remote_vpc);
+        let mut violations = Vec::new();
+        for o in holders().filter(|o| o.state == PeeringState::PendingAcceptance) {
+            let theirs = port_names(&o.local_vpc, &o.remote_vpc);
+            for (port, field) in mine.iter().zip(["peering.local_vpc", "peering.remote_vpc"]) {
+                if theirs.contains(port) {
+                    violations.push(Violation::new(
+                        field,
+                        format!(
+                            "port name {port:?} is already used by peering {:?} (awaiting acceptance)",
+                            o.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Refusal::check(RefusalKind::FailedPrecondition, violations, ()).map_err(ApiError::Refused)
     }
 
     /// Topology rules against the NB cache (which must be in sync).

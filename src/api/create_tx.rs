@@ -7,6 +7,7 @@
 //! second sees the first. A `request_id` is answered with the peering it first
 //! created when the request is the same (by fingerprint), and refused when not.
 
+use super::authz::Admission;
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
@@ -14,7 +15,7 @@ use crate::peering::topology::port_names;
 use crate::peering::validate::ValidatedPeering;
 use crate::peering::{PeeringSpec, Refusal, RefusalKind};
 use crate::proto::v1::Peering;
-use crate::store::{NewPeering, PeeringRecord, RequestRecord, StoreError};
+use crate::store::{NewPeering, PeeringRecord, PeeringState, RequestRecord, StoreError};
 
 /// A CreatePeering request as idempotency sees it.
 pub(super) struct Request {
@@ -22,6 +23,8 @@ pub(super) struct Request {
     pub id: Option<String>,
     /// `request_fingerprint` of the validated request.
     pub hash: Vec<u8>,
+    /// Stored as a peering or as a cross-tenant request.
+    pub admission: Admission,
 }
 
 /// What one locked attempt at inserting came to.
@@ -35,12 +38,26 @@ pub(super) enum Inserted {
     Again,
 }
 
-/// Stored records as specs.
-pub(super) fn specs(records: &[PeeringRecord]) -> Result<Vec<PeeringSpec>, ApiError> {
-    records
-        .iter()
-        .map(|r| r.spec().map_err(|e| ApiError::Internal(e.into())))
-        .collect()
+/// The stored peerings a create (or an accept) is judged against.
+pub(super) struct Neighbours {
+    /// Every one read: names are unique over all of them.
+    pub records: Vec<PeeringRecord>,
+    /// Those whose rows are or may be in NB, as specs: what the topology rules see.
+    /// Requests are judged when they are made and again when accepted, never
+    /// against each other, so that a request cannot stand in the way of the
+    /// remote tenant's own peerings.
+    pub specs: Vec<PeeringSpec>,
+}
+
+impl Neighbours {
+    pub(super) fn new(records: Vec<PeeringRecord>) -> Result<Neighbours, ApiError> {
+        let specs = records
+            .iter()
+            .filter(|r| r.state.in_northbound())
+            .map(|r| r.spec().map_err(|e| ApiError::Internal(e.into())))
+            .collect::<Result<_, _>>()?;
+        Ok(Neighbours { records, specs })
+    }
 }
 
 impl PeeringApi {
@@ -82,9 +99,9 @@ impl PeeringApi {
         let records = tx
             .list_for_create(&[&spec.local_vpc, &spec.remote_vpc], &spec.name, &ports)
             .await?;
-        let others = specs(&records)?;
+        let others = Neighbours::new(records)?;
         self.check_unique(validated, &others)?;
-        match self.check(spec, &others) {
+        match self.check(spec, &others.specs) {
             Ok(()) => {}
             // Only the allocated link is in the way (a concurrent create's link or routes).
             Err(ApiError::Refused(r))
@@ -97,7 +114,14 @@ impl PeeringApi {
             }
             Err(e) => return Err(e),
         }
-        let new = NewPeering::from_spec(spec, request.id.clone());
+        let mut new = NewPeering::from_spec(spec, request.id.clone());
+        if let Admission::Acceptance { remote_tenant } = &request.admission {
+            new.state = PeeringState::PendingAcceptance;
+            new.state_message = format!(
+                "awaiting acceptance by tenant {remote_tenant:?}, the owner of remote_vpc {:?}",
+                spec.remote_vpc
+            );
+        }
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
             Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken),
@@ -111,7 +135,7 @@ impl PeeringApi {
             Err(StoreError::RequestIdTaken) => match self.first_result(request).await? {
                 Some(first) => Ok(Inserted::Done(Box::new(first))),
                 None => Err(ApiError::Unavailable {
-                    what: "the database",
+                    what: super::error::Dependency::Database,
                     source: None,
                 }),
             },
@@ -136,12 +160,9 @@ fn same_request(
     if same {
         return Ok(Some(convert::peering(&found.record)));
     }
-    Err(ApiError::invalid(
-        "request_id",
-        format!(
-            "was already used with another request (it created peering {:?}); \
-             a new request needs a new request_id",
-            found.record.name
-        ),
-    ))
+    Err(ApiError::RequestIdReused(format!(
+        "was already used with another request (it created peering {:?}); \
+         a new request needs a new request_id",
+        found.record.name
+    )))
 }

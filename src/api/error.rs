@@ -1,14 +1,48 @@
 //! The API layer's error and its one conversion into `tonic::Status`.
 //!
-//! Clients see a clear reason and, for refusals, `google.rpc.BadRequest` or
-//! `google.rpc.PreconditionFailure` details naming the field. Internal errors
-//! are logged with their whole chain and shown to clients as a generic message.
+//! Clients see a clear reason: every status carries `google.rpc.ErrorInfo` (domain
+//! [`ERROR_DOMAIN`], a stable `reason` of the proto's `ErrorReason`, see
+//! [`ApiError::reason`]); UNAVAILABLE carries `google.rpc.RetryInfo` too; refusals
+//! carry `google.rpc.BadRequest` or `google.rpc.PreconditionFailure` details naming
+//! the field. Internal errors are logged with their whole chain and shown to clients
+//! as a generic message.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
 use crate::peering::{Refusal, RefusalKind, Violation};
+use crate::proto::v1::ErrorReason;
 use crate::store::StoreError;
+
+/// `google.rpc.ErrorInfo.domain` of every error of this service.
+pub const ERROR_DOMAIN: &str = "ovnpeerd";
+
+/// How long an UNAVAILABLE client should wait before retrying (`google.rpc.RetryInfo`).
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What an UNAVAILABLE error waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// Postgres.
+    Database,
+    /// The OVN Northbound connection (or its cache, not in sync).
+    Northbound,
+    /// Concurrent requests racing for one resource (named).
+    Contention(&'static str),
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dependency::Database => f.write_str("the database"),
+            Dependency::Northbound => f.write_str("the OVN Northbound database"),
+            Dependency::Contention(what) => write!(f, "{what} (too many concurrent requests)"),
+        }
+    }
+}
 
 /// Why a request was not carried out.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +72,8 @@ pub enum ApiError {
     /// A dependency is unreachable (UNAVAILABLE): clients retry.
     #[error("{what} is unavailable, retry later")]
     Unavailable {
-        /// "the database" or "the OVN Northbound database".
-        what: &'static str,
+        /// What is unavailable.
+        what: Dependency,
         /// The cause, for logs.
         #[source]
         source: Option<StoreError>,
@@ -50,6 +84,25 @@ pub enum ApiError {
         /// The pool.
         pool: String,
     },
+    /// A request_id used before with another request (INVALID_ARGUMENT on `request_id`).
+    #[error("request_id {0}")]
+    RequestIdReused(String),
+    /// The etag given is not the peering's current one (ABORTED); nothing changed.
+    #[error("peering {name:?} changed since it was read (etag mismatch)")]
+    EtagMismatch {
+        /// The peering.
+        name: String,
+    },
+    /// The peering is being deleted and cannot change (FAILED_PRECONDITION).
+    #[error("peering {name:?} is being deleted")]
+    PeeringDeleting {
+        /// The peering.
+        name: String,
+    },
+    /// AcceptPeering or RejectPeering of a peering that is not an open cross-tenant request
+    /// (FAILED_PRECONDITION on `state`); the description names the state it is in.
+    #[error("state: {0}")]
+    NotAwaitingAcceptance(String),
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -67,7 +120,15 @@ impl ApiError {
     /// UNAVAILABLE because the NB cache is not in sync.
     pub fn nb_unavailable() -> Self {
         ApiError::Unavailable {
-            what: "the OVN Northbound database",
+            what: Dependency::Northbound,
+            source: None,
+        }
+    }
+
+    /// UNAVAILABLE because concurrent requests keep taking `what` first.
+    pub fn contention(what: &'static str) -> Self {
+        ApiError::Unavailable {
+            what: Dependency::Contention(what),
             source: None,
         }
     }
@@ -85,7 +146,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => ApiError::Unavailable {
-                what: "the database",
+                what: Dependency::Database,
                 source: Some(e),
             },
             StoreError::NameTaken => ApiError::AlreadyExists {
@@ -101,43 +162,145 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The stable `google.rpc.ErrorInfo.reason` of this error.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            ApiError::Refused(r) => match r.kind {
+                RefusalKind::InvalidArgument => ErrorReason::FieldInvalid,
+                RefusalKind::FailedPrecondition => ErrorReason::TopologyConflict,
+            },
+            ApiError::AlreadyExists { field, .. } if *field == "peering.name" => {
+                ErrorReason::PeeringAlreadyExists
+            }
+            ApiError::AlreadyExists { .. } => ErrorReason::VpcsAlreadyPeered,
+            ApiError::NotFound { resource, .. } if *resource == "vpc" => ErrorReason::VpcNotFound,
+            ApiError::NotFound { .. } => ErrorReason::PeeringNotFound,
+            ApiError::PermissionDenied(_) => ErrorReason::PermissionDenied,
+            ApiError::Unavailable { what, .. } => match what {
+                Dependency::Database => ErrorReason::DatabaseUnavailable,
+                Dependency::Northbound => ErrorReason::NorthboundUnavailable,
+                Dependency::Contention(_) => ErrorReason::Contention,
+            },
+            ApiError::PoolExhausted { .. } => ErrorReason::LinkPoolExhausted,
+            ApiError::RequestIdReused(_) => ErrorReason::RequestIdReused,
+            ApiError::EtagMismatch { .. } => ErrorReason::EtagMismatch,
+            ApiError::PeeringDeleting { .. } => ErrorReason::PeeringDeleting,
+            ApiError::NotAwaitingAcceptance(_) => ErrorReason::NotAwaitingAcceptance,
+            ApiError::Internal(_) => ErrorReason::Internal,
+        }
+    }
+}
+
+/// The reason as `ErrorInfo` carries it: the enum value's name without its prefix.
+pub fn reason_text(reason: ErrorReason) -> &'static str {
+    let name = reason.as_str_name();
+    name.strip_prefix("ERROR_REASON_").unwrap_or(name)
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        match e {
-            ApiError::Refused(refusal) => refusal_status(refusal),
-            ApiError::AlreadyExists { field, message } => Status::with_error_details(
-                Code::AlreadyExists,
-                format!("{field}: {message}"),
-                ErrorDetails::with_bad_request(vec![FieldViolation::new(field, message.clone())]),
-            ),
+        let reason = reason_text(e.reason());
+        let mut metadata: HashMap<String, String> = HashMap::new();
+        let (code, message, mut details) = match e {
+            ApiError::Refused(refusal) => {
+                if let Some(v) = refusal.violations.first() {
+                    metadata.insert("field".into(), v.field.clone());
+                }
+                refusal_status(refusal)
+            }
+            ApiError::AlreadyExists { field, message } => {
+                metadata.insert("field".into(), field.into());
+                (
+                    Code::AlreadyExists,
+                    format!("{field}: {message}"),
+                    ErrorDetails::with_bad_request(vec![FieldViolation::new(field, message)]),
+                )
+            }
             ApiError::NotFound { resource, name } => {
                 let resource_type = match resource {
                     "vpc" => "ovn.Logical_Router",
                     _ => "ovnpeerd.v1.Peering",
                 };
-                Status::with_error_details(
+                metadata.insert("resource".into(), resource.into());
+                metadata.insert("name".into(), name.clone());
+                let message = format!("{resource} {name:?} not found");
+                (
                     Code::NotFound,
-                    format!("{resource} {name:?} not found"),
+                    message,
                     ErrorDetails::with_resource_info(resource_type, name, "", "not found"),
                 )
             }
-            ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::PermissionDenied(message) => {
+                (Code::PermissionDenied, message, ErrorDetails::new())
+            }
             ApiError::Unavailable { what, source } => {
                 tracing::warn!(error = ?source, "{what} unavailable");
-                Status::unavailable(format!("{what} is unavailable, retry later"))
+                (
+                    Code::Unavailable,
+                    format!("{what} is unavailable, retry later"),
+                    ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
+                )
             }
-            ApiError::PoolExhausted { pool } => Status::resource_exhausted(format!(
-                "no free interconnect link left in {pool}; name the connect addresses explicitly"
-            )),
+            ApiError::PoolExhausted { pool } => (
+                Code::ResourceExhausted,
+                format!(
+                    "no free interconnect link left in {pool}; name the connect addresses explicitly"
+                ),
+                ErrorDetails::new(),
+            ),
+            ApiError::RequestIdReused(description) => {
+                metadata.insert("field".into(), "request_id".into());
+                (
+                    Code::InvalidArgument,
+                    format!("request_id: {description}"),
+                    ErrorDetails::with_bad_request(vec![FieldViolation::new(
+                        "request_id",
+                        description,
+                    )]),
+                )
+            }
+            ApiError::EtagMismatch { name } => {
+                let message = format!(
+                    "peering {name:?} changed since it was read (etag mismatch); \
+                     read it again and retry with its current etag"
+                );
+                metadata.insert("name".into(), name);
+                (Code::Aborted, message, ErrorDetails::new())
+            }
+            ApiError::PeeringDeleting { name } => {
+                let message = format!("peering {name:?} is being deleted and cannot change");
+                (
+                    Code::FailedPrecondition,
+                    message.clone(),
+                    ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                        "STATE", name, message,
+                    )]),
+                )
+            }
+            ApiError::NotAwaitingAcceptance(description) => {
+                metadata.insert("field".into(), "state".into());
+                (
+                    Code::FailedPrecondition,
+                    format!("state: {description}"),
+                    ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                        "STATE",
+                        "state",
+                        description,
+                    )]),
+                )
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
-                Status::internal("internal error")
+                (Code::Internal, "internal error".into(), ErrorDetails::new())
             }
-        }
+        };
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, message, details)
     }
 }
 
-fn refusal_status(refusal: Refusal) -> Status {
+fn refusal_status(refusal: Refusal) -> (Code, String, ErrorDetails) {
     let message = refusal.to_string();
     match refusal.kind {
         RefusalKind::InvalidArgument => {
@@ -146,7 +309,7 @@ fn refusal_status(refusal: Refusal) -> Status {
                 .iter()
                 .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
                 .collect();
-            Status::with_error_details(
+            (
                 Code::InvalidArgument,
                 message,
                 ErrorDetails::with_bad_request(violations),
@@ -160,11 +323,100 @@ fn refusal_status(refusal: Refusal) -> Status {
                     PreconditionViolation::new("TOPOLOGY", v.field.clone(), v.description.clone())
                 })
                 .collect();
-            Status::with_error_details(
+            (
                 Code::FailedPrecondition,
                 message,
                 ErrorDetails::with_precondition_failure(violations),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_of_each() -> Vec<ApiError> {
+        vec![
+            ApiError::invalid("peering.name", "required"),
+            ApiError::Refused(Refusal::single(
+                RefusalKind::FailedPrecondition,
+                "peering.local_routes[0]",
+                "would form an ECMP group",
+            )),
+            StoreError::NameTaken.into(),
+            StoreError::PairTaken.into(),
+            ApiError::peering_not_found("p"),
+            ApiError::NotFound {
+                resource: "vpc",
+                name: "r".into(),
+            },
+            ApiError::PermissionDenied("no".into()),
+            ApiError::Unavailable {
+                what: Dependency::Database,
+                source: None,
+            },
+            ApiError::nb_unavailable(),
+            ApiError::contention("link allocation"),
+            ApiError::PoolExhausted {
+                pool: "169.254.0.0/16".into(),
+            },
+            ApiError::RequestIdReused("was used".into()),
+            ApiError::EtagMismatch { name: "p".into() },
+            ApiError::PeeringDeleting { name: "p".into() },
+            ApiError::NotAwaitingAcceptance("peering \"p\" is STATE_ACTIVE".into()),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ]
+    }
+
+    #[test]
+    fn every_error_carries_error_info_with_a_distinct_listed_reason() {
+        let mut seen = std::collections::BTreeSet::new();
+        for e in one_of_each() {
+            let reason = e.reason();
+            let status = Status::from(e);
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo");
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_ne!(reason, ErrorReason::Unspecified);
+            assert_eq!(info.reason, reason_text(reason));
+            assert!(
+                info.reason
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{}",
+                info.reason
+            );
+            seen.insert(info.reason.clone());
+        }
+        // Every reason of the proto but UNSPECIFIED is sent by some error.
+        let listed = (1..).map_while(|i| ErrorReason::try_from(i).ok()).count();
+        assert_eq!(seen.len(), listed, "{seen:?}");
+    }
+
+    #[test]
+    fn unavailable_and_only_unavailable_carries_retry_info() {
+        for e in one_of_each() {
+            let status = Status::from(e);
+            let retry = status.get_error_details().retry_info().cloned();
+            if status.code() == Code::Unavailable {
+                assert_eq!(retry.unwrap().retry_delay, Some(RETRY_DELAY));
+            } else {
+                assert!(retry.is_none(), "{status:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusal_details_stay_beside_error_info() {
+        let status = Status::from(ApiError::invalid("peering.labels[Bad]", "not a key"));
+        let details = status.get_error_details();
+        let br = details.bad_request().unwrap();
+        assert_eq!(br.field_violations[0].field, "peering.labels[Bad]");
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "FIELD_INVALID");
+        assert_eq!(info.metadata["field"], "peering.labels[Bad]");
+        let status = Status::from(ApiError::EtagMismatch { name: "p".into() });
+        assert_eq!(status.code(), Code::Aborted);
     }
 }

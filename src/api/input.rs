@@ -60,6 +60,14 @@ pub fn delete(req: &DeletePeeringRequest) -> Result<(), ApiError> {
     )
 }
 
+/// A peering's name, as AcceptPeering and RejectPeering take it.
+pub fn name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid("name", "required"));
+    }
+    refuse(check_text("name", name, MAX_NAME_LEN).into_iter().collect())
+}
+
 /// ListPeerings' filter and page token.
 pub fn list(req: &ListPeeringsRequest) -> Result<(), ApiError> {
     let v = check_text("vpc", &req.vpc, MAX_VPC_LEN)

@@ -6,6 +6,7 @@
 //! each call in a tracing span (method, caller, request_id, code, duration) and audits the
 //! mutating ones. Every handler starts by asking `authz.rs` for the caller's scope.
 
+mod accept;
 mod authz;
 mod convert;
 mod create;
@@ -26,8 +27,9 @@ use rpc_span::RpcSpan;
 use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
+    peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
+    RejectPeeringRequest,
 };
 use crate::store::Store;
 
@@ -42,6 +44,8 @@ pub struct ApiSettings {
     pub link_pool_v4: (ipnet::IpNet, u8),
     /// IPv6 link pool and link prefix length.
     pub link_pool_v6: (ipnet::IpNet, u8),
+    /// How long a cross-tenant request waits for acceptance before it expires.
+    pub acceptance_ttl: std::time::Duration,
 }
 
 /// The service implementation.
@@ -148,6 +152,19 @@ impl PeeringApi {
                 scope.delete(&record)?;
             }
         }
+        // Never in NB (a request, rejected or expired): gone at once, as the worker would
+        // leave it.
+        if let Some(record) = self
+            .inner
+            .store
+            .peering_delete_unconverged(&req.name)
+            .await?
+        {
+            return Ok(Peering {
+                state: peering::State::Deleting as i32,
+                ..convert::peering(&record)
+            });
+        }
         match self.inner.store.peering_mark_deleting(&req.name).await? {
             Some(record) => Ok(convert::peering(&record)),
             None if req.allow_missing => Ok(Peering {
@@ -174,10 +191,13 @@ impl PeeringService for PeeringApi {
             .with("peering", name.unwrap_or_default())
             .run(async {
                 let scope = self.scope(&caller)?;
-                if let Some(p) = &req.peering {
-                    scope.create(&p.local_vpc, &p.remote_vpc, !p.remote_routes.is_empty())?;
-                }
-                self.create(req).await
+                let admission = match &req.peering {
+                    Some(p) => {
+                        scope.create(&p.local_vpc, &p.remote_vpc, !p.remote_routes.is_empty())?
+                    }
+                    None => authz::Admission::Direct,
+                };
+                self.create(req, admission).await
             })
             .await
     }
@@ -218,6 +238,32 @@ impl PeeringService for PeeringApi {
             .audited(&caller)
             .with("peering", &req.name)
             .run(async { self.delete(self.scope(&caller)?, req).await })
+            .await
+    }
+
+    async fn accept_peering(
+        &self,
+        req: Request<AcceptPeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        RpcSpan::new("AcceptPeering")
+            .audited(&caller)
+            .with("peering", &req.name)
+            .run(async { self.accept(self.scope(&caller)?, req.name).await })
+            .await
+    }
+
+    async fn reject_peering(
+        &self,
+        req: Request<RejectPeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        RpcSpan::new("RejectPeering")
+            .audited(&caller)
+            .with("peering", &req.name)
+            .run(async { self.reject(self.scope(&caller)?, req.name).await })
             .await
     }
 

@@ -403,12 +403,7 @@ async fn publish_state_gauges(
                 continue;
             }
         };
-        for state in [
-            PeeringState::Pending,
-            PeeringState::Active,
-            PeeringState::Failed,
-            PeeringState::Deleting,
-        ] {
+        for state in PeeringState::ALL {
             let n = counts
                 .iter()
                 .find(|(s, _)| *s == state)

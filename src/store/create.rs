@@ -29,8 +29,8 @@ pub struct RequestRecord {
 /// An open create transaction holding the locks of its VPCs. Dropping it
 /// rolls back and releases them.
 pub struct CreateTx<'s> {
-    store: &'s Store,
-    tx: Transaction<'static, Postgres>,
+    pub(super) store: &'s Store,
+    pub(super) tx: Transaction<'static, Postgres>,
 }
 
 /// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
@@ -225,7 +225,7 @@ impl CreateTx<'_> {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Inserts the peering (generation 1, STATE_PENDING) with its port names
+    /// Inserts the peering (generation 1, in `new.state`) with its port names
     /// and request fingerprint, and commits. The constraints still have the
     /// last word: [`StoreError::PortTaken`], `LinkOverlap`, `RequestIdTaken`...
     pub async fn insert(
@@ -244,8 +244,8 @@ impl CreateTx<'_> {
                     r#"WITH p AS (
                          INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
                            local_v6, remote_v6, local_routes, remote_routes, request_id,
-                           request_hash)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           request_hash, state, state_message)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14)
                          RETURNING *),
                        ports AS (
                          INSERT INTO peering_ports (port_name, peering_name)
@@ -273,6 +273,8 @@ impl CreateTx<'_> {
                     new.request_id,
                     request_hash,
                     ports,
+                    new.state.as_str(),
+                    new.state_message,
                 )
                 .fetch_one(&mut *self.tx),
             )

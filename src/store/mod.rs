@@ -18,6 +18,7 @@
 //! `SQLX_OFFLINE=false`, `DATABASE_URL` and `SQLX_OFFLINE_DIR=.sqlx`, which makes the macros
 //! check every statement against that database and write their data. Commit the result.
 
+mod acceptance;
 mod create;
 mod deployment;
 mod error;

@@ -15,6 +15,12 @@ pub enum PeeringState {
     Failed,
     /// Deletion requested; a tombstone until NB is clean.
     Deleting,
+    /// A cross-tenant request waiting for the remote VPC's tenant. Never in NB.
+    PendingAcceptance,
+    /// A request the remote VPC's tenant rejected. Never in NB; holds only its name.
+    Rejected,
+    /// A request not accepted within the acceptance TTL. As [`PeeringState::Rejected`].
+    Expired,
 }
 
 impl PeeringState {
@@ -25,7 +31,40 @@ impl PeeringState {
             PeeringState::Active => "active",
             PeeringState::Failed => "failed",
             PeeringState::Deleting => "deleting",
+            PeeringState::PendingAcceptance => "pending_acceptance",
+            PeeringState::Rejected => "rejected",
+            PeeringState::Expired => "expired",
         }
+    }
+
+    /// Every state, for gauges.
+    pub const ALL: [PeeringState; 7] = [
+        PeeringState::Pending,
+        PeeringState::Active,
+        PeeringState::Failed,
+        PeeringState::Deleting,
+        PeeringState::PendingAcceptance,
+        PeeringState::Rejected,
+        PeeringState::Expired,
+    ];
+
+    /// Whether the worker converges NB to this peering (its rows may be in NB). The worker's
+    /// queries select exactly these states (`state IN ('pending', 'active', 'failed',
+    /// 'deleting')`); requests, rejected and expired peerings are not its business.
+    pub fn in_northbound(self) -> bool {
+        matches!(
+            self,
+            PeeringState::Pending
+                | PeeringState::Active
+                | PeeringState::Failed
+                | PeeringState::Deleting
+        )
+    }
+
+    /// Whether the peering holds its VPC pair, port names and link (as the partial unique
+    /// index and exclusion constraints of the `acceptance` migration say).
+    pub fn holds_pair(self) -> bool {
+        !matches!(self, PeeringState::Rejected | PeeringState::Expired)
     }
 
     /// Parses the column's text.
@@ -35,6 +74,9 @@ impl PeeringState {
             "active" => PeeringState::Active,
             "failed" => PeeringState::Failed,
             "deleting" => PeeringState::Deleting,
+            "pending_acceptance" => PeeringState::PendingAcceptance,
+            "rejected" => PeeringState::Rejected,
+            "expired" => PeeringState::Expired,
             _ => return None,
         })
     }
@@ -72,6 +114,11 @@ pub struct NewPeering {
     pub remote_routes: Vec<StoredRoute>,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// [`PeeringState::Pending`], or [`PeeringState::PendingAcceptance`] for a cross-tenant
+    /// request.
+    pub state: PeeringState,
+    /// Why it is in that state (for a request: whose acceptance it waits for).
+    pub state_message: String,
 }
 
 /// A stored peering.
@@ -259,6 +306,34 @@ impl NewPeering {
                 .map(StoredRoute::from_spec)
                 .collect(),
             request_id,
+            state: PeeringState::Pending,
+            state_message: String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeeringState;
+
+    #[test]
+    fn every_state_round_trips_and_only_converged_ones_reach_nb() {
+        for s in PeeringState::ALL {
+            assert_eq!(PeeringState::parse(s.as_str()), Some(s));
+        }
+        let in_nb: Vec<&str> = PeeringState::ALL
+            .iter()
+            .filter(|s| s.in_northbound())
+            .map(|s| s.as_str())
+            .collect();
+        // The worker's queries list exactly these (`src/store/peerings.rs`).
+        assert_eq!(in_nb, ["pending", "active", "failed", "deleting"]);
+        let free: Vec<&str> = PeeringState::ALL
+            .iter()
+            .filter(|s| !s.holds_pair())
+            .map(|s| s.as_str())
+            .collect();
+        // The partial pair index and link exclusions leave out exactly these.
+        assert_eq!(free, ["rejected", "expired"]);
     }
 }

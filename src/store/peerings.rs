@@ -134,7 +134,8 @@ impl Store {
         records(rows)
     }
 
-    /// Every peering touching any of `vpcs` (for the topology rules).
+    /// Every peering touching any of `vpcs` whose rows may be in NB
+    /// ([`PeeringState::in_northbound`]): the worker's and ListRoutes' context.
     pub async fn peering_list_touching(
         &self,
         vpcs: &[&str],
@@ -149,7 +150,9 @@ impl Store {
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time FROM peerings
-                     WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) ORDER BY name"#,
+                     WHERE (local_vpc = ANY($1) OR remote_vpc = ANY($1))
+                       AND state IN ('pending', 'active', 'failed', 'deleting')
+                     ORDER BY name"#,
                     vpcs as &[&str]
                 )
                 .fetch_all(&self.pool),
@@ -186,7 +189,8 @@ impl Store {
         records(rows)
     }
 
-    /// The named peerings that exist (for the worker's pass over changed ones).
+    /// The named peerings that exist and may have rows in NB (for the worker's pass over
+    /// changed ones).
     pub async fn peering_list_named(
         &self,
         names: &[&str],
@@ -200,7 +204,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE name = ANY($1) ORDER BY name"#,
+                         create_time, update_time, generation_time FROM peerings WHERE name = ANY($1)
+                         AND state IN ('pending', 'active', 'failed', 'deleting') ORDER BY name"#,
                     names as &[&str]
                 )
                 .fetch_all(&self.pool),
@@ -209,7 +214,8 @@ impl Store {
         records(rows)
     }
 
-    /// Every peering, for the worker's pass.
+    /// Every peering whose rows may be in NB, for the worker's pass: cross-tenant requests,
+    /// rejected and expired peerings are never written, nor judged with the others.
     pub async fn peering_list_all(&self) -> Result<Vec<PeeringRecord>, StoreError> {
         let rows = self
             .timed(
@@ -222,7 +228,9 @@ impl Store {
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time
-                       FROM peerings ORDER BY name"#
+                       FROM peerings
+                       WHERE state IN ('pending', 'active', 'failed', 'deleting')
+                       ORDER BY name"#
                 )
                 .fetch_all(&self.pool),
             )
@@ -230,20 +238,23 @@ impl Store {
         records(rows)
     }
 
-    /// Link networks in use inside `pool` (for allocation).
+    /// Link networks in use inside `pool` (for allocation); rejected and expired peerings
+    /// hold none.
     pub async fn peering_links_within(&self, pool: IpNet) -> Result<Vec<IpNet>, StoreError> {
         // One static statement per family, so that each is checked; `!`: the WHERE
         // clause drops NULL links, which the macro cannot see for a generated column.
         let query = match pool {
             IpNet::V4(_) => sqlx::query_scalar!(
                 r#"SELECT link_v4 AS "link!: IpNet" FROM peerings
-                   WHERE link_v4 && $1 ORDER BY link_v4"#,
+                   WHERE link_v4 && $1 AND state NOT IN ('rejected', 'expired')
+                   ORDER BY link_v4"#,
                 pool
             )
             .fetch_all(&self.pool),
             IpNet::V6(_) => sqlx::query_scalar!(
                 r#"SELECT link_v6 AS "link!: IpNet" FROM peerings
-                   WHERE link_v6 && $1 ORDER BY link_v6"#,
+                   WHERE link_v6 && $1 AND state NOT IN ('rejected', 'expired')
+                   ORDER BY link_v6"#,
                 pool
             )
             .fetch_all(&self.pool),
@@ -304,7 +315,8 @@ impl Store {
 
     /// Writes the worker's verdicts in one statement. A verdict about a
     /// generation that is no longer current, or about a peering being deleted,
-    /// is ignored; unchanged rows are not rewritten. Returns rows changed.
+    /// is ignored, as is one about a peering the worker does not converge (a request); unchanged
+    /// rows are not rewritten. Returns rows changed.
     pub async fn peering_statuses_set(&self, updates: &[StatusUpdate]) -> Result<u64, StoreError> {
         if updates.is_empty() {
             return Ok(0);
@@ -322,7 +334,7 @@ impl Store {
                      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) \
                           AS u(name, generation, state, message) \
                      WHERE p.name = u.name AND p.generation = u.generation \
-                       AND p.state <> 'deleting' \
+                       AND p.state IN ('pending', 'active', 'failed') \
                        AND (p.state, p.state_message, p.observed_generation) \
                            IS DISTINCT FROM (u.state, u.message, u.generation)",
                     &names as &[&str],

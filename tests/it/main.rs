@@ -10,6 +10,7 @@
 //! Root-only tests (datapath, e2e) print `SKIPPED <test>: ...` and a summary line on stderr
 //! when not run as root, where cargo shows them even for passing tests.
 
+mod acceptance;
 mod api;
 mod api_safety;
 mod authz;
