@@ -51,7 +51,6 @@ async fn calls(
         client
             .get_peering(GetPeeringRequest {
                 name: format!("p-{}", k % n),
-                ..Default::default()
             })
             .await
             .expect("GetPeering");
@@ -168,9 +167,8 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> BusyResu
     out.busy_get_peering = Summary::of(&get);
     out.busy_list_routes = Summary::of(&list);
     let after = peerd.scrape().await;
-    let passes = |m: &str| {
-        support::metric_sum_with(m, "ovn_peerd_reconciler_passes_total", "result=\"ok\"")
-    };
+    let passes =
+        |m: &str| support::metric_sum_with(m, "ovn_peerd_reconciler_passes_total", "result=\"ok\"");
     out.busy_full_passes = passes(&after) - passes(&before);
     out.busy_nb_reconnects = support::metric_sum(&after, "ovn_peerd_ovsdb_reconnects_total")
         - support::metric_sum(&before, "ovn_peerd_ovsdb_reconnects_total");

@@ -483,7 +483,10 @@ mod tests {
                 _ => {} // the client's own request
             }
         }
-        assert!(!handled.load(Ordering::SeqCst), "echo answered only after the update");
+        assert!(
+            !handled.load(Ordering::SeqCst),
+            "echo answered only after the update"
+        );
         assert!(
             reply.try_recv().is_err(),
             "a reply overtook the update before it"

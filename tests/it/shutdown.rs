@@ -88,11 +88,16 @@ async fn sighup_resets_the_nb_index_guard_of_the_running_binary() {
         .status()
         .unwrap();
     assert!(sent.success());
-    wait_until("the NB client's guard reset", Duration::from_secs(30), || {
-        read_log().contains("index guard reset")
-    })
+    wait_until(
+        "the NB client's guard reset",
+        Duration::from_secs(30),
+        || read_log().contains("index guard reset"),
+    )
     .unwrap_or_else(|e| panic!("{e}:\n{}", read_log()));
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended ovn-peerd");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended ovn-peerd"
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 

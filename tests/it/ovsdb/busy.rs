@@ -130,12 +130,9 @@ async fn calls_and_echoes_are_answered_while_a_pass_holds_the_replica() {
                     let t0 = Instant::now();
                     match call {
                         0 => drop(
-                            api.get_peering(GetPeeringRequest {
-                                name: "p".into(),
-                                ..Default::default()
-                            })
-                            .await
-                            .expect("GetPeering"),
+                            api.get_peering(GetPeeringRequest { name: "p".into() })
+                                .await
+                                .expect("GetPeering"),
                         ),
                         1 => drop(
                             api.list_routes(ListRoutesRequest {
@@ -182,7 +179,10 @@ async fn calls_and_echoes_are_answered_while_a_pass_holds_the_replica() {
         latencies.last().unwrap()
     );
     echoed.unwrap();
-    assert!(still_hogging, "the calls or the echoes waited for the hog to end");
+    assert!(
+        still_hogging,
+        "the calls or the echoes waited for the hog to end"
+    );
     assert_eq!(late, 0, "calls that completed only after the hog ended");
     assert!(latencies.len() >= 3, "no call completed");
     // The session stayed up: no reconnect, no re-dump; and the update was applied meanwhile.

@@ -65,7 +65,11 @@ async fn shutdown_closes_the_socket_and_ends_every_task() {
     let left = wait_until("every task the clients started ends", T, || {
         alive_tasks() <= before
     });
-    assert!(left.is_ok(), "{} tasks left (before: {before})", alive_tasks());
+    assert!(
+        left.is_ok(),
+        "{} tasks left (before: {before})",
+        alive_tasks()
+    );
 }
 
 /// Probe interval zero: no echo from the client, and the connection stays up.
