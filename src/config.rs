@@ -139,6 +139,63 @@ pub struct Config {
     /// Without it such a pass deletes nothing and waits (the mass-deletion brake).
     #[arg(long, env = "OVN_PEERD_ALLOW_MASS_DELETION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_mass_deletion: bool,
+
+    /// WatchPeerings' limits.
+    #[command(flatten)]
+    pub watch: WatchFlags,
+}
+
+/// WatchPeerings' flags (see README, "Watching peerings").
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchFlags {
+    /// WatchPeerings streams open at once on this replica; more are RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "watch-max-streams",
+        env = "OVN_PEERD_WATCH_MAX_STREAMS",
+        default_value_t = 1000
+    )]
+    pub max_streams: usize,
+
+    /// Changes each replica keeps in memory for its watchers; a watcher whose client stops
+    /// reading for longer than that many changes is ended (ABORTED) and resumes with its token.
+    #[arg(long = "watch-buffer", env = "OVN_PEERD_WATCH_BUFFER", default_value_t = 4096,
+          value_parser = parse_positive)]
+    pub buffer: usize,
+
+    /// How long the change log keeps changes (`1h`, `30m`): resume tokens older than that
+    /// may be OUT_OF_RANGE.
+    #[arg(long = "watch-retention", env = "OVN_PEERD_WATCH_RETENTION", default_value = "1h",
+          value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// The most changes the change log keeps, whatever their age.
+    #[arg(long = "watch-retention-changes", env = "OVN_PEERD_WATCH_RETENTION_CHANGES",
+          default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub retention_changes: i64,
+}
+
+impl Default for WatchFlags {
+    fn default() -> Self {
+        let d = crate::watch::WatchSettings::default();
+        WatchFlags {
+            max_streams: d.max_streams,
+            buffer: d.buffer,
+            retention: d.retention,
+            retention_changes: d.retention_changes,
+        }
+    }
+}
+
+impl WatchFlags {
+    /// The settings they stand for.
+    pub fn settings(&self) -> crate::watch::WatchSettings {
+        crate::watch::WatchSettings {
+            max_streams: self.max_streams,
+            buffer: self.buffer,
+            retention: self.retention,
+            retention_changes: self.retention_changes,
+        }
+    }
 }
 
 /// How the gRPC API is served, as the flags ask for it.
@@ -323,6 +380,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".into());
     }
     Ok(d)
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("must be a positive whole number".into()),
+    }
 }
 
 fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {

@@ -14,6 +14,7 @@
 //! - [`backoff`]: the one retry backoff (exponential, capped, jittered).
 //! - [`config`]: flags and environment; [`telemetry`]: log set-up; [`metrics`]: Prometheus;
 //!   [`health`]: the gRPC health service; [`proto`]: the generated API code.
+//! - [`watch`]: WatchPeerings' engine: the change log read once per process, fanned out.
 //! - [`startup`]: wiring and graceful shutdown.
 
 pub mod acceptance;
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod diagnose;
 pub mod health;
 pub mod metrics;
 pub mod ovsdb;
@@ -31,3 +33,4 @@ pub mod reconciler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod watch;

@@ -62,6 +62,12 @@ pub const FILE_RELOADS_TOTAL: &str = "ovn_peerd_file_reloads_total";
 /// 1 while a watched file (`file`) on disk is refused and the last good version serves.
 pub const FILE_RELOAD_STALE: &str = "ovn_peerd_file_reload_stale";
 
+/// WatchPeerings streams open on this replica.
+pub const WATCH_STREAMS: &str = "ovn_peerd_watch_streams";
+/// WatchPeerings streams ended, by `reason` (`client`, `fell_behind`, `out_of_range`,
+/// `shutting_down`, `database`).
+pub const WATCH_ENDED_TOTAL: &str = "ovn_peerd_watch_ended_total";
+
 /// Every metric name, for the test that checks each one is described.
 pub const ALL: &[&str] = &[
     GRPC_REQUESTS_TOTAL,
@@ -84,6 +90,8 @@ pub const ALL: &[&str] = &[
     OVSDB_CACHE_ROWS,
     FILE_RELOADS_TOTAL,
     FILE_RELOAD_STALE,
+    WATCH_STREAMS,
+    WATCH_ENDED_TOTAL,
 ];
 
 /// The `method` label of a path that is not one of our RPCs.
@@ -198,6 +206,11 @@ fn describe() {
     describe_gauge!(
         FILE_RELOAD_STALE,
         "1 while a watched file (tls, policy) on disk is refused and its last good version is used"
+    );
+    describe_gauge!(WATCH_STREAMS, "WatchPeerings streams open on this replica");
+    describe_counter!(
+        WATCH_ENDED_TOTAL,
+        "WatchPeerings streams ended, by reason (client, fell_behind, out_of_range, shutting_down, database)"
     );
 }
 

@@ -23,6 +23,7 @@ use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringServiceServer;
 use crate::reconciler::{self, Reconciler};
 use crate::store::{Deployment, Store};
+use crate::watch::Hub;
 
 /// The OVN Northbound database's name in its schema.
 pub const NB_DATABASE: &str = "OVN_Northbound";
@@ -161,8 +162,18 @@ impl Application {
             ));
         }
 
-        let api =
-            PeeringApi::new(store.clone(), nb.clone(), api_settings(&config)).with_policy(policy);
+        // One change reader per process for every WatchPeerings stream; the streams end at
+        // `shutdown` (not `tasks_stop`), so that graceful shutdown does not wait on them.
+        let hub = Hub::new(
+            store.clone(),
+            deployment.id,
+            config.watch.settings(),
+            shutdown.clone(),
+        );
+        tasks.spawn(named("change reader", hub.clone().run(tasks_stop.clone())));
+        let api = PeeringApi::new(store.clone(), nb.clone(), api_settings(&config))
+            .with_policy(policy)
+            .with_watch(hub);
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 

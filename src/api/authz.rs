@@ -149,6 +149,24 @@ impl Scope {
         }
     }
 
+    /// Updating a peering: as deleting it, and changing its `remote_routes` (routes
+    /// installed in the remote VPC) needs the remote VPC too.
+    pub(super) fn update(&self, r: &PeeringRecord, remote_routes: bool) -> Result<(), ApiError> {
+        match self.tenant() {
+            Some(t) if !t.owns(&r.local_vpc) => Err(ApiError::PermissionDenied(format!(
+                "tenant {:?} may not update peering {:?}: its local_vpc {:?} is not one of the tenant's VPCs",
+                t.name, r.name, r.local_vpc
+            ))),
+            Some(t) if remote_routes && !t.owns(&r.remote_vpc) => {
+                Err(ApiError::PermissionDenied(format!(
+                    "tenant {:?} may not change the remote_routes of peering {:?}: they are installed in remote_vpc {:?}, which is not one of the tenant's VPCs",
+                    t.name, r.name, r.remote_vpc
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Accepting or rejecting (`verb`) a request: the tenant owns its remote VPC. The requester
     /// answers nothing: only the other side can.
     pub(super) fn answer(&self, r: &PeeringRecord, verb: &str) -> Result<(), ApiError> {

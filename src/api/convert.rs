@@ -1,10 +1,15 @@
 //! Stored records to API messages.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
-use crate::peering::RoutePolicy;
+use super::error::ApiError;
+use crate::peering::labels::check_labels;
+use crate::peering::validate::UncheckedRoute;
+use crate::peering::{Refusal, RefusalKind, RoutePolicy};
 use crate::proto::v1::{self as pb, peering, Peering, PeeringRoute};
-use crate::store::{PeeringRecord, PeeringState, StoredRoute};
+use crate::store::{Labels, PeeringRecord, PeeringState, StoredRoute};
 
 /// A stored peering as the API shows it.
 pub fn peering(r: &PeeringRecord) -> Peering {
@@ -22,7 +27,58 @@ pub fn peering(r: &PeeringRecord) -> Peering {
         observed_generation: r.observed_generation,
         create_time: Some(timestamp(r.create_time)),
         update_time: Some(timestamp(r.update_time)),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        etag: etag(r.etag),
     }
+}
+
+/// A stored etag as the API shows it (opaque to clients).
+pub fn etag(e: uuid::Uuid) -> String {
+    e.simple().to_string()
+}
+
+/// An etag a client gave back: `None` when empty (no check); INVALID_ARGUMENT on `field`
+/// when it is not one this service hands out.
+pub fn etag_from_api(field: &str, text: &str) -> Result<Option<uuid::Uuid>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match uuid::Uuid::try_parse(text) {
+        Ok(e) if text.len() == 32 => Ok(Some(e)),
+        _ => Err(ApiError::invalid(
+            field,
+            "is not an etag of this service: give back a Peering's `etag` as it was read",
+        )),
+    }
+}
+
+fn route_unchecked(r: &PeeringRoute) -> UncheckedRoute {
+    UncheckedRoute {
+        cidr: r.cidr.clone(),
+        policy: policy_from_api(r.policy),
+    }
+}
+
+/// The API's routes as the rules take them.
+pub fn routes_unchecked(rs: &[PeeringRoute]) -> Vec<UncheckedRoute> {
+    rs.iter().map(route_unchecked).collect()
+}
+
+/// Stored routes as the rules take them (to judge a stored peering again).
+pub fn stored_unchecked(rs: &[StoredRoute]) -> Vec<UncheckedRoute> {
+    rs.iter().map(|r| route_unchecked(&route(r))).collect()
+}
+
+/// Labels as stored, checked ([`crate::peering::labels`]): INVALID_ARGUMENT naming
+/// `peering.labels[<key>]` otherwise.
+pub fn labels_from_api(labels: &HashMap<String, String>) -> Result<Labels, ApiError> {
+    let violations = check_labels("peering.labels", labels);
+    Refusal::check(RefusalKind::InvalidArgument, violations, ()).map_err(ApiError::Refused)?;
+    Ok(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 fn route(r: &StoredRoute) -> PeeringRoute {

@@ -13,11 +13,12 @@ use super::input;
 use super::PeeringApi;
 use crate::adapters::NbCacheTopology;
 use crate::peering::input::request_fingerprint;
+use crate::peering::labels::check_labels;
 use crate::peering::links::{
     allocate_in_window, allocation_windows, link_families, pool_for, LinkPool,
 };
 use crate::peering::topology::{allocation_exclusions, check_topology, port_names};
-use crate::peering::validate::{validate_spec, UncheckedPeering, UncheckedRoute, ValidatedPeering};
+use crate::peering::validate::{validate_spec, UncheckedPeering, ValidatedPeering};
 use crate::peering::{ConnectAddrs, PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{PeeringState, StoreError};
@@ -35,10 +36,20 @@ impl PeeringApi {
         let Some(input) = req.peering else {
             return Err(ApiError::invalid("peering", "required"));
         };
-        let validated = validate_spec(&unchecked(&input)).map_err(ApiError::Refused)?;
+        let label_violations = check_labels("peering.labels", &input.labels);
+        let validated = match validate_spec(&unchecked(&input)) {
+            Ok(v) => v,
+            Err(mut r) if r.kind == RefusalKind::InvalidArgument => {
+                r.violations.extend(label_violations);
+                return Err(ApiError::Refused(r));
+            }
+            Err(r) => return Err(ApiError::Refused(r)),
+        };
+        let labels = convert::labels_from_api(&input.labels)?;
         let request = Request {
             id: (!req.request_id.is_empty()).then_some(req.request_id),
-            hash: request_fingerprint(&validated),
+            hash: request_fingerprint(&validated, &labels),
+            labels,
             admission,
         };
         // A retry of a request that was carried out gets the first answer.
@@ -78,7 +89,7 @@ impl PeeringApi {
             };
             self.check(&spec, others)?;
             if validate_only {
-                return Ok(preview(&spec));
+                return Ok(preview(&spec, &request.labels));
             }
             let allocated = validated.link.is_none();
             match self
@@ -229,14 +240,7 @@ impl PeeringApi {
 }
 
 fn unchecked(p: &Peering) -> UncheckedPeering {
-    let routes = |rs: &[PeeringRoute]| {
-        rs.iter()
-            .map(|r| UncheckedRoute {
-                cidr: r.cidr.clone(),
-                policy: convert::policy_from_api(r.policy),
-            })
-            .collect()
-    };
+    let routes = |rs: &[PeeringRoute]| convert::routes_unchecked(rs);
     UncheckedPeering {
         name: p.name.clone(),
         local_vpc: p.local_vpc.clone(),
@@ -249,7 +253,7 @@ fn unchecked(p: &Peering) -> UncheckedPeering {
 }
 
 /// What a `validate_only` request would create.
-fn preview(spec: &PeeringSpec) -> Peering {
+fn preview(spec: &PeeringSpec, labels: &crate::store::Labels) -> Peering {
     let routes = |rs: &[crate::peering::RouteSpec]| {
         rs.iter()
             .map(|r| PeeringRoute {
@@ -266,6 +270,7 @@ fn preview(spec: &PeeringSpec) -> Peering {
         remote_connect_ip: spec.remote_connect.to_string(),
         local_routes: routes(&spec.local_routes),
         remote_routes: routes(&spec.remote_routes),
+        labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ..Default::default()
     }
 }

@@ -23,6 +23,8 @@ pub(super) struct Request {
     pub id: Option<String>,
     /// `request_fingerprint` of the validated request.
     pub hash: Vec<u8>,
+    /// The labels to store, checked.
+    pub labels: crate::store::Labels,
     /// Stored as a peering or as a cross-tenant request.
     pub admission: Admission,
 }
@@ -114,7 +116,7 @@ impl PeeringApi {
             }
             Err(e) => return Err(e),
         }
-        let mut new = NewPeering::from_spec(spec, request.id.clone());
+        let mut new = NewPeering::from_spec(spec, request.id.clone(), request.labels.clone());
         if let Admission::Acceptance { remote_tenant } = &request.admission {
             new.state = PeeringState::PendingAcceptance;
             new.state_message = format!(

@@ -103,6 +103,26 @@ pub enum ApiError {
     /// (FAILED_PRECONDITION on `state`); the description names the state it is in.
     #[error("state: {0}")]
     NotAwaitingAcceptance(String),
+    /// A route change of a cross-tenant request that is not accepted (FAILED_PRECONDITION).
+    #[error("peering {name:?} is {state}: a request's routes cannot change")]
+    PeeringNotAccepted {
+        /// The peering.
+        name: String,
+        /// Its state, as the API names it.
+        state: &'static str,
+    },
+    /// A resume position the change log no longer (or never) held (OUT_OF_RANGE).
+    #[error("{0}")]
+    ResumeTokenExpired(String),
+    /// A stream ended because its client fell behind (ABORTED); the message says how to resume.
+    #[error("{0}")]
+    WatchFellBehind(String),
+    /// Too many WatchPeerings streams are open (RESOURCE_EXHAUSTED); the message says which limit.
+    #[error("{0}")]
+    TooManyWatches(String),
+    /// The server is stopping (UNAVAILABLE); the message says how to go on elsewhere.
+    #[error("{0}")]
+    ShuttingDown(String),
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -157,6 +177,7 @@ impl From<StoreError> for ApiError {
                 field: "peering.remote_vpc",
                 message: "these two VPCs are already peered".into(),
             },
+            StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
             other => ApiError::Internal(other.into()),
         }
     }
@@ -187,6 +208,11 @@ impl ApiError {
             ApiError::EtagMismatch { .. } => ErrorReason::EtagMismatch,
             ApiError::PeeringDeleting { .. } => ErrorReason::PeeringDeleting,
             ApiError::NotAwaitingAcceptance(_) => ErrorReason::NotAwaitingAcceptance,
+            ApiError::PeeringNotAccepted { .. } => ErrorReason::PeeringNotAccepted,
+            ApiError::ResumeTokenExpired(_) => ErrorReason::ResumeTokenExpired,
+            ApiError::WatchFellBehind(_) => ErrorReason::WatchFellBehind,
+            ApiError::TooManyWatches(_) => ErrorReason::TooManyWatches,
+            ApiError::ShuttingDown(_) => ErrorReason::ShuttingDown,
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -290,6 +316,34 @@ impl From<ApiError> for Status {
                     )]),
                 )
             }
+            ApiError::PeeringNotAccepted { name, state } => {
+                let message = format!(
+                    "peering {name:?} is {state}: the routes of a cross-tenant request change \
+                     only once it is accepted (the remote tenant answers the request as made); \
+                     delete it and request again"
+                );
+                metadata.insert("name".into(), name);
+                (
+                    Code::FailedPrecondition,
+                    message.clone(),
+                    ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                        "STATE", "state", message,
+                    )]),
+                )
+            }
+            ApiError::ResumeTokenExpired(message) => {
+                metadata.insert("field".into(), "resume_token".into());
+                (Code::OutOfRange, message, ErrorDetails::new())
+            }
+            ApiError::WatchFellBehind(message) => (Code::Aborted, message, ErrorDetails::new()),
+            ApiError::TooManyWatches(message) => {
+                (Code::ResourceExhausted, message, ErrorDetails::new())
+            }
+            ApiError::ShuttingDown(message) => (
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
+            ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -365,6 +419,14 @@ mod tests {
             ApiError::EtagMismatch { name: "p".into() },
             ApiError::PeeringDeleting { name: "p".into() },
             ApiError::NotAwaitingAcceptance("peering \"p\" is STATE_ACTIVE".into()),
+            ApiError::PeeringNotAccepted {
+                name: "p".into(),
+                state: "STATE_PENDING_ACCEPTANCE",
+            },
+            ApiError::ResumeTokenExpired("re-watch without a token".into()),
+            ApiError::WatchFellBehind("resume".into()),
+            ApiError::TooManyWatches("1000".into()),
+            ApiError::ShuttingDown("elsewhere".into()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
     }

@@ -8,9 +8,16 @@ use crate::peering::input::{
 };
 use crate::peering::{Refusal, RefusalKind, Violation};
 use crate::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest,
+    CreatePeeringRequest, DeletePeeringRequest, DiagnosePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListRoutesRequest, UpdatePeeringRequest, WatchPeeringsRequest,
 };
+
+/// Longest etag text (ours are 32 hex digits).
+const MAX_ETAG_LEN: usize = 64;
+/// Longest update_mask path.
+const MAX_PATH_LEN: usize = 128;
+/// Most update_mask paths.
+const MAX_PATHS: usize = 16;
 
 fn refuse(violations: Vec<Violation>) -> Result<(), ApiError> {
     Refusal::check(RefusalKind::InvalidArgument, violations, ()).map_err(ApiError::Refused)
@@ -42,6 +49,47 @@ pub fn create(req: &CreatePeeringRequest) -> Result<(), ApiError> {
     refuse(v)
 }
 
+/// UpdatePeering's texts: request_id, the peering's name and etag, route prefixes and the
+/// update mask's paths (label keys and values have their own rules, `peering::labels`).
+pub fn update(req: &UpdatePeeringRequest) -> Result<(), ApiError> {
+    let mut v: Vec<Violation> = Vec::new();
+    v.extend(check_text(
+        "request_id",
+        &req.request_id,
+        MAX_REQUEST_ID_LEN,
+    ));
+    if let Some(p) = &req.peering {
+        v.extend(check_text("peering.name", &p.name, MAX_NAME_LEN));
+        v.extend(check_text("peering.etag", &p.etag, MAX_ETAG_LEN));
+        for (side, routes) in [("local", &p.local_routes), ("remote", &p.remote_routes)] {
+            for (i, r) in routes.iter().enumerate() {
+                let field = format!("peering.{side}_routes[{i}].cidr");
+                v.extend(check_text(&field, &r.cidr, MAX_ADDRESS_LEN));
+            }
+        }
+    }
+    if let Some(m) = &req.update_mask {
+        if m.paths.len() > MAX_PATHS {
+            v.push(Violation::new(
+                "update_mask.paths",
+                format!(
+                    "has {} paths; at most {MAX_PATHS} are allowed",
+                    m.paths.len()
+                ),
+            ));
+        } else {
+            for (i, p) in m.paths.iter().enumerate() {
+                v.extend(check_text(
+                    &format!("update_mask.paths[{i}]"),
+                    p,
+                    MAX_PATH_LEN,
+                ));
+            }
+        }
+    }
+    refuse(v)
+}
+
 /// GetPeering's name.
 pub fn get(req: &GetPeeringRequest) -> Result<(), ApiError> {
     refuse(
@@ -51,11 +99,21 @@ pub fn get(req: &GetPeeringRequest) -> Result<(), ApiError> {
     )
 }
 
-/// DeletePeering's name.
+/// DiagnosePeering's name.
+pub fn diagnose(req: &DiagnosePeeringRequest) -> Result<(), ApiError> {
+    refuse(
+        check_text("name", &req.name, MAX_NAME_LEN)
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// DeletePeering's name and etag.
 pub fn delete(req: &DeletePeeringRequest) -> Result<(), ApiError> {
     refuse(
         check_text("name", &req.name, MAX_NAME_LEN)
             .into_iter()
+            .chain(check_text("etag", &req.etag, MAX_ETAG_LEN))
             .collect(),
     )
 }
@@ -100,6 +158,19 @@ pub fn list_routes(req: &ListRoutesRequest) -> Result<(), ApiError> {
         .chain(check_text(
             "page_token",
             &req.page_token,
+            MAX_PAGE_TOKEN_LEN,
+        ))
+        .collect();
+    refuse(v)
+}
+
+/// WatchPeerings' VPC and resume token.
+pub fn watch(req: &WatchPeeringsRequest) -> Result<(), ApiError> {
+    let v = check_text("vpc", &req.vpc, MAX_VPC_LEN)
+        .into_iter()
+        .chain(check_text(
+            "resume_token",
+            &req.resume_token,
             MAX_PAGE_TOKEN_LEN,
         ))
         .collect();

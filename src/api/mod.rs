@@ -11,11 +11,14 @@ mod authz;
 mod convert;
 mod create;
 mod create_tx;
+mod diagnose;
 mod error;
 mod input;
 mod page_token;
 mod routes;
 mod rpc_span;
+mod update;
+mod watch;
 
 use std::sync::Arc;
 
@@ -27,9 +30,10 @@ use rpc_span::RpcSpan;
 use crate::ovsdb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::proto::v1::{
-    peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest,
-    ListPeeringsRequest, ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering,
-    RejectPeeringRequest,
+    peering, AcceptPeeringRequest, CreatePeeringRequest, DeletePeeringRequest,
+    DiagnosePeeringRequest, DiagnosePeeringResponse, GetPeeringRequest, ListPeeringsRequest,
+    ListPeeringsResponse, ListRoutesRequest, ListRoutesResponse, Peering, RejectPeeringRequest,
+    UpdatePeeringRequest, WatchPeeringsRequest, WatchPeeringsResponse,
 };
 use crate::store::Store;
 
@@ -60,6 +64,8 @@ struct Inner {
     settings: ApiSettings,
     /// The authorization policy; `None`: every caller is an admin.
     policy: Option<Arc<crate::auth::Watched<crate::auth::Policy>>>,
+    /// WatchPeerings' change reader; `None`: WatchPeerings is UNAVAILABLE.
+    watch: Option<Arc<crate::watch::Hub>>,
 }
 
 impl PeeringApi {
@@ -71,6 +77,7 @@ impl PeeringApi {
                 nb,
                 settings,
                 policy: None,
+                watch: None,
             }),
         }
     }
@@ -152,12 +159,13 @@ impl PeeringApi {
                 scope.delete(&record)?;
             }
         }
+        let etag = convert::etag_from_api("etag", &req.etag)?;
         // Never in NB (a request, rejected or expired): gone at once, as the worker would
         // leave it.
         if let Some(record) = self
             .inner
             .store
-            .peering_delete_unconverged(&req.name)
+            .peering_delete_unconverged(&req.name, etag)
             .await?
         {
             return Ok(Peering {
@@ -165,7 +173,12 @@ impl PeeringApi {
                 ..convert::peering(&record)
             });
         }
-        match self.inner.store.peering_mark_deleting(&req.name).await? {
+        match self
+            .inner
+            .store
+            .peering_mark_deleting(&req.name, etag)
+            .await?
+        {
             Some(record) => Ok(convert::peering(&record)),
             None if req.allow_missing => Ok(Peering {
                 name: req.name,
@@ -176,8 +189,36 @@ impl PeeringApi {
     }
 }
 
+impl PeeringApi {
+    /// Serves WatchPeerings from this process's change reader.
+    pub fn with_watch(self, hub: Arc<crate::watch::Hub>) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            panic!("with_watch is called while building, before the API is shared")
+        });
+        inner.watch = Some(hub);
+        PeeringApi {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl PeeringService for PeeringApi {
+    type WatchPeeringsStream = rpc_span::SpannedStream<WatchPeeringsResponse>;
+
+    async fn watch_peerings(
+        &self,
+        req: Request<WatchPeeringsRequest>,
+    ) -> Result<Response<Self::WatchPeeringsStream>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        RpcSpan::new("WatchPeerings")
+            .caller(&caller)
+            .with("vpc", &req.vpc)
+            .run_stream(async { self.watch(self.scope(&caller)?, req).await })
+            .await
+    }
+
     async fn create_peering(
         &self,
         req: Request<CreatePeeringRequest>,
@@ -225,6 +266,21 @@ impl PeeringService for PeeringApi {
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
+            .await
+    }
+
+    async fn update_peering(
+        &self,
+        req: Request<UpdatePeeringRequest>,
+    ) -> Result<Response<Peering>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        let name = req.peering.as_ref().map(|p| p.name.as_str());
+        RpcSpan::new("UpdatePeering")
+            .audited(&caller)
+            .with("request_id", &req.request_id)
+            .with("peering", name.unwrap_or_default())
+            .run(async { self.update(self.scope(&caller)?, req).await })
             .await
     }
 
@@ -284,6 +340,19 @@ impl PeeringService for PeeringApi {
                 }
                 self.routes(req).await
             })
+            .await
+    }
+
+    async fn diagnose_peering(
+        &self,
+        req: Request<DiagnosePeeringRequest>,
+    ) -> Result<Response<DiagnosePeeringResponse>, Status> {
+        let caller = caller_of(&req);
+        let req = req.into_inner();
+        RpcSpan::new("DiagnosePeering")
+            .caller(&caller)
+            .with("peering", &req.name)
+            .run(async { self.diagnose(self.scope(&caller)?, req).await })
             .await
     }
 }

@@ -8,7 +8,11 @@
 //! caller's identity, the RPC, the peering and the outcome code, whatever the outcome.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tokio_stream::Stream;
 
 use tonic::{Code, Response, Status};
 use tracing::field::Empty;
@@ -88,21 +92,103 @@ impl RpcSpan {
                 Ok(_) => Code::Ok,
                 Err(s) => s.code(),
             };
-            let duration_ms = started.elapsed().as_secs_f64() * 1e3;
-            span.record("code", tracing::field::debug(code));
-            span.record("duration_ms", duration_ms);
-            match code {
-                Code::Ok => tracing::debug!(?code, duration_ms, "rpc done"),
-                Code::Internal | Code::Unavailable | Code::Unknown => {
-                    tracing::warn!(?code, duration_ms, "rpc failed")
-                }
-                _ => tracing::info!(?code, duration_ms, "rpc refused"),
-            }
+            record_end(&span, started, code);
             if let Some(identity) = audit {
                 tracing::info!(target: "audit", identity, rpc = method, peering, ?code, "audit");
             }
             result
         })
+    }
+
+    /// [`RpcSpan::run`] for a server-streaming RPC: the handler returns the stream of
+    /// messages, whose error (its last item) is converted here too; the code and duration are
+    /// recorded when the stream ends (CANCELLED when the client goes away first).
+    pub(super) async fn run_stream<T, S>(
+        self,
+        handler: impl Future<Output = Result<S, ApiError>>,
+    ) -> Result<Response<SpannedStream<T>>, Status>
+    where
+        S: Stream<Item = Result<T, ApiError>> + Send + 'static,
+    {
+        let RpcSpan { span, .. } = self;
+        let started = Instant::now();
+        match handler.instrument(span.clone()).await {
+            Ok(inner) => Ok(Response::new(SpannedStream {
+                inner: Box::pin(inner),
+                span,
+                started,
+                ended: false,
+            })),
+            Err(e) => span.in_scope(|| {
+                let status = Status::from(e);
+                record_end(&span, started, status.code());
+                Err(status)
+            }),
+        }
+    }
+}
+
+/// Records an RPC's code and duration in its span and logs its end.
+fn record_end(span: &Span, started: Instant, code: Code) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    span.record("code", tracing::field::debug(code));
+    span.record("duration_ms", duration_ms);
+    match code {
+        Code::Ok => tracing::debug!(?code, duration_ms, "rpc done"),
+        Code::Internal | Code::Unavailable | Code::Unknown => {
+            tracing::warn!(?code, duration_ms, "rpc failed")
+        }
+        _ => tracing::info!(?code, duration_ms, "rpc refused"),
+    }
+}
+
+/// A server stream in its RPC's span: errors become `Status` once, here.
+pub struct SpannedStream<T> {
+    inner: Pin<Box<dyn Stream<Item = Result<T, ApiError>> + Send>>,
+    span: Span,
+    started: Instant,
+    ended: bool,
+}
+
+impl<T> Stream for SpannedStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = {
+            let _entered = self.span.clone().entered();
+            self.inner.as_mut().poll_next(cx)
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(item))) => Poll::Ready(Some(Ok(item))),
+            Poll::Ready(end) => {
+                self.ended = true;
+                let span = self.span.clone();
+                let _entered = span.enter();
+                let (status, code) = match end {
+                    Some(Err(e)) => {
+                        let status = Status::from(e);
+                        let code = status.code();
+                        (Some(Err(status)), code)
+                    }
+                    _ => (None, Code::Ok),
+                };
+                record_end(&span, self.started, code);
+                Poll::Ready(status)
+            }
+        }
+    }
+}
+
+impl<T> Drop for SpannedStream<T> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _entered = self.span.enter();
+            record_end(&self.span, self.started, Code::Cancelled);
+        }
     }
 }
 

@@ -7,9 +7,11 @@
 //! Also the canonical form of a CreatePeering request, whose hash is kept beside its
 //! `request_id` so that a reused request_id with another request can be told apart.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
-use super::validate::ValidatedPeering;
+use super::validate::{UncheckedRoute, ValidatedPeering};
 pub use super::validate::{MAX_NAME_LEN, MAX_VPC_LEN};
 use super::{RouteSpec, Violation};
 
@@ -38,7 +40,9 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Option<Violation> {
 
 /// SHA-256 of the canonical form of a valid request: the same peering asked for twice gives
 /// the same hash whatever the order of its explicit routes or the spelling of its policies.
-pub fn request_fingerprint(v: &ValidatedPeering) -> Vec<u8> {
+/// Labels count only when there are some, so requests fingerprinted before labels existed
+/// keep their hash.
+pub fn request_fingerprint(v: &ValidatedPeering, labels: &BTreeMap<String, String>) -> Vec<u8> {
     let routes = |rs: &[RouteSpec]| {
         let mut rs: Vec<String> = rs
             .iter()
@@ -59,6 +63,53 @@ pub fn request_fingerprint(v: &ValidatedPeering) -> Vec<u8> {
         "remote_connect_ip": link.1,
         "local_routes": routes(&v.local_routes),
         "remote_routes": routes(&v.remote_routes),
+    });
+    let mut canonical = canonical;
+    if !labels.is_empty() {
+        canonical["labels"] = serde_json::json!(labels);
+    }
+    Sha256::digest(canonical.to_string().as_bytes()).to_vec()
+}
+
+/// What an UpdatePeering request asks for, before it is judged against the stored peering:
+/// `None` for a field outside its update mask.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest<'a> {
+    /// The peering's name.
+    pub name: &'a str,
+    /// New labels.
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    /// New routes into local_vpc.
+    pub local_routes: Option<&'a [UncheckedRoute]>,
+    /// New routes into remote_vpc.
+    pub remote_routes: Option<&'a [UncheckedRoute]>,
+}
+
+/// SHA-256 of the canonical form of an UpdatePeering request (the etag and validate_only
+/// aside): the same fields with the same values, routes in any order, give the same hash.
+pub fn update_fingerprint(u: &UpdateRequest<'_>) -> Vec<u8> {
+    let routes = |rs: Option<&[UncheckedRoute]>| {
+        rs.map(|rs| {
+            let mut rs: Vec<String> = rs
+                .iter()
+                .map(|r| {
+                    let policy = match r.policy {
+                        Ok(p) => p.as_ovn_str().to_string(),
+                        Err(n) => n.to_string(),
+                    };
+                    format!("{policy} {}", r.cidr.trim())
+                })
+                .collect();
+            rs.sort();
+            rs
+        })
+    };
+    let canonical = serde_json::json!({
+        "rpc": "UpdatePeering",
+        "name": u.name,
+        "labels": u.labels,
+        "local_routes": routes(u.local_routes),
+        "remote_routes": routes(u.remote_routes),
     });
     Sha256::digest(canonical.to_string().as_bytes()).to_vec()
 }
@@ -106,13 +157,55 @@ mod tests {
 
     #[test]
     fn fingerprint_is_canonical() {
+        let none = BTreeMap::new();
         let a = validated(&[("10.1.0.0/16", 0), ("10.2.0.0/16", 1)]);
         let b = validated(&[("10.2.0.0/16", 0), ("10.1.0.0/16", 1)]);
-        assert_eq!(request_fingerprint(&a), request_fingerprint(&b));
+        assert_eq!(
+            request_fingerprint(&a, &none),
+            request_fingerprint(&b, &none)
+        );
         let c = validated(&[("10.1.0.0/16", 0)]);
-        assert_ne!(request_fingerprint(&a), request_fingerprint(&c));
+        assert_ne!(
+            request_fingerprint(&a, &none),
+            request_fingerprint(&c, &none)
+        );
         let mut d = a.clone();
         d.remote_vpc = "vpc-3".into();
-        assert_ne!(request_fingerprint(&a), request_fingerprint(&d));
+        assert_ne!(
+            request_fingerprint(&a, &none),
+            request_fingerprint(&d, &none)
+        );
+        let labels = BTreeMap::from([("tenant".to_string(), "a".to_string())]);
+        assert_ne!(
+            request_fingerprint(&a, &none),
+            request_fingerprint(&a, &labels)
+        );
+    }
+
+    #[test]
+    fn update_fingerprint_is_canonical() {
+        let route = |c: &str, p| UncheckedRoute {
+            cidr: c.into(),
+            policy: p,
+        };
+        let dst = Ok(crate::peering::RoutePolicy::DstIp);
+        let ab = [route("10.1.0.0/17", dst), route("10.1.128.0/17", dst)];
+        let ba = [route("10.1.128.0/17", dst), route("10.1.0.0/17", dst)];
+        let u = |routes| UpdateRequest {
+            name: "p1",
+            local_routes: Some(routes),
+            ..Default::default()
+        };
+        assert_eq!(update_fingerprint(&u(&ab)), update_fingerprint(&u(&ba)));
+        assert_ne!(
+            update_fingerprint(&u(&ab)),
+            update_fingerprint(&u(&ab[..1]))
+        );
+        let remote = UpdateRequest {
+            name: "p1",
+            remote_routes: Some(&ab),
+            ..Default::default()
+        };
+        assert_ne!(update_fingerprint(&u(&ab)), update_fingerprint(&remote));
     }
 }

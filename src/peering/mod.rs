@@ -13,6 +13,7 @@
 pub mod desired;
 pub mod diff;
 pub mod input;
+pub mod labels;
 pub mod links;
 pub mod owner;
 pub mod topology;

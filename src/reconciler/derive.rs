@@ -25,9 +25,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::NbCache;
-use crate::peering::desired::{desired_rows_in, DesiredPeering};
-use crate::peering::topology::{PeerIndex, PortView, RouterView, Topology};
-use crate::peering::PeeringSpec;
+use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
+use crate::peering::topology::{
+    effective_routes, resolve_router, PeerIndex, PortView, RouterView, Topology, TopologyFacts,
+};
+use crate::peering::{PeeringSpec, Side};
 use crate::store::{PeeringRecord, PeeringState};
 
 /// The desired rows of every live peering, and the ones that cannot be derived.
@@ -229,4 +231,62 @@ impl<'a> Judge<'a> {
         )
         .ok()
     }
+
+    /// What DiagnosePeering checks NB against: the rows of the live peering `name` as the
+    /// worker derives them (`Ok`), or, when it fails the rules now, the rows it would want if
+    /// it passed (`Err`, with the refusal), read without judging as ListRoutes reads them: the
+    /// other VPC's subnets as the rules see them, the router UUIDs when they resolve (`""`
+    /// for a side whose router does not). `None` when it is not live or has no valid spec.
+    pub(crate) fn wanted(&self, name: &str) -> Option<Result<DesiredPeering, Unjudged>> {
+        let i = *self.by_name.get(name)?;
+        let (rec, spec) = &self.specs[i];
+        Some(
+            desired_rows_in(
+                spec,
+                rec.generation,
+                &self.topo,
+                self.index.before(i),
+                self.protected,
+            )
+            .map_err(|why| Unjudged {
+                why,
+                rows: desired_from_facts(spec, rec.generation, &self.unjudged_facts(spec)),
+            }),
+        )
+    }
+
+    fn unjudged_facts(&self, spec: &PeeringSpec) -> TopologyFacts {
+        let id = |side: Side| {
+            resolve_router(&self.topo, spec.vpc(side))
+                .map(|r| r.id)
+                .unwrap_or_default()
+        };
+        let subnets = |side: Side| self.index.subnets(&self.topo, spec.vpc(side));
+        let (local_subnets, remote_subnets) = (subnets(Side::Local), subnets(Side::Remote));
+        TopologyFacts {
+            local_router_id: id(Side::Local),
+            remote_router_id: id(Side::Remote),
+            local_routes: effective_routes(
+                &spec.local_routes,
+                &remote_subnets,
+                &spec.remote_connect,
+            ),
+            remote_routes: effective_routes(
+                &spec.remote_routes,
+                &local_subnets,
+                &spec.local_connect,
+            ),
+            local_subnets,
+            remote_subnets,
+        }
+    }
+}
+
+/// The rows a peering that fails the rules would want, and why it fails.
+#[derive(Debug)]
+pub(crate) struct Unjudged {
+    /// The refusal (the STATE_FAILED message the worker would write).
+    pub why: String,
+    /// The rows it would want if it passed.
+    pub rows: DesiredPeering,
 }

@@ -12,6 +12,7 @@
 //! that it still does (`fence`). Its intervals and backoffs: `timing`.
 
 mod actual;
+mod batch;
 pub(crate) mod derive;
 pub mod fence;
 mod lock;

@@ -19,6 +19,7 @@ use crate::peering::owner::{mass_deletion, Ownership, MASS_DELETION_MIN};
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
 use super::actual::{actual_rows, holds_rows_of, our_row_count};
+use super::batch::{transactions, Group};
 use super::derive::derive;
 use super::{fence, translate, Reconciler};
 
@@ -268,39 +269,17 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     Ok(outcome)
 }
 
-/// Writes the plan in transactions of whole peerings up to the row budget. A
-/// batch the server refuses is retried peering by peering, so one peering that
-/// cannot be written never blocks the others.
+/// Writes the plan in transactions of whole peerings up to the row budget ([`transactions`]).
+/// A batch the server refuses is retried peering by peering (each peering still whole), so
+/// one peering that cannot be written never blocks the others.
 async fn write_changes(
     r: &Reconciler,
     plan: &Plan,
     verdicts: &mut HashMap<String, Verdict>,
     outcome: &mut PassOutcome,
 ) -> Result<(), PassError> {
-    // Changes grouped by peering, in plan order.
-    let mut groups: Vec<(&str, Vec<&Change>)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for c in &plan.changes {
-        let i = *index.entry(c.peering()).or_insert_with(|| {
-            groups.push((c.peering(), Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(c);
-    }
-    let budget = r.settings.max_rows_per_transaction.max(1);
-    let mut batch: Vec<&(&str, Vec<&Change>)> = Vec::new();
-    let mut rows = 0;
-    for group in &groups {
-        let group_rows: usize = group.1.iter().map(|c| translate::rows_written(c)).sum();
-        if !batch.is_empty() && rows + group_rows > budget {
-            write_batch(r, &batch, verdicts, outcome).await?;
-            batch.clear();
-            rows = 0;
-        }
-        batch.push(group);
-        rows += group_rows;
-    }
-    if !batch.is_empty() {
+    for batch in transactions(plan, r.settings.max_rows_per_transaction) {
+        let batch: Vec<&Group<'_>> = batch.iter().collect();
         write_batch(r, &batch, verdicts, outcome).await?;
     }
     Ok(())

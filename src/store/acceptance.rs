@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::types::Json;
 
 use super::create::CreateTx;
-use super::model::{PeeringRow, StoredRoute};
+use super::model::{Labels, PeeringRow, StoredRoute};
 use super::{PeeringRecord, Store, StoreError};
 
 impl Store {
@@ -88,7 +88,8 @@ impl Store {
                          generation AS "generation!",
                          observed_generation AS "observed_generation!", request_id,
                          create_time AS "create_time!", update_time AS "update_time!",
-                         generation_time AS "generation_time!"
+                         generation_time AS "generation_time!",
+                         labels AS "labels!: Json<Labels>", etag AS "etag!"
                        FROM r"#,
                     name,
                     ttl.as_secs_f64(),
@@ -102,9 +103,12 @@ impl Store {
 
     /// Removes a peering that never reached NB (a request, rejected or expired) at once,
     /// with its port names; `None` when there is no such peering in one of those states.
+    /// With `etag`, only while it is still the peering's etag (else `None`, and
+    /// [`Store::peering_mark_deleting`] reports the mismatch).
     pub async fn peering_delete_unconverged(
         &self,
         name: &str,
+        etag: Option<uuid::Uuid>,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .timed(
@@ -113,13 +117,16 @@ impl Store {
                     PeeringRow,
                     r#"DELETE FROM peerings
                        WHERE name = $1 AND state IN ('pending_acceptance', 'rejected', 'expired')
+                         AND ($2::uuid IS NULL OR etag = $2)
                        RETURNING name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6,
                          remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time"#,
-                    name
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag"#,
+                    name,
+                    etag,
                 )
                 .fetch_optional(&self.pool),
             )
@@ -153,7 +160,8 @@ impl CreateTx<'_> {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time"#,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag"#,
                     name,
                     ttl.as_secs_f64()
                 )

@@ -9,7 +9,7 @@
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
-use super::model::{NewPeering, PeeringRow, StoredRoute};
+use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
 use super::{PeeringRecord, Store, StoreError};
 
 /// First key of the two-key advisory locks taken per VPC (the writer lock uses
@@ -26,8 +26,8 @@ pub struct RequestRecord {
     pub request_hash: Option<Vec<u8>>,
 }
 
-/// An open create transaction holding the locks of its VPCs. Dropping it
-/// rolls back and releases them.
+/// An open create (or update, see `store::update`) transaction holding the locks of
+/// its VPCs. Dropping it rolls back and releases them.
 pub struct CreateTx<'s> {
     pub(super) store: &'s Store,
     pub(super) tx: Transaction<'static, Postgres>,
@@ -60,6 +60,8 @@ struct HashedRow {
     create_time: chrono::DateTime<chrono::Utc>,
     update_time: chrono::DateTime<chrono::Utc>,
     generation_time: chrono::DateTime<chrono::Utc>,
+    labels: Json<Labels>,
+    etag: uuid::Uuid,
     request_hash: Option<Vec<u8>>,
 }
 
@@ -85,6 +87,8 @@ impl TryFrom<HashedRow> for RequestRecord {
             create_time: r.create_time,
             update_time: r.update_time,
             generation_time: r.generation_time,
+            labels: r.labels,
+            etag: r.etag,
         };
         Ok(RequestRecord {
             record: row.try_into()?,
@@ -102,7 +106,8 @@ macro_rules! by_request_id {
                  local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                  remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                  state, state_message, generation, observed_generation, request_id,
-                 create_time, update_time, generation_time, request_hash
+                 create_time, update_time, generation_time,
+                 labels AS "labels: Json<Labels>", etag, request_hash
                FROM peerings WHERE request_id = $1"#,
             $request_id
         )
@@ -119,7 +124,8 @@ macro_rules! list_for_create {
                  local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                  remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                  state, state_message, generation, observed_generation, request_id,
-                 create_time, update_time, generation_time
+                 create_time, update_time, generation_time,
+                 labels AS "labels: Json<Labels>", etag
                FROM peerings
                WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2
                   OR name IN (SELECT peering_name FROM peering_ports WHERE port_name = ANY($3))
@@ -244,8 +250,8 @@ impl CreateTx<'_> {
                     r#"WITH p AS (
                          INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
                            local_v6, remote_v6, local_routes, remote_routes, request_id,
-                           request_hash, state, state_message)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14)
+                           request_hash, state, state_message, labels)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15)
                          RETURNING *),
                        ports AS (
                          INSERT INTO peering_ports (port_name, peering_name)
@@ -258,7 +264,8 @@ impl CreateTx<'_> {
                          generation AS "generation!",
                          observed_generation AS "observed_generation!", request_id,
                          create_time AS "create_time!", update_time AS "update_time!",
-                         generation_time AS "generation_time!"
+                         generation_time AS "generation_time!",
+                         labels AS "labels!: Json<Labels>", etag AS "etag!"
                        FROM p"#,
                     new.name,
                     new.local_vpc,
@@ -275,6 +282,7 @@ impl CreateTx<'_> {
                     ports,
                     new.state.as_str(),
                     new.state_message,
+                    Json(&new.labels) as _,
                 )
                 .fetch_one(&mut *self.tx),
             )

@@ -14,6 +14,15 @@ pub enum StoreError {
     /// The request_id was used before.
     #[error("this request_id was already used")]
     RequestIdTaken,
+    /// The etag given is not the peering's current one: nothing was written.
+    #[error("peering {name:?} changed since it was read (etag mismatch)")]
+    EtagMismatch {
+        /// The peering.
+        name: String,
+    },
+    /// UpdatePeering's request_id was used before (by another update).
+    #[error("this update request_id was already used")]
+    UpdateRequestIdTaken,
     /// A peer-port name of the peering is held by another peering.
     #[error("a port name of this peering is held by another peering")]
     PortTaken,
@@ -82,6 +91,7 @@ fn from_constraint(db: &dyn DatabaseError) -> Option<StoreError> {
         "peerings_vpc_pair" => Some(StoreError::PairTaken),
         "peerings_request_id_key" => Some(StoreError::RequestIdTaken),
         "peering_ports_pkey" => Some(StoreError::PortTaken),
+        "peering_update_requests_pkey" => Some(StoreError::UpdateRequestIdTaken),
         "peerings_link_v4_excl" => Some(StoreError::LinkOverlap { family: 4 }),
         "peerings_link_v6_excl" => Some(StoreError::LinkOverlap { family: 6 }),
         _ => None,

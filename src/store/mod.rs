@@ -19,22 +19,28 @@
 //! check every statement against that database and write their data. Commit the result.
 
 mod acceptance;
+mod changes;
 mod create;
 mod deployment;
 mod error;
 mod model;
 mod peerings;
+mod update;
 
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use changes::{
+    ChangeKind, ChangesPage, LogPosition, PeeringChange, PeeringSnapshot, CHANGES_CHANNEL,
+};
 pub use create::{CreateTx, RequestRecord};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
-pub use model::{NewPeering, PeeringRecord, PeeringState, StoredRoute};
+pub use model::{Labels, NewPeering, PeeringRecord, PeeringState, StoredRoute};
 pub use peerings::StatusUpdate;
+pub use update::PeeringEdit;
 
 /// The channel the `peerings` triggers notify on every desired-state change.
 pub const DESIRED_CHANGED_CHANNEL: &str = "ovn_peerd_desired";
@@ -85,6 +91,13 @@ impl Store {
     pub async fn desired_changes(&self) -> Result<PgListener, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(DESIRED_CHANGED_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// A listener on [`CHANGES_CHANNEL`] (the change log grew); it reconnects by itself.
+    pub async fn change_notifications(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
         Ok(listener)
     }
 

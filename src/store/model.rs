@@ -1,5 +1,7 @@
 //! Rows of the `peerings` table as Rust values.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -91,6 +93,9 @@ pub struct StoredRoute {
     pub policy: String,
 }
 
+/// A peering's labels (AIP-128), as stored (`labels` jsonb) and in key order.
+pub type Labels = BTreeMap<String, String>;
+
 /// A peering to insert: checked input plus the addresses to use.
 #[derive(Debug, Clone)]
 pub struct NewPeering {
@@ -114,6 +119,8 @@ pub struct NewPeering {
     pub remote_routes: Vec<StoredRoute>,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// Labels, checked.
+    pub labels: Labels,
     /// [`PeeringState::Pending`], or [`PeeringState::PendingAcceptance`] for a cross-tenant
     /// request.
     pub state: PeeringState,
@@ -158,6 +165,10 @@ pub struct PeeringRecord {
     pub update_time: DateTime<Utc>,
     /// When the current generation was committed.
     pub generation_time: DateTime<Utc>,
+    /// Labels.
+    pub labels: Labels,
+    /// Replaced by a fresh value on every change of the row (a trigger): the etag.
+    pub etag: uuid::Uuid,
 }
 
 impl PeeringRecord {
@@ -200,6 +211,8 @@ pub(super) struct PeeringRow {
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     pub generation_time: DateTime<Utc>,
+    pub labels: sqlx::types::Json<Labels>,
+    pub etag: uuid::Uuid,
 }
 
 impl TryFrom<PeeringRow> for PeeringRecord {
@@ -228,6 +241,8 @@ impl TryFrom<PeeringRow> for PeeringRecord {
             create_time: r.create_time,
             update_time: r.update_time,
             generation_time: r.generation_time,
+            labels: r.labels.0,
+            etag: r.etag,
         })
     }
 }
@@ -286,7 +301,11 @@ impl StoredRoute {
 
 impl NewPeering {
     /// The row for a checked spec.
-    pub fn from_spec(spec: &crate::peering::PeeringSpec, request_id: Option<String>) -> NewPeering {
+    pub fn from_spec(
+        spec: &crate::peering::PeeringSpec,
+        request_id: Option<String>,
+        labels: Labels,
+    ) -> NewPeering {
         NewPeering {
             name: spec.name.clone(),
             local_vpc: spec.local_vpc.clone(),
@@ -306,6 +325,7 @@ impl NewPeering {
                 .map(StoredRoute::from_spec)
                 .collect(),
             request_id,
+            labels,
             state: PeeringState::Pending,
             state_message: String::new(),
         }

@@ -9,7 +9,7 @@
 use ipnet::IpNet;
 use sqlx::types::Json;
 
-use super::model::{PeeringRow, StoredRoute};
+use super::model::{Labels, PeeringRow, StoredRoute};
 use super::{PeeringRecord, PeeringState, Store, StoreError};
 
 /// A status the worker reports for one peering at one generation.
@@ -41,7 +41,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE name = $1"#,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings WHERE name = $1"#,
                     name
                 )
                 .fetch_optional(&self.pool),
@@ -64,7 +65,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE request_id = $1"#,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings WHERE request_id = $1"#,
                     request_id
                 )
                 .fetch_optional(&self.pool),
@@ -89,7 +91,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE ($1::text IS NULL OR name > $1)
                      AND ($2::text IS NULL OR local_vpc = $2 OR remote_vpc = $2)
                      ORDER BY name LIMIT $3"#,
@@ -120,7 +123,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE ($1::text IS NULL OR name > $1)
                      AND (local_vpc LIKE ANY($2::text[]) OR remote_vpc LIKE ANY($2::text[]))
                      ORDER BY name LIMIT $3"#,
@@ -149,7 +153,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE (local_vpc = ANY($1) OR remote_vpc = ANY($1))
                        AND state IN ('pending', 'active', 'failed', 'deleting')
                      ORDER BY name"#,
@@ -177,7 +182,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2
                      ORDER BY name"#,
                     vpcs as &[&str],
@@ -204,7 +210,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time FROM peerings WHERE name = ANY($1)
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings WHERE name = ANY($1)
                          AND state IN ('pending', 'active', 'failed', 'deleting') ORDER BY name"#,
                     names as &[&str]
                 )
@@ -227,7 +234,8 @@ impl Store {
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag
                        FROM peerings
                        WHERE state IN ('pending', 'active', 'failed', 'deleting')
                        ORDER BY name"#
@@ -284,9 +292,12 @@ impl Store {
 
     /// Marks a peering for deletion (bumping its generation) and returns it.
     /// A peering already being deleted is returned as it is; `None` when unknown.
+    /// With `etag`, only while the peering's etag is still that one (checked in the
+    /// statement that writes): else [`StoreError::EtagMismatch`] and nothing changes.
     pub async fn peering_mark_deleting(
         &self,
         name: &str,
+        etag: Option<uuid::Uuid>,
     ) -> Result<Option<PeeringRecord>, StoreError> {
         let row = self
             .timed(
@@ -296,20 +307,29 @@ impl Store {
                     r#"UPDATE peerings SET state = 'deleting', state_message = '',
                      generation = generation + 1, generation_time = clock_timestamp(),
                      update_time = now()
-                     WHERE name = $1 AND state <> 'deleting' RETURNING
+                     WHERE name = $1 AND state <> 'deleting'
+                       AND ($2::uuid IS NULL OR etag = $2) RETURNING
                          name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time"#,
-                    name
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag"#,
+                    name,
+                    etag,
                 )
                 .fetch_optional(&self.pool),
             )
             .await?;
-        match row {
-            Some(row) => Ok(Some(row.try_into()?)),
-            None => self.peering_get(name).await,
+        if let Some(row) = row {
+            return Ok(Some(row.try_into()?));
+        }
+        // Nothing written: gone, already being deleted, or another etag.
+        match self.peering_get(name).await? {
+            Some(r) if etag.is_some_and(|e| e != r.etag) => Err(StoreError::EtagMismatch {
+                name: name.to_owned(),
+            }),
+            other => Ok(other),
         }
     }
 

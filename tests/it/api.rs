@@ -120,6 +120,7 @@ async fn create_get_list_converge_delete() {
         .delete_peering(DeletePeeringRequest {
             name: "p1".into(),
             allow_missing: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -394,6 +395,7 @@ async fn refuses_a_taken_name_and_a_peered_pair_in_either_direction() {
     c.delete_peering(DeletePeeringRequest {
         name: "a".into(),
         allow_missing: false,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -417,12 +419,14 @@ async fn not_found_and_allow_missing() {
         .delete_peering(DeletePeeringRequest {
             name: "nope".into(),
             allow_missing: false,
+            ..Default::default()
         })
         .await;
     assert_eq!(r.unwrap_err().code(), Code::NotFound);
     c.delete_peering(DeletePeeringRequest {
         name: "nope".into(),
         allow_missing: true,
+        ..Default::default()
     })
     .await
     .expect("allow_missing");

@@ -425,6 +425,7 @@ async fn control_characters_and_lengths_are_refused_on_every_rpc() {
         .delete_peering(DeletePeeringRequest {
             name: bad.clone(),
             allow_missing: true,
+            ..Default::default()
         })
         .await;
     assert_refusal(r, Code::InvalidArgument, "name", &nul);

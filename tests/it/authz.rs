@@ -4,8 +4,8 @@
 
 use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
 use ovn_peerd::proto::v1::{
-    CreatePeeringRequest, DeletePeeringRequest, GetPeeringRequest, ListPeeringsRequest,
-    ListRoutesRequest, Peering,
+    CreatePeeringRequest, DeletePeeringRequest, DiagnosePeeringRequest, GetPeeringRequest,
+    ListPeeringsRequest, ListRoutesRequest, Peering,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -207,6 +207,31 @@ async fn a_tenant_reads_only_peerings_of_its_vpcs() {
             "remote_vpc \"team-b-2\"",
         ],
     );
+    // DiagnosePeering is authorized as GetPeering.
+    let diagnose = |name: &str| DiagnosePeeringRequest { name: name.into() };
+    // Each side sees its own VPC's findings in full, the other VPC's withheld.
+    for (c, own, other) in [
+        (&mut a, "team-a-1", "team-b-1"),
+        (&mut b, "team-b-1", "team-a-1"),
+    ] {
+        let findings = c
+            .diagnose_peering(diagnose("a-b"))
+            .await
+            .expect("a side diagnoses the peering")
+            .into_inner()
+            .findings;
+        let of = |vpc: &'static str| findings.iter().filter(move |f| f.message.starts_with(vpc));
+        assert!(of(own).any(|f| !f.nb_rows.is_empty()), "{findings:#?}");
+        assert!(of(other).count() > 0, "{findings:#?}");
+        assert!(
+            of(other).all(|f| f.nb_rows.is_empty() && f.message.contains("withheld")),
+            "{findings:#?}"
+        );
+    }
+    assert_denied(
+        a.diagnose_peering(diagnose("b-only")).await,
+        &["tenant \"team-a\"", "peering \"b-only\""],
+    );
 }
 
 #[tokio::test]
@@ -391,4 +416,55 @@ async fn the_policy_file_is_reread_and_a_broken_one_keeps_the_last_good() {
             .await,
         &["tenant \"team-a\""],
     );
+}
+
+#[tokio::test]
+async fn a_tenant_watches_only_the_peerings_of_its_vpcs() {
+    use ovn_peerd::proto::v1::watch_peerings_response::EventType;
+    use ovn_peerd::proto::v1::WatchPeeringsRequest;
+    let s = Setup::start().await;
+    s.admin_creates("a", "team-a-1", "team-a-2").await;
+    s.admin_creates("b", "team-b-1", "team-b-2").await;
+    s.admin_creates("x", "other-1", "team-a-1").await;
+    let mut a = s.client(TEAM_A).await;
+    let mut stream = a
+        .watch_peerings(WatchPeeringsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut stream).await, (EventType::Added, "a".into()));
+    assert_eq!(next(&mut stream).await, (EventType::Added, "x".into()));
+    assert_eq!(next(&mut stream).await.0, EventType::Synced);
+    s.admin_creates("b2", "team-b-2", "other-1").await;
+    s.admin_creates("a2", "team-a-2", "other-1").await;
+    assert_eq!(
+        next(&mut stream).await,
+        (EventType::Added, "a2".into()),
+        "b2 touches none of team-a's VPCs"
+    );
+
+    assert_denied(
+        a.watch_peerings(WatchPeeringsRequest {
+            vpc: "team-b-1".into(),
+            ..Default::default()
+        })
+        .await,
+        &["team-a", "team-b-1"],
+    );
+}
+
+/// The next event of a watch as (type, peering name).
+async fn next(
+    stream: &mut tonic::Streaming<ovn_peerd::proto::v1::WatchPeeringsResponse>,
+) -> (
+    ovn_peerd::proto::v1::watch_peerings_response::EventType,
+    String,
+) {
+    let hang = std::time::Duration::from_secs(60);
+    let e = tokio::time::timeout(hang, stream.message())
+        .await
+        .expect("an event within the hang guard")
+        .expect("no error")
+        .expect("the stream goes on");
+    (e.r#type(), e.peering.map(|p| p.name).unwrap_or_default())
 }

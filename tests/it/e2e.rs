@@ -248,6 +248,7 @@ impl Cloud {
             .delete_peering(DeletePeeringRequest {
                 name: name.into(),
                 allow_missing: false,
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("DeletePeering {name}: {e:?}"))

@@ -319,6 +319,7 @@ async fn metrics_follow_peerings_through_active_failed_and_deleted() {
         .delete_peering(DeletePeeringRequest {
             name: "b".into(),
             allow_missing: false,
+            ..Default::default()
         })
         .await
         .expect("delete");

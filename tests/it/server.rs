@@ -86,6 +86,18 @@ async fn health_follows_postgres_without_a_restart() {
         .unwrap_err();
     assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");
     assert_eq!(down.message(), "the database is unavailable, retry later");
+    // With a stable reason and when to retry (issue 13).
+    {
+        use tonic_types::StatusExt;
+        let details = down.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("DATABASE_UNAVAILABLE", "ovnpeerd")
+        );
+        let retry = details.retry_info().expect("RetryInfo on UNAVAILABLE");
+        assert!(retry.retry_delay.is_some(), "{retry:?}");
+    }
 
     cluster.restart();
     wait_status(&mut health, "", ServingStatus::Serving).await;

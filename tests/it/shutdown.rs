@@ -10,6 +10,7 @@ use crate::support::nb::NbServer;
 use crate::support::peerd::TestPeerd;
 use crate::support::pg::{free_port, wait_until, TestDb};
 use crate::support::process::KillOnDrop;
+use ovn_peerd_test_support::wait_until_async;
 
 #[tokio::test]
 async fn the_binary_exits_zero_on_sigint_like_sigterm() {
@@ -101,11 +102,13 @@ async fn sighup_resets_the_nb_index_guard_of_the_running_binary() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
-/// Backends of this database waiting for a lock (the held call is in Postgres).
+/// ListPeerings queries of this database waiting for a lock (the held call is in Postgres).
+/// Background tasks (the worker, the acceptance sweep) may wait on the lock too: not counted.
 async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+         WHERE datname = current_database() AND wait_event_type = 'Lock' \
+           AND query LIKE '%ORDER BY name LIMIT%'",
     )
     .fetch_one(pool)
     .await
@@ -130,8 +133,13 @@ async fn shutdown_refuses_new_connections_and_finishes_the_call_in_flight() {
             .await
             .map(|r| r.into_inner().peerings.len())
     });
-    let held = wait_until_async(|| async { lock_waiters(&pool).await == 1 }).await;
-    assert!(held, "the call never reached Postgres");
+    wait_until_async(
+        "the call waiting on the locked table",
+        Duration::from_secs(20),
+        || async { lock_waiters(&pool).await == 1 },
+    )
+    .await
+    .expect("the call never reached Postgres");
 
     // Shutdown starts while the call is held.
     let stop = peerd.stop();
@@ -169,20 +177,4 @@ async fn shutdown_refuses_new_connections_and_finishes_the_call_in_flight() {
         .await
         .expect("shutdown finished")
         .expect("run returns Ok on shutdown");
-}
-
-/// Polls an async condition every 20 ms for up to 20 s.
-async fn wait_until_async<F, Fut>(mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }

@@ -67,8 +67,7 @@ struct Shell {
 }
 
 impl Shell {
-    /// Runs one walk-through command with `sh -c`; its stdout, or a panic with its account.
-    fn run(&self, command: &str) -> String {
+    fn output(&self, command: &str) -> (std::process::Output, String) {
         let command = command.replace(DEFAULT_ADDR, &self.addr);
         let out = Command::new("sh")
             .args(["-c", &command])
@@ -78,6 +77,25 @@ impl Shell {
             .output()
             .unwrap_or_else(|e| panic!("cannot run sh: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out, stdout)
+    }
+
+    /// Runs a streaming command bounded by grpcurl's `-max-time`: its stdout, whether it ended
+    /// at that deadline (DEADLINE_EXCEEDED) or not.
+    fn run_stream(&self, command: &str) -> String {
+        let (out, stdout) = self.output(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("DeadlineExceeded"),
+            "walk-through command failed ({}): {command}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status,
+        );
+        stdout
+    }
+
+    /// Runs one walk-through command with `sh -c`; its stdout, or a panic with its account.
+    fn run(&self, command: &str) -> String {
+        let (out, stdout) = self.output(command);
         assert!(
             out.status.success(),
             "walk-through command failed ({}): {command}\nstdout: {stdout}\nstderr: {}",
@@ -95,7 +113,10 @@ fn the_walkthrough_block_parses() {
     for m in [
         "PeeringService/CreatePeering",
         "PeeringService/GetPeering",
+        "PeeringService/UpdatePeering",
+        "PeeringService/DiagnosePeering",
         "PeeringService/DeletePeering",
+        "PeeringService/WatchPeerings",
     ] {
         assert!(
             method(m),
@@ -144,8 +165,46 @@ async fn the_readme_walkthrough_works_as_written() {
         if is_environment(command) {
             continue;
         }
+        if command.contains("PeeringService/WatchPeerings") {
+            // The stream lists demo (ACTIVE by now) and SYNCED, then runs until -max-time.
+            let out = shell.run_stream(command);
+            assert!(
+                out.contains("EVENT_TYPE_SYNCED") && out.contains("\"demo\""),
+                "{command}:\n{out}"
+            );
+            ran.push(command.clone());
+            continue;
+        }
         let out = shell.run(command);
-        if command.ends_with(" list") {
+        if command.contains("PeeringService/DeletePeering") {
+            assert!(out.contains("STATE_DELETING"), "{command}:\n{out}");
+            let deadline = Instant::now() + CONVERGE_WITHIN;
+            loop {
+                match api
+                    .get_peering(GetPeeringRequest {
+                        name: "demo".into(),
+                    })
+                    .await
+                {
+                    Err(e) if e.code() == Code::NotFound => break,
+                    other => assert!(
+                        Instant::now() < deadline,
+                        "demo not gone after {CONVERGE_WITHIN:?}: {other:?}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let ports = t.nb.nbctl(&["lrp-list", "vpc-1"]);
+            assert!(!ports.contains("vpc-1-vpc-2"), "peer port left: {ports}");
+        } else if command.contains("PeeringService/UpdatePeering") {
+            // Routes changed in place: a new generation, the explicit halves, the label.
+            assert!(
+                out.contains("10.2.0.128/25")
+                    && out.contains("\"generation\": \"2\"")
+                    && out.contains("\"team\": \"net\""),
+                "{command}:\n{out}"
+            );
+        } else if command.ends_with(" list") {
             assert!(
                 out.contains("ovnpeerd.v1.PeeringService"),
                 "{command}:\n{out}"
@@ -170,28 +229,16 @@ async fn the_readme_walkthrough_works_as_written() {
                 out.contains("10.2.0.0/24") && out.contains("demo"),
                 "{command}:\n{out}"
             );
+        } else if command.contains("PeeringService/DiagnosePeering") {
+            // The peering is ACTIVE (GetPeering waited for it): every check passes.
+            assert!(
+                out.contains("SEVERITY_OK")
+                    && !out.contains("SEVERITY_WARNING")
+                    && !out.contains("SEVERITY_ERROR"),
+                "{command}:\n{out}"
+            );
         } else if command.starts_with("ovn-nbctl") && command.contains(" show") {
             assert!(out.contains("vpc-1-vpc-2"), "{command}:\n{out}");
-        } else if command.contains("PeeringService/DeletePeering") {
-            assert!(out.contains("STATE_DELETING"), "{command}:\n{out}");
-            let deadline = Instant::now() + CONVERGE_WITHIN;
-            loop {
-                match api
-                    .get_peering(GetPeeringRequest {
-                        name: "demo".into(),
-                    })
-                    .await
-                {
-                    Err(e) if e.code() == Code::NotFound => break,
-                    other => assert!(
-                        Instant::now() < deadline,
-                        "demo not gone after {CONVERGE_WITHIN:?}: {other:?}"
-                    ),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let ports = t.nb.nbctl(&["lrp-list", "vpc-1"]);
-            assert!(!ports.contains("vpc-1-vpc-2"), "peer port left: {ports}");
         } else if command.contains("grpc.health.v1.Health/Check") {
             // `NOT_SERVING` contains "SERVING": compare the parsed status.
             let reply: serde_json::Value = serde_json::from_str(&out)

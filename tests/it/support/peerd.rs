@@ -79,6 +79,7 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         authz_policy: None,
         health_listen: None,
         allow_mass_deletion: false,
+        watch: Default::default(),
         acceptance_ttl: Duration::from_secs(7 * 86400),
     }
 }

@@ -95,7 +95,9 @@ async fn the_worker_converges_through_a_raft_cluster_when_the_leader_dies_mid_bu
         .await
         .expect("deployment id");
     let mut settings = reconciler::Settings::from_config(&t.config, deployment.id);
-    settings.max_rows_per_transaction = 80;
+    // One peering per NB transaction: the bulk takes ~N commits, so the window
+    // in which some but not all are written stays open under a loaded machine.
+    settings.max_rows_per_transaction = 4;
     let nb = ovn_peerd::ovsdb::Client::start(
         ovn_peerd::ovsdb::ClientConfig::new(&cluster.remotes(), ovn_peerd::startup::NB_DATABASE)
             .unwrap()

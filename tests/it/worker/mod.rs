@@ -17,7 +17,7 @@ mod rows;
 mod safety;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering};
 use ovn_peerd::store::{PeeringRecord, PeeringState, Store};
@@ -65,6 +65,7 @@ async fn delete(t: &TestPeerd, name: &str) {
         .delete_peering(ovn_peerd::proto::v1::DeletePeeringRequest {
             name: name.into(),
             allow_missing: false,
+            ..Default::default()
         })
         .await
         .expect("delete peering");
@@ -116,23 +117,15 @@ async fn count_in_state(pool: &PgPool, state: PeeringState) -> i64 {
         .expect("count")
 }
 
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+/// The support crate's `wait_until_async`, panicking on its timeout (the worker tests' shorthand).
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ovn_peerd_test_support::wait_until_async(what, timeout, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits until the peering is in `state` at its current generation; returns it.

@@ -29,5 +29,5 @@ pub mod poll;
 pub mod process;
 pub mod skip;
 
-pub use poll::{wait_until, Timeout};
+pub use poll::{wait_until, wait_until_async, Timeout};
 pub use process::{free_port, is_root};

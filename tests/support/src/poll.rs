@@ -5,6 +5,7 @@
 //! (a ping that should *not* get through) says so with `.is_ok()`.
 
 use std::fmt;
+use std::future::Future;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -59,21 +60,61 @@ pub fn wait_until<R: Ready>(
     timeout: Duration,
     mut cond: impl FnMut() -> R,
 ) -> Result<R::Output, Timeout> {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(5);
+    let mut schedule = Schedule::new(what, timeout);
     loop {
         if let Some(v) = cond().ready() {
             return Ok(v);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        sleep(schedule.next_delay()?);
+    }
+}
+
+/// [`wait_until`] for a condition that is itself async (a query, an RPC): same schedule,
+/// same [`Timeout`]; the waits yield to the runtime instead of blocking its thread.
+pub async fn wait_until_async<R: Ready, F: Future<Output = R>>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> F,
+) -> Result<R::Output, Timeout> {
+    let mut schedule = Schedule::new(what, timeout);
+    loop {
+        if let Some(v) = cond().await.ready() {
+            return Ok(v);
+        }
+        tokio::time::sleep(schedule.next_delay()?).await;
+    }
+}
+
+/// The one retry schedule: 5 ms doubling to 100 ms, one last try at the deadline.
+struct Schedule<'a> {
+    what: &'a str,
+    timeout: Duration,
+    deadline: Instant,
+    delay: Duration,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(what: &'a str, timeout: Duration) -> Self {
+        Schedule {
+            what,
+            timeout,
+            deadline: Instant::now() + timeout,
+            delay: Duration::from_millis(5),
+        }
+    }
+
+    /// How long to wait before the next try, or the timeout once the deadline has passed.
+    fn next_delay(&mut self) -> Result<Duration, Timeout> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Timeout {
-                what: what.to_string(),
-                after: timeout,
+                what: self.what.to_string(),
+                after: self.timeout,
             });
         }
-        sleep(delay.min(left));
-        delay = (delay * 2).min(Duration::from_millis(100));
+        let d = self.delay.min(left);
+        self.delay = (self.delay * 2).min(Duration::from_millis(100));
+        Ok(d)
     }
 }
 

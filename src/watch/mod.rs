@@ -1,0 +1,43 @@
+//! WatchPeerings' engine: change events of the `peerings` table, from Postgres to every
+//! open stream of this process.
+//!
+//! Postgres is the source: every change of a peering (on any replica, the worker's status
+//! writes included) is a row of the `peering_changes` log, written at commit in commit order
+//! (`migrations/20261126190000_peering_changes.sql`, queries in `src/store/changes.rs`). Each
+//! process runs one reader of that log ([`Hub`]) and fans its changes out to its watchers
+//! ([`watcher`]), each with a small bounded channel; positions in the log are the resume
+//! tokens ([`token`]). This module knows nothing of gRPC: `src/api/watch.rs` checks the
+//! request, authorizes, and turns events into responses and ends into statuses.
+
+pub mod hub;
+pub mod token;
+pub mod watcher;
+
+use std::time::Duration;
+
+pub use hub::Hub;
+pub use watcher::{EventKind, Filter, ResumeError, Start, WatchEnd, WatchEvent, Watcher};
+
+/// Limits of WatchPeerings (flags `--watch-*`).
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Streams open at once on this process; more are RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Changes kept in memory; a watcher that falls further behind is ended.
+    pub buffer: usize,
+    /// How long the log keeps changes.
+    pub retention: Duration,
+    /// The most changes the log keeps.
+    pub retention_changes: i64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            max_streams: 1000,
+            buffer: 4096,
+            retention: Duration::from_secs(3600),
+            retention_changes: 100_000,
+        }
+    }
+}
