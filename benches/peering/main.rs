@@ -30,6 +30,9 @@
 //! cargo bench --bench peering -- --hub-only --hub-spokes 1000
 //! cargo bench --bench peering -- --hub-only --hub-spokes 10000   # issue 14's target size
 //! ```
+//! (8) with `--busy N` (`--busy-only`: nothing else), GetPeering/ListRoutes latency idle and
+//! while full passes at N peerings run and NB updates arrive:
+//! `cargo bench --bench peering -- --busy-only --busy 10000`.
 //!
 //! | module | phase |
 //! |---|---|
@@ -42,12 +45,14 @@
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
 //! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
+//! | `busy.rs` | (8) calls during full passes at `--busy` peerings |
 //! | `report.rs` | the printed table |
 //! | `support/` | the NB monitor, VPC seed, `/proc` readings, statistics |
 
 mod args;
 mod baselines;
 mod bulk;
+mod busy;
 mod hub;
 mod latency;
 mod list_routes;
@@ -82,6 +87,11 @@ async fn main() {
         root.display()
     );
     let pg = PgCluster::start();
+    if let Some(n) = args.busy.filter(|_| args.busy_only) {
+        let busy = busy::run(&args, &root, &pg, n).await;
+        write_json(&args, &json!({"args": {"busy": n}, "busy": busy}));
+        return;
+    }
     let hub = match args.hub_spokes {
         Some(n) => Some(hub::run(&args, &root, &pg, n).await),
         None => None,
@@ -118,6 +128,10 @@ async fn main() {
         Some(m) => Some(restart::run(&args, &root, &pg, m).await),
         None => None,
     };
+    let busy = match args.busy {
+        Some(n) => Some(busy::run(&args, &root, &pg, n).await),
+        None => None,
+    };
     let load_after = report::machine_load();
 
     report::print(
@@ -137,6 +151,7 @@ async fn main() {
         "baselines": [proc_b, daemon_b, txn_b],
         "scale": scale,
         "hub": hub,
+        "busy": busy,
     });
     write_json(&args, &doc);
     if args.keep {

@@ -89,9 +89,9 @@ impl PeeringApi {
         }
     }
 
-    /// The NB cache, refused while it is not in sync with a server. Keep the
-    /// guard short-lived and never across an `.await`.
-    fn nb_cache(&self) -> Result<ovsdb::CacheGuard<'_>, ApiError> {
+    /// A snapshot of the NB cache, refused while it is not in sync with a server. Holding it
+    /// blocks nobody; take a fresh one per request.
+    fn nb_cache(&self) -> Result<ovsdb::CacheSnapshot, ApiError> {
         if !self.inner.nb.state().borrow().is_synced() {
             return Err(ApiError::nb_unavailable());
         }

@@ -383,8 +383,8 @@ async fn transact(
     let mut owners: Vec<Option<&str>> = vec![None; ops.len()];
     let mut rows = 0;
     {
-        // New rows' uuids are chosen against what NB holds now (the guard is not held
-        // across the await below).
+        // New rows' uuids are chosen against what NB holds now (a fresh snapshot, not
+        // the pass's).
         let cache = r.nb.cache();
         let mut ids = translate::RowIds::new(&cache);
         for (peering, changes) in batch {

@@ -31,6 +31,8 @@ pub struct TestPeerd<N = NbServer> {
     pub nb: N,
     /// The configuration it runs with.
     pub config: Config,
+    /// The service's own NB client (the one its API and worker read the replica from).
+    pub nb_client: ovn_peerd::ovsdb::Client,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -131,6 +133,7 @@ impl<N> TestPeerd<N> {
                 .await
                 .expect("NB cache in sync");
         }
+        let nb_client = app.nb().clone();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
         TestPeerd {
@@ -139,6 +142,7 @@ impl<N> TestPeerd<N> {
             db,
             nb,
             config,
+            nb_client,
             shutdown,
             handle: Some(handle),
         }
