@@ -125,6 +125,21 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
 
+    /// PeeringService calls that may run at once; more are refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding). Health and reflection are not counted.
+    #[arg(long, env = "OVN_PEERD_MAX_IN_FLIGHT", default_value_t = crate::api::DEFAULT_MAX_IN_FLIGHT, value_parser = parse_max_in_flight)]
+    pub max_in_flight: usize,
+
+    /// The longest a PeeringService call runs (`10s`, `1m`); a client's shorter deadline
+    /// (`grpc-timeout`) is honoured. Past it the call's work stops: DEADLINE_EXCEEDED.
+    #[arg(
+        long,
+        env = "OVN_PEERD_RPC_TIMEOUT",
+        default_value = crate::api::DEFAULT_RPC_TIMEOUT,
+        value_parser = parse_duration
+    )]
+    pub rpc_timeout: Duration,
+
     /// How long a cross-tenant request (STATE_PENDING_ACCEPTANCE) waits for the remote VPC's
     /// tenant before it becomes STATE_EXPIRED (`7d`, `12h`; at least 1s).
     #[arg(
@@ -230,6 +245,15 @@ impl WatchFlags {
             retention: self.retention,
             retention_changes: self.retention_changes,
         }
+    }
+}
+
+/// `--max-in-flight`: a positive count.
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
     }
 }
 

@@ -29,7 +29,9 @@ pub const DB_QUERY_DURATION_SECONDS: &str = "ovn_peerd_db_query_duration_seconds
 pub const POSTGRES_UP: &str = "ovn_peerd_postgres_up";
 /// 1 while the NB connection is up and its cache in sync.
 pub const NORTHBOUND_UP: &str = "ovn_peerd_northbound_up";
-/// Worker passes, by `result`.
+/// Calls refused at once because `--max-in-flight` calls were running (load shedding).
+pub const RPC_SHED_TOTAL: &str = "ovn_peerd_rpc_shed_total";
+/// Worker passes, by `result` and `scope` (`full`, `narrow`).
 pub const RECONCILER_PASSES_TOTAL: &str = "ovn_peerd_reconciler_passes_total";
 /// Worker pass duration.
 pub const RECONCILER_PASS_SECONDS: &str = "ovn_peerd_reconciler_pass_seconds";
@@ -77,6 +79,7 @@ pub const ALL: &[&str] = &[
     DB_QUERY_DURATION_SECONDS,
     POSTGRES_UP,
     NORTHBOUND_UP,
+    RPC_SHED_TOTAL,
     RECONCILER_PASSES_TOTAL,
     RECONCILER_PASS_SECONDS,
     NB_ROWS_WRITTEN_TOTAL,
@@ -145,8 +148,13 @@ fn describe() {
         "1 while the OVN NB connection is up and its replica in sync, else 0"
     );
     describe_counter!(
+        RPC_SHED_TOTAL,
+        "PeeringService calls refused with RESOURCE_EXHAUSTED because --max-in-flight calls were running"
+    );
+    describe_counter!(
         RECONCILER_PASSES_TOTAL,
-        "Convergence worker passes, by result"
+        "Convergence worker passes, by result and scope (full: every peering; narrow: the \
+         peerings of the VPCs a change touched)"
     );
     describe_histogram!(
         RECONCILER_PASS_SECONDS,

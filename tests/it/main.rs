@@ -21,6 +21,7 @@ mod e2e;
 mod make_before_break;
 mod metrics;
 mod nb_tls;
+mod overload;
 mod ovsdb;
 mod server;
 mod shutdown;
