@@ -125,6 +125,21 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
 
+    /// PeeringService calls that may run at once; more are refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding). Health and reflection are not counted.
+    #[arg(long, env = "OVN_PEERD_MAX_IN_FLIGHT", default_value_t = crate::api::DEFAULT_MAX_IN_FLIGHT, value_parser = parse_max_in_flight)]
+    pub max_in_flight: usize,
+
+    /// The longest a PeeringService call runs (`10s`, `1m`); a client's shorter deadline
+    /// (`grpc-timeout`) is honoured. Past it the call's work stops: DEADLINE_EXCEEDED.
+    #[arg(
+        long,
+        env = "OVN_PEERD_RPC_TIMEOUT",
+        default_value = crate::api::DEFAULT_RPC_TIMEOUT,
+        value_parser = parse_duration
+    )]
+    pub rpc_timeout: Duration,
+
     /// How long a cross-tenant request (STATE_PENDING_ACCEPTANCE) waits for the remote VPC's
     /// tenant before it becomes STATE_EXPIRED (`7d`, `12h`; at least 1s).
     #[arg(
@@ -156,6 +171,33 @@ pub struct WatchFlags {
     )]
     pub max_streams: usize,
 
+    /// WatchPeerings streams one caller (its identity; without one, its address) may have
+    /// open at once on this replica; more are RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "watch-max-streams-per-caller",
+        env = "OVN_PEERD_WATCH_MAX_STREAMS_PER_CALLER",
+        default_value_t = 100
+    )]
+    pub max_streams_per_caller: usize,
+
+    /// How long a stream's client may not read during its initial list or a catch-up before
+    /// the stream is ended (ABORTED).
+    #[arg(long = "watch-stall-timeout", env = "OVN_PEERD_WATCH_STALL_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// How often a filtered stream whose position moved past changes it does not show sends
+    /// an EVENT_TYPE_BOOKMARK (its token keeps up with the log).
+    #[arg(long = "watch-bookmark-interval", env = "OVN_PEERD_WATCH_BOOKMARK_INTERVAL",
+          default_value = "30s", value_parser = parse_duration)]
+    pub bookmark_interval: Duration,
+
+    /// Streams end after about this long (±10%, ABORTED), to be resumed with their token
+    /// under the caller's current authorization.
+    #[arg(long = "watch-max-age", env = "OVN_PEERD_WATCH_MAX_AGE", default_value = "30m",
+          value_parser = parse_duration)]
+    pub max_age: Duration,
+
     /// Changes each replica keeps in memory for its watchers; a watcher whose client stops
     /// reading for longer than that many changes is ended (ABORTED) and resumes with its token.
     #[arg(long = "watch-buffer", env = "OVN_PEERD_WATCH_BUFFER", default_value_t = 4096,
@@ -179,6 +221,10 @@ impl Default for WatchFlags {
         let d = crate::watch::WatchSettings::default();
         WatchFlags {
             max_streams: d.max_streams,
+            max_streams_per_caller: d.max_streams_per_caller,
+            stall_timeout: d.stall_timeout,
+            bookmark_interval: d.bookmark_interval,
+            max_age: d.max_age,
             buffer: d.buffer,
             retention: d.retention,
             retention_changes: d.retention_changes,
@@ -191,10 +237,23 @@ impl WatchFlags {
     pub fn settings(&self) -> crate::watch::WatchSettings {
         crate::watch::WatchSettings {
             max_streams: self.max_streams,
+            max_streams_per_caller: self.max_streams_per_caller,
+            stall_timeout: self.stall_timeout,
+            bookmark_interval: self.bookmark_interval,
+            max_age: self.max_age,
             buffer: self.buffer,
             retention: self.retention,
             retention_changes: self.retention_changes,
         }
+    }
+}
+
+/// `--max-in-flight`: a positive count.
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
     }
 }
 

@@ -29,7 +29,9 @@ pub const DB_QUERY_DURATION_SECONDS: &str = "ovn_peerd_db_query_duration_seconds
 pub const POSTGRES_UP: &str = "ovn_peerd_postgres_up";
 /// 1 while the NB connection is up and its cache in sync.
 pub const NORTHBOUND_UP: &str = "ovn_peerd_northbound_up";
-/// Worker passes, by `result`.
+/// Calls refused at once because `--max-in-flight` calls were running (load shedding).
+pub const RPC_SHED_TOTAL: &str = "ovn_peerd_rpc_shed_total";
+/// Worker passes, by `result` and `scope` (`full`, `narrow`).
 pub const RECONCILER_PASSES_TOTAL: &str = "ovn_peerd_reconciler_passes_total";
 /// Worker pass duration.
 pub const RECONCILER_PASS_SECONDS: &str = "ovn_peerd_reconciler_pass_seconds";
@@ -64,9 +66,11 @@ pub const FILE_RELOAD_STALE: &str = "ovn_peerd_file_reload_stale";
 
 /// WatchPeerings streams open on this replica.
 pub const WATCH_STREAMS: &str = "ovn_peerd_watch_streams";
-/// WatchPeerings streams ended, by `reason` (`client`, `fell_behind`, `out_of_range`,
+/// WatchPeerings streams ended, by `reason` (`client`, `fell_behind`, `max_age`, `out_of_range`,
 /// `shutting_down`, `database`).
 pub const WATCH_ENDED_TOTAL: &str = "ovn_peerd_watch_ended_total";
+/// Change-log rows skipped because this version cannot decode them.
+pub const WATCH_UNDECODABLE_CHANGES_TOTAL: &str = "ovn_peerd_watch_undecodable_changes_total";
 
 /// Every metric name, for the test that checks each one is described.
 pub const ALL: &[&str] = &[
@@ -75,6 +79,7 @@ pub const ALL: &[&str] = &[
     DB_QUERY_DURATION_SECONDS,
     POSTGRES_UP,
     NORTHBOUND_UP,
+    RPC_SHED_TOTAL,
     RECONCILER_PASSES_TOTAL,
     RECONCILER_PASS_SECONDS,
     NB_ROWS_WRITTEN_TOTAL,
@@ -92,6 +97,7 @@ pub const ALL: &[&str] = &[
     FILE_RELOAD_STALE,
     WATCH_STREAMS,
     WATCH_ENDED_TOTAL,
+    WATCH_UNDECODABLE_CHANGES_TOTAL,
 ];
 
 /// The `method` label of a path that is not one of our RPCs.
@@ -142,8 +148,13 @@ fn describe() {
         "1 while the OVN NB connection is up and its replica in sync, else 0"
     );
     describe_counter!(
+        RPC_SHED_TOTAL,
+        "PeeringService calls refused with RESOURCE_EXHAUSTED because --max-in-flight calls were running"
+    );
+    describe_counter!(
         RECONCILER_PASSES_TOTAL,
-        "Convergence worker passes, by result"
+        "Convergence worker passes, by result and scope (full: every peering; narrow: the \
+         peerings of the VPCs a change touched)"
     );
     describe_histogram!(
         RECONCILER_PASS_SECONDS,
@@ -210,7 +221,11 @@ fn describe() {
     describe_gauge!(WATCH_STREAMS, "WatchPeerings streams open on this replica");
     describe_counter!(
         WATCH_ENDED_TOTAL,
-        "WatchPeerings streams ended, by reason (client, fell_behind, out_of_range, shutting_down, database)"
+        "WatchPeerings streams ended, by reason (client, fell_behind, max_age, out_of_range, shutting_down, database)"
+    );
+    describe_counter!(
+        WATCH_UNDECODABLE_CHANGES_TOTAL,
+        "Change-log rows WatchPeerings skipped because this version cannot decode them (logged as errors)"
     );
 }
 

@@ -348,6 +348,10 @@ fn api_settings(config: &Config) -> ApiSettings {
             config.link_pool_v6.into(),
             crate::peering::links::DEFAULT_V6_LINK_PREFIX,
         ),
+        limits: crate::api::Limits {
+            max_in_flight: config.max_in_flight,
+            rpc_timeout: config.rpc_timeout,
+        },
         acceptance_ttl: config.acceptance_ttl,
     }
 }

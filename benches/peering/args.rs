@@ -36,6 +36,12 @@ struct Cli {
     /// Run only the hub phase (needs --hub-spokes).
     #[arg(long, requires = "hub_spokes")]
     hub_only: bool,
+    /// Busy phase: API latency during full passes at this many peerings (e.g. 10000).
+    #[arg(long, env = "PEERING_BENCH_BUSY")]
+    busy: Option<usize>,
+    /// Run only the busy phase (needs --busy).
+    #[arg(long, requires = "busy")]
+    busy_only: bool,
     /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
     #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
     nbctl_process_n: usize,
@@ -71,6 +77,8 @@ pub struct Args {
     pub scale: Option<usize>,
     pub hub_spokes: Option<usize>,
     pub hub_only: bool,
+    pub busy: Option<usize>,
+    pub busy_only: bool,
     pub nbctl_process_n: usize,
     pub gap: Duration,
     pub keep: bool,
@@ -93,6 +101,8 @@ impl Args {
             scale: (!cli.no_scale).then_some(cli.scale),
             hub_spokes: cli.hub_spokes,
             hub_only: cli.hub_only,
+            busy: cli.busy,
+            busy_only: cli.busy_only,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,

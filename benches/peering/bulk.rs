@@ -41,13 +41,16 @@ pub struct PeerdResults {
     pub db_query_mean_ms: Value,
     pub reconciler_passes: f64,
     pub reconciler_pass_mean_ms: f64,
+    /// Phases (8) churn and (9) overload.
+    pub load: crate::load::LoadResults,
 }
 
 pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
     let dir = root.join("peerd");
     let nbs = NbServer::start_in(&dir);
     let monitor = Monitor::start(&nbs.remote()).await;
-    nb::seed_vpcs(&monitor.client, 2 * args.n + 2 * args.samples).await;
+    let load_base = 2 * args.n + 2 * args.samples;
+    nb::seed_vpcs(&monitor.client, load_base + crate::load::vpcs_needed()).await;
     let db = pg.create_database("bench_peerd").await;
     let peerd = Peerd::spawn(args, &dir, "bulk", &db, &nbs.remote());
     peerd.wait_ready().await;
@@ -118,6 +121,7 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
 
     crate::latency::run(args, &clients[0], &monitor, &cpu, t0, &mut out).await;
     crate::list_routes::run(&clients[0], &monitor, &mut out).await;
+    crate::load::run(&peerd, &monitor, load_base, &mut out.load).await;
 
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-bulk.txt"), &metrics).ok();

@@ -21,6 +21,8 @@
 //! (3) one peering at a time: RPC latency and RPC answered → rows seen; (4)+(5) restart at
 //! `--scale` peerings (inserted by SQL, converged by the worker): time to SERVING, to the
 //! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes;
+//! (8) 100 foreign NB changes/s while creating one at a time: create → NB, passes by scope;
+//! (9) 1,000 CreatePeering calls at once: accepted latency, refused count;
 //! (7) with `--hub-spokes N` (`--hub-only`: nothing else), a hub VPC with N spokes: a full
 //! pass, one more spoke's create → NB, ListRoutes of the hub's first page:
 //!
@@ -28,6 +30,9 @@
 //! cargo bench --bench peering -- --hub-only --hub-spokes 1000
 //! cargo bench --bench peering -- --hub-only --hub-spokes 10000   # issue 14's target size
 //! ```
+//! (8) with `--busy N` (`--busy-only`: nothing else), GetPeering/ListRoutes latency idle and
+//! while full passes at N peerings run and NB updates arrive:
+//! `cargo bench --bench peering -- --busy-only --busy 10000`.
 //!
 //! | module | phase |
 //! |---|---|
@@ -36,18 +41,22 @@
 //! | `bulk.rs` | (1), and the server phases (3) and (6) run on |
 //! | `latency.rs` | (3) one peering at a time |
 //! | `list_routes.rs` | (6) ListRoutes |
+//! | `load.rs` | (8) foreign NB churn while creating, (9) overload: 1,000 calls at once |
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
 //! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
+//! | `busy.rs` | (8) calls during full passes at `--busy` peerings |
 //! | `report.rs` | the printed table |
 //! | `support/` | the NB monitor, VPC seed, `/proc` readings, statistics |
 
 mod args;
 mod baselines;
 mod bulk;
+mod busy;
 mod hub;
 mod latency;
 mod list_routes;
+mod load;
 mod peerd;
 mod report;
 mod restart;
@@ -78,6 +87,11 @@ async fn main() {
         root.display()
     );
     let pg = PgCluster::start();
+    if let Some(n) = args.busy.filter(|_| args.busy_only) {
+        let busy = busy::run(&args, &root, &pg, n).await;
+        write_json(&args, &json!({"args": {"busy": n}, "busy": busy}));
+        return;
+    }
     let hub = match args.hub_spokes {
         Some(n) => Some(hub::run(&args, &root, &pg, n).await),
         None => None,
@@ -114,6 +128,10 @@ async fn main() {
         Some(m) => Some(restart::run(&args, &root, &pg, m).await),
         None => None,
     };
+    let busy = match args.busy {
+        Some(n) => Some(busy::run(&args, &root, &pg, n).await),
+        None => None,
+    };
     let load_after = report::machine_load();
 
     report::print(
@@ -133,6 +151,7 @@ async fn main() {
         "baselines": [proc_b, daemon_b, txn_b],
         "scale": scale,
         "hub": hub,
+        "busy": busy,
     });
     write_json(&args, &doc);
     if args.keep {

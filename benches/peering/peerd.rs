@@ -32,6 +32,18 @@ pub struct Peerd {
 
 impl Peerd {
     pub fn spawn(args: &Args, dir: &Path, tag: &str, database_url: &str, nb_remote: &str) -> Peerd {
+        Self::spawn_with(args, dir, tag, database_url, nb_remote, &[])
+    }
+
+    /// [`Peerd::spawn`] with more command-line flags.
+    pub fn spawn_with(
+        args: &Args,
+        dir: &Path,
+        tag: &str,
+        database_url: &str,
+        nb_remote: &str,
+        extra: &[&str],
+    ) -> Peerd {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
             .parse()
             .unwrap();
@@ -47,6 +59,7 @@ impl Peerd {
                 .arg(format!("--database-url={database_url}"))
                 .arg(format!("--ovn-nb-db={nb_remote}"))
                 .arg(format!("--metrics-listen={metrics}"))
+                .args(extra)
                 .env("RUST_LOG", &args.peerd_log)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())

@@ -184,6 +184,51 @@ pub fn print(
         "",
         none(),
     );
+    let l = &p.load;
+    row(
+        "churn: create -> NB p50/p99 ms",
+        format!(
+            "{:.1}/{:.1}",
+            l.churn_create_to_nb.p50_ms, l.churn_create_to_nb.p99_ms
+        ),
+        "p99 <= 25",
+        none(),
+    );
+    row(
+        "churn: foreign changes/s, passes full/narrow",
+        format!(
+            "{:.0}, {:.0}/{:.0}",
+            l.churn_changes as f64 / l.churn_seconds.max(1e-9),
+            l.churn_full_passes,
+            l.churn_narrow_passes
+        ),
+        "0 full",
+        none(),
+    );
+    row(
+        "overload 1000: accepted n, p50/p99 ms",
+        format!(
+            "{}, {:.0}/{:.0}",
+            l.overload_accepted.n, l.overload_accepted.p50_ms, l.overload_accepted.p99_ms
+        ),
+        "p99 <= 100",
+        none(),
+    );
+    row(
+        "overload 1000: refused n (p99 ms), other errors",
+        format!(
+            "{} ({:.0}), {}",
+            l.overload_refused, l.overload_refused_latency.p99_ms, l.overload_other_errors
+        ),
+        "0 other",
+        none(),
+    );
+    row(
+        "overload 1000: RSS after MB",
+        format!("{:.1}", l.overload_footprint.rss_mb),
+        "",
+        none(),
+    );
     if let Some(s) = scale {
         let m = s.peerings;
         row(

@@ -14,12 +14,10 @@ use super::PeeringApi;
 use crate::adapters::NbCacheTopology;
 use crate::peering::input::request_fingerprint;
 use crate::peering::labels::check_labels;
-use crate::peering::links::{
-    allocate_in_window, allocation_windows, link_families, pool_for, LinkPool,
-};
+use crate::peering::links::{allocate_connect, link_families, pool_for, LinkPool};
 use crate::peering::topology::{allocation_exclusions, check_topology, port_names};
 use crate::peering::validate::{validate_spec, UncheckedPeering, ValidatedPeering};
-use crate::peering::{ConnectAddrs, PeeringSpec, Refusal, RefusalKind, Violation};
+use crate::peering::{PeeringSpec, Refusal, RefusalKind, Violation};
 use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{PeeringState, StoreError};
 
@@ -70,36 +68,36 @@ impl PeeringApi {
     }
 
     /// Checks, allocates a link when none is given and stores, judging the
-    /// cross-peering rules again under the VPCs' locks ([`Self::insert_locked`]).
+    /// cross-peering rules under the VPCs' locks ([`Self::insert_locked`]); with
+    /// `validate_only`, judges without locks and stores nothing.
     async fn create_new(
         &self,
         validated: &ValidatedPeering,
         request: &Request,
         validate_only: bool,
     ) -> Result<Peering, ApiError> {
-        let others = self.neighbours(validated).await?;
-        self.check_unique(validated, &others)?;
-        let others = &others.specs;
-
-        let mut excluded_links: Vec<IpNet> = Vec::new();
-        for attempt in 0..ALLOCATION_ATTEMPTS {
+        if validate_only {
+            let neighbours = self.neighbours(validated).await?;
+            self.check_unique(validated, &neighbours)?;
             let spec = match validated.spec() {
                 Some(spec) => spec,
-                None => self.allocate(validated, others, &excluded_links).await?,
+                None => self.allocate(validated, &neighbours, &[])?,
             };
-            self.check(&spec, others)?;
-            if validate_only {
-                return Ok(preview(&spec, &request.labels));
-            }
-            let allocated = validated.link.is_none();
+            self.check(&spec, &neighbours.specs)?;
+            return Ok(preview(&spec, &request.labels));
+        }
+        // Everything is judged (and a link allocated) under the VPCs' locks, once: a
+        // look before taking them would cost a round trip and decide nothing.
+        let mut excluded_links: Vec<IpNet> = Vec::new();
+        for attempt in 0..ALLOCATION_ATTEMPTS {
             match self
-                .insert_locked(validated, &spec, request, allocated)
+                .insert_locked(validated, request, &excluded_links)
                 .await?
             {
                 Inserted::Done(peering) => return Ok(*peering),
-                Inserted::LinkTaken => {
+                Inserted::LinkTaken(taken) => {
                     tracing::debug!(attempt, "allocated link taken; trying another");
-                    excluded_links.extend(spec.local_connect.networks());
+                    excluded_links.extend(taken.local_connect.networks());
                 }
                 Inserted::Again => tracing::debug!(attempt, "lost a race; judging again"),
             }
@@ -178,12 +176,15 @@ impl PeeringApi {
         .map_err(ApiError::Refused)
     }
 
-    /// Reads what the link rules ([`crate::peering::links`]) need, window by window, and
-    /// returns the peering with the links they picked.
-    async fn allocate(
+    /// The peering with the lowest link of each needed family that is free for its two VPCs
+    /// ([`crate::peering::links`] decides): links are unique per VPC, so its `neighbours`
+    /// (every peering of either VPC; requests awaiting acceptance hold their links too) and
+    /// the two routers' networks are all it must avoid. Called under the VPCs' locks, where
+    /// no concurrent create of either VPC can take it.
+    pub(super) fn allocate(
         &self,
         v: &ValidatedPeering,
-        others: &[PeeringSpec],
+        neighbours: &Neighbours,
         excluded: &[IpNet],
     ) -> Result<PeeringSpec, ApiError> {
         let settings = &self.inner.settings;
@@ -198,44 +199,18 @@ impl PeeringApi {
             },
         ];
         let mut used: Vec<IpNet> = excluded.to_vec();
-        let families = {
-            let cache = self.nb_cache()?;
-            let topo = NbCacheTopology(&cache);
-            used.extend(allocation_exclusions(v, &topo, others));
-            link_families(v, &topo)
-        };
-        let (mut local, mut remote) = (ConnectAddrs::default(), ConnectAddrs::default());
-        for &family in &families {
-            let pool = pool_for(&pools, family).ok_or_else(|| ApiError::PoolExhausted {
-                pool: family.name().to_string(),
-            })?;
-            let (l, r) = self.allocate_in(pool, &used).await?;
-            local.set(l);
-            remote.set(r);
-        }
-        Ok(v.with_link(local, remote))
-    }
-
-    /// A free link of `pool`: reads the stored links of one window at a time, starting in a
-    /// random window at a random link, so that concurrent creates rarely race for one (the
-    /// database's exclusion constraint settles those that do).
-    async fn allocate_in(
-        &self,
-        pool: &LinkPool,
-        used: &[IpNet],
-    ) -> Result<(IpNet, IpNet), ApiError> {
-        for window in allocation_windows(pool, rand::random::<u32>().into()) {
-            let stored = self.inner.store.peering_links_within(window).await?;
-            let start = rand::random::<u32>().into();
-            if let Some(pair) =
-                allocate_in_window(window, pool.link_prefix_len, &stored, used, start)
-            {
-                return Ok(pair);
+        let cache = self.nb_cache()?;
+        let topo = NbCacheTopology(&cache);
+        used.extend(allocation_exclusions(v, &topo, &neighbours.specs));
+        used.extend(neighbours.held_links(v));
+        let families = link_families(v, &topo);
+        let (local, remote) = allocate_connect(&pools, &families, &used, 0).map_err(|family| {
+            ApiError::PoolExhausted {
+                pool: pool_for(&pools, family)
+                    .map_or_else(|| family.name().to_string(), |p| p.pool.to_string()),
             }
-        }
-        Err(ApiError::PoolExhausted {
-            pool: pool.pool.to_string(),
-        })
+        })?;
+        Ok(v.with_link(local, remote))
     }
 }
 

@@ -1,11 +1,13 @@
 //! CreatePeering's locked transaction and its idempotency.
 //!
 //! The cross-peering rules (one VPC's other peerings: overlapping subnets,
-//! ambiguous routes, links) are judged again inside the transaction that
-//! inserts, under the per-VPC locks of both VPCs (see `store::create`): two
+//! ambiguous routes, links) are judged, and a link allocated, inside the
+//! transaction that inserts, under the per-VPC locks of both VPCs (see `store::create`): two
 //! creates on one hub are judged one after the other, on any replica, and the
 //! second sees the first. A `request_id` is answered with the peering it first
 //! created when the request is the same (by fingerprint), and refused when not.
+
+use ipnet::IpNet;
 
 use super::authz::Admission;
 use super::convert;
@@ -33,8 +35,8 @@ pub(super) struct Request {
 pub(super) enum Inserted {
     /// Stored now, or by the first call with this request_id.
     Done(Box<Peering>),
-    /// The allocated link was taken meanwhile: allocate another.
-    LinkTaken,
+    /// The allocated link (of this spec) is in the way after all: allocate another.
+    LinkTaken(Box<PeeringSpec>),
     /// A concurrent create took a port name between our check and our insert:
     /// judge again (the holder is visible now).
     Again,
@@ -60,6 +62,25 @@ impl Neighbours {
             .collect::<Result<_, _>>()?;
         Ok(Neighbours { records, specs })
     }
+
+    /// The links held by the neighbours that share a VPC with `v` (requests awaiting
+    /// acceptance included, rejected and expired ones not): links are unique per VPC.
+    pub(super) fn held_links<'a>(
+        &'a self,
+        v: &'a ValidatedPeering,
+    ) -> impl Iterator<Item = IpNet> + 'a {
+        let vpcs = [v.local_vpc.as_str(), v.remote_vpc.as_str()];
+        self.records
+            .iter()
+            .filter(move |r| {
+                r.state.holds_pair()
+                    && r.name != v.name
+                    && (vpcs.contains(&r.local_vpc.as_str())
+                        || vpcs.contains(&r.remote_vpc.as_str()))
+            })
+            .flat_map(|r| r.spec().ok())
+            .flat_map(|s| s.local_connect.networks())
+    }
 }
 
 impl PeeringApi {
@@ -80,30 +101,35 @@ impl PeeringApi {
         same_request(found, request)
     }
 
-    /// Judges `spec` again with its VPCs locked and inserts it with its port names.
+    /// Judges the peering with its VPCs locked and inserts it with its port names. Without
+    /// explicit addresses its link is allocated under the locks: the lowest one free for the
+    /// pair (avoiding `excluded` too), which no concurrent create of either VPC can take
+    /// before the commit.
     pub(super) async fn insert_locked(
         &self,
         validated: &ValidatedPeering,
-        spec: &PeeringSpec,
         request: &Request,
-        allocated: bool,
+        excluded: &[IpNet],
     ) -> Result<Inserted, ApiError> {
         let store = &self.inner.store;
         let mut tx = store
-            .peering_create_begin(&[&spec.local_vpc, &spec.remote_vpc])
+            .peering_create_begin(&[&validated.local_vpc, &validated.remote_vpc])
             .await?;
         if let Some(id) = &request.id {
             if let Some(first) = same_request(tx.by_request_id(id).await?, request)? {
                 return Ok(Inserted::Done(Box::new(first)));
             }
         }
-        let ports = port_names(&spec.local_vpc, &spec.remote_vpc).to_vec();
-        let records = tx
-            .list_for_create(&[&spec.local_vpc, &spec.remote_vpc], &spec.name, &ports)
-            .await?;
+        let vpcs = [validated.local_vpc.as_str(), validated.remote_vpc.as_str()];
+        let ports = port_names(vpcs[0], vpcs[1]).to_vec();
+        let records = tx.list_for_create(&vpcs, &validated.name, &ports).await?;
         let others = Neighbours::new(records)?;
         self.check_unique(validated, &others)?;
-        match self.check(spec, &others.specs) {
+        let (spec, allocated) = match validated.spec() {
+            Some(spec) => (spec, false),
+            None => (self.allocate(validated, &others, excluded)?, true),
+        };
+        match self.check(&spec, &others.specs) {
             Ok(()) => {}
             // Only the allocated link is in the way (a concurrent create's link or routes).
             Err(ApiError::Refused(r))
@@ -112,11 +138,11 @@ impl PeeringApi {
                         .iter()
                         .all(|v| v.field.ends_with("_connect_ip")) =>
             {
-                return Ok(Inserted::LinkTaken)
+                return Ok(Inserted::LinkTaken(Box::new(spec)))
             }
             Err(e) => return Err(e),
         }
-        let mut new = NewPeering::from_spec(spec, request.id.clone(), request.labels.clone());
+        let mut new = NewPeering::from_spec(&spec, request.id.clone(), request.labels.clone());
         if let Admission::Acceptance { remote_tenant } = &request.admission {
             new.state = PeeringState::PendingAcceptance;
             new.state_message = format!(
@@ -126,11 +152,13 @@ impl PeeringApi {
         }
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
-            Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken),
+            Err(StoreError::LinkOverlap { .. }) if allocated => {
+                Ok(Inserted::LinkTaken(Box::new(spec)))
+            }
             Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
                 RefusalKind::FailedPrecondition,
                 "peering.local_connect_ip",
-                format!("the IPv{family} link overlaps another peering's link"),
+                format!("the IPv{family} link overlaps the link of another peering of its VPCs"),
             ))),
             Err(StoreError::PortTaken) => Ok(Inserted::Again),
             // The same request_id on another VPC pair (other locks) committed first.

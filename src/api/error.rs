@@ -117,12 +117,27 @@ pub enum ApiError {
     /// A stream ended because its client fell behind (ABORTED); the message says how to resume.
     #[error("{0}")]
     WatchFellBehind(String),
+    /// A stream reached its maximum age (ABORTED); the message says how to resume.
+    #[error("{0}")]
+    WatchExpired(String),
     /// Too many WatchPeerings streams are open (RESOURCE_EXHAUSTED); the message says which limit.
     #[error("{0}")]
     TooManyWatches(String),
     /// The server is stopping (UNAVAILABLE); the message says how to go on elsewhere.
     #[error("{0}")]
     ShuttingDown(String),
+    /// `limit` calls are running: this one is refused at once (RESOURCE_EXHAUSTED).
+    #[error("the server is busy ({limit} calls in flight); retry later")]
+    Overloaded {
+        /// `--max-in-flight`.
+        limit: usize,
+    },
+    /// The call's deadline passed and its work was stopped (DEADLINE_EXCEEDED).
+    #[error("the deadline passed after {after:?}; the call's work was stopped")]
+    DeadlineExceeded {
+        /// How long the call ran.
+        after: std::time::Duration,
+    },
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -211,8 +226,11 @@ impl ApiError {
             ApiError::PeeringNotAccepted { .. } => ErrorReason::PeeringNotAccepted,
             ApiError::ResumeTokenExpired(_) => ErrorReason::ResumeTokenExpired,
             ApiError::WatchFellBehind(_) => ErrorReason::WatchFellBehind,
+            ApiError::WatchExpired(_) => ErrorReason::WatchExpired,
             ApiError::TooManyWatches(_) => ErrorReason::TooManyWatches,
             ApiError::ShuttingDown(_) => ErrorReason::ShuttingDown,
+            ApiError::Overloaded { .. } => ErrorReason::Overloaded,
+            ApiError::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -336,6 +354,7 @@ impl From<ApiError> for Status {
                 (Code::OutOfRange, message, ErrorDetails::new())
             }
             ApiError::WatchFellBehind(message) => (Code::Aborted, message, ErrorDetails::new()),
+            ApiError::WatchExpired(message) => (Code::Aborted, message, ErrorDetails::new()),
             ApiError::TooManyWatches(message) => {
                 (Code::ResourceExhausted, message, ErrorDetails::new())
             }
@@ -344,6 +363,14 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
             ),
+            e @ ApiError::Overloaded { .. } => (
+                Code::ResourceExhausted,
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
+            ),
+            e @ ApiError::DeadlineExceeded { .. } => {
+                (Code::DeadlineExceeded, e.to_string(), ErrorDetails::new())
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -425,8 +452,13 @@ mod tests {
             },
             ApiError::ResumeTokenExpired("re-watch without a token".into()),
             ApiError::WatchFellBehind("resume".into()),
+            ApiError::WatchExpired("resume".into()),
             ApiError::TooManyWatches("1000".into()),
             ApiError::ShuttingDown("elsewhere".into()),
+            ApiError::Overloaded { limit: 64 },
+            ApiError::DeadlineExceeded {
+                after: std::time::Duration::from_millis(90),
+            },
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
     }
@@ -457,11 +489,12 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_and_only_unavailable_carries_retry_info() {
+    fn unavailable_and_overloaded_and_only_they_carry_retry_info() {
         for e in one_of_each() {
+            let overloaded = matches!(e, ApiError::Overloaded { .. });
             let status = Status::from(e);
             let retry = status.get_error_details().retry_info().cloned();
-            if status.code() == Code::Unavailable {
+            if status.code() == Code::Unavailable || overloaded {
                 assert_eq!(retry.unwrap().retry_delay, Some(RETRY_DELAY));
             } else {
                 assert!(retry.is_none(), "{status:?}");

@@ -7,6 +7,7 @@
 //! mutating ones. Every handler starts by asking `authz.rs` for the caller's scope.
 
 mod accept;
+mod admission;
 mod authz;
 mod convert;
 mod create;
@@ -37,6 +38,7 @@ use crate::proto::v1::{
 };
 use crate::store::Store;
 
+pub use admission::{Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT};
 pub use error::ApiError;
 
 /// The rules' settings the API applies.
@@ -48,6 +50,8 @@ pub struct ApiSettings {
     pub link_pool_v4: (ipnet::IpNet, u8),
     /// IPv6 link pool and link prefix length.
     pub link_pool_v6: (ipnet::IpNet, u8),
+    /// Calls at once and the longest call.
+    pub limits: Limits,
     /// How long a cross-tenant request waits for acceptance before it expires.
     pub acceptance_ttl: std::time::Duration,
 }
@@ -62,6 +66,8 @@ struct Inner {
     store: Store,
     nb: ovsdb::Client,
     settings: ApiSettings,
+    /// Admits calls within `settings.limits`.
+    gate: admission::Gate,
     /// The authorization policy; `None`: every caller is an admin.
     policy: Option<Arc<crate::auth::Watched<crate::auth::Policy>>>,
     /// WatchPeerings' change reader; `None`: WatchPeerings is UNAVAILABLE.
@@ -75,6 +81,7 @@ impl PeeringApi {
             inner: Arc::new(Inner {
                 store,
                 nb,
+                gate: admission::Gate::new(settings.limits),
                 settings,
                 policy: None,
                 watch: None,
@@ -82,9 +89,9 @@ impl PeeringApi {
         }
     }
 
-    /// The NB cache, refused while it is not in sync with a server. Keep the
-    /// guard short-lived and never across an `.await`.
-    fn nb_cache(&self) -> Result<ovsdb::CacheGuard<'_>, ApiError> {
+    /// A snapshot of the NB cache, refused while it is not in sync with a server. Holding it
+    /// blocks nobody; take a fresh one per request.
+    fn nb_cache(&self) -> Result<ovsdb::CacheSnapshot, ApiError> {
         if !self.inner.nb.state().borrow().is_synced() {
             return Err(ApiError::nb_unavailable());
         }
@@ -220,11 +227,19 @@ impl PeeringService for PeeringApi {
         req: Request<WatchPeeringsRequest>,
     ) -> Result<Response<Self::WatchPeeringsStream>, Status> {
         let caller = caller_of(&req);
+        // The per-caller stream cap's key: the identity, or the address of a caller without one.
+        let key = match &caller {
+            crate::auth::Caller::Identity(id) => format!("identity {id}"),
+            crate::auth::Caller::Unauthenticated => match req.remote_addr() {
+                Some(addr) => format!("address {}", addr.ip()),
+                None => "unauthenticated".to_owned(),
+            },
+        };
         let req = req.into_inner();
         RpcSpan::new("WatchPeerings")
             .caller(&caller)
             .with("vpc", &req.vpc)
-            .run_stream(async { self.watch(self.scope(&caller)?, req).await })
+            .run_stream(async { self.watch(self.scope(&caller)?, &key, req).await })
             .await
     }
 
@@ -233,9 +248,11 @@ impl PeeringService for PeeringApi {
         req: Request<CreatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         RpcSpan::new("CreatePeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("request_id", &req.request_id)
             .with("peering", name.unwrap_or_default())
@@ -257,8 +274,10 @@ impl PeeringService for PeeringApi {
         req: Request<GetPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("GetPeering")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("peering", &req.name)
             .run(async { self.get(self.scope(&caller)?, req).await })
@@ -270,8 +289,10 @@ impl PeeringService for PeeringApi {
         req: Request<ListPeeringsRequest>,
     ) -> Result<Response<ListPeeringsResponse>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("ListPeerings")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
@@ -283,9 +304,11 @@ impl PeeringService for PeeringApi {
         req: Request<UpdatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         RpcSpan::new("UpdatePeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("request_id", &req.request_id)
             .with("peering", name.unwrap_or_default())
@@ -298,8 +321,10 @@ impl PeeringService for PeeringApi {
         req: Request<DeletePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("DeletePeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("peering", &req.name)
             .run(async { self.delete(self.scope(&caller)?, req).await })
@@ -311,8 +336,10 @@ impl PeeringService for PeeringApi {
         req: Request<AcceptPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("AcceptPeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("peering", &req.name)
             .run(async { self.accept(self.scope(&caller)?, req).await })
@@ -324,8 +351,10 @@ impl PeeringService for PeeringApi {
         req: Request<RejectPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("RejectPeering")
+            .admit(&self.inner.gate, &metadata)
             .audited(&caller)
             .with("peering", &req.name)
             .run(async { self.reject(self.scope(&caller)?, req).await })
@@ -337,9 +366,11 @@ impl PeeringService for PeeringApi {
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         input::list_routes(&req)?;
         RpcSpan::new("ListRoutes")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("vpc", &req.vpc)
             .run(async {
@@ -357,8 +388,10 @@ impl PeeringService for PeeringApi {
         req: Request<DiagnosePeeringRequest>,
     ) -> Result<Response<DiagnosePeeringResponse>, Status> {
         let caller = caller_of(&req);
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         RpcSpan::new("DiagnosePeering")
+            .admit(&self.inner.gate, &metadata)
             .caller(&caller)
             .with("peering", &req.name)
             .run(async { self.diagnose(self.scope(&caller)?, req).await })

@@ -4,6 +4,9 @@
 //! (an internal error's whole chain) carry the RPC's fields while the client only sees the
 //! generic message.
 //!
+//! Every call is admitted first (`admission.rs`): refused at once when too many run, and
+//! stopped when its deadline passes.
+//!
 //! Mutating RPCs are also audited: one event with target `audit` per call, naming the
 //! caller's identity, the RPC, the peering and the outcome code, whatever the outcome.
 
@@ -18,6 +21,7 @@ use tonic::{Code, Response, Status};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+use super::admission::{Admitted, Gate};
 use super::ApiError;
 use crate::auth::Caller;
 
@@ -28,6 +32,8 @@ pub(super) struct RpcSpan {
     peering: String,
     /// The caller's identity, when the call is audited.
     audit: Option<String>,
+    /// The admission decision, when the call went through a gate.
+    admission: Option<Result<Admitted, ApiError>>,
 }
 
 impl RpcSpan {
@@ -47,7 +53,15 @@ impl RpcSpan {
             method,
             peering: String::new(),
             audit: None,
+            admission: None,
         }
+    }
+
+    /// Asks `gate` to admit the call (request headers: its `grpc-timeout`). A refused call
+    /// runs no handler; an admitted one is stopped when its budget is spent.
+    pub(super) fn admit(mut self, gate: &Gate, metadata: &tonic::metadata::MetadataMap) -> Self {
+        self.admission = Some(gate.admit(metadata));
+        self
     }
 
     /// Records who calls (its certificate's identity, `-` without one).
@@ -83,9 +97,23 @@ impl RpcSpan {
             method,
             peering,
             audit,
+            admission,
         } = self;
         let started = Instant::now();
-        let result = handler.instrument(span.clone()).await;
+        let result = match admission {
+            None => handler.instrument(span.clone()).await,
+            Some(Err(refused)) => Err(refused),
+            // The permit is held until the handler ends or is dropped.
+            Some(Ok(admitted)) => {
+                match tokio::time::timeout(admitted.budget, handler.instrument(span.clone())).await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(ApiError::DeadlineExceeded {
+                        after: started.elapsed(),
+                    }),
+                }
+            }
+        };
         span.in_scope(|| {
             let result = result.map(Response::new).map_err(Status::from);
             let code = match &result {

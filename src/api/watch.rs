@@ -17,12 +17,15 @@ use super::error::ApiError;
 use super::{convert, input, PeeringApi};
 use crate::proto::v1::watch_peerings_response::EventType;
 use crate::proto::v1::{WatchPeeringsRequest, WatchPeeringsResponse};
-use crate::watch::{EventKind, ResumeError, Start, WatchEnd, WatchEvent, Watcher};
+use crate::watch::{
+    EventKind, Listing, ResumeError, SlotRefused, Start, WatchEnd, WatchEvent, Watcher,
+};
 
 impl PeeringApi {
     pub(super) async fn watch(
         &self,
         scope: Scope,
+        caller: &str,
         req: WatchPeeringsRequest,
     ) -> Result<WatchStream, ApiError> {
         input::watch(&req)?;
@@ -34,12 +37,17 @@ impl PeeringApi {
         if !req.vpc.is_empty() {
             scope.read_vpc(&req.vpc)?;
         }
-        let slot = hub.stream_slot().ok_or_else(|| {
-            ApiError::TooManyWatches(format!(
-                "{} WatchPeerings streams are open on this replica (--watch-max-streams): \
-                 retry later or on another replica",
-                hub.settings.max_streams
-            ))
+        let slot = hub.stream_slot(caller).map_err(|refused| {
+            ApiError::TooManyWatches(match refused {
+                SlotRefused::Replica(n) => format!(
+                    "{n} WatchPeerings streams are open on this replica (--watch-max-streams): \
+                     retry later or on another replica"
+                ),
+                SlotRefused::Caller(n) => format!(
+                    "{n} WatchPeerings streams of this caller are open on this replica \
+                     (--watch-max-streams-per-caller): close one or retry later"
+                ),
+            })
         })?;
         let start = if req.resume_token.is_empty() {
             Start::Snapshot
@@ -53,14 +61,20 @@ impl PeeringApi {
             }
         };
         let vpc = (!req.vpc.is_empty()).then_some(req.vpc);
-        let wanted = vpc.clone();
+        // A tenant's initial list is read filtered by Postgres: other tenants' rows never
+        // reach this process for its stream.
+        let listing = Listing {
+            vpc: vpc.clone(),
+            patterns: scope.like_patterns(),
+        };
+        let wanted = vpc;
         let filter = Box::new(move |p: &crate::store::PeeringRecord| {
             wanted
                 .as_deref()
                 .is_none_or(|v| p.local_vpc == v || p.remote_vpc == v)
                 && scope.read_peering(p).is_ok()
         });
-        let Watcher { events, end } = hub.watch(start, filter, vpc, slot);
+        let Watcher { events, end } = hub.watch(start, filter, listing, slot);
         Ok(WatchStream {
             events,
             end,
@@ -101,6 +115,7 @@ fn response(e: WatchEvent) -> WatchPeeringsResponse {
         EventKind::Modified => EventType::Modified,
         EventKind::Deleted => EventType::Deleted,
         EventKind::Synced => EventType::Synced,
+        EventKind::Bookmark => EventType::Bookmark,
     };
     WatchPeeringsResponse {
         r#type: kind as i32,
@@ -113,7 +128,10 @@ impl From<WatchEnd> for ApiError {
     fn from(e: WatchEnd) -> Self {
         match e {
             WatchEnd::OutOfRange => ApiError::ResumeTokenExpired(e.to_string()),
-            WatchEnd::FellBehind(_) => ApiError::WatchFellBehind(e.to_string()),
+            WatchEnd::FellBehind(_) | WatchEnd::Stalled(_) => {
+                ApiError::WatchFellBehind(e.to_string())
+            }
+            WatchEnd::Expired => ApiError::WatchExpired(e.to_string()),
             WatchEnd::ShuttingDown => ApiError::ShuttingDown(e.to_string()),
             WatchEnd::Store(e) => e.into(),
         }

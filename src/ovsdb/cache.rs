@@ -7,9 +7,16 @@
 //! as `peer`: OVS only diffs "composite" types) and a *diff* for larger sets (symmetric
 //! difference) and maps (same key+value = remove, other value = replace, new key = add). Diffs are not idempotent:
 //! the caller applies each update exactly once. Sets are kept sorted.
-//! Reading is plain `&self` methods; the client hands out read guards.
+//!
+//! Storage is persistent maps (`imbl`): a clone is O(1) and shares every row with the
+//! original, an update copies only the paths it touches. That is what lets the client publish
+//! a new immutable snapshot after each update while readers keep working on older ones (see
+//! `client`): nobody reads under a lock. Reading is plain `&self` methods.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Row storage and indexes: persistent, so [`NbCache::clone`] is O(1).
+type PMap<K, V> = imbl::HashMap<K, V>;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -77,15 +84,17 @@ impl UpdateErrorKind {
 }
 
 /// Replica of `Logical_Router`, `Logical_Router_Port`, `Logical_Router_Static_Route`.
+/// Cloning is O(1) (persistent maps): a clone is a snapshot that later updates of the
+/// original never change.
 #[derive(Debug, Clone, Default)]
 pub struct NbCache {
-    routers: HashMap<Uuid, LogicalRouter>,
-    ports: HashMap<Uuid, LogicalRouterPort>,
-    routes: HashMap<Uuid, LogicalRouterStaticRoute>,
-    router_by_name: HashMap<String, BTreeSet<Uuid>>,
-    port_by_name: HashMap<String, Uuid>,
+    routers: PMap<Uuid, LogicalRouter>,
+    ports: PMap<Uuid, LogicalRouterPort>,
+    routes: PMap<Uuid, LogicalRouterStaticRoute>,
+    router_by_name: PMap<String, BTreeSet<Uuid>>,
+    port_by_name: PMap<String, Uuid>,
     owner_key: Option<String>,
-    by_owner: HashMap<String, BTreeSet<(Table, Uuid)>>,
+    by_owner: PMap<String, BTreeSet<(Table, Uuid)>>,
 }
 
 impl NbCache {
@@ -373,7 +382,7 @@ fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<Row
     }
     out.extend(
         o.keys()
-            .filter(|u| !n.contains_key(u))
+            .filter(|u| !n.contains_key(*u))
             .map(|u| change(*u, ChangeKind::Delete)),
     );
 }
@@ -436,17 +445,17 @@ pub fn apply_diff(old: Datum, diff: Datum) -> Result<Datum, String> {
 
 /// Per-table storage and secondary indexes.
 trait Indexed: Sized {
-    fn store(c: &NbCache) -> &HashMap<Uuid, Self>;
-    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self>;
+    fn store(c: &NbCache) -> &PMap<Uuid, Self>;
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self>;
     fn index(&self, _c: &mut NbCache) {}
     fn unindex(&self, _c: &mut NbCache) {}
 }
 
 impl Indexed for LogicalRouter {
-    fn store(c: &NbCache) -> &HashMap<Uuid, Self> {
+    fn store(c: &NbCache) -> &PMap<Uuid, Self> {
         &c.routers
     }
-    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self> {
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self> {
         &mut c.routers
     }
     fn index(&self, c: &mut NbCache) {
@@ -466,10 +475,10 @@ impl Indexed for LogicalRouter {
 }
 
 impl Indexed for LogicalRouterPort {
-    fn store(c: &NbCache) -> &HashMap<Uuid, Self> {
+    fn store(c: &NbCache) -> &PMap<Uuid, Self> {
         &c.ports
     }
-    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self> {
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self> {
         &mut c.ports
     }
     fn index(&self, c: &mut NbCache) {
@@ -483,10 +492,10 @@ impl Indexed for LogicalRouterPort {
 }
 
 impl Indexed for LogicalRouterStaticRoute {
-    fn store(c: &NbCache) -> &HashMap<Uuid, Self> {
+    fn store(c: &NbCache) -> &PMap<Uuid, Self> {
         &c.routes
     }
-    fn store_mut(c: &mut NbCache) -> &mut HashMap<Uuid, Self> {
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self> {
         &mut c.routes
     }
 }

@@ -11,8 +11,12 @@
 //! - A request sent on a connection that then died is [`TransactError::OutcomeUnknown`].
 //! - After every (re)connection consumers get exactly one [`CacheEvent::Resynced`], never a
 //!   stream of synthetic inserts/deletes; [`CacheEvent::Disconnected`] when a synced connection ends.
+//! - [`Client::cache`] is an immutable snapshot ([`CacheSnapshot`]), taken in O(1) and held
+//!   without any lock: a pass can work on one for seconds while the reader keeps applying
+//!   updates and publishing newer snapshots. A snapshot holds whole updates only (every
+//!   table of one update or none of it).
 
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -46,8 +50,9 @@ pub struct Client {
     _stop: Arc<StopOnDrop>,
 }
 
-/// Read access to the cache. Keep it short-lived: the reader task waits for it to apply updates.
-pub type CacheGuard<'a> = RwLockReadGuard<'a, NbCache>;
+/// An immutable snapshot of the replica. Holding one blocks nobody; it only keeps the rows it
+/// shares with newer snapshots alive (take a fresh one for each pass or request).
+pub type CacheSnapshot = Arc<NbCache>;
 
 impl Client {
     /// Spawns the connection task and returns at once (needs a Tokio runtime).
@@ -62,7 +67,7 @@ impl Client {
         }
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
-            cache: RwLock::new(NbCache::new(config.owner_key.clone())),
+            replica: watch::channel(Arc::new(NbCache::new(config.owner_key.clone()))).0,
             state: watch::channel(ConnectionState::Connecting { last_error: None }).0,
             version: watch::channel(0).0,
             events: broadcast::channel(config.event_capacity.max(1)).0,
@@ -106,9 +111,9 @@ impl Client {
         }
     }
 
-    /// Read access to the replica (check `state()` for whether it is synced).
-    pub fn cache(&self) -> CacheGuard<'_> {
-        self.shared.cache.read().unwrap_or_else(|e| e.into_inner())
+    /// The replica's latest snapshot (check `state()` for whether it is synced).
+    pub fn cache(&self) -> CacheSnapshot {
+        self.shared.snapshot()
     }
 
     /// Bumped after every applied update or resync.

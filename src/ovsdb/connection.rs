@@ -3,15 +3,21 @@
 //!
 //! Owns nothing about OVSDB semantics. The reader task is the only one reading the socket and it
 //! never waits on anyone but the socket (the server stops reading from clients that do not
-//! drain their replies). Notifications and reply hooks run *inline in the reader task, in
-//! arrival order*: that is what lets the client apply a monitor update before completing the
-//! reply of the transaction that caused it.
+//! drain their replies). Notifications and reply hooks run *strictly in arrival order*, each
+//! finished before the next starts: that is what lets the client apply a monitor update before
+//! completing the reply of the transaction that caused it. Small messages are handled in the
+//! reader task; a large one (an initial dump, a re-dump, a big transaction's update) is decoded
+//! and handled on a blocking thread while the reader task goes on reading the socket, queueing
+//! what arrives behind it and answering the server's `echo` requests at once: the runtime's
+//! workers keep serving and the session survives the server's inactivity probe however long
+//! the update takes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
 use super::error::Error;
-use super::jsonrpc::{encode, FrameDecoder, Message};
+use super::jsonrpc::{decode, encode, FrameDecoder, Message};
 use super::remote::Stream;
 
 /// Why a call got no result.
@@ -98,8 +104,15 @@ impl Connection {
         tokio::spawn(writer(wr, out_rx, inner.closed.clone()));
         let reader_inner = inner.clone();
         let task = tokio::spawn(async move {
-            let err = reader(rd, config, handler, &reader_inner).await;
+            let mut job = None;
+            let err = reader(rd, config, handler, &reader_inner, &mut job).await;
             reader_inner.shut(&err.to_string());
+            // A large message still being handled finishes before the task ends, so whoever
+            // awaits the task (the reconnect loop, before the next connection's dump) never
+            // races it. The socket is already released: the reader's half went with `reader`.
+            if let Some(job) = job {
+                let _ = job.await;
+            }
             err
         });
         (Connection { inner }, task)
@@ -204,32 +217,90 @@ async fn writer(
     let _ = wr.shutdown().await;
 }
 
+/// Messages at least this large are decoded and handled on a blocking thread; smaller ones cost
+/// less to handle in place than to hand over.
+const OFFLOAD_BYTES: usize = 64 * 1024;
+
+/// A large message being handled on a blocking thread.
+type Job = tokio::task::JoinHandle<Result<(), Error>>;
+
+/// A message waiting for its turn (notifications and replies are handled in arrival order).
+enum Queued {
+    Decoded(Message),
+    /// Large: decoded by the blocking job that handles it.
+    Raw(Bytes),
+}
+
 async fn reader(
     mut rd: tokio::io::ReadHalf<Stream>,
     config: ConnectionConfig,
-    mut handler: NotificationHandler,
-    inner: &Inner,
+    handler: NotificationHandler,
+    inner: &Arc<Inner>,
+    job: &mut Option<Job>,
 ) -> Error {
+    let handler = Arc::new(Mutex::new(handler));
+    let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut dec = FrameDecoder::new(config.max_message_len);
     let probe = config.probe_interval;
     let far = Duration::from_secs(86400 * 365);
     let mut deadline = Instant::now() + probe.unwrap_or(far);
     let mut probe_sent = false;
     loop {
+        // Take out every complete message. Echo requests are answered here, at once, even
+        // behind a large update still being handled: they ask whether we are alive, not
+        // whether we are done.
         loop {
-            let msg = match dec.next_message() {
-                Ok(Some(m)) => m,
+            let frame = match dec.next_frame() {
+                Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return Error::Protocol(e.to_string()),
             };
-            if let Err(e) = dispatch(msg, inner, &mut handler) {
-                return e;
+            if frame.len() >= OFFLOAD_BYTES {
+                queue.push_back(Queued::Raw(frame));
+                continue;
+            }
+            match decode(&frame) {
+                Ok(Message::Request { method, params, id }) if method == "echo" => {
+                    inner.reply(&id, params)
+                }
+                // Our probe's reply ("echo"): its arrival already counted as activity.
+                Ok(Message::Response { id, .. }) if !id.is_u64() => {}
+                Ok(m) => queue.push_back(Queued::Decoded(m)),
+                Err(e) => return Error::Protocol(e.to_string()),
             }
         }
-        // Biased: bytes that are already there count as activity even when the probe's
-        // deadline passed meanwhile (a busy runtime must not turn into a probe timeout).
+        // Handle what is queued, in order: small messages here, a large one on a blocking
+        // thread (the rest of the queue waits for it).
+        while job.is_none() {
+            match queue.pop_front() {
+                None => break,
+                Some(Queued::Decoded(m)) => {
+                    if let Err(e) = dispatch(m, inner, &mut lock(&handler)) {
+                        return e;
+                    }
+                }
+                Some(Queued::Raw(frame)) => {
+                    let (inner, handler) = (inner.clone(), handler.clone());
+                    *job = Some(tokio::task::spawn_blocking(move || {
+                        let m = decode(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+                        dispatch(m, &inner, &mut lock(&handler))
+                    }));
+                }
+            }
+        }
+        // Biased: a finished job is collected first (what queued behind it can go on), and
+        // bytes that are already there count as activity even when the probe's deadline
+        // passed meanwhile (a busy runtime must not turn into a probe timeout).
         tokio::select! {
             biased;
+            r = async { job.as_mut().expect("guarded by the branch condition").await }, if job.is_some() => {
+                *job = None;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e,
+                    Err(e) => return Error::ConnectionClosed(format!("message handler failed: {e}")),
+                }
+            }
             n = rd.read_buf(dec.buffer()) => match n {
                 Ok(0) => return Error::ConnectionClosed("end of stream".into()),
                 Ok(_) => {
@@ -257,9 +328,14 @@ async fn reader(
     }
 }
 
+fn lock(h: &Mutex<NotificationHandler>) -> std::sync::MutexGuard<'_, NotificationHandler> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn dispatch(msg: Message, inner: &Inner, handler: &mut NotificationHandler) -> Result<(), Error> {
     match msg {
         Message::Request { method, params, id } if method == "echo" => {
+            // Only a large echo comes this way: it waited its turn (harmless).
             inner.reply(&id, params);
             Ok(())
         }
@@ -300,5 +376,126 @@ fn dispatch(msg: Message, inner: &Inner, handler: &mut NotificationHandler) -> R
             let _ = w.tx.send(r);
             hooked
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::net::UnixStream;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    async fn next_message(s: &mut UnixStream, dec: &mut FrameDecoder) -> Message {
+        loop {
+            if let Some(m) = dec.next_message().unwrap() {
+                return m;
+            }
+            let n = tokio::time::timeout(T, s.read_buf(dec.buffer()))
+                .await
+                .expect("nothing from the client")
+                .unwrap();
+            assert!(n > 0, "the client closed the connection");
+        }
+    }
+
+    /// The reader is biased toward reading: when the runtime was too busy to run it until
+    /// after the probe's deadline, bytes that arrived meanwhile (the probe's reply) still count
+    /// as activity, never as a probe timeout. Repeated: an unbiased `select!` picks either
+    /// branch at random.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reply_that_arrived_while_the_runtime_was_busy_is_not_a_probe_timeout() {
+        for round in 0..20 {
+            let (ours, mut server) = UnixStream::pair().unwrap();
+            let (seen, mut notified) = mpsc::unbounded_channel();
+            let handler: NotificationHandler = Box::new(move |_, _| {
+                let _ = seen.send(());
+                Ok(())
+            });
+            let cfg = ConnectionConfig {
+                probe_interval: Some(Duration::from_millis(50)),
+                max_message_len: 1 << 20,
+            };
+            let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
+            let mut dec = FrameDecoder::new(1 << 20);
+            match next_message(&mut server, &mut dec).await {
+                Message::Request { method, .. } => assert_eq!(method, "echo"),
+                m => panic!("{m:?}"),
+            }
+            server
+                .write_all(br#"{"id":"echo","result":[],"error":null}{"method":"n","params":[],"id":null}"#)
+                .await
+                .unwrap();
+            // The only runtime thread is busy past the probe's deadline: when the reader runs
+            // again, the reply is there and the deadline has passed.
+            std::thread::sleep(Duration::from_millis(150));
+            // Either the notification behind the reply is handled, or the probe times out
+            // (and closes the connection): one of them happens, no wait needs a bound.
+            tokio::select! {
+                biased;
+                _ = conn.closed() => panic!("round {round}: probe timeout with the reply already arrived"),
+                _ = notified.recv() => {}
+            }
+            conn.close("done");
+            let _ = task.await;
+        }
+    }
+
+    /// A large update is handled off the reader task: while its handler is still busy, the
+    /// server's echo is answered, and the reply that came after the update waits for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn echo_is_answered_while_a_large_update_is_handled_and_order_is_kept() {
+        let (ours, mut server) = UnixStream::pair().unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let handled = Arc::new(AtomicBool::new(false));
+        let h = handled.clone();
+        let handler: NotificationHandler = Box::new(move |method, _| {
+            assert_eq!(method, "update");
+            // Busy until the test says so (a long apply), or for `T`: against a reader that
+            // waits for its handler, the test then fails on the order, instead of hanging.
+            let _ = released.recv_timeout(T);
+            h.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        let cfg = ConnectionConfig {
+            probe_interval: None,
+            max_message_len: 1 << 24,
+        };
+        let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
+        let mut reply = conn.send("transact", json!(["db"]), None).unwrap();
+        let big = json!({"method": "update", "id": null,
+            "params": [null, {"pad": "x".repeat(4 * OFFLOAD_BYTES)}]});
+        let mut out = serde_json::to_vec(&big).unwrap();
+        out.extend(br#"{"id":1,"result":[],"error":null}"#);
+        out.extend(br#"{"method":"echo","params":["alive?"],"id":"e1"}"#);
+        server.write_all(&out).await.unwrap();
+
+        let mut dec = FrameDecoder::new(1 << 24);
+        loop {
+            match next_message(&mut server, &mut dec).await {
+                Message::Response { id, result, .. } if id == json!("e1") => {
+                    assert_eq!(result, json!(["alive?"]));
+                    break;
+                }
+                _ => {} // the client's own request
+            }
+        }
+        assert!(
+            !handled.load(Ordering::SeqCst),
+            "echo answered only after the update"
+        );
+        assert!(
+            reply.try_recv().is_err(),
+            "a reply overtook the update before it"
+        );
+        release.send(()).unwrap();
+        let r = tokio::time::timeout(T, &mut reply).await.unwrap().unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        assert!(handled.load(Ordering::SeqCst));
+        conn.close("done");
+        tokio::time::timeout(T, task).await.unwrap().unwrap();
     }
 }

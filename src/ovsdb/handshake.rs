@@ -268,26 +268,23 @@ fn install(
         _ => (false, None, reply, UpdateFormat::V1),
     };
     let in_place = std::mem::take(&mut monitor.lock().unwrap_or_else(|e| e.into_inner()).in_place);
-    let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
-    let applied = if found {
-        // The server sent only what changed since our last_txn_id: our cache stays.
-        cache.apply(types, format, updates)
-    } else {
-        // A fresh dump replaces the cache atomically.
+    let applied = shared.update_replica(|cache| {
+        if found {
+            // The server sent only what changed since our last_txn_id: our cache stays.
+            return cache.apply(types, format, updates);
+        }
+        // A fresh dump replaces the cache, published at once with all its rows.
         let mut fresh = cache.empty_like();
-        fresh.apply(types, format, updates).map(|_| {
-            let changes = if in_place {
-                cache.changes_to(&fresh)
-            } else {
-                Vec::new()
-            };
-            *cache = fresh;
-            changes
-        })
-    };
-    let rows = cache.len();
-    drop(cache);
-    let changes = match applied {
+        fresh.apply(types, format, updates)?;
+        let changes = if in_place {
+            cache.changes_to(&fresh)
+        } else {
+            Vec::new()
+        };
+        *cache = fresh;
+        Ok(changes)
+    });
+    let (changes, rows) = match applied {
         Ok(c) => c,
         Err(e) => return Err(distrust(shared, e)),
     };
@@ -340,14 +337,11 @@ fn on_notification(
     }
     let format = s.format;
     drop(s);
-    let (changes, rows) = {
-        let mut cache = shared.cache.write().unwrap_or_else(|e| e.into_inner());
-        let changes = cache.apply(types, format, updates);
-        (changes, cache.len())
-    };
+    let (changes, rows) = shared
+        .update_replica(|cache| cache.apply(types, format, updates))
+        .map_err(|e| distrust(shared, e))?;
     // Every update moves the count, not only a full sync.
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
-    let changes = changes.map_err(|e| distrust(shared, e))?;
     if let Some(t) = txn {
         *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.to_owned());
     }
@@ -358,8 +352,8 @@ fn on_notification(
     Ok(())
 }
 
-/// The cache could not apply an update and may be half-updated: forget the txn id so the next
-/// session starts from a full dump (ovsdb-cs `ovsdb_cs_flag_inconsistency`). The returned error
+/// The cache could not apply an update (the half-applied copy was never published): forget the
+/// txn id so the next session starts from a full dump (ovsdb-cs `ovsdb_cs_flag_inconsistency`). The returned error
 /// ends this connection.
 fn distrust(shared: &Shared, e: UpdateError) -> Error {
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;

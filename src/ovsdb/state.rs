@@ -2,7 +2,7 @@
 //! reconnect loop (`client`), the per-connection handshake (`handshake`) and the reader task's
 //! handlers. Holds data only: both `client` and `handshake` depend on it, never the reverse.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -138,7 +138,9 @@ impl IndexGuard {
 pub(super) struct Shared {
     pub(super) config: ClientConfig,
     pub(super) state: watch::Sender<ConnectionState>,
-    pub(super) cache: RwLock<NbCache>,
+    /// The replica: the latest published snapshot. Only the connection's reader replaces it
+    /// (one update at a time, see [`Shared::update_replica`]); readers clone the `Arc`.
+    pub(super) replica: watch::Sender<Arc<NbCache>>,
     pub(super) version: watch::Sender<u64>,
     pub(super) events: broadcast::Sender<CacheEvent>,
     /// The synced connection `transact` sends on; `None` between connections.
@@ -148,9 +150,71 @@ pub(super) struct Shared {
     pub(super) cancel: CancellationToken,
 }
 
+impl Shared {
+    /// The current snapshot (O(1): an `Arc` clone; the watch's lock is held only for that).
+    pub(super) fn snapshot(&self) -> Arc<NbCache> {
+        self.replica.borrow().clone()
+    }
+
+    /// Applies one update to a copy of the current snapshot (O(1) to make: persistent maps)
+    /// and publishes the result only if `f` succeeds, so no reader ever sees half an update,
+    /// across tables, nor one that failed halfway. Returns `f`'s value and the row count.
+    /// Called only by the connection's reader (one update at a time, in the server's order).
+    pub(super) fn update_replica<T, E>(
+        &self,
+        f: impl FnOnce(&mut NbCache) -> Result<T, E>,
+    ) -> Result<(T, usize), E> {
+        let mut next = NbCache::clone(&self.snapshot());
+        let out = f(&mut next)?;
+        let rows = next.len();
+        self.replica.send_replace(Arc::new(next));
+        Ok((out, rows))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::IndexGuard;
+    use super::*;
+    use crate::ovsdb::cache::{Types, UpdateFormat};
+
+    fn shared() -> Shared {
+        Shared {
+            config: ClientConfig::new("tcp:127.0.0.1:1", "db").unwrap(),
+            state: watch::channel(ConnectionState::Connecting { last_error: None }).0,
+            replica: watch::channel(Arc::new(NbCache::new(None))).0,
+            version: watch::channel(0).0,
+            events: broadcast::channel(1).0,
+            connection: Mutex::new(None),
+            last_txn_id: Mutex::new(None),
+            index_guard: Mutex::default(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A snapshot holds whole updates: one that fails halfway (its first table applied, its
+    /// second malformed) is never published; one that succeeds is, while snapshots taken
+    /// before it stay as they were.
+    #[test]
+    fn snapshots_never_show_half_an_update() {
+        let s = shared();
+        let types = Types::new();
+        let router = uuid::Uuid::from_u128(1).to_string();
+        let half = serde_json::json!({
+            "Logical_Router": {&router: {"insert": {}}},
+            "Logical_Router_Port": {"not-a-uuid": {"insert": {}}},
+        });
+        let r = s.update_replica(|c| c.apply(&types, UpdateFormat::V2, &half));
+        assert!(r.is_err());
+        assert!(s.snapshot().is_empty(), "half an update was published");
+
+        let before = s.snapshot();
+        let whole = serde_json::json!({"Logical_Router": {&router: {"insert": {}}}});
+        let (_, rows) = s
+            .update_replica(|c| c.apply(&types, UpdateFormat::V2, &whole))
+            .unwrap();
+        assert_eq!((rows, s.snapshot().len()), (1, 1));
+        assert!(before.is_empty(), "an older snapshot changed");
+    }
 
     #[test]
     fn index_guard_refuses_older_indexes_until_the_cluster_changes_or_a_reset() {

@@ -1,11 +1,13 @@
 //! Interconnect link allocation: picking a free link network from a pool and the two port
 //! addresses on it.
 //!
-//! Pure arithmetic over a snapshot of what is in use (VPC subnets, other links, routes): the
-//! database's exclusion constraint on stored links is the final arbiter between concurrent
-//! allocators. A caller that loses a race adds the link it tried to `used` and asks again,
-//! ideally starting from a random candidate ([`allocate_link_from`]) so that concurrent
-//! allocators rarely pick the same one.
+//! Pure arithmetic over a snapshot of what is in use in the two VPCs (their subnets, the
+//! links and routes of their other peerings). Links are unique per VPC (router), not across
+//! the deployment: a link's addresses sit on the two peer ports of one peering and OVN
+//! resolves them per router, so peerings that share no VPC may reuse a link, and a peering
+//! gets the lowest link free for its pair. The API allocates under the per-VPC locks of both
+//! VPCs; the database's per-(VPC, link) exclusion constraint (`peering_links`) is the final
+//! arbiter.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,7 +16,7 @@ use ipnet::IpNet;
 
 use super::topology::{resolve_router, vpc_subnets, Topology};
 use super::validate::ValidatedPeering;
-use super::{overlaps, ConnectAddrs, Family};
+use super::{ConnectAddrs, Family};
 
 /// Default IPv4 link pool (`--link-pool`).
 pub const DEFAULT_V4_POOL: &str = "169.254.0.0/16";
@@ -137,17 +139,6 @@ pub fn allocate_connect(
     Ok((local, remote))
 }
 
-// --- Allocation against the stored links, one window at a time -------------------------------
-//
-// The API cannot read every stored link of a pool (an IPv6 /64 holds 2^62 of them), so it
-// reads the links of one window, tries to allocate there, and moves to the next window. The
-// rules of that search live here; the API only does the reads.
-
-/// Links per window of [`allocation_windows`] (a power of two).
-pub const WINDOW_LINKS: u32 = 256;
-/// Pools with more than 2^this windows are sampled instead of walked.
-pub const MAX_WINDOW_BITS: u8 = 16;
-
 /// The families an allocated link needs: those of the explicit routes and of either VPC's
 /// subnets (automatic routes need a nexthop of their family); IPv4 when there is nothing to go
 /// by.
@@ -170,42 +161,6 @@ pub fn link_families(v: &ValidatedPeering, topo: &(impl Topology + ?Sized)) -> V
 /// The pool of `family` among `pools`.
 pub fn pool_for(pools: &[LinkPool], family: Family) -> Option<&LinkPool> {
     pools.iter().find(|p| Family::of(&p.pool) == family)
-}
-
-/// The windows of `pool` to search, in order, starting with the `first`-th (taken modulo
-/// their number): windows of [`WINDOW_LINKS`] links, so that the cost of one allocation stays
-/// flat as links accumulate. A huge pool (an IPv6 /64 of /126 links) is not walked window by
-/// window: 2^[`MAX_WINDOW_BITS`] windows spread evenly over it are. A random `first` makes
-/// concurrent allocators rarely race for one window.
-pub fn allocation_windows(pool: &LinkPool, first: u128) -> impl Iterator<Item = IpNet> + '_ {
-    let pool_len = pool.pool.prefix_len();
-    let window_len = pool
-        .link_prefix_len
-        .saturating_sub(WINDOW_LINKS.ilog2() as u8)
-        .max(pool_len);
-    let bits = (window_len - pool_len).min(MAX_WINDOW_BITS);
-    let count = 1u128 << bits;
-    (0..count).filter_map(move |i| {
-        if bits == 0 {
-            return Some(pool.pool);
-        }
-        let coarse = link_at(pool.pool, pool_len + bits, (first % count + i) % count)?;
-        IpNet::new(coarse.network(), window_len).ok()
-    })
-}
-
-/// A free link in `window`, given the links stored there (`stored`) and everything else in use
-/// (`used`: subnets, routes, other families are ignored), searching from the `start`-th link.
-pub fn allocate_in_window(
-    window: IpNet,
-    link_prefix_len: u8,
-    stored: &[IpNet],
-    used: &[IpNet],
-    start: u128,
-) -> Option<(IpNet, IpNet)> {
-    let mut taken = stored.to_vec();
-    taken.extend(used.iter().filter(|u| overlaps(u, &window)));
-    allocate_link_from(window, link_prefix_len, &taken, start)
 }
 
 /// A pool cut into links, in integer address space.
@@ -443,56 +398,6 @@ mod tests {
         assert_eq!(
             allocate_connect(&pools, &[Family::V4], &[n("169.254.0.0/16")], 0),
             Err(Family::V4)
-        );
-    }
-
-    // --- windowed allocation ---
-
-    #[test]
-    fn windows_cover_a_small_pool_once_starting_where_asked() {
-        let pool = LinkPool::default_for(Family::V4); // a /16 of /30s: 64 windows of /22
-        let w: Vec<IpNet> = allocation_windows(&pool, 3 + 64).collect();
-        assert_eq!(w.len(), 64);
-        assert_eq!(w[0], n("169.254.12.0/22"));
-        assert_eq!(w[63], n("169.254.8.0/22"));
-        let distinct: BTreeSet<IpNet> = w.iter().copied().collect();
-        assert_eq!(distinct.len(), 64);
-        assert!(w.iter().all(|x| pool.pool.contains(x)));
-    }
-
-    #[test]
-    fn windows_of_a_huge_pool_are_sampled() {
-        let pool = LinkPool::default_for(Family::V6); // a /64 of /126s
-        let w: Vec<IpNet> = allocation_windows(&pool, 0).collect();
-        assert_eq!(w.len(), 1 << MAX_WINDOW_BITS);
-        assert_eq!(w[0].prefix_len(), 126 - WINDOW_LINKS.ilog2() as u8);
-        assert_eq!(w[1].network().to_string(), "fd00:a9fe:0:0:1::");
-        assert!(w.iter().all(|x| pool.pool.contains(x)));
-    }
-
-    #[test]
-    fn a_pool_as_small_as_a_window_is_one_window() {
-        let pool = LinkPool {
-            pool: n("10.9.0.0/24"),
-            link_prefix_len: 30,
-        };
-        let w: Vec<IpNet> = allocation_windows(&pool, 7).collect();
-        assert_eq!(w, vec![n("10.9.0.0/24")]);
-    }
-
-    #[test]
-    fn allocation_in_a_window_skips_stored_links_and_what_overlaps_it() {
-        let window = n("169.254.4.0/22");
-        let stored = [n("169.254.4.0/30")];
-        // A subnet inside the window, one outside it, and a supernet of all of it.
-        let used = [n("169.254.4.4/30"), n("169.254.0.0/30")];
-        assert_eq!(
-            allocate_in_window(window, 30, &stored, &used, 0),
-            Some((n("169.254.4.9/30"), n("169.254.4.10/30")))
-        );
-        assert_eq!(
-            allocate_in_window(window, 30, &stored, &[n("169.254.0.0/16")], 0),
-            None
         );
     }
 }

@@ -313,8 +313,9 @@ pub fn check_topology_in(
 }
 
 /// Networks a link allocated for `peering` must avoid: every port network of both VPCs'
-/// routers, the links of all `peerings` (a pool is shared by all), the peering's own explicit
-/// routes and the dst-ip routes other peerings install in either VPC.
+/// routers, the links of the `peerings` that share a VPC with it (links are unique per VPC,
+/// not across the deployment: those of other VPCs are free to reuse), the peering's own
+/// explicit routes and the dst-ip routes other peerings install in either VPC.
 pub fn allocation_exclusions(
     peering: &ValidatedPeering,
     topo: &(impl Topology + ?Sized),
@@ -327,7 +328,12 @@ pub fn allocation_exclusions(
         .flat_map(|r| r.ports.iter().flat_map(parse_networks).collect::<Vec<_>>())
         .collect();
     let mut cache = BTreeMap::new();
-    for o in peerings.iter().filter(|o| o.name != peering.name) {
+    let shares_a_vpc = |o: &&PeeringSpec| Side::BOTH.iter().any(|s| vpcs.contains(&o.vpc(*s)));
+    for o in peerings
+        .iter()
+        .filter(|o| o.name != peering.name)
+        .filter(shares_a_vpc)
+    {
         used.extend(o.local_connect.networks());
         for side in Side::BOTH.into_iter().filter(|s| vpcs.contains(&o.vpc(*s))) {
             let other_subnets = subnets_by_name(topo, o.vpc(side.other()), &mut cache);

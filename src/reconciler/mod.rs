@@ -16,6 +16,7 @@ mod batch;
 pub(crate) mod derive;
 pub mod fence;
 mod lock;
+mod nb_scope;
 mod pass;
 pub mod timing;
 #[doc(hidden)] // public for the integration tests of its guards
@@ -216,6 +217,7 @@ impl Reconciler {
             listeners.clone(),
         ));
         tokio::spawn(wake_on_northbound(
+            self.nb.clone(),
             self.nb.subscribe(),
             wake.clone(),
             listeners.clone(),
@@ -241,13 +243,18 @@ impl Reconciler {
             if scope == Scope::All {
                 next_full = tokio::time::Instant::now() + self.settings.resync_interval;
             }
+            let kind = if scope == Scope::All {
+                "full"
+            } else {
+                "narrow"
+            };
             let started = std::time::Instant::now();
             let result = pass::run(self, scope).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             let next = match result {
                 Ok(o) if o.incomplete == 0 => {
-                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok", "scope" => kind)
                         .increment(1);
                     retry.reset();
                     continue;
@@ -255,14 +262,14 @@ impl Reconciler {
                 Ok(o) => {
                     // Some writes did not apply (rows changed meanwhile): re-read and
                     // retry, with backoff in case the cause persists.
-                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "incomplete")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "incomplete", "scope" => kind)
                         .increment(1);
                     let d = retry.next_delay();
                     tracing::info!(peerings = o.incomplete, retry_in = ?d, "writes not applied; retrying");
                     d
                 }
                 Err(PassError::Fenced) => {
-                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "fenced")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "fenced", "scope" => kind)
                         .increment(1);
                     tracing::warn!(
                         "NB refused a transaction on the writer fence: another replica \
@@ -271,7 +278,7 @@ impl Reconciler {
                     return;
                 }
                 Err(PassError::NbNotSynced) => {
-                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "nb_not_synced")
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "nb_not_synced", "scope" => kind)
                         .increment(1);
                     // Not a failure to back off from: run as soon as the cache is in sync.
                     let mut state = self.nb.state();
@@ -283,7 +290,7 @@ impl Reconciler {
                     continue;
                 }
                 Err(e) => {
-                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => e.label())
+                    metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => e.label(), "scope" => kind)
                         .increment(1);
                     let d = retry.next_delay();
                     tracing::warn!(error = %e, retry_in = ?d, "reconciler pass failed");
@@ -361,20 +368,35 @@ async fn wake_on_postgres(store: Store, wake: Arc<Wake>, stop: CancellationToken
     }
 }
 
-/// Wakes the worker on NB changes to the tables it reads and on cache resyncs.
+/// Wakes the worker on NB changes to the tables it reads and on cache resyncs: a change
+/// someone else made wakes it for the peerings of the routers and port names it touched
+/// (`nb_scope.rs`), one it cannot place for a full pass.
 async fn wake_on_northbound(
+    nb: ovsdb::Client,
     mut events: broadcast::Receiver<CacheEvent>,
     wake: Arc<Wake>,
     stop: CancellationToken,
 ) {
+    // Subscribed first: an update that lands meanwhile is learnt twice, which is harmless.
+    let mut map = nb_scope::RouterMap::rebuild(&*nb.cache());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             e = events.recv() => match e {
                 Ok(CacheEvent::Disconnected) => {}
-                Ok(CacheEvent::Changed(changes)) => wake.nb_changed(&changes),
+                Ok(CacheEvent::Changed(changes)) => {
+                    let foreign = wake.foreign(&changes);
+                    let touched = map.apply(&*nb.cache(), &changes, |c| foreign.contains(&c.uuid));
+                    match touched {
+                        Some(t) => wake.touched(t),
+                        None => wake.full(),
+                    }
+                }
                 // A resync, or missed events (lagged): look at everything again.
-                Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => wake.full(),
+                Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    map = nb_scope::RouterMap::rebuild(&*nb.cache());
+                    wake.full();
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

@@ -1,7 +1,7 @@
 //! One pass of the worker: desired (Postgres) vs actual (NB cache) →
 //! minimal NB writes → statuses, over every peering ([`Scope::All`]) or over
-//! the ones Postgres said changed and every other peering of their VPCs
-//! ([`Scope::Peerings`]). Level-triggered: it needs no memory of earlier
+//! the ones Postgres said changed, those of the routers and port names that
+//! others changed in NB, and every other peering of their VPCs ([`Scope::Narrow`]). Level-triggered: it needs no memory of earlier
 //! passes, so a crash at any point is repaired by the next pass.
 //!
 //! Only this deployment's rows are written ([`crate::peering::owner`]). A plan
@@ -96,8 +96,17 @@ enum Verdict {
 pub enum Scope {
     /// Every peering and every row marked as ours: the level-triggered pass.
     All,
-    /// Only these peerings (named by Postgres notifications) and their rows.
-    Peerings(BTreeSet<String>),
+    /// Only these peerings and their rows: those named (by Postgres notifications), those
+    /// of the VPCs (routers) and holding the port names that others changed in NB, and the
+    /// other peerings of all their VPCs.
+    Narrow {
+        /// Peerings that changed in Postgres.
+        peerings: BTreeSet<String>,
+        /// Routers someone else changed in NB.
+        vpcs: BTreeSet<String>,
+        /// Port names someone else added, changed or removed in NB.
+        ports: BTreeSet<String>,
+    },
 }
 
 pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
@@ -110,17 +119,33 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let t_start = Instant::now();
     let (records, names) = match &scope {
         Scope::All => (r.store.peering_list_all().await?, None),
-        Scope::Peerings(names) => {
+        Scope::Narrow {
+            peerings: names,
+            vpcs: touched,
+            ports,
+        } => {
             let named: Vec<&str> = names.iter().map(String::as_str).collect();
-            let targets = r.store.peering_list_named(&named).await?;
+            let targets = match named.is_empty() {
+                true => Vec::new(),
+                false => r.store.peering_list_named(&named).await?,
+            };
             // Their VPCs' other peerings are judged again too: one may have been
             // FAILED because of the peering that just changed (or went).
             let vpcs: BTreeSet<&str> = targets
                 .iter()
                 .flat_map(|p| [p.local_vpc.as_str(), p.remote_vpc.as_str()])
+                .chain(touched.iter().map(String::as_str))
                 .collect();
             let vpcs: Vec<&str> = vpcs.into_iter().collect();
-            let records = r.store.peering_list_touching(&vpcs).await?;
+            let records = match ports.is_empty() {
+                true => r.store.peering_list_touching(&vpcs).await?,
+                false => {
+                    let ports: Vec<String> = ports.iter().cloned().collect();
+                    r.store
+                        .peering_list_touching_or_holding(&vpcs, &ports)
+                        .await?
+                }
+            };
             let mut scoped = names.clone();
             scoped.extend(records.iter().map(|p| p.name.clone()));
             (records, Some(scoped))
@@ -358,8 +383,8 @@ async fn transact(
     let mut owners: Vec<Option<&str>> = vec![None; ops.len()];
     let mut rows = 0;
     {
-        // New rows' uuids are chosen against what NB holds now (the guard is not held
-        // across the await below).
+        // New rows' uuids are chosen against what NB holds now (a fresh snapshot, not
+        // the pass's).
         let cache = r.nb.cache();
         let mut ids = translate::RowIds::new(&cache);
         for (peering, changes) in batch {

@@ -1,9 +1,10 @@
 //! What wakes the worker and what the next pass must look at.
 //!
 //! Postgres notifications name the peering that changed: those are looked at
-//! alone. Anything the worker cannot pin down (an NB change someone else
-//! made, a cache resync, a lost listener, the timer, a failed pass) asks for
-//! a full pass. The NB echo of the worker's own transactions wakes nobody:
+//! alone. An NB change someone else made names the routers and port names it
+//! touched (`nb_scope.rs`): the peerings of those are looked at. Anything the
+//! worker cannot pin down (a change it cannot place, a cache resync, a lost
+//! listener, the timer, a failed pass) asks for a full pass. The NB echo of the worker's own transactions wakes nobody:
 //! rows a transaction touches are registered before it is sent, and their
 //! updates are recognised when they come back (for a short while only, so a
 //! write that changed nothing cannot hide a later foreign change for long).
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::nb_scope::Touched;
 use super::pass::Scope;
 use crate::ovsdb::RowChange;
 
@@ -32,6 +34,7 @@ pub struct Wake {
 struct Pending {
     full: bool,
     dirty: BTreeSet<String>,
+    touched: Touched,
     echo: HashMap<Uuid, (u32, Instant)>,
 }
 
@@ -59,31 +62,39 @@ impl Wake {
         self.notify.notify_one();
     }
 
-    /// NB changed: wake (for a full pass) unless every change is our own echo.
-    pub fn nb_changed(&self, changes: &[RowChange]) {
-        let foreign = {
-            let mut p = self.lock();
-            let now = Instant::now();
-            p.echo
-                .retain(|_, (_, at)| now.duration_since(*at) < ECHO_TTL);
-            let mut foreign = false;
-            for c in changes {
-                match p.echo.get_mut(&c.uuid) {
-                    Some((n, _)) if *n > 1 => *n -= 1,
-                    Some(_) => {
-                        p.echo.remove(&c.uuid);
-                    }
-                    None => foreign = true,
+    /// NB changed: which of `changes` someone else made (the others are our own echo,
+    /// consumed here). Wakes nobody: the caller says what they touched.
+    pub fn foreign(&self, changes: &[RowChange]) -> HashSet<Uuid> {
+        let mut p = self.lock();
+        let now = Instant::now();
+        p.echo
+            .retain(|_, (_, at)| now.duration_since(*at) < ECHO_TTL);
+        let mut foreign = HashSet::new();
+        for c in changes {
+            match p.echo.get_mut(&c.uuid) {
+                Some((n, _)) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    p.echo.remove(&c.uuid);
+                }
+                None => {
+                    foreign.insert(c.uuid);
                 }
             }
-            if foreign {
-                p.full = true;
-            }
-            foreign
-        };
-        if foreign {
-            self.notify.notify_one();
         }
+        foreign
+    }
+
+    /// Foreign NB changes touched these routers and port names: their peerings must be
+    /// judged again (nothing to do when empty).
+    pub fn touched(&self, t: Touched) {
+        if t.vpcs.is_empty() && t.ports.is_empty() {
+            return;
+        }
+        let mut p = self.lock();
+        p.touched.vpcs.extend(t.vpcs);
+        p.touched.ports.extend(t.ports);
+        drop(p);
+        self.notify.notify_one();
     }
 
     /// The rows a transaction about to be sent will change.
@@ -116,9 +127,15 @@ impl Wake {
         if p.full {
             p.full = false;
             p.dirty.clear();
+            p.touched = Touched::default();
             Some(Scope::All)
-        } else if !p.dirty.is_empty() {
-            Some(Scope::Peerings(std::mem::take(&mut p.dirty)))
+        } else if !p.dirty.is_empty() || p.touched != Touched::default() {
+            let touched = std::mem::take(&mut p.touched);
+            Some(Scope::Narrow {
+                peerings: std::mem::take(&mut p.dirty),
+                vpcs: touched.vpcs,
+                ports: touched.ports,
+            })
         } else {
             None
         }
@@ -152,28 +169,45 @@ mod tests {
         w.peering("b");
         assert_eq!(
             w.take(),
-            Some(Scope::Peerings(["a".to_string(), "b".to_string()].into()))
+            Some(Scope::Narrow {
+                peerings: ["a".to_string(), "b".to_string()].into(),
+                vpcs: BTreeSet::new(),
+                ports: BTreeSet::new(),
+            })
         );
+        w.touched(Touched {
+            vpcs: ["r".to_string()].into(),
+            ports: BTreeSet::new(),
+        });
+        w.peering("c");
+        assert_eq!(
+            w.take(),
+            Some(Scope::Narrow {
+                peerings: ["c".to_string()].into(),
+                vpcs: ["r".to_string()].into(),
+                ports: BTreeSet::new(),
+            })
+        );
+        w.touched(Touched::default());
+        assert_eq!(w.take(), None, "nothing touched wakes nothing");
         w.peering("a");
         w.full();
         assert_eq!(w.take(), Some(Scope::All), "full wins over names");
     }
 
     #[test]
-    fn our_echo_wakes_nobody_but_a_foreign_change_does() {
+    fn our_echo_is_not_foreign_but_the_next_change_of_the_row_is() {
         let w = Wake::new();
         w.take();
         let ours = Uuid::from_u128(1);
         w.expect_echo(&HashSet::from([ours]));
-        w.nb_changed(&[change(ours)]);
-        assert_eq!(w.take(), None);
+        assert!(w.foreign(&[change(ours)]).is_empty());
         // The echo was consumed: the same row changing again is someone else.
-        w.nb_changed(&[change(ours)]);
-        assert_eq!(w.take(), Some(Scope::All));
+        assert_eq!(w.foreign(&[change(ours)]), HashSet::from([ours]));
         // A failed transaction's rows are forgotten.
         w.expect_echo(&HashSet::from([ours]));
         w.forget_echo(&HashSet::from([ours]));
-        w.nb_changed(&[change(ours)]);
-        assert_eq!(w.take(), Some(Scope::All));
+        assert_eq!(w.foreign(&[change(ours)]), HashSet::from([ours]));
+        assert_eq!(w.take(), None, "the caller wakes the worker, not foreign()");
     }
 }

@@ -67,6 +67,26 @@ pub struct PeeringSnapshot {
     pub peerings: Vec<PeeringRecord>,
 }
 
+/// One log row as a change, or why this version cannot read it.
+fn decode_change(seq: i64, kind: &str, row: PeeringRow) -> Result<PeeringChange, StoreError> {
+    let kind = match kind {
+        "added" => ChangeKind::Added,
+        "modified" => ChangeKind::Modified,
+        "deleted" => ChangeKind::Deleted,
+        other => {
+            return Err(StoreError::Corrupt {
+                name: row.name,
+                reason: format!("change {seq} has unknown kind {other:?}"),
+            })
+        }
+    };
+    Ok(PeeringChange {
+        seq,
+        kind,
+        peering: row.try_into()?,
+    })
+}
+
 impl Store {
     /// The log's head and horizon now.
     pub async fn peering_changes_position(&self) -> Result<LogPosition, StoreError> {
@@ -165,34 +185,38 @@ impl Store {
             Err(through) => return Ok(ChangesPage::Pruned { through }),
             Ok(rows) => rows,
         };
+        // A row this version cannot decode (say, a state written by a newer replica during a
+        // rolling upgrade) is skipped, loudly: failing the page would stop every watcher at it
+        // for good, the reader retrying forever.
         let changes = rows
             .into_iter()
-            .map(|(seq, kind, row)| {
-                let kind = match kind.as_str() {
-                    "added" => ChangeKind::Added,
-                    "modified" => ChangeKind::Modified,
-                    "deleted" => ChangeKind::Deleted,
-                    other => {
-                        return Err(StoreError::Corrupt {
-                            name: row.name.clone(),
-                            reason: format!("change {seq} has unknown kind {other:?}"),
-                        })
+            .filter_map(|(seq, kind, row)| {
+                let name = row.name.clone();
+                match decode_change(seq, &kind, row) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(seq, peering = %name, error = %e,
+                            "skipping a change-log row this version cannot decode");
+                        metrics::counter!(crate::metrics::WATCH_UNDECODABLE_CHANGES_TOTAL)
+                            .increment(1);
+                        None
                     }
-                };
-                Ok(PeeringChange {
-                    seq,
-                    kind,
-                    peering: row.try_into()?,
-                })
+                }
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect();
         Ok(ChangesPage::Changes(changes))
     }
 
-    /// Every peering (those touching `vpc`, if given) and the log position they are the
-    /// result of, from one snapshot: the changes after `position` are exactly those the
-    /// snapshot does not hold yet.
-    pub async fn peering_snapshot(&self, vpc: Option<&str>) -> Result<PeeringSnapshot, StoreError> {
+    /// Every peering (those touching `vpc`, if given; those whose local or remote VPC matches
+    /// one of the `LIKE` patterns, if given: a tenant's VPCs) and the log position they are
+    /// the result of, from one snapshot: the changes after `position` are exactly those the
+    /// snapshot does not hold yet. Filtering here, not in the watcher, keeps another tenant's
+    /// rows out of a tenant's stream's memory.
+    pub async fn peering_snapshot(
+        &self,
+        vpc: Option<&str>,
+        patterns: Option<&[String]>,
+    ) -> Result<PeeringSnapshot, StoreError> {
         let (position, rows) = self
             .timed("peering_snapshot", async {
                 let mut tx = self
@@ -214,8 +238,11 @@ impl Store {
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE ($1::text IS NULL OR local_vpc = $1 OR remote_vpc = $1)
+                       AND ($2::text[] IS NULL
+                            OR local_vpc LIKE ANY($2::text[]) OR remote_vpc LIKE ANY($2::text[]))
                      ORDER BY name"#,
-                    vpc
+                    vpc,
+                    patterns
                 )
                 .fetch_all(&mut *tx)
                 .await?;

@@ -197,6 +197,33 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every peering touching any of `vpcs` and those holding any of `ports` whose rows may
+    /// be in NB ([`super::PeeringState::in_northbound`]): the worker's narrow pass after NB
+    /// changes of others. CreatePeering's statement, with no name; the states filtered here.
+    pub async fn peering_list_touching_or_holding(
+        &self,
+        vpcs: &[&str],
+        ports: &[String],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let vpcs: Vec<String> = vpcs.iter().map(|v| v.to_string()).collect();
+        let rows = self
+            .timed(
+                "peering_list_touching_or_holding",
+                list_for_create!(&vpcs, "", ports).fetch_all(&self.pool),
+            )
+            .await?;
+        let records: Vec<PeeringRecord> = rows
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<Result<_, _>>()?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.state.in_northbound())
+            .collect())
+    }
+}
+
 impl CreateTx<'_> {
     /// As [`Store::peering_get_by_request_id_hashed`], inside the transaction.
     pub async fn by_request_id(

@@ -26,8 +26,8 @@ pub enum StoreError {
     /// A peer-port name of the peering is held by another peering.
     #[error("a port name of this peering is held by another peering")]
     PortTaken,
-    /// The link's connect subnet overlaps another link.
-    #[error("the IPv{family} link overlaps another peering's link")]
+    /// The link's connect subnet overlaps another link of one of its VPCs.
+    #[error("the IPv{family} link overlaps the link of another peering of one of its VPCs")]
     LinkOverlap {
         /// 4 or 6.
         family: u8,
@@ -92,8 +92,8 @@ fn from_constraint(db: &dyn DatabaseError) -> Option<StoreError> {
         "peerings_request_id_key" => Some(StoreError::RequestIdTaken),
         "peering_ports_pkey" => Some(StoreError::PortTaken),
         "peering_update_requests_pkey" => Some(StoreError::UpdateRequestIdTaken),
-        "peerings_link_v4_excl" => Some(StoreError::LinkOverlap { family: 4 }),
-        "peerings_link_v6_excl" => Some(StoreError::LinkOverlap { family: 6 }),
+        "peering_links_v4_excl" => Some(StoreError::LinkOverlap { family: 4 }),
+        "peering_links_v6_excl" => Some(StoreError::LinkOverlap { family: 6 }),
         _ => None,
     }
 }

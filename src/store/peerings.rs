@@ -7,7 +7,6 @@
 //! `SELECT`/`RETURNING`; the `AS "col: Type"` overrides decode the jsonb route lists.
 
 use chrono::{DateTime, Utc};
-use ipnet::IpNet;
 use sqlx::types::Json;
 
 use super::model::{Labels, PeeringRow, StoredRoute};
@@ -245,30 +244,6 @@ impl Store {
             )
             .await?;
         records(rows)
-    }
-
-    /// Link networks in use inside `pool` (for allocation); rejected and expired peerings
-    /// hold none.
-    pub async fn peering_links_within(&self, pool: IpNet) -> Result<Vec<IpNet>, StoreError> {
-        // One static statement per family, so that each is checked; `!`: the WHERE
-        // clause drops NULL links, which the macro cannot see for a generated column.
-        let query = match pool {
-            IpNet::V4(_) => sqlx::query_scalar!(
-                r#"SELECT link_v4 AS "link!: IpNet" FROM peerings
-                   WHERE link_v4 && $1 AND state NOT IN ('rejected', 'expired')
-                   ORDER BY link_v4"#,
-                pool
-            )
-            .fetch_all(&self.pool),
-            IpNet::V6(_) => sqlx::query_scalar!(
-                r#"SELECT link_v6 AS "link!: IpNet" FROM peerings
-                   WHERE link_v6 && $1 AND state NOT IN ('rejected', 'expired')
-                   ORDER BY link_v6"#,
-                pool
-            )
-            .fetch_all(&self.pool),
-        };
-        self.timed("peering_links_within", query).await
     }
 
     /// How many peerings are stored in each state (a state with none is absent).

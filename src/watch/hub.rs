@@ -9,7 +9,7 @@
 //! and fell behind (see `watcher.rs`). The reader also prunes the log (retention) and
 //! follows a prune it did not do (another replica's) by emptying the ring.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct Hub {
     head: watch::Sender<i64>,
     /// One permit per open WatchPeerings stream.
     pub(super) streams: Arc<Semaphore>,
+    /// Open streams per caller (see [`super::Slot`]).
+    pub(super) callers: Mutex<HashMap<String, usize>>,
     db_readers: Semaphore,
     /// Cancelled when the server shuts down: every watcher ends (UNAVAILABLE).
     pub(super) shutdown: CancellationToken,
@@ -75,6 +77,7 @@ impl Hub {
             store,
             deployment,
             streams: Arc::new(Semaphore::new(settings.max_streams)),
+            callers: Mutex::new(HashMap::new()),
             settings,
             // Until the reader knows the head, every watcher reads Postgres itself.
             ring: Mutex::new(Ring {

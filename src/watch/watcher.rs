@@ -5,11 +5,18 @@
 //! is behind the ring, from Postgres under the hub's read permits; it waits for its client
 //! only on its own channel. A watcher that was keeping up (served from the ring) and whose
 //! next change has left the ring while its client was not reading is ended
-//! ([`WatchEnd::FellBehind`]); it resumes with its last token.
+//! ([`WatchEnd::FellBehind`]); it resumes with its last token. One that is not yet live
+//! (its initial list, a catch-up from Postgres) and whose client does not read for
+//! `stall_timeout` is ended the same way ([`WatchEnd::Stalled`]), so that a client that
+//! never reads holds neither memory nor a slot. Every stream ends after about `max_age`
+//! ([`WatchEnd::Expired`]), and a filtered one whose position moved past hidden changes
+//! sends a BOOKMARK every `bookmark_interval`, so that its token never goes stale.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
 use super::hub::{After, Hub, PAGE};
 use super::token;
@@ -29,6 +36,8 @@ pub enum EventKind {
     Deleted,
     /// The initial list is complete.
     Synced,
+    /// No peering: the position moved past changes this watcher does not show.
+    Bookmark,
 }
 
 /// One event of a stream.
@@ -53,6 +62,12 @@ pub enum WatchEnd {
     /// It was keeping up, then its client stopped reading for too long.
     #[error("the watcher fell more than {0} changes behind: watch again with the resume_token of the last event received")]
     FellBehind(usize),
+    /// It was not yet live (initial list, catch-up) and its client did not read for this long.
+    #[error("the client did not read for {0:?}: watch again with the resume_token of the last event received (during the initial list: without a token)")]
+    Stalled(Duration),
+    /// The stream reached its maximum age.
+    #[error("the stream reached its maximum age (--watch-max-age): watch again with the resume_token of the last event received")]
+    Expired,
     /// The server is shutting down.
     #[error(
         "ovn-peerd is shutting down: watch again with the resume_token of the last event received"
@@ -75,6 +90,44 @@ pub enum Start {
 /// Which peerings a watcher sees.
 pub type Filter = Box<dyn Fn(&PeeringRecord) -> bool + Send + Sync>;
 
+/// Which rows the initial list reads from Postgres (the [`Filter`] still applies).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Those touching this VPC.
+    pub vpc: Option<String>,
+    /// Those whose local or remote VPC matches one of these `LIKE` patterns (a tenant's).
+    pub patterns: Option<Vec<String>>,
+}
+
+/// One open stream's place: a slot of `--watch-max-streams` and one of its caller's
+/// `--watch-max-streams-per-caller`, both given back when it is dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    hub: Arc<Hub>,
+    caller: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut callers = self.hub.callers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = callers.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                callers.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefused {
+    /// `--watch-max-streams` streams are open on this replica.
+    Replica(usize),
+    /// `--watch-max-streams-per-caller` streams of this caller are open on this replica.
+    Caller(usize),
+}
+
 /// A running watcher, as the gRPC response sees it: events, then maybe why it ended.
 pub struct Watcher {
     /// Events in order; closed when the watcher ended.
@@ -84,9 +137,25 @@ pub struct Watcher {
 }
 
 impl Hub {
-    /// A stream slot, if fewer than `--watch-max-streams` are open.
-    pub fn stream_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.streams.clone().try_acquire_owned().ok()
+    /// A stream slot for `caller`, if fewer than `--watch-max-streams` are open and fewer
+    /// than `--watch-max-streams-per-caller` of `caller`'s.
+    pub fn stream_slot(self: &Arc<Self>, caller: &str) -> Result<Slot, SlotRefused> {
+        let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+        let open = callers.get(caller).copied().unwrap_or(0);
+        if open >= self.settings.max_streams_per_caller {
+            return Err(SlotRefused::Caller(self.settings.max_streams_per_caller));
+        }
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SlotRefused::Replica(self.settings.max_streams))?;
+        callers.insert(caller.to_owned(), open + 1);
+        Ok(Slot {
+            _permit: permit,
+            hub: self.clone(),
+            caller: caller.to_owned(),
+        })
     }
 
     /// Checks a resume token against the log now: its position, or why it cannot be used.
@@ -104,8 +173,8 @@ impl Hub {
         self: &Arc<Self>,
         start: Start,
         filter: Filter,
-        vpc: Option<String>,
-        slot: OwnedSemaphorePermit,
+        listing: Listing,
+        slot: Slot,
     ) -> Watcher {
         let (tx, events) = mpsc::channel(CHANNEL);
         let (end_tx, end) = oneshot::channel();
@@ -120,14 +189,16 @@ impl Hub {
                 live: false,
             };
             let ended = tokio::select! {
-                r = run.run(start, vpc.as_deref()) => r,
+                r = run.run(start, listing) => r,
                 _ = hub.shutdown.cancelled() => Err(WatchEnd::ShuttingDown),
+                _ = tokio::time::sleep(jittered(hub.settings.max_age)) => Err(WatchEnd::Expired),
                 _ = tx.closed() => Ok(()),
             };
             metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
             let reason = match &ended {
                 Ok(()) => "client",
-                Err(WatchEnd::FellBehind(_)) => "fell_behind",
+                Err(WatchEnd::FellBehind(_) | WatchEnd::Stalled(_)) => "fell_behind",
+                Err(WatchEnd::Expired) => "max_age",
                 Err(WatchEnd::OutOfRange) => "out_of_range",
                 Err(WatchEnd::ShuttingDown) => "shutting_down",
                 Err(WatchEnd::Store(_)) => "database",
@@ -170,15 +241,23 @@ struct Run<'a> {
     live: bool,
 }
 
+/// `d` ±10%, so that streams opened together do not all end together.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.9..=1.1))
+}
+
 impl Run<'_> {
     /// Runs until the watcher ends (`Ok`: its client went away).
-    async fn run(mut self, start: Start, vpc: Option<&str>) -> Result<(), WatchEnd> {
+    async fn run(mut self, start: Start, listing: Listing) -> Result<(), WatchEnd> {
         let mut pos = match start {
             Start::After(pos) => pos,
             Start::Snapshot => {
                 let snapshot = {
                     let _permit = self.hub.db_read().await;
-                    self.hub.store.peering_snapshot(vpc).await?
+                    self.hub
+                        .store
+                        .peering_snapshot(listing.vpc.as_deref(), listing.patterns.as_deref())
+                        .await?
                 };
                 for peering in snapshot.peerings {
                     if (self.filter)(&peering) {
@@ -201,9 +280,22 @@ impl Run<'_> {
                 snapshot.position
             }
         };
+        // The position the client's last token stands for.
+        let mut told = pos;
+        let every = self.hub.settings.bookmark_interval;
+        let mut bookmark_at = Instant::now() + every;
         let mut head = self.hub.subscribe();
         loop {
             head.borrow_and_update();
+            if Instant::now() >= bookmark_at {
+                bookmark_at = Instant::now() + every;
+                if told != pos {
+                    let token = token::encode(self.hub.deployment, pos);
+                    self.send(EventKind::Bookmark, None, token, Some(pos))
+                        .await?;
+                    told = pos;
+                }
+            }
             let changes = match self.hub.after(pos, PAGE as usize) {
                 After::Changes(changes) => {
                     self.live = true;
@@ -221,9 +313,12 @@ impl Run<'_> {
                 }
             };
             if changes.is_empty() {
-                // Nothing after `pos` yet: wait for the reader to move.
-                if head.changed().await.is_err() {
-                    return Err(WatchEnd::ShuttingDown);
+                // Nothing after `pos` yet: wait for the reader to move (or a bookmark's time).
+                tokio::select! {
+                    moved = head.changed() => if moved.is_err() {
+                        return Err(WatchEnd::ShuttingDown);
+                    },
+                    _ = tokio::time::sleep_until(bookmark_at), if told != pos => {}
                 }
                 continue;
             }
@@ -239,12 +334,13 @@ impl Run<'_> {
                 };
                 let token = token::encode(self.hub.deployment, c.seq);
                 self.send(kind, Some(c), token, Some(pos)).await?;
+                told = pos;
             }
         }
     }
 
     /// Sends one event, waiting for room; a live watcher whose position (`pos`) leaves the
-    /// ring meanwhile is ended.
+    /// ring meanwhile is ended, and one not yet live after `stall_timeout`.
     async fn send(
         &self,
         kind: EventKind,
@@ -258,6 +354,9 @@ impl Run<'_> {
             resume_token,
         };
         let mut head = self.hub.subscribe();
+        let stall = self.hub.settings.stall_timeout;
+        let stalled = tokio::time::sleep(stall);
+        tokio::pin!(stalled);
         let permit = loop {
             tokio::select! {
                 permit = self.tx.reserve() => match permit {
@@ -273,6 +372,7 @@ impl Run<'_> {
                         return Err(WatchEnd::FellBehind(self.hub.settings.buffer));
                     }
                 }
+                _ = &mut stalled, if !self.live => return Err(WatchEnd::Stalled(stall)),
             }
         };
         permit.send(event);

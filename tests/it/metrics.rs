@@ -401,3 +401,75 @@ async fn metrics_follow_peerings_through_active_failed_and_deleted() {
     }
     promtool_lint(text);
 }
+
+#[tokio::test]
+async fn foreign_nb_changes_run_narrow_passes_and_drift_on_a_peered_router_is_repaired() {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    create_vpc(&nb, "vpc-1", &["10.1.0.1/24"]);
+    create_vpc(&nb, "vpc-2", &["10.2.0.1/24"]);
+    create_vpc(&nb, "other", &["10.9.0.1/24"]);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let peerd =
+        PeerdProcess::start_with_args(&db.url, &nb.remote(), &["--metrics-listen", &metrics_addr]);
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", peerd.port))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to ovn-peerd");
+    PeeringServiceClient::new(channel)
+        .create_peering(CreatePeeringRequest {
+            peering: Some(peering("p", "vpc-1", "vpc-2")),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    let passes = |s: &Scrape, scope: &str| {
+        s.value(
+            "ovn_peerd_reconciler_passes_total",
+            &[("result", "ok"), ("scope", scope)],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = scrape_until(metrics_port, "p active after a full pass", |s| {
+        s.peerings().get("active") == Some(&1) && passes(s, "full") >= 1.0
+    })
+    .await;
+    let full = passes(&before, "full");
+    let narrow = passes(&before, "narrow");
+
+    // Someone else changes another router: its options, a port, a route.
+    for i in 0..10 {
+        nb.nbctl(&[
+            "set",
+            "Logical_Router",
+            "other",
+            &format!("options:churn={i}"),
+        ]);
+    }
+    add_subnet(&nb, "other", "other-s1", "10.9.1.1/24");
+    nb.nbctl(&["lr-route-add", "other", "10.77.0.0/16", "10.9.0.254"]);
+    // And disables our port on a peered router: that peering is judged again and repaired.
+    nb.nbctl(&["set", "Logical_Router_Port", "vpc-1-vpc-2", "enabled=false"]);
+    let enabled = || {
+        nb.nbctl(&[
+            "--bare",
+            "--columns=enabled",
+            "list",
+            "Logical_Router_Port",
+            "vpc-1-vpc-2",
+        ])
+    };
+    ovn_peerd_test_support::wait_until("our port enabled again", Duration::from_secs(30), || {
+        enabled().trim().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: enabled={:?}", enabled()));
+    // The repairing pass is counted once it ends; none of them was a full pass.
+    let after = scrape_until(metrics_port, "the repairing pass counted", |s| {
+        passes(s, "full") + passes(s, "narrow") > full + narrow
+    })
+    .await;
+    assert_eq!(passes(&after, "full"), full, "{}", after.text);
+    assert!(passes(&after, "narrow") > narrow, "{}", after.text);
+}

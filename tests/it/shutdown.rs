@@ -52,6 +52,56 @@ async fn the_binary_exits_zero_on_sigint_like_sigterm() {
     assert!(read_log().contains("SIGINT"), "{}", read_log());
 }
 
+/// SIGHUP to the running binary reaches the NB client and resets its index guard (the
+/// operator's action after restoring NB from a backup, README), and the process keeps serving
+/// (SIGHUP's default action would end it).
+#[tokio::test]
+async fn sighup_resets_the_nb_index_guard_of_the_running_binary() {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovn-peerd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            "",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("OVN_NB_DB", nb.remote())
+        .env("RUST_LOG", "info")
+        .stdout(log.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ovn-peerd");
+    let _guard = KillOnDrop(child.id());
+    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    wait_until("ovn-peerd serves", Duration::from_secs(30), || {
+        read_log().contains("serving gRPC")
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .unwrap_or_else(|e| panic!("ovn-peerd did not start serving ({e}):\n{}", read_log()));
+    assert!(!read_log().contains("index guard reset"));
+
+    let sent = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    wait_until(
+        "the NB client's guard reset",
+        Duration::from_secs(30),
+        || read_log().contains("index guard reset"),
+    )
+    .unwrap_or_else(|e| panic!("{e}:\n{}", read_log()));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended ovn-peerd"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
 /// ListPeerings queries of this database waiting for a lock (the held call is in Postgres).
 /// Background tasks (the worker, the acceptance sweep) may wait on the lock too: not counted.
 async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {

@@ -1,5 +1,5 @@
 //! What Postgres itself enforces, even against a writer that bypasses ovn-peerd (another
-//! replica, an operator with psql): here, a generation never goes back.
+//! replica, an operator with psql): a generation never goes back; links are unique per VPC.
 
 use crate::support::pg::TestDb;
 
@@ -49,6 +49,66 @@ async fn a_direct_sql_update_to_a_lower_generation_fails() {
         .await
         .unwrap();
     assert_eq!(state, "active");
+}
+
+#[tokio::test]
+async fn a_direct_sql_insert_of_a_link_overlapping_one_of_the_same_vpc_fails() {
+    let db = TestDb::create().await;
+    let store = ovn_peerd::store::Store::connect_lazy(&db.url).expect("store");
+    store.migrate().await.expect("migrations");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let insert = |name: &'static str, vpcs: (&'static str, &'static str), link: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let link: ipnet::IpNet = link.parse().unwrap();
+            let (l, r) = ovn_peerd::peering::links::link_hosts(link).unwrap();
+            sqlx::query(
+                "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+                 VALUES ($1, $2, $3, $4::inet, $5::inet)",
+            )
+            .bind(name)
+            .bind(vpcs.0)
+            .bind(vpcs.1)
+            .bind(l.to_string())
+            .bind(r.to_string())
+            .execute(&pool)
+            .await
+        }
+    };
+    insert("a", ("vpc-1", "vpc-2"), "169.254.0.0/30")
+        .await
+        .expect("the first link");
+    // Another pair of routers: the same link is theirs to use too.
+    insert("b", ("vpc-3", "vpc-4"), "169.254.0.0/30")
+        .await
+        .expect("the same link on routers that share nothing");
+    // A router of `a` (as either side) and an overlapping link: refused by the database.
+    for (name, vpcs, link) in [
+        ("c", ("vpc-5", "vpc-2"), "169.254.0.0/30"),
+        ("d", ("vpc-1", "vpc-5"), "169.254.0.0/29"),
+        ("e", ("vpc-4", "vpc-1"), "169.254.0.0/31"),
+    ] {
+        let err = insert(name, vpcs, link)
+            .await
+            .expect_err("an overlapping link on a shared router");
+        assert!(
+            err.to_string().contains("peering_links_v4_excl"),
+            "{name}: {err}"
+        );
+    }
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM peerings ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names, ["a", "b"]);
+    // Gone with its peering: the link is free on vpc-1 again.
+    sqlx::query("DELETE FROM peerings WHERE name = 'a'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    insert("d", ("vpc-1", "vpc-5"), "169.254.0.0/29")
+        .await
+        .expect("the link of a deleted peering");
 }
 
 /// UpdatePeering's request_ids are forgotten after a day (the watch hub's prune tick calls

@@ -28,10 +28,10 @@ use crate::support::pg::{wait_until, TestDb};
 use crate::support::vpc::create_vpc;
 
 /// How long a stream may stay silent before the test gives up on it (a hang guard).
-const HANG: Duration = Duration::from_secs(60);
+pub(crate) const HANG: Duration = Duration::from_secs(60);
 
 /// ovn-peerd with VPCs vpc-1 .. vpc-n (10.i.0.0/24 each).
-async fn with_vpcs(t: TestPeerd, n: usize) -> TestPeerd {
+pub(crate) async fn with_vpcs(t: TestPeerd, n: usize) -> TestPeerd {
     for i in 1..=n {
         create_vpc(&t.nb, &format!("vpc-{i}"), &[&format!("10.{i}.0.1/24")]);
     }
@@ -39,7 +39,7 @@ async fn with_vpcs(t: TestPeerd, n: usize) -> TestPeerd {
 }
 
 /// ovn-peerd with WatchPeerings' flags set by `f`.
-async fn start_with(f: impl FnOnce(&mut WatchFlags)) -> TestPeerd {
+pub(crate) async fn start_with(f: impl FnOnce(&mut WatchFlags)) -> TestPeerd {
     let db = TestDb::create().await;
     let nb = NbServer::start();
     let mut config = test_config(&db.url, &nb.remote(), &Options::default());
@@ -47,7 +47,12 @@ async fn start_with(f: impl FnOnce(&mut WatchFlags)) -> TestPeerd {
     TestPeerd::start_on(db, nb, config).await
 }
 
-async fn create(c: &mut PeeringServiceClient<Channel>, name: &str, local: &str, remote: &str) {
+pub(crate) async fn create(
+    c: &mut PeeringServiceClient<Channel>,
+    name: &str,
+    local: &str,
+    remote: &str,
+) {
     c.create_peering(CreatePeeringRequest {
         peering: Some(Peering {
             name: name.into(),
@@ -61,7 +66,7 @@ async fn create(c: &mut PeeringServiceClient<Channel>, name: &str, local: &str, 
     .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
 }
 
-async fn watch(
+pub(crate) async fn watch(
     c: &mut PeeringServiceClient<Channel>,
     vpc: &str,
     resume_token: &str,
@@ -75,7 +80,9 @@ async fn watch(
 }
 
 /// The next event, or the status the stream ended with.
-async fn next(s: &mut Streaming<WatchPeeringsResponse>) -> Result<WatchPeeringsResponse, Status> {
+pub(crate) async fn next(
+    s: &mut Streaming<WatchPeeringsResponse>,
+) -> Result<WatchPeeringsResponse, Status> {
     match tokio::time::timeout(HANG, s.message()).await {
         Ok(Ok(Some(m))) => Ok(m),
         Ok(Ok(None)) => panic!("the stream ended without a status"),
@@ -84,7 +91,7 @@ async fn next(s: &mut Streaming<WatchPeeringsResponse>) -> Result<WatchPeeringsR
     }
 }
 
-async fn event(s: &mut Streaming<WatchPeeringsResponse>) -> (EventType, String, i32) {
+pub(crate) async fn event(s: &mut Streaming<WatchPeeringsResponse>) -> (EventType, String, i32) {
     let e = next(s).await.expect("an event");
     let kind = e.r#type();
     let p = e.peering.unwrap_or_default();
@@ -92,7 +99,7 @@ async fn event(s: &mut Streaming<WatchPeeringsResponse>) -> (EventType, String, 
 }
 
 /// Reads the initial list up to SYNCED: the names listed and SYNCED's token.
-async fn initial(s: &mut Streaming<WatchPeeringsResponse>) -> (Vec<String>, String) {
+pub(crate) async fn initial(s: &mut Streaming<WatchPeeringsResponse>) -> (Vec<String>, String) {
     let mut names = Vec::new();
     loop {
         let e = next(s).await.expect("an event");

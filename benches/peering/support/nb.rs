@@ -45,11 +45,21 @@ fn gateway(i: usize) -> String {
     format!("10.{}.{}.1/24", (i >> 8) & 0xff, i & 0xff)
 }
 
-/// Routers `vpc-1..=vpc-count`, each with one subnet port, in one transaction.
+/// Routers `vpc-1..=vpc-count`, each with one subnet port, in transactions of at most
+/// [`SEED_CHUNK`] routers (one of 20,000 routers took ovsdb-server longer than a reply's
+/// timeout on a loaded machine).
 pub async fn seed_vpcs(nb: &Client, count: usize) {
     assert!(count < 65536, "subnets are 10.x.y.0/24");
-    let mut ops = Vec::with_capacity(2 * count);
-    for i in 1..=count {
+    for first in (1..=count).step_by(SEED_CHUNK) {
+        seed_vpc_range(nb, first, (first + SEED_CHUNK - 1).min(count)).await;
+    }
+}
+
+const SEED_CHUNK: usize = 4096;
+
+async fn seed_vpc_range(nb: &Client, first: usize, last: usize) {
+    let mut ops = Vec::with_capacity(2 * (last + 1 - first));
+    for i in first..=last {
         let port = format!("lan_{i}");
         let mut lrp = Row::new();
         lrp.insert("name".into(), Datum::from(format!("vpc-{i}-lan").as_str()));

@@ -488,7 +488,8 @@ fn subnet_added_later_fails_the_peering_at_runtime() {
 }
 
 #[test]
-fn allocation_avoids_subnets_links_and_routes() {
+fn allocation_avoids_subnets_links_and_routes_of_its_vpcs_only() {
+    // `far` shares no VPC with p1: its link is free for p1 (links are unique per VPC).
     let mut t = topo();
     t[0].ports.push(port("vpc-1-ll", &["169.254.0.1/30"]));
     let other = spec("p2", "vpc-3", "vpc-1", ("169.254.0.5/30", "169.254.0.6/30"));
@@ -508,7 +509,7 @@ fn allocation_avoids_subnets_links_and_routes() {
     };
     let used = allocation_exclusions(&validated, &t, &[other.clone(), far.clone()]);
     let (l, r) = allocate_link(n("169.254.0.0/16"), 30, &used).unwrap();
-    assert_eq!((l, r), (n("169.254.0.17/30"), n("169.254.0.18/30")));
+    assert_eq!((l, r), (n("169.254.0.9/30"), n("169.254.0.10/30")));
     let mut s = validated.with_link(ConnectAddrs::default(), ConnectAddrs::default());
     s.local_connect.set(l);
     s.remote_connect.set(r);

@@ -2,6 +2,7 @@
 //! malformed input). No sleeps-and-hope: every wait polls state or cache with a deadline.
 
 mod basic;
+mod busy;
 mod cluster;
 mod differential;
 mod diverge;

@@ -31,6 +31,8 @@ pub struct TestPeerd<N = NbServer> {
     pub nb: N,
     /// The configuration it runs with.
     pub config: Config,
+    /// The service's own NB client (the one its API and worker read the replica from).
+    pub nb_client: ovn_peerd::ovsdb::Client,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -77,6 +79,8 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         authz_policy: None,
         health_listen: None,
         allow_mass_deletion: false,
+        max_in_flight: ovn_peerd::api::DEFAULT_MAX_IN_FLIGHT,
+        rpc_timeout: Duration::from_secs(30),
         watch: Default::default(),
         acceptance_ttl: Duration::from_secs(7 * 86400),
     }
@@ -129,6 +133,7 @@ impl<N> TestPeerd<N> {
                 .await
                 .expect("NB cache in sync");
         }
+        let nb_client = app.nb().clone();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
         TestPeerd {
@@ -137,6 +142,7 @@ impl<N> TestPeerd<N> {
             db,
             nb,
             config,
+            nb_client,
             shutdown,
             handle: Some(handle),
         }

@@ -429,7 +429,12 @@ async fn two_replicas_one_writer_and_failover_when_it_dies() {
     } else {
         (&mut b, &mut a)
     };
-    assert!(holder.log().contains("reconciled"));
+    // The holder logs its pass after writing the status that made p0 ACTIVE: wait for the line.
+    eventually("the holder logs its pass", Duration::from_secs(10), || {
+        let logged = holder.log().contains("reconciled");
+        async move { logged.then_some(()) }
+    })
+    .await;
     assert!(!standby.log().contains("reconciled"), "{}", standby.log());
     assert!(standby.log().contains("standing by"));
 

@@ -1,0 +1,177 @@
+//! Overload: bounded concurrency with load shedding, and per-call deadlines (README
+//! "Overload and deadlines"). Calls are held in flight by a table lock in Postgres, so what
+//! is in flight is known, never guessed from timing.
+
+use std::time::Duration;
+
+use ovn_peerd::proto::v1::{CreatePeeringRequest, GetPeeringRequest, Peering};
+use tonic::Code;
+
+use crate::support::nb::NbServer;
+use crate::support::peerd::{test_config, Options, TestPeerd};
+use crate::support::pg::TestDb;
+use crate::support::vpc::create_vpc;
+use ovn_peerd_test_support::wait_until;
+
+const PROMPT: Duration = Duration::from_secs(30);
+
+fn create(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
+    CreatePeeringRequest {
+        peering: Some(Peering {
+            name: name.into(),
+            local_vpc: local.into(),
+            remote_vpc: remote.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn start(max_in_flight: usize, vpcs: usize) -> TestPeerd {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    let config = ovn_peerd::config::Config {
+        max_in_flight,
+        ..test_config(&db.url, &nb.remote(), &Options::default())
+    };
+    let t = TestPeerd::start_on(db, nb, config).await;
+    for i in 0..vpcs {
+        create_vpc(&t.nb, &format!("vpc-{i}"), &[&format!("10.{i}.0.1/24")]);
+    }
+    t
+}
+
+/// Backends of this database waiting for a lock.
+async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits (the one `wait_until`, on this multi-threaded runtime) until `n` backends wait.
+fn wait_lock_waiters(pool: &sqlx::PgPool, n: i64) {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        wait_until(&format!("{n} calls waiting in Postgres"), PROMPT, || {
+            rt.block_on(lock_waiters(pool)) == n
+        })
+    })
+    .unwrap();
+}
+
+async fn stored(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT name FROM peerings ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_beyond_the_limit_are_refused_at_once_and_the_admitted_ones_complete() {
+    let t = start(2, 8).await;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // Two creates fill the limit: both wait for the lock, inside Postgres.
+    let mut held = Vec::new();
+    for (name, a, b) in [("a", "vpc-0", "vpc-1"), ("b", "vpc-2", "vpc-3")] {
+        let mut c = t.client().await;
+        let req = create(name, a, b);
+        held.push(tokio::spawn(async move { c.create_peering(req).await }));
+    }
+    wait_lock_waiters(&pool, 2);
+
+    // Twenty more, of every kind, while the lock is still held: each is answered (so none
+    // waited for the lock) with RESOURCE_EXHAUSTED.
+    let mut extra = Vec::new();
+    for i in 0..20 {
+        let mut c = t.client().await;
+        extra.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                c.create_peering(create(&format!("x{i}"), "vpc-4", "vpc-5"))
+                    .await
+                    .map(|_| ())
+            } else {
+                c.get_peering(GetPeeringRequest { name: "a".into() })
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    tokio::task::block_in_place(|| {
+        wait_until("the 20 extra calls answered", PROMPT, || {
+            extra.iter().all(|h| h.is_finished())
+        })
+    })
+    .expect("calls beyond the limit must not wait");
+    for h in extra {
+        let status = h.await.unwrap().expect_err("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    assert_eq!(
+        lock_waiters(&pool).await,
+        2,
+        "the admitted calls still wait"
+    );
+    assert!(stored(&pool).await.is_empty());
+
+    // Released: the admitted calls complete, and the places they held are free again.
+    lock.commit().await.unwrap();
+    for h in held {
+        h.await.unwrap().expect("an admitted call completes");
+    }
+    let mut c = t.client().await;
+    c.create_peering(create("c", "vpc-6", "vpc-7"))
+        .await
+        .expect("a call after the overload");
+    assert_eq!(stored(&pool).await, ["a", "b", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_past_its_deadline_is_stopped_and_leaves_nothing_behind() {
+    let t = start(8, 2).await;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut c = t.client().await;
+    let mut req = tonic::Request::new(create("p", "vpc-0", "vpc-1"));
+    req.set_timeout(Duration::from_millis(300));
+    // The lock is still held when the answer comes: the deadline ended the call.
+    let status = c.create_peering(req).await.expect_err("past its deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+
+    // Released: the abandoned transaction rolls back (nothing stored) and gives back the
+    // VPCs' locks, so the same create goes through.
+    lock.commit().await.unwrap();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        wait_until("the abandoned transaction ended", PROMPT, || {
+            rt.block_on(async {
+                let open: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND pid <> pg_backend_pid() AND state <> 'idle'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                open == 0
+            })
+        })
+    })
+    .unwrap();
+    assert!(stored(&pool).await.is_empty());
+    c.create_peering(create("p", "vpc-0", "vpc-1"))
+        .await
+        .expect("the same create, without a deadline");
+    assert_eq!(stored(&pool).await, ["p"]);
+}
