@@ -52,13 +52,14 @@ pub async fn hold_peerings_table(c: &mut PgConnection) -> Transaction<'_, Postgr
 }
 
 /// In the holder's transaction: peering `from` (made through the API) becomes peering
-/// `to` (any earlier `to` deleted first; its port-name reservations dropped, the worker
-/// is off) — to a statement that waited for the lock, `to`
+/// `to` (any earlier `to` deleted first; its port-name and link reservations dropped,
+/// the worker is off) — to a statement that waited for the lock, `to`
 /// was deleted and made again, by another tenant if `from` is another tenant's.
 pub async fn replace_with(tx: &mut Transaction<'_, Postgres>, to: &str, from: &str) {
     for sql in [
         format!("DELETE FROM peerings WHERE name = '{to}'"),
         format!("DELETE FROM peering_ports WHERE peering_name = '{from}'"),
+        format!("DELETE FROM peering_links WHERE peering_name = '{from}'"),
         format!("UPDATE peerings SET name = '{to}' WHERE name = '{from}'"),
     ] {
         sqlx::query(&sql)
