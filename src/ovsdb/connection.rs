@@ -282,8 +282,10 @@ async fn reader(
                 Some(Queued::Raw(frame)) => {
                     let (inner, handler) = (inner.clone(), handler.clone());
                     *job = Some(tokio::task::spawn_blocking(move || {
-                        let m = decode(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
-                        dispatch(m, &inner, &mut lock(&handler))
+                        let m = decode(&frame).map_err(|e| Error::Protocol(e.to_string()));
+                        // The raw bytes are not needed while the decoded message is applied.
+                        drop(frame);
+                        dispatch(m?, &inner, &mut lock(&handler))
                     }));
                 }
             }
