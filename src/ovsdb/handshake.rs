@@ -356,11 +356,23 @@ fn on_notification(
 /// txn id so the next session starts from a full dump (ovsdb-cs `ovsdb_cs_flag_inconsistency`). The returned error
 /// ends this connection.
 fn distrust(shared: &Shared, e: UpdateError) -> Error {
+    forget_txn(shared, e.kind.label(), &e);
+    Error::Update(e)
+}
+
+/// A session that ended because handling a message panicked: the same update would come again
+/// after our last txn id and panic again, forever. Forget the id so the next session starts
+/// from a full dump, as after an update the cache could not apply.
+pub(super) fn distrust_after_panic(shared: &Shared, ended: &Error) {
+    if matches!(ended, Error::HandlerPanicked(_)) {
+        forget_txn(shared, "panic", ended);
+    }
+}
+
+fn forget_txn(shared: &Shared, reason: &'static str, e: &dyn std::fmt::Display) {
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let reason = e.kind.label();
     warn!(reason, error = %e, "replica cannot be trusted; reconnecting for a full dump");
     metrics::counter!(crate::metrics::OVSDB_RESYNCS_TOTAL, "reason" => reason).increment(1);
-    Error::Update(e)
 }
 
 /// Applies a v1 `_Server.Database` update (full rows in "new").
@@ -448,5 +460,23 @@ fn rpc_error(method: &str, e: CallError) -> Error {
             error: OvsdbError::from_json(&v),
         },
         CallError::Closed(r) => Error::ConnectionClosed(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that ended in a handler's panic leaves no txn id behind (the next session
+    /// asks for a full dump instead of the delta that panicked); any other end keeps it.
+    #[test]
+    fn a_panic_forgets_the_txn_id_other_ends_keep_it() {
+        let s = crate::ovsdb::state::tests::shared();
+        let set = || *s.last_txn_id.lock().unwrap() = Some("t1".into());
+        set();
+        distrust_after_panic(&s, &Error::ConnectionClosed("end of stream".into()));
+        assert_eq!(s.last_txn_id.lock().unwrap().as_deref(), Some("t1"));
+        distrust_after_panic(&s, &Error::HandlerPanicked("boom".into()));
+        assert_eq!(*s.last_txn_id.lock().unwrap(), None);
     }
 }
