@@ -165,6 +165,11 @@ impl Connection {
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await
     }
+
+    /// Cancelled once the connection is closed; holds nothing of the connection alive.
+    pub(super) fn closed_token(&self) -> CancellationToken {
+        self.inner.closed.clone()
+    }
 }
 
 impl Inner {
