@@ -204,7 +204,7 @@ fn describe() {
     describe_counter!(
         OVSDB_RESYNCS_TOTAL,
         "Full re-dumps of NB forced because the replica could not be trusted (an update that \
-         diverged from it or was malformed), by reason"
+         diverged from it, was malformed or panicked its handler), by reason"
     );
     describe_gauge!(
         OVSDB_CACHE_ROWS,

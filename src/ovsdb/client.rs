@@ -290,6 +290,7 @@ async fn run(shared: Arc<Shared>) {
         if matches!(err, Error::Shutdown) || shared.cancel.is_cancelled() {
             break;
         }
+        super::handshake::distrust_after_panic(&shared, &err);
         let reason = reconnect_label(&err);
         metrics::counter!(crate::metrics::OVSDB_RECONNECTS_TOTAL, "reason" => reason).increment(1);
         if synced {
@@ -357,8 +358,11 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
     };
     if let Some(e) = result {
         conn.close(&e.to_string());
-        let _ = task.await;
-        return e;
+        // A handler's panic, not what it did to the handshake, is why this ended.
+        return match task.await {
+            Ok(p @ Error::HandlerPanicked(_)) => p,
+            _ => e,
+        };
     }
     if !conn.is_closed() {
         *synced = true;
@@ -386,8 +390,10 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
                     Err(_) => Error::Timeout(cfg.handshake_timeout),
                 };
                 conn.close(&e.to_string());
-                let _ = (&mut task).await;
-                break e;
+                match (&mut task).await {
+                    Ok(p @ Error::HandlerPanicked(_)) => break p,
+                    _ => break e,
+                }
             }
         }
     };
@@ -404,6 +410,7 @@ fn reconnect_label(e: &Error) -> &'static str {
         Error::NotUsable(_) => "not_usable",
         Error::MissingColumn { .. } | Error::MissingTable(_) | Error::ColumnType { .. } => "schema",
         Error::Timeout(_) => "timeout",
+        Error::HandlerPanicked(_) => "panic",
         Error::TlsConfig(_) | Error::TlsHandshake { .. } | Error::TlsNotConfigured(_) => "tls",
         _ => "other",
     }

@@ -165,6 +165,11 @@ impl Connection {
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await
     }
+
+    /// Cancelled once the connection is closed; holds nothing of the connection alive.
+    pub(super) fn closed_token(&self) -> CancellationToken {
+        self.inner.closed.clone()
+    }
 }
 
 impl Inner {
@@ -282,8 +287,10 @@ async fn reader(
                 Some(Queued::Raw(frame)) => {
                     let (inner, handler) = (inner.clone(), handler.clone());
                     *job = Some(tokio::task::spawn_blocking(move || {
-                        let m = decode(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
-                        dispatch(m, &inner, &mut lock(&handler))
+                        let m = decode(&frame).map_err(|e| Error::Protocol(e.to_string()));
+                        // The raw bytes are not needed while the decoded message is applied.
+                        drop(frame);
+                        dispatch(m?, &inner, &mut lock(&handler))
                     }));
                 }
             }
@@ -298,6 +305,7 @@ async fn reader(
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return e,
+                    Err(e) if e.is_panic() => return Error::HandlerPanicked(e.to_string()),
                     Err(e) => return Error::ConnectionClosed(format!("message handler failed: {e}")),
                 }
             }
@@ -497,5 +505,26 @@ mod tests {
         assert!(handled.load(Ordering::SeqCst));
         conn.close("done");
         tokio::time::timeout(T, task).await.unwrap().unwrap();
+    }
+
+    /// A large message's handler that panics ends the connection with `HandlerPanicked`, not
+    /// an ordinary close: the reconnect loop must not resume after the same txn id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_large_handler_ends_the_connection_as_a_panic() {
+        let (ours, mut server) = UnixStream::pair().unwrap();
+        let handler: NotificationHandler = Box::new(|_, _| panic!("injected"));
+        let cfg = ConnectionConfig {
+            probe_interval: None,
+            max_message_len: 1 << 24,
+        };
+        let (_conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
+        let big = json!({"method": "update", "id": null,
+            "params": [null, {"pad": "x".repeat(2 * OFFLOAD_BYTES)}]});
+        server
+            .write_all(&serde_json::to_vec(&big).unwrap())
+            .await
+            .unwrap();
+        let err = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(err, Error::HandlerPanicked(_)), "{err:?}");
     }
 }

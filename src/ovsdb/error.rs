@@ -57,6 +57,10 @@ pub enum Error {
     NotUsable(String),
     #[error("connection closed: {0}")]
     ConnectionClosed(String),
+    /// Handling a message panicked midway: the replica may hold what the server meant to
+    /// change, so the next session starts from a full dump.
+    #[error("message handler panicked: {0}")]
+    HandlerPanicked(String),
     #[error("inactivity probe: no reply from the server within {0:?}")]
     ProbeTimeout(std::time::Duration),
     #[error("timed out after {0:?}")]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::cache::{Types, UpdateError, UpdateFormat};
@@ -216,8 +217,9 @@ async fn monitor_nb(
                 remote.clone(),
             );
             let method = method.to_owned();
+            let closed = conn.closed_token();
             Box::new(move |r: &CallResult| match r {
-                Ok(v) => install(&shared, &monitor, &types, &remote, &method, v),
+                Ok(v) => install(&shared, &monitor, &types, &remote, &method, v, &closed),
                 Err(_) => Ok(()),
             })
         };
@@ -240,7 +242,9 @@ async fn monitor_nb(
     Err(Error::Protocol("server supports no monitor method".into()))
 }
 
-/// Installs a monitor reply into the cache (reader task).
+/// Installs a monitor reply into the cache (reader task, or the blocking job of a large reply).
+/// `closed` is the connection's: once it is closed (handshake timeout, probe, leader change) or
+/// the client shut down, the replica and txn id are still kept, but nobody is told "synced".
 fn install(
     shared: &Shared,
     monitor: &Mutex<MonitorState>,
@@ -248,6 +252,7 @@ fn install(
     remote: &Remote,
     method: &str,
     reply: &Value,
+    closed: &CancellationToken,
 ) -> Result<(), Error> {
     let (found, txn, updates, format) = match method {
         "monitor_cond_since" => {
@@ -297,15 +302,29 @@ fn install(
     info!(%remote, method, found, in_place, rows, "cache synced");
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     shared.version.send_modify(|v| *v += 1);
+    let live = || !closed.is_cancelled() && !shared.cancel.is_cancelled();
+    if !live() {
+        debug!(%remote, "connection ended while its monitor reply was installed; not synced");
+        return Ok(());
+    }
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
     if !in_place {
         let _ = shared.events.send(CacheEvent::Resynced);
     } else if !changes.is_empty() {
         let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
     }
-    shared.state.send_replace(ConnectionState::Connected {
-        remote: remote.clone(),
-        synced: true,
+    // Checked again under the state's lock: the reconnect loop writes `Connecting` or
+    // `Shutdown` only after the connection closed or the client was cancelled, so it is
+    // never overwritten by this (possibly late) job.
+    shared.state.send_if_modified(|s| {
+        if !live() {
+            return false;
+        }
+        *s = ConnectionState::Connected {
+            remote: remote.clone(),
+            synced: true,
+        };
+        true
     });
     Ok(())
 }
@@ -356,11 +375,23 @@ fn on_notification(
 /// txn id so the next session starts from a full dump (ovsdb-cs `ovsdb_cs_flag_inconsistency`). The returned error
 /// ends this connection.
 fn distrust(shared: &Shared, e: UpdateError) -> Error {
+    forget_txn(shared, e.kind.label(), &e);
+    Error::Update(e)
+}
+
+/// A session that ended because handling a message panicked: the same update would come again
+/// after our last txn id and panic again, forever. Forget the id so the next session starts
+/// from a full dump, as after an update the cache could not apply.
+pub(super) fn distrust_after_panic(shared: &Shared, ended: &Error) {
+    if matches!(ended, Error::HandlerPanicked(_)) {
+        forget_txn(shared, "panic", ended);
+    }
+}
+
+fn forget_txn(shared: &Shared, reason: &'static str, e: &dyn std::fmt::Display) {
     *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let reason = e.kind.label();
     warn!(reason, error = %e, "replica cannot be trusted; reconnecting for a full dump");
     metrics::counter!(crate::metrics::OVSDB_RESYNCS_TOTAL, "reason" => reason).increment(1);
-    Error::Update(e)
 }
 
 /// Applies a v1 `_Server.Database` update (full rows in "new").
@@ -448,5 +479,78 @@ fn rpc_error(method: &str, e: CallError) -> Error {
             error: OvsdbError::from_json(&v),
         },
         CallError::Closed(r) => Error::ConnectionClosed(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that ended in a handler's panic leaves no txn id behind (the next session
+    /// asks for a full dump instead of the delta that panicked); any other end keeps it.
+    #[test]
+    fn a_panic_forgets_the_txn_id_other_ends_keep_it() {
+        let s = crate::ovsdb::state::tests::shared();
+        let set = || *s.last_txn_id.lock().unwrap() = Some("t1".into());
+        set();
+        distrust_after_panic(&s, &Error::ConnectionClosed("end of stream".into()));
+        assert_eq!(s.last_txn_id.lock().unwrap().as_deref(), Some("t1"));
+        distrust_after_panic(&s, &Error::HandlerPanicked("boom".into()));
+        assert_eq!(*s.last_txn_id.lock().unwrap(), None);
+    }
+
+    /// A monitor reply installed after its connection closed, or after shutdown, keeps the
+    /// replica and txn id but publishes neither `Resynced` nor `Connected { synced }`.
+    #[test]
+    fn a_reply_installed_for_a_dead_connection_is_kept_but_not_announced() {
+        let remote = Remote::parse("tcp:127.0.0.1:1").unwrap();
+        let reply = json!([false, "t9", {}]);
+        let install_into = |s: &Shared, closed: &CancellationToken| {
+            let (m, _) = Monitors::new();
+            let r = install(
+                s,
+                &m.state,
+                &Types::new(),
+                &remote,
+                "monitor_cond_since",
+                &reply,
+                closed,
+            );
+            r.unwrap();
+        };
+        let synced = |s: &Shared| {
+            matches!(
+                *s.state.borrow(),
+                ConnectionState::Connected { synced: true, .. }
+            )
+        };
+        for dead in ["closed", "shutdown"] {
+            let s = crate::ovsdb::state::tests::shared();
+            let mut events = s.events.subscribe();
+            let closed = CancellationToken::new();
+            match dead {
+                "closed" => closed.cancel(),
+                _ => s.cancel.cancel(),
+            }
+            install_into(&s, &closed);
+            assert_eq!(
+                s.last_txn_id.lock().unwrap().as_deref(),
+                Some("t9"),
+                "{dead}"
+            );
+            assert!(
+                !synced(&s),
+                "{dead}: synced published for a dead connection"
+            );
+            assert!(
+                events.try_recv().is_err(),
+                "{dead}: an event for a dead connection"
+            );
+        }
+        let s = crate::ovsdb::state::tests::shared();
+        let mut events = s.events.subscribe();
+        install_into(&s, &CancellationToken::new());
+        assert!(synced(&s));
+        assert!(matches!(events.try_recv(), Ok(CacheEvent::Resynced)));
     }
 }

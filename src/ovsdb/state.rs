@@ -173,11 +173,11 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ovsdb::cache::{Types, UpdateFormat};
 
-    fn shared() -> Shared {
+    pub(in crate::ovsdb) fn shared() -> Shared {
         Shared {
             config: ClientConfig::new("tcp:127.0.0.1:1", "db").unwrap(),
             state: watch::channel(ConnectionState::Connecting { last_error: None }).0,
