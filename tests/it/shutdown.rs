@@ -14,31 +14,14 @@ use ovn_peerd_test_support::wait_until_async;
 
 #[tokio::test]
 async fn the_binary_exits_zero_on_sigint_like_sigterm() {
-    let db = TestDb::create().await;
-    let nb = NbServer::start();
-    let port = free_port();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ovn-peerd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            "",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .env("OVN_NB_DB", nb.remote())
-        .env("RUST_LOG", "info")
-        .stdout(log.reopen().unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ovn-peerd");
-    let guard = KillOnDrop(child.id());
-    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
-    wait_until("ovn-peerd serves", Duration::from_secs(30), || {
-        read_log().contains("serving gRPC")
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .unwrap_or_else(|e| panic!("ovn-peerd did not start serving ({e}):\n{}", read_log()));
+    let (db, nb) = (TestDb::create().await, NbServer::start());
+    let Serving {
+        mut child,
+        guard,
+        log,
+        ..
+    } = Serving::start(&db, &nb);
+    let read_log = || log_of(&log);
 
     // SIGINT (what Ctrl-C sends): a clean stop, exit 0, not death by the signal.
     let sent = Command::new("kill")
@@ -57,31 +40,14 @@ async fn the_binary_exits_zero_on_sigint_like_sigterm() {
 /// (SIGHUP's default action would end it).
 #[tokio::test]
 async fn sighup_resets_the_nb_index_guard_of_the_running_binary() {
-    let db = TestDb::create().await;
-    let nb = NbServer::start();
-    let port = free_port();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ovn-peerd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            "",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .env("OVN_NB_DB", nb.remote())
-        .env("RUST_LOG", "info")
-        .stdout(log.reopen().unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ovn-peerd");
-    let _guard = KillOnDrop(child.id());
-    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
-    wait_until("ovn-peerd serves", Duration::from_secs(30), || {
-        read_log().contains("serving gRPC")
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .unwrap_or_else(|e| panic!("ovn-peerd did not start serving ({e}):\n{}", read_log()));
+    let (db, nb) = (TestDb::create().await, NbServer::start());
+    let Serving {
+        mut child,
+        guard: _guard,
+        log,
+        port,
+    } = Serving::start(&db, &nb);
+    let read_log = || log_of(&log);
     assert!(!read_log().contains("index guard reset"));
 
     let sent = Command::new("kill")
@@ -100,6 +66,52 @@ async fn sighup_resets_the_nb_index_guard_of_the_running_binary() {
         "SIGHUP ended ovn-peerd"
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+/// The ovn-peerd binary started on `db` and `nb`, serving gRPC on `port` (no metrics
+/// listener), its log (stdout) in `log`; killed when `guard` drops.
+struct Serving {
+    child: std::process::Child,
+    guard: KillOnDrop,
+    log: tempfile::NamedTempFile,
+    port: u16,
+}
+
+impl Serving {
+    fn start(db: &TestDb, nb: &NbServer) -> Serving {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ovn-peerd"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                "",
+            ])
+            .env("DATABASE_URL", &db.url)
+            .env("OVN_NB_DB", nb.remote())
+            .env("RUST_LOG", "info")
+            .stdout(log.reopen().unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ovn-peerd");
+        let guard = KillOnDrop(child.id());
+        wait_until("ovn-peerd serves", Duration::from_secs(30), || {
+            log_of(&log).contains("serving gRPC")
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .unwrap_or_else(|e| panic!("ovn-peerd did not start serving ({e}):\n{}", log_of(&log)));
+        Serving {
+            child,
+            guard,
+            log,
+            port,
+        }
+    }
+}
+
+fn log_of(log: &tempfile::NamedTempFile) -> String {
+    std::fs::read_to_string(log.path()).unwrap_or_default()
 }
 
 /// ListPeerings queries of this database waiting for a lock (the held call is in Postgres).
