@@ -22,7 +22,7 @@ use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{PeeringState, StoreError};
 
 /// Attempts at allocating a link when concurrent creates take the candidates.
-const ALLOCATION_ATTEMPTS: usize = 16;
+pub(super) const ALLOCATION_ATTEMPTS: usize = 16;
 
 impl PeeringApi {
     pub(super) async fn create(
@@ -50,16 +50,28 @@ impl PeeringApi {
             labels,
             admission,
         };
+        if req.validate_only {
+            return self.create_one(&validated, &request, true).await;
+        }
+        self.create_batched(validated, request).await
+    }
+
+    /// One create on its own, in a transaction of its own (or judged only, with
+    /// `validate_only`): what a batch falls back to when a constraint the VPC locks do not
+    /// cover fails its insert (`create_batch.rs`).
+    pub(super) async fn create_one(
+        &self,
+        validated: &ValidatedPeering,
+        request: &Request,
+        validate_only: bool,
+    ) -> Result<Peering, ApiError> {
         // A retry of a request that was carried out gets the first answer.
-        if let Some(first) = self.first_result(&request).await? {
+        if let Some(first) = self.first_result(request).await? {
             return Ok(first);
         }
-        match self
-            .create_new(&validated, &request, req.validate_only)
-            .await
-        {
+        match self.create_new(validated, request, validate_only).await {
             // A concurrent retry stored the peering after our first look.
-            Err(e @ ApiError::AlreadyExists { .. }) => match self.first_result(&request).await? {
+            Err(e @ ApiError::AlreadyExists { .. }) => match self.first_result(request).await? {
                 Some(first) => Ok(first),
                 None => Err(e),
             },
