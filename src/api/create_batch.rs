@@ -1,8 +1,9 @@
 //! CreatePeering's group commit: the one home where creates meet Postgres.
 //!
-//! A create joins a queue. Whoever finds no batch running takes everything queued at that
-//! moment (at most [`MAX_BATCH`]) and runs it as one transaction on a task of its own; the
-//! others wait for their answer or for the next turn, when the queue has grown. So a
+//! A create joins a queue. Whoever gets a turn (at most [`BATCHES_IN_FLIGHT`] batches run
+//! at once) takes everything queued at that moment (at most [`MAX_BATCH`]) and runs it as
+//! one transaction on a task of its own; the others wait for their answer or for the next
+//! turn, when the queue has grown. So a
 //! single client's create goes at once (no timer, no added wait), and under load one
 //! transaction carries many creates: begin, the per-VPC locks of every VPC of the batch in
 //! one fixed order (`store::create`), one read of everything they are judged against, the
@@ -37,12 +38,24 @@ use crate::store::{BatchInsert, NewPeering, PeeringRecord, RequestRecord, StoreE
 /// The most creates one transaction carries: bounds its locks, its read and its time.
 pub const MAX_BATCH: usize = 128;
 
-/// The queue and the turn (one batch at a time per replica; Postgres' locks order the
-/// replicas).
-#[derive(Default)]
+/// Batches in flight at once per replica. More than one: a batch's round trips to Postgres
+/// overlap the next one's (creates of disjoint VPCs go on in parallel, creates sharing a
+/// VPC wait for its lock in Postgres, as across replicas).
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The queue and the turns.
 pub(super) struct Batcher {
     queue: Mutex<Vec<Job>>,
-    turn: Arc<tokio::sync::Mutex<()>>,
+    turns: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Batcher {
+            queue: Mutex::default(),
+            turns: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
+        }
+    }
 }
 
 /// One create waiting for its batch.
@@ -119,7 +132,10 @@ impl PeeringApi {
             tokio::select! {
                 biased;
                 r = &mut answer => return r.unwrap_or_else(|_| Err(lost())),
-                turn = batcher.turn.clone().lock_owned() => {
+                turn = batcher.turns.clone().acquire_owned() => {
+                    let Ok(turn) = turn else {
+                        return Err(lost());
+                    };
                     let jobs = batcher.take();
                     if jobs.is_empty() {
                         // Ours went with the batch that just ended: its answer is there.
