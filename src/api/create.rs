@@ -30,6 +30,21 @@ impl PeeringApi {
         req: CreatePeeringRequest,
         admission: Admission,
     ) -> Result<Peering, ApiError> {
+        let validate_only = req.validate_only;
+        let (validated, request) = self.prepare(req, admission)?;
+        if validate_only {
+            return self.create_one(&validated, &request, true).await;
+        }
+        self.create_batched(validated, request).await
+    }
+
+    /// Everything about a create that needs nothing stored: input limits, validation, labels,
+    /// the request's fingerprint.
+    pub(super) fn prepare(
+        &self,
+        req: CreatePeeringRequest,
+        admission: Admission,
+    ) -> Result<(ValidatedPeering, Request), ApiError> {
         input::create(&req)?;
         let Some(input) = req.peering else {
             return Err(ApiError::invalid("peering", "required"));
@@ -50,10 +65,7 @@ impl PeeringApi {
             labels,
             admission,
         };
-        if req.validate_only {
-            return self.create_one(&validated, &request, true).await;
-        }
-        self.create_batched(validated, request).await
+        Ok((validated, request))
     }
 
     /// One create on its own, in a transaction of its own (or judged only, with

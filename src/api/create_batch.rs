@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::IpNet;
 use tokio::sync::oneshot;
 
+use super::authz::Admission;
 use super::convert;
 use super::create::ALLOCATION_ATTEMPTS;
 use super::create_tx::{request_id_reused, same_request, Decided, Neighbours, Request};
@@ -32,7 +33,7 @@ use super::error::{ApiError, Dependency};
 use super::PeeringApi;
 use crate::peering::topology::port_names;
 use crate::peering::validate::ValidatedPeering;
-use crate::proto::v1::Peering;
+use crate::proto::v1::{CreatePeeringRequest, Peering};
 use crate::store::{BatchInsert, NewPeering, PeeringRecord, RequestRecord, StoreError};
 
 /// The most creates one transaction carries: bounds its locks, its read and its time.
@@ -152,6 +153,38 @@ impl PeeringApi {
                 }
             }
         }
+    }
+
+    /// These creates as one batch, in this order, as if they had all arrived while another
+    /// batch ran; each answered as CreatePeering answers it (by an admin). For tests: it
+    /// makes a batch's make-up deterministic.
+    #[doc(hidden)]
+    pub async fn create_as_one_batch(
+        &self,
+        reqs: Vec<CreatePeeringRequest>,
+    ) -> Vec<Result<Peering, ApiError>> {
+        let mut jobs = Vec::new();
+        let mut answers = Vec::new();
+        for req in reqs {
+            let (reply, answer) = oneshot::channel();
+            match self.prepare(req, Admission::Direct) {
+                Ok((validated, request)) => jobs.push(Job {
+                    validated,
+                    request,
+                    reply,
+                }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            answers.push(answer);
+        }
+        self.run_batch(jobs).await;
+        let mut out = Vec::new();
+        for a in answers {
+            out.push(a.await.unwrap_or_else(|_| Err(ApiError::Internal(anyhow::anyhow!("lost")))));
+        }
+        out
     }
 
     /// Runs one batch and answers each of its creates.
