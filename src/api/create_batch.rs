@@ -68,7 +68,10 @@ pub(crate) struct Job {
 
 impl Batcher {
     fn push(&self, job: Job) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(job);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job);
     }
 
     fn take(&self) -> Vec<Job> {
@@ -182,7 +185,10 @@ impl PeeringApi {
         self.run_batch(jobs).await;
         let mut out = Vec::new();
         for a in answers {
-            out.push(a.await.unwrap_or_else(|_| Err(ApiError::Internal(anyhow::anyhow!("lost")))));
+            out.push(
+                a.await
+                    .unwrap_or_else(|_| Err(ApiError::Internal(anyhow::anyhow!("lost")))),
+            );
         }
         out
     }
@@ -220,7 +226,10 @@ impl PeeringApi {
 
     /// The batch's transaction: locks, one read, the judging in arrival order, one insert,
     /// commit. An answer per job, in order.
-    async fn commit_batch(&self, jobs: &[Job]) -> Result<Vec<Result<Peering, ApiError>>, BatchError> {
+    async fn commit_batch(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<Peering, ApiError>>, BatchError> {
         let mut vpcs: Vec<String> = Vec::new();
         let (mut names, mut ports, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for j in jobs {
@@ -321,7 +330,9 @@ impl PeeringApi {
                 Err(e) => return Ok(Verdict::Answer(Err(e))),
             }
         }
-        Ok(Verdict::Answer(Err(ApiError::contention("link allocation"))))
+        Ok(Verdict::Answer(Err(ApiError::contention(
+            "link allocation",
+        ))))
     }
 }
 

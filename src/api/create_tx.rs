@@ -134,9 +134,7 @@ impl PeeringApi {
         };
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
-            Err(StoreError::LinkOverlap { .. }) if allocated => {
-                Ok(Inserted::LinkTaken(spec))
-            }
+            Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken(spec)),
             Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
                 RefusalKind::FailedPrecondition,
                 "peering.local_connect_ip",
@@ -211,7 +209,6 @@ pub(super) enum Decided {
     /// The allocated link (of this spec) is in the way: allocate another.
     LinkTaken(Box<PeeringSpec>),
 }
-
 
 /// The stored answer when it was created by the same request; refused when by another.
 pub(super) fn same_request(

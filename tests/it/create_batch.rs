@@ -47,12 +47,10 @@ fn fields(e: &ApiError) -> Vec<String> {
 /// (name, local_vpc, remote_vpc, local link) of every stored peering, by name.
 async fn stored(t: &TestPeerd) -> Vec<(String, String, String, String)> {
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
-    sqlx::query_as(
-        "SELECT name, local_vpc, remote_vpc, host(local_v4) FROM peerings ORDER BY name",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("peerings")
+    sqlx::query_as("SELECT name, local_vpc, remote_vpc, host(local_v4) FROM peerings ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .expect("peerings")
 }
 
 /// How many transactions wrote the stored peerings (their distinct `xmin`): 1 when the
@@ -132,7 +130,9 @@ async fn a_refusal_in_a_batch_refuses_only_that_create() {
     let missing = answers[1].as_ref().expect_err("vpc-404 has no router");
     assert_eq!(fields(missing), vec!["peering.remote_vpc".to_string()]);
     assert!(answers[2].is_ok(), "{:?}", answers[2]);
-    let taken = answers[3].as_ref().expect_err("the name is the first create's");
+    let taken = answers[3]
+        .as_ref()
+        .expect_err("the name is the first create's");
     assert_eq!(fields(taken), vec!["peering.name".to_string()]);
     assert_eq!(
         stored(&t).await,
