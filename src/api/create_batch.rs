@@ -84,7 +84,7 @@ impl Batcher {
 /// What the judging said of one create of the batch.
 enum Verdict {
     /// Answered without storing anything (a refusal, or a request_id's first answer).
-    Answer(Result<Peering, ApiError>),
+    Answer(Box<Result<Peering, ApiError>>),
     /// Stored as the `n`th row of the insert (also: a retry, inside the batch, of the
     /// request that stored it).
     Row(usize),
@@ -275,7 +275,7 @@ impl PeeringApi {
         Ok(verdicts
             .into_iter()
             .map(|v| match v {
-                Verdict::Answer(a) => a,
+                Verdict::Answer(a) => *a,
                 Verdict::Row(n) => match by_name.get(judge.rows[n].0.name.as_str()) {
                     Some(r) => Ok(convert::peering(r)),
                     None => Err(ApiError::Internal(anyhow::anyhow!(
@@ -304,14 +304,14 @@ impl PeeringApi {
                 let first = same_request(Some(found.clone()), request).and_then(|p| {
                     p.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no first answer")))
                 });
-                return Ok(Verdict::Answer(first));
+                return Ok(Verdict::Answer(Box::new(first)));
             }
             if let Some((hash, n)) = judging.ids.get(id) {
                 // A retry, inside the batch, of a create stored by it.
                 return Ok(if *hash == request.hash {
                     Verdict::Row(*n)
                 } else {
-                    Verdict::Answer(Err(request_id_reused()))
+                    Verdict::Answer(Box::new(Err(request_id_reused())))
                 });
             }
         }
@@ -323,22 +323,22 @@ impl PeeringApi {
         for _ in 0..ALLOCATION_ATTEMPTS {
             match self.decide(v, request, &others, &excluded) {
                 Ok(Decided::Store { new, .. }) => {
-                    let n = judging.add(new, v, request);
+                    let n = judging.add(*new, v, request);
                     return Ok(Verdict::Row(n));
                 }
                 Ok(Decided::LinkTaken(spec)) => excluded.extend(spec.local_connect.networks()),
-                Err(e) => return Ok(Verdict::Answer(Err(e))),
+                Err(e) => return Ok(Verdict::Answer(Box::new(Err(e)))),
             }
         }
-        Ok(Verdict::Answer(Err(ApiError::contention(
+        Ok(Verdict::Answer(Box::new(Err(ApiError::contention(
             "link allocation",
-        ))))
+        )))))
     }
 }
 
 fn answer_without_rows(v: Verdict) -> Result<Peering, ApiError> {
     match v {
-        Verdict::Answer(a) => a,
+        Verdict::Answer(a) => *a,
         Verdict::Row(_) => unreachable!("no rows were judged"),
     }
 }

@@ -191,7 +191,7 @@ impl PeeringApi {
             );
         }
         Ok(Decided::Store {
-            new,
+            new: Box::new(new),
             spec: Box::new(spec),
             allocated,
         })
@@ -202,7 +202,7 @@ impl PeeringApi {
 pub(super) enum Decided {
     /// Store this (its link allocated here when `allocated`).
     Store {
-        new: NewPeering,
+        new: Box<NewPeering>,
         spec: Box<PeeringSpec>,
         allocated: bool,
     },
