@@ -21,9 +21,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ipnet::IpNet;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::authz::Admission;
 use super::convert;
@@ -64,6 +66,10 @@ pub(crate) struct Job {
     validated: ValidatedPeering,
     request: Request,
     reply: oneshot::Sender<Result<Peering, ApiError>>,
+    /// When it joined the queue.
+    queued: Instant,
+    /// Cancelled when the caller goes away (its deadline passed, it was cancelled).
+    gone: CancellationToken,
 }
 
 impl Batcher {
@@ -96,6 +102,8 @@ enum BatchError {
     Constraint(StoreError),
     /// Anything else: every create of the batch fails with it.
     Failed(ApiError),
+    /// A caller went away before the commit: nothing was stored; run again without it.
+    Deserted,
 }
 
 impl From<StoreError> for BatchError {
@@ -125,11 +133,16 @@ impl PeeringApi {
         request: Request,
     ) -> Result<Peering, ApiError> {
         let (reply, mut answer) = oneshot::channel();
+        let gone = CancellationToken::new();
+        // Dropped with this call: its batch then stores nothing of it.
+        let _gone_when_dropped = gone.clone().drop_guard();
         let batcher = &self.inner.creates;
         batcher.push(Job {
             validated,
             request,
             reply,
+            queued: Instant::now(),
+            gone,
         });
         let lost = || ApiError::Internal(anyhow::anyhow!("the create's batch ended unanswered"));
         loop {
@@ -175,6 +188,8 @@ impl PeeringApi {
                     validated,
                     request,
                     reply,
+                    queued: Instant::now(),
+                    gone: CancellationToken::new(),
                 }),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -193,34 +208,64 @@ impl PeeringApi {
         out
     }
 
-    /// Runs one batch and answers each of its creates.
-    async fn run_batch(&self, jobs: Vec<Job>) {
-        // A caller that went away (its deadline passed) is not served.
-        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
-        if jobs.is_empty() {
+    /// Runs one batch and answers each of its creates. A caller that goes away before the
+    /// commit has nothing stored: when all of them have, the transaction is dropped (rolled
+    /// back) where it stands; when some have, it is rolled back before its commit and run
+    /// again without them.
+    async fn run_batch(&self, mut jobs: Vec<Job>) {
+        loop {
+            jobs.retain(|j| !j.gone.is_cancelled() && !j.reply.is_closed());
+            if jobs.is_empty() {
+                return;
+            }
+            let started = Instant::now();
+            let waited = jobs
+                .iter()
+                .map(|j| started - j.queued)
+                .max()
+                .unwrap_or_default();
+            let all_gone = async {
+                for j in &jobs {
+                    j.gone.cancelled().await;
+                }
+            };
+            let result = tokio::select! {
+                r = self.commit_batch(&jobs) => r,
+                () = all_gone => Err(BatchError::Deserted),
+            };
+            tracing::debug!(
+                creates = jobs.len(),
+                longest_wait_ms = waited.as_secs_f64() * 1e3,
+                transaction_ms = started.elapsed().as_secs_f64() * 1e3,
+                ok = result.is_ok(),
+                "create batch"
+            );
+            match result {
+                Ok(answers) => {
+                    for (job, answer) in jobs.into_iter().zip(answers) {
+                        let _ = job.reply.send(answer);
+                    }
+                }
+                Err(BatchError::Deserted) => continue,
+                Err(BatchError::Constraint(e)) => {
+                    tracing::debug!(error = %e, "a create batch hit a constraint; judging each alone");
+                    for job in jobs {
+                        let answer = tokio::select! {
+                            a = self.create_one(&job.validated, &job.request, false) => a,
+                            () = job.gone.cancelled() => continue,
+                        };
+                        let _ = job.reply.send(answer);
+                    }
+                }
+                Err(BatchError::Failed(e)) => {
+                    let mut first = Some(e);
+                    for job in jobs {
+                        let e = first.take().unwrap_or_else(copy_of_failure);
+                        let _ = job.reply.send(Err(e));
+                    }
+                }
+            }
             return;
-        }
-        tracing::debug!(creates = jobs.len(), "create batch");
-        match self.commit_batch(&jobs).await {
-            Ok(answers) => {
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(answer);
-                }
-            }
-            Err(BatchError::Constraint(e)) => {
-                tracing::debug!(error = %e, "a create batch hit a constraint; judging each alone");
-                for job in jobs {
-                    let answer = self.create_one(&job.validated, &job.request, false).await;
-                    let _ = job.reply.send(answer);
-                }
-            }
-            Err(BatchError::Failed(e)) => {
-                let mut first = Some(e);
-                for job in jobs {
-                    let e = first.take().unwrap_or_else(|| copy_of_failure(&job));
-                    let _ = job.reply.send(Err(e));
-                }
-            }
         }
     }
 
@@ -270,6 +315,10 @@ impl PeeringApi {
             })
             .collect();
         let records = tx.insert_all(&inserts).await?;
+        if jobs.iter().any(|j| j.gone.is_cancelled()) {
+            return Err(BatchError::Deserted);
+        }
+        tx.commit().await?;
         let by_name: HashMap<&str, &PeeringRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         Ok(verdicts
@@ -344,7 +393,7 @@ fn answer_without_rows(v: Verdict) -> Result<Peering, ApiError> {
 }
 
 /// The batch's failure as each further caller gets it (the first gets the error itself).
-fn copy_of_failure(_job: &Job) -> ApiError {
+fn copy_of_failure() -> ApiError {
     ApiError::Unavailable {
         what: Dependency::Database,
         source: None,

@@ -61,11 +61,11 @@ impl CreateTx<'_> {
     }
 
     /// Inserts every peering of `batch` (generation 1, each in its `new.state`) with its
-    /// port names and request fingerprint in one statement, and commits. The constraints
+    /// port names and request fingerprint in one statement; [`Self::commit`] commits. The constraints
     /// still have the last word: a violation fails the whole statement (nothing of the
     /// batch is stored), and says which constraint, not which peering.
     pub async fn insert_all(
-        mut self,
+        &mut self,
         batch: &[BatchInsert<'_>],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
         let col = |f: &dyn Fn(&NewPeering) -> String| -> Vec<String> {
@@ -146,9 +146,13 @@ impl CreateTx<'_> {
                 .fetch_all(&mut *self.tx),
             )
             .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Commits (and releases the locks).
+    pub async fn commit(self) -> Result<(), StoreError> {
         self.store
             .timed("peering_create_commit", self.tx.commit())
-            .await?;
-        rows.into_iter().map(TryInto::try_into).collect()
+            .await
     }
 }
