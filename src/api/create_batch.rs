@@ -179,9 +179,23 @@ impl PeeringApi {
         &self,
         reqs: Vec<CreatePeeringRequest>,
     ) -> Vec<Result<Peering, ApiError>> {
+        let reqs = reqs
+            .into_iter()
+            .map(|r| (r, CancellationToken::new()))
+            .collect();
+        self.create_as_one_batch_with(reqs).await
+    }
+
+    /// [`Self::create_as_one_batch`], each create with the token its caller cancels when it
+    /// goes away (its deadline passed); a create whose caller went away gets no answer.
+    #[doc(hidden)]
+    pub async fn create_as_one_batch_with(
+        &self,
+        reqs: Vec<(CreatePeeringRequest, CancellationToken)>,
+    ) -> Vec<Result<Peering, ApiError>> {
         let mut jobs = Vec::new();
         let mut answers = Vec::new();
-        for req in reqs {
+        for (req, gone) in reqs {
             let (reply, answer) = oneshot::channel();
             match self.prepare(req, Admission::Direct) {
                 Ok((validated, request)) => jobs.push(Job {
@@ -189,7 +203,7 @@ impl PeeringApi {
                     request,
                     reply,
                     queued: Instant::now(),
-                    gone: CancellationToken::new(),
+                    gone,
                 }),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -202,7 +216,7 @@ impl PeeringApi {
         for a in answers {
             out.push(
                 a.await
-                    .unwrap_or_else(|_| Err(ApiError::Internal(anyhow::anyhow!("lost")))),
+                    .unwrap_or_else(|_| Err(ApiError::Internal(anyhow::anyhow!("no answer")))),
             );
         }
         out

@@ -2,12 +2,17 @@
 //! judged in arrival order, each seeing the earlier ones, and each gets its own answer.
 //! The batches are made up by the test (`PeeringApi::create_as_one_batch`: as if they had
 //! arrived while another batch ran), against the real Postgres and NB of a [`TestPeerd`];
-//! every claim is checked in Postgres too, not only in the answers.
+//! every claim is checked in Postgres too, not only in the answers. A caller going away is
+//! its cancelled token (what a passed deadline does to a CreatePeering call).
 
 use ovn_peerd::api::{ApiError, PeeringApi};
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering};
 use ovn_peerd::store::Store;
 
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::park;
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
 
@@ -186,4 +191,43 @@ async fn a_request_id_retried_inside_a_batch_gets_the_first_answer() {
         .create_as_one_batch(vec![create("a", "vpc-1", "vpc-2", "req-1")])
         .await;
     assert_eq!(again[0].as_ref().expect("the first answer"), first);
+}
+
+#[tokio::test]
+async fn a_create_whose_caller_went_away_before_the_commit_is_not_stored_and_the_others_are() {
+    let t = TestPeerd::start().await;
+    for (vpc, subnet) in [
+        ("vpc-1", "10.1.0.1/24"),
+        ("vpc-2", "10.2.0.1/24"),
+        ("vpc-3", "10.3.0.1/24"),
+        ("vpc-4", "10.4.0.1/24"),
+    ] {
+        create_vpc(&t.nb, vpc, &[subnet]);
+    }
+    let api = api(&t).await;
+    // The batch's insert waits behind the test's lock on `peerings` (reads go on).
+    let mut holder = sqlx::PgConnection::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let held = park::hold_peerings_table(&mut holder).await;
+    let gone = CancellationToken::new();
+    let a_gone = gone.clone();
+    let batch = tokio::spawn(async move {
+        api.create_as_one_batch_with(vec![
+            (create("a", "vpc-1", "vpc-2", ""), a_gone),
+            (create("b", "vpc-3", "vpc-4", ""), CancellationToken::new()),
+        ])
+        .await
+    });
+    park::wait_for_waiter(&t.db.url, "INSERT INTO peerings").await;
+    // a's caller goes away (its deadline passed) while the batch's insert waits.
+    gone.cancel();
+    held.rollback().await.expect("release");
+    let answers = batch.await.expect("batch");
+    assert!(answers[0].is_err(), "a's caller is gone: {:?}", answers[0]);
+    assert!(answers[1].is_ok(), "{:?}", answers[1]);
+    assert_eq!(
+        stored(&t).await,
+        vec![row("b", "vpc-3", "vpc-4", "169.254.0.1")]
+    );
 }
