@@ -267,6 +267,11 @@ impl PeeringApi {
             }
             Err(BatchError::Deserted) => {}
             Err(BatchError::Constraint(e)) => {
+                metrics::counter!(
+                    crate::metrics::CREATE_BATCH_FALLBACKS_TOTAL,
+                    "reason" => fallback_reason(&e),
+                )
+                .increment(1);
                 tracing::debug!(error = %e, "a create batch hit a constraint; judging each alone");
                 for job in jobs {
                     let answer = tokio::select! {
@@ -420,6 +425,18 @@ fn answer_without_rows(v: Verdict) -> Result<Peering, ApiError> {
     match v {
         Verdict::Answer(a) => *a,
         Verdict::Row(_) => unreachable!("no rows were judged"),
+    }
+}
+
+/// The `reason` label of a batch's fallback to one create at a time.
+fn fallback_reason(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::NameTaken => "name",
+        StoreError::PairTaken => "pair",
+        StoreError::RequestIdTaken => "request_id",
+        StoreError::PortTaken => "port",
+        StoreError::LinkOverlap { .. } => "link",
+        _ => "conflict",
     }
 }
 

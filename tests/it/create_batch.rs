@@ -422,3 +422,52 @@ async fn a_batch_inserts_its_rows_in_name_order() {
         .expect("order");
     assert_eq!(order, ["aa", "zz"]);
 }
+
+fn linked(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
+    let mut req = create(name, local, remote, "");
+    let p = req.peering.as_mut().expect("peering");
+    p.local_connect_ip = "169.254.9.1/30".into();
+    p.remote_connect_ip = "169.254.9.2/30".into();
+    req
+}
+
+#[tokio::test]
+async fn a_given_link_held_by_a_pending_request_is_refused_while_judging() {
+    // The topology rules do not see requests awaiting acceptance; their links are held all
+    // the same. Left to the links' constraint, it would fail the batch's insert and send
+    // every create of the batch through a transaction of its own.
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    for (vpc, subnet) in [("vpc-5", "10.5.0.1/24"), ("vpc-6", "10.6.0.1/24")] {
+        create_vpc(&t.nb, vpc, &[subnet]);
+    }
+    let api = api(&t).await;
+    let made = api
+        .create_as_one_batch(vec![linked("request", "vpc-1", "vpc-2")])
+        .await;
+    assert!(made[0].is_ok(), "{made:?}");
+    // As a cross-tenant request stores it: awaiting the remote tenant, nothing in NB.
+    sql(
+        &t,
+        "UPDATE peerings SET state = 'pending_acceptance' WHERE name = 'request'",
+    )
+    .await;
+    let answers = api
+        .create_as_one_batch(vec![
+            create("y", "vpc-4", "vpc-2", ""),
+            linked("x", "vpc-1", "vpc-3"),
+            create("z", "vpc-5", "vpc-6", ""),
+        ])
+        .await;
+    let refused = answers[1].as_ref().expect_err("x's link is the request's");
+    assert_eq!(
+        fields(refused),
+        vec!["peering.local_connect_ip".to_string()]
+    );
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(answers[2].is_ok(), "{:?}", answers[2]);
+    let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["request", "y", "z"]);
+    // The request's update, then the batch as one transaction.
+    assert_eq!(writers(&t).await, 2, "y and z in one transaction");
+}
