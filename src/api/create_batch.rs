@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 use super::authz::Admission;
@@ -50,8 +51,11 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The queue and the turns.
 pub(super) struct Batcher {
-    queue: Mutex<Vec<Job>>,
+    /// The queue, and the VPCs of the batches running (a count per VPC).
+    queue: Mutex<(Vec<Job>, HashMap<String, usize>)>,
     turns: Arc<tokio::sync::Semaphore>,
+    /// Woken when a batch ends (its VPCs are free for the creates left waiting for them).
+    ended: tokio::sync::Notify,
 }
 
 impl Default for Batcher {
@@ -59,6 +63,7 @@ impl Default for Batcher {
         Batcher {
             queue: Mutex::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
+            ended: tokio::sync::Notify::new(),
         }
     }
 }
@@ -79,13 +84,54 @@ impl Batcher {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .push(job);
     }
 
-    fn take(&self) -> Vec<Job> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let n = q.len().min(MAX_BATCH);
-        q.drain(..n).collect()
+    /// The next batch, in arrival order: the queued creates none of whose VPCs a running
+    /// batch holds (the others wait for it to end, so that unrelated creates do not queue
+    /// behind a hub's locks), and the VPCs it holds from now on.
+    fn take(&self) -> (Vec<Job>, Vec<String>) {
+        let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let (queue, running) = &mut *guard;
+        let (mut taken, mut left) = (Vec::new(), Vec::new());
+        for job in queue.drain(..) {
+            let v = &job.validated;
+            let busy = [&v.local_vpc, &v.remote_vpc]
+                .iter()
+                .any(|vpc| running.contains_key(vpc.as_str()));
+            if busy || taken.len() == MAX_BATCH {
+                left.push(job);
+            } else {
+                taken.push(job);
+            }
+        }
+        *queue = left;
+        let mut vpcs: Vec<String> = taken
+            .iter()
+            .flat_map(|j| [j.validated.local_vpc.clone(), j.validated.remote_vpc.clone()])
+            .collect();
+        vpcs.sort_unstable();
+        vpcs.dedup();
+        for vpc in &vpcs {
+            *running.entry(vpc.clone()).or_default() += 1;
+        }
+        (taken, vpcs)
+    }
+
+    /// A batch holding `vpcs` ended.
+    fn ended(&self, vpcs: &[String]) {
+        let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for vpc in vpcs {
+            if let Some(n) = guard.1.get_mut(vpc) {
+                *n -= 1;
+                if *n == 0 {
+                    guard.1.remove(vpc);
+                }
+            }
+        }
+        drop(guard);
+        self.ended.notify_waiters();
     }
 }
 
@@ -150,6 +196,10 @@ impl PeeringApi {
         });
         let lost = || ApiError::Internal(anyhow::anyhow!("the create's batch ended unanswered"));
         loop {
+            // Registered before the take: a batch that ends after it wakes us.
+            let ended = batcher.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
             tokio::select! {
                 biased;
                 r = &mut answer => return r.unwrap_or_else(|_| Err(lost())),
@@ -157,22 +207,49 @@ impl PeeringApi {
                     let Ok(turn) = turn else {
                         return Err(lost());
                     };
-                    let jobs = batcher.take();
+                    let (jobs, vpcs) = batcher.take();
                     if jobs.is_empty() {
-                        // Ours went with the batch that just ended: its answer is there.
+                        // Ours went with a batch (its answer comes), or waits for a running
+                        // batch of its VPCs to end.
                         drop(turn);
-                        return answer.await.unwrap_or_else(|_| Err(lost()));
+                        tokio::select! {
+                            biased;
+                            r = &mut answer => return r.unwrap_or_else(|_| Err(lost())),
+                            () = ended => continue,
+                        }
                     }
                     // Its own task: a caller that goes away (deadline, cancel) does not
                     // take the other callers' creates with it.
                     let api = self.clone();
-                    tokio::spawn(async move {
-                        api.run_batch(jobs).await;
-                        drop(turn);
-                    });
+                    let span = tracing::Span::current();
+                    tokio::spawn(
+                        async move {
+                            api.run_batch(jobs).await;
+                            api.inner.creates.ended(&vpcs);
+                            drop(turn);
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
+    }
+
+    /// For tests: one create (by an admin) through the queue, as CreatePeering makes it.
+    #[doc(hidden)]
+    pub async fn create_through_the_queue_for_tests(
+        &self,
+        req: CreatePeeringRequest,
+    ) -> Result<Peering, ApiError> {
+        let (validated, request) = self.prepare(req, Admission::Direct)?;
+        self.create_batched(validated, request).await
+    }
+
+    /// For tests: how many creates wait in the queue for a batch.
+    #[doc(hidden)]
+    pub fn queued_creates_for_tests(&self) -> usize {
+        let guard = self.inner.creates.queue.lock();
+        guard.unwrap_or_else(|e| e.into_inner()).0.len()
     }
 
     /// These creates as one batch, in this order, as if they had all arrived while another

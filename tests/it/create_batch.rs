@@ -13,6 +13,7 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::park;
+use ovn_peerd_test_support::wait_until_async;
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
 
@@ -470,4 +471,79 @@ async fn a_given_link_held_by_a_pending_request_is_refused_while_judging() {
     assert_eq!(names, ["request", "y", "z"]);
     // The request's update, then the batch as one transaction.
     assert_eq!(writers(&t).await, 2, "y and z in one transaction");
+}
+
+#[tokio::test]
+async fn a_create_does_not_queue_behind_a_batch_holding_a_busy_vpc() {
+    // Every turn is taken by a batch parked at a VPC lock the test holds; a create on the
+    // hub vpc-1 and an unrelated one queue. When a turn frees, the next batch must not take
+    // the hub's create with the unrelated one: it would wait for vpc-1's lock and hold the
+    // unrelated create back with it.
+    let t = TestPeerd::start().await;
+    let mut vpcs = vec!["vpc-21".to_string(), "vpc-31".into(), "vpc-32".into()];
+    for i in 1..=ovn_peerd::api::BATCHES_IN_FLIGHT {
+        vpcs.extend([format!("vpc-{i}"), format!("vpc-1{i}")]);
+    }
+    for (n, vpc) in vpcs.iter().enumerate() {
+        create_vpc(&t.nb, vpc, &[&format!("10.{}.0.1/24", n + 1)]);
+    }
+    let api = std::sync::Arc::new(api(&t).await);
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let mut held = Vec::new();
+    let mut parked = Vec::new();
+    for i in 1..=ovn_peerd::api::BATCHES_IN_FLIGHT {
+        let hub = format!("vpc-{i}");
+        held.push(locker.peering_create_begin(&[&hub]).await.expect("lock"));
+        let a = api.clone();
+        let req = create(&format!("a{i}"), &hub, &format!("vpc-1{i}"), "");
+        parked.push(tokio::spawn(async move {
+            a.create_through_the_queue_for_tests(req).await
+        }));
+        wait_until_async("the batch waits for its lock", park::HANG, || async {
+            parked_batches(&pool).await == i as i64
+        })
+        .await
+        .expect("parked");
+    }
+    let a = api.clone();
+    let hub_create = tokio::spawn(async move {
+        a.create_through_the_queue_for_tests(create("b", "vpc-1", "vpc-21", ""))
+            .await
+    });
+    let a = api.clone();
+    let unrelated = tokio::spawn(async move {
+        a.create_through_the_queue_for_tests(create("c", "vpc-31", "vpc-32", ""))
+            .await
+    });
+    wait_until_async("both creates queue", park::HANG, || async {
+        api.queued_creates_for_tests() == 2
+    })
+    .await
+    .expect("queued");
+    // vpc-2's batch ends: a turn is free, vpc-1's lock still held.
+    drop(held.remove(1));
+    wait_until_async("the unrelated create is answered", park::HANG, || async {
+        unrelated.is_finished()
+    })
+    .await
+    .expect("not held back by the hub's lock");
+    assert!(!hub_create.is_finished(), "vpc-1 is still locked");
+    drop(held);
+    unrelated.await.expect("task").expect("c is stored");
+    hub_create.await.expect("task").expect("b is stored");
+    for p in parked {
+        p.await.expect("task").expect("stored");
+    }
+}
+
+/// How many sessions wait for a VPC lock.
+async fn parked_batches(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock' AND query ILIKE '%pg_advisory_xact_lock%'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_activity")
 }
