@@ -42,6 +42,13 @@ struct Cli {
     /// Run only the busy phase (needs --busy).
     #[arg(long, requires = "busy")]
     busy_only: bool,
+    /// Large phase: this many disjoint peerings (2x routers), converged and restarted
+    /// (e.g. 100000, issue 14's target size; never in --quick).
+    #[arg(long, env = "PEERING_BENCH_LARGE")]
+    large: Option<usize>,
+    /// Run only the large phase (needs --large).
+    #[arg(long, requires = "large")]
+    large_only: bool,
     /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
     #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
     nbctl_process_n: usize,
@@ -79,6 +86,8 @@ pub struct Args {
     pub hub_only: bool,
     pub busy: Option<usize>,
     pub busy_only: bool,
+    pub large: Option<usize>,
+    pub large_only: bool,
     pub nbctl_process_n: usize,
     pub gap: Duration,
     pub keep: bool,
@@ -103,6 +112,8 @@ impl Args {
             hub_only: cli.hub_only,
             busy: cli.busy,
             busy_only: cli.busy_only,
+            large: cli.large,
+            large_only: cli.large_only,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,
@@ -117,6 +128,7 @@ impl Args {
             a.samples = a.samples.min(50);
             a.nbctl_process_n = a.nbctl_process_n.min(50);
             a.scale = None;
+            a.large = None;
         }
         a.nbctl_process_n = a.nbctl_process_n.min(a.n);
         a

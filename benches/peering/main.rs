@@ -54,6 +54,7 @@ mod baselines;
 mod bulk;
 mod busy;
 mod hub;
+mod large;
 mod latency;
 mod list_routes;
 mod load;
@@ -90,6 +91,13 @@ async fn main() {
     if let Some(n) = args.busy.filter(|_| args.busy_only) {
         let busy = busy::run(&args, &root, &pg, n).await;
         write_json(&args, &json!({"args": {"busy": n}, "busy": busy}));
+        return;
+    }
+    if let Some(n) = args.large.filter(|_| args.large_only) {
+        let large = large::run(&args, &root, &pg, n).await;
+        report::print_large(&large);
+        write_json(&args, &json!({"args": {"large": n}, "large": large}));
+        keep(&args, tmp);
         return;
     }
     let hub = match args.hub_spokes {
@@ -132,6 +140,13 @@ async fn main() {
         Some(n) => Some(busy::run(&args, &root, &pg, n).await),
         None => None,
     };
+    let large = match args.large {
+        Some(n) => Some(large::run(&args, &root, &pg, n).await),
+        None => None,
+    };
+    if let Some(l) = &large {
+        report::print_large(l);
+    }
     let load_after = report::machine_load();
 
     report::print(
@@ -152,13 +167,18 @@ async fn main() {
         "scale": scale,
         "hub": hub,
         "busy": busy,
+        "large": large,
     });
     write_json(&args, &doc);
+    keep(&args, tmp);
+    drop(pg);
+}
+
+fn keep(args: &Args, tmp: tempfile::TempDir) {
     if args.keep {
         let kept = tmp.keep();
         println!("kept {} (logs, metrics)", kept.display());
     }
-    drop(pg);
 }
 
 fn write_json(args: &Args, doc: &serde_json::Value) {

@@ -7,6 +7,7 @@
 pub mod monitor;
 pub mod nb;
 pub mod proc;
+pub mod raw;
 
 use std::time::Duration;
 

@@ -1,26 +1,22 @@
 //! The VPC seed of a phase's fresh NB (one standalone `ovsdb-server` per phase, from
 //! `ovn-peerd-test-support`), and the rows of one peering written the way the baselines write
-//! them.
+//! them. Everything here speaks raw OVSDB ([`super::raw`]) with JSON written by hand.
 
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-use ovn_peerd::ovsdb::{Client, ClientConfig, Condition, Datum, Mutation, Operation, Row};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 pub use ovn_peerd_test_support::ovsdb::NbServer;
 
-/// A client of the NB database with its own monitor (not ovn-peerd's).
-pub async fn client(remote: &str) -> Client {
-    let mut config = ClientConfig::new(remote, "OVN_Northbound")
-        .expect("remote")
-        .with_owner_key(ovn_peerd::peering::PEERING_KEY);
-    // ovsdb-server answers no echo while it commits the 40,000-row seed transaction,
-    // which takes more than the default 5 s probe on a busy 2-core machine.
-    config.probe_interval = None;
-    let c = Client::start(config).expect("client");
-    c.wait_synced(Duration::from_secs(60))
-        .await
-        .expect("NB in sync");
+use super::raw::RawConn;
+
+/// A raw connection to the NB database, for writes (not ovn-peerd's client).
+pub async fn client(remote: &str) -> RawConn {
+    let c = RawConn::connect(remote, None);
+    // One round trip proves the server answers.
+    c.request("list_dbs", json!([])).await;
     c
 }
 
@@ -36,91 +32,127 @@ fn lan_uuid(i: usize) -> Uuid {
     Uuid::from_u128(0x6265_6e63_6800_4000_8001_0000_0000_0000 | i as u128)
 }
 
-/// VPC `i`'s one subnet: 10.(i/256).(i%256).0/24 (i < 65536), gateway .1.
+/// The first three octets of VPC `i`'s /24: 10.x.y for i < 65,536, then 11.x.y, 12.x.y, ...
+/// (test addresses in an NB that routes nothing; 200,000 VPCs reach 13.x.y).
+fn net24(i: usize) -> String {
+    format!("{}.{}.{}", 10 + (i >> 16), (i >> 8) & 0xff, i & 0xff)
+}
+
+/// VPC `i`'s one subnet, a /24 (see `net24`), gateway .1.
 pub fn subnet(i: usize) -> String {
-    format!("10.{}.{}.0/24", (i >> 8) & 0xff, i & 0xff)
+    format!("{}.0/24", net24(i))
 }
 
 fn gateway(i: usize) -> String {
-    format!("10.{}.{}.1/24", (i >> 8) & 0xff, i & 0xff)
+    format!("{}.1/24", net24(i))
 }
 
-/// Routers `vpc-1..=vpc-count`, each with one subnet port, in transactions of at most
+/// Most VPCs a seed may hold (the subnets stay below 224.0.0.0).
+const MAX_VPCS: usize = (223 - 10) << 16;
+
+/// Routers `vpc-1..=vpc-count`, each with one subnet port, through `nb` in transactions of
 /// [`SEED_CHUNK`] routers (one of 20,000 routers took ovsdb-server longer than a reply's
-/// timeout on a loaded machine).
-pub async fn seed_vpcs(nb: &Client, count: usize) {
-    assert!(count < 65536, "subnets are 10.x.y.0/24");
+/// timeout on a loaded machine; 4,096 went unanswered for 60 s once). For large seeds prefer
+/// [`seed_file`], which writes the rows before the server starts.
+pub async fn seed_vpcs(nb: &RawConn, count: usize) {
+    assert!(count <= MAX_VPCS);
     for first in (1..=count).step_by(SEED_CHUNK) {
-        seed_vpc_range(nb, first, (first + SEED_CHUNK - 1).min(count)).await;
+        let last = (first + SEED_CHUNK - 1).min(count);
+        let mut ops = Vec::with_capacity(2 * (last + 1 - first));
+        for i in first..=last {
+            let port = format!("lan_{i}");
+            ops.push(json!({"op": "insert", "table": "Logical_Router_Port",
+                "uuid-name": port, "uuid": lan_uuid(i).to_string(), "row": lan_row(i)}));
+            ops.push(json!({"op": "insert", "table": "Logical_Router",
+                "uuid": router_uuid(i).to_string(),
+                "row": {"name": vpc(i), "ports": ["named-uuid", port]}}));
+        }
+        nb.transact(ops).await.expect("seed VPCs");
     }
 }
 
-const SEED_CHUNK: usize = 4096;
+const SEED_CHUNK: usize = 1000;
 
-async fn seed_vpc_range(nb: &Client, first: usize, last: usize) {
-    let mut ops = Vec::with_capacity(2 * (last + 1 - first));
-    for i in first..=last {
-        let port = format!("lan_{i}");
-        let mut lrp = Row::new();
-        lrp.insert("name".into(), Datum::from(format!("vpc-{i}-lan").as_str()));
-        lrp.insert("mac".into(), Datum::from(mac(0x0e, i).as_str()));
-        lrp.insert("networks".into(), Datum::set([gateway(i)]));
-        ops.push(Operation::Insert {
-            table: "Logical_Router_Port".into(),
-            row: lrp,
-            uuid_name: Some(port.clone()),
-            uuid: Some(lan_uuid(i)),
-        });
-        let mut lr = Row::new();
-        lr.insert("name".into(), Datum::from(vpc(i).as_str()));
-        lr.insert("ports".into(), Datum::named_uuid(&port));
-        ops.push(Operation::Insert {
-            table: "Logical_Router".into(),
-            row: lr,
-            uuid_name: None,
-            uuid: Some(router_uuid(i)),
-        });
+fn lan_row(i: usize) -> Value {
+    json!({"name": format!("vpc-{i}-lan"), "mac": mac(0x0e, i), "networks": gateway(i)})
+}
+
+/// The same seed as [`seed_vpcs`], written into the database file itself: the server is
+/// stopped, one record per [`FILE_CHUNK`] routers is appended in ovsdb-server's standalone
+/// file format (`OVSDB JSON <length> <sha1>` then the JSON, as `ovsdb-tool transact` writes
+/// it), and the server is started again and reads them. No client waits on a transaction, so
+/// 200,000 routers go in within seconds whatever the load. Call it before anyone connects.
+pub fn seed_file(nbs: &mut NbServer, count: usize) {
+    assert!(count <= MAX_VPCS);
+    nbs.kill9();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(nbs.db_file())
+        .expect("NB db file");
+    for first in (1..=count).step_by(FILE_CHUNK) {
+        let last = (first + FILE_CHUNK - 1).min(count);
+        let mut routers = serde_json::Map::new();
+        let mut ports = serde_json::Map::new();
+        for i in first..=last {
+            routers.insert(
+                router_uuid(i).to_string(),
+                json!({"name": vpc(i), "ports": ["uuid", lan_uuid(i).to_string()]}),
+            );
+            ports.insert(lan_uuid(i).to_string(), lan_row(i));
+        }
+        let record = json!({"Logical_Router": routers, "Logical_Router_Port": ports,
+            "_is_diff": true, "_comment": "peering bench seed"});
+        let mut body = serde_json::to_vec(&record).expect("encode");
+        body.push(b'\n');
+        write!(file, "OVSDB JSON {} {}\n", body.len(), sha1_hex(&body)).expect("write");
+        file.write_all(&body).expect("write");
     }
-    nb.transact(ops).await.expect("seed VPCs");
+    drop(file);
+    nbs.restart();
+}
+
+const FILE_CHUNK: usize = 10_000;
+
+/// SHA-1 of `data` by `sha1sum` (the file format's checksum; the bench has no SHA-1 crate).
+fn sha1_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha1sum");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data)
+        .expect("sha1sum stdin");
+    let out = child.wait_with_output().expect("sha1sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha1sum output")
+        .to_string()
 }
 
 /// `count` foreign (not ovn-peerd's) static routes in router `i`, in one transaction.
-pub async fn add_foreign_routes(nb: &Client, i: usize, count: usize) {
+pub async fn add_foreign_routes(nb: &RawConn, i: usize, count: usize) {
     let mut ops = Vec::with_capacity(count + 1);
     let mut names = Vec::with_capacity(count);
     for k in 0..count {
         let name = format!("fr_{k}");
-        let mut row = Row::new();
-        row.insert(
-            "ip_prefix".into(),
-            Datum::from(format!("172.16.{}.{}/32", k >> 8, k & 0xff).as_str()),
+        ops.push(
+            json!({"op": "insert", "table": "Logical_Router_Static_Route",
+            "uuid-name": name, "row": {
+                "ip_prefix": format!("172.16.{}.{}/32", k >> 8, k & 0xff),
+                "nexthop": "10.255.255.254",
+                "external_ids": ["map", [["owner", "someone-else"]]],
+            }}),
         );
-        row.insert("nexthop".into(), Datum::from("10.255.255.254"));
-        row.insert(
-            "external_ids".into(),
-            Datum::map([("owner", "someone-else")]),
-        );
-        ops.push(Operation::Insert {
-            table: "Logical_Router_Static_Route".into(),
-            row,
-            uuid_name: Some(name.clone()),
-            uuid: None,
-        });
-        names.push(name);
+        names.push(json!(["named-uuid", name]));
     }
-    ops.push(Operation::Mutate {
-        table: "Logical_Router".into(),
-        conditions: vec![Condition::uuid(router_uuid(i))],
-        mutations: vec![Mutation::insert(
-            "static_routes",
-            Datum::Set(
-                names
-                    .iter()
-                    .map(|n| ovn_peerd::ovsdb::Atom::NamedUuid(n.clone()))
-                    .collect(),
-            ),
-        )],
-    });
+    ops.push(json!({"op": "mutate", "table": "Logical_Router",
+        "where": [["_uuid", "==", ["uuid", router_uuid(i).to_string()]]],
+        "mutations": [["static_routes", "insert", ["set", names]]]}));
     nb.transact(ops).await.expect("foreign routes");
 }
 
@@ -194,8 +226,8 @@ impl Peering {
         v
     }
 
-    /// The same rows as OVSDB operations (for the one-transaction floor).
-    pub fn ops(&self, ops: &mut Vec<Operation>) {
+    /// The same rows as OVSDB operations (for the one-transaction floor), written by hand.
+    pub fn ops(&self, ops: &mut Vec<Value>) {
         let (a_net, a_ip) = self.addr(1);
         let (b_net, b_ip) = self.addr(2);
         let k = self.link;
@@ -207,37 +239,19 @@ impl Peering {
                 (self.b, b_net.clone(), subnet(self.a), a_ip.clone())
             };
             let (pn, rn) = (format!("p{k}_{side}"), format!("r{k}_{side}"));
-            let mut lrp = Row::new();
-            lrp.insert("name".into(), Datum::from(name.as_str()));
-            lrp.insert(
-                "mac".into(),
-                Datum::from(mac(0x0a, 2 * k + 1 + side).as_str()),
+            ops.push(
+                json!({"op": "insert", "table": "Logical_Router_Port", "uuid-name": pn,
+                "row": {"name": name, "mac": mac(0x0a, 2 * k + 1 + side),
+                        "networks": net, "peer": peer}}),
             );
-            lrp.insert("networks".into(), Datum::set([net]));
-            lrp.insert("peer".into(), Datum::set([peer]));
-            ops.push(Operation::Insert {
-                table: "Logical_Router_Port".into(),
-                row: lrp,
-                uuid_name: Some(pn.clone()),
-                uuid: None,
-            });
-            let mut sr = Row::new();
-            sr.insert("ip_prefix".into(), Datum::from(route_prefix.as_str()));
-            sr.insert("nexthop".into(), Datum::from(nexthop.as_str()));
-            ops.push(Operation::Insert {
-                table: "Logical_Router_Static_Route".into(),
-                row: sr,
-                uuid_name: Some(rn.clone()),
-                uuid: None,
-            });
-            ops.push(Operation::Mutate {
-                table: "Logical_Router".into(),
-                conditions: vec![Condition::uuid(router_uuid(router))],
-                mutations: vec![
-                    Mutation::insert("ports", Datum::named_uuid(&pn)),
-                    Mutation::insert("static_routes", Datum::named_uuid(&rn)),
-                ],
-            });
+            ops.push(
+                json!({"op": "insert", "table": "Logical_Router_Static_Route",
+                "uuid-name": rn, "row": {"ip_prefix": route_prefix, "nexthop": nexthop}}),
+            );
+            ops.push(json!({"op": "mutate", "table": "Logical_Router",
+                "where": [["_uuid", "==", ["uuid", router_uuid(router).to_string()]]],
+                "mutations": [["ports", "insert", ["named-uuid", pn]],
+                              ["static_routes", "insert", ["named-uuid", rn]]]}));
         }
     }
 }
