@@ -1,7 +1,7 @@
 //! End-to-end peering benchmark (issue 6): ovn-peerd (the release binary, as a child process)
 //! against its baselines, each on a fresh NB `ovsdb-server`, all to the same end point: an
-//! independent NB monitor (our OVSDB client on its own connection, not ovn-peerd's cache)
-//! has seen every port and route.
+//! independent NB monitor (a raw socket and `serde_json`, `support/raw.rs`: none of
+//! ovn-peerd's OVSDB code) has seen every port and route.
 //!
 //! ```sh
 //! cargo bench --bench peering                      # N=1000, C=32, 10k restart step
@@ -23,6 +23,8 @@
 //! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes;
 //! (8) 100 foreign NB changes/s while creating one at a time: create → NB, passes by scope;
 //! (9) 1,000 CreatePeering calls at once: accepted latency, refused count;
+//! (10) with `--large N` (`--large-only`: nothing else; never in `--quick`), N disjoint
+//! peerings on 2N routers converged and restarted: `-- --large-only --large 100000`;
 //! (7) with `--hub-spokes N` (`--hub-only`: nothing else), a hub VPC with N spokes: a full
 //! pass, one more spoke's create → NB, ListRoutes of the hub's first page:
 //!
@@ -45,9 +47,10 @@
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
 //! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
+//! | `large.rs` | (10) `--large` disjoint peerings, converged and restarted |
 //! | `busy.rs` | (8) calls during full passes at `--busy` peerings |
 //! | `report.rs` | the printed table |
-//! | `support/` | the NB monitor, VPC seed, `/proc` readings, statistics |
+//! | `support/` | the raw OVSDB client, the NB monitor, VPC seed, `/proc` readings, statistics |
 
 mod args;
 mod baselines;
