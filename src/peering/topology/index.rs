@@ -156,7 +156,7 @@ impl PeerIndex {
                 let other = o.vpc(t.other());
                 let other_subnets = subnets
                     .entry(other.to_string())
-                    .or_insert_with(|| union_subnets(topo, other));
+                    .or_insert_with(|| topo.subnets_named(other));
                 let installed = effective_routes(o.routes(t), other_subnets, o.connect(t));
                 for (k, r) in installed.into_iter().enumerate() {
                     entry.routes.insert(r.prefix, (pos, k, r));
@@ -293,16 +293,6 @@ fn pair(a: &str, b: &str) -> (String, String) {
     }
 }
 
-/// Subnets of every router named `vpc` (none when missing).
-fn union_subnets(topo: &(impl Topology + ?Sized), vpc: &str) -> Vec<IpNet> {
-    let all: BTreeSet<IpNet> = topo
-        .routers_named(vpc)
-        .iter()
-        .flat_map(vpc_subnets)
-        .collect();
-    all.into_iter().collect()
-}
-
 impl ResolvedRouter {
     /// The one router named `vpc` (or why not); `claimed`: the port names the indexed
     /// peerings hold in it.
@@ -389,6 +379,57 @@ impl VpcIndex {
 }
 
 impl PeerIndex {
+    /// The indexed peerings whose verdict can depend on `spec` (indexed or not: a tombstone's
+    /// spec works too), positions in list order, `spec`'s own left out: those holding one of
+    /// its port names or peering the same two VPCs, and those with a link or a route (any
+    /// policy) in one of its VPCs overlapping one of its links, one of the routes it installs
+    /// there, or one of `also` (its rows as NB holds them, which may predate a subnet change).
+    ///
+    /// No other rule looks at another peering, so the others' verdicts are the same with or
+    /// without `spec`: a narrow pass judges only these again (a hub's new spoke conflicts with
+    /// the few spokes whose prefixes overlap its own, not with all N).
+    pub fn affected_by(
+        &self,
+        spec: &PeeringSpec,
+        topo: &(impl Topology + ?Sized),
+        also: &[IpNet],
+    ) -> BTreeSet<Pos> {
+        let mut out: BTreeSet<Pos> = BTreeSet::new();
+        for name in super::port_names(&spec.local_vpc, &spec.remote_vpc) {
+            out.extend(self.by_port.get(&name).into_iter().flatten());
+        }
+        out.extend(
+            self.by_pair
+                .get(&pair(&spec.local_vpc, &spec.remote_vpc))
+                .into_iter()
+                .flatten(),
+        );
+        let mut nets: Vec<IpNet> = also.to_vec();
+        for side in crate::peering::Side::BOTH {
+            let link = spec.connect(side);
+            nets.extend(link.networks());
+            let other_subnets = topo.subnets_named(spec.vpc(side.other()));
+            let installed = effective_routes(spec.routes(side), &other_subnets, link);
+            nets.extend(installed.iter().map(|r| r.prefix));
+        }
+        for vpc in [&spec.local_vpc, &spec.remote_vpc] {
+            let Some(v) = self.vpcs.get(vpc.as_str()) else {
+                continue;
+            };
+            for q in &nets {
+                out.extend(v.links.overlapping(q).map(|(p, _, _)| *p));
+                out.extend(v.routes.overlapping(q).map(|(p, _, _)| *p));
+            }
+        }
+        out.retain(|&p| self.names[p] != spec.name);
+        out
+    }
+
+    /// The name of the indexed peering at `pos`.
+    pub fn name_at(&self, pos: Pos) -> &str {
+        &self.names[pos]
+    }
+
     /// Port names in `vpc` that only peerings named `me` claim: not ours when `me` is judged
     /// (the pairwise rules skipped every peering of the judged name). Empty in practice
     /// (names are unique), and a lookup by name, never a scan of the VPC's peerings.
