@@ -63,6 +63,10 @@ struct Cli {
     /// `RUST_LOG` of the ovn-peerd child (its log is in the temp dir).
     #[arg(long, env = "PEERING_BENCH_RUST_LOG", default_value = "info")]
     peerd_log: String,
+    /// The ovn-peerd binary to measure [default: the one this bench was built with]: e.g. a
+    /// copy of an earlier build, for before/after figures in one run.
+    #[arg(long, env = "PEERING_BENCH_PEERD_BIN")]
+    peerd_bin: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -86,6 +90,7 @@ pub struct Args {
     pub perf: bool,
     pub json: PathBuf,
     pub peerd_log: String,
+    pub peerd_bin: PathBuf,
 }
 
 impl Args {
@@ -112,6 +117,9 @@ impl Args {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/peering.json")
             }),
             peerd_log: cli.peerd_log,
+            peerd_bin: cli
+                .peerd_bin
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ovn-peerd"))),
         };
         if cli.quick {
             a.samples = a.samples.min(50);
