@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use ipnet::IpNet;
 
@@ -93,7 +94,12 @@ pub(super) struct ResolvedRouter {
 /// One VPC: its router and what its indexed peerings occupy there.
 #[derive(Debug, Clone, Default)]
 pub(super) struct VpcIndex {
-    router: Option<Result<ResolvedRouter, String>>,
+    /// Resolved on first use ([`PeerIndex::vpc`]): a narrow pass at a hub judges a few
+    /// peerings, and resolving each of the N spokes' routers (a copy of its ports and routes)
+    /// was most of its cost.
+    router: OnceLock<Result<ResolvedRouter, String>>,
+    /// The port names the indexed peerings hold in this VPC.
+    claimed: BTreeSet<String>,
     /// Links of the peerings in this VPC: (position, order within it, network).
     links: PrefixMap<(Pos, usize, IpNet)>,
     /// Routes the peerings install in this VPC: (position, order within it, route).
@@ -129,7 +135,6 @@ impl PeerIndex {
     pub fn new(peerings: &[PeeringSpec], topo: &(impl Topology + ?Sized)) -> PeerIndex {
         let mut ix = PeerIndex::default();
         let mut subnets: HashMap<String, Vec<IpNet>> = HashMap::new();
-        let mut claims: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (pos, o) in peerings.iter().enumerate() {
             ix.names.push(o.name.clone());
             ix.pairs.push((o.local_vpc.clone(), o.remote_vpc.clone()));
@@ -145,11 +150,8 @@ impl PeerIndex {
             for vpc in vpcs {
                 let Some(t) = o.side_of(vpc) else { continue };
                 ix.by_vpc.entry(vpc.to_string()).or_default().push(pos);
-                claims
-                    .entry(vpc.to_string())
-                    .or_default()
-                    .insert(port_name(vpc, o.vpc(t.other())));
                 let entry = ix.vpcs.entry(vpc.to_string()).or_default();
+                entry.claimed.insert(port_name(vpc, o.vpc(t.other())));
                 for (k, n) in o.connect(t).networks().into_iter().enumerate() {
                     entry.links.insert(n, (pos, k, n));
                 }
@@ -162,10 +164,6 @@ impl PeerIndex {
                     entry.routes.insert(r.prefix, (pos, k, r));
                 }
             }
-        }
-        for (vpc, entry) in ix.vpcs.iter_mut() {
-            let claimed = claims.remove(vpc).unwrap_or_default();
-            entry.router = Some(ResolvedRouter::new(topo, vpc, &claimed));
         }
         ix
     }
@@ -188,19 +186,20 @@ impl PeerIndex {
         }
     }
 
-    /// The index of a VPC, or an empty one read from `topo` when no indexed peering touches it.
+    /// The index of a VPC, its router resolved from `topo` (once), or an empty one read from
+    /// `topo` when no indexed peering touches it.
     pub(super) fn vpc<'a>(
         &'a self,
         topo: &(impl Topology + ?Sized),
         vpc: &str,
     ) -> Cow<'a, VpcIndex> {
-        match self.vpcs.get(vpc) {
+        let v = match self.vpcs.get(vpc) {
             Some(v) => Cow::Borrowed(v),
-            None => Cow::Owned(VpcIndex {
-                router: Some(ResolvedRouter::new(topo, vpc, &BTreeSet::new())),
-                ..Default::default()
-            }),
-        }
+            None => Cow::Owned(VpcIndex::default()),
+        };
+        v.router
+            .get_or_init(|| ResolvedRouter::new(topo, vpc, &v.claimed));
+        v
     }
 }
 
@@ -370,7 +369,7 @@ impl ResolvedRouter {
 impl VpcIndex {
     /// The VPC's one router, or why there is not exactly one.
     pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
-        match &self.router {
+        match self.router.get() {
             Some(Ok(r)) => Ok(r),
             Some(Err(e)) => Err(e),
             None => Err("not resolved"),
