@@ -171,7 +171,8 @@ fn affected(
     cache: &NbCache,
 ) -> BTreeSet<String> {
     let mut judged = changed.clone();
-    let is_source = |p: &PeeringRecord| changed.contains(&p.name) || p.state == PeeringState::Deleting;
+    let is_source =
+        |p: &PeeringRecord| changed.contains(&p.name) || p.state == PeeringState::Deleting;
     if context.iter().filter(|p| is_source(p)).count() > MAX_NARROWED {
         // A bulk insert: judging them all is cheaper than asking what each one affects.
         judged.extend(context.iter().map(|p| p.name.clone()));

@@ -1,8 +1,9 @@
 //! One pass of the worker: desired (Postgres) vs actual (NB cache) →
 //! minimal NB writes → statuses, over every peering ([`Scope::All`]) or over
 //! the ones Postgres said changed, those of the routers and port names that
-//! others changed in NB, and every other peering of their VPCs ([`Scope::Narrow`]). Level-triggered: it needs no memory of earlier
-//! passes, so a crash at any point is repaired by the next pass.
+//! others changed in NB, and the other peerings of their VPCs whose verdict a changed one
+//! can affect ([`Scope::Narrow`], [`super::derive::Targets::Changed`]). Level-triggered: it
+//! needs no memory of earlier passes, so a crash at any point is repaired by the next pass.
 //!
 //! Only this deployment's rows are written ([`crate::peering::owner`]). A plan
 //! that would delete most of them is held back (the mass-deletion brake)
@@ -101,7 +102,8 @@ pub enum Scope {
     All,
     /// Only these peerings and their rows: those named (by Postgres notifications), those
     /// of the VPCs (routers) and holding the port names that others changed in NB, and the
-    /// other peerings of all their VPCs.
+    /// other peerings of their VPCs that a named one can affect (all of them are read and
+    /// judged against).
     Narrow {
         /// Peerings that changed in Postgres.
         peerings: BTreeSet<String>,
