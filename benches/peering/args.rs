@@ -54,6 +54,10 @@ struct Cli {
     /// Skip the three baselines.
     #[arg(long)]
     skip_baselines: bool,
+    /// Only what CreatePeering's figures need: bulk (1), one at a time (3) and the
+    /// one-transaction floor; no ListRoutes, churn, overload, nbctl baselines or restart.
+    #[arg(long)]
+    create_only: bool,
     /// `perf record -g` ovn-peerd during the bulk phase (into the temp dir; implies --keep).
     #[arg(long, env = "PEERING_BENCH_PERF", value_parser = BoolishValueParser::new())]
     perf: bool,
@@ -87,6 +91,7 @@ pub struct Args {
     pub gap: Duration,
     pub keep: bool,
     pub skip_baselines: bool,
+    pub create_only: bool,
     pub perf: bool,
     pub json: PathBuf,
     pub peerd_log: String,
@@ -112,6 +117,7 @@ impl Args {
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,
             skip_baselines: cli.skip_baselines,
+            create_only: cli.create_only,
             perf: cli.perf,
             json: cli.json.unwrap_or_else(|| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/peering.json")
@@ -124,6 +130,9 @@ impl Args {
         if cli.quick {
             a.samples = a.samples.min(50);
             a.nbctl_process_n = a.nbctl_process_n.min(50);
+            a.scale = None;
+        }
+        if cli.create_only {
             a.scale = None;
         }
         a.nbctl_process_n = a.nbctl_process_n.min(a.n);
