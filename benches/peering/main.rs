@@ -115,6 +115,9 @@ async fn main() {
             &args,
             &json!({"args": {"hub_spokes": args.hub_spokes}, "hub": hub}),
         );
+        if args.keep {
+            println!("kept {} (logs, metrics)", tmp.keep().display());
+        }
         return;
     }
 
