@@ -75,7 +75,12 @@ async fn main() {
         .prefix("peering-bench-")
         .tempdir()
         .expect("temp dir");
-    let root = tmp.path().to_path_buf();
+    // With --keep the directory is kept from the start: also when a phase panics.
+    let (root, tmp) = if args.keep {
+        (tmp.keep(), None)
+    } else {
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
     println!(
         "peering bench: N={} C={} samples={} scale={:?} nbctl-process N={} ({} CPUs, load {load_before}); dir {}",
         args.n,
@@ -90,6 +95,14 @@ async fn main() {
     if let Some(n) = args.busy.filter(|_| args.busy_only) {
         let busy = busy::run(&args, &root, &pg, n).await;
         write_json(&args, &json!({"args": {"busy": n}, "busy": busy}));
+        return;
+    }
+    if let Some(m) = args.scale.filter(|_| args.scale_only) {
+        let scale = restart::run(&args, &root, &pg, m).await;
+        write_json(&args, &json!({"args": {"scale": m}, "scale": scale}));
+        if args.keep {
+            println!("kept {} (logs, metrics)", root.display());
+        }
         return;
     }
     let hub = match args.hub_spokes {
@@ -155,10 +168,10 @@ async fn main() {
     });
     write_json(&args, &doc);
     if args.keep {
-        let kept = tmp.keep();
-        println!("kept {} (logs, metrics)", kept.display());
+        println!("kept {} (logs, metrics)", root.display());
     }
     drop(pg);
+    drop(tmp);
 }
 
 fn write_json(args: &Args, doc: &serde_json::Value) {

@@ -18,7 +18,6 @@ use crate::support::nb;
 use crate::support::proc::Owned;
 use crate::support::{self};
 
-const PEERD: &str = env!("CARGO_BIN_EXE_ovn-peerd");
 /// How long any phase may wait for NB or Postgres to reach a count.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -54,7 +53,7 @@ impl Peerd {
         let started = Instant::now();
         let proc = Owned::spawn(
             "ovn-peerd",
-            Command::new(PEERD)
+            Command::new(&args.peerd_bin)
                 .arg(format!("--listen={addr}"))
                 .arg(format!("--database-url={database_url}"))
                 .arg(format!("--ovn-nb-db={nb_remote}"))

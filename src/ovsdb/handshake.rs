@@ -223,8 +223,9 @@ async fn monitor_nb(
                 Err(_) => Ok(()),
             })
         };
+        // The server sends the whole dump at once, after preparing it in silence.
         let rx = conn
-            .send(method, params, Some(hook))
+            .send_patient(method, params, Some(hook))
             .map_err(|e| rpc_error(method, e))?;
         let reply = rx
             .await
