@@ -159,12 +159,17 @@ async fn raw_dump(sock: &Path, save: Option<&Path>) -> (Duration, usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let t0 = Instant::now();
-    let mut s = tokio::net::UnixStream::connect(sock).await.expect("NB socket");
+    let mut s = tokio::net::UnixStream::connect(sock)
+        .await
+        .expect("NB socket");
     let requests: serde_json::Map<String, serde_json::Value> = Table::ALL
         .iter()
         .map(|t| {
             let cols: Vec<&str> = t.columns().iter().map(|c| c.name).collect();
-            (t.name().to_owned(), serde_json::json!([{ "columns": cols }]))
+            (
+                t.name().to_owned(),
+                serde_json::json!([{ "columns": cols }]),
+            )
         })
         .collect();
     let req = serde_json::json!({"method": "monitor_cond", "id": 1,

@@ -378,7 +378,9 @@ fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<Row
     for (uuid, row) in n {
         match o.get(uuid) {
             None => out.push(change(*uuid, ChangeKind::Insert)),
-            Some(was) if !Arc::ptr_eq(was, row) && was != row => out.push(change(*uuid, ChangeKind::Modify)),
+            Some(was) if !Arc::ptr_eq(was, row) && was != row => {
+                out.push(change(*uuid, ChangeKind::Modify))
+            }
             Some(_) => {}
         }
     }

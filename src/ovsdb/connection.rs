@@ -383,8 +383,10 @@ async fn reader(
                 if probe_sent && inner.awaits_patiently() {
                     // The server is preparing a large reply and reads nothing until it is
                     // sent (our echo included): silence is expected, the caller's timeout
-                    // bounds it.
+                    // bounds it. One more probe per interval, as when it is not silent.
                     debug!("no reply to the inactivity probe while a large reply is prepared: waiting");
+                    let msg = Message::Request { method: "echo".into(), params: json!([]), id: json!("echo") };
+                    let _ = inner.out.send(encode(&msg));
                 } else if probe_sent {
                     return Error::ProbeTimeout(interval);
                 } else {
@@ -513,6 +515,50 @@ mod tests {
             conn.close("done");
             let _ = task.await;
         }
+    }
+
+    /// While a reply the server prepares in silence is outstanding (a monitor's initial dump:
+    /// `ovsdb-server` reads nothing until it has sent it), unanswered probes do not end the
+    /// connection; without one, the probe still does. The server stays silent for three probe
+    /// intervals (it counts the probes: one per interval), twice what a probe allows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_silent_while_preparing_a_patient_reply_is_not_a_probe_timeout() {
+        let cfg = ConnectionConfig {
+            probe_interval: Some(Duration::from_millis(20)),
+            max_message_len: 1 << 20,
+        };
+        let (ours, mut server) = UnixStream::pair().unwrap();
+        let (conn, task) =
+            Connection::start(Stream::Unix(ours), cfg.clone(), Box::new(|_, _| Ok(())));
+        let reply = conn.send_patient("monitor_cond", json!([]), None).unwrap();
+        let mut dec = FrameDecoder::new(1 << 20);
+        let (mut id, mut probes) = (None, 0);
+        while probes < 3 {
+            match next_message(&mut server, &mut dec).await {
+                Message::Request { method, id: i, .. } if method == "monitor_cond" => id = Some(i),
+                Message::Request { method, .. } if method == "echo" => probes += 1,
+                m => panic!("{m:?}"),
+            }
+        }
+        let out = encode(&Message::Response {
+            id: id.unwrap(),
+            result: json!({}),
+            error: Value::Null,
+        });
+        server.write_all(&out).await.unwrap();
+        let r = tokio::time::timeout(T, reply).await.unwrap().unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        conn.close("done");
+        let _ = task.await;
+
+        // Not patient: the same silence ends the connection on the probe.
+        let (ours, _server) = UnixStream::pair().unwrap();
+        let (conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
+        let reply = conn.send("transact", json!([]), None).unwrap();
+        let r = tokio::time::timeout(T, reply).await.unwrap().unwrap();
+        assert!(matches!(r, Err(CallError::Closed(_))), "{r:?}");
+        let end = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
     }
 
     /// A large update is handled off the reader task: while its handler is still busy, the
