@@ -268,8 +268,9 @@ const TRIM_BYTES: usize = 1 << 20;
 /// keeps those pages, scattered between the replica's rows, for later use, so the process
 /// would keep the dump's peak as its resident size for good (423 MB after a restart at 10,000
 /// peerings where the replica needs a fraction). `malloc_trim` gives back every free page, not
-/// only the heap's top. It walks the heap: milliseconds, once per large message.
-fn release_freed_memory() {
+/// only the heap's top. It walks the heap: milliseconds, once per large message. A reply is
+/// handed to its caller, which frees it: the caller of a large one trims (the monitor's).
+pub(super) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it takes the allocator's
     // locks itself and is safe to call from any thread.
