@@ -35,7 +35,8 @@ pub struct ScaleResults {
     /// A peering created through the API as soon as the restarted process serves with NB in
     /// sync: process start → its rows seen by the independent monitor.
     pub restart_new_peering_in_nb_s: f64,
-    /// NB transactions sent after the restart, besides the new peering's.
+    /// NB transactions committed after the restart, besides the new peering's (the writer
+    /// fence is one: it rewrites no peering row).
     pub restart_nb_transactions: f64,
     pub restart_nb_file_growth_bytes: u64,
     pub restart_nb_rows_changed: usize,
@@ -126,8 +127,11 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, m: usize) -> ScaleRes
     tokio::time::sleep(Duration::from_secs(1)).await;
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-restart.txt"), &metrics).ok();
-    out.restart_nb_transactions =
-        support::metric_sum(&metrics, "ovn_peerd_ovsdb_transaction_seconds_count") - 1.0;
+    out.restart_nb_transactions = support::metric_sum_with(
+        &metrics,
+        "ovn_peerd_ovsdb_transaction_seconds_count",
+        "outcome=\"ok\"",
+    ) - 1.0;
     out.restart_nb_file_growth_bytes =
         support::proc::file_len(&nbs.db_file()).saturating_sub(db_len);
     let after = monitor.counts();
