@@ -218,10 +218,11 @@ impl Inner {
         }
     }
 
-    /// Whether a reply the server may prepare in silence is outstanding.
+    /// Whether a reply the server may prepare in silence is outstanding and still awaited.
     fn awaits_patiently(&self) -> bool {
         let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.waiters.values().any(|w| w.patient)
+        // A caller that gave up waiting (its timeout) no longer vouches for the silence.
+        p.waiters.values().any(|w| w.patient && !w.tx.is_closed())
     }
 
     fn reply(&self, id: &Value, result: Value) {
@@ -554,10 +555,18 @@ mod tests {
 
         // Not patient: the same silence ends the connection on the probe.
         let (ours, _server) = UnixStream::pair().unwrap();
-        let (conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
+        let (conn, task) =
+            Connection::start(Stream::Unix(ours), cfg.clone(), Box::new(|_, _| Ok(())));
         let reply = conn.send("transact", json!([]), None).unwrap();
         let r = tokio::time::timeout(T, reply).await.unwrap().unwrap();
         assert!(matches!(r, Err(CallError::Closed(_))), "{r:?}");
+        let end = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
+
+        // Patient, but its caller gave up (dropped the receiver): the probe applies again.
+        let (ours, _server) = UnixStream::pair().unwrap();
+        let (_conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
+        drop(_conn.send_patient("transact", json!([]), None).unwrap());
         let end = tokio::time::timeout(T, task).await.unwrap().unwrap();
         assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
     }
