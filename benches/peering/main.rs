@@ -30,6 +30,9 @@
 //! cargo bench --bench peering -- --hub-only --hub-spokes 1000
 //! cargo bench --bench peering -- --hub-only --hub-spokes 10000   # issue 14's target size
 //! ```
+//! `--scale-only` runs only (4)+(5); `--peerd-bin PATH` runs another build of ovn-peerd (main's,
+//! copied aside) for a before/after in the same conditions:
+//! `cargo bench --bench peering -- --scale-only --scale 10000 --peerd-bin /tmp/ovn-peerd-main`.
 //! (8) with `--busy N` (`--busy-only`: nothing else), GetPeering/ListRoutes latency idle and
 //! while full passes at N peerings run and NB updates arrive:
 //! `cargo bench --bench peering -- --busy-only --busy 10000`.

@@ -10,7 +10,8 @@
 //! and handled on a blocking thread while the reader task goes on reading the socket, queueing
 //! what arrives behind it and answering the server's `echo` requests at once: the runtime's
 //! workers keep serving and the session survives the server's inactivity probe however long
-//! the update takes.
+//! the update takes. A request sent "patient" (a monitor's dump, a large transaction: the
+//! server prepares the reply in silence) holds our own probe off while its caller waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
