@@ -340,7 +340,8 @@ fn nb_client_config(config: &Config) -> anyhow::Result<ovsdb::ClientConfig> {
         .with_owner_key(crate::peering::PEERING_KEY))
 }
 
-fn api_settings(config: &Config) -> ApiSettings {
+/// The API's settings from the configuration.
+pub fn api_settings(config: &Config) -> ApiSettings {
     ApiSettings {
         protected_vpcs: config.protected_vpcs.clone(),
         link_pool_v4: (config.link_pool.into(), config.link_prefix_len),

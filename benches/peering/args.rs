@@ -61,6 +61,10 @@ struct Cli {
     /// Skip the three baselines.
     #[arg(long)]
     skip_baselines: bool,
+    /// Only what CreatePeering's figures need: bulk (1), one at a time (3) and the
+    /// one-transaction floor; no ListRoutes, churn, overload, nbctl baselines or restart.
+    #[arg(long)]
+    create_only: bool,
     /// `perf record -g` ovn-peerd during the bulk phase (into the temp dir; implies --keep).
     #[arg(long, env = "PEERING_BENCH_PERF", value_parser = BoolishValueParser::new())]
     perf: bool,
@@ -70,6 +74,10 @@ struct Cli {
     /// `RUST_LOG` of the ovn-peerd child (its log is in the temp dir).
     #[arg(long, env = "PEERING_BENCH_RUST_LOG", default_value = "info")]
     peerd_log: String,
+    /// The ovn-peerd binary to measure [default: the one this bench was built with]: e.g. a
+    /// copy of an earlier build, for before/after figures in one run.
+    #[arg(long, env = "PEERING_BENCH_PEERD_BIN")]
+    peerd_bin: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -92,9 +100,11 @@ pub struct Args {
     pub gap: Duration,
     pub keep: bool,
     pub skip_baselines: bool,
+    pub create_only: bool,
     pub perf: bool,
     pub json: PathBuf,
     pub peerd_log: String,
+    pub peerd_bin: PathBuf,
 }
 
 impl Args {
@@ -120,15 +130,22 @@ impl Args {
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,
             skip_baselines: cli.skip_baselines,
+            create_only: cli.create_only,
             perf: cli.perf,
             json: cli.json.unwrap_or_else(|| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/peering.json")
             }),
             peerd_log: cli.peerd_log,
+            peerd_bin: cli
+                .peerd_bin
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ovn-peerd"))),
         };
         if cli.quick {
             a.samples = a.samples.min(50);
             a.nbctl_process_n = a.nbctl_process_n.min(50);
+            a.scale = None;
+        }
+        if cli.create_only {
             a.scale = None;
         }
         a.nbctl_process_n = a.nbctl_process_n.min(a.n);

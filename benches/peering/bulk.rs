@@ -120,8 +120,10 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
     );
 
     crate::latency::run(args, &clients[0], &monitor, &cpu, t0, &mut out).await;
-    crate::list_routes::run(&clients[0], &monitor, &mut out).await;
-    crate::load::run(&peerd, &monitor, load_base, &mut out.load).await;
+    if !args.create_only {
+        crate::list_routes::run(&clients[0], &monitor, &mut out).await;
+        crate::load::run(&peerd, &monitor, load_base, &mut out.load).await;
+    }
 
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-bulk.txt"), &metrics).ok();

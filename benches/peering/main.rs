@@ -126,6 +126,9 @@ async fn main() {
     let peerd = bulk::run(&args, &root, &pg).await;
     let (proc_b, daemon_b, txn_b) = if args.skip_baselines {
         Default::default()
+    } else if args.create_only {
+        let floor = baselines::run(&args, &root, "one-transaction", args.n, args.samples).await;
+        (Default::default(), Default::default(), floor)
     } else {
         (
             baselines::run(

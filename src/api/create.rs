@@ -22,7 +22,7 @@ use crate::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use crate::store::{PeeringState, StoreError};
 
 /// Attempts at allocating a link when concurrent creates take the candidates.
-const ALLOCATION_ATTEMPTS: usize = 16;
+pub(super) const ALLOCATION_ATTEMPTS: usize = 16;
 
 impl PeeringApi {
     pub(super) async fn create(
@@ -30,6 +30,21 @@ impl PeeringApi {
         req: CreatePeeringRequest,
         admission: Admission,
     ) -> Result<Peering, ApiError> {
+        let validate_only = req.validate_only;
+        let (validated, request) = self.prepare(req, admission)?;
+        if validate_only {
+            return self.create_one(&validated, &request, true).await;
+        }
+        self.create_batched(validated, request).await
+    }
+
+    /// Everything about a create that needs nothing stored: input limits, validation, labels,
+    /// the request's fingerprint.
+    pub(super) fn prepare(
+        &self,
+        req: CreatePeeringRequest,
+        admission: Admission,
+    ) -> Result<(ValidatedPeering, Request), ApiError> {
         input::create(&req)?;
         let Some(input) = req.peering else {
             return Err(ApiError::invalid("peering", "required"));
@@ -50,16 +65,25 @@ impl PeeringApi {
             labels,
             admission,
         };
+        Ok((validated, request))
+    }
+
+    /// One create on its own, in a transaction of its own (or judged only, with
+    /// `validate_only`): what a batch falls back to when a constraint the VPC locks do not
+    /// cover fails its insert (`create_batch.rs`).
+    pub(super) async fn create_one(
+        &self,
+        validated: &ValidatedPeering,
+        request: &Request,
+        validate_only: bool,
+    ) -> Result<Peering, ApiError> {
         // A retry of a request that was carried out gets the first answer.
-        if let Some(first) = self.first_result(&request).await? {
+        if let Some(first) = self.first_result(request).await? {
             return Ok(first);
         }
-        match self
-            .create_new(&validated, &request, req.validate_only)
-            .await
-        {
+        match self.create_new(validated, request, validate_only).await {
             // A concurrent retry stored the peering after our first look.
-            Err(e @ ApiError::AlreadyExists { .. }) => match self.first_result(&request).await? {
+            Err(e @ ApiError::AlreadyExists { .. }) => match self.first_result(request).await? {
                 Some(first) => Ok(first),
                 None => Err(e),
             },

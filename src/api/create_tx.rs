@@ -124,37 +124,17 @@ impl PeeringApi {
         let ports = port_names(vpcs[0], vpcs[1]).to_vec();
         let records = tx.list_for_create(&vpcs, &validated.name, &ports).await?;
         let others = Neighbours::new(records)?;
-        self.check_unique(validated, &others)?;
-        let (spec, allocated) = match validated.spec() {
-            Some(spec) => (spec, false),
-            None => (self.allocate(validated, &others, excluded)?, true),
+        let (new, spec, allocated) = match self.decide(validated, request, &others, excluded)? {
+            Decided::Store {
+                new,
+                spec,
+                allocated,
+            } => (new, spec, allocated),
+            Decided::LinkTaken(spec) => return Ok(Inserted::LinkTaken(spec)),
         };
-        match self.check(&spec, &others.specs) {
-            Ok(()) => {}
-            // Only the allocated link is in the way (a concurrent create's link or routes).
-            Err(ApiError::Refused(r))
-                if allocated
-                    && r.violations
-                        .iter()
-                        .all(|v| v.field.ends_with("_connect_ip")) =>
-            {
-                return Ok(Inserted::LinkTaken(Box::new(spec)))
-            }
-            Err(e) => return Err(e),
-        }
-        let mut new = NewPeering::from_spec(&spec, request.id.clone(), request.labels.clone());
-        if let Admission::Acceptance { remote_tenant } = &request.admission {
-            new.state = PeeringState::PendingAcceptance;
-            new.state_message = format!(
-                "awaiting acceptance by tenant {remote_tenant:?}, the owner of remote_vpc {:?}",
-                spec.remote_vpc
-            );
-        }
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
-            Err(StoreError::LinkOverlap { .. }) if allocated => {
-                Ok(Inserted::LinkTaken(Box::new(spec)))
-            }
+            Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken(spec)),
             Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
                 RefusalKind::FailedPrecondition,
                 "peering.local_connect_ip",
@@ -172,10 +152,66 @@ impl PeeringApi {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// The cross-peering judgement of one create against `others` (read under the VPCs'
+    /// locks), pure but for the NB cache: ALREADY_EXISTS and the port names of requests,
+    /// then a link allocated when none is given (avoiding `excluded` too), then the topology
+    /// rules. What to store, or that only the allocated link is in the way.
+    pub(super) fn decide(
+        &self,
+        validated: &ValidatedPeering,
+        request: &Request,
+        others: &Neighbours,
+        excluded: &[IpNet],
+    ) -> Result<Decided, ApiError> {
+        self.check_unique(validated, others)?;
+        let (spec, allocated) = match validated.spec() {
+            Some(spec) => (spec, false),
+            None => (self.allocate(validated, others, excluded)?, true),
+        };
+        match self.check(&spec, &others.specs) {
+            Ok(()) => {}
+            // Only the allocated link is in the way (a concurrent create's link or routes).
+            Err(ApiError::Refused(r))
+                if allocated
+                    && r.violations
+                        .iter()
+                        .all(|v| v.field.ends_with("_connect_ip")) =>
+            {
+                return Ok(Decided::LinkTaken(Box::new(spec)))
+            }
+            Err(e) => return Err(e),
+        }
+        let mut new = NewPeering::from_spec(&spec, request.id.clone(), request.labels.clone());
+        if let Admission::Acceptance { remote_tenant } = &request.admission {
+            new.state = PeeringState::PendingAcceptance;
+            new.state_message = format!(
+                "awaiting acceptance by tenant {remote_tenant:?}, the owner of remote_vpc {:?}",
+                spec.remote_vpc
+            );
+        }
+        Ok(Decided::Store {
+            new: Box::new(new),
+            spec: Box::new(spec),
+            allocated,
+        })
+    }
+}
+
+/// What [`PeeringApi::decide`] came to.
+pub(super) enum Decided {
+    /// Store this (its link allocated here when `allocated`).
+    Store {
+        new: Box<NewPeering>,
+        spec: Box<PeeringSpec>,
+        allocated: bool,
+    },
+    /// The allocated link (of this spec) is in the way: allocate another.
+    LinkTaken(Box<PeeringSpec>),
 }
 
 /// The stored answer when it was created by the same request; refused when by another.
-fn same_request(
+pub(super) fn same_request(
     found: Option<RequestRecord>,
     request: &Request,
 ) -> Result<Option<Peering>, ApiError> {
@@ -190,10 +226,15 @@ fn same_request(
     if same {
         return Ok(Some(convert::peering(&found.record)));
     }
-    // The peering it made is not named: it may be another tenant's.
-    Err(ApiError::RequestIdReused(
+    Err(request_id_reused())
+}
+
+/// A request_id used before by another request. The peering it made is not named: it may
+/// be another tenant's.
+pub(super) fn request_id_reused() -> ApiError {
+    ApiError::RequestIdReused(
         "was already used with another request (it created another peering, or this one \
          with other fields); a new request needs a new request_id"
             .into(),
-    ))
+    )
 }

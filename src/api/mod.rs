@@ -11,6 +11,7 @@ mod admission;
 mod authz;
 mod convert;
 mod create;
+mod create_batch;
 mod create_tx;
 mod diagnose;
 mod error;
@@ -72,6 +73,8 @@ struct Inner {
     policy: Option<Arc<crate::auth::Watched<crate::auth::Policy>>>,
     /// WatchPeerings' change reader; `None`: WatchPeerings is UNAVAILABLE.
     watch: Option<Arc<crate::watch::Hub>>,
+    /// CreatePeering's group commit.
+    creates: create_batch::Batcher,
 }
 
 impl PeeringApi {
@@ -85,6 +88,7 @@ impl PeeringApi {
                 settings,
                 policy: None,
                 watch: None,
+                creates: Default::default(),
             }),
         }
     }

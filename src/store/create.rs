@@ -42,27 +42,27 @@ fn vpc_lock_key(vpc: &str) -> i32 {
 }
 
 /// A `peerings` row with its request fingerprint (what a request_id lookup reads).
-struct HashedRow {
-    name: String,
-    local_vpc: String,
-    remote_vpc: String,
-    local_v4: Option<ipnet::IpNet>,
-    remote_v4: Option<ipnet::IpNet>,
-    local_v6: Option<ipnet::IpNet>,
-    remote_v6: Option<ipnet::IpNet>,
-    local_routes: Json<Vec<StoredRoute>>,
-    remote_routes: Json<Vec<StoredRoute>>,
-    state: String,
-    state_message: String,
-    generation: i64,
-    observed_generation: i64,
-    request_id: Option<String>,
-    create_time: chrono::DateTime<chrono::Utc>,
-    update_time: chrono::DateTime<chrono::Utc>,
-    generation_time: chrono::DateTime<chrono::Utc>,
-    labels: Json<Labels>,
-    etag: uuid::Uuid,
-    request_hash: Option<Vec<u8>>,
+pub(super) struct HashedRow {
+    pub(super) name: String,
+    pub(super) local_vpc: String,
+    pub(super) remote_vpc: String,
+    pub(super) local_v4: Option<ipnet::IpNet>,
+    pub(super) remote_v4: Option<ipnet::IpNet>,
+    pub(super) local_v6: Option<ipnet::IpNet>,
+    pub(super) remote_v6: Option<ipnet::IpNet>,
+    pub(super) local_routes: Json<Vec<StoredRoute>>,
+    pub(super) remote_routes: Json<Vec<StoredRoute>>,
+    pub(super) state: String,
+    pub(super) state_message: String,
+    pub(super) generation: i64,
+    pub(super) observed_generation: i64,
+    pub(super) request_id: Option<String>,
+    pub(super) create_time: chrono::DateTime<chrono::Utc>,
+    pub(super) update_time: chrono::DateTime<chrono::Utc>,
+    pub(super) generation_time: chrono::DateTime<chrono::Utc>,
+    pub(super) labels: Json<Labels>,
+    pub(super) etag: uuid::Uuid,
+    pub(super) request_hash: Option<Vec<u8>>,
 }
 
 impl TryFrom<HashedRow> for RequestRecord {

@@ -21,6 +21,7 @@
 mod acceptance;
 mod changes;
 mod create;
+mod create_batch;
 mod deployment;
 mod error;
 mod model;
@@ -36,6 +37,7 @@ pub use changes::{
     ChangeKind, ChangesPage, LogPosition, PeeringChange, PeeringSnapshot, CHANGES_CHANNEL,
 };
 pub use create::{CreateTx, RequestRecord};
+pub use create_batch::BatchInsert;
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
 pub use model::{Labels, NewPeering, PeeringRecord, PeeringState, StoredRoute};

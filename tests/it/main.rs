@@ -15,6 +15,7 @@ mod api;
 mod api_safety;
 mod authz;
 mod compose;
+mod create_batch;
 mod datapath;
 mod diagnose;
 mod e2e;

@@ -1,0 +1,158 @@
+//! The statements of a group commit of creates (`api::create_batch`): one read of
+//! everything the batch's creates are judged against, and one insert of all the peerings
+//! the batch stores, with their port names, followed by the commit. Both run inside a
+//! [`CreateTx`] holding the per-VPC locks of every VPC of the batch.
+
+use sqlx::types::Json;
+
+use super::create::{CreateTx, HashedRow};
+use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
+use super::{PeeringRecord, RequestRecord, StoreError};
+
+/// One peering of a batch insert: the peering, its request fingerprint, its port names.
+pub struct BatchInsert<'a> {
+    /// The peering.
+    pub new: &'a NewPeering,
+    /// `request_fingerprint` of its request.
+    pub request_hash: &'a [u8],
+    /// Its two peer-port names.
+    pub ports: &'a [String],
+}
+
+impl CreateTx<'_> {
+    /// Every peering touching any of `vpcs`, named any of `names`, holding any of `ports`
+    /// or created with any of `request_ids`, with its request fingerprint: what every
+    /// create of a batch is judged against, in one round trip and one snapshot (taken after
+    /// the locks).
+    pub async fn list_for_batch(
+        &mut self,
+        vpcs: &[String],
+        names: &[String],
+        ports: &[String],
+        request_ids: &[String],
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let rows = self
+            .store
+            .timed(
+                "peering_list_for_batch",
+                sqlx::query_as!(
+                    HashedRow,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag, request_hash
+                       FROM peerings
+                       WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = ANY($2)
+                          OR name IN (SELECT peering_name FROM peering_ports
+                                      WHERE port_name = ANY($3))
+                          OR request_id = ANY($4)
+                       ORDER BY name"#,
+                    vpcs,
+                    names,
+                    ports,
+                    request_ids
+                )
+                .fetch_all(&mut *self.tx),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Inserts every peering of `batch` (generation 1, each in its `new.state`) with its
+    /// port names and request fingerprint in one statement; [`Self::commit`] commits. The constraints
+    /// still have the last word: a violation fails the whole statement (nothing of the
+    /// batch is stored), and says which constraint, not which peering.
+    pub async fn insert_all(
+        &mut self,
+        batch: &[BatchInsert<'_>],
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let col = |f: &dyn Fn(&NewPeering) -> String| -> Vec<String> {
+            batch.iter().map(|b| f(b.new)).collect()
+        };
+        let names = col(&|n| n.name.clone());
+        let local_vpcs = col(&|n| n.local_vpc.clone());
+        let remote_vpcs = col(&|n| n.remote_vpc.clone());
+        let states = col(&|n| n.state.as_str().to_string());
+        let messages = col(&|n| n.state_message.clone());
+        let addr = |f: &dyn Fn(&NewPeering) -> Option<ipnet::IpNet>| -> Vec<Option<ipnet::IpNet>> {
+            batch.iter().map(|b| f(b.new)).collect()
+        };
+        let local_v4 = addr(&|n| n.local_v4);
+        let remote_v4 = addr(&|n| n.remote_v4);
+        let local_v6 = addr(&|n| n.local_v6);
+        let remote_v6 = addr(&|n| n.remote_v6);
+        let local_routes: Vec<Json<&Vec<StoredRoute>>> =
+            batch.iter().map(|b| Json(&b.new.local_routes)).collect();
+        let remote_routes: Vec<Json<&Vec<StoredRoute>>> =
+            batch.iter().map(|b| Json(&b.new.remote_routes)).collect();
+        let labels: Vec<Json<&Labels>> = batch.iter().map(|b| Json(&b.new.labels)).collect();
+        let request_ids: Vec<Option<String>> =
+            batch.iter().map(|b| b.new.request_id.clone()).collect();
+        let hashes: Vec<Vec<u8>> = batch.iter().map(|b| b.request_hash.to_vec()).collect();
+        let (port_names, port_peerings): (Vec<String>, Vec<String>) = batch
+            .iter()
+            .flat_map(|b| b.ports.iter().map(|p| (p.clone(), b.new.name.clone())))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .unzip();
+        let rows = self
+            .store
+            .timed(
+                "peering_insert_all",
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"WITH p AS (
+                         INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
+                           local_v6, remote_v6, local_routes, remote_routes, request_id,
+                           request_hash, state, state_message, labels)
+                         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::inet[],
+                           $5::inet[], $6::inet[], $7::inet[], $8::jsonb[], $9::jsonb[],
+                           $10::text[], $11::bytea[], $12::text[], $13::text[], $14::jsonb[])
+                         RETURNING *),
+                       ports AS (
+                         INSERT INTO peering_ports (port_name, peering_name)
+                         SELECT * FROM UNNEST($15::text[], $16::text[]))
+                       SELECT name AS "name!", local_vpc AS "local_vpc!",
+                         remote_vpc AS "remote_vpc!", local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes!: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes!: Json<Vec<StoredRoute>>",
+                         state AS "state!", state_message AS "state_message!",
+                         generation AS "generation!",
+                         observed_generation AS "observed_generation!", request_id,
+                         create_time AS "create_time!", update_time AS "update_time!",
+                         generation_time AS "generation_time!",
+                         labels AS "labels!: Json<Labels>", etag AS "etag!"
+                       FROM p"#,
+                    &names,
+                    &local_vpcs,
+                    &remote_vpcs,
+                    &local_v4 as _,
+                    &remote_v4 as _,
+                    &local_v6 as _,
+                    &remote_v6 as _,
+                    // jsonb parameters: the macro cannot check a serde type, so `as _`.
+                    &local_routes as _,
+                    &remote_routes as _,
+                    &request_ids as _,
+                    &hashes,
+                    &states,
+                    &messages,
+                    &labels as _,
+                    &port_names,
+                    &port_peerings,
+                )
+                .fetch_all(&mut *self.tx),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Commits (and releases the locks).
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.store
+            .timed("peering_create_commit", self.tx.commit())
+            .await
+    }
+}
