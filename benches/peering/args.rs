@@ -33,10 +33,6 @@ struct Cli {
     /// Run only the restart phase (at --scale).
     #[arg(long, conflicts_with = "no_scale")]
     scale_only: bool,
-    /// Run this ovn-peerd binary instead of the one cargo built (e.g. main's, copied aside, for a
-    /// before/after in the same conditions).
-    #[arg(long, env = "PEERING_BENCH_PEERD_BIN")]
-    peerd_bin: Option<PathBuf>,
     /// Hub phase: one VPC peered with this many spokes (e.g. 1000; 10000 is issue 14's target).
     #[arg(long, env = "PEERING_BENCH_HUB_SPOKES")]
     hub_spokes: Option<usize>,
@@ -91,7 +87,6 @@ pub struct Args {
     pub samples: usize,
     pub scale: Option<usize>,
     pub scale_only: bool,
-    pub peerd_bin: PathBuf,
     pub hub_spokes: Option<usize>,
     pub hub_only: bool,
     pub busy: Option<usize>,
@@ -119,9 +114,6 @@ impl Args {
             samples: cli.samples,
             scale: (!cli.no_scale).then_some(cli.scale),
             scale_only: cli.scale_only,
-            peerd_bin: cli
-                .peerd_bin
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ovn-peerd"))),
             hub_spokes: cli.hub_spokes,
             hub_only: cli.hub_only,
             busy: cli.busy,
