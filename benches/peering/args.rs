@@ -30,6 +30,9 @@ struct Cli {
     /// Skip the restart phase.
     #[arg(long)]
     no_scale: bool,
+    /// Run only the restart phase (at --scale).
+    #[arg(long, conflicts_with = "no_scale")]
+    scale_only: bool,
     /// Hub phase: one VPC peered with this many spokes (e.g. 1000; 10000 is issue 14's target).
     #[arg(long, env = "PEERING_BENCH_HUB_SPOKES")]
     hub_spokes: Option<usize>,
@@ -42,6 +45,13 @@ struct Cli {
     /// Run only the busy phase (needs --busy).
     #[arg(long, requires = "busy")]
     busy_only: bool,
+    /// Large phase: this many disjoint peerings (2x routers), converged and restarted
+    /// (e.g. 100000, issue 14's target size; never in --quick).
+    #[arg(long, env = "PEERING_BENCH_LARGE")]
+    large: Option<usize>,
+    /// Run only the large phase (needs --large).
+    #[arg(long, requires = "large")]
+    large_only: bool,
     /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
     #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
     nbctl_process_n: usize,
@@ -83,10 +93,13 @@ pub struct Args {
     pub c: usize,
     pub samples: usize,
     pub scale: Option<usize>,
+    pub scale_only: bool,
     pub hub_spokes: Option<usize>,
     pub hub_only: bool,
     pub busy: Option<usize>,
     pub busy_only: bool,
+    pub large: Option<usize>,
+    pub large_only: bool,
     pub nbctl_process_n: usize,
     pub gap: Duration,
     pub keep: bool,
@@ -109,10 +122,13 @@ impl Args {
             c: cli.c,
             samples: cli.samples,
             scale: (!cli.no_scale).then_some(cli.scale),
+            scale_only: cli.scale_only,
             hub_spokes: cli.hub_spokes,
             hub_only: cli.hub_only,
             busy: cli.busy,
             busy_only: cli.busy_only,
+            large: cli.large,
+            large_only: cli.large_only,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,
@@ -131,6 +147,7 @@ impl Args {
             a.samples = a.samples.min(50);
             a.nbctl_process_n = a.nbctl_process_n.min(50);
             a.scale = None;
+            a.large = None;
         }
         if cli.create_only {
             a.scale = None;

@@ -1,6 +1,8 @@
 //! Phase (2): the baselines, each on an identical fresh NB and to the same end point (the
 //! monitor saw every row): an `ovn-nbctl` process per peering, one `ovn-nbctl` daemon, and all
-//! rows in one OVSDB transaction (the NB floor).
+//! rows in one OVSDB transaction (the NB floor), sent over a raw socket with JSON written by
+//! hand (`support::raw`, `nb::Peering::ops`), so neither the floor nor the clock (the raw
+//! monitor) goes through ovn-peerd's OVSDB client.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +25,9 @@ pub struct BaselineResults {
     pub converged_per_s: f64,
     /// One peering at a time: write issued → monitor saw its four rows.
     pub low_load_end_to_end: Summary,
+    /// CPU seconds of the raw monitor's reader thread over the whole baseline (what the clock
+    /// costs the machine).
+    pub monitor_cpu_s: f64,
 }
 
 enum Writer {
@@ -31,7 +36,8 @@ enum Writer {
         db: Option<String>,
         daemon: Option<String>,
     },
-    Txn(ovn_peerd::ovsdb::Client),
+    /// A raw OVSDB connection (`support::raw`): the floor carries none of our client's cost.
+    Txn(crate::support::raw::RawConn),
 }
 
 impl Writer {
@@ -158,6 +164,7 @@ pub async fn run(
         converged_s: converged.as_secs_f64(),
         converged_per_s: peerings as f64 / converged.as_secs_f64(),
         low_load_end_to_end: Summary::of(&e2e),
+        monitor_cpu_s: monitor.cpu_s(),
     }
 }
 

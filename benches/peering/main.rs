@@ -1,7 +1,7 @@
 //! End-to-end peering benchmark (issue 6): ovn-peerd (the release binary, as a child process)
 //! against its baselines, each on a fresh NB `ovsdb-server`, all to the same end point: an
-//! independent NB monitor (our OVSDB client on its own connection, not ovn-peerd's cache)
-//! has seen every port and route.
+//! independent NB monitor (a raw socket and `serde_json`, `support/raw.rs`: none of
+//! ovn-peerd's OVSDB code) has seen every port and route.
 //!
 //! ```sh
 //! cargo bench --bench peering                      # N=1000, C=32, 10k restart step
@@ -23,6 +23,8 @@
 //! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes;
 //! (8) 100 foreign NB changes/s while creating one at a time: create → NB, passes by scope;
 //! (9) 1,000 CreatePeering calls at once: accepted latency, refused count;
+//! (10) with `--large N` (`--large-only`: nothing else; never in `--quick`), N disjoint
+//! peerings on 2N routers converged and restarted: `-- --large-only --large 100000`;
 //! (7) with `--hub-spokes N` (`--hub-only`: nothing else), a hub VPC with N spokes: a full
 //! pass, one more spoke's create → NB, ListRoutes of the hub's first page:
 //!
@@ -30,6 +32,9 @@
 //! cargo bench --bench peering -- --hub-only --hub-spokes 1000
 //! cargo bench --bench peering -- --hub-only --hub-spokes 10000   # issue 14's target size
 //! ```
+//! `--scale-only` runs only (4)+(5); `--peerd-bin PATH` runs another build of ovn-peerd (main's,
+//! copied aside) for a before/after in the same conditions:
+//! `cargo bench --bench peering -- --scale-only --scale 10000 --peerd-bin /tmp/ovn-peerd-main`.
 //! (8) with `--busy N` (`--busy-only`: nothing else), GetPeering/ListRoutes latency idle and
 //! while full passes at N peerings run and NB updates arrive:
 //! `cargo bench --bench peering -- --busy-only --busy 10000`.
@@ -45,15 +50,17 @@
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
 //! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
+//! | `large.rs` | (10) `--large` disjoint peerings, converged and restarted |
 //! | `busy.rs` | (8) calls during full passes at `--busy` peerings |
 //! | `report.rs` | the printed table |
-//! | `support/` | the NB monitor, VPC seed, `/proc` readings, statistics |
+//! | `support/` | the raw OVSDB client, the NB monitor, VPC seed, `/proc` readings, statistics |
 
 mod args;
 mod baselines;
 mod bulk;
 mod busy;
 mod hub;
+mod large;
 mod latency;
 mod list_routes;
 mod load;
@@ -75,7 +82,12 @@ async fn main() {
         .prefix("peering-bench-")
         .tempdir()
         .expect("temp dir");
-    let root = tmp.path().to_path_buf();
+    // With --keep the directory is kept from the start: also when a phase panics.
+    let (root, tmp) = if args.keep {
+        (tmp.keep(), None)
+    } else {
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
     println!(
         "peering bench: N={} C={} samples={} scale={:?} nbctl-process N={} ({} CPUs, load {load_before}); dir {}",
         args.n,
@@ -92,6 +104,19 @@ async fn main() {
         write_json(&args, &json!({"args": {"busy": n}, "busy": busy}));
         return;
     }
+    if let Some(n) = args.large.filter(|_| args.large_only) {
+        let large = large::run(&args, &root, &pg, n).await;
+        report::print_large(&large);
+        write_json(&args, &json!({"args": {"large": n}, "large": large}));
+        kept(&args, &root);
+        return;
+    }
+    if let Some(m) = args.scale.filter(|_| args.scale_only) {
+        let scale = restart::run(&args, &root, &pg, m).await;
+        write_json(&args, &json!({"args": {"scale": m}, "scale": scale}));
+        kept(&args, &root);
+        return;
+    }
     let hub = match args.hub_spokes {
         Some(n) => Some(hub::run(&args, &root, &pg, n).await),
         None => None,
@@ -104,6 +129,7 @@ async fn main() {
             &args,
             &json!({"args": {"hub_spokes": args.hub_spokes}, "hub": hub}),
         );
+        kept(&args, &root);
         return;
     }
 
@@ -135,6 +161,13 @@ async fn main() {
         Some(n) => Some(busy::run(&args, &root, &pg, n).await),
         None => None,
     };
+    let large = match args.large {
+        Some(n) => Some(large::run(&args, &root, &pg, n).await),
+        None => None,
+    };
+    if let Some(l) = &large {
+        report::print_large(l);
+    }
     let load_after = report::machine_load();
 
     report::print(
@@ -155,13 +188,19 @@ async fn main() {
         "scale": scale,
         "hub": hub,
         "busy": busy,
+        "large": large,
     });
     write_json(&args, &doc);
-    if args.keep {
-        let kept = tmp.keep();
-        println!("kept {} (logs, metrics)", kept.display());
-    }
+    kept(&args, &root);
     drop(pg);
+    drop(tmp);
+}
+
+/// With --keep the directory was kept from the start: say where.
+fn kept(args: &Args, root: &std::path::Path) {
+    if args.keep {
+        println!("kept {} (logs, metrics)", root.display());
+    }
 }
 
 fn write_json(args: &Args, doc: &serde_json::Value) {

@@ -83,7 +83,12 @@ impl Peerd {
     /// Polls health until `""` (Postgres) and `ovnpeerd.v1.OvnNorthbound` (NB cache in sync)
     /// are SERVING; returns the time of each since process start.
     pub async fn wait_ready(&self) -> (Duration, Duration) {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        self.wait_ready_within(Duration::from_secs(120)).await
+    }
+
+    /// [`Peerd::wait_ready`] with another limit (the large phase's first sync is long).
+    pub async fn wait_ready_within(&self, limit: Duration) -> (Duration, Duration) {
+        let deadline = Instant::now() + limit;
         let channel = loop {
             if let Ok(ch) = Channel::from_shared(self.url()).unwrap().connect().await {
                 break ch;

@@ -4,7 +4,9 @@ use crate::args::Args;
 use crate::baselines::BaselineResults;
 use crate::bulk::PeerdResults;
 use crate::hub::HubResults;
+use crate::large::LargeResults;
 use crate::restart::ScaleResults;
+use crate::support::proc::Footprint;
 use crate::support::Summary;
 
 pub fn machine_load() -> String {
@@ -64,6 +66,12 @@ pub fn print(
             format!("{:.0}", daemon_b.converged_per_s),
             format!("{:.0}", txn_b.converged_per_s),
         ],
+    );
+    row(
+        "  raw monitor CPU s over the baseline",
+        "".into(),
+        "",
+        [proc_b, daemon_b, txn_b].map(|b| format!("{:.2}", b.monitor_cpu_s)),
     );
     row(
         "bulk: all ACTIVE in Postgres, s",
@@ -300,7 +308,7 @@ pub fn print(
     }
     println!("{}", "-".repeat(104));
     println!(
-        "vs proc = ovn-nbctl process per peering ({} peerings), vs daemon = one ovn-nbctl daemon, vs 1-txn = all rows in one OVSDB transaction;",
+        "vs proc = ovn-nbctl process per peering ({} peerings), vs daemon = one ovn-nbctl daemon, vs 1-txn = all rows in one OVSDB transaction sent raw (the floor);",
         proc_b.peerings
     );
     println!(
@@ -324,9 +332,120 @@ pub fn print_hub(h: &HubResults) {
         "  one more spoke, create -> NB             p50 {:.1} ms  max {:.1} ms (n={})   target <= 50 ms",
         s.p50_ms, s.max_ms, s.n
     );
+    let c = &h.spoke_create_rpc;
+    println!(
+        "  one more spoke, CreatePeering RPC        p50 {:.1} ms  max {:.1} ms (n={})",
+        c.p50_ms, c.max_ms, c.n
+    );
     let l = &h.list_routes_first_page;
     println!(
         "  ListRoutes of the hub, first page ({})  p50 {:.1} ms  max {:.1} ms (n={})   target <= 20 ms",
         h.list_routes_first_page_routes, l.p50_ms, l.max_ms, l.n
+    );
+}
+
+/// Phase (10): N disjoint peerings, converged and restarted (issue 14, items 4 and 6).
+pub fn print_large(l: &LargeResults) {
+    let f = |x: &Footprint| format!("{:.0} MB (CPU {:.1} s)", x.rss_mb, x.cpu_s);
+    println!(
+        "\n{} disjoint peerings on {} routers",
+        l.peerings, l.routers
+    );
+    for (name, v, target) in [
+        (
+            "seed (raw transactions of 5,000 routers)",
+            format!("{:.1} s", l.seed_s),
+            "",
+        ),
+        (
+            "first start: NB in sync",
+            format!("{:.1} s", l.first_ready_nb_s),
+            "",
+        ),
+        ("SQL insert", format!("{:.1} s", l.sql_insert_s), ""),
+        (
+            "SQL insert -> all rows seen in NB",
+            format!(
+                "{:.1} s ({:.0}/s)",
+                l.sql_converged_s, l.sql_converged_per_s
+            ),
+            "",
+        ),
+        (
+            "SQL insert -> all ACTIVE",
+            format!("{:.1} s", l.sql_all_active_s),
+            "",
+        ),
+        (
+            "one more via CreatePeering -> NB p50/max",
+            format!(
+                "{:.1} / {:.1} ms",
+                l.api_create_to_nb.p50_ms, l.api_create_to_nb.max_ms
+            ),
+            "",
+        ),
+        ("RSS converged", f(&l.footprint_converged), "<= 600 MB"),
+        ("RSS steady", f(&l.footprint_steady), "<= 600 MB"),
+        (
+            "passes before restart, mean",
+            format!(
+                "{:.0}, {:.2} s",
+                l.passes_before_restart, l.pass_mean_before_restart_s
+            ),
+            "",
+        ),
+        (
+            "restart: ready (Postgres)",
+            format!("{:.2} s", l.restart_ready_postgres_s),
+            "",
+        ),
+        (
+            "restart: ready (NB in sync)",
+            format!("{:.1} s", l.restart_ready_nb_s),
+            "",
+        ),
+        (
+            "restart: first pass done",
+            format!("{:.1} s", l.restart_first_pass_done_s),
+            "",
+        ),
+        (
+            "restart: full pass",
+            format!("{:.2} s", l.restart_first_pass_s),
+            "<= 2 s",
+        ),
+        (
+            "restart: NB transactions / file growth / rows",
+            format!(
+                "{:.0} / {} B / {}",
+                l.restart_nb_transactions,
+                l.restart_nb_file_growth_bytes,
+                l.restart_nb_rows_changed
+            ),
+            "0",
+        ),
+        (
+            "RSS after restart",
+            f(&l.footprint_after_restart),
+            "<= 600 MB",
+        ),
+        (
+            "CPU s: ovsdb-server / Postgres / monitor",
+            format!(
+                "{:.1} / {:.1} / {:.2}",
+                l.cpu_ovsdb_server_s, l.cpu_postgres_s, l.cpu_monitor_s
+            ),
+            "",
+        ),
+    ] {
+        println!("  {name:<46} {v:>24}   {target}");
+    }
+    println!(
+        "  store query means before restart: {}",
+        l.db_query_mean_ms_before_restart
+    );
+    println!(
+        "  store query means after restart:  {}",
+        l.db_query_mean_ms_after_restart
     );
 }

@@ -116,6 +116,9 @@ macro_rules! by_request_id {
 
 /// CreatePeering's view of the other peerings: every peering touching any of
 /// the VPCs, the one of that name, and those holding any of the port names.
+/// The port names' peerings come as `= ANY(ARRAY(subquery))`, an init plan the
+/// planner ORs with the index scans; `IN (subquery)` under an `OR` is a hashed
+/// sub-plan filter that scans every peering (133 ms at 100,000; now 0.2 ms).
 macro_rules! list_for_create {
     ($vpcs:expr, $name:expr, $ports:expr) => {
         sqlx::query_as!(
@@ -128,7 +131,8 @@ macro_rules! list_for_create {
                  labels AS "labels: Json<Labels>", etag
                FROM peerings
                WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = $2
-                  OR name IN (SELECT peering_name FROM peering_ports WHERE port_name = ANY($3))
+                  OR name = ANY(ARRAY(SELECT peering_name FROM peering_ports
+                                      WHERE port_name = ANY($3)))
                ORDER BY name"#,
             $vpcs,
             $name,

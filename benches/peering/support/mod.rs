@@ -1,12 +1,13 @@
-//! Fixtures of the `peering` bench that need ovn-peerd's own types or exist only for the
-//! bench: an independent NB monitor, the VPC seed and baseline rows, `/proc` readings,
-//! statistics and `/metrics` scraping. The processes themselves (Postgres, `ovsdb-server`,
-//! children that die with the bench) come from the `ovn-peerd-test-support` crate
-//! (`tests/support/`), shared with the integration tests.
+//! Fixtures of the `peering` bench that exist only for the bench: a raw OVSDB client (no
+//! ovn-peerd code) and the independent NB monitor on it, the VPC seed and baseline rows,
+//! `/proc` readings, statistics and `/metrics` scraping. The processes themselves (Postgres,
+//! `ovsdb-server`, children that die with the bench) come from the `ovn-peerd-test-support`
+//! crate (`tests/support/`), shared with the integration tests.
 
 pub mod monitor;
 pub mod nb;
 pub mod proc;
+pub mod raw;
 
 use std::time::Duration;
 

@@ -1,15 +1,20 @@
-//! The independent NB monitor: its own OVSDB connection and cache (never ovn-peerd's), which
-//! counts peer ports and static routes as their inserts arrive and notes when each peering's
-//! rows were seen. Counting is incremental (per monitor update), so watching a 60,000-row
-//! database costs the bench almost nothing.
+//! The independent NB monitor: its own raw OVSDB connection ([`super::raw`], none of
+//! ovn-peerd's code), a `monitor_cond` of only the columns it needs (peer ports, by the
+//! condition `peer != []`, with `peer` and `external_ids`; static routes with `external_ids`),
+//! counting inserted rows straight from the `update2` frames and noting when each peering's
+//! rows were seen. It keeps no replica: counting is incremental per frame, and the routers and
+//! subnet ports of the seed are never sent to it, so watching a 100,000-peering database
+//! costs the bench little (its reader thread's CPU time is [`Monitor::cpu_s`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ovn_peerd::ovsdb::{CacheEvent, ChangeKind, Client, NbCache, Table};
 use ovn_peerd::peering::PEERING_KEY;
-use tokio::sync::{broadcast, watch};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::raw::RawConn;
 
 /// Counts of rows seen so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,31 +33,63 @@ pub struct Seen {
     pub last: Instant,
 }
 
+struct State {
+    counts: watch::Sender<Counts>,
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
 pub struct Monitor {
-    pub client: Client,
+    /// A second raw connection for the phases' own NB writes (seed, foreign changes).
+    pub client: RawConn,
+    conn: RawConn,
     counts: watch::Receiver<Counts>,
-    seen: Arc<Mutex<HashMap<String, Seen>>>,
-    task: tokio::task::JoinHandle<()>,
+    state: Arc<State>,
 }
 
 impl Monitor {
     pub async fn start(remote: &str) -> Monitor {
-        let client = super::nb::client(remote).await;
-        let events = client.subscribe();
-        let seen = Arc::new(Mutex::new(HashMap::new()));
         let (tx, counts) = watch::channel(Counts::default());
-        recount(&client.cache(), &tx, &seen);
-        let task = tokio::spawn(follow(client.clone(), events, tx, seen.clone()));
+        let state = Arc::new(State {
+            counts: tx,
+            seen: Mutex::new(HashMap::new()),
+        });
+        let on_update = {
+            let state = state.clone();
+            Box::new(move |method: &str, params: Value| {
+                if method == "update2" {
+                    state.apply(&params[1]);
+                }
+            })
+        };
+        let conn = RawConn::connect(remote, Some(on_update));
+        let initial = conn
+            .request(
+                "monitor_cond",
+                json!(["OVN_Northbound", "bench-monitor", {
+                    "Logical_Router_Port": [{
+                        "columns": ["peer", "external_ids"],
+                        "where": [["peer", "!=", ["set", []]]],
+                    }],
+                    "Logical_Router_Static_Route": [{"columns": ["external_ids"]}],
+                }]),
+            )
+            .await;
+        state.apply(&initial);
         Monitor {
-            client,
+            client: super::nb::client(remote).await,
+            conn,
             counts,
-            seen,
-            task,
+            state,
         }
     }
 
     pub fn counts(&self) -> Counts {
         *self.counts.borrow()
+    }
+
+    /// CPU seconds the monitor's reader thread has used so far.
+    pub fn cpu_s(&self) -> f64 {
+        self.conn.reader_cpu_s()
     }
 
     /// Waits until at least `peer_ports` peer ports and `routes` routes are seen; returns
@@ -83,7 +120,7 @@ impl Monitor {
         let mut rx = self.counts.clone();
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(s) = self.seen.lock().unwrap().get(name) {
+            if let Some(s) = self.state.seen.lock().unwrap().get(name) {
                 if s.rows >= rows {
                     return s.last;
                 }
@@ -100,87 +137,58 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        self.task.abort();
+        self.conn.shutdown();
         self.client.shutdown();
     }
 }
 
-fn recount(cache: &NbCache, tx: &watch::Sender<Counts>, seen: &Mutex<HashMap<String, Seen>>) {
-    let now = Instant::now();
-    let mut c = Counts::default();
-    let mut s = seen.lock().unwrap();
-    for p in cache.ports() {
-        if p.peer.is_some() {
-            c.peer_ports += 1;
-        }
-        if let Some(name) = p.external_ids.get(PEERING_KEY) {
-            note(&mut s, name, now);
-        }
-    }
-    for r in cache.static_routes() {
-        c.routes += 1;
-        if let Some(name) = r.external_ids.get(PEERING_KEY) {
-            note(&mut s, name, now);
-        }
-    }
-    tx.send_replace(c);
-}
-
-fn note(seen: &mut HashMap<String, Seen>, name: &str, now: Instant) {
-    seen.entry(name.to_string())
-        .and_modify(|s| {
-            s.rows += 1;
-            s.last = now;
-        })
-        .or_insert(Seen { rows: 1, last: now });
-}
-
-async fn follow(
-    client: Client,
-    mut events: broadcast::Receiver<CacheEvent>,
-    tx: watch::Sender<Counts>,
-    seen: Arc<Mutex<HashMap<String, Seen>>>,
-) {
-    loop {
-        match events.recv().await {
-            Ok(CacheEvent::Changed(changes)) => {
-                let now = Instant::now();
-                let cache = client.cache();
-                let mut c = *tx.borrow();
-                let mut s = seen.lock().unwrap();
-                for ch in changes.iter().filter(|ch| ch.kind == ChangeKind::Insert) {
-                    match ch.table {
-                        Table::LogicalRouterPort => {
-                            if let Some(p) = cache.port(ch.uuid) {
-                                if p.peer.is_some() {
-                                    c.peer_ports += 1;
-                                }
-                                if let Some(name) = p.external_ids.get(PEERING_KEY) {
-                                    note(&mut s, name, now);
-                                }
-                            }
-                        }
-                        Table::LogicalRouterStaticRoute => {
-                            c.routes += 1;
-                            if let Some(r) = cache.static_route(ch.uuid) {
-                                if let Some(name) = r.external_ids.get(PEERING_KEY) {
-                                    note(&mut s, name, now);
-                                }
-                            }
-                        }
-                        Table::LogicalRouter => {}
+impl State {
+    /// Counts the `initial`/`insert` rows of one `table-updates2` object.
+    fn apply(&self, updates: &Value) {
+        let now = Instant::now();
+        // The seen lock also orders the counts' read-modify-write (reply vs. reader thread).
+        let mut seen = self.seen.lock().unwrap();
+        let mut c = *self.counts.borrow();
+        for (table, peer_port) in [
+            ("Logical_Router_Port", true),
+            ("Logical_Router_Static_Route", false),
+        ] {
+            let Some(rows) = updates.get(table).and_then(Value::as_object) else {
+                continue;
+            };
+            for change in rows.values() {
+                let Some(row) = change.get("initial").or_else(|| change.get("insert")) else {
+                    continue;
+                };
+                if peer_port {
+                    // A 0..1 column with a value is the bare atom in `update2`.
+                    if !row.get("peer").is_some_and(Value::is_string) {
+                        continue;
                     }
+                    c.peer_ports += 1;
+                } else {
+                    c.routes += 1;
                 }
-                drop(s);
-                drop(cache);
-                tx.send_replace(c);
+                if let Some(name) = peering_of(row) {
+                    seen.entry(name.to_string())
+                        .and_modify(|s| {
+                            s.rows += 1;
+                            s.last = now;
+                        })
+                        .or_insert(Seen { rows: 1, last: now });
+                }
             }
-            Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                seen.lock().unwrap().clear();
-                recount(&client.cache(), &tx, &seen);
-            }
-            Ok(CacheEvent::Disconnected) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
         }
+        drop(seen);
+        self.counts.send_replace(c);
     }
+}
+
+/// `external_ids:ovn-peerd:peering` of a row: `["map", [[key, value], ...]]` on the wire.
+fn peering_of(row: &Value) -> Option<&str> {
+    let pairs = row.get("external_ids")?.get(1)?.as_array()?;
+    pairs
+        .iter()
+        .find(|kv| kv[0] == PEERING_KEY)
+        .and_then(|kv| kv[1].as_str())
 }
