@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use tokio::sync::oneshot;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::authz::Admission;
 use super::convert;
@@ -109,7 +109,12 @@ impl Batcher {
         *queue = left;
         let mut vpcs: Vec<String> = taken
             .iter()
-            .flat_map(|j| [j.validated.local_vpc.clone(), j.validated.remote_vpc.clone()])
+            .flat_map(|j| {
+                [
+                    j.validated.local_vpc.clone(),
+                    j.validated.remote_vpc.clone(),
+                ]
+            })
             .collect();
         vpcs.sort_unstable();
         vpcs.dedup();

@@ -13,9 +13,9 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::park;
-use ovn_peerd_test_support::wait_until_async;
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
+use ovn_peerd_test_support::wait_until_async;
 
 fn create(name: &str, local: &str, remote: &str, request_id: &str) -> CreatePeeringRequest {
     CreatePeeringRequest {
