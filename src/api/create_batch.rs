@@ -140,6 +140,19 @@ impl Batcher {
     }
 }
 
+/// The VPCs a running batch holds on this replica: released when the batch ends, also when
+/// its task panics or is dropped (else creates on those VPCs would wait for ever).
+struct Holding {
+    api: PeeringApi,
+    vpcs: Vec<String>,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.api.inner.creates.ended(&self.vpcs);
+    }
+}
+
 /// What the judging said of one create of the batch.
 enum Verdict {
     /// Answered without storing anything (a refusal, or a request_id's first answer).
@@ -227,10 +240,14 @@ impl PeeringApi {
                     // take the other callers' creates with it.
                     let api = self.clone();
                     let span = tracing::Span::current();
+                    let holding = Holding {
+                        api: self.clone(),
+                        vpcs,
+                    };
                     tokio::spawn(
                         async move {
                             api.run_batch(jobs).await;
-                            api.inner.creates.ended(&vpcs);
+                            drop(holding);
                             drop(turn);
                         }
                         .instrument(span),

@@ -52,6 +52,7 @@ impl CreateTx<'_> {
         ports: &[String],
         request_ids: &[String],
     ) -> Result<BatchRead, StoreError> {
+        // `= ANY(ARRAY(subquery))`, not `IN (subquery)`: see `list_for_create`.
         let rows = self
             .store
             .timed(
@@ -66,8 +67,8 @@ impl CreateTx<'_> {
                          labels AS "labels: Json<Labels>", etag, request_hash
                        FROM peerings
                        WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = ANY($2)
-                          OR name IN (SELECT peering_name FROM peering_ports
-                                      WHERE port_name = ANY($3))
+                          OR name = ANY(ARRAY(SELECT peering_name FROM peering_ports
+                                              WHERE port_name = ANY($3)))
                           OR request_id = ANY($4)
                        ORDER BY name"#,
                     vpcs,
