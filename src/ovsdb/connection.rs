@@ -72,6 +72,11 @@ struct Pending {
 pub struct ConnectionConfig {
     /// Send an `echo` after this much silence; give up after as much again. `None` disables.
     pub probe_interval: Option<Duration>,
+    /// The longest silence (no byte received, no large message being handled) a patient
+    /// request excuses: past it the probe ends the session however many patient requests are
+    /// outstanding (a dead leader, retried with a new patient transaction after each timeout,
+    /// must not keep the session for minutes).
+    pub max_silence: Duration,
     pub max_message_len: usize,
 }
 
@@ -86,6 +91,14 @@ struct Inner {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     closed: CancellationToken,
+    activity: Mutex<Activity>,
+}
+
+/// When the connection last showed life: a byte received, or a large message handled.
+struct Activity {
+    last: Instant,
+    /// A large message is being handled on a blocking thread: our own work, not silence.
+    handling: bool,
 }
 
 impl Connection {
@@ -103,6 +116,10 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
+            activity: Mutex::new(Activity {
+                last: Instant::now(),
+                handling: false,
+            }),
         });
         tokio::spawn(writer(wr, out_rx, inner.closed.clone()));
         let reader_inner = inner.clone();
@@ -194,6 +211,33 @@ impl Connection {
         self.inner.closed.cancelled().await
     }
 
+    /// How long nothing has happened on the connection: no byte received and no large message
+    /// being handled (zero while one is).
+    pub fn silent_for(&self) -> Duration {
+        self.inner.silent_for()
+    }
+
+    /// Runs `fut` while the connection shows life: it fails with the silence's length once
+    /// nothing was received (nor handled) for `limit`, however long `fut` runs while bytes
+    /// stream (a large dump's transfer, parse and apply are not bounded in total).
+    pub async fn while_alive<F: std::future::Future>(
+        &self,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, Duration> {
+        tokio::pin!(fut);
+        loop {
+            let silent = self.silent_for();
+            if silent >= limit {
+                return Err(silent);
+            }
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                _ = tokio::time::sleep(limit - silent) => {}
+            }
+        }
+    }
+
     /// Cancelled once the connection is closed; holds nothing of the connection alive.
     pub(super) fn closed_token(&self) -> CancellationToken {
         self.inner.closed.clone()
@@ -201,6 +245,29 @@ impl Connection {
 }
 
 impl Inner {
+    fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heard(&self) {
+        self.activity().last = Instant::now();
+    }
+
+    fn handling(&self, handling: bool) {
+        let mut a = self.activity();
+        a.last = Instant::now();
+        a.handling = handling;
+    }
+
+    fn silent_for(&self) -> Duration {
+        let a = self.activity();
+        if a.handling {
+            Duration::ZERO
+        } else {
+            a.last.elapsed()
+        }
+    }
+
     fn shut(&self, reason: &str) {
         let waiters = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,23 +329,44 @@ async fn writer(
 const OFFLOAD_BYTES: usize = 64 * 1024;
 
 /// After handling a message at least this large, the memory its decoding freed is handed back
-/// to the system (see [`release_freed_memory`]).
+/// to the system (see [`release_freed_memory`]), at most once per [`TRIM_GAP`].
 const TRIM_BYTES: usize = 1 << 20;
+
+/// `malloc_trim` walks the whole heap (tens to hundreds of milliseconds on a large one, holding
+/// the allocator's locks): after an update it runs at most this often. A dump always trims.
+const TRIM_GAP: Duration = Duration::from_secs(30);
+
+/// When the heap was last trimmed.
+static LAST_TRIM: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 
 /// Returns the heap's free pages to the system. Decoding a large message (an initial dump of
 /// 19 MB at 10,000 peerings) makes a JSON tree several times its size, freed once applied; glibc
 /// keeps those pages, scattered between the replica's rows, for later use, so the process
 /// would keep the dump's peak as its resident size for good (423 MB after a restart at 10,000
 /// peerings where the replica needs a fraction). `malloc_trim` gives back every free page, not
-/// only the heap's top. It walks the heap: milliseconds, once per large message. A reply is
-/// handed to its caller, which frees it: the caller of a large one trims (the monitor's).
+/// only the heap's top. It walks the heap: call it on a blocking thread. A reply is handed to
+/// its caller, which frees it: the caller of a large one trims (the monitor's, after a dump).
 pub(super) fn release_freed_memory() {
+    *LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it takes the allocator's
     // locks itself and is safe to call from any thread.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// [`release_freed_memory`] on a blocking task of its own (the ordered queue does not wait for
+/// it), unless the heap was trimmed less than [`TRIM_GAP`] ago.
+fn release_freed_memory_soon() {
+    {
+        let mut last = LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < TRIM_GAP) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    tokio::task::spawn_blocking(release_freed_memory);
 }
 
 /// A large message being handled on a blocking thread.
@@ -340,6 +428,7 @@ async fn reader(
                     }
                 }
                 Some(Queued::Raw(frame)) => {
+                    inner.handling(true);
                     let (inner, handler) = (inner.clone(), handler.clone());
                     *job = Some(tokio::task::spawn_blocking(move || {
                         let len = frame.len();
@@ -348,7 +437,9 @@ async fn reader(
                         drop(frame);
                         let handled = dispatch(m?, &inner, &mut lock(&handler));
                         if len >= TRIM_BYTES {
-                            release_freed_memory();
+                            // The update's JSON tree is freed by now; the trim runs on its
+                            // own blocking task, so what is queued behind does not wait.
+                            release_freed_memory_soon();
                         }
                         handled
                     }));
@@ -362,6 +453,7 @@ async fn reader(
             biased;
             r = async { job.as_mut().expect("guarded by the branch condition").await }, if job.is_some() => {
                 *job = None;
+                inner.handling(false);
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return e,
@@ -372,6 +464,7 @@ async fn reader(
             n = rd.read_buf(dec.buffer()) => match n {
                 Ok(0) => return Error::ConnectionClosed("end of stream".into()),
                 Ok(_) => {
+                    inner.heard();
                     probe_sent = false;
                     deadline = Instant::now() + probe.unwrap_or(far);
                 }
@@ -383,7 +476,12 @@ async fn reader(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let interval = probe.unwrap_or(far);
-                if probe_sent && inner.awaits_patiently() {
+                let silent = inner.silent_for();
+                if probe_sent && silent >= config.max_silence {
+                    // However many patient requests wait (a caller whose patient request
+                    // timed out may retry with a new one): a server this silent is gone.
+                    return Error::ProbeTimeout(silent);
+                } else if probe_sent && inner.awaits_patiently() {
                     // The server is preparing a large reply and reads nothing until it is
                     // sent (our echo included): silence is expected, the caller's timeout
                     // bounds it. One more probe per interval, as when it is not silent.
@@ -494,6 +592,7 @@ mod tests {
             let cfg = ConnectionConfig {
                 probe_interval: Some(Duration::from_millis(50)),
                 max_message_len: 1 << 20,
+                max_silence: T,
             };
             let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
             let mut dec = FrameDecoder::new(1 << 20);
@@ -529,6 +628,7 @@ mod tests {
         let cfg = ConnectionConfig {
             probe_interval: Some(Duration::from_millis(20)),
             max_message_len: 1 << 20,
+            max_silence: T,
         };
         let (ours, mut server) = UnixStream::pair().unwrap();
         let (conn, task) =
@@ -572,6 +672,75 @@ mod tests {
         assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
     }
 
+    /// A server that stops answering ends the session once its silence passes `max_silence`,
+    /// even while patient requests wait: here a caller retries with a new patient request
+    /// after every probe (as the reconciler does after a patient transaction's timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_server_ends_the_session_however_many_patient_retries() {
+        let cfg = ConnectionConfig {
+            probe_interval: Some(Duration::from_millis(20)),
+            max_message_len: 1 << 20,
+            max_silence: Duration::from_millis(200),
+        };
+        let (ours, mut server) = UnixStream::pair().unwrap();
+        let (conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
+        let mut _waiting = conn.send_patient("transact", json!([]), None).unwrap();
+        let mut dec = FrameDecoder::new(1 << 20);
+        let mut probes = 0;
+        loop {
+            while let Some(m) = dec.next_message().unwrap() {
+                if matches!(&m, Message::Request { method, .. } if method == "echo") {
+                    probes += 1;
+                    // 40 probe intervals: 4 times the silence allowed.
+                    assert!(probes < 40, "the session outlived its silence limit");
+                    if let Ok(rx) = conn.send_patient("transact", json!([]), None) {
+                        _waiting = rx;
+                    }
+                }
+            }
+            let n = tokio::time::timeout(T, server.read_buf(dec.buffer()))
+                .await
+                .expect("nothing from the client")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+        }
+        let end = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
+    }
+
+    /// `while_alive` bounds silence, not the total: a reply that streams in slowly for longer
+    /// than the limit completes; with nothing received, the limit ends the wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_alive_bounds_silence_not_the_total() {
+        let cfg = ConnectionConfig {
+            probe_interval: None,
+            max_message_len: 1 << 20,
+            max_silence: T,
+        };
+        let (ours, mut server) = UnixStream::pair().unwrap();
+        let (conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
+        let limit = Duration::from_millis(600);
+        let reply = conn.send_patient("monitor_cond", json!([]), None).unwrap();
+        let out = br#"{"id":1,"result":{"pad":"0123456789012345678901234567890123456789"},"error":null}"#;
+        let streamer = tokio::spawn(async move {
+            // 20 pieces 60 ms apart: twice the limit in total, a tenth of it between bytes.
+            for piece in out.chunks(out.len().div_ceil(20)) {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                server.write_all(piece).await.unwrap();
+            }
+            server
+        });
+        let r = conn.while_alive(limit, reply).await;
+        assert!(matches!(r, Ok(Ok(Ok(_)))), "{r:?}");
+        let _server = streamer.await.unwrap();
+        let silent = conn.while_alive(limit, std::future::pending::<()>()).await;
+        assert!(matches!(silent, Err(d) if d >= limit), "{silent:?}");
+        conn.close("done");
+        let _ = task.await;
+    }
+
     /// A large update is handled off the reader task: while its handler is still busy, the
     /// server's echo is answered, and the reply that came after the update waits for it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,6 +760,7 @@ mod tests {
         let cfg = ConnectionConfig {
             probe_interval: None,
             max_message_len: 1 << 24,
+            max_silence: T,
         };
         let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
         let mut reply = conn.send("transact", json!(["db"]), None).unwrap();
@@ -636,6 +806,7 @@ mod tests {
         let cfg = ConnectionConfig {
             probe_interval: None,
             max_message_len: 1 << 24,
+            max_silence: T,
         };
         let (_conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
         let big = json!({"method": "update", "id": null,
