@@ -723,7 +723,8 @@ mod tests {
         let (conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
         let limit = Duration::from_millis(600);
         let reply = conn.send_patient("monitor_cond", json!([]), None).unwrap();
-        let out = br#"{"id":1,"result":{"pad":"0123456789012345678901234567890123456789"},"error":null}"#;
+        let out =
+            br#"{"id":1,"result":{"pad":"0123456789012345678901234567890123456789"},"error":null}"#;
         let streamer = tokio::spawn(async move {
             // 20 pieces 60 ms apart: twice the limit in total, a tenth of it between bytes.
             for piece in out.chunks(out.len().div_ceil(20)) {

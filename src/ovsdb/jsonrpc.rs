@@ -262,15 +262,25 @@ mod tests {
     #[test]
     fn a_large_frame_leaves_a_small_buffer_behind() {
         let mut d = FrameDecoder::new(1 << 24);
-        let big = format!(r#"{{"id":1,"result":"{}","error":null}}"#, "x".repeat(2 << 20));
+        let big = format!(
+            r#"{{"id":1,"result":"{}","error":null}}"#,
+            "x".repeat(2 << 20)
+        );
         d.buffer().extend_from_slice(big.as_bytes());
         d.extend(br#"{"id":2,"result":[],"err"#);
         let frame = d.next_frame().unwrap().unwrap();
         assert_eq!(frame.len(), big.len());
-        assert!(d.buf.capacity() < 1 << 20, "kept {} bytes", d.buf.capacity());
+        assert!(
+            d.buf.capacity() < 1 << 20,
+            "kept {} bytes",
+            d.buf.capacity()
+        );
         assert_eq!(d.next_frame(), Ok(None));
         d.extend(br#"or":null}"#);
-        assert!(matches!(d.next_message(), Ok(Some(Message::Response { .. }))));
+        assert!(matches!(
+            d.next_message(),
+            Ok(Some(Message::Response { .. }))
+        ));
     }
 
     #[test]
