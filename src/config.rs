@@ -52,6 +52,27 @@ pub struct Config {
     #[arg(long, env = "OVN_NB_CA_CERT")]
     pub ovn_nb_ca_cert: Option<PathBuf>,
 
+    /// Send the NB server an `echo` after this much silence and end the session when the
+    /// next interval passes without a reply (`5s`; `0` disables, as in OVS).
+    #[arg(
+        long,
+        env = "OVN_NB_PROBE_INTERVAL",
+        default_value = "5s",
+        value_parser = parse_probe_interval
+    )]
+    pub ovn_nb_probe_interval: Duration,
+
+    /// The longest the NB server may stay silent (no byte received) during the handshake
+    /// (schema, leader check, initial dump) or while a large request waits: the session then
+    /// ends. A dump that keeps streaming is not bounded in total (at least 1s).
+    #[arg(
+        long,
+        env = "OVN_NB_MAX_SILENCE",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub ovn_nb_max_silence: Duration,
+
     /// Prometheus metrics address (serves `/metrics`); empty disables.
     #[arg(long, env = "OVN_PEERD_METRICS_LISTEN", default_value = "127.0.0.1:9150", value_parser = parse_optional_addr)]
     // Spelled out so that clap does not treat it as an optional flag: the
@@ -441,6 +462,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// [`parse_duration`], or `0`: disabled.
+fn parse_probe_interval(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -542,6 +571,23 @@ mod tests {
         );
         assert!(parse(&["--resync-interval=500ms"]).is_err());
         assert!(parse(&["--resync-interval=soon"]).is_err());
+    }
+
+    #[test]
+    fn nb_probe_and_silence_take_durations_and_zero_disables_the_probe() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["ovn-peerd", "--database-url=postgres://x/y"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map(|c| (c.ovn_nb_probe_interval, c.ovn_nb_max_silence))
+        };
+        let s = Duration::from_secs;
+        assert_eq!(parse(&[]).unwrap(), (s(5), s(60)));
+        assert_eq!(
+            parse(&["--ovn-nb-probe-interval=0", "--ovn-nb-max-silence=3m"]).unwrap(),
+            (Duration::ZERO, s(180))
+        );
+        assert!(parse(&["--ovn-nb-max-silence=0s"]).is_err());
+        assert!(parse(&["--ovn-nb-probe-interval=200ms"]).is_err());
     }
 
     #[test]

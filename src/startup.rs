@@ -335,9 +335,12 @@ async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
 
 fn nb_client_config(config: &Config) -> anyhow::Result<ovsdb::ClientConfig> {
     let tls = config.nb_tls().map_err(anyhow::Error::msg)?;
-    Ok(ovsdb::ClientConfig::new(&config.ovn_nb_db, NB_DATABASE)?
+    let mut nb = ovsdb::ClientConfig::new(&config.ovn_nb_db, NB_DATABASE)?
         .with_tls(tls)
-        .with_owner_key(crate::peering::PEERING_KEY))
+        .with_owner_key(crate::peering::PEERING_KEY);
+    nb.probe_interval = Some(config.ovn_nb_probe_interval);
+    nb.handshake_timeout = config.ovn_nb_max_silence;
+    Ok(nb)
 }
 
 /// The API's settings from the configuration.

@@ -298,9 +298,11 @@ impl NbCache {
                 Ok(ChangeKind::Insert)
             }
             Op::Modify(cols, diff) => {
-                let mut row = self.remove::<M>(uuid).ok_or_else(|| {
+                let row = self.remove::<M>(uuid).ok_or_else(|| {
                     (UpdateErrorKind::Diverged, "modify of a row not held".into())
                 })?;
+                // Older snapshots may share the row: a modify edits a copy of it.
+                let mut row = Arc::unwrap_or_clone(row);
                 let result = (|| {
                     for (c, v) in cols {
                         let Some(ct) = ty.get(c.as_str()) else {
@@ -348,7 +350,8 @@ impl NbCache {
         M::store_mut(self).insert(uuid, Arc::new(row));
     }
 
-    fn remove<M: Model + Indexed>(&mut self, uuid: Uuid) -> Option<M> {
+    /// Takes the row out (a delete drops it: no copy even while a snapshot shares it).
+    fn remove<M: Model + Indexed>(&mut self, uuid: Uuid) -> Option<Arc<M>> {
         let row = M::store_mut(self).remove(&uuid)?;
         if let Some(v) = self.owner_value(row.external_ids()) {
             if let Some(set) = self.by_owner.get_mut(&v) {
@@ -359,8 +362,7 @@ impl NbCache {
             }
         }
         row.unindex(self);
-        // Older snapshots may share the row: a modify edits a copy of it.
-        Some(Arc::unwrap_or_clone(row))
+        Some(row)
     }
 
     fn owner_value(&self, ids: &BTreeMap<String, String>) -> Option<String> {

@@ -360,6 +360,7 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
         // Zero disables the probe, as in OVS (not a probe on every idle moment).
         probe_interval: cfg.probe_interval.filter(|d| !d.is_zero()),
         max_message_len: cfg.max_message_len,
+        max_silence: cfg.handshake_timeout,
     };
     let (conn, mut task) = Connection::start(stream, conn_cfg, monitors.handler(shared));
     // However this future ends, even dropped mid-handshake by the shutdown `select!` in `run`,
@@ -367,10 +368,12 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
     let _close = CloseOnDrop(conn.clone());
     let setup = monitors.handshake(shared, &conn, remote);
     let result = tokio::select! {
-        r = tokio::time::timeout(cfg.handshake_timeout, setup) => match r {
+        // Bounded by the server's silence, not in total: a large dump streams, then is
+        // parsed and applied, for as long as it takes.
+        r = conn.while_alive(cfg.handshake_timeout, setup) => match r {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
-            Err(_) => Some(Error::Timeout(cfg.handshake_timeout)),
+            Err(silent) => Some(Error::Timeout(silent)),
         },
         _ = conn.closed() => None,
     };
@@ -402,10 +405,10 @@ async fn run_connection(shared: &Arc<Shared>, remote: &Remote, synced: &mut bool
                     synced: false,
                 });
                 let again = monitors.restart(shared, &conn, remote, &id);
-                let e = match tokio::time::timeout(cfg.handshake_timeout, again).await {
+                let e = match conn.while_alive(cfg.handshake_timeout, again).await {
                     Ok(Ok(())) => continue,
                     Ok(Err(e)) => e,
-                    Err(_) => Error::Timeout(cfg.handshake_timeout),
+                    Err(silent) => Error::Timeout(silent),
                 };
                 conn.close(&e.to_string());
                 match (&mut task).await {

@@ -11,7 +11,8 @@
 //! what arrives behind it and answering the server's `echo` requests at once: the runtime's
 //! workers keep serving and the session survives the server's inactivity probe however long
 //! the update takes. A request sent "patient" (a monitor's dump, a large transaction: the
-//! server prepares the reply in silence) holds our own probe off while its caller waits.
+//! server prepares the reply in silence) holds our own probe off while its caller waits, up to
+//! a cap on the silence.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,11 @@ struct Pending {
 pub struct ConnectionConfig {
     /// Send an `echo` after this much silence; give up after as much again. `None` disables.
     pub probe_interval: Option<Duration>,
+    /// The longest silence (no byte received, no large message being handled) a patient
+    /// request excuses: past it the probe ends the session however many patient requests are
+    /// outstanding (a dead leader, retried with a new patient transaction after each timeout,
+    /// must not keep the session for minutes).
+    pub max_silence: Duration,
     pub max_message_len: usize,
 }
 
@@ -86,6 +92,14 @@ struct Inner {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     closed: CancellationToken,
+    activity: Mutex<Activity>,
+}
+
+/// When the connection last showed life: a byte received, or a large message handled.
+struct Activity {
+    last: Instant,
+    /// A large message is being handled on a blocking thread: our own work, not silence.
+    handling: bool,
 }
 
 impl Connection {
@@ -103,6 +117,10 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
+            activity: Mutex::new(Activity {
+                last: Instant::now(),
+                handling: false,
+            }),
         });
         tokio::spawn(writer(wr, out_rx, inner.closed.clone()));
         let reader_inner = inner.clone();
@@ -135,8 +153,9 @@ impl Connection {
     /// silence: `ovsdb-server` builds a monitor's whole initial dump before it sends a byte
     /// (and reads nothing meanwhile, not even our probe's `echo`), which on a loaded machine
     /// at tens of thousands of rows takes longer than two probe intervals. While such a reply
-    /// is outstanding, an unanswered probe does not end the connection: the caller bounds
-    /// the wait instead (the handshake timeout). Bytes arriving still count as activity.
+    /// is outstanding, an unanswered probe does not end the connection until the server was
+    /// silent for [`ConnectionConfig::max_silence`] (however many patient requests wait); the
+    /// caller bounds its own wait. Bytes arriving still count as activity.
     pub fn send_patient(
         &self,
         method: &str,
@@ -194,6 +213,33 @@ impl Connection {
         self.inner.closed.cancelled().await
     }
 
+    /// How long nothing has happened on the connection: no byte received and no large message
+    /// being handled (zero while one is).
+    pub fn silent_for(&self) -> Duration {
+        self.inner.silent_for()
+    }
+
+    /// Runs `fut` while the connection shows life: it fails with the silence's length once
+    /// nothing was received (nor handled) for `limit`, however long `fut` runs while bytes
+    /// stream (a large dump's transfer, parse and apply are not bounded in total).
+    pub async fn while_alive<F: std::future::Future>(
+        &self,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, Duration> {
+        tokio::pin!(fut);
+        loop {
+            let silent = self.silent_for();
+            if silent >= limit {
+                return Err(silent);
+            }
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                _ = tokio::time::sleep(limit - silent) => {}
+            }
+        }
+    }
+
     /// Cancelled once the connection is closed; holds nothing of the connection alive.
     pub(super) fn closed_token(&self) -> CancellationToken {
         self.inner.closed.clone()
@@ -201,6 +247,29 @@ impl Connection {
 }
 
 impl Inner {
+    fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heard(&self) {
+        self.activity().last = Instant::now();
+    }
+
+    fn handling(&self, handling: bool) {
+        let mut a = self.activity();
+        a.last = Instant::now();
+        a.handling = handling;
+    }
+
+    fn silent_for(&self) -> Duration {
+        let a = self.activity();
+        if a.handling {
+            Duration::ZERO
+        } else {
+            a.last.elapsed()
+        }
+    }
+
     fn shut(&self, reason: &str) {
         let waiters = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,23 +331,44 @@ async fn writer(
 const OFFLOAD_BYTES: usize = 64 * 1024;
 
 /// After handling a message at least this large, the memory its decoding freed is handed back
-/// to the system (see [`release_freed_memory`]).
+/// to the system (see [`release_freed_memory`]), at most once per [`TRIM_GAP`].
 const TRIM_BYTES: usize = 1 << 20;
+
+/// `malloc_trim` walks the whole heap (tens to hundreds of milliseconds on a large one, holding
+/// the allocator's locks): after an update it runs at most this often. A dump always trims.
+const TRIM_GAP: Duration = Duration::from_secs(30);
+
+/// When the heap was last trimmed.
+static LAST_TRIM: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 
 /// Returns the heap's free pages to the system. Decoding a large message (an initial dump of
 /// 19 MB at 10,000 peerings) makes a JSON tree several times its size, freed once applied; glibc
 /// keeps those pages, scattered between the replica's rows, for later use, so the process
 /// would keep the dump's peak as its resident size for good (423 MB after a restart at 10,000
 /// peerings where the replica needs a fraction). `malloc_trim` gives back every free page, not
-/// only the heap's top. It walks the heap: milliseconds, once per large message. A reply is
-/// handed to its caller, which frees it: the caller of a large one trims (the monitor's).
+/// only the heap's top. It walks the heap: call it on a blocking thread. A reply is handed to
+/// its caller, which frees it: the caller of a large one trims (the monitor's, after a dump).
 pub(super) fn release_freed_memory() {
+    *LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it takes the allocator's
     // locks itself and is safe to call from any thread.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// [`release_freed_memory`] on a blocking task of its own (the ordered queue does not wait for
+/// it), unless the heap was trimmed less than [`TRIM_GAP`] ago.
+fn release_freed_memory_soon() {
+    {
+        let mut last = LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < TRIM_GAP) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    tokio::task::spawn_blocking(release_freed_memory);
 }
 
 /// A large message being handled on a blocking thread.
@@ -340,6 +430,7 @@ async fn reader(
                     }
                 }
                 Some(Queued::Raw(frame)) => {
+                    inner.handling(true);
                     let (inner, handler) = (inner.clone(), handler.clone());
                     *job = Some(tokio::task::spawn_blocking(move || {
                         let len = frame.len();
@@ -348,7 +439,9 @@ async fn reader(
                         drop(frame);
                         let handled = dispatch(m?, &inner, &mut lock(&handler));
                         if len >= TRIM_BYTES {
-                            release_freed_memory();
+                            // The update's JSON tree is freed by now; the trim runs on its
+                            // own blocking task, so what is queued behind does not wait.
+                            release_freed_memory_soon();
                         }
                         handled
                     }));
@@ -362,6 +455,7 @@ async fn reader(
             biased;
             r = async { job.as_mut().expect("guarded by the branch condition").await }, if job.is_some() => {
                 *job = None;
+                inner.handling(false);
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return e,
@@ -372,6 +466,7 @@ async fn reader(
             n = rd.read_buf(dec.buffer()) => match n {
                 Ok(0) => return Error::ConnectionClosed("end of stream".into()),
                 Ok(_) => {
+                    inner.heard();
                     probe_sent = false;
                     deadline = Instant::now() + probe.unwrap_or(far);
                 }
@@ -383,7 +478,12 @@ async fn reader(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let interval = probe.unwrap_or(far);
-                if probe_sent && inner.awaits_patiently() {
+                let silent = inner.silent_for();
+                if probe_sent && silent >= config.max_silence {
+                    // However many patient requests wait (a caller whose patient request
+                    // timed out may retry with a new one): a server this silent is gone.
+                    return Error::ProbeTimeout(silent);
+                } else if probe_sent && inner.awaits_patiently() {
                     // The server is preparing a large reply and reads nothing until it is
                     // sent (our echo included): silence is expected, the caller's timeout
                     // bounds it. One more probe per interval, as when it is not silent.
@@ -456,195 +556,5 @@ fn dispatch(msg: Message, inner: &Inner, handler: &mut NotificationHandler) -> R
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicBool;
-
-    use tokio::net::UnixStream;
-
-    use super::*;
-
-    const T: Duration = Duration::from_secs(10);
-
-    async fn next_message(s: &mut UnixStream, dec: &mut FrameDecoder) -> Message {
-        loop {
-            if let Some(m) = dec.next_message().unwrap() {
-                return m;
-            }
-            let n = tokio::time::timeout(T, s.read_buf(dec.buffer()))
-                .await
-                .expect("nothing from the client")
-                .unwrap();
-            assert!(n > 0, "the client closed the connection");
-        }
-    }
-
-    /// The reader is biased toward reading: when the runtime was too busy to run it until
-    /// after the probe's deadline, bytes that arrived meanwhile (the probe's reply) still count
-    /// as activity, never as a probe timeout. Repeated: an unbiased `select!` picks either
-    /// branch at random.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_reply_that_arrived_while_the_runtime_was_busy_is_not_a_probe_timeout() {
-        for round in 0..20 {
-            let (ours, mut server) = UnixStream::pair().unwrap();
-            let (seen, mut notified) = mpsc::unbounded_channel();
-            let handler: NotificationHandler = Box::new(move |_, _| {
-                let _ = seen.send(());
-                Ok(())
-            });
-            let cfg = ConnectionConfig {
-                probe_interval: Some(Duration::from_millis(50)),
-                max_message_len: 1 << 20,
-            };
-            let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
-            let mut dec = FrameDecoder::new(1 << 20);
-            match next_message(&mut server, &mut dec).await {
-                Message::Request { method, .. } => assert_eq!(method, "echo"),
-                m => panic!("{m:?}"),
-            }
-            server
-                .write_all(br#"{"id":"echo","result":[],"error":null}{"method":"n","params":[],"id":null}"#)
-                .await
-                .unwrap();
-            // The only runtime thread is busy past the probe's deadline: when the reader runs
-            // again, the reply is there and the deadline has passed.
-            std::thread::sleep(Duration::from_millis(150));
-            // Either the notification behind the reply is handled, or the probe times out
-            // (and closes the connection): one of them happens, no wait needs a bound.
-            tokio::select! {
-                biased;
-                _ = conn.closed() => panic!("round {round}: probe timeout with the reply already arrived"),
-                _ = notified.recv() => {}
-            }
-            conn.close("done");
-            let _ = task.await;
-        }
-    }
-
-    /// While a reply the server prepares in silence is outstanding (a monitor's initial dump:
-    /// `ovsdb-server` reads nothing until it has sent it), unanswered probes do not end the
-    /// connection; without one, the probe still does. The server stays silent for three probe
-    /// intervals (it counts the probes: one per interval), twice what a probe allows.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_server_silent_while_preparing_a_patient_reply_is_not_a_probe_timeout() {
-        let cfg = ConnectionConfig {
-            probe_interval: Some(Duration::from_millis(20)),
-            max_message_len: 1 << 20,
-        };
-        let (ours, mut server) = UnixStream::pair().unwrap();
-        let (conn, task) =
-            Connection::start(Stream::Unix(ours), cfg.clone(), Box::new(|_, _| Ok(())));
-        let reply = conn.send_patient("monitor_cond", json!([]), None).unwrap();
-        let mut dec = FrameDecoder::new(1 << 20);
-        let (mut id, mut probes) = (None, 0);
-        while probes < 3 {
-            match next_message(&mut server, &mut dec).await {
-                Message::Request { method, id: i, .. } if method == "monitor_cond" => id = Some(i),
-                Message::Request { method, .. } if method == "echo" => probes += 1,
-                m => panic!("{m:?}"),
-            }
-        }
-        let out = encode(&Message::Response {
-            id: id.unwrap(),
-            result: json!({}),
-            error: Value::Null,
-        });
-        server.write_all(&out).await.unwrap();
-        let r = tokio::time::timeout(T, reply).await.unwrap().unwrap();
-        assert!(r.is_ok(), "{r:?}");
-        conn.close("done");
-        let _ = task.await;
-
-        // Not patient: the same silence ends the connection on the probe.
-        let (ours, _server) = UnixStream::pair().unwrap();
-        let (conn, task) =
-            Connection::start(Stream::Unix(ours), cfg.clone(), Box::new(|_, _| Ok(())));
-        let reply = conn.send("transact", json!([]), None).unwrap();
-        let r = tokio::time::timeout(T, reply).await.unwrap().unwrap();
-        assert!(matches!(r, Err(CallError::Closed(_))), "{r:?}");
-        let end = tokio::time::timeout(T, task).await.unwrap().unwrap();
-        assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
-
-        // Patient, but its caller gave up (dropped the receiver): the probe applies again.
-        let (ours, _server) = UnixStream::pair().unwrap();
-        let (_conn, task) = Connection::start(Stream::Unix(ours), cfg, Box::new(|_, _| Ok(())));
-        drop(_conn.send_patient("transact", json!([]), None).unwrap());
-        let end = tokio::time::timeout(T, task).await.unwrap().unwrap();
-        assert!(matches!(end, Error::ProbeTimeout(_)), "{end:?}");
-    }
-
-    /// A large update is handled off the reader task: while its handler is still busy, the
-    /// server's echo is answered, and the reply that came after the update waits for it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn echo_is_answered_while_a_large_update_is_handled_and_order_is_kept() {
-        let (ours, mut server) = UnixStream::pair().unwrap();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let handled = Arc::new(AtomicBool::new(false));
-        let h = handled.clone();
-        let handler: NotificationHandler = Box::new(move |method, _| {
-            assert_eq!(method, "update");
-            // Busy until the test says so (a long apply), or for `T`: against a reader that
-            // waits for its handler, the test then fails on the order, instead of hanging.
-            let _ = released.recv_timeout(T);
-            h.store(true, Ordering::SeqCst);
-            Ok(())
-        });
-        let cfg = ConnectionConfig {
-            probe_interval: None,
-            max_message_len: 1 << 24,
-        };
-        let (conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
-        let mut reply = conn.send("transact", json!(["db"]), None).unwrap();
-        let big = json!({"method": "update", "id": null,
-            "params": [null, {"pad": "x".repeat(4 * OFFLOAD_BYTES)}]});
-        let mut out = serde_json::to_vec(&big).unwrap();
-        out.extend(br#"{"id":1,"result":[],"error":null}"#);
-        out.extend(br#"{"method":"echo","params":["alive?"],"id":"e1"}"#);
-        server.write_all(&out).await.unwrap();
-
-        let mut dec = FrameDecoder::new(1 << 24);
-        loop {
-            match next_message(&mut server, &mut dec).await {
-                Message::Response { id, result, .. } if id == json!("e1") => {
-                    assert_eq!(result, json!(["alive?"]));
-                    break;
-                }
-                _ => {} // the client's own request
-            }
-        }
-        assert!(
-            !handled.load(Ordering::SeqCst),
-            "echo answered only after the update"
-        );
-        assert!(
-            reply.try_recv().is_err(),
-            "a reply overtook the update before it"
-        );
-        release.send(()).unwrap();
-        let r = tokio::time::timeout(T, &mut reply).await.unwrap().unwrap();
-        assert!(r.is_ok(), "{r:?}");
-        assert!(handled.load(Ordering::SeqCst));
-        conn.close("done");
-        tokio::time::timeout(T, task).await.unwrap().unwrap();
-    }
-
-    /// A large message's handler that panics ends the connection with `HandlerPanicked`, not
-    /// an ordinary close: the reconnect loop must not resume after the same txn id.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_panicking_large_handler_ends_the_connection_as_a_panic() {
-        let (ours, mut server) = UnixStream::pair().unwrap();
-        let handler: NotificationHandler = Box::new(|_, _| panic!("injected"));
-        let cfg = ConnectionConfig {
-            probe_interval: None,
-            max_message_len: 1 << 24,
-        };
-        let (_conn, task) = Connection::start(Stream::Unix(ours), cfg, handler);
-        let big = json!({"method": "update", "id": null,
-            "params": [null, {"pad": "x".repeat(2 * OFFLOAD_BYTES)}]});
-        server
-            .write_all(&serde_json::to_vec(&big).unwrap())
-            .await
-            .unwrap();
-        let err = tokio::time::timeout(T, task).await.unwrap().unwrap();
-        assert!(matches!(err, Error::HandlerPanicked(_)), "{err:?}");
-    }
-}
+#[path = "connection_tests.rs"]
+mod tests;

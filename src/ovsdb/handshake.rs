@@ -235,9 +235,12 @@ async fn monitor_nb(
         match reply {
             Ok(dump) => {
                 // The hook installed the dump; its JSON tree (several times the dump's size)
-                // is freed here, after the reader's trim: trim again, off the async workers.
-                drop(dump);
-                tokio::task::spawn_blocking(release_freed_memory);
+                // is freed, then the heap trimmed, on a blocking thread: both take long on a
+                // large heap, and neither may hold up the async workers or the reader.
+                tokio::task::spawn_blocking(move || {
+                    drop(dump);
+                    release_freed_memory();
+                });
                 return Ok(());
             }
             Err(CallError::Rpc(e))

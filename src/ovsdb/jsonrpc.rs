@@ -38,6 +38,12 @@ pub enum FrameError {
     NotJsonRpc(String),
 }
 
+/// Room made for each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// After a frame at least this large the decoder starts over with a small buffer.
+const FRESH_BUFFER_AFTER: usize = 1 << 20;
+
 /// Incremental splitter of a byte stream into complete top-level JSON objects.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -66,7 +72,6 @@ impl FrameDecoder {
     /// read. It grows by doubling: a large message (an initial dump of
     /// 100,000 rows) must not be copied again for every small read.
     pub fn buffer(&mut self) -> &mut BytesMut {
-        const READ_CHUNK: usize = 64 * 1024;
         if self.buf.capacity() - self.buf.len() < READ_CHUNK {
             self.buf.reserve(self.buf.len().max(READ_CHUNK));
         }
@@ -112,6 +117,15 @@ impl FrameDecoder {
                     if self.depth == 0 {
                         let frame = self.buf.split_to(self.pos).freeze();
                         self.pos = 0;
+                        if frame.len() >= FRESH_BUFFER_AFTER {
+                            // The frame shares the buffer's allocation, which would otherwise
+                            // be reused (and kept, at twice the largest message) for good: the
+                            // rest moves to a small buffer and the frame alone holds the big
+                            // one, freed with it.
+                            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.buf.len()));
+                            fresh.extend_from_slice(&self.buf);
+                            self.buf = fresh;
+                        }
                         return Ok(Some(frame));
                     }
                 }
@@ -241,6 +255,32 @@ mod tests {
         assert_eq!(d.next_frame(), Ok(None));
         d.extend(b"ult\":[1,2,3,4,5,6,7,8]");
         assert_eq!(d.next_frame(), Err(FrameError::TooLarge(16)));
+    }
+
+    /// A large frame takes its allocation with it: the decoder does not keep a buffer the size
+    /// of the largest message it ever saw, and what followed the frame is still there.
+    #[test]
+    fn a_large_frame_leaves_a_small_buffer_behind() {
+        let mut d = FrameDecoder::new(1 << 24);
+        let big = format!(
+            r#"{{"id":1,"result":"{}","error":null}}"#,
+            "x".repeat(2 << 20)
+        );
+        d.buffer().extend_from_slice(big.as_bytes());
+        d.extend(br#"{"id":2,"result":[],"err"#);
+        let frame = d.next_frame().unwrap().unwrap();
+        assert_eq!(frame.len(), big.len());
+        assert!(
+            d.buf.capacity() < 1 << 20,
+            "kept {} bytes",
+            d.buf.capacity()
+        );
+        assert_eq!(d.next_frame(), Ok(None));
+        d.extend(br#"or":null}"#);
+        assert!(matches!(
+            d.next_message(),
+            Ok(Some(Message::Response { .. }))
+        ));
     }
 
     #[test]

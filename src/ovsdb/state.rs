@@ -29,7 +29,9 @@ pub struct ClientConfig {
     pub owner_key: Option<String>,
     /// TCP connect and, for `ssl:`, the TLS handshake.
     pub connect_timeout: Duration,
-    /// Schema check + `_Server` check + initial dump.
+    /// The longest the server may stay silent (no byte received, nothing being handled)
+    /// during the handshake (schema check, `_Server` check, initial dump) or while a patient
+    /// request waits; the handshake's total is not bounded while bytes stream.
     pub handshake_timeout: Duration,
     /// How long `transact` waits for a synced connection before `NotConnected` (zero: fail fast).
     pub wait_connected: Duration,

@@ -64,6 +64,8 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         ovn_nb_private_key: None,
         ovn_nb_certificate: None,
         ovn_nb_ca_cert: None,
+        ovn_nb_probe_interval: Duration::from_secs(5),
+        ovn_nb_max_silence: Duration::from_secs(60),
         metrics_listen: None,
         log_format: LogFormat::Text,
         link_pool: "169.254.0.0/16".parse().unwrap(),
