@@ -442,7 +442,9 @@ mod tests {
     }
 
     /// The mutations of each `mutate` in `ops`, as (router, column, mutator, named?) tuples.
-    fn mutates(ops: &[Operation]) -> Vec<(Uuid, Vec<(String, Mutator, bool)>)> {
+    type RouterMutations = (Uuid, Vec<(String, Mutator, bool)>);
+
+    fn mutates(ops: &[Operation]) -> Vec<RouterMutations> {
         ops.iter()
             .filter_map(|op| match op {
                 Operation::Mutate {
