@@ -3,7 +3,8 @@
 //! first pass, a full pass over a converged hub (nothing to write), is timed from the metric
 //! `ovn_peerd_reconciler_pass_seconds`; then spokes are added one at a time through
 //! CreatePeering, each timed from the request to the independent NB monitor seeing its four
-//! rows; then ListRoutes of the hub, first page of 100.
+//! rows (and the CreatePeering call alone, request → reply); then ListRoutes of the hub, first
+//! page of 100.
 //!
 //! VPC 1 is the hub, VPCs 2..=N+1 the stored spokes, N+2.. the ones added one at a time.
 
@@ -30,6 +31,8 @@ pub struct HubResults {
     pub initial_converged_s: f64,
     pub full_pass_s: f64,
     pub spoke_create_to_nb: Summary,
+    /// The CreatePeering call alone (request sent → reply).
+    pub spoke_create_rpc: Summary,
     pub list_routes_first_page: Summary,
     pub list_routes_first_page_routes: usize,
 }
@@ -87,6 +90,7 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> HubResul
     println!("[hub] {ADDED} more spokes, one at a time");
     let mut client = peerd.clients(1).await.remove(0);
     let mut samples = Vec::with_capacity(ADDED);
+    let mut rpcs = Vec::with_capacity(ADDED);
     for j in 0..ADDED {
         let spoke = n + 2 + j;
         let name = format!("hub-extra-{j}");
@@ -96,10 +100,12 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> HubResul
             .create_peering(create_request(name.clone(), 1, spoke))
             .await
             .expect("CreatePeering");
+        rpcs.push(t.elapsed());
         let seen = monitor.wait_peering(&name, 4, CONVERGE_TIMEOUT).await;
         samples.push(seen.saturating_duration_since(t));
     }
     out.spoke_create_to_nb = Summary::of(&samples);
+    out.spoke_create_rpc = Summary::of(&rpcs);
 
     println!("[hub] ListRoutes of the hub, first page of 100");
     let mut pages = Vec::with_capacity(PAGES);

@@ -332,6 +332,11 @@ pub fn print_hub(h: &HubResults) {
         "  one more spoke, create -> NB             p50 {:.1} ms  max {:.1} ms (n={})   target <= 50 ms",
         s.p50_ms, s.max_ms, s.n
     );
+    let c = &h.spoke_create_rpc;
+    println!(
+        "  one more spoke, CreatePeering RPC        p50 {:.1} ms  max {:.1} ms (n={})",
+        c.p50_ms, c.max_ms, c.n
+    );
     let l = &h.list_routes_first_page;
     println!(
         "  ListRoutes of the hub, first page ({})  p50 {:.1} ms  max {:.1} ms (n={})   target <= 20 ms",

@@ -2,11 +2,13 @@
 //! checks and the worker's derivations. Read-only: it borrows the cache and copies out
 //! the few fields the rules look at.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
 
 use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::NbCache;
-use crate::peering::topology::{PortView, RouteView, RouterView, Topology};
+use crate::peering::topology::{subnets_of_port, PortView, RouteView, RouterView, Topology};
 use crate::peering::{is_owned, INSTANCE_KEY, PEERING_KEY};
 
 /// A borrowed view of the NB cache, as the rules' [`Topology`].
@@ -48,6 +50,19 @@ impl Topology for NbCacheTopology<'_> {
             .find(|r| r.ports.contains(&uuid))
             .map(|r| r.name.clone())
     }
+
+    /// Read in place: a hub's spokes are each asked for once per index, and copying a router
+    /// with its ports and routes for a few networks was most of the cost.
+    fn subnets_named(&self, name: &str) -> Vec<IpNet> {
+        let cache = self.0;
+        let all: BTreeSet<IpNet> = cache
+            .router_by_name(name)
+            .into_iter()
+            .flat_map(|r| r.ports.iter().filter_map(|u| cache.port(*u)))
+            .flat_map(|p| subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)))
+            .collect();
+        all.into_iter().collect()
+    }
 }
 
 /// The deployment that wrote an owned row, when it says.
@@ -74,12 +89,17 @@ fn route_view(r: &LogicalRouterStaticRoute) -> RouteView {
     }
 }
 
+/// `gateway_chassis` non-empty or `ha_chassis_group` set.
+fn is_gateway(p: &LogicalRouterPort) -> bool {
+    !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some()
+}
+
 fn port_view(p: &LogicalRouterPort) -> PortView {
     PortView {
         name: p.name.clone(),
         networks: p.networks.clone(),
         peer: p.peer.clone(),
-        is_gateway: !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some(),
+        is_gateway: is_gateway(p),
         peering: owner(&p.external_ids),
         instance: instance(&p.external_ids),
     }

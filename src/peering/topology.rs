@@ -107,6 +107,18 @@ pub trait Topology {
     /// The name of the router holding the port `port`. Only asked to name a conflict, so it
     /// may be slow (a scan).
     fn router_of_port(&self, port: &str) -> Option<String>;
+    /// The subnets of every router named `name` ([`vpc_subnets`] of each, merged, sorted,
+    /// without duplicates); none when there is no such router. Asked for the other VPC of
+    /// every peering indexed (a hub's N spokes): an implementation should read them without
+    /// copying whole routers, as this default does.
+    fn subnets_named(&self, name: &str) -> Vec<IpNet> {
+        let all: BTreeSet<IpNet> = self
+            .routers_named(name)
+            .iter()
+            .flat_map(vpc_subnets)
+            .collect();
+        all.into_iter().collect()
+    }
 }
 
 impl Topology for [RouterView] {
@@ -160,10 +172,24 @@ pub fn vpc_subnets(router: &RouterView) -> Vec<IpNet> {
     let nets: BTreeSet<IpNet> = router
         .ports
         .iter()
-        .filter(|p| !is_peer(p) && !p.is_gateway)
-        .flat_map(parse_networks)
+        .flat_map(|p| subnets_of_port(&p.networks, p.peer.as_deref(), p.is_gateway))
         .collect();
     nets.into_iter().collect()
+}
+
+/// What one router port adds to its VPC's subnets (see [`vpc_subnets`]): its networks, host
+/// bits cleared, unless it is a peer port or a gateway port.
+pub fn subnets_of_port<'a>(
+    networks: &'a [String],
+    peer: Option<&str>,
+    is_gateway: bool,
+) -> impl Iterator<Item = IpNet> + 'a {
+    let counts = !(peer.is_some_and(|peer| !peer.is_empty()) || is_gateway);
+    networks
+        .iter()
+        .filter(move |_| counts)
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .map(|n| n.trunc())
 }
 
 /// The routes a side installs: the explicit ones, or else one dst-ip route per subnet of the
@@ -569,14 +595,7 @@ fn subnets_by_name(
 ) -> Vec<IpNet> {
     cache
         .entry(vpc.to_string())
-        .or_insert_with(|| {
-            let all: BTreeSet<IpNet> = topo
-                .routers_named(vpc)
-                .iter()
-                .flat_map(vpc_subnets)
-                .collect();
-            all.into_iter().collect()
-        })
+        .or_insert_with(|| topo.subnets_named(vpc))
         .clone()
 }
 

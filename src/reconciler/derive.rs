@@ -21,18 +21,21 @@
 //!   tell which one our rows serve, and deleting them could cut traffic that still flows; a
 //!   rule broken later may be a transient edit, and the FAILED message tells the operator.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ipnet::IpNet;
 
 use crate::adapters::NbCacheTopology;
-use crate::ovsdb::NbCache;
+use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
 use crate::peering::topology::{
-    effective_routes, resolve_router, PeerIndex, PortView, RouterView, Topology, TopologyFacts,
+    effective_routes, resolve_router, PeerIndex, PortView, RouteView, RouterView, Topology,
+    TopologyFacts,
 };
-use crate::peering::{PeeringSpec, Side};
+use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
 
-/// The desired rows of every live peering, and the ones that cannot be derived.
+/// The desired rows of the peerings judged, and the ones that cannot be derived.
 pub(crate) struct Derivation {
     /// The rows of each target that can be derived.
     pub desired: Vec<DesiredPeering>,
@@ -40,53 +43,69 @@ pub(crate) struct Derivation {
     pub untouched: BTreeSet<String>,
     /// Targets whose rows cannot be derived now, and why (the STATE_FAILED message).
     pub failed: BTreeMap<String, String>,
+    /// With [`Targets::Changed`], every peering judged (the changed ones, stored or not, the
+    /// context's tombstones, and the peerings they affect): the only ones whose NB rows the
+    /// pass may touch and whose statuses it may write. `None` with [`Targets::All`].
+    pub judged: Option<BTreeSet<String>>,
 }
 
-/// Derives the rows of `targets`; `context` (a superset: every live peering
-/// of their VPCs) feeds the rules that look at a VPC's other peers.
+/// Which peerings of the context a derivation judges.
+pub(crate) enum Targets<'a> {
+    /// Every one.
+    All,
+    /// `peerings` (named by Postgres: created, changed or deleted), every tombstone of the
+    /// context (their rows leave NB in this very pass, which the others are judged against),
+    /// the failed peerings of the changed ones' VPCs, every other peering whose verdict one
+    /// of them can change ([`PeerIndex::affected_by`]: a hub's new spoke re-judges the few
+    /// spokes whose prefixes overlap its own, not all N), and `by_nb` (the peerings of the
+    /// routers and port names others changed in NB).
+    Changed {
+        /// Named by Postgres.
+        peerings: &'a BTreeSet<String>,
+        /// Touched by foreign NB changes.
+        by_nb: &'a BTreeSet<String>,
+    },
+}
+
+/// Derives the rows of the `targets` of `context` (every live peering of their VPCs: it feeds
+/// the rules that look at a VPC's other peers).
 pub(crate) fn derive(
-    targets: &[PeeringRecord],
+    targets: Targets<'_>,
     context: &[PeeringRecord],
     cache: &NbCache,
     protected: &[String],
 ) -> Derivation {
     // Rows of peerings deleted through the API leave NB in this very pass: they block no one.
-    let going: BTreeSet<&str> = context
-        .iter()
-        .filter(|p| p.state == PeeringState::Deleting)
-        .map(|p| p.name.as_str())
-        .collect();
+    let going: BTreeSet<&str> = Judge::going(context);
     let topo = Leaving {
         nb: NbCacheTopology(cache),
         going: &going,
     };
-    let wanted: HashSet<&str> = targets.iter().map(|p| p.name.as_str()).collect();
-    let mut specs: Vec<(&PeeringRecord, PeeringSpec)> = Vec::new();
     let mut failed = BTreeMap::new();
     let mut untouched = BTreeSet::new();
     // Oldest first: each peering is judged against those before it (ties).
-    let mut live: Vec<&PeeringRecord> = context
-        .iter()
-        .filter(|p| p.state != PeeringState::Deleting)
-        .collect();
-    live.sort_by(|a, b| (a.create_time, &a.name).cmp(&(b.create_time, &b.name)));
-    for rec in live {
-        match rec.spec() {
-            Ok(spec) => specs.push((rec, spec)),
-            Err(e) if wanted.contains(rec.name.as_str()) => {
-                failed.insert(rec.name.clone(), e.to_string());
-                untouched.insert(rec.name.clone());
-            }
-            Err(_) => {}
-        }
-    }
+    let (records, specs, unreadable) = live_specs(context);
     // The other peerings, indexed once for the rules that look at a VPC's other peers (a
     // hub's N peerings cost O(N log N), not O(N²)); each is judged against the older ones.
-    let all: Vec<PeeringSpec> = specs.iter().map(|(_, s)| s.clone()).collect();
-    let index = PeerIndex::new(&all, &topo);
-    let mut desired = Vec::with_capacity(specs.len());
-    for (i, (rec, spec)) in specs.iter().enumerate() {
-        if !wanted.contains(rec.name.as_str()) {
+    let index = PeerIndex::new(&specs, &topo);
+    let judged = match targets {
+        Targets::All => None,
+        Targets::Changed { peerings, by_nb } => {
+            let mut judged = affected(peerings, context, &index, &topo, cache);
+            judged.extend(by_nb.iter().cloned());
+            Some(judged)
+        }
+    };
+    let wanted = |name: &str| judged.as_ref().is_none_or(|j| j.contains(name));
+    for (rec, e) in unreadable {
+        if wanted(&rec.name) {
+            failed.insert(rec.name.clone(), e);
+            untouched.insert(rec.name.clone());
+        }
+    }
+    let mut desired = Vec::new();
+    for (i, (rec, spec)) in records.iter().zip(&specs).enumerate() {
+        if !wanted(&rec.name) {
             continue;
         }
         match desired_rows_in(spec, rec.generation, &topo, index.before(i), protected) {
@@ -103,7 +122,114 @@ pub(crate) fn derive(
         desired,
         untouched,
         failed,
+        judged,
     }
+}
+
+/// The live peerings of `context`, oldest first (`create_time`, then name), as records and
+/// specs side by side, and those whose record cannot be read as a spec (with why).
+#[allow(clippy::type_complexity)]
+fn live_specs(
+    context: &[PeeringRecord],
+) -> (
+    Vec<&PeeringRecord>,
+    Vec<PeeringSpec>,
+    Vec<(&PeeringRecord, String)>,
+) {
+    let mut live: Vec<&PeeringRecord> = context
+        .iter()
+        .filter(|p| p.state != PeeringState::Deleting)
+        .collect();
+    live.sort_by(|a, b| (a.create_time, &a.name).cmp(&(b.create_time, &b.name)));
+    let (mut records, mut specs, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
+    for rec in live {
+        match rec.spec() {
+            Ok(spec) => {
+                records.push(rec);
+                specs.push(spec);
+            }
+            Err(e) => unreadable.push((rec, e.to_string())),
+        }
+    }
+    (records, specs, unreadable)
+}
+
+/// Above this many changed peerings (and tombstones) a narrow pass judges every peering it
+/// reads: each one's neighbours are looked up in the index (and its NB rows read), so a bulk
+/// insert of thousands would cost more than judging the lot.
+pub(crate) const MAX_NARROWED: usize = 32;
+
+/// The peerings a narrow pass judges: `changed`, the tombstones of `context`, the failed
+/// peerings of the changed ones' VPCs, and the indexed peerings whose verdict one of those
+/// can change, by its spec or by its rows as NB holds them (they may predate a change of
+/// subnets).
+fn affected(
+    changed: &BTreeSet<String>,
+    context: &[PeeringRecord],
+    index: &PeerIndex,
+    topo: &impl Topology,
+    cache: &NbCache,
+) -> BTreeSet<String> {
+    let mut judged = changed.clone();
+    let is_source =
+        |p: &PeeringRecord| changed.contains(&p.name) || p.state == PeeringState::Deleting;
+    if context.iter().filter(|p| is_source(p)).count() > MAX_NARROWED {
+        // A bulk insert: judging them all is cheaper than asking what each one affects.
+        judged.extend(context.iter().map(|p| p.name.clone()));
+        return judged;
+    }
+    // A failed peering of their VPCs too: it may name one of them by an earlier spec (an
+    // update moved its routes) that neither the new spec nor NB shows any more.
+    let vpcs: BTreeSet<&str> = context
+        .iter()
+        .filter(|p| changed.contains(&p.name))
+        .flat_map(|p| [p.local_vpc.as_str(), p.remote_vpc.as_str()])
+        .collect();
+    judged.extend(
+        context
+            .iter()
+            .filter(|p| p.state == PeeringState::Failed)
+            .filter(|p| vpcs.contains(p.local_vpc.as_str()) || vpcs.contains(p.remote_vpc.as_str()))
+            .map(|p| p.name.clone()),
+    );
+    let sources = context.iter().filter(|p| is_source(p));
+    for rec in sources {
+        judged.insert(rec.name.clone());
+        let Ok(spec) = rec.spec() else { continue };
+        let rows = nb_networks_of(cache, &rec.name);
+        for pos in index.affected_by(&spec, topo, &rows) {
+            judged.insert(index.name_at(pos).to_string());
+        }
+    }
+    judged
+}
+
+/// The networks of the NB rows marked as the peering's: its ports' networks and its routes'
+/// prefixes.
+fn nb_networks_of(cache: &NbCache, peering: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (table, uuid) in cache.rows_with_external_id(PEERING_KEY, peering) {
+        match table {
+            Table::LogicalRouterPort => {
+                let networks = cache.port(uuid).map(|p| p.networks.as_slice());
+                out.extend(
+                    networks
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|n| n.parse::<IpNet>().ok()),
+                );
+            }
+            Table::LogicalRouterStaticRoute => {
+                let route = cache.static_route(uuid).map(|r| RouteView {
+                    ip_prefix: r.ip_prefix.clone(),
+                    ..Default::default()
+                });
+                out.extend(route.and_then(|r| r.key()).map(|(_, prefix)| prefix));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// NB as it is once the rows of the peerings `going` (tombstones: the same pass deletes
@@ -137,6 +263,11 @@ impl<T: Topology> Topology for Leaving<'_, T> {
     fn router_of_port(&self, port: &str) -> Option<String> {
         self.nb.router_of_port(port)
     }
+
+    /// As NB holds them: the rows of the peerings going are peer ports, never subnets.
+    fn subnets_named(&self, name: &str) -> Vec<IpNet> {
+        self.nb.subnets_named(name)
+    }
 }
 
 /// Whether a router of the pair no longer exists in NB (no router has its name).
@@ -151,7 +282,8 @@ fn router_gone(topo: &impl Topology, spec: &PeeringSpec) -> bool {
 /// as [`derive`] (the same NB without the rows of tombstones, the same age order).
 pub(crate) struct Judge<'a> {
     topo: Leaving<'a, NbCacheTopology<'a>>,
-    specs: Vec<(&'a PeeringRecord, PeeringSpec)>,
+    records: Vec<&'a PeeringRecord>,
+    specs: Vec<PeeringSpec>,
     by_name: HashMap<&'a str, usize>,
     index: PeerIndex,
     protected: &'a [String],
@@ -168,24 +300,16 @@ impl<'a> Judge<'a> {
             nb: NbCacheTopology(cache),
             going,
         };
-        let mut live: Vec<&PeeringRecord> = context
-            .iter()
-            .filter(|p| p.state != PeeringState::Deleting)
-            .collect();
-        live.sort_by(|a, b| (a.create_time, &a.name).cmp(&(b.create_time, &b.name)));
-        let specs: Vec<(&PeeringRecord, PeeringSpec)> = live
-            .into_iter()
-            .filter_map(|rec| rec.spec().ok().map(|s| (rec, s)))
-            .collect();
-        let all: Vec<PeeringSpec> = specs.iter().map(|(_, s)| s.clone()).collect();
-        let index = PeerIndex::new(&all, &topo);
-        let by_name = specs
+        let (records, specs, _) = live_specs(context);
+        let index = PeerIndex::new(&specs, &topo);
+        let by_name = records
             .iter()
             .enumerate()
-            .map(|(i, (r, _))| (r.name.as_str(), i))
+            .map(|(i, r)| (r.name.as_str(), i))
             .collect();
         Judge {
             topo,
+            records,
             specs,
             by_name,
             index,
@@ -204,7 +328,7 @@ impl<'a> Judge<'a> {
 
     /// The live peerings judged, as the rules see them.
     pub(crate) fn specs(&self) -> impl Iterator<Item = &PeeringSpec> {
-        self.specs.iter().map(|(_, s)| s)
+        self.specs.iter()
     }
 
     /// The NB topology judged against.
@@ -221,10 +345,9 @@ impl<'a> Judge<'a> {
     /// be read as a spec (it wants nothing).
     pub(crate) fn rows(&self, name: &str) -> Option<DesiredPeering> {
         let i = *self.by_name.get(name)?;
-        let (rec, spec) = &self.specs[i];
         desired_rows_in(
-            spec,
-            rec.generation,
+            &self.specs[i],
+            self.records[i].generation,
             &self.topo,
             self.index.before(i),
             self.protected,
@@ -239,7 +362,7 @@ impl<'a> Judge<'a> {
     /// for a side whose router does not). `None` when it is not live or has no valid spec.
     pub(crate) fn wanted(&self, name: &str) -> Option<Result<DesiredPeering, Unjudged>> {
         let i = *self.by_name.get(name)?;
-        let (rec, spec) = &self.specs[i];
+        let (rec, spec) = (self.records[i], &self.specs[i]);
         Some(
             desired_rows_in(
                 spec,

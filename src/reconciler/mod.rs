@@ -193,6 +193,17 @@ impl Reconciler {
         pass::run(self, Scope::All).await
     }
 
+    /// One narrow pass, as a Postgres notification naming these peerings starts it.
+    pub async fn run_for(&self, names: &[&str]) -> Result<PassOutcome, PassError> {
+        let names = names.iter().map(|n| n.to_string()).collect();
+        let scope = Scope::Narrow {
+            peerings: names,
+            vpcs: Default::default(),
+            ports: Default::default(),
+        };
+        pass::run(self, scope).await
+    }
+
     /// Passes until one writes nothing (at most `max_passes`); returns the last outcome.
     pub async fn run_until_idle(&self, max_passes: usize) -> Result<PassOutcome, PassError> {
         let mut last = self.run_once().await?;

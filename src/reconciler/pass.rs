@@ -1,8 +1,9 @@
 //! One pass of the worker: desired (Postgres) vs actual (NB cache) →
 //! minimal NB writes → statuses, over every peering ([`Scope::All`]) or over
 //! the ones Postgres said changed, those of the routers and port names that
-//! others changed in NB, and every other peering of their VPCs ([`Scope::Narrow`]). Level-triggered: it needs no memory of earlier
-//! passes, so a crash at any point is repaired by the next pass.
+//! others changed in NB, and the other peerings of their VPCs whose verdict a changed one
+//! can affect ([`Scope::Narrow`], [`super::derive::Targets::Changed`]). Level-triggered: it
+//! needs no memory of earlier passes, so a crash at any point is repaired by the next pass.
 //!
 //! Only this deployment's rows are written ([`crate::peering::owner`]). A plan
 //! that would delete most of them is held back (the mass-deletion brake)
@@ -16,17 +17,20 @@ use std::time::Instant;
 use crate::ovsdb::{Operation, OvsdbErrorKind, TransactError};
 use crate::peering::diff::{plan, Change, Outcome, Plan};
 use crate::peering::owner::{mass_deletion, Ownership, MASS_DELETION_MIN};
+use crate::peering::topology::port_names;
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
 use super::actual::{actual_rows, holds_rows_of, our_row_count};
 use super::batch::{transactions, Group};
-use super::derive::derive;
+use super::derive::{derive, Targets};
 use super::{fence, translate, Reconciler};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassOutcome {
-    /// Peerings considered (tombstones included).
+    /// Peerings judged (tombstones included): all of them in a full pass; in a narrow one
+    /// the changed ones, those NB changes touched, the tombstones of their VPCs and the
+    /// peerings they can affect.
     pub peerings: usize,
     /// NB rows written (inserted, updated or removed).
     pub rows_written: usize,
@@ -98,7 +102,8 @@ pub enum Scope {
     All,
     /// Only these peerings and their rows: those named (by Postgres notifications), those
     /// of the VPCs (routers) and holding the port names that others changed in NB, and the
-    /// other peerings of all their VPCs.
+    /// other peerings of their VPCs that a named one can affect (all of them are read and
+    /// judged against).
     Narrow {
         /// Peerings that changed in Postgres.
         peerings: BTreeSet<String>,
@@ -117,7 +122,7 @@ pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, Pas
 
 async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
     let t_start = Instant::now();
-    let (records, names) = match &scope {
+    let (records, changed) = match &scope {
         Scope::All => (r.store.peering_list_all().await?, None),
         Scope::Narrow {
             peerings: names,
@@ -129,8 +134,9 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                 true => Vec::new(),
                 false => r.store.peering_list_named(&named).await?,
             };
-            // Their VPCs' other peerings are judged again too: one may have been
-            // FAILED because of the peering that just changed (or went).
+            // Their VPCs' other peerings: the rules judge against them, and those whose
+            // verdict the change can affect are judged again (one may have been FAILED
+            // because of the peering that just changed, or went).
             let vpcs: BTreeSet<&str> = targets
                 .iter()
                 .flat_map(|p| [p.local_vpc.as_str(), p.remote_vpc.as_str()])
@@ -146,9 +152,20 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                         .await?
                 }
             };
-            let mut scoped = names.clone();
-            scoped.extend(records.iter().map(|p| p.name.clone()));
-            (records, Some(scoped))
+            // The peerings of the routers and port names others changed in NB: judged again,
+            // each one (their subnets or ports may have changed under them).
+            let by_nb: BTreeSet<String> = records
+                .iter()
+                .filter(|p| {
+                    touched.contains(&p.local_vpc)
+                        || touched.contains(&p.remote_vpc)
+                        || port_names(&p.local_vpc, &p.remote_vpc)
+                            .iter()
+                            .any(|n| ports.contains(n))
+                })
+                .map(|p| p.name.clone())
+                .collect();
+            (records, Some((names.clone(), by_nb)))
         }
     };
     let t_read = t_start.elapsed();
@@ -174,11 +191,19 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let (records, ownership, derivation, mut plan, brake, tombstones) =
         tokio::task::spawn_blocking(move || {
             let cache = nb.cache();
-            let mut derivation = derive(&records, &records, &cache, &protected);
+            let targets = match &changed {
+                None => Targets::All,
+                Some((names, by_nb)) => Targets::Changed {
+                    peerings: names,
+                    by_nb,
+                },
+            };
+            let mut derivation = derive(targets, &records, &cache, &protected);
             for d in &mut derivation.desired {
                 d.stamp_instance(&ownership.instance);
             }
-            let actual = actual_rows(&cache, names.as_ref(), &derivation.desired, &ownership);
+            let scoped = derivation.judged.as_ref();
+            let actual = actual_rows(&cache, scoped, &derivation.desired, &ownership);
             let plan = plan(&derivation.desired, &derivation.untouched, &actual);
             let brake = match plan.deletions(&tombstones) {
                 n if n > MASS_DELETION_MIN && !allow_mass_deletion => {
@@ -209,7 +234,10 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     }
 
     let mut outcome = PassOutcome {
-        peerings: records.len(),
+        peerings: derivation
+            .judged
+            .as_ref()
+            .map_or(records.len(), BTreeSet::len),
         ..Default::default()
     };
     let mut verdicts: HashMap<String, Verdict> = HashMap::new();

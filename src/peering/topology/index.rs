@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use ipnet::IpNet;
 
@@ -93,7 +94,12 @@ pub(super) struct ResolvedRouter {
 /// One VPC: its router and what its indexed peerings occupy there.
 #[derive(Debug, Clone, Default)]
 pub(super) struct VpcIndex {
-    router: Option<Result<ResolvedRouter, String>>,
+    /// Resolved on first use ([`PeerIndex::vpc`]): a narrow pass at a hub judges a few
+    /// peerings, and resolving each of the N spokes' routers (a copy of its ports and routes)
+    /// was most of its cost.
+    router: OnceLock<Result<ResolvedRouter, String>>,
+    /// The port names the indexed peerings hold in this VPC.
+    claimed: BTreeSet<String>,
     /// Links of the peerings in this VPC: (position, order within it, network).
     links: PrefixMap<(Pos, usize, IpNet)>,
     /// Routes the peerings install in this VPC: (position, order within it, route).
@@ -129,7 +135,6 @@ impl PeerIndex {
     pub fn new(peerings: &[PeeringSpec], topo: &(impl Topology + ?Sized)) -> PeerIndex {
         let mut ix = PeerIndex::default();
         let mut subnets: HashMap<String, Vec<IpNet>> = HashMap::new();
-        let mut claims: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (pos, o) in peerings.iter().enumerate() {
             ix.names.push(o.name.clone());
             ix.pairs.push((o.local_vpc.clone(), o.remote_vpc.clone()));
@@ -145,27 +150,20 @@ impl PeerIndex {
             for vpc in vpcs {
                 let Some(t) = o.side_of(vpc) else { continue };
                 ix.by_vpc.entry(vpc.to_string()).or_default().push(pos);
-                claims
-                    .entry(vpc.to_string())
-                    .or_default()
-                    .insert(port_name(vpc, o.vpc(t.other())));
                 let entry = ix.vpcs.entry(vpc.to_string()).or_default();
+                entry.claimed.insert(port_name(vpc, o.vpc(t.other())));
                 for (k, n) in o.connect(t).networks().into_iter().enumerate() {
                     entry.links.insert(n, (pos, k, n));
                 }
                 let other = o.vpc(t.other());
                 let other_subnets = subnets
                     .entry(other.to_string())
-                    .or_insert_with(|| union_subnets(topo, other));
+                    .or_insert_with(|| topo.subnets_named(other));
                 let installed = effective_routes(o.routes(t), other_subnets, o.connect(t));
                 for (k, r) in installed.into_iter().enumerate() {
                     entry.routes.insert(r.prefix, (pos, k, r));
                 }
             }
-        }
-        for (vpc, entry) in ix.vpcs.iter_mut() {
-            let claimed = claims.remove(vpc).unwrap_or_default();
-            entry.router = Some(ResolvedRouter::new(topo, vpc, &claimed));
         }
         ix
     }
@@ -188,19 +186,20 @@ impl PeerIndex {
         }
     }
 
-    /// The index of a VPC, or an empty one read from `topo` when no indexed peering touches it.
+    /// The index of a VPC, its router resolved from `topo` (once), or an empty one read from
+    /// `topo` when no indexed peering touches it.
     pub(super) fn vpc<'a>(
         &'a self,
         topo: &(impl Topology + ?Sized),
         vpc: &str,
     ) -> Cow<'a, VpcIndex> {
-        match self.vpcs.get(vpc) {
+        let v = match self.vpcs.get(vpc) {
             Some(v) => Cow::Borrowed(v),
-            None => Cow::Owned(VpcIndex {
-                router: Some(ResolvedRouter::new(topo, vpc, &BTreeSet::new())),
-                ..Default::default()
-            }),
-        }
+            None => Cow::Owned(VpcIndex::default()),
+        };
+        v.router
+            .get_or_init(|| ResolvedRouter::new(topo, vpc, &v.claimed));
+        v
     }
 }
 
@@ -293,16 +292,6 @@ fn pair(a: &str, b: &str) -> (String, String) {
     }
 }
 
-/// Subnets of every router named `vpc` (none when missing).
-fn union_subnets(topo: &(impl Topology + ?Sized), vpc: &str) -> Vec<IpNet> {
-    let all: BTreeSet<IpNet> = topo
-        .routers_named(vpc)
-        .iter()
-        .flat_map(vpc_subnets)
-        .collect();
-    all.into_iter().collect()
-}
-
 impl ResolvedRouter {
     /// The one router named `vpc` (or why not); `claimed`: the port names the indexed
     /// peerings hold in it.
@@ -380,7 +369,7 @@ impl ResolvedRouter {
 impl VpcIndex {
     /// The VPC's one router, or why there is not exactly one.
     pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
-        match &self.router {
+        match self.router.get() {
             Some(Ok(r)) => Ok(r),
             Some(Err(e)) => Err(e),
             None => Err("not resolved"),
@@ -389,6 +378,57 @@ impl VpcIndex {
 }
 
 impl PeerIndex {
+    /// The indexed peerings whose verdict can depend on `spec` (indexed or not: a tombstone's
+    /// spec works too), positions in list order, `spec`'s own left out: those holding one of
+    /// its port names or peering the same two VPCs, and those with a link or a route (any
+    /// policy) in one of its VPCs overlapping one of its links, one of the routes it installs
+    /// there, or one of `also` (its rows as NB holds them, which may predate a subnet change).
+    ///
+    /// No other rule looks at another peering, so the others' verdicts are the same with or
+    /// without `spec`: a narrow pass judges only these again (a hub's new spoke conflicts with
+    /// the few spokes whose prefixes overlap its own, not with all N).
+    pub fn affected_by(
+        &self,
+        spec: &PeeringSpec,
+        topo: &(impl Topology + ?Sized),
+        also: &[IpNet],
+    ) -> BTreeSet<Pos> {
+        let mut out: BTreeSet<Pos> = BTreeSet::new();
+        for name in super::port_names(&spec.local_vpc, &spec.remote_vpc) {
+            out.extend(self.by_port.get(&name).into_iter().flatten());
+        }
+        out.extend(
+            self.by_pair
+                .get(&pair(&spec.local_vpc, &spec.remote_vpc))
+                .into_iter()
+                .flatten(),
+        );
+        let mut nets: Vec<IpNet> = also.to_vec();
+        for side in crate::peering::Side::BOTH {
+            let link = spec.connect(side);
+            nets.extend(link.networks());
+            let other_subnets = topo.subnets_named(spec.vpc(side.other()));
+            let installed = effective_routes(spec.routes(side), &other_subnets, link);
+            nets.extend(installed.iter().map(|r| r.prefix));
+        }
+        for vpc in [&spec.local_vpc, &spec.remote_vpc] {
+            let Some(v) = self.vpcs.get(vpc.as_str()) else {
+                continue;
+            };
+            for q in &nets {
+                out.extend(v.links.overlapping(q).map(|(p, _, _)| *p));
+                out.extend(v.routes.overlapping(q).map(|(p, _, _)| *p));
+            }
+        }
+        out.retain(|&p| self.names[p] != spec.name);
+        out
+    }
+
+    /// The name of the indexed peering at `pos`.
+    pub fn name_at(&self, pos: Pos) -> &str {
+        &self.names[pos]
+    }
+
     /// Port names in `vpc` that only peerings named `me` claim: not ours when `me` is judged
     /// (the pairwise rules skipped every peering of the judged name). Empty in practice
     /// (names are unique), and a lookup by name, never a scan of the VPC's peerings.

@@ -1,0 +1,134 @@
+//! Narrow passes at a hub (issue 14): a pass woken for one peering judges again only the
+//! peerings whose verdict that peering can change (a link, a route or a port name overlapping
+//! its own in a VPC they share), not every peering of its VPCs, and still reaches the verdicts
+//! a full pass reaches: the older of two conflicting peerings wins, whichever one changed.
+//!
+//! The worker does not run in the background here: each test drives the pass a Postgres
+//! notification would start ([`Reconciler::run_for`]) and reads what it judged.
+
+use ovn_peerd::reconciler::Reconciler;
+use ovn_peerd::store::PeeringState;
+
+use super::{insert_sql, pool, record, store};
+use crate::support::nbrows::NbRows;
+use crate::support::peerd::{Options, TestPeerd};
+use crate::support::vpc::create_vpc;
+
+const SPOKES: usize = 8;
+
+/// `hub` (10.0.0.0/24) peered with `s1`..`s8` (`sK`: 10.K.1.0/24) as `h1`..`h8`, converged.
+async fn hub() -> TestPeerd {
+    let t = TestPeerd::start_with(Options::default()).await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    let pool = pool(&t.db.url).await;
+    for k in 1..=SPOKES {
+        let spoke = format!("s{k}");
+        create_vpc(&t.nb, &spoke, &[&format!("10.{k}.1.1/24")]);
+        let (l, r) = (4 * k + 1, 4 * k + 2);
+        let (l, r) = (format!("169.254.0.{l}/30"), format!("169.254.0.{r}/30"));
+        insert_sql(&pool, &format!("h{k}"), "hub", &spoke, &l, &r).await;
+    }
+    let outcome = t.converge().await;
+    assert_eq!((outcome.active, outcome.failed.len()), (SPOKES, 0));
+    t
+}
+
+/// A new VPC `vpc` (one subnet, `gateway`) and its peering `name` with the hub, stored as
+/// created `age_secs` ago: as a restore, or another replica's create racing ours, could.
+async fn peer_with_hub(t: &TestPeerd, name: &str, vpc: &str, gateway: &str, age_secs: i64) {
+    create_vpc(&t.nb, vpc, &[gateway]);
+    sqlx::query(
+        "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4, create_time) \
+         VALUES ($1, 'hub', $2, '169.254.1.1/30', '169.254.1.2/30', \
+                 now() - make_interval(secs => $3))",
+    )
+    .bind(name)
+    .bind(vpc)
+    .bind(age_secs as f64)
+    .execute(&pool(&t.db.url).await)
+    .await
+    .expect("insert");
+}
+
+/// State of each spoke's peering, `h1`..`h8`.
+async fn spoke_states(t: &TestPeerd) -> Vec<PeeringState> {
+    let s = store(&t.db.url);
+    let mut out = Vec::new();
+    for k in 1..=SPOKES {
+        out.push(record(&s, &format!("h{k}")).await.state);
+    }
+    out
+}
+
+fn failed_names(o: &ovn_peerd::reconciler::PassOutcome) -> Vec<&str> {
+    o.failed.keys().map(String::as_str).collect()
+}
+
+/// The hard case for narrowing: a peering stored as older than a converged spoke, whose
+/// automatic route in the hub (x's 10.3.0.0/16) overlaps that spoke's (s3's 10.3.1.0/24). The
+/// pass woken for it must judge h3 again and fail it, naming the older one, which wins and is
+/// installed; h3's rows are frozen as they are. The other spokes are not judged at all.
+/// Deleting the older one then brings h3 back, again in a narrow pass.
+#[tokio::test]
+async fn a_new_peering_older_than_a_converged_spoke_fails_that_spoke_and_wins() {
+    let t = hub().await;
+    peer_with_hub(&t, "old", "x", "10.3.0.1/16", 3600).await;
+    let worker: Reconciler = t.reconciler().await;
+
+    let narrow = worker.run_for(&["old"]).await.expect("narrow pass");
+    assert_eq!(failed_names(&narrow), ["h3"], "{narrow:?}");
+    assert!(narrow.failed["h3"].contains("\"old\""), "{narrow:?}");
+    assert_eq!(narrow.peerings, 2, "only old and h3 judged: {narrow:?}");
+    let s = store(&t.db.url);
+    assert_eq!(record(&s, "old").await.state, PeeringState::Active);
+    let mut want = vec![PeeringState::Active; SPOKES];
+    want[2] = PeeringState::Failed;
+    assert_eq!(spoke_states(&t).await, want);
+    let hub_routes = NbRows::read(&t.nb).owned_routes_of("hub");
+    for route in [
+        ("10.3.0.0/16", "169.254.1.2"),
+        ("10.3.1.0/24", "169.254.0.14"),
+    ] {
+        let route = (route.0.into(), route.1.into(), "dst-ip".into());
+        assert!(hub_routes.contains(&route), "{route:?} in {hub_routes:?}");
+    }
+
+    // A full pass judges everyone: the same verdicts, nothing to write.
+    let full = worker.run_once().await.expect("full pass");
+    assert_eq!(failed_names(&full), ["h3"], "{full:?}");
+    assert_eq!((full.active, full.rows_written), (SPOKES, 0), "{full:?}");
+
+    // The older one goes: the pass woken for its tombstone brings h3 back.
+    super::delete(&t, "old").await;
+    let narrow = worker.run_for(&["old"]).await.expect("narrow pass");
+    assert_eq!(failed_names(&narrow), Vec::<&str>::new(), "{narrow:?}");
+    assert_eq!(narrow.peerings, 2, "only old and h3 judged: {narrow:?}");
+    assert_eq!(spoke_states(&t).await, vec![PeeringState::Active; SPOKES]);
+    assert!(NbRows::read(&t.nb)
+        .owned_routes_of("hub")
+        .iter()
+        .all(|r| r.0 != "10.3.0.0/16"));
+}
+
+/// The usual case: a newer peering whose route in the hub (y's 10.5.0.0/16) overlaps an older
+/// spoke's (s5's 10.5.1.0/24) fails, naming it, and installs nothing; the spoke, judged again,
+/// stays ACTIVE with its rows; no other spoke is judged.
+#[tokio::test]
+async fn a_newer_peering_conflicting_with_an_older_spoke_fails_and_the_spoke_stays() {
+    let t = hub().await;
+    peer_with_hub(&t, "new", "y", "10.5.0.1/16", 0).await;
+    let worker = t.reconciler().await;
+    let before = NbRows::read(&t.nb).owned_routes_of("hub");
+
+    let narrow = worker.run_for(&["new"]).await.expect("narrow pass");
+    assert_eq!(failed_names(&narrow), ["new"], "{narrow:?}");
+    assert!(narrow.failed["new"].contains("\"h5\""), "{narrow:?}");
+    assert_eq!(narrow.peerings, 2, "only new and h5 judged: {narrow:?}");
+    assert_eq!(narrow.rows_written, 0, "{narrow:?}");
+    assert_eq!(spoke_states(&t).await, vec![PeeringState::Active; SPOKES]);
+    assert_eq!(NbRows::read(&t.nb).owned_routes_of("hub"), before);
+
+    let full = worker.run_once().await.expect("full pass");
+    assert_eq!(failed_names(&full), ["new"], "{full:?}");
+    assert_eq!((full.active, full.rows_written), (SPOKES, 0), "{full:?}");
+}
