@@ -416,18 +416,19 @@ async fn transact(
         let cache = r.nb.cache();
         let mut ids = translate::RowIds::new(&cache);
         for (peering, changes) in batch {
-            for c in changes {
-                translate::append_ops(c, &mut ops, &mut ids);
-                owners.resize(ops.len(), Some(peering));
-                rows += translate::rows_written(c);
-            }
+            translate::append_peering(changes, &mut ops, &mut ids);
+            owners.resize(ops.len(), Some(peering));
+            rows += changes
+                .iter()
+                .map(|c| translate::rows_written(c))
+                .sum::<usize>();
         }
     }
     // Its NB echo must not wake the worker for another pass.
     let touched = translate::touched_rows(&ops);
     r.wake.expect_echo(&touched);
     let started = Instant::now();
-    let result = r.nb.transact(ops.clone()).await;
+    let result = r.nb.transact(&ops).await;
     if result.is_err() {
         r.wake.forget_echo(&touched);
     }
