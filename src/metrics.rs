@@ -31,6 +31,9 @@ pub const POSTGRES_UP: &str = "ovn_peerd_postgres_up";
 pub const NORTHBOUND_UP: &str = "ovn_peerd_northbound_up";
 /// Calls refused at once because `--max-in-flight` calls were running (load shedding).
 pub const RPC_SHED_TOTAL: &str = "ovn_peerd_rpc_shed_total";
+/// CreatePeering batches whose insert failed and whose creates went one at a time, by
+/// `reason` (`name`, `pair`, `request_id`, `port`, `link`, `conflict`).
+pub const CREATE_BATCH_FALLBACKS_TOTAL: &str = "ovn_peerd_create_batch_fallbacks_total";
 /// Worker passes, by `result` and `scope` (`full`, `narrow`).
 pub const RECONCILER_PASSES_TOTAL: &str = "ovn_peerd_reconciler_passes_total";
 /// Worker pass duration.
@@ -80,6 +83,7 @@ pub const ALL: &[&str] = &[
     POSTGRES_UP,
     NORTHBOUND_UP,
     RPC_SHED_TOTAL,
+    CREATE_BATCH_FALLBACKS_TOTAL,
     RECONCILER_PASSES_TOTAL,
     RECONCILER_PASS_SECONDS,
     NB_ROWS_WRITTEN_TOTAL,
@@ -150,6 +154,11 @@ fn describe() {
     describe_counter!(
         RPC_SHED_TOTAL,
         "PeeringService calls refused with RESOURCE_EXHAUSTED because --max-in-flight calls were running"
+    );
+    describe_counter!(
+        CREATE_BATCH_FALLBACKS_TOTAL,
+        "CreatePeering batches whose insert failed on a constraint or lost to a concurrent \
+         transaction and whose creates then went one at a time, by reason"
     );
     describe_counter!(
         RECONCILER_PASSES_TOTAL,

@@ -30,6 +30,9 @@ struct Cli {
     /// Skip the restart phase.
     #[arg(long)]
     no_scale: bool,
+    /// Run only the restart phase (at --scale).
+    #[arg(long, conflicts_with = "no_scale")]
+    scale_only: bool,
     /// Hub phase: one VPC peered with this many spokes (e.g. 1000; 10000 is issue 14's target).
     #[arg(long, env = "PEERING_BENCH_HUB_SPOKES")]
     hub_spokes: Option<usize>,
@@ -90,6 +93,7 @@ pub struct Args {
     pub c: usize,
     pub samples: usize,
     pub scale: Option<usize>,
+    pub scale_only: bool,
     pub hub_spokes: Option<usize>,
     pub hub_only: bool,
     pub busy: Option<usize>,
@@ -118,6 +122,7 @@ impl Args {
             c: cli.c,
             samples: cli.samples,
             scale: (!cli.no_scale).then_some(cli.scale),
+            scale_only: cli.scale_only,
             hub_spokes: cli.hub_spokes,
             hub_only: cli.hub_only,
             busy: cli.busy,

@@ -32,6 +32,9 @@
 //! cargo bench --bench peering -- --hub-only --hub-spokes 1000
 //! cargo bench --bench peering -- --hub-only --hub-spokes 10000   # issue 14's target size
 //! ```
+//! `--scale-only` runs only (4)+(5); `--peerd-bin PATH` runs another build of ovn-peerd (main's,
+//! copied aside) for a before/after in the same conditions:
+//! `cargo bench --bench peering -- --scale-only --scale 10000 --peerd-bin /tmp/ovn-peerd-main`.
 //! (8) with `--busy N` (`--busy-only`: nothing else), GetPeering/ListRoutes latency idle and
 //! while full passes at N peerings run and NB updates arrive:
 //! `cargo bench --bench peering -- --busy-only --busy 10000`.
@@ -79,7 +82,12 @@ async fn main() {
         .prefix("peering-bench-")
         .tempdir()
         .expect("temp dir");
-    let root = tmp.path().to_path_buf();
+    // With --keep the directory is kept from the start: also when a phase panics.
+    let (root, tmp) = if args.keep {
+        (tmp.keep(), None)
+    } else {
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
     println!(
         "peering bench: N={} C={} samples={} scale={:?} nbctl-process N={} ({} CPUs, load {load_before}); dir {}",
         args.n,
@@ -100,7 +108,13 @@ async fn main() {
         let large = large::run(&args, &root, &pg, n).await;
         report::print_large(&large);
         write_json(&args, &json!({"args": {"large": n}, "large": large}));
-        keep(&args, tmp);
+        kept(&args, &root);
+        return;
+    }
+    if let Some(m) = args.scale.filter(|_| args.scale_only) {
+        let scale = restart::run(&args, &root, &pg, m).await;
+        write_json(&args, &json!({"args": {"scale": m}, "scale": scale}));
+        kept(&args, &root);
         return;
     }
     let hub = match args.hub_spokes {
@@ -115,9 +129,7 @@ async fn main() {
             &args,
             &json!({"args": {"hub_spokes": args.hub_spokes}, "hub": hub}),
         );
-        if args.keep {
-            println!("kept {} (logs, metrics)", tmp.keep().display());
-        }
+        kept(&args, &root);
         return;
     }
 
@@ -179,14 +191,15 @@ async fn main() {
         "large": large,
     });
     write_json(&args, &doc);
-    keep(&args, tmp);
+    kept(&args, &root);
     drop(pg);
+    drop(tmp);
 }
 
-fn keep(args: &Args, tmp: tempfile::TempDir) {
+/// With --keep the directory was kept from the start: say where.
+fn kept(args: &Args, root: &std::path::Path) {
     if args.keep {
-        let kept = tmp.keep();
-        println!("kept {} (logs, metrics)", kept.display());
+        println!("kept {} (logs, metrics)", root.display());
     }
 }
 

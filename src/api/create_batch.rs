@@ -26,17 +26,20 @@ use std::time::Instant;
 use ipnet::IpNet;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::authz::Admission;
 use super::convert;
 use super::create::ALLOCATION_ATTEMPTS;
 use super::create_tx::{request_id_reused, same_request, Decided, Neighbours, Request};
-use super::error::{ApiError, Dependency};
+use super::error::ApiError;
 use super::PeeringApi;
 use crate::peering::topology::port_names;
 use crate::peering::validate::ValidatedPeering;
 use crate::proto::v1::{CreatePeeringRequest, Peering};
-use crate::store::{BatchInsert, NewPeering, PeeringRecord, RequestRecord, StoreError};
+use crate::store::{
+    BatchInsert, NewPeering, PeeringRecord, RequestRecord, StoreError, UnreadableRow,
+};
 
 /// The most creates one transaction carries: bounds its locks, its read and its time.
 pub const MAX_BATCH: usize = 128;
@@ -48,8 +51,11 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The queue and the turns.
 pub(super) struct Batcher {
-    queue: Mutex<Vec<Job>>,
+    /// The queue, and the VPCs of the batches running (a count per VPC).
+    queue: Mutex<(Vec<Job>, HashMap<String, usize>)>,
     turns: Arc<tokio::sync::Semaphore>,
+    /// Woken when a batch ends (its VPCs are free for the creates left waiting for them).
+    ended: tokio::sync::Notify,
 }
 
 impl Default for Batcher {
@@ -57,6 +63,7 @@ impl Default for Batcher {
         Batcher {
             queue: Mutex::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
+            ended: tokio::sync::Notify::new(),
         }
     }
 }
@@ -77,13 +84,59 @@ impl Batcher {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .push(job);
     }
 
-    fn take(&self) -> Vec<Job> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let n = q.len().min(MAX_BATCH);
-        q.drain(..n).collect()
+    /// The next batch, in arrival order: the queued creates none of whose VPCs a running
+    /// batch holds (the others wait for it to end, so that unrelated creates do not queue
+    /// behind a hub's locks), and the VPCs it holds from now on.
+    fn take(&self) -> (Vec<Job>, Vec<String>) {
+        let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let (queue, running) = &mut *guard;
+        let (mut taken, mut left) = (Vec::new(), Vec::new());
+        for job in queue.drain(..) {
+            let v = &job.validated;
+            let busy = [&v.local_vpc, &v.remote_vpc]
+                .iter()
+                .any(|vpc| running.contains_key(vpc.as_str()));
+            if busy || taken.len() == MAX_BATCH {
+                left.push(job);
+            } else {
+                taken.push(job);
+            }
+        }
+        *queue = left;
+        let mut vpcs: Vec<String> = taken
+            .iter()
+            .flat_map(|j| {
+                [
+                    j.validated.local_vpc.clone(),
+                    j.validated.remote_vpc.clone(),
+                ]
+            })
+            .collect();
+        vpcs.sort_unstable();
+        vpcs.dedup();
+        for vpc in &vpcs {
+            *running.entry(vpc.clone()).or_default() += 1;
+        }
+        (taken, vpcs)
+    }
+
+    /// A batch holding `vpcs` ended.
+    fn ended(&self, vpcs: &[String]) {
+        let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for vpc in vpcs {
+            if let Some(n) = guard.1.get_mut(vpc) {
+                *n -= 1;
+                if *n == 0 {
+                    guard.1.remove(vpc);
+                }
+            }
+        }
+        drop(guard);
+        self.ended.notify_waiters();
     }
 }
 
@@ -102,7 +155,7 @@ enum BatchError {
     Constraint(StoreError),
     /// Anything else: every create of the batch fails with it.
     Failed(ApiError),
-    /// A caller went away before the commit: nothing was stored; run again without it.
+    /// Every caller went away before the commit: nothing was stored.
     Deserted,
 }
 
@@ -113,7 +166,9 @@ impl From<StoreError> for BatchError {
             | StoreError::PairTaken
             | StoreError::RequestIdTaken
             | StoreError::PortTaken
-            | StoreError::LinkOverlap { .. } => BatchError::Constraint(e),
+            | StoreError::LinkOverlap { .. }
+            // Lost to a concurrent transaction: one at a time, each create may go through.
+            | StoreError::Conflict(_) => BatchError::Constraint(e),
             e => BatchError::Failed(e.into()),
         }
     }
@@ -146,6 +201,10 @@ impl PeeringApi {
         });
         let lost = || ApiError::Internal(anyhow::anyhow!("the create's batch ended unanswered"));
         loop {
+            // Registered before the take: a batch that ends after it wakes us.
+            let ended = batcher.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
             tokio::select! {
                 biased;
                 r = &mut answer => return r.unwrap_or_else(|_| Err(lost())),
@@ -153,22 +212,49 @@ impl PeeringApi {
                     let Ok(turn) = turn else {
                         return Err(lost());
                     };
-                    let jobs = batcher.take();
+                    let (jobs, vpcs) = batcher.take();
                     if jobs.is_empty() {
-                        // Ours went with the batch that just ended: its answer is there.
+                        // Ours went with a batch (its answer comes), or waits for a running
+                        // batch of its VPCs to end.
                         drop(turn);
-                        return answer.await.unwrap_or_else(|_| Err(lost()));
+                        tokio::select! {
+                            biased;
+                            r = &mut answer => return r.unwrap_or_else(|_| Err(lost())),
+                            () = ended => continue,
+                        }
                     }
                     // Its own task: a caller that goes away (deadline, cancel) does not
                     // take the other callers' creates with it.
                     let api = self.clone();
-                    tokio::spawn(async move {
-                        api.run_batch(jobs).await;
-                        drop(turn);
-                    });
+                    let span = tracing::Span::current();
+                    tokio::spawn(
+                        async move {
+                            api.run_batch(jobs).await;
+                            api.inner.creates.ended(&vpcs);
+                            drop(turn);
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
+    }
+
+    /// For tests: one create (by an admin) through the queue, as CreatePeering makes it.
+    #[doc(hidden)]
+    pub async fn create_through_the_queue_for_tests(
+        &self,
+        req: CreatePeeringRequest,
+    ) -> Result<Peering, ApiError> {
+        let (validated, request) = self.prepare(req, Admission::Direct)?;
+        self.create_batched(validated, request).await
+    }
+
+    /// For tests: how many creates wait in the queue for a batch.
+    #[doc(hidden)]
+    pub fn queued_creates_for_tests(&self) -> usize {
+        let guard = self.inner.creates.queue.lock();
+        guard.unwrap_or_else(|e| e.into_inner()).0.len()
     }
 
     /// These creates as one batch, in this order, as if they had all arrived while another
@@ -223,63 +309,71 @@ impl PeeringApi {
     }
 
     /// Runs one batch and answers each of its creates. A caller that goes away before the
-    /// commit has nothing stored: when all of them have, the transaction is dropped (rolled
-    /// back) where it stands; when some have, it is rolled back before its commit and run
-    /// again without them.
+    /// insert has nothing stored (the others are judged again without it, in the same
+    /// transaction); one that goes away later may have its create stored, as with any call
+    /// whose deadline passes (its outcome is unknown; a retry with its request_id gets the
+    /// first answer). When every caller has gone, the transaction is dropped (rolled back)
+    /// where it stands.
     async fn run_batch(&self, mut jobs: Vec<Job>) {
-        loop {
-            jobs.retain(|j| !j.gone.is_cancelled() && !j.reply.is_closed());
-            if jobs.is_empty() {
-                return;
-            }
-            let started = Instant::now();
-            let waited = jobs
-                .iter()
-                .map(|j| started - j.queued)
-                .max()
-                .unwrap_or_default();
-            let all_gone = async {
-                for j in &jobs {
-                    j.gone.cancelled().await;
-                }
-            };
-            let result = tokio::select! {
-                r = self.commit_batch(&jobs) => r,
-                () = all_gone => Err(BatchError::Deserted),
-            };
-            tracing::debug!(
-                creates = jobs.len(),
-                longest_wait_ms = waited.as_secs_f64() * 1e3,
-                transaction_ms = started.elapsed().as_secs_f64() * 1e3,
-                ok = result.is_ok(),
-                "create batch"
-            );
-            match result {
-                Ok(answers) => {
-                    for (job, answer) in jobs.into_iter().zip(answers) {
-                        let _ = job.reply.send(answer);
-                    }
-                }
-                Err(BatchError::Deserted) => continue,
-                Err(BatchError::Constraint(e)) => {
-                    tracing::debug!(error = %e, "a create batch hit a constraint; judging each alone");
-                    for job in jobs {
-                        let answer = tokio::select! {
-                            a = self.create_one(&job.validated, &job.request, false) => a,
-                            () = job.gone.cancelled() => continue,
-                        };
-                        let _ = job.reply.send(answer);
-                    }
-                }
-                Err(BatchError::Failed(e)) => {
-                    let mut first = Some(e);
-                    for job in jobs {
-                        let e = first.take().unwrap_or_else(copy_of_failure);
-                        let _ = job.reply.send(Err(e));
-                    }
-                }
-            }
+        jobs.retain(|j| !is_gone(j));
+        if jobs.is_empty() {
             return;
+        }
+        let started = Instant::now();
+        let waited = jobs
+            .iter()
+            .map(|j| started - j.queued)
+            .max()
+            .unwrap_or_default();
+        let all_gone = async {
+            for j in &jobs {
+                j.gone.cancelled().await;
+            }
+        };
+        let result = tokio::select! {
+            r = self.commit_batch(&jobs) => r,
+            () = all_gone => Err(BatchError::Deserted),
+        };
+        tracing::debug!(
+            creates = jobs.len(),
+            longest_wait_ms = waited.as_secs_f64() * 1e3,
+            transaction_ms = started.elapsed().as_secs_f64() * 1e3,
+            ok = result.is_ok(),
+            "create batch"
+        );
+        match result {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(BatchError::Deserted) => {}
+            Err(BatchError::Constraint(e)) => {
+                metrics::counter!(
+                    crate::metrics::CREATE_BATCH_FALLBACKS_TOTAL,
+                    "reason" => fallback_reason(&e),
+                )
+                .increment(1);
+                tracing::debug!(error = %e, "a create batch hit a constraint; judging each alone");
+                for job in jobs {
+                    let answer = tokio::select! {
+                        a = self.create_one(&job.validated, &job.request, false) => a,
+                        () = job.gone.cancelled() => continue,
+                    };
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(BatchError::Failed(e)) => {
+                // The same code and reason for every caller; the first keeps the cause.
+                let mut jobs = jobs.into_iter();
+                let first = jobs.next();
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.for_another_caller()));
+                }
+                if let Some(first) = first {
+                    let _ = first.reply.send(Err(e));
+                }
+            }
         }
     }
 
@@ -303,18 +397,35 @@ impl PeeringApi {
         let store = &self.inner.store;
         let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
         let mut tx = store.peering_create_begin(&vpc_refs).await?;
-        let stored = tx.list_for_batch(&vpcs, &names, &ports, &ids).await?;
+        let read = tx.list_for_batch(&vpcs, &names, &ports, &ids).await?;
 
-        let mut judge = Judging {
-            stored: &stored,
-            batch: Vec::new(),
-            rows: Vec::new(),
-            ids: HashMap::new(),
+        // Judged without the creates whose callers have gone; judged again (in memory, in
+        // this transaction) as long as more go before the insert.
+        let mut left_out: Vec<bool> = jobs.iter().map(is_gone).collect();
+        let (judge, verdicts) = loop {
+            let mut judge = Judging {
+                stored: &read.records,
+                unreadable: &read.unreadable,
+                batch: Vec::new(),
+                rows: Vec::new(),
+                ids: HashMap::new(),
+            };
+            let mut verdicts = Vec::with_capacity(jobs.len());
+            for (j, out) in jobs.iter().zip(&left_out) {
+                verdicts.push(if *out {
+                    Verdict::Answer(Box::new(Err(ApiError::Internal(anyhow::anyhow!(
+                        "the caller went away before the create was stored"
+                    )))))
+                } else {
+                    self.judge(&mut judge, &j.validated, &j.request)
+                });
+            }
+            let now_gone: Vec<bool> = jobs.iter().map(is_gone).collect();
+            if now_gone == left_out {
+                break (judge, verdicts);
+            }
+            left_out = now_gone;
         };
-        let mut verdicts = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            verdicts.push(self.judge(&mut judge, &j.validated, &j.request)?);
-        }
         if judge.rows.is_empty() {
             // Nothing to store: the transaction rolls back when dropped.
             return Ok(verdicts.into_iter().map(answer_without_rows).collect());
@@ -329,9 +440,8 @@ impl PeeringApi {
             })
             .collect();
         let records = tx.insert_all(&inserts).await?;
-        if jobs.iter().any(|j| j.gone.is_cancelled()) {
-            return Err(BatchError::Deserted);
-        }
+        // Committed even when a caller went away during the insert: its outcome is unknown
+        // to it, as with any call whose deadline passes; its request_id covers a retry.
         tx.commit().await?;
         let by_name: HashMap<&str, &PeeringRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
@@ -352,12 +462,7 @@ impl PeeringApi {
 
     /// Judges one create against what Postgres holds and the batch's earlier creates, as
     /// the one-at-a-time path does (`create_tx.rs`), with the same rules.
-    fn judge(
-        &self,
-        judging: &mut Judging<'_>,
-        v: &ValidatedPeering,
-        request: &Request,
-    ) -> Result<Verdict, BatchError> {
+    fn judge(&self, judging: &mut Judging<'_>, v: &ValidatedPeering, request: &Request) -> Verdict {
         if let Some(id) = &request.id {
             let found = judging
                 .stored
@@ -367,35 +472,34 @@ impl PeeringApi {
                 let first = same_request(Some(found.clone()), request).and_then(|p| {
                     p.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no first answer")))
                 });
-                return Ok(Verdict::Answer(Box::new(first)));
+                return Verdict::Answer(Box::new(first));
             }
             if let Some((hash, n)) = judging.ids.get(id) {
                 // A retry, inside the batch, of a create stored by it.
-                return Ok(if *hash == request.hash {
+                return if *hash == request.hash {
                     Verdict::Row(*n)
                 } else {
                     Verdict::Answer(Box::new(Err(request_id_reused())))
-                });
+                };
             }
         }
-        let others = match Neighbours::new(judging.neighbours_of(v)) {
+        // A neighbour that does not decode fails this create only.
+        let others = match judging.neighbours_of(v).and_then(Neighbours::new) {
             Ok(o) => o,
-            Err(e) => return Err(BatchError::Failed(e)),
+            Err(e) => return Verdict::Answer(Box::new(Err(e))),
         };
         let mut excluded: Vec<IpNet> = Vec::new();
         for _ in 0..ALLOCATION_ATTEMPTS {
             match self.decide(v, request, &others, &excluded) {
                 Ok(Decided::Store { new, .. }) => {
                     let n = judging.add(*new, v, request);
-                    return Ok(Verdict::Row(n));
+                    return Verdict::Row(n);
                 }
                 Ok(Decided::LinkTaken(spec)) => excluded.extend(spec.local_connect.networks()),
-                Err(e) => return Ok(Verdict::Answer(Box::new(Err(e)))),
+                Err(e) => return Verdict::Answer(Box::new(Err(e))),
             }
         }
-        Ok(Verdict::Answer(Box::new(Err(ApiError::contention(
-            "link allocation",
-        )))))
+        Verdict::Answer(Box::new(Err(ApiError::contention("link allocation"))))
     }
 }
 
@@ -406,18 +510,29 @@ fn answer_without_rows(v: Verdict) -> Result<Peering, ApiError> {
     }
 }
 
-/// The batch's failure as each further caller gets it (the first gets the error itself).
-fn copy_of_failure() -> ApiError {
-    ApiError::Unavailable {
-        what: Dependency::Database,
-        source: None,
+/// The `reason` label of a batch's fallback to one create at a time.
+fn fallback_reason(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::NameTaken => "name",
+        StoreError::PairTaken => "pair",
+        StoreError::RequestIdTaken => "request_id",
+        StoreError::PortTaken => "port",
+        StoreError::LinkOverlap { .. } => "link",
+        _ => "conflict",
     }
+}
+
+/// Whether a create's caller went away (its deadline passed, it was cancelled).
+fn is_gone(j: &Job) -> bool {
+    j.gone.is_cancelled() || j.reply.is_closed()
 }
 
 /// The state of one batch's judging.
 struct Judging<'a> {
     /// What Postgres holds (read under the locks).
     stored: &'a [RequestRecord],
+    /// The rows Postgres holds that do not decode.
+    unreadable: &'a [UnreadableRow],
     /// The batch's creates judged so far and to be stored, as records.
     batch: Vec<PeeringRecord>,
     /// The rows to insert: the peering, its request's fingerprint, its port names.
@@ -429,13 +544,26 @@ struct Judging<'a> {
 impl Judging<'_> {
     /// What the one-at-a-time read returns for `v`: the peerings touching either of its
     /// VPCs, the one of its name, and those holding one of its port names.
-    fn neighbours_of(&self, v: &ValidatedPeering) -> Vec<PeeringRecord> {
+    /// INTERNAL when one of them does not decode.
+    fn neighbours_of(&self, v: &ValidatedPeering) -> Result<Vec<PeeringRecord>, ApiError> {
         let vpcs = [v.local_vpc.as_str(), v.remote_vpc.as_str()];
         let ports = port_names(vpcs[0], vpcs[1]);
+        let touches = |name: &str, local: &str, remote: &str| {
+            vpcs.contains(&local) || vpcs.contains(&remote) || name == v.name
+        };
+        if let Some(bad) = self
+            .unreadable
+            .iter()
+            .find(|u| touches(&u.name, &u.local_vpc, &u.remote_vpc))
+        {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "stored peering {:?} does not decode: {}",
+                bad.name,
+                bad.error
+            )));
+        }
         let relevant = |r: &PeeringRecord| {
-            vpcs.contains(&r.local_vpc.as_str())
-                || vpcs.contains(&r.remote_vpc.as_str())
-                || r.name == v.name
+            touches(&r.name, &r.local_vpc, &r.remote_vpc)
                 || (r.state.holds_pair()
                     && port_names(&r.local_vpc, &r.remote_vpc)
                         .iter()
@@ -450,7 +578,7 @@ impl Judging<'_> {
             .cloned()
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        Ok(out)
     }
 
     /// Adds a create to store; its row number.

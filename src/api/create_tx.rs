@@ -135,11 +135,7 @@ impl PeeringApi {
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
             Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken(spec)),
-            Err(StoreError::LinkOverlap { family }) => Err(ApiError::Refused(Refusal::single(
-                RefusalKind::FailedPrecondition,
-                "peering.local_connect_ip",
-                format!("the IPv{family} link overlaps the link of another peering of its VPCs"),
-            ))),
+            Err(StoreError::LinkOverlap { family }) => Err(link_overlap(family)),
             Err(StoreError::PortTaken) => Ok(Inserted::Again),
             // The same request_id on another VPC pair (other locks) committed first.
             Err(StoreError::RequestIdTaken) => match self.first_result(request).await? {
@@ -182,6 +178,18 @@ impl PeeringApi {
             }
             Err(e) => return Err(e),
         }
+        // A given link that overlaps one held by a request awaiting acceptance (which the
+        // topology rules do not see): refused here as the links' constraint would refuse it.
+        if !allocated {
+            let held: Vec<IpNet> = others.held_links(validated).collect();
+            let overlap = spec.local_connect.networks().into_iter().find(|a| {
+                held.iter()
+                    .any(|h| a.contains(&h.network()) || h.contains(&a.network()))
+            });
+            if let Some(a) = overlap {
+                return Err(link_overlap(if a.addr().is_ipv4() { 4 } else { 6 }));
+            }
+        }
         let mut new = NewPeering::from_spec(&spec, request.id.clone(), request.labels.clone());
         if let Admission::Acceptance { remote_tenant } = &request.admission {
             new.state = PeeringState::PendingAcceptance;
@@ -208,6 +216,15 @@ pub(super) enum Decided {
     },
     /// The allocated link (of this spec) is in the way: allocate another.
     LinkTaken(Box<PeeringSpec>),
+}
+
+/// A given link that overlaps the link of another peering of its VPCs (`family`: 4 or 6).
+pub(super) fn link_overlap(family: u8) -> ApiError {
+    ApiError::Refused(Refusal::single(
+        RefusalKind::FailedPrecondition,
+        "peering.local_connect_ip",
+        format!("the IPv{family} link overlaps the link of another peering of its VPCs"),
+    ))
 }
 
 /// The stored answer when it was created by the same request; refused when by another.

@@ -144,6 +144,46 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The same error (same code, same reason) for another caller of a call that failed
+    /// for several at once (a create batch): the cause, kept for logs by the original, is
+    /// carried here as text.
+    pub(crate) fn for_another_caller(&self) -> ApiError {
+        use ApiError as E;
+        match self {
+            E::Refused(r) => E::Refused(r.clone()),
+            E::AlreadyExists { field, message } => E::AlreadyExists {
+                field,
+                message: message.clone(),
+            },
+            E::NotFound { resource, name } => E::NotFound {
+                resource,
+                name: name.clone(),
+            },
+            E::PermissionDenied(m) => E::PermissionDenied(m.clone()),
+            E::Unavailable { what, .. } => E::Unavailable {
+                what: *what,
+                source: None,
+            },
+            E::PoolExhausted { pool } => E::PoolExhausted { pool: pool.clone() },
+            E::RequestIdReused(m) => E::RequestIdReused(m.clone()),
+            E::EtagMismatch { name } => E::EtagMismatch { name: name.clone() },
+            E::PeeringDeleting { name } => E::PeeringDeleting { name: name.clone() },
+            E::NotAwaitingAcceptance(m) => E::NotAwaitingAcceptance(m.clone()),
+            E::PeeringNotAccepted { name, state } => E::PeeringNotAccepted {
+                name: name.clone(),
+                state,
+            },
+            E::ResumeTokenExpired(m) => E::ResumeTokenExpired(m.clone()),
+            E::WatchFellBehind(m) => E::WatchFellBehind(m.clone()),
+            E::WatchExpired(m) => E::WatchExpired(m.clone()),
+            E::TooManyWatches(m) => E::TooManyWatches(m.clone()),
+            E::ShuttingDown(m) => E::ShuttingDown(m.clone()),
+            E::Overloaded { limit } => E::Overloaded { limit: *limit },
+            E::DeadlineExceeded { after } => E::DeadlineExceeded { after: *after },
+            E::Internal(e) => E::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+
     /// NOT_FOUND for a peering.
     pub fn peering_not_found(name: impl Into<String>) -> Self {
         ApiError::NotFound {
@@ -193,6 +233,10 @@ impl From<StoreError> for ApiError {
                 message: "these two VPCs are already peered".into(),
             },
             StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
+            StoreError::Conflict(_) => ApiError::Unavailable {
+                what: Dependency::Contention("the database's locks"),
+                source: Some(e),
+            },
             other => ApiError::Internal(other.into()),
         }
     }

@@ -14,6 +14,7 @@
 //! `client`): nobody reads under a lock. Reading is plain `&self` methods.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Row storage and indexes: persistent, so [`NbCache::clone`] is O(1).
 type PMap<K, V> = imbl::HashMap<K, V>;
@@ -88,9 +89,9 @@ impl UpdateErrorKind {
 /// original never change.
 #[derive(Debug, Clone, Default)]
 pub struct NbCache {
-    routers: PMap<Uuid, LogicalRouter>,
-    ports: PMap<Uuid, LogicalRouterPort>,
-    routes: PMap<Uuid, LogicalRouterStaticRoute>,
+    routers: PMap<Uuid, Arc<LogicalRouter>>,
+    ports: PMap<Uuid, Arc<LogicalRouterPort>>,
+    routes: PMap<Uuid, Arc<LogicalRouterStaticRoute>>,
     router_by_name: PMap<String, BTreeSet<Uuid>>,
     port_by_name: PMap<String, Uuid>,
     owner_key: Option<String>,
@@ -114,10 +115,10 @@ impl NbCache {
     // ---- reads ----
 
     pub fn routers(&self) -> impl Iterator<Item = &LogicalRouter> {
-        self.routers.values()
+        self.routers.values().map(|r| &**r)
     }
     pub fn router(&self, uuid: Uuid) -> Option<&LogicalRouter> {
-        self.routers.get(&uuid)
+        self.routers.get(&uuid).map(|r| &**r)
     }
     /// Router names are not unique in NB: all routers with this name.
     pub fn router_by_name(&self, name: &str) -> Vec<&LogicalRouter> {
@@ -125,23 +126,23 @@ impl NbCache {
             .get(name)
             .into_iter()
             .flatten()
-            .filter_map(|u| self.routers.get(u))
+            .filter_map(|u| self.router(*u))
             .collect()
     }
     pub fn ports(&self) -> impl Iterator<Item = &LogicalRouterPort> {
-        self.ports.values()
+        self.ports.values().map(|p| &**p)
     }
     pub fn port(&self, uuid: Uuid) -> Option<&LogicalRouterPort> {
-        self.ports.get(&uuid)
+        self.ports.get(&uuid).map(|p| &**p)
     }
     pub fn port_by_name(&self, name: &str) -> Option<&LogicalRouterPort> {
-        self.port_by_name.get(name).and_then(|u| self.ports.get(u))
+        self.port_by_name.get(name).and_then(|u| self.port(*u))
     }
     pub fn static_routes(&self) -> impl Iterator<Item = &LogicalRouterStaticRoute> {
-        self.routes.values()
+        self.routes.values().map(|r| &**r)
     }
     pub fn static_route(&self, uuid: Uuid) -> Option<&LogicalRouterStaticRoute> {
-        self.routes.get(&uuid)
+        self.routes.get(&uuid).map(|r| &**r)
     }
     /// Rows whose `external_ids[key] == value`; indexed when `key` is the configured owner key.
     pub fn rows_with_external_id(&self, key: &str, value: &str) -> BTreeSet<(Table, Uuid)> {
@@ -344,7 +345,7 @@ impl NbCache {
             self.by_owner.entry(v).or_default().insert((table, uuid));
         }
         row.index(self);
-        M::store_mut(self).insert(uuid, row);
+        M::store_mut(self).insert(uuid, Arc::new(row));
     }
 
     fn remove<M: Model + Indexed>(&mut self, uuid: Uuid) -> Option<M> {
@@ -358,7 +359,8 @@ impl NbCache {
             }
         }
         row.unindex(self);
-        Some(row)
+        // Older snapshots may share the row: a modify edits a copy of it.
+        Some(Arc::unwrap_or_clone(row))
     }
 
     fn owner_value(&self, ids: &BTreeMap<String, String>) -> Option<String> {
@@ -376,7 +378,9 @@ fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<Row
     for (uuid, row) in n {
         match o.get(uuid) {
             None => out.push(change(*uuid, ChangeKind::Insert)),
-            Some(was) if was != row => out.push(change(*uuid, ChangeKind::Modify)),
+            Some(was) if !Arc::ptr_eq(was, row) && was != row => {
+                out.push(change(*uuid, ChangeKind::Modify))
+            }
             Some(_) => {}
         }
     }
@@ -445,17 +449,17 @@ pub fn apply_diff(old: Datum, diff: Datum) -> Result<Datum, String> {
 
 /// Per-table storage and secondary indexes.
 trait Indexed: Sized {
-    fn store(c: &NbCache) -> &PMap<Uuid, Self>;
-    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self>;
+    fn store(c: &NbCache) -> &PMap<Uuid, Arc<Self>>;
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>>;
     fn index(&self, _c: &mut NbCache) {}
     fn unindex(&self, _c: &mut NbCache) {}
 }
 
 impl Indexed for LogicalRouter {
-    fn store(c: &NbCache) -> &PMap<Uuid, Self> {
+    fn store(c: &NbCache) -> &PMap<Uuid, Arc<Self>> {
         &c.routers
     }
-    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self> {
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>> {
         &mut c.routers
     }
     fn index(&self, c: &mut NbCache) {
@@ -475,10 +479,10 @@ impl Indexed for LogicalRouter {
 }
 
 impl Indexed for LogicalRouterPort {
-    fn store(c: &NbCache) -> &PMap<Uuid, Self> {
+    fn store(c: &NbCache) -> &PMap<Uuid, Arc<Self>> {
         &c.ports
     }
-    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self> {
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>> {
         &mut c.ports
     }
     fn index(&self, c: &mut NbCache) {
@@ -492,10 +496,10 @@ impl Indexed for LogicalRouterPort {
 }
 
 impl Indexed for LogicalRouterStaticRoute {
-    fn store(c: &NbCache) -> &PMap<Uuid, Self> {
+    fn store(c: &NbCache) -> &PMap<Uuid, Arc<Self>> {
         &c.routes
     }
-    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Self> {
+    fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>> {
         &mut c.routes
     }
 }

@@ -35,6 +35,11 @@ use super::remote::Remote;
 use super::state::{CacheEvent, ClientConfig, ConnectionState, Shared};
 use crate::backoff::Backoff;
 
+/// Transactions of this many operations or more may keep the server silent for longer than
+/// the inactivity probe allows (the worker writes up to 2,000 rows at once): they are
+/// bounded by the transact timeout instead.
+pub const PATIENT_TRANSACTION_OPS: usize = 256;
+
 struct StopOnDrop(CancellationToken);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
@@ -157,7 +162,10 @@ impl Client {
         self.shared.events.subscribe()
     }
 
-    /// Runs one transaction against the configured database.
+    /// Runs one transaction against the configured database. One of
+    /// [`PATIENT_TRANSACTION_OPS`] operations or more is sent as a patient request (see
+    /// `Connection::send_patient`): the server's silence while it runs it is bounded by the
+    /// transact timeout, not by the inactivity probe.
     pub async fn transact(
         &self,
         ops: Vec<Operation>,
@@ -184,7 +192,17 @@ impl Client {
         let deadline = Instant::now() + self.shared.config.wait_connected;
         let rx = loop {
             let conn = self.synced_connection(deadline).await?;
-            match conn.send("transact", params.clone(), None) {
+            // A large transaction can keep the server busy, and silent, for longer than the
+            // probe allows on a loaded machine; a probe timeout would then cost a full re-dump
+            // (a standalone server keeps no history). Its own timeout bounds the wait.
+            let patient = ops.len() >= PATIENT_TRANSACTION_OPS
+                && self.shared.config.transact_timeout.is_some();
+            let sent = if patient {
+                conn.send_patient("transact", params.clone(), None)
+            } else {
+                conn.send("transact", params.clone(), None)
+            };
+            match sent {
                 Ok(rx) => break rx,
                 Err(_) => continue, // died before we sent: nothing sent, wait for the next one
             }

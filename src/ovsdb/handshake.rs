@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::cache::{Types, UpdateError, UpdateFormat};
-use super::connection::{CallError, CallResult, Connection, NotificationHandler};
+use super::connection::{
+    release_freed_memory, CallError, CallResult, Connection, NotificationHandler,
+};
 use super::error::{Error, OvsdbError, OvsdbErrorKind};
 use super::model::Table;
 use super::remote::Remote;
@@ -223,14 +225,21 @@ async fn monitor_nb(
                 Err(_) => Ok(()),
             })
         };
+        // The server sends the whole dump at once, after preparing it in silence.
         let rx = conn
-            .send(method, params, Some(hook))
+            .send_patient(method, params, Some(hook))
             .map_err(|e| rpc_error(method, e))?;
         let reply = rx
             .await
             .unwrap_or_else(|_| Err(CallError::Closed("connection ended".into())));
         match reply {
-            Ok(_) => return Ok(()),
+            Ok(dump) => {
+                // The hook installed the dump; its JSON tree (several times the dump's size)
+                // is freed here, after the reader's trim: trim again, off the async workers.
+                drop(dump);
+                tokio::task::spawn_blocking(release_freed_memory);
+                return Ok(());
+            }
             Err(CallError::Rpc(e))
                 if OvsdbError::from_json(&e).kind == OvsdbErrorKind::UnknownMethod =>
             {

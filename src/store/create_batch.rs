@@ -19,6 +19,27 @@ pub struct BatchInsert<'a> {
     pub ports: &'a [String],
 }
 
+/// What a batch's creates are judged against: the rows read, and those that do not decode
+/// (kept apart, so that only the creates they touch fail).
+pub struct BatchRead {
+    /// The rows that decode.
+    pub records: Vec<RequestRecord>,
+    /// The rows that do not.
+    pub unreadable: Vec<UnreadableRow>,
+}
+
+/// A stored row that does not decode (a bug or a hand-edited row): which one, and why.
+pub struct UnreadableRow {
+    /// The peering.
+    pub name: String,
+    /// Its local VPC.
+    pub local_vpc: String,
+    /// Its remote VPC.
+    pub remote_vpc: String,
+    /// Why it does not decode.
+    pub error: StoreError,
+}
+
 impl CreateTx<'_> {
     /// Every peering touching any of `vpcs`, named any of `names`, holding any of `ports`
     /// or created with any of `request_ids`, with its request fingerprint: what every
@@ -30,7 +51,7 @@ impl CreateTx<'_> {
         names: &[String],
         ports: &[String],
         request_ids: &[String],
-    ) -> Result<Vec<RequestRecord>, StoreError> {
+    ) -> Result<BatchRead, StoreError> {
         let rows = self
             .store
             .timed(
@@ -57,7 +78,27 @@ impl CreateTx<'_> {
                 .fetch_all(&mut *self.tx),
             )
             .await?;
-        rows.into_iter().map(TryInto::try_into).collect()
+        let mut read = BatchRead {
+            records: Vec::with_capacity(rows.len()),
+            unreadable: Vec::new(),
+        };
+        for row in rows {
+            let (name, local_vpc, remote_vpc) = (
+                row.name.clone(),
+                row.local_vpc.clone(),
+                row.remote_vpc.clone(),
+            );
+            match RequestRecord::try_from(row) {
+                Ok(r) => read.records.push(r),
+                Err(error) => read.unreadable.push(UnreadableRow {
+                    name,
+                    local_vpc,
+                    remote_vpc,
+                    error,
+                }),
+            }
+        }
+        Ok(read)
     }
 
     /// Inserts every peering of `batch` (generation 1, each in its `new.state`) with its
@@ -68,6 +109,11 @@ impl CreateTx<'_> {
         &mut self,
         batch: &[BatchInsert<'_>],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
+        // Rows in name order, port names in their order: two batches inserting the same
+        // unique keys take them in one order and cannot deadlock on them.
+        let mut sorted: Vec<&BatchInsert<'_>> = batch.iter().collect();
+        sorted.sort_by(|a, b| a.new.name.cmp(&b.new.name));
+        let batch = sorted;
         let col = |f: &dyn Fn(&NewPeering) -> String| -> Vec<String> {
             batch.iter().map(|b| f(b.new)).collect()
         };
@@ -91,12 +137,13 @@ impl CreateTx<'_> {
         let request_ids: Vec<Option<String>> =
             batch.iter().map(|b| b.new.request_id.clone()).collect();
         let hashes: Vec<Vec<u8>> = batch.iter().map(|b| b.request_hash.to_vec()).collect();
-        let (port_names, port_peerings): (Vec<String>, Vec<String>) = batch
+        // Duplicates kept: two rows holding one port name fail on its key, as they must.
+        let mut ports: Vec<(String, String)> = batch
             .iter()
             .flat_map(|b| b.ports.iter().map(|p| (p.clone(), b.new.name.clone())))
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_iter()
-            .unzip();
+            .collect();
+        ports.sort();
+        let (port_names, port_peerings): (Vec<String>, Vec<String>) = ports.into_iter().unzip();
         let rows = self
             .store
             .timed(

@@ -49,6 +49,10 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The transaction lost to a concurrent one (deadlock_detected 40P01,
+    /// serialization_failure 40001) and was rolled back: running it again may succeed.
+    #[error("the transaction lost to a concurrent one and was rolled back")]
+    Conflict(#[source] sqlx::Error),
     /// Anything else the database said.
     #[error("database error")]
     Other(#[source] sqlx::Error),
@@ -69,6 +73,9 @@ impl From<sqlx::Error> for StoreError {
             }
             // Class 08 (connection), 57P (operator intervention: shutdown), 53 (resources).
             let code = db.code().unwrap_or_default();
+            if code == "40P01" || code == "40001" {
+                return StoreError::Conflict(e);
+            }
             if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
                 return StoreError::Unavailable(e);
             }

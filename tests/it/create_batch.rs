@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::park;
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
+use ovn_peerd_test_support::wait_until_async;
 
 fn create(name: &str, local: &str, remote: &str, request_id: &str) -> CreatePeeringRequest {
     CreatePeeringRequest {
@@ -193,9 +194,7 @@ async fn a_request_id_retried_inside_a_batch_gets_the_first_answer() {
     assert_eq!(again[0].as_ref().expect("the first answer"), first);
 }
 
-#[tokio::test]
-async fn a_create_whose_caller_went_away_before_the_commit_is_not_stored_and_the_others_are() {
-    let t = TestPeerd::start().await;
+fn four_vpcs(t: &TestPeerd) {
     for (vpc, subnet) in [
         ("vpc-1", "10.1.0.1/24"),
         ("vpc-2", "10.2.0.1/24"),
@@ -204,6 +203,64 @@ async fn a_create_whose_caller_went_away_before_the_commit_is_not_stored_and_the
     ] {
         create_vpc(&t.nb, vpc, &[subnet]);
     }
+}
+
+/// Runs `sql` in the test's database (triggers and hand-edited rows the tests need).
+async fn sql(t: &TestPeerd, sql: &str) {
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    sqlx::raw_sql(sql)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test]
+async fn a_create_whose_caller_went_away_before_the_insert_is_not_stored_and_the_others_are() {
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    let api = api(&t).await;
+    // The batch waits for vpc-1's lock, held by the test.
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker.peering_create_begin(&["vpc-1"]).await.expect("lock");
+    let gone = CancellationToken::new();
+    let a_gone = gone.clone();
+    let batch = tokio::spawn(async move {
+        api.create_as_one_batch_with(vec![
+            (create("a", "vpc-1", "vpc-2", ""), a_gone),
+            (create("b", "vpc-3", "vpc-4", ""), CancellationToken::new()),
+            // a's pair the other way round: ALREADY_EXISTS if a were still judged.
+            (create("c", "vpc-2", "vpc-1", ""), CancellationToken::new()),
+        ])
+        .await
+    });
+    park::wait_for_waiter(&t.db.url, "pg_advisory_xact_lock").await;
+    // a's caller goes away (its deadline passed) before the batch could insert anything.
+    gone.cancel();
+    drop(held);
+    let answers = batch.await.expect("batch");
+    assert!(answers[0].is_err(), "a's caller is gone: {:?}", answers[0]);
+    assert!(answers[1].is_ok(), "{:?}", answers[1]);
+    assert!(answers[2].is_ok(), "judged without a: {:?}", answers[2]);
+    assert_eq!(
+        stored(&t).await,
+        vec![
+            row("b", "vpc-3", "vpc-4", "169.254.0.1"),
+            row("c", "vpc-2", "vpc-1", "169.254.0.1"),
+        ]
+    );
+    assert_eq!(
+        writers(&t).await,
+        1,
+        "one transaction, not rolled back and run again"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_gone_during_the_insert_does_not_roll_the_batch_back() {
+    // Rolling back and running again without it would let close deadlines livelock the
+    // batches: its outcome is unknown to it, as with any call whose deadline passes.
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
     let api = api(&t).await;
     // The batch's insert waits behind the test's lock on `peerings` (reads go on).
     let mut holder = sqlx::PgConnection::connect(&t.db.url)
@@ -214,20 +271,279 @@ async fn a_create_whose_caller_went_away_before_the_commit_is_not_stored_and_the
     let a_gone = gone.clone();
     let batch = tokio::spawn(async move {
         api.create_as_one_batch_with(vec![
-            (create("a", "vpc-1", "vpc-2", ""), a_gone),
+            (create("a", "vpc-1", "vpc-2", "req-a"), a_gone),
             (create("b", "vpc-3", "vpc-4", ""), CancellationToken::new()),
         ])
         .await
     });
     park::wait_for_waiter(&t.db.url, "INSERT INTO peerings").await;
-    // a's caller goes away (its deadline passed) while the batch's insert waits.
     gone.cancel();
     held.rollback().await.expect("release");
     let answers = batch.await.expect("batch");
-    assert!(answers[0].is_err(), "a's caller is gone: {:?}", answers[0]);
     assert!(answers[1].is_ok(), "{:?}", answers[1]);
     assert_eq!(
         stored(&t).await,
-        vec![row("b", "vpc-3", "vpc-4", "169.254.0.1")]
+        vec![
+            row("a", "vpc-1", "vpc-2", "169.254.0.1"),
+            row("b", "vpc-3", "vpc-4", "169.254.0.1"),
+        ]
     );
+    assert_eq!(writers(&t).await, 1, "one transaction");
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_gives_every_caller_the_same_error() {
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    // Not a constraint: an error the batch cannot tell apart per create.
+    sql(
+        &t,
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'boom'; END $$; \
+         CREATE TRIGGER boom BEFORE INSERT ON peerings FOR EACH ROW EXECUTE FUNCTION boom();",
+    )
+    .await;
+    let api = api(&t).await;
+    let answers = api
+        .create_as_one_batch(vec![
+            create("a", "vpc-1", "vpc-2", ""),
+            create("b", "vpc-3", "vpc-4", ""),
+        ])
+        .await;
+    let errors: Vec<String> = answers
+        .iter()
+        .map(|a| match a {
+            Err(e @ ApiError::Internal(_)) => e.to_string(),
+            other => panic!("not INTERNAL: {other:?}"),
+        })
+        .collect();
+    assert_eq!(errors[0], errors[1]);
+    assert!(stored(&t).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_neighbour_that_does_not_decode_fails_only_the_creates_it_touches() {
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    for (vpc, subnet) in [
+        ("vpc-5", "10.5.0.1/24"),
+        ("vpc-6", "10.6.0.1/24"),
+        ("vpc-7", "10.7.0.1/24"),
+        ("vpc-8", "10.8.0.1/24"),
+    ] {
+        create_vpc(&t.nb, vpc, &[subnet]);
+    }
+    let api = api(&t).await;
+    let made = api
+        .create_as_one_batch(vec![
+            create("bad-route", "vpc-5", "vpc-6", ""),
+            create("bad-state", "vpc-7", "vpc-8", ""),
+        ])
+        .await;
+    assert!(made.iter().all(Result::is_ok), "{made:?}");
+    // Hand-edited rows: a route that is no prefix (the rules cannot read it), a state no
+    // version knows (the row does not decode).
+    for edit in [
+        r#"UPDATE peerings SET local_routes = '[{"cidr": "nonsense", "policy": "dst-ip"}]'
+             WHERE name = 'bad-route'"#,
+        "ALTER TABLE peerings DROP CONSTRAINT peerings_state_check",
+        "UPDATE peerings SET state = 'bogus' WHERE name = 'bad-state'",
+    ] {
+        sql(&t, edit).await;
+    }
+    let answers = api
+        .create_as_one_batch(vec![
+            create("x", "vpc-5", "vpc-1", ""),
+            create("y", "vpc-2", "vpc-8", ""),
+            create("z", "vpc-3", "vpc-4", ""),
+        ])
+        .await;
+    for a in &answers[..2] {
+        assert!(matches!(a, Err(ApiError::Internal(_))), "{a:?}");
+    }
+    assert!(answers[2].is_ok(), "{:?}", answers[2]);
+    let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["bad-route", "bad-state", "z"]);
+}
+
+#[tokio::test]
+async fn a_batch_that_loses_a_deadlock_is_run_one_create_at_a_time() {
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    // The first insert of `b` fails as a deadlock victim does (a sequence is not rolled
+    // back: the next try goes through).
+    sql(
+        &t,
+        "CREATE SEQUENCE tries; \
+         CREATE FUNCTION victim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.name = 'b' AND nextval('tries') = 1 THEN \
+             RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; \
+           END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER victim BEFORE INSERT ON peerings FOR EACH ROW EXECUTE FUNCTION victim();",
+    )
+    .await;
+    let api = api(&t).await;
+    let answers = api
+        .create_as_one_batch(vec![
+            create("a", "vpc-1", "vpc-2", ""),
+            create("b", "vpc-3", "vpc-4", ""),
+        ])
+        .await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(stored(&t).await.len(), 2);
+    assert_eq!(writers(&t).await, 2, "one create at a time");
+}
+
+#[tokio::test]
+async fn a_batch_inserts_its_rows_in_name_order() {
+    // Two batches taking the same unique keys in opposite orders could deadlock.
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    sql(
+        &t,
+        "CREATE TABLE insert_order (n serial, name text); \
+         CREATE FUNCTION log_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO insert_order (name) VALUES (NEW.name); RETURN NEW; END $$; \
+         CREATE TRIGGER log_insert BEFORE INSERT ON peerings FOR EACH ROW \
+           EXECUTE FUNCTION log_insert();",
+    )
+    .await;
+    let api = api(&t).await;
+    let answers = api
+        .create_as_one_batch(vec![
+            create("zz", "vpc-1", "vpc-2", ""),
+            create("aa", "vpc-3", "vpc-4", ""),
+        ])
+        .await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let order: Vec<String> = sqlx::query_scalar("SELECT name FROM insert_order ORDER BY n")
+        .fetch_all(&pool)
+        .await
+        .expect("order");
+    assert_eq!(order, ["aa", "zz"]);
+}
+
+fn linked(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
+    let mut req = create(name, local, remote, "");
+    let p = req.peering.as_mut().expect("peering");
+    p.local_connect_ip = "169.254.9.1/30".into();
+    p.remote_connect_ip = "169.254.9.2/30".into();
+    req
+}
+
+#[tokio::test]
+async fn a_given_link_held_by_a_pending_request_is_refused_while_judging() {
+    // The topology rules do not see requests awaiting acceptance; their links are held all
+    // the same. Left to the links' constraint, it would fail the batch's insert and send
+    // every create of the batch through a transaction of its own.
+    let t = TestPeerd::start().await;
+    four_vpcs(&t);
+    for (vpc, subnet) in [("vpc-5", "10.5.0.1/24"), ("vpc-6", "10.6.0.1/24")] {
+        create_vpc(&t.nb, vpc, &[subnet]);
+    }
+    let api = api(&t).await;
+    let made = api
+        .create_as_one_batch(vec![linked("request", "vpc-1", "vpc-2")])
+        .await;
+    assert!(made[0].is_ok(), "{made:?}");
+    // As a cross-tenant request stores it: awaiting the remote tenant, nothing in NB.
+    sql(
+        &t,
+        "UPDATE peerings SET state = 'pending_acceptance' WHERE name = 'request'",
+    )
+    .await;
+    let answers = api
+        .create_as_one_batch(vec![
+            create("y", "vpc-4", "vpc-2", ""),
+            linked("x", "vpc-1", "vpc-3"),
+            create("z", "vpc-5", "vpc-6", ""),
+        ])
+        .await;
+    let refused = answers[1].as_ref().expect_err("x's link is the request's");
+    assert_eq!(
+        fields(refused),
+        vec!["peering.local_connect_ip".to_string()]
+    );
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(answers[2].is_ok(), "{:?}", answers[2]);
+    let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["request", "y", "z"]);
+    // The request's update, then the batch as one transaction.
+    assert_eq!(writers(&t).await, 2, "y and z in one transaction");
+}
+
+#[tokio::test]
+async fn a_create_does_not_queue_behind_a_batch_holding_a_busy_vpc() {
+    // Every turn is taken by a batch parked at a VPC lock the test holds; a create on the
+    // hub vpc-1 and an unrelated one queue. When a turn frees, the next batch must not take
+    // the hub's create with the unrelated one: it would wait for vpc-1's lock and hold the
+    // unrelated create back with it.
+    let t = TestPeerd::start().await;
+    let mut vpcs = vec!["vpc-21".to_string(), "vpc-31".into(), "vpc-32".into()];
+    for i in 1..=ovn_peerd::api::BATCHES_IN_FLIGHT {
+        vpcs.extend([format!("vpc-{i}"), format!("vpc-1{i}")]);
+    }
+    for (n, vpc) in vpcs.iter().enumerate() {
+        create_vpc(&t.nb, vpc, &[&format!("10.{}.0.1/24", n + 1)]);
+    }
+    let api = std::sync::Arc::new(api(&t).await);
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let mut held = Vec::new();
+    let mut parked = Vec::new();
+    for i in 1..=ovn_peerd::api::BATCHES_IN_FLIGHT {
+        let hub = format!("vpc-{i}");
+        held.push(locker.peering_create_begin(&[&hub]).await.expect("lock"));
+        let a = api.clone();
+        let req = create(&format!("a{i}"), &hub, &format!("vpc-1{i}"), "");
+        parked.push(tokio::spawn(async move {
+            a.create_through_the_queue_for_tests(req).await
+        }));
+        wait_until_async("the batch waits for its lock", park::HANG, || async {
+            parked_batches(&pool).await == i as i64
+        })
+        .await
+        .expect("parked");
+    }
+    let a = api.clone();
+    let hub_create = tokio::spawn(async move {
+        a.create_through_the_queue_for_tests(create("b", "vpc-1", "vpc-21", ""))
+            .await
+    });
+    let a = api.clone();
+    let unrelated = tokio::spawn(async move {
+        a.create_through_the_queue_for_tests(create("c", "vpc-31", "vpc-32", ""))
+            .await
+    });
+    wait_until_async("both creates queue", park::HANG, || async {
+        api.queued_creates_for_tests() == 2
+    })
+    .await
+    .expect("queued");
+    // vpc-2's batch ends: a turn is free, vpc-1's lock still held.
+    drop(held.remove(1));
+    wait_until_async("the unrelated create is answered", park::HANG, || async {
+        unrelated.is_finished()
+    })
+    .await
+    .expect("not held back by the hub's lock");
+    assert!(!hub_create.is_finished(), "vpc-1 is still locked");
+    drop(held);
+    unrelated.await.expect("task").expect("c is stored");
+    hub_create.await.expect("task").expect("b is stored");
+    for p in parked {
+        p.await.expect("task").expect("stored");
+    }
+}
+
+/// How many sessions wait for a VPC lock.
+async fn parked_batches(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock' AND query ILIKE '%pg_advisory_xact_lock%'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_activity")
 }
