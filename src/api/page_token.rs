@@ -1,6 +1,6 @@
 //! Opaque page tokens: base64 of a small JSON cursor, bound to the filter used.
 //!
-//! Pages are keyset-based (by name for peerings, by route key for routes), so
+//! Pages are keyset-based (by name for peerings; by peering, then route key, for routes), so
 //! they stay stable while rows are added: a page never repeats or skips a row
 //! that existed when the listing started.
 

@@ -8,19 +8,21 @@
 //! judged (against one index of the other peerings, [`crate::reconciler::derive::Judge`]),
 //! and that CPU work runs on a blocking thread, not on the async workers.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 
 use super::convert;
 use super::error::ApiError;
 use super::page_token;
 use super::PeeringApi;
-use crate::ovsdb::NbCache;
+use crate::ovsdb::{LogicalRouterStaticRoute, NbCache, Table};
 use crate::peering::desired::DesiredRoute;
-use crate::peering::topology::{effective_routes, resolve_router};
+use crate::peering::topology::effective_routes;
 use crate::peering::{is_owned, port_name, Family, PeeringSpec, PEERING_KEY};
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
 use crate::reconciler::derive::Judge;
-use crate::store::PeeringRecord;
+use crate::store::{PeeringRecord, PeeringState};
+use uuid::Uuid;
 
 use crate::peering::MAX_VPC_LEN;
 
@@ -40,16 +42,13 @@ impl PeeringApi {
         }
         let limit = page_token::page_size(req.page_size)? as usize;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
-        let records = self.inner.store.peering_list_touching(&[&req.vpc]).await?;
-        // Their VPCs' other peerings take part in the rules: the same context the worker's
-        // pass reads for these peerings.
-        let vpcs: BTreeSet<&str> = records
-            .iter()
-            .flat_map(|r| [r.local_vpc.as_str(), r.remote_vpc.as_str()])
-            .chain([req.vpc.as_str()])
-            .collect();
-        let vpcs: Vec<&str> = vpcs.into_iter().collect();
-        let context = self.inner.store.peering_list_touching(&vpcs).await?;
+        // One read: the VPC's peerings, and every peering of the VPCs they join (the context
+        // the worker's pass reads for them: their VPCs' other peerings take part in the rules).
+        let context = self
+            .inner
+            .store
+            .peering_list_touching_neighbours(&req.vpc)
+            .await?;
 
         let protected = self.inner.settings.protected_vpcs.clone();
         if !self.inner.nb.state().borrow().is_synced() {
@@ -61,7 +60,7 @@ impl PeeringApi {
         // the async workers.
         let (routes, next_page_token) = tokio::task::spawn_blocking(move || {
             let cache = nb.cache();
-            page(&cache, &vpc, &records, &context, &protected, after, limit)
+            page(&cache, &vpc, &context, &protected, after, limit)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -72,96 +71,243 @@ impl PeeringApi {
     }
 }
 
-/// One page of `vpc`'s routes after the cursor `after`: every installed route, and the
-/// routes its peerings (`records`) want there but NB lacks. The wanted ones are listed in
-/// order from what each peering would install if it passes the rules (read without judging
-/// it); only the peerings whose routes reach the page are judged, against the index of
-/// `context` (the same rules and other peerings as the worker's pass).
+/// One page of `vpc`'s routes after the cursor `after`, in the order the proto states: the
+/// VPC's peerings by name, each with its routes (installed, and those it wants there but NB
+/// lacks) by route; then the router's other routes (foreign ones, or owned by a peering no
+/// longer stored) by route. A page costs the peerings it shows, not the VPC's: a peering's
+/// installed routes come from the replica's index by peering, and only a peering with wanted
+/// routes NB lacks is judged, against the index of `context` (the same rules and other
+/// peerings as the worker's pass).
 fn page(
     cache: &NbCache,
     vpc: &str,
-    records: &[PeeringRecord],
     context: &[PeeringRecord],
     protected: &[String],
     after: Option<String>,
     limit: usize,
 ) -> Result<(Vec<Route>, String), ApiError> {
     let going = Judge::going(context);
-    let judge = Judge::new(context, &going, cache, protected);
-    let router = resolve_router(judge.topo(), vpc).map_err(|_| ApiError::NotFound {
-        resource: "vpc",
-        name: vpc.to_string(),
-    })?;
-    let router_uuid = router.id.parse().unwrap_or_default();
-    let installed: Vec<Route> = cache
-        .router(router_uuid)
-        .map(|r| r.static_routes.as_slice())
-        .unwrap_or_default()
+    // The judge of the whole context (O(N log N) to build at a hub of N): only when one of the
+    // page's peerings wants a route NB lacks.
+    let full: OnceCell<Judge<'_>> = OnceCell::new();
+    let judge = || full.get_or_init(|| Judge::new(context, &going, cache, protected));
+    let by_name: HashMap<&str, &PeeringRecord> =
+        context.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut by_vpc: HashMap<&str, Vec<&PeeringRecord>> = HashMap::new();
+    for r in context {
+        by_vpc.entry(&r.local_vpc).or_default().push(r);
+        if r.remote_vpc != r.local_vpc {
+            by_vpc.entry(&r.remote_vpc).or_default().push(r);
+        }
+    }
+    // Exactly one router of that name, as the rules resolve it (without copying its rows).
+    let router = match cache.router_by_name(vpc).as_slice() {
+        [r] => *r,
+        _ => {
+            return Err(ApiError::NotFound {
+                resource: "vpc",
+                name: vpc.to_string(),
+            })
+        }
+    };
+    let router_id = router.uuid.to_string();
+    let in_router: HashSet<Uuid> = router.static_routes.iter().copied().collect();
+    let mut names: Vec<&str> = context
+        .iter()
+        .filter(|r| r.local_vpc == vpc || r.remote_vpc == vpc)
+        .map(|r| r.name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let first = match after.as_deref().map(Cursor::parse) {
+        None => 0,
+        Some(Cursor::Peering(name)) => names.partition_point(|n| *n < name),
+        Some(Cursor::Rest) => names.len(),
+        Some(Cursor::Bad) => {
+            return Err(ApiError::invalid(
+                "page_token",
+                "not a page token from a previous response",
+            ))
+        }
+    };
+    let mut pager = Pager {
+        after,
+        limit,
+        routes: Vec::with_capacity(limit),
+        last_key: String::new(),
+    };
+    for name in &names[first..] {
+        let installed: Vec<Route> = cache
+            .rows_with_external_id(PEERING_KEY, name)
+            .into_iter()
+            .filter(|(table, uuid)| {
+                *table == Table::LogicalRouterStaticRoute && in_router.contains(uuid)
+            })
+            .filter_map(|(_, uuid)| cache.static_route(uuid))
+            .filter(|r| is_owned(&r.external_ids))
+            .map(|r| installed_route(vpc, r))
+            .collect();
+        let installed_keys: HashSet<RouteKey> = installed.iter().map(route_key).collect();
+        // What it would install if it passes the rules, less what NB holds: judged only when
+        // something is left (a converged peering is not judged at all).
+        let mut wanted: Vec<Route> = by_name
+            .get(name)
+            .map(|r| candidates(r, &by_vpc, cache, protected, vpc))
+            .unwrap_or_default();
+        wanted.retain(|r| !installed_keys.contains(&route_key(r)));
+        if !wanted.is_empty() {
+            let judged: HashSet<RouteKey> = judge()
+                .rows(name)
+                .map(|d| {
+                    d.routes
+                        .iter()
+                        .filter(|w| w.router_id == router_id)
+                        .map(|w| derived_key(&d.name, w))
+                        .collect()
+                })
+                .unwrap_or_default();
+            wanted.retain(|r| judged.contains(&route_key(r)));
+        }
+        let mut rows: Vec<(String, Route)> = installed
+            .into_iter()
+            .chain(wanted)
+            .map(|r| (Cursor::peering_key(name, &r), r))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, r) in rows {
+            if pager.offer(k, r) {
+                return Ok(pager.full(vpc));
+            }
+        }
+    }
+    // The router's other routes: foreign, or owned by a peering not stored any more.
+    let listed: HashSet<&str> = names.iter().copied().collect();
+    let mut rest: Vec<(String, Route)> = in_router
         .iter()
         .filter_map(|u| cache.static_route(*u))
-        .map(|r| Route {
-            vpc: vpc.to_string(),
-            cidr: r.ip_prefix.clone(),
-            nexthop: r.nexthop.clone(),
-            policy: convert::policy_of_ovn(r.policy.as_deref()),
-            route_table: r.route_table.clone(),
-            peering: if is_owned(&r.external_ids) {
-                r.external_ids.get(PEERING_KEY).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            },
-            installed: true,
-            output_port: r.output_port.clone().unwrap_or_default(),
+        .filter(|r| {
+            !(is_owned(&r.external_ids)
+                && r.external_ids
+                    .get(PEERING_KEY)
+                    .is_some_and(|p| listed.contains(p.as_str())))
         })
+        .map(|r| installed_route(vpc, r))
+        .map(|r| (Cursor::rest_key(&r), r))
         .collect();
-    let names: HashSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
-    let mut candidates: Vec<Route> = judge
-        .specs()
-        .filter(|s| names.contains(s.name.as_str()))
-        .flat_map(|s| wanted_unjudged(&judge, s, vpc))
-        .collect();
-    // A wanted route NB already holds (on any page) is listed once, as installed.
-    let installed_keys: HashSet<RouteKey> = installed.iter().map(route_key).collect();
-    candidates.extend(installed);
-    let mut keyed: Vec<(String, Route)> = candidates
-        .into_iter()
-        .map(|r| (sort_key(&r), r))
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
-        .collect();
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    // Judged peerings: the routes they want here, or none when they fail the rules.
-    let mut judged: HashMap<String, HashSet<RouteKey>> = HashMap::new();
-    let mut routes = Vec::with_capacity(limit + 1);
-    let mut last_key = String::new();
-    for (k, r) in keyed {
-        if !r.installed {
-            if installed_keys.contains(&route_key(&r)) {
-                continue;
-            }
-            let wants = judged.entry(r.peering.clone()).or_insert_with(|| {
-                judge
-                    .rows(&r.peering)
-                    .map(|d| {
-                        d.routes
-                            .iter()
-                            .filter(|w| w.router_id == router.id)
-                            .map(|w| derived_key(&d.name, w))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            });
-            if !wants.contains(&route_key(&r)) {
-                continue;
-            }
+    rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (k, r) in rest {
+        if pager.offer(k, r) {
+            return Ok(pager.full(vpc));
         }
-        if routes.len() == limit {
-            // One more exists: this page ends at the last one listed.
-            return Ok((routes, page_token::encode(vpc, &last_key)));
-        }
-        last_key = k;
-        routes.push(r);
     }
-    Ok((routes, String::new()))
+    Ok((pager.routes, String::new()))
+}
+
+/// A route of `vpc`'s router as NB holds it.
+fn installed_route(vpc: &str, r: &LogicalRouterStaticRoute) -> Route {
+    Route {
+        vpc: vpc.to_string(),
+        cidr: r.ip_prefix.clone(),
+        nexthop: r.nexthop.clone(),
+        policy: convert::policy_of_ovn(r.policy.as_deref()),
+        route_table: r.route_table.clone(),
+        peering: if is_owned(&r.external_ids) {
+            r.external_ids.get(PEERING_KEY).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        installed: true,
+        output_port: r.output_port.clone().unwrap_or_default(),
+    }
+}
+
+/// Fills a page from routes offered in cursor order, skipping those up to the cursor.
+struct Pager {
+    after: Option<String>,
+    limit: usize,
+    routes: Vec<Route>,
+    last_key: String,
+}
+
+impl Pager {
+    /// Takes `r` (keyed `key`) if it comes after the cursor; true when the page is full and
+    /// `r` is one more: the page ends before it.
+    fn offer(&mut self, key: String, r: Route) -> bool {
+        if self.after.as_ref().is_some_and(|a| key <= *a) {
+            return false;
+        }
+        if self.routes.len() == self.limit {
+            return true;
+        }
+        self.last_key = key;
+        self.routes.push(r);
+        false
+    }
+
+    /// The full page and the token for the next one.
+    fn full(self, vpc: &str) -> (Vec<Route>, String) {
+        (self.routes, page_token::encode(vpc, &self.last_key))
+    }
+}
+
+/// The position of a listed route, also the page cursor (a string compared as a whole:
+/// segment, then peering name, then route; `\0` separates the parts, which none contains).
+enum Cursor<'a> {
+    /// In (or after) the routes of this peering.
+    Peering(&'a str),
+    /// In the router's other routes.
+    Rest,
+    /// Not a key this listing writes.
+    Bad,
+}
+
+impl<'a> Cursor<'a> {
+    fn peering_key(peering: &str, r: &Route) -> String {
+        format!("0\0{peering}\0{}", sort_key(r))
+    }
+
+    fn rest_key(r: &Route) -> String {
+        format!("1\0{}", sort_key(r))
+    }
+
+    fn parse(key: &'a str) -> Cursor<'a> {
+        match key.split('\0').collect::<Vec<_>>().as_slice() {
+            ["0", peering, _] => Cursor::Peering(peering),
+            ["1", _] => Cursor::Rest,
+            _ => Cursor::Bad,
+        }
+    }
+}
+
+/// The routes the live peering `rec` would install in `vpc` if it passes the rules, read as
+/// the whole context's judge reads them: the other VPC's subnets depend only on the peerings
+/// of that VPC (`by_vpc`: which of its peer ports are claimed, which leave with a tombstone),
+/// so a judge of those few stands in for the hub's N.
+fn candidates(
+    rec: &PeeringRecord,
+    by_vpc: &HashMap<&str, Vec<&PeeringRecord>>,
+    cache: &NbCache,
+    protected: &[String],
+    vpc: &str,
+) -> Vec<Route> {
+    if rec.state == PeeringState::Deleting {
+        return Vec::new();
+    }
+    let Ok(spec) = rec.spec() else {
+        return Vec::new();
+    };
+    let Some(side) = spec.side_of(vpc) else {
+        return Vec::new();
+    };
+    let few: Vec<PeeringRecord> = by_vpc
+        .get(spec.vpc(side.other()))
+        .into_iter()
+        .flatten()
+        .map(|r| (*r).clone())
+        .collect();
+    let going = Judge::going(&few);
+    let judge = Judge::new(&few, &going, cache, protected);
+    wanted_unjudged(&judge, &spec, vpc)
 }
 
 /// The routes peering `spec` would install in `vpc` if it passes the rules, as
@@ -217,7 +363,7 @@ fn derived_key(peering: &str, r: &DesiredRoute) -> RouteKey {
     )
 }
 
-/// A total order on routes, also the page cursor.
+/// A total order on the routes of one segment of the listing.
 fn sort_key(r: &Route) -> String {
     let policy = convert::policy_from_api(r.policy)
         .unwrap_or_default()

@@ -326,11 +326,6 @@ impl<'a> Judge<'a> {
             .collect()
     }
 
-    /// The live peerings judged, as the rules see them.
-    pub(crate) fn specs(&self) -> impl Iterator<Item = &PeeringSpec> {
-        self.specs.iter()
-    }
-
     /// The NB topology judged against.
     pub(crate) fn topo(&self) -> &(impl Topology + use<'a>) {
         &self.topo

@@ -166,6 +166,43 @@ impl Store {
         records(rows)
     }
 
+    /// ListRoutes' context in one round trip: every peering touching `vpc`, and every peering
+    /// touching a VPC one of those joins, whose rows may be in NB
+    /// ([`PeeringState::in_northbound`]); the same set as [`Store::peering_list_touching`] of
+    /// `vpc` and its peers' VPCs.
+    pub async fn peering_list_touching_neighbours(
+        &self,
+        vpc: &str,
+    ) -> Result<Vec<PeeringRecord>, StoreError> {
+        let rows = self
+            .timed(
+                "peering_list_touching_neighbours",
+                sqlx::query_as!(
+                    PeeringRow,
+                    r#"WITH mine AS (
+                         SELECT local_vpc, remote_vpc FROM peerings
+                          WHERE (local_vpc = $1 OR remote_vpc = $1)
+                            AND state IN ('pending', 'active', 'failed', 'deleting')),
+                       vpcs AS (
+                         SELECT local_vpc AS v FROM mine UNION SELECT remote_vpc FROM mine
+                         UNION SELECT $1)
+                       SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag FROM peerings
+                     WHERE (local_vpc IN (SELECT v FROM vpcs) OR remote_vpc IN (SELECT v FROM vpcs))
+                       AND state IN ('pending', 'active', 'failed', 'deleting')
+                     ORDER BY name"#,
+                    vpc
+                )
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        records(rows)
+    }
+
     /// Every peering touching any of `vpcs`, and the one named `name` if any
     /// (CreatePeering's rules and name check in one round trip).
     pub async fn peering_list_touching_or_named(

@@ -19,6 +19,7 @@ mod create_batch;
 mod datapath;
 mod diagnose;
 mod e2e;
+mod list_routes;
 mod make_before_break;
 mod metrics;
 mod nb_tls;

@@ -1,0 +1,90 @@
+//! ListRoutes' keyset paging under concurrent creates: paging through a hub while spokes are
+//! added lists every route that existed when the listing started exactly once.
+
+use std::collections::BTreeSet;
+
+use ovn_peerd::proto::v1::{CreatePeeringRequest, ListRoutesRequest, Peering};
+
+use crate::support::peerd::TestPeerd;
+use crate::support::vpc::create_vpc;
+
+fn create(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
+    CreatePeeringRequest {
+        peering: Some(Peering {
+            name: name.into(),
+            local_vpc: local.into(),
+            remote_vpc: remote.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Pages of 2 through a hub with 8 spokes (some converged, some only wanted) and a foreign
+/// route, a new spoke created between every two pages, with names that sort before, between
+/// and after the ones listed: no route of the starting set is skipped, none is listed twice.
+#[tokio::test]
+async fn list_routes_pages_stay_stable_while_peerings_are_added() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    t.nb.nbctl(&["lr-route-add", "hub", "192.168.0.0/16", "10.0.0.254"]);
+    let mut c = t.client().await;
+    for k in 1..=40 {
+        create_vpc(&t.nb, &format!("s{k}"), &[&format!("10.{k}.1.1/24")]);
+    }
+    for k in [10, 20, 30, 40] {
+        c.create_peering(create(&format!("h{k}"), "hub", &format!("s{k}")))
+            .await
+            .unwrap();
+    }
+    t.converge().await;
+    for k in [12, 22, 32, 38] {
+        c.create_peering(create(&format!("h{k}"), "hub", &format!("s{k}")))
+            .await
+            .unwrap();
+    }
+    let key = |r: &ovn_peerd::proto::v1::Route| (r.cidr.clone(), r.peering.clone());
+    let start: BTreeSet<(String, String)> = c
+        .list_routes(ListRoutesRequest {
+            vpc: "hub".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes
+        .iter()
+        .map(key)
+        .collect();
+    assert_eq!(start.len(), 9, "{start:?}");
+
+    // Spokes added while paging: before the first name, between names, after the last.
+    let mut added = [1, 11, 21, 31, 39, 15, 25, 35, 5].into_iter();
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    for _ in 0..100 {
+        let page = c
+            .list_routes(ListRoutesRequest {
+                vpc: "hub".into(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.routes.iter().map(key));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        if let Some(k) = added.next() {
+            c.create_peering(create(&format!("h{k}"), "hub", &format!("s{k}")))
+                .await
+                .unwrap();
+        }
+    }
+    let listed: BTreeSet<(String, String)> = seen.iter().cloned().collect();
+    assert_eq!(listed.len(), seen.len(), "a route listed twice: {seen:?}");
+    let skipped: Vec<_> = start.difference(&listed).collect();
+    assert!(skipped.is_empty(), "skipped {skipped:?} of {seen:?}");
+}
