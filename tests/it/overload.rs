@@ -79,14 +79,19 @@ async fn calls_beyond_the_limit_are_refused_at_once_and_the_admitted_ones_comple
         .execute(&mut *lock)
         .await
         .unwrap();
-    // Two creates fill the limit: both wait for the lock, inside Postgres.
+    // Two creates fill the limit: both wait for the lock, inside Postgres. One after the
+    // other: sent together they may share one batch (one transaction, one waiter); the
+    // second, on other VPCs, gets a batch of its own while the first one's waits.
     let mut held = Vec::new();
-    for (name, a, b) in [("a", "vpc-0", "vpc-1"), ("b", "vpc-2", "vpc-3")] {
+    for (n, (name, a, b)) in [("a", "vpc-0", "vpc-1"), ("b", "vpc-2", "vpc-3")]
+        .into_iter()
+        .enumerate()
+    {
         let mut c = t.client().await;
         let req = create(name, a, b);
         held.push(tokio::spawn(async move { c.create_peering(req).await }));
+        wait_lock_waiters(&pool, n as i64 + 1);
     }
-    wait_lock_waiters(&pool, 2);
 
     // Twenty more, of every kind, while the lock is still held: each is answered (so none
     // waited for the lock) with RESOURCE_EXHAUSTED.
