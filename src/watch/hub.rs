@@ -211,6 +211,11 @@ impl Hub {
             }
             self.head.send_replace(head);
         }
+        // Also when nothing was read: the first read sets the ring up at the log's head,
+        // which may include changes committed after a watcher's snapshot; a watcher waiting
+        // for the head to move must hear of it (else it waits for ever).
+        self.head
+            .send_if_modified(|h| std::mem::replace(h, head) != head);
         Ok(())
     }
 
