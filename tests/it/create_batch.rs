@@ -114,14 +114,7 @@ async fn a_later_create_of_a_batch_sees_the_earlier_ones() {
 #[tokio::test]
 async fn a_refusal_in_a_batch_refuses_only_that_create() {
     let t = TestPeerd::start().await;
-    for (vpc, subnet) in [
-        ("vpc-1", "10.1.0.1/24"),
-        ("vpc-2", "10.2.0.1/24"),
-        ("vpc-3", "10.3.0.1/24"),
-        ("vpc-4", "10.4.0.1/24"),
-    ] {
-        create_vpc(&t.nb, vpc, &[subnet]);
-    }
+    vpcs(&t, 1..=4);
     let api = api(&t).await;
     let answers = api
         .create_as_one_batch(vec![
@@ -153,14 +146,7 @@ async fn a_refusal_in_a_batch_refuses_only_that_create() {
 #[tokio::test]
 async fn a_request_id_retried_inside_a_batch_gets_the_first_answer() {
     let t = TestPeerd::start().await;
-    for (vpc, subnet) in [
-        ("vpc-1", "10.1.0.1/24"),
-        ("vpc-2", "10.2.0.1/24"),
-        ("vpc-3", "10.3.0.1/24"),
-        ("vpc-4", "10.4.0.1/24"),
-    ] {
-        create_vpc(&t.nb, vpc, &[subnet]);
-    }
+    vpcs(&t, 1..=4);
     let api = api(&t).await;
     let answers = api
         .create_as_one_batch(vec![
@@ -194,14 +180,10 @@ async fn a_request_id_retried_inside_a_batch_gets_the_first_answer() {
     assert_eq!(again[0].as_ref().expect("the first answer"), first);
 }
 
-fn four_vpcs(t: &TestPeerd) {
-    for (vpc, subnet) in [
-        ("vpc-1", "10.1.0.1/24"),
-        ("vpc-2", "10.2.0.1/24"),
-        ("vpc-3", "10.3.0.1/24"),
-        ("vpc-4", "10.4.0.1/24"),
-    ] {
-        create_vpc(&t.nb, vpc, &[subnet]);
+/// Routers `vpc-i` with the subnet `10.i.0.1/24`, for each `i` of `ids`.
+fn vpcs(t: &TestPeerd, ids: std::ops::RangeInclusive<u32>) {
+    for i in ids {
+        create_vpc(&t.nb, &format!("vpc-{i}"), &[&format!("10.{i}.0.1/24")]);
     }
 }
 
@@ -217,7 +199,7 @@ async fn sql(t: &TestPeerd, sql: &str) {
 #[tokio::test]
 async fn a_create_whose_caller_went_away_before_the_insert_is_not_stored_and_the_others_are() {
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
+    vpcs(&t, 1..=4);
     let api = api(&t).await;
     // The batch waits for vpc-1's lock, held by the test.
     let locker = Store::connect_lazy(&t.db.url).expect("store");
@@ -260,7 +242,7 @@ async fn a_caller_gone_during_the_insert_does_not_roll_the_batch_back() {
     // Rolling back and running again without it would let close deadlines livelock the
     // batches: its outcome is unknown to it, as with any call whose deadline passes.
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
+    vpcs(&t, 1..=4);
     let api = api(&t).await;
     // The batch's insert waits behind the test's lock on `peerings` (reads go on).
     let mut holder = sqlx::PgConnection::connect(&t.db.url)
@@ -294,7 +276,7 @@ async fn a_caller_gone_during_the_insert_does_not_roll_the_batch_back() {
 #[tokio::test]
 async fn a_batch_that_fails_gives_every_caller_the_same_error() {
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
+    vpcs(&t, 1..=4);
     // Not a constraint: an error the batch cannot tell apart per create.
     sql(
         &t,
@@ -324,15 +306,8 @@ async fn a_batch_that_fails_gives_every_caller_the_same_error() {
 #[tokio::test]
 async fn a_neighbour_that_does_not_decode_fails_only_the_creates_it_touches() {
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
-    for (vpc, subnet) in [
-        ("vpc-5", "10.5.0.1/24"),
-        ("vpc-6", "10.6.0.1/24"),
-        ("vpc-7", "10.7.0.1/24"),
-        ("vpc-8", "10.8.0.1/24"),
-    ] {
-        create_vpc(&t.nb, vpc, &[subnet]);
-    }
+    vpcs(&t, 1..=4);
+    vpcs(&t, 5..=8);
     let api = api(&t).await;
     let made = api
         .create_as_one_batch(vec![
@@ -369,7 +344,7 @@ async fn a_neighbour_that_does_not_decode_fails_only_the_creates_it_touches() {
 #[tokio::test]
 async fn a_batch_that_loses_a_deadlock_is_run_one_create_at_a_time() {
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
+    vpcs(&t, 1..=4);
     // The first insert of `b` fails as a deadlock victim does (a sequence is not rolled
     // back: the next try goes through).
     sql(
@@ -398,7 +373,7 @@ async fn a_batch_that_loses_a_deadlock_is_run_one_create_at_a_time() {
 async fn a_batch_inserts_its_rows_in_name_order() {
     // Two batches taking the same unique keys in opposite orders could deadlock.
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
+    vpcs(&t, 1..=4);
     sql(
         &t,
         "CREATE TABLE insert_order (n serial, name text); \
@@ -438,10 +413,8 @@ async fn a_given_link_held_by_a_pending_request_is_refused_while_judging() {
     // the same. Left to the links' constraint, it would fail the batch's insert and send
     // every create of the batch through a transaction of its own.
     let t = TestPeerd::start().await;
-    four_vpcs(&t);
-    for (vpc, subnet) in [("vpc-5", "10.5.0.1/24"), ("vpc-6", "10.6.0.1/24")] {
-        create_vpc(&t.nb, vpc, &[subnet]);
-    }
+    vpcs(&t, 1..=4);
+    vpcs(&t, 5..=6);
     let api = api(&t).await;
     let made = api
         .create_as_one_batch(vec![linked("request", "vpc-1", "vpc-2")])
