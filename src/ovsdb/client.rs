@@ -80,7 +80,9 @@ impl Sent {
             Some(t) => match tokio::time::timeout_at(self.started + t, self.rx).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let r = Err(TransactError::OutcomeUnknown(format!("no reply within {t:?}")));
+                    let r = Err(TransactError::OutcomeUnknown(format!(
+                        "no reply within {t:?}"
+                    )));
                     record_transaction(self.started, &r);
                     return r;
                 }
@@ -240,8 +242,8 @@ impl Client {
         // A large transaction can keep the server busy, and silent, for longer than the
         // probe allows on a loaded machine; a probe timeout would then cost a full re-dump
         // (a standalone server keeps no history). Its own timeout bounds the wait.
-        let patient = ops.len() >= PATIENT_TRANSACTION_OPS
-            && self.shared.config.transact_timeout.is_some();
+        let patient =
+            ops.len() >= PATIENT_TRANSACTION_OPS && self.shared.config.transact_timeout.is_some();
         loop {
             let conn = self.synced_connection(deadline).await?;
             // Encoded once it has a connection to go on, straight to bytes (no JSON tree per

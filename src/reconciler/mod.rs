@@ -22,6 +22,7 @@ pub mod timing;
 #[doc(hidden)] // public for the integration tests of its guards
 pub mod translate;
 mod wake;
+mod write;
 
 use std::time::Duration;
 

@@ -14,16 +14,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use crate::ovsdb::{Operation, OvsdbErrorKind, TransactError};
-use crate::peering::diff::{plan, Change, Outcome, Plan};
+use crate::ovsdb::TransactError;
+use crate::peering::diff::{plan, Outcome};
 use crate::peering::owner::{mass_deletion, Ownership, MASS_DELETION_MIN};
 use crate::peering::topology::port_names;
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
 use super::actual::{actual_rows, holds_rows_of, our_row_count};
-use super::batch::{transactions, Group};
 use super::derive::{derive, Targets};
-use super::{fence, translate, Reconciler};
+use super::{write, Reconciler};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +88,7 @@ impl PassError {
 }
 
 /// The verdict on one live peering after planning and writing.
-enum Verdict {
+pub(super) enum Verdict {
     Active,
     Pending(String),
     Failed(String),
@@ -259,7 +258,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         outcome.held_back = held_back.len();
     }
 
-    let write_result = write_changes(r, &plan, &mut verdicts, &mut outcome).await;
+    let write_result = write::write_changes(r, &plan, &mut verdicts, &mut outcome).await;
     let t_written = t_start.elapsed();
     if let Err(PassError::Fenced) = write_result {
         // Not ours to judge any more: the new holder reports statuses.
@@ -322,240 +321,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     Ok(outcome)
 }
 
-/// Writes the plan in transactions of whole peerings up to the row budget ([`transactions`]).
-/// A batch the server refuses is retried peering by peering (each peering still whole), so
-/// one peering that cannot be written never blocks the others.
-async fn write_changes(
-    r: &Reconciler,
-    plan: &Plan,
-    verdicts: &mut HashMap<String, Verdict>,
-    outcome: &mut PassOutcome,
-) -> Result<(), PassError> {
-    for batch in transactions(plan, r.settings.max_rows_per_transaction) {
-        let batch: Vec<&Group<'_>> = batch.iter().collect();
-        write_batch(r, &batch, verdicts, outcome).await?;
-    }
-    Ok(())
-}
-
-async fn write_batch(
-    r: &Reconciler,
-    batch: &[&(&str, Vec<&Change>)],
-    verdicts: &mut HashMap<String, Verdict>,
-    outcome: &mut PassOutcome,
-) -> Result<(), PassError> {
-    match transact(r, batch, outcome).await {
-        Ok(not_done) => {
-            for (name, _) in batch {
-                settle(verdicts, name, Written::from(&not_done, name), outcome);
-            }
-            Ok(())
-        }
-        // One peering's refusal, or one row changed under a guard, must not hold back the
-        // others of the batch: write them one by one.
-        Err(PassError::Nb(e)) if (is_refusal(&e) || is_guard_miss(&e)) && batch.len() > 1 => {
-            tracing::warn!(error = %e, peerings = batch.len(), "batch not applied; writing peering by peering");
-            for group in batch {
-                match transact(r, std::slice::from_ref(group), outcome).await {
-                    Ok(not_done) => settle(
-                        verdicts,
-                        group.0,
-                        Written::from(&not_done, group.0),
-                        outcome,
-                    ),
-                    Err(PassError::Nb(e)) if is_refusal(&e) => {
-                        settle(verdicts, group.0, Written::Refused(&e), outcome)
-                    }
-                    Err(PassError::Nb(e)) if is_guard_miss(&e) => {
-                        settle(verdicts, group.0, Written::Partly, outcome)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        }
-        Err(PassError::Nb(e)) if is_refusal(&e) => {
-            settle(verdicts, batch[0].0, Written::Refused(&e), outcome);
-            Ok(())
-        }
-        // A row changed since the cache showed it (an ownership guard failed): nothing was
-        // written; the peering is retried once the cache has the change (as ovsdb-idl's
-        // TRY_AGAIN), never failed.
-        Err(PassError::Nb(e)) if is_guard_miss(&e) => {
-            settle(verdicts, batch[0].0, Written::Partly, outcome);
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// A `wait` guard of ours found its row changed ("timed out" on an operation; the writer
-/// fence is told apart before this, in [`transact`]).
-fn is_guard_miss(e: &TransactError) -> bool {
-    matches!(e, TransactError::Operation { .. })
-        && e.ovsdb_error()
-            .is_some_and(|err| err.kind == OvsdbErrorKind::TimedOut)
-}
-
-/// The one place the worker sends NB transactions, behind the writer fence while it holds
-/// the lock. Failing on the fence is [`PassError::Fenced`], never a peering's refusal.
-/// Returns the peerings whose writes committed only in part.
-async fn transact(
-    r: &Reconciler,
-    batch: &[&(&str, Vec<&Change>)],
-    outcome: &mut PassOutcome,
-) -> Result<BTreeSet<String>, PassError> {
-    let fence = r.current_fence();
-    let mut ops: Vec<Operation> = fence.iter().map(fence::Fence::wait_op).collect();
-    // The peering of each operation, to tell which one a result belongs to.
-    let mut owners: Vec<Option<&str>> = vec![None; ops.len()];
-    let mut rows = 0;
-    {
-        // New rows' uuids are chosen against what NB holds now (a fresh snapshot, not
-        // the pass's).
-        let cache = r.nb.cache();
-        let mut ids = translate::RowIds::new(&cache);
-        for (peering, changes) in batch {
-            translate::append_peering(changes, &mut ops, &mut ids);
-            owners.resize(ops.len(), Some(peering));
-            rows += changes
-                .iter()
-                .map(|c| translate::rows_written(c))
-                .sum::<usize>();
-        }
-    }
-    // Its NB echo must not wake the worker for another pass.
-    let touched = translate::touched_rows(&ops);
-    r.wake.expect_echo(&touched);
-    let started = Instant::now();
-    let result = r.nb.transact(&ops).await;
-    if result.is_err() {
-        r.wake.forget_echo(&touched);
-    }
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.label(),
-    };
-    metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => label)
-        .record(started.elapsed().as_secs_f64());
-    outcome.transactions += 1;
-    let results = match result {
-        Err(e) if fence.is_some() && fence::failed_on_fence(&e) => return Err(PassError::Fenced),
-        Err(e) => return Err(PassError::Nb(e)),
-        Ok(results) => results,
-    };
-    outcome.rows_written += rows;
-    for (_, changes) in batch {
-        for c in changes {
-            metrics::counter!(crate::metrics::NB_ROWS_WRITTEN_TOTAL, "kind" => change_kind(c))
-                .increment(1);
-        }
-    }
-    let not_done = translate::not_done(&owners, &ops, &results);
-    if !not_done.is_empty() {
-        // The rows changed after we read them: the cache has seen how by now.
-        tracing::info!(peerings = ?not_done, "some writes matched no row; retrying");
-    }
-    Ok(not_done.into_iter().map(str::to_string).collect())
-}
-
-/// The server refused the transaction for what it asks (nothing committed):
-/// the peering's rows cannot be written as they are, which is the peering's
-/// failure. Everything else is transient, never a peering's failure: a lost
-/// reply, a leader change ("not leader"), a guard that found a row changed
-/// since we read it ("timed out"), a row a concurrent writer inserted first
-/// ("duplicate uuid"). The pass then stops; the next one, after a backoff,
-/// re-reads NB and tries again.
-fn is_refusal(e: &TransactError) -> bool {
-    let refused = matches!(
-        e,
-        TransactError::Operation { .. } | TransactError::Commit(_) | TransactError::Rejected(_)
-    );
-    refused && e.ovsdb_error().is_some_and(|err| !is_transient(err.kind))
-}
-
-fn is_transient(kind: OvsdbErrorKind) -> bool {
-    matches!(
-        kind,
-        OvsdbErrorKind::TimedOut
-            | OvsdbErrorKind::NotLeader
-            | OvsdbErrorKind::IoError
-            | OvsdbErrorKind::ResourcesExhausted
-            | OvsdbErrorKind::Aborted
-            | OvsdbErrorKind::DuplicateUuid
-    )
-}
-
-/// How one peering's writes went.
-enum Written<'a> {
-    /// Committed, every operation matched its row.
-    Done,
-    /// Committed, but an update or mutation matched no row.
-    Partly,
-    /// The server refused them.
-    Refused(&'a TransactError),
-}
-
-impl Written<'_> {
-    fn from(not_done: &BTreeSet<String>, peering: &str) -> Self {
-        if not_done.contains(peering) {
-            Written::Partly
-        } else {
-            Written::Done
-        }
-    }
-}
-
-fn settle(
-    verdicts: &mut HashMap<String, Verdict>,
-    peering: &str,
-    written: Written<'_>,
-    outcome: &mut PassOutcome,
-) {
-    if matches!(written, Written::Partly) {
-        outcome.incomplete += 1;
-    }
-    let Some(v) = verdicts.get_mut(peering) else {
-        return; // rows of a deleted peering
-    };
-    if !matches!(v, Verdict::Pending(_)) {
-        return;
-    }
-    *v = match written {
-        // The cache has seen a committed transaction, so NB now holds exactly its rows.
-        Written::Done => Verdict::Active,
-        Written::Partly => {
-            Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
-        }
-        Written::Refused(e) => {
-            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
-                .increment(1);
-            Verdict::Failed(format!(
-                "OVN NB refused the peering's rows: {}",
-                describe(e)
-            ))
-        }
-    };
-}
-
-fn describe(e: &TransactError) -> String {
-    match e.ovsdb_error() {
-        Some(err) => err.to_string(),
-        None => e.to_string(),
-    }
-}
-
-fn change_kind(c: &Change) -> &'static str {
-    match c {
-        Change::CreatePort { .. } => "port_insert",
-        Change::UpdatePort { .. } => "port_update",
-        Change::DeletePort { .. } => "port_delete",
-        Change::CreateRoute { .. } => "route_insert",
-        Change::UpdateRoute { .. } => "route_update",
-        Change::DeleteRoute { .. } => "route_delete",
-    }
-}
-
 /// The status of every live peering after this pass.
 fn statuses(records: &[PeeringRecord], verdicts: &HashMap<String, Verdict>) -> Vec<StatusUpdate> {
     records
@@ -606,34 +371,5 @@ fn record_convergence_delay(records: &[PeeringRecord], updates: &[StatusUpdate])
                     .record(delay.max(0) as f64 / 1e6);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ovsdb::OvsdbError;
-
-    fn op_error(error: &str) -> TransactError {
-        TransactError::Operation {
-            index: 1,
-            error: OvsdbError::from_json(&serde_json::json!({ "error": error })),
-        }
-    }
-
-    #[test]
-    fn only_a_refusal_of_what_was_asked_is_the_peerings_failure() {
-        assert!(is_refusal(&op_error("constraint violation")));
-        assert!(is_refusal(&TransactError::Commit(OvsdbError::from_json(
-            &serde_json::json!({"error": "referential integrity violation"})
-        ))));
-        for transient in ["timed out", "not leader", "duplicate uuid", "I/O error"] {
-            assert!(!is_refusal(&op_error(transient)), "{transient}");
-        }
-        assert!(!is_refusal(&TransactError::Rejected(
-            OvsdbError::from_json(&serde_json::json!({"error": "not leader"}))
-        )));
-        assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
-        assert!(!is_refusal(&TransactError::NotConnected));
     }
 }
