@@ -66,7 +66,10 @@ const ENCODED_OP_BYTES: usize = 320;
 #[must_use = "a sent transaction's reply says whether it committed"]
 pub struct Sent {
     rx: oneshot::Receiver<CallResult>,
+    /// When the caller asked (the transaction's duration, for the metric).
     started: Instant,
+    /// When it went on the wire (the transact timeout counts from here).
+    sent: Instant,
     timeout: Option<Duration>,
 }
 
@@ -77,7 +80,7 @@ impl Sent {
     /// that ends first is [`TransactError::OutcomeUnknown`].
     pub async fn reply(self, ops: &[Operation]) -> Result<Vec<OperationResult>, TransactError> {
         let reply = match self.timeout {
-            Some(t) => match tokio::time::timeout_at(self.started + t, self.rx).await {
+            Some(t) => match tokio::time::timeout_at(self.sent + t, self.rx).await {
                 Ok(r) => r,
                 Err(_) => {
                     let r = Err(TransactError::OutcomeUnknown(format!(
@@ -254,6 +257,7 @@ impl Client {
                     return Ok(Sent {
                         rx,
                         started,
+                        sent: Instant::now(),
                         timeout: self.shared.config.transact_timeout,
                     })
                 }
