@@ -174,6 +174,7 @@ async fn reply(
         }
         Ok(results) => results,
     };
+    r.wake.echo_landed(&touched);
     metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => "ok")
         .record(started.elapsed().as_secs_f64());
     outcome.rows_written += rows;
