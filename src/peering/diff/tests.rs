@@ -590,7 +590,8 @@ fn in_sync_says_yes_exactly_when_the_plan_has_nothing_to_do() {
     unnormalised.routes[0].ip_prefix = "172.31.7.9/16".into();
     unnormalised.ports[0].networks = vec!["169.254.0.1/30".into()];
     cases.push(("unnormalised", unnormalised));
-    let edits: Vec<(&str, fn(&mut ActualRows))> = vec![
+    type Edit = fn(&mut ActualRows);
+    let edits: Vec<(&str, Edit)> = vec![
         ("route deleted", |a| {
             a.routes.pop();
         }),
