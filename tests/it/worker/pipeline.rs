@@ -11,7 +11,7 @@ use ovn_peerd::store::PeeringState;
 use tokio_util::sync::CancellationToken;
 
 use super::ownership_guard::LaggingNb;
-use super::{create, explicit, record, store, two_vpcs};
+use super::{create, eventually, explicit, record, store, two_vpcs};
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::{Options, TestPeerd};
 use crate::support::vpc::create_vpc;
@@ -66,7 +66,7 @@ async fn a_refused_transaction_mid_pipeline_fails_only_its_peering() {
     let t = four_peerings().await;
     let nb = LaggingNb::start(t.nb.sock()).await;
     let worker = one_peering_per_transaction(&t, &nb.remote).await;
-    nb.lag(Duration::from_secs(2));
+    nb.lag(Duration::from_secs(5));
     t.nb.nbctl(&[
         "lrp-add",
         "vpc-3",
@@ -108,11 +108,19 @@ async fn a_refused_transaction_mid_pipeline_fails_only_its_peering() {
         hand_made
     );
 
-    // The operator removes the port: the next passes write p34.
+    // The operator removes the port: once the worker's replica has seen that (what the relay
+    // still holds arrives first), a pass writes p34.
     nb.lag(Duration::ZERO);
     t.nb.nbctl(&["lrp-del", "vpc-3-vpc-4"]);
-    worker.run_until_idle(5).await.expect("converges");
-    assert_eq!(record(&s, "p34").await.state, PeeringState::Active);
+    eventually(
+        "p34 written once the hand-made port is gone",
+        Duration::from_secs(20),
+        || async {
+            worker.run_once().await.expect("pass");
+            (record(&s, "p34").await.state == PeeringState::Active).then_some(())
+        },
+    )
+    .await;
     let rows = NbRows::read(&t.nb);
     assert_eq!(rows.owned_ports_of("vpc-3").len(), 1);
     assert_eq!(rows.owned_ports_of("vpc-4").len(), 1);
