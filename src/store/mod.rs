@@ -26,6 +26,7 @@ mod deployment;
 mod error;
 mod model;
 mod peerings;
+mod routes_page;
 mod update;
 
 use std::time::{Duration, Instant};
