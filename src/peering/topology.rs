@@ -16,9 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 mod index;
+mod probe;
 
 pub use index::{Others, PeerIndex, PrefixMap};
 use index::{ResolvedRouter, VpcIndex};
+pub use probe::{ConflictQuery, Nearby};
 
 use super::validate::ValidatedPeering;
 use super::{
