@@ -496,7 +496,7 @@ impl PeeringApi {
             let spec = v
                 .spec()
                 .unwrap_or_else(|| v.with_link(ConnectAddrs::default(), ConnectAddrs::default()));
-            q.add(&spec, &topo, &pools);
+            q.add(&spec, &topo, &pools, &[]);
         }
         Ok(q)
     }

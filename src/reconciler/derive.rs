@@ -29,8 +29,8 @@ use crate::adapters::NbCacheTopology;
 use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
 use crate::peering::topology::{
-    effective_routes, resolve_router, PeerIndex, PortView, RouteView, RouterView, Topology,
-    TopologyFacts,
+    effective_routes, resolve_router, ConflictQuery, PeerIndex, PortView, RouteView, RouterView,
+    Topology, TopologyFacts,
 };
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
@@ -202,6 +202,36 @@ fn affected(
         }
     }
     judged
+}
+
+/// The conflict probe of a narrow pass over `targets`: their specs (links known) and their
+/// rows as NB holds them; `None` when one of them cannot be read as a spec.
+pub(crate) fn narrow_probe(targets: &[PeeringRecord], cache: &NbCache) -> Option<ConflictQuery> {
+    let topo = NbCacheTopology(cache);
+    let mut q = ConflictQuery::default();
+    for rec in targets {
+        let spec = rec.spec().ok()?;
+        q.add(&spec, &topo, &[], &nb_networks_of(cache, &rec.name));
+    }
+    Some(q)
+}
+
+/// Whether a narrow pass over `changed` with `context` judges `changed` alone: no tombstone
+/// or failed peering of their VPCs, no other peering of `context` that one of them affects.
+/// When `context` is a probe's read, the full read of their VPCs then judges them alone too.
+pub(crate) fn judges_only(
+    changed: &BTreeSet<String>,
+    context: &[PeeringRecord],
+    cache: &NbCache,
+) -> bool {
+    let going: BTreeSet<&str> = Judge::going(context);
+    let topo = Leaving {
+        nb: NbCacheTopology(cache),
+        going: &going,
+    };
+    let (_, specs, _) = live_specs(context);
+    let index = PeerIndex::new(&specs, &topo);
+    affected(changed, context, &index, &topo, cache).is_subset(changed)
 }
 
 /// The networks of the NB rows marked as the peering's: its ports' networks and its routes'

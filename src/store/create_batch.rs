@@ -109,12 +109,15 @@ impl CreateTx<'_> {
                     r#"WITH q AS (
                          SELECT name FROM peerings WHERE name = ANY($1)
                          UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
-                         UNION SELECT p.name FROM peerings p
-                               JOIN unnest($3::text[], $4::text[]) AS n(lo, hi)
-                                 ON p.vpc_low = n.lo AND p.vpc_high = n.hi
+                         UNION SELECT name FROM peerings
+                               WHERE vpc_low = ANY($3) AND vpc_high = ANY($4)
+                                 AND state NOT IN ('rejected', 'expired')
                          UNION SELECT l.peering_name FROM peering_links l
                                JOIN unnest($5::cidr[]) AS n(net)
-                                 ON l.vpc = ANY($6) AND l.link && n.net
+                                 ON family(l.link) = 4 AND l.vpc = ANY($6) AND l.link && n.net
+                         UNION SELECT l.peering_name FROM peering_links l
+                               JOIN unnest($5::cidr[]) AS n(net)
+                                 ON family(l.link) = 6 AND l.vpc = ANY($6) AND l.link && n.net
                          UNION SELECT name FROM peerings
                                WHERE local_vpc = ANY($6)
                                  AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb

@@ -20,6 +20,7 @@
 
 mod acceptance;
 mod changes;
+mod conflicts;
 mod create;
 mod create_batch;
 mod deployment;

@@ -13,7 +13,9 @@ impl Store {
     /// them: each page peering's other VPC's peerings, which the rules read for its routes.
     /// The page is the first `limit` names touching `vpc` from `from` in the answer (any
     /// other peering of `vpc` in it sorts after them). One round trip; each half of the page
-    /// is an index range scan on (local_vpc, name) / (remote_vpc, name).
+    /// is an index range scan on (local_vpc, name) / (remote_vpc, name), and the rows are
+    /// fetched by name (one `= ANY` on the key: an `OR` of three `= ANY` made the planner filter
+    /// every peering in key order, 176 ms at 10,000).
     pub async fn peering_list_vpc_page(
         &self,
         vpc: &str,
@@ -39,16 +41,18 @@ impl Store {
                          ORDER BY name LIMIT $3),
                        others AS (
                          SELECT remote_vpc AS v FROM page WHERE local_vpc = $1 AND remote_vpc <> $1
-                         UNION SELECT local_vpc FROM page WHERE remote_vpc = $1 AND local_vpc <> $1)
+                         UNION SELECT local_vpc FROM page WHERE remote_vpc = $1 AND local_vpc <> $1),
+                       wanted AS (
+                         SELECT name FROM page
+                         UNION SELECT name FROM peerings WHERE local_vpc = ANY(ARRAY(SELECT v FROM others))
+                         UNION SELECT name FROM peerings WHERE remote_vpc = ANY(ARRAY(SELECT v FROM others)))
                        SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag FROM peerings
-                     WHERE (name = ANY(ARRAY(SELECT name FROM page))
-                            OR local_vpc = ANY(ARRAY(SELECT v FROM others))
-                            OR remote_vpc = ANY(ARRAY(SELECT v FROM others)))
+                     WHERE name = ANY(ARRAY(SELECT name FROM wanted))
                        AND state IN ('pending', 'active', 'failed', 'deleting')
                      ORDER BY name"#,
                     vpc,

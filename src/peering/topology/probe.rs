@@ -56,8 +56,9 @@ pub struct ConflictQuery {
 
 impl ConflictQuery {
     /// Adds `spec` (with empty `*_connect` when its link is to be allocated from `pools`:
-    /// then every subnet of the other VPC counts, whatever its family).
-    pub fn add<T>(&mut self, spec: &PeeringSpec, topo: &T, pools: &[IpNet])
+    /// then every subnet of the other VPC counts, whatever its family); `also`: networks of
+    /// its rows as NB holds them (they may predate a change of subnets).
+    pub fn add<T>(&mut self, spec: &PeeringSpec, topo: &T, pools: &[IpNet], also: &[IpNet])
     where
         T: Topology + Nearby + ?Sized,
     {
@@ -65,7 +66,7 @@ impl ConflictQuery {
         self.ports
             .extend(port_names(&spec.local_vpc, &spec.remote_vpc));
         self.pairs.insert(pair(&spec.local_vpc, &spec.remote_vpc));
-        let mut nets: Vec<IpNet> = Vec::new();
+        let mut nets: Vec<IpNet> = also.to_vec();
         let allocated = spec.local_connect.networks().is_empty();
         for side in Side::BOTH {
             let other_subnets = topo.subnets_named(spec.vpc(side.other()));
@@ -230,7 +231,7 @@ mod tests {
             "x",
             Some(("169.254.0.9/30", "169.254.0.10/30")),
         );
-        q.add(&linked, &topo, &pool);
+        q.add(&linked, &topo, &pool, &[]);
         assert_eq!(pairs(&q), [("hub", "s3"), ("hub", "x"), ("s3", "x")]);
         assert_eq!(q.names, ["h3", "new"].map(String::from).into());
         assert_eq!(q.ports, ["hub-x", "x-hub"].map(String::from).into());
@@ -241,7 +242,7 @@ mod tests {
         // Its link to be allocated: the other VPCs' subnets whatever their family, no link,
         // and the pairs with VPCs whose subnets lie in the pool.
         let mut unlinked = ConflictQuery::default();
-        unlinked.add(&spec("new", "hub", "x", None), &topo, &pool);
+        unlinked.add(&spec("new", "hub", "x", None), &topo, &pool, &[]);
         assert_eq!(
             pairs(&unlinked),
             [
