@@ -66,6 +66,22 @@ impl Topology for NbCacheTopology<'_> {
             .collect();
         all.into_iter().collect()
     }
+
+    fn router_count(&self, name: &str) -> usize {
+        self.0.router_by_name(name).len()
+    }
+
+    /// Read in place: a hub's router has a port per spoke.
+    fn port_networks_named(&self, name: &str) -> Vec<IpNet> {
+        let cache = self.0;
+        cache
+            .router_by_name(name)
+            .into_iter()
+            .flat_map(|r| r.ports.iter().filter_map(|u| cache.port(*u)))
+            .flat_map(|p| p.networks.iter().filter_map(|n| n.parse::<IpNet>().ok()))
+            .map(|n| n.trunc())
+            .collect()
+    }
 }
 
 /// CreatePeering's probe of the neighbourhood ([`crate::peering::topology::ConflictQuery`]).

@@ -20,8 +20,9 @@ use crate::peering::desired::DesiredRoute;
 use crate::peering::topology::effective_routes;
 use crate::peering::{is_owned, port_name, Family, PeeringSpec, PEERING_KEY};
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
-use crate::reconciler::derive::Judge;
+use crate::reconciler::derive::{subnets_as_judged, Judge};
 use crate::store::{PeeringRecord, PeeringState};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::peering::MAX_VPC_LEN;
@@ -95,7 +96,6 @@ impl PeeringApi {
         limit: usize,
     ) -> Result<Option<(Vec<Route>, String)>, ApiError> {
         let store = &self.inner.store;
-        let protected = self.inner.settings.protected_vpcs.clone();
         let mut pager = Pager {
             after: after.clone(),
             limit,
@@ -129,10 +129,10 @@ impl PeeringApi {
             let last = names.last().cloned();
             names.retain(|n| done.as_ref() != Some(n));
             let nb = self.synced_nb()?;
-            let (vpc_owned, protected) = (vpc.to_string(), protected.clone());
+            let vpc_owned = vpc.to_string();
             let (walked, p) = tokio::task::spawn_blocking(move || {
                 let cache = nb.cache();
-                let walked = walk(&cache, &vpc_owned, &records, &names, &protected, &mut pager);
+                let walked = walk(&cache, &vpc_owned, &records, &names, &mut pager);
                 (walked, pager)
             })
             .await
@@ -195,11 +195,10 @@ fn walk(
     vpc: &str,
     records: &[PeeringRecord],
     names: &[String],
-    protected: &[String],
     pager: &mut Pager,
 ) -> Result<Walked, ApiError> {
     let router = one_router(cache, vpc)?;
-    let view = RouterRoutes::new(cache, vpc, router, protected);
+    let view = RouterRoutes::new(cache, vpc, router);
     let (by_name, by_vpc) = by_name_and_vpc(records);
     for name in names {
         let Some(rows) = view.peering(name, by_name.get(name.as_str()).copied(), &by_vpc, |_| None)
@@ -239,22 +238,15 @@ struct RouterRoutes<'a> {
     vpc: &'a str,
     router_id: String,
     in_router: HashSet<Uuid>,
-    protected: &'a [String],
 }
 
 impl<'a> RouterRoutes<'a> {
-    fn new(
-        cache: &'a NbCache,
-        vpc: &'a str,
-        router: &LogicalRouter,
-        protected: &'a [String],
-    ) -> Self {
+    fn new(cache: &'a NbCache, vpc: &'a str, router: &LogicalRouter) -> Self {
         RouterRoutes {
             cache,
             vpc,
             router_id: router.uuid.to_string(),
             in_router: router.static_routes.iter().copied().collect(),
-            protected,
         }
     }
 
@@ -284,7 +276,7 @@ impl<'a> RouterRoutes<'a> {
         // What it would install if it passes the rules, less what NB holds: judged only when
         // something is left (a converged peering is not judged at all).
         let mut wanted: Vec<Route> = rec
-            .map(|r| candidates(r, by_vpc, cache, self.protected, self.vpc))
+            .map(|r| candidates(r, by_vpc, cache, self.vpc))
             .unwrap_or_default();
         wanted.retain(|r| !installed_keys.contains(&route_key(r)));
         if !wanted.is_empty() {
@@ -323,7 +315,7 @@ fn page(
     let judge = || full.get_or_init(|| Judge::new(context, &going, cache, protected));
     let (by_name, by_vpc) = by_name_and_vpc(context);
     let router = one_router(cache, vpc)?;
-    let view = RouterRoutes::new(cache, vpc, router, protected);
+    let view = RouterRoutes::new(cache, vpc, router);
     let mut names: Vec<&str> = context
         .iter()
         .filter(|r| r.local_vpc == vpc || r.remote_vpc == vpc)
@@ -480,13 +472,13 @@ impl<'a> Cursor<'a> {
 
 /// The routes the live peering `rec` would install in `vpc` if it passes the rules, read as
 /// the whole context's judge reads them: the other VPC's subnets depend only on the peerings
-/// of that VPC (`by_vpc`: which of its peer ports are claimed, which leave with a tombstone),
-/// so a judge of those few stands in for the hub's N.
+/// of that VPC (`by_vpc`: which of its ports leave with a tombstone), read without indexing
+/// them (an index of a spoke's peerings reads the subnets of the hub too: 10,000 ports, for
+/// each peering of the page).
 fn candidates(
     rec: &PeeringRecord,
     by_vpc: &HashMap<&str, Vec<&PeeringRecord>>,
     cache: &NbCache,
-    protected: &[String],
     vpc: &str,
 ) -> Vec<Route> {
     if rec.state == PeeringState::Deleting {
@@ -498,28 +490,26 @@ fn candidates(
     let Some(side) = spec.side_of(vpc) else {
         return Vec::new();
     };
+    let other = spec.vpc(side.other());
     let few: Vec<PeeringRecord> = by_vpc
-        .get(spec.vpc(side.other()))
+        .get(other)
         .into_iter()
         .flatten()
         .map(|r| (*r).clone())
         .collect();
-    let going = Judge::going(&few);
-    let judge = Judge::new(&few, &going, cache, protected);
-    wanted_unjudged(&judge, &spec, vpc)
+    wanted_unjudged(&subnets_as_judged(&few, cache, other), &spec, vpc)
 }
 
 /// The routes peering `spec` would install in `vpc` if it passes the rules, as
 /// [`crate::peering::desired::desired_from_facts`] writes them (the other VPC's subnets as the
 /// rules read them), before judging it.
-fn wanted_unjudged(judge: &Judge<'_>, spec: &PeeringSpec, vpc: &str) -> Vec<Route> {
+fn wanted_unjudged(other_subnets: &[IpNet], spec: &PeeringSpec, vpc: &str) -> Vec<Route> {
     let Some(side) = spec.side_of(vpc) else {
         return Vec::new();
     };
     let other = spec.vpc(side.other());
-    let other_subnets = judge.index().subnets(judge.topo(), other);
     let via = spec.connect(side.other());
-    effective_routes(spec.routes(side), &other_subnets, via)
+    effective_routes(spec.routes(side), other_subnets, via)
         .into_iter()
         .filter_map(|r| {
             let nexthop = via.host(Family::of(&r.prefix))?;

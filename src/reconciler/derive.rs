@@ -28,6 +28,7 @@ use ipnet::IpNet;
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
+use crate::peering::topology::vpc_subnets;
 use crate::peering::topology::{
     effective_routes, resolve_router, ConflictQuery, PeerIndex, PortView, RouteView, RouterView,
     Topology, TopologyFacts,
@@ -356,16 +357,6 @@ impl<'a> Judge<'a> {
             .collect()
     }
 
-    /// The NB topology judged against.
-    pub(crate) fn topo(&self) -> &(impl Topology + use<'a>) {
-        &self.topo
-    }
-
-    /// The peerings' index (for reading subnets the way the rules do).
-    pub(crate) fn index(&self) -> &PeerIndex {
-        &self.index
-    }
-
     /// The rows of the live peering `name`; `None` when it is not live or its record cannot
     /// be read as a spec (it wants nothing).
     pub(crate) fn rows(&self, name: &str) -> Option<DesiredPeering> {
@@ -428,6 +419,25 @@ impl<'a> Judge<'a> {
             remote_subnets,
         }
     }
+}
+
+/// The subnets the rules read for `vpc` when judging against `context` (its tombstones' rows
+/// leaving NB): those of its one router, none when it has not exactly one. What
+/// [`PeerIndex::subnets`] answers for a [`Judge`] of `context`, without indexing `context`
+/// (which reads the subnets of every VPC its peerings join: a hub's 10,000 ports).
+pub(crate) fn subnets_as_judged(
+    context: &[PeeringRecord],
+    cache: &NbCache,
+    vpc: &str,
+) -> Vec<IpNet> {
+    let going = Judge::going(context);
+    let topo = Leaving {
+        nb: NbCacheTopology(cache),
+        going: &going,
+    };
+    resolve_router(&topo, vpc)
+        .map(|r| vpc_subnets(&r))
+        .unwrap_or_default()
 }
 
 /// The rows a peering that fails the rules would want, and why it fails.
