@@ -14,6 +14,7 @@ mod output_port;
 mod ownership;
 mod ownership_guard;
 mod partition;
+mod restart;
 mod rows;
 mod safety;
 
