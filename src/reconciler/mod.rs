@@ -16,6 +16,7 @@ mod batch;
 pub(crate) mod derive;
 pub mod fence;
 mod lock;
+mod narrow;
 mod nb_scope;
 mod pass;
 pub mod timing;

@@ -154,9 +154,16 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                 .chain(touched.iter().map(String::as_str))
                 .collect();
             let vpcs: Vec<&str> = vpcs.into_iter().collect();
-            let records = match ports.is_empty() {
-                true => r.store.peering_list_touching(&vpcs).await?,
-                false => {
+            // Nothing changed in NB under them: the few peerings that can conflict with them
+            // may be enough (a hub's new spoke), read by probe (`narrow.rs`).
+            let probed = match touched.is_empty() && ports.is_empty() {
+                true => super::narrow::probed_context(r, names, &targets).await?,
+                false => None,
+            };
+            let records = match (probed, ports.is_empty()) {
+                (Some(records), _) => records,
+                (None, true) => r.store.peering_list_touching(&vpcs).await?,
+                (None, false) => {
                     let ports: Vec<String> = ports.iter().cloned().collect();
                     r.store
                         .peering_list_touching_or_holding(&vpcs, &ports)
