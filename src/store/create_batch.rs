@@ -109,9 +109,11 @@ impl CreateTx<'_> {
                     r#"WITH q AS (
                          SELECT name FROM peerings WHERE name = ANY($1)
                          UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
-                         UNION SELECT name FROM peerings
-                               WHERE vpc_low = ANY($3) AND vpc_high = ANY($4)
-                                 AND state NOT IN ('rejected', 'expired')
+                         UNION SELECT pp.name FROM peerings pp
+                               JOIN unnest($3::text[], $4::text[]) AS vp(a, b)
+                                 ON pp.vpc_low = least(vp.a, vp.b)
+                                AND pp.vpc_high = greatest(vp.a, vp.b)
+                               WHERE pp.state NOT IN ('rejected', 'expired')
                          UNION SELECT l.peering_name FROM peering_links l
                                JOIN unnest($5::cidr[]) AS n(net)
                                  ON family(l.link) = 4 AND l.vpc = ANY($6) AND l.link && n.net

@@ -30,15 +30,15 @@ impl Store {
                     r#"WITH page AS (
                          SELECT name, local_vpc, remote_vpc FROM (
                            (SELECT name, local_vpc, remote_vpc FROM peerings
-                             WHERE local_vpc = $1 AND ($2::text IS NULL OR name >= $2)
+                             WHERE local_vpc = $1 AND ($2::text IS NULL OR name COLLATE "C" >= $2)
                                AND state IN ('pending', 'active', 'failed', 'deleting')
-                             ORDER BY name LIMIT $3)
+                             ORDER BY name COLLATE "C" LIMIT $3)
                            UNION ALL
                            (SELECT name, local_vpc, remote_vpc FROM peerings
-                             WHERE remote_vpc = $1 AND ($2::text IS NULL OR name >= $2)
+                             WHERE remote_vpc = $1 AND ($2::text IS NULL OR name COLLATE "C" >= $2)
                                AND state IN ('pending', 'active', 'failed', 'deleting')
-                             ORDER BY name LIMIT $3)) AS both_sides
-                         ORDER BY name LIMIT $3),
+                             ORDER BY name COLLATE "C" LIMIT $3)) AS both_sides
+                         ORDER BY name COLLATE "C" LIMIT $3),
                        others AS (
                          SELECT remote_vpc AS v FROM page WHERE local_vpc = $1 AND remote_vpc <> $1
                          UNION SELECT local_vpc FROM page WHERE remote_vpc = $1 AND local_vpc <> $1),
@@ -54,7 +54,7 @@ impl Store {
                          labels AS "labels: Json<Labels>", etag FROM peerings
                      WHERE name = ANY(ARRAY(SELECT name FROM wanted))
                        AND state IN ('pending', 'active', 'failed', 'deleting')
-                     ORDER BY name"#,
+                     ORDER BY name COLLATE "C""#,
                     vpc,
                     from,
                     limit
@@ -74,7 +74,7 @@ impl Store {
                 r#"SELECT name FROM peerings
                    WHERE (local_vpc = $1 OR remote_vpc = $1)
                      AND state IN ('pending', 'active', 'failed', 'deleting')
-                   ORDER BY name"#,
+                   ORDER BY name COLLATE "C""#,
                 vpc
             )
             .fetch_all(&self.pool),

@@ -128,3 +128,25 @@ async fn links_allocated_at_a_hub_avoid_the_links_of_peerings_not_read() {
     // h3 and h4 in one transaction: the batch's insert did not hit the links' constraint.
     assert_eq!(links[2].2, links[3].2, "{links:?}");
 }
+
+/// The probe's VPC pairs are matched whatever the database's collation: in `en_US`
+/// `least('core-hub', 'core2')` is `'core2'` (the '-' is ignored at the first level) while
+/// byte order puts `core-hub` first. The stored hub–core2 peering must still be read when
+/// judging hub–lab, lab's subnet inside core2's: else the hub would route part of core2's
+/// traffic to lab.
+#[tokio::test]
+async fn a_vpc_pair_is_found_in_an_en_us_database() {
+    let t = TestPeerd::start_en_us().await;
+    create_vpc(&t.nb, "core-hub", &["10.0.0.1/24"]);
+    create_vpc(&t.nb, "core2", &["10.2.0.1/16"]);
+    create_vpc(&t.nb, "lab", &["10.2.5.1/24"]);
+    let api = api(&t).await;
+    one(&api, create("q", "core-hub", "core2"))
+        .await
+        .expect("q");
+    let refused = violations(one(&api, create("p", "core-hub", "lab")).await);
+    assert!(
+        refused.iter().any(|(_, d)| d.contains("peering \"q\"")),
+        "{refused:?}"
+    );
+}

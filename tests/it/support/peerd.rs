@@ -103,6 +103,17 @@ impl TestPeerd {
     }
 }
 
+impl TestPeerd {
+    /// [`TestPeerd::start`] on a database collated as glibc's `en_US` ([`TestDb::create_en_us`]):
+    /// names compare differently there than in byte order.
+    pub async fn start_en_us() -> TestPeerd {
+        let db = TestDb::create_en_us().await;
+        let nb = NbServer::start();
+        let config = test_config(&db.url, &nb.remote(), &Options::default());
+        Self::start_on(db, nb, config).await
+    }
+}
+
 impl TestPeerd<()> {
     /// Fresh database, against an NB the caller owns (e.g. `OvnCentral::nb_remote()`).
     pub async fn start_against(nb_remote: &str, opts: Options) -> TestPeerd<()> {

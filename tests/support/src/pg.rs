@@ -19,6 +19,10 @@ use crate::wait_until;
 /// The env var naming an admin URL of a running cluster.
 pub const ADMIN_URL_ENV: &str = "OVN_PEERD_TEST_PG";
 
+/// `CREATE DATABASE` options for [`TestDb::create_en_us`].
+const EN_US: &str =
+    " TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US-u-ka-shifted' LOCALE 'C.UTF-8'";
+
 /// A fresh database, dropped when the test ends.
 pub struct TestDb {
     /// URL of the fresh database.
@@ -40,17 +44,39 @@ impl TestDb {
         }
     }
 
+    /// Creates a fresh, empty database whose default collation is English as glibc's
+    /// `en_US.UTF-8` sorts it (what a stock `postgres` image gives): punctuation such as '-'
+    /// is ignored at the first level, so `least('core-hub', 'core2')` is `'core2'` and
+    /// `'pa' < 'p-b'`, unlike byte order. ICU's `en-US-u-ka-shifted`, so it needs no OS locale.
+    pub async fn create_en_us() -> TestDb {
+        match std::env::var(ADMIN_URL_ENV) {
+            Ok(url) if !url.is_empty() => Self::create_with_options(url, None, EN_US).await,
+            _ => {
+                let cluster = PgCluster::start();
+                Self::create_with_options(cluster.admin_url(), Some(cluster), EN_US).await
+            }
+        }
+    }
+
     /// Creates a fresh database in the cluster at `admin_url`.
     pub async fn create_in(admin_url: &str) -> TestDb {
         Self::create_with(admin_url.to_string(), None).await
     }
 
     async fn create_with(admin_url: String, private: Option<PgCluster>) -> TestDb {
+        Self::create_with_options(admin_url, private, "").await
+    }
+
+    async fn create_with_options(
+        admin_url: String,
+        private: Option<PgCluster>,
+        options: &str,
+    ) -> TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("cannot reach test Postgres at {admin_url}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(&format!("CREATE DATABASE {name}{options}"))
             .execute(&mut conn)
             .await
             .expect("create test database");
