@@ -64,7 +64,8 @@ impl PeeringApi {
         let locked_etag = current.etag;
         // The request itself is not among them (it is not in NB yet).
         let others = Neighbours::new(records)?;
-        self.check(&spec, &others.specs)?;
+        let cache = self.nb_cache()?;
+        self.check(&cache, &spec, &others.specs)?;
         let ttl = self.inner.settings.acceptance_ttl;
         match tx.accept(&name, ttl, locked_etag).await? {
             Some(accepted) => Ok(convert::peering(&accepted)),

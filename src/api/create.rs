@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::input;
 use super::PeeringApi;
 use crate::adapters::NbCacheTopology;
+use crate::ovsdb::NbCache;
 use crate::peering::input::request_fingerprint;
 use crate::peering::labels::check_labels;
 use crate::peering::links::{allocate_connect, link_families, pool_for, LinkPool};
@@ -103,11 +104,12 @@ impl PeeringApi {
         if validate_only {
             let neighbours = self.neighbours(validated).await?;
             self.check_unique(validated, &neighbours)?;
+            let cache = self.nb_cache()?;
             let spec = match validated.spec() {
                 Some(spec) => spec,
-                None => self.allocate(validated, &neighbours, &[])?,
+                None => self.allocate(&cache, validated, &neighbours, &[])?,
             };
-            self.check(&spec, &neighbours.specs)?;
+            self.check(&cache, &spec, &neighbours.specs)?;
             return Ok(preview(&spec, &request.labels));
         }
         // Everything is judged (and a link allocated) under the VPCs' locks, once: a
@@ -187,12 +189,17 @@ impl PeeringApi {
         Refusal::check(RefusalKind::FailedPrecondition, violations, ()).map_err(ApiError::Refused)
     }
 
-    /// Topology rules against the NB cache (which must be in sync).
-    pub(super) fn check(&self, spec: &PeeringSpec, others: &[PeeringSpec]) -> Result<(), ApiError> {
-        let cache = self.nb_cache()?;
+    /// Topology rules against `cache`, a snapshot of the NB cache in sync ([`Self::nb_cache`]):
+    /// one snapshot per decision, so that what was probed, allocated and checked is one NB.
+    pub(super) fn check(
+        &self,
+        cache: &NbCache,
+        spec: &PeeringSpec,
+        others: &[PeeringSpec],
+    ) -> Result<(), ApiError> {
         check_topology(
             spec,
-            &NbCacheTopology(&cache),
+            &NbCacheTopology(cache),
             others,
             &self.inner.settings.protected_vpcs,
         )
@@ -207,6 +214,7 @@ impl PeeringApi {
     /// no concurrent create of either VPC can take it.
     pub(super) fn allocate(
         &self,
+        cache: &NbCache,
         v: &ValidatedPeering,
         neighbours: &Neighbours,
         excluded: &[IpNet],
@@ -223,8 +231,7 @@ impl PeeringApi {
             },
         ];
         let mut used: Vec<IpNet> = excluded.to_vec();
-        let cache = self.nb_cache()?;
-        let topo = NbCacheTopology(&cache);
+        let topo = NbCacheTopology(cache);
         used.extend(allocation_exclusions(v, &topo, &neighbours.specs));
         used.extend(neighbours.held_links(v));
         let families = link_families(v, &topo);

@@ -35,6 +35,7 @@ use super::create_tx::{request_id_reused, same_request, Decided, Neighbours, Req
 use super::error::ApiError;
 use super::PeeringApi;
 use crate::adapters::NbCacheTopology;
+use crate::ovsdb::NbCache;
 use crate::peering::topology::{port_names, ConflictQuery};
 use crate::peering::validate::ValidatedPeering;
 use crate::peering::ConnectAddrs;
@@ -415,16 +416,29 @@ impl PeeringApi {
         let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
         // Which stored peerings can take part in the rules for these creates (their few
         // neighbours, not every peering of a hub), asked of NB before the locks.
-        let probe = self.conflict_query(jobs)?;
+        let probed = self.nb_cache()?;
+        let probe = self.conflict_query(&probed, jobs);
         let mut tx = store.peering_create_begin(&vpc_refs).await?;
-        let read = tx.list_for_batch_probe(&probe, &ids).await?;
+        let mut read = tx.list_for_batch_probe(&probe, &ids).await?;
         let links = tx.links_in(&vpcs).await?;
+        // Judged against the NB of now (a router made just before the call is seen), with a
+        // read that covers that NB's probe: a subnet added to a third VPC since the probe
+        // could otherwise hide a conflict the read missed. Read again when it is not covered.
+        let cache = self.nb_cache()?;
+        if !Arc::ptr_eq(&cache, &probed) {
+            let again = self.conflict_query(&cache, jobs);
+            if !probe.covers(&again) {
+                read = tx.list_for_batch_probe(&again, &ids).await?;
+            }
+        }
+        drop(probed);
 
         // Judged without the creates whose callers have gone; judged again (in memory, in
         // this transaction) as long as more go before the insert.
         let mut left_out: Vec<bool> = jobs.iter().map(is_gone).collect();
         let (judge, verdicts) = loop {
             let mut judge = Judging {
+                cache: &cache,
                 stored: &read.records,
                 unreadable: &read.unreadable,
                 links: &links,
@@ -485,9 +499,8 @@ impl PeeringApi {
     /// What the store must read for the rules on `jobs` ([`ConflictQuery`]): their names,
     /// port names and pairs, and what NB says their networks (and, for a link to allocate,
     /// the link pools) overlap.
-    fn conflict_query(&self, jobs: &[Job]) -> Result<ConflictQuery, ApiError> {
-        let cache = self.nb_cache()?;
-        let topo = NbCacheTopology(&cache);
+    fn conflict_query(&self, cache: &NbCache, jobs: &[Job]) -> ConflictQuery {
+        let topo = NbCacheTopology(cache);
         let settings = &self.inner.settings;
         let pools = [settings.link_pool_v4.0, settings.link_pool_v6.0];
         let mut q = ConflictQuery::default();
@@ -498,7 +511,7 @@ impl PeeringApi {
                 .unwrap_or_else(|| v.with_link(ConnectAddrs::default(), ConnectAddrs::default()));
             q.add(&spec, &topo, &pools, &[]);
         }
-        Ok(q)
+        q
     }
 
     /// Judges one create against what Postgres holds and the batch's earlier creates, as
@@ -533,7 +546,7 @@ impl PeeringApi {
         // allocated for it must avoid the others' links too.
         let mut excluded: Vec<IpNet> = judging.links_of(v);
         for _ in 0..ALLOCATION_ATTEMPTS {
-            match self.decide(v, request, &others, &excluded) {
+            match self.decide(judging.cache, v, request, &others, &excluded) {
                 Ok(Decided::Store { new, .. }) => {
                     let n = judging.add(*new, v, request);
                     return Verdict::Row(n);
@@ -572,6 +585,8 @@ fn is_gone(j: &Job) -> bool {
 
 /// The state of one batch's judging.
 struct Judging<'a> {
+    /// The NB snapshot the batch's probe was computed from.
+    cache: &'a NbCache,
     /// What Postgres holds (read under the locks).
     stored: &'a [RequestRecord],
     /// The rows Postgres holds that do not decode.

@@ -13,6 +13,7 @@ use super::authz::Admission;
 use super::convert;
 use super::error::ApiError;
 use super::PeeringApi;
+use crate::ovsdb::NbCache;
 use crate::peering::topology::port_names;
 use crate::peering::validate::ValidatedPeering;
 use crate::peering::{PeeringSpec, Refusal, RefusalKind};
@@ -124,14 +125,16 @@ impl PeeringApi {
         let ports = port_names(vpcs[0], vpcs[1]).to_vec();
         let records = tx.list_for_create(&vpcs, &validated.name, &ports).await?;
         let others = Neighbours::new(records)?;
-        let (new, spec, allocated) = match self.decide(validated, request, &others, excluded)? {
-            Decided::Store {
-                new,
-                spec,
-                allocated,
-            } => (new, spec, allocated),
-            Decided::LinkTaken(spec) => return Ok(Inserted::LinkTaken(spec)),
-        };
+        let cache = self.nb_cache()?;
+        let (new, spec, allocated) =
+            match self.decide(&cache, validated, request, &others, excluded)? {
+                Decided::Store {
+                    new,
+                    spec,
+                    allocated,
+                } => (new, spec, allocated),
+                Decided::LinkTaken(spec) => return Ok(Inserted::LinkTaken(spec)),
+            };
         match tx.insert(&new, Some(&request.hash), &ports).await {
             Ok(record) => Ok(Inserted::Done(Box::new(convert::peering(&record)))),
             Err(StoreError::LinkOverlap { .. }) if allocated => Ok(Inserted::LinkTaken(spec)),
@@ -155,6 +158,7 @@ impl PeeringApi {
     /// rules. What to store, or that only the allocated link is in the way.
     pub(super) fn decide(
         &self,
+        cache: &NbCache,
         validated: &ValidatedPeering,
         request: &Request,
         others: &Neighbours,
@@ -163,9 +167,9 @@ impl PeeringApi {
         self.check_unique(validated, others)?;
         let (spec, allocated) = match validated.spec() {
             Some(spec) => (spec, false),
-            None => (self.allocate(validated, others, excluded)?, true),
+            None => (self.allocate(cache, validated, others, excluded)?, true),
         };
-        match self.check(&spec, &others.specs) {
+        match self.check(cache, &spec, &others.specs) {
             Ok(()) => {}
             // Only the allocated link is in the way (a concurrent create's link or routes).
             Err(ApiError::Refused(r))

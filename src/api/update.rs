@@ -214,7 +214,8 @@ impl PeeringApi {
                 .into_iter()
                 .filter(|r| r.name != locked.name)
                 .collect();
-            self.check(&spec, &Neighbours::new(others)?.specs)?;
+            let cache = self.nb_cache()?;
+            self.check(&cache, &spec, &Neighbours::new(others)?.specs)?;
         }
         let change = PeeringEdit {
             labels: labels.filter(|l| *l != locked.labels),

@@ -9,34 +9,38 @@
 
 use std::collections::BTreeSet;
 
+use crate::ovsdb::CacheSnapshot;
 use crate::store::{PeeringRecord, StoreError};
 
 use super::derive::{judges_only, narrow_probe, MAX_NARROWED};
 use super::Reconciler;
 
 /// The context of a narrow pass over `targets` (the peerings named `names`, as stored) read
-/// by probe; `None` when the probe's read is not enough (see the module doc).
+/// by probe, and the NB snapshot the probe was computed from and judged against: the pass
+/// must derive from that same snapshot (a subnet added to a third VPC after the probe would
+/// make a conflict the probe did not read). `None` when the probe's read is not enough (see
+/// the module doc).
 pub(super) async fn probed_context(
     r: &Reconciler,
     names: &BTreeSet<String>,
     targets: &[PeeringRecord],
-) -> Result<Option<Vec<PeeringRecord>>, StoreError> {
+) -> Result<Option<(Vec<PeeringRecord>, CacheSnapshot)>, StoreError> {
     if targets.is_empty() || targets.len() > MAX_NARROWED || !r.nb.state().borrow().is_synced() {
         return Ok(None);
     }
     // Reading NB for the probe and judging what it read are CPU work: off the async workers.
-    let (nb, owned) = (r.nb.clone(), targets.to_vec());
-    let probe = tokio::task::spawn_blocking(move || narrow_probe(&owned, &nb.cache()))
+    let (cache, owned) = (r.nb.cache(), targets.to_vec());
+    let (probe, cache) = tokio::task::spawn_blocking(move || (narrow_probe(&owned, &cache), cache))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let Some(probe) = probe else {
         return Ok(None);
     };
     let records = r.store.peering_list_conflicting(&probe).await?;
-    let (nb, names) = (r.nb.clone(), names.clone());
+    let names = names.clone();
     tokio::task::spawn_blocking(move || {
-        let enough = judges_only(&names, &records, &nb.cache());
-        Ok(enough.then_some(records))
+        let enough = judges_only(&names, &records, &cache);
+        Ok(enough.then_some((records, cache)))
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))

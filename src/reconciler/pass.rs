@@ -133,6 +133,9 @@ pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, Pas
 
 async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
     let t_start = Instant::now();
+    // The NB snapshot a narrow pass's probe read: derived from too, so that what the probe
+    // found and what is judged are one NB. Otherwise a fresh one below.
+    let mut probed_nb = None;
     let (records, changed) = match &scope {
         Scope::All => (r.store.peering_list_all().await?, None),
         Scope::Narrow {
@@ -161,7 +164,10 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                 false => None,
             };
             let records = match (probed, ports.is_empty()) {
-                (Some(records), _) => records,
+                (Some((records, cache)), _) => {
+                    probed_nb = Some(cache);
+                    records
+                }
                 (None, true) => r.store.peering_list_touching(&vpcs).await?,
                 (None, false) => {
                     let ports: Vec<String> = ports.iter().cloned().collect();
@@ -210,7 +216,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let (records, ownership, derivation, mut plan, brake, tombstones, steps) =
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let cache = nb.cache();
+            let cache = probed_nb.unwrap_or_else(|| nb.cache());
             let targets = match &changed {
                 None => Targets::All,
                 Some((names, by_nb)) => Targets::Changed {
