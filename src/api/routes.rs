@@ -111,6 +111,9 @@ impl PeeringApi {
         };
         // A peering already walked (the last of the previous batch), skipped in the next.
         let mut done: Option<String> = None;
+        // Every peering the batches read as the VPC's: not "other routes" below even if it
+        // is gone from the later read of the VPC's names (hard-deleted in between).
+        let mut read_as_peerings: Vec<String> = Vec::new();
         let batch = limit + 1;
         while let Some(start) = from.take() {
             let records = store
@@ -127,6 +130,7 @@ impl PeeringApi {
             names.truncate(batch);
             let more = names.len() == batch;
             let last = names.last().cloned();
+            read_as_peerings.extend(names.iter().cloned());
             names.retain(|n| done.as_ref() != Some(n));
             let nb = self.synced_nb()?;
             let vpc_owned = vpc.to_string();
@@ -148,7 +152,8 @@ impl PeeringApi {
                 Walked::On => {}
             }
         }
-        let listed = store.peering_names_of_vpc(vpc).await?;
+        let mut listed = store.peering_names_of_vpc(vpc).await?;
+        listed.extend(read_as_peerings);
         let nb = self.synced_nb()?;
         let vpc = vpc.to_string();
         let page = tokio::task::spawn_blocking(move || {

@@ -42,51 +42,12 @@ pub struct UnreadableRow {
 }
 
 impl CreateTx<'_> {
-    /// Every peering touching any of `vpcs`, named any of `names`, holding any of `ports`
-    /// or created with any of `request_ids`, with its request fingerprint: what every
-    /// create of a batch is judged against, in one round trip and one snapshot (taken after
-    /// the locks).
-    pub async fn list_for_batch(
-        &mut self,
-        vpcs: &[String],
-        names: &[String],
-        ports: &[String],
-        request_ids: &[String],
-    ) -> Result<BatchRead, StoreError> {
-        // `= ANY(ARRAY(subquery))`, not `IN (subquery)`: see `list_for_create`.
-        let rows = self
-            .store
-            .timed(
-                "peering_list_for_batch",
-                sqlx::query_as!(
-                    HashedRow,
-                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
-                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
-                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
-                         state, state_message, generation, observed_generation, request_id,
-                         create_time, update_time, generation_time,
-                         labels AS "labels: Json<Labels>", etag, request_hash
-                       FROM peerings
-                       WHERE local_vpc = ANY($1) OR remote_vpc = ANY($1) OR name = ANY($2)
-                          OR name = ANY(ARRAY(SELECT peering_name FROM peering_ports
-                                              WHERE port_name = ANY($3)))
-                          OR request_id = ANY($4)
-                       ORDER BY name"#,
-                    vpcs,
-                    names,
-                    ports,
-                    request_ids
-                )
-                .fetch_all(&mut *self.tx),
-            )
-            .await?;
-        Ok(split_unreadable(rows))
-    }
-
-    /// As [`Self::list_for_batch`], but of the peerings of the batch's VPCs only those that can
-    /// take part in the rules for its creates ([`ConflictQuery`], merged over them), found
-    /// through indexes: a new spoke of a hub reads its few neighbours, not the hub's N. Also
-    /// the peerings created with any of `request_ids`. One round trip, one snapshot.
+    /// What every create of a batch is judged against, with request fingerprints, in one
+    /// round trip and one snapshot (taken after the locks): of the peerings of the batch's
+    /// VPCs only those that can take part in the rules for its creates ([`ConflictQuery`],
+    /// merged over them), found through indexes (a new spoke of a hub reads its few
+    /// neighbours, not the hub's N); the peerings named like one of them or holding one of
+    /// their port names; and those created with any of `request_ids`.
     pub async fn list_for_batch_probe(
         &mut self,
         q: &ConflictQuery,
