@@ -1,6 +1,8 @@
 //! Where the NB replica's memory goes: loads a saved initial dump (the raw `monitor_cond`
 //! reply, as `ovsdb-server` sent it) into an [`NbCache`] and prints the heap bytes live after
-//! each step, counted by a global allocator wrapper (exact, no sampling):
+//! each step, counted by a global allocator wrapper (exact, no sampling). The reply is parsed
+//! as the client does: the envelope only, then the rows straight from the bytes into the
+//! replica (no JSON tree):
 //!
 //! ```sh
 //! cargo run --release --example replica_footprint -- /usr/share/ovn/ovn-nb.ovsschema dump.json
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ovn_peerd::ovsdb::cache::{Types, UpdateFormat};
-use ovn_peerd::ovsdb::jsonrpc::{decode, Message};
+use ovn_peerd::ovsdb::jsonrpc::{decode_incoming, Incoming};
 use ovn_peerd::ovsdb::schema::DatabaseSchema;
 use ovn_peerd::ovsdb::{NbCache, Table};
 
@@ -68,22 +70,25 @@ fn main() {
     let bytes = std::fs::read(dump).expect("dump");
     report(&format!("dump read ({} bytes)", bytes.len()), t);
     let t = Instant::now();
-    let msg = decode(&bytes).expect("a JSON-RPC message");
-    report("decoded (serde_json::Value tree)", t);
-    drop(bytes);
-    report("raw bytes dropped", Instant::now());
-    let Message::Response { result, .. } = msg else {
+    let Ok(Incoming::Response {
+        result: Ok(result), ..
+    }) = decode_incoming(&bytes)
+    else {
         panic!("not a reply")
     };
+    report("envelope decoded (payload left raw)", t);
     let t = Instant::now();
     let mut cache = NbCache::new(Some("ovn-peerd:peering".into()));
     let changes = cache
-        .apply(&types, UpdateFormat::V2, &result)
+        .apply(&types, UpdateFormat::V2, result.get())
         .expect("apply");
-    report(&format!("applied ({} rows)", cache.len()), t);
+    report(
+        &format!("parsed straight into the replica ({} rows)", cache.len()),
+        t,
+    );
     drop(changes);
-    drop(result);
-    report("Value tree and change list dropped", Instant::now());
+    drop(bytes);
+    report("raw bytes and change list dropped", Instant::now());
     let t = Instant::now();
     let copy = cache.clone();
     report("snapshot clone", t);

@@ -19,11 +19,11 @@ use std::sync::Arc;
 /// Row storage and indexes: persistent, so [`NbCache::clone`] is O(1).
 type PMap<K, V> = imbl::HashMap<K, V>;
 
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
 use super::schema::TableSchema;
+use super::updates::{self, Refusal, RowOp};
 use super::values::{Atom, Datum};
 
 /// The server's types of the columns we model, per table (decides scalar vs diff in `modify`).
@@ -184,100 +184,50 @@ impl NbCache {
 
     // ---- writes ----
 
-    /// Applies one `table-updates` object (the `update*` notification or a monitor reply).
+    /// Applies one `table-updates` object (the `update*` notification or a monitor reply), as
+    /// JSON text: parsed straight into typed rows (see `updates`), each applied as it is read.
+    /// On an error `self` may hold part of the update: apply to a copy and publish it only on
+    /// success (`state::Shared::update_replica`).
     pub fn apply(
         &mut self,
         types: &Types,
         format: UpdateFormat,
-        updates: &Value,
+        updates: &str,
     ) -> Result<Vec<RowChange>, UpdateError> {
         let mut changes = Vec::new();
-        let Some(tables) = updates.as_object() else {
-            if updates.is_null() {
-                return Ok(changes);
-            }
-            return Err(bad("", "", "table-updates is not an object"));
-        };
-        for (tname, rows) in tables {
-            let Some(table) = Table::from_name(tname) else {
-                continue; // not ours (should not happen: we monitor only our tables)
-            };
-            let rows = rows
-                .as_object()
-                .ok_or_else(|| bad(tname, "", "table-update is not an object"))?;
-            let empty = TableSchema::new();
-            let ty = types.get(&table).unwrap_or(&empty);
-            for (uuid_s, ru) in rows {
-                let uuid =
-                    Uuid::parse_str(uuid_s).map_err(|e| bad(tname, uuid_s, &e.to_string()))?;
-                let kind = match table {
-                    Table::LogicalRouter => self.apply_row::<LogicalRouter>(ty, format, uuid, ru),
-                    Table::LogicalRouterPort => {
-                        self.apply_row::<LogicalRouterPort>(ty, format, uuid, ru)
-                    }
-                    Table::LogicalRouterStaticRoute => {
-                        self.apply_row::<LogicalRouterStaticRoute>(ty, format, uuid, ru)
-                    }
+        updates::parse(updates, types, format, |table, ty, uuid, op| {
+            let kind = match table {
+                Table::LogicalRouter => self.apply_op::<LogicalRouter>(ty, uuid, op),
+                Table::LogicalRouterPort => self.apply_op::<LogicalRouterPort>(ty, uuid, op),
+                Table::LogicalRouterStaticRoute => {
+                    self.apply_op::<LogicalRouterStaticRoute>(ty, uuid, op)
                 }
-                .map_err(|(kind, r)| UpdateError {
-                    kind,
-                    ..bad(tname, uuid_s, &r)
-                })?;
-                changes.push(RowChange { table, uuid, kind });
-            }
-        }
+            }?;
+            changes.push(RowChange { table, uuid, kind });
+            Ok(())
+        })?;
         Ok(changes)
     }
 
-    fn apply_row<'a, M: Model + Indexed>(
+    fn apply_op<M: Model + Indexed>(
         &mut self,
         ty: &TableSchema,
-        format: UpdateFormat,
         uuid: Uuid,
-        ru: &'a Value,
-    ) -> Result<ChangeKind, (UpdateErrorKind, String)> {
+        op: RowOp<'_>,
+    ) -> Result<ChangeKind, Refusal> {
         let malformed = |r: String| (UpdateErrorKind::Malformed, r);
         let diverged = |r: &str| Err((UpdateErrorKind::Diverged, r.to_owned()));
-        let ru = ru
-            .as_object()
-            .ok_or_else(|| malformed("row-update is not an object".into()))?;
-        enum Op<'a> {
-            Insert(&'a Map<String, Value>),
-            Modify(&'a Map<String, Value>, bool),
-            Delete,
-        }
-        let present = |v: Option<&'a Value>| v.filter(|v| !v.is_null());
-        let op = match format {
-            UpdateFormat::V2 => {
-                if let Some(r) = ru.get("initial").or_else(|| ru.get("insert")) {
-                    Op::Insert(obj(r).map_err(malformed)?)
-                } else if let Some(r) = ru.get("modify") {
-                    Op::Modify(obj(r).map_err(malformed)?, true)
-                } else if ru.contains_key("delete") {
-                    Op::Delete
-                } else {
-                    return Err(malformed("unknown row-update2".into()));
-                }
-            }
-            // `old` is present for a modify and a delete, `new` for an insert and a modify.
-            UpdateFormat::V1 => match (present(ru.get("old")), present(ru.get("new"))) {
-                (Some(_), Some(new)) => Op::Modify(obj(new).map_err(malformed)?, false),
-                (None, Some(new)) => Op::Insert(obj(new).map_err(malformed)?),
-                (Some(_), None) => Op::Delete,
-                (None, None) => return Err(malformed("row-update has neither old nor new".into())),
-            },
-        };
         // ovsdb-idl's consistency rules: the server only inserts rows we do not hold and only
         // modifies or deletes rows we do. Anything else means we missed or doubled an update.
         let held = M::store(self).contains_key(&uuid);
         match (&op, held) {
-            (Op::Insert(_), true) => return diverged("insert of a row already held"),
-            (Op::Modify(..), false) => return diverged("modify of a row not held"),
-            (Op::Delete, false) => return diverged("delete of a row not held"),
+            (RowOp::Insert(_), true) => return diverged("insert of a row already held"),
+            (RowOp::Modify(..), false) => return diverged("modify of a row not held"),
+            (RowOp::Delete, false) => return diverged("delete of a row not held"),
             _ => {}
         }
         match op {
-            Op::Insert(cols) => {
+            RowOp::Insert(cols) => {
                 let mut row = M::default();
                 row.set_uuid(uuid);
                 // Omitted columns hold the schema default, which is not always Rust's.
@@ -287,28 +237,22 @@ impl NbCache {
                             .map_err(|e| malformed(format!("default of column {c}: {e}")))?;
                     }
                 }
-                for (c, v) in cols {
-                    if let Some(ct) = ty.get(c.as_str()) {
-                        let d = normalize(Datum::from_json(v).map_err(malformed)?, ct.is_map());
-                        row.set(c, d)
-                            .map_err(|e| malformed(format!("column {c}: {e}")))?;
-                    }
+                for (c, ct, d) in cols {
+                    row.set(c, normalize(d, ct.is_map()))
+                        .map_err(|e| malformed(format!("column {c}: {e}")))?;
                 }
                 self.put(row);
                 Ok(ChangeKind::Insert)
             }
-            Op::Modify(cols, diff) => {
+            RowOp::Modify(cols, diff) => {
                 let row = self.remove::<M>(uuid).ok_or_else(|| {
                     (UpdateErrorKind::Diverged, "modify of a row not held".into())
                 })?;
                 // Older snapshots may share the row: a modify edits a copy of it.
                 let mut row = Arc::unwrap_or_clone(row);
                 let result = (|| {
-                    for (c, v) in cols {
-                        let Some(ct) = ty.get(c.as_str()) else {
-                            continue;
-                        };
-                        let new = normalize(Datum::from_json(v)?, ct.is_map());
+                    for (c, ct, d) in cols {
+                        let new = normalize(d, ct.is_map());
                         let value = if diff && ct.is_composite() {
                             let old = row
                                 .get(c)
@@ -324,7 +268,7 @@ impl NbCache {
                 self.put(row);
                 result.map(|()| ChangeKind::Modify).map_err(malformed)
             }
-            Op::Delete => {
+            RowOp::Delete => {
                 self.remove::<M>(uuid);
                 Ok(ChangeKind::Delete)
             }
@@ -391,20 +335,6 @@ fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<Row
             .filter(|u| !n.contains_key(*u))
             .map(|u| change(*u, ChangeKind::Delete)),
     );
-}
-
-fn obj(v: &Value) -> Result<&Map<String, Value>, String> {
-    v.as_object()
-        .ok_or_else(|| "row is not an object".to_string())
-}
-
-fn bad(table: &str, uuid: &str, reason: &str) -> UpdateError {
-    UpdateError {
-        kind: UpdateErrorKind::Malformed,
-        table: table.to_owned(),
-        uuid: uuid.to_owned(),
-        reason: reason.to_owned(),
-    }
 }
 
 /// Sorts and dedups sets; turns an empty set into an empty map for map columns.
@@ -510,7 +440,27 @@ impl Indexed for LogicalRouterStaticRoute {
 mod tests {
     use super::*;
     use crate::ovsdb::schema::DatabaseSchema;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// `apply` of a `Value`'s text.
+    pub(crate) trait ApplyValue {
+        fn apply_v(
+            &mut self,
+            t: &Types,
+            f: UpdateFormat,
+            v: &Value,
+        ) -> Result<Vec<RowChange>, UpdateError>;
+    }
+    impl ApplyValue for NbCache {
+        fn apply_v(
+            &mut self,
+            t: &Types,
+            f: UpdateFormat,
+            v: &Value,
+        ) -> Result<Vec<RowChange>, UpdateError> {
+            self.apply(t, f, &v.to_string())
+        }
+    }
 
     fn types() -> Types {
         let s = DatabaseSchema::parse(
@@ -570,7 +520,7 @@ mod tests {
         let p = Uuid::from_u128(1);
         let r = Uuid::from_u128(2);
         let ch = c
-            .apply(
+            .apply_v(
                 &t,
                 UpdateFormat::V2,
                 &json!({
@@ -588,7 +538,7 @@ mod tests {
         assert_eq!(c.router_by_name("r")[0].ports, vec![p]);
         assert_eq!(c.rows_with_external_id("owner", "x").len(), 1);
 
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V2,
             &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
@@ -606,7 +556,7 @@ mod tests {
         assert_eq!(c.rows_with_external_id("k", "v").len(), 1);
 
         // An optional (0..1) column is not diffed: the modify carries the new value.
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V2,
             &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
@@ -614,7 +564,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.port(p).unwrap().peer.as_deref(), Some("b"));
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V2,
             &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
@@ -624,7 +574,7 @@ mod tests {
         assert_eq!(c.port(p).unwrap().peer, None);
 
         let ch = c
-            .apply(
+            .apply_v(
                 &t,
                 UpdateFormat::V2,
                 &json!({"Logical_Router_Port": {p.to_string(): {"delete": null}}}),
@@ -646,7 +596,7 @@ mod tests {
             json!({"Logical_Router": {Uuid::nil().to_string(): {"insert": {"name": 5}}}}),
             json!({"Logical_Router": {Uuid::nil().to_string(): {"bogus": {}}}}),
         ] {
-            assert!(c.apply(&t, UpdateFormat::V2, &bad).is_err(), "{bad}");
+            assert!(c.apply_v(&t, UpdateFormat::V2, &bad).is_err(), "{bad}");
         }
     }
 
@@ -655,14 +605,14 @@ mod tests {
         let t = types();
         let mut c = NbCache::new(None);
         let r = Uuid::from_u128(9);
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V1,
             &json!({"Logical_Router": {r.to_string(): {"new": {"name": "a",
             "ports": ["set", []], "options": ["map", []]}}}}),
         )
         .unwrap();
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V1,
             &json!({"Logical_Router": {r.to_string(): {"old": {"name": "a"},
@@ -670,7 +620,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.router(r).unwrap().name, "b");
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V1,
             &json!({"Logical_Router": {r.to_string(): {"old": {"name": "b"}}}}),

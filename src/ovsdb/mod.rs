@@ -11,6 +11,7 @@
 //! - [`ops`]: typed operations, conditions, mutations; decoding `transact` results.
 //! - [`schema`]: the server's schema and checking it against our models.
 //! - [`model`]: typed NB rows.
+//! - `updates`: monitor updates parsed straight from the wire's text into row operations.
 //! - [`cache`]: the replica, its indexes and update application.
 //! - `handshake`: on each new connection, schema check, leader check, monitor setup; then the
 //!   update handler that feeds the cache.
@@ -31,6 +32,7 @@ pub mod remote;
 pub mod schema;
 mod state;
 pub mod tls;
+mod updates;
 pub mod values;
 
 pub use cache::{ChangeKind, NbCache, RowChange};
