@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
 use super::schema::TableSchema;
+use super::strmap::StrMap;
 use super::updates::{self, Refusal, RowOp};
 use super::values::{Atom, Datum};
 
@@ -149,7 +150,7 @@ impl NbCache {
         if self.owner_key.as_deref() == Some(key) {
             return self.by_owner.get(value).cloned().unwrap_or_default();
         }
-        let hit = |ids: &BTreeMap<String, String>| ids.get(key).is_some_and(|v| v == value);
+        let hit = |ids: &StrMap| ids.get(key).is_some_and(|v| v == value);
         let mut out = BTreeSet::new();
         out.extend(
             self.routers
@@ -309,7 +310,7 @@ impl NbCache {
         Some(row)
     }
 
-    fn owner_value(&self, ids: &BTreeMap<String, String>) -> Option<String> {
+    fn owner_value(&self, ids: &StrMap) -> Option<String> {
         self.owner_key.as_ref().and_then(|k| ids.get(k)).cloned()
     }
 }

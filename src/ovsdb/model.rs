@@ -3,11 +3,10 @@
 //! Owns the list of modelled columns per table (what we monitor and check in the schema).
 //! No peering rules here: these are plain mirrors of NB rows.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use super::schema::{AtomicType as T, ColumnSpec};
+use super::strmap::StrMap;
 use super::values::{Atom, Datum, Row};
 
 /// A row type the cache can hold.
@@ -17,7 +16,7 @@ pub trait Model: Clone + Default + PartialEq + std::fmt::Debug + Send + Sync + '
     const COLUMNS: &'static [ColumnSpec];
     fn uuid(&self) -> Uuid;
     fn set_uuid(&mut self, uuid: Uuid);
-    fn external_ids(&self) -> &BTreeMap<String, String>;
+    fn external_ids(&self) -> &StrMap;
     /// The current value of a modelled column.
     fn get(&self, column: &str) -> Option<Datum>;
     /// Sets a modelled column from its full value; unknown columns are ignored.
@@ -77,8 +76,8 @@ pub struct LogicalRouter {
     pub name: String,
     pub ports: Vec<Uuid>,
     pub static_routes: Vec<Uuid>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
+    pub options: StrMap,
+    pub external_ids: StrMap,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,8 +91,8 @@ pub struct LogicalRouterPort {
     pub enabled: Option<bool>,
     pub gateway_chassis: Vec<Uuid>,
     pub ha_chassis_group: Option<Uuid>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
+    pub options: StrMap,
+    pub external_ids: StrMap,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,8 +107,8 @@ pub struct LogicalRouterStaticRoute {
     pub route_table: String,
     /// Weak reference to a `BFD` row.
     pub bfd: Option<Uuid>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
+    pub options: StrMap,
+    pub external_ids: StrMap,
 }
 
 // ---- conversions between column values and fields ----
@@ -162,7 +161,7 @@ fn opt_bool(d: Datum) -> Result<Option<bool>, String> {
         other => Err(format!("expected an optional boolean, got {other:?}")),
     }
 }
-fn string_map(d: Datum) -> Result<BTreeMap<String, String>, String> {
+fn string_map(d: Datum) -> Result<StrMap, String> {
     match d {
         Datum::Map(pairs) => pairs
             .into_iter()
@@ -171,7 +170,7 @@ fn string_map(d: Datum) -> Result<BTreeMap<String, String>, String> {
                 other => Err(format!("expected string pairs, got {other:?}")),
             })
             .collect(),
-        Datum::Set(v) if v.is_empty() => Ok(BTreeMap::new()),
+        Datum::Set(v) if v.is_empty() => Ok(StrMap::new()),
         Datum::Set(_) => Err("expected a map, got a set".into()),
     }
 }
@@ -188,8 +187,8 @@ fn d_strs(v: &[String]) -> Datum {
 fn d_uuids(v: &[Uuid]) -> Datum {
     Datum::set(v.iter().copied())
 }
-fn d_map(m: &BTreeMap<String, String>) -> Datum {
-    Datum::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+fn d_map(m: &StrMap) -> Datum {
+    Datum::map(m.iter().map(|(k, v)| (k, v.as_str())))
 }
 
 impl Model for LogicalRouter {
@@ -207,7 +206,7 @@ impl Model for LogicalRouter {
     fn set_uuid(&mut self, uuid: Uuid) {
         self.uuid = uuid;
     }
-    fn external_ids(&self) -> &BTreeMap<String, String> {
+    fn external_ids(&self) -> &StrMap {
         &self.external_ids
     }
     fn get(&self, column: &str) -> Option<Datum> {
@@ -252,7 +251,7 @@ impl Model for LogicalRouterPort {
     fn set_uuid(&mut self, uuid: Uuid) {
         self.uuid = uuid;
     }
-    fn external_ids(&self) -> &BTreeMap<String, String> {
+    fn external_ids(&self) -> &StrMap {
         &self.external_ids
     }
     fn get(&self, column: &str) -> Option<Datum> {
@@ -304,7 +303,7 @@ impl Model for LogicalRouterStaticRoute {
     fn set_uuid(&mut self, uuid: Uuid) {
         self.uuid = uuid;
     }
-    fn external_ids(&self) -> &BTreeMap<String, String> {
+    fn external_ids(&self) -> &StrMap {
         &self.external_ids
     }
     fn get(&self, column: &str) -> Option<Datum> {
@@ -351,8 +350,8 @@ mod tests {
             enabled: Some(false),
             gateway_chassis: vec![Uuid::from_u128(3)],
             ha_chassis_group: None,
-            options: BTreeMap::from([("a".into(), "b".into())]),
-            external_ids: BTreeMap::new(),
+            options: StrMap::from([("a", "b")]),
+            external_ids: StrMap::new(),
         };
         let mut q = LogicalRouterPort::default();
         for (c, v) in p.to_row() {

@@ -22,9 +22,9 @@
 //!
 //! Pure functions over plain data: no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::{OWNER_KEY, OWNER_VALUE, PEERING_KEY};
+use super::{ExternalIds, OWNER_KEY, OWNER_VALUE, PEERING_KEY};
 
 /// `external_ids` key holding the id of the deployment that wrote the row.
 pub const INSTANCE_KEY: &str = "ovn-peerd:instance";
@@ -69,17 +69,17 @@ impl Ownership {
     }
 
     /// What this deployment may do with a row carrying `ids`.
-    pub fn classify(&self, ids: &BTreeMap<String, String>) -> RowOwner {
-        if ids.get(OWNER_KEY).map(String::as_str) != Some(OWNER_VALUE) {
+    pub fn classify(&self, ids: &(impl ExternalIds + ?Sized)) -> RowOwner {
+        if ids.id(OWNER_KEY) != Some(OWNER_VALUE) {
             return RowOwner::Foreign("is not owned by ovn-peerd".into());
         }
-        match ids.get(INSTANCE_KEY) {
-            Some(i) if *i == self.instance => RowOwner::Ours,
+        match ids.id(INSTANCE_KEY) {
+            Some(i) if i == self.instance => RowOwner::Ours,
             Some(other) => RowOwner::Foreign(format!(
                 "belongs to another ovn-peerd deployment ({INSTANCE_KEY}={other})"
             )),
             None => {
-                let peering = ids.get(PEERING_KEY).map_or("", String::as_str);
+                let peering = ids.id(PEERING_KEY).unwrap_or("");
                 if self.held.contains(peering) {
                     RowOwner::Adoptable
                 } else {
@@ -93,7 +93,7 @@ impl Ownership {
     }
 
     /// Whether the plan may change or delete a row carrying `ids`.
-    pub fn is_ours(&self, ids: &BTreeMap<String, String>) -> bool {
+    pub fn is_ours(&self, ids: &(impl ExternalIds + ?Sized)) -> bool {
         self.classify(ids).is_ours()
     }
 }
@@ -115,6 +115,7 @@ mod tests {
     use super::*;
     use crate::peering::desired::markers;
     use crate::peering::Side;
+    use std::collections::BTreeMap;
 
     fn me() -> Ownership {
         Ownership::new("dep-a", ["p".to_string()])

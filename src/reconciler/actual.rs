@@ -72,10 +72,10 @@ pub(super) fn actual_rows(
             networks: p.networks.clone(),
             peer: p.peer.clone(),
             enabled: p.enabled,
-            options: p.options.clone(),
+            options: p.options.to_map(),
             gateway_chassis: !p.gateway_chassis.is_empty(),
             ha_chassis_group: p.ha_chassis_group.is_some(),
-            external_ids: p.external_ids.clone(),
+            external_ids: p.external_ids.to_map(),
         });
     }
     let routes: Vec<&LogicalRouterStaticRoute> = match &scoped {
@@ -100,9 +100,9 @@ pub(super) fn actual_rows(
             policy: RoutePolicy::from_ovn(r.policy.as_deref()),
             output_port: r.output_port.clone(),
             route_table: r.route_table.clone(),
-            options: r.options.clone(),
+            options: r.options.to_map(),
             bfd: r.bfd.is_some(),
-            external_ids: r.external_ids.clone(),
+            external_ids: r.external_ids.to_map(),
         });
     }
     actual
