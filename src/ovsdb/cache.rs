@@ -438,7 +438,7 @@ impl Indexed for LogicalRouterStaticRoute {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ovsdb::schema::DatabaseSchema;
     use serde_json::{json, Value};
@@ -463,7 +463,7 @@ mod tests {
         }
     }
 
-    fn types() -> Types {
+    pub(in crate::ovsdb) fn types() -> Types {
         let s = DatabaseSchema::parse(
             &serde_json::from_str(
                 &std::fs::read_to_string(ovn_peerd_test_support::ovsdb::NB_SCHEMA)
@@ -584,6 +584,87 @@ mod tests {
         assert_eq!(ch[0].kind, ChangeKind::Delete);
         assert!(c.port_by_name("lp2").is_none());
         assert!(c.owner_values().next().is_none());
+    }
+
+    /// A router and a route straight from the wire: omitted columns take the schema's
+    /// defaults, a uuid set and a map take diffs, an unknown column is skipped, a weak uuid
+    /// reference is kept, a delete drops the row and its index entries.
+    #[test]
+    fn typed_rows_with_defaults_diffs_and_references() {
+        let t = types();
+        let mut c = NbCache::new(Some("owner".into()));
+        let (r, s, p1, p2, b) = (
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            Uuid::from_u128(3),
+            Uuid::from_u128(4),
+            Uuid::from_u128(5),
+        );
+        let ids = |pairs: &[(&str, &str)]| StrMap::from_iter(pairs.iter().copied());
+        c.apply_v(
+            &t,
+            UpdateFormat::V2,
+            &json!({
+            "Logical_Router": {r.to_string(): {"initial": {"name": "r",
+                "ports": ["set", [["uuid", p1.to_string()], ["uuid", p2.to_string()]]],
+                "external_ids": ["map", [["owner", "x"], ["a", "1"], ["b", "2"]]],
+                "enabled": true}}},
+            "Logical_Router_Static_Route": {s.to_string(): {"initial": {
+                "ip_prefix": "10.0.0.0/8", "bfd": ["uuid", b.to_string()]}}}}),
+        )
+        .unwrap();
+        let router = c.router(r).unwrap();
+        assert_eq!(router.ports, vec![p1, p2]);
+        assert!(router.static_routes.is_empty() && router.options.is_empty());
+        assert_eq!(
+            router.external_ids,
+            ids(&[("a", "1"), ("b", "2"), ("owner", "x")])
+        );
+        let route = c.static_route(s).unwrap();
+        assert_eq!(route.bfd, Some(b));
+        // Defaults of omitted columns: "" for the strings, empty for the optional ones.
+        assert_eq!(
+            (
+                route.nexthop.as_str(),
+                route.route_table.as_str(),
+                &route.policy
+            ),
+            ("", "", &None)
+        );
+
+        c.apply_v(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router": {r.to_string(): {"modify": {
+                "ports": ["set", [["uuid", p1.to_string()]]],
+                "external_ids": ["map", [["a", "1"], ["b", "3"], ["c", "4"]]]}}},
+            "Logical_Router_Static_Route": {s.to_string(): {"modify": {
+                "bfd": ["set", []], "nexthop": "192.0.2.1"}}}}),
+        )
+        .unwrap();
+        let router = c.router(r).unwrap();
+        assert_eq!(
+            router.ports,
+            vec![p2],
+            "a uuid set's diff toggles its members"
+        );
+        assert_eq!(
+            router.external_ids,
+            ids(&[("b", "3"), ("c", "4"), ("owner", "x")]),
+            "a map's diff: same pair removes, other value replaces, new key adds"
+        );
+        let route = c.static_route(s).unwrap();
+        assert_eq!((route.bfd, route.nexthop.as_str()), (None, "192.0.2.1"));
+
+        c.apply_v(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router": {r.to_string(): {"delete": null}}}),
+        )
+        .unwrap();
+        assert!(c.router(r).is_none() && c.router_by_name("r").is_empty());
+        assert!(c.rows_with_external_id("owner", "x").is_empty());
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

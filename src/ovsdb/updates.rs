@@ -373,3 +373,195 @@ impl<'t> Visitor<'_> for Column<'t> {
         Ok(self.0.get_key_value(s).map(|(k, v)| (k.as_str(), v)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::cache::tests::types;
+    use crate::ovsdb::values::Atom;
+
+    /// What `parse` hands over, owned: (table, uuid, op, columns as (name, value)).
+    type Seen = Vec<(Table, Uuid, &'static str, Vec<(String, Datum)>)>;
+
+    fn parse_all(format: UpdateFormat, json: &str) -> Result<Seen, UpdateError> {
+        let t = types();
+        let mut seen = Seen::new();
+        parse(json, &t, format, |table, _, uuid, op| {
+            let (kind, cols) = match op {
+                RowOp::Insert(c) => ("insert", c),
+                RowOp::Modify(c, true) => ("modify-diff", c),
+                RowOp::Modify(c, false) => ("modify-new", c),
+                RowOp::Delete => ("delete", vec![]),
+            };
+            let cols = cols
+                .into_iter()
+                .map(|(n, _, d)| (n.to_owned(), d))
+                .collect();
+            seen.push((table, uuid, kind, cols));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    fn u(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    /// Every kind of column we model, typed straight from the text; unknown columns and tables
+    /// are skipped; columns omitted (defaults) are simply absent.
+    #[test]
+    fn every_column_kind_from_the_wire() {
+        let json = format!(
+            r#"{{"Logical_Router_Port": {{"{p}": {{"initial": {{
+                "name": "lp", "mac": "0a:00:00:00:00:01",
+                "networks": ["set", ["10.0.0.1/24", "fd00::1/64"]],
+                "peer": "q", "enabled": false,
+                "gateway_chassis": ["set", [["uuid", "{g}"]]],
+                "ha_chassis_group": ["uuid", "{g}"],
+                "options": ["map", [["a", "b"]]],
+                "external_ids": ["map", [["k1", "v1"], ["k2", "v2"]]],
+                "status": ["map", [["hosting-chassis", "ch1"]]],
+                "unknown_nested": {{"x": [1, {{"y": null}}]}}}}}}}},
+              "NAT": {{"{g}": {{"insert": {{"external_ip": "1.2.3.4"}}}}}},
+              "Logical_Router_Static_Route": {{"{r}": {{"insert": {{
+                "ip_prefix": "10.2.0.0/16", "nexthop": "169.254.0.2",
+                "bfd": ["uuid", "{g}"], "policy": ["set", []]}}}}}}}}"#,
+            p = u(1),
+            g = u(9),
+            r = u(2)
+        );
+        let seen = parse_all(UpdateFormat::V2, &json).unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let (table, uuid, kind, cols) = &seen[0];
+        assert_eq!(
+            (*table, *uuid, *kind),
+            (Table::LogicalRouterPort, u(1), "insert")
+        );
+        let want = vec![
+            ("name", Datum::from("lp")),
+            ("mac", Datum::from("0a:00:00:00:00:01")),
+            ("networks", Datum::set(["10.0.0.1/24", "fd00::1/64"])),
+            ("peer", Datum::from("q")),
+            ("enabled", Datum::from(false)),
+            ("gateway_chassis", Datum::set([u(9)])),
+            ("ha_chassis_group", Datum::from(u(9))),
+            ("options", Datum::map([("a", "b")])),
+            ("external_ids", Datum::map([("k1", "v1"), ("k2", "v2")])),
+        ];
+        let want: Vec<(String, Datum)> = want.into_iter().map(|(c, d)| (c.into(), d)).collect();
+        assert_eq!(cols, &want);
+        let (table, uuid, kind, cols) = &seen[1];
+        assert_eq!(
+            (*table, *uuid, *kind),
+            (Table::LogicalRouterStaticRoute, u(2), "insert")
+        );
+        assert_eq!(
+            cols,
+            &vec![
+                ("ip_prefix".to_owned(), Datum::from("10.2.0.0/16")),
+                ("nexthop".to_owned(), Datum::from("169.254.0.2")),
+                ("bfd".to_owned(), Datum::Set(vec![Atom::Uuid(u(9))])),
+                ("policy".to_owned(), Datum::empty_set()),
+            ]
+        );
+    }
+
+    /// `modify` carries diffs (v2) or new values (v1); `delete`; v1's old/new decide the op.
+    #[test]
+    fn modify_and_delete_in_both_formats() {
+        let json = format!(
+            r#"{{"Logical_Router": {{
+                "{a}": {{"modify": {{"ports": ["uuid", "{c}"],
+                    "external_ids": ["map", [["k", "v"]]]}}}},
+                "{b}": {{"delete": null}}}}}}"#,
+            a = u(1),
+            b = u(2),
+            c = u(3)
+        );
+        let seen = parse_all(UpdateFormat::V2, &json).unwrap();
+        let kinds: Vec<_> = seen.iter().map(|s| (s.1, s.2)).collect();
+        assert_eq!(kinds, [(u(1), "modify-diff"), (u(2), "delete")]);
+        assert_eq!(
+            seen[0].3,
+            vec![
+                ("ports".to_owned(), Datum::from(u(3))),
+                ("external_ids".to_owned(), Datum::map([("k", "v")])),
+            ]
+        );
+
+        let json = format!(
+            r#"{{"Logical_Router": {{
+                "{a}": {{"new": {{"name": "n"}}, "old": {{"name": "o"}}}},
+                "{b}": {{"old": {{"name": "o"}}}},
+                "{c}": {{"new": {{"name": "x"}}, "old": null}}}}}}"#,
+            a = u(1),
+            b = u(2),
+            c = u(3)
+        );
+        let seen = parse_all(UpdateFormat::V1, &json).unwrap();
+        let kinds: Vec<_> = seen.iter().map(|s| (s.1, s.2)).collect();
+        assert_eq!(
+            kinds,
+            [(u(1), "modify-new"), (u(2), "delete"), (u(3), "insert")]
+        );
+        assert_eq!(seen[0].3, vec![("name".to_owned(), Datum::from("n"))]);
+        assert!(parse_all(UpdateFormat::V2, "null").unwrap().is_empty());
+    }
+
+    /// Malformed parts are errors naming where they are; a refusal stops the parse.
+    #[test]
+    fn malformed_parts_name_their_place() {
+        let e = parse_all(
+            UpdateFormat::V2,
+            r#"{"Logical_Router": {"not-a-uuid": {"insert": {}}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.table.as_str(), e.uuid.as_str()),
+            ("Logical_Router", "not-a-uuid")
+        );
+        let row = u(5).to_string();
+        for (bad, why) in [
+            (
+                format!(r#"{{"Logical_Router": {{"{row}": {{"bogus": {{}}}}}}}}"#),
+                "unknown row-update2",
+            ),
+            (
+                format!(
+                    r#"{{"Logical_Router": {{"{row}": {{"insert": {{"name": {{"x": 1}}}}}}}}}}"#
+                ),
+                "column name",
+            ),
+            (
+                format!(r#"{{"Logical_Router": {{"{row}": {{"insert": 5}}}}}}"#),
+                "row",
+            ),
+            (
+                format!(r#"{{"Logical_Router": {{"{row}": {{"insert": {{}}}}}}"#),
+                "",
+            ),
+            ("[1]".to_owned(), "table-updates"),
+        ] {
+            let e = parse_all(UpdateFormat::V2, &bad).unwrap_err();
+            assert_eq!(e.kind, UpdateErrorKind::Malformed, "{bad}");
+            assert!(e.reason.contains(why), "{bad}: {e}");
+        }
+        let t = types();
+        let e = parse(
+            &format!(r#"{{"Logical_Router": {{"{row}": {{"delete": null}}}}}}"#),
+            &t,
+            UpdateFormat::V2,
+            |_, _, _, _| Err((UpdateErrorKind::Diverged, "not held".into())),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.kind, e.table.as_str(), e.uuid.as_str(), e.reason.as_str()),
+            (
+                UpdateErrorKind::Diverged,
+                "Logical_Router",
+                row.as_str(),
+                "not held"
+            )
+        );
+    }
+}
