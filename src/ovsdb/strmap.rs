@@ -70,6 +70,22 @@ impl StrMap {
         self.0.iter().map(|(k, _)| &**k)
     }
 
+    /// Applies an `update2` map diff: a pair equal to one held removes it, another value for
+    /// a held key replaces it, a new key is added.
+    pub fn apply_diff(&mut self, diff: impl IntoIterator<Item = (String, String)>) {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        for (k, val) in diff {
+            match v.binary_search_by(|(x, _)| (**x).cmp(k.as_str())) {
+                Ok(i) if v[i].1 == val => {
+                    v.remove(i);
+                }
+                Ok(i) => v[i].1 = val,
+                Err(i) => v.insert(i, (intern(&k), val)),
+            }
+        }
+        self.0 = v.into_boxed_slice();
+    }
+
     /// A plain map (for code that builds or edits one, e.g. a desired row).
     pub fn to_map(&self) -> BTreeMap<String, String> {
         self.iter()
@@ -164,5 +180,15 @@ mod tests {
         assert!(Arc::ptr_eq(&m.0[1].0, &n.0[0].0));
         assert!(StrMap::new().is_empty());
         assert_ne!(m, StrMap::from([("a", "9"), ("b", "2")]));
+    }
+
+    #[test]
+    fn a_diff_removes_replaces_and_adds() {
+        let mut m = StrMap::from([("k1", "v1"), ("k2", "v2"), ("k3", "v3")]);
+        let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        m.apply_diff([s("k1", "v1"), s("k2", "new"), s("k4", "v4")]);
+        assert_eq!(m, StrMap::from([("k2", "new"), ("k3", "v3"), ("k4", "v4")]));
+        m.apply_diff([s("k2", "new"), s("k3", "v3"), s("k4", "v4")]);
+        assert!(m.is_empty());
     }
 }
