@@ -17,4 +17,7 @@ impl crate::peering::ExternalIds for crate::ovsdb::StrMap {
     fn id(&self, key: &str) -> Option<&str> {
         self.get(key).map(String::as_str)
     }
+    fn to_map(&self) -> std::collections::BTreeMap<String, String> {
+        crate::ovsdb::StrMap::to_map(self)
+    }
 }

@@ -8,7 +8,10 @@ use ipnet::IpNet;
 
 use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::{NbCache, StrMap};
-use crate::peering::topology::{subnets_of_port, PortView, RouteView, RouterView, Topology};
+use crate::peering::overlaps;
+use crate::peering::topology::{
+    subnets_of_port, Nearby, PortView, RouteView, RouterView, Topology,
+};
 use crate::peering::{is_owned, INSTANCE_KEY, PEERING_KEY};
 
 /// A borrowed view of the NB cache, as the rules' [`Topology`].
@@ -62,6 +65,59 @@ impl Topology for NbCacheTopology<'_> {
             .flat_map(|p| subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)))
             .collect();
         all.into_iter().collect()
+    }
+
+    fn router_count(&self, name: &str) -> usize {
+        self.0.router_by_name(name).len()
+    }
+
+    /// Read in place: a hub's router has a port per spoke.
+    fn port_networks_named(&self, name: &str) -> Vec<IpNet> {
+        let cache = self.0;
+        cache
+            .router_by_name(name)
+            .into_iter()
+            .flat_map(|r| r.ports.iter().filter_map(|u| cache.port(*u)))
+            .flat_map(|p| p.networks.iter().filter_map(|n| n.parse::<IpNet>().ok()))
+            .map(|n| n.trunc())
+            .collect()
+    }
+}
+
+/// CreatePeering's probe of the neighbourhood ([`crate::peering::topology::ConflictQuery`]).
+impl Nearby for NbCacheTopology<'_> {
+    /// One pass over NB's routers and their ports, in place (peer ports are skipped before
+    /// their networks are read, so a hub's N costs little).
+    fn vpcs_with_subnets_overlapping(&self, nets: &[IpNet]) -> BTreeSet<String> {
+        let cache = self.0;
+        cache
+            .routers()
+            .filter(|r| {
+                r.ports
+                    .iter()
+                    .filter_map(|u| cache.port(*u))
+                    .flat_map(|p| subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)))
+                    .any(|s| nets.iter().any(|n| overlaps(&s, n)))
+            })
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    fn peerings_of_ports_overlapping(&self, vpc: &str, nets: &[IpNet]) -> BTreeSet<String> {
+        let cache = self.0;
+        cache
+            .router_by_name(vpc)
+            .into_iter()
+            .flat_map(|r| r.ports.iter().filter_map(|u| cache.port(*u)))
+            .filter(|p| p.peer.as_deref().is_some_and(|peer| !peer.is_empty()))
+            .filter(|p| {
+                p.networks
+                    .iter()
+                    .filter_map(|n| n.parse::<IpNet>().ok())
+                    .any(|m| nets.iter().any(|n| overlaps(&m, n)))
+            })
+            .filter_map(|p| owner(&p.external_ids))
+            .collect()
     }
 }
 

@@ -34,8 +34,10 @@ use super::create::ALLOCATION_ATTEMPTS;
 use super::create_tx::{request_id_reused, same_request, Decided, Neighbours, Request};
 use super::error::ApiError;
 use super::PeeringApi;
-use crate::peering::topology::port_names;
+use crate::adapters::NbCacheTopology;
+use crate::peering::topology::{port_names, ConflictQuery};
 use crate::peering::validate::ValidatedPeering;
+use crate::peering::ConnectAddrs;
 use crate::proto::v1::{CreatePeeringRequest, Peering};
 use crate::store::{
     BatchInsert, NewPeering, PeeringRecord, RequestRecord, StoreError, UnreadableRow,
@@ -401,20 +403,22 @@ impl PeeringApi {
         jobs: &[Job],
     ) -> Result<Vec<Result<Peering, ApiError>>, BatchError> {
         let mut vpcs: Vec<String> = Vec::new();
-        let (mut names, mut ports, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ids = Vec::new();
         for j in jobs {
             let v = &j.validated;
             vpcs.extend([v.local_vpc.clone(), v.remote_vpc.clone()]);
-            names.push(v.name.clone());
-            ports.extend(port_names(&v.local_vpc, &v.remote_vpc));
             ids.extend(j.request.id.clone());
         }
         vpcs.sort_unstable();
         vpcs.dedup();
         let store = &self.inner.store;
         let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
+        // Which stored peerings can take part in the rules for these creates (their few
+        // neighbours, not every peering of a hub), asked of NB before the locks.
+        let probe = self.conflict_query(jobs)?;
         let mut tx = store.peering_create_begin(&vpc_refs).await?;
-        let read = tx.list_for_batch(&vpcs, &names, &ports, &ids).await?;
+        let read = tx.list_for_batch_probe(&probe, &ids).await?;
+        let links = tx.links_in(&vpcs).await?;
 
         // Judged without the creates whose callers have gone; judged again (in memory, in
         // this transaction) as long as more go before the insert.
@@ -423,6 +427,7 @@ impl PeeringApi {
             let mut judge = Judging {
                 stored: &read.records,
                 unreadable: &read.unreadable,
+                links: &links,
                 batch: Vec::new(),
                 rows: Vec::new(),
                 ids: HashMap::new(),
@@ -477,6 +482,25 @@ impl PeeringApi {
             .collect())
     }
 
+    /// What the store must read for the rules on `jobs` ([`ConflictQuery`]): their names,
+    /// port names and pairs, and what NB says their networks (and, for a link to allocate,
+    /// the link pools) overlap.
+    fn conflict_query(&self, jobs: &[Job]) -> Result<ConflictQuery, ApiError> {
+        let cache = self.nb_cache()?;
+        let topo = NbCacheTopology(&cache);
+        let settings = &self.inner.settings;
+        let pools = [settings.link_pool_v4.0, settings.link_pool_v6.0];
+        let mut q = ConflictQuery::default();
+        for j in jobs {
+            let v = &j.validated;
+            let spec = v
+                .spec()
+                .unwrap_or_else(|| v.with_link(ConnectAddrs::default(), ConnectAddrs::default()));
+            q.add(&spec, &topo, &pools, &[]);
+        }
+        Ok(q)
+    }
+
     /// Judges one create against what Postgres holds and the batch's earlier creates, as
     /// the one-at-a-time path does (`create_tx.rs`), with the same rules.
     fn judge(&self, judging: &mut Judging<'_>, v: &ValidatedPeering, request: &Request) -> Verdict {
@@ -505,7 +529,9 @@ impl PeeringApi {
             Ok(o) => o,
             Err(e) => return Verdict::Answer(Box::new(Err(e))),
         };
-        let mut excluded: Vec<IpNet> = Vec::new();
+        // Every link of its VPCs: only the peerings that can conflict were read, and the link
+        // allocated for it must avoid the others' links too.
+        let mut excluded: Vec<IpNet> = judging.links_of(v);
         for _ in 0..ALLOCATION_ATTEMPTS {
             match self.decide(v, request, &others, &excluded) {
                 Ok(Decided::Store { new, .. }) => {
@@ -550,6 +576,8 @@ struct Judging<'a> {
     stored: &'a [RequestRecord],
     /// The rows Postgres holds that do not decode.
     unreadable: &'a [UnreadableRow],
+    /// Every link held in the batch's VPCs: (VPC, link).
+    links: &'a [(String, IpNet)],
     /// The batch's creates judged so far and to be stored, as records.
     batch: Vec<PeeringRecord>,
     /// The rows to insert: the peering, its request's fingerprint, its port names.
@@ -559,6 +587,15 @@ struct Judging<'a> {
 }
 
 impl Judging<'_> {
+    /// The links held in `v`'s VPCs by stored peerings.
+    fn links_of(&self, v: &ValidatedPeering) -> Vec<IpNet> {
+        self.links
+            .iter()
+            .filter(|(vpc, _)| *vpc == v.local_vpc || *vpc == v.remote_vpc)
+            .map(|(_, link)| *link)
+            .collect()
+    }
+
     /// What the one-at-a-time read returns for `v`: the peerings touching either of its
     /// VPCs, the one of its name, and those holding one of its port names.
     /// INTERNAL when one of them does not decode.

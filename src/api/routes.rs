@@ -15,13 +15,14 @@ use super::convert;
 use super::error::ApiError;
 use super::page_token;
 use super::PeeringApi;
-use crate::ovsdb::{LogicalRouterStaticRoute, NbCache, Table};
+use crate::ovsdb::{LogicalRouter, LogicalRouterStaticRoute, NbCache, Table};
 use crate::peering::desired::DesiredRoute;
 use crate::peering::topology::effective_routes;
 use crate::peering::{is_owned, port_name, Family, PeeringSpec, PEERING_KEY};
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
-use crate::reconciler::derive::Judge;
+use crate::reconciler::derive::{subnets_as_judged, Judge};
 use crate::store::{PeeringRecord, PeeringState};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::peering::MAX_VPC_LEN;
@@ -42,19 +43,24 @@ impl PeeringApi {
         }
         let limit = page_token::page_size(req.page_size)? as usize;
         let after = page_token::decode(&req.page_token, &req.vpc)?;
-        // One read: the VPC's peerings, and every peering of the VPCs they join (the context
-        // the worker's pass reads for them: their VPCs' other peerings take part in the rules).
+        if let Some((routes, next_page_token)) =
+            self.page_by_keyset(&req.vpc, &after, limit).await?
+        {
+            return Ok(ListRoutesResponse {
+                routes,
+                next_page_token,
+            });
+        }
+        // A peering of the page wants a route NB lacks: it is judged as the worker judges it,
+        // against every peering of its VPCs. One read: the VPC's peerings, and every peering
+        // of the VPCs they join (the context the worker's pass reads for them).
         let context = self
             .inner
             .store
             .peering_list_touching_neighbours(&req.vpc)
             .await?;
-
         let protected = self.inner.settings.protected_vpcs.clone();
-        if !self.inner.nb.state().borrow().is_synced() {
-            return Err(ApiError::nb_unavailable());
-        }
-        let nb = self.inner.nb.clone();
+        let nb = self.synced_nb()?;
         let vpc = req.vpc.clone();
         // Reading NB and judging peerings is CPU work growing with the hub's peerings: off
         // the async workers.
@@ -68,6 +74,222 @@ impl PeeringApi {
             routes,
             next_page_token,
         })
+    }
+
+    fn synced_nb(&self) -> Result<crate::ovsdb::Client, ApiError> {
+        if !self.inner.nb.state().borrow().is_synced() {
+            return Err(ApiError::nb_unavailable());
+        }
+        Ok(self.inner.nb.clone())
+    }
+
+    /// The page read by keyset: the VPC's peerings from the cursor on, `limit + 1` at a time
+    /// by name in SQL (with the peerings of their other VPCs, which their automatic routes
+    /// are read from), until the page is full; then, if it is not, the router's other routes
+    /// (for which only the VPC's peering names are read). `None` when a peering on the way
+    /// wants a route NB lacks: judging it needs every peering of its VPCs (the caller's full
+    /// read). A converged hub's first page reads about `limit` peerings, not all of them.
+    async fn page_by_keyset(
+        &self,
+        vpc: &str,
+        after: &Option<String>,
+        limit: usize,
+    ) -> Result<Option<(Vec<Route>, String)>, ApiError> {
+        let store = &self.inner.store;
+        let mut pager = Pager {
+            after: after.clone(),
+            limit,
+            routes: Vec::with_capacity(limit),
+            last_key: String::new(),
+        };
+        // The first peering name to list (inclusive), or none left to list.
+        let mut from: Option<Option<String>> = match after.as_deref().map(Cursor::parse) {
+            None => Some(None),
+            Some(Cursor::Peering(name)) => Some(Some(name.to_string())),
+            Some(Cursor::Rest) => None,
+            Some(Cursor::Bad) => return Err(bad_token()),
+        };
+        // A peering already walked (the last of the previous batch), skipped in the next.
+        let mut done: Option<String> = None;
+        let batch = limit + 1;
+        while let Some(start) = from.take() {
+            let records = store
+                .peering_list_vpc_page(vpc, start.as_deref(), batch as i64)
+                .await?;
+            let mut names: Vec<String> = records
+                .iter()
+                .filter(|r| r.local_vpc == vpc || r.remote_vpc == vpc)
+                .filter(|r| start.as_deref().is_none_or(|s| r.name.as_str() >= s))
+                .map(|r| r.name.clone())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names.truncate(batch);
+            let more = names.len() == batch;
+            let last = names.last().cloned();
+            names.retain(|n| done.as_ref() != Some(n));
+            let nb = self.synced_nb()?;
+            let vpc_owned = vpc.to_string();
+            let (walked, p) = tokio::task::spawn_blocking(move || {
+                let cache = nb.cache();
+                let walked = walk(&cache, &vpc_owned, &records, &names, &mut pager);
+                (walked, pager)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            pager = p;
+            match walked? {
+                Walked::Full => return Ok(Some(pager.full(vpc))),
+                Walked::NeedsJudging => return Ok(None),
+                Walked::On if more => {
+                    from = Some(last.clone());
+                    done = last;
+                }
+                Walked::On => {}
+            }
+        }
+        let listed = store.peering_names_of_vpc(vpc).await?;
+        let nb = self.synced_nb()?;
+        let vpc = vpc.to_string();
+        let page = tokio::task::spawn_blocking(move || {
+            let cache = nb.cache();
+            let router = one_router(&cache, &vpc)?;
+            let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+            Ok::<_, ApiError>(other_routes(&cache, &vpc, router, &listed, pager))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Ok(Some(page))
+    }
+}
+
+fn bad_token() -> ApiError {
+    ApiError::invalid("page_token", "not a page token from a previous response")
+}
+
+/// Exactly one router of that name, as the rules resolve it (without copying its rows).
+fn one_router<'c>(cache: &'c NbCache, vpc: &str) -> Result<&'c LogicalRouter, ApiError> {
+    match cache.router_by_name(vpc).as_slice() {
+        [r] => Ok(*r),
+        _ => Err(ApiError::NotFound {
+            resource: "vpc",
+            name: vpc.to_string(),
+        }),
+    }
+}
+
+/// How a walk over some of the VPC's peerings ended.
+enum Walked {
+    /// The page is full.
+    Full,
+    /// A peering wants a route NB lacks: it must be judged against the whole context.
+    NeedsJudging,
+    /// Every peering given was listed; the page wants more.
+    On,
+}
+
+/// Offers the routes of the peerings `names` of `vpc` (in name order) to the pager, without
+/// judging any: `records` holds them and the peerings of their other VPCs.
+fn walk(
+    cache: &NbCache,
+    vpc: &str,
+    records: &[PeeringRecord],
+    names: &[String],
+    pager: &mut Pager,
+) -> Result<Walked, ApiError> {
+    let router = one_router(cache, vpc)?;
+    let view = RouterRoutes::new(cache, vpc, router);
+    let (by_name, by_vpc) = by_name_and_vpc(records);
+    for name in names {
+        let Some(rows) = view.peering(name, by_name.get(name.as_str()).copied(), &by_vpc, |_| None)
+        else {
+            return Ok(Walked::NeedsJudging);
+        };
+        for (k, r) in rows {
+            if pager.offer(k, r) {
+                return Ok(Walked::Full);
+            }
+        }
+    }
+    Ok(Walked::On)
+}
+
+#[allow(clippy::type_complexity)]
+fn by_name_and_vpc(
+    records: &[PeeringRecord],
+) -> (
+    HashMap<&str, &PeeringRecord>,
+    HashMap<&str, Vec<&PeeringRecord>>,
+) {
+    let by_name = records.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut by_vpc: HashMap<&str, Vec<&PeeringRecord>> = HashMap::new();
+    for r in records {
+        by_vpc.entry(&r.local_vpc).or_default().push(r);
+        if r.remote_vpc != r.local_vpc {
+            by_vpc.entry(&r.remote_vpc).or_default().push(r);
+        }
+    }
+    (by_name, by_vpc)
+}
+
+/// The router of the listed VPC and what listing a peering's routes in it reads.
+struct RouterRoutes<'a> {
+    cache: &'a NbCache,
+    vpc: &'a str,
+    router_id: String,
+    in_router: HashSet<Uuid>,
+}
+
+impl<'a> RouterRoutes<'a> {
+    fn new(cache: &'a NbCache, vpc: &'a str, router: &LogicalRouter) -> Self {
+        RouterRoutes {
+            cache,
+            vpc,
+            router_id: router.uuid.to_string(),
+            in_router: router.static_routes.iter().copied().collect(),
+        }
+    }
+
+    /// The routes of peering `name` in the router, keyed by cursor and in cursor order: those
+    /// installed, and those it would install (if it passes the rules) that NB lacks, as far
+    /// as `judged` (the keys of its routes here as the worker derives them) keeps them;
+    /// `None` when some are left to judge and `judged` cannot judge (returns `None`).
+    fn peering(
+        &self,
+        name: &str,
+        rec: Option<&PeeringRecord>,
+        by_vpc: &HashMap<&str, Vec<&PeeringRecord>>,
+        judged: impl FnOnce(&str) -> Option<HashSet<RouteKey>>,
+    ) -> Option<Vec<(String, Route)>> {
+        let cache = self.cache;
+        let installed: Vec<Route> = cache
+            .rows_with_external_id(PEERING_KEY, name)
+            .into_iter()
+            .filter(|(table, uuid)| {
+                *table == Table::LogicalRouterStaticRoute && self.in_router.contains(uuid)
+            })
+            .filter_map(|(_, uuid)| cache.static_route(uuid))
+            .filter(|r| is_owned(&r.external_ids))
+            .map(|r| installed_route(self.vpc, r))
+            .collect();
+        let installed_keys: HashSet<RouteKey> = installed.iter().map(route_key).collect();
+        // What it would install if it passes the rules, less what NB holds: judged only when
+        // something is left (a converged peering is not judged at all).
+        let mut wanted: Vec<Route> = rec
+            .map(|r| candidates(r, by_vpc, cache, self.vpc))
+            .unwrap_or_default();
+        wanted.retain(|r| !installed_keys.contains(&route_key(r)));
+        if !wanted.is_empty() {
+            let judged = judged(name)?;
+            wanted.retain(|r| judged.contains(&route_key(r)));
+        }
+        let mut rows: Vec<(String, Route)> = installed
+            .into_iter()
+            .chain(wanted)
+            .map(|r| (Cursor::peering_key(name, &r), r))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(rows)
     }
 }
 
@@ -91,27 +313,9 @@ fn page(
     // page's peerings wants a route NB lacks.
     let full: OnceCell<Judge<'_>> = OnceCell::new();
     let judge = || full.get_or_init(|| Judge::new(context, &going, cache, protected));
-    let by_name: HashMap<&str, &PeeringRecord> =
-        context.iter().map(|r| (r.name.as_str(), r)).collect();
-    let mut by_vpc: HashMap<&str, Vec<&PeeringRecord>> = HashMap::new();
-    for r in context {
-        by_vpc.entry(&r.local_vpc).or_default().push(r);
-        if r.remote_vpc != r.local_vpc {
-            by_vpc.entry(&r.remote_vpc).or_default().push(r);
-        }
-    }
-    // Exactly one router of that name, as the rules resolve it (without copying its rows).
-    let router = match cache.router_by_name(vpc).as_slice() {
-        [r] => *r,
-        _ => {
-            return Err(ApiError::NotFound {
-                resource: "vpc",
-                name: vpc.to_string(),
-            })
-        }
-    };
-    let router_id = router.uuid.to_string();
-    let in_router: HashSet<Uuid> = router.static_routes.iter().copied().collect();
+    let (by_name, by_vpc) = by_name_and_vpc(context);
+    let router = one_router(cache, vpc)?;
+    let view = RouterRoutes::new(cache, vpc, router);
     let mut names: Vec<&str> = context
         .iter()
         .filter(|r| r.local_vpc == vpc || r.remote_vpc == vpc)
@@ -123,12 +327,7 @@ fn page(
         None => 0,
         Some(Cursor::Peering(name)) => names.partition_point(|n| *n < name),
         Some(Cursor::Rest) => names.len(),
-        Some(Cursor::Bad) => {
-            return Err(ApiError::invalid(
-                "page_token",
-                "not a page token from a previous response",
-            ))
-        }
+        Some(Cursor::Bad) => return Err(bad_token()),
     };
     let mut pager = Pager {
         after,
@@ -137,52 +336,44 @@ fn page(
         last_key: String::new(),
     };
     for name in &names[first..] {
-        let installed: Vec<Route> = cache
-            .rows_with_external_id(PEERING_KEY, name)
-            .into_iter()
-            .filter(|(table, uuid)| {
-                *table == Table::LogicalRouterStaticRoute && in_router.contains(uuid)
-            })
-            .filter_map(|(_, uuid)| cache.static_route(uuid))
-            .filter(|r| is_owned(&r.external_ids))
-            .map(|r| installed_route(vpc, r))
-            .collect();
-        let installed_keys: HashSet<RouteKey> = installed.iter().map(route_key).collect();
-        // What it would install if it passes the rules, less what NB holds: judged only when
-        // something is left (a converged peering is not judged at all).
-        let mut wanted: Vec<Route> = by_name
-            .get(name)
-            .map(|r| candidates(r, &by_vpc, cache, protected, vpc))
+        let judged = |name: &str| {
+            Some(
+                judge()
+                    .rows(name)
+                    .map(|d| {
+                        d.routes
+                            .iter()
+                            .filter(|w| w.router_id == view.router_id)
+                            .map(|w| derived_key(&d.name, w))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        };
+        let rows = view
+            .peering(name, by_name.get(name).copied(), &by_vpc, judged)
             .unwrap_or_default();
-        wanted.retain(|r| !installed_keys.contains(&route_key(r)));
-        if !wanted.is_empty() {
-            let judged: HashSet<RouteKey> = judge()
-                .rows(name)
-                .map(|d| {
-                    d.routes
-                        .iter()
-                        .filter(|w| w.router_id == router_id)
-                        .map(|w| derived_key(&d.name, w))
-                        .collect()
-                })
-                .unwrap_or_default();
-            wanted.retain(|r| judged.contains(&route_key(r)));
-        }
-        let mut rows: Vec<(String, Route)> = installed
-            .into_iter()
-            .chain(wanted)
-            .map(|r| (Cursor::peering_key(name, &r), r))
-            .collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, r) in rows {
             if pager.offer(k, r) {
                 return Ok(pager.full(vpc));
             }
         }
     }
-    // The router's other routes: foreign, or owned by a peering not stored any more.
     let listed: HashSet<&str> = names.iter().copied().collect();
-    let mut rest: Vec<(String, Route)> = in_router
+    Ok(other_routes(cache, vpc, router, &listed, pager))
+}
+
+/// The rest of a page: the router's other routes, foreign or owned by a peering not stored any
+/// more (not one of `listed`, the VPC's peerings).
+fn other_routes(
+    cache: &NbCache,
+    vpc: &str,
+    router: &LogicalRouter,
+    listed: &HashSet<&str>,
+    mut pager: Pager,
+) -> (Vec<Route>, String) {
+    let mut rest: Vec<(String, Route)> = router
+        .static_routes
         .iter()
         .filter_map(|u| cache.static_route(*u))
         .filter(|r| {
@@ -197,10 +388,10 @@ fn page(
     rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (k, r) in rest {
         if pager.offer(k, r) {
-            return Ok(pager.full(vpc));
+            return pager.full(vpc);
         }
     }
-    Ok((pager.routes, String::new()))
+    (pager.routes, String::new())
 }
 
 /// A route of `vpc`'s router as NB holds it.
@@ -281,13 +472,13 @@ impl<'a> Cursor<'a> {
 
 /// The routes the live peering `rec` would install in `vpc` if it passes the rules, read as
 /// the whole context's judge reads them: the other VPC's subnets depend only on the peerings
-/// of that VPC (`by_vpc`: which of its peer ports are claimed, which leave with a tombstone),
-/// so a judge of those few stands in for the hub's N.
+/// of that VPC (`by_vpc`: which of its ports leave with a tombstone), read without indexing
+/// them (an index of a spoke's peerings reads the subnets of the hub too: 10,000 ports, for
+/// each peering of the page).
 fn candidates(
     rec: &PeeringRecord,
     by_vpc: &HashMap<&str, Vec<&PeeringRecord>>,
     cache: &NbCache,
-    protected: &[String],
     vpc: &str,
 ) -> Vec<Route> {
     if rec.state == PeeringState::Deleting {
@@ -299,28 +490,26 @@ fn candidates(
     let Some(side) = spec.side_of(vpc) else {
         return Vec::new();
     };
+    let other = spec.vpc(side.other());
     let few: Vec<PeeringRecord> = by_vpc
-        .get(spec.vpc(side.other()))
+        .get(other)
         .into_iter()
         .flatten()
         .map(|r| (*r).clone())
         .collect();
-    let going = Judge::going(&few);
-    let judge = Judge::new(&few, &going, cache, protected);
-    wanted_unjudged(&judge, &spec, vpc)
+    wanted_unjudged(&subnets_as_judged(&few, cache, other), &spec, vpc)
 }
 
 /// The routes peering `spec` would install in `vpc` if it passes the rules, as
 /// [`crate::peering::desired::desired_from_facts`] writes them (the other VPC's subnets as the
 /// rules read them), before judging it.
-fn wanted_unjudged(judge: &Judge<'_>, spec: &PeeringSpec, vpc: &str) -> Vec<Route> {
+fn wanted_unjudged(other_subnets: &[IpNet], spec: &PeeringSpec, vpc: &str) -> Vec<Route> {
     let Some(side) = spec.side_of(vpc) else {
         return Vec::new();
     };
     let other = spec.vpc(side.other());
-    let other_subnets = judge.index().subnets(judge.topo(), other);
     let via = spec.connect(side.other());
-    effective_routes(spec.routes(side), &other_subnets, via)
+    effective_routes(spec.routes(side), other_subnets, via)
         .into_iter()
         .filter_map(|r| {
             let nexthop = via.host(Family::of(&r.prefix))?;

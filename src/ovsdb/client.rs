@@ -20,17 +20,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
-use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::cache::NbCache;
-use super::connection::{CallError, Connection, ConnectionConfig};
+use super::connection::{CallError, CallResult, Connection, ConnectionConfig};
 use super::error::{Error, OvsdbError, TransactError};
 use super::handshake::Monitors;
-use super::ops::{decode_transact_result, Operation, OperationResult};
+use super::ops::{decode_transact_result, write_transact_params, Operation, OperationResult};
 use super::remote::Remote;
 use super::state::{CacheEvent, ClientConfig, ConnectionState, Shared};
 use crate::backoff::Backoff;
@@ -58,6 +57,60 @@ pub struct Client {
 /// An immutable snapshot of the replica. Holding one blocks nobody; it only keeps the rows it
 /// shares with newer snapshots alive (take a fresh one for each pass or request).
 pub type CacheSnapshot = Arc<NbCache>;
+
+/// About what one encoded NB operation takes (an insert of a port or route with its
+/// `external_ids`): sizes the request's buffer so it is allocated once.
+const ENCODED_OP_BYTES: usize = 320;
+
+/// A transaction on the wire whose reply is still to come ([`Client::send_transaction`]).
+#[must_use = "a sent transaction's reply says whether it committed"]
+pub struct Sent {
+    rx: oneshot::Receiver<CallResult>,
+    /// When the caller asked (the transaction's duration, for the metric).
+    started: Instant,
+    /// When it went on the wire (the transact timeout counts from here).
+    sent: Instant,
+    timeout: Option<Duration>,
+}
+
+impl Sent {
+    /// Waits for the reply and decodes it for `ops`, the operations that were sent. As with
+    /// [`Client::transact`], `Ok` means the replica already reflects the transaction; a reply
+    /// that does not come within the transact timeout (counted from the send) or a connection
+    /// that ends first is [`TransactError::OutcomeUnknown`].
+    pub async fn reply(self, ops: &[Operation]) -> Result<Vec<OperationResult>, TransactError> {
+        let reply = match self.timeout {
+            Some(t) => match tokio::time::timeout_at(self.sent + t, self.rx).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let r = Err(TransactError::OutcomeUnknown(format!(
+                        "no reply within {t:?}"
+                    )));
+                    record_transaction(self.started, &r);
+                    return r;
+                }
+            },
+            None => self.rx.await,
+        };
+        let r = match reply {
+            Ok(Ok(v)) => decode_transact_result(ops, &v),
+            Ok(Err(CallError::Rpc(e))) => Err(TransactError::Rejected(OvsdbError::from_json(&e))),
+            Ok(Err(CallError::Closed(reason))) => Err(TransactError::OutcomeUnknown(reason)),
+            Err(_) => Err(TransactError::OutcomeUnknown("connection ended".into())),
+        };
+        record_transaction(self.started, &r);
+        r
+    }
+}
+
+fn record_transaction(started: Instant, r: &Result<Vec<OperationResult>, TransactError>) {
+    let outcome = match r {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    metrics::histogram!(crate::metrics::OVSDB_TRANSACTION_SECONDS, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+}
 
 impl Client {
     /// Spawns the connection task and returns at once (needs a Tokio runtime).
@@ -170,64 +223,46 @@ impl Client {
         &self,
         ops: impl AsRef<[Operation]>,
     ) -> Result<Vec<OperationResult>, TransactError> {
-        let start = Instant::now();
-        let r = self.transact_inner(ops.as_ref()).await;
-        let outcome = match &r {
-            Ok(_) => "ok",
-            Err(e) => e.label(),
-        };
-        metrics::histogram!(crate::metrics::OVSDB_TRANSACTION_SECONDS, "outcome" => outcome)
-            .record(start.elapsed().as_secs_f64());
-        r
+        let ops = ops.as_ref();
+        match self.send_transaction(ops).await {
+            Ok(sent) => sent.reply(ops).await,
+            Err(e) => {
+                let r = Err(e);
+                record_transaction(Instant::now(), &r);
+                r
+            }
+        }
     }
 
-    async fn transact_inner(
-        &self,
-        ops: &[Operation],
-    ) -> Result<Vec<OperationResult>, TransactError> {
-        // The request is encoded once it has a connection to go on, not copied per attempt: a
-        // large transaction's JSON is most of what the worker spends on it (see README,
-        // "Where an NB write's time goes").
-        let params = || {
-            let mut params = Vec::with_capacity(ops.len() + 1);
-            params.push(Value::String(self.shared.config.database.clone()));
-            params.extend(ops.iter().map(Operation::to_json));
-            Value::Array(params)
-        };
-        let deadline = Instant::now() + self.shared.config.wait_connected;
-        let rx = loop {
+    /// Sends one transaction and returns without waiting for its reply: the caller can send
+    /// more behind it (a pipeline; the server runs one connection's transactions in the order
+    /// sent) and collects each reply with [`Sent::reply`]. Waits like [`Client::transact`] for
+    /// a synced connection; an error here means nothing was sent.
+    pub async fn send_transaction(&self, ops: &[Operation]) -> Result<Sent, TransactError> {
+        let started = Instant::now();
+        let database = self.shared.config.database.as_str();
+        let deadline = started + self.shared.config.wait_connected;
+        // A large transaction can keep the server busy, and silent, for longer than the
+        // probe allows on a loaded machine; a probe timeout would then cost a full re-dump
+        // (a standalone server keeps no history). Its own timeout bounds the wait.
+        let patient =
+            ops.len() >= PATIENT_TRANSACTION_OPS && self.shared.config.transact_timeout.is_some();
+        loop {
             let conn = self.synced_connection(deadline).await?;
-            // A large transaction can keep the server busy, and silent, for longer than the
-            // probe allows on a loaded machine; a probe timeout would then cost a full re-dump
-            // (a standalone server keeps no history). Its own timeout bounds the wait.
-            let patient = ops.len() >= PATIENT_TRANSACTION_OPS
-                && self.shared.config.transact_timeout.is_some();
-            let sent = if patient {
-                conn.send_patient("transact", params(), None)
-            } else {
-                conn.send("transact", params(), None)
-            };
-            match sent {
-                Ok(rx) => break rx,
+            // Encoded once it has a connection to go on, straight to bytes (no JSON tree per
+            // operation): that encoding is most of what a large transaction costs us.
+            let write = |out: &mut Vec<u8>| write_transact_params(out, database, ops);
+            match conn.send_encoded("transact", ops.len() * ENCODED_OP_BYTES, write, patient) {
+                Ok(rx) => {
+                    return Ok(Sent {
+                        rx,
+                        started,
+                        sent: Instant::now(),
+                        timeout: self.shared.config.transact_timeout,
+                    })
+                }
                 Err(_) => continue, // died before we sent: nothing sent, wait for the next one
             }
-        };
-        let reply = match self.shared.config.transact_timeout {
-            Some(t) => match tokio::time::timeout(t, rx).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(TransactError::OutcomeUnknown(format!(
-                        "no reply within {t:?}"
-                    )))
-                }
-            },
-            None => rx.await,
-        };
-        match reply {
-            Ok(Ok(v)) => decode_transact_result(ops, &v),
-            Ok(Err(CallError::Rpc(e))) => Err(TransactError::Rejected(OvsdbError::from_json(&e))),
-            Ok(Err(CallError::Closed(reason))) => Err(TransactError::OutcomeUnknown(reason)),
-            Err(_) => Err(TransactError::OutcomeUnknown("connection ended".into())),
         }
     }
 

@@ -4,15 +4,13 @@
 //!
 //! Pure data and functions: no I/O, no knowledge of NB tables.
 
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::{OvsdbError, TransactError};
 use super::values::{Atom, Datum, Row};
-
-fn row_json(row: &Row) -> Value {
-    Value::Object(row.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
-}
 
 /// A condition function (RFC 7047 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +71,6 @@ impl Condition {
             Datum::map([(key, value)]),
         )
     }
-    fn to_json(&self) -> Value {
-        json!([self.column, self.function.as_str(), self.value.to_json()])
-    }
 }
 
 /// A mutator (RFC 7047 §5.1).
@@ -111,18 +106,6 @@ impl Mutation {
             mutator: Mutator::Delete,
             value: value.into(),
         }
-    }
-    fn to_json(&self) -> Value {
-        let m = match self.mutator {
-            Mutator::Add => "+=",
-            Mutator::Sub => "-=",
-            Mutator::Mul => "*=",
-            Mutator::Div => "/=",
-            Mutator::Mod => "%=",
-            Mutator::Insert => "insert",
-            Mutator::Delete => "delete",
-        };
-        json!([self.column, m, self.value.to_json()])
     }
 }
 
@@ -179,8 +162,91 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation as a JSON tree (tests, logs); the wire goes through [`Serialize`]
+    /// straight to bytes ([`write_transact_params`]), the same encoding without the tree.
     pub fn to_json(&self) -> Value {
-        let conds = |c: &[Condition]| Value::Array(c.iter().map(Condition::to_json).collect());
+        serde_json::to_value(self).expect("an operation always encodes")
+    }
+}
+
+/// Writes a `transact` request's `params` (`[database, op, op, ...]`) into `out`: each
+/// operation serialized straight to bytes, no `serde_json::Value` tree per op (building
+/// and freeing those trees was most of what a large transaction cost the worker).
+pub fn write_transact_params(out: &mut Vec<u8>, database: &str, ops: &[Operation]) {
+    struct Params<'a>(&'a str, &'a [Operation]);
+    impl Serialize for Params<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.1.len() + 1))?;
+            seq.serialize_element(self.0)?;
+            for op in self.1 {
+                seq.serialize_element(op)?;
+            }
+            seq.end()
+        }
+    }
+    serde_json::to_writer(out, &Params(database, ops)).expect("writing to a Vec cannot fail");
+}
+
+// The RFC 7047 encoding, written by serde straight into the request's bytes.
+
+/// An atom: bare JSON for scalars, `["uuid", ..]` / `["named-uuid", ..]` for references.
+impl Serialize for Atom {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Atom::Integer(i) => s.serialize_i64(*i),
+            Atom::Real(r) => s.serialize_f64(*r),
+            Atom::Boolean(b) => s.serialize_bool(*b),
+            Atom::String(v) => s.serialize_str(v),
+            Atom::Uuid(u) => {
+                let mut buf = Uuid::encode_buffer();
+                ("uuid", &*u.hyphenated().encode_lower(&mut buf)).serialize(s)
+            }
+            Atom::NamedUuid(n) => ("named-uuid", n.as_str()).serialize(s),
+        }
+    }
+}
+
+/// A one-element set is written as the bare atom (as `Datum::to_json`).
+impl Serialize for Datum {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Pairs<'a>(&'a [(Atom, Atom)]);
+        impl Serialize for Pairs<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|(k, v)| (k, v)))
+            }
+        }
+        match self {
+            Datum::Set(v) if v.len() == 1 => v[0].serialize(s),
+            Datum::Set(v) => ("set", v).serialize(s),
+            Datum::Map(m) => ("map", Pairs(m)).serialize(s),
+        }
+    }
+}
+
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.column, self.function.as_str(), &self.value).serialize(s)
+    }
+}
+
+impl Serialize for Mutation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = match self.mutator {
+            Mutator::Add => "+=",
+            Mutator::Sub => "-=",
+            Mutator::Mul => "*=",
+            Mutator::Div => "/=",
+            Mutator::Mod => "%=",
+            Mutator::Insert => "insert",
+            Mutator::Delete => "delete",
+        };
+        (&self.column, m, &self.value).serialize(s)
+    }
+}
+
+impl Serialize for Operation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut o = s.serialize_map(None)?;
         match self {
             Operation::Insert {
                 table,
@@ -188,40 +254,53 @@ impl Operation {
                 uuid_name,
                 uuid,
             } => {
-                let mut o = json!({"op": "insert", "table": table, "row": row_json(row)});
+                o.serialize_entry("op", "insert")?;
+                o.serialize_entry("table", table)?;
+                o.serialize_entry("row", row)?;
                 if let Some(n) = uuid_name {
-                    o["uuid-name"] = json!(n);
+                    o.serialize_entry("uuid-name", n)?;
                 }
                 if let Some(u) = uuid {
-                    o["uuid"] = json!(u.to_string());
+                    let mut buf = Uuid::encode_buffer();
+                    o.serialize_entry("uuid", &*u.hyphenated().encode_lower(&mut buf))?;
                 }
-                o
             }
             Operation::Select {
                 table,
                 conditions,
                 columns,
             } => {
-                let mut o = json!({"op": "select", "table": table, "where": conds(conditions)});
+                o.serialize_entry("op", "select")?;
+                o.serialize_entry("table", table)?;
+                o.serialize_entry("where", conditions)?;
                 if let Some(c) = columns {
-                    o["columns"] = json!(c);
+                    o.serialize_entry("columns", c)?;
                 }
-                o
             }
             Operation::Update {
                 table,
                 conditions,
                 row,
-            } => json!({"op": "update", "table": table, "where": conds(conditions),
-                        "row": row_json(row)}),
+            } => {
+                o.serialize_entry("op", "update")?;
+                o.serialize_entry("table", table)?;
+                o.serialize_entry("where", conditions)?;
+                o.serialize_entry("row", row)?;
+            }
             Operation::Mutate {
                 table,
                 conditions,
                 mutations,
-            } => json!({"op": "mutate", "table": table, "where": conds(conditions),
-                "mutations": mutations.iter().map(Mutation::to_json).collect::<Vec<_>>()}),
+            } => {
+                o.serialize_entry("op", "mutate")?;
+                o.serialize_entry("table", table)?;
+                o.serialize_entry("where", conditions)?;
+                o.serialize_entry("mutations", mutations)?;
+            }
             Operation::Delete { table, conditions } => {
-                json!({"op": "delete", "table": table, "where": conds(conditions)})
+                o.serialize_entry("op", "delete")?;
+                o.serialize_entry("table", table)?;
+                o.serialize_entry("where", conditions)?;
             }
             Operation::Wait {
                 table,
@@ -231,18 +310,30 @@ impl Operation {
                 rows,
                 timeout_ms,
             } => {
-                let mut o = json!({"op": "wait", "table": table, "where": conds(conditions),
-                    "columns": columns,
-                    "until": if *until == WaitUntil::Equal { "==" } else { "!=" },
-                    "rows": rows.iter().map(row_json).collect::<Vec<_>>()});
+                o.serialize_entry("op", "wait")?;
+                o.serialize_entry("table", table)?;
+                o.serialize_entry("where", conditions)?;
+                o.serialize_entry("columns", columns)?;
+                let until = match until {
+                    WaitUntil::Equal => "==",
+                    WaitUntil::NotEqual => "!=",
+                };
+                o.serialize_entry("until", until)?;
+                o.serialize_entry("rows", rows)?;
                 if let Some(t) = timeout_ms {
-                    o["timeout"] = json!(t);
+                    o.serialize_entry("timeout", t)?;
                 }
-                o
             }
-            Operation::Comment(c) => json!({"op": "comment", "comment": c}),
-            Operation::Assert { lock } => json!({"op": "assert", "lock": lock}),
+            Operation::Comment(c) => {
+                o.serialize_entry("op", "comment")?;
+                o.serialize_entry("comment", c)?;
+            }
+            Operation::Assert { lock } => {
+                o.serialize_entry("op", "assert")?;
+                o.serialize_entry("lock", lock)?;
+            }
         }
+        o.end()
     }
 }
 
@@ -323,6 +414,7 @@ pub fn decode_transact_result(
 mod tests {
     use super::*;
     use crate::ovsdb::error::OvsdbErrorKind;
+    use serde_json::json;
 
     fn insert() -> Operation {
         Operation::Insert {
@@ -346,6 +438,106 @@ mod tests {
             op.to_json(),
             json!({"op": "insert", "table": "T", "row": {"name": "x"}, "uuid": u.to_string()})
         );
+    }
+
+    /// The bytes on the wire are RFC 7047's encoding, the one `Datum::to_json` builds as a
+    /// tree: every kind of operation, atom and datum.
+    #[test]
+    fn operations_encode_straight_to_the_rfc_7047_bytes() {
+        let u = Uuid::from_u128(0xabc);
+        let data = [
+            Datum::from("s"),
+            Datum::from(7i64),
+            Datum::from(true),
+            Datum::Set(vec![Atom::Real(1.5)]),
+            Datum::from(u),
+            Datum::named_uuid("row_1"),
+            Datum::empty_set(),
+            Datum::set(["a", "b"]),
+            Datum::empty_map(),
+            Datum::map([("k", "v"), ("k2", "v2")]),
+            Datum::Map(vec![(Atom::Uuid(u), Atom::Integer(3))]),
+        ];
+        for d in &data {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.to_json(), "{d:?}");
+        }
+        let cond = Condition::has_external_id("owner", "me");
+        let row = Row::from([
+            ("name".to_string(), Datum::from("x")),
+            ("ids".to_string(), Datum::map([("a", "b")])),
+        ]);
+        let ops = vec![
+            Operation::Insert {
+                table: "T".into(),
+                row: row.clone(),
+                uuid_name: Some("n".into()),
+                uuid: Some(u),
+            },
+            Operation::Select {
+                table: "T".into(),
+                conditions: vec![cond.clone()],
+                columns: Some(vec!["name".into()]),
+            },
+            Operation::Select {
+                table: "T".into(),
+                conditions: vec![],
+                columns: None,
+            },
+            Operation::Update {
+                table: "T".into(),
+                conditions: vec![Condition::uuid(u)],
+                row: row.clone(),
+            },
+            Operation::Mutate {
+                table: "T".into(),
+                conditions: vec![Condition::new("n", Function::Ne, 1i64)],
+                mutations: vec![
+                    Mutation::insert("ports", Datum::named_uuid("n")),
+                    Mutation::delete("ports", Datum::set([u])),
+                ],
+            },
+            Operation::Delete {
+                table: "T".into(),
+                conditions: vec![Condition::eq("name", "x")],
+            },
+            Operation::Wait {
+                table: "T".into(),
+                conditions: vec![],
+                columns: vec!["ids".into()],
+                until: WaitUntil::NotEqual,
+                rows: vec![row],
+                timeout_ms: Some(0),
+            },
+            Operation::Wait {
+                table: "T".into(),
+                conditions: vec![],
+                columns: vec![],
+                until: WaitUntil::Equal,
+                rows: vec![],
+                timeout_ms: None,
+            },
+            Operation::Comment("c".into()),
+            Operation::Assert { lock: "l".into() },
+        ];
+        let us = u.to_string();
+        let expected = json!(["DB",
+            {"op": "insert", "table": "T", "row": {"name": "x", "ids": ["map", [["a", "b"]]]}, "uuid-name": "n", "uuid": us},
+            {"op": "select", "table": "T", "where": [["external_ids", "includes", ["map", [["owner", "me"]]]]], "columns": ["name"]},
+            {"op": "select", "table": "T", "where": []},
+            {"op": "update", "table": "T", "where": [["_uuid", "==", ["uuid", us]]], "row": {"name": "x", "ids": ["map", [["a", "b"]]]}},
+            {"op": "mutate", "table": "T", "where": [["n", "!=", 1]],
+                "mutations": [["ports", "insert", ["named-uuid", "n"]], ["ports", "delete", ["uuid", us]]]},
+            {"op": "delete", "table": "T", "where": [["name", "==", "x"]]},
+            {"op": "wait", "table": "T", "where": [], "columns": ["ids"], "until": "!=",
+                "rows": [{"name": "x", "ids": ["map", [["a", "b"]]]}], "timeout": 0},
+            {"op": "wait", "table": "T", "where": [], "columns": [], "until": "==", "rows": []},
+            {"op": "comment", "comment": "c"},
+            {"op": "assert", "lock": "l"},
+        ]);
+        let mut bytes = b"leftover".to_vec();
+        bytes.clear();
+        write_transact_params(&mut bytes, "DB", &ops);
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::topology::{resolve_router, vpc_subnets, Topology};
+use super::topology::Topology;
 use super::validate::ValidatedPeering;
 use super::{ConnectAddrs, Family};
 
@@ -148,8 +148,9 @@ pub fn link_families(v: &ValidatedPeering, topo: &(impl Topology + ?Sized)) -> V
     let explicit = v.local_routes.iter().chain(&v.remote_routes);
     families.extend(explicit.map(|r| Family::of(&r.prefix)));
     for vpc in [&v.local_vpc, &v.remote_vpc] {
-        if let Ok(router) = resolve_router(topo, vpc) {
-            families.extend(vpc_subnets(&router).iter().map(Family::of));
+        // The subnets of its one router (none when it has not exactly one), read in place.
+        if topo.router_count(vpc) == 1 {
+            families.extend(topo.subnets_named(vpc).iter().map(Family::of));
         }
     }
     if families.is_empty() {

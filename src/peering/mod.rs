@@ -44,13 +44,18 @@ pub use owner::INSTANCE_KEY;
 
 /// A row's `external_ids`, however they are stored (a desired row's `BTreeMap`, the NB
 /// replica's compact map): what the ownership rules read.
-pub trait ExternalIds {
+pub trait ExternalIds: std::fmt::Debug {
     fn id(&self, key: &str) -> Option<&str>;
+    /// A plain copy (to edit, e.g. our markers merged into a row's ids).
+    fn to_map(&self) -> BTreeMap<String, String>;
 }
 
 impl ExternalIds for BTreeMap<String, String> {
     fn id(&self, key: &str) -> Option<&str> {
         self.get(key).map(String::as_str)
+    }
+    fn to_map(&self) -> BTreeMap<String, String> {
+        self.clone()
     }
 }
 

@@ -16,9 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 mod index;
+mod probe;
 
 pub use index::{Others, PeerIndex, PrefixMap};
 use index::{ResolvedRouter, VpcIndex};
+pub use probe::{ConflictQuery, Nearby};
 
 use super::validate::ValidatedPeering;
 use super::{
@@ -118,6 +120,19 @@ pub trait Topology {
             .flat_map(vpc_subnets)
             .collect();
         all.into_iter().collect()
+    }
+    /// How many routers have this name. Asked by CreatePeering for a hub: an implementation
+    /// should count without copying routers.
+    fn router_count(&self, name: &str) -> usize {
+        self.routers_named(name).len()
+    }
+    /// The networks of every port of every router named `name`, host bits cleared, in router
+    /// and port order (unparseable ones skipped). As [`Self::router_count`].
+    fn port_networks_named(&self, name: &str) -> Vec<IpNet> {
+        self.routers_named(name)
+            .iter()
+            .flat_map(|r| r.ports.iter().flat_map(parse_networks).collect::<Vec<_>>())
+            .collect()
     }
 }
 
@@ -350,8 +365,7 @@ pub fn allocation_exclusions(
     let vpcs = [peering.local_vpc.as_str(), peering.remote_vpc.as_str()];
     let mut used: Vec<IpNet> = vpcs
         .iter()
-        .flat_map(|vpc| topo.routers_named(vpc))
-        .flat_map(|r| r.ports.iter().flat_map(parse_networks).collect::<Vec<_>>())
+        .flat_map(|vpc| topo.port_networks_named(vpc))
         .collect();
     let mut cache = BTreeMap::new();
     let shares_a_vpc = |o: &&PeeringSpec| Side::BOTH.iter().any(|s| vpcs.contains(&o.vpc(*s)));

@@ -7,7 +7,7 @@
 //! whose identity stays are updated in place by the plan (`peering::diff`), never
 //! removed and inserted again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::peering::diff::{Change, Plan};
 
@@ -44,6 +44,52 @@ pub(super) fn transactions(plan: &Plan, budget: usize) -> Vec<Vec<Group<'_>>> {
             }
         }
         rows += group_rows;
+    }
+    out
+}
+
+/// What a transaction's rows hang off or are found by: two transactions that share none can be
+/// on the wire together (neither's success or failure changes what the other asks of NB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Key<'p> {
+    /// A router whose `ports` / `static_routes` it mutates (its routes' identities and ECMP
+    /// groups live there too).
+    Router(&'p str),
+    /// A port name it inserts, renames into or removes (names are unique across all routers).
+    PortName(&'p str),
+    /// A row it updates in place.
+    Row(&'p str),
+}
+
+/// The [`Key`]s of one transaction's peerings.
+pub(super) fn keys<'p>(batch: &[Group<'p>]) -> HashSet<Key<'p>> {
+    let mut out = HashSet::new();
+    for c in batch.iter().flat_map(|(_, changes)| changes) {
+        match c {
+            Change::CreatePort { port, .. } => {
+                out.insert(Key::Router(&port.router_id));
+                out.insert(Key::PortName(&port.name));
+            }
+            Change::UpdatePort { id, name, .. } => {
+                out.insert(Key::Row(id));
+                out.insert(Key::PortName(name));
+            }
+            Change::DeletePort {
+                router_id, name, ..
+            } => {
+                out.insert(Key::Router(router_id));
+                out.insert(Key::PortName(name));
+            }
+            Change::CreateRoute { route, .. } => {
+                out.insert(Key::Router(&route.router_id));
+            }
+            Change::UpdateRoute { id, .. } => {
+                out.insert(Key::Row(id));
+            }
+            Change::DeleteRoute { router_id, .. } => {
+                out.insert(Key::Router(router_id));
+            }
+        }
     }
     out
 }
@@ -87,6 +133,30 @@ mod tests {
             .iter()
             .map(|t| t.iter().map(|(p, cs)| (*p, cs.len())).collect())
             .collect()
+    }
+
+    #[test]
+    fn transactions_on_other_routers_and_port_names_do_not_depend_on_each_other() {
+        let plan = Plan {
+            changes: vec![
+                delete("a", "1"),
+                create("b", "10.3.0.0/24"),
+                Change::DeletePort {
+                    peering: "c".into(),
+                    id: "3".into(),
+                    router_id: "r2".into(),
+                    name: "vpc-1-vpc-2".into(),
+                    seen: BTreeMap::new(),
+                },
+            ],
+            outcomes: BTreeMap::new(),
+        };
+        let t = transactions(&plan, 1);
+        let (a, b, c) = (keys(&t[0]), keys(&t[1]), keys(&t[2]));
+        // a and b both change router "r": b waits for a; c is on r2.
+        assert!(!a.is_disjoint(&b));
+        assert!(a.is_disjoint(&c) && b.is_disjoint(&c));
+        assert!(c.contains(&Key::PortName("vpc-1-vpc-2")));
     }
 
     #[test]

@@ -28,9 +28,10 @@ use ipnet::IpNet;
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
+use crate::peering::topology::vpc_subnets;
 use crate::peering::topology::{
-    effective_routes, resolve_router, PeerIndex, PortView, RouteView, RouterView, Topology,
-    TopologyFacts,
+    effective_routes, resolve_router, ConflictQuery, PeerIndex, PortView, RouteView, RouterView,
+    Topology, TopologyFacts,
 };
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
@@ -204,6 +205,36 @@ fn affected(
     judged
 }
 
+/// The conflict probe of a narrow pass over `targets`: their specs (links known) and their
+/// rows as NB holds them; `None` when one of them cannot be read as a spec.
+pub(crate) fn narrow_probe(targets: &[PeeringRecord], cache: &NbCache) -> Option<ConflictQuery> {
+    let topo = NbCacheTopology(cache);
+    let mut q = ConflictQuery::default();
+    for rec in targets {
+        let spec = rec.spec().ok()?;
+        q.add(&spec, &topo, &[], &nb_networks_of(cache, &rec.name));
+    }
+    Some(q)
+}
+
+/// Whether a narrow pass over `changed` with `context` judges `changed` alone: no tombstone
+/// or failed peering of their VPCs, no other peering of `context` that one of them affects.
+/// When `context` is a probe's read, the full read of their VPCs then judges them alone too.
+pub(crate) fn judges_only(
+    changed: &BTreeSet<String>,
+    context: &[PeeringRecord],
+    cache: &NbCache,
+) -> bool {
+    let going: BTreeSet<&str> = Judge::going(context);
+    let topo = Leaving {
+        nb: NbCacheTopology(cache),
+        going: &going,
+    };
+    let (_, specs, _) = live_specs(context);
+    let index = PeerIndex::new(&specs, &topo);
+    affected(changed, context, &index, &topo, cache).is_subset(changed)
+}
+
 /// The networks of the NB rows marked as the peering's: its ports' networks and its routes'
 /// prefixes.
 fn nb_networks_of(cache: &NbCache, peering: &str) -> Vec<IpNet> {
@@ -326,16 +357,6 @@ impl<'a> Judge<'a> {
             .collect()
     }
 
-    /// The NB topology judged against.
-    pub(crate) fn topo(&self) -> &(impl Topology + use<'a>) {
-        &self.topo
-    }
-
-    /// The peerings' index (for reading subnets the way the rules do).
-    pub(crate) fn index(&self) -> &PeerIndex {
-        &self.index
-    }
-
     /// The rows of the live peering `name`; `None` when it is not live or its record cannot
     /// be read as a spec (it wants nothing).
     pub(crate) fn rows(&self, name: &str) -> Option<DesiredPeering> {
@@ -398,6 +419,25 @@ impl<'a> Judge<'a> {
             remote_subnets,
         }
     }
+}
+
+/// The subnets the rules read for `vpc` when judging against `context` (its tombstones' rows
+/// leaving NB): those of its one router, none when it has not exactly one. What
+/// [`PeerIndex::subnets`] answers for a [`Judge`] of `context`, without indexing `context`
+/// (which reads the subnets of every VPC its peerings join: a hub's 10,000 ports).
+pub(crate) fn subnets_as_judged(
+    context: &[PeeringRecord],
+    cache: &NbCache,
+    vpc: &str,
+) -> Vec<IpNet> {
+    let going = Judge::going(context);
+    let topo = Leaving {
+        nb: NbCacheTopology(cache),
+        going: &going,
+    };
+    resolve_router(&topo, vpc)
+        .map(|r| vpc_subnets(&r))
+        .unwrap_or_default()
 }
 
 /// The rows a peering that fails the rules would want, and why it fails.

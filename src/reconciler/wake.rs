@@ -20,7 +20,9 @@ use super::nb_scope::Touched;
 use super::pass::Scope;
 use crate::ovsdb::RowChange;
 
-/// How long a registered echo is expected.
+/// How long a registered echo is still expected once its transaction's reply came (while the
+/// transaction is on the wire it is expected however long NB takes: a pipelined transaction's
+/// echo comes only after the ones ahead of it).
 const ECHO_TTL: Duration = Duration::from_secs(2);
 
 /// Shared between the worker and its listeners.
@@ -35,7 +37,9 @@ struct Pending {
     full: bool,
     dirty: BTreeSet<String>,
     touched: Touched,
-    echo: HashMap<Uuid, (u32, Instant)>,
+    /// Echoes expected per row: how many, and since when the last transaction expecting one
+    /// has its reply (`None`: still on the wire, no expiry).
+    echo: HashMap<Uuid, (u32, Option<Instant>)>,
 }
 
 impl Wake {
@@ -65,10 +69,14 @@ impl Wake {
     /// NB changed: which of `changes` someone else made (the others are our own echo,
     /// consumed here). Wakes nobody: the caller says what they touched.
     pub fn foreign(&self, changes: &[RowChange]) -> HashSet<Uuid> {
+        self.foreign_at(changes, Instant::now())
+    }
+
+    fn foreign_at(&self, changes: &[RowChange], now: Instant) -> HashSet<Uuid> {
         let mut p = self.lock();
-        let now = Instant::now();
-        p.echo
-            .retain(|_, (_, at)| now.duration_since(*at) < ECHO_TTL);
+        p.echo.retain(|_, (_, landed)| {
+            landed.is_none_or(|at| now.saturating_duration_since(at) < ECHO_TTL)
+        });
         let mut foreign = HashSet::new();
         for c in changes {
             match p.echo.get_mut(&c.uuid) {
@@ -100,11 +108,25 @@ impl Wake {
     /// The rows a transaction about to be sent will change.
     pub fn expect_echo(&self, rows: &HashSet<Uuid>) {
         let mut p = self.lock();
-        let now = Instant::now();
         for u in rows {
-            let e = p.echo.entry(*u).or_insert((0, now));
+            let e = p.echo.entry(*u).or_insert((0, None));
             e.0 += 1;
-            e.1 = now;
+            e.1 = None;
+        }
+    }
+
+    /// The transaction committed and its reply came: its echo came before it, so what is still
+    /// expected (a write that changed nothing) is given up after [`ECHO_TTL`].
+    pub fn echo_landed(&self, rows: &HashSet<Uuid>) {
+        self.echo_landed_at(rows, Instant::now())
+    }
+
+    fn echo_landed_at(&self, rows: &HashSet<Uuid>, now: Instant) {
+        let mut p = self.lock();
+        for u in rows {
+            if let Some((_, landed)) = p.echo.get_mut(u) {
+                *landed = Some(now);
+            }
         }
     }
 
@@ -209,5 +231,24 @@ mod tests {
         w.forget_echo(&HashSet::from([ours]));
         assert_eq!(w.foreign(&[change(ours)]), HashSet::from([ours]));
         assert_eq!(w.take(), None, "the caller wakes the worker, not foreign()");
+    }
+
+    #[test]
+    fn an_echo_is_expected_while_its_transaction_is_on_the_wire_then_for_a_while() {
+        let w = Wake::new();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let now = Instant::now();
+        w.expect_echo(&HashSet::from([a, b]));
+        // Behind other pipelined transactions: its echo comes late, still ours.
+        let late = now + ECHO_TTL * 5;
+        assert!(w.foreign_at(&[change(a)], late).is_empty());
+        // Its reply came; b's write changed nothing (no echo): b is given up after the TTL.
+        w.echo_landed_at(&HashSet::from([a, b]), late);
+        assert!(w.foreign_at(&[], late + ECHO_TTL / 2).is_empty());
+        assert!(w.lock().echo.contains_key(&b));
+        assert_eq!(
+            w.foreign_at(&[change(b)], late + ECHO_TTL * 2),
+            HashSet::from([b])
+        );
     }
 }

@@ -8,6 +8,7 @@ use sqlx::types::Json;
 use super::create::{CreateTx, HashedRow};
 use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
 use super::{PeeringRecord, RequestRecord, StoreError};
+use crate::peering::topology::ConflictQuery;
 
 /// One peering of a batch insert: the peering, its request fingerprint, its port names.
 pub struct BatchInsert<'a> {
@@ -79,27 +80,97 @@ impl CreateTx<'_> {
                 .fetch_all(&mut *self.tx),
             )
             .await?;
-        let mut read = BatchRead {
-            records: Vec::with_capacity(rows.len()),
-            unreadable: Vec::new(),
-        };
-        for row in rows {
-            let (name, local_vpc, remote_vpc) = (
-                row.name.clone(),
-                row.local_vpc.clone(),
-                row.remote_vpc.clone(),
-            );
-            match RequestRecord::try_from(row) {
-                Ok(r) => read.records.push(r),
-                Err(error) => read.unreadable.push(UnreadableRow {
-                    name,
-                    local_vpc,
-                    remote_vpc,
-                    error,
-                }),
-            }
-        }
-        Ok(read)
+        Ok(split_unreadable(rows))
+    }
+
+    /// As [`Self::list_for_batch`], but of the peerings of the batch's VPCs only those that can
+    /// take part in the rules for its creates ([`ConflictQuery`], merged over them), found
+    /// through indexes: a new spoke of a hub reads its few neighbours, not the hub's N. Also
+    /// the peerings created with any of `request_ids`. One round trip, one snapshot.
+    pub async fn list_for_batch_probe(
+        &mut self,
+        q: &ConflictQuery,
+        request_ids: &[String],
+    ) -> Result<BatchRead, StoreError> {
+        let names: Vec<&str> = q.names.iter().map(String::as_str).collect();
+        let ports: Vec<&str> = q.ports.iter().map(String::as_str).collect();
+        let lo: Vec<&str> = q.pairs.iter().map(|(l, _)| l.as_str()).collect();
+        let hi: Vec<&str> = q.pairs.iter().map(|(_, h)| h.as_str()).collect();
+        let nets: Vec<ipnet::IpNet> = q.nets.iter().copied().collect();
+        let vpcs: Vec<&str> = q.vpcs.iter().map(String::as_str).collect();
+        // Each arm an index: names, port names, pairs (peerings_vpc_pair), links per VPC
+        // (the GiST of peering_links), the few read whole (peerings_probe_extra_*), request_id.
+        let rows = self
+            .store
+            .timed(
+                "peering_list_for_batch_probe",
+                sqlx::query_as!(
+                    HashedRow,
+                    r#"WITH q AS (
+                         SELECT name FROM peerings WHERE name = ANY($1)
+                         UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
+                         UNION SELECT name FROM peerings
+                               WHERE vpc_low = ANY($3) AND vpc_high = ANY($4)
+                                 AND state NOT IN ('rejected', 'expired')
+                         UNION SELECT l.peering_name FROM peering_links l
+                               JOIN unnest($5::cidr[]) AS n(net)
+                                 ON family(l.link) = 4 AND l.vpc = ANY($6) AND l.link && n.net
+                         UNION SELECT l.peering_name FROM peering_links l
+                               JOIN unnest($5::cidr[]) AS n(net)
+                                 ON family(l.link) = 6 AND l.vpc = ANY($6) AND l.link && n.net
+                         UNION SELECT name FROM peerings
+                               WHERE local_vpc = ANY($6)
+                                 AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb
+                                      OR state NOT IN ('pending', 'active', 'pending_acceptance',
+                                                       'rejected', 'expired'))
+                         UNION SELECT name FROM peerings
+                               WHERE remote_vpc = ANY($6)
+                                 AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb
+                                      OR state NOT IN ('pending', 'active', 'pending_acceptance',
+                                                       'rejected', 'expired'))
+                         UNION SELECT name FROM peerings WHERE request_id = ANY($7))
+                       SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag, request_hash
+                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       ORDER BY name"#,
+                    &names as &[&str],
+                    &ports as &[&str],
+                    &lo as &[&str],
+                    &hi as &[&str],
+                    &nets,
+                    &vpcs as &[&str],
+                    request_ids
+                )
+                .fetch_all(&mut *self.tx),
+            )
+            .await?;
+        Ok(split_unreadable(rows))
+    }
+
+    /// Every link held in any of `vpcs` (by peerings in any state but rejected or expired,
+    /// requests awaiting acceptance included): (VPC, link). What a link allocated for a create
+    /// of the batch must avoid, read apart from the peerings ([`Self::list_for_batch_probe`]
+    /// reads only those whose links overlap something).
+    pub async fn links_in(
+        &mut self,
+        vpcs: &[String],
+    ) -> Result<Vec<(String, ipnet::IpNet)>, StoreError> {
+        let rows = self
+            .store
+            .timed(
+                "peering_links_in",
+                sqlx::query!(
+                    r#"SELECT vpc, link AS "link: ipnet::IpNet" FROM peering_links WHERE vpc = ANY($1)"#,
+                    vpcs
+                )
+                .fetch_all(&mut *self.tx),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.vpc, r.link)).collect())
     }
 
     /// Inserts every peering of `batch` (generation 1, each in its `new.state`) with its
@@ -203,4 +274,29 @@ impl CreateTx<'_> {
             .timed("peering_create_commit", self.tx.commit())
             .await
     }
+}
+
+/// The rows read, those that do not decode kept apart.
+fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
+    let mut read = BatchRead {
+        records: Vec::with_capacity(rows.len()),
+        unreadable: Vec::new(),
+    };
+    for row in rows {
+        let (name, local_vpc, remote_vpc) = (
+            row.name.clone(),
+            row.local_vpc.clone(),
+            row.remote_vpc.clone(),
+        );
+        match RequestRecord::try_from(row) {
+            Ok(r) => read.records.push(r),
+            Err(error) => read.unreadable.push(UnreadableRow {
+                name,
+                local_vpc,
+                remote_vpc,
+                error,
+            }),
+        }
+    }
+    read
 }

@@ -20,12 +20,14 @@
 
 mod acceptance;
 mod changes;
+mod conflicts;
 mod create;
 mod create_batch;
 mod deployment;
 mod error;
 mod model;
 mod peerings;
+mod routes_page;
 mod update;
 
 use std::time::{Duration, Instant};

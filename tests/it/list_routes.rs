@@ -88,3 +88,52 @@ async fn list_routes_pages_stay_stable_while_peerings_are_added() {
     let skipped: Vec<_> = start.difference(&listed).collect();
     assert!(skipped.is_empty(), "skipped {skipped:?} of {seen:?}");
 }
+
+/// ListRoutes reads a VPC's peerings a batch at a time (page size + 1, by name): a run of
+/// peerings with no routes (their spokes have no subnets) longer than a batch does not end
+/// the listing early, and the router's other routes follow, its owned routes not listed twice.
+#[tokio::test]
+async fn list_routes_reads_past_peerings_without_routes() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    t.nb.nbctl(&["lr-route-add", "hub", "192.168.0.0/16", "10.0.0.254"]);
+    let mut c = t.client().await;
+    for k in 1..=5 {
+        create_vpc(&t.nb, &format!("bare{k}"), &[]);
+        c.create_peering(create(&format!("a{k}"), "hub", &format!("bare{k}")))
+            .await
+            .unwrap();
+    }
+    create_vpc(&t.nb, "s1", &["10.1.1.1/24"]);
+    c.create_peering(create("h1", "hub", "s1")).await.unwrap();
+    t.converge().await;
+    let want = vec![
+        ("10.1.1.0/24".to_string(), "h1".to_string()),
+        ("192.168.0.0/16".to_string(), String::new()),
+    ];
+    for size in [1, 2, 3, 100] {
+        let (mut seen, mut token) = (Vec::new(), String::new());
+        for _ in 0..20 {
+            let page = c
+                .list_routes(ListRoutesRequest {
+                    vpc: "hub".into(),
+                    page_size: size,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.routes.len() <= size as usize);
+            seen.extend(
+                page.routes
+                    .iter()
+                    .map(|r| (r.cidr.clone(), r.peering.clone())),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(seen, want, "pages of {size}");
+    }
+}

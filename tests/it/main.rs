@@ -16,6 +16,7 @@ mod api_safety;
 mod authz;
 mod compose;
 mod create_batch;
+mod create_probe;
 mod datapath;
 mod diagnose;
 mod e2e;

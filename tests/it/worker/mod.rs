@@ -14,6 +14,8 @@ mod output_port;
 mod ownership;
 mod ownership_guard;
 mod partition;
+mod pipeline;
+mod restart;
 mod rows;
 mod safety;
 

@@ -132,3 +132,40 @@ async fn a_newer_peering_conflicting_with_an_older_spoke_fails_and_the_spoke_sta
     assert_eq!(failed_names(&full), ["new"], "{full:?}");
     assert_eq!((full.active, full.rows_written), (SPOKES, 0), "{full:?}");
 }
+
+/// A narrow pass over one new peering at a hub reads by probe only the peerings that can take
+/// part in its rules. One of them shares nothing with it in Postgres: h3, whose stored link
+/// moved (its pass has not run) while its port in the hub still holds the old link, which the
+/// new peering's link overlaps. That port is h3's, not a foreign port in the way (the rules'
+/// verdict with every peering read): the new peering is ACTIVE, judged alone.
+#[tokio::test]
+async fn a_new_peering_over_a_stale_port_of_a_spoke_is_judged_with_that_spoke() {
+    let t = hub().await;
+    let pool = pool(&t.db.url).await;
+    sqlx::query(
+        "UPDATE peerings SET local_v4 = '169.254.2.1/30', remote_v4 = '169.254.2.2/30' \
+         WHERE name = 'h3'",
+    )
+    .execute(&pool)
+    .await
+    .expect("move h3's link");
+    create_vpc(&t.nb, "z", &["10.30.1.1/24"]);
+    insert_sql(
+        &pool,
+        "new",
+        "hub",
+        "z",
+        "169.254.0.13/30",
+        "169.254.0.14/30",
+    )
+    .await;
+    let worker = t.reconciler().await;
+
+    let narrow = worker.run_for(&["new"]).await.expect("narrow pass");
+    assert_eq!(failed_names(&narrow), Vec::<&str>::new(), "{narrow:?}");
+    assert_eq!(narrow.peerings, 1, "only new judged: {narrow:?}");
+    assert_eq!(
+        record(&store(&t.db.url), "new").await.state,
+        PeeringState::Active
+    );
+}

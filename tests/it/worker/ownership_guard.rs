@@ -93,8 +93,8 @@ async fn rows_whose_owner_mark_was_removed_are_never_updated_or_deleted() {
 
 /// A TCP proxy to the NB server's unix socket that holds everything the server sends for
 /// `delay` (order kept), so that the worker's replica lags behind NB by that much.
-struct LaggingNb {
-    remote: String,
+pub(super) struct LaggingNb {
+    pub(super) remote: String,
     delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -106,7 +106,7 @@ impl Drop for LaggingNb {
 }
 
 impl LaggingNb {
-    async fn start(sock: std::path::PathBuf) -> LaggingNb {
+    pub(super) async fn start(sock: std::path::PathBuf) -> LaggingNb {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let remote = format!("tcp:{}", listener.local_addr().unwrap());
         let delay_ms = Arc::new(AtomicU64::new(0));
@@ -127,7 +127,7 @@ impl LaggingNb {
         }
     }
 
-    fn lag(&self, d: Duration) {
+    pub(super) fn lag(&self, d: Duration) {
         self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,397 @@
+//! How a pass's plan reaches NB: transactions of whole peerings ([`super::batch`]), each behind
+//! the writer fence, pipelined, and what each outcome means for its peerings' verdicts.
+//!
+//! **Pipelined.** Up to [`IN_FLIGHT`] transactions are on the wire at once: the next one is
+//! encoded and sent while NB still runs the previous ones (ovsdb-server runs one session's
+//! transactions in the order sent), so neither side waits for the other. What keeps that as
+//! safe as one at a time:
+//! - every transaction carries its own fence `wait` first: once another replica has taken
+//!   over, each one still in flight fails on it and commits nothing;
+//! - a transaction goes out behind the ones in flight only if it shares no router, port name
+//!   or updated row with any of them ([`batch::keys`]): it asks nothing of NB that their
+//!   success or failure could change (named-uuid references never cross transactions; a
+//!   route's identity and ECMP group live on its router; port names are unique across
+//!   routers). One that does share waits until they have landed, including the one-by-one
+//!   retry of a refused batch, so it is built from what they left;
+//! - replies are settled in send order, each one's verdicts from its own results only.
+//!
+//! A refused batch is retried peering by peering (each peering still whole), so one peering
+//! that cannot be written never blocks the others.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::ovsdb::{Operation, OvsdbErrorKind, Sent, TransactError};
+use crate::peering::diff::{Change, Plan};
+
+use super::batch::{self, transactions, Group, Key};
+use super::pass::{PassError, PassOutcome, Verdict};
+use super::{fence, translate, Reconciler};
+
+/// Transactions on the wire at once. Enough to keep NB busy while we encode the next one and
+/// apply the echo of the last; more would only queue in the server's input.
+pub(super) const IN_FLIGHT: usize = 4;
+
+/// Writes the plan in transactions of whole peerings up to the row budget, pipelined.
+pub(super) async fn write_changes(
+    r: &Reconciler,
+    plan: &Plan,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    let batches = transactions(plan, r.settings.max_rows_per_transaction);
+    let mut flight: VecDeque<InFlight<'_>> = VecDeque::new();
+    let result = pipeline(r, &batches, &mut flight, verdicts, outcome).await;
+    // Stopped early (fenced, outcome unknown): the replies still due are not awaited; their
+    // echo (if they committed) is then a foreign change, which only wakes a narrow pass.
+    for f in flight {
+        r.wake.forget_echo(&f.touched);
+    }
+    result
+}
+
+async fn pipeline<'p>(
+    r: &Reconciler,
+    batches: &'p [Vec<Group<'p>>],
+    flight: &mut VecDeque<InFlight<'p>>,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    for batch in batches {
+        let keys = batch::keys(batch);
+        while flight.len() >= IN_FLIGHT || flight.iter().any(|f| !f.keys.is_disjoint(&keys)) {
+            let f = flight
+                .pop_front()
+                .expect("non-empty: guarded by the loop condition");
+            land(r, f, verdicts, outcome).await?;
+        }
+        let groups: Vec<&Group<'p>> = batch.iter().collect();
+        flight.push_back(send(r, groups, keys, outcome).await?);
+    }
+    while let Some(f) = flight.pop_front() {
+        land(r, f, verdicts, outcome).await?;
+    }
+    Ok(())
+}
+
+/// One transaction on the wire.
+pub(super) struct InFlight<'p> {
+    batch: Vec<&'p Group<'p>>,
+    keys: HashSet<Key<'p>>,
+    ops: Vec<Operation>,
+    /// The peering of each operation (`None`: the fence), to tell whose a result is.
+    owners: Vec<Option<&'p str>>,
+    /// The rows its NB echo will show (registered with the wake-up state).
+    touched: HashSet<Uuid>,
+    rows: usize,
+    fenced: bool,
+    started: Instant,
+    sent: Sent,
+}
+
+/// Builds one transaction (behind the writer fence while the worker holds the lock) and puts
+/// it on the wire without waiting for its reply.
+async fn send<'p>(
+    r: &Reconciler,
+    batch: Vec<&'p Group<'p>>,
+    keys: HashSet<Key<'p>>,
+    outcome: &mut PassOutcome,
+) -> Result<InFlight<'p>, PassError> {
+    let fence = r.current_fence();
+    let mut ops: Vec<Operation> = fence.iter().map(fence::Fence::wait_op).collect();
+    let mut owners: Vec<Option<&str>> = vec![None; ops.len()];
+    let mut rows = 0;
+    {
+        // New rows' uuids are chosen against what NB holds now (a fresh snapshot, not the
+        // pass's). Transactions in flight together change other routers: their inserts
+        // cannot pick the same uuids (a row's identity names its router or port).
+        let cache = r.nb.cache();
+        let mut ids = translate::RowIds::new(&cache);
+        for (peering, changes) in &batch {
+            translate::append_peering(changes, &mut ops, &mut ids);
+            owners.resize(ops.len(), Some(peering));
+            rows += changes
+                .iter()
+                .map(|c| translate::rows_written(c))
+                .sum::<usize>();
+        }
+    }
+    // Its NB echo must not wake the worker for another pass.
+    let touched = translate::touched_rows(&ops);
+    r.wake.expect_echo(&touched);
+    let started = Instant::now();
+    match r.nb.send_transaction(&ops).await {
+        Ok(sent) => Ok(InFlight {
+            batch,
+            keys,
+            ops,
+            owners,
+            touched,
+            rows,
+            fenced: fence.is_some(),
+            started,
+            sent,
+        }),
+        Err(e) => {
+            r.wake.forget_echo(&touched);
+            record(started, &e);
+            outcome.transactions += 1;
+            Err(PassError::Nb(e))
+        }
+    }
+}
+
+/// Waits for one transaction's reply. Failing on the fence is [`PassError::Fenced`], never a
+/// peering's refusal. Returns the peerings whose writes committed only in part.
+async fn reply(
+    r: &Reconciler,
+    f: InFlight<'_>,
+    outcome: &mut PassOutcome,
+) -> Result<BTreeSet<String>, PassError> {
+    let InFlight {
+        batch,
+        ops,
+        owners,
+        touched,
+        rows,
+        fenced,
+        started,
+        sent,
+        ..
+    } = f;
+    let result = sent.reply(&ops).await;
+    outcome.transactions += 1;
+    let results = match result {
+        Err(e) => {
+            r.wake.forget_echo(&touched);
+            record(started, &e);
+            return Err(match fenced && fence::failed_on_fence(&e) {
+                true => PassError::Fenced,
+                false => PassError::Nb(e),
+            });
+        }
+        Ok(results) => results,
+    };
+    r.wake.echo_landed(&touched);
+    metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => "ok")
+        .record(started.elapsed().as_secs_f64());
+    outcome.rows_written += rows;
+    for (_, changes) in &batch {
+        for c in changes {
+            metrics::counter!(crate::metrics::NB_ROWS_WRITTEN_TOTAL, "kind" => change_kind(c))
+                .increment(1);
+        }
+    }
+    let not_done = translate::not_done(&owners, &ops, &results);
+    if !not_done.is_empty() {
+        // The rows changed after we read them: the cache has seen how by now.
+        tracing::info!(peerings = ?not_done, "some writes matched no row; retrying");
+    }
+    Ok(not_done.into_iter().map(str::to_string).collect())
+}
+
+fn record(started: Instant, e: &TransactError) {
+    metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => e.label())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Sends one transaction and waits for it (the one-by-one retry of a refused batch).
+async fn transact(
+    r: &Reconciler,
+    group: &Group<'_>,
+    outcome: &mut PassOutcome,
+) -> Result<BTreeSet<String>, PassError> {
+    let batch = std::slice::from_ref(group);
+    let f = send(r, vec![group], batch::keys(batch), outcome).await?;
+    reply(r, f, outcome).await
+}
+
+/// Settles one transaction's peerings from its reply.
+async fn land(
+    r: &Reconciler,
+    f: InFlight<'_>,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    let batch = f.batch.clone();
+    match reply(r, f, outcome).await {
+        Ok(not_done) => {
+            for (name, _) in &batch {
+                settle(verdicts, name, Written::from(&not_done, name), outcome);
+            }
+            Ok(())
+        }
+        // One peering's refusal, or one row changed under a guard, must not hold back the
+        // others of the batch: write them one by one. Nothing in flight shares their routers
+        // or port names, so nothing sent after them depends on these retries.
+        Err(PassError::Nb(e)) if (is_refusal(&e) || is_guard_miss(&e)) && batch.len() > 1 => {
+            tracing::warn!(error = %e, peerings = batch.len(), "batch not applied; writing peering by peering");
+            for group in batch {
+                match transact(r, group, outcome).await {
+                    Ok(not_done) => settle(
+                        verdicts,
+                        group.0,
+                        Written::from(&not_done, group.0),
+                        outcome,
+                    ),
+                    Err(PassError::Nb(e)) if is_refusal(&e) => {
+                        settle(verdicts, group.0, Written::Refused(&e), outcome)
+                    }
+                    Err(PassError::Nb(e)) if is_guard_miss(&e) => {
+                        settle(verdicts, group.0, Written::Partly, outcome)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Err(PassError::Nb(e)) if is_refusal(&e) => {
+            settle(verdicts, batch[0].0, Written::Refused(&e), outcome);
+            Ok(())
+        }
+        // A row changed since the cache showed it (an ownership guard failed): nothing was
+        // written; the peering is retried once the cache has the change (as ovsdb-idl's
+        // TRY_AGAIN), never failed.
+        Err(PassError::Nb(e)) if is_guard_miss(&e) => {
+            settle(verdicts, batch[0].0, Written::Partly, outcome);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A `wait` guard of ours found its row changed ("timed out" on an operation; the writer
+/// fence is told apart before this, in [`reply`]).
+fn is_guard_miss(e: &TransactError) -> bool {
+    matches!(e, TransactError::Operation { .. })
+        && e.ovsdb_error()
+            .is_some_and(|err| err.kind == OvsdbErrorKind::TimedOut)
+}
+
+/// The server refused the transaction for what it asks (nothing committed):
+/// the peering's rows cannot be written as they are, which is the peering's
+/// failure. Everything else is transient, never a peering's failure: a lost
+/// reply, a leader change ("not leader"), a guard that found a row changed
+/// since we read it ("timed out"), a row a concurrent writer inserted first
+/// ("duplicate uuid"). The pass then stops; the next one, after a backoff,
+/// re-reads NB and tries again.
+fn is_refusal(e: &TransactError) -> bool {
+    let refused = matches!(
+        e,
+        TransactError::Operation { .. } | TransactError::Commit(_) | TransactError::Rejected(_)
+    );
+    refused && e.ovsdb_error().is_some_and(|err| !is_transient(err.kind))
+}
+
+fn is_transient(kind: OvsdbErrorKind) -> bool {
+    matches!(
+        kind,
+        OvsdbErrorKind::TimedOut
+            | OvsdbErrorKind::NotLeader
+            | OvsdbErrorKind::IoError
+            | OvsdbErrorKind::ResourcesExhausted
+            | OvsdbErrorKind::Aborted
+            | OvsdbErrorKind::DuplicateUuid
+    )
+}
+
+/// How one peering's writes went.
+enum Written<'a> {
+    /// Committed, every operation matched its row.
+    Done,
+    /// Committed, but an update or mutation matched no row.
+    Partly,
+    /// The server refused them.
+    Refused(&'a TransactError),
+}
+
+impl Written<'_> {
+    fn from(not_done: &BTreeSet<String>, peering: &str) -> Self {
+        if not_done.contains(peering) {
+            Written::Partly
+        } else {
+            Written::Done
+        }
+    }
+}
+
+fn settle(
+    verdicts: &mut HashMap<String, Verdict>,
+    peering: &str,
+    written: Written<'_>,
+    outcome: &mut PassOutcome,
+) {
+    if matches!(written, Written::Partly) {
+        outcome.incomplete += 1;
+    }
+    let Some(v) = verdicts.get_mut(peering) else {
+        return; // rows of a deleted peering
+    };
+    if !matches!(v, Verdict::Pending(_)) {
+        return;
+    }
+    *v = match written {
+        // The cache has seen a committed transaction, so NB now holds exactly its rows.
+        Written::Done => Verdict::Active,
+        Written::Partly => {
+            Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
+        }
+        Written::Refused(e) => {
+            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
+                .increment(1);
+            Verdict::Failed(format!(
+                "OVN NB refused the peering's rows: {}",
+                describe(e)
+            ))
+        }
+    };
+}
+
+fn describe(e: &TransactError) -> String {
+    match e.ovsdb_error() {
+        Some(err) => err.to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn change_kind(c: &Change) -> &'static str {
+    match c {
+        Change::CreatePort { .. } => "port_insert",
+        Change::UpdatePort { .. } => "port_update",
+        Change::DeletePort { .. } => "port_delete",
+        Change::CreateRoute { .. } => "route_insert",
+        Change::UpdateRoute { .. } => "route_update",
+        Change::DeleteRoute { .. } => "route_delete",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::OvsdbError;
+
+    fn op_error(error: &str) -> TransactError {
+        TransactError::Operation {
+            index: 1,
+            error: OvsdbError::from_json(&serde_json::json!({ "error": error })),
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_of_what_was_asked_is_the_peerings_failure() {
+        assert!(is_refusal(&op_error("constraint violation")));
+        assert!(is_refusal(&TransactError::Commit(OvsdbError::from_json(
+            &serde_json::json!({"error": "referential integrity violation"})
+        ))));
+        for transient in ["timed out", "not leader", "duplicate uuid", "I/O error"] {
+            assert!(!is_refusal(&op_error(transient)), "{transient}");
+        }
+        assert!(!is_refusal(&TransactError::Rejected(
+            OvsdbError::from_json(&serde_json::json!({"error": "not leader"}))
+        )));
+        assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
+        assert!(!is_refusal(&TransactError::NotConnected));
+    }
+}

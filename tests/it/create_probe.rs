@@ -1,0 +1,130 @@
+//! CreatePeering reads only the stored peerings that can take part in the rules for a create
+//! (`ConflictQuery`, `CreateTx::list_for_batch_probe`), not every peering of its VPCs: each
+//! test here is a conflict found only through one of the probe's ways to a neighbour that
+//! shares neither the create's name, port names nor VPC pair.
+
+use ovn_peerd::api::{ApiError, PeeringApi};
+use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
+use ovn_peerd::store::Store;
+
+use crate::support::peerd::TestPeerd;
+use crate::support::vpc::create_vpc;
+
+fn create(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
+    CreatePeeringRequest {
+        peering: Some(Peering {
+            name: name.into(),
+            local_vpc: local.into(),
+            remote_vpc: remote.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A second API over the test's Postgres and NB (the served one is not reachable in-process).
+async fn api(t: &TestPeerd) -> PeeringApi {
+    let store = Store::connect_lazy(&t.db.url).expect("store");
+    PeeringApi::new(
+        store,
+        t.nb_client.clone(),
+        ovn_peerd::startup::api_settings(&t.config),
+    )
+}
+
+async fn one(api: &PeeringApi, req: CreatePeeringRequest) -> Result<Peering, ApiError> {
+    api.create_as_one_batch(vec![req]).await.remove(0)
+}
+
+/// The refusal's (field, description) pairs.
+fn violations(r: Result<Peering, ApiError>) -> Vec<(String, String)> {
+    match r {
+        Err(ApiError::Refused(r)) => r
+            .violations
+            .iter()
+            .map(|v| (v.field.clone(), v.description.clone()))
+            .collect(),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+/// A new spoke whose subnet overlaps another spoke's: the hub would route the overlap to
+/// both. The other spoke's peering is found through NB (the VPCs with a subnet overlapping
+/// the new spoke's networks, then that pair with the hub).
+#[tokio::test]
+async fn a_spoke_overlapping_another_spokes_subnet_is_refused() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    create_vpc(&t.nb, "s1", &["10.1.1.1/24"]);
+    create_vpc(&t.nb, "s3", &["10.3.1.1/24"]);
+    create_vpc(&t.nb, "x", &["10.3.0.1/16"]);
+    let api = api(&t).await;
+    for (name, spoke) in [("h1", "s1"), ("h3", "s3")] {
+        one(&api, create(name, "hub", spoke)).await.expect(name);
+    }
+    let refused = violations(one(&api, create("hx", "hub", "x")).await);
+    assert!(
+        refused
+            .iter()
+            .any(|(f, d)| f == "peering.local_routes" && d.contains("peering \"h3\"")),
+        "{refused:?}"
+    );
+    assert!(
+        !refused.iter().any(|(_, d)| d.contains("\"h1\"")),
+        "{refused:?}"
+    );
+}
+
+/// A hub's explicit route that covers a new spoke's subnet: the hub would route that subnet
+/// two ways. The peering holding the route is read whole (explicit routes are few and no index
+/// reaches into them).
+#[tokio::test]
+async fn a_spoke_inside_an_explicit_route_of_the_hub_is_refused() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    create_vpc(&t.nb, "s1", &["10.1.1.1/24"]);
+    create_vpc(&t.nb, "s9", &["10.9.1.1/24"]);
+    let api = api(&t).await;
+    let mut wide = create("h1", "hub", "s1");
+    wide.peering.as_mut().unwrap().local_routes = vec![PeeringRoute {
+        cidr: "10.9.0.0/16".into(),
+        ..Default::default()
+    }];
+    one(&api, wide).await.expect("h1 with an explicit route");
+    let refused = violations(one(&api, create("h9", "hub", "s9")).await);
+    assert!(
+        refused
+            .iter()
+            .any(|(f, d)| f == "peering.local_routes" && d.contains("peering \"h1\"")),
+        "{refused:?}"
+    );
+}
+
+/// Links are allocated at a hub without reading its peerings: every link of the VPCs is read
+/// apart, so a batch of new spokes avoids the links of the spokes before it and commits as
+/// one transaction (no constraint failure, no fallback to one create at a time).
+#[tokio::test]
+async fn links_allocated_at_a_hub_avoid_the_links_of_peerings_not_read() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    for k in 1..=4 {
+        create_vpc(&t.nb, &format!("s{k}"), &[&format!("10.{k}.1.1/24")]);
+    }
+    let api = api(&t).await;
+    one(&api, create("h1", "hub", "s1")).await.expect("h1");
+    one(&api, create("h2", "hub", "s2")).await.expect("h2");
+    let made = api
+        .create_as_one_batch(vec![create("h3", "hub", "s3"), create("h4", "hub", "s4")])
+        .await;
+    assert!(made.iter().all(Result::is_ok), "{made:?}");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let links: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT name, host(local_v4), xmin::text FROM peerings ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .expect("peerings");
+    let hosts: std::collections::BTreeSet<&str> = links.iter().map(|l| l.1.as_str()).collect();
+    assert_eq!(hosts.len(), 4, "{links:?}");
+    // h3 and h4 in one transaction: the batch's insert did not hit the links' constraint.
+    assert_eq!(links[2].2, links[3].2, "{links:?}");
+}

@@ -1,0 +1,165 @@
+//! Pipelined NB transactions (issue 14): the worker sends a pass's transactions without
+//! waiting for each reply (`src/reconciler/write.rs`). A transaction that fails in the middle
+//! of the pipeline must leave NB right and lose nothing: the ones sent behind it are settled
+//! from their own replies (their peerings ACTIVE, their rows in NB), and a fence lost
+//! mid-pipeline lets none of them land. Real `ovsdb-server`, rows read with `ovn-nbctl`.
+
+use std::time::Duration;
+
+use ovn_peerd::reconciler::{self, PassError, Reconciler};
+use ovn_peerd::store::PeeringState;
+use tokio_util::sync::CancellationToken;
+
+use super::ownership_guard::LaggingNb;
+use super::{create, eventually, explicit, record, store, two_vpcs};
+use crate::support::nbrows::NbRows;
+use crate::support::peerd::{Options, TestPeerd};
+use crate::support::vpc::create_vpc;
+
+/// Four disjoint peerings p12, p34, p56, p78 (vpc-1 … vpc-8) created through the API; no
+/// worker has run.
+async fn four_peerings() -> TestPeerd {
+    let t = two_vpcs(Options::default()).await;
+    for i in 3..=8 {
+        create_vpc(&t.nb, &format!("vpc-{i}"), &[&format!("10.{i}.0.1/24")]);
+    }
+    for (k, (a, b)) in [(1, 2), (3, 4), (5, 6), (7, 8)].into_iter().enumerate() {
+        let base = k * 4;
+        create(
+            &t,
+            explicit(
+                &format!("p{a}{b}"),
+                &format!("vpc-{a}"),
+                &format!("vpc-{b}"),
+                &format!("169.254.0.{}/30", base + 1),
+                &format!("169.254.0.{}/30", base + 2),
+            ),
+        )
+        .await;
+    }
+    t
+}
+
+/// A worker over NB at `remote` whose transactions hold one peering each (8 rows), so a pass
+/// over the four peerings is four transactions, all on the wire at once.
+async fn one_peering_per_transaction(t: &TestPeerd, remote: &str) -> Reconciler {
+    let nb = ovn_peerd::ovsdb::Client::start(
+        ovn_peerd::ovsdb::ClientConfig::new(remote, ovn_peerd::startup::NB_DATABASE)
+            .unwrap()
+            .with_owner_key(ovn_peerd::peering::PEERING_KEY),
+    )
+    .unwrap();
+    nb.wait_synced(Duration::from_secs(10)).await.unwrap();
+    let store = store(&t.db.url);
+    let deployment = store.deployment_get().await.expect("deployment id");
+    let mut settings = reconciler::Settings::from_config(&t.config, deployment.id);
+    settings.max_rows_per_transaction = 8;
+    Reconciler::new(store, nb, settings)
+}
+
+/// The second of four pipelined transactions is refused by NB (a port of that name was added
+/// by hand after the worker's replica last looked): only its peering fails, naming why; the
+/// two sent behind it and the one before it are written and ACTIVE, and the hand-made port is
+/// left as it was. Once the operator removes it, the peering converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transaction_mid_pipeline_fails_only_its_peering() {
+    let t = four_peerings().await;
+    let nb = LaggingNb::start(t.nb.sock()).await;
+    let worker = one_peering_per_transaction(&t, &nb.remote).await;
+    nb.lag(Duration::from_secs(5));
+    t.nb.nbctl(&[
+        "lrp-add",
+        "vpc-3",
+        "vpc-3-vpc-4",
+        "0a:00:00:00:00:34",
+        "192.0.2.1/24",
+    ]);
+    let hand_made = t.nb.nbctl(&["list", "Logical_Router_Port", "vpc-3-vpc-4"]);
+
+    let outcome = worker
+        .run_once()
+        .await
+        .expect("a refusal is no pass failure");
+
+    let s = store(&t.db.url);
+    for name in ["p12", "p56", "p78"] {
+        let p = record(&s, name).await;
+        assert_eq!(
+            (p.state, p.state_message.as_str()),
+            (PeeringState::Active, ""),
+            "{name}"
+        );
+    }
+    let p34 = record(&s, "p34").await;
+    assert_eq!(p34.state, PeeringState::Failed);
+    assert!(
+        p34.state_message.contains("refused"),
+        "{}",
+        p34.state_message
+    );
+    assert_eq!(outcome.transactions, 4, "{outcome:?}");
+    let rows = NbRows::read(&t.nb);
+    for vpc in ["vpc-1", "vpc-2", "vpc-5", "vpc-6", "vpc-7", "vpc-8"] {
+        assert_eq!(rows.owned_ports_of(vpc).len(), 1, "{vpc}: {rows:?}");
+    }
+    assert!(rows.owned_ports_of("vpc-3").is_empty() && rows.owned_ports_of("vpc-4").is_empty());
+    assert_eq!(
+        t.nb.nbctl(&["list", "Logical_Router_Port", "vpc-3-vpc-4"]),
+        hand_made
+    );
+
+    // The operator removes the port: once the worker's replica has seen that (what the relay
+    // still holds arrives first), a pass writes p34.
+    nb.lag(Duration::ZERO);
+    t.nb.nbctl(&["lrp-del", "vpc-3-vpc-4"]);
+    eventually(
+        "p34 written once the hand-made port is gone",
+        Duration::from_secs(20),
+        || async {
+            worker.run_once().await.expect("pass");
+            (record(&s, "p34").await.state == PeeringState::Active).then_some(())
+        },
+    )
+    .await;
+    let rows = NbRows::read(&t.nb);
+    assert_eq!(rows.owned_ports_of("vpc-3").len(), 1);
+    assert_eq!(rows.owned_ports_of("vpc-4").len(), 1);
+}
+
+/// A holder whose fence was superseded sends four transactions at once: every one of them
+/// fails on its own fence `wait`, so none lands, and no peering is reported on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_lost_before_a_pipeline_lets_none_of_its_transactions_land() {
+    let t = four_peerings().await;
+    let a = one_peering_per_transaction(&t, &t.config.ovn_nb_db).await;
+    let shutdown = CancellationToken::new();
+    let lock_a = a.take_writer_lock(&shutdown).await.expect("lock for A");
+    let id = a.deployment_id();
+    // Another replica took over (as in `fencing.rs`, its epoch written into NB) while A still
+    // believes it holds the lock.
+    let key = ovn_peerd::reconciler::fence::epoch_key(id);
+    let epoch = a.writer_epoch().expect("A holds an epoch");
+    t.nb.nbctl(&[
+        "set",
+        "NB_Global",
+        ".",
+        &format!("external_ids:\"{key}\"=\"{}\"", epoch + 1),
+    ]);
+
+    let before = NbRows::read(&t.nb);
+    let err = a.run_once().await.expect_err("A's pass must not land");
+    assert!(matches!(err, PassError::Fenced), "{err:?}");
+    let after = NbRows::read(&t.nb);
+    assert_eq!(format!("{after:?}"), format!("{before:?}"), "NB unchanged");
+    assert_eq!(after.owned_count(), 0);
+    let s = store(&t.db.url);
+    for name in ["p12", "p34", "p56", "p78"] {
+        let p = record(&s, name).await;
+        assert_eq!(
+            (p.state, p.state_message.as_str()),
+            (PeeringState::Pending, ""),
+            "{name}"
+        );
+    }
+    drop(lock_a);
+}
