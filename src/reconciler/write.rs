@@ -274,7 +274,8 @@ fn is_guard_miss(e: &TransactError) -> bool {
 /// failure. Everything else is transient, never a peering's failure: a lost
 /// reply, a leader change ("not leader"), a guard that found a row changed
 /// since we read it ("timed out"), a row a concurrent writer inserted first
-/// ("duplicate uuid"). The pass then stops; the next one, after a backoff,
+/// ("duplicate uuid"), a request the server canceled because the database was converted
+/// or removed under it ("canceled", as ovsdb-idl's TRY_AGAIN). The pass then stops; the next one, after a backoff,
 /// re-reads NB and tries again.
 fn is_refusal(e: &TransactError) -> bool {
     let refused = matches!(
@@ -293,6 +294,7 @@ fn is_transient(kind: OvsdbErrorKind) -> bool {
             | OvsdbErrorKind::ResourcesExhausted
             | OvsdbErrorKind::Aborted
             | OvsdbErrorKind::DuplicateUuid
+            | OvsdbErrorKind::Canceled
     )
 }
 
@@ -387,9 +389,17 @@ mod tests {
         for transient in ["timed out", "not leader", "duplicate uuid", "I/O error"] {
             assert!(!is_refusal(&op_error(transient)), "{transient}");
         }
-        assert!(!is_refusal(&TransactError::Rejected(
-            OvsdbError::from_json(&serde_json::json!({"error": "not leader"}))
-        )));
+        // ovsdb-server answers every pending transaction "canceled" when the database is
+        // converted or removed (an OVN upgrade): try again, as ovsdb-idl does.
+        assert_eq!(
+            OvsdbErrorKind::from_error_string("canceled"),
+            OvsdbErrorKind::Canceled
+        );
+        assert!(!is_refusal(&op_error("canceled")));
+        for transient in ["not leader", "canceled"] {
+            let e = OvsdbError::from_json(&serde_json::json!({ "error": transient }));
+            assert!(!is_refusal(&TransactError::Rejected(e)), "{transient}");
+        }
         assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
         assert!(!is_refusal(&TransactError::NotConnected));
     }
