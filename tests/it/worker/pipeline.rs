@@ -1,11 +1,17 @@
 //! Pipelined NB transactions (issue 14): the worker sends a pass's transactions without
 //! waiting for each reply (`src/reconciler/write.rs`). A transaction that fails in the middle
 //! of the pipeline must leave NB right and lose nothing: the ones sent behind it are settled
-//! from their own replies (their peerings ACTIVE, their rows in NB), and a fence lost
-//! mid-pipeline lets none of them land. Real `ovsdb-server`, rows read with `ovn-nbctl`.
+//! from their own replies (their peerings ACTIVE, their rows in NB), even when the failure
+//! stops the pass, and a fence lost mid-pipeline lets none of them land. That they really are
+//! on the wire together is shown without timing: a transient failure of the second one stops
+//! the pass, yet the third and fourth, built from the replica before the second's reply
+//! could show anything, commit. Real `ovsdb-server`, rows read with `ovn-nbctl`.
 
 use std::time::Duration;
 
+use uuid::Uuid;
+
+use ovn_peerd::ovsdb::{Client, Datum, Operation, OvsdbErrorKind, TransactError};
 use ovn_peerd::reconciler::{self, PassError, Reconciler};
 use ovn_peerd::store::PeeringState;
 use tokio_util::sync::CancellationToken;
@@ -41,8 +47,8 @@ async fn four_peerings() -> TestPeerd {
 }
 
 /// A worker over NB at `remote` whose transactions hold one peering each (8 rows), so a pass
-/// over the four peerings is four transactions, all on the wire at once.
-async fn one_peering_per_transaction(t: &TestPeerd, remote: &str) -> Reconciler {
+/// over the four peerings is four transactions, all on the wire at once; and its NB client.
+async fn one_peering_per_transaction(t: &TestPeerd, remote: &str) -> (Reconciler, Client) {
     let nb = ovn_peerd::ovsdb::Client::start(
         ovn_peerd::ovsdb::ClientConfig::new(remote, ovn_peerd::startup::NB_DATABASE)
             .unwrap()
@@ -54,18 +60,20 @@ async fn one_peering_per_transaction(t: &TestPeerd, remote: &str) -> Reconciler 
     let deployment = store.deployment_get().await.expect("deployment id");
     let mut settings = reconciler::Settings::from_config(&t.config, deployment.id);
     settings.max_rows_per_transaction = 8;
-    Reconciler::new(store, nb, settings)
+    (Reconciler::new(store, nb.clone(), settings), nb)
 }
 
 /// The second of four pipelined transactions is refused by NB (a port of that name was added
 /// by hand after the worker's replica last looked): only its peering fails, naming why; the
 /// two sent behind it and the one before it are written and ACTIVE, and the hand-made port is
-/// left as it was. Once the operator removes it, the peering converges.
+/// left as it was. Once the operator removes it, the peering converges. (This holds with one
+/// transaction in flight at a time too; the overlap itself is shown by the transient failure
+/// below.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_transaction_mid_pipeline_fails_only_its_peering() {
     let t = four_peerings().await;
     let nb = LaggingNb::start(t.nb.sock()).await;
-    let worker = one_peering_per_transaction(&t, &nb.remote).await;
+    let (worker, _) = one_peering_per_transaction(&t, &nb.remote).await;
     nb.lag(Duration::from_secs(2));
     t.nb.nbctl(&[
         "lrp-add",
@@ -123,7 +131,7 @@ async fn a_refused_transaction_mid_pipeline_fails_only_its_peering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_lost_before_a_pipeline_lets_none_of_its_transactions_land() {
     let t = four_peerings().await;
-    let a = one_peering_per_transaction(&t, &t.config.ovn_nb_db).await;
+    let (a, a_nb) = one_peering_per_transaction(&t, &t.config.ovn_nb_db).await;
     let shutdown = CancellationToken::new();
     let lock_a = a.take_writer_lock(&shutdown).await.expect("lock for A");
     let id = a.deployment_id();
@@ -141,6 +149,11 @@ async fn a_fence_lost_before_a_pipeline_lets_none_of_its_transactions_land() {
     let before = NbRows::read(&t.nb);
     let err = a.run_once().await.expect_err("A's pass must not land");
     assert!(matches!(err, PassError::Fenced), "{err:?}");
+    // The pass stopped at the first reply; the server runs one session's requests in order,
+    // so once a request sent after them on A's session is answered, it has run all four.
+    a_nb.transact(Vec::<Operation>::new())
+        .await
+        .expect("an empty transaction after the four");
     let after = NbRows::read(&t.nb);
     assert_eq!(format!("{after:?}"), format!("{before:?}"), "NB unchanged");
     assert_eq!(after.owned_count(), 0);
@@ -154,4 +167,99 @@ async fn a_fence_lost_before_a_pipeline_lets_none_of_its_transactions_land() {
         );
     }
     drop(lock_a);
+}
+
+/// The uuid of the router port named `port` in NB.
+fn port_uuid(t: &TestPeerd, port: &str) -> Uuid {
+    let u = t.nb.nbctl(&[
+        "--bare",
+        "--columns=_uuid",
+        "list",
+        "Logical_Router_Port",
+        port,
+    ]);
+    u.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{port}: {u:?}: {e}"))
+}
+
+/// The second of four pipelined transactions fails with a transient error ("duplicate uuid":
+/// a row with the uuid it inserts was added behind the worker's replica) and stops the pass.
+/// The two sent behind it were already on the wire and commit: their replies are awaited
+/// before the pass returns, so their peerings are ACTIVE, never left PENDING. (With one
+/// transaction in flight at a time they would not have been sent at all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_mid_pipeline_still_settles_the_transactions_behind_it() {
+    let t = four_peerings().await;
+    let nb = LaggingNb::start(t.nb.sock()).await;
+    let (worker, worker_nb) = one_peering_per_transaction(&t, &nb.remote).await;
+    // Learn which uuid the worker gives p34's vpc-3 port (it depends on the port's name,
+    // router and generation only), then take p34's ports away again.
+    worker.run_for(&["p34"]).await.expect("p34 written");
+    let taken = port_uuid(&t, "vpc-3-vpc-4");
+    t.nb.nbctl(&["lrp-del", "vpc-3-vpc-4", "--", "lrp-del", "vpc-4-vpc-3"]);
+    let raw = ovn_peerd::ovsdb::Client::start(
+        ovn_peerd::ovsdb::ClientConfig::new(&t.config.ovn_nb_db, ovn_peerd::startup::NB_DATABASE)
+            .unwrap(),
+    )
+    .unwrap();
+    raw.wait_synced(Duration::from_secs(10)).await.unwrap();
+    worker_nb
+        .wait_for(Duration::from_secs(10), |c| c.port(taken).is_none())
+        .await
+        .expect("the worker's replica saw p34's ports go");
+
+    // Someone else's row takes that uuid where the worker's replica cannot see it yet.
+    nb.lag(Duration::from_secs(2));
+    raw.transact(vec![
+        Operation::Insert {
+            table: "Logical_Router_Port".into(),
+            row: [
+                ("name".to_string(), Datum::from("decoy-port")),
+                ("mac".to_string(), Datum::from("0a:00:00:00:00:99")),
+                ("networks".to_string(), Datum::set(["192.0.2.9/24"])),
+            ]
+            .into(),
+            uuid_name: None,
+            uuid: Some(taken),
+        },
+        Operation::Insert {
+            table: "Logical_Router".into(),
+            row: [
+                ("name".to_string(), Datum::from("decoy")),
+                ("ports".to_string(), Datum::set([taken])),
+            ]
+            .into(),
+            uuid_name: None,
+            uuid: None,
+        },
+    ])
+    .await
+    .expect("the decoy rows");
+
+    let err = worker
+        .run_once()
+        .await
+        .expect_err("p34's transaction fails");
+    match &err {
+        PassError::Nb(TransactError::Operation { error, .. }) => {
+            assert_eq!(error.kind, OvsdbErrorKind::DuplicateUuid, "{err:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = store(&t.db.url);
+    for name in ["p12", "p56", "p78"] {
+        let p = record(&s, name).await;
+        assert_eq!(
+            (p.state, p.state_message.as_str()),
+            (PeeringState::Active, ""),
+            "{name}"
+        );
+    }
+    assert_eq!(record(&s, "p34").await.state, PeeringState::Pending);
+    let rows = NbRows::read(&t.nb);
+    for vpc in ["vpc-1", "vpc-2", "vpc-5", "vpc-6", "vpc-7", "vpc-8"] {
+        assert_eq!(rows.owned_ports_of(vpc).len(), 1, "{vpc}: {rows:?}");
+    }
+    assert!(rows.owned_ports_of("vpc-3").is_empty(), "{rows:?}");
 }
