@@ -17,7 +17,7 @@ use ovn_peerd::store::PeeringState;
 use tokio_util::sync::CancellationToken;
 
 use super::ownership_guard::LaggingNb;
-use super::{create, explicit, record, store, two_vpcs};
+use super::{create, eventually, explicit, record, store, two_vpcs, wait_state};
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::{Options, TestPeerd};
 use crate::support::vpc::create_vpc;
@@ -60,6 +60,8 @@ async fn one_peering_per_transaction(t: &TestPeerd, remote: &str) -> (Reconciler
     let deployment = store.deployment_get().await.expect("deployment id");
     let mut settings = reconciler::Settings::from_config(&t.config, deployment.id);
     settings.max_rows_per_transaction = 8;
+    // No periodic full pass while a test drives the worker's loop.
+    settings.resync_interval = Duration::from_secs(3600);
     (Reconciler::new(store, nb.clone(), settings), nb)
 }
 
@@ -262,4 +264,105 @@ async fn a_transient_failure_mid_pipeline_still_settles_the_transactions_behind_
         assert_eq!(rows.owned_ports_of(vpc).len(), 1, "{vpc}: {rows:?}");
     }
     assert!(rows.owned_ports_of("vpc-3").is_empty(), "{rows:?}");
+}
+
+/// Sum of the samples of `metric` whose labels include `label` in a Prometheus rendering.
+fn sample(rendered: &str, metric: &str, label: &str) -> f64 {
+    rendered
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The worker's loop repairs four peerings' ports removed by hand in four pipelined
+/// transactions whose replies, and echoes, arrive 2.5 s after they were sent (longer than a
+/// 2 s window counted from the send). It recognises its own echo: the narrow passes are the
+/// repair and the one a later foreign change asks for, no more. Runs the loop on this test's
+/// thread, whose metrics it records locally.
+#[tokio::test]
+async fn a_slow_pipelined_pass_is_not_woken_again_by_its_own_echo() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let passes = |scope: &str| {
+        sample(
+            &metrics.render(),
+            "ovn_peerd_reconciler_passes_total",
+            &format!("scope=\"{scope}\""),
+        )
+    };
+    let t = four_peerings().await;
+    let nb = LaggingNb::start(t.nb.sock()).await;
+    let (worker, _) = one_peering_per_transaction(&t, &nb.remote).await;
+    let s = store(&t.db.url);
+    let stop = CancellationToken::new();
+    let body = async {
+        // The loop's first full pass writes the peerings; the second (the Postgres listener
+        // connected meanwhile) finds nothing to do. Nothing else is pending after it.
+        for name in ["p12", "p34", "p56", "p78"] {
+            wait_state(&s, name, PeeringState::Active, Duration::from_secs(60)).await;
+        }
+        eventually("two full passes", Duration::from_secs(60), || async {
+            (passes("full") >= 2.0).then_some(())
+        })
+        .await;
+        let before = passes("narrow");
+
+        // Slow replies; the eight ports removed by hand in one transaction.
+        nb.lag(Duration::from_millis(2500));
+        let mut del = Vec::new();
+        for (a, b) in [(1, 2), (3, 4), (5, 6), (7, 8)] {
+            for port in [format!("vpc-{a}-vpc-{b}"), format!("vpc-{b}-vpc-{a}")] {
+                del.extend(["--".to_string(), "lrp-del".to_string(), port]);
+            }
+        }
+        let del: Vec<&str> = del.iter().map(String::as_str).collect();
+        t.nb.nbctl(&del);
+        eventually(
+            "the repair pass counted",
+            Duration::from_secs(60),
+            || async { (passes("narrow") > before).then_some(()) },
+        )
+        .await;
+        let rows = NbRows::read(&t.nb);
+        for vpc in 1..=8 {
+            let vpc = format!("vpc-{vpc}");
+            assert_eq!(rows.owned_ports_of(&vpc).len(), 1, "{vpc}: {rows:?}");
+        }
+
+        // A foreign change after it (a route of p12 disowned by hand) wakes a narrow pass
+        // that fails p12; the listener sees it after every echo of the repair, and that pass
+        // is counted before the gauges say one peering failed.
+        let ours: Vec<String> = rows
+            .routes_of("vpc-1")
+            .into_iter()
+            .filter(|r| r.external_ids.contains_key("ovn-peerd:owner"))
+            .map(|r| r.uuid.clone())
+            .collect();
+        assert_eq!(ours.len(), 1, "{rows:?}");
+        t.nb.nbctl(&[
+            "remove",
+            "Logical_Router_Static_Route",
+            &ours[0],
+            "external_ids",
+            "\"ovn-peerd:owner\"",
+        ]);
+        wait_state(&s, "p12", PeeringState::Failed, Duration::from_secs(60)).await;
+        eventually("the failed gauge at 1", Duration::from_secs(60), || async {
+            let failed = sample(&metrics.render(), "ovn_peerd_peerings", "state=\"failed\"");
+            (failed == 1.0).then_some(())
+        })
+        .await;
+        assert_eq!(
+            passes("narrow"),
+            before + 2.0,
+            "the repair and the disowned route only:\n{}",
+            metrics.render()
+        );
+    };
+    tokio::select! {
+        _ = worker.run(stop.clone()) => panic!("the worker stopped"),
+        _ = body => {}
+    }
 }
