@@ -386,7 +386,7 @@ static LAST_TRIM: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 /// peerings where the replica needs a fraction). `malloc_trim` gives back every free page, not
 /// only the heap's top. It walks the heap: call it on a blocking thread. A reply is handed to
 /// its caller, which frees it: the caller of a large one trims (the monitor's, after a dump).
-pub(super) fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     *LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it takes the allocator's

@@ -106,6 +106,84 @@ pub struct ActualRows {
     pub foreign_ports: ForeignPorts,
 }
 
+/// The columns of a port the plan compares, borrowed from wherever the row lives: an
+/// [`ActualPort`], or the NB replica itself ([`in_sync`], which copies nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct PortColumns<'a> {
+    /// `name`.
+    pub name: &'a str,
+    /// `mac`.
+    pub mac: &'a str,
+    /// `networks`.
+    pub networks: &'a [String],
+    /// `peer`.
+    pub peer: Option<&'a str>,
+    /// `enabled` (absent = enabled).
+    pub enabled: Option<bool>,
+    /// Whether `options` is non-empty.
+    pub has_options: bool,
+    /// Whether `gateway_chassis` is non-empty.
+    pub gateway_chassis: bool,
+    /// Whether `ha_chassis_group` is set.
+    pub ha_chassis_group: bool,
+    /// `external_ids`.
+    pub external_ids: &'a BTreeMap<String, String>,
+}
+
+/// The columns of a route the plan compares, borrowed (as [`PortColumns`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteColumns<'a> {
+    /// `ip_prefix`, possibly not normalised.
+    pub ip_prefix: &'a str,
+    /// `nexthop`.
+    pub nexthop: &'a str,
+    /// `policy`; `None` for a value ovn-peerd does not know.
+    pub policy: Option<RoutePolicy>,
+    /// `output_port`.
+    pub output_port: Option<&'a str>,
+    /// `route_table`.
+    pub route_table: &'a str,
+    /// Whether `options` is non-empty.
+    pub has_options: bool,
+    /// Whether `bfd` is set.
+    pub bfd: bool,
+    /// `external_ids`.
+    pub external_ids: &'a BTreeMap<String, String>,
+}
+
+impl ActualPort {
+    /// Its columns, borrowed.
+    pub fn columns(&self) -> PortColumns<'_> {
+        PortColumns {
+            name: &self.name,
+            mac: &self.mac,
+            networks: &self.networks,
+            peer: self.peer.as_deref(),
+            enabled: self.enabled,
+            has_options: !self.options.is_empty(),
+            gateway_chassis: self.gateway_chassis,
+            ha_chassis_group: self.ha_chassis_group,
+            external_ids: &self.external_ids,
+        }
+    }
+}
+
+impl ActualRoute {
+    /// Its columns, borrowed.
+    pub fn columns(&self) -> RouteColumns<'_> {
+        RouteColumns {
+            ip_prefix: &self.ip_prefix,
+            nexthop: &self.nexthop,
+            policy: self.policy,
+            output_port: self.output_port.as_deref(),
+            route_table: &self.route_table,
+            has_options: !self.options.is_empty(),
+            bfd: self.bfd,
+            external_ids: &self.external_ids,
+        }
+    }
+}
+
 /// One row change. `peering` is the peering the change serves (for deletions: the owner
 /// marker of the row).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,28 +469,17 @@ fn plan_ports(
                 });
                 continue;
             }
-            let mac = (!have.mac.eq_ignore_ascii_case(&want.mac)).then(|| want.mac.clone());
-            let networks = (normalised_set(&have.networks) != normalised_set(&want.networks))
-                .then(|| want.networks.clone());
-            let peer =
-                (have.peer.as_deref() != Some(want.peer.as_str())).then(|| want.peer.clone());
-            let external_ids = merged_ids(&have.external_ids, &want.external_ids);
-            let reset = port_resets(have);
-            if mac.is_some()
-                || networks.is_some()
-                || peer.is_some()
-                || external_ids.is_some()
-                || !reset.is_empty()
-            {
+            let delta = port_delta(&have.columns(), want);
+            if !delta.is_empty() {
                 changes.push(Change::UpdatePort {
                     peering,
                     id: have.id.clone(),
                     name: have.name.clone(),
-                    mac,
-                    networks,
-                    peer,
-                    external_ids,
-                    reset,
+                    mac: delta.mac,
+                    networks: delta.networks,
+                    peer: delta.peer,
+                    external_ids: delta.external_ids,
+                    reset: delta.reset,
                 });
             }
         }
@@ -478,19 +545,14 @@ fn plan_routes(
                 continue;
             };
             let (keep, extra) = group.split_first().expect("groups are never empty");
-            // The output port is not part of a route's identity: a row that lacks it or names
-            // another port is the same route, repaired in place.
-            let output_port = (keep.output_port.as_deref() != Some(want.output_port.as_str()))
-                .then(|| want.output_port.clone());
-            let external_ids = merged_ids(&keep.external_ids, &want.external_ids);
-            let reset = route_resets(keep);
-            if output_port.is_some() || external_ids.is_some() || !reset.is_empty() {
+            let delta = route_delta(&keep.columns(), want);
+            if !delta.is_empty() {
                 changes.push(Change::UpdateRoute {
                     peering: d.name.clone(),
                     id: keep.id.clone(),
-                    output_port,
-                    external_ids,
-                    reset,
+                    output_port: delta.output_port,
+                    external_ids: delta.external_ids,
+                    reset: delta.reset,
                 });
             }
             for dup in extra {
@@ -518,19 +580,90 @@ fn plan_routes(
     }
 }
 
+/// What an update of an owned port that stays on its router sets: each `Some` column, and the
+/// columns back to their defaults. Allocates only for what differs.
+struct PortDelta {
+    mac: Option<String>,
+    networks: Option<Vec<String>>,
+    peer: Option<String>,
+    external_ids: Option<BTreeMap<String, String>>,
+    reset: Vec<&'static str>,
+}
+
+impl PortDelta {
+    fn is_empty(&self) -> bool {
+        self.mac.is_none()
+            && self.networks.is_none()
+            && self.peer.is_none()
+            && self.external_ids.is_none()
+            && self.reset.is_empty()
+    }
+}
+
+fn port_delta(have: &PortColumns<'_>, want: &DesiredPort) -> PortDelta {
+    PortDelta {
+        mac: (!have.mac.eq_ignore_ascii_case(&want.mac)).then(|| want.mac.clone()),
+        networks: (!same_networks(have.networks, &want.networks)).then(|| want.networks.clone()),
+        peer: (have.peer != Some(want.peer.as_str())).then(|| want.peer.clone()),
+        external_ids: merged_ids(have.external_ids, &want.external_ids),
+        reset: port_resets(have),
+    }
+}
+
+/// The same for a route of the same identity (`route_identity_eq`).
+struct RouteDelta {
+    output_port: Option<String>,
+    external_ids: Option<BTreeMap<String, String>>,
+    reset: Vec<&'static str>,
+}
+
+impl RouteDelta {
+    fn is_empty(&self) -> bool {
+        self.output_port.is_none() && self.external_ids.is_none() && self.reset.is_empty()
+    }
+}
+
+fn route_delta(have: &RouteColumns<'_>, want: &DesiredRoute) -> RouteDelta {
+    RouteDelta {
+        // The output port is not part of a route's identity: a row that lacks it or names
+        // another port is the same route, repaired in place.
+        output_port: (have.output_port != Some(want.output_port.as_str()))
+            .then(|| want.output_port.clone()),
+        external_ids: merged_ids(have.external_ids, &want.external_ids),
+        reset: route_resets(have),
+    }
+}
+
+/// Whether a route row is `want` by identity (leaving out router and peering, which the
+/// caller matches): the [`RouteKey`] of both, compared without building it.
+fn route_identity_eq(have: &RouteColumns<'_>, want: &DesiredRoute) -> bool {
+    have.route_table == want.route_table
+        && have.policy == Some(want.policy)
+        && (have.ip_prefix == want.ip_prefix
+            || normalise_prefix(have.ip_prefix) == normalise_prefix(&want.ip_prefix))
+        && (have.nexthop == want.nexthop
+            || normalise_addr(have.nexthop) == normalise_addr(&want.nexthop))
+}
+
+const MARKER_KEYS: [&str; 5] = [
+    OWNER_KEY,
+    PEERING_KEY,
+    GENERATION_KEY,
+    SIDE_KEY,
+    INSTANCE_KEY,
+];
+
 /// `have` with our marker keys set as in `want`, if that changes anything.
 fn merged_ids(
     have: &BTreeMap<String, String>,
     want: &BTreeMap<String, String>,
 ) -> Option<BTreeMap<String, String>> {
+    // The common case (nothing to change) without copying the map.
+    if MARKER_KEYS.iter().all(|k| have.get(*k) == want.get(*k)) {
+        return None;
+    }
     let mut merged = have.clone();
-    for key in [
-        OWNER_KEY,
-        PEERING_KEY,
-        GENERATION_KEY,
-        SIDE_KEY,
-        INSTANCE_KEY,
-    ] {
+    for key in MARKER_KEYS {
         match want.get(key) {
             Some(v) => merged.insert(key.to_string(), v.clone()),
             None => merged.remove(key),
@@ -541,12 +674,12 @@ fn merged_ids(
 
 /// Columns of our port that affect forwarding, that we never set, and that someone set by
 /// hand: back to their defaults. (`enabled=true` means the same as unset.)
-fn port_resets(have: &ActualPort) -> Vec<&'static str> {
+fn port_resets(have: &PortColumns<'_>) -> Vec<&'static str> {
     let mut reset = Vec::new();
     if have.enabled == Some(false) {
         reset.push("enabled");
     }
-    if !have.options.is_empty() {
+    if have.has_options {
         reset.push("options");
     }
     if have.gateway_chassis {
@@ -559,9 +692,9 @@ fn port_resets(have: &ActualPort) -> Vec<&'static str> {
 }
 
 /// The same for our routes.
-fn route_resets(have: &ActualRoute) -> Vec<&'static str> {
+fn route_resets(have: &RouteColumns<'_>) -> Vec<&'static str> {
     let mut reset = Vec::new();
-    if !have.options.is_empty() {
+    if have.has_options {
         reset.push("options");
     }
     if have.bfd {
@@ -572,6 +705,11 @@ fn route_resets(have: &ActualRoute) -> Vec<&'static str> {
 
 fn owner(ids: &BTreeMap<String, String>) -> &str {
     ids.get(PEERING_KEY).map_or("", String::as_str)
+}
+
+/// The same networks, in any order and however written (the exact same list needs no parsing).
+fn same_networks(have: &[String], want: &[String]) -> bool {
+    have == want || normalised_set(have) == normalised_set(want)
 }
 
 fn normalised_set(networks: &[String]) -> BTreeSet<String> {
@@ -599,6 +737,9 @@ fn normalise_addr(s: &str) -> String {
     s.parse::<IpAddr>()
         .map_or_else(|_| s.to_string(), |a| a.to_string())
 }
+
+mod in_sync;
+pub use in_sync::{in_sync, PortRow, RouteRow, RouterId};
 
 #[cfg(test)]
 mod tests;

@@ -92,9 +92,18 @@ impl Ownership {
         }
     }
 
-    /// Whether the plan may change or delete a row carrying `ids`.
+    /// Whether the plan may change or delete a row carrying `ids`: [`Ownership::classify`]'s
+    /// answer without writing a foreign row's description (a full pass asks it of every row).
     pub fn is_ours(&self, ids: &BTreeMap<String, String>) -> bool {
-        self.classify(ids).is_ours()
+        if ids.get(OWNER_KEY).map(String::as_str) != Some(OWNER_VALUE) {
+            return false;
+        }
+        match ids.get(INSTANCE_KEY) {
+            Some(i) => *i == self.instance,
+            None => self
+                .held
+                .contains(ids.get(PEERING_KEY).map_or("", String::as_str)),
+        }
     }
 }
 
@@ -145,6 +154,23 @@ mod tests {
         match me().classify(&ids("q", None)) {
             RowOwner::Foreign(why) => assert!(why.contains("\"q\""), "{why}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn is_ours_says_what_classify_says() {
+        let mut disowned = ids("p", Some("dep-a"));
+        disowned.remove(OWNER_KEY);
+        for row in [
+            ids("p", Some("dep-a")),
+            ids("gone", Some("dep-a")),
+            ids("p", Some("dep-b")),
+            ids("p", None),
+            ids("q", None),
+            disowned,
+            BTreeMap::new(),
+        ] {
+            assert_eq!(me().is_ours(&row), me().classify(&row).is_ours(), "{row:?}");
         }
     }
 

@@ -5,6 +5,18 @@
 //! that are ours (or adoptable) reach the plan as rows to change; a port of
 //! another deployment, of an older version's peering we do not hold, or of no
 //! ovn-peerd at all, reaches it only as a name in the way and who holds it.
+//!
+//! **Peerings already in sync are not copied.** Most of a full pass's peerings (all of them
+//! after a restart) have exactly their rows in NB. Each desired peering is first compared in
+//! place with the replica's rows carrying its mark ([`in_sync`], borrowed columns, no copy);
+//! only the others, and the rows of no in-sync peering (orphans, adoptions, rows without a
+//! mark we know), are copied into [`ActualRows`] for the plan. A peering counts as in sync
+//! only when the plan itself could not tell otherwise: every row carrying its mark is ours
+//! and attached, matches one wanted row exactly, and no other desired peering wants one of
+//! its port names. Leaving its rows out of the plan then changes nothing the plan decides
+//! about anyone else: the plan matches ports by name (unique in NB, and these names are
+//! wanted by this peering alone) and routes by owner, so no other peering's change can
+//! reach them, and they are never orphans (their owner is desired).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -12,9 +24,21 @@ use uuid::Uuid;
 
 use crate::ovsdb::{LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Table};
 use crate::peering::desired::DesiredPeering;
-use crate::peering::diff::{ActualPort, ActualRoute, ActualRows};
+use crate::peering::diff::{
+    in_sync, ActualPort, ActualRoute, ActualRows, PortColumns, PortRow, RouteColumns, RouteRow,
+    RouterId,
+};
 use crate::peering::owner::{Ownership, RowOwner};
 use crate::peering::{RoutePolicy, PEERING_KEY};
+
+/// What NB holds for the plan: the desired peerings whose rows are exactly in NB (nothing to
+/// plan for them) and the rows the plan must look at for the others.
+pub(super) struct Actual {
+    /// Desired peerings NB holds exactly (by name).
+    pub in_sync: HashSet<String>,
+    /// Every other row the plan looks at.
+    pub rows: ActualRows,
+}
 
 /// The rows NB holds that the diff looks at. With `only`, just the rows of
 /// those peerings, and just the foreign ports in the way of `desired`.
@@ -23,7 +47,7 @@ pub(super) fn actual_rows(
     only: Option<&BTreeSet<String>>,
     desired: &[DesiredPeering],
     ownership: &Ownership,
-) -> ActualRows {
+) -> Actual {
     let mut actual = ActualRows::default();
     let scoped: Option<HashSet<Uuid>> = only.map(|names| {
         names
@@ -43,22 +67,29 @@ pub(super) fn actual_rows(
             route_router.insert(*r, router.uuid);
         }
     }
+    let in_sync = peerings_in_sync(cache, desired, ownership, &port_router, &route_router);
+    // The rows of an in-sync peering are its own and all accounted for (see the module doc).
+    let elsewhere = |ids: &std::collections::BTreeMap<String, String>| {
+        ids.get(PEERING_KEY).is_none_or(|p| !in_sync.contains(p))
+    };
+    // Only names a planned peering wants can block it.
+    for p in desired
+        .iter()
+        .filter(|d| !in_sync.contains(&d.name))
+        .flat_map(|d| &d.ports)
+    {
+        if let Some(existing) = cache.port_by_name(&p.name) {
+            if let RowOwner::Foreign(who) = ownership.classify(&existing.external_ids) {
+                actual.foreign_ports.insert(p.name.clone(), who);
+            }
+        }
+    }
     let ports: Vec<&LogicalRouterPort> = match &scoped {
         None => cache.ports().collect(),
-        Some(uuids) => {
-            for p in desired.iter().flat_map(|d| &d.ports) {
-                if let Some(existing) = cache.port_by_name(&p.name) {
-                    if let RowOwner::Foreign(who) = ownership.classify(&existing.external_ids) {
-                        actual.foreign_ports.insert(p.name.clone(), who);
-                    }
-                }
-            }
-            uuids.iter().filter_map(|u| cache.port(*u)).collect()
-        }
+        Some(uuids) => uuids.iter().filter_map(|u| cache.port(*u)).collect(),
     };
     for p in ports {
-        if let RowOwner::Foreign(who) = ownership.classify(&p.external_ids) {
-            actual.foreign_ports.insert(p.name.clone(), who);
+        if !ownership.is_ours(&p.external_ids) || !elsewhere(&p.external_ids) {
             continue;
         }
         let Some(router) = port_router.get(&p.uuid) else {
@@ -85,10 +116,10 @@ pub(super) fn actual_rows(
             .filter_map(|u| cache.static_route(*u))
             .collect(),
     };
-    for r in routes
-        .into_iter()
-        .filter(|r| ownership.is_ours(&r.external_ids))
-    {
+    for r in routes {
+        if !ownership.is_ours(&r.external_ids) || !elsewhere(&r.external_ids) {
+            continue;
+        }
         let Some(router) = route_router.get(&r.uuid) else {
             continue;
         };
@@ -105,7 +136,98 @@ pub(super) fn actual_rows(
             external_ids: r.external_ids.clone(),
         });
     }
-    actual
+    Actual {
+        in_sync,
+        rows: actual,
+    }
+}
+
+/// The desired peerings whose rows NB holds exactly, compared in place (module doc).
+fn peerings_in_sync(
+    cache: &NbCache,
+    desired: &[DesiredPeering],
+    ownership: &Ownership,
+    port_router: &HashMap<Uuid, Uuid>,
+    route_router: &HashMap<Uuid, Uuid>,
+) -> HashSet<String> {
+    // A port name two desired peerings want is the plan's to settle (one of them is blocked).
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    for p in desired.iter().flat_map(|d| &d.ports) {
+        *wanted.entry(p.name.as_str()).or_default() += 1;
+    }
+    let mut out = HashSet::new();
+    let (mut ports, mut routes) = (Vec::new(), Vec::new());
+    'peering: for d in desired {
+        if d.ports.iter().any(|p| wanted[p.name.as_str()] > 1) {
+            continue;
+        }
+        ports.clear();
+        routes.clear();
+        for (table, uuid) in cache.rows_with_external_id(PEERING_KEY, &d.name) {
+            match table {
+                Table::LogicalRouterPort => {
+                    let Some(p) = cache.port(uuid) else { continue };
+                    let Some(router) = port_router.get(&uuid) else {
+                        continue 'peering; // detached: the plan ignores it, so do not decide
+                    };
+                    if !ownership.is_ours(&p.external_ids) {
+                        continue 'peering;
+                    }
+                    ports.push(PortRow {
+                        router: RouterId::Uuid(*router),
+                        columns: port_columns(p),
+                    });
+                }
+                Table::LogicalRouterStaticRoute => {
+                    let Some(r) = cache.static_route(uuid) else {
+                        continue;
+                    };
+                    let Some(router) = route_router.get(&uuid) else {
+                        continue 'peering;
+                    };
+                    if !ownership.is_ours(&r.external_ids) {
+                        continue 'peering;
+                    }
+                    routes.push(RouteRow {
+                        router: RouterId::Uuid(*router),
+                        columns: route_columns(r),
+                    });
+                }
+                Table::LogicalRouter => {}
+            }
+        }
+        if in_sync(d, &ports, &routes) {
+            out.insert(d.name.clone());
+        }
+    }
+    out
+}
+
+fn port_columns(p: &LogicalRouterPort) -> PortColumns<'_> {
+    PortColumns {
+        name: &p.name,
+        mac: &p.mac,
+        networks: &p.networks,
+        peer: p.peer.as_deref(),
+        enabled: p.enabled,
+        has_options: !p.options.is_empty(),
+        gateway_chassis: !p.gateway_chassis.is_empty(),
+        ha_chassis_group: p.ha_chassis_group.is_some(),
+        external_ids: &p.external_ids,
+    }
+}
+
+fn route_columns(r: &LogicalRouterStaticRoute) -> RouteColumns<'_> {
+    RouteColumns {
+        ip_prefix: &r.ip_prefix,
+        nexthop: &r.nexthop,
+        policy: RoutePolicy::from_ovn(r.policy.as_deref()),
+        output_port: r.output_port.as_deref(),
+        route_table: &r.route_table,
+        has_options: !r.options.is_empty(),
+        bfd: r.bfd.is_some(),
+        external_ids: &r.external_ids,
+    }
 }
 
 /// How many NB rows (ports and routes) are this deployment's: the base of the

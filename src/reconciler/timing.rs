@@ -42,6 +42,10 @@ pub const KEEPALIVES_COUNT: u64 = 3;
 /// Server-side `tcp_user_timeout` of the lock session, in milliseconds.
 pub const TCP_USER_TIMEOUT_MS: u64 = 10_000;
 
+/// How long the worker's first pass waits for the Postgres listener to be up (so that the
+/// listener's start folds into that pass instead of asking for another).
+pub const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
 /// Retries after a failed pass, a lost listener or a failed fence write (delays for
 /// [`crate::backoff::Backoff`], the one backoff).
 pub const RETRY_MIN: Duration = Duration::from_millis(100);

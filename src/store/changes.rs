@@ -108,6 +108,11 @@ impl Store {
 
     /// Up to `limit` changes after position `after`, in order, from one snapshot; `Pruned`
     /// when changes after it are gone.
+    ///
+    /// One statement (one round trip, no transaction: a statement is its own snapshot) when
+    /// there are changes; the horizon is read again only when there are none, to tell "none
+    /// yet" from "pruned". That second read is later than the first, and rows are pruned as
+    /// a prefix: if `after` is not below the horizon now, it was not below it then either.
     pub async fn peering_changes_after(
         &self,
         after: i64,
@@ -115,18 +120,6 @@ impl Store {
     ) -> Result<ChangesPage, StoreError> {
         let read = self
             .timed("peering_changes_after", async {
-                let mut tx = self
-                    .pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await?;
-                let through =
-                    sqlx::query_scalar!("SELECT pruned_through FROM peering_changes_horizon")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if after < through {
-                    tx.commit().await?;
-                    return Ok(Err(through));
-                }
                 let rows = sqlx::query!(
                     r#"SELECT c.seq, c.kind,
                          r.name AS "name!", r.local_vpc AS "local_vpc!",
@@ -144,13 +137,23 @@ impl Store {
                          r.etag AS "etag!"
                        FROM peering_changes c,
                             LATERAL jsonb_populate_record(NULL::peerings, c.peering) AS r
-                       WHERE c.seq > $1 ORDER BY c.seq LIMIT $2"#,
+                       WHERE c.seq > $1
+                         AND $1 >= (SELECT pruned_through FROM peering_changes_horizon)
+                       ORDER BY c.seq LIMIT $2"#,
                     after,
                     limit
                 )
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
-                tx.commit().await?;
+                if rows.is_empty() {
+                    let through =
+                        sqlx::query_scalar!("SELECT pruned_through FROM peering_changes_horizon")
+                            .fetch_one(&self.pool)
+                            .await?;
+                    if after < through {
+                        return Ok(Err(through));
+                    }
+                }
                 let rows: Vec<(i64, String, PeeringRow)> = rows
                     .into_iter()
                     .map(|r| {

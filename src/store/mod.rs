@@ -47,6 +47,10 @@ pub use update::PeeringEdit;
 /// The channel the `peerings` triggers notify on every desired-state change.
 pub const DESIRED_CHANGED_CHANNEL: &str = "ovn_peerd_desired";
 
+/// A pooled connection idle for longer than this is pinged before it is used (a dead one is
+/// replaced); one used more recently is trusted (it was pinged when it went back).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The one handle to Postgres.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -62,6 +66,19 @@ impl Store {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(2))
             .idle_timeout(Duration::from_secs(300))
+            // sqlx pings every idle connection it hands out: one more round trip before
+            // every statement or transaction (a lone CreatePeering's first of six). A
+            // connection is pinged when it goes back to the pool anyway, so only one idle
+            // for a while (Postgres may have restarted meanwhile) is pinged before use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.application_name("ovn-peerd"));
         Ok(Self { pool })
     }

@@ -185,7 +185,9 @@ impl Hub {
             head
         };
         loop {
-            match self.store.peering_changes_after(head, PAGE).await? {
+            // Whether there may be more after this page: a short page reached the head (a
+            // change committed after it notifies), so it needs no read that finds nothing.
+            let more = match self.store.peering_changes_after(head, PAGE).await? {
                 ChangesPage::Pruned { through } => {
                     // Pruned past us (a replica that was away for longer than retention):
                     // watchers at positions before `through` cannot be served.
@@ -194,9 +196,11 @@ impl Hub {
                     ring.base = through;
                     ring.head = through;
                     head = through;
+                    true
                 }
                 ChangesPage::Changes(changes) if changes.is_empty() => break,
                 ChangesPage::Changes(changes) => {
+                    let more = changes.len() as i64 >= PAGE;
                     let mut ring = self.ring();
                     for c in changes {
                         head = c.seq;
@@ -207,9 +211,13 @@ impl Hub {
                         let gone = ring.changes.pop_front().expect("longer than the buffer");
                         ring.base = gone.seq;
                     }
+                    more
                 }
-            }
+            };
             self.head.send_replace(head);
+            if !more {
+                break;
+            }
         }
         // Also when nothing was read: the first read sets the ring up at the log's head,
         // which may include changes committed after a watcher's snapshot; a watcher waiting

@@ -15,7 +15,7 @@ use ovn_peerd::proto::v1::{
     WatchPeeringsResponse,
 };
 use ovn_peerd::startup::Application;
-use ovn_peerd::store::{PeeringState, StatusUpdate, Store};
+use ovn_peerd::store::{ChangesPage, PeeringState, StatusUpdate, Store};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
@@ -408,6 +408,50 @@ async fn a_token_older_than_retention_is_out_of_range_and_a_bad_one_invalid() {
         let err = watch(&mut c, "", bad).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains("resume_token"), "{err:?}");
+    }
+}
+
+/// The log read (one statement, no transaction): a position below the horizon is `Pruned`
+/// whether changes follow it or not, the head is an empty page, not `Pruned`.
+#[tokio::test]
+async fn a_log_read_below_the_horizon_is_pruned_also_when_changes_follow() {
+    let t = with_vpcs(TestPeerd::start().await, 4).await;
+    let mut c = t.client().await;
+    for (name, remote) in [("p1", "vpc-2"), ("p2", "vpc-3"), ("p3", "vpc-4")] {
+        create(&mut c, name, "vpc-1", remote).await;
+    }
+    let store = Store::connect_lazy(&t.db.url).unwrap();
+    store
+        .peering_changes_prune(Duration::from_secs(3600), 1)
+        .await
+        .unwrap();
+    let at = store.peering_changes_position().await.unwrap();
+    assert!(at.pruned_through >= 2, "{at:?}");
+
+    // Changes follow the position (at least the last one, kept), yet it is below the horizon.
+    let below = at.pruned_through - 1;
+    assert_eq!(
+        store.peering_changes_after(below, 500).await.unwrap(),
+        ChangesPage::Pruned {
+            through: at.pruned_through
+        }
+    );
+    // From the horizon on: the changes kept (the worker may have added some since).
+    match store
+        .peering_changes_after(at.pruned_through, 500)
+        .await
+        .unwrap()
+    {
+        ChangesPage::Changes(changes) => {
+            assert_eq!(changes.first().map(|c| c.seq), Some(at.pruned_through + 1));
+        }
+        other => panic!("expected the changes after the horizon, got {other:?}"),
+    }
+    // At the head (or past it): nothing yet, not pruned.
+    let head = store.peering_changes_position().await.unwrap().head;
+    match store.peering_changes_after(head, 500).await.unwrap() {
+        ChangesPage::Changes(changes) => assert!(changes.iter().all(|c| c.seq > head)),
+        other => panic!("expected no changes yet, got {other:?}"),
     }
 }
 

@@ -559,3 +559,119 @@ fn holding_deletions_drops_every_change_of_the_peerings_that_delete() {
     assert!(p.changes.iter().all(|c| c.peering() == "p2"), "{p:?}");
     assert!(p.touches("p2"));
 }
+
+/// `in_sync` over the rows of `d` alone.
+fn in_sync_over(d: &DesiredPeering, a: &ActualRows) -> bool {
+    let ports: Vec<PortRow<'_>> = a
+        .ports
+        .iter()
+        .map(|p| PortRow {
+            router: RouterId::Text(&p.router_id),
+            columns: p.columns(),
+        })
+        .collect();
+    let routes: Vec<RouteRow<'_>> = a
+        .routes
+        .iter()
+        .map(|r| RouteRow {
+            router: RouterId::Text(&r.router_id),
+            columns: r.columns(),
+        })
+        .collect();
+    in_sync(d, &ports, &routes)
+}
+
+#[test]
+fn in_sync_says_yes_exactly_when_the_plan_has_nothing_to_do() {
+    let d = desired("p1", 1);
+    let exact = installed(&d, "a");
+    let mut cases: Vec<(&str, ActualRows)> = vec![("exact", exact.clone())];
+    let mut unnormalised = exact.clone();
+    unnormalised.routes[0].ip_prefix = "172.31.7.9/16".into();
+    unnormalised.ports[0].networks = vec!["169.254.0.1/30".into()];
+    cases.push(("unnormalised", unnormalised));
+    type Edit = fn(&mut ActualRows);
+    let edits: Vec<(&str, Edit)> = vec![
+        ("route deleted", |a| {
+            a.routes.pop();
+        }),
+        ("port deleted", |a| {
+            a.ports.pop();
+        }),
+        ("duplicate route", |a| {
+            let mut dup = a.routes[0].clone();
+            dup.id = "dup".into();
+            a.routes.push(dup);
+        }),
+        ("stale route", |a| {
+            let mut stale = a.routes[0].clone();
+            stale.id = "stale".into();
+            stale.ip_prefix = "192.168.0.0/24".into();
+            a.routes.push(stale);
+        }),
+        ("nexthop", |a| a.routes[0].nexthop = "169.254.0.9".into()),
+        ("policy", |a| a.routes[0].policy = Some(RoutePolicy::SrcIp)),
+        ("route table", |a| a.routes[0].route_table = "other".into()),
+        ("output port", |a| a.routes[0].output_port = None),
+        ("route options", |a| {
+            a.routes[0]
+                .options
+                .insert("ecmp_symmetric_reply".into(), "true".into());
+        }),
+        ("bfd", |a| a.routes[1].bfd = true),
+        ("route on the other router", |a| {
+            a.routes[0].router_id = a.ports[1].router_id.clone()
+        }),
+        ("mac", |a| a.ports[0].mac = "0a:00:00:00:00:99".into()),
+        ("networks", |a| {
+            a.ports[1].networks = vec!["169.254.0.5/30".into()]
+        }),
+        ("peer", |a| a.ports[0].peer = None),
+        ("disabled", |a| a.ports[0].enabled = Some(false)),
+        ("gateway", |a| a.ports[1].gateway_chassis = true),
+        ("ha group", |a| a.ports[1].ha_chassis_group = true),
+        ("port options", |a| {
+            a.ports[0].options.insert("x".into(), "y".into());
+        }),
+        ("port on the other router", |a| {
+            a.ports[0].router_id = a.ports[1].router_id.clone()
+        }),
+        ("generation", |a| {
+            a.ports[0]
+                .external_ids
+                .insert(GENERATION_KEY.into(), "0".into());
+        }),
+        ("instance missing", |a| {
+            a.routes[0].external_ids.remove(INSTANCE_KEY);
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut a = exact.clone();
+        edit(&mut a);
+        cases.push((what, a));
+    }
+    let mut d_with_instance = d.clone();
+    d_with_instance.stamp_instance("dep");
+    for (what, mut a) in cases {
+        // The instance id as a stamped desired peering wants it (unless the case removed it).
+        for ids in a
+            .ports
+            .iter_mut()
+            .map(|p| &mut p.external_ids)
+            .chain(a.routes.iter_mut().map(|r| &mut r.external_ids))
+        {
+            if what != "instance missing" || ids.contains_key(INSTANCE_KEY) {
+                ids.insert(INSTANCE_KEY.into(), "dep".into());
+            }
+        }
+        let p = plan(std::slice::from_ref(&d_with_instance), &none(), &a);
+        let nothing = p.changes.is_empty() && p.outcomes["p1"] == Outcome::InSync;
+        assert_eq!(
+            in_sync_over(&d_with_instance, &a),
+            nothing,
+            "{what}: {:?}",
+            p.changes
+        );
+        assert_eq!(nothing, matches!(what, "exact" | "unnormalised"), "{what}");
+    }
+}
