@@ -298,14 +298,16 @@ async fn a_slow_pipelined_pass_is_not_woken_again_by_its_own_echo() {
     let s = store(&t.db.url);
     let stop = CancellationToken::new();
     let body = async {
-        // The loop's first full pass writes the peerings; the second (the Postgres listener
-        // connected meanwhile) finds nothing to do. Nothing else is pending after it.
+        // The loop's first full pass writes the peerings (the listeners' requests for a full
+        // pass fold into it when they start first, as they normally do).
         for name in ["p12", "p34", "p56", "p78"] {
             wait_state(&s, name, PeeringState::Active, Duration::from_secs(60)).await;
         }
-        eventually("two full passes", Duration::from_secs(60), || async {
-            (passes("full") >= 2.0).then_some(())
-        })
+        eventually(
+            "the first full pass counted",
+            Duration::from_secs(60),
+            || async { (passes("full") >= 1.0).then_some(()) },
+        )
         .await;
         let before = passes("narrow");
 
@@ -354,10 +356,12 @@ async fn a_slow_pipelined_pass_is_not_woken_again_by_its_own_echo() {
             (failed == 1.0).then_some(())
         })
         .await;
-        assert_eq!(
-            passes("narrow"),
-            before + 2.0,
-            "the repair and the disowned route only:\n{}",
+        // The repair (unless a late full pass took it in) and the disowned route: at most two.
+        // Our own echo taken as foreign would be a third.
+        let narrow = passes("narrow") - before;
+        assert!(
+            narrow <= 2.0,
+            "{narrow} narrow passes: the repair and the disowned route only:\n{}",
             metrics.render()
         );
     };
