@@ -269,8 +269,8 @@ fn install(
             // `[found, last_txn_id, table-updates]`; the updates stay raw text for the cache.
             let parsed: Result<(Value, Value, &RawValue), _> = serde_json::from_str(reply.get());
             let Ok((found, txn, updates)) = parsed else {
-                let mut head = reply.get().to_owned();
-                head.truncate(200);
+                // The first 200 characters (a byte cut could split a multi-byte character).
+                let head: String = reply.get().chars().take(200).collect();
                 return Err(Error::Protocol(format!(
                     "bad monitor_cond_since reply: {head}"
                 )));

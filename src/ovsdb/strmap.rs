@@ -16,11 +16,17 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 /// Distinct keys shared between rows, at most.
 pub const MAX_INTERNED_KEYS: usize = 4096;
+/// Longer keys are not interned (any NB writer chooses keys: the interner keeps what it holds
+/// for the life of the process, so it holds only short, repeated ones).
+pub const MAX_INTERNED_KEY_LEN: usize = 64;
 
 static KEYS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Mutex::default);
 
 /// The shared copy of `key`.
 fn intern(key: &str) -> Arc<str> {
+    if key.len() > MAX_INTERNED_KEY_LEN {
+        return Arc::from(key);
+    }
     let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(k) = keys.get(key) {
         return k.clone();
@@ -179,6 +185,11 @@ mod tests {
         let n = StrMap::from([("b", "other")]);
         assert!(Arc::ptr_eq(&m.0[1].0, &n.0[0].0));
         assert!(StrMap::new().is_empty());
+        // A long key is its own copy: the interner keeps only short ones.
+        let long = "k".repeat(MAX_INTERNED_KEY_LEN + 1);
+        let (x, y) = (StrMap::from([(&*long, "1")]), StrMap::from([(&*long, "2")]));
+        assert!(!Arc::ptr_eq(&x.0[0].0, &y.0[0].0));
+        assert_eq!(x.get(&long).map(String::as_str), Some("1"));
         assert_ne!(m, StrMap::from([("a", "9"), ("b", "2")]));
     }
 

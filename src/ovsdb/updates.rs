@@ -243,15 +243,23 @@ impl<'de, 't> Visitor<'de> for RowUpdate<'t> {
         };
         match self.format {
             UpdateFormat::V2 => {
-                let mut op = None;
+                let (mut op, mut members) = (None, 0);
                 while let Some(key) = map.next_key::<RowUpdateKey>()? {
+                    members += 1;
+                    if members > 1 {
+                        return Err(de::Error::custom("row-update2 has more than one member"));
+                    }
                     op = match (op, key) {
                         (None, RowUpdateKey::Insert) => Some(RowOp::Insert(row(&mut map)?)),
                         (None, RowUpdateKey::Modify) => Some(RowOp::Modify(row(&mut map)?, true)),
                         (None, RowUpdateKey::Delete) => {
-                            map.next_value::<IgnoredAny>()?;
+                            // RFC 7047 / ovsdb-cs: `"delete": null`, nothing else.
+                            if map.next_value::<Option<IgnoredAny>>()?.is_some() {
+                                return Err(de::Error::custom("row-update2 delete is not null"));
+                            }
                             Some(RowOp::Delete)
                         }
+                        // One member exactly (ovsdb-cs.c refuses more, checked above).
                         (op, _) => {
                             map.next_value::<IgnoredAny>()?;
                             op
@@ -541,6 +549,18 @@ mod tests {
                 "",
             ),
             ("[1]".to_owned(), "table-updates"),
+            (
+                format!(r#"{{"Logical_Router": {{"{row}": {{"delete": null, "insert": {{}}}}}}}}"#),
+                "more than one member",
+            ),
+            (
+                format!(r#"{{"Logical_Router": {{"{row}": {{"bogus": 1, "delete": null}}}}}}"#),
+                "more than one member",
+            ),
+            (
+                format!(r#"{{"Logical_Router": {{"{row}": {{"delete": {{}}}}}}}}"#),
+                "delete is not null",
+            ),
         ] {
             let e = parse_all(UpdateFormat::V2, &bad).unwrap_err();
             assert_eq!(e.kind, UpdateErrorKind::Malformed, "{bad}");
