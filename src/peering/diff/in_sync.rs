@@ -80,7 +80,8 @@ pub enum MarkedRow<'a> {
 
 /// The names of the `desired` peerings [`in_sync`] holds exactly, `rows_of(name)` giving every
 /// row carrying that peering's mark. A peering is left out (the plan decides it) when another
-/// desired peering wants one of its port names, or a row with its mark is ours but detached.
+/// desired peering wants one of its port names or has its name, or a row with its mark is
+/// ours but detached.
 /// Rows that are not ours are skipped: the plan does not see them (they are not copied for
 /// it) and one holding a wanted port name makes the counts differ. Then `plan` over the other
 /// peerings and the rows of none of these plans exactly what it plans over everything, and
@@ -97,10 +98,15 @@ where
     for p in desired.iter().flat_map(|d| &d.ports) {
         *wanted.entry(p.name.as_str()).or_default() += 1;
     }
+    // A name desired twice (never from Postgres, where it is the key): `plan` keeps the first.
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for d in desired {
+        *names.entry(d.name.as_str()).or_default() += 1;
+    }
     let mut out = HashSet::new();
     let (mut ports, mut routes) = (Vec::new(), Vec::new());
     'peering: for d in desired {
-        if d.ports.iter().any(|p| wanted[p.name.as_str()] > 1) {
+        if names[d.name.as_str()] > 1 || d.ports.iter().any(|p| wanted[p.name.as_str()] > 1) {
             continue;
         }
         ports.clear();

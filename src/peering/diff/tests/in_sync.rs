@@ -183,6 +183,15 @@ fn peerings_in_sync_counts_only_owned_attached_rows_of_names_wanted_once() {
     let mut twin = d.clone();
     twin.name = "p1twin".into();
     assert!(pick(&[d.clone(), twin], &exact, "", "").is_empty(), "twin");
+    // A name desired twice (with other ports): the plan keeps the first.
+    let mut namesake = desired("p1", 1);
+    for p in &mut namesake.ports {
+        p.name.push_str("-b");
+    }
+    assert!(
+        pick(&[d.clone(), namesake], &exact, "", "").is_empty(),
+        "namesake"
+    );
 }
 
 #[test]
