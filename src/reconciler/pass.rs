@@ -257,6 +257,9 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let t_derived = t_start.elapsed();
+    metrics::counter!(crate::metrics::RECONCILER_IN_SYNC_TOTAL,
+        "scope" => if full { "full" } else { "narrow" })
+    .increment(steps.in_sync as u64);
     let held_back = match &brake {
         Some(why) => {
             tracing::warn!(reason = %why, "mass-deletion brake: this pass deletes nothing");
