@@ -42,7 +42,7 @@ pub const RECONCILER_IN_SYNC_TOTAL: &str = "ovn_peerd_reconciler_in_sync_total";
 pub const RECONCILER_PASS_SECONDS: &str = "ovn_peerd_reconciler_pass_seconds";
 /// NB rows the worker wrote, by `kind`.
 pub const NB_ROWS_WRITTEN_TOTAL: &str = "ovn_peerd_nb_rows_written_total";
-/// The worker's NB transactions, by `outcome`.
+/// The worker's NB transactions, by `outcome` (pipelined: includes NB running the ones before).
 pub const NB_TRANSACTION_SECONDS: &str = "ovn_peerd_nb_transaction_seconds";
 /// NB writes refused for one peering, by `kind`.
 pub const RECONCILER_ERRORS_TOTAL: &str = "ovn_peerd_reconciler_errors_total";
@@ -185,7 +185,9 @@ fn describe() {
     describe_histogram!(
         NB_TRANSACTION_SECONDS,
         Unit::Seconds,
-        "Latency of the worker's OVN NB transactions, by outcome"
+        "Latency of the worker's OVN NB transactions, by outcome: from the send (waiting for a \
+         usable connection included) to the reply being handled; with up to 4 transactions \
+         pipelined, that includes NB running the ones sent before it"
     );
     describe_counter!(
         RECONCILER_ERRORS_TOTAL,
@@ -212,7 +214,9 @@ fn describe() {
     describe_histogram!(
         OVSDB_TRANSACTION_SECONDS,
         Unit::Seconds,
-        "Latency of every OVSDB transaction sent by the client, by outcome"
+        "Latency of every OVSDB transaction sent by the client, by outcome: from the request \
+         written to the reply (transactions pipelined before it included); a transaction that \
+         could not be sent counts its wait for a usable connection"
     );
     describe_counter!(
         OVSDB_RECONNECTS_TOTAL,
