@@ -36,6 +36,8 @@ pub const RPC_SHED_TOTAL: &str = "ovn_peerd_rpc_shed_total";
 pub const CREATE_BATCH_FALLBACKS_TOTAL: &str = "ovn_peerd_create_batch_fallbacks_total";
 /// Worker passes, by `result` and `scope` (`full`, `narrow`).
 pub const RECONCILER_PASSES_TOTAL: &str = "ovn_peerd_reconciler_passes_total";
+/// Peerings a worker pass found exactly in NB (compared in place, nothing planned), by `scope`.
+pub const RECONCILER_IN_SYNC_TOTAL: &str = "ovn_peerd_reconciler_in_sync_total";
 /// Worker pass duration.
 pub const RECONCILER_PASS_SECONDS: &str = "ovn_peerd_reconciler_pass_seconds";
 /// NB rows the worker wrote, by `kind`.
@@ -85,6 +87,7 @@ pub const ALL: &[&str] = &[
     RPC_SHED_TOTAL,
     CREATE_BATCH_FALLBACKS_TOTAL,
     RECONCILER_PASSES_TOTAL,
+    RECONCILER_IN_SYNC_TOTAL,
     RECONCILER_PASS_SECONDS,
     NB_ROWS_WRITTEN_TOTAL,
     NB_TRANSACTION_SECONDS,
@@ -164,6 +167,11 @@ fn describe() {
         RECONCILER_PASSES_TOTAL,
         "Convergence worker passes, by result and scope (full: every peering; narrow: the \
          peerings of the VPCs a change touched)"
+    );
+    describe_counter!(
+        RECONCILER_IN_SYNC_TOTAL,
+        "Peerings a convergence worker pass found exactly in OVN NB (compared in place, not \
+         copied or planned), by scope"
     );
     describe_histogram!(
         RECONCILER_PASS_SECONDS,
