@@ -36,11 +36,13 @@ pub const RPC_SHED_TOTAL: &str = "ovn_peerd_rpc_shed_total";
 pub const CREATE_BATCH_FALLBACKS_TOTAL: &str = "ovn_peerd_create_batch_fallbacks_total";
 /// Worker passes, by `result` and `scope` (`full`, `narrow`).
 pub const RECONCILER_PASSES_TOTAL: &str = "ovn_peerd_reconciler_passes_total";
+/// Peerings a worker pass found exactly in NB (compared in place, nothing planned), by `scope`.
+pub const RECONCILER_IN_SYNC_TOTAL: &str = "ovn_peerd_reconciler_in_sync_total";
 /// Worker pass duration.
 pub const RECONCILER_PASS_SECONDS: &str = "ovn_peerd_reconciler_pass_seconds";
 /// NB rows the worker wrote, by `kind`.
 pub const NB_ROWS_WRITTEN_TOTAL: &str = "ovn_peerd_nb_rows_written_total";
-/// The worker's NB transactions, by `outcome`.
+/// The worker's NB transactions, by `outcome` (pipelined: includes NB running the ones before).
 pub const NB_TRANSACTION_SECONDS: &str = "ovn_peerd_nb_transaction_seconds";
 /// NB writes refused for one peering, by `kind`.
 pub const RECONCILER_ERRORS_TOTAL: &str = "ovn_peerd_reconciler_errors_total";
@@ -85,6 +87,7 @@ pub const ALL: &[&str] = &[
     RPC_SHED_TOTAL,
     CREATE_BATCH_FALLBACKS_TOTAL,
     RECONCILER_PASSES_TOTAL,
+    RECONCILER_IN_SYNC_TOTAL,
     RECONCILER_PASS_SECONDS,
     NB_ROWS_WRITTEN_TOTAL,
     NB_TRANSACTION_SECONDS,
@@ -165,6 +168,11 @@ fn describe() {
         "Convergence worker passes, by result and scope (full: every peering; narrow: the \
          peerings of the VPCs a change touched)"
     );
+    describe_counter!(
+        RECONCILER_IN_SYNC_TOTAL,
+        "Peerings a convergence worker pass found exactly in OVN NB (compared in place, not \
+         copied or planned), by scope"
+    );
     describe_histogram!(
         RECONCILER_PASS_SECONDS,
         Unit::Seconds,
@@ -177,7 +185,9 @@ fn describe() {
     describe_histogram!(
         NB_TRANSACTION_SECONDS,
         Unit::Seconds,
-        "Latency of the worker's OVN NB transactions, by outcome"
+        "Latency of the worker's OVN NB transactions, by outcome: from the send (waiting for a \
+         usable connection included) to the reply being handled; with up to 4 transactions \
+         pipelined, that includes NB running the ones sent before it"
     );
     describe_counter!(
         RECONCILER_ERRORS_TOTAL,
@@ -204,7 +214,9 @@ fn describe() {
     describe_histogram!(
         OVSDB_TRANSACTION_SECONDS,
         Unit::Seconds,
-        "Latency of every OVSDB transaction sent by the client, by outcome"
+        "Latency of every OVSDB transaction sent by the client, by outcome: from the request \
+         written to the reply (transactions pipelined before it included); a transaction that \
+         could not be sent counts its wait for a usable connection"
     );
     describe_counter!(
         OVSDB_RECONNECTS_TOTAL,

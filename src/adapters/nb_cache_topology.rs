@@ -2,12 +2,12 @@
 //! checks and the worker's derivations. Read-only: it borrows the cache and copies out
 //! the few fields the rules look at.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
 use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
-use crate::ovsdb::NbCache;
+use crate::ovsdb::{NbCache, StrMap};
 use crate::peering::overlaps;
 use crate::peering::topology::{
     subnets_of_port, Nearby, PortView, RouteView, RouterView, Topology,
@@ -122,14 +122,14 @@ impl Nearby for NbCacheTopology<'_> {
 }
 
 /// The deployment that wrote an owned row, when it says.
-fn instance(external_ids: &BTreeMap<String, String>) -> Option<String> {
+fn instance(external_ids: &StrMap) -> Option<String> {
     is_owned(external_ids)
         .then(|| external_ids.get(INSTANCE_KEY).cloned())
         .flatten()
 }
 
 /// The peering an owned row belongs to; `None` when ovn-peerd does not own it.
-fn owner(external_ids: &BTreeMap<String, String>) -> Option<String> {
+fn owner(external_ids: &StrMap) -> Option<String> {
     is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).cloned().unwrap_or_default())
 }
 

@@ -2,12 +2,12 @@
 //! hold (router policies, `NB_Global`: read by the API with one-off `select`s) and the
 //! peering's wanted rows from the worker's own derivation ([`Judge::wanted`]). Read-only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::diagnose::{
     NbCfg, PeeringFacts, PolicyRow, PortRow, RouteRow, RouterRow, SideSnapshot, Snapshot,
 };
-use crate::ovsdb::{LogicalRouterPort, NbCache};
+use crate::ovsdb::{LogicalRouterPort, NbCache, StrMap};
 use crate::peering::{is_owned, port_name, Side, PEERING_KEY};
 use crate::reconciler::derive::Judge;
 use crate::store::{PeeringRecord, PeeringState};
@@ -102,7 +102,7 @@ fn router(
     let uuid = r.uuid.to_string();
     Ok(RouterRow {
         name: r.name.clone(),
-        options: r.options.clone(),
+        options: r.options.to_map(),
         routes: r
             .static_routes
             .iter()
@@ -138,6 +138,6 @@ fn port(cache: &NbCache, p: &LogicalRouterPort) -> PortRow {
 }
 
 /// The peering an ovn-peerd row belongs to; `None` for a row ovn-peerd does not own.
-fn owner(external_ids: &BTreeMap<String, String>) -> Option<String> {
+fn owner(external_ids: &StrMap) -> Option<String> {
     is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).cloned().unwrap_or_default())
 }

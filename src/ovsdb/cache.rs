@@ -9,7 +9,12 @@
 //! the caller applies each update exactly once. Sets are kept sorted.
 //!
 //! Storage is persistent maps (`imbl`): a clone is O(1) and shares every row with the
-//! original, an update copies only the paths it touches. That is what lets the client publish
+//! original, an update copies only the paths it touches. They are B-trees (`OrdMap`), not
+//! HAMTs (`imbl::HashMap`): measured with 40,000 uuid keys, 40 heap bytes an entry instead of
+//! 180 (a HAMT allocates every node with all 32 slots, and most deep nodes hold one or two),
+//! and a copy-on-write update 1.4 µs instead of 4.2. Index values are behind an `Arc`: copying
+//! a path copies up to 64 entries of a node, which must cost a reference count each, not a
+//! set's allocation. That is what lets the client publish
 //! a new immutable snapshot after each update while readers keep working on older ones (see
 //! `client`): nobody reads under a lock. Reading is plain `&self` methods.
 
@@ -17,14 +22,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Row storage and indexes: persistent, so [`NbCache::clone`] is O(1).
-type PMap<K, V> = imbl::HashMap<K, V>;
+type PMap<K, V> = imbl::OrdMap<K, V>;
 
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
 use super::schema::TableSchema;
-use super::values::{Atom, Datum};
+use super::strmap::StrMap;
+use super::updates::{self, Refusal, RowOp};
+use super::values::Datum;
 
 /// The server's types of the columns we model, per table (decides scalar vs diff in `modify`).
 pub type Types = HashMap<Table, TableSchema>;
@@ -92,10 +98,10 @@ pub struct NbCache {
     routers: PMap<Uuid, Arc<LogicalRouter>>,
     ports: PMap<Uuid, Arc<LogicalRouterPort>>,
     routes: PMap<Uuid, Arc<LogicalRouterStaticRoute>>,
-    router_by_name: PMap<String, BTreeSet<Uuid>>,
+    router_by_name: PMap<String, Arc<BTreeSet<Uuid>>>,
     port_by_name: PMap<String, Uuid>,
     owner_key: Option<String>,
-    by_owner: PMap<String, BTreeSet<(Table, Uuid)>>,
+    by_owner: PMap<String, Arc<BTreeSet<(Table, Uuid)>>>,
 }
 
 impl NbCache {
@@ -125,7 +131,7 @@ impl NbCache {
         self.router_by_name
             .get(name)
             .into_iter()
-            .flatten()
+            .flat_map(|s| s.iter())
             .filter_map(|u| self.router(*u))
             .collect()
     }
@@ -147,9 +153,13 @@ impl NbCache {
     /// Rows whose `external_ids[key] == value`; indexed when `key` is the configured owner key.
     pub fn rows_with_external_id(&self, key: &str, value: &str) -> BTreeSet<(Table, Uuid)> {
         if self.owner_key.as_deref() == Some(key) {
-            return self.by_owner.get(value).cloned().unwrap_or_default();
+            return self
+                .by_owner
+                .get(value)
+                .map(|s| BTreeSet::clone(s))
+                .unwrap_or_default();
         }
-        let hit = |ids: &BTreeMap<String, String>| ids.get(key).is_some_and(|v| v == value);
+        let hit = |ids: &StrMap| ids.get(key).is_some_and(|v| v == value);
         let mut out = BTreeSet::new();
         out.extend(
             self.routers
@@ -184,100 +194,50 @@ impl NbCache {
 
     // ---- writes ----
 
-    /// Applies one `table-updates` object (the `update*` notification or a monitor reply).
+    /// Applies one `table-updates` object (the `update*` notification or a monitor reply), as
+    /// JSON text: parsed straight into typed rows (see `updates`), each applied as it is read.
+    /// On an error `self` may hold part of the update: apply to a copy and publish it only on
+    /// success (`state::Shared::update_replica`).
     pub fn apply(
         &mut self,
         types: &Types,
         format: UpdateFormat,
-        updates: &Value,
+        updates: &str,
     ) -> Result<Vec<RowChange>, UpdateError> {
         let mut changes = Vec::new();
-        let Some(tables) = updates.as_object() else {
-            if updates.is_null() {
-                return Ok(changes);
-            }
-            return Err(bad("", "", "table-updates is not an object"));
-        };
-        for (tname, rows) in tables {
-            let Some(table) = Table::from_name(tname) else {
-                continue; // not ours (should not happen: we monitor only our tables)
-            };
-            let rows = rows
-                .as_object()
-                .ok_or_else(|| bad(tname, "", "table-update is not an object"))?;
-            let empty = TableSchema::new();
-            let ty = types.get(&table).unwrap_or(&empty);
-            for (uuid_s, ru) in rows {
-                let uuid =
-                    Uuid::parse_str(uuid_s).map_err(|e| bad(tname, uuid_s, &e.to_string()))?;
-                let kind = match table {
-                    Table::LogicalRouter => self.apply_row::<LogicalRouter>(ty, format, uuid, ru),
-                    Table::LogicalRouterPort => {
-                        self.apply_row::<LogicalRouterPort>(ty, format, uuid, ru)
-                    }
-                    Table::LogicalRouterStaticRoute => {
-                        self.apply_row::<LogicalRouterStaticRoute>(ty, format, uuid, ru)
-                    }
+        updates::parse(updates, types, format, |table, ty, uuid, op| {
+            let kind = match table {
+                Table::LogicalRouter => self.apply_op::<LogicalRouter>(ty, uuid, op),
+                Table::LogicalRouterPort => self.apply_op::<LogicalRouterPort>(ty, uuid, op),
+                Table::LogicalRouterStaticRoute => {
+                    self.apply_op::<LogicalRouterStaticRoute>(ty, uuid, op)
                 }
-                .map_err(|(kind, r)| UpdateError {
-                    kind,
-                    ..bad(tname, uuid_s, &r)
-                })?;
-                changes.push(RowChange { table, uuid, kind });
-            }
-        }
+            }?;
+            changes.push(RowChange { table, uuid, kind });
+            Ok(())
+        })?;
         Ok(changes)
     }
 
-    fn apply_row<'a, M: Model + Indexed>(
+    fn apply_op<M: Model + Indexed>(
         &mut self,
         ty: &TableSchema,
-        format: UpdateFormat,
         uuid: Uuid,
-        ru: &'a Value,
-    ) -> Result<ChangeKind, (UpdateErrorKind, String)> {
+        op: RowOp<'_>,
+    ) -> Result<ChangeKind, Refusal> {
         let malformed = |r: String| (UpdateErrorKind::Malformed, r);
         let diverged = |r: &str| Err((UpdateErrorKind::Diverged, r.to_owned()));
-        let ru = ru
-            .as_object()
-            .ok_or_else(|| malformed("row-update is not an object".into()))?;
-        enum Op<'a> {
-            Insert(&'a Map<String, Value>),
-            Modify(&'a Map<String, Value>, bool),
-            Delete,
-        }
-        let present = |v: Option<&'a Value>| v.filter(|v| !v.is_null());
-        let op = match format {
-            UpdateFormat::V2 => {
-                if let Some(r) = ru.get("initial").or_else(|| ru.get("insert")) {
-                    Op::Insert(obj(r).map_err(malformed)?)
-                } else if let Some(r) = ru.get("modify") {
-                    Op::Modify(obj(r).map_err(malformed)?, true)
-                } else if ru.contains_key("delete") {
-                    Op::Delete
-                } else {
-                    return Err(malformed("unknown row-update2".into()));
-                }
-            }
-            // `old` is present for a modify and a delete, `new` for an insert and a modify.
-            UpdateFormat::V1 => match (present(ru.get("old")), present(ru.get("new"))) {
-                (Some(_), Some(new)) => Op::Modify(obj(new).map_err(malformed)?, false),
-                (None, Some(new)) => Op::Insert(obj(new).map_err(malformed)?),
-                (Some(_), None) => Op::Delete,
-                (None, None) => return Err(malformed("row-update has neither old nor new".into())),
-            },
-        };
         // ovsdb-idl's consistency rules: the server only inserts rows we do not hold and only
         // modifies or deletes rows we do. Anything else means we missed or doubled an update.
         let held = M::store(self).contains_key(&uuid);
         match (&op, held) {
-            (Op::Insert(_), true) => return diverged("insert of a row already held"),
-            (Op::Modify(..), false) => return diverged("modify of a row not held"),
-            (Op::Delete, false) => return diverged("delete of a row not held"),
+            (RowOp::Insert(_), true) => return diverged("insert of a row already held"),
+            (RowOp::Modify(..), false) => return diverged("modify of a row not held"),
+            (RowOp::Delete, false) => return diverged("delete of a row not held"),
             _ => {}
         }
         match op {
-            Op::Insert(cols) => {
+            RowOp::Insert(cols) => {
                 let mut row = M::default();
                 row.set_uuid(uuid);
                 // Omitted columns hold the schema default, which is not always Rust's.
@@ -287,44 +247,36 @@ impl NbCache {
                             .map_err(|e| malformed(format!("default of column {c}: {e}")))?;
                     }
                 }
-                for (c, v) in cols {
-                    if let Some(ct) = ty.get(c.as_str()) {
-                        let d = normalize(Datum::from_json(v).map_err(malformed)?, ct.is_map());
-                        row.set(c, d)
-                            .map_err(|e| malformed(format!("column {c}: {e}")))?;
-                    }
+                for (c, ct, d) in cols {
+                    row.set(c, normalize(d, ct.is_map()))
+                        .map_err(|e| malformed(format!("column {c}: {e}")))?;
                 }
                 self.put(row);
                 Ok(ChangeKind::Insert)
             }
-            Op::Modify(cols, diff) => {
+            RowOp::Modify(cols, diff) => {
                 let row = self.remove::<M>(uuid).ok_or_else(|| {
                     (UpdateErrorKind::Diverged, "modify of a row not held".into())
                 })?;
                 // Older snapshots may share the row: a modify edits a copy of it.
                 let mut row = Arc::unwrap_or_clone(row);
                 let result = (|| {
-                    for (c, v) in cols {
-                        let Some(ct) = ty.get(c.as_str()) else {
+                    for (c, ct, d) in cols {
+                        let new = normalize(d, ct.is_map());
+                        if !(diff && ct.is_composite()) {
+                            row.set(c, new).map_err(|e| format!("column {c}: {e}"))?;
                             continue;
-                        };
-                        let new = normalize(Datum::from_json(v)?, ct.is_map());
-                        let value = if diff && ct.is_composite() {
-                            let old = row
-                                .get(c)
-                                .ok_or_else(|| format!("column {c} not modelled"))?;
-                            apply_diff(old, new)?
-                        } else {
-                            new
-                        };
-                        row.set(c, value).map_err(|e| format!("column {c}: {e}"))?;
+                        }
+                        // In place: no copy of a hub router's 10,000 ports.
+                        row.apply_diff(c, new)
+                            .map_err(|e| format!("column {c}: {e}"))?;
                     }
                     Ok::<_, String>(())
                 })();
                 self.put(row);
                 result.map(|()| ChangeKind::Modify).map_err(malformed)
             }
-            Op::Delete => {
+            RowOp::Delete => {
                 self.remove::<M>(uuid);
                 Ok(ChangeKind::Delete)
             }
@@ -344,7 +296,7 @@ impl NbCache {
     fn put<M: Model + Indexed>(&mut self, row: M) {
         let (table, uuid) = (M::TABLE, row.uuid());
         if let Some(v) = self.owner_value(row.external_ids()) {
-            self.by_owner.entry(v).or_default().insert((table, uuid));
+            Arc::make_mut(self.by_owner.entry(v).or_default()).insert((table, uuid));
         }
         row.index(self);
         M::store_mut(self).insert(uuid, Arc::new(row));
@@ -355,7 +307,7 @@ impl NbCache {
         let row = M::store_mut(self).remove(&uuid)?;
         if let Some(v) = self.owner_value(row.external_ids()) {
             if let Some(set) = self.by_owner.get_mut(&v) {
-                set.remove(&(M::TABLE, uuid));
+                Arc::make_mut(set).remove(&(M::TABLE, uuid));
                 if set.is_empty() {
                     self.by_owner.remove(&v);
                 }
@@ -365,7 +317,7 @@ impl NbCache {
         Some(row)
     }
 
-    fn owner_value(&self, ids: &BTreeMap<String, String>) -> Option<String> {
+    fn owner_value(&self, ids: &StrMap) -> Option<String> {
         self.owner_key.as_ref().and_then(|k| ids.get(k)).cloned()
     }
 }
@@ -393,20 +345,6 @@ fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<Row
     );
 }
 
-fn obj(v: &Value) -> Result<&Map<String, Value>, String> {
-    v.as_object()
-        .ok_or_else(|| "row is not an object".to_string())
-}
-
-fn bad(table: &str, uuid: &str, reason: &str) -> UpdateError {
-    UpdateError {
-        kind: UpdateErrorKind::Malformed,
-        table: table.to_owned(),
-        uuid: uuid.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
 /// Sorts and dedups sets; turns an empty set into an empty map for map columns.
 fn normalize(d: Datum, is_map: bool) -> Datum {
     match d {
@@ -418,34 +356,6 @@ fn normalize(d: Datum, is_map: bool) -> Datum {
                 .into_iter()
                 .collect(),
         ),
-    }
-}
-
-/// Applies an `update2` diff to a set or map value.
-pub fn apply_diff(old: Datum, diff: Datum) -> Result<Datum, String> {
-    match (old, diff) {
-        (Datum::Set(old), Datum::Set(diff)) => {
-            let mut s: BTreeSet<Atom> = old.into_iter().collect();
-            for a in diff {
-                if !s.remove(&a) {
-                    s.insert(a);
-                }
-            }
-            Ok(Datum::Set(s.into_iter().collect()))
-        }
-        (Datum::Map(old), Datum::Map(diff)) => {
-            let mut m: BTreeMap<Atom, Atom> = old.into_iter().collect();
-            for (k, v) in diff {
-                if m.get(&k) == Some(&v) {
-                    m.remove(&k);
-                } else {
-                    m.insert(k, v);
-                }
-            }
-            Ok(Datum::Map(m.into_iter().collect()))
-        }
-        (Datum::Map(old), Datum::Set(d)) if d.is_empty() => Ok(Datum::Map(old)),
-        _ => Err("diff does not match the column's kind".into()),
     }
 }
 
@@ -465,14 +375,11 @@ impl Indexed for LogicalRouter {
         &mut c.routers
     }
     fn index(&self, c: &mut NbCache) {
-        c.router_by_name
-            .entry(self.name.clone())
-            .or_default()
-            .insert(self.uuid);
+        Arc::make_mut(c.router_by_name.entry(self.name.clone()).or_default()).insert(self.uuid);
     }
     fn unindex(&self, c: &mut NbCache) {
         if let Some(s) = c.router_by_name.get_mut(&self.name) {
-            s.remove(&self.uuid);
+            Arc::make_mut(s).remove(&self.uuid);
             if s.is_empty() {
                 c.router_by_name.remove(&self.name);
             }
@@ -507,12 +414,32 @@ impl Indexed for LogicalRouterStaticRoute {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ovsdb::schema::DatabaseSchema;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn types() -> Types {
+    /// `apply` of a `Value`'s text.
+    pub(crate) trait ApplyValue {
+        fn apply_v(
+            &mut self,
+            t: &Types,
+            f: UpdateFormat,
+            v: &Value,
+        ) -> Result<Vec<RowChange>, UpdateError>;
+    }
+    impl ApplyValue for NbCache {
+        fn apply_v(
+            &mut self,
+            t: &Types,
+            f: UpdateFormat,
+            v: &Value,
+        ) -> Result<Vec<RowChange>, UpdateError> {
+            self.apply(t, f, &v.to_string())
+        }
+    }
+
+    pub(in crate::ovsdb) fn types() -> Types {
         let s = DatabaseSchema::parse(
             &serde_json::from_str(
                 &std::fs::read_to_string(ovn_peerd_test_support::ovsdb::NB_SCHEMA)
@@ -551,26 +478,13 @@ mod tests {
     }
 
     #[test]
-    fn set_and_map_diffs() {
-        let s = apply_diff(Datum::set(["a", "b"]), Datum::set(["b", "c"])).unwrap();
-        assert_eq!(s, Datum::set(["a", "c"]));
-        let m = apply_diff(
-            Datum::map([("k1", "v1"), ("k2", "v2"), ("k3", "v3")]),
-            Datum::map([("k1", "v1"), ("k2", "new"), ("k4", "v4")]),
-        )
-        .unwrap();
-        assert_eq!(m, Datum::map([("k2", "new"), ("k3", "v3"), ("k4", "v4")]));
-        assert!(apply_diff(Datum::set(["a"]), Datum::map([("k", "v")])).is_err());
-    }
-
-    #[test]
     fn applies_update2_with_defaults_diffs_and_indexes() {
         let t = types();
         let mut c = NbCache::new(Some("owner".into()));
         let p = Uuid::from_u128(1);
         let r = Uuid::from_u128(2);
         let ch = c
-            .apply(
+            .apply_v(
                 &t,
                 UpdateFormat::V2,
                 &json!({
@@ -588,7 +502,7 @@ mod tests {
         assert_eq!(c.router_by_name("r")[0].ports, vec![p]);
         assert_eq!(c.rows_with_external_id("owner", "x").len(), 1);
 
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V2,
             &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
@@ -606,7 +520,7 @@ mod tests {
         assert_eq!(c.rows_with_external_id("k", "v").len(), 1);
 
         // An optional (0..1) column is not diffed: the modify carries the new value.
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V2,
             &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
@@ -614,7 +528,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.port(p).unwrap().peer.as_deref(), Some("b"));
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V2,
             &json!({"Logical_Router_Port": {p.to_string(): {"modify": {
@@ -624,7 +538,7 @@ mod tests {
         assert_eq!(c.port(p).unwrap().peer, None);
 
         let ch = c
-            .apply(
+            .apply_v(
                 &t,
                 UpdateFormat::V2,
                 &json!({"Logical_Router_Port": {p.to_string(): {"delete": null}}}),
@@ -633,6 +547,87 @@ mod tests {
         assert_eq!(ch[0].kind, ChangeKind::Delete);
         assert!(c.port_by_name("lp2").is_none());
         assert!(c.owner_values().next().is_none());
+    }
+
+    /// A router and a route straight from the wire: omitted columns take the schema's
+    /// defaults, a uuid set and a map take diffs, an unknown column is skipped, a weak uuid
+    /// reference is kept, a delete drops the row and its index entries.
+    #[test]
+    fn typed_rows_with_defaults_diffs_and_references() {
+        let t = types();
+        let mut c = NbCache::new(Some("owner".into()));
+        let (r, s, p1, p2, b) = (
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            Uuid::from_u128(3),
+            Uuid::from_u128(4),
+            Uuid::from_u128(5),
+        );
+        let ids = |pairs: &[(&str, &str)]| StrMap::from_iter(pairs.iter().copied());
+        c.apply_v(
+            &t,
+            UpdateFormat::V2,
+            &json!({
+            "Logical_Router": {r.to_string(): {"initial": {"name": "r",
+                "ports": ["set", [["uuid", p1.to_string()], ["uuid", p2.to_string()]]],
+                "external_ids": ["map", [["owner", "x"], ["a", "1"], ["b", "2"]]],
+                "enabled": true}}},
+            "Logical_Router_Static_Route": {s.to_string(): {"initial": {
+                "ip_prefix": "10.0.0.0/8", "bfd": ["uuid", b.to_string()]}}}}),
+        )
+        .unwrap();
+        let router = c.router(r).unwrap();
+        assert_eq!(router.ports, vec![p1, p2]);
+        assert!(router.static_routes.is_empty() && router.options.is_empty());
+        assert_eq!(
+            router.external_ids,
+            ids(&[("a", "1"), ("b", "2"), ("owner", "x")])
+        );
+        let route = c.static_route(s).unwrap();
+        assert_eq!(route.bfd, Some(b));
+        // Defaults of omitted columns: "" for the strings, empty for the optional ones.
+        assert_eq!(
+            (
+                route.nexthop.as_str(),
+                route.route_table.as_str(),
+                &route.policy
+            ),
+            ("", "", &None)
+        );
+
+        c.apply_v(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router": {r.to_string(): {"modify": {
+                "ports": ["set", [["uuid", p1.to_string()]]],
+                "external_ids": ["map", [["a", "1"], ["b", "3"], ["c", "4"]]]}}},
+            "Logical_Router_Static_Route": {s.to_string(): {"modify": {
+                "bfd": ["set", []], "nexthop": "192.0.2.1"}}}}),
+        )
+        .unwrap();
+        let router = c.router(r).unwrap();
+        assert_eq!(
+            router.ports,
+            vec![p2],
+            "a uuid set's diff toggles its members"
+        );
+        assert_eq!(
+            router.external_ids,
+            ids(&[("b", "3"), ("c", "4"), ("owner", "x")]),
+            "a map's diff: same pair removes, other value replaces, new key adds"
+        );
+        let route = c.static_route(s).unwrap();
+        assert_eq!((route.bfd, route.nexthop.as_str()), (None, "192.0.2.1"));
+
+        c.apply_v(
+            &t,
+            UpdateFormat::V2,
+            &json!({"Logical_Router": {r.to_string(): {"delete": null}}}),
+        )
+        .unwrap();
+        assert!(c.router(r).is_none() && c.router_by_name("r").is_empty());
+        assert!(c.rows_with_external_id("owner", "x").is_empty());
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
@@ -646,7 +641,7 @@ mod tests {
             json!({"Logical_Router": {Uuid::nil().to_string(): {"insert": {"name": 5}}}}),
             json!({"Logical_Router": {Uuid::nil().to_string(): {"bogus": {}}}}),
         ] {
-            assert!(c.apply(&t, UpdateFormat::V2, &bad).is_err(), "{bad}");
+            assert!(c.apply_v(&t, UpdateFormat::V2, &bad).is_err(), "{bad}");
         }
     }
 
@@ -655,14 +650,14 @@ mod tests {
         let t = types();
         let mut c = NbCache::new(None);
         let r = Uuid::from_u128(9);
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V1,
             &json!({"Logical_Router": {r.to_string(): {"new": {"name": "a",
             "ports": ["set", []], "options": ["map", []]}}}}),
         )
         .unwrap();
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V1,
             &json!({"Logical_Router": {r.to_string(): {"old": {"name": "a"},
@@ -670,7 +665,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.router(r).unwrap().name, "b");
-        c.apply(
+        c.apply_v(
             &t,
             UpdateFormat::V1,
             &json!({"Logical_Router": {r.to_string(): {"old": {"name": "b"}}}}),

@@ -62,14 +62,12 @@ pub type CacheSnapshot = Arc<NbCache>;
 /// `external_ids`): sizes the request's buffer so it is allocated once.
 const ENCODED_OP_BYTES: usize = 320;
 
-/// A transaction on the wire whose reply is still to come ([`Client::send_transaction`]).
+/// A transaction on the wire whose reply is still to come ([`Client::send_transaction`]);
+/// `started` is when it was handed to the connection's writer.
 #[must_use = "a sent transaction's reply says whether it committed"]
 pub struct Sent {
     rx: oneshot::Receiver<CallResult>,
-    /// When the caller asked (the transaction's duration, for the metric).
     started: Instant,
-    /// When it went on the wire (the transact timeout counts from here).
-    sent: Instant,
     timeout: Option<Duration>,
 }
 
@@ -80,7 +78,7 @@ impl Sent {
     /// that ends first is [`TransactError::OutcomeUnknown`].
     pub async fn reply(self, ops: &[Operation]) -> Result<Vec<OperationResult>, TransactError> {
         let reply = match self.timeout {
-            Some(t) => match tokio::time::timeout_at(self.sent + t, self.rx).await {
+            Some(t) => match tokio::time::timeout_at(self.started + t, self.rx).await {
                 Ok(r) => r,
                 Err(_) => {
                     let r = Err(TransactError::OutcomeUnknown(format!(
@@ -224,11 +222,13 @@ impl Client {
         ops: impl AsRef<[Operation]>,
     ) -> Result<Vec<OperationResult>, TransactError> {
         let ops = ops.as_ref();
+        let started = Instant::now();
         match self.send_transaction(ops).await {
             Ok(sent) => sent.reply(ops).await,
             Err(e) => {
+                // What it cost the caller: the wait for a usable connection.
                 let r = Err(e);
-                record_transaction(Instant::now(), &r);
+                record_transaction(started, &r);
                 r
             }
         }
@@ -239,9 +239,8 @@ impl Client {
     /// sent) and collects each reply with [`Sent::reply`]. Waits like [`Client::transact`] for
     /// a synced connection; an error here means nothing was sent.
     pub async fn send_transaction(&self, ops: &[Operation]) -> Result<Sent, TransactError> {
-        let started = Instant::now();
         let database = self.shared.config.database.as_str();
-        let deadline = started + self.shared.config.wait_connected;
+        let deadline = Instant::now() + self.shared.config.wait_connected;
         // A large transaction can keep the server busy, and silent, for longer than the
         // probe allows on a loaded machine; a probe timeout would then cost a full re-dump
         // (a standalone server keeps no history). Its own timeout bounds the wait.
@@ -254,12 +253,13 @@ impl Client {
             let write = |out: &mut Vec<u8>| write_transact_params(out, database, ops);
             match conn.send_encoded("transact", ops.len() * ENCODED_OP_BYTES, write, patient) {
                 Ok(rx) => {
+                    // The reply's deadline counts from the send, not from the wait for a
+                    // connection before it.
                     return Ok(Sent {
                         rx,
-                        started,
-                        sent: Instant::now(),
+                        started: Instant::now(),
                         timeout: self.shared.config.transact_timeout,
-                    })
+                    });
                 }
                 Err(_) => continue, // died before we sent: nothing sent, wait for the next one
             }

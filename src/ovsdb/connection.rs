@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
 use super::error::Error;
-use super::jsonrpc::{decode, encode, FrameDecoder, Message};
+use super::jsonrpc::{decode_incoming, encode, raw_to_value, FrameDecoder, Incoming, Message};
 use super::remote::Stream;
 
 /// Why a call got no result.
@@ -50,11 +51,14 @@ impl std::fmt::Display for CallError {
 }
 
 pub type CallResult = Result<Value, CallError>;
-/// Runs in the reader task with the reply, before the caller sees it; an error closes the
-/// connection (the caller then sees the reply, and the connection's end).
-pub type ReplyHook = Box<dyn FnOnce(&CallResult) -> Result<(), Error> + Send>;
-/// Runs in the reader task for each notification; an error closes the connection.
-pub type NotificationHandler = Box<dyn FnMut(&str, Value) -> Result<(), Error> + Send>;
+/// Runs in the reader task with the reply's result as raw JSON text (to be parsed straight
+/// into typed values: no `Value` tree), before the caller sees the reply; an error closes the
+/// connection (the caller then sees the reply, and the connection's end). A hooked reply's
+/// result goes to the hook only: its caller gets `Ok(Value::Null)` or the error.
+pub type ReplyHook = Box<dyn FnOnce(Result<&RawValue, &CallError>) -> Result<(), Error> + Send>;
+/// Runs in the reader task for each notification, with its method and raw `params`; an error
+/// closes the connection.
+pub type NotificationHandler = Box<dyn FnMut(&str, &RawValue) -> Result<(), Error> + Send>;
 
 struct Waiter {
     tx: oneshot::Sender<CallResult>,
@@ -318,11 +322,11 @@ impl Inner {
         };
         self.closed.cancel();
         for (_, w) in waiters {
-            let r = Err(CallError::Closed(reason.to_owned()));
+            let e = CallError::Closed(reason.to_owned());
             if let Some(h) = w.hook {
-                let _ = h(&r);
+                let _ = h(Err(&e));
             }
-            let _ = w.tx.send(r);
+            let _ = w.tx.send(Err(e));
         }
     }
 
@@ -412,11 +416,12 @@ fn release_freed_memory_soon() {
 /// A large message being handled on a blocking thread.
 type Job = tokio::task::JoinHandle<Result<(), Error>>;
 
-/// A message waiting for its turn (notifications and replies are handled in arrival order).
+/// A frame waiting for its turn (notifications and replies are handled in arrival order).
 enum Queued {
-    Decoded(Message),
-    /// Large: decoded by the blocking job that handles it.
-    Raw(Bytes),
+    /// Small: handled in the reader task.
+    Small(Bytes),
+    /// Large: handled by a blocking job.
+    Large(Bytes),
 }
 
 async fn reader(
@@ -444,16 +449,16 @@ async fn reader(
                 Err(e) => return Error::Protocol(e.to_string()),
             };
             if frame.len() >= OFFLOAD_BYTES {
-                queue.push_back(Queued::Raw(frame));
+                queue.push_back(Queued::Large(frame));
                 continue;
             }
-            match decode(&frame) {
-                Ok(Message::Request { method, params, id }) if method == "echo" => {
-                    inner.reply(&id, params)
+            match decode_incoming(&frame) {
+                Ok(Incoming::Request { method, params, id }) if method == "echo" => {
+                    inner.reply(&id, raw_to_value(params))
                 }
                 // Our probe's reply ("echo"): its arrival already counted as activity.
-                Ok(Message::Response { id, .. }) if !id.is_u64() => {}
-                Ok(m) => queue.push_back(Queued::Decoded(m)),
+                Ok(Incoming::Response { id, .. }) if !id.is_u64() => {}
+                Ok(_) => queue.push_back(Queued::Small(frame)),
                 Err(e) => return Error::Protocol(e.to_string()),
             }
         }
@@ -462,23 +467,22 @@ async fn reader(
         while job.is_none() {
             match queue.pop_front() {
                 None => break,
-                Some(Queued::Decoded(m)) => {
-                    if let Err(e) = dispatch(m, inner, &mut lock(&handler)) {
+                Some(Queued::Small(frame)) => {
+                    if let Err(e) = dispatch(&frame, inner, &mut lock(&handler)) {
                         return e;
                     }
                 }
-                Some(Queued::Raw(frame)) => {
+                Some(Queued::Large(frame)) => {
                     inner.handling(true);
                     let (inner, handler) = (inner.clone(), handler.clone());
                     *job = Some(tokio::task::spawn_blocking(move || {
-                        let len = frame.len();
-                        let m = decode(&frame).map_err(|e| Error::Protocol(e.to_string()));
-                        // The raw bytes are not needed while the decoded message is applied.
-                        drop(frame);
-                        let handled = dispatch(m?, &inner, &mut lock(&handler));
-                        if len >= TRIM_BYTES {
-                            // The update's JSON tree is freed by now; the trim runs on its
-                            // own blocking task, so what is queued behind does not wait.
+                        // Parsed straight from the frame's bytes into typed rows: the frame is
+                        // the only copy of the message held meanwhile.
+                        let handled = dispatch(&frame, &inner, &mut lock(&handler));
+                        if frame.len() >= TRIM_BYTES {
+                            drop(frame);
+                            // What applying it freed goes back to the system; the trim runs
+                            // on its own blocking task, so what is queued behind does not wait.
                             release_freed_memory_soon();
                         }
                         handled
@@ -546,15 +550,16 @@ fn lock(h: &Mutex<NotificationHandler>) -> std::sync::MutexGuard<'_, Notificatio
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn dispatch(msg: Message, inner: &Inner, handler: &mut NotificationHandler) -> Result<(), Error> {
+fn dispatch(frame: &[u8], inner: &Inner, handler: &mut NotificationHandler) -> Result<(), Error> {
+    let msg = decode_incoming(frame).map_err(|e| Error::Protocol(e.to_string()))?;
     match msg {
-        Message::Request { method, params, id } if method == "echo" => {
+        Incoming::Request { method, params, id } if method == "echo" => {
             // Only a large echo comes this way: it waited its turn (harmless).
-            inner.reply(&id, params);
+            inner.reply(&id, raw_to_value(params));
             Ok(())
         }
-        Message::Request { method, id, .. } => {
-            warn!(method, "server sent a request we do not know");
+        Incoming::Request { method, id, .. } => {
+            warn!(%method, "server sent a request we do not know");
             let msg = Message::Response {
                 id,
                 result: Value::Null,
@@ -563,8 +568,8 @@ fn dispatch(msg: Message, inner: &Inner, handler: &mut NotificationHandler) -> R
             let _ = inner.out.send(encode(&msg));
             Ok(())
         }
-        Message::Notification { method, params } => handler(&method, params),
-        Message::Response { id, result, error } => {
+        Incoming::Notification { method, params } => handler(&method, params),
+        Incoming::Response { id, result } => {
             let Some(n) = id.as_u64() else {
                 return Ok(()); // our probe's reply ("echo"): its arrival already counted
             };
@@ -578,14 +583,14 @@ fn dispatch(msg: Message, inner: &Inner, handler: &mut NotificationHandler) -> R
                 debug!(id = n, "reply to an unknown or abandoned request");
                 return Ok(());
             };
-            let r = if error.is_null() {
-                Ok(result)
-            } else {
-                Err(CallError::Rpc(error))
-            };
-            let hooked = match w.hook {
-                Some(h) => h(&r),
-                None => Ok(()),
+            let result = result.map_err(CallError::Rpc);
+            let (r, hooked) = match (w.hook, result) {
+                (Some(h), Ok(raw)) => (Ok(Value::Null), h(Ok(raw))),
+                (Some(h), Err(e)) => {
+                    let hooked = h(Err(&e));
+                    (Err(e), hooked)
+                }
+                (None, result) => (result.map(raw_to_value), Ok(())),
             };
             let _ = w.tx.send(r);
             hooked

@@ -96,6 +96,10 @@ pub enum OvsdbErrorKind {
     UnknownMethod,
     SyntaxError,
     NotLeader,
+    /// The server answered a pending request with "canceled" instead of running it to its
+    /// end: the database was converted or removed under it (`ovsdb/trigger.c`, e.g. during
+    /// an OVN upgrade). Transient, as ovsdb-idl's TRY_AGAIN: re-read and send again.
+    Canceled,
     Other,
 }
 
@@ -117,6 +121,7 @@ impl OvsdbErrorKind {
                 Self::SyntaxError
             }
             "not leader" => Self::NotLeader,
+            "canceled" => Self::Canceled,
             _ => Self::Other,
         }
     }
@@ -137,6 +142,7 @@ impl OvsdbErrorKind {
             Self::UnknownMethod => "unknown_method",
             Self::SyntaxError => "syntax_error",
             Self::NotLeader => "not_leader",
+            Self::Canceled => "canceled",
             Self::Other => "other",
         }
     }

@@ -11,16 +11,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::cache::{Types, UpdateError, UpdateFormat};
-use super::connection::{
-    release_freed_memory, CallError, CallResult, Connection, NotificationHandler,
-};
+use super::connection::{release_freed_memory, CallError, Connection, NotificationHandler};
 use super::error::{Error, OvsdbError, OvsdbErrorKind};
+use super::jsonrpc::raw_to_value;
 use super::model::Table;
 use super::remote::Remote;
 use super::schema::DatabaseSchema;
@@ -71,8 +71,9 @@ impl Monitors {
     pub(super) fn handler(&self, shared: &Arc<Shared>) -> NotificationHandler {
         let (shared, state, types) = (shared.clone(), self.state.clone(), self.types.clone());
         let canceled = self.canceled.clone();
-        Box::new(move |method: &str, params: Value| {
+        Box::new(move |method: &str, params: &RawValue| {
             if method == "monitor_canceled" {
+                let params = raw_to_value(params);
                 let id = params.get(0).and_then(Value::as_str).unwrap_or_default();
                 state.lock().unwrap_or_else(|e| e.into_inner()).nb_ready &= id != NB_MONITOR_ID;
                 let _ = canceled.send(id.to_owned());
@@ -220,7 +221,7 @@ async fn monitor_nb(
             );
             let method = method.to_owned();
             let closed = conn.closed_token();
-            Box::new(move |r: &CallResult| match r {
+            Box::new(move |r: Result<&RawValue, &CallError>| match r {
                 Ok(v) => install(&shared, &monitor, &types, &remote, &method, v, &closed),
                 Err(_) => Ok(()),
             })
@@ -233,14 +234,11 @@ async fn monitor_nb(
             .await
             .unwrap_or_else(|_| Err(CallError::Closed("connection ended".into())));
         match reply {
-            Ok(dump) => {
-                // The hook installed the dump; its JSON tree (several times the dump's size)
-                // is freed, then the heap trimmed, on a blocking thread: both take long on a
-                // large heap, and neither may hold up the async workers or the reader.
-                tokio::task::spawn_blocking(move || {
-                    drop(dump);
-                    release_freed_memory();
-                });
+            Ok(_) => {
+                // The hook installed the dump, parsed straight from its bytes; what the
+                // parse freed (and a replaced replica) goes back to the system, on a blocking
+                // thread: trimming a large heap takes long and must not hold up anyone.
+                tokio::task::spawn_blocking(release_freed_memory);
                 return Ok(());
             }
             Err(CallError::Rpc(e))
@@ -263,15 +261,18 @@ fn install(
     types: &Types,
     remote: &Remote,
     method: &str,
-    reply: &Value,
+    reply: &RawValue,
     closed: &CancellationToken,
 ) -> Result<(), Error> {
     let (found, txn, updates, format) = match method {
         "monitor_cond_since" => {
-            let a = reply.as_array().map(Vec::as_slice);
-            let Some([found, txn, updates]) = a else {
+            // `[found, last_txn_id, table-updates]`; the updates stay raw text for the cache.
+            let parsed: Result<(Value, Value, &RawValue), _> = serde_json::from_str(reply.get());
+            let Ok((found, txn, updates)) = parsed else {
+                // The first 200 characters (a byte cut could split a multi-byte character).
+                let head: String = reply.get().chars().take(200).collect();
                 return Err(Error::Protocol(format!(
-                    "bad monitor_cond_since reply: {reply}"
+                    "bad monitor_cond_since reply: {head}"
                 )));
             };
             (
@@ -288,11 +289,11 @@ fn install(
     let applied = shared.update_replica(|cache| {
         if found {
             // The server sent only what changed since our last_txn_id: our cache stays.
-            return cache.apply(types, format, updates);
+            return cache.apply(types, format, updates.get());
         }
         // A fresh dump replaces the cache, published at once with all its rows.
         let mut fresh = cache.empty_like();
-        fresh.apply(types, format, updates)?;
+        fresh.apply(types, format, updates.get())?;
         let changes = if in_place {
             cache.changes_to(&fresh)
         } else {
@@ -346,12 +347,17 @@ fn on_notification(
     monitor: &Mutex<MonitorState>,
     types: &Types,
     method: &str,
-    params: Value,
+    params: &RawValue,
 ) -> Result<(), Error> {
-    let p = params.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let (id, txn, updates) = match (method, p) {
-        ("update" | "update2", [id, u]) => (id, None, u),
-        ("update3", [id, txn, u]) => (id, txn.as_str(), u),
+    // `[monitor id, (last txn id,) table-updates]`; the updates stay raw text for the cache.
+    let p: Vec<&RawValue> = serde_json::from_str(params.get()).unwrap_or_default();
+    let (id, txn, updates) = match (method, p.as_slice()) {
+        ("update" | "update2", [id, u]) => (raw_to_value(id), None, *u),
+        ("update3", [id, txn, u]) => (
+            raw_to_value(id),
+            raw_to_value(txn).as_str().map(str::to_owned),
+            *u,
+        ),
         _ => {
             debug!(method, "ignoring notification");
             return Ok(());
@@ -359,7 +365,7 @@ fn on_notification(
     };
     let mut s = monitor.lock().unwrap_or_else(|e| e.into_inner());
     if id == SERVER_MONITOR_ID {
-        apply_server_update(&mut s.server_rows, updates);
+        apply_server_update(&mut s.server_rows, &raw_to_value(updates));
         return check_server(shared, &s.server_rows);
     }
     if id != NB_MONITOR_ID || !s.nb_ready {
@@ -369,12 +375,12 @@ fn on_notification(
     let format = s.format;
     drop(s);
     let (changes, rows) = shared
-        .update_replica(|cache| cache.apply(types, format, updates))
+        .update_replica(|cache| cache.apply(types, format, updates.get()))
         .map_err(|e| distrust(shared, e))?;
     // Every update moves the count, not only a full sync.
     metrics::gauge!(crate::metrics::OVSDB_CACHE_ROWS).set(rows as f64);
     if let Some(t) = txn {
-        *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.to_owned());
+        *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
     }
     shared.version.send_modify(|v| *v += 1);
     if !changes.is_empty() {
@@ -516,7 +522,7 @@ mod tests {
     #[test]
     fn a_reply_installed_for_a_dead_connection_is_kept_but_not_announced() {
         let remote = Remote::parse("tcp:127.0.0.1:1").unwrap();
-        let reply = json!([false, "t9", {}]);
+        let reply = RawValue::from_string(json!([false, "t9", {}]).to_string()).unwrap();
         let install_into = |s: &Shared, closed: &CancellationToken| {
             let (m, _) = Monitors::new();
             let r = install(

@@ -3,8 +3,15 @@
 //! Owns bytes ⇄ [`Message`]. No I/O, no state beyond the partial input: the connection feeds
 //! whatever it read and takes out complete messages. The scanner tracks object depth and
 //! string/escape state incrementally, so a large reply arriving in many reads is scanned once.
+//! What the server sends is decoded as an [`Incoming`]: the envelope only, with `params`,
+//! `result` and `error` left as raw JSON text borrowed from the frame, for whoever knows their
+//! shape to parse straight into typed values (a 19 MB dump never becomes a `Value` tree).
+
+use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// One decoded JSON-RPC message.
@@ -177,6 +184,82 @@ pub fn decode(frame: &[u8]) -> Result<Message, FrameError> {
     }
 }
 
+/// A message as received: the envelope decoded, its payload still raw JSON borrowed from the
+/// frame (no copy, no tree).
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    Request {
+        method: Cow<'a, str>,
+        params: &'a RawValue,
+        id: Value,
+    },
+    Notification {
+        method: Cow<'a, str>,
+        params: &'a RawValue,
+    },
+    Response {
+        id: Value,
+        /// `Err` holds the error object when it is not `null`.
+        result: Result<&'a RawValue, Value>,
+    },
+}
+
+/// The raw JSON `null`.
+pub fn raw_null() -> &'static RawValue {
+    // A fixed, valid JSON text: cannot fail.
+    serde_json::from_str("null").expect("null is JSON")
+}
+
+/// Parses a raw payload into a `Value` (small payloads: echo params, error objects, ids).
+pub fn raw_to_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// Decodes one complete JSON object's envelope, leaving its payload raw (see [`Incoming`]).
+pub fn decode_incoming(frame: &[u8]) -> Result<Incoming<'_>, FrameError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default)]
+        method: Option<Cow<'a, str>>,
+        #[serde(default)]
+        id: Option<Value>,
+        #[serde(borrow, default)]
+        params: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        result: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        error: Option<&'a RawValue>,
+    }
+    let e: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| {
+        if e.is_data() {
+            FrameError::NotJsonRpc(e.to_string())
+        } else {
+            FrameError::Json(e.to_string())
+        }
+    })?;
+    let params = match e.params {
+        Some(p) => p,
+        None => raw_null(),
+    };
+    match (e.method, e.id) {
+        (Some(method), None) => Ok(Incoming::Notification { method, params }),
+        (Some(method), Some(id)) => Ok(Incoming::Request { method, params, id }),
+        (None, Some(id)) if e.result.is_some() || e.error.is_some() => {
+            let result = match e.error {
+                Some(err) if err.get() != "null" => Err(raw_to_value(err)),
+                _ => Ok(match e.result {
+                    Some(r) => r,
+                    None => raw_null(),
+                }),
+            };
+            Ok(Incoming::Response { id, result })
+        }
+        _ => Err(FrameError::NotJsonRpc(
+            "neither a request nor a response".into(),
+        )),
+    }
+}
+
 /// Encodes a message (never fails: `Value`s always serialize).
 pub fn encode(msg: &Message) -> Vec<u8> {
     let v = match msg {
@@ -280,6 +363,53 @@ mod tests {
         assert!(matches!(
             d.next_message(),
             Ok(Some(Message::Response { .. }))
+        ));
+    }
+
+    /// The envelope as [`decode`] reads it, the payload left raw; `null` ids are notifications.
+    #[test]
+    fn incoming_envelopes() {
+        let n = br#"{"id":null,"method":"update2","params":[null,{"t":{"u":{"delete":null}}}]}"#;
+        match decode_incoming(n).unwrap() {
+            Incoming::Notification { method, params } => {
+                assert_eq!(method, "update2");
+                assert_eq!(params.get(), r#"[null,{"t":{"u":{"delete":null}}}]"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_incoming(br#"{"params":[1],"id":"echo","method":"echo"}"#).unwrap() {
+            Incoming::Request { method, params, id } => {
+                assert_eq!(
+                    (method.as_ref(), params.get(), id),
+                    ("echo", "[1]", json!("echo"))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_incoming(br#"{"result":{"a":[1]},"error":null,"id":3}"#).unwrap() {
+            Incoming::Response { id, result } => {
+                assert_eq!(id, json!(3));
+                assert_eq!(result.unwrap().get(), r#"{"a":[1]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_incoming(br#"{"error":{"error":"x"},"result":null,"id":4}"#).unwrap() {
+            Incoming::Response { result, .. } => {
+                assert_eq!(result.unwrap_err(), json!({"error": "x"}))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_incoming(b"{\"x\":1}"),
+            Err(FrameError::NotJsonRpc(_))
+        ));
+        assert!(matches!(
+            decode_incoming(b"{\"id\":1,,}"),
+            Err(FrameError::Json(_))
+        ));
+        assert!(matches!(
+            decode_incoming(br#"{"method":5,"id":null}"#),
+            Err(FrameError::NotJsonRpc(_))
         ));
     }
 

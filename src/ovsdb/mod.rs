@@ -10,7 +10,8 @@
 //! - [`values`]: typed atoms, data and rows; their JSON encoding.
 //! - [`ops`]: typed operations, conditions, mutations; decoding `transact` results.
 //! - [`schema`]: the server's schema and checking it against our models.
-//! - [`model`]: typed NB rows.
+//! - [`model`]: typed NB rows; [`strmap`]: their compact `{string: string}` map columns.
+//! - `updates`: monitor updates parsed straight from the wire's text into row operations.
 //! - [`cache`]: the replica, its indexes and update application.
 //! - `handshake`: on each new connection, schema check, leader check, monitor setup; then the
 //!   update handler that feeds the cache.
@@ -30,7 +31,9 @@ pub mod ops;
 pub mod remote;
 pub mod schema;
 mod state;
+pub mod strmap;
 pub mod tls;
+mod updates;
 pub mod values;
 
 pub use cache::{ChangeKind, NbCache, RowChange};
@@ -41,5 +44,6 @@ pub use model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Mode
 pub use ops::{Condition, Function, Mutation, Mutator, Operation, OperationResult, WaitUntil};
 pub use remote::Remote;
 pub use state::{CacheEvent, ClientConfig, ConnectionState};
+pub use strmap::StrMap;
 pub use tls::TlsFiles;
 pub use values::{Atom, Datum, Row};

@@ -3,11 +3,10 @@
 //! Owns the list of modelled columns per table (what we monitor and check in the schema).
 //! No peering rules here: these are plain mirrors of NB rows.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use super::schema::{AtomicType as T, ColumnSpec};
+use super::strmap::StrMap;
 use super::values::{Atom, Datum, Row};
 
 /// A row type the cache can hold.
@@ -17,11 +16,15 @@ pub trait Model: Clone + Default + PartialEq + std::fmt::Debug + Send + Sync + '
     const COLUMNS: &'static [ColumnSpec];
     fn uuid(&self) -> Uuid;
     fn set_uuid(&mut self, uuid: Uuid);
-    fn external_ids(&self) -> &BTreeMap<String, String>;
+    fn external_ids(&self) -> &StrMap;
     /// The current value of a modelled column.
     fn get(&self, column: &str) -> Option<Datum>;
     /// Sets a modelled column from its full value; unknown columns are ignored.
     fn set(&mut self, column: &str, value: Datum) -> Result<(), String>;
+    /// Applies an `update2` diff (sorted and deduplicated) to a modelled set or map column, in
+    /// place: a set's elements are toggled (symmetric difference); a map's pair equal to one
+    /// held removes it, another value replaces, a new key adds.
+    fn apply_diff(&mut self, column: &str, diff: Datum) -> Result<(), String>;
 
     /// All modelled columns, e.g. for an `insert` (refer to other new rows by editing the result).
     fn to_row(&self) -> Row {
@@ -77,8 +80,8 @@ pub struct LogicalRouter {
     pub name: String,
     pub ports: Vec<Uuid>,
     pub static_routes: Vec<Uuid>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
+    pub options: StrMap,
+    pub external_ids: StrMap,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,8 +95,8 @@ pub struct LogicalRouterPort {
     pub enabled: Option<bool>,
     pub gateway_chassis: Vec<Uuid>,
     pub ha_chassis_group: Option<Uuid>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
+    pub options: StrMap,
+    pub external_ids: StrMap,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,8 +111,8 @@ pub struct LogicalRouterStaticRoute {
     pub route_table: String,
     /// Weak reference to a `BFD` row.
     pub bfd: Option<Uuid>,
-    pub options: BTreeMap<String, String>,
-    pub external_ids: BTreeMap<String, String>,
+    pub options: StrMap,
+    pub external_ids: StrMap,
 }
 
 // ---- conversions between column values and fields ----
@@ -162,7 +165,7 @@ fn opt_bool(d: Datum) -> Result<Option<bool>, String> {
         other => Err(format!("expected an optional boolean, got {other:?}")),
     }
 }
-fn string_map(d: Datum) -> Result<BTreeMap<String, String>, String> {
+fn string_pairs(d: Datum) -> Result<Vec<(String, String)>, String> {
     match d {
         Datum::Map(pairs) => pairs
             .into_iter()
@@ -171,9 +174,30 @@ fn string_map(d: Datum) -> Result<BTreeMap<String, String>, String> {
                 other => Err(format!("expected string pairs, got {other:?}")),
             })
             .collect(),
-        Datum::Set(v) if v.is_empty() => Ok(BTreeMap::new()),
+        Datum::Set(v) if v.is_empty() => Ok(Vec::new()),
         Datum::Set(_) => Err("expected a map, got a set".into()),
     }
+}
+fn string_map(d: Datum) -> Result<StrMap, String> {
+    string_pairs(d).map(StrMap::from_iter)
+}
+
+/// Applies an `update2` set diff in place: each element of `diff` is removed when held, added
+/// when not. `set` is sorted and stays so (a modify of one hub router's 10,000 ports costs a
+/// binary search and a move, not a copy of the set).
+fn toggle<T: Ord>(set: &mut Vec<T>, diff: Vec<T>) {
+    for x in diff {
+        match set.binary_search(&x) {
+            Ok(i) => {
+                set.remove(i);
+            }
+            Err(i) => set.insert(i, x),
+        }
+    }
+}
+fn map_diff(m: &mut StrMap, d: Datum) -> Result<(), String> {
+    m.apply_diff(string_pairs(d)?);
+    Ok(())
 }
 
 fn d_str(s: &str) -> Datum {
@@ -188,8 +212,8 @@ fn d_strs(v: &[String]) -> Datum {
 fn d_uuids(v: &[Uuid]) -> Datum {
     Datum::set(v.iter().copied())
 }
-fn d_map(m: &BTreeMap<String, String>) -> Datum {
-    Datum::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+fn d_map(m: &StrMap) -> Datum {
+    Datum::map(m.iter().map(|(k, v)| (k, v.as_str())))
 }
 
 impl Model for LogicalRouter {
@@ -207,7 +231,7 @@ impl Model for LogicalRouter {
     fn set_uuid(&mut self, uuid: Uuid) {
         self.uuid = uuid;
     }
-    fn external_ids(&self) -> &BTreeMap<String, String> {
+    fn external_ids(&self) -> &StrMap {
         &self.external_ids
     }
     fn get(&self, column: &str) -> Option<Datum> {
@@ -231,6 +255,15 @@ impl Model for LogicalRouter {
         }
         Ok(())
     }
+    fn apply_diff(&mut self, column: &str, d: Datum) -> Result<(), String> {
+        match column {
+            "ports" => uuids(d).map(|d| toggle(&mut self.ports, d)),
+            "static_routes" => uuids(d).map(|d| toggle(&mut self.static_routes, d)),
+            "options" => map_diff(&mut self.options, d),
+            "external_ids" => map_diff(&mut self.external_ids, d),
+            _ => Err("not a set or map column".into()),
+        }
+    }
 }
 
 impl Model for LogicalRouterPort {
@@ -252,7 +285,7 @@ impl Model for LogicalRouterPort {
     fn set_uuid(&mut self, uuid: Uuid) {
         self.uuid = uuid;
     }
-    fn external_ids(&self) -> &BTreeMap<String, String> {
+    fn external_ids(&self) -> &StrMap {
         &self.external_ids
     }
     fn get(&self, column: &str) -> Option<Datum> {
@@ -284,6 +317,15 @@ impl Model for LogicalRouterPort {
         }
         Ok(())
     }
+    fn apply_diff(&mut self, column: &str, d: Datum) -> Result<(), String> {
+        match column {
+            "networks" => strings(d).map(|d| toggle(&mut self.networks, d)),
+            "gateway_chassis" => uuids(d).map(|d| toggle(&mut self.gateway_chassis, d)),
+            "options" => map_diff(&mut self.options, d),
+            "external_ids" => map_diff(&mut self.external_ids, d),
+            _ => Err("not a set or map column".into()),
+        }
+    }
 }
 
 impl Model for LogicalRouterStaticRoute {
@@ -304,7 +346,7 @@ impl Model for LogicalRouterStaticRoute {
     fn set_uuid(&mut self, uuid: Uuid) {
         self.uuid = uuid;
     }
-    fn external_ids(&self) -> &BTreeMap<String, String> {
+    fn external_ids(&self) -> &StrMap {
         &self.external_ids
     }
     fn get(&self, column: &str) -> Option<Datum> {
@@ -334,6 +376,13 @@ impl Model for LogicalRouterStaticRoute {
         }
         Ok(())
     }
+    fn apply_diff(&mut self, column: &str, d: Datum) -> Result<(), String> {
+        match column {
+            "options" => map_diff(&mut self.options, d),
+            "external_ids" => map_diff(&mut self.external_ids, d),
+            _ => Err("not a set or map column".into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -351,8 +400,8 @@ mod tests {
             enabled: Some(false),
             gateway_chassis: vec![Uuid::from_u128(3)],
             ha_chassis_group: None,
-            options: BTreeMap::from([("a".into(), "b".into())]),
-            external_ids: BTreeMap::new(),
+            options: StrMap::from([("a", "b")]),
+            external_ids: StrMap::new(),
         };
         let mut q = LogicalRouterPort::default();
         for (c, v) in p.to_row() {
@@ -361,5 +410,37 @@ mod tests {
         assert_eq!(p, q);
         assert!(q.set("name", Datum::empty_set()).is_err());
         assert!(q.set("options", Datum::set(["x"])).is_err());
+    }
+
+    /// Set and map diffs in place: toggled elements, removed/replaced/added pairs, sorted.
+    #[test]
+    fn diffs_in_place() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut r = LogicalRouter {
+            ports: vec![a, b],
+            external_ids: StrMap::from([("k1", "v1"), ("k2", "v2"), ("k3", "v3")]),
+            ..Default::default()
+        };
+        r.apply_diff("ports", Datum::set([b, c])).unwrap();
+        assert_eq!(r.ports, vec![a, c]);
+        r.apply_diff(
+            "external_ids",
+            Datum::map([("k1", "v1"), ("k2", "new"), ("k4", "v4")]),
+        )
+        .unwrap();
+        assert_eq!(
+            r.external_ids,
+            StrMap::from([("k2", "new"), ("k3", "v3"), ("k4", "v4")])
+        );
+        r.apply_diff("options", Datum::empty_set()).unwrap();
+        assert!(r.apply_diff("ports", Datum::map([("k", "v")])).is_err());
+        assert!(r.apply_diff("name", Datum::set(["x"])).is_err());
+        let mut p = LogicalRouterPort {
+            networks: vec!["".into()],
+            ..Default::default()
+        };
+        p.apply_diff("networks", Datum::set(["", "a", "b"]))
+            .unwrap();
+        assert_eq!(p.networks, vec!["a", "b"]);
     }
 }

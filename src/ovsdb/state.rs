@@ -205,14 +205,14 @@ pub(super) mod tests {
             "Logical_Router": {&router: {"insert": {}}},
             "Logical_Router_Port": {"not-a-uuid": {"insert": {}}},
         });
-        let r = s.update_replica(|c| c.apply(&types, UpdateFormat::V2, &half));
+        let r = s.update_replica(|c| c.apply(&types, UpdateFormat::V2, &half.to_string()));
         assert!(r.is_err());
         assert!(s.snapshot().is_empty(), "half an update was published");
 
         let before = s.snapshot();
         let whole = serde_json::json!({"Logical_Router": {&router: {"insert": {}}}});
         let (_, rows) = s
-            .update_replica(|c| c.apply(&types, UpdateFormat::V2, &whole))
+            .update_replica(|c| c.apply(&types, UpdateFormat::V2, &whole.to_string()))
             .unwrap();
         assert_eq!((rows, s.snapshot().len()), (1, 1));
         assert!(before.is_empty(), "an older snapshot changed");

@@ -1,11 +1,15 @@
 //! Typed OVSDB values (RFC 7047 §5.1): atoms, data (sets and maps) and rows, with their JSON
 //! encoding and decoding.
 //!
-//! Pure data and functions: no I/O, no knowledge of NB tables.
+//! Pure data and functions: no I/O, no knowledge of NB tables. Decoding comes two ways: from a
+//! `serde_json::Value` (`from_json`, for small replies) and straight from the wire's bytes
+//! (`Deserialize`, for monitor updates: no JSON tree in between). Both accept the same inputs.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -217,6 +221,145 @@ impl<A: Into<Atom>> From<A> for Datum {
 /// Column name → value, as written in `insert`/`update` and `wait` rows.
 pub type Row = BTreeMap<String, Datum>;
 
+// ---- decoding straight from the wire (RFC 7047 §5.1 notation) ----
+
+/// The tag that opens an array-shaped value.
+enum Tag {
+    Uuid,
+    NamedUuid,
+    Set,
+    Map,
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"uuid\", \"named-uuid\", \"set\" or \"map\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Tag, E> {
+                Ok(match s {
+                    "uuid" => Tag::Uuid,
+                    "named-uuid" => Tag::NamedUuid,
+                    "set" => Tag::Set,
+                    "map" => Tag::Map,
+                    other => return Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A uuid written as a string, parsed without an intermediate `String`.
+pub(super) struct UuidStr(pub Uuid);
+
+impl<'de> Deserialize<'de> for UuidStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = UuidStr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a uuid string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<UuidStr, E> {
+                Uuid::parse_str(s)
+                    .map(UuidStr)
+                    .map_err(|e| E::custom(format!("bad uuid {s:?}: {e}")))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The second and last element of a tagged array.
+fn tagged_body<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(mut seq: A) -> Result<T, A::Error> {
+    let body = seq
+        .next_element()?
+        .ok_or_else(|| de::Error::invalid_length(1, &"a two-element array"))?;
+    if seq.next_element::<IgnoredAny>()?.is_some() {
+        return Err(de::Error::invalid_length(3, &"a two-element array"));
+    }
+    Ok(body)
+}
+
+/// Scalar atoms, shared by [`Atom`]'s and [`Datum`]'s visitors.
+macro_rules! visit_scalar_atoms {
+    ($wrap:expr) => {
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            Ok($wrap(Atom::Boolean(b)))
+        }
+        fn visit_i64<E: de::Error>(self, i: i64) -> Result<Self::Value, E> {
+            Ok($wrap(Atom::Integer(i)))
+        }
+        fn visit_u64<E: de::Error>(self, u: u64) -> Result<Self::Value, E> {
+            Ok($wrap(match i64::try_from(u) {
+                Ok(i) => Atom::Integer(i),
+                Err(_) => Atom::Real(u as f64),
+            }))
+        }
+        fn visit_f64<E: de::Error>(self, r: f64) -> Result<Self::Value, E> {
+            Ok($wrap(Atom::Real(r)))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok($wrap(Atom::String(s.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok($wrap(Atom::String(s)))
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for Atom {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Atom;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an OVSDB atom")
+            }
+            visit_scalar_atoms!(|a| a);
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Atom, A::Error> {
+                match seq.next_element::<Tag>()? {
+                    Some(Tag::Uuid) => tagged_body::<_, UuidStr>(seq).map(|u| Atom::Uuid(u.0)),
+                    Some(Tag::NamedUuid) => tagged_body(seq).map(Atom::NamedUuid),
+                    _ => Err(de::Error::custom("not an atom")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Datum {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Datum;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an OVSDB value (atom, set or map)")
+            }
+            visit_scalar_atoms!(|a| Datum::Set(vec![a]));
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Datum, A::Error> {
+                match seq.next_element::<Tag>()? {
+                    Some(Tag::Uuid) => {
+                        tagged_body::<_, UuidStr>(seq).map(|u| Datum::Set(vec![Atom::Uuid(u.0)]))
+                    }
+                    Some(Tag::NamedUuid) => {
+                        tagged_body(seq).map(|n| Datum::Set(vec![Atom::NamedUuid(n)]))
+                    }
+                    Some(Tag::Set) => tagged_body(seq).map(Datum::Set),
+                    Some(Tag::Map) => tagged_body(seq).map(Datum::Map),
+                    None => Err(de::Error::invalid_length(0, &"a tagged array")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +385,44 @@ mod tests {
         }
         assert!(Datum::from_json(&json!({"x": 1})).is_err());
         assert!(Datum::from_json(&json!(["uuid", "nope"])).is_err());
+    }
+
+    /// Straight from the wire's text: the same values as through a `Value`, the same refusals.
+    #[test]
+    fn datum_from_wire_text() {
+        let u = Uuid::from_u128(7);
+        for d in [
+            Datum::from("a\"b"),
+            Datum::from(-3i64),
+            Datum::from(true),
+            Datum::Set(vec![Atom::Real(1.5)]),
+            Datum::from(u),
+            Datum::named_uuid("row1"),
+            Datum::empty_set(),
+            Datum::set(["a", "b"]),
+            Datum::set([u, Uuid::nil()]),
+            Datum::empty_map(),
+            Datum::map([("k", "v"), ("k2", "v2")]),
+            Datum::Map(vec![(Atom::Integer(1), Atom::Uuid(u))]),
+        ] {
+            let text = d.to_json().to_string();
+            let got: Datum = serde_json::from_str(&text).unwrap();
+            assert_eq!(got, d, "{text}");
+            assert_eq!(got, Datum::from_json(&d.to_json()).unwrap(), "{text}");
+        }
+        for bad in [
+            r#"{"x": 1}"#,
+            r#"["uuid", "nope"]"#,
+            r#"["uuid", "00000000-0000-0000-0000-000000000000", 1]"#,
+            r#"["set"]"#,
+            r#"["bogus", []]"#,
+            r#"["set", [{"x": 1}]]"#,
+            r#"["map", [["k"]]]"#,
+            r#"null"#,
+        ] {
+            assert!(serde_json::from_str::<Datum>(bad).is_err(), "{bad}");
+            let v: Value = serde_json::from_str(bad).unwrap();
+            assert!(Datum::from_json(&v).is_err(), "{bad}");
+        }
     }
 }

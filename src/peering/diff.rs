@@ -35,7 +35,8 @@ use ipnet::IpNet;
 
 use super::desired::{DesiredPeering, DesiredPort, DesiredRoute};
 use super::{
-    is_owned, RoutePolicy, GENERATION_KEY, INSTANCE_KEY, OWNER_KEY, PEERING_KEY, SIDE_KEY,
+    is_owned, ExternalIds, RoutePolicy, GENERATION_KEY, INSTANCE_KEY, OWNER_KEY, PEERING_KEY,
+    SIDE_KEY,
 };
 
 /// A `Logical_Router_Port` as NB holds it.
@@ -126,8 +127,8 @@ pub struct PortColumns<'a> {
     pub gateway_chassis: bool,
     /// Whether `ha_chassis_group` is set.
     pub ha_chassis_group: bool,
-    /// `external_ids`.
-    pub external_ids: &'a BTreeMap<String, String>,
+    /// `external_ids` (a desired row's map, or the NB replica's).
+    pub external_ids: &'a dyn ExternalIds,
 }
 
 /// The columns of a route the plan compares, borrowed (as [`PortColumns`]).
@@ -147,8 +148,8 @@ pub struct RouteColumns<'a> {
     pub has_options: bool,
     /// Whether `bfd` is set.
     pub bfd: bool,
-    /// `external_ids`.
-    pub external_ids: &'a BTreeMap<String, String>,
+    /// `external_ids` (a desired row's map, or the NB replica's).
+    pub external_ids: &'a dyn ExternalIds,
 }
 
 impl ActualPort {
@@ -655,13 +656,17 @@ const MARKER_KEYS: [&str; 5] = [
 
 /// `have` with our marker keys set as in `want`, if that changes anything.
 fn merged_ids(
-    have: &BTreeMap<String, String>,
+    have: &dyn ExternalIds,
     want: &BTreeMap<String, String>,
 ) -> Option<BTreeMap<String, String>> {
     // The common case (nothing to change) without copying the map.
-    if MARKER_KEYS.iter().all(|k| have.get(*k) == want.get(*k)) {
+    if MARKER_KEYS
+        .iter()
+        .all(|k| have.id(k) == want.get(*k).map(String::as_str))
+    {
         return None;
     }
+    let have = have.to_map();
     let mut merged = have.clone();
     for key in MARKER_KEYS {
         match want.get(key) {
@@ -669,7 +674,7 @@ fn merged_ids(
             None => merged.remove(key),
         };
     }
-    (merged != *have).then_some(merged)
+    (merged != have).then_some(merged)
 }
 
 /// Columns of our port that affect forwarding, that we never set, and that someone set by
@@ -739,7 +744,7 @@ fn normalise_addr(s: &str) -> String {
 }
 
 mod in_sync;
-pub use in_sync::{in_sync, PortRow, RouteRow, RouterId};
+pub use in_sync::{in_sync, peerings_in_sync, MarkedRow, PortRow, RouteRow, RouterId};
 
 #[cfg(test)]
 mod tests;

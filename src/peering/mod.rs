@@ -42,9 +42,26 @@ pub const GENERATION_KEY: &str = "ovn-peerd:generation";
 pub const SIDE_KEY: &str = "ovn-peerd:side";
 pub use owner::INSTANCE_KEY;
 
+/// A row's `external_ids`, however they are stored (a desired row's `BTreeMap`, the NB
+/// replica's compact map): what the ownership rules read.
+pub trait ExternalIds: std::fmt::Debug {
+    fn id(&self, key: &str) -> Option<&str>;
+    /// A plain copy (to edit, e.g. our markers merged into a row's ids).
+    fn to_map(&self) -> BTreeMap<String, String>;
+}
+
+impl ExternalIds for BTreeMap<String, String> {
+    fn id(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+    fn to_map(&self) -> BTreeMap<String, String> {
+        self.clone()
+    }
+}
+
 /// Whether a row's `external_ids` mark it as ours. Rows that are not are never changed.
-pub fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
-    external_ids.get(OWNER_KEY).map(String::as_str) == Some(OWNER_VALUE)
+pub fn is_owned(external_ids: &(impl ExternalIds + ?Sized)) -> bool {
+    external_ids.id(OWNER_KEY) == Some(OWNER_VALUE)
 }
 
 /// One of the two VPCs of a peering.

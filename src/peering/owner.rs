@@ -22,9 +22,9 @@
 //!
 //! Pure functions over plain data: no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::{OWNER_KEY, OWNER_VALUE, PEERING_KEY};
+use super::{ExternalIds, OWNER_KEY, OWNER_VALUE, PEERING_KEY};
 
 /// `external_ids` key holding the id of the deployment that wrote the row.
 pub const INSTANCE_KEY: &str = "ovn-peerd:instance";
@@ -69,17 +69,17 @@ impl Ownership {
     }
 
     /// What this deployment may do with a row carrying `ids`.
-    pub fn classify(&self, ids: &BTreeMap<String, String>) -> RowOwner {
-        if ids.get(OWNER_KEY).map(String::as_str) != Some(OWNER_VALUE) {
+    pub fn classify(&self, ids: &(impl ExternalIds + ?Sized)) -> RowOwner {
+        if ids.id(OWNER_KEY) != Some(OWNER_VALUE) {
             return RowOwner::Foreign("is not owned by ovn-peerd".into());
         }
-        match ids.get(INSTANCE_KEY) {
-            Some(i) if *i == self.instance => RowOwner::Ours,
+        match ids.id(INSTANCE_KEY) {
+            Some(i) if i == self.instance => RowOwner::Ours,
             Some(other) => RowOwner::Foreign(format!(
                 "belongs to another ovn-peerd deployment ({INSTANCE_KEY}={other})"
             )),
             None => {
-                let peering = ids.get(PEERING_KEY).map_or("", String::as_str);
+                let peering = ids.id(PEERING_KEY).unwrap_or("");
                 if self.held.contains(peering) {
                     RowOwner::Adoptable
                 } else {
@@ -94,15 +94,13 @@ impl Ownership {
 
     /// Whether the plan may change or delete a row carrying `ids`: [`Ownership::classify`]'s
     /// answer without writing a foreign row's description (a full pass asks it of every row).
-    pub fn is_ours(&self, ids: &BTreeMap<String, String>) -> bool {
-        if ids.get(OWNER_KEY).map(String::as_str) != Some(OWNER_VALUE) {
+    pub fn is_ours(&self, ids: &(impl ExternalIds + ?Sized)) -> bool {
+        if ids.id(OWNER_KEY) != Some(OWNER_VALUE) {
             return false;
         }
-        match ids.get(INSTANCE_KEY) {
-            Some(i) => *i == self.instance,
-            None => self
-                .held
-                .contains(ids.get(PEERING_KEY).map_or("", String::as_str)),
+        match ids.id(INSTANCE_KEY) {
+            Some(i) => i == self.instance,
+            None => self.held.contains(ids.id(PEERING_KEY).unwrap_or("")),
         }
     }
 }
@@ -124,6 +122,7 @@ mod tests {
     use super::*;
     use crate::peering::desired::markers;
     use crate::peering::Side;
+    use std::collections::BTreeMap;
 
     fn me() -> Ownership {
         Ownership::new("dep-a", ["p".to_string()])

@@ -11,9 +11,11 @@
 //! place with the replica's rows carrying its mark ([`in_sync`], borrowed columns, no copy);
 //! only the others, and the rows of no in-sync peering (orphans, adoptions, rows without a
 //! mark we know), are copied into [`ActualRows`] for the plan. A peering counts as in sync
-//! only when the plan itself could not tell otherwise: every row carrying its mark is ours
-//! and attached, matches one wanted row exactly, and no other desired peering wants one of
-//! its port names. Leaving its rows out of the plan then changes nothing the plan decides
+//! only when the plan itself could not tell otherwise: every row of ours carrying its mark is
+//! attached and matches one wanted row exactly, and no other desired peering wants one of its
+//! port names. Rows of another deployment carrying the same mark (blue/green deployments
+//! sharing peering names) are not the plan's and are skipped ([`peerings_in_sync`]; the
+//! property `prop_in_sync_selection_changes_no_plan` checks the selection against the plan). Leaving its rows out of the plan then changes nothing the plan decides
 //! about anyone else: the plan matches ports by name (unique in NB, and these names are
 //! wanted by this peering alone) and routes by owner, so no other peering's change can
 //! reach them, and they are never orphans (their owner is desired).
@@ -25,7 +27,7 @@ use uuid::Uuid;
 use crate::ovsdb::{LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Table};
 use crate::peering::desired::DesiredPeering;
 use crate::peering::diff::{
-    in_sync, ActualPort, ActualRoute, ActualRows, PortColumns, PortRow, RouteColumns, RouteRow,
+    peerings_in_sync, ActualPort, ActualRoute, ActualRows, MarkedRow, PortColumns, RouteColumns,
     RouterId,
 };
 use crate::peering::owner::{Ownership, RowOwner};
@@ -67,11 +69,10 @@ pub(super) fn actual_rows(
             route_router.insert(*r, router.uuid);
         }
     }
-    let in_sync = peerings_in_sync(cache, desired, ownership, &port_router, &route_router);
+    let in_sync = in_sync_peerings(cache, desired, ownership, &port_router, &route_router);
     // The rows of an in-sync peering are its own and all accounted for (see the module doc).
-    let elsewhere = |ids: &std::collections::BTreeMap<String, String>| {
-        ids.get(PEERING_KEY).is_none_or(|p| !in_sync.contains(p))
-    };
+    let elsewhere =
+        |ids: &crate::ovsdb::StrMap| ids.get(PEERING_KEY).is_none_or(|p| !in_sync.contains(p));
     // Only names a planned peering wants can block it.
     for p in desired
         .iter()
@@ -103,10 +104,10 @@ pub(super) fn actual_rows(
             networks: p.networks.clone(),
             peer: p.peer.clone(),
             enabled: p.enabled,
-            options: p.options.clone(),
+            options: p.options.to_map(),
             gateway_chassis: !p.gateway_chassis.is_empty(),
             ha_chassis_group: p.ha_chassis_group.is_some(),
-            external_ids: p.external_ids.clone(),
+            external_ids: p.external_ids.to_map(),
         });
     }
     let routes: Vec<&LogicalRouterStaticRoute> = match &scoped {
@@ -131,9 +132,9 @@ pub(super) fn actual_rows(
             policy: RoutePolicy::from_ovn(r.policy.as_deref()),
             output_port: r.output_port.clone(),
             route_table: r.route_table.clone(),
-            options: r.options.clone(),
+            options: r.options.to_map(),
             bfd: r.bfd.is_some(),
-            external_ids: r.external_ids.clone(),
+            external_ids: r.external_ids.to_map(),
         });
     }
     Actual {
@@ -142,65 +143,35 @@ pub(super) fn actual_rows(
     }
 }
 
-/// The desired peerings whose rows NB holds exactly, compared in place (module doc).
-fn peerings_in_sync(
+/// The desired peerings whose rows NB holds exactly, compared in place (module doc; the
+/// selection is [`peerings_in_sync`]'s, over the replica's rows carrying each mark).
+fn in_sync_peerings(
     cache: &NbCache,
     desired: &[DesiredPeering],
     ownership: &Ownership,
     port_router: &HashMap<Uuid, Uuid>,
     route_router: &HashMap<Uuid, Uuid>,
 ) -> HashSet<String> {
-    // A port name two desired peerings want is the plan's to settle (one of them is blocked).
-    let mut wanted: HashMap<&str, usize> = HashMap::new();
-    for p in desired.iter().flat_map(|d| &d.ports) {
-        *wanted.entry(p.name.as_str()).or_default() += 1;
-    }
-    let mut out = HashSet::new();
-    let (mut ports, mut routes) = (Vec::new(), Vec::new());
-    'peering: for d in desired {
-        if d.ports.iter().any(|p| wanted[p.name.as_str()] > 1) {
-            continue;
-        }
-        ports.clear();
-        routes.clear();
-        for (table, uuid) in cache.rows_with_external_id(PEERING_KEY, &d.name) {
-            match table {
-                Table::LogicalRouterPort => {
-                    let Some(p) = cache.port(uuid) else { continue };
-                    let Some(router) = port_router.get(&uuid) else {
-                        continue 'peering; // detached: the plan ignores it, so do not decide
-                    };
-                    if !ownership.is_ours(&p.external_ids) {
-                        continue 'peering;
-                    }
-                    ports.push(PortRow {
-                        router: RouterId::Uuid(*router),
-                        columns: port_columns(p),
-                    });
-                }
+    peerings_in_sync(desired, |name| {
+        cache
+            .rows_with_external_id(PEERING_KEY, name)
+            .into_iter()
+            .filter_map(|(table, uuid)| match table {
+                Table::LogicalRouterPort => cache.port(uuid).map(|p| MarkedRow::Port {
+                    ours: ownership.is_ours(&p.external_ids),
+                    router: port_router.get(&uuid).copied().map(RouterId::Uuid),
+                    columns: port_columns(p),
+                }),
                 Table::LogicalRouterStaticRoute => {
-                    let Some(r) = cache.static_route(uuid) else {
-                        continue;
-                    };
-                    let Some(router) = route_router.get(&uuid) else {
-                        continue 'peering;
-                    };
-                    if !ownership.is_ours(&r.external_ids) {
-                        continue 'peering;
-                    }
-                    routes.push(RouteRow {
-                        router: RouterId::Uuid(*router),
+                    cache.static_route(uuid).map(|r| MarkedRow::Route {
+                        ours: ownership.is_ours(&r.external_ids),
+                        router: route_router.get(&uuid).copied().map(RouterId::Uuid),
                         columns: route_columns(r),
-                    });
+                    })
                 }
-                Table::LogicalRouter => {}
-            }
-        }
-        if in_sync(d, &ports, &routes) {
-            out.insert(d.name.clone());
-        }
-    }
-    out
+                Table::LogicalRouter => None,
+            })
+    })
 }
 
 fn port_columns(p: &LogicalRouterPort) -> PortColumns<'_> {

@@ -88,14 +88,12 @@ impl PassError {
 }
 
 /// Where a pass's CPU work went (the `pass timings` debug line): the rules (`derive`),
-/// reading NB (`actual_rows`), the plan, the trim; and how many peerings NB already held
+/// reading NB (`actual_rows`), the plan; and how many peerings NB already held
 /// exactly.
 struct DeriveSteps {
     rules: std::time::Duration,
     actual: std::time::Duration,
     plan: std::time::Duration,
-    /// Handing the pass's freed memory back (full passes).
-    trim: std::time::Duration,
     in_sync: usize,
 }
 
@@ -233,7 +231,8 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
             let actual = actual_rows(&cache, scoped, &derivation.desired, &ownership);
             let t_actual = t0.elapsed();
             // Peerings NB already holds exactly have nothing to plan: their desired rows go
-            // now (after a restart, that is nearly all of them).
+            // now (after a restart, that is nearly all of them). A name desired twice is never
+            // among them (`peerings_in_sync`), so each outcome below is set once.
             let desired = std::mem::take(&mut derivation.desired);
             let (in_sync, desired): (Vec<_>, Vec<_>) = desired
                 .into_iter()
@@ -245,17 +244,10 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                 plan.outcomes.insert(d.name, Outcome::InSync);
             }
             let t_plan = t0.elapsed();
-            if full {
-                // A full pass allocates and frees per peering (the rules' views, every
-                // desired row): without this the process keeps its peak for good (the first
-                // pass after a restart at 10,000 peerings: +70-200 MB).
-                crate::ovsdb::release_freed_memory();
-            }
             let steps = DeriveSteps {
                 rules: t_rules,
                 actual: t_actual - t_rules,
                 plan: t_plan - t_actual,
-                trim: t0.elapsed() - t_plan,
                 in_sync: in_sync_count,
             };
             let brake = match plan.deletions(&tombstones) {
@@ -271,6 +263,9 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let t_derived = t_start.elapsed();
+    metrics::counter!(crate::metrics::RECONCILER_IN_SYNC_TOTAL,
+        "scope" => if full { "full" } else { "narrow" })
+    .increment(steps.in_sync as u64);
     let held_back = match &brake {
         Some(why) => {
             tracing::warn!(reason = %why, "mass-deletion brake: this pass deletes nothing");
@@ -316,6 +311,13 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
 
     let write_result = write::write_changes(r, &plan, &mut verdicts, &mut outcome).await;
     let t_written = t_start.elapsed();
+    if full {
+        // A full pass allocates and frees per peering (the rules' views, every desired row):
+        // without this the process keeps its peak for good (the first pass after a restart at
+        // 10,000 peerings: +70-200 MB). After the writes, which must not wait for it (it walks
+        // the heap holding the allocator's locks), on a blocking task nobody awaits.
+        tokio::task::spawn_blocking(crate::ovsdb::release_freed_memory);
+    }
     if let Err(PassError::Fenced) = write_result {
         // Not ours to judge any more: the new holder reports statuses.
         return Err(PassError::Fenced);
@@ -360,7 +362,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         rules_ms = steps.rules.as_secs_f64() * 1e3,
         actual_ms = steps.actual.as_secs_f64() * 1e3,
         plan_ms = steps.plan.as_secs_f64() * 1e3,
-        trim_ms = steps.trim.as_secs_f64() * 1e3,
         in_sync = steps.in_sync,
         write_ms = (t_written - t_derived).as_secs_f64() * 1e3,
         total_ms = t_start.elapsed().as_secs_f64() * 1e3,

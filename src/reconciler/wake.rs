@@ -4,13 +4,16 @@
 //! alone. An NB change someone else made names the routers and port names it
 //! touched (`nb_scope.rs`): the peerings of those are looked at. Anything the
 //! worker cannot pin down (a change it cannot place, a cache resync, a lost
-//! listener, the timer, a failed pass) asks for a full pass. The NB echo of the worker's own transactions wakes nobody:
-//! rows a transaction touches are registered before it is sent, and their
-//! updates are recognised when they come back (for a short while only, so a
-//! write that changed nothing cannot hide a later foreign change for long).
+//! listener, the timer, a failed pass) asks for a full pass. The NB echo of the worker's own
+//! transactions wakes nobody: rows a transaction touches are registered before it is sent
+//! ([`Wake::expect_echo`]), and their updates are recognised when they come back. The one
+//! window for that: an echo is expected for as long as its transaction is unanswered (however
+//! long NB takes to run it, and the ones pipelined before it), then for [`ECHO_GRACE`] after
+//! its reply, so a write that changed nothing cannot hide a later foreign change for long.
+//! A transaction that fails, or whose reply is never awaited, expects no echo.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -20,10 +23,10 @@ use super::nb_scope::Touched;
 use super::pass::Scope;
 use crate::ovsdb::RowChange;
 
-/// How long a registered echo is still expected once its transaction's reply came (while the
-/// transaction is on the wire it is expected however long NB takes: a pipelined transaction's
-/// echo comes only after the ones ahead of it).
-const ECHO_TTL: Duration = Duration::from_secs(2);
+/// How long the echo of a transaction is still expected once its reply has arrived. The
+/// replica applies a transaction's update before its reply completes, so by then the echo is
+/// only the listener's queue away; what is left of this window is for a loaded machine.
+const ECHO_GRACE: Duration = Duration::from_secs(2);
 
 /// Shared between the worker and its listeners.
 #[derive(Default)]
@@ -32,14 +35,102 @@ pub struct Wake {
     notify: Notify,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Pending {
     full: bool,
     dirty: BTreeSet<String>,
     touched: Touched,
-    /// Echoes expected per row: how many, and since when the last transaction expecting one
-    /// has its reply (`None`: still on the wire, no expiry).
-    echo: HashMap<Uuid, (u32, Option<Instant>)>,
+    echo: HashMap<Uuid, Expected>,
+}
+
+/// The echoes expected of one row.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    /// Updates of the row still to be recognised as ours.
+    echoes: u32,
+    /// Transactions touching the row whose reply has not arrived yet: while there is one,
+    /// the expectation does not expire.
+    unreplied: u32,
+    /// When the expectation expires once every reply has arrived.
+    until: Instant,
+}
+
+impl Pending {
+    fn expect(&mut self, rows: &HashSet<Uuid>, now: Instant) {
+        for u in rows {
+            let e = self.echo.entry(*u).or_insert(Expected {
+                echoes: 0,
+                unreplied: 0,
+                until: now,
+            });
+            e.echoes += 1;
+            e.unreplied += 1;
+        }
+    }
+
+    /// The transaction's reply arrived: `committed`, its echo is due within [`ECHO_GRACE`];
+    /// otherwise none will come.
+    fn replied(&mut self, rows: &HashSet<Uuid>, committed: bool, now: Instant) {
+        for u in rows {
+            let Some(e) = self.echo.get_mut(u) else {
+                continue;
+            };
+            e.unreplied = e.unreplied.saturating_sub(1);
+            if committed {
+                e.until = e.until.max(now + ECHO_GRACE);
+            } else {
+                e.echoes = e.echoes.saturating_sub(1);
+            }
+            if e.echoes == 0 && e.unreplied == 0 {
+                self.echo.remove(u);
+            }
+        }
+    }
+
+    /// Which of `changes` someone else made; consumes the echoes recognised.
+    fn foreign(&mut self, changes: &[RowChange], now: Instant) -> HashSet<Uuid> {
+        self.echo.retain(|_, e| e.unreplied > 0 || now < e.until);
+        let mut foreign = HashSet::new();
+        for c in changes {
+            match self.echo.get_mut(&c.uuid) {
+                Some(e) if e.echoes > 0 => {
+                    e.echoes -= 1;
+                    if e.echoes == 0 && e.unreplied == 0 {
+                        self.echo.remove(&c.uuid);
+                    }
+                }
+                _ => {
+                    foreign.insert(c.uuid);
+                }
+            }
+        }
+        foreign
+    }
+}
+
+/// The echo a transaction on the wire is expected to cause ([`Wake::expect_echo`]). Say
+/// [`EchoWatch::committed`] when its reply says it committed; dropped otherwise (it failed,
+/// its outcome is unknown, or its pass stopped without awaiting it), no echo is expected.
+#[must_use = "dropping it forgets the echo at once"]
+pub struct EchoWatch {
+    wake: Arc<Wake>,
+    rows: HashSet<Uuid>,
+}
+
+impl EchoWatch {
+    /// The reply says it committed: its echo is recognised for [`ECHO_GRACE`] more.
+    pub fn committed(mut self) {
+        let rows = std::mem::take(&mut self.rows);
+        self.wake.lock().replied(&rows, true, Instant::now());
+    }
+}
+
+impl Drop for EchoWatch {
+    fn drop(&mut self) {
+        if !self.rows.is_empty() {
+            self.wake.lock().replied(&self.rows, false, Instant::now());
+        }
+    }
 }
 
 impl Wake {
@@ -69,27 +160,7 @@ impl Wake {
     /// NB changed: which of `changes` someone else made (the others are our own echo,
     /// consumed here). Wakes nobody: the caller says what they touched.
     pub fn foreign(&self, changes: &[RowChange]) -> HashSet<Uuid> {
-        self.foreign_at(changes, Instant::now())
-    }
-
-    fn foreign_at(&self, changes: &[RowChange], now: Instant) -> HashSet<Uuid> {
-        let mut p = self.lock();
-        p.echo.retain(|_, (_, landed)| {
-            landed.is_none_or(|at| now.saturating_duration_since(at) < ECHO_TTL)
-        });
-        let mut foreign = HashSet::new();
-        for c in changes {
-            match p.echo.get_mut(&c.uuid) {
-                Some((n, _)) if *n > 1 => *n -= 1,
-                Some(_) => {
-                    p.echo.remove(&c.uuid);
-                }
-                None => {
-                    foreign.insert(c.uuid);
-                }
-            }
-        }
-        foreign
+        self.lock().foreign(changes, Instant::now())
     }
 
     /// Foreign NB changes touched these routers and port names: their peerings must be
@@ -105,41 +176,13 @@ impl Wake {
         self.notify.notify_one();
     }
 
-    /// The rows a transaction about to be sent will change.
-    pub fn expect_echo(&self, rows: &HashSet<Uuid>) {
-        let mut p = self.lock();
-        for u in rows {
-            let e = p.echo.entry(*u).or_insert((0, None));
-            e.0 += 1;
-            e.1 = None;
-        }
-    }
-
-    /// The transaction committed and its reply came: its echo came before it, so what is still
-    /// expected (a write that changed nothing) is given up after [`ECHO_TTL`].
-    pub fn echo_landed(&self, rows: &HashSet<Uuid>) {
-        self.echo_landed_at(rows, Instant::now())
-    }
-
-    fn echo_landed_at(&self, rows: &HashSet<Uuid>, now: Instant) {
-        let mut p = self.lock();
-        for u in rows {
-            if let Some((_, landed)) = p.echo.get_mut(u) {
-                *landed = Some(now);
-            }
-        }
-    }
-
-    /// The transaction failed: no echo will come.
-    pub fn forget_echo(&self, rows: &HashSet<Uuid>) {
-        let mut p = self.lock();
-        for u in rows {
-            if let Some((n, _)) = p.echo.get_mut(u) {
-                *n -= 1;
-                if *n == 0 {
-                    p.echo.remove(u);
-                }
-            }
+    /// The rows a transaction about to be sent will change: their updates are ours until the
+    /// returned watch says how the transaction ended.
+    pub fn expect_echo(self: &Arc<Self>, rows: HashSet<Uuid>) -> EchoWatch {
+        self.lock().expect(&rows, Instant::now());
+        EchoWatch {
+            wake: self.clone(),
+            rows,
         }
     }
 
@@ -219,36 +262,52 @@ mod tests {
 
     #[test]
     fn our_echo_is_not_foreign_but_the_next_change_of_the_row_is() {
-        let w = Wake::new();
+        let w = Arc::new(Wake::new());
         w.take();
         let ours = Uuid::from_u128(1);
-        w.expect_echo(&HashSet::from([ours]));
+        let watch = w.expect_echo(HashSet::from([ours]));
         assert!(w.foreign(&[change(ours)]).is_empty());
+        watch.committed();
         // The echo was consumed: the same row changing again is someone else.
         assert_eq!(w.foreign(&[change(ours)]), HashSet::from([ours]));
         // A failed transaction's rows are forgotten.
-        w.expect_echo(&HashSet::from([ours]));
-        w.forget_echo(&HashSet::from([ours]));
+        drop(w.expect_echo(HashSet::from([ours])));
         assert_eq!(w.foreign(&[change(ours)]), HashSet::from([ours]));
         assert_eq!(w.take(), None, "the caller wakes the worker, not foreign()");
     }
 
+    /// The fourth of four pipelined transactions of 2,000 rows is answered seconds after it
+    /// was sent: its echo is still ours, however late; after its reply, only for the grace.
     #[test]
-    fn an_echo_is_expected_while_its_transaction_is_on_the_wire_then_for_a_while() {
-        let w = Wake::new();
-        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let now = Instant::now();
-        w.expect_echo(&HashSet::from([a, b]));
-        // Behind other pipelined transactions: its echo comes late, still ours.
-        let late = now + ECHO_TTL * 5;
-        assert!(w.foreign_at(&[change(a)], late).is_empty());
-        // Its reply came; b's write changed nothing (no echo): b is given up after the TTL.
-        w.echo_landed_at(&HashSet::from([a, b]), late);
-        assert!(w.foreign_at(&[], late + ECHO_TTL / 2).is_empty());
-        assert!(w.lock().echo.contains_key(&b));
-        assert_eq!(
-            w.foreign_at(&[change(b)], late + ECHO_TTL * 2),
-            HashSet::from([b])
+    fn an_echo_is_expected_while_its_transaction_is_unanswered_then_for_the_grace() {
+        let mut p = Pending::default();
+        let (row, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let sent = Instant::now();
+        p.expect(&HashSet::from([row, other]), sent);
+        let late = sent + 5 * ECHO_GRACE;
+        assert!(p.foreign(&[change(row)], late).is_empty(), "unanswered");
+        p.replied(&HashSet::from([row, other]), true, late);
+        // `other`'s write changed nothing (no echo): it hides the row's next change only
+        // within the grace that follows the reply.
+        let within = late + ECHO_GRACE / 2;
+        let mut q = p.clone();
+        assert!(
+            q.foreign(&[change(other)], within).is_empty(),
+            "within the grace"
         );
+        let after = late + ECHO_GRACE;
+        assert_eq!(p.foreign(&[change(other)], after), HashSet::from([other]));
+        assert!(p.echo.is_empty(), "{:?}", p.echo);
+    }
+
+    #[test]
+    fn a_transaction_that_failed_or_was_never_awaited_expects_no_echo() {
+        let mut p = Pending::default();
+        let row = Uuid::from_u128(1);
+        let now = Instant::now();
+        p.expect(&HashSet::from([row]), now);
+        p.replied(&HashSet::from([row]), false, now);
+        assert!(p.echo.is_empty(), "{:?}", p.echo);
+        assert_eq!(p.foreign(&[change(row)], now), HashSet::from([row]));
     }
 }

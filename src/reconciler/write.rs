@@ -21,13 +21,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use uuid::Uuid;
-
 use crate::ovsdb::{Operation, OvsdbErrorKind, Sent, TransactError};
 use crate::peering::diff::{Change, Plan};
 
 use super::batch::{self, transactions, Group, Key};
 use super::pass::{PassError, PassOutcome, Verdict};
+use super::wake::EchoWatch;
 use super::{fence, translate, Reconciler};
 
 /// Transactions on the wire at once. Enough to keep NB busy while we encode the next one and
@@ -44,12 +43,50 @@ pub(super) async fn write_changes(
     let batches = transactions(plan, r.settings.max_rows_per_transaction);
     let mut flight: VecDeque<InFlight<'_>> = VecDeque::new();
     let result = pipeline(r, &batches, &mut flight, verdicts, outcome).await;
-    // Stopped early (fenced, outcome unknown): the replies still due are not awaited; their
-    // echo (if they committed) is then a foreign change, which only wakes a narrow pass.
-    for f in flight {
-        r.wake.forget_echo(&f.touched);
+    if let Err(PassError::Fenced) = result {
+        // Each one still in flight fails on its own fence and commits nothing (and expects
+        // no echo): nothing to wait for.
+        return result;
     }
-    result
+    // Stopped early on another error: the transactions still in flight may have committed
+    // (they are independent of the one that failed). Their replies, each bounded by the
+    // transact timeout (a lost connection ends them all at once), say which; a peering whose
+    // rows committed is never reported as not converged.
+    let drained = drain(flight, verdicts, outcome).await;
+    result.and(drained)
+}
+
+/// Settles the transactions still in flight after the pipeline stopped early, sending
+/// nothing more: a reply that commits settles its peerings as usual; a single peering's
+/// refusal or guard miss too; anything else leaves its peerings PENDING for the next pass.
+async fn drain(
+    flight: VecDeque<InFlight<'_>>,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    let mut fenced = false;
+    for f in flight {
+        let batch = f.batch.clone();
+        match reply(f, outcome).await {
+            Ok(not_done) => {
+                for (name, _) in &batch {
+                    settle(verdicts, name, Written::from(&not_done, name), outcome);
+                }
+            }
+            Err(PassError::Nb(e)) if batch.len() == 1 && is_refusal(&e) => {
+                settle(verdicts, batch[0].0, Written::Refused(&e), outcome)
+            }
+            Err(PassError::Nb(e)) if batch.len() == 1 && is_guard_miss(&e) => {
+                settle(verdicts, batch[0].0, Written::Partly, outcome)
+            }
+            Err(PassError::Fenced) => fenced = true,
+            Err(_) => {}
+        }
+    }
+    match fenced {
+        true => Err(PassError::Fenced),
+        false => Ok(()),
+    }
 }
 
 async fn pipeline<'p>(
@@ -83,8 +120,8 @@ pub(super) struct InFlight<'p> {
     ops: Vec<Operation>,
     /// The peering of each operation (`None`: the fence), to tell whose a result is.
     owners: Vec<Option<&'p str>>,
-    /// The rows its NB echo will show (registered with the wake-up state).
-    touched: HashSet<Uuid>,
+    /// The rows its NB echo will show, registered with the wake-up state until it lands.
+    echo: EchoWatch,
     rows: usize,
     fenced: bool,
     started: Instant,
@@ -119,8 +156,7 @@ async fn send<'p>(
         }
     }
     // Its NB echo must not wake the worker for another pass.
-    let touched = translate::touched_rows(&ops);
-    r.wake.expect_echo(&touched);
+    let echo = r.wake.expect_echo(translate::touched_rows(&ops));
     let started = Instant::now();
     match r.nb.send_transaction(&ops).await {
         Ok(sent) => Ok(InFlight {
@@ -128,14 +164,14 @@ async fn send<'p>(
             keys,
             ops,
             owners,
-            touched,
+            echo,
             rows,
             fenced: fence.is_some(),
             started,
             sent,
         }),
         Err(e) => {
-            r.wake.forget_echo(&touched);
+            drop(echo);
             record(started, &e);
             outcome.transactions += 1;
             Err(PassError::Nb(e))
@@ -145,16 +181,12 @@ async fn send<'p>(
 
 /// Waits for one transaction's reply. Failing on the fence is [`PassError::Fenced`], never a
 /// peering's refusal. Returns the peerings whose writes committed only in part.
-async fn reply(
-    r: &Reconciler,
-    f: InFlight<'_>,
-    outcome: &mut PassOutcome,
-) -> Result<BTreeSet<String>, PassError> {
+async fn reply(f: InFlight<'_>, outcome: &mut PassOutcome) -> Result<BTreeSet<String>, PassError> {
     let InFlight {
         batch,
         ops,
         owners,
-        touched,
+        echo,
         rows,
         fenced,
         started,
@@ -165,16 +197,18 @@ async fn reply(
     outcome.transactions += 1;
     let results = match result {
         Err(e) => {
-            r.wake.forget_echo(&touched);
+            drop(echo);
             record(started, &e);
             return Err(match fenced && fence::failed_on_fence(&e) {
                 true => PassError::Fenced,
                 false => PassError::Nb(e),
             });
         }
-        Ok(results) => results,
+        Ok(results) => {
+            echo.committed();
+            results
+        }
     };
-    r.wake.echo_landed(&touched);
     metrics::histogram!(crate::metrics::NB_TRANSACTION_SECONDS, "outcome" => "ok")
         .record(started.elapsed().as_secs_f64());
     outcome.rows_written += rows;
@@ -205,7 +239,7 @@ async fn transact(
 ) -> Result<BTreeSet<String>, PassError> {
     let batch = std::slice::from_ref(group);
     let f = send(r, vec![group], batch::keys(batch), outcome).await?;
-    reply(r, f, outcome).await
+    reply(f, outcome).await
 }
 
 /// Settles one transaction's peerings from its reply.
@@ -216,7 +250,7 @@ async fn land(
     outcome: &mut PassOutcome,
 ) -> Result<(), PassError> {
     let batch = f.batch.clone();
-    match reply(r, f, outcome).await {
+    match reply(f, outcome).await {
         Ok(not_done) => {
             for (name, _) in &batch {
                 settle(verdicts, name, Written::from(&not_done, name), outcome);
@@ -275,7 +309,8 @@ fn is_guard_miss(e: &TransactError) -> bool {
 /// failure. Everything else is transient, never a peering's failure: a lost
 /// reply, a leader change ("not leader"), a guard that found a row changed
 /// since we read it ("timed out"), a row a concurrent writer inserted first
-/// ("duplicate uuid"). The pass then stops; the next one, after a backoff,
+/// ("duplicate uuid"), a request the server canceled because the database was converted
+/// or removed under it ("canceled", as ovsdb-idl's TRY_AGAIN). The pass then stops; the next one, after a backoff,
 /// re-reads NB and tries again.
 fn is_refusal(e: &TransactError) -> bool {
     let refused = matches!(
@@ -294,6 +329,7 @@ fn is_transient(kind: OvsdbErrorKind) -> bool {
             | OvsdbErrorKind::ResourcesExhausted
             | OvsdbErrorKind::Aborted
             | OvsdbErrorKind::DuplicateUuid
+            | OvsdbErrorKind::Canceled
     )
 }
 
@@ -388,9 +424,17 @@ mod tests {
         for transient in ["timed out", "not leader", "duplicate uuid", "I/O error"] {
             assert!(!is_refusal(&op_error(transient)), "{transient}");
         }
-        assert!(!is_refusal(&TransactError::Rejected(
-            OvsdbError::from_json(&serde_json::json!({"error": "not leader"}))
-        )));
+        // ovsdb-server answers every pending transaction "canceled" when the database is
+        // converted or removed (an OVN upgrade): try again, as ovsdb-idl does.
+        assert_eq!(
+            OvsdbErrorKind::from_error_string("canceled"),
+            OvsdbErrorKind::Canceled
+        );
+        assert!(!is_refusal(&op_error("canceled")));
+        for transient in ["not leader", "canceled"] {
+            let e = OvsdbError::from_json(&serde_json::json!({ "error": transient }));
+            assert!(!is_refusal(&TransactError::Rejected(e)), "{transient}");
+        }
         assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
         assert!(!is_refusal(&TransactError::NotConnected));
     }

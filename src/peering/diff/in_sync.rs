@@ -5,7 +5,9 @@
 //! rows plans nothing and finds it [`Outcome::InSync`](super::Outcome::InSync): the same
 //! comparisons (`port_delta`, `route_delta`, `route_identity_eq`), the same one-row-per-wanted-row
 //! matching. What `plan` decides across peerings (a port name claimed by two, a foreign
-//! port in the way) is the caller's to rule out before asking.
+//! port in the way) is ruled out by [`peerings_in_sync`], which asks it of every peering.
+
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -22,10 +24,12 @@ pub enum RouterId<'a> {
 }
 
 impl RouterId<'_> {
-    /// Whether it is the router a desired row names (`router_id`, a UUID as text).
+    /// Whether it is the router a desired row names (`router_id`, a UUID as text): the text
+    /// compared as `plan` compares it, with the UUID in its canonical (lower-case, hyphenated)
+    /// form; no allocation.
     fn is(&self, want: &str) -> bool {
         match self {
-            RouterId::Uuid(u) => Uuid::try_parse(want).is_ok_and(|w| w == *u),
+            RouterId::Uuid(u) => *u.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == *want,
             RouterId::Text(t) => *t == want,
         }
     }
@@ -47,6 +51,90 @@ pub struct RouteRow<'a> {
     pub router: RouterId<'a>,
     /// Its columns.
     pub columns: RouteColumns<'a>,
+}
+
+/// A row carrying a peering's mark, as the caller holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum MarkedRow<'a> {
+    /// A `Logical_Router_Port`.
+    Port {
+        /// Whether it is this deployment's (the plan sees it); otherwise the plan ignores it,
+        /// or blocks the peering if it holds a wanted name (then no owned row can hold that
+        /// name, NB names being unique, and the count fails).
+        ours: bool,
+        /// The router holding it; `None` when detached (the plan never sees it).
+        router: Option<RouterId<'a>>,
+        /// Its columns.
+        columns: PortColumns<'a>,
+    },
+    /// A `Logical_Router_Static_Route`.
+    Route {
+        /// As for a port; a route that is not ours the plan ignores.
+        ours: bool,
+        /// The router holding it; `None` when detached.
+        router: Option<RouterId<'a>>,
+        /// Its columns.
+        columns: RouteColumns<'a>,
+    },
+}
+
+/// The names of the `desired` peerings [`in_sync`] holds exactly, `rows_of(name)` giving every
+/// row carrying that peering's mark. A peering is left out (the plan decides it) when another
+/// desired peering wants one of its port names or has its name, or a row with its mark is
+/// ours but detached.
+/// Rows that are not ours are skipped: the plan does not see them (they are not copied for
+/// it) and one holding a wanted port name makes the counts differ. Then `plan` over the other
+/// peerings and the rows of none of these plans exactly what it plans over everything, and
+/// finds these in sync (the property `prop_in_sync_selection_changes_no_plan`).
+pub fn peerings_in_sync<'a, I>(
+    desired: &[DesiredPeering],
+    mut rows_of: impl FnMut(&str) -> I,
+) -> HashSet<String>
+where
+    I: IntoIterator<Item = MarkedRow<'a>>,
+{
+    // A port name two desired peerings want is the plan's to settle (one of them is blocked).
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    for p in desired.iter().flat_map(|d| &d.ports) {
+        *wanted.entry(p.name.as_str()).or_default() += 1;
+    }
+    // A name desired twice (never from Postgres, where it is the key): `plan` keeps the first.
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for d in desired {
+        *names.entry(d.name.as_str()).or_default() += 1;
+    }
+    let mut out = HashSet::new();
+    let (mut ports, mut routes) = (Vec::new(), Vec::new());
+    'peering: for d in desired {
+        if names[d.name.as_str()] > 1 || d.ports.iter().any(|p| wanted[p.name.as_str()] > 1) {
+            continue;
+        }
+        ports.clear();
+        routes.clear();
+        for row in rows_of(&d.name) {
+            match row {
+                MarkedRow::Port { ours: false, .. } | MarkedRow::Route { ours: false, .. } => {}
+                // Detached: the plan ignores it, so do not decide.
+                MarkedRow::Port { router: None, .. } | MarkedRow::Route { router: None, .. } => {
+                    continue 'peering
+                }
+                MarkedRow::Port {
+                    router: Some(router),
+                    columns,
+                    ..
+                } => ports.push(PortRow { router, columns }),
+                MarkedRow::Route {
+                    router: Some(router),
+                    columns,
+                    ..
+                } => routes.push(RouteRow { router, columns }),
+            }
+        }
+        if in_sync(d, &ports, &routes) {
+            out.insert(d.name.clone());
+        }
+    }
+    out
 }
 
 /// Whether `ports` and `routes`, every owned row attached to a router that carries `d`'s

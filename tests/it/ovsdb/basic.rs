@@ -1,7 +1,7 @@
 //! Writes through the client read back with ovn-nbctl, and ovn-nbctl writes (incl. set and
 //! map diffs) show up in the cache field by field.
 
-use std::collections::BTreeMap;
+use ovn_peerd::ovsdb::StrMap;
 
 use ovn_peerd::ovsdb::{
     CacheEvent, Condition, Datum, LogicalRouterPort, LogicalRouterStaticRoute, Model, Mutation,
@@ -32,8 +32,8 @@ async fn client_writes_read_back_identically_with_nbctl() {
         networks: vec!["169.254.0.1/30".into(), "fd00::1/126".into()],
         peer: Some("r2-r1".into()),
         enabled: Some(true),
-        options: BTreeMap::from([("k".into(), "v".into())]),
-        external_ids: BTreeMap::from([(OWNER.into(), "p1".into())]),
+        options: StrMap::from([("k", "v")]),
+        external_ids: StrMap::from([(OWNER, "p1")]),
         ..Default::default()
     };
     let res = client.transact(add_port(r1, &port)).await.unwrap();
@@ -46,7 +46,7 @@ async fn client_writes_read_back_identically_with_nbctl() {
         nexthop: "169.254.0.2".into(),
         policy: Some("dst-ip".into()),
         output_port: Some("r1-r2".into()),
-        external_ids: BTreeMap::from([(OWNER.into(), "p1".into())]),
+        external_ids: StrMap::from([(OWNER, "p1")]),
         ..Default::default()
     };
     let res = client

@@ -184,7 +184,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn map(m: &BTreeMap<String, String>) -> Vec<String> {
+fn map(m: &ovn_peerd::ovsdb::StrMap) -> Vec<String> {
     sorted(m.iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 

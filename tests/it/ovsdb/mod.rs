@@ -116,8 +116,12 @@ pub fn server_cache(nbctl: impl Fn(&[&str]) -> String) -> NbCache {
         updates.insert(t.name().to_owned(), Value::Object(rows));
     }
     let mut c = NbCache::new(Some(OWNER.into()));
-    c.apply(&types(), UpdateFormat::V2, &Value::Object(updates))
-        .unwrap();
+    c.apply(
+        &types(),
+        UpdateFormat::V2,
+        &Value::Object(updates).to_string(),
+    )
+    .unwrap();
     c
 }
 
