@@ -3,8 +3,10 @@
 //! the few fields the rules look at.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
+use uuid::Uuid;
 
 use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::{NbCache, StrMap};
@@ -89,17 +91,10 @@ impl Nearby for NbCacheTopology<'_> {
     /// One pass over NB's routers and their ports, in place (peer ports are skipped before
     /// their networks are read, so a hub's N costs little).
     fn vpcs_with_subnets_overlapping(&self, nets: &[IpNet]) -> BTreeSet<String> {
-        let cache = self.0;
-        cache
-            .routers()
-            .filter(|r| {
-                r.ports
-                    .iter()
-                    .filter_map(|u| cache.port(*u))
-                    .flat_map(|p| subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)))
-                    .any(|s| nets.iter().any(|n| overlaps(&s, n)))
-            })
-            .map(|r| r.name.clone())
+        all_subnets(self.0)
+            .iter()
+            .filter(|(s, _)| nets.iter().any(|n| overlaps(s, n)))
+            .map(|(_, router)| router.clone())
             .collect()
     }
 
@@ -159,4 +154,48 @@ fn port_view(p: &LogicalRouterPort) -> PortView {
         peering: owner(&p.external_ids),
         instance: instance(&p.external_ids),
     }
+}
+
+/// Every subnet in NB with the name of the router holding it.
+type Subnets = Arc<Vec<(IpNet, String)>>;
+
+/// Every router's subnets, parsed once per NB state of routers and ports: CreatePeering's
+/// probe asks on every create which VPCs' subnets overlap its networks, and walking and
+/// parsing every port of NB each time cost more than the create itself (2,000 routers).
+/// The memo holds the cache it was built from (persistent maps: a clone shares their nodes)
+/// and is rebuilt when the routers or ports differ.
+fn all_subnets(cache: &NbCache) -> Subnets {
+    static MEMO: Mutex<Option<(NbCache, Subnets)>> = Mutex::new(None);
+    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((of, subnets)) = memo.as_ref() {
+        if of.same_routers_and_ports(cache) {
+            return subnets.clone();
+        }
+    }
+    // Which routers hold each port, from the routers' port lists sorted by port (no row
+    // lookup per port: the ports are then walked in the same order).
+    let mut holders: Vec<(Uuid, &str)> = cache
+        .routers()
+        .flat_map(|r| r.ports.iter().map(|u| (*u, r.name.as_str())))
+        .collect();
+    holders.sort_unstable();
+    let mut subnets = Vec::new();
+    for p in cache.ports() {
+        let mut nets = subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)).peekable();
+        if nets.peek().is_none() {
+            continue;
+        }
+        let from = holders.partition_point(|(u, _)| *u < p.uuid);
+        let routers: Vec<&str> = holders[from..]
+            .iter()
+            .take_while(|(u, _)| *u == p.uuid)
+            .map(|(_, r)| *r)
+            .collect();
+        for net in nets {
+            subnets.extend(routers.iter().map(|r| (net, (*r).to_owned())));
+        }
+    }
+    let subnets = Arc::new(subnets);
+    *memo = Some((cache.clone(), subnets.clone()));
+    subnets
 }

@@ -105,6 +105,12 @@ pub struct NbCache {
 }
 
 impl NbCache {
+    /// Whether `other` holds the very same routers and ports (the same persistent maps, not
+    /// merely equal ones; O(1)): what a memo derived from them can be keyed on.
+    pub fn same_routers_and_ports(&self, other: &NbCache) -> bool {
+        self.routers.ptr_eq(&other.routers) && self.ports.ptr_eq(&other.ports)
+    }
+
     /// An empty cache indexing rows by `external_ids[owner_key]`.
     pub fn new(owner_key: Option<String>) -> Self {
         NbCache {
