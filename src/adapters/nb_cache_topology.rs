@@ -91,10 +91,11 @@ impl Nearby for NbCacheTopology<'_> {
     /// One pass over NB's routers and their ports, in place (peer ports are skipped before
     /// their networks are read, so a hub's N costs little).
     fn vpcs_with_subnets_overlapping(&self, nets: &[IpNet]) -> BTreeSet<String> {
-        all_subnets(self.0)
+        let cache = self.0;
+        all_subnets(cache)
             .iter()
             .filter(|(s, _)| nets.iter().any(|n| overlaps(s, n)))
-            .map(|(_, router)| router.clone())
+            .filter_map(|(_, router)| cache.router(*router).map(|r| r.name.clone()))
             .collect()
     }
 
@@ -156,14 +157,15 @@ fn port_view(p: &LogicalRouterPort) -> PortView {
     }
 }
 
-/// Every subnet in NB with the name of the router holding it.
-type Subnets = Arc<Vec<(IpNet, String)>>;
+/// Every subnet in NB with the router holding it.
+type Subnets = Arc<Vec<(IpNet, Uuid)>>;
 
 /// Every router's subnets, parsed once per NB state of routers and ports: CreatePeering's
 /// probe asks on every create which VPCs' subnets overlap its networks, and walking and
 /// parsing every port of NB each time cost more than the create itself (2,000 routers).
 /// The memo holds the cache it was built from (persistent maps: a clone shares their nodes)
-/// and is rebuilt when the routers or ports differ.
+/// and is rebuilt when the routers or ports differ; routers are kept by uuid (their names
+/// are looked up only for a match, so a rebuild allocates no string).
 fn all_subnets(cache: &NbCache) -> Subnets {
     static MEMO: Mutex<Option<(NbCache, Subnets)>> = Mutex::new(None);
     let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,27 +174,29 @@ fn all_subnets(cache: &NbCache) -> Subnets {
             return subnets.clone();
         }
     }
-    // Which routers hold each port, from the routers' port lists sorted by port (no row
-    // lookup per port: the ports are then walked in the same order).
-    let mut holders: Vec<(Uuid, &str)> = cache
+    // Which routers hold each port, from the routers' port lists sorted by port: the ports
+    // are walked in the same (uuid) order, so one cursor finds each port's holders.
+    let mut holders: Vec<(Uuid, Uuid)> = cache
         .routers()
-        .flat_map(|r| r.ports.iter().map(|u| (*u, r.name.as_str())))
+        .flat_map(|r| r.ports.iter().map(|u| (*u, r.uuid)))
         .collect();
     holders.sort_unstable();
     let mut subnets = Vec::new();
+    let mut at = 0;
     for p in cache.ports() {
-        let mut nets = subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)).peekable();
-        if nets.peek().is_none() {
+        while at < holders.len() && holders[at].0 < p.uuid {
+            at += 1;
+        }
+        let end = at
+            + holders[at..]
+                .iter()
+                .take_while(|(u, _)| *u == p.uuid)
+                .count();
+        if end == at {
             continue;
         }
-        let from = holders.partition_point(|(u, _)| *u < p.uuid);
-        let routers: Vec<&str> = holders[from..]
-            .iter()
-            .take_while(|(u, _)| *u == p.uuid)
-            .map(|(_, r)| *r)
-            .collect();
-        for net in nets {
-            subnets.extend(routers.iter().map(|r| (net, (*r).to_owned())));
+        for net in subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)) {
+            subnets.extend(holders[at..end].iter().map(|(_, r)| (net, *r)));
         }
     }
     let subnets = Arc::new(subnets);
