@@ -10,6 +10,7 @@
 
 pub mod nb_cache_topology;
 pub mod nb_diagnose;
+mod subnet_index;
 
 pub use nb_cache_topology::NbCacheTopology;
 

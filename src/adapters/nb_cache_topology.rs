@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+use super::subnet_index::SubnetIndex;
 use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::{NbCache, StrMap};
 use crate::peering::overlaps;
@@ -91,11 +92,14 @@ impl Nearby for NbCacheTopology<'_> {
     /// One pass over NB's routers and their ports, in place (peer ports are skipped before
     /// their networks are read, so a hub's N costs little).
     fn vpcs_with_subnets_overlapping(&self, nets: &[IpNet]) -> BTreeSet<String> {
-        let cache = self.0;
-        all_subnets(cache)
-            .iter()
-            .filter(|(s, _)| nets.iter().any(|n| overlaps(s, n)))
-            .filter_map(|(_, router)| cache.router(*router).map(|r| r.name.clone()))
+        let (cache, index) = (self.0, all_subnets(self.0));
+        let mut routers = BTreeSet::new();
+        for n in nets {
+            index.routers_overlapping(n, &mut routers);
+        }
+        routers
+            .into_iter()
+            .filter_map(|u| cache.router(u).map(|r| r.name.clone()))
             .collect()
     }
 
@@ -158,7 +162,7 @@ fn port_view(p: &LogicalRouterPort) -> PortView {
 }
 
 /// Every subnet in NB with the router holding it.
-type Subnets = Arc<Vec<(IpNet, Uuid)>>;
+type Subnets = Arc<SubnetIndex>;
 
 /// Every router's subnets, parsed once per NB state of routers and ports: CreatePeering's
 /// probe asks on every create which VPCs' subnets overlap its networks, and walking and
@@ -199,7 +203,7 @@ fn all_subnets(cache: &NbCache) -> Subnets {
             subnets.extend(holders[at..end].iter().map(|(_, r)| (net, *r)));
         }
     }
-    let subnets = Arc::new(subnets);
+    let subnets = Arc::new(SubnetIndex::new(subnets));
     *memo = Some((cache.clone(), subnets.clone()));
     subnets
 }

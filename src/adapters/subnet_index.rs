@@ -1,0 +1,140 @@
+//! Every subnet in NB, sorted so that "which subnets overlap this network" is a few binary
+//! searches instead of a walk over every subnet (CreatePeering's probe asks it on every create).
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use crate::peering::overlaps;
+
+/// Subnets with the router holding each, sorted by (family, first address).
+#[derive(Debug, Default)]
+pub struct SubnetIndex {
+    by_start: Vec<(IpNet, Uuid)>,
+    /// The prefix lengths present, per family (`true`: IPv6).
+    lens: BTreeSet<(bool, u8)>,
+}
+
+/// (family, first address) and (family, last address) of `n`, comparable across families.
+fn start(n: &IpNet) -> (bool, u128) {
+    match n {
+        IpNet::V4(a) => (false, u32::from(a.network()) as u128),
+        IpNet::V6(a) => (true, u128::from(a.network())),
+    }
+}
+
+fn end(n: &IpNet) -> (bool, u128) {
+    match n {
+        IpNet::V4(a) => (false, u32::from(a.broadcast()) as u128),
+        IpNet::V6(a) => (true, u128::from(a.broadcast())),
+    }
+}
+
+impl SubnetIndex {
+    pub fn new(mut subnets: Vec<(IpNet, Uuid)>) -> Self {
+        subnets.sort_unstable_by_key(|(n, r)| (start(n), n.prefix_len(), *r));
+        let lens = subnets
+            .iter()
+            .map(|(n, _)| (start(n).0, n.prefix_len()))
+            .collect();
+        SubnetIndex {
+            by_start: subnets,
+            lens,
+        }
+    }
+
+    /// The routers holding a subnet that overlaps `n`: those starting inside `n`, and those
+    /// starting before it, which overlap it only by containing it (prefixes nest), so are
+    /// `n` cut to one of the shorter lengths present.
+    pub fn routers_overlapping(&self, n: &IpNet, out: &mut BTreeSet<Uuid>) {
+        let (lo, hi) = (start(n), end(n));
+        let from = self.by_start.partition_point(|(s, _)| start(s) < lo);
+        let to = self.by_start.partition_point(|(s, _)| start(s) <= hi);
+        out.extend(
+            self.by_start[from..to]
+                .iter()
+                .filter(|(s, _)| overlaps(s, n))
+                .map(|(_, r)| *r),
+        );
+        let family = lo.0;
+        for &(_, len) in self.lens.range((family, 0)..(family, n.prefix_len())) {
+            let Ok(wider) = IpNet::new(n.addr(), len).map(|w| w.trunc()) else {
+                continue;
+            };
+            let key = start(&wider);
+            let from = self.by_start.partition_point(|(s, _)| start(s) < key);
+            out.extend(
+                self.by_start[from..]
+                    .iter()
+                    .take_while(|(s, _)| start(s) == key)
+                    .filter(|(s, _)| s.prefix_len() == len)
+                    .map(|(_, r)| *r),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the walk over every subnet, on a dense space where every kind of overlap
+    /// happens (equal, containing, contained, disjoint, both families).
+    #[test]
+    fn finds_exactly_what_the_walk_finds() {
+        let mut subnets = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        for i in 0..400u128 {
+            let len = 20 + (next() % 13) as u8;
+            let v4 = IpNet::new(
+                format!("10.0.{}.{}", next() % 64, next() % 256)
+                    .parse()
+                    .unwrap(),
+                len,
+            )
+            .unwrap()
+            .trunc();
+            subnets.push((v4, Uuid::from_u128(i)));
+            if i % 4 == 0 {
+                let v6: IpNet = format!("fd00::{:x}:0/{}", next() % 64, 100 + next() % 29)
+                    .parse::<IpNet>()
+                    .unwrap()
+                    .trunc();
+                subnets.push((v6, Uuid::from_u128(1000 + i)));
+            }
+        }
+        let index = SubnetIndex::new(subnets.clone());
+        for _ in 0..500 {
+            let len = 16 + (next() % 17) as u8;
+            let q = IpNet::new(
+                format!("10.0.{}.{}", next() % 64, next() % 256)
+                    .parse()
+                    .unwrap(),
+                len,
+            )
+            .unwrap()
+            .trunc();
+            let q6: IpNet = format!("fd00::{:x}:0/{}", next() % 64, 96 + next() % 33)
+                .parse::<IpNet>()
+                .unwrap()
+                .trunc();
+            for q in [q, q6] {
+                let mut got = BTreeSet::new();
+                index.routers_overlapping(&q, &mut got);
+                let want: BTreeSet<Uuid> = subnets
+                    .iter()
+                    .filter(|(s, _)| overlaps(s, &q))
+                    .map(|(_, r)| *r)
+                    .collect();
+                assert_eq!(got, want, "{q}");
+            }
+        }
+    }
+}
