@@ -83,48 +83,36 @@ mod tests {
     /// happens (equal, containing, contained, disjoint, both families).
     #[test]
     fn finds_exactly_what_the_walk_finds() {
-        let mut subnets = Vec::new();
         let mut seed = 7u64;
-        let mut next = || {
+        let mut next = move || {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as u32
         };
+        // A network in 10.0.0.0/18 or fd00::/106 with a prefix length from `lens`.
+        let mut net = |v6: bool, lens: std::ops::Range<u32>| -> IpNet {
+            let (a, b, len) = (
+                next() % 64,
+                next() % 256,
+                lens.start + next() % lens.len() as u32,
+            );
+            let text = match v6 {
+                false => format!("10.0.{a}.{b}/{len}"),
+                true => format!("fd00::{a:x}:0/{len}"),
+            };
+            text.parse::<IpNet>().unwrap().trunc()
+        };
+        let mut subnets = Vec::new();
         for i in 0..400u128 {
-            let len = 20 + (next() % 13) as u8;
-            let v4 = IpNet::new(
-                format!("10.0.{}.{}", next() % 64, next() % 256)
-                    .parse()
-                    .unwrap(),
-                len,
-            )
-            .unwrap()
-            .trunc();
-            subnets.push((v4, Uuid::from_u128(i)));
+            subnets.push((net(false, 20..33), Uuid::from_u128(i)));
             if i % 4 == 0 {
-                let v6: IpNet = format!("fd00::{:x}:0/{}", next() % 64, 100 + next() % 29)
-                    .parse::<IpNet>()
-                    .unwrap()
-                    .trunc();
-                subnets.push((v6, Uuid::from_u128(1000 + i)));
+                subnets.push((net(true, 100..129), Uuid::from_u128(1000 + i)));
             }
         }
         let index = SubnetIndex::new(subnets.clone());
         for _ in 0..500 {
-            let len = 16 + (next() % 17) as u8;
-            let q = IpNet::new(
-                format!("10.0.{}.{}", next() % 64, next() % 256)
-                    .parse()
-                    .unwrap(),
-                len,
-            )
-            .unwrap()
-            .trunc();
-            let q6: IpNet = format!("fd00::{:x}:0/{}", next() % 64, 96 + next() % 33)
-                .parse::<IpNet>()
-                .unwrap()
-                .trunc();
+            let (q, q6) = (net(false, 16..33), net(true, 96..129));
             for q in [q, q6] {
                 let mut got = BTreeSet::new();
                 index.routers_overlapping(&q, &mut got);

@@ -7,6 +7,31 @@ use super::model::{Labels, PeeringRow, StoredRoute};
 use super::{PeeringRecord, Store, StoreError};
 use crate::peering::topology::ConflictQuery;
 
+/// A [`ConflictQuery`] as the probe's SQL parameters ($1 to $6 of both probe reads: this one
+/// and `CreateTx::list_for_batch_probe`).
+pub(super) struct ProbeArgs<'a> {
+    pub names: Vec<&'a str>,
+    pub ports: Vec<&'a str>,
+    /// The pairs' lower and higher VPC names, in step.
+    pub lo: Vec<&'a str>,
+    pub hi: Vec<&'a str>,
+    pub nets: Vec<ipnet::IpNet>,
+    pub vpcs: Vec<&'a str>,
+}
+
+impl<'a> ProbeArgs<'a> {
+    pub fn of(q: &'a ConflictQuery) -> Self {
+        ProbeArgs {
+            names: q.names.iter().map(String::as_str).collect(),
+            ports: q.ports.iter().map(String::as_str).collect(),
+            lo: q.pairs.iter().map(|(l, _)| l.as_str()).collect(),
+            hi: q.pairs.iter().map(|(_, h)| h.as_str()).collect(),
+            nets: q.nets.iter().copied().collect(),
+            vpcs: q.vpcs.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 impl Store {
     /// The stored peerings whose rows may be in NB ([`super::PeeringState::in_northbound`])
     /// that can take part in the rules for the probed peerings: the same arms as
@@ -16,12 +41,14 @@ impl Store {
         &self,
         q: &ConflictQuery,
     ) -> Result<Vec<PeeringRecord>, StoreError> {
-        let names: Vec<&str> = q.names.iter().map(String::as_str).collect();
-        let ports: Vec<&str> = q.ports.iter().map(String::as_str).collect();
-        let lo: Vec<&str> = q.pairs.iter().map(|(l, _)| l.as_str()).collect();
-        let hi: Vec<&str> = q.pairs.iter().map(|(_, h)| h.as_str()).collect();
-        let nets: Vec<ipnet::IpNet> = q.nets.iter().copied().collect();
-        let vpcs: Vec<&str> = q.vpcs.iter().map(String::as_str).collect();
+        let ProbeArgs {
+            names,
+            ports,
+            lo,
+            hi,
+            nets,
+            vpcs,
+        } = ProbeArgs::of(q);
         let rows = self
             .timed(
                 "peering_list_conflicting",

@@ -5,6 +5,7 @@
 
 use sqlx::types::Json;
 
+use super::conflicts::ProbeArgs;
 use super::create::{CreateTx, HashedRow};
 use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
 use super::{PeeringRecord, RequestRecord, StoreError};
@@ -53,12 +54,14 @@ impl CreateTx<'_> {
         q: &ConflictQuery,
         request_ids: &[String],
     ) -> Result<BatchRead, StoreError> {
-        let names: Vec<&str> = q.names.iter().map(String::as_str).collect();
-        let ports: Vec<&str> = q.ports.iter().map(String::as_str).collect();
-        let lo: Vec<&str> = q.pairs.iter().map(|(l, _)| l.as_str()).collect();
-        let hi: Vec<&str> = q.pairs.iter().map(|(_, h)| h.as_str()).collect();
-        let nets: Vec<ipnet::IpNet> = q.nets.iter().copied().collect();
-        let vpcs: Vec<&str> = q.vpcs.iter().map(String::as_str).collect();
+        let ProbeArgs {
+            names,
+            ports,
+            lo,
+            hi,
+            nets,
+            vpcs,
+        } = ProbeArgs::of(q);
         // Each arm an index: names, port names, pairs (peerings_vpc_pair), links per VPC
         // (the GiST of peering_links), the few read whole (peerings_probe_extra_*), request_id.
         let rows = self
