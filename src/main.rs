@@ -7,7 +7,7 @@ use ovn_peerd::config::Config;
 use ovn_peerd::startup::Application;
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    ovn_peerd::heap::tune();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,15 +66,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
-}
-
-/// glibc gives each thread that allocates its own arena (up to 8 per core);
-/// with tokio's workers and the worker's blocking threads that multiplies the
-/// memory a large NB cache leaves fragmented. Two arenas are plenty here.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; it runs before the runtime starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
 }

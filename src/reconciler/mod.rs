@@ -44,6 +44,10 @@ pub use pass::{PassError, PassOutcome, Scope};
 use timing::{AFTER_LOSS_DELAY, LISTEN_WAIT, RETRY_MAX, RETRY_MIN};
 use wake::Wake;
 
+/// A narrow pass judging at least this many peerings (a bulk insert's) is followed by a heap
+/// trim, as every full pass is; a lone create's pass is not worth one.
+const LARGE_PASS: usize = 1000;
+
 /// The worker's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -286,6 +290,13 @@ impl Reconciler {
             let result = pass::run(self, scope).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
+            if kind == "full" || result.as_ref().is_ok_and(|o| o.peerings >= LARGE_PASS) {
+                // Everything the pass allocated is freed by now (it was trimmed inside the
+                // pass, while its peerings, rows and plan were still held: that trim could
+                // give back only what the rules had freed). glibc keeps freed memory, so
+                // without this the resident size stays at the largest pass's peak.
+                crate::heap::release_freed_memory_soon();
+            }
             let next = match result {
                 Ok(o) if o.incomplete == 0 => {
                     metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok", "scope" => kind)
