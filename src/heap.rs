@@ -165,7 +165,10 @@ mod tests {
         let block = std::hint::black_box(vec![7u8; 64 << 20]);
         let held = stats().unwrap();
         // Other tests' threads allocate and free meanwhile, but not 64 MiB.
-        assert!(held.in_use >= before.in_use + (32 << 20), "{before:?} -> {held:?}");
+        assert!(
+            held.in_use >= before.in_use + (32 << 20),
+            "{before:?} -> {held:?}"
+        );
         drop(block);
     }
 }

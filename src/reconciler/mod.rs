@@ -290,11 +290,14 @@ impl Reconciler {
             let result = pass::run(self, scope).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
-            if kind == "full" || result.as_ref().is_ok_and(|o| o.peerings >= LARGE_PASS) {
-                // Everything the pass allocated is freed by now (it was trimmed inside the
-                // pass, while its peerings, rows and plan were still held: that trim could
-                // give back only what the rules had freed). glibc keeps freed memory, so
-                // without this the resident size stays at the largest pass's peak.
+            // glibc keeps what a pass frees, so without a trim the resident size stays at the
+            // largest pass's peak. Here, once the pass has dropped its peerings, rows and plan
+            // (a trim inside the pass could give back only what it had freed so far). A full
+            // pass is rare (start, timer, resync): trimmed at once; a large narrow one (a bulk
+            // insert's) at most once per gap.
+            if kind == "full" {
+                tokio::task::spawn_blocking(crate::heap::release_freed_memory);
+            } else if result.as_ref().is_ok_and(|o| o.peerings >= LARGE_PASS) {
                 crate::heap::release_freed_memory_soon();
             }
             let next = match result {
