@@ -35,9 +35,30 @@ pub fn tune() {
     }
 }
 
+/// What a trim follows (the `after` label of `ovn_peerd_heap_trims_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// An NB initial dump (start-up, re-dump) was installed.
+    Dump,
+    /// A large NB update was applied.
+    Update,
+    /// A full or large worker pass ended.
+    Pass,
+}
+
+impl After {
+    fn label(self) -> &'static str {
+        match self {
+            After::Dump => "dump",
+            After::Update => "update",
+            After::Pass => "pass",
+        }
+    }
+}
+
 /// Returns the heap's free pages to the system now, then publishes the heap's figures. It walks
 /// the heap: call it on a blocking thread.
-pub fn release_freed_memory() {
+pub fn release_freed_memory(after: After) {
     *LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it takes the allocator's
@@ -45,13 +66,14 @@ pub fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+    metrics::counter!(crate::metrics::HEAP_TRIMS_TOTAL, "after" => after.label()).increment(1);
     publish_stats();
 }
 
 /// [`release_freed_memory`] on a blocking task of its own (nobody waits for it): now, or, when
 /// the heap was trimmed less than [`TRIM_GAP`] ago, once that gap has passed (one deferred trim
 /// for any number of calls meanwhile). Needs a tokio runtime.
-pub fn release_freed_memory_soon() {
+pub fn release_freed_memory_soon(after: After) {
     let plan = {
         let mut last = LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner());
         let plan = trim_plan(*last, Instant::now(), TRIM_PENDING.load(Ordering::Acquire));
@@ -62,7 +84,7 @@ pub fn release_freed_memory_soon() {
     };
     match plan {
         TrimPlan::Now => {
-            tokio::task::spawn_blocking(release_freed_memory);
+            tokio::task::spawn_blocking(move || release_freed_memory(after));
         }
         TrimPlan::After(wait) => {
             if TRIM_PENDING.swap(true, Ordering::AcqRel) {
@@ -71,7 +93,7 @@ pub fn release_freed_memory_soon() {
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 TRIM_PENDING.store(false, Ordering::Release);
-                let _ = tokio::task::spawn_blocking(release_freed_memory).await;
+                let _ = tokio::task::spawn_blocking(move || release_freed_memory(after)).await;
             });
         }
         TrimPlan::AlreadyPending => {}

@@ -446,7 +446,7 @@ async fn reader(
                             drop(frame);
                             // What applying it freed goes back to the system; the trim runs
                             // on its own blocking task, so what is queued behind does not wait.
-                            crate::heap::release_freed_memory_soon();
+                            crate::heap::release_freed_memory_soon(crate::heap::After::Update);
                         }
                         handled
                     }));

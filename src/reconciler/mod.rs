@@ -296,9 +296,11 @@ impl Reconciler {
             // pass is rare (start, timer, resync): trimmed at once; a large narrow one (a bulk
             // insert's) at most once per gap.
             if kind == "full" {
-                tokio::task::spawn_blocking(crate::heap::release_freed_memory);
+                tokio::task::spawn_blocking(|| {
+                    crate::heap::release_freed_memory(crate::heap::After::Pass)
+                });
             } else if result.as_ref().is_ok_and(|o| o.peerings >= LARGE_PASS) {
-                crate::heap::release_freed_memory_soon();
+                crate::heap::release_freed_memory_soon(crate::heap::After::Pass);
             }
             let next = match result {
                 Ok(o) if o.incomplete == 0 => {
