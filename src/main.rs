@@ -6,6 +6,19 @@ use tokio_util::sync::CancellationToken;
 use ovn_peerd::config::Config;
 use ovn_peerd::startup::Application;
 
+/// `--features jemalloc`: jemalloc instead of glibc malloc (see `ovn_peerd::heap`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read before `main`: a background thread hands pages freed 1 s ago back
+/// to the system (dirty, then at once unmapped rather than kept "muzzy"), as glibc's trims do.
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: ovn_peerd::heap::MallocConf = ovn_peerd::heap::MallocConf::new(
+    c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+);
+
 fn main() -> std::process::ExitCode {
     ovn_peerd::heap::tune();
     match tokio::runtime::Builder::new_multi_thread()

@@ -439,6 +439,11 @@ pub fn print_large(l: &LargeResults) {
             "<= 600 MB",
         ),
         (
+            "RSS after restart, settled",
+            f(&l.footprint_restart_settled),
+            "<= 600 MB",
+        ),
+        (
             "CPU s: ovsdb-server / Postgres / monitor",
             format!(
                 "{:.1} / {:.1} / {:.2}",

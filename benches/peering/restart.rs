@@ -53,7 +53,7 @@ pub struct ScaleResults {
 
 /// How long the process is left alone before its steady footprint is read: past the worker's
 /// heap trim gap ([`ovn_peerd::heap::TRIM_GAP`]), so a trim deferred by an earlier one has run.
-const SETTLE: Duration = Duration::from_secs(12);
+pub const SETTLE: Duration = Duration::from_secs(12);
 
 /// MB of live heap the process reported after its last trim.
 async fn heap_in_use_mb(peerd: &Peerd) -> f64 {
