@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use crate::args::Args;
 use crate::peerd::{create_request, db_query_means, wait_passes, Peerd};
+use crate::restart::SETTLE;
 use crate::support::monitor::Monitor;
 use crate::support::nb::{self, NbServer};
-use crate::restart::SETTLE;
 use crate::support::proc::{cpu_seconds, cpu_tree_seconds, file_len, footprint, Footprint};
 use crate::support::{self, Summary};
 

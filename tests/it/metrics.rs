@@ -490,9 +490,11 @@ async fn the_heap_is_trimmed_after_the_dump_and_after_a_full_pass() {
         s.value("ovn_peerd_heap_trims_total", &[("after", after)])
             .unwrap_or(0.0)
     };
-    let s = scrape_until(metrics_port, "a trim after the dump and one after a pass", |s| {
-        trims(s, "dump") >= 1.0 && trims(s, "pass") >= 1.0
-    })
+    let s = scrape_until(
+        metrics_port,
+        "a trim after the dump and one after a pass",
+        |s| trims(s, "dump") >= 1.0 && trims(s, "pass") >= 1.0,
+    )
     .await;
     let heap = |state| s.value("ovn_peerd_heap_bytes", &[("state", state)]);
     assert!(heap("in_use").is_some_and(|b| b > 0.0), "{}", s.text);
