@@ -52,6 +52,17 @@ struct Cli {
     /// Run only the large phase (needs --large).
     #[arg(long, requires = "large")]
     large_only: bool,
+    /// Run only the overload phase (9), on a fresh server: per round the floor (1,000 health
+    /// checks at once), then 1,000 CreatePeering at once.
+    #[arg(long)]
+    overload_only: bool,
+    /// Rounds of `--overload-only`.
+    #[arg(long, default_value_t = 3)]
+    overload_rounds: usize,
+    /// One more flag for the ovn-peerd child of `--overload-only` (repeatable), e.g.
+    /// `--peerd-flag=--max-in-flight=32`.
+    #[arg(long, allow_hyphen_values = true)]
+    peerd_flag: Vec<String>,
     /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
     #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
     nbctl_process_n: usize,
@@ -100,6 +111,9 @@ pub struct Args {
     pub busy_only: bool,
     pub large: Option<usize>,
     pub large_only: bool,
+    pub overload_only: bool,
+    pub overload_rounds: usize,
+    pub peerd_flags: Vec<String>,
     pub nbctl_process_n: usize,
     pub gap: Duration,
     pub keep: bool,
@@ -129,6 +143,9 @@ impl Args {
             busy_only: cli.busy_only,
             large: cli.large,
             large_only: cli.large_only,
+            overload_only: cli.overload_only,
+            overload_rounds: cli.overload_rounds.max(1),
+            peerd_flags: cli.peerd_flag,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,
