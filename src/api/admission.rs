@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -64,6 +65,58 @@ pub struct Limits {
 pub struct Gate {
     permits: Arc<Semaphore>,
     limits: Limits,
+    shed: Arc<ShedLog>,
+}
+
+/// How often, at most, shedding is logged: refusals are counted in a metric, and a line per
+/// refusal would make logging the server's main work under overload.
+const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The shedding's log: one warning per [`SHED_LOG_EVERY`] at most, with the refusals since
+/// the last one.
+#[derive(Debug)]
+struct ShedLog {
+    since: Instant,
+    /// Milliseconds after `since` of the last warning; `u64::MAX`: none yet.
+    last_ms: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl ShedLog {
+    fn new() -> Self {
+        ShedLog {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a refusal; warns when the last warning is old enough (one caller wins).
+    fn refused(&self, limit: usize) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let now = self.since.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if !warn_due(last, now)
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            refused,
+            limit,
+            "shedding load: calls refused with RESOURCE_EXHAUSTED (--max-in-flight calls running)"
+        );
+    }
+}
+
+/// Whether a shedding warning is due at `now_ms`, the last one at `last_ms` (`u64::MAX`:
+/// never).
+fn warn_due(last_ms: u64, now_ms: u64) -> bool {
+    last_ms == u64::MAX || now_ms.saturating_sub(last_ms) >= SHED_LOG_EVERY.as_millis() as u64
 }
 
 /// An admitted call: holds its place until dropped.
@@ -89,6 +142,7 @@ impl Gate {
         Gate {
             permits: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
+            shed: Arc::new(ShedLog::new()),
         }
     }
 
@@ -97,6 +151,7 @@ impl Gate {
     pub fn admit(&self, headers: &http::HeaderMap) -> Result<Admitted, ApiError> {
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!(crate::metrics::RPC_SHED_TOTAL).increment(1);
+            self.shed.refused(self.limits.max_in_flight);
             ApiError::Overloaded {
                 limit: self.limits.max_in_flight,
             }
@@ -284,6 +339,16 @@ mod tests {
         let c = gate.admit(&headers).expect("a place freed");
         assert_eq!(c.budget, Duration::from_millis(90));
         assert_eq!(c.deadline(), c.at + Duration::from_millis(90));
+    }
+
+    #[test]
+    fn shedding_is_logged_at_first_then_at_most_every_ten_seconds() {
+        assert!(warn_due(u64::MAX, 0));
+        assert!(!warn_due(5_000, 5_000));
+        assert!(!warn_due(5_000, 14_999));
+        assert!(warn_due(5_000, 15_000));
+        // A clock read before another thread's warning: not due.
+        assert!(!warn_due(5_000, 4_000));
     }
 
     #[test]
