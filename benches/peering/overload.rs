@@ -46,12 +46,19 @@ pub struct Burst {
     /// The server's mean duration of the accepted calls (its RPC histogram): the time
     /// spent inside ovn-peerd, from the request's headers to its answer.
     pub server_accepted_mean_ms: f64,
+    /// Every accepted and refused call's latency (for figures over several bursts).
+    #[serde(skip)]
+    pub samples: (Vec<Duration>, Vec<Duration>),
 }
 
 /// `--overload-only`: per round, the floor and the CreatePeering burst.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct OverloadOnly {
     pub rounds: Vec<Round>,
+    /// Over every round: the floor's calls, the accepted and the refused creates.
+    pub all_floor: Summary,
+    pub all_accepted: Summary,
+    pub all_refused: Summary,
     pub footprint_after: Footprint,
 }
 
@@ -166,14 +173,16 @@ where
             }
         }
     }
+    let cpu = pids.cpu(t0).minus(cpu0);
     Burst {
         accepted: Summary::of(&ok),
         refused: refused.len(),
         refused_latency: Summary::of(&refused),
         other_errors: other,
         seconds: t0.elapsed().as_secs_f64(),
-        cpu: pids.cpu(t0).minus(cpu0),
+        cpu,
         server_accepted_mean_ms: 0.0,
+        samples: (ok, refused),
     }
 }
 
@@ -227,6 +236,26 @@ pub async fn run_only(args: &Args, root: &Path, pg: &PgCluster) -> OverloadOnly 
     if let Some(mut perf) = perf {
         stop_perf(&mut perf);
     }
+    let all = |f: &dyn Fn(&Round) -> &Vec<Duration>| {
+        Summary::of(&out.rounds.iter().flat_map(f).copied().collect::<Vec<_>>())
+    };
+    out.all_floor = all(&|r| &r.floor.samples.0);
+    out.all_accepted = all(&|r| &r.create.samples.0);
+    out.all_refused = all(&|r| &r.create.samples.1);
+    println!(
+        "[peerd] overload, {rounds} rounds: floor p50 {:.1} / p99 {:.1} ms; accepted {} \
+         (p50 {:.1} / p99 {:.1} / max {:.1} ms); refused {} (p50 {:.1} / p99 {:.1} / max {:.1} ms)",
+        out.all_floor.p50_ms,
+        out.all_floor.p99_ms,
+        out.all_accepted.n,
+        out.all_accepted.p50_ms,
+        out.all_accepted.p99_ms,
+        out.all_accepted.max_ms,
+        out.all_refused.n,
+        out.all_refused.p50_ms,
+        out.all_refused.p99_ms,
+        out.all_refused.max_ms,
+    );
     out.footprint_after = footprint(peerd.pid());
     println!(
         "[peerd] overload: RSS after {:.1} MB (high-water {:.1})",
