@@ -59,6 +59,10 @@ struct Cli {
     /// Rounds of `--overload-only`.
     #[arg(long, default_value_t = 3)]
     overload_rounds: usize,
+    /// `--overload-only`: pad each CreatePeering's name with this many KiB (what an
+    /// unread refusal saves the server's memory; admitted ones are INVALID_ARGUMENT).
+    #[arg(long, default_value_t = 0)]
+    overload_pad_kib: usize,
     /// One more flag for the ovn-peerd child of `--overload-only` (repeatable), e.g.
     /// `--peerd-flag=--max-in-flight=32`.
     #[arg(long, allow_hyphen_values = true)]
@@ -113,6 +117,7 @@ pub struct Args {
     pub large_only: bool,
     pub overload_only: bool,
     pub overload_rounds: usize,
+    pub overload_pad_kib: usize,
     pub peerd_flags: Vec<String>,
     pub nbctl_process_n: usize,
     pub gap: Duration,
@@ -145,6 +150,7 @@ impl Args {
             large_only: cli.large_only,
             overload_only: cli.overload_only,
             overload_rounds: cli.overload_rounds.max(1),
+            overload_pad_kib: cli.overload_pad_kib,
             peerd_flags: cli.peerd_flag,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),

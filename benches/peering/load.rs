@@ -142,7 +142,7 @@ async fn churn(peerd: &Peerd, monitor: &Monitor, base: usize, out: &mut LoadResu
 async fn overload(peerd: &Peerd, pids: Pids, base: usize, out: &mut LoadResults) {
     println!("[peerd] overload: {OVERLOAD_CLIENTS} CreatePeering calls at once");
     let channels = overload::channels(peerd, overload::CHANNELS).await;
-    let b = overload::creates(peerd, &channels, pids, base, "load").await;
+    let b = overload::creates(peerd, &channels, pids, base, "load", 0).await;
     overload::print("overload", &b);
     out.overload_seconds = b.seconds;
     out.overload_accepted = b.accepted;

@@ -9,7 +9,8 @@
 //! burst; the server's own view of the accepted calls (mean, from its RPC histogram) tells
 //! the time in ovn-peerd from the time before it (the client, the sockets, h2):
 //! `cargo bench --bench peering -- --overload-only [--peerd-flag=--max-in-flight=32] [--perf]`
-//! (`--perf`: `perf record -g` of ovn-peerd over every round).
+//! (`--perf`: `perf record -g` of ovn-peerd over every round; `--overload-pad-kib 256`: large
+//! messages, to see what reading refused calls would cost in memory).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,11 +105,14 @@ pub async fn creates(
     pids: Pids,
     base: usize,
     tag: &str,
+    pad_kib: usize,
 ) -> Burst {
     let before = peerd.scrape().await;
+    let pad = "x".repeat(pad_kib << 10);
     let mut burst = fire(channels, pids, |ch, k| {
         let mut client = PeeringServiceClient::new(ch);
-        let req = create_request(format!("{tag}-{k}"), base + 2 * k + 1, base + 2 * k + 2);
+        let name = format!("{tag}-{k}{pad}");
+        let req = create_request(name, base + 2 * k + 1, base + 2 * k + 2);
         async move { client.create_peering(req).await.map(|_| ()) }
     })
     .await;
@@ -229,7 +233,9 @@ pub async fn run_only(args: &Args, root: &Path, pg: &PgCluster) -> OverloadOnly 
     for r in 0..rounds {
         let floor = health_checks(&channels, pids).await;
         print(&format!("round {r}: floor (health checks)"), &floor);
-        let create = creates(&peerd, &channels, pids, 2 * CLIENTS * r, &format!("o{r}")).await;
+        let tag = format!("o{r}");
+        let base = 2 * CLIENTS * r;
+        let create = creates(&peerd, &channels, pids, base, &tag, args.overload_pad_kib).await;
         print(&format!("round {r}: CreatePeering"), &create);
         out.rounds.push(Round { floor, create });
     }

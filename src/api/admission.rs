@@ -11,7 +11,8 @@
 //! itself when no layer admitted the call).
 //!
 //! An admitted call runs until the client's deadline (`grpc-timeout`), capped by
-//! `--rpc-timeout`, counted from its admission; when it passes, the call's future is
+//! `--rpc-timeout`, counted from its admission (reading its message included, so a client
+//! trickling its message cannot keep a place); when it passes, the call's future is
 //! dropped, so its work stops where it stands (an open Postgres transaction rolls back) and
 //! the client gets DEADLINE_EXCEEDED. Health, reflection and WatchPeerings (long-lived, with
 //! their own limit) are not limited: a probe must answer while the API sheds load.
@@ -171,7 +172,7 @@ impl Gate {
     pub fn layer(&self) -> AdmissionLayer {
         AdmissionLayer {
             gate: self.clone(),
-            refusal: super::rpc_span::shed(ApiError::Overloaded {
+            refusal: super::rpc_span::outside_handler(ApiError::Overloaded {
                 limit: self.limits.max_in_flight,
             }),
         }
@@ -200,6 +201,10 @@ impl Place {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
+
+/// How long after an admitted call's deadline the layer ends it, when its handler has not:
+/// the handler's own timer (same deadline) answers first, inside the call's RPC span.
+const LAYER_GRACE: Duration = Duration::from_millis(5);
 
 /// Tower layer admitting PeeringService calls on their headers (see the module doc).
 #[derive(Clone)]
@@ -246,8 +251,24 @@ where
         if is_limited(req.uri().path()) {
             match self.layer.gate.admit(req.headers()) {
                 Ok(admitted) => {
+                    let (at, deadline) = (admitted.at, admitted.deadline() + LAYER_GRACE);
                     req.extensions_mut()
                         .insert(Place(Arc::new(Mutex::new(Some(admitted)))));
+                    let call = self.inner.call(req);
+                    // The deadline covers reading the message too: a client that sends its
+                    // headers and then trickles (or never ends) its message gives its place
+                    // back at the deadline, with the request.
+                    return Box::pin(async move {
+                        match tokio::time::timeout_at(deadline.into(), call).await {
+                            Ok(response) => response,
+                            Err(_) => Ok(super::rpc_span::outside_handler(
+                                ApiError::DeadlineExceeded {
+                                    after: at.elapsed(),
+                                },
+                            )
+                            .into_http()),
+                        }
+                    });
                 }
                 // Answered here: the request's message is never read.
                 Err(_) => {
@@ -292,6 +313,8 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
 
     #[test]
@@ -339,6 +362,41 @@ mod tests {
         let c = gate.admit(&headers).expect("a place freed");
         assert_eq!(c.budget, Duration::from_millis(90));
         assert_eq!(c.deadline(), c.at + Duration::from_millis(90));
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_message_never_ends_gives_its_place_back_at_its_deadline() {
+        let gate = Gate::new(Limits {
+            max_in_flight: 1,
+            rpc_timeout: Duration::from_secs(30),
+        });
+        // A handler still reading a message that never ends.
+        let mut service = gate
+            .layer()
+            .layer(tower::service_fn(|_req: http::Request<()>| {
+                std::future::pending::<Result<http::Response<tonic::body::Body>, Infallible>>()
+            }));
+        let request = || {
+            http::Request::builder()
+                .uri("/ovnpeerd.v1.PeeringService/CreatePeering")
+                .header("grpc-timeout", "30m")
+                .body(())
+                .unwrap()
+        };
+        let guard = Duration::from_secs(60);
+        let response = tokio::time::timeout(guard, service.call(request()))
+            .await
+            .expect("the layer ends the call at its deadline")
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        // Its place is free again: the next call is admitted (and ended in turn), not shed.
+        let response = tokio::time::timeout(guard, service.call(request()))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
 
     #[test]

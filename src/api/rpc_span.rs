@@ -6,7 +6,7 @@
 //!
 //! Every call is admitted first (`admission.rs`): refused at once when too many run, and
 //! stopped when its deadline passes. A call the server's admission layer sheds never gets
-//! here (nor to a handler): its refusal is converted once, by [`shed`], when the layer is
+//! here (nor to a handler): its refusal is converted once, by [`outside_handler`], when the layer is
 //! built, and is counted (`ovn_peerd_rpc_shed_total`, the RPC metrics by code), not logged
 //! per call (under overload, a log line per refusal would be the server's main work).
 //!
@@ -161,9 +161,10 @@ impl RpcSpan {
     }
 }
 
-/// The refusal of a call the admission layer sheds before any handler (see the module doc).
-pub(super) fn shed(refused: ApiError) -> Status {
-    Status::from(refused)
+/// The answer to a call that ends outside any handler: shed by the admission layer (see the
+/// module doc), or past its deadline while its message was still being read.
+pub(super) fn outside_handler(error: ApiError) -> Status {
+    Status::from(error)
 }
 
 /// Records an RPC's code and duration in its span and logs its end.
