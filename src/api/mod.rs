@@ -40,7 +40,7 @@ use crate::proto::v1::{
 use crate::store::Store;
 
 pub use admission::{Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT};
-pub use create_batch::{BATCHES_IN_FLIGHT, MAX_BATCH};
+pub use create_batch::{BATCHES_IN_FLIGHT, FULL_READ_BELOW, MAX_BATCH};
 pub use error::ApiError;
 
 /// The rules' settings the API applies.
