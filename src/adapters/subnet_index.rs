@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::peering::overlaps;
 
 /// Subnets with the router holding each, sorted by (family, first address).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct SubnetIndex {
     by_start: Vec<(IpNet, Uuid)>,
     /// The prefix lengths present, per family (`true`: IPv6).
@@ -42,6 +42,11 @@ impl SubnetIndex {
             by_start: subnets,
             lens,
         }
+    }
+
+    /// Every (subnet, router), in the index's order.
+    pub fn entries(&self) -> &[(IpNet, Uuid)] {
+        &self.by_start
     }
 
     /// The routers holding a subnet that overlaps `n`: those starting inside `n`, and those

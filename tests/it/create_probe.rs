@@ -8,6 +8,8 @@
 use ovn_peerd::api::{ApiError, PeeringApi};
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use ovn_peerd::store::Store;
+use ovn_peerd_test_support::wait_until_async;
+use std::time::Duration;
 
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
@@ -204,6 +206,47 @@ async fn a_vpc_at_the_bound_is_judged_through_the_probe() {
     let refused = violations(one(&api, hx).await);
     assert!(
         refused.iter().any(|(_, d)| d.contains("peering \"h3\"")),
+        "{refused:?}"
+    );
+}
+
+/// A subnet changed on a router after the probe's index of NB subnets was made is seen: the
+/// index follows NB by the rows that changed, a port's networks among them (s1's subnet moves
+/// inside x's, so the hub's route to s1 and its route to x would be ambiguous; only the new
+/// subnet finds s1, hence h1).
+#[tokio::test]
+async fn a_subnet_changed_after_an_earlier_probe_is_seen() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    create_vpc(&t.nb, "s1", &["10.1.1.1/24"]);
+    create_vpc(&t.nb, "x", &["10.9.0.1/16"]);
+    let api = api(&t).await;
+    one(&api, create("h1", "hub", "s1")).await.expect("h1");
+    t.nb.nbctl(&[
+        "set",
+        "Logical_Router_Port",
+        "s1-s0",
+        "networks=\"10.9.1.1/24\"",
+    ]);
+    wait_until_async(
+        "the replica to see s1's new subnet",
+        Duration::from_secs(10),
+        || async {
+            t.nb_client
+                .cache()
+                .port_by_name("s1-s0")
+                .is_some_and(|p| p.networks == ["10.9.1.1/24"])
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut hx = create("hx", "hub", "x");
+    let p = hx.peering.as_mut().unwrap();
+    p.local_connect_ip = "169.254.1.1/30".into();
+    p.remote_connect_ip = "169.254.1.2/30".into();
+    let refused = violations(one(&api, hx).await);
+    assert!(
+        refused.iter().any(|(_, d)| d.contains("peering \"h1\"")),
         "{refused:?}"
     );
 }
