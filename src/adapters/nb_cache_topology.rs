@@ -180,7 +180,11 @@ fn all_subnets(cache: &NbCache) -> Subnets {
         Some((of, subnets)) if of.same_routers_and_ports(cache) => return subnets.clone(),
         Some((of, subnets)) => match follow(of, subnets, cache) {
             Some(followed) => {
-                debug_assert_eq!(followed, build(cache), "the followed subnet index");
+                debug_assert_eq!(
+                    followed.entries(),
+                    build(cache).entries(),
+                    "the followed subnet index"
+                );
                 Arc::new(followed)
             }
             None => Arc::new(build(cache)),
@@ -208,19 +212,14 @@ fn follow(old: &NbCache, index: &SubnetIndex, new: &NbCache) -> Option<SubnetInd
                 .map(|r| r.uuid),
         );
     }
-    let mut entries: Vec<(IpNet, Uuid)> = index
-        .entries()
-        .iter()
-        .filter(|(_, r)| !routers.contains(r))
-        .copied()
-        .collect();
+    let mut added: Vec<(IpNet, Uuid)> = Vec::new();
     for r in routers.iter().filter_map(|u| new.router(*u)) {
         for p in r.ports.iter().filter_map(|u| new.port(*u)) {
             let subnets = subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p));
-            entries.extend(subnets.map(|net| (net, r.uuid)));
+            added.extend(subnets.map(|net| (net, r.uuid)));
         }
     }
-    Some(SubnetIndex::new(entries))
+    Some(index.changed(|r| routers.contains(r), added))
 }
 
 /// The uuids of the rows that differ between two tables walked in uuid order (added,
