@@ -42,7 +42,7 @@ use crate::store::Store;
 pub use admission::{
     http2_settings, AdmissionLayer, Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT,
 };
-pub use create_batch::{BATCHES_IN_FLIGHT, MAX_BATCH};
+pub use create_batch::{BATCHES_IN_FLIGHT, FULL_READ_BELOW, MAX_BATCH};
 pub use error::ApiError;
 
 /// The rules' settings the API applies.
