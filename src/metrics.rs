@@ -63,10 +63,13 @@ pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
 pub const OVSDB_RESYNCS_TOTAL: &str = "ovn_peerd_ovsdb_resyncs_total";
 /// Rows in the NB replica.
 pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
-/// glibc's heap after the last trim, by `state` (`in_use`, `free`).
+/// The heap after the last trim or pass, by `state` (`in_use`; glibc: `free`, `mmapped`;
+/// jemalloc: `resident`, `retained`).
 pub const HEAP_BYTES: &str = "ovn_peerd_heap_bytes";
 /// Heap trims (free memory handed back to the system), by `after` (`dump`, `update`, `pass`).
 pub const HEAP_TRIMS_TOTAL: &str = "ovn_peerd_heap_trims_total";
+/// How long a heap trim held the allocator (glibc `malloc_trim`, jemalloc purge).
+pub const HEAP_TRIM_SECONDS: &str = "ovn_peerd_heap_trim_seconds";
 
 /// Re-reads of a watched file (`file` = `tls` or `policy`), by `result` (`ok`, `error`).
 pub const FILE_RELOADS_TOTAL: &str = "ovn_peerd_file_reloads_total";
@@ -106,6 +109,7 @@ pub const ALL: &[&str] = &[
     OVSDB_CACHE_ROWS,
     HEAP_BYTES,
     HEAP_TRIMS_TOTAL,
+    HEAP_TRIM_SECONDS,
     FILE_RELOADS_TOTAL,
     FILE_RELOAD_STALE,
     WATCH_STREAMS,
@@ -248,7 +252,12 @@ fn describe() {
     describe_gauge!(
         HEAP_BYTES,
         Unit::Bytes,
-        "The heap after its last trim (after an NB dump, a large update or pass), by state: in_use (held by the program), free (kept by the allocator)"
+        "The heap after its last trim or large pass, by state: in_use (held by the program); glibc: free (kept by the allocator, resident where not trimmed), mmapped (of in_use, blocks mapped on their own); jemalloc: resident (pages mapped and resident), retained (address space kept, not resident)"
+    );
+    describe_histogram!(
+        HEAP_TRIM_SECONDS,
+        Unit::Seconds,
+        "How long each heap trim took; other threads' allocations wait on it (glibc malloc_trim holds each arena's lock)"
     );
     describe_counter!(
         HEAP_TRIMS_TOTAL,

@@ -287,19 +287,19 @@ impl Reconciler {
                 "narrow"
             };
             let started = std::time::Instant::now();
+            let full = scope == Scope::All;
             let result = pass::run(self, scope).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
-            // glibc keeps what a pass frees, so without a trim the resident size stays at the
-            // largest pass's peak. Here, once the pass has dropped its peerings, rows and plan
-            // (a trim inside the pass could give back only what it had freed so far). A full
-            // pass is rare (start, timer, resync): trimmed at once; a large narrow one (a bulk
-            // insert's) at most once per gap.
-            if kind == "full" {
-                tokio::task::spawn_blocking(|| {
-                    crate::heap::release_freed_memory(crate::heap::After::Pass)
-                });
-            } else if result.as_ref().is_ok_and(|o| o.peerings >= LARGE_PASS) {
+            // What a pass frees is handed back once it has dropped its peerings, rows and plan
+            // (a trim inside the pass could give back only what it had freed so far): after a
+            // pass that succeeded over everything (start, timer, resync) or over many
+            // peerings (a bulk insert's), at most once per gap. A failed pass trims nothing:
+            // it is retried, with backoff, as a full pass that trims once it succeeds.
+            if result
+                .as_ref()
+                .is_ok_and(|o| full || o.peerings >= LARGE_PASS)
+            {
                 crate::heap::release_freed_memory_soon(crate::heap::After::Pass);
             }
             let next = match result {
