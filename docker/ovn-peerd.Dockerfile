@@ -3,7 +3,9 @@
 # Build context: the repository root (docker build -f docker/ovn-peerd.Dockerfile .).
 
 FROM rust:1-bookworm AS build
-# No protoc needed: build.rs compiles proto/ with protox (pure Rust).
+# No protoc needed: build.rs compiles proto/ with protox (pure Rust). The default allocator,
+# jemalloc, is compiled from source and linked in statically: this image (buildpack-deps) has
+# the sh, make and cc it needs; the runtime image needs nothing for it.
 WORKDIR /src
 # Everything the manifest names must be present, benches included, or cargo refuses it.
 COPY Cargo.toml Cargo.lock build.rs ./
