@@ -9,11 +9,12 @@ use ipnet::IpNet;
 use uuid::Uuid;
 
 use super::subnet_index::SubnetIndex;
-use crate::ovsdb::model::{LogicalRouterPort, LogicalRouterStaticRoute};
+use crate::ovsdb::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::{NbCache, StrMap};
 use crate::peering::overlaps;
 use crate::peering::topology::{
-    subnets_of_port, Nearby, PortView, RouteView, RouterView, Topology,
+    subnets_of_port, Nearby, PortRef, PortView, RouteRef, RouteView, RouterRows, RouterView, RowId,
+    Topology,
 };
 use crate::peering::{is_owned, INSTANCE_KEY, PEERING_KEY};
 
@@ -47,6 +48,20 @@ impl Topology for NbCacheTopology<'_> {
 
     fn port_named(&self, name: &str) -> Option<PortView> {
         self.0.port_by_name(name).map(port_view)
+    }
+
+    /// Lent in place: the rules resolve a hub's router (a port and a route per spoke) and
+    /// read every judged peering's ports without copying them.
+    fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+        for r in self.0.router_by_name(name) {
+            f(&CacheRouter(self.0, r));
+        }
+    }
+
+    fn visit_port_named(&self, name: &str, f: &mut dyn FnMut(PortRef<'_>)) {
+        if let Some(p) = self.0.port_by_name(name) {
+            f(port_ref(p));
+        }
     }
 
     fn router_of_port(&self, port: &str) -> Option<String> {
@@ -119,6 +134,67 @@ impl Nearby for NbCacheTopology<'_> {
             .filter_map(|p| owner(&p.external_ids))
             .collect()
     }
+}
+
+/// A router of the replica, its rows lent in place.
+struct CacheRouter<'a>(&'a NbCache, &'a LogicalRouter);
+
+impl RouterRows for CacheRouter<'_> {
+    fn id(&self) -> String {
+        self.1.uuid.to_string()
+    }
+
+    fn name(&self) -> &str {
+        &self.1.name
+    }
+
+    fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>)) {
+        for p in self.1.ports.iter().filter_map(|u| self.0.port(*u)) {
+            f(port_ref(p));
+        }
+    }
+
+    fn each_route(&self, f: &mut dyn FnMut(RouteRef<'_>)) {
+        for r in self
+            .1
+            .static_routes
+            .iter()
+            .filter_map(|u| self.0.static_route(*u))
+        {
+            f(RouteRef {
+                id: RowId::Uuid(r.uuid),
+                ip_prefix: &r.ip_prefix,
+                nexthop: &r.nexthop,
+                policy: r.policy.as_deref(),
+                route_table: &r.route_table,
+                peering: owner_ref(&r.external_ids),
+                instance: instance_ref(&r.external_ids),
+            });
+        }
+    }
+}
+
+fn port_ref(p: &LogicalRouterPort) -> PortRef<'_> {
+    PortRef {
+        name: &p.name,
+        networks: &p.networks,
+        peer: p.peer.as_deref(),
+        is_gateway: is_gateway(p),
+        peering: owner_ref(&p.external_ids),
+        instance: instance_ref(&p.external_ids),
+    }
+}
+
+/// As [`owner`], borrowed.
+fn owner_ref(external_ids: &StrMap) -> Option<&str> {
+    is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).map_or("", String::as_str))
+}
+
+/// As [`instance`], borrowed.
+fn instance_ref(external_ids: &StrMap) -> Option<&str> {
+    is_owned(external_ids)
+        .then(|| external_ids.get(INSTANCE_KEY).map(String::as_str))
+        .flatten()
 }
 
 /// The deployment that wrote an owned row, when it says.

@@ -16,11 +16,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 mod index;
+mod prefix;
 mod probe;
+mod router;
+mod rows;
 
-pub use index::{Others, PeerIndex, PrefixMap};
-use index::{ResolvedRouter, VpcIndex};
+use index::VpcRef;
+pub use index::{Others, PeerIndex};
+pub use prefix::PrefixMap;
 pub use probe::{ConflictQuery, Nearby};
+use router::ResolvedRouter;
+pub use rows::{PortRef, RouteRef, RouterRows, RowId};
 
 use super::validate::ValidatedPeering;
 use super::{
@@ -69,12 +75,7 @@ impl RouteView {
     /// `(policy, prefix)` as `ovn-nbctl lr-route-add` compares routes (host bits cleared, a
     /// bare address is a host route); `None` when NB holds something we cannot read.
     pub fn key(&self) -> Option<(RoutePolicy, IpNet)> {
-        let policy = RoutePolicy::from_ovn(self.policy.as_deref())?;
-        let prefix = match self.ip_prefix.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
-            Err(_) => IpNet::from(self.ip_prefix.parse::<std::net::IpAddr>().ok()?),
-        };
-        Some((policy, prefix))
+        route_key(self.policy.as_deref(), &self.ip_prefix)
     }
 
     fn describe(&self, vpc: &str) -> String {
@@ -84,6 +85,16 @@ impl RouteView {
             self.ip_prefix, self.nexthop, self.id
         )
     }
+}
+
+/// A route's `(policy, prefix)` as [`RouteView::key`] reads it.
+fn route_key(policy: Option<&str>, ip_prefix: &str) -> Option<(RoutePolicy, IpNet)> {
+    let policy = RoutePolicy::from_ovn(policy)?;
+    let prefix = match ip_prefix.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => IpNet::from(ip_prefix.parse::<std::net::IpAddr>().ok()?),
+    };
+    Some((policy, prefix))
 }
 
 /// A `Logical_Router` as far as peering cares.
@@ -109,30 +120,48 @@ pub trait Topology {
     /// The name of the router holding the port `port`. Only asked to name a conflict, so it
     /// may be slow (a scan).
     fn router_of_port(&self, port: &str) -> Option<String>;
+    /// Every router named `name`, read in place by `f` (its ports and routes borrowed): what
+    /// the rules resolve a VPC's router with, once per VPC and pass (a hub's router holds a
+    /// port and a route per spoke). This default copies them through [`Self::routers_named`];
+    /// an implementation over a replica should lend its rows instead.
+    fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+        for r in self.routers_named(name) {
+            f(&r);
+        }
+    }
+    /// The router port named `name`, read in place by `f` (not called when there is none).
+    /// Asked for both port names of every peering judged. Default: [`Self::port_named`].
+    fn visit_port_named(&self, name: &str, f: &mut dyn FnMut(PortRef<'_>)) {
+        if let Some(p) = self.port_named(name) {
+            f((&p).into());
+        }
+    }
     /// The subnets of every router named `name` ([`vpc_subnets`] of each, merged, sorted,
     /// without duplicates); none when there is no such router. Asked for the other VPC of
-    /// every peering indexed (a hub's N spokes): an implementation should read them without
-    /// copying whole routers, as this default does.
+    /// every peering indexed (a hub's N spokes).
     fn subnets_named(&self, name: &str) -> Vec<IpNet> {
-        let all: BTreeSet<IpNet> = self
-            .routers_named(name)
-            .iter()
-            .flat_map(vpc_subnets)
-            .collect();
-        all.into_iter().collect()
+        let mut all = Vec::new();
+        self.visit_routers_named(name, &mut |r| {
+            r.each_port(&mut |p| {
+                all.extend(subnets_of_port(p.networks, p.peer, p.is_gateway));
+            })
+        });
+        all.sort_unstable();
+        all.dedup();
+        all
     }
-    /// How many routers have this name. Asked by CreatePeering for a hub: an implementation
-    /// should count without copying routers.
+    /// How many routers have this name.
     fn router_count(&self, name: &str) -> usize {
-        self.routers_named(name).len()
+        let mut n = 0;
+        self.visit_routers_named(name, &mut |_| n += 1);
+        n
     }
     /// The networks of every port of every router named `name`, host bits cleared, in router
-    /// and port order (unparseable ones skipped). As [`Self::router_count`].
+    /// and port order (unparseable ones skipped).
     fn port_networks_named(&self, name: &str) -> Vec<IpNet> {
-        self.routers_named(name)
-            .iter()
-            .flat_map(|r| r.ports.iter().flat_map(parse_networks).collect::<Vec<_>>())
-            .collect()
+        let mut out = Vec::new();
+        self.visit_routers_named(name, &mut |r| r.each_port(&mut |p| out.extend(p.nets())));
+        out
     }
 }
 
@@ -339,10 +368,12 @@ pub fn check_topology_in(
         let own = port_name(vpc, spec.vpc(side.other()));
         let reclaimed = others.index.claimed_only_by(vpc, &spec.name);
         let ctx = VpcContext {
-            vpc: vpc.to_string(),
+            vpc,
             me: &spec.name,
             subnets: &router.subnets,
-            port_nets: router.port_nets(&own, &reclaimed),
+            router,
+            own: &own,
+            reclaimed: &reclaimed,
             index: &vpcs[i],
             others,
         };
@@ -398,18 +429,27 @@ pub fn allocation_exclusions(
 
 /// One VPC of the checked peering and what already occupies its address space.
 struct VpcContext<'a> {
-    vpc: String,
+    vpc: &'a str,
     /// The checked peering's name (never in conflict with itself).
     me: &'a str,
     subnets: &'a [IpNet],
-    /// Networks of gateway ports and foreign peer ports: (network, port name).
-    port_nets: Vec<(IpNet, String)>,
+    /// Its router: the networks of gateway ports and foreign peer ports.
+    router: &'a ResolvedRouter,
+    /// The checked peering's port here, and the peer ports only it claims: not foreign.
+    own: &'a str,
+    reclaimed: &'a [String],
     /// Links and routes of the other peerings in this VPC.
-    index: &'a VpcIndex,
+    index: &'a VpcRef<'a>,
     others: Others<'a>,
 }
 
 impl VpcContext<'_> {
+    /// Networks of gateway ports and foreign peer ports overlapping `q`, in router port order:
+    /// (network, port name).
+    fn port_nets(&self, q: &IpNet) -> Vec<(IpNet, &str)> {
+        self.router.port_nets(q, self.own, self.reclaimed)
+    }
+
     /// The link must not overlap anything already routed in this VPC.
     fn check_link(&self, spec: &PeeringSpec, side: Side, v: &mut Vec<Violation>) {
         let field = format!("peering.{}_connect_ip", side.as_str());
@@ -424,7 +464,7 @@ impl VpcContext<'_> {
             for s in self.subnets.iter().filter(|s| overlaps(s, &link)) {
                 clash(format!("subnet {s} of {vpc:?}"));
             }
-            for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &link)) {
+            for (n, port) in self.port_nets(&link) {
                 clash(format!("network {n} of port {port:?} of {vpc:?}"));
             }
             for (n, peering) in self.others.links(self.index, &link, self.me) {
@@ -474,7 +514,7 @@ impl VpcContext<'_> {
                         clash(format!("subnet {s} of {vpc:?} itself"));
                     }
                 }
-                for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &p)) {
+                for (n, port) in self.port_nets(&p) {
                     clash(format!("network {n} of port {port:?} of {vpc:?}"));
                 }
                 for (n, peering) in self.others.links(self.index, &p, self.me) {
@@ -527,16 +567,18 @@ fn check_names(spec: &PeeringSpec, others: Others<'_>, v: &mut Vec<Violation>) {
 fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut Vec<Violation>) {
     for side in Side::BOTH {
         let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
-        let Some(port) = topo.port_named(&mine) else {
+        let mut owner = None;
+        topo.visit_port_named(&mine, &mut |port| {
+            if port.peering != Some(spec.name.as_str()) {
+                owner = Some(holder(port.peering, port.instance));
+            }
+        });
+        let Some(owner) = owner else {
             continue;
         };
-        if port.peering.as_deref() == Some(spec.name.as_str()) {
-            continue;
-        }
         let router = topo
             .router_of_port(&mine)
             .map_or_else(|| "no router".to_string(), |r| format!("router {r:?}"));
-        let owner = holder(port.peering.as_deref(), port.instance.as_deref());
         v.push(Violation::new(
             vpc_field(side),
             format!("port name {mine:?} is taken by port {mine:?} of {router}, {owner}"),

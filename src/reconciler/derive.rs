@@ -30,8 +30,8 @@ use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
 use crate::peering::topology::vpc_subnets;
 use crate::peering::topology::{
-    effective_routes, resolve_router, ConflictQuery, PeerIndex, PortView, RouteView, RouterView,
-    Topology, TopologyFacts,
+    effective_routes, resolve_router, ConflictQuery, PeerIndex, PortRef, PortView, RouteRef,
+    RouteView, RouterRows, RouterView, Topology, TopologyFacts,
 };
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
@@ -273,7 +273,43 @@ struct Leaving<'a, T> {
 
 impl<T: Topology> Leaving<'_, T> {
     fn gone(&self, peering: &Option<String>) -> bool {
-        peering.as_deref().is_some_and(|p| self.going.contains(p))
+        self.going_ref(peering.as_deref())
+    }
+
+    fn going_ref(&self, peering: Option<&str>) -> bool {
+        peering.is_some_and(|p| self.going.contains(p))
+    }
+}
+
+/// A router as [`Leaving`] shows it: without the rows of the peerings going.
+struct LeavingRouter<'a> {
+    router: &'a dyn RouterRows,
+    going: &'a BTreeSet<&'a str>,
+}
+
+impl RouterRows for LeavingRouter<'_> {
+    fn id(&self) -> String {
+        self.router.id()
+    }
+
+    fn name(&self) -> &str {
+        self.router.name()
+    }
+
+    fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>)) {
+        self.router.each_port(&mut |p| {
+            if !p.peering.is_some_and(|p| self.going.contains(p)) {
+                f(p)
+            }
+        });
+    }
+
+    fn each_route(&self, f: &mut dyn FnMut(RouteRef<'_>)) {
+        self.router.each_route(&mut |r| {
+            if !r.peering.is_some_and(|p| self.going.contains(p)) {
+                f(r)
+            }
+        });
     }
 }
 
@@ -291,6 +327,27 @@ impl<T: Topology> Topology for Leaving<'_, T> {
         self.nb.port_named(name).filter(|p| !self.gone(&p.peering))
     }
 
+    fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+        self.nb.visit_routers_named(name, &mut |r| {
+            f(&LeavingRouter {
+                router: r,
+                going: self.going,
+            })
+        });
+    }
+
+    fn visit_port_named(&self, name: &str, f: &mut dyn FnMut(PortRef<'_>)) {
+        self.nb.visit_port_named(name, &mut |p| {
+            if !self.going_ref(p.peering) {
+                f(p)
+            }
+        });
+    }
+
+    fn router_count(&self, name: &str) -> usize {
+        self.nb.router_count(name)
+    }
+
     fn router_of_port(&self, port: &str) -> Option<String> {
         self.nb.router_of_port(port)
     }
@@ -305,7 +362,7 @@ impl<T: Topology> Topology for Leaving<'_, T> {
 fn router_gone(topo: &impl Topology, spec: &PeeringSpec) -> bool {
     [&spec.local_vpc, &spec.remote_vpc]
         .iter()
-        .any(|vpc| topo.routers_named(vpc).is_empty())
+        .any(|vpc| topo.router_count(vpc) == 0)
 }
 
 /// The live peerings of a context, indexed once, judged one at a time on demand: ListRoutes
