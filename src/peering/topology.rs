@@ -210,6 +210,32 @@ pub fn resolve_router(topo: &(impl Topology + ?Sized), vpc: &str) -> Result<Rout
     }
 }
 
+/// The UUID and subnets ([`vpc_subnets`]) of the one router named `vpc`, or why there is not
+/// exactly one (as [`resolve_router`] says it), read in place: no copy of a hub's ports.
+pub fn resolve_subnets(
+    topo: &(impl Topology + ?Sized),
+    vpc: &str,
+) -> Result<(String, Vec<IpNet>), String> {
+    let (mut found, mut out) = (0, None);
+    topo.visit_routers_named(vpc, &mut |r| {
+        found += 1;
+        if found == 1 {
+            let mut subnets = Vec::new();
+            r.each_port(&mut |p| subnets.extend(subnets_of_port(p.networks, p.peer, p.is_gateway)));
+            subnets.sort_unstable();
+            subnets.dedup();
+            out = Some((r.id(), subnets));
+        }
+    });
+    match (found, out) {
+        (1, Some(out)) => Ok(out),
+        (0, _) => Err(format!("no OVN logical router is named {vpc:?}")),
+        (n, _) => Err(format!(
+            "{n} OVN logical routers are named {vpc:?}; a VPC must be exactly one"
+        )),
+    }
+}
+
 /// A VPC's subnets: the networks of its router ports, host bits cleared, leaving out peer
 /// ports and gateway ports; sorted, without duplicates. Unparseable networks are skipped.
 pub fn vpc_subnets(router: &RouterView) -> Vec<IpNet> {
@@ -452,12 +478,13 @@ impl VpcContext<'_> {
 
     /// The link must not overlap anything already routed in this VPC.
     fn check_link(&self, spec: &PeeringSpec, side: Side, v: &mut Vec<Violation>) {
-        let field = format!("peering.{}_connect_ip", side.as_str());
+        // Field names are written only for a violation: nearly every peering has none.
+        let field = || format!("peering.{}_connect_ip", side.as_str());
         let vpc = &self.vpc;
         for link in spec.connect(side).networks() {
             let mut clash = |what: String| {
                 v.push(Violation::new(
-                    &field,
+                    field(),
                     format!("link {link} overlaps {what}"),
                 ))
             };
@@ -490,22 +517,24 @@ impl VpcContext<'_> {
         routes: &[RouteSpec],
         v: &mut Vec<Violation>,
     ) {
-        let list = format!("peering.{}_routes", side.as_str());
         let explicit = !spec.routes(side).is_empty();
         let vpc = &self.vpc;
         for (i, r) in routes.iter().enumerate() {
             let p = r.prefix;
-            let (field, label) = if explicit {
-                (format!("{list}[{i}].cidr"), format!("route {p}"))
-            } else {
-                let other = spec.vpc(side.other());
-                (
-                    list.clone(),
-                    format!("automatic route {p} (a subnet of {other:?})"),
-                )
+            // Written only for a violation: nearly every route has none.
+            let field_and_label = || {
+                let list = format!("peering.{}_routes", side.as_str());
+                if explicit {
+                    (format!("{list}[{i}].cidr"), format!("route {p}"))
+                } else {
+                    let other = spec.vpc(side.other());
+                    (list, format!("automatic route {p} (a subnet of {other:?})"))
+                }
             };
-            let mut clash =
-                |what: String| v.push(Violation::new(&field, format!("{label} overlaps {what}")));
+            let mut clash = |what: String| {
+                let (field, label) = field_and_label();
+                v.push(Violation::new(field, format!("{label} overlaps {what}")))
+            };
             if r.policy == RoutePolicy::DstIp {
                 // Automatic routes against own subnets are the subnet overlap reported on
                 // peering.remote_vpc already.
@@ -606,7 +635,6 @@ fn check_ecmp(
     routes: &[RouteSpec],
     v: &mut Vec<Violation>,
 ) {
-    let field = format!("peering.{}_routes", side.as_str());
     // Each installed route once, with the first of our routes sharing its key, in the
     // router's order.
     let mut keys = BTreeSet::new();
@@ -624,7 +652,7 @@ fn check_ecmp(
     hits.sort_by_key(|((order, _), _)| *order);
     for ((_, installed), r) in hits {
         v.push(Violation::new(
-            &field,
+            format!("peering.{}_routes", side.as_str()),
             format!(
                 "route {} would form an ECMP group with {}",
                 r.prefix,

@@ -28,9 +28,8 @@ use ipnet::IpNet;
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
-use crate::peering::topology::vpc_subnets;
 use crate::peering::topology::{
-    effective_routes, resolve_router, ConflictQuery, PeerIndex, PortRef, PortView, RouteRef,
+    effective_routes, resolve_subnets, ConflictQuery, PeerIndex, PortRef, PortView, RouteRef,
     RouteView, RouterRows, RouterView, Topology, TopologyFacts,
 };
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
@@ -453,8 +452,8 @@ impl<'a> Judge<'a> {
 
     fn unjudged_facts(&self, spec: &PeeringSpec) -> TopologyFacts {
         let id = |side: Side| {
-            resolve_router(&self.topo, spec.vpc(side))
-                .map(|r| r.id)
+            resolve_subnets(&self.topo, spec.vpc(side))
+                .map(|(id, _)| id)
                 .unwrap_or_default()
         };
         let subnets = |side: Side| self.index.subnets(&self.topo, spec.vpc(side));
@@ -492,8 +491,8 @@ pub(crate) fn subnets_as_judged(
         nb: NbCacheTopology(cache),
         going: &going,
     };
-    resolve_router(&topo, vpc)
-        .map(|r| vpc_subnets(&r))
+    resolve_subnets(&topo, vpc)
+        .map(|(_, subnets)| subnets)
         .unwrap_or_default()
 }
 
