@@ -405,7 +405,7 @@ pub fn check_topology_in(
         };
         ctx.check_link(spec, side, &mut v);
         ctx.check_routes(spec, side, facts.routes(side), &mut v);
-        check_ecmp(spec, side, router, facts.routes(side), &mut v);
+        check_ecmp(spec, side, topo, router, facts.routes(side), &mut v);
     }
     Refusal::check(RefusalKind::FailedPrecondition, v, facts)
 }
@@ -631,6 +631,7 @@ fn holder(peering: Option<&str>, instance: Option<&str>) -> String {
 fn check_ecmp(
     spec: &PeeringSpec,
     side: Side,
+    topo: &(impl Topology + ?Sized),
     router: &ResolvedRouter,
     routes: &[RouteSpec],
     v: &mut Vec<Violation>,
@@ -645,18 +646,18 @@ fn check_ecmp(
                 router
                     .ecmp((r.policy, r.prefix), &spec.name)
                     .into_iter()
-                    .map(|i| (i, r)),
+                    .map(|order| (order, r)),
             );
         }
     }
-    hits.sort_by_key(|((order, _), _)| *order);
-    for ((_, installed), r) in hits {
+    hits.sort_by_key(|(order, _)| *order);
+    for (order, r) in hits {
         v.push(Violation::new(
             format!("peering.{}_routes", side.as_str()),
             format!(
                 "route {} would form an ECMP group with {}",
                 r.prefix,
-                installed.describe(&router.name)
+                router.describe_route(topo, order)
             ),
         ));
     }

@@ -4,13 +4,11 @@
 //! networks of its gateway and peer ports in a [`PrefixMap`] (a spoke's link is checked
 //! against the ports it overlaps, not against all N), and its main-table routes by ECMP key.
 
-use std::collections::HashMap;
-
 use ipnet::IpNet;
 
 use super::prefix::PrefixMap;
 use super::rows::{PortRef, RouteRef};
-use super::{subnets_of_port, RouteView, Topology};
+use super::{subnets_of_port, Topology};
 use crate::peering::RoutePolicy;
 
 /// The router of a VPC, resolved once, with what the rules read of it.
@@ -22,9 +20,13 @@ pub(super) struct ResolvedRouter {
     /// Networks of gateway ports and peer ports: ((router port order, order within the
     /// port), port name, claimed by an indexed peering of this VPC).
     port_nets: PrefixMap<((usize, usize), String, bool)>,
-    /// Installed main-table routes by (policy, prefix): (router route order, the route).
-    ecmp: HashMap<(RoutePolicy, IpNet), Vec<(usize, RouteView)>>,
+    /// Installed main-table routes: ((policy, prefix), router route order, the peering that
+    /// owns it), sorted. Only what tells a conflict apart; the rest of a route is read again
+    /// to describe one ([`Self::describe_route`]): a hub has a route per spoke.
+    ecmp: Vec<(EcmpKey, usize, Option<Box<str>>)>,
 }
+
+type EcmpKey = (RoutePolicy, IpNet);
 
 impl ResolvedRouter {
     /// The one router named `vpc` (or why not, as [`super::resolve_router`] says it);
@@ -54,17 +56,18 @@ impl ResolvedRouter {
             });
             subnets.sort_unstable();
             subnets.dedup();
-            let mut ecmp: HashMap<(RoutePolicy, IpNet), Vec<(usize, RouteView)>> = HashMap::new();
+            let mut ecmp = Vec::new();
             let mut order = 0;
             r.each_route(&mut |route: RouteRef<'_>| {
                 // ovn-peerd installs every route in the main table ("").
                 if route.route_table.is_empty() {
                     if let Some(key) = route.key() {
-                        ecmp.entry(key).or_default().push((order, route.to_view()));
+                        ecmp.push((key, order, route.peering.map(Box::from)));
                     }
                 }
                 order += 1;
             });
+            ecmp.sort_unstable_by_key(|(key, order, _)| (*key, *order));
             resolved = Some(ResolvedRouter {
                 id: r.id(),
                 name: r.name().to_string(),
@@ -102,14 +105,31 @@ impl ResolvedRouter {
         hits.into_iter().map(|(_, n, name)| (n, name)).collect()
     }
 
-    /// Installed main-table routes with this (policy, prefix), not of peering `me`, in router
-    /// order.
-    pub(super) fn ecmp(&self, key: (RoutePolicy, IpNet), me: &str) -> Vec<&(usize, RouteView)> {
-        self.ecmp
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter(|(_, r)| r.peering.as_deref() != Some(me))
+    /// Installed main-table routes with this (policy, prefix), not of peering `me`: their
+    /// orders in the router, ascending.
+    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<usize> {
+        let from = self.ecmp.partition_point(|(k, _, _)| *k < key);
+        self.ecmp[from..]
+            .iter()
+            .take_while(|(k, _, _)| *k == key)
+            .filter(|(_, _, peering)| peering.as_deref() != Some(me))
+            .map(|(_, order, _)| *order)
             .collect()
+    }
+
+    /// The route at `order` in this router, as a refusal names it (read again from `topo`,
+    /// the snapshot it was resolved from).
+    pub(super) fn describe_route(&self, topo: &(impl Topology + ?Sized), order: usize) -> String {
+        let mut out = None;
+        topo.visit_routers_named(&self.name, &mut |r| {
+            let mut at = 0;
+            r.each_route(&mut |route| {
+                if at == order && out.is_none() {
+                    out = Some(route.to_view().describe(&self.name));
+                }
+                at += 1;
+            });
+        });
+        out.unwrap_or_else(|| format!("route #{order} of router {:?}", self.name))
     }
 }
