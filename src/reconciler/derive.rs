@@ -69,11 +69,18 @@ pub(crate) enum Targets<'a> {
 
 /// Derives the rows of the `targets` of `context` (every live peering of their VPCs: it feeds
 /// the rules that look at a VPC's other peers).
+///
+/// `settle` sees each peering's desired rows as soon as they are derived, with whether no
+/// other live peering of `context` has its name or one of its port names, and says whether
+/// to keep them in [`Derivation::desired`]: a full pass stamps them and drops at once those
+/// NB already holds exactly (most of them: nothing to plan), instead of holding 100,000
+/// peerings' rows until the plan.
 pub(crate) fn derive(
     targets: Targets<'_>,
     context: &[PeeringRecord],
     cache: &NbCache,
     protected: &[String],
+    settle: &mut dyn FnMut(&mut DesiredPeering, bool) -> bool,
 ) -> Derivation {
     // Rows of peerings deleted through the API leave NB in this very pass: they block no one.
     let going: BTreeSet<&str> = Judge::going(context);
@@ -109,7 +116,11 @@ pub(crate) fn derive(
             continue;
         }
         match desired_rows_in(spec, rec.generation, &topo, index.before(i), protected) {
-            Ok(d) => desired.push(d),
+            Ok(mut d) => {
+                if settle(&mut d, !index.shares_a_name(i)) {
+                    desired.push(d)
+                }
+            }
             Err(why) => {
                 if !router_gone(&topo, spec) {
                     untouched.insert(rec.name.clone());

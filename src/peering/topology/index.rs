@@ -374,6 +374,27 @@ impl PeerIndex {
         out
     }
 
+    /// Whether another indexed peering has the name of the one at `pos` or one of its port
+    /// names, or it peers a VPC with itself (its two ports share a name).
+    pub fn shares_a_name(&self, pos: Pos) -> bool {
+        let (l, r) = self.pair_names(pos);
+        if l == r || self.named(&self.names[pos]).len() > 1 {
+            return true;
+        }
+        [(l, r), (r, l)].into_iter().any(|(a, b)| {
+            let h = port_hash(a, b);
+            let from = self.by_port.partition_point(|(k, _)| *k < h);
+            self.by_port[from..]
+                .iter()
+                .take_while(|(k, _)| *k == h)
+                .filter(|(_, q)| *q != pos)
+                .any(|(_, q)| {
+                    let (c, d) = self.pair_names(*q);
+                    same_port(a, b, c, d) || same_port(a, b, d, c)
+                })
+        })
+    }
+
     /// The name of the indexed peering at `pos`.
     pub fn name_at(&self, pos: Pos) -> &str {
         &self.names[pos]
@@ -422,6 +443,16 @@ fn port_hash(this: &str, other: &str) -> u64 {
     let h = fnv(this.as_bytes(), FNV_OFFSET);
     let h = fnv(b"-", h);
     fnv(other.as_bytes(), h)
+}
+
+/// Whether [`port_name`]`(a, b)` is [`port_name`]`(c, d)`, without building them.
+fn same_port(a: &str, b: &str, c: &str, d: &str) -> bool {
+    let dash = std::iter::once(b'-');
+    a.len() + b.len() == c.len() + d.len()
+        && a.bytes()
+            .chain(dash.clone())
+            .chain(b.bytes())
+            .eq(c.bytes().chain(dash).chain(d.bytes()))
 }
 
 /// Whether `port` is [`port_name`]`(this, other)`, without building it.
