@@ -320,6 +320,17 @@ mod against_a_scan {
             let also: Vec<IpNet> = also.into_iter().map(net).collect();
             let want = scan_affected(&list, &topo, &probe, &also);
             prop_assert_eq!(index.affected_by(&probe, &topo, &also), want);
+            for (pos, o) in list.iter().enumerate() {
+                let ports = port_names(&o.local_vpc, &o.remote_vpc);
+                let shared = o.local_vpc == o.remote_vpc
+                    || list.iter().enumerate().filter(|(q, _)| *q != pos).any(|(_, x)| {
+                        x.name == o.name
+                            || port_names(&x.local_vpc, &x.remote_vpc)
+                                .iter()
+                                .any(|p| ports.contains(p))
+                    });
+                prop_assert_eq!(index.shares_a_name(pos), shared, "{}", o.name);
+            }
             let names: Vec<String> = list.iter().map(|o| o.name.clone()).chain([probe.name.clone()]).collect();
             for upto in [0, list.len() / 2, list.len()] {
                 let others = index.before(upto);
