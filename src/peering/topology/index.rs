@@ -53,6 +53,9 @@ pub struct PeerIndex {
     links: Grouped<(Pos, usize, IpNet)>,
     /// Routes the peerings install, by VPC: (position, order within it, route).
     routes: Grouped<(Pos, usize, RouteSpec)>,
+    /// Each VPC's subnets as [`Topology::subnets_named`] read them (the other VPC of some
+    /// indexed peering), kept for [`Self::affected_by`]: a hub's are read once per index.
+    subnets: Vec<Option<Vec<IpNet>>>,
     /// Each VPC's router, resolved on first use ([`PeerIndex::vpc`]): a narrow pass at a hub
     /// judges a few peerings and need not resolve the N spokes' routers.
     routers: Vec<OnceLock<Result<ResolvedRouter, String>>>,
@@ -120,6 +123,7 @@ impl PeerIndex {
         ix.links = Grouped::new(links, vpcs);
         ix.routes = Grouped::new(routes, vpcs);
         ix.routers = (0..vpcs).map(|_| OnceLock::new()).collect();
+        ix.subnets = subnets;
         ix
     }
 
@@ -359,8 +363,20 @@ impl PeerIndex {
         for side in crate::peering::Side::BOTH {
             let link = spec.connect(side);
             nets.extend(link.networks());
-            let other_subnets = topo.subnets_named(spec.vpc(side.other()));
-            let installed = effective_routes(spec.routes(side), &other_subnets, link);
+            let other = spec.vpc(side.other());
+            let known = self
+                .vpc_ids
+                .get(other)
+                .and_then(|v| self.subnets[*v as usize].as_ref());
+            let read;
+            let other_subnets = match known {
+                Some(s) => s,
+                None => {
+                    read = topo.subnets_named(other);
+                    &read
+                }
+            };
+            let installed = effective_routes(spec.routes(side), other_subnets, link);
             nets.extend(installed.iter().map(|r| r.prefix));
         }
         for vid in [ids.0, ids.1].into_iter().flatten() {
