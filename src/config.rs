@@ -146,8 +146,9 @@ pub struct Config {
     #[arg(long, env = "OVN_PEERD_HEALTH_LISTEN", default_value = "", value_parser = parse_optional_addr)]
     pub health_listen: std::option::Option<SocketAddr>,
 
-    /// PeeringService calls that may run at once; more are refused at once with
-    /// RESOURCE_EXHAUSTED (load shedding). Health and reflection are not counted.
+    /// PeeringService calls that may run at once; more are refused at once, on their headers
+    /// (their messages unread), with RESOURCE_EXHAUSTED (load shedding). Health, reflection
+    /// and WatchPeerings (`--watch-max-streams`) are not counted.
     #[arg(long, env = "OVN_PEERD_MAX_IN_FLIGHT", default_value_t = crate::api::DEFAULT_MAX_IN_FLIGHT, value_parser = parse_max_in_flight)]
     pub max_in_flight: usize,
 

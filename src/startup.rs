@@ -194,8 +194,10 @@ impl Application {
         }
 
         tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving gRPC");
-        let router = tonic::transport::Server::builder()
+        let admission = api.admission_layer();
+        let router = crate::api::http2_settings(tonic::transport::Server::builder())
             .layer(GrpcMetricsLayer)
+            .layer(admission)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -52,6 +52,21 @@ struct Cli {
     /// Run only the large phase (needs --large).
     #[arg(long, requires = "large")]
     large_only: bool,
+    /// Run only the overload phase (9), on a fresh server: per round the floor (1,000 health
+    /// checks at once), then 1,000 CreatePeering at once.
+    #[arg(long)]
+    overload_only: bool,
+    /// Rounds of `--overload-only`.
+    #[arg(long, default_value_t = 3)]
+    overload_rounds: usize,
+    /// `--overload-only`: pad each CreatePeering's name with this many KiB (what an
+    /// unread refusal saves the server's memory; admitted ones are INVALID_ARGUMENT).
+    #[arg(long, default_value_t = 0)]
+    overload_pad_kib: usize,
+    /// One more flag for the ovn-peerd child of `--overload-only` (repeatable), e.g.
+    /// `--peerd-flag=--max-in-flight=32`.
+    #[arg(long, allow_hyphen_values = true)]
+    peerd_flag: Vec<String>,
     /// Peerings for the process-per-peering baseline (it is slow; its rate is per peering).
     #[arg(long, env = "PEERING_BENCH_NBCTL_PROCESS_N", default_value_t = 200)]
     nbctl_process_n: usize,
@@ -100,6 +115,10 @@ pub struct Args {
     pub busy_only: bool,
     pub large: Option<usize>,
     pub large_only: bool,
+    pub overload_only: bool,
+    pub overload_rounds: usize,
+    pub overload_pad_kib: usize,
+    pub peerd_flags: Vec<String>,
     pub nbctl_process_n: usize,
     pub gap: Duration,
     pub keep: bool,
@@ -129,6 +148,10 @@ impl Args {
             busy_only: cli.busy_only,
             large: cli.large,
             large_only: cli.large_only,
+            overload_only: cli.overload_only,
+            overload_rounds: cli.overload_rounds.max(1),
+            overload_pad_kib: cli.overload_pad_kib,
+            peerd_flags: cli.peerd_flag,
             nbctl_process_n: cli.nbctl_process_n,
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,

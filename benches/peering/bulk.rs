@@ -122,7 +122,12 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
     crate::latency::run(args, &clients[0], &monitor, &cpu, t0, &mut out).await;
     if !args.create_only {
         crate::list_routes::run(&clients[0], &monitor, &mut out).await;
-        crate::load::run(&peerd, &monitor, load_base, &mut out.load).await;
+        let pids = crate::overload::Pids {
+            peerd: peerd.pid(),
+            postgres: pg.pid(),
+            nb: nb_pid,
+        };
+        crate::load::run(&peerd, pids, &monitor, load_base, &mut out.load).await;
     }
 
     let metrics = peerd.scrape().await;

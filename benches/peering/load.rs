@@ -2,22 +2,19 @@
 //! (8) foreign churn: [`CHURN_RATE`] NB changes a second made by someone else (router options
 //! and foreign routes on routers without peerings) while peerings are created one at a time:
 //! request sent → the monitor saw its rows, and how many worker passes of each scope ran;
-//! (9) overload: [`OVERLOAD_CLIENTS`] CreatePeering calls at once (over [`OVERLOAD_CHANNELS`]
-//! connections): accepted calls' latency, refused (RESOURCE_EXHAUSTED) and other errors, and
-//! ovn-peerd's RSS after.
+//! (9) overload: [`OVERLOAD_CLIENTS`] CreatePeering calls at once (`overload.rs`): accepted
+//! calls' latency, refused (RESOURCE_EXHAUSTED) and other errors, and ovn-peerd's RSS after.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ovn_peerd::ovsdb::{Condition, Datum, Operation, Row};
-use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
-use tonic::transport::Channel;
-
+use crate::overload::{self, Pids};
 use crate::peerd::{create_request, Peerd};
 use crate::support::monitor::Monitor;
 use crate::support::proc::{footprint, Footprint};
 use crate::support::{self, nb, Summary};
+use ovn_peerd::ovsdb::{Condition, Datum, Operation, Row};
 
 /// Peerings created one at a time during the churn.
 pub const CHURN_CREATES: usize = 200;
@@ -26,9 +23,7 @@ pub const CHURN_RATE: u64 = 100;
 /// Routers (without peerings) the churn changes.
 pub const CHURN_ROUTERS: usize = 20;
 /// Concurrent calls in the overload phase.
-pub const OVERLOAD_CLIENTS: usize = 1000;
-/// Connections they share (HTTP/2 streams, 10 per connection).
-pub const OVERLOAD_CHANNELS: usize = 100;
+pub const OVERLOAD_CLIENTS: usize = overload::CLIENTS;
 
 /// VPCs these phases need after the first `base`.
 pub fn vpcs_needed() -> usize {
@@ -62,9 +57,9 @@ fn passes(metrics: &str, scope: &str) -> f64 {
     )
 }
 
-pub async fn run(peerd: &Peerd, monitor: &Monitor, base: usize, out: &mut LoadResults) {
+pub async fn run(peerd: &Peerd, pids: Pids, monitor: &Monitor, base: usize, out: &mut LoadResults) {
     churn(peerd, monitor, base, out).await;
-    overload(peerd, base + 2 * CHURN_CREATES, out).await;
+    overload(peerd, pids, base + 2 * CHURN_CREATES, out).await;
 }
 
 async fn churn(peerd: &Peerd, monitor: &Monitor, base: usize, out: &mut LoadResults) {
@@ -144,52 +139,15 @@ async fn churn(peerd: &Peerd, monitor: &Monitor, base: usize, out: &mut LoadResu
     );
 }
 
-async fn overload(peerd: &Peerd, base: usize, out: &mut LoadResults) {
+async fn overload(peerd: &Peerd, pids: Pids, base: usize, out: &mut LoadResults) {
     println!("[peerd] overload: {OVERLOAD_CLIENTS} CreatePeering calls at once");
-    let channels: Vec<PeeringServiceClient<Channel>> = peerd.clients(OVERLOAD_CHANNELS).await;
-    let barrier = Arc::new(tokio::sync::Barrier::new(OVERLOAD_CLIENTS));
-    let mut tasks = Vec::with_capacity(OVERLOAD_CLIENTS);
-    let t0 = Instant::now();
-    for k in 0..OVERLOAD_CLIENTS {
-        let mut client = channels[k % OVERLOAD_CHANNELS].clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let req = create_request(format!("load-{k}"), base + 2 * k + 1, base + 2 * k + 2);
-            barrier.wait().await;
-            let t = Instant::now();
-            let r = client.create_peering(req).await;
-            (r.map(|_| ()).map_err(|s| s.code()), t.elapsed())
-        }));
-    }
-    let (mut ok, mut refused, mut other) = (Vec::new(), Vec::new(), 0usize);
-    for t in tasks {
-        match t.await.unwrap() {
-            (Ok(()), d) => ok.push(d),
-            (Err(tonic::Code::ResourceExhausted), d) => refused.push(d),
-            (Err(code), _) => {
-                if other < 5 {
-                    eprintln!("overload: {code:?}");
-                }
-                other += 1;
-            }
-        }
-    }
-    out.overload_seconds = t0.elapsed().as_secs_f64();
-    out.overload_accepted = Summary::of(&ok);
-    out.overload_refused = refused.len();
-    out.overload_refused_latency = Summary::of(&refused);
-    out.overload_other_errors = other;
+    let channels = overload::channels(peerd, overload::CHANNELS).await;
+    let b = overload::creates(peerd, &channels, pids, base, "load", 0).await;
+    overload::print("overload", &b);
+    out.overload_seconds = b.seconds;
+    out.overload_accepted = b.accepted;
+    out.overload_refused = b.refused;
+    out.overload_refused_latency = b.refused_latency;
+    out.overload_other_errors = b.other_errors;
     out.overload_footprint = footprint(peerd.pid());
-    println!(
-        "[peerd] overload: {} accepted (p50 {:.1} / p99 {:.1} ms), {} refused (p99 {:.1} ms), \
-         {} other errors, in {:.2} s; RSS {} MB",
-        ok.len(),
-        out.overload_accepted.p50_ms,
-        out.overload_accepted.p99_ms,
-        out.overload_refused,
-        out.overload_refused_latency.p99_ms,
-        out.overload_other_errors,
-        out.overload_seconds,
-        out.overload_footprint.rss_mb.round()
-    );
 }

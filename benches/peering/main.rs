@@ -22,7 +22,8 @@
 //! `--scale` peerings (inserted by SQL, converged by the worker): time to SERVING, to the
 //! first full pass, NB transactions sent, RSS and CPU; (6) ListRoutes over 1,000 routes;
 //! (8) 100 foreign NB changes/s while creating one at a time: create → NB, passes by scope;
-//! (9) 1,000 CreatePeering calls at once: accepted latency, refused count;
+//! (9) 1,000 CreatePeering calls at once: accepted latency, refused count (`--overload-only`:
+//! only this, in rounds, each after its floor: 1,000 health checks at once);
 //! (10) with `--large N` (`--large-only`: nothing else; never in `--quick`), N disjoint
 //! peerings on 2N routers converged and restarted: `-- --large-only --large 100000`;
 //! (7) with `--hub-spokes N` (`--hub-only`: nothing else), a hub VPC with N spokes: a full
@@ -46,7 +47,8 @@
 //! | `bulk.rs` | (1), and the server phases (3) and (6) run on |
 //! | `latency.rs` | (3) one peering at a time |
 //! | `list_routes.rs` | (6) ListRoutes |
-//! | `load.rs` | (8) foreign NB churn while creating, (9) overload: 1,000 calls at once |
+//! | `load.rs` | (8) foreign NB churn while creating, then (9) |
+//! | `overload.rs` | (9) overload: 1,000 calls at once, and its floor (`--overload-only`) |
 //! | `baselines.rs` | (2) nbctl process, nbctl daemon, one transaction |
 //! | `restart.rs` | (4) + (5) restart at `--scale` |
 //! | `hub.rs` | (7) a hub with `--hub-spokes` spokes |
@@ -64,6 +66,7 @@ mod large;
 mod latency;
 mod list_routes;
 mod load;
+mod overload;
 mod peerd;
 mod report;
 mod restart;
@@ -108,6 +111,15 @@ async fn main() {
         let large = large::run(&args, &root, &pg, n).await;
         report::print_large(&large);
         write_json(&args, &json!({"args": {"large": n}, "large": large}));
+        kept(&args, &root);
+        return;
+    }
+    if args.overload_only {
+        let overload = overload::run_only(&args, &root, &pg).await;
+        write_json(
+            &args,
+            &json!({"args": {"overload_only": true}, "overload": overload}),
+        );
         kept(&args, &root);
         return;
     }

@@ -2,17 +2,30 @@
 //!
 //! A call that finds `--max-in-flight` calls running is refused at once with
 //! RESOURCE_EXHAUSTED (load shedding: under overload the excess costs a refusal, not a queue
-//! that grows without bound and answers everyone late). An admitted call runs until the
-//! client's deadline (`grpc-timeout`), capped by `--rpc-timeout`; when it passes, the call's
-//! future is dropped, so its work stops where it stands (an open Postgres transaction rolls
-//! back) and the client gets DEADLINE_EXCEEDED. Applied by the one RPC span (`rpc_span.rs`);
-//! health and reflection are not limited (a probe must answer while the API sheds load).
+//! that grows without bound and answers everyone late). The refusal happens in
+//! [`AdmissionLayer`], a tower layer of the server, on the request's headers alone: a refused
+//! call's message is never read, decoded or handed to a handler, so under overload memory
+//! holds the admitted calls' messages only (and each connection's HTTP/2 window), and a
+//! refusal costs little CPU. An admitted call carries its place to its handler in the
+//! request's extensions; the one RPC span (`rpc_span.rs`) takes it there (or asks the gate
+//! itself when no layer admitted the call).
+//!
+//! An admitted call runs until the client's deadline (`grpc-timeout`), capped by
+//! `--rpc-timeout`, counted from its admission (reading its message included, so a client
+//! trickling its message cannot keep a place); when it passes, the call's future is
+//! dropped, so its work stops where it stands (an open Postgres transaction rolls back) and
+//! the client gets DEADLINE_EXCEEDED. Health, reflection and WatchPeerings (long-lived, with
+//! their own limit) are not limited: a probe must answer while the API sheds load.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::metadata::MetadataMap;
+use tower::{Layer, Service};
 
 use super::ApiError;
 
@@ -21,6 +34,23 @@ use super::ApiError;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// Default `--rpc-timeout`: the longest any call runs when its client sets no deadline.
 pub const DEFAULT_RPC_TIMEOUT: &str = "30s";
+
+/// HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; the
+/// client queues more on its side). With the connection's flow-control window it bounds
+/// what one connection can make the server hold; hyper's default, unbounded in tonic, is no
+/// limit. Above `--watch-max-streams-per-caller`'s default, so watches never hit it first.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// HTTP/2 PING interval on an idle connection, and how long its answer may take: a peer that
+/// vanished without closing (a crashed host, a cut network) is dropped with its streams.
+pub const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
+
+/// The API server's HTTP/2 settings (see [`MAX_STREAMS_PER_CONNECTION`], [`KEEPALIVE`]).
+pub fn http2_settings(server: tonic::transport::Server) -> tonic::transport::Server {
+    server
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
+}
 
 /// The limits, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +66,75 @@ pub struct Limits {
 pub struct Gate {
     permits: Arc<Semaphore>,
     limits: Limits,
+    shed: Arc<ShedLog>,
+}
+
+/// How often, at most, shedding is logged: refusals are counted in a metric, and a line per
+/// refusal would make logging the server's main work under overload.
+const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The shedding's log: one warning per [`SHED_LOG_EVERY`] at most, with the refusals since
+/// the last one.
+#[derive(Debug)]
+struct ShedLog {
+    since: Instant,
+    /// Milliseconds after `since` of the last warning; `u64::MAX`: none yet.
+    last_ms: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl ShedLog {
+    fn new() -> Self {
+        ShedLog {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a refusal; warns when the last warning is old enough (one caller wins).
+    fn refused(&self, limit: usize) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let now = self.since.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if !warn_due(last, now)
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            refused,
+            limit,
+            "shedding load: calls refused with RESOURCE_EXHAUSTED (--max-in-flight calls running)"
+        );
+    }
+}
+
+/// Whether a shedding warning is due at `now_ms`, the last one at `last_ms` (`u64::MAX`:
+/// never).
+fn warn_due(last_ms: u64, now_ms: u64) -> bool {
+    last_ms == u64::MAX || now_ms.saturating_sub(last_ms) >= SHED_LOG_EVERY.as_millis() as u64
 }
 
 /// An admitted call: holds its place until dropped.
 #[derive(Debug)]
 pub struct Admitted {
     _permit: OwnedSemaphorePermit,
-    /// How long the call may run from now.
+    /// When it was admitted.
+    pub at: Instant,
+    /// How long the call may run from `at`.
     pub budget: Duration,
+}
+
+impl Admitted {
+    /// When the call's work stops.
+    pub fn deadline(&self) -> Instant {
+        self.at + self.budget
+    }
 }
 
 impl Gate {
@@ -52,26 +143,141 @@ impl Gate {
         Gate {
             permits: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
+            shed: Arc::new(ShedLog::new()),
         }
     }
 
     /// Admits a call with these request headers, or refuses it (RESOURCE_EXHAUSTED) when
     /// `max_in_flight` calls are running. Never waits.
-    pub fn admit(&self, metadata: &MetadataMap) -> Result<Admitted, ApiError> {
+    pub fn admit(&self, headers: &http::HeaderMap) -> Result<Admitted, ApiError> {
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!(crate::metrics::RPC_SHED_TOTAL).increment(1);
+            self.shed.refused(self.limits.max_in_flight);
             ApiError::Overloaded {
                 limit: self.limits.max_in_flight,
             }
         })?;
-        let client = metadata
+        let client = headers
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         Ok(Admitted {
             _permit: permit,
+            at: Instant::now(),
             budget: budget(client, self.limits.rpc_timeout),
         })
+    }
+
+    /// The tower layer that admits calls of the API with this gate before they are read.
+    pub fn layer(&self) -> AdmissionLayer {
+        AdmissionLayer {
+            gate: self.clone(),
+            refusal: super::rpc_span::outside_handler(ApiError::Overloaded {
+                limit: self.limits.max_in_flight,
+            }),
+        }
+    }
+}
+
+/// The gRPC path prefix of the calls [`AdmissionLayer`] admits.
+const LIMITED_SERVICE: &str = "/ovnpeerd.v1.PeeringService/";
+
+/// Whether the call at this gRPC path goes through admission: PeeringService's unary calls.
+/// WatchPeerings' streams are long-lived and have their own limit; health and reflection
+/// are never limited.
+pub fn is_limited(path: &str) -> bool {
+    path.strip_prefix(LIMITED_SERVICE)
+        .is_some_and(|method| method != "WatchPeerings")
+}
+
+/// An admitted call's place, in its request's extensions (which want `Clone`): the handler
+/// takes it out; dropped with the request otherwise.
+#[derive(Debug, Clone)]
+pub struct Place(Arc<Mutex<Option<Admitted>>>);
+
+impl Place {
+    /// The admission, once.
+    pub fn take(&self) -> Option<Admitted> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// How long after an admitted call's deadline the layer ends it, when its handler has not:
+/// the handler's own timer (same deadline) answers first, inside the call's RPC span.
+const LAYER_GRACE: Duration = Duration::from_millis(5);
+
+/// Tower layer admitting PeeringService calls on their headers (see the module doc).
+#[derive(Clone)]
+pub struct AdmissionLayer {
+    gate: Gate,
+    /// The one refusal every shed call gets (built once: under overload, refusing is the
+    /// work the server does most).
+    refusal: tonic::Status,
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admitting<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Admitting {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`AdmissionLayer`].
+#[derive(Clone)]
+pub struct Admitting<S> {
+    inner: S,
+    layer: AdmissionLayer,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Admitting<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if is_limited(req.uri().path()) {
+            match self.layer.gate.admit(req.headers()) {
+                Ok(admitted) => {
+                    let (at, deadline) = (admitted.at, admitted.deadline() + LAYER_GRACE);
+                    req.extensions_mut()
+                        .insert(Place(Arc::new(Mutex::new(Some(admitted)))));
+                    let call = self.inner.call(req);
+                    // The deadline covers reading the message too: a client that sends its
+                    // headers and then trickles (or never ends) its message gives its place
+                    // back at the deadline, with the request.
+                    return Box::pin(async move {
+                        match tokio::time::timeout_at(deadline.into(), call).await {
+                            Ok(response) => response,
+                            Err(_) => Ok(super::rpc_span::outside_handler(
+                                ApiError::DeadlineExceeded {
+                                    after: at.elapsed(),
+                                },
+                            )
+                            .into_http()),
+                        }
+                    });
+                }
+                // Answered here: the request's message is never read.
+                Err(_) => {
+                    let refusal = self.layer.refusal.clone().into_http();
+                    return Box::pin(std::future::ready(Ok(refusal)));
+                }
+            }
+        }
+        Box::pin(self.inner.call(req))
     }
 }
 
@@ -107,6 +313,8 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
 
     #[test]
@@ -141,7 +349,7 @@ mod tests {
             max_in_flight: 2,
             rpc_timeout: Duration::from_secs(1),
         });
-        let none = MetadataMap::new();
+        let none = http::HeaderMap::new();
         let a = gate.admit(&none).expect("first");
         let _b = gate.admit(&none).expect("second");
         assert!(matches!(
@@ -149,9 +357,75 @@ mod tests {
             Err(ApiError::Overloaded { limit: 2 })
         ));
         drop(a);
-        let mut headers = MetadataMap::new();
+        let mut headers = http::HeaderMap::new();
         headers.insert("grpc-timeout", "100m".parse().unwrap());
         let c = gate.admit(&headers).expect("a place freed");
         assert_eq!(c.budget, Duration::from_millis(90));
+        assert_eq!(c.deadline(), c.at + Duration::from_millis(90));
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_message_never_ends_gives_its_place_back_at_its_deadline() {
+        let gate = Gate::new(Limits {
+            max_in_flight: 1,
+            rpc_timeout: Duration::from_secs(30),
+        });
+        // A handler still reading a message that never ends.
+        let mut service = gate
+            .layer()
+            .layer(tower::service_fn(|_req: http::Request<()>| {
+                std::future::pending::<Result<http::Response<tonic::body::Body>, Infallible>>()
+            }));
+        let request = || {
+            http::Request::builder()
+                .uri("/ovnpeerd.v1.PeeringService/CreatePeering")
+                .header("grpc-timeout", "30m")
+                .body(())
+                .unwrap()
+        };
+        let guard = Duration::from_secs(60);
+        let response = tokio::time::timeout(guard, service.call(request()))
+            .await
+            .expect("the layer ends the call at its deadline")
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        // Its place is free again: the next call is admitted (and ended in turn), not shed.
+        let response = tokio::time::timeout(guard, service.call(request()))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    }
+
+    #[test]
+    fn shedding_is_logged_at_first_then_at_most_every_ten_seconds() {
+        assert!(warn_due(u64::MAX, 0));
+        assert!(!warn_due(5_000, 5_000));
+        assert!(!warn_due(5_000, 14_999));
+        assert!(warn_due(5_000, 15_000));
+        // A clock read before another thread's warning: not due.
+        assert!(!warn_due(5_000, 4_000));
+    }
+
+    #[test]
+    fn only_the_unary_calls_of_the_api_are_limited() {
+        for path in [
+            "/ovnpeerd.v1.PeeringService/CreatePeering",
+            "/ovnpeerd.v1.PeeringService/GetPeering",
+            "/ovnpeerd.v1.PeeringService/ListRoutes",
+        ] {
+            assert!(is_limited(path), "{path}");
+        }
+        for path in [
+            "/ovnpeerd.v1.PeeringService/WatchPeerings",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/ovnpeerd.v1.PeeringServiceX/GetPeering",
+            "/",
+        ] {
+            assert!(!is_limited(path), "{path}");
+        }
     }
 }

@@ -39,8 +39,10 @@ use crate::proto::v1::{
 };
 use crate::store::Store;
 
-pub use admission::{Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT};
-pub use create_batch::{BATCHES_IN_FLIGHT, MAX_BATCH};
+pub use admission::{
+    http2_settings, AdmissionLayer, Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT,
+};
+pub use create_batch::{BATCHES_IN_FLIGHT, FULL_READ_BELOW, MAX_BATCH};
 pub use error::ApiError;
 
 /// The rules' settings the API applies.
@@ -92,6 +94,12 @@ impl PeeringApi {
                 creates: Default::default(),
             }),
         }
+    }
+
+    /// The server's layer that admits this service's calls before they are read (the same
+    /// limits as the service's own gate, which it shares).
+    pub fn admission_layer(&self) -> AdmissionLayer {
+        self.inner.gate.layer()
     }
 
     /// A snapshot of the NB cache, refused while it is not in sync with a server. Holding it
@@ -253,12 +261,10 @@ impl PeeringService for PeeringApi {
         req: Request<CreatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("CreatePeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
-        RpcSpan::new("CreatePeering")
-            .admit(&self.inner.gate, &metadata)
-            .audited(&caller)
+        span.audited(&caller)
             .with("request_id", &req.request_id)
             .with("peering", name.unwrap_or_default())
             .run(async {
@@ -279,11 +285,9 @@ impl PeeringService for PeeringApi {
         req: Request<GetPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("GetPeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
-        RpcSpan::new("GetPeering")
-            .admit(&self.inner.gate, &metadata)
-            .caller(&caller)
+        span.caller(&caller)
             .with("peering", &req.name)
             .run(async { self.get(self.scope(&caller)?, req).await })
             .await
@@ -294,11 +298,9 @@ impl PeeringService for PeeringApi {
         req: Request<ListPeeringsRequest>,
     ) -> Result<Response<ListPeeringsResponse>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("ListPeerings").admit(&self.inner.gate, &req);
         let req = req.into_inner();
-        RpcSpan::new("ListPeerings")
-            .admit(&self.inner.gate, &metadata)
-            .caller(&caller)
+        span.caller(&caller)
             .with("vpc", &req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
             .await
@@ -309,12 +311,10 @@ impl PeeringService for PeeringApi {
         req: Request<UpdatePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("UpdatePeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
-        RpcSpan::new("UpdatePeering")
-            .admit(&self.inner.gate, &metadata)
-            .audited(&caller)
+        span.audited(&caller)
             .with("request_id", &req.request_id)
             .with("peering", name.unwrap_or_default())
             .run(async { self.update(self.scope(&caller)?, req).await })
@@ -326,11 +326,9 @@ impl PeeringService for PeeringApi {
         req: Request<DeletePeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("DeletePeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
-        RpcSpan::new("DeletePeering")
-            .admit(&self.inner.gate, &metadata)
-            .audited(&caller)
+        span.audited(&caller)
             .with("peering", &req.name)
             .run(async { self.delete(self.scope(&caller)?, req).await })
             .await
@@ -341,11 +339,9 @@ impl PeeringService for PeeringApi {
         req: Request<AcceptPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("AcceptPeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
-        RpcSpan::new("AcceptPeering")
-            .admit(&self.inner.gate, &metadata)
-            .audited(&caller)
+        span.audited(&caller)
             .with("peering", &req.name)
             .run(async { self.accept(self.scope(&caller)?, req).await })
             .await
@@ -356,11 +352,9 @@ impl PeeringService for PeeringApi {
         req: Request<RejectPeeringRequest>,
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("RejectPeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
-        RpcSpan::new("RejectPeering")
-            .admit(&self.inner.gate, &metadata)
-            .audited(&caller)
+        span.audited(&caller)
             .with("peering", &req.name)
             .run(async { self.reject(self.scope(&caller)?, req).await })
             .await
@@ -371,12 +365,10 @@ impl PeeringService for PeeringApi {
         req: Request<ListRoutesRequest>,
     ) -> Result<Response<ListRoutesResponse>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("ListRoutes").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         input::list_routes(&req)?;
-        RpcSpan::new("ListRoutes")
-            .admit(&self.inner.gate, &metadata)
-            .caller(&caller)
+        span.caller(&caller)
             .with("vpc", &req.vpc)
             .run(async {
                 let scope = self.scope(&caller)?;
@@ -393,11 +385,9 @@ impl PeeringService for PeeringApi {
         req: Request<DiagnosePeeringRequest>,
     ) -> Result<Response<DiagnosePeeringResponse>, Status> {
         let caller = caller_of(&req);
-        let metadata = req.metadata().clone();
+        let span = RpcSpan::new("DiagnosePeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
-        RpcSpan::new("DiagnosePeering")
-            .admit(&self.inner.gate, &metadata)
-            .caller(&caller)
+        span.caller(&caller)
             .with("peering", &req.name)
             .run(async { self.diagnose(self.scope(&caller)?, req).await })
             .await

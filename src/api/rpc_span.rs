@@ -5,7 +5,10 @@
 //! generic message.
 //!
 //! Every call is admitted first (`admission.rs`): refused at once when too many run, and
-//! stopped when its deadline passes.
+//! stopped when its deadline passes. A call the server's admission layer sheds never gets
+//! here (nor to a handler): its refusal is converted once, by [`outside_handler`], when the layer is
+//! built, and is counted (`ovn_peerd_rpc_shed_total`, the RPC metrics by code), not logged
+//! per call (under overload, a log line per refusal would be the server's main work).
 //!
 //! Mutating RPCs are also audited: one event with target `audit` per call, naming the
 //! caller's identity, the RPC, the peering and the outcome code, whatever the outcome.
@@ -21,7 +24,7 @@ use tonic::{Code, Response, Status};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use super::admission::{Admitted, Gate};
+use super::admission::{Admitted, Gate, Place};
 use super::ApiError;
 use crate::auth::Caller;
 
@@ -57,10 +60,12 @@ impl RpcSpan {
         }
     }
 
-    /// Asks `gate` to admit the call (request headers: its `grpc-timeout`). A refused call
+    /// The call's admission: the place the server's admission layer gave it, or else (no
+    /// layer admitted it) `gate`'s answer on its headers (its `grpc-timeout`). A refused call
     /// runs no handler; an admitted one is stopped when its budget is spent.
-    pub(super) fn admit(mut self, gate: &Gate, metadata: &tonic::metadata::MetadataMap) -> Self {
-        self.admission = Some(gate.admit(metadata));
+    pub(super) fn admit<M>(mut self, gate: &Gate, req: &tonic::Request<M>) -> Self {
+        let placed = req.extensions().get::<Place>().and_then(Place::take);
+        self.admission = Some(placed.map_or_else(|| gate.admit(req.metadata().as_ref()), Ok));
         self
     }
 
@@ -105,8 +110,8 @@ impl RpcSpan {
             Some(Err(refused)) => Err(refused),
             // The permit is held until the handler ends or is dropped.
             Some(Ok(admitted)) => {
-                match tokio::time::timeout(admitted.budget, handler.instrument(span.clone())).await
-                {
+                let deadline = tokio::time::Instant::from_std(admitted.deadline());
+                match tokio::time::timeout_at(deadline, handler.instrument(span.clone())).await {
                     Ok(result) => result,
                     Err(_) => Err(ApiError::DeadlineExceeded {
                         after: started.elapsed(),
@@ -154,6 +159,12 @@ impl RpcSpan {
             }),
         }
     }
+}
+
+/// The answer to a call that ends outside any handler: shed by the admission layer (see the
+/// module doc), or past its deadline while its message was still being read.
+pub(super) fn outside_handler(error: ApiError) -> Status {
+    Status::from(error)
 }
 
 /// Records an RPC's code and duration in its span and logs its end.

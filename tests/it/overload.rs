@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ovn_peerd::proto::v1::{CreatePeeringRequest, GetPeeringRequest, Peering};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::support::nb::NbServer;
 use crate::support::peerd::{test_config, Options, TestPeerd};
@@ -179,4 +180,60 @@ async fn a_call_past_its_deadline_is_stopped_and_leaves_nothing_behind() {
         .await
         .expect("the same create, without a deadline");
     assert_eq!(stored(&pool).await, ["p"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_excess_call_is_refused_on_its_headers_before_its_message_is_read() {
+    let t = start(1, 4).await;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut c = t.client().await;
+    let held = tokio::spawn(async move { c.create_peering(create("a", "vpc-0", "vpc-1")).await });
+    wait_lock_waiters(&pool, 1);
+
+    // A message larger than the server decodes (4 MB): had it been read, the answer would
+    // be OUT_OF_RANGE; refused on its headers, it is RESOURCE_EXHAUSTED, with a retry hint.
+    let huge = create(&"x".repeat(5 << 20), "vpc-2", "vpc-3");
+    let mut c = t.client().await;
+    let status = c
+        .create_peering(huge.clone())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "{status:?}"
+    );
+
+    lock.commit().await.unwrap();
+    held.await.unwrap().expect("the admitted call completes");
+    // Admitted, the same message is read, and too large.
+    let status = c.create_peering(huge).await.expect_err("too large");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(stored(&pool).await, ["a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_client_is_never_refused() {
+    // One call at a time, with room for one: each call's place is free again before its
+    // answer arrives, so the next one is admitted.
+    let t = start(1, 8).await;
+    let mut c = t.client().await;
+    for i in 0..4 {
+        let name = format!("p{i}");
+        let (a, b) = (format!("vpc-{}", 2 * i), format!("vpc-{}", 2 * i + 1));
+        c.create_peering(create(&name, &a, &b))
+            .await
+            .expect("create");
+        c.get_peering(GetPeeringRequest { name })
+            .await
+            .expect("get");
+        c.list_peerings(ovn_peerd::proto::v1::ListPeeringsRequest::default())
+            .await
+            .expect("list");
+    }
 }
