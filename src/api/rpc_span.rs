@@ -24,7 +24,7 @@ use tonic::{Code, Response, Status};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use super::admission::{Admitted, Gate, Place};
+use super::admission::{Admitted, Gate, Place, Who};
 use super::ApiError;
 use crate::auth::Caller;
 
@@ -65,7 +65,17 @@ impl RpcSpan {
     /// runs no handler; an admitted one is stopped when its budget is spent.
     pub(super) fn admit<M>(mut self, gate: &Gate, req: &tonic::Request<M>) -> Self {
         let placed = req.extensions().get::<Place>().and_then(Place::take);
-        self.admission = Some(placed.map_or_else(|| gate.admit(req.metadata().as_ref()), Ok));
+        self.admission = Some(placed.map_or_else(
+            || {
+                let caller = super::authz::caller_of(req);
+                let who = Who {
+                    rpc: self.method,
+                    caller: caller.name(),
+                };
+                gate.admit(req.metadata().as_ref(), who)
+            },
+            Ok,
+        ));
         self
     }
 
