@@ -17,9 +17,9 @@
 //! the client gets DEADLINE_EXCEEDED. Health, reflection and WatchPeerings (long-lived, with
 //! their own limit) are not limited: a probe must answer while the API sheds load.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -46,12 +46,26 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// vanished without closing (a crashed host, a cut network) is dropped with its streams.
 pub const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
 
-/// The API server's HTTP/2 settings (see [`MAX_STREAMS_PER_CONNECTION`], [`KEEPALIVE`]).
+/// Streams of one connection the server may reset on errors it detects (hyper's
+/// `max_local_error_reset_streams`) before it closes the connection (GOAWAY
+/// ENHANCE_YOUR_CALM): the guard against a peer forcing resets to queue without end
+/// (RUSTSEC-2024-0003), which tonic turns off unless set. hyper's default, 1,024, counts over
+/// the connection's whole life, not per second, and counts resets a well-behaved client
+/// causes too: a stream the server has answered and forgotten (a shed call) whose message
+/// data still arrives is reset again (tonic PR 2708, h2 issue 856). A long-lived client
+/// refused often under overload would lose its connection, with its calls in flight. 65,536
+/// keeps what a flood can queue per connection to a few MB, while an ordinary client's
+/// late-data resets (a fraction of its refused calls) stay far below it.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 65_536;
+
+/// The HTTP/2 settings of every listener of the server, the API's and the health-only one
+/// (see [`MAX_STREAMS_PER_CONNECTION`], [`KEEPALIVE`], [`MAX_LOCAL_ERROR_RESETS`]).
 pub fn http2_settings(server: tonic::transport::Server) -> tonic::transport::Server {
     server
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE.0))
         .http2_keepalive_timeout(Some(KEEPALIVE.1))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
 }
 
 /// The limits, as configured.
@@ -554,7 +568,11 @@ mod tests {
         let mut opened = 0;
         let warnings = warnings_of(|| {
             for i in 0..1000 {
-                let rpc = if i % 4 == 0 { "CreatePeering" } else { "GetPeering" };
+                let rpc = if i % 4 == 0 {
+                    "CreatePeering"
+                } else {
+                    "GetPeering"
+                };
                 // 100 callers: a heavy one, two lighter ones and many with a call or two.
                 let caller = match i % 10 {
                     0..=4 => "spiffe://t/heavy".to_owned(),
@@ -605,7 +623,9 @@ mod tests {
             let status = tonic::Status::from_header_map(response.headers()).unwrap();
             assert_eq!(status.code(), tonic::Code::ResourceExhausted);
             let delay = status.get_error_details().retry_info().unwrap().retry_delay;
-            let pushback = response.headers()["grpc-retry-pushback-ms"].to_str().unwrap();
+            let pushback = response.headers()["grpc-retry-pushback-ms"]
+                .to_str()
+                .unwrap();
             assert_eq!(pushback, delay.unwrap().as_millis().to_string());
             delays.insert(delay.unwrap());
         }

@@ -237,3 +237,58 @@ async fn a_lone_client_is_never_refused() {
             .expect("list");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_call_s_unread_message_leaves_the_other_calls_of_its_connection_alone() {
+    // One HTTP/2 connection for everything: a held call, a refused 5 MB call (its message
+    // never read) with a health check beside it, then an admitted call.
+    let t = start(1, 4).await;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let channel = t.channel().await;
+    let api =
+        ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient::new(channel.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut c = api.clone();
+    let held = tokio::spawn(async move { c.create_peering(create("a", "vpc-0", "vpc-1")).await });
+    wait_lock_waiters(&pool, 1);
+
+    let huge = create(&"x".repeat(5 << 20), "vpc-2", "vpc-3");
+    let mut c = api.clone();
+    // A guard, not a measure: a connection stalled by the unread message would hang.
+    let (refused, checked) = tokio::time::timeout(PROMPT, async {
+        tokio::join!(
+            c.create_peering(huge),
+            health.check(tonic_health::pb::HealthCheckRequest::default()),
+        )
+    })
+    .await
+    .expect("neither call hangs");
+    let status = refused.expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    checked.expect("the health check beside it is answered");
+    // Again, after the refusal: the connection still carries calls.
+    tokio::time::timeout(
+        PROMPT,
+        health.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("the health check after it does not hang")
+    .expect("the health check after it is answered");
+
+    lock.commit().await.unwrap();
+    held.await.unwrap().expect("the held call completes");
+    let mut c = api.clone();
+    let got = tokio::time::timeout(
+        PROMPT,
+        c.get_peering(GetPeeringRequest { name: "a".into() }),
+    )
+    .await
+    .expect("the admitted call does not hang")
+    .expect("an admitted call on the same connection");
+    assert_eq!(got.into_inner().name, "a");
+}
