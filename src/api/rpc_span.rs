@@ -6,12 +6,17 @@
 //!
 //! Every call is admitted first (`admission.rs`): refused at once when too many run, and
 //! stopped when its deadline passes. A call the server's admission layer sheds never gets
-//! here (nor to a handler): its refusal is converted once, by [`outside_handler`], when the layer is
-//! built, and is counted (`ovn_peerd_rpc_shed_total`, the RPC metrics by code), not logged
-//! per call (under overload, a log line per refusal would be the server's main work).
+//! here (nor to a handler): its refusal is converted once, by [`outside_handler`], when the
+//! layer is built, and is counted (`ovn_peerd_rpc_shed_total`, the RPC metrics by code), not
+//! logged per call (under overload, a log line per refusal would be the server's main work).
 //!
-//! Mutating RPCs are also audited: one event with target `audit` per call, naming the
-//! caller's identity, the RPC, the peering and the outcome code, whatever the outcome.
+//! Mutating RPCs are also audited: one event with target `audit` per call that reaches its
+//! handler's span, naming the caller's identity, the RPC, the peering and the outcome code,
+//! whatever the outcome (refused by the rules or authorization, past its deadline, done). A
+//! shed call (refused on its headers, its message and so its peering never read) writes no
+//! audit event; it is summarised instead in the admission's shedding warning: one per
+//! 10 s window of shedding, with the window's refusals counted per RPC and per caller
+//! identity (the top few, then `others`).
 
 use std::future::Future;
 use std::pin::Pin;
