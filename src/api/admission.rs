@@ -107,9 +107,18 @@ pub struct Who<'a> {
 /// The shedding's log, which stands in for the audit events shed calls do not write: the
 /// first refusal after a quiet spell opens a window, and [`SHED_LOG_EVERY`] later one warning
 /// says how many calls were refused in it, per RPC and per caller.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ShedLog {
     window: Mutex<Option<ShedWindow>>,
+    /// `--max-in-flight`, for the warning.
+    limit: usize,
+}
+
+/// A window still open when the server stops is logged then, not lost.
+impl Drop for ShedLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// The refusals of one window.
@@ -171,13 +180,13 @@ impl ShedLog {
     }
 
     /// Ends the window: one warning with its counts (nothing when none is open).
-    fn flush(&self, limit: usize) {
+    fn flush(&self) {
         let Some(w) = self.window.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
         tracing::warn!(
             refused = w.refused,
-            limit,
+            limit = self.limit,
             by_rpc = %w.by_rpc.summary(SHED_NAMES_KEPT),
             by_caller = %w.by_caller.summary(SHED_CALLERS_NAMED),
             "shedding load: calls refused with RESOURCE_EXHAUSTED in the last {}s \
@@ -210,7 +219,10 @@ impl Gate {
         Gate {
             permits: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
-            shed: Arc::default(),
+            shed: Arc::new(ShedLog {
+                window: Mutex::default(),
+                limit: limits.max_in_flight,
+            }),
         }
     }
 
@@ -242,13 +254,13 @@ impl Gate {
         if !self.shed.refused(who) {
             return;
         }
-        let (shed, limit) = (self.shed.clone(), self.limits.max_in_flight);
+        let shed = self.shed.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(async move {
                 tokio::time::sleep(SHED_LOG_EVERY).await;
-                shed.flush(limit);
+                shed.flush();
             })),
-            Err(_) => shed.flush(limit),
+            Err(_) => shed.flush(),
         }
     }
 
@@ -564,7 +576,10 @@ mod tests {
 
     #[test]
     fn a_thousand_refusals_make_one_warning_with_counts_per_rpc_and_top_callers() {
-        let log = ShedLog::default();
+        let log = ShedLog {
+            window: Mutex::default(),
+            limit: 64,
+        };
         let mut opened = 0;
         let warnings = warnings_of(|| {
             for i in 0..1000 {
@@ -585,9 +600,9 @@ mod tests {
                     caller: &caller,
                 }));
             }
-            log.flush(64);
+            log.flush();
             // The window is over: nothing more to say.
-            log.flush(64);
+            log.flush();
         });
         assert_eq!(opened, 1, "one window");
         assert_eq!(warnings.len(), 1, "{warnings:#?}");
@@ -603,11 +618,17 @@ mod tests {
         // A new window counts from zero.
         let warnings = warnings_of(|| {
             assert!(log.refused(WHO));
-            log.flush(64);
+            log.flush();
         });
         assert_eq!(warnings.len(), 1, "{warnings:#?}");
         assert!(warnings[0].contains("refused=1 "), "{warnings:?}");
         assert!(warnings[0].contains("by_caller=-=1"), "{warnings:?}");
+        // A window still open when the log goes (the server stops) is written then.
+        let warnings = warnings_of(|| {
+            log.refused(WHO);
+            drop(log);
+        });
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
     }
 
     #[test]

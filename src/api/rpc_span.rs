@@ -128,8 +128,9 @@ impl RpcSpan {
                 let deadline = tokio::time::Instant::from_std(admitted.deadline());
                 match tokio::time::timeout_at(deadline, handler.instrument(span.clone())).await {
                     Ok(result) => result,
+                    // Counted from admission, as the deadline is (reading the message included).
                     Err(_) => Err(ApiError::DeadlineExceeded {
-                        after: started.elapsed(),
+                        after: admitted.at.elapsed(),
                     }),
                 }
             }
