@@ -458,6 +458,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 mod tests {
     use std::convert::Infallible;
 
+    use super::super::rpc_span::tests::Captured;
     use super::*;
 
     #[test]
@@ -546,19 +547,6 @@ mod tests {
         rpc: "GetPeering",
         caller: "-",
     };
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The warnings `f` logs.
     fn warnings_of(f: impl FnOnce()) -> Vec<String> {
