@@ -12,8 +12,14 @@ use crate::peering::overlaps;
 #[derive(Debug, Default)]
 pub struct SubnetIndex {
     by_start: Vec<(IpNet, Uuid)>,
-    /// The prefix lengths present, per family (`true`: IPv6).
+    /// The prefix lengths present, per family (`true`: IPv6); after [`SubnetIndex::changed`]
+    /// possibly a few more (a length no subnet has costs a binary search, nothing else).
     lens: BTreeSet<(bool, u8)>,
+}
+
+/// The index's order: (family, first address), prefix length, router.
+fn key(e: &(IpNet, Uuid)) -> ((bool, u128), u8, Uuid) {
+    (start(&e.0), e.0.prefix_len(), e.1)
 }
 
 /// (family, first address) and (family, last address) of `n`, comparable across families.
@@ -33,7 +39,7 @@ fn end(n: &IpNet) -> (bool, u128) {
 
 impl SubnetIndex {
     pub fn new(mut subnets: Vec<(IpNet, Uuid)>) -> Self {
-        subnets.sort_unstable_by_key(|(n, r)| (start(n), n.prefix_len(), *r));
+        subnets.sort_unstable_by_key(key);
         let lens = subnets
             .iter()
             .map(|(n, _)| (start(n).0, n.prefix_len()))
@@ -42,6 +48,29 @@ impl SubnetIndex {
             by_start: subnets,
             lens,
         }
+    }
+
+    /// This index without the entries of the routers `dropped` says, with `added`: one merge
+    /// of what is kept (in order already) with the few added, no sort of the whole.
+    pub fn changed(&self, dropped: impl Fn(&Uuid) -> bool, mut added: Vec<(IpNet, Uuid)>) -> Self {
+        added.sort_unstable_by_key(key);
+        let mut lens = self.lens.clone();
+        lens.extend(added.iter().map(|(n, _)| (start(n).0, n.prefix_len())));
+        let mut by_start = Vec::with_capacity(self.by_start.len() + added.len());
+        let mut added = added.into_iter().peekable();
+        for e in self.by_start.iter().filter(|(_, r)| !dropped(r)) {
+            while let Some(a) = added.next_if(|a| key(a) < key(e)) {
+                by_start.push(a);
+            }
+            by_start.push(*e);
+        }
+        by_start.extend(added);
+        SubnetIndex { by_start, lens }
+    }
+
+    /// Every (subnet, router), in the index's order.
+    pub fn entries(&self) -> &[(IpNet, Uuid)] {
+        &self.by_start
     }
 
     /// The routers holding a subnet that overlaps `n`: those starting inside `n`, and those
@@ -122,6 +151,48 @@ mod tests {
                     .map(|(_, r)| *r)
                     .collect();
                 assert_eq!(got, want, "{q}");
+            }
+        }
+    }
+
+    /// An index changed by routers dropped and entries added holds what an index made from
+    /// scratch of the same entries holds, in the same order, and answers the same.
+    #[test]
+    fn a_changed_index_is_the_index_of_its_entries() {
+        let net = |i: u32, len: u8| -> IpNet {
+            IpNet::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)).into(), len)
+                .unwrap()
+                .trunc()
+        };
+        let all: Vec<(IpNet, Uuid)> = (0..200u32)
+            .map(|i| {
+                (
+                    net(i * 7 % 256, 16 + (i % 3) as u8 * 4),
+                    Uuid::from_u128(u128::from(i % 50)),
+                )
+            })
+            .collect();
+        let index = SubnetIndex::new(all.clone());
+        let dropped = |r: &Uuid| r.as_u128() % 7 == 3;
+        let added: Vec<(IpNet, Uuid)> = (0..20u32)
+            .map(|i| {
+                (
+                    net(i * 13 % 256, 20 + (i % 2) as u8 * 8),
+                    Uuid::from_u128(u128::from(i % 9) + 3),
+                )
+            })
+            .collect();
+        let changed = index.changed(dropped, added.clone());
+        let mut kept: Vec<(IpNet, Uuid)> = all.into_iter().filter(|(_, r)| !dropped(r)).collect();
+        kept.extend(added);
+        let fresh = SubnetIndex::new(kept);
+        assert_eq!(changed.entries(), fresh.entries());
+        for i in 0..256u32 {
+            for len in [8, 16, 22, 24, 28, 30] {
+                let (mut a, mut b) = (BTreeSet::new(), BTreeSet::new());
+                changed.routers_overlapping(&net(i, len), &mut a);
+                fresh.routers_overlapping(&net(i, len), &mut b);
+                assert_eq!(a, b);
             }
         }
     }

@@ -6,7 +6,8 @@
 //! turn, when the queue has grown. So a
 //! single client's create goes at once (no timer, no added wait), and under load one
 //! transaction carries many creates: begin, the per-VPC locks of every VPC of the batch in
-//! one fixed order (`store::create`), one read of everything they are judged against, the
+//! one fixed order (`store::create`), one read of everything they are judged against (every
+//! peering of their VPCs; at a hub, through the conflict probe, see [`FULL_READ_BELOW`]), the
 //! judging in arrival order with the pure rules (a later create sees the earlier ones of
 //! the batch: their names, pairs, port names, links and routes), one insert of all of
 //! them (`store::create_batch`), one commit. Each caller gets its own answer; a refusal of
@@ -20,6 +21,7 @@
 //! unreachable), and nothing of the batch is stored.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,13 +37,15 @@ use super::create_tx::{request_id_reused, same_request, Decided, Neighbours, Req
 use super::error::ApiError;
 use super::PeeringApi;
 use crate::adapters::NbCacheTopology;
+use crate::ovsdb::CacheSnapshot;
 use crate::ovsdb::NbCache;
 use crate::peering::topology::{port_names, ConflictQuery};
 use crate::peering::validate::ValidatedPeering;
 use crate::peering::ConnectAddrs;
 use crate::proto::v1::{CreatePeeringRequest, Peering};
 use crate::store::{
-    BatchInsert, NewPeering, PeeringRecord, RequestRecord, StoreError, UnreadableRow,
+    BatchInsert, BatchRead, CreateTx, NewPeering, PeeringRecord, RequestRecord, StoreError,
+    UnreadableRow,
 };
 
 /// The most creates one transaction carries: bounds its locks, its read and its time.
@@ -52,6 +56,14 @@ pub const MAX_BATCH: usize = 128;
 /// VPC wait for its lock in Postgres, as across replicas).
 pub const BATCHES_IN_FLIGHT: usize = 4;
 
+/// A VPC with this many peerings or more (as its local or its remote VPC) is a hub: a batch
+/// touching it reads, through the conflict probe, only the peerings that can take part in the
+/// rules for its creates; below, every peering of the batch's VPCs is read, which costs one
+/// statement and no NB question (the probe's question, which VPCs' subnets overlap a
+/// network, wants an index of every subnet in NB, rebuilt for every new NB state: at 2,000
+/// routers that was most of a lone create's time).
+pub const FULL_READ_BELOW: usize = 64;
+
 /// The queue and the turns.
 pub(super) struct Batcher {
     /// The queue, and the VPCs of the batches running (a count per VPC).
@@ -59,6 +71,9 @@ pub(super) struct Batcher {
     turns: Arc<tokio::sync::Semaphore>,
     /// Woken when a batch ends (its VPCs are free for the creates left waiting for them).
     ended: tokio::sync::Notify,
+    /// A batch whose VPCs each have fewer peerings than this (on either side) reads them all;
+    /// at a hub it asks the conflict probe ([`FULL_READ_BELOW`]; tests lower it).
+    full_read_below: AtomicUsize,
 }
 
 impl Default for Batcher {
@@ -67,6 +82,7 @@ impl Default for Batcher {
             queue: Mutex::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             ended: tokio::sync::Notify::new(),
+            full_read_below: AtomicUsize::new(FULL_READ_BELOW),
         }
     }
 }
@@ -83,6 +99,10 @@ pub(crate) struct Job {
 }
 
 impl Batcher {
+    fn full_read_below(&self) -> usize {
+        self.full_read_below.load(Ordering::Relaxed)
+    }
+
     fn push(&self, job: Job) {
         self.queue
             .lock()
@@ -270,6 +290,16 @@ impl PeeringApi {
         self.create_batched(validated, request).await
     }
 
+    /// For tests: a VPC with `n` peerings or more counts as a hub ([`FULL_READ_BELOW`]); 0:
+    /// every batch asks the conflict probe.
+    #[doc(hidden)]
+    pub fn set_full_read_below_for_tests(&self, n: usize) {
+        self.inner
+            .creates
+            .full_read_below
+            .store(n, Ordering::Relaxed);
+    }
+
     /// For tests: how many creates wait in the queue for a batch.
     #[doc(hidden)]
     pub fn queued_creates_for_tests(&self) -> usize {
@@ -414,24 +444,8 @@ impl PeeringApi {
         vpcs.dedup();
         let store = &self.inner.store;
         let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
-        // Which stored peerings can take part in the rules for these creates (their few
-        // neighbours, not every peering of a hub), asked of NB before the locks.
-        let probed = self.nb_cache()?;
-        let probe = self.conflict_query(&probed, jobs);
         let mut tx = store.peering_create_begin(&vpc_refs).await?;
-        let mut read = tx.list_for_batch_probe(&probe, &ids).await?;
-        let links = tx.links_in(&vpcs).await?;
-        // Judged against the NB of now (a router made just before the call is seen), with a
-        // read that covers that NB's probe: a subnet added to a third VPC since the probe
-        // could otherwise hide a conflict the read missed. Read again when it is not covered.
-        let cache = self.nb_cache()?;
-        if !Arc::ptr_eq(&cache, &probed) {
-            let again = self.conflict_query(&cache, jobs);
-            if !probe.covers(&again) {
-                read = tx.list_for_batch_probe(&again, &ids).await?;
-            }
-        }
-        drop(probed);
+        let (read, links, cache) = self.read_for_batch(&mut tx, jobs, &vpcs, &ids).await?;
 
         // Judged without the creates whose callers have gone; judged again (in memory, in
         // this transaction) as long as more go before the insert.
@@ -494,6 +508,37 @@ impl PeeringApi {
                 },
             })
             .collect())
+    }
+
+    /// What the batch is judged against, read under its locks, and the NB snapshot to judge
+    /// with (the NB of now: a router made just before the call is seen). Every peering of
+    /// the batch's VPCs when none of them has [`Batcher::full_read_below`] peerings or more
+    /// (one statement, no NB question, their links with them); at a hub, only those that
+    /// can take part in the rules for these creates ([`ConflictQuery`], asked of that same
+    /// snapshot, so that what was probed is what is judged) and every link of the VPCs.
+    async fn read_for_batch(
+        &self,
+        tx: &mut CreateTx<'_>,
+        jobs: &[Job],
+        vpcs: &[String],
+        ids: &[String],
+    ) -> Result<(BatchRead, Vec<(String, IpNet)>, CacheSnapshot), BatchError> {
+        let names: Vec<String> = jobs.iter().map(|j| j.validated.name.clone()).collect();
+        let ports: Vec<String> = jobs
+            .iter()
+            .flat_map(|j| port_names(&j.validated.local_vpc, &j.validated.remote_vpc))
+            .collect();
+        let below = self.inner.creates.full_read_below();
+        let full = tx.list_for_batch(vpcs, &names, &ports, ids, below).await?;
+        let cache = self.nb_cache()?;
+        if let Some(read) = full {
+            // Their links came with them (`Neighbours::held_links`).
+            return Ok((read, Vec::new(), cache));
+        }
+        let probe = self.conflict_query(&cache, jobs);
+        let read = tx.list_for_batch_probe(&probe, ids).await?;
+        let links = tx.links_in(vpcs).await?;
+        Ok((read, links, cache))
     }
 
     /// What the store must read for the rules on `jobs` ([`ConflictQuery`]): their names,

@@ -34,9 +34,10 @@ impl<'a> ProbeArgs<'a> {
 
 impl Store {
     /// The stored peerings whose rows may be in NB ([`super::PeeringState::in_northbound`])
-    /// that can take part in the rules for the probed peerings: the same arms as
-    /// CreatePeering's probe (`CreateTx::list_for_batch_probe`), so also every tombstone and
-    /// failed peering of their VPCs. One round trip.
+    /// that can take part in the rules for the probed peerings: the SQL function
+    /// `peerings_conflicting` (migration `20261127010000`), CreatePeering's probe too
+    /// (`CreateTx::list_for_batch_probe`), so also every tombstone and failed peering of their
+    /// VPCs. One round trip.
     pub async fn peering_list_conflicting(
         &self,
         q: &ConflictQuery,
@@ -54,37 +55,15 @@ impl Store {
                 "peering_list_conflicting",
                 sqlx::query_as!(
                     PeeringRow,
-                    r#"WITH q AS (
-                         SELECT name FROM peerings WHERE name = ANY($1)
-                         UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
-                         UNION SELECT pp.name FROM peerings pp
-                               JOIN unnest($3::text[], $4::text[]) AS vp(a, b)
-                                 ON pp.vpc_low = least(vp.a, vp.b)
-                                AND pp.vpc_high = greatest(vp.a, vp.b)
-                               WHERE pp.state NOT IN ('rejected', 'expired')
-                         UNION SELECT l.peering_name FROM peering_links l
-                               JOIN unnest($5::cidr[]) AS n(net)
-                                 ON family(l.link) = 4 AND l.vpc = ANY($6) AND l.link && n.net
-                         UNION SELECT l.peering_name FROM peering_links l
-                               JOIN unnest($5::cidr[]) AS n(net)
-                                 ON family(l.link) = 6 AND l.vpc = ANY($6) AND l.link && n.net
-                         UNION SELECT name FROM peerings
-                               WHERE local_vpc = ANY($6)
-                                 AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb
-                                      OR state NOT IN ('pending', 'active', 'pending_acceptance',
-                                                       'rejected', 'expired'))
-                         UNION SELECT name FROM peerings
-                               WHERE remote_vpc = ANY($6)
-                                 AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb
-                                      OR state NOT IN ('pending', 'active', 'pending_acceptance',
-                                                       'rejected', 'expired')))
-                       SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag
-                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       FROM peerings
+                       WHERE name = ANY(ARRAY(
+                         SELECT c.name FROM peerings_conflicting($1, $2, $3, $4, $5::cidr[], $6) AS c))
                          AND state IN ('pending', 'active', 'failed', 'deleting')
                        ORDER BY name"#,
                     &names as &[&str],

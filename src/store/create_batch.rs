@@ -43,10 +43,70 @@ pub struct UnreadableRow {
 }
 
 impl CreateTx<'_> {
-    /// What every create of a batch is judged against, with request fingerprints, in one
-    /// round trip and one snapshot (taken after the locks): of the peerings of the batch's
+    /// What every create of a batch is judged against when none of its VPCs is a hub, with
+    /// request fingerprints, in one round trip and one snapshot (taken after the locks): every
+    /// peering of the batch's VPCs (so their links too: nothing else to read), the peerings
+    /// named like one of `names` or holding one of `ports`, and those created with any of
+    /// `request_ids`. `None` when a VPC has `per_vpc` peerings or more on either side (a hub):
+    /// at most `per_vpc` of them are read per VPC and side, and the caller asks the probe
+    /// ([`Self::list_for_batch_probe`]) instead. No NB is needed to ask this.
+    pub async fn list_for_batch(
+        &mut self,
+        vpcs: &[String],
+        names: &[String],
+        ports: &[String],
+        request_ids: &[String],
+        per_vpc: usize,
+    ) -> Result<Option<BatchRead>, StoreError> {
+        let limit = i64::try_from(per_vpc).unwrap_or(i64::MAX);
+        // The per-VPC arms are bounded scans of peerings_{local,remote}_vpc_name_c.
+        let rows = self
+            .store
+            .timed(
+                "peering_list_for_batch",
+                sqlx::query_as!(
+                    HashedRow,
+                    r#"WITH q AS (
+                         SELECT name FROM peerings WHERE name = ANY($1)
+                         UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
+                         UNION SELECT name FROM peerings WHERE request_id = ANY($3)
+                         UNION SELECT t.name FROM unnest($4::text[]) AS v(vpc),
+                               LATERAL (SELECT name FROM peerings
+                                        WHERE local_vpc = v.vpc LIMIT $5) AS t
+                         UNION SELECT t.name FROM unnest($4::text[]) AS v(vpc),
+                               LATERAL (SELECT name FROM peerings
+                                        WHERE remote_vpc = v.vpc LIMIT $5) AS t)
+                       SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag, request_hash
+                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       ORDER BY name"#,
+                    names,
+                    ports,
+                    request_ids,
+                    vpcs,
+                    limit,
+                )
+                .fetch_all(&mut *self.tx),
+            )
+            .await?;
+        let sides = rows
+            .iter()
+            .map(|r| (r.local_vpc.as_str(), r.remote_vpc.as_str()));
+        if reaches(sides, vpcs, per_vpc) {
+            return Ok(None);
+        }
+        Ok(Some(split_unreadable(rows)))
+    }
+
+    /// What every create of a batch is judged against at a hub, with request fingerprints, in
+    /// one round trip and one snapshot (taken after the locks): of the peerings of the batch's
     /// VPCs only those that can take part in the rules for its creates ([`ConflictQuery`],
-    /// merged over them), found through indexes (a new spoke of a hub reads its few
+    /// merged over them; the SQL function `peerings_conflicting` of migration
+    /// `20261127010000`), found through indexes (a new spoke of a hub reads its few
     /// neighbours, not the hub's N); the peerings named like one of them or holding one of
     /// their port names; and those created with any of `request_ids`.
     pub async fn list_for_batch_probe(
@@ -62,46 +122,22 @@ impl CreateTx<'_> {
             nets,
             vpcs,
         } = ProbeArgs::of(q);
-        // Each arm an index: names, port names, pairs (peerings_vpc_pair), links per VPC
-        // (the GiST of peering_links), the few read whole (peerings_probe_extra_*), request_id.
         let rows = self
             .store
             .timed(
                 "peering_list_for_batch_probe",
                 sqlx::query_as!(
                     HashedRow,
-                    r#"WITH q AS (
-                         SELECT name FROM peerings WHERE name = ANY($1)
-                         UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
-                         UNION SELECT pp.name FROM peerings pp
-                               JOIN unnest($3::text[], $4::text[]) AS vp(a, b)
-                                 ON pp.vpc_low = least(vp.a, vp.b)
-                                AND pp.vpc_high = greatest(vp.a, vp.b)
-                               WHERE pp.state NOT IN ('rejected', 'expired')
-                         UNION SELECT l.peering_name FROM peering_links l
-                               JOIN unnest($5::cidr[]) AS n(net)
-                                 ON family(l.link) = 4 AND l.vpc = ANY($6) AND l.link && n.net
-                         UNION SELECT l.peering_name FROM peering_links l
-                               JOIN unnest($5::cidr[]) AS n(net)
-                                 ON family(l.link) = 6 AND l.vpc = ANY($6) AND l.link && n.net
-                         UNION SELECT name FROM peerings
-                               WHERE local_vpc = ANY($6)
-                                 AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb
-                                      OR state NOT IN ('pending', 'active', 'pending_acceptance',
-                                                       'rejected', 'expired'))
-                         UNION SELECT name FROM peerings
-                               WHERE remote_vpc = ANY($6)
-                                 AND (local_routes <> '[]'::jsonb OR remote_routes <> '[]'::jsonb
-                                      OR state NOT IN ('pending', 'active', 'pending_acceptance',
-                                                       'rejected', 'expired'))
-                         UNION SELECT name FROM peerings WHERE request_id = ANY($7))
-                       SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                    r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag, request_hash
-                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       FROM peerings
+                       WHERE name = ANY(ARRAY(
+                         SELECT c.name FROM peerings_conflicting($1, $2, $3, $4, $5::cidr[], $6) AS c
+                         UNION SELECT r.name FROM peerings r WHERE r.request_id = ANY($7)))
                        ORDER BY name"#,
                     &names as &[&str],
                     &ports as &[&str],
@@ -242,6 +278,29 @@ impl CreateTx<'_> {
     }
 }
 
+/// Whether any of `vpcs` is the local VPC of `per_vpc` rows or more, or the remote VPC of as
+/// many: then [`CreateTx::list_for_batch`]'s bounded arms may have left some of its peerings
+/// out (below that, each arm read every peering it matches).
+fn reaches<'a>(
+    rows: impl Iterator<Item = (&'a str, &'a str)>,
+    vpcs: &[String],
+    per_vpc: usize,
+) -> bool {
+    let mut counts: std::collections::HashMap<&str, (usize, usize)> =
+        vpcs.iter().map(|v| (v.as_str(), (0, 0))).collect();
+    for (local, remote) in rows {
+        if let Some(c) = counts.get_mut(local) {
+            c.0 += 1;
+        }
+        if let Some(c) = counts.get_mut(remote) {
+            c.1 += 1;
+        }
+    }
+    counts
+        .values()
+        .any(|&(local, remote)| local >= per_vpc || remote >= per_vpc)
+}
+
 /// The rows read, those that do not decode kept apart.
 fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
     let mut read = BatchRead {
@@ -265,4 +324,21 @@ fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
         }
     }
     read
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reaches;
+
+    #[test]
+    fn a_vpc_reaching_the_bound_on_either_side_is_reported() {
+        let vpcs = ["a".to_string(), "b".to_string()];
+        let rows = [("a", "x"), ("y", "a"), ("a", "z"), ("q", "r")];
+        // a: 2 local, 1 remote; the row of q and r (read for its name) counts for nobody.
+        assert!(!reaches(rows.iter().copied(), &vpcs, 3));
+        assert!(reaches(rows.iter().copied(), &vpcs, 2));
+        assert!(reaches([("x", "b"), ("y", "b")].into_iter(), &vpcs, 2));
+        // Bound 0: every read counts as reaching it (the probe always).
+        assert!(reaches(std::iter::empty(), &vpcs, 0));
+    }
 }

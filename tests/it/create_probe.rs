@@ -1,11 +1,15 @@
-//! CreatePeering reads only the stored peerings that can take part in the rules for a create
-//! (`ConflictQuery`, `CreateTx::list_for_batch_probe`), not every peering of its VPCs: each
-//! test here is a conflict found only through one of the probe's ways to a neighbour that
-//! shares neither the create's name, port names nor VPC pair.
+//! At a hub CreatePeering reads only the stored peerings that can take part in the rules for a
+//! create (`ConflictQuery`, `CreateTx::list_for_batch_probe`), not every peering of its VPCs:
+//! each test here is a conflict found only through one of the probe's ways to a neighbour that
+//! shares neither the create's name, port names nor VPC pair. The API here counts every VPC as
+//! a hub (`set_full_read_below_for_tests(0)`), so that these small VPCs take the probe; the
+//! last tests check the switch between the full read of a small VPC and the probe.
 
 use ovn_peerd::api::{ApiError, PeeringApi};
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use ovn_peerd::store::Store;
+use ovn_peerd_test_support::wait_until_async;
+use std::time::Duration;
 
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
@@ -22,14 +26,22 @@ fn create(name: &str, local: &str, remote: &str) -> CreatePeeringRequest {
     }
 }
 
-/// A second API over the test's Postgres and NB (the served one is not reachable in-process).
+/// A second API over the test's Postgres and NB (the served one is not reachable in-process),
+/// asking the probe for every batch.
 async fn api(t: &TestPeerd) -> PeeringApi {
+    api_reading_whole_below(t, 0).await
+}
+
+/// As [`api`], a VPC counting as a hub from `n` peerings on (on either side).
+async fn api_reading_whole_below(t: &TestPeerd, n: usize) -> PeeringApi {
     let store = Store::connect_lazy(&t.db.url).expect("store");
-    PeeringApi::new(
+    let api = PeeringApi::new(
         store,
         t.nb_client.clone(),
         ovn_peerd::startup::api_settings(&t.config),
-    )
+    );
+    api.set_full_read_below_for_tests(n);
+    api
 }
 
 async fn one(api: &PeeringApi, req: CreatePeeringRequest) -> Result<Peering, ApiError> {
@@ -53,16 +65,33 @@ fn violations(r: Result<Peering, ApiError>) -> Vec<(String, String)> {
 /// the new spoke's networks, then that pair with the hub).
 #[tokio::test]
 async fn a_spoke_overlapping_another_spokes_subnet_is_refused() {
+    spoke_overlapping_another_spokes_subnet(0).await;
+}
+
+/// The same below the hub bound: the hub's peerings are all read (no NB question).
+#[tokio::test]
+async fn a_spoke_overlapping_another_spokes_subnet_is_refused_by_the_full_read() {
+    spoke_overlapping_another_spokes_subnet(ovn_peerd::api::FULL_READ_BELOW).await;
+}
+
+/// hub–s1 and hub–s3, then hub–x with x's subnet around s3's: refused, naming h3 alone.
+async fn spoke_overlapping_another_spokes_subnet(full_read_below: usize) {
     let t = TestPeerd::start().await;
     create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
     create_vpc(&t.nb, "s1", &["10.1.1.1/24"]);
     create_vpc(&t.nb, "s3", &["10.3.1.1/24"]);
     create_vpc(&t.nb, "x", &["10.3.0.1/16"]);
-    let api = api(&t).await;
+    let api = api_reading_whole_below(&t, full_read_below).await;
     for (name, spoke) in [("h1", "s1"), ("h3", "s3")] {
         one(&api, create(name, "hub", spoke)).await.expect(name);
     }
-    let refused = violations(one(&api, create("hx", "hub", "x")).await);
+    // Its link given: an allocated one could take h3's link on the hub, and the links'
+    // constraint would then send it to the one-at-a-time path, which reads everything.
+    let mut hx = create("hx", "hub", "x");
+    let p = hx.peering.as_mut().unwrap();
+    p.local_connect_ip = "169.254.1.1/30".into();
+    p.remote_connect_ip = "169.254.1.2/30".into();
+    let refused = violations(one(&api, hx).await);
     assert!(
         refused
             .iter()
@@ -147,6 +176,77 @@ async fn a_vpc_pair_is_found_in_an_en_us_database() {
     let refused = violations(one(&api, create("p", "core-hub", "lab")).await);
     assert!(
         refused.iter().any(|(_, d)| d.contains("peering \"q\"")),
+        "{refused:?}"
+    );
+}
+
+/// A VPC with as many peerings as the bound (on one side) is a hub: the read of every
+/// peering of the batch's VPCs stops at the bound (here 2 of the hub's 3, by name: h1 and
+/// h2), and the create is judged against the probe's read instead, which finds h3. (Its link
+/// given, so that no constraint sends it to the one-at-a-time path, which reads everything.)
+#[tokio::test]
+async fn a_vpc_at_the_bound_is_judged_through_the_probe() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    for k in 1..=3 {
+        create_vpc(&t.nb, &format!("s{k}"), &[&format!("10.{k}.1.1/24")]);
+    }
+    create_vpc(&t.nb, "x", &["10.3.0.1/16"]);
+    let api = api_reading_whole_below(&t, 2).await;
+    for k in 1..=3 {
+        let name = format!("h{k}");
+        one(&api, create(&name, "hub", &format!("s{k}")))
+            .await
+            .expect(&name);
+    }
+    let mut hx = create("hx", "x", "hub");
+    let p = hx.peering.as_mut().unwrap();
+    p.local_connect_ip = "169.254.1.1/30".into();
+    p.remote_connect_ip = "169.254.1.2/30".into();
+    let refused = violations(one(&api, hx).await);
+    assert!(
+        refused.iter().any(|(_, d)| d.contains("peering \"h3\"")),
+        "{refused:?}"
+    );
+}
+
+/// A subnet changed on a router after the probe's index of NB subnets was made is seen: the
+/// index follows NB by the rows that changed, a port's networks among them (s1's subnet moves
+/// inside x's, so the hub's route to s1 and its route to x would be ambiguous; only the new
+/// subnet finds s1, hence h1).
+#[tokio::test]
+async fn a_subnet_changed_after_an_earlier_probe_is_seen() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
+    create_vpc(&t.nb, "s1", &["10.1.1.1/24"]);
+    create_vpc(&t.nb, "x", &["10.9.0.1/16"]);
+    let api = api(&t).await;
+    one(&api, create("h1", "hub", "s1")).await.expect("h1");
+    t.nb.nbctl(&[
+        "set",
+        "Logical_Router_Port",
+        "s1-s0",
+        "networks=\"10.9.1.1/24\"",
+    ]);
+    wait_until_async(
+        "the replica to see s1's new subnet",
+        Duration::from_secs(10),
+        || async {
+            t.nb_client
+                .cache()
+                .port_by_name("s1-s0")
+                .is_some_and(|p| p.networks == ["10.9.1.1/24"])
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut hx = create("hx", "hub", "x");
+    let p = hx.peering.as_mut().unwrap();
+    p.local_connect_ip = "169.254.1.1/30".into();
+    p.remote_connect_ip = "169.254.1.2/30".into();
+    let refused = violations(one(&api, hx).await);
+    assert!(
+        refused.iter().any(|(_, d)| d.contains("peering \"h1\"")),
         "{refused:?}"
     );
 }
