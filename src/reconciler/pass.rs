@@ -331,13 +331,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
 
     let write_result = write::write_changes(r, &plan, &mut verdicts, &mut outcome).await;
     let t_written = t_start.elapsed();
-    if full {
-        // A full pass allocates and frees per peering (the rules' views, every desired row):
-        // without this the process keeps its peak for good (the first pass after a restart at
-        // 10,000 peerings: +70-200 MB). After the writes, which must not wait for it (it walks
-        // the heap holding the allocator's locks), on a blocking task nobody awaits.
-        tokio::task::spawn_blocking(crate::ovsdb::release_freed_memory);
-    }
     if let Err(PassError::Fenced) = write_result {
         // Not ours to judge any more: the new holder reports statuses.
         return Err(PassError::Fenced);
