@@ -7,6 +7,7 @@ use sqlx::types::Json;
 
 use super::conflicts::ProbeArgs;
 use super::create::{CreateTx, HashedRow};
+use super::hub::reaches;
 use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
 use super::{PeeringRecord, RequestRecord, StoreError};
 use crate::peering::topology::ConflictQuery;
@@ -278,29 +279,6 @@ impl CreateTx<'_> {
     }
 }
 
-/// Whether any of `vpcs` is the local VPC of `per_vpc` rows or more, or the remote VPC of as
-/// many: then [`CreateTx::list_for_batch`]'s bounded arms may have left some of its peerings
-/// out (below that, each arm read every peering it matches).
-fn reaches<'a>(
-    rows: impl Iterator<Item = (&'a str, &'a str)>,
-    vpcs: &[String],
-    per_vpc: usize,
-) -> bool {
-    let mut counts: std::collections::HashMap<&str, (usize, usize)> =
-        vpcs.iter().map(|v| (v.as_str(), (0, 0))).collect();
-    for (local, remote) in rows {
-        if let Some(c) = counts.get_mut(local) {
-            c.0 += 1;
-        }
-        if let Some(c) = counts.get_mut(remote) {
-            c.1 += 1;
-        }
-    }
-    counts
-        .values()
-        .any(|&(local, remote)| local >= per_vpc || remote >= per_vpc)
-}
-
 /// The rows read, those that do not decode kept apart.
 fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
     let mut read = BatchRead {
@@ -324,21 +302,4 @@ fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
         }
     }
     read
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reaches;
-
-    #[test]
-    fn a_vpc_reaching_the_bound_on_either_side_is_reported() {
-        let vpcs = ["a".to_string(), "b".to_string()];
-        let rows = [("a", "x"), ("y", "a"), ("a", "z"), ("q", "r")];
-        // a: 2 local, 1 remote; the row of q and r (read for its name) counts for nobody.
-        assert!(!reaches(rows.iter().copied(), &vpcs, 3));
-        assert!(reaches(rows.iter().copied(), &vpcs, 2));
-        assert!(reaches([("x", "b"), ("y", "b")].into_iter(), &vpcs, 2));
-        // Bound 0: every read counts as reaching it (the probe always).
-        assert!(reaches(std::iter::empty(), &vpcs, 0));
-    }
 }
