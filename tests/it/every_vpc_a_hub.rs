@@ -3,6 +3,9 @@
 //! a production hub takes) where the same tests at the top level take the full read. The
 //! files are the same; only the bound differs (read from the test's name, this module's).
 
+// On purpose: each file is compiled a second time, here.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "acceptance.rs"]
 mod acceptance;
 #[path = "api_safety.rs"]

@@ -102,7 +102,10 @@ pub fn full_read_below() -> usize {
         return n;
     }
     let thread = std::thread::current();
-    match thread.name().is_some_and(|n| n.starts_with(EVERY_VPC_A_HUB)) {
+    match thread
+        .name()
+        .is_some_and(|n| n.starts_with(EVERY_VPC_A_HUB))
+    {
         true => 0,
         false => ovn_peerd::store::FULL_READ_BELOW,
     }

@@ -199,9 +199,15 @@ async fn below_a_hub_a_narrow_pass_reads_all_and_asks_no_probe() {
     let narrow = t.reconciler().await.run_for(&["ab"]).await;
     let narrow = narrow.expect("a narrow pass below the bound asks no probe");
     assert_eq!((narrow.peerings, narrow.active), (1, 1), "{narrow:?}");
-    assert_eq!(record(&store(&t.db.url), "ab").await.state, PeeringState::Active);
+    assert_eq!(
+        record(&store(&t.db.url), "ab").await.state,
+        PeeringState::Active
+    );
 
     t.config.full_read_below = 0;
     let probed = t.reconciler().await.run_for(&["ac"]).await;
-    assert!(probed.is_err(), "at a hub the pass asks the probe: {probed:?}");
+    assert!(
+        probed.is_err(),
+        "at a hub the pass asks the probe: {probed:?}"
+    );
 }
