@@ -7,7 +7,7 @@ use sqlx::types::Json;
 
 use super::conflicts::ProbeArgs;
 use super::create::{CreateTx, HashedRow};
-use super::hub::reaches;
+use super::hub::{reaches, FULL_READ_ROWS};
 use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
 use super::{PeeringRecord, RequestRecord, StoreError};
 use crate::peering::topology::ConflictQuery;
@@ -50,7 +50,9 @@ impl CreateTx<'_> {
     /// named like one of `names` or holding one of `ports`, and those created with any of
     /// `request_ids`. `None` when a VPC has `per_vpc` peerings or more on either side (a hub):
     /// at most `per_vpc` of them are read per VPC and side, and the caller asks the probe
-    /// ([`Self::list_for_batch_probe`]) instead. No NB is needed to ask this.
+    /// ([`Self::list_for_batch_probe`]) instead; `None` too when the read would pass
+    /// [`FULL_READ_ROWS`] rows (many small VPCs together: at most that many plus one are
+    /// read). No NB is needed to ask this.
     pub async fn list_for_batch(
         &mut self,
         vpcs: &[String],
@@ -60,6 +62,7 @@ impl CreateTx<'_> {
         per_vpc: usize,
     ) -> Result<Option<BatchRead>, StoreError> {
         let limit = i64::try_from(per_vpc).unwrap_or(i64::MAX);
+        let budget = i64::try_from(FULL_READ_ROWS + 1).unwrap_or(i64::MAX);
         // The per-VPC arms are bounded scans of peerings_{local,remote}_vpc_name_c.
         let rows = self
             .store
@@ -83,13 +86,14 @@ impl CreateTx<'_> {
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag, request_hash
-                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q LIMIT $6))
                        ORDER BY name"#,
                     names,
                     ports,
                     request_ids,
                     vpcs,
                     limit,
+                    budget,
                 )
                 .fetch_all(&mut *self.tx),
             )
@@ -97,7 +101,7 @@ impl CreateTx<'_> {
         let sides = rows
             .iter()
             .map(|r| (r.local_vpc.as_str(), r.remote_vpc.as_str()));
-        if reaches(sides, vpcs, per_vpc) {
+        if rows.len() > FULL_READ_ROWS || reaches(sides, vpcs, per_vpc) {
             return Ok(None);
         }
         Ok(Some(split_unreadable(rows)))

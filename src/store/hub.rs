@@ -19,6 +19,12 @@ use super::{PeeringRecord, Store, StoreError};
 /// A VPC with this many peerings or more (as its local or its remote VPC) is a hub.
 pub const FULL_READ_BELOW: usize = 64;
 
+/// The most rows a batch's full read takes (every peering of many small VPCs together, each
+/// below [`FULL_READ_BELOW`]: 128 creates could read ~16,000): past it the batch asks the
+/// probe, as at a hub, and the read is cut at this many plus one. The same for the worker's
+/// narrow read (up to 32 peerings' VPCs).
+pub const FULL_READ_ROWS: usize = 1024;
+
 /// The bound a [`Store`] and its clones use: [`FULL_READ_BELOW`] unless set (tests).
 #[derive(Debug)]
 pub(super) struct HubBound(AtomicUsize);
@@ -43,14 +49,15 @@ impl Store {
 
     /// The worker's read of every peering touching `vpcs` (as [`Store::peering_list_touching`])
     /// when none of them is a hub; `None` when one is (at most the bound is read per VPC and
-    /// side, through the `peerings_{local,remote}_vpc_name_c` indexes), and the caller asks
-    /// the probe instead.
+    /// side, through the `peerings_{local,remote}_vpc_name_c` indexes) or when they hold more
+    /// than [`FULL_READ_ROWS`] together, and the caller asks the probe instead.
     pub async fn peering_list_touching_below(
         &self,
         vpcs: &[&str],
     ) -> Result<Option<Vec<PeeringRecord>>, StoreError> {
         let per_vpc = self.full_read_below();
         let limit = i64::try_from(per_vpc).unwrap_or(i64::MAX);
+        let budget = i64::try_from(FULL_READ_ROWS + 1).unwrap_or(i64::MAX);
         let rows = self
             .timed(
                 "peering_list_touching_below",
@@ -73,10 +80,11 @@ impl Store {
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag FROM peerings
-                       WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       WHERE name = ANY(ARRAY(SELECT name FROM q LIMIT $3))
                        ORDER BY name"#,
                     vpcs as &[&str],
                     limit,
+                    budget,
                 )
                 .fetch_all(&self.pool),
             )
@@ -84,7 +92,7 @@ impl Store {
         let sides = rows
             .iter()
             .map(|r| (r.local_vpc.as_str(), r.remote_vpc.as_str()));
-        if reaches(sides, vpcs, per_vpc) {
+        if rows.len() > FULL_READ_ROWS || reaches(sides, vpcs, per_vpc) {
             return Ok(None);
         }
         rows.into_iter()
