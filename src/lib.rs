@@ -13,7 +13,8 @@
 //! - [`acceptance`]: the acceptance TTL of cross-tenant requests (the expiry sweep).
 //! - [`backoff`]: the one retry backoff (exponential, capped, jittered).
 //! - [`config`]: flags and environment; [`telemetry`]: log set-up; [`metrics`]: Prometheus;
-//!   [`health`]: the gRPC health service; [`proto`]: the generated API code.
+//!   [`health`]: the gRPC health service; [`proto`]: the generated API code; [`heap`]: the
+//!   allocator's settings and trims.
 //! - [`watch`]: WatchPeerings' engine: the change log read once per process, fanned out.
 //! - [`startup`]: wiring and graceful shutdown.
 
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod config;
 pub mod diagnose;
 pub mod health;
+pub mod heap;
 pub mod metrics;
 pub mod ovsdb;
 pub mod peering;

@@ -6,8 +6,21 @@ use tokio_util::sync::CancellationToken;
 use ovn_peerd::config::Config;
 use ovn_peerd::startup::Application;
 
+/// `--features jemalloc`: jemalloc instead of glibc malloc (see `ovn_peerd::heap`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read before `main`: a background thread hands pages freed 1 s ago back
+/// to the system (dirty, then at once unmapped rather than kept "muzzy"), as glibc's trims do.
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: ovn_peerd::heap::MallocConf = ovn_peerd::heap::MallocConf::new(
+    c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+);
+
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    ovn_peerd::heap::tune();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,15 +79,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
-}
-
-/// glibc gives each thread that allocates its own arena (up to 8 per core);
-/// with tokio's workers and the worker's blocking threads that multiplies the
-/// memory a large NB cache leaves fragmented. Two arenas are plenty here.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; it runs before the runtime starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
 }

@@ -63,6 +63,10 @@ pub const OVSDB_RECONNECTS_TOTAL: &str = "ovn_peerd_ovsdb_reconnects_total";
 pub const OVSDB_RESYNCS_TOTAL: &str = "ovn_peerd_ovsdb_resyncs_total";
 /// Rows in the NB replica.
 pub const OVSDB_CACHE_ROWS: &str = "ovn_peerd_ovsdb_cache_rows";
+/// glibc's heap after the last trim, by `state` (`in_use`, `free`).
+pub const HEAP_BYTES: &str = "ovn_peerd_heap_bytes";
+/// Heap trims (free memory handed back to the system), by `after` (`dump`, `update`, `pass`).
+pub const HEAP_TRIMS_TOTAL: &str = "ovn_peerd_heap_trims_total";
 
 /// Re-reads of a watched file (`file` = `tls` or `policy`), by `result` (`ok`, `error`).
 pub const FILE_RELOADS_TOTAL: &str = "ovn_peerd_file_reloads_total";
@@ -100,6 +104,8 @@ pub const ALL: &[&str] = &[
     OVSDB_RECONNECTS_TOTAL,
     OVSDB_RESYNCS_TOTAL,
     OVSDB_CACHE_ROWS,
+    HEAP_BYTES,
+    HEAP_TRIMS_TOTAL,
     FILE_RELOADS_TOTAL,
     FILE_RELOAD_STALE,
     WATCH_STREAMS,
@@ -238,6 +244,15 @@ fn describe() {
     describe_gauge!(
         FILE_RELOAD_STALE,
         "1 while a watched file (tls, policy) on disk is refused and its last good version is used"
+    );
+    describe_gauge!(
+        HEAP_BYTES,
+        Unit::Bytes,
+        "The heap after its last trim (after an NB dump, a large update or pass), by state: in_use (held by the program), free (kept by the allocator)"
+    );
+    describe_counter!(
+        HEAP_TRIMS_TOTAL,
+        "Heap trims handing free memory back to the system, by what they follow (dump, update, pass)"
     );
     describe_gauge!(WATCH_STREAMS, "WatchPeerings streams open on this replica");
     describe_counter!(

@@ -180,7 +180,7 @@ impl Application {
 
         if let Some(health_listener) = health_listener {
             tracing::info!(listen = %health_listener.local_addr()?, "serving gRPC health only, plaintext");
-            let health_only = tonic::transport::Server::builder()
+            let health_only = crate::api::http2_settings(tonic::transport::Server::builder())
                 .layer(GrpcMetricsLayer)
                 .add_service(health_service.clone())
                 .serve_with_incoming_shutdown(

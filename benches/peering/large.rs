@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::args::Args;
 use crate::peerd::{create_request, db_query_means, wait_passes, Peerd};
+use crate::restart::SETTLE;
 use crate::support::monitor::Monitor;
 use crate::support::nb::{self, NbServer};
 use crate::support::proc::{cpu_seconds, cpu_tree_seconds, file_len, footprint, Footprint};
@@ -48,6 +49,8 @@ pub struct LargeResults {
     pub restart_nb_file_growth_bytes: u64,
     pub restart_nb_rows_changed: usize,
     pub footprint_after_restart: Footprint,
+    /// [`SETTLE`] after the first pass after the restart.
+    pub footprint_restart_settled: Footprint,
     pub db_query_mean_ms_before_restart: Value,
     pub db_query_mean_ms_after_restart: Value,
     /// CPU seconds over the whole phase.
@@ -125,8 +128,9 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> LargeRes
     }
     out.api_create_to_nb = Summary::of(&samples);
     monitor.wait_counts(2 * n, 2 * n, TIMEOUT).await;
-    // Idle a moment (confirming passes), then the steady footprint and the pass times so far.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle a moment (confirming passes, the heap trims after them), then the steady footprint
+    // and the pass times so far.
+    tokio::time::sleep(SETTLE).await;
     out.footprint_steady = footprint(peerd.pid());
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-large-1.txt"), &metrics).ok();
@@ -151,8 +155,9 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> LargeRes
     out.restart_ready_nb_s = ready_nb.as_secs_f64();
     out.restart_first_pass_done_s = wait_passes(&peerd, 1.0).await.as_secs_f64();
     out.footprint_after_restart = footprint(peerd.pid());
-    // Anything the first passes write shows up within a moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Anything the first passes write shows up within a moment; the steady footprint after.
+    tokio::time::sleep(SETTLE).await;
+    out.footprint_restart_settled = footprint(peerd.pid());
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-large-2.txt"), &metrics).ok();
     let passes = support::metric_sum(&metrics, "ovn_peerd_reconciler_pass_seconds_count");

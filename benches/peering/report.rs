@@ -252,10 +252,10 @@ pub fn print(
             none(),
         );
         row(
-            &format!("[{m}] RSS converged / idle MB"),
+            &format!("[{m}] RSS converged / idle MB (heap in use)"),
             format!(
-                "{:.1}/{:.1}",
-                s.footprint_converged.rss_mb, s.footprint_idle.rss_mb
+                "{:.1}/{:.1} ({:.1})",
+                s.footprint_converged.rss_mb, s.footprint_idle.rss_mb, s.heap_in_use_idle_mb
             ),
             "<= 100",
             none(),
@@ -301,6 +301,15 @@ pub fn print(
             format!(
                 "{:.1}/{:.2}",
                 s.footprint_after_restart_pass.rss_mb, s.restart_first_pass_cpu_s
+            ),
+            "<= 100",
+            none(),
+        );
+        row(
+            &format!("[{m}] restart: RSS MB settled (heap in use)"),
+            format!(
+                "{:.1} ({:.1})",
+                s.footprint_restart_settled.rss_mb, s.heap_in_use_restart_settled_mb
             ),
             "<= 100",
             none(),
@@ -427,6 +436,11 @@ pub fn print_large(l: &LargeResults) {
         (
             "RSS after restart",
             f(&l.footprint_after_restart),
+            "<= 600 MB",
+        ),
+        (
+            "RSS after restart, settled",
+            f(&l.footprint_restart_settled),
             "<= 600 MB",
         ),
         (

@@ -23,7 +23,11 @@ pub struct ScaleResults {
     pub initial_converged_per_s: f64,
     pub initial_all_active_s: f64,
     pub footprint_converged: Footprint,
+    /// Steady: [`SETTLE`] after converging, its last heap trim done.
     pub footprint_idle: Footprint,
+    /// What the heap holds then (`ovn_peerd_heap_bytes{state="in_use"}` after the last trim;
+    /// 0 from a build without it): the live part of the RSS.
+    pub heap_in_use_idle_mb: f64,
     pub restart_ready_postgres_s: f64,
     pub restart_ready_nb_s: f64,
     /// `ovsdb-server` sending the same initial dump (the same tables and columns, one
@@ -41,7 +45,20 @@ pub struct ScaleResults {
     pub restart_nb_file_growth_bytes: u64,
     pub restart_nb_rows_changed: usize,
     pub footprint_after_restart_pass: Footprint,
+    /// Steady after the restart: [`SETTLE`] after the first pass.
+    pub footprint_restart_settled: Footprint,
+    pub heap_in_use_restart_settled_mb: f64,
     pub restart_first_pass_cpu_s: f64,
+}
+
+/// How long the process is left alone before its steady footprint is read: past the worker's
+/// heap trim gap ([`ovn_peerd::heap::TRIM_GAP`]), so a trim deferred by an earlier one has run.
+pub const SETTLE: Duration = Duration::from_secs(12);
+
+/// MB of live heap the process reported after its last trim.
+async fn heap_in_use_mb(peerd: &Peerd) -> f64 {
+    let metrics = peerd.scrape().await;
+    support::metric_sum_with(&metrics, "ovn_peerd_heap_bytes", "state=\"in_use\"") / 1e6
 }
 
 pub async fn run(args: &Args, root: &Path, pg: &PgCluster, m: usize) -> ScaleResults {
@@ -84,19 +101,21 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, m: usize) -> ScaleRes
         "[scale] NB converged in {:.3} s, all ACTIVE at {:.3} s; RSS {:.1} MB",
         out.initial_converged_s, out.initial_all_active_s, out.footprint_converged.rss_mb
     );
-    // Let the confirming passes finish, then read the idle footprint.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the confirming passes and the heap trims after them finish: the steady footprint.
+    tokio::time::sleep(SETTLE).await;
     out.footprint_idle = footprint(peerd.pid());
+    out.heap_in_use_idle_mb = heap_in_use_mb(&peerd).await;
 
     let save = args.keep.then(|| dir.join("raw-dump.json"));
     let (raw, bytes) = raw_dump(&nbs.sock(), save.as_deref()).await;
     out.raw_dump_s = raw.as_secs_f64();
     out.raw_dump_bytes = bytes;
     println!(
-        "[scale] raw initial dump: {:.3} s, {:.1} MB; RSS idle {:.1} MB",
+        "[scale] raw initial dump: {:.3} s, {:.1} MB; RSS idle {:.1} MB (heap in use {:.1} MB)",
         out.raw_dump_s,
         bytes as f64 / 1e6,
-        out.footprint_idle.rss_mb
+        out.footprint_idle.rss_mb,
+        out.heap_in_use_idle_mb
     );
 
     println!("[scale] restart");
@@ -123,9 +142,12 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, m: usize) -> ScaleRes
     out.restart_new_peering_in_nb_s = (seen - peerd.started).as_secs_f64();
     out.restart_first_pass_cpu_s = support::proc::cpu_seconds(peerd.pid());
     out.footprint_after_restart_pass = footprint(peerd.pid());
-    // Anything the first passes write shows up within a moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Anything the first passes write shows up within a moment; the steady footprint after.
+    tokio::time::sleep(SETTLE).await;
+    out.footprint_restart_settled = footprint(peerd.pid());
     let metrics = peerd.scrape().await;
+    out.heap_in_use_restart_settled_mb =
+        support::metric_sum_with(&metrics, "ovn_peerd_heap_bytes", "state=\"in_use\"") / 1e6;
     std::fs::write(dir.join("metrics-restart.txt"), &metrics).ok();
     out.restart_nb_transactions = support::metric_sum_with(
         &metrics,
@@ -139,13 +161,16 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, m: usize) -> ScaleRes
         .abs_diff(updates_before.peer_ports + updates_before.routes + 4);
     println!(
         "[scale] restart: NB in sync {:.3} s ({:.2}x the raw dump), first pass {:.3} s, \
-         new peering in NB {:.3} s, other NB transactions {}, RSS {:.1} MB",
+         new peering in NB {:.3} s, other NB transactions {}, RSS {:.1} MB, \
+         settled {:.1} MB (heap in use {:.1} MB)",
         out.restart_ready_nb_s,
         out.restart_ready_nb_s / out.raw_dump_s,
         out.restart_first_pass_s,
         out.restart_new_peering_in_nb_s,
         out.restart_nb_transactions,
-        out.footprint_after_restart_pass.rss_mb
+        out.footprint_after_restart_pass.rss_mb,
+        out.footprint_restart_settled.rss_mb,
+        out.heap_in_use_restart_settled_mb
     );
     let mut peerd = peerd;
     peerd.proc.terminate(Duration::from_secs(30));

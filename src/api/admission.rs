@@ -17,14 +17,16 @@
 //! the client gets DEADLINE_EXCEEDED. Health, reflection and WatchPeerings (long-lived, with
 //! their own limit) are not limited: a probe must answer while the API sheds load.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
 use super::ApiError;
@@ -44,12 +46,26 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// vanished without closing (a crashed host, a cut network) is dropped with its streams.
 pub const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
 
-/// The API server's HTTP/2 settings (see [`MAX_STREAMS_PER_CONNECTION`], [`KEEPALIVE`]).
+/// Streams of one connection the server may reset on errors it detects (hyper's
+/// `max_local_error_reset_streams`) before it closes the connection (GOAWAY
+/// ENHANCE_YOUR_CALM): the guard against a peer forcing resets to queue without end
+/// (RUSTSEC-2024-0003), which tonic turns off unless set. hyper's default, 1,024, counts over
+/// the connection's whole life, not per second, and counts resets a well-behaved client
+/// causes too: a stream the server has answered and forgotten (a shed call) whose message
+/// data still arrives is reset again (tonic PR 2708, h2 issue 856). A long-lived client
+/// refused often under overload would lose its connection, with its calls in flight. 65,536
+/// keeps what a flood can queue per connection to a few MB, while an ordinary client's
+/// late-data resets (a fraction of its refused calls) stay far below it.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 65_536;
+
+/// The HTTP/2 settings of every listener of the server, the API's and the health-only one
+/// (see [`MAX_STREAMS_PER_CONNECTION`], [`KEEPALIVE`], [`MAX_LOCAL_ERROR_RESETS`]).
 pub fn http2_settings(server: tonic::transport::Server) -> tonic::transport::Server {
     server
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE.0))
         .http2_keepalive_timeout(Some(KEEPALIVE.1))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
 }
 
 /// The limits, as configured.
@@ -72,52 +88,112 @@ pub struct Gate {
 /// How often, at most, shedding is logged: refusals are counted in a metric, and a line per
 /// refusal would make logging the server's main work under overload.
 const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Distinct RPCs and callers a shedding window counts by name; more go to `others` (the
+/// counts' memory stays bounded whatever names clients send).
+const SHED_NAMES_KEPT: usize = 32;
+/// Callers the shedding warning names (the most refused); the rest are summed in `others`.
+const SHED_CALLERS_NAMED: usize = 3;
 
-/// The shedding's log: one warning per [`SHED_LOG_EVERY`] at most, with the refusals since
-/// the last one.
+/// Who a refused call was: its RPC (the method of the gRPC path) and its caller's identity
+/// (`-` without a client certificate).
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    /// The RPC, e.g. `CreatePeering`.
+    pub rpc: &'a str,
+    /// The caller's identity, as the audit event names it.
+    pub caller: &'a str,
+}
+
+/// The shedding's log, which stands in for the audit events shed calls do not write: the
+/// first refusal after a quiet spell opens a window, and [`SHED_LOG_EVERY`] later one warning
+/// says how many calls were refused in it, per RPC and per caller.
 #[derive(Debug)]
 struct ShedLog {
-    since: Instant,
-    /// Milliseconds after `since` of the last warning; `u64::MAX`: none yet.
-    last_ms: AtomicU64,
-    refused: AtomicU64,
+    window: Mutex<Option<ShedWindow>>,
+    /// `--max-in-flight`, for the warning.
+    limit: usize,
+}
+
+/// A window still open when the server stops is logged then, not lost.
+impl Drop for ShedLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The refusals of one window.
+#[derive(Debug, Default)]
+struct ShedWindow {
+    refused: u64,
+    by_rpc: Tally,
+    by_caller: Tally,
+}
+
+/// Counts by name, at most [`SHED_NAMES_KEPT`] names; the rest in `others`.
+#[derive(Debug, Default)]
+struct Tally {
+    counts: HashMap<String, u64>,
+    others: u64,
+}
+
+impl Tally {
+    fn add(&mut self, name: &str) {
+        if let Some(n) = self.counts.get_mut(name) {
+            *n += 1;
+        } else if self.counts.len() < SHED_NAMES_KEPT {
+            self.counts.insert(name.to_owned(), 1);
+        } else {
+            self.others += 1;
+        }
+    }
+
+    /// `name=count` for the `named` most counted names (most first, then by name), then
+    /// `others=count` for the rest when there are any.
+    fn summary(&self, named: usize) -> String {
+        let mut counts: Vec<(&str, u64)> =
+            self.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let others = self.others + counts.iter().skip(named).map(|c| c.1).sum::<u64>();
+        let mut parts: Vec<String> = counts
+            .iter()
+            .take(named)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if others > 0 {
+            parts.push(format!("others={others}"));
+        }
+        parts.join(" ")
+    }
 }
 
 impl ShedLog {
-    fn new() -> Self {
-        ShedLog {
-            since: Instant::now(),
-            last_ms: AtomicU64::new(u64::MAX),
-            refused: AtomicU64::new(0),
-        }
+    /// Counts a refusal; true when it opens a window (its warning is then due in
+    /// [`SHED_LOG_EVERY`], see [`ShedLog::flush`]).
+    fn refused(&self, who: Who<'_>) -> bool {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let opened = window.is_none();
+        let w = window.get_or_insert_with(ShedWindow::default);
+        w.refused += 1;
+        w.by_rpc.add(who.rpc);
+        w.by_caller.add(who.caller);
+        opened
     }
 
-    /// Counts a refusal; warns when the last warning is old enough (one caller wins).
-    fn refused(&self, limit: usize) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        let now = self.since.elapsed().as_millis() as u64;
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if !warn_due(last, now)
-            || self
-                .last_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+    /// Ends the window: one warning with its counts (nothing when none is open).
+    fn flush(&self) {
+        let Some(w) = self.window.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
-        }
-        let refused = self.refused.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
-            refused,
-            limit,
-            "shedding load: calls refused with RESOURCE_EXHAUSTED (--max-in-flight calls running)"
+            refused = w.refused,
+            limit = self.limit,
+            by_rpc = %w.by_rpc.summary(SHED_NAMES_KEPT),
+            by_caller = %w.by_caller.summary(SHED_CALLERS_NAMED),
+            "shedding load: calls refused with RESOURCE_EXHAUSTED in the last {}s \
+             (--max-in-flight calls running)",
+            SHED_LOG_EVERY.as_secs(),
         );
     }
-}
-
-/// Whether a shedding warning is due at `now_ms`, the last one at `last_ms` (`u64::MAX`:
-/// never).
-fn warn_due(last_ms: u64, now_ms: u64) -> bool {
-    last_ms == u64::MAX || now_ms.saturating_sub(last_ms) >= SHED_LOG_EVERY.as_millis() as u64
 }
 
 /// An admitted call: holds its place until dropped.
@@ -143,20 +219,23 @@ impl Gate {
         Gate {
             permits: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
-            shed: Arc::new(ShedLog::new()),
+            shed: Arc::new(ShedLog {
+                window: Mutex::default(),
+                limit: limits.max_in_flight,
+            }),
         }
     }
 
     /// Admits a call with these request headers, or refuses it (RESOURCE_EXHAUSTED) when
     /// `max_in_flight` calls are running. Never waits.
-    pub fn admit(&self, headers: &http::HeaderMap) -> Result<Admitted, ApiError> {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
-            metrics::counter!(crate::metrics::RPC_SHED_TOTAL).increment(1);
-            self.shed.refused(self.limits.max_in_flight);
-            ApiError::Overloaded {
+    /// A refusal is counted for the shedding warning under `who`.
+    pub fn admit(&self, headers: &http::HeaderMap, who: Who<'_>) -> Result<Admitted, ApiError> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.refuse(who);
+            return Err(ApiError::Overloaded {
                 limit: self.limits.max_in_flight,
-            }
-        })?;
+            });
+        };
         let client = headers
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
@@ -168,15 +247,65 @@ impl Gate {
         })
     }
 
+    /// Counts a refusal: the metric, and the shedding window (whose warning a task writes at
+    /// its end; at once outside a runtime).
+    fn refuse(&self, who: Who<'_>) {
+        metrics::counter!(crate::metrics::RPC_SHED_TOTAL).increment(1);
+        if !self.shed.refused(who) {
+            return;
+        }
+        let shed = self.shed.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                tokio::time::sleep(SHED_LOG_EVERY).await;
+                shed.flush();
+            })),
+            Err(_) => shed.flush(),
+        }
+    }
+
     /// The tower layer that admits calls of the API with this gate before they are read.
     pub fn layer(&self) -> AdmissionLayer {
         AdmissionLayer {
             gate: self.clone(),
-            refusal: super::rpc_span::outside_handler(ApiError::Overloaded {
+            refusals: refusals(super::rpc_span::outside_handler(ApiError::Overloaded {
                 limit: self.limits.max_in_flight,
-            }),
+            })),
+            next_refusal: Arc::default(),
         }
     }
+}
+
+/// How many retry hints refusals take turns with (see [`refusals`]).
+const RETRY_HINTS: u32 = 11;
+
+/// The answers a shed call gets, built once (under overload, refusing is the work the server
+/// does most): `refusal` with its retry hint (RetryInfo, and `grpc-retry-pushback-ms`, which
+/// grpc-go and grpc-java honour) spread over half to one and a half times its delay, so that
+/// clients refused together do not all come back together.
+fn refusals(refusal: tonic::Status) -> Arc<[http::HeaderMap]> {
+    let details = refusal.get_error_details();
+    let base = details.retry_info().and_then(|r| r.retry_delay);
+    (0..RETRY_HINTS)
+        .map(|i| {
+            let Some(base) = base else {
+                return refusal.clone().into_http::<()>().into_parts().0.headers;
+            };
+            let delay = base / 2 + base * i / (RETRY_HINTS - 1);
+            let mut details = details.clone();
+            details.set_retry_info(Some(delay));
+            let status = tonic::Status::with_error_details_and_metadata(
+                refusal.code(),
+                refusal.message(),
+                details,
+                refusal.metadata().clone(),
+            );
+            let mut headers = status.into_http::<()>().into_parts().0.headers;
+            let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            headers.insert("grpc-retry-pushback-ms", millis.into());
+            headers
+        })
+        .collect()
 }
 
 /// The gRPC path prefix of the calls [`AdmissionLayer`] admits.
@@ -210,9 +339,19 @@ const LAYER_GRACE: Duration = Duration::from_millis(5);
 #[derive(Clone)]
 pub struct AdmissionLayer {
     gate: Gate,
-    /// The one refusal every shed call gets (built once: under overload, refusing is the
-    /// work the server does most).
-    refusal: tonic::Status,
+    /// What shed calls are answered, in turn (see [`refusals`]).
+    refusals: Arc<[http::HeaderMap]>,
+    next_refusal: Arc<AtomicUsize>,
+}
+
+impl AdmissionLayer {
+    /// The next refusal's response.
+    fn refusal<RB: Default>(&self) -> http::Response<RB> {
+        let turn = self.next_refusal.fetch_add(1, Ordering::Relaxed);
+        let mut response = http::Response::new(RB::default());
+        *response.headers_mut() = self.refusals[turn % self.refusals.len()].clone();
+        response
+    }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
@@ -249,7 +388,14 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         if is_limited(req.uri().path()) {
-            match self.layer.gate.admit(req.headers()) {
+            let who = Who {
+                rpc: req.uri().path().rsplit('/').next().unwrap_or_default(),
+                caller: req
+                    .extensions()
+                    .get::<crate::auth::PeerInfo>()
+                    .map_or("-", |p| p.caller.name()),
+            };
+            match self.layer.gate.admit(req.headers(), who) {
                 Ok(admitted) => {
                     let (at, deadline) = (admitted.at, admitted.deadline() + LAYER_GRACE);
                     req.extensions_mut()
@@ -271,10 +417,7 @@ where
                     });
                 }
                 // Answered here: the request's message is never read.
-                Err(_) => {
-                    let refusal = self.layer.refusal.clone().into_http();
-                    return Box::pin(std::future::ready(Ok(refusal)));
-                }
+                Err(_) => return Box::pin(std::future::ready(Ok(self.layer.refusal()))),
             }
         }
         Box::pin(self.inner.call(req))
@@ -315,6 +458,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 mod tests {
     use std::convert::Infallible;
 
+    use super::super::rpc_span::tests::Captured;
     use super::*;
 
     #[test]
@@ -350,16 +494,16 @@ mod tests {
             rpc_timeout: Duration::from_secs(1),
         });
         let none = http::HeaderMap::new();
-        let a = gate.admit(&none).expect("first");
-        let _b = gate.admit(&none).expect("second");
+        let a = gate.admit(&none, WHO).expect("first");
+        let _b = gate.admit(&none, WHO).expect("second");
         assert!(matches!(
-            gate.admit(&none),
+            gate.admit(&none, WHO),
             Err(ApiError::Overloaded { limit: 2 })
         ));
         drop(a);
         let mut headers = http::HeaderMap::new();
         headers.insert("grpc-timeout", "100m".parse().unwrap());
-        let c = gate.admit(&headers).expect("a place freed");
+        let c = gate.admit(&headers, WHO).expect("a place freed");
         assert_eq!(c.budget, Duration::from_millis(90));
         assert_eq!(c.deadline(), c.at + Duration::from_millis(90));
     }
@@ -399,14 +543,105 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
 
+    const WHO: Who<'static> = Who {
+        rpc: "GetPeering",
+        caller: "-",
+    };
+
+    /// The warnings `f` logs.
+    fn warnings_of(f: impl FnOnce()) -> Vec<String> {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
     #[test]
-    fn shedding_is_logged_at_first_then_at_most_every_ten_seconds() {
-        assert!(warn_due(u64::MAX, 0));
-        assert!(!warn_due(5_000, 5_000));
-        assert!(!warn_due(5_000, 14_999));
-        assert!(warn_due(5_000, 15_000));
-        // A clock read before another thread's warning: not due.
-        assert!(!warn_due(5_000, 4_000));
+    fn a_thousand_refusals_make_one_warning_with_counts_per_rpc_and_top_callers() {
+        let log = ShedLog {
+            window: Mutex::default(),
+            limit: 64,
+        };
+        let mut opened = 0;
+        let warnings = warnings_of(|| {
+            for i in 0..1000 {
+                let rpc = if i % 4 == 0 {
+                    "CreatePeering"
+                } else {
+                    "GetPeering"
+                };
+                // 100 callers: a heavy one, two lighter ones and many with a call or two.
+                let caller = match i % 10 {
+                    0..=4 => "spiffe://t/heavy".to_owned(),
+                    5 | 6 => "spiffe://t/b".to_owned(),
+                    7 => "-".to_owned(),
+                    _ => format!("spiffe://t/c{}", i % 97),
+                };
+                opened += usize::from(log.refused(Who {
+                    rpc,
+                    caller: &caller,
+                }));
+            }
+            log.flush();
+            // The window is over: nothing more to say.
+            log.flush();
+        });
+        assert_eq!(opened, 1, "one window");
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        let w = &warnings[0];
+        for field in [
+            "refused=1000",
+            "limit=64",
+            "by_rpc=GetPeering=750 CreatePeering=250",
+            "by_caller=spiffe://t/heavy=500 spiffe://t/b=200 -=100 others=200",
+        ] {
+            assert!(w.contains(field), "{field} missing: {w}");
+        }
+        // A new window counts from zero.
+        let warnings = warnings_of(|| {
+            assert!(log.refused(WHO));
+            log.flush();
+        });
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(warnings[0].contains("refused=1 "), "{warnings:?}");
+        assert!(warnings[0].contains("by_caller=-=1"), "{warnings:?}");
+        // A window still open when the log goes (the server stops) is written then.
+        let warnings = warnings_of(|| {
+            log.refused(WHO);
+            drop(log);
+        });
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    }
+
+    #[test]
+    fn refusals_spread_their_retry_hints_around_the_delay() {
+        let layer = Gate::new(Limits {
+            max_in_flight: 1,
+            rpc_timeout: Duration::from_secs(1),
+        })
+        .layer();
+        let mut delays = std::collections::BTreeSet::new();
+        for _ in 0..RETRY_HINTS {
+            let response = layer.refusal::<()>();
+            let status = tonic::Status::from_header_map(response.headers()).unwrap();
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            let delay = status.get_error_details().retry_info().unwrap().retry_delay;
+            let pushback = response.headers()["grpc-retry-pushback-ms"]
+                .to_str()
+                .unwrap();
+            assert_eq!(pushback, delay.unwrap().as_millis().to_string());
+            delays.insert(delay.unwrap());
+        }
+        let base = super::super::error::RETRY_DELAY;
+        assert_eq!(delays.len(), RETRY_HINTS as usize);
+        assert_eq!(delays.first(), Some(&(base / 2)));
+        assert_eq!(delays.last(), Some(&(base * 3 / 2)));
     }
 
     #[test]

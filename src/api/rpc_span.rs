@@ -6,12 +6,17 @@
 //!
 //! Every call is admitted first (`admission.rs`): refused at once when too many run, and
 //! stopped when its deadline passes. A call the server's admission layer sheds never gets
-//! here (nor to a handler): its refusal is converted once, by [`outside_handler`], when the layer is
-//! built, and is counted (`ovn_peerd_rpc_shed_total`, the RPC metrics by code), not logged
-//! per call (under overload, a log line per refusal would be the server's main work).
+//! here (nor to a handler): its refusal is converted once, by [`outside_handler`], when the
+//! layer is built, and is counted (`ovn_peerd_rpc_shed_total`, the RPC metrics by code), not
+//! logged per call (under overload, a log line per refusal would be the server's main work).
 //!
-//! Mutating RPCs are also audited: one event with target `audit` per call, naming the
-//! caller's identity, the RPC, the peering and the outcome code, whatever the outcome.
+//! Mutating RPCs are also audited: one event with target `audit` per call that reaches its
+//! handler's span, naming the caller's identity, the RPC, the peering and the outcome code,
+//! whatever the outcome (refused by the rules or authorization, past its deadline, done). A
+//! shed call (refused on its headers, its message and so its peering never read) writes no
+//! audit event; it is summarised instead in the admission's shedding warning: one per
+//! 10 s window of shedding, with the window's refusals counted per RPC and per caller
+//! identity (the top few, then `others`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +29,7 @@ use tonic::{Code, Response, Status};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use super::admission::{Admitted, Gate, Place};
+use super::admission::{Admitted, Gate, Place, Who};
 use super::ApiError;
 use crate::auth::Caller;
 
@@ -65,7 +70,17 @@ impl RpcSpan {
     /// runs no handler; an admitted one is stopped when its budget is spent.
     pub(super) fn admit<M>(mut self, gate: &Gate, req: &tonic::Request<M>) -> Self {
         let placed = req.extensions().get::<Place>().and_then(Place::take);
-        self.admission = Some(placed.map_or_else(|| gate.admit(req.metadata().as_ref()), Ok));
+        self.admission = Some(placed.map_or_else(
+            || {
+                let caller = super::authz::caller_of(req);
+                let who = Who {
+                    rpc: self.method,
+                    caller: caller.name(),
+                };
+                gate.admit(req.metadata().as_ref(), who)
+            },
+            Ok,
+        ));
         self
     }
 
@@ -113,8 +128,9 @@ impl RpcSpan {
                 let deadline = tokio::time::Instant::from_std(admitted.deadline());
                 match tokio::time::timeout_at(deadline, handler.instrument(span.clone())).await {
                     Ok(result) => result,
+                    // Counted from admission, as the deadline is (reading the message included).
                     Err(_) => Err(ApiError::DeadlineExceeded {
-                        after: started.elapsed(),
+                        after: admitted.at.elapsed(),
                     }),
                 }
             }
@@ -232,14 +248,15 @@ impl<T> Drop for SpannedStream<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
     use super::*;
 
+    /// A log writer into memory (the API's tests that read logs share it).
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::api) struct Captured(pub(in crate::api) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -373,45 +373,8 @@ async fn writer(
 const OFFLOAD_BYTES: usize = 64 * 1024;
 
 /// After handling a message at least this large, the memory its decoding freed is handed back
-/// to the system (see [`release_freed_memory`]), at most once per [`TRIM_GAP`].
+/// to the system ([`crate::heap::release_freed_memory_soon`]).
 const TRIM_BYTES: usize = 1 << 20;
-
-/// `malloc_trim` walks the whole heap (tens to hundreds of milliseconds on a large one, holding
-/// the allocator's locks): after an update it runs at most this often. A dump always trims.
-const TRIM_GAP: Duration = Duration::from_secs(30);
-
-/// When the heap was last trimmed.
-static LAST_TRIM: Mutex<Option<std::time::Instant>> = Mutex::new(None);
-
-/// Returns the heap's free pages to the system. Decoding a large message (an initial dump of
-/// 19 MB at 10,000 peerings) makes a JSON tree several times its size, freed once applied; glibc
-/// keeps those pages, scattered between the replica's rows, for later use, so the process
-/// would keep the dump's peak as its resident size for good (423 MB after a restart at 10,000
-/// peerings where the replica needs a fraction). `malloc_trim` gives back every free page, not
-/// only the heap's top. It walks the heap: call it on a blocking thread. A reply is handed to
-/// its caller, which frees it: the caller of a large one trims (the monitor's, after a dump).
-pub(crate) fn release_freed_memory() {
-    *LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system; it takes the allocator's
-    // locks itself and is safe to call from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// [`release_freed_memory`] on a blocking task of its own (the ordered queue does not wait for
-/// it), unless the heap was trimmed less than [`TRIM_GAP`] ago.
-fn release_freed_memory_soon() {
-    {
-        let mut last = LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < TRIM_GAP) {
-            return;
-        }
-        *last = Some(std::time::Instant::now());
-    }
-    tokio::task::spawn_blocking(release_freed_memory);
-}
 
 /// A large message being handled on a blocking thread.
 type Job = tokio::task::JoinHandle<Result<(), Error>>;
@@ -483,7 +446,7 @@ async fn reader(
                             drop(frame);
                             // What applying it freed goes back to the system; the trim runs
                             // on its own blocking task, so what is queued behind does not wait.
-                            release_freed_memory_soon();
+                            crate::heap::release_freed_memory_soon(crate::heap::After::Update);
                         }
                         handled
                     }));

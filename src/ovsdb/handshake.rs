@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::cache::{Types, UpdateError, UpdateFormat};
-use super::connection::{release_freed_memory, CallError, Connection, NotificationHandler};
+use super::connection::{CallError, Connection, NotificationHandler};
 use super::error::{Error, OvsdbError, OvsdbErrorKind};
 use super::jsonrpc::raw_to_value;
 use super::model::Table;
@@ -238,7 +238,9 @@ async fn monitor_nb(
                 // The hook installed the dump, parsed straight from its bytes; what the
                 // parse freed (and a replaced replica) goes back to the system, on a blocking
                 // thread: trimming a large heap takes long and must not hold up anyone.
-                tokio::task::spawn_blocking(release_freed_memory);
+                tokio::task::spawn_blocking(|| {
+                    crate::heap::release_freed_memory(crate::heap::After::Dump)
+                });
                 return Ok(());
             }
             Err(CallError::Rpc(e))

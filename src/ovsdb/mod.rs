@@ -38,7 +38,6 @@ pub mod values;
 
 pub use cache::{ChangeKind, NbCache, RowChange};
 pub use client::{CacheSnapshot, Client, Sent};
-pub(crate) use connection::release_freed_memory;
 pub use error::{Error, OvsdbError, OvsdbErrorKind, TransactError};
 pub use model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
 pub use ops::{Condition, Function, Mutation, Mutator, Operation, OperationResult, WaitUntil};

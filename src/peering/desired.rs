@@ -7,6 +7,7 @@
 //! cross-VPC traffic is mis-forwarded without ARP learning), so we set no router options.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
@@ -125,20 +126,6 @@ pub fn desired_from_facts(
         let other = spec.vpc(side.other());
         let ids = markers(&spec.name, generation, side);
         let port = port_name(this, other);
-        ports.push(DesiredPort {
-            router: this.to_string(),
-            router_id: facts.router_id(side).to_string(),
-            name: port.clone(),
-            mac: port_mac(&spec.name, side),
-            networks: spec
-                .connect(side)
-                .addrs()
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-            peer: port_name(other, this),
-            external_ids: ids.clone(),
-        });
         let via = spec.connect(side.other());
         for r in facts.routes(side) {
             // Validation guarantees a nexthop for explicit routes, and automatic routes only
@@ -157,6 +144,21 @@ pub fn desired_from_facts(
                 external_ids: ids.clone(),
             });
         }
+        // The port last: it takes the side's markers and port name without a copy.
+        ports.push(DesiredPort {
+            router: this.to_string(),
+            router_id: facts.router_id(side).to_string(),
+            mac: port_mac(&spec.name, side),
+            networks: spec
+                .connect(side)
+                .addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            peer: port_name(other, this),
+            name: port,
+            external_ids: ids,
+        });
     }
     DesiredPeering {
         name: spec.name.clone(),
@@ -189,8 +191,15 @@ pub fn port_mac(peering: &str, side: Side) -> String {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&digest[..6]);
     mac[0] = (mac[0] | 0x02) & !0x01;
-    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    parts.join(":")
+    // One allocation (a full pass derives two MACs per peering).
+    let mut out = String::with_capacity(17);
+    for (i, b) in mac.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 #[cfg(test)]

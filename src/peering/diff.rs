@@ -744,7 +744,9 @@ fn normalise_addr(s: &str) -> String {
 }
 
 mod in_sync;
-pub use in_sync::{in_sync, peerings_in_sync, MarkedRow, PortRow, RouteRow, RouterId};
+pub use in_sync::{
+    holds_exactly, in_sync, peerings_in_sync, MarkedRow, PortRow, RouteRow, RouterId,
+};
 
 #[cfg(test)]
 mod tests;

@@ -16,88 +16,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 mod index;
+mod prefix;
 mod probe;
+mod router;
+mod rows;
+mod views;
 
-pub use index::{Others, PeerIndex, PrefixMap};
-use index::{ResolvedRouter, VpcIndex};
+use index::VpcRef;
+pub use index::{Others, PeerIndex};
+pub use prefix::PrefixMap;
 pub use probe::{ConflictQuery, Nearby};
+use router::ResolvedRouter;
+pub use rows::{PortRef, RouteRef, RouterRows, RowId};
+use views::route_key;
+pub use views::{PortView, RouteView, RouterView};
 
 use super::validate::ValidatedPeering;
 use super::{
     overlaps, port_name, ConnectAddrs, PeeringSpec, Refusal, RefusalKind, RoutePolicy, RouteSpec,
     Side, Violation,
 };
-
-/// A `Logical_Router_Port` as far as peering cares.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PortView {
-    /// `name` (unique across NB).
-    pub name: String,
-    /// `networks`, e.g. `"10.0.0.1/24"`.
-    pub networks: Vec<String>,
-    /// `peer`: set on router-to-router ports.
-    pub peer: Option<String>,
-    /// `gateway_chassis` non-empty or `ha_chassis_group` set.
-    pub is_gateway: bool,
-    /// The peering named in `external_ids` when ovn-peerd owns the row (`Some("")` for an
-    /// owned row without a peering name); `None` for a row ovn-peerd does not own.
-    pub peering: Option<String>,
-    /// The deployment that wrote an owned row (`ovn-peerd:instance`), when it says.
-    pub instance: Option<String>,
-}
-
-/// A `Logical_Router_Static_Route` as installed in NB, for the ECMP rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteView {
-    /// The row UUID.
-    pub id: String,
-    /// `ip_prefix` as NB holds it (host bits and prefix length as written).
-    pub ip_prefix: String,
-    /// `nexthop`.
-    pub nexthop: String,
-    /// `policy` (`None` = dst-ip).
-    pub policy: Option<String>,
-    /// `route_table` ("" = the main table).
-    pub route_table: String,
-    /// As [`PortView::peering`].
-    pub peering: Option<String>,
-    /// As [`PortView::instance`].
-    pub instance: Option<String>,
-}
-
-impl RouteView {
-    /// `(policy, prefix)` as `ovn-nbctl lr-route-add` compares routes (host bits cleared, a
-    /// bare address is a host route); `None` when NB holds something we cannot read.
-    pub fn key(&self) -> Option<(RoutePolicy, IpNet)> {
-        let policy = RoutePolicy::from_ovn(self.policy.as_deref())?;
-        let prefix = match self.ip_prefix.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
-            Err(_) => IpNet::from(self.ip_prefix.parse::<std::net::IpAddr>().ok()?),
-        };
-        Some((policy, prefix))
-    }
-
-    fn describe(&self, vpc: &str) -> String {
-        let owner = holder(self.peering.as_deref(), self.instance.as_deref());
-        format!(
-            "route {} via {} (row {}, {owner}) in router {vpc:?}",
-            self.ip_prefix, self.nexthop, self.id
-        )
-    }
-}
-
-/// A `Logical_Router` as far as peering cares.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouterView {
-    /// The row UUID.
-    pub id: String,
-    /// `name` (not unique in NB).
-    pub name: String,
-    /// Its ports.
-    pub ports: Vec<PortView>,
-    /// Its static routes, all route tables.
-    pub routes: Vec<RouteView>,
-}
 
 /// Read access to NB routers.
 pub trait Topology {
@@ -109,63 +47,48 @@ pub trait Topology {
     /// The name of the router holding the port `port`. Only asked to name a conflict, so it
     /// may be slow (a scan).
     fn router_of_port(&self, port: &str) -> Option<String>;
+    /// Every router named `name`, read in place by `f` (its ports and routes borrowed): what
+    /// the rules resolve a VPC's router with, once per VPC and pass (a hub's router holds a
+    /// port and a route per spoke). This default copies them through [`Self::routers_named`];
+    /// an implementation over a replica should lend its rows instead.
+    fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+        for r in self.routers_named(name) {
+            f(&r);
+        }
+    }
+    /// The router port named `name`, read in place by `f` (not called when there is none).
+    /// Asked for both port names of every peering judged. Default: [`Self::port_named`].
+    fn visit_port_named(&self, name: &str, f: &mut dyn FnMut(PortRef<'_>)) {
+        if let Some(p) = self.port_named(name) {
+            f((&p).into());
+        }
+    }
     /// The subnets of every router named `name` ([`vpc_subnets`] of each, merged, sorted,
     /// without duplicates); none when there is no such router. Asked for the other VPC of
-    /// every peering indexed (a hub's N spokes): an implementation should read them without
-    /// copying whole routers, as this default does.
+    /// every peering indexed (a hub's N spokes).
     fn subnets_named(&self, name: &str) -> Vec<IpNet> {
-        let all: BTreeSet<IpNet> = self
-            .routers_named(name)
-            .iter()
-            .flat_map(vpc_subnets)
-            .collect();
-        all.into_iter().collect()
+        let mut all = Vec::new();
+        self.visit_routers_named(name, &mut |r| {
+            r.each_port(&mut |p| {
+                all.extend(subnets_of_port(p.networks, p.peer, p.is_gateway));
+            })
+        });
+        all.sort_unstable();
+        all.dedup();
+        all
     }
-    /// How many routers have this name. Asked by CreatePeering for a hub: an implementation
-    /// should count without copying routers.
+    /// How many routers have this name.
     fn router_count(&self, name: &str) -> usize {
-        self.routers_named(name).len()
+        let mut n = 0;
+        self.visit_routers_named(name, &mut |_| n += 1);
+        n
     }
     /// The networks of every port of every router named `name`, host bits cleared, in router
-    /// and port order (unparseable ones skipped). As [`Self::router_count`].
+    /// and port order (unparseable ones skipped).
     fn port_networks_named(&self, name: &str) -> Vec<IpNet> {
-        self.routers_named(name)
-            .iter()
-            .flat_map(|r| r.ports.iter().flat_map(parse_networks).collect::<Vec<_>>())
-            .collect()
-    }
-}
-
-impl Topology for [RouterView] {
-    fn routers_named(&self, name: &str) -> Vec<RouterView> {
-        self.iter().filter(|r| r.name == name).cloned().collect()
-    }
-
-    fn port_named(&self, name: &str) -> Option<PortView> {
-        self.iter()
-            .flat_map(|r| &r.ports)
-            .find(|p| p.name == name)
-            .cloned()
-    }
-
-    fn router_of_port(&self, port: &str) -> Option<String> {
-        self.iter()
-            .find(|r| r.ports.iter().any(|p| p.name == port))
-            .map(|r| r.name.clone())
-    }
-}
-
-impl Topology for Vec<RouterView> {
-    fn routers_named(&self, name: &str) -> Vec<RouterView> {
-        self.as_slice().routers_named(name)
-    }
-
-    fn port_named(&self, name: &str) -> Option<PortView> {
-        self.as_slice().port_named(name)
-    }
-
-    fn router_of_port(&self, port: &str) -> Option<String> {
-        self.as_slice().router_of_port(port)
+        let mut out = Vec::new();
+        self.visit_routers_named(name, &mut |r| r.each_port(&mut |p| out.extend(p.nets())));
+        out
     }
 }
 
@@ -176,6 +99,32 @@ pub fn resolve_router(topo: &(impl Topology + ?Sized), vpc: &str) -> Result<Rout
         1 => Ok(routers.remove(0)),
         0 => Err(format!("no OVN logical router is named {vpc:?}")),
         n => Err(format!(
+            "{n} OVN logical routers are named {vpc:?}; a VPC must be exactly one"
+        )),
+    }
+}
+
+/// The UUID and subnets ([`vpc_subnets`]) of the one router named `vpc`, or why there is not
+/// exactly one (as [`resolve_router`] says it), read in place: no copy of a hub's ports.
+pub fn resolve_subnets(
+    topo: &(impl Topology + ?Sized),
+    vpc: &str,
+) -> Result<(String, Vec<IpNet>), String> {
+    let (mut found, mut out) = (0, None);
+    topo.visit_routers_named(vpc, &mut |r| {
+        found += 1;
+        if found == 1 {
+            let mut subnets = Vec::new();
+            r.each_port(&mut |p| subnets.extend(subnets_of_port(p.networks, p.peer, p.is_gateway)));
+            subnets.sort_unstable();
+            subnets.dedup();
+            out = Some((r.id(), subnets));
+        }
+    });
+    match (found, out) {
+        (1, Some(out)) => Ok(out),
+        (0, _) => Err(format!("no OVN logical router is named {vpc:?}")),
+        (n, _) => Err(format!(
             "{n} OVN logical routers are named {vpc:?}; a VPC must be exactly one"
         )),
     }
@@ -339,16 +288,18 @@ pub fn check_topology_in(
         let own = port_name(vpc, spec.vpc(side.other()));
         let reclaimed = others.index.claimed_only_by(vpc, &spec.name);
         let ctx = VpcContext {
-            vpc: vpc.to_string(),
+            vpc,
             me: &spec.name,
             subnets: &router.subnets,
-            port_nets: router.port_nets(&own, &reclaimed),
+            router,
+            own: &own,
+            reclaimed: &reclaimed,
             index: &vpcs[i],
             others,
         };
         ctx.check_link(spec, side, &mut v);
         ctx.check_routes(spec, side, facts.routes(side), &mut v);
-        check_ecmp(spec, side, router, facts.routes(side), &mut v);
+        check_ecmp(spec, side, topo, router, facts.routes(side), &mut v);
     }
     Refusal::check(RefusalKind::FailedPrecondition, v, facts)
 }
@@ -398,33 +349,43 @@ pub fn allocation_exclusions(
 
 /// One VPC of the checked peering and what already occupies its address space.
 struct VpcContext<'a> {
-    vpc: String,
+    vpc: &'a str,
     /// The checked peering's name (never in conflict with itself).
     me: &'a str,
     subnets: &'a [IpNet],
-    /// Networks of gateway ports and foreign peer ports: (network, port name).
-    port_nets: Vec<(IpNet, String)>,
+    /// Its router: the networks of gateway ports and foreign peer ports.
+    router: &'a ResolvedRouter,
+    /// The checked peering's port here, and the peer ports only it claims: not foreign.
+    own: &'a str,
+    reclaimed: &'a [String],
     /// Links and routes of the other peerings in this VPC.
-    index: &'a VpcIndex,
+    index: &'a VpcRef<'a>,
     others: Others<'a>,
 }
 
 impl VpcContext<'_> {
+    /// Networks of gateway ports and foreign peer ports overlapping `q`, in router port order:
+    /// (network, port name).
+    fn port_nets(&self, q: &IpNet) -> Vec<(IpNet, &str)> {
+        self.router.port_nets(q, self.own, self.reclaimed)
+    }
+
     /// The link must not overlap anything already routed in this VPC.
     fn check_link(&self, spec: &PeeringSpec, side: Side, v: &mut Vec<Violation>) {
-        let field = format!("peering.{}_connect_ip", side.as_str());
+        // Field names are written only for a violation: nearly every peering has none.
+        let field = || format!("peering.{}_connect_ip", side.as_str());
         let vpc = &self.vpc;
         for link in spec.connect(side).networks() {
             let mut clash = |what: String| {
                 v.push(Violation::new(
-                    &field,
+                    field(),
                     format!("link {link} overlaps {what}"),
                 ))
             };
             for s in self.subnets.iter().filter(|s| overlaps(s, &link)) {
                 clash(format!("subnet {s} of {vpc:?}"));
             }
-            for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &link)) {
+            for (n, port) in self.port_nets(&link) {
                 clash(format!("network {n} of port {port:?} of {vpc:?}"));
             }
             for (n, peering) in self.others.links(self.index, &link, self.me) {
@@ -450,22 +411,24 @@ impl VpcContext<'_> {
         routes: &[RouteSpec],
         v: &mut Vec<Violation>,
     ) {
-        let list = format!("peering.{}_routes", side.as_str());
         let explicit = !spec.routes(side).is_empty();
         let vpc = &self.vpc;
         for (i, r) in routes.iter().enumerate() {
             let p = r.prefix;
-            let (field, label) = if explicit {
-                (format!("{list}[{i}].cidr"), format!("route {p}"))
-            } else {
-                let other = spec.vpc(side.other());
-                (
-                    list.clone(),
-                    format!("automatic route {p} (a subnet of {other:?})"),
-                )
+            // Written only for a violation: nearly every route has none.
+            let field_and_label = || {
+                let list = format!("peering.{}_routes", side.as_str());
+                if explicit {
+                    (format!("{list}[{i}].cidr"), format!("route {p}"))
+                } else {
+                    let other = spec.vpc(side.other());
+                    (list, format!("automatic route {p} (a subnet of {other:?})"))
+                }
             };
-            let mut clash =
-                |what: String| v.push(Violation::new(&field, format!("{label} overlaps {what}")));
+            let mut clash = |what: String| {
+                let (field, label) = field_and_label();
+                v.push(Violation::new(field, format!("{label} overlaps {what}")))
+            };
             if r.policy == RoutePolicy::DstIp {
                 // Automatic routes against own subnets are the subnet overlap reported on
                 // peering.remote_vpc already.
@@ -474,7 +437,7 @@ impl VpcContext<'_> {
                         clash(format!("subnet {s} of {vpc:?} itself"));
                     }
                 }
-                for (n, port) in self.port_nets.iter().filter(|(n, _)| overlaps(n, &p)) {
+                for (n, port) in self.port_nets(&p) {
                     clash(format!("network {n} of port {port:?} of {vpc:?}"));
                 }
                 for (n, peering) in self.others.links(self.index, &p, self.me) {
@@ -527,16 +490,18 @@ fn check_names(spec: &PeeringSpec, others: Others<'_>, v: &mut Vec<Violation>) {
 fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut Vec<Violation>) {
     for side in Side::BOTH {
         let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
-        let Some(port) = topo.port_named(&mine) else {
+        let mut owner = None;
+        topo.visit_port_named(&mine, &mut |port| {
+            if port.peering != Some(spec.name.as_str()) {
+                owner = Some(holder(port.peering, port.instance));
+            }
+        });
+        let Some(owner) = owner else {
             continue;
         };
-        if port.peering.as_deref() == Some(spec.name.as_str()) {
-            continue;
-        }
         let router = topo
             .router_of_port(&mine)
             .map_or_else(|| "no router".to_string(), |r| format!("router {r:?}"));
-        let owner = holder(port.peering.as_deref(), port.instance.as_deref());
         v.push(Violation::new(
             vpc_field(side),
             format!("port name {mine:?} is taken by port {mine:?} of {router}, {owner}"),
@@ -560,11 +525,11 @@ fn holder(peering: Option<&str>, instance: Option<&str>) -> String {
 fn check_ecmp(
     spec: &PeeringSpec,
     side: Side,
+    topo: &(impl Topology + ?Sized),
     router: &ResolvedRouter,
     routes: &[RouteSpec],
     v: &mut Vec<Violation>,
 ) {
-    let field = format!("peering.{}_routes", side.as_str());
     // Each installed route once, with the first of our routes sharing its key, in the
     // router's order.
     let mut keys = BTreeSet::new();
@@ -575,18 +540,18 @@ fn check_ecmp(
                 router
                     .ecmp((r.policy, r.prefix), &spec.name)
                     .into_iter()
-                    .map(|i| (i, r)),
+                    .map(|order| (order, r)),
             );
         }
     }
-    hits.sort_by_key(|((order, _), _)| *order);
-    for ((_, installed), r) in hits {
+    hits.sort_by_key(|(order, _)| *order);
+    for (order, r) in hits {
         v.push(Violation::new(
-            &field,
+            format!("peering.{}_routes", side.as_str()),
             format!(
                 "route {} would form an ECMP group with {}",
                 r.prefix,
-                installed.describe(&router.name)
+                router.describe_route(topo, order)
             ),
         ));
     }

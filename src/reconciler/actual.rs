@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::ovsdb::{LogicalRouterPort, LogicalRouterStaticRoute, NbCache, Table};
 use crate::peering::desired::DesiredPeering;
 use crate::peering::diff::{
-    peerings_in_sync, ActualPort, ActualRoute, ActualRows, MarkedRow, PortColumns, RouteColumns,
-    RouterId,
+    holds_exactly, peerings_in_sync, ActualPort, ActualRoute, ActualRows, MarkedRow, PortColumns,
+    RouteColumns, RouterId,
 };
 use crate::peering::owner::{Ownership, RowOwner};
 use crate::peering::{RoutePolicy, PEERING_KEY};
@@ -42,34 +42,65 @@ pub(super) struct Actual {
     pub rows: ActualRows,
 }
 
+/// Which router holds each port and route (of the scope): what tells an attached row from
+/// one about to be garbage-collected, and on which router it is.
+pub(super) struct Attachments {
+    scoped: Option<HashSet<Uuid>>,
+    port_router: HashMap<Uuid, Uuid>,
+    route_router: HashMap<Uuid, Uuid>,
+}
+
+impl Attachments {
+    /// Every router's rows, or with `only`, just the rows of those peerings.
+    pub(super) fn new(cache: &NbCache, only: Option<&BTreeSet<String>>) -> Attachments {
+        let scoped: Option<HashSet<Uuid>> = only.map(|names| {
+            names
+                .iter()
+                .flat_map(|n| cache.rows_with_external_id(PEERING_KEY, n))
+                .map(|(_, u)| u)
+                .collect()
+        });
+        let in_scope = |u: &Uuid| scoped.as_ref().is_none_or(|s| s.contains(u));
+        let mut port_router = HashMap::new();
+        let mut route_router = HashMap::new();
+        for router in cache.routers() {
+            for p in router.ports.iter().filter(|u| in_scope(u)) {
+                port_router.insert(*p, router.uuid);
+            }
+            for r in router.static_routes.iter().filter(|u| in_scope(u)) {
+                route_router.insert(*r, router.uuid);
+            }
+        }
+        Attachments {
+            scoped,
+            port_router,
+            route_router,
+        }
+    }
+
+    /// Whether NB holds exactly the rows of `d` (stamped with this deployment's instance),
+    /// its name and port names wanted by no other desired peering (the caller knows):
+    /// [`holds_exactly`] over the replica's rows carrying its mark, compared in place.
+    pub(super) fn holds(&self, cache: &NbCache, d: &DesiredPeering, ownership: &Ownership) -> bool {
+        holds_exactly(d, marked_rows(cache, &d.name, ownership, self))
+    }
+}
+
 /// The rows NB holds that the diff looks at. With `only`, just the rows of
-/// those peerings, and just the foreign ports in the way of `desired`.
+/// those peerings, and just the foreign ports in the way of `desired`. `settled`: peerings
+/// the caller found in sync already ([`Attachments::holds`], their desired rows dropped).
 pub(super) fn actual_rows(
     cache: &NbCache,
-    only: Option<&BTreeSet<String>>,
+    attach: &Attachments,
     desired: &[DesiredPeering],
+    settled: HashSet<String>,
     ownership: &Ownership,
 ) -> Actual {
     let mut actual = ActualRows::default();
-    let scoped: Option<HashSet<Uuid>> = only.map(|names| {
-        names
-            .iter()
-            .flat_map(|n| cache.rows_with_external_id(PEERING_KEY, n))
-            .map(|(_, u)| u)
-            .collect()
-    });
-    let in_scope = |u: &Uuid| scoped.as_ref().is_none_or(|s| s.contains(u));
-    let mut port_router = HashMap::new();
-    let mut route_router = HashMap::new();
-    for router in cache.routers() {
-        for p in router.ports.iter().filter(|u| in_scope(u)) {
-            port_router.insert(*p, router.uuid);
-        }
-        for r in router.static_routes.iter().filter(|u| in_scope(u)) {
-            route_router.insert(*r, router.uuid);
-        }
-    }
-    let in_sync = in_sync_peerings(cache, desired, ownership, &port_router, &route_router);
+    let scoped = &attach.scoped;
+    let (port_router, route_router) = (&attach.port_router, &attach.route_router);
+    let mut in_sync = in_sync_peerings(cache, desired, ownership, attach);
+    in_sync.extend(settled);
     // The rows of an in-sync peering are its own and all accounted for (see the module doc).
     let elsewhere =
         |ids: &crate::ovsdb::StrMap| ids.get(PEERING_KEY).is_none_or(|p| !in_sync.contains(p));
@@ -149,29 +180,34 @@ fn in_sync_peerings(
     cache: &NbCache,
     desired: &[DesiredPeering],
     ownership: &Ownership,
-    port_router: &HashMap<Uuid, Uuid>,
-    route_router: &HashMap<Uuid, Uuid>,
+    attach: &Attachments,
 ) -> HashSet<String> {
-    peerings_in_sync(desired, |name| {
-        cache
-            .rows_with_external_id(PEERING_KEY, name)
-            .into_iter()
-            .filter_map(|(table, uuid)| match table {
-                Table::LogicalRouterPort => cache.port(uuid).map(|p| MarkedRow::Port {
-                    ours: ownership.is_ours(&p.external_ids),
-                    router: port_router.get(&uuid).copied().map(RouterId::Uuid),
-                    columns: port_columns(p),
-                }),
-                Table::LogicalRouterStaticRoute => {
-                    cache.static_route(uuid).map(|r| MarkedRow::Route {
-                        ours: ownership.is_ours(&r.external_ids),
-                        router: route_router.get(&uuid).copied().map(RouterId::Uuid),
-                        columns: route_columns(r),
-                    })
-                }
-                Table::LogicalRouter => None,
-            })
-    })
+    peerings_in_sync(desired, |name| marked_rows(cache, name, ownership, attach))
+}
+
+/// Every row carrying the mark of `peering`, borrowed, with whether it is ours and its router.
+fn marked_rows<'a>(
+    cache: &'a NbCache,
+    peering: &str,
+    ownership: &'a Ownership,
+    attach: &'a Attachments,
+) -> impl Iterator<Item = MarkedRow<'a>> + 'a {
+    cache
+        .rows_with_external_id(PEERING_KEY, peering)
+        .into_iter()
+        .filter_map(move |(table, uuid)| match table {
+            Table::LogicalRouterPort => cache.port(uuid).map(|p| MarkedRow::Port {
+                ours: ownership.is_ours(&p.external_ids),
+                router: attach.port_router.get(&uuid).copied().map(RouterId::Uuid),
+                columns: port_columns(p),
+            }),
+            Table::LogicalRouterStaticRoute => cache.static_route(uuid).map(|r| MarkedRow::Route {
+                ours: ownership.is_ours(&r.external_ids),
+                router: attach.route_router.get(&uuid).copied().map(RouterId::Uuid),
+                columns: route_columns(r),
+            }),
+            Table::LogicalRouter => None,
+        })
 }
 
 fn port_columns(p: &LogicalRouterPort) -> PortColumns<'_> {

@@ -28,10 +28,9 @@ use ipnet::IpNet;
 use crate::adapters::NbCacheTopology;
 use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
-use crate::peering::topology::vpc_subnets;
 use crate::peering::topology::{
-    effective_routes, resolve_router, ConflictQuery, PeerIndex, PortView, RouteView, RouterView,
-    Topology, TopologyFacts,
+    effective_routes, resolve_subnets, ConflictQuery, PeerIndex, PortRef, PortView, RouteRef,
+    RouteView, RouterRows, RouterView, Topology, TopologyFacts,
 };
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
@@ -70,11 +69,18 @@ pub(crate) enum Targets<'a> {
 
 /// Derives the rows of the `targets` of `context` (every live peering of their VPCs: it feeds
 /// the rules that look at a VPC's other peers).
+///
+/// `settle` sees each peering's desired rows as soon as they are derived, with whether no
+/// other live peering of `context` has its name or one of its port names, and says whether
+/// to keep them in [`Derivation::desired`]: a full pass stamps them and drops at once those
+/// NB already holds exactly (most of them: nothing to plan), instead of holding 100,000
+/// peerings' rows until the plan.
 pub(crate) fn derive(
     targets: Targets<'_>,
     context: &[PeeringRecord],
     cache: &NbCache,
     protected: &[String],
+    settle: &mut dyn FnMut(&mut DesiredPeering, bool) -> bool,
 ) -> Derivation {
     // Rows of peerings deleted through the API leave NB in this very pass: they block no one.
     let going: BTreeSet<&str> = Judge::going(context);
@@ -110,7 +116,11 @@ pub(crate) fn derive(
             continue;
         }
         match desired_rows_in(spec, rec.generation, &topo, index.before(i), protected) {
-            Ok(d) => desired.push(d),
+            Ok(mut d) => {
+                if settle(&mut d, !index.shares_a_name(i)) {
+                    desired.push(d)
+                }
+            }
             Err(why) => {
                 if !router_gone(&topo, spec) {
                     untouched.insert(rec.name.clone());
@@ -273,7 +283,43 @@ struct Leaving<'a, T> {
 
 impl<T: Topology> Leaving<'_, T> {
     fn gone(&self, peering: &Option<String>) -> bool {
-        peering.as_deref().is_some_and(|p| self.going.contains(p))
+        self.going_ref(peering.as_deref())
+    }
+
+    fn going_ref(&self, peering: Option<&str>) -> bool {
+        peering.is_some_and(|p| self.going.contains(p))
+    }
+}
+
+/// A router as [`Leaving`] shows it: without the rows of the peerings going.
+struct LeavingRouter<'a> {
+    router: &'a dyn RouterRows,
+    going: &'a BTreeSet<&'a str>,
+}
+
+impl RouterRows for LeavingRouter<'_> {
+    fn id(&self) -> String {
+        self.router.id()
+    }
+
+    fn name(&self) -> &str {
+        self.router.name()
+    }
+
+    fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>)) {
+        self.router.each_port(&mut |p| {
+            if !p.peering.is_some_and(|p| self.going.contains(p)) {
+                f(p)
+            }
+        });
+    }
+
+    fn each_route(&self, f: &mut dyn FnMut(RouteRef<'_>)) {
+        self.router.each_route(&mut |r| {
+            if !r.peering.is_some_and(|p| self.going.contains(p)) {
+                f(r)
+            }
+        });
     }
 }
 
@@ -291,6 +337,27 @@ impl<T: Topology> Topology for Leaving<'_, T> {
         self.nb.port_named(name).filter(|p| !self.gone(&p.peering))
     }
 
+    fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+        self.nb.visit_routers_named(name, &mut |r| {
+            f(&LeavingRouter {
+                router: r,
+                going: self.going,
+            })
+        });
+    }
+
+    fn visit_port_named(&self, name: &str, f: &mut dyn FnMut(PortRef<'_>)) {
+        self.nb.visit_port_named(name, &mut |p| {
+            if !self.going_ref(p.peering) {
+                f(p)
+            }
+        });
+    }
+
+    fn router_count(&self, name: &str) -> usize {
+        self.nb.router_count(name)
+    }
+
     fn router_of_port(&self, port: &str) -> Option<String> {
         self.nb.router_of_port(port)
     }
@@ -305,7 +372,7 @@ impl<T: Topology> Topology for Leaving<'_, T> {
 fn router_gone(topo: &impl Topology, spec: &PeeringSpec) -> bool {
     [&spec.local_vpc, &spec.remote_vpc]
         .iter()
-        .any(|vpc| topo.routers_named(vpc).is_empty())
+        .any(|vpc| topo.router_count(vpc) == 0)
 }
 
 /// The live peerings of a context, indexed once, judged one at a time on demand: ListRoutes
@@ -396,8 +463,8 @@ impl<'a> Judge<'a> {
 
     fn unjudged_facts(&self, spec: &PeeringSpec) -> TopologyFacts {
         let id = |side: Side| {
-            resolve_router(&self.topo, spec.vpc(side))
-                .map(|r| r.id)
+            resolve_subnets(&self.topo, spec.vpc(side))
+                .map(|(id, _)| id)
                 .unwrap_or_default()
         };
         let subnets = |side: Side| self.index.subnets(&self.topo, spec.vpc(side));
@@ -435,8 +502,8 @@ pub(crate) fn subnets_as_judged(
         nb: NbCacheTopology(cache),
         going: &going,
     };
-    resolve_router(&topo, vpc)
-        .map(|r| vpc_subnets(&r))
+    resolve_subnets(&topo, vpc)
+        .map(|(_, subnets)| subnets)
         .unwrap_or_default()
 }
 

@@ -44,6 +44,10 @@ pub use pass::{PassError, PassOutcome, Scope};
 use timing::{AFTER_LOSS_DELAY, LISTEN_WAIT, RETRY_MAX, RETRY_MIN};
 use wake::Wake;
 
+/// A narrow pass judging at least this many peerings (a bulk insert's) is followed by a heap
+/// trim, as every full pass is; a lone create's pass is not worth one.
+const LARGE_PASS: usize = 1000;
+
 /// The worker's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -286,6 +290,18 @@ impl Reconciler {
             let result = pass::run(self, scope).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
+            // glibc keeps what a pass frees, so without a trim the resident size stays at the
+            // largest pass's peak. Here, once the pass has dropped its peerings, rows and plan
+            // (a trim inside the pass could give back only what it had freed so far). A full
+            // pass is rare (start, timer, resync): trimmed at once; a large narrow one (a bulk
+            // insert's) at most once per gap.
+            if kind == "full" {
+                tokio::task::spawn_blocking(|| {
+                    crate::heap::release_freed_memory(crate::heap::After::Pass)
+                });
+            } else if result.as_ref().is_ok_and(|o| o.peerings >= LARGE_PASS) {
+                crate::heap::release_freed_memory_soon(crate::heap::After::Pass);
+            }
             let next = match result {
                 Ok(o) if o.incomplete == 0 => {
                     metrics::counter!(crate::metrics::RECONCILER_PASSES_TOTAL, "result" => "ok", "scope" => kind)

@@ -11,16 +11,17 @@
 //! NB refuses what was asked; a transient error or a write that matched no row
 //! leaves it not ACTIVE and is retried by a later pass, with backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use crate::ovsdb::TransactError;
+use crate::peering::desired::DesiredPeering;
 use crate::peering::diff::{plan, Outcome};
 use crate::peering::owner::{mass_deletion, Ownership, MASS_DELETION_MIN};
 use crate::peering::topology::port_names;
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
-use super::actual::{actual_rows, holds_rows_of, our_row_count};
+use super::actual::{actual_rows, holds_rows_of, our_row_count, Attachments};
 use super::derive::{derive, Targets};
 use super::{write, Reconciler};
 
@@ -222,26 +223,45 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                     by_nb,
                 },
             };
-            let mut derivation = derive(targets, &records, &cache, &protected);
-            for d in &mut derivation.desired {
-                d.stamp_instance(&ownership.instance);
+            // A full pass asks of each peering as soon as it is derived whether NB holds it
+            // exactly, and drops its rows then (see `derive`); a narrow pass knows which
+            // rows to read only once it has judged.
+            let (mut attach, mut settled) = (None, HashSet::new());
+            if full {
+                attach = Some(Attachments::new(&cache, None));
             }
+            let instance = ownership.instance.clone();
+            let mut settle = |d: &mut DesiredPeering, alone: bool| {
+                d.stamp_instance(&instance);
+                match &attach {
+                    Some(a) if alone && a.holds(&cache, d, &ownership) => {
+                        settled.insert(std::mem::take(&mut d.name));
+                        false
+                    }
+                    _ => true,
+                }
+            };
+            let mut derivation = derive(targets, &records, &cache, &protected, &mut settle);
             let t_rules = t0.elapsed();
             let scoped = derivation.judged.as_ref();
-            let actual = actual_rows(&cache, scoped, &derivation.desired, &ownership);
+            let attach = attach.unwrap_or_else(|| Attachments::new(&cache, scoped));
+            let actual = actual_rows(&cache, &attach, &derivation.desired, settled, &ownership);
+            drop(attach);
             let t_actual = t0.elapsed();
             // Peerings NB already holds exactly have nothing to plan: their desired rows go
-            // now (after a restart, that is nearly all of them). A name desired twice is never
-            // among them (`peerings_in_sync`), so each outcome below is set once.
+            // now (after a restart, that is nearly all of them, most dropped while deriving).
+            // A name desired twice is never among them (`peerings_in_sync`), so each outcome
+            // below is set once.
             let desired = std::mem::take(&mut derivation.desired);
-            let (in_sync, desired): (Vec<_>, Vec<_>) = desired
+            let desired: Vec<_> = desired
                 .into_iter()
-                .partition(|d| actual.in_sync.contains(&d.name));
+                .filter(|d| !actual.in_sync.contains(&d.name))
+                .collect();
             let mut plan = plan(&desired, &derivation.untouched, &actual.rows);
             drop((desired, actual.rows));
-            let in_sync_count = in_sync.len();
-            for d in in_sync {
-                plan.outcomes.insert(d.name, Outcome::InSync);
+            let in_sync_count = actual.in_sync.len();
+            for name in actual.in_sync {
+                plan.outcomes.insert(name, Outcome::InSync);
             }
             let t_plan = t0.elapsed();
             let steps = DeriveSteps {
@@ -311,13 +331,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
 
     let write_result = write::write_changes(r, &plan, &mut verdicts, &mut outcome).await;
     let t_written = t_start.elapsed();
-    if full {
-        // A full pass allocates and frees per peering (the rules' views, every desired row):
-        // without this the process keeps its peak for good (the first pass after a restart at
-        // 10,000 peerings: +70-200 MB). After the writes, which must not wait for it (it walks
-        // the heap holding the allocator's locks), on a blocking task nobody awaits.
-        tokio::task::spawn_blocking(crate::ovsdb::release_freed_memory);
-    }
     if let Err(PassError::Fenced) = write_result {
         // Not ours to judge any more: the new holder reports statuses.
         return Err(PassError::Fenced);

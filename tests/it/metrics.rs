@@ -473,3 +473,30 @@ async fn foreign_nb_changes_run_narrow_passes_and_drift_on_a_peered_router_is_re
     assert_eq!(passes(&after, "full"), full, "{}", after.text);
     assert!(passes(&after, "narrow") > narrow, "{}", after.text);
 }
+
+/// glibc keeps what a program frees, so the resident size would stay at the largest transient
+/// for good: the heap is trimmed after the NB dump is installed and after the worker's full
+/// pass (once the pass has dropped what it held), and `/metrics` tells what the heap holds.
+#[tokio::test]
+async fn the_heap_is_trimmed_after_the_dump_and_after_a_full_pass() {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    create_vpc(&nb, "vpc-1", &["10.1.0.1/24"]);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _peerd =
+        PeerdProcess::start_with_args(&db.url, &nb.remote(), &["--metrics-listen", &metrics_addr]);
+    let trims = |s: &Scrape, after: &str| {
+        s.value("ovn_peerd_heap_trims_total", &[("after", after)])
+            .unwrap_or(0.0)
+    };
+    let s = scrape_until(
+        metrics_port,
+        "a trim after the dump and one after a pass",
+        |s| trims(s, "dump") >= 1.0 && trims(s, "pass") >= 1.0,
+    )
+    .await;
+    let heap = |state| s.value("ovn_peerd_heap_bytes", &[("state", state)]);
+    assert!(heap("in_use").is_some_and(|b| b > 0.0), "{}", s.text);
+    assert!(heap("free").is_some(), "{}", s.text);
+}

@@ -237,3 +237,100 @@ async fn a_lone_client_is_never_refused() {
             .expect("list");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_call_s_unread_message_leaves_the_other_calls_of_its_connection_alone() {
+    // One HTTP/2 connection for everything: a held call, a refused 5 MB call (its message
+    // never read) with a health check beside it, then an admitted call.
+    let t = start(1, 4).await;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let channel = t.channel().await;
+    let api =
+        ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient::new(channel.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut c = api.clone();
+    let held = tokio::spawn(async move { c.create_peering(create("a", "vpc-0", "vpc-1")).await });
+    wait_lock_waiters(&pool, 1);
+
+    let huge = create(&"x".repeat(5 << 20), "vpc-2", "vpc-3");
+    let mut c = api.clone();
+    // A guard, not a measure: a connection stalled by the unread message would hang.
+    let (refused, checked) = tokio::time::timeout(PROMPT, async {
+        tokio::join!(
+            c.create_peering(huge),
+            health.check(tonic_health::pb::HealthCheckRequest::default()),
+        )
+    })
+    .await
+    .expect("neither call hangs");
+    let status = refused.expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    checked.expect("the health check beside it is answered");
+    // Again, after the refusal: the connection still carries calls.
+    tokio::time::timeout(
+        PROMPT,
+        health.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("the health check after it does not hang")
+    .expect("the health check after it is answered");
+
+    lock.commit().await.unwrap();
+    held.await.unwrap().expect("the held call completes");
+    let mut c = api.clone();
+    let got = tokio::time::timeout(
+        PROMPT,
+        c.get_peering(GetPeeringRequest { name: "a".into() }),
+    )
+    .await
+    .expect("the admitted call does not hang")
+    .expect("an admitted call on the same connection");
+    assert_eq!(got.into_inner().name, "a");
+}
+
+/// The HTTP/2 settings a server sends first on a new plaintext connection at `addr`
+/// (identifier, value), read with the bare protocol: tonic's client does not show them.
+async fn http2_settings_of(addr: std::net::SocketAddr) -> Vec<(u16, u32)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The client preface, then an empty SETTINGS frame.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut header = [0u8; 9];
+    tcp.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 0x4, "the server's first frame is SETTINGS");
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    payload
+        .chunks_exact(6)
+        .map(|s| {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            (id, u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_listeners_bound_the_streams_of_a_connection() {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    let mut config = test_config(&db.url, &nb.remote(), &Options::default());
+    config.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    let t = TestPeerd::start_on(db, nb, config).await;
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    let want = (
+        MAX_CONCURRENT_STREAMS,
+        ovn_peerd::api::MAX_STREAMS_PER_CONNECTION,
+    );
+    let api = http2_settings_of(t.addr).await;
+    assert!(api.contains(&want), "API listener: {api:?}");
+    let health = http2_settings_of(t.health_addr.expect("a health listener")).await;
+    assert!(health.contains(&want), "health listener: {health:?}");
+}

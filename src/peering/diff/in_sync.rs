@@ -104,37 +104,45 @@ where
         *names.entry(d.name.as_str()).or_default() += 1;
     }
     let mut out = HashSet::new();
-    let (mut ports, mut routes) = (Vec::new(), Vec::new());
-    'peering: for d in desired {
+    for d in desired {
         if names[d.name.as_str()] > 1 || d.ports.iter().any(|p| wanted[p.name.as_str()] > 1) {
             continue;
         }
-        ports.clear();
-        routes.clear();
-        for row in rows_of(&d.name) {
-            match row {
-                MarkedRow::Port { ours: false, .. } | MarkedRow::Route { ours: false, .. } => {}
-                // Detached: the plan ignores it, so do not decide.
-                MarkedRow::Port { router: None, .. } | MarkedRow::Route { router: None, .. } => {
-                    continue 'peering
-                }
-                MarkedRow::Port {
-                    router: Some(router),
-                    columns,
-                    ..
-                } => ports.push(PortRow { router, columns }),
-                MarkedRow::Route {
-                    router: Some(router),
-                    columns,
-                    ..
-                } => routes.push(RouteRow { router, columns }),
-            }
-        }
-        if in_sync(d, &ports, &routes) {
+        if holds_exactly(d, rows_of(&d.name)) {
             out.insert(d.name.clone());
         }
     }
     out
+}
+
+/// What [`peerings_in_sync`] asks of one peering `d` whose name and port names no other
+/// desired peering has: whether `rows` (every row carrying its mark) hold it exactly.
+/// Rows that are not ours are skipped; a detached row of ours says no (the plan decides).
+pub fn holds_exactly<'a>(
+    d: &DesiredPeering,
+    rows: impl IntoIterator<Item = MarkedRow<'a>>,
+) -> bool {
+    let (mut ports, mut routes) = (Vec::new(), Vec::new());
+    for row in rows {
+        match row {
+            MarkedRow::Port { ours: false, .. } | MarkedRow::Route { ours: false, .. } => {}
+            // Detached: the plan ignores it, so do not decide.
+            MarkedRow::Port { router: None, .. } | MarkedRow::Route { router: None, .. } => {
+                return false
+            }
+            MarkedRow::Port {
+                router: Some(router),
+                columns,
+                ..
+            } => ports.push(PortRow { router, columns }),
+            MarkedRow::Route {
+                router: Some(router),
+                columns,
+                ..
+            } => routes.push(RouteRow { router, columns }),
+        }
+    }
+    in_sync(d, &ports, &routes)
 }
 
 /// Whether `ports` and `routes`, every owned row attached to a router that carries `d`'s

@@ -4,122 +4,68 @@
 //! O(N²)).
 //!
 //! Per VPC it holds what [`super::check_topology`] used to recompute for each peering: the
-//! VPC's router resolved once, its subnets, the networks of its gateway ports and of peer
-//! ports none of the indexed peerings claims, the links and routes its peerings install there
-//! (in [`PrefixMap`]s: "every entry overlapping this prefix" without a scan), and its installed
-//! routes by ECMP key. Every entry remembers the position of its peering in the list the index
-//! was built from, so that a caller judging peerings in age order can restrict the rules to the
-//! ones before it ([`PeerIndex::before`]) and so that refusals list conflicts in list order,
-//! exactly as the pairwise comparison did.
+//! VPC's router resolved once ([`ResolvedRouter`], read in place), the links and routes its
+//! peerings install there ("every entry overlapping this prefix" without a scan), and which
+//! port names they claim. Every entry remembers the position of its peering in the list the
+//! index was built from, so that a caller judging peerings in age order can restrict the rules
+//! to the ones before it ([`PeerIndex::before`]) and so that refusals list conflicts in list
+//! order, exactly as the pairwise comparison did.
+//!
+//! **Flat.** A full pass indexes every peering (100,000 disjoint pairs: 200,000 VPCs): the
+//! index is a few sorted vectors over all of them (VPCs numbered once, port names by hash,
+//! links and routes grouped by VPC in one vector each), so indexing a peering allocates
+//! nothing but its name, and dropping the index frees a handful of vectors. What each lookup
+//! answers is what a scan of the list answers (`index/tests.rs` checks it on random lists).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use ipnet::IpNet;
 
-use super::{effective_routes, is_peer, parse_networks, resolve_router, vpc_subnets, Topology};
-use super::{RouteView, RouterView};
-use crate::peering::{overlaps, port_name, PeeringSpec, RoutePolicy, RouteSpec};
-
-/// Networks keyed by prefix (host bits cleared), answering "every entry overlapping `q`" with
-/// one range scan (the entries inside `q`) and one lookup per prefix length present that is
-/// shorter than `q`'s (the entries containing `q`).
-#[derive(Debug, Clone)]
-pub struct PrefixMap<T> {
-    map: BTreeMap<IpNet, Vec<T>>,
-    /// (is IPv6, prefix length) of the keys present.
-    lens: BTreeSet<(bool, u8)>,
-}
-
-impl<T> Default for PrefixMap<T> {
-    fn default() -> Self {
-        PrefixMap {
-            map: BTreeMap::new(),
-            lens: BTreeSet::new(),
-        }
-    }
-}
-
-impl<T> PrefixMap<T> {
-    /// Adds `value` under `net` (its host bits are ignored).
-    pub fn insert(&mut self, net: IpNet, value: T) {
-        let key = net.trunc();
-        self.lens.insert((is_v6(&key), key.prefix_len()));
-        self.map.entry(key).or_default().push(value);
-    }
-
-    /// Every value whose network overlaps `q` (one contains the other), in no particular order.
-    pub fn overlapping(&self, q: &IpNet) -> impl Iterator<Item = &T> + '_ {
-        let q = q.trunc();
-        let v6 = is_v6(&q);
-        let containing =
-            self.lens
-                .range((v6, 0)..(v6, q.prefix_len()))
-                .filter_map(move |&(_, len)| {
-                    let key = IpNet::new(q.addr(), len).ok()?.trunc();
-                    self.map.get(&key)
-                });
-        let last = IpNet::new(q.broadcast(), q.max_prefix_len()).expect("host prefix");
-        let inside = self
-            .map
-            .range(q..=last)
-            .filter(move |(k, _)| overlaps(k, &q))
-            .map(|(_, v)| v);
-        containing.chain(inside).flatten()
-    }
-}
-
-fn is_v6(n: &IpNet) -> bool {
-    matches!(n, IpNet::V6(_))
-}
+use super::prefix::{Grouped, Prefixes};
+use super::router::ResolvedRouter;
+use super::{effective_routes, Topology};
+use crate::peering::{port_name, PeeringSpec, RoutePolicy, RouteSpec};
 
 /// Position of a peering in the list the index was built from.
 type Pos = usize;
-
-/// The router of a VPC, resolved once, with what the rules read of it.
-#[derive(Debug, Clone)]
-pub(super) struct ResolvedRouter {
-    pub id: String,
-    pub name: String,
-    pub subnets: Vec<IpNet>,
-    /// Networks of gateway ports and peer ports, (router port order, network, port name),
-    /// those claimed by an indexed peering of this VPC apart, by port name.
-    unclaimed: Vec<(usize, IpNet, String)>,
-    claimed: HashMap<String, Vec<(usize, IpNet)>>,
-    /// Installed main-table routes by (policy, prefix): (router route order, the route).
-    ecmp: HashMap<(RoutePolicy, IpNet), Vec<(usize, RouteView)>>,
-}
-
-/// One VPC: its router and what its indexed peerings occupy there.
-#[derive(Debug, Clone, Default)]
-pub(super) struct VpcIndex {
-    /// Resolved on first use ([`PeerIndex::vpc`]): a narrow pass at a hub judges a few
-    /// peerings, and resolving each of the N spokes' routers (a copy of its ports and routes)
-    /// was most of its cost.
-    router: OnceLock<Result<ResolvedRouter, String>>,
-    /// The port names the indexed peerings hold in this VPC.
-    claimed: BTreeSet<String>,
-    /// Links of the peerings in this VPC: (position, order within it, network).
-    links: PrefixMap<(Pos, usize, IpNet)>,
-    /// Routes the peerings install in this VPC: (position, order within it, route).
-    routes: PrefixMap<(Pos, usize, RouteSpec)>,
-}
+/// A VPC's number in the index.
+type Vid = u32;
 
 /// The indexed peerings and their VPCs (see the module doc).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PeerIndex {
     names: Vec<String>,
     /// (local, remote) VPC of every peering.
-    pairs: Vec<(String, String)>,
-    by_name: HashMap<String, Vec<Pos>>,
-    /// By unordered VPC pair.
-    by_pair: HashMap<(String, String), Vec<Pos>>,
-    /// Both port names of every peering.
-    by_port: HashMap<String, Vec<Pos>>,
-    /// Every peering by VPC (each VPC of a peering once).
-    by_vpc: HashMap<String, Vec<Pos>>,
-    vpcs: HashMap<String, VpcIndex>,
+    pairs: Vec<(Vid, Vid)>,
+    vpc_names: Vec<String>,
+    vpc_ids: HashMap<String, Vid>,
+    /// Positions sorted by name.
+    by_name: Vec<Pos>,
+    /// (unordered VPC pair, position), sorted.
+    by_pair: Vec<((Vid, Vid), Pos)>,
+    /// (hash of a port name, position): both port names of every peering, sorted.
+    by_port: Vec<(u64, Pos)>,
+    /// (VPC, position), each VPC of a peering once, sorted.
+    by_vpc: Vec<(Vid, Pos)>,
+    /// Links of the peerings, by VPC: (position, order within it, network).
+    links: Grouped<(Pos, usize, IpNet)>,
+    /// Routes the peerings install, by VPC: (position, order within it, route).
+    routes: Grouped<(Pos, usize, RouteSpec)>,
+    /// Each VPC's subnets as [`Topology::subnets_named`] read them (the other VPC of some
+    /// indexed peering), kept for [`Self::affected_by`]: a hub's are read once per index.
+    subnets: Vec<Option<Vec<IpNet>>>,
+    /// Each VPC's router, resolved on first use ([`PeerIndex::vpc`]): a narrow pass at a hub
+    /// judges a few peerings and need not resolve the N spokes' routers.
+    routers: Vec<OnceLock<Result<ResolvedRouter, String>>>,
+}
+
+/// One VPC as a check reads it: its router and the index's entries there.
+#[derive(Debug)]
+pub(super) struct VpcRef<'a> {
+    vid: Option<Vid>,
+    router: Cow<'a, Result<ResolvedRouter, String>>,
 }
 
 /// The indexed peerings a rule may consult: all of them, or those before a position.
@@ -131,41 +77,64 @@ pub struct Others<'a> {
 
 impl PeerIndex {
     /// Indexes `peerings` (in this order) against `topo`. O(P log P) in the peerings, plus one
-    /// read of each of their VPCs' routers.
+    /// read of each of their VPCs' subnets.
     pub fn new(peerings: &[PeeringSpec], topo: &(impl Topology + ?Sized)) -> PeerIndex {
-        let mut ix = PeerIndex::default();
-        let mut subnets: HashMap<String, Vec<IpNet>> = HashMap::new();
+        let mut ix = PeerIndex {
+            names: Vec::with_capacity(peerings.len()),
+            pairs: Vec::with_capacity(peerings.len()),
+            ..Default::default()
+        };
+        let (mut links, mut routes) = (Vec::new(), Vec::new());
+        // Each VPC's subnets, read once (the automatic routes into its peers).
+        let mut subnets: Vec<Option<Vec<IpNet>>> = Vec::new();
         for (pos, o) in peerings.iter().enumerate() {
+            let (l, r) = (ix.intern(&o.local_vpc), ix.intern(&o.remote_vpc));
+            subnets.resize(ix.vpc_names.len(), None);
             ix.names.push(o.name.clone());
-            ix.pairs.push((o.local_vpc.clone(), o.remote_vpc.clone()));
-            ix.by_name.entry(o.name.clone()).or_default().push(pos);
-            ix.by_pair
-                .entry(pair(&o.local_vpc, &o.remote_vpc))
-                .or_default()
-                .push(pos);
-            for name in super::port_names(&o.local_vpc, &o.remote_vpc) {
-                ix.by_port.entry(name).or_default().push(pos);
+            ix.pairs.push((l, r));
+            ix.by_pair.push(((l.min(r), l.max(r)), pos));
+            for (this, other) in [(&o.local_vpc, &o.remote_vpc), (&o.remote_vpc, &o.local_vpc)] {
+                ix.by_port.push((port_hash(this, other), pos));
             }
-            let vpcs: BTreeSet<&str> = [o.local_vpc.as_str(), o.remote_vpc.as_str()].into();
-            for vpc in vpcs {
+            let vids: &[Vid] = if l == r { &[l] } else { &[l, r] };
+            for &vid in vids {
+                let vpc = &ix.vpc_names[vid as usize];
                 let Some(t) = o.side_of(vpc) else { continue };
-                ix.by_vpc.entry(vpc.to_string()).or_default().push(pos);
-                let entry = ix.vpcs.entry(vpc.to_string()).or_default();
-                entry.claimed.insert(port_name(vpc, o.vpc(t.other())));
+                ix.by_vpc.push((vid, pos));
                 for (k, n) in o.connect(t).networks().into_iter().enumerate() {
-                    entry.links.insert(n, (pos, k, n));
+                    links.push((vid, n, (pos, k, n)));
                 }
-                let other = o.vpc(t.other());
-                let other_subnets = subnets
-                    .entry(other.to_string())
-                    .or_insert_with(|| topo.subnets_named(other));
+                let other = ix.vpc_ids[o.vpc(t.other())] as usize;
+                let other_subnets =
+                    subnets[other].get_or_insert_with(|| topo.subnets_named(o.vpc(t.other())));
                 let installed = effective_routes(o.routes(t), other_subnets, o.connect(t));
                 for (k, r) in installed.into_iter().enumerate() {
-                    entry.routes.insert(r.prefix, (pos, k, r));
+                    routes.push((vid, r.prefix, (pos, k, r)));
                 }
             }
         }
+        let by_name = &mut ix.by_name;
+        by_name.extend(0..peerings.len());
+        by_name.sort_by(|a, b| ix.names[*a].cmp(&ix.names[*b]).then(a.cmp(b)));
+        ix.by_pair.sort_unstable();
+        ix.by_port.sort_unstable();
+        ix.by_vpc.sort_unstable();
+        let vpcs = ix.vpc_names.len();
+        ix.links = Grouped::new(links, vpcs);
+        ix.routes = Grouped::new(routes, vpcs);
+        ix.routers = (0..vpcs).map(|_| OnceLock::new()).collect();
+        ix.subnets = subnets;
         ix
+    }
+
+    fn intern(&mut self, vpc: &str) -> Vid {
+        if let Some(v) = self.vpc_ids.get(vpc) {
+            return *v;
+        }
+        let v = self.vpc_names.len() as Vid;
+        self.vpc_names.push(vpc.to_string());
+        self.vpc_ids.insert(vpc.to_string(), v);
+        v
     }
 
     /// Every indexed peering.
@@ -186,24 +155,24 @@ impl PeerIndex {
         }
     }
 
-    /// The index of a VPC, its router resolved from `topo` (once), or an empty one read from
-    /// `topo` when no indexed peering touches it.
-    pub(super) fn vpc<'a>(
-        &'a self,
-        topo: &(impl Topology + ?Sized),
-        vpc: &str,
-    ) -> Cow<'a, VpcIndex> {
-        let v = match self.vpcs.get(vpc) {
-            Some(v) => Cow::Borrowed(v),
-            None => Cow::Owned(VpcIndex::default()),
-        };
-        v.router
-            .get_or_init(|| ResolvedRouter::new(topo, vpc, &v.claimed));
-        v
+    /// A VPC, its router resolved from `topo` (once), or one with no entries, its router read
+    /// from `topo` now, when no indexed peering touches it.
+    pub(super) fn vpc<'a>(&'a self, topo: &(impl Topology + ?Sized), vpc: &str) -> VpcRef<'a> {
+        match self.vpc_ids.get(vpc) {
+            Some(&vid) => VpcRef {
+                vid: Some(vid),
+                router: Cow::Borrowed(
+                    self.routers[vid as usize]
+                        .get_or_init(|| ResolvedRouter::new(topo, vpc, |p| self.claims_in(vpc, p))),
+                ),
+            },
+            None => VpcRef {
+                vid: None,
+                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false)),
+            },
+        }
     }
-}
 
-impl PeerIndex {
     /// The subnets the rules read for `vpc` (those of its one router; none when it has not
     /// exactly one, and then a peering of it fails the rules anyway).
     pub fn subnets(&self, topo: &(impl Topology + ?Sized), vpc: &str) -> Vec<IpNet> {
@@ -211,6 +180,77 @@ impl PeerIndex {
             Ok(r) => r.subnets.clone(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Positions holding the port name `port` (by hash; callers check the name).
+    fn port_holders(&self, port: &str) -> impl Iterator<Item = Pos> + '_ {
+        let h = fnv(port.as_bytes(), FNV_OFFSET);
+        let from = self.by_port.partition_point(|(k, _)| *k < h);
+        self.by_port[from..]
+            .iter()
+            .take_while(move |(k, _)| *k == h)
+            .map(|(_, p)| *p)
+    }
+
+    /// Whether an indexed peering holds the port name `port` in `vpc`.
+    fn claims_in(&self, vpc: &str, port: &str) -> bool {
+        self.port_holders(port).any(|q| self.claims(q, vpc, port))
+    }
+
+    /// Whether the peering at `pos` has its port `port` in `vpc`.
+    fn claims(&self, pos: Pos, vpc: &str, port: &str) -> bool {
+        let (l, r) = self.pair_names(pos);
+        (l == vpc && is_port_name(port, l, r)) || (r == vpc && is_port_name(port, r, l))
+    }
+
+    fn pair_names(&self, pos: Pos) -> (&str, &str) {
+        let (l, r) = self.pairs[pos];
+        (&self.vpc_names[l as usize], &self.vpc_names[r as usize])
+    }
+
+    /// Positions of the peerings named `name`, in list order.
+    fn named(&self, name: &str) -> &[Pos] {
+        let from = self
+            .by_name
+            .partition_point(|p| self.names[*p].as_str() < name);
+        let to = self
+            .by_name
+            .partition_point(|p| self.names[*p].as_str() <= name);
+        &self.by_name[from..to]
+    }
+
+    /// Positions of the peerings of the unordered pair (a, b), in list order.
+    fn of_pair(&self, a: Vid, b: Vid) -> impl Iterator<Item = Pos> + '_ {
+        let key = (a.min(b), a.max(b));
+        let from = self.by_pair.partition_point(|(k, _)| *k < key);
+        self.by_pair[from..]
+            .iter()
+            .take_while(move |(k, _)| *k == key)
+            .map(|(_, p)| *p)
+    }
+
+    /// Positions of the peerings of `vpc`, in list order.
+    fn of_vpc(&self, vid: Vid) -> impl Iterator<Item = Pos> + '_ {
+        let from = self.by_vpc.partition_point(|(k, _)| *k < vid);
+        self.by_vpc[from..]
+            .iter()
+            .take_while(move |(k, _)| *k == vid)
+            .map(|(_, p)| *p)
+    }
+
+    /// Positions of the peerings holding the port name `port`.
+    fn holding_port<'s>(&'s self, port: &'s str) -> impl Iterator<Item = Pos> + 's {
+        self.port_holders(port).filter(move |&q| {
+            let (l, r) = self.pair_names(q);
+            is_port_name(port, l, r) || is_port_name(port, r, l)
+        })
+    }
+}
+
+impl VpcRef<'_> {
+    /// The VPC's one router, or why there is not exactly one.
+    pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
+        self.router.as_ref().as_ref().map_err(String::as_str)
     }
 }
 
@@ -222,8 +262,7 @@ impl<'a> Others<'a> {
 
     /// (local, remote) VPC of the peering at `pos`.
     pub(super) fn pair(&self, pos: Pos) -> (&'a str, &'a str) {
-        let (l, r) = &self.index.pairs[pos];
-        (l, r)
+        self.index.pair_names(pos)
     }
 
     /// Whether the peering at `pos` takes part, for the peering named `me`.
@@ -235,14 +274,11 @@ impl<'a> Others<'a> {
     /// list order.
     pub(super) fn name_candidates(&self, me: &str, ports: &[String], a: &str, b: &str) -> Vec<Pos> {
         let ix = self.index;
-        let mut c: Vec<Pos> = ports
-            .iter()
-            .flat_map(|p| ix.by_port.get(p).into_iter().flatten().copied())
-            .collect();
-        if a == b {
-            c.extend(ix.by_vpc.get(a).into_iter().flatten().copied());
-        } else {
-            c.extend(ix.by_pair.get(&pair(a, b)).into_iter().flatten().copied());
+        let mut c: Vec<Pos> = ports.iter().flat_map(|p| ix.holding_port(p)).collect();
+        match (ix.vpc_ids.get(a), ix.vpc_ids.get(b)) {
+            (Some(&a), Some(&b)) if a == b => c.extend(ix.of_vpc(a)),
+            (Some(&a), Some(&b)) => c.extend(ix.of_pair(a, b)),
+            _ => {}
         }
         c.retain(|&p| self.counts(p, me));
         c.sort_unstable();
@@ -251,9 +287,10 @@ impl<'a> Others<'a> {
     }
 
     /// Links of the counted peerings in `vpc` overlapping `q`, in list order: (network, peering).
-    pub(super) fn links(&self, vpc: &VpcIndex, q: &IpNet, me: &str) -> Vec<(IpNet, &'a str)> {
-        let mut hits: Vec<(Pos, usize, IpNet)> = vpc
-            .links
+    pub(super) fn links(&self, vpc: &VpcRef<'_>, q: &IpNet, me: &str) -> Vec<(IpNet, &'a str)> {
+        let mut hits: Vec<(Pos, usize, IpNet)> = self
+            .index
+            .links_in(vpc)
             .overlapping(q)
             .filter(|(p, _, _)| self.counts(*p, me))
             .copied()
@@ -267,13 +304,14 @@ impl<'a> Others<'a> {
     /// Routes of the counted peerings in `vpc` with `policy` overlapping `q`, in list order.
     pub(super) fn routes(
         &self,
-        vpc: &VpcIndex,
+        vpc: &VpcRef<'_>,
         q: &IpNet,
         policy: RoutePolicy,
         me: &str,
     ) -> Vec<(RouteSpec, &'a str)> {
-        let mut hits: Vec<&(Pos, usize, RouteSpec)> = vpc
-            .routes
+        let mut hits: Vec<&(Pos, usize, RouteSpec)> = self
+            .index
+            .routes_in(vpc)
             .overlapping(q)
             .filter(|(p, _, r)| r.policy == policy && self.counts(*p, me))
             .collect();
@@ -284,100 +322,17 @@ impl<'a> Others<'a> {
     }
 }
 
-fn pair(a: &str, b: &str) -> (String, String) {
-    if a <= b {
-        (a.to_string(), b.to_string())
-    } else {
-        (b.to_string(), a.to_string())
-    }
-}
-
-impl ResolvedRouter {
-    /// The one router named `vpc` (or why not); `claimed`: the port names the indexed
-    /// peerings hold in it.
-    fn new(
-        topo: &(impl Topology + ?Sized),
-        vpc: &str,
-        claimed_names: &BTreeSet<String>,
-    ) -> Result<ResolvedRouter, String> {
-        let router: RouterView = resolve_router(topo, vpc)?;
-        let mut unclaimed = Vec::new();
-        let mut claimed: HashMap<String, Vec<(usize, IpNet)>> = HashMap::new();
-        for (i, p) in router.ports.iter().enumerate() {
-            if !(is_peer(p) || p.is_gateway) {
-                continue;
-            }
-            for n in parse_networks(p) {
-                if claimed_names.contains(&p.name) {
-                    claimed.entry(p.name.clone()).or_default().push((i, n));
-                } else {
-                    unclaimed.push((i, n, p.name.clone()));
-                }
-            }
-        }
-        let mut ecmp: HashMap<(RoutePolicy, IpNet), Vec<(usize, RouteView)>> = HashMap::new();
-        for (i, r) in router.routes.iter().enumerate() {
-            // ovn-peerd installs every route in the main table ("").
-            if !r.route_table.is_empty() {
-                continue;
-            }
-            if let Some(key) = r.key() {
-                ecmp.entry(key).or_default().push((i, r.clone()));
-            }
-        }
-        Ok(ResolvedRouter {
-            subnets: vpc_subnets(&router),
-            id: router.id,
-            name: router.name,
-            unclaimed,
-            claimed,
-            ecmp,
-        })
-    }
-
-    /// Networks of gateway ports and of peer ports that are not ours, in router port order:
-    /// (network, port name). Ours: `own` (the checked peering's port here) and the ports the
-    /// indexed peerings claim, unless only `me` (the checked peering's name) claims them.
-    pub(super) fn port_nets(&self, own: &str, reclaimed: &[String]) -> Vec<(IpNet, String)> {
-        let mut nets: Vec<(usize, IpNet, String)> = self
-            .unclaimed
-            .iter()
-            .filter(|(_, _, name)| name != own)
-            .cloned()
-            .collect();
-        for name in reclaimed.iter().filter(|n| *n != own) {
-            for (i, n) in self.claimed.get(name).into_iter().flatten() {
-                nets.push((*i, *n, name.clone()));
-            }
-        }
-        nets.sort_by_key(|(i, _, _)| *i);
-        nets.into_iter().map(|(_, n, name)| (n, name)).collect()
-    }
-
-    /// Installed main-table routes with this (policy, prefix), not of peering `me`, in router
-    /// order.
-    pub(super) fn ecmp(&self, key: (RoutePolicy, IpNet), me: &str) -> Vec<&(usize, RouteView)> {
-        self.ecmp
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter(|(_, r)| r.peering.as_deref() != Some(me))
-            .collect()
-    }
-}
-
-impl VpcIndex {
-    /// The VPC's one router, or why there is not exactly one.
-    pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
-        match self.router.get() {
-            Some(Ok(r)) => Ok(r),
-            Some(Err(e)) => Err(e),
-            None => Err("not resolved"),
-        }
-    }
-}
-
 impl PeerIndex {
+    fn links_in(&self, vpc: &VpcRef<'_>) -> Prefixes<'_, (Pos, usize, IpNet)> {
+        vpc.vid
+            .map_or_else(Prefixes::empty, |v| self.links.group(v))
+    }
+
+    fn routes_in(&self, vpc: &VpcRef<'_>) -> Prefixes<'_, (Pos, usize, RouteSpec)> {
+        vpc.vid
+            .map_or_else(Prefixes::empty, |v| self.routes.group(v))
+    }
+
     /// The indexed peerings whose verdict can depend on `spec` (indexed or not: a tombstone's
     /// spec works too), positions in list order, `spec`'s own left out: those holding one of
     /// its port names or peering the same two VPCs, and those with a link or a route (any
@@ -395,33 +350,65 @@ impl PeerIndex {
     ) -> BTreeSet<Pos> {
         let mut out: BTreeSet<Pos> = BTreeSet::new();
         for name in super::port_names(&spec.local_vpc, &spec.remote_vpc) {
-            out.extend(self.by_port.get(&name).into_iter().flatten());
+            out.extend(self.holding_port(&name));
         }
-        out.extend(
-            self.by_pair
-                .get(&pair(&spec.local_vpc, &spec.remote_vpc))
-                .into_iter()
-                .flatten(),
+        let ids = (
+            self.vpc_ids.get(&spec.local_vpc),
+            self.vpc_ids.get(&spec.remote_vpc),
         );
+        if let (Some(&a), Some(&b)) = ids {
+            out.extend(self.of_pair(a, b));
+        }
         let mut nets: Vec<IpNet> = also.to_vec();
         for side in crate::peering::Side::BOTH {
             let link = spec.connect(side);
             nets.extend(link.networks());
-            let other_subnets = topo.subnets_named(spec.vpc(side.other()));
-            let installed = effective_routes(spec.routes(side), &other_subnets, link);
+            let other = spec.vpc(side.other());
+            let known = self
+                .vpc_ids
+                .get(other)
+                .and_then(|v| self.subnets[*v as usize].as_ref());
+            let read;
+            let other_subnets = match known {
+                Some(s) => s,
+                None => {
+                    read = topo.subnets_named(other);
+                    &read
+                }
+            };
+            let installed = effective_routes(spec.routes(side), other_subnets, link);
             nets.extend(installed.iter().map(|r| r.prefix));
         }
-        for vpc in [&spec.local_vpc, &spec.remote_vpc] {
-            let Some(v) = self.vpcs.get(vpc.as_str()) else {
-                continue;
-            };
+        for vid in [ids.0, ids.1].into_iter().flatten() {
+            let (links, routes) = (self.links.group(*vid), self.routes.group(*vid));
             for q in &nets {
-                out.extend(v.links.overlapping(q).map(|(p, _, _)| *p));
-                out.extend(v.routes.overlapping(q).map(|(p, _, _)| *p));
+                out.extend(links.overlapping(q).map(|(p, _, _)| *p));
+                out.extend(routes.overlapping(q).map(|(p, _, _)| *p));
             }
         }
         out.retain(|&p| self.names[p] != spec.name);
         out
+    }
+
+    /// Whether another indexed peering has the name of the one at `pos` or one of its port
+    /// names, or it peers a VPC with itself (its two ports share a name).
+    pub fn shares_a_name(&self, pos: Pos) -> bool {
+        let (l, r) = self.pair_names(pos);
+        if l == r || self.named(&self.names[pos]).len() > 1 {
+            return true;
+        }
+        [(l, r), (r, l)].into_iter().any(|(a, b)| {
+            let h = port_hash(a, b);
+            let from = self.by_port.partition_point(|(k, _)| *k < h);
+            self.by_port[from..]
+                .iter()
+                .take_while(|(k, _)| *k == h)
+                .filter(|(_, q)| *q != pos)
+                .any(|(_, q)| {
+                    let (c, d) = self.pair_names(*q);
+                    same_port(a, b, c, d) || same_port(a, b, d, c)
+                })
+        })
     }
 
     /// The name of the indexed peering at `pos`.
@@ -434,8 +421,8 @@ impl PeerIndex {
     /// (names are unique), and a lookup by name, never a scan of the VPC's peerings.
     pub(super) fn claimed_only_by(&self, vpc: &str, me: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for &pos in self.by_name.get(me).into_iter().flatten() {
-            let (l, r) = &self.pairs[pos];
+        for &pos in self.named(me) {
+            let (l, r) = self.pair_names(pos);
             let other = if l == vpc {
                 r
             } else if r == vpc {
@@ -445,158 +432,52 @@ impl PeerIndex {
             };
             let port = port_name(vpc, other);
             let held_by_another = self
-                .by_port
-                .get(&port)
-                .into_iter()
-                .flatten()
-                .any(|&q| self.names[q] != me && self.claims(q, vpc, &port));
+                .port_holders(&port)
+                .any(|q| self.names[q] != me && self.claims(q, vpc, &port));
             if !held_by_another {
                 out.push(port);
             }
         }
         out
     }
+}
 
-    /// Whether the peering at `pos` has its port `port` in `vpc`.
-    fn claims(&self, pos: Pos, vpc: &str, port: &str) -> bool {
-        let (l, r) = &self.pairs[pos];
-        (l == vpc && port_name(l, r) == port) || (r == vpc && port_name(r, l) == port)
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `h`: streaming, so a port name hashes the same from
+/// its two VPC names as from the whole name.
+fn fnv(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h
+}
+
+/// The hash of [`port_name`]`(this, other)`, without building it.
+fn port_hash(this: &str, other: &str) -> u64 {
+    let h = fnv(this.as_bytes(), FNV_OFFSET);
+    let h = fnv(b"-", h);
+    fnv(other.as_bytes(), h)
+}
+
+/// Whether [`port_name`]`(a, b)` is [`port_name`]`(c, d)`, without building them.
+fn same_port(a: &str, b: &str, c: &str, d: &str) -> bool {
+    let dash = std::iter::once(b'-');
+    a.len() + b.len() == c.len() + d.len()
+        && a.bytes()
+            .chain(dash.clone())
+            .chain(b.bytes())
+            .eq(c.bytes().chain(dash).chain(d.bytes()))
+}
+
+/// Whether `port` is [`port_name`]`(this, other)`, without building it.
+fn is_port_name(port: &str, this: &str, other: &str) -> bool {
+    port.len() == this.len() + 1 + other.len()
+        && port.starts_with(this)
+        && port.as_bytes()[this.len()] == b'-'
+        && port.ends_with(other)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::peering::topology::{check_topology_in, PortView, RouterView};
-
-    fn n(s: &str) -> IpNet {
-        s.parse().unwrap()
-    }
-
-    /// A spread of prefixes nesting in each other at many lengths, both families.
-    fn nets() -> Vec<IpNet> {
-        let mut v = Vec::new();
-        for len in [0u8, 8, 16, 20, 23, 24, 25, 30, 32] {
-            for a in [
-                "10.0.0.0",
-                "10.0.1.7",
-                "10.1.0.0",
-                "192.168.3.4",
-                "10.0.0.255",
-            ] {
-                v.push(IpNet::new(a.parse().unwrap(), len).unwrap());
-            }
-        }
-        for len in [0u8, 10, 48, 64, 126, 128] {
-            for a in ["fd00::", "fd00::1:0", "fe80::5"] {
-                v.push(IpNet::new(a.parse().unwrap(), len).unwrap());
-            }
-        }
-        v
-    }
-
-    #[test]
-    fn prefix_map_finds_exactly_the_overlapping_entries() {
-        let all = nets();
-        let mut m = PrefixMap::default();
-        for (i, net) in all.iter().enumerate() {
-            m.insert(*net, i);
-        }
-        for q in &all {
-            let mut found: Vec<usize> = m.overlapping(q).copied().collect();
-            found.sort_unstable();
-            let want: Vec<usize> = (0..all.len()).filter(|&i| overlaps(&all[i], q)).collect();
-            assert_eq!(found, want, "query {q}");
-        }
-        // Only the /0 entries of the family cover an unrelated prefix.
-        assert_eq!(m.overlapping(&n("172.16.0.0/12")).count(), 5);
-    }
-
-    fn router(name: &str, subnet: &str) -> RouterView {
-        RouterView {
-            id: format!("id-{name}"),
-            name: name.into(),
-            ports: vec![PortView {
-                name: format!("{name}-lan"),
-                networks: vec![subnet.into()],
-                ..Default::default()
-            }],
-            routes: vec![],
-        }
-    }
-
-    fn spec(name: &str, a: &str, b: &str, link: (&str, &str)) -> PeeringSpec {
-        PeeringSpec {
-            name: name.into(),
-            local_vpc: a.into(),
-            remote_vpc: b.into(),
-            local_connect: link.0.parse().unwrap(),
-            remote_connect: link.1.parse().unwrap(),
-            local_routes: vec![],
-            remote_routes: vec![],
-        }
-    }
-
-    /// `before(n)`: only the first n indexed peerings conflict (age order: the older wins),
-    /// while a later one's port is still ours, not a foreign port in the way.
-    #[test]
-    fn before_restricts_the_conflict_rules_to_earlier_peerings() {
-        let topo = vec![
-            router("hub", "10.0.0.1/24"),
-            router("s1", "10.1.0.1/24"),
-            router("s2", "10.2.0.1/24"),
-        ];
-        let old = spec("old", "hub", "s1", ("169.254.0.1/30", "169.254.0.2/30"));
-        // Its link overlaps old's in the hub.
-        let new = spec("new", "hub", "s2", ("169.254.0.5/29", "169.254.0.6/29"));
-        let index = PeerIndex::new(&[old.clone(), new.clone()], &topo);
-        let refused = check_topology_in(&new, &topo, index.before(1), &[]).unwrap_err();
-        assert!(refused.to_string().contains("peering \"old\""), "{refused}");
-        assert!(check_topology_in(&old, &topo, index.before(0), &[]).is_ok());
-        // All of them: each names the other.
-        let both = check_topology_in(&old, &topo, index.all(), &[]).unwrap_err();
-        assert!(both.to_string().contains("peering \"new\""), "{both}");
-    }
-
-    /// A hub with many spokes: every spoke judged against one index passes, and the spoke whose
-    /// link overlaps another's is refused naming exactly that one.
-    #[test]
-    fn one_index_judges_every_spoke_of_a_hub() {
-        let spokes = 300;
-        let mut topo = vec![router("hub", "10.0.0.1/24")];
-        let mut specs = Vec::new();
-        for k in 0..spokes {
-            let s = format!("s{k}");
-            topo.push(router(&s, &format!("10.{}.{}.1/24", 1 + k / 256, k % 256)));
-            let base = 4 * k as u32;
-            let host = |d: u32| {
-                let a = u32::from(std::net::Ipv4Addr::new(169, 254, 0, 0)) + base + d;
-                format!("{}/30", std::net::Ipv4Addr::from(a))
-            };
-            specs.push(spec(&format!("p{k}"), "hub", &s, (&host(1), &host(2))));
-        }
-        // The last one reuses spoke 7's link.
-        specs.push(spec(
-            "dup",
-            "hub",
-            "s-dup",
-            ("169.254.0.29/30", "169.254.0.30/30"),
-        ));
-        topo.push(router("s-dup", "10.9.0.1/24"));
-        let index = PeerIndex::new(&specs, &topo);
-        for s in &specs[..spokes] {
-            let r = check_topology_in(s, &topo, index.all(), &[]);
-            if s.name == "p7" {
-                assert!(r.unwrap_err().to_string().contains("peering \"dup\""));
-            } else {
-                let facts = r.unwrap_or_else(|e| panic!("{}: {e}", s.name));
-                assert_eq!(facts.remote_routes, vec![RouteSpec::dst(n("10.0.0.0/24"))]);
-            }
-        }
-        let dup = check_topology_in(&specs[spokes], &topo, index.all(), &[]).unwrap_err();
-        let msg = dup.to_string();
-        assert!(msg.contains("peering \"p7\""), "{msg}");
-        // Only in the hub: the spokes are different VPCs.
-        assert_eq!(msg.matches("of peering").count(), 1, "{msg}");
-    }
-}
+mod tests;

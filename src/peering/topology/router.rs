@@ -1,0 +1,135 @@
+//! A VPC's router as the rules read it, resolved once per VPC and pass: read in place through
+//! [`Topology::visit_routers_named`] (a hub's router holds a port and a route per spoke; it
+//! used to be copied whole, per create and per narrow pass), keeping its subnets, the
+//! networks of its gateway and peer ports in a [`PrefixMap`] (a spoke's link is checked
+//! against the ports it overlaps, not against all N), and its main-table routes by ECMP key.
+
+use ipnet::IpNet;
+
+use super::prefix::PrefixMap;
+use super::rows::{PortRef, RouteRef};
+use super::{subnets_of_port, Topology};
+use crate::peering::RoutePolicy;
+
+/// The router of a VPC, resolved once, with what the rules read of it.
+#[derive(Debug, Clone)]
+pub(super) struct ResolvedRouter {
+    pub id: String,
+    pub name: String,
+    pub subnets: Vec<IpNet>,
+    /// Networks of gateway ports and peer ports: ((router port order, order within the
+    /// port), port name, claimed by an indexed peering of this VPC).
+    port_nets: PrefixMap<((usize, usize), String, bool)>,
+    /// Installed main-table routes: ((policy, prefix), router route order, the peering that
+    /// owns it), sorted. Only what tells a conflict apart; the rest of a route is read again
+    /// to describe one ([`Self::describe_route`]): a hub has a route per spoke.
+    ecmp: Vec<(EcmpKey, usize, Option<Box<str>>)>,
+}
+
+type EcmpKey = (RoutePolicy, IpNet);
+
+impl ResolvedRouter {
+    /// The one router named `vpc` (or why not, as [`super::resolve_router`] says it);
+    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it.
+    pub(super) fn new(
+        topo: &(impl Topology + ?Sized),
+        vpc: &str,
+        claimed: impl Fn(&str) -> bool,
+    ) -> Result<ResolvedRouter, String> {
+        let mut found = 0;
+        let mut resolved = None;
+        topo.visit_routers_named(vpc, &mut |r| {
+            found += 1;
+            if found > 1 {
+                return;
+            }
+            let (mut subnets, mut nets) = (Vec::new(), Vec::new());
+            let mut order = 0;
+            r.each_port(&mut |p: PortRef<'_>| {
+                subnets.extend(subnets_of_port(p.networks, p.peer, p.is_gateway));
+                if p.is_peer() || p.is_gateway {
+                    let mine = claimed(p.name);
+                    let at = |(k, n)| (n, ((order, k), p.name.to_string(), mine));
+                    nets.extend(p.nets().enumerate().map(at));
+                }
+                order += 1;
+            });
+            subnets.sort_unstable();
+            subnets.dedup();
+            let mut ecmp = Vec::new();
+            let mut order = 0;
+            r.each_route(&mut |route: RouteRef<'_>| {
+                // ovn-peerd installs every route in the main table ("").
+                if route.route_table.is_empty() {
+                    if let Some(key) = route.key() {
+                        ecmp.push((key, order, route.peering.map(Box::from)));
+                    }
+                }
+                order += 1;
+            });
+            ecmp.sort_unstable_by_key(|(key, order, _)| (*key, *order));
+            resolved = Some(ResolvedRouter {
+                id: r.id(),
+                name: r.name().to_string(),
+                subnets,
+                port_nets: PrefixMap::new(nets),
+                ecmp,
+            });
+        });
+        match (found, resolved) {
+            (1, Some(r)) => Ok(r),
+            (0, _) => Err(format!("no OVN logical router is named {vpc:?}")),
+            (n, _) => Err(format!(
+                "{n} OVN logical routers are named {vpc:?}; a VPC must be exactly one"
+            )),
+        }
+    }
+
+    /// Networks of gateway ports and of peer ports that are not ours overlapping `q`, in
+    /// router port order: (network, port name). Ours: `own` (the checked peering's port here)
+    /// and the ports the indexed peerings claim, unless only `me` claims them (`reclaimed`).
+    pub(super) fn port_nets<'a>(
+        &'a self,
+        q: &IpNet,
+        own: &str,
+        reclaimed: &[String],
+    ) -> Vec<(IpNet, &'a str)> {
+        let mut hits: Vec<((usize, usize), IpNet, &str)> = self
+            .port_nets
+            .view()
+            .overlapping_entries(q)
+            .filter(|(_, (_, name, claimed))| name != own && (!claimed || reclaimed.contains(name)))
+            .map(|(n, (order, name, _))| (*order, *n, name.as_str()))
+            .collect();
+        hits.sort_by_key(|(order, _, _)| *order);
+        hits.into_iter().map(|(_, n, name)| (n, name)).collect()
+    }
+
+    /// Installed main-table routes with this (policy, prefix), not of peering `me`: their
+    /// orders in the router, ascending.
+    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<usize> {
+        let from = self.ecmp.partition_point(|(k, _, _)| *k < key);
+        self.ecmp[from..]
+            .iter()
+            .take_while(|(k, _, _)| *k == key)
+            .filter(|(_, _, peering)| peering.as_deref() != Some(me))
+            .map(|(_, order, _)| *order)
+            .collect()
+    }
+
+    /// The route at `order` in this router, as a refusal names it (read again from `topo`,
+    /// the snapshot it was resolved from).
+    pub(super) fn describe_route(&self, topo: &(impl Topology + ?Sized), order: usize) -> String {
+        let mut out = None;
+        topo.visit_routers_named(&self.name, &mut |r| {
+            let mut at = 0;
+            r.each_route(&mut |route| {
+                if at == order && out.is_none() {
+                    out = Some(route.to_view().describe(&self.name));
+                }
+                at += 1;
+            });
+        });
+        out.unwrap_or_else(|| format!("route #{order} of router {:?}", self.name))
+    }
+}
