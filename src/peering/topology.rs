@@ -63,6 +63,18 @@ pub trait Topology {
             f((&p).into());
         }
     }
+    /// The static route `id` of the router named `router`, read in place by `f` (not called
+    /// when there is none). Asked only to name a conflict, one row each: an implementation
+    /// over a replica should look the row up. Default: a walk of that router's routes.
+    fn visit_route(&self, router: &str, id: RowId<'_>, f: &mut dyn FnMut(RouteRef<'_>)) {
+        self.visit_routers_named(router, &mut |r| {
+            r.each_route(&mut |route| {
+                if route.id == id {
+                    f(route)
+                }
+            })
+        });
+    }
     /// The subnets of every router named `name` ([`vpc_subnets`] of each, merged, sorted,
     /// without duplicates); none when there is no such router. Asked for the other VPC of
     /// every peering indexed (a hub's N spokes).
@@ -540,18 +552,19 @@ fn check_ecmp(
                 router
                     .ecmp((r.policy, r.prefix), &spec.name)
                     .into_iter()
-                    .map(|order| (order, r)),
+                    .into_iter()
+                    .map(|(order, id)| (order, id, r)),
             );
         }
     }
-    hits.sort_by_key(|(order, _)| *order);
-    for (order, r) in hits {
+    hits.sort_by_key(|(order, _, _)| *order);
+    for (_, id, r) in hits {
         v.push(Violation::new(
             format!("peering.{}_routes", side.as_str()),
             format!(
                 "route {} would form an ECMP group with {}",
                 r.prefix,
-                router.describe_route(topo, order)
+                router.describe_route(topo, id)
             ),
         ));
     }

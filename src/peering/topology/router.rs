@@ -7,7 +7,7 @@
 use ipnet::IpNet;
 
 use super::prefix::PrefixMap;
-use super::rows::{PortRef, RouteRef};
+use super::rows::{PortRef, RouteRef, RowKey};
 use super::{subnets_of_port, Topology};
 use crate::peering::RoutePolicy;
 
@@ -21,9 +21,10 @@ pub(super) struct ResolvedRouter {
     /// port), port name, claimed by an indexed peering of this VPC).
     port_nets: PrefixMap<((usize, usize), String, bool)>,
     /// Installed main-table routes: ((policy, prefix), router route order, the peering that
-    /// owns it), sorted. Only what tells a conflict apart; the rest of a route is read again
-    /// to describe one ([`Self::describe_route`]): a hub has a route per spoke.
-    ecmp: Vec<(EcmpKey, usize, Option<Box<str>>)>,
+    /// owns it, its UUID), sorted. Only what tells a conflict apart and finds the row again;
+    /// the rest of a route is read again, that one row, to describe it
+    /// ([`Self::describe_route`]): a hub has a route per spoke.
+    ecmp: Vec<(EcmpKey, usize, Option<Box<str>>, RowKey)>,
 }
 
 type EcmpKey = (RoutePolicy, IpNet);
@@ -62,12 +63,13 @@ impl ResolvedRouter {
                 // ovn-peerd installs every route in the main table ("").
                 if route.route_table.is_empty() {
                     if let Some(key) = route.key() {
-                        ecmp.push((key, order, route.peering.map(Box::from)));
+                        let id = RowKey::from(route.id);
+                        ecmp.push((key, order, route.peering.map(Box::from), id));
                     }
                 }
                 order += 1;
             });
-            ecmp.sort_unstable_by_key(|(key, order, _)| (*key, *order));
+            ecmp.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             resolved = Some(ResolvedRouter {
                 id: r.id(),
                 name: r.name().to_string(),
@@ -106,30 +108,24 @@ impl ResolvedRouter {
     }
 
     /// Installed main-table routes with this (policy, prefix), not of peering `me`: their
-    /// orders in the router, ascending.
-    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<usize> {
-        let from = self.ecmp.partition_point(|(k, _, _)| *k < key);
+    /// orders in the router, ascending, each with its UUID (for [`Self::describe_route`]).
+    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<(usize, &RowKey)> {
+        let from = self.ecmp.partition_point(|(k, ..)| *k < key);
         self.ecmp[from..]
             .iter()
-            .take_while(|(k, _, _)| *k == key)
-            .filter(|(_, _, peering)| peering.as_deref() != Some(me))
-            .map(|(_, order, _)| *order)
+            .take_while(|(k, ..)| *k == key)
+            .filter(|(_, _, peering, _)| peering.as_deref() != Some(me))
+            .map(|(_, order, _, id)| (*order, id))
             .collect()
     }
 
-    /// The route at `order` in this router, as a refusal names it (read again from `topo`,
-    /// the snapshot it was resolved from).
-    pub(super) fn describe_route(&self, topo: &(impl Topology + ?Sized), order: usize) -> String {
+    /// The route `id` of this router, as a refusal names it: that one row, read again from
+    /// `topo` (the snapshot it was resolved from) by [`Topology::visit_route`].
+    pub(super) fn describe_route(&self, topo: &(impl Topology + ?Sized), id: &RowKey) -> String {
         let mut out = None;
-        topo.visit_routers_named(&self.name, &mut |r| {
-            let mut at = 0;
-            r.each_route(&mut |route| {
-                if at == order && out.is_none() {
-                    out = Some(route.to_view().describe(&self.name));
-                }
-                at += 1;
-            });
+        topo.visit_route(&self.name, id.as_id(), &mut |route| {
+            out.get_or_insert_with(|| route.to_view().describe(&self.name));
         });
-        out.unwrap_or_else(|| format!("route #{order} of router {:?}", self.name))
+        out.unwrap_or_else(|| format!("route {id} of router {:?}", self.name))
     }
 }
