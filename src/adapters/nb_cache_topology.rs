@@ -149,20 +149,22 @@ impl RouterRows for CacheRouter<'_> {
 
     fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>)) {
         let (cache, uuids) = (self.0, &self.1.ports);
-        match dense(cache, uuids) {
-            true => in_order(uuids, cache.ports(), |p| p.uuid).for_each(|p| f(port_ref(p))),
-            false => uuids
+        if dense(cache, uuids) {
+            in_order(uuids, cache.ports(), |p| p.uuid).for_each(|p| f(port_ref(p)));
+        } else {
+            uuids
                 .iter()
                 .filter_map(|u| cache.port(*u))
-                .for_each(|p| f(port_ref(p))),
+                .for_each(|p| f(port_ref(p)));
         }
     }
 
     fn each_route(&self, f: &mut dyn FnMut(RouteRef<'_>)) {
         let (cache, uuids) = (self.0, &self.1.static_routes);
-        let rows: Box<dyn Iterator<Item = &LogicalRouterStaticRoute>> = match dense(cache, uuids) {
-            true => Box::new(in_order(uuids, cache.static_routes(), |r| r.uuid)),
-            false => Box::new(uuids.iter().filter_map(|u| cache.static_route(*u))),
+        let rows: Box<dyn Iterator<Item = &LogicalRouterStaticRoute>> = if dense(cache, uuids) {
+            Box::new(in_order(uuids, cache.static_routes(), |r| r.uuid))
+        } else {
+            Box::new(uuids.iter().filter_map(|u| cache.static_route(*u)))
         };
         rows.for_each(|r| f(route_ref(r)));
     }
