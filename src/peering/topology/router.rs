@@ -129,3 +129,6 @@ impl ResolvedRouter {
         out.unwrap_or_else(|| format!("route {id} of router {:?}", self.name))
     }
 }
+
+#[cfg(test)]
+mod tests;
