@@ -552,7 +552,6 @@ fn check_ecmp(
                 router
                     .ecmp((r.policy, r.prefix), &spec.name)
                     .into_iter()
-                    .into_iter()
                     .map(|(order, id)| (order, id, r)),
             );
         }

@@ -69,7 +69,7 @@ impl ResolvedRouter {
                 }
                 order += 1;
             });
-            ecmp.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            ecmp.sort_unstable_by_key(|(key, order, ..)| (*key, *order));
             resolved = Some(ResolvedRouter {
                 id: r.id(),
                 name: r.name().to_string(),
