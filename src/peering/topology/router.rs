@@ -2,14 +2,17 @@
 //! [`Topology::visit_routers_named`] (a hub's router holds a port and a route per spoke; it
 //! used to be copied whole, per create and per narrow pass), keeping its subnets, the
 //! networks of its gateway and peer ports in a [`PrefixMap`] (a spoke's link is checked
-//! against the ports it overlaps, not against all N), and its main-table routes by ECMP key.
+//! against the ports it overlaps, not against all N), and its main-table routes by ECMP key;
+//! and the ECMP rule that reads them ([`check_ecmp`]).
+
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
 use super::prefix::PrefixMap;
 use super::rows::{PortRef, RouteRef, RowKey};
 use super::{subnets_of_port, Topology};
-use crate::peering::RoutePolicy;
+use crate::peering::{PeeringSpec, RoutePolicy, RouteSpec, Side, Violation};
 
 /// The router of a VPC, resolved once, with what the rules read of it.
 #[derive(Debug, Clone)]
@@ -127,6 +130,44 @@ impl ResolvedRouter {
             out.get_or_insert_with(|| route.to_view().describe(&self.name));
         });
         out.unwrap_or_else(|| format!("route {id} of router {:?}", self.name))
+    }
+}
+
+/// A route this peering installs must not share (route table, policy, prefix) with a route
+/// already in the router (ours of another peering, frozen or not, or a foreign one): OVN would
+/// make them an ECMP group and split the flows. The peering's own rows never conflict.
+pub(super) fn check_ecmp(
+    spec: &PeeringSpec,
+    side: Side,
+    topo: &(impl Topology + ?Sized),
+    router: &ResolvedRouter,
+    routes: &[RouteSpec],
+    v: &mut Vec<Violation>,
+) {
+    // Each installed route once, with the first of our routes sharing its key, in the
+    // router's order.
+    let mut keys = BTreeSet::new();
+    let mut hits = Vec::new();
+    for r in routes {
+        if keys.insert((r.policy, r.prefix)) {
+            hits.extend(
+                router
+                    .ecmp((r.policy, r.prefix), &spec.name)
+                    .into_iter()
+                    .map(|(order, id)| (order, id, r)),
+            );
+        }
+    }
+    hits.sort_by_key(|(order, _, _)| *order);
+    for (_, id, r) in hits {
+        v.push(Violation::new(
+            format!("peering.{}_routes", side.as_str()),
+            format!(
+                "route {} would form an ECMP group with {}",
+                r.prefix,
+                router.describe_route(topo, id)
+            ),
+        ));
     }
 }
 
