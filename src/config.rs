@@ -180,6 +180,12 @@ pub struct Config {
     /// WatchPeerings' limits.
     #[command(flatten)]
     pub watch: WatchFlags,
+
+    /// Not a flag: the hub bound of the API's and the worker's reads
+    /// ([`crate::store::FULL_READ_BELOW`]). Tests lower it (0: every VPC is a hub) to run
+    /// the conflict probe's path through the served API.
+    #[arg(skip = crate::store::FULL_READ_BELOW)]
+    pub full_read_below: usize,
 }
 
 /// WatchPeerings' flags (see README, "Watching peerings").

@@ -61,6 +61,7 @@ impl Application {
             None => None,
         };
         let store = Store::connect_lazy(config.database_url.expose())?;
+        store.set_full_read_below(config.full_read_below);
         migrate_with_retry(&store).await?;
         let deployment = store
             .deployment_get()

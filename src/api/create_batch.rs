@@ -21,7 +21,6 @@
 //! unreachable), and nothing of the batch is stored.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -56,13 +55,8 @@ pub const MAX_BATCH: usize = 128;
 /// VPC wait for its lock in Postgres, as across replicas).
 pub const BATCHES_IN_FLIGHT: usize = 4;
 
-/// A VPC with this many peerings or more (as its local or its remote VPC) is a hub: a batch
-/// touching it reads, through the conflict probe, only the peerings that can take part in the
-/// rules for its creates; below, every peering of the batch's VPCs is read, which costs one
-/// statement and no NB question (the probe's question, which VPCs' subnets overlap a
-/// network, wants an index of every subnet in NB, rebuilt for every new NB state: at 2,000
-/// routers that was most of a lone create's time).
-pub const FULL_READ_BELOW: usize = 64;
+/// The hub bound: `store::hub` is its one home (the worker's narrow pass uses it too).
+pub use crate::store::FULL_READ_BELOW;
 
 /// The queue and the turns.
 pub(super) struct Batcher {
@@ -71,9 +65,6 @@ pub(super) struct Batcher {
     turns: Arc<tokio::sync::Semaphore>,
     /// Woken when a batch ends (its VPCs are free for the creates left waiting for them).
     ended: tokio::sync::Notify,
-    /// A batch whose VPCs each have fewer peerings than this (on either side) reads them all;
-    /// at a hub it asks the conflict probe ([`FULL_READ_BELOW`]; tests lower it).
-    full_read_below: AtomicUsize,
 }
 
 impl Default for Batcher {
@@ -82,7 +73,6 @@ impl Default for Batcher {
             queue: Mutex::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             ended: tokio::sync::Notify::new(),
-            full_read_below: AtomicUsize::new(FULL_READ_BELOW),
         }
     }
 }
@@ -99,10 +89,6 @@ pub(crate) struct Job {
 }
 
 impl Batcher {
-    fn full_read_below(&self) -> usize {
-        self.full_read_below.load(Ordering::Relaxed)
-    }
-
     fn push(&self, job: Job) {
         self.queue
             .lock()
@@ -294,10 +280,7 @@ impl PeeringApi {
     /// every batch asks the conflict probe.
     #[doc(hidden)]
     pub fn set_full_read_below_for_tests(&self, n: usize) {
-        self.inner
-            .creates
-            .full_read_below
-            .store(n, Ordering::Relaxed);
+        self.inner.store.set_full_read_below(n);
     }
 
     /// For tests: how many creates wait in the queue for a batch.
@@ -512,7 +495,7 @@ impl PeeringApi {
 
     /// What the batch is judged against, read under its locks, and the NB snapshot to judge
     /// with (the NB of now: a router made just before the call is seen). Every peering of
-    /// the batch's VPCs when none of them has [`Batcher::full_read_below`] peerings or more
+    /// the batch's VPCs when none of them has [`crate::store::Store::full_read_below`] peerings or more
     /// (one statement, no NB question, their links with them); at a hub, only those that
     /// can take part in the rules for these creates ([`ConflictQuery`], asked of that same
     /// snapshot, so that what was probed is what is judged) and every link of the VPCs.
@@ -528,7 +511,7 @@ impl PeeringApi {
             .iter()
             .flat_map(|j| port_names(&j.validated.local_vpc, &j.validated.remote_vpc))
             .collect();
-        let below = self.inner.creates.full_read_below();
+        let below = self.inner.store.full_read_below();
         let full = tx.list_for_batch(vpcs, &names, &ports, ids, below).await?;
         let cache = self.nb_cache()?;
         if let Some(read) = full {

@@ -6,6 +6,11 @@
 //! peering is then judged against every peering that can conflict with it (the probe's
 //! superset), so its verdict is the one the full read gives; otherwise the caller reads
 //! every peering of their VPCs as before.
+//!
+//! Below a hub ([`crate::store::FULL_READ_BELOW`], as for CreatePeering) that full read is
+//! taken at once, bounded, in one statement: the probe's NB question (an index of every
+//! subnet in NB, brought up to date for each new NB state) is asked only when one of the
+//! VPCs reaches the bound.
 
 use std::collections::BTreeSet;
 
@@ -18,8 +23,9 @@ use super::Reconciler;
 /// The context of a narrow pass over `targets` (the peerings named `names`, as stored) read
 /// by probe, and the NB snapshot the probe was computed from and judged against: the pass
 /// must derive from that same snapshot (a subnet added to a third VPC after the probe would
-/// make a conflict the probe did not read). `None` when the probe's read is not enough (see
-/// the module doc).
+/// make a conflict the probe did not read). Below a hub, every peering of their VPCs instead
+/// (the full read, no probe). `None` when the probe's read is not enough (see the module
+/// doc).
 pub(super) async fn probed_context(
     r: &Reconciler,
     names: &BTreeSet<String>,
@@ -27,6 +33,16 @@ pub(super) async fn probed_context(
 ) -> Result<Option<(Vec<PeeringRecord>, CacheSnapshot)>, StoreError> {
     if targets.is_empty() || targets.len() > MAX_NARROWED || !r.nb.state().borrow().is_synced() {
         return Ok(None);
+    }
+    // Below a hub: every peering of their VPCs, judged against the NB of now (taken after
+    // the read, as the pass would).
+    let vpcs: BTreeSet<&str> = targets
+        .iter()
+        .flat_map(|p| [p.local_vpc.as_str(), p.remote_vpc.as_str()])
+        .collect();
+    let vpcs: Vec<&str> = vpcs.into_iter().collect();
+    if let Some(records) = r.store.peering_list_touching_below(&vpcs).await? {
+        return Ok(Some((records, r.nb.cache())));
     }
     // Reading NB for the probe and judging what it read are CPU work: off the async workers.
     let (cache, owned) = (r.nb.cache(), targets.to_vec());

@@ -7,6 +7,7 @@ use sqlx::types::Json;
 
 use super::conflicts::ProbeArgs;
 use super::create::{CreateTx, HashedRow};
+use super::hub::{reaches, FULL_READ_ROWS};
 use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
 use super::{PeeringRecord, RequestRecord, StoreError};
 use crate::peering::topology::ConflictQuery;
@@ -49,7 +50,9 @@ impl CreateTx<'_> {
     /// named like one of `names` or holding one of `ports`, and those created with any of
     /// `request_ids`. `None` when a VPC has `per_vpc` peerings or more on either side (a hub):
     /// at most `per_vpc` of them are read per VPC and side, and the caller asks the probe
-    /// ([`Self::list_for_batch_probe`]) instead. No NB is needed to ask this.
+    /// ([`Self::list_for_batch_probe`]) instead; `None` too when the read would pass
+    /// [`FULL_READ_ROWS`] rows (many small VPCs together: at most that many plus one are
+    /// read). No NB is needed to ask this.
     pub async fn list_for_batch(
         &mut self,
         vpcs: &[String],
@@ -59,6 +62,7 @@ impl CreateTx<'_> {
         per_vpc: usize,
     ) -> Result<Option<BatchRead>, StoreError> {
         let limit = i64::try_from(per_vpc).unwrap_or(i64::MAX);
+        let budget = i64::try_from(FULL_READ_ROWS + 1).unwrap_or(i64::MAX);
         // The per-VPC arms are bounded scans of peerings_{local,remote}_vpc_name_c.
         let rows = self
             .store
@@ -82,13 +86,14 @@ impl CreateTx<'_> {
                          state, state_message, generation, observed_generation, request_id,
                          create_time, update_time, generation_time,
                          labels AS "labels: Json<Labels>", etag, request_hash
-                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q))
+                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q LIMIT $6))
                        ORDER BY name"#,
                     names,
                     ports,
                     request_ids,
                     vpcs,
                     limit,
+                    budget,
                 )
                 .fetch_all(&mut *self.tx),
             )
@@ -96,7 +101,7 @@ impl CreateTx<'_> {
         let sides = rows
             .iter()
             .map(|r| (r.local_vpc.as_str(), r.remote_vpc.as_str()));
-        if reaches(sides, vpcs, per_vpc) {
+        if rows.len() > FULL_READ_ROWS || reaches(sides, vpcs, per_vpc) {
             return Ok(None);
         }
         Ok(Some(split_unreadable(rows)))
@@ -278,29 +283,6 @@ impl CreateTx<'_> {
     }
 }
 
-/// Whether any of `vpcs` is the local VPC of `per_vpc` rows or more, or the remote VPC of as
-/// many: then [`CreateTx::list_for_batch`]'s bounded arms may have left some of its peerings
-/// out (below that, each arm read every peering it matches).
-fn reaches<'a>(
-    rows: impl Iterator<Item = (&'a str, &'a str)>,
-    vpcs: &[String],
-    per_vpc: usize,
-) -> bool {
-    let mut counts: std::collections::HashMap<&str, (usize, usize)> =
-        vpcs.iter().map(|v| (v.as_str(), (0, 0))).collect();
-    for (local, remote) in rows {
-        if let Some(c) = counts.get_mut(local) {
-            c.0 += 1;
-        }
-        if let Some(c) = counts.get_mut(remote) {
-            c.1 += 1;
-        }
-    }
-    counts
-        .values()
-        .any(|&(local, remote)| local >= per_vpc || remote >= per_vpc)
-}
-
 /// The rows read, those that do not decode kept apart.
 fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
     let mut read = BatchRead {
@@ -324,21 +306,4 @@ fn split_unreadable(rows: Vec<HashedRow>) -> BatchRead {
         }
     }
     read
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reaches;
-
-    #[test]
-    fn a_vpc_reaching_the_bound_on_either_side_is_reported() {
-        let vpcs = ["a".to_string(), "b".to_string()];
-        let rows = [("a", "x"), ("y", "a"), ("a", "z"), ("q", "r")];
-        // a: 2 local, 1 remote; the row of q and r (read for its name) counts for nobody.
-        assert!(!reaches(rows.iter().copied(), &vpcs, 3));
-        assert!(reaches(rows.iter().copied(), &vpcs, 2));
-        assert!(reaches([("x", "b"), ("y", "b")].into_iter(), &vpcs, 2));
-        // Bound 0: every read counts as reaching it (the probe always).
-        assert!(reaches(std::iter::empty(), &vpcs, 0));
-    }
 }

@@ -25,6 +25,7 @@ mod create;
 mod create_batch;
 mod deployment;
 mod error;
+mod hub;
 mod model;
 mod peerings;
 mod routes_page;
@@ -42,6 +43,7 @@ pub use create::{CreateTx, RequestRecord};
 pub use create_batch::{BatchInsert, BatchRead, UnreadableRow};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
+pub use hub::FULL_READ_BELOW;
 pub use model::{Labels, NewPeering, PeeringRecord, PeeringState, StoredRoute};
 pub use peerings::StatusUpdate;
 pub use update::PeeringEdit;
@@ -57,6 +59,8 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// [`Store::full_read_below`], shared by its clones.
+    hub: std::sync::Arc<hub::HubBound>,
 }
 
 impl Store {
@@ -82,7 +86,10 @@ impl Store {
                 })
             })
             .connect_lazy_with(options.application_name("ovn-peerd"));
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            hub: Default::default(),
+        })
     }
 
     /// Applies pending migrations (embedded at build time). A database that

@@ -32,9 +32,8 @@ fn create(name: &str, local: &str, remote: &str, request_id: &str) -> CreatePeer
 
 /// A second API over the test's Postgres and NB (the served one is not reachable in-process).
 async fn api(t: &TestPeerd) -> PeeringApi {
-    let store = Store::connect_lazy(&t.db.url).expect("store");
     PeeringApi::new(
-        store,
+        t.store(),
         t.nb_client.clone(),
         ovn_peerd::startup::api_settings(&t.config),
     )

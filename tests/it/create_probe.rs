@@ -250,3 +250,50 @@ async fn a_subnet_changed_after_an_earlier_probe_is_seen() {
         "{refused:?}"
     );
 }
+
+/// Many small VPCs together: a batch whose full read would pass `FULL_READ_ROWS` (1,024) rows
+/// asks the probe instead, as at a hub, though none of its VPCs is one. With the probe's SQL
+/// function gone, a batch under the budget is still stored (it read all, asked no probe) and
+/// one over it fails (it asked the probe).
+#[tokio::test]
+async fn a_batch_whose_full_read_passes_the_row_budget_asks_the_probe() {
+    let t = TestPeerd::start().await;
+    let api = api_reading_whole_below(&t, ovn_peerd::api::FULL_READ_BELOW).await;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("pool");
+    // v0..v29, each the local VPC of 50 stored peerings: 1,500 rows, no VPC a hub.
+    for i in 0..30 {
+        create_vpc(&t.nb, &format!("v{i}"), &[&format!("10.{i}.0.1/24")]);
+    }
+    sqlx::query(
+        "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+         SELECT format('p%s-%s', i, k), format('v%s', i), format('w%s-%s', i, k), \
+                format('169.254.%s.1/30', k)::inet, format('169.254.%s.2/30', k)::inet \
+         FROM generate_series(0, 29) AS i, generate_series(1, 50) AS k",
+    )
+    .execute(&pool)
+    .await
+    .expect("stored peerings");
+    sqlx::query("DROP FUNCTION peerings_conflicting")
+        .execute(&pool)
+        .await
+        .expect("drop the probe's function");
+    let pair = |j: usize| {
+        create(
+            &format!("c{j}"),
+            &format!("v{}", 2 * j),
+            &format!("v{}", 2 * j + 1),
+        )
+    };
+
+    // v0..v3: 200 rows, read whole.
+    for answer in api.create_as_one_batch((0..2).map(pair).collect()).await {
+        answer.expect("under the budget: the full read, no probe");
+    }
+    // v4..v29: 1,300 rows, over the budget: the probe.
+    for answer in api.create_as_one_batch((2..15).map(pair).collect()).await {
+        assert!(
+            answer.is_err(),
+            "over the budget the batch asks the probe: {answer:?}"
+        );
+    }
+}

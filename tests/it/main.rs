@@ -20,6 +20,7 @@ mod create_probe;
 mod datapath;
 mod diagnose;
 mod e2e;
+mod every_vpc_a_hub;
 mod list_routes;
 mod make_before_break;
 mod metrics;

@@ -85,6 +85,29 @@ pub fn test_config(database_url: &str, nb_remote: &str, opts: &Options) -> Confi
         rpc_timeout: Duration::from_secs(30),
         watch: Default::default(),
         acceptance_ttl: Duration::from_secs(7 * 86400),
+        full_read_below: full_read_below(),
+    }
+}
+
+/// The prefix of the tests run again with every VPC a hub (`tests/it/main.rs`).
+pub const EVERY_VPC_A_HUB: &str = "every_vpc_a_hub::";
+
+/// The hub bound a test's ovn-peerd runs with ([`Config::full_read_below`]): 0 (every VPC a
+/// hub: the conflict probe's path) for the suites run again under [`EVERY_VPC_A_HUB`] (libtest
+/// names each test's thread after the test, and the test's body runs on it), or whatever
+/// `OVN_PEERD_TEST_FULL_READ_BELOW` says for a whole run; else the served default.
+pub fn full_read_below() -> usize {
+    let set = std::env::var("OVN_PEERD_TEST_FULL_READ_BELOW").ok();
+    if let Some(n) = set.and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    let thread = std::thread::current();
+    match thread
+        .name()
+        .is_some_and(|n| n.starts_with(EVERY_VPC_A_HUB))
+    {
+        true => 0,
+        false => ovn_peerd::store::FULL_READ_BELOW,
     }
 }
 
@@ -177,9 +200,16 @@ impl<N> TestPeerd<N> {
             .expect("connect to ovn-peerd")
     }
 
+    /// A store over this instance's database with its hub bound, as the served one.
+    pub fn store(&self) -> Store {
+        let store = Store::connect_lazy(&self.db.url).unwrap();
+        store.set_full_read_below(self.config.full_read_below);
+        store
+    }
+
     /// A worker over this instance's database and NB, driven by the test.
     pub async fn reconciler(&self) -> Reconciler {
-        let store = Store::connect_lazy(&self.db.url).unwrap();
+        let store = self.store();
         let nb = ovn_peerd::ovsdb::Client::start(
             ovn_peerd::ovsdb::ClientConfig::new(
                 &self.config.ovn_nb_db,

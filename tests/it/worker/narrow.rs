@@ -3,6 +3,9 @@
 //! its own in a VPC they share), not every peering of its VPCs, and still reaches the verdicts
 //! a full pass reaches: the older of two conflicting peerings wins, whichever one changed.
 //!
+//! Below a hub (fewer than `FULL_READ_BELOW` peerings per VPC and side) a narrow pass reads
+//! every peering of its VPCs and asks NB nothing for a probe, as CreatePeering does.
+//!
 //! The worker does not run in the background here: each test drives the pass a Postgres
 //! notification would start ([`Reconciler::run_for`]) and reads what it judged.
 
@@ -16,9 +19,12 @@ use crate::support::vpc::create_vpc;
 
 const SPOKES: usize = 8;
 
-/// `hub` (10.0.0.0/24) peered with `s1`..`s8` (`sK`: 10.K.1.0/24) as `h1`..`h8`, converged.
+/// `hub` (10.0.0.0/24) peered with `s1`..`s8` (`sK`: 10.K.1.0/24) as `h1`..`h8`, converged;
+/// a hub for the worker's reads (the bound lowered to its 8 spokes): passes over it ask the
+/// conflict probe.
 async fn hub() -> TestPeerd {
-    let t = TestPeerd::start_with(Options::default()).await;
+    let mut t = TestPeerd::start_with(Options::default()).await;
+    t.config.full_read_below = SPOKES;
     create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
     let pool = pool(&t.db.url).await;
     for k in 1..=SPOKES {
@@ -167,5 +173,41 @@ async fn a_new_peering_over_a_stale_port_of_a_spoke_is_judged_with_that_spoke() 
     assert_eq!(
         record(&store(&t.db.url), "new").await.state,
         PeeringState::Active
+    );
+}
+
+/// Below the bound a narrow pass reads every peering of its VPCs at once and never asks the
+/// conflict probe (whose NB question walks every router and port for each new NB state): with
+/// the probe's SQL function gone, the pass still converges a new peering. The same pass with
+/// every VPC a hub (bound 0) needs the probe, and fails without it (so the test sees which
+/// read was taken).
+#[tokio::test]
+async fn below_a_hub_a_narrow_pass_reads_all_and_asks_no_probe() {
+    let mut t = TestPeerd::start_with(Options::default()).await;
+    let pool = pool(&t.db.url).await;
+    create_vpc(&t.nb, "a", &["10.1.0.1/24"]);
+    create_vpc(&t.nb, "b", &["10.2.0.1/24"]);
+    create_vpc(&t.nb, "c", &["10.3.0.1/24"]);
+    insert_sql(&pool, "ab", "a", "b", "169.254.0.1/30", "169.254.0.2/30").await;
+    insert_sql(&pool, "ac", "a", "c", "169.254.0.5/30", "169.254.0.6/30").await;
+    sqlx::query("DROP FUNCTION peerings_conflicting")
+        .execute(&pool)
+        .await
+        .expect("drop the probe's function");
+
+    t.config.full_read_below = ovn_peerd::store::FULL_READ_BELOW;
+    let narrow = t.reconciler().await.run_for(&["ab"]).await;
+    let narrow = narrow.expect("a narrow pass below the bound asks no probe");
+    assert_eq!((narrow.peerings, narrow.active), (1, 1), "{narrow:?}");
+    assert_eq!(
+        record(&store(&t.db.url), "ab").await.state,
+        PeeringState::Active
+    );
+
+    t.config.full_read_below = 0;
+    let probed = t.reconciler().await.run_for(&["ac"]).await;
+    assert!(
+        probed.is_err(),
+        "at a hub the pass asks the probe: {probed:?}"
     );
 }
