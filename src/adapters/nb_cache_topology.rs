@@ -64,6 +64,18 @@ impl Topology for NbCacheTopology<'_> {
         }
     }
 
+    /// That one row, looked up (a hub's router holds a route per spoke, and every conflicting
+    /// route of a pass is described); a text id is parsed.
+    fn visit_route(&self, _router: &str, id: RowId<'_>, f: &mut dyn FnMut(RouteRef<'_>)) {
+        let uuid = match id {
+            RowId::Uuid(u) => Some(u),
+            RowId::Text(t) => t.parse().ok(),
+        };
+        if let Some(r) = uuid.and_then(|u| self.0.static_route(u)) {
+            f(route_ref(r));
+        }
+    }
+
     fn router_of_port(&self, port: &str) -> Option<String> {
         let uuid = self.0.port_by_name(port)?.uuid;
         self.0
@@ -137,32 +149,24 @@ impl RouterRows for CacheRouter<'_> {
 
     fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>)) {
         let (cache, uuids) = (self.0, &self.1.ports);
-        match dense(cache, uuids) {
-            true => in_order(uuids, cache.ports(), |p| p.uuid).for_each(|p| f(port_ref(p))),
-            false => uuids
+        if dense(cache, uuids) {
+            in_order(uuids, cache.ports(), |p| p.uuid).for_each(|p| f(port_ref(p)));
+        } else {
+            uuids
                 .iter()
                 .filter_map(|u| cache.port(*u))
-                .for_each(|p| f(port_ref(p))),
+                .for_each(|p| f(port_ref(p)));
         }
     }
 
     fn each_route(&self, f: &mut dyn FnMut(RouteRef<'_>)) {
         let (cache, uuids) = (self.0, &self.1.static_routes);
-        let rows: Box<dyn Iterator<Item = &LogicalRouterStaticRoute>> = match dense(cache, uuids) {
-            true => Box::new(in_order(uuids, cache.static_routes(), |r| r.uuid)),
-            false => Box::new(uuids.iter().filter_map(|u| cache.static_route(*u))),
+        let rows: Box<dyn Iterator<Item = &LogicalRouterStaticRoute>> = if dense(cache, uuids) {
+            Box::new(in_order(uuids, cache.static_routes(), |r| r.uuid))
+        } else {
+            Box::new(uuids.iter().filter_map(|u| cache.static_route(*u)))
         };
-        for r in rows {
-            f(RouteRef {
-                id: RowId::Uuid(r.uuid),
-                ip_prefix: &r.ip_prefix,
-                nexthop: &r.nexthop,
-                policy: r.policy.as_deref(),
-                route_table: &r.route_table,
-                peering: owner_ref(&r.external_ids),
-                instance: instance_ref(&r.external_ids),
-            });
-        }
+        rows.for_each(|r| f(route_ref(r)));
     }
 }
 
@@ -192,6 +196,18 @@ fn in_order<'a, T: 'a>(
             return Some(row);
         }
     })
+}
+
+fn route_ref(r: &LogicalRouterStaticRoute) -> RouteRef<'_> {
+    RouteRef {
+        id: RowId::Uuid(r.uuid),
+        ip_prefix: &r.ip_prefix,
+        nexthop: &r.nexthop,
+        policy: r.policy.as_deref(),
+        route_table: &r.route_table,
+        peering: owner_ref(&r.external_ids),
+        instance: instance_ref(&r.external_ids),
+    }
 }
 
 fn port_ref(p: &LogicalRouterPort) -> PortRef<'_> {

@@ -420,7 +420,7 @@ impl Indexed for LogicalRouterStaticRoute {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ovsdb::schema::DatabaseSchema;
     use serde_json::{json, Value};
@@ -445,7 +445,7 @@ pub(super) mod tests {
         }
     }
 
-    pub(in crate::ovsdb) fn types() -> Types {
+    pub(crate) fn types() -> Types {
         let s = DatabaseSchema::parse(
             &serde_json::from_str(
                 &std::fs::read_to_string(ovn_peerd_test_support::ovsdb::NB_SCHEMA)

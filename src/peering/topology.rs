@@ -26,7 +26,7 @@ use index::VpcRef;
 pub use index::{Others, PeerIndex};
 pub use prefix::PrefixMap;
 pub use probe::{ConflictQuery, Nearby};
-use router::ResolvedRouter;
+use router::{check_ecmp, ResolvedRouter};
 pub use rows::{PortRef, RouteRef, RouterRows, RowId};
 use views::route_key;
 pub use views::{PortView, RouteView, RouterView};
@@ -62,6 +62,18 @@ pub trait Topology {
         if let Some(p) = self.port_named(name) {
             f((&p).into());
         }
+    }
+    /// The static route `id` of the router named `router`, read in place by `f` (not called
+    /// when there is none). Asked only to name a conflict, one row each: an implementation
+    /// over a replica should look the row up. Default: a walk of that router's routes.
+    fn visit_route(&self, router: &str, id: RowId<'_>, f: &mut dyn FnMut(RouteRef<'_>)) {
+        self.visit_routers_named(router, &mut |r| {
+            r.each_route(&mut |route| {
+                if route.id == id {
+                    f(route)
+                }
+            })
+        });
     }
     /// The subnets of every router named `name` ([`vpc_subnets`] of each, merged, sorted,
     /// without duplicates); none when there is no such router. Asked for the other VPC of
@@ -516,44 +528,6 @@ fn holder(peering: Option<&str>, instance: Option<&str>) -> String {
         (Some(p), Some(i)) => format!("of peering {p:?} of ovn-peerd deployment {i}"),
         (Some(p), None) => format!("of peering {p:?}"),
         (None, _) => "not owned by ovn-peerd".to_string(),
-    }
-}
-
-/// A route this peering installs must not share (route table, policy, prefix) with a route
-/// already in the router (ours of another peering, frozen or not, or a foreign one): OVN would
-/// make them an ECMP group and split the flows. The peering's own rows never conflict.
-fn check_ecmp(
-    spec: &PeeringSpec,
-    side: Side,
-    topo: &(impl Topology + ?Sized),
-    router: &ResolvedRouter,
-    routes: &[RouteSpec],
-    v: &mut Vec<Violation>,
-) {
-    // Each installed route once, with the first of our routes sharing its key, in the
-    // router's order.
-    let mut keys = BTreeSet::new();
-    let mut hits = Vec::new();
-    for r in routes {
-        if keys.insert((r.policy, r.prefix)) {
-            hits.extend(
-                router
-                    .ecmp((r.policy, r.prefix), &spec.name)
-                    .into_iter()
-                    .map(|order| (order, r)),
-            );
-        }
-    }
-    hits.sort_by_key(|(order, _)| *order);
-    for (order, r) in hits {
-        v.push(Violation::new(
-            format!("peering.{}_routes", side.as_str()),
-            format!(
-                "route {} would form an ECMP group with {}",
-                r.prefix,
-                router.describe_route(topo, order)
-            ),
-        ));
     }
 }
 

@@ -30,7 +30,7 @@ use crate::ovsdb::{NbCache, Table};
 use crate::peering::desired::{desired_from_facts, desired_rows_in, DesiredPeering};
 use crate::peering::topology::{
     effective_routes, resolve_subnets, ConflictQuery, PeerIndex, PortRef, PortView, RouteRef,
-    RouteView, RouterRows, RouterView, Topology, TopologyFacts,
+    RouteView, RouterRows, RouterView, RowId, Topology, TopologyFacts,
 };
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
@@ -350,6 +350,14 @@ impl<T: Topology> Topology for Leaving<'_, T> {
         self.nb.visit_port_named(name, &mut |p| {
             if !self.going_ref(p.peering) {
                 f(p)
+            }
+        });
+    }
+
+    fn visit_route(&self, router: &str, id: RowId<'_>, f: &mut dyn FnMut(RouteRef<'_>)) {
+        self.nb.visit_route(router, id, &mut |r| {
+            if !self.going_ref(r.peering) {
+                f(r)
             }
         });
     }

@@ -14,15 +14,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
+use crate::ovsdb::NbCache;
 use crate::ovsdb::TransactError;
 use crate::peering::desired::DesiredPeering;
-use crate::peering::diff::{plan, Outcome};
+use crate::peering::diff::{plan, Outcome, Plan};
 use crate::peering::owner::{mass_deletion, Ownership, MASS_DELETION_MIN};
 use crate::peering::topology::port_names;
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
 use super::actual::{actual_rows, holds_rows_of, our_row_count, Attachments};
-use super::derive::{derive, Targets};
+use super::derive::{derive, Derivation, Targets};
 use super::{write, Reconciler};
 
 /// What one pass did.
@@ -96,6 +97,69 @@ struct DeriveSteps {
     actual: std::time::Duration,
     plan: std::time::Duration,
     in_sync: usize,
+}
+
+/// The rules, NB's rows and the plan of one pass (the CPU part). `settle_early` (a full
+/// pass): each peering NB holds exactly, alone with its names, is settled as soon as it is
+/// derived and its rows dropped (see [`derive`]); otherwise every in-sync peering is found by
+/// [`actual_rows`]. Either way the same plan and outcomes.
+fn derive_and_plan(
+    targets: Targets<'_>,
+    records: &[PeeringRecord],
+    cache: &NbCache,
+    protected: &[String],
+    ownership: &Ownership,
+    settle_early: bool,
+) -> (Derivation, Plan, DeriveSteps) {
+    let t0 = Instant::now();
+    // A full pass asks of each peering as soon as it is derived whether NB holds it
+    // exactly, and drops its rows then (see `derive`); a narrow pass knows which
+    // rows to read only once it has judged.
+    let (mut attach, mut settled) = (None, HashSet::new());
+    if settle_early {
+        attach = Some(Attachments::new(cache, None));
+    }
+    let instance = &ownership.instance;
+    let mut settle = |d: &mut DesiredPeering, alone: bool| {
+        d.stamp_instance(instance);
+        match &attach {
+            Some(a) if alone && a.holds(cache, d, ownership) => {
+                settled.insert(std::mem::take(&mut d.name));
+                false
+            }
+            _ => true,
+        }
+    };
+    let mut derivation = derive(targets, records, cache, protected, &mut settle);
+    let t_rules = t0.elapsed();
+    let scoped = derivation.judged.as_ref();
+    let attach = attach.unwrap_or_else(|| Attachments::new(cache, scoped));
+    let actual = actual_rows(cache, &attach, &derivation.desired, settled, ownership);
+    drop(attach);
+    let t_actual = t0.elapsed();
+    // Peerings NB already holds exactly have nothing to plan: their desired rows go
+    // now (after a restart, that is nearly all of them, most dropped while deriving).
+    // A name desired twice is never among them (`peerings_in_sync`), so each outcome
+    // below is set once.
+    let desired = std::mem::take(&mut derivation.desired);
+    let desired: Vec<_> = desired
+        .into_iter()
+        .filter(|d| !actual.in_sync.contains(&d.name))
+        .collect();
+    let mut plan = plan(&desired, &derivation.untouched, &actual.rows);
+    drop((desired, actual.rows));
+    let in_sync_count = actual.in_sync.len();
+    for name in actual.in_sync {
+        plan.outcomes.insert(name, Outcome::InSync);
+    }
+    let t_plan = t0.elapsed();
+    let steps = DeriveSteps {
+        rules: t_rules,
+        actual: t_actual - t_rules,
+        plan: t_plan - t_actual,
+        in_sync: in_sync_count,
+    };
+    (derivation, plan, steps)
 }
 
 /// The verdict on one live peering after planning and writing.
@@ -214,7 +278,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let full = changed.is_none();
     let (records, ownership, derivation, mut plan, brake, tombstones, steps) =
         tokio::task::spawn_blocking(move || {
-            let t0 = Instant::now();
             let cache = probed_nb.unwrap_or_else(|| nb.cache());
             let targets = match &changed {
                 None => Targets::All,
@@ -223,53 +286,8 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                     by_nb,
                 },
             };
-            // A full pass asks of each peering as soon as it is derived whether NB holds it
-            // exactly, and drops its rows then (see `derive`); a narrow pass knows which
-            // rows to read only once it has judged.
-            let (mut attach, mut settled) = (None, HashSet::new());
-            if full {
-                attach = Some(Attachments::new(&cache, None));
-            }
-            let instance = ownership.instance.clone();
-            let mut settle = |d: &mut DesiredPeering, alone: bool| {
-                d.stamp_instance(&instance);
-                match &attach {
-                    Some(a) if alone && a.holds(&cache, d, &ownership) => {
-                        settled.insert(std::mem::take(&mut d.name));
-                        false
-                    }
-                    _ => true,
-                }
-            };
-            let mut derivation = derive(targets, &records, &cache, &protected, &mut settle);
-            let t_rules = t0.elapsed();
-            let scoped = derivation.judged.as_ref();
-            let attach = attach.unwrap_or_else(|| Attachments::new(&cache, scoped));
-            let actual = actual_rows(&cache, &attach, &derivation.desired, settled, &ownership);
-            drop(attach);
-            let t_actual = t0.elapsed();
-            // Peerings NB already holds exactly have nothing to plan: their desired rows go
-            // now (after a restart, that is nearly all of them, most dropped while deriving).
-            // A name desired twice is never among them (`peerings_in_sync`), so each outcome
-            // below is set once.
-            let desired = std::mem::take(&mut derivation.desired);
-            let desired: Vec<_> = desired
-                .into_iter()
-                .filter(|d| !actual.in_sync.contains(&d.name))
-                .collect();
-            let mut plan = plan(&desired, &derivation.untouched, &actual.rows);
-            drop((desired, actual.rows));
-            let in_sync_count = actual.in_sync.len();
-            for name in actual.in_sync {
-                plan.outcomes.insert(name, Outcome::InSync);
-            }
-            let t_plan = t0.elapsed();
-            let steps = DeriveSteps {
-                rules: t_rules,
-                actual: t_actual - t_rules,
-                plan: t_plan - t_actual,
-                in_sync: in_sync_count,
-            };
+            let (derivation, plan, steps) =
+                derive_and_plan(targets, &records, &cache, &protected, &ownership, full);
             let brake = match plan.deletions(&tombstones) {
                 n if n > MASS_DELETION_MIN && !allow_mass_deletion => {
                     mass_deletion(n, our_row_count(&cache, &ownership))
@@ -448,3 +466,6 @@ fn record_convergence_delay(records: &[PeeringRecord], updates: &[StatusUpdate])
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

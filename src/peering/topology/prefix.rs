@@ -26,9 +26,10 @@ impl Lens {
 
     fn contains(&self, v6: bool, len: u8) -> bool {
         let len = usize::from(len);
-        match v6 {
-            false => self.v4 & (1 << len) != 0,
-            true => self.v6[len / 64] & (1 << (len % 64)) != 0,
+        if v6 {
+            self.v6[len / 64] & (1 << (len % 64)) != 0
+        } else {
+            self.v4 & (1 << len) != 0
         }
     }
 
@@ -174,12 +175,13 @@ impl<T> Grouped<T> {
     /// The entries of group `g` (none for a group out of range).
     pub(crate) fn group(&self, g: u32) -> Prefixes<'_, T> {
         let g = g as usize;
-        match g + 1 < self.starts.len() {
-            true => Prefixes {
+        if g + 1 < self.starts.len() {
+            Prefixes {
                 entries: &self.entries[self.starts[g]..self.starts[g + 1]],
                 lens: self.lens[g],
-            },
-            false => Prefixes::empty(),
+            }
+        } else {
+            Prefixes::empty()
         }
     }
 }

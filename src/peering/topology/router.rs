@@ -2,14 +2,17 @@
 //! [`Topology::visit_routers_named`] (a hub's router holds a port and a route per spoke; it
 //! used to be copied whole, per create and per narrow pass), keeping its subnets, the
 //! networks of its gateway and peer ports in a [`PrefixMap`] (a spoke's link is checked
-//! against the ports it overlaps, not against all N), and its main-table routes by ECMP key.
+//! against the ports it overlaps, not against all N), and its main-table routes by ECMP key;
+//! and the ECMP rule that reads them ([`check_ecmp`]).
+
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
 use super::prefix::PrefixMap;
-use super::rows::{PortRef, RouteRef};
+use super::rows::{PortRef, RouteRef, RowKey};
 use super::{subnets_of_port, Topology};
-use crate::peering::RoutePolicy;
+use crate::peering::{PeeringSpec, RoutePolicy, RouteSpec, Side, Violation};
 
 /// The router of a VPC, resolved once, with what the rules read of it.
 #[derive(Debug, Clone)]
@@ -21,9 +24,10 @@ pub(super) struct ResolvedRouter {
     /// port), port name, claimed by an indexed peering of this VPC).
     port_nets: PrefixMap<((usize, usize), String, bool)>,
     /// Installed main-table routes: ((policy, prefix), router route order, the peering that
-    /// owns it), sorted. Only what tells a conflict apart; the rest of a route is read again
-    /// to describe one ([`Self::describe_route`]): a hub has a route per spoke.
-    ecmp: Vec<(EcmpKey, usize, Option<Box<str>>)>,
+    /// owns it, its UUID), sorted. Only what tells a conflict apart and finds the row again;
+    /// the rest of a route is read again, that one row, to describe it
+    /// ([`Self::describe_route`]): a hub has a route per spoke.
+    ecmp: Vec<(EcmpKey, usize, Option<Box<str>>, RowKey)>,
 }
 
 type EcmpKey = (RoutePolicy, IpNet);
@@ -62,12 +66,13 @@ impl ResolvedRouter {
                 // ovn-peerd installs every route in the main table ("").
                 if route.route_table.is_empty() {
                     if let Some(key) = route.key() {
-                        ecmp.push((key, order, route.peering.map(Box::from)));
+                        let id = RowKey::from(route.id);
+                        ecmp.push((key, order, route.peering.map(Box::from), id));
                     }
                 }
                 order += 1;
             });
-            ecmp.sort_unstable_by_key(|(key, order, _)| (*key, *order));
+            ecmp.sort_unstable_by_key(|(key, order, ..)| (*key, *order));
             resolved = Some(ResolvedRouter {
                 id: r.id(),
                 name: r.name().to_string(),
@@ -106,30 +111,65 @@ impl ResolvedRouter {
     }
 
     /// Installed main-table routes with this (policy, prefix), not of peering `me`: their
-    /// orders in the router, ascending.
-    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<usize> {
-        let from = self.ecmp.partition_point(|(k, _, _)| *k < key);
+    /// orders in the router, ascending, each with its UUID (for [`Self::describe_route`]).
+    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<(usize, &RowKey)> {
+        let from = self.ecmp.partition_point(|(k, ..)| *k < key);
         self.ecmp[from..]
             .iter()
-            .take_while(|(k, _, _)| *k == key)
-            .filter(|(_, _, peering)| peering.as_deref() != Some(me))
-            .map(|(_, order, _)| *order)
+            .take_while(|(k, ..)| *k == key)
+            .filter(|(_, _, peering, _)| peering.as_deref() != Some(me))
+            .map(|(_, order, _, id)| (*order, id))
             .collect()
     }
 
-    /// The route at `order` in this router, as a refusal names it (read again from `topo`,
-    /// the snapshot it was resolved from).
-    pub(super) fn describe_route(&self, topo: &(impl Topology + ?Sized), order: usize) -> String {
+    /// The route `id` of this router, as a refusal names it: that one row, read again from
+    /// `topo` (the snapshot it was resolved from) by [`Topology::visit_route`].
+    pub(super) fn describe_route(&self, topo: &(impl Topology + ?Sized), id: &RowKey) -> String {
         let mut out = None;
-        topo.visit_routers_named(&self.name, &mut |r| {
-            let mut at = 0;
-            r.each_route(&mut |route| {
-                if at == order && out.is_none() {
-                    out = Some(route.to_view().describe(&self.name));
-                }
-                at += 1;
-            });
+        topo.visit_route(&self.name, id.as_id(), &mut |route| {
+            out.get_or_insert_with(|| route.to_view().describe(&self.name));
         });
-        out.unwrap_or_else(|| format!("route #{order} of router {:?}", self.name))
+        out.unwrap_or_else(|| format!("route {id} of router {:?}", self.name))
     }
 }
+
+/// A route this peering installs must not share (route table, policy, prefix) with a route
+/// already in the router (ours of another peering, frozen or not, or a foreign one): OVN would
+/// make them an ECMP group and split the flows. The peering's own rows never conflict.
+pub(super) fn check_ecmp(
+    spec: &PeeringSpec,
+    side: Side,
+    topo: &(impl Topology + ?Sized),
+    router: &ResolvedRouter,
+    routes: &[RouteSpec],
+    v: &mut Vec<Violation>,
+) {
+    // Each installed route once, with the first of our routes sharing its key, in the
+    // router's order.
+    let mut keys = BTreeSet::new();
+    let mut hits = Vec::new();
+    for r in routes {
+        if keys.insert((r.policy, r.prefix)) {
+            hits.extend(
+                router
+                    .ecmp((r.policy, r.prefix), &spec.name)
+                    .into_iter()
+                    .map(|(order, id)| (order, id, r)),
+            );
+        }
+    }
+    hits.sort_by_key(|(order, _, _)| *order);
+    for (_, id, r) in hits {
+        v.push(Violation::new(
+            format!("peering.{}_routes", side.as_str()),
+            format!(
+                "route {} would form an ECMP group with {}",
+                r.prefix,
+                router.describe_route(topo, id)
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests;

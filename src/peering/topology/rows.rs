@@ -28,6 +28,40 @@ impl fmt::Display for RowId<'_> {
     }
 }
 
+/// A [`RowId`], owned: kept beside what the rules keep of a row, to find that row again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowKey {
+    /// As [`RowId::Text`].
+    Text(Box<str>),
+    /// As [`RowId::Uuid`].
+    Uuid(Uuid),
+}
+
+impl RowKey {
+    /// Borrowed.
+    pub fn as_id(&self) -> RowId<'_> {
+        match self {
+            RowKey::Text(t) => RowId::Text(t),
+            RowKey::Uuid(u) => RowId::Uuid(*u),
+        }
+    }
+}
+
+impl From<RowId<'_>> for RowKey {
+    fn from(id: RowId<'_>) -> Self {
+        match id {
+            RowId::Text(t) => RowKey::Text(t.into()),
+            RowId::Uuid(u) => RowKey::Uuid(u),
+        }
+    }
+}
+
+impl fmt::Display for RowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_id().fmt(f)
+    }
+}
+
 /// A `Logical_Router_Port`, borrowed: the fields of a [`PortView`].
 #[derive(Debug, Clone, Copy)]
 pub struct PortRef<'a> {

@@ -516,3 +516,49 @@ fn allocation_avoids_subnets_links_and_routes_of_its_vpcs_only() {
     s.local_routes = vec![RouteSpec::dst(n("172.31.0.0/16"))];
     assert!(check(&s, &t, &[other, far]).is_ok());
 }
+
+/// The conflicting route is described by its own row, found by its UUID, wherever it sits in
+/// the router: after routes with the same prefix in another table or policy, and after
+/// another route with the same key that is the peering's own.
+#[test]
+fn ecmp_route_not_first_is_described_by_its_row() {
+    let mut t = topo();
+    t[0].routes.push(RouteView {
+        route_table: "rtb-1".into(),
+        nexthop: "10.0.0.91".into(),
+        ..installed("u-table", "172.31.0.0/16", None)
+    });
+    t[0].routes.push(RouteView {
+        policy: Some("src-ip".into()),
+        nexthop: "10.0.0.92".into(),
+        ..installed("u-policy", "172.31.0.0/16", None)
+    });
+    t[0].routes.push(RouteView {
+        nexthop: "10.0.0.93".into(),
+        ..installed("u-own", "172.31.0.0/16", Some("p1"))
+    });
+    t[0].routes.push(installed("u-other", "10.9.0.0/16", None));
+    t[0].routes.push(RouteView {
+        nexthop: "10.0.0.94".into(),
+        ..installed("u-hit", "172.31.0.0/16", None)
+    });
+    let r = check(&seed(), &t, &[]).expect_err("ECMP with the fifth route");
+    assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+    let d = &r.violations[0].description;
+    for part in ["ECMP", "u-hit", "10.0.0.94", "\"vpc-1\""] {
+        assert!(d.contains(part), "{part}: {d}");
+    }
+    for other in [
+        "u-table",
+        "u-policy",
+        "u-own",
+        "u-other",
+        "10.0.0.91",
+        "10.0.0.92",
+    ] {
+        assert!(!d.contains(other), "{other}: {d}");
+    }
+    for other in ["10.0.0.93", "10.0.0.99"] {
+        assert!(!d.contains(other), "{other}: {d}");
+    }
+}

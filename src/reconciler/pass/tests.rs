@@ -1,0 +1,143 @@
+//! A full pass's early settle (peerings NB holds exactly, dropped as soon as derived) against
+//! the same pass without it: the same plan and outcomes.
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::*;
+use crate::ovsdb::cache::tests::types;
+use crate::ovsdb::cache::UpdateFormat;
+use crate::peering::PEERING_KEY;
+
+const VPCS: [&str; 4] = ["vpc-a", "vpc-b", "vpc-c", "vpc-d"];
+
+fn record(name: &str, local: &str, remote: &str, link: u8, age: i64) -> PeeringRecord {
+    let at = chrono::DateTime::from_timestamp(1_700_000_000 + age, 0).unwrap();
+    let addr = |host: u8| Some(format!("169.254.{link}.{host}/30").parse().unwrap());
+    PeeringRecord {
+        name: name.into(),
+        local_vpc: local.into(),
+        remote_vpc: remote.into(),
+        local_v4: addr(1),
+        remote_v4: addr(2),
+        local_v6: None,
+        remote_v6: None,
+        local_routes: vec![],
+        remote_routes: vec![],
+        state: PeeringState::Active,
+        state_message: String::new(),
+        generation: 1,
+        observed_generation: 1,
+        request_id: None,
+        create_time: at,
+        update_time: at,
+        generation_time: at,
+        labels: Default::default(),
+        etag: Uuid::nil(),
+    }
+}
+
+fn router_uuid(i: usize) -> Uuid {
+    Uuid::from_u128(0x100 + i as u128)
+}
+
+fn map(ids: &BTreeMap<String, String>) -> Value {
+    json!([
+        "map",
+        ids.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
+    ])
+}
+
+fn uuids(u: &[Uuid]) -> Value {
+    json!([
+        "set",
+        u.iter()
+            .map(|u| json!(["uuid", u.to_string()]))
+            .collect::<Vec<_>>()
+    ])
+}
+
+/// NB with the four routers (a LAN port each) and the given peerings' rows.
+fn nb(rows: &[DesiredPeering]) -> NbCache {
+    let (mut ports, mut routes, mut routers) = (json!({}), json!({}), json!({}));
+    let mut next = 0x1000u128;
+    let mut fresh = || {
+        next += 1;
+        Uuid::from_u128(next)
+    };
+    for (i, vpc) in VPCS.iter().enumerate() {
+        let lan = fresh();
+        ports[lan.to_string()] = json!({"initial": {"name": format!("{vpc}-lan"), "mac": "m",
+            "networks": format!("10.{}.0.1/24", i + 1)}});
+        let (mut mine, mut static_routes) = (vec![lan], vec![]);
+        for d in rows {
+            for p in d.ports.iter().filter(|p| p.router == *vpc) {
+                let u = fresh();
+                ports[u.to_string()] = json!({"initial": {"name": p.name, "mac": p.mac,
+                    "networks": ["set", p.networks], "peer": p.peer,
+                    "external_ids": map(&p.external_ids)}});
+                mine.push(u);
+            }
+            for r in d.routes.iter().filter(|r| r.router == *vpc) {
+                let u = fresh();
+                routes[u.to_string()] = json!({"initial": {"ip_prefix": r.ip_prefix,
+                    "nexthop": r.nexthop, "policy": r.policy.as_ovn_str(),
+                    "output_port": r.output_port, "route_table": r.route_table,
+                    "external_ids": map(&r.external_ids)}});
+                static_routes.push(u);
+            }
+        }
+        routers[router_uuid(i).to_string()] = json!({"initial": {"name": vpc,
+            "ports": uuids(&mine), "static_routes": uuids(&static_routes)}});
+    }
+    let update = json!({"Logical_Router_Port": ports, "Logical_Router_Static_Route": routes,
+        "Logical_Router": routers});
+    let mut cache = NbCache::new(Some(PEERING_KEY.into()));
+    cache
+        .apply(&types(), UpdateFormat::V2, &update.to_string())
+        .expect("NB rows");
+    cache
+}
+
+/// p-ab in sync but sharing its port names with the younger p-ab2 (which fails), p-ad in
+/// sync and alone, p-ac drifted (a nexthop changed by hand), p-bc not in NB at all.
+#[test]
+fn early_settle_gives_the_plan_and_outcomes_of_the_full_comparison() {
+    let records = vec![
+        record("p-ab", "vpc-a", "vpc-b", 0, 0),
+        record("p-ac", "vpc-a", "vpc-c", 4, 1),
+        record("p-ad", "vpc-a", "vpc-d", 8, 2),
+        record("p-bc", "vpc-b", "vpc-c", 12, 3),
+        record("p-ab2", "vpc-a", "vpc-b", 16, 4),
+    ];
+    let ownership = Ownership::new("dep-1", records.iter().map(|r| r.name.clone()));
+    // The rows each peering wants, as derived over NB without them.
+    let mut wanted = derive(Targets::All, &records, &nb(&[]), &[], &mut |d, _| {
+        d.stamp_instance("dep-1");
+        true
+    })
+    .desired;
+    wanted.retain(|d| d.name != "p-bc");
+    let drifted = wanted.iter_mut().find(|d| d.name == "p-ac").unwrap();
+    drifted.routes[0].nexthop = "169.254.4.3".into();
+    let cache = nb(&wanted);
+    // p-ad is one the early settle drops: NB holds it exactly.
+    let p_ad = wanted.iter().find(|d| d.name == "p-ad").unwrap();
+    assert!(Attachments::new(&cache, None).holds(&cache, p_ad, &ownership));
+
+    let run = |early| derive_and_plan(Targets::All, &records, &cache, &[], &ownership, early);
+    let (with, with_plan, with_steps) = run(true);
+    let (without, without_plan, without_steps) = run(false);
+    assert_eq!(with_plan, without_plan);
+    assert_eq!(with.failed, without.failed);
+    assert_eq!(with.untouched, without.untouched);
+    assert_eq!(with_steps.in_sync, without_steps.in_sync);
+    // And the plan is the expected one: two in sync, two to write, one failed.
+    let outcome = |name: &str| without_plan.outcomes.get(name).cloned();
+    assert_eq!(outcome("p-ab"), Some(Outcome::InSync));
+    assert_eq!(outcome("p-ad"), Some(Outcome::InSync));
+    assert_ne!(outcome("p-ac"), Some(Outcome::InSync));
+    assert_ne!(outcome("p-bc"), Some(Outcome::InSync));
+    assert!(without.failed.contains_key("p-ab2"), "{:?}", without.failed);
+    assert_eq!(without_steps.in_sync, 2);
+}
