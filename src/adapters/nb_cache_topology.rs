@@ -18,8 +18,14 @@ use crate::peering::topology::{
 };
 use crate::peering::{is_owned, INSTANCE_KEY, PEERING_KEY};
 
-/// A borrowed view of the NB cache, as the rules' [`Topology`].
-pub struct NbCacheTopology<'a>(pub &'a NbCache);
+/// A borrowed view of the NB cache, as the rules' [`Topology`], for the deployment whose
+/// instance id is the second field when known. A row another deployment wrote (another
+/// `ovn-peerd:instance`) is foreign to the rules: its `peering` is shown as `None` (its
+/// instance stays, for a refusal's text), so a peering of the same name there is never taken
+/// for this deployment's own (ECMP partners, rows of a deleted peering). Rows without an
+/// instance id (older versions) are adopted by the holder of their name. `None`: instance
+/// unknown, rows told by their peering name alone.
+pub struct NbCacheTopology<'a>(pub &'a NbCache, pub Option<&'a str>);
 
 impl Topology for NbCacheTopology<'_> {
     fn routers_named(&self, name: &str) -> Vec<RouterView> {
@@ -34,33 +40,33 @@ impl Topology for NbCacheTopology<'_> {
                     .ports
                     .iter()
                     .filter_map(|u| cache.port(*u))
-                    .map(port_view)
+                    .map(|p| port_view(p, self.1))
                     .collect(),
                 routes: r
                     .static_routes
                     .iter()
                     .filter_map(|u| cache.static_route(*u))
-                    .map(route_view)
+                    .map(|r| route_view(r, self.1))
                     .collect(),
             })
             .collect()
     }
 
     fn port_named(&self, name: &str) -> Option<PortView> {
-        self.0.port_by_name(name).map(port_view)
+        self.0.port_by_name(name).map(|p| port_view(p, self.1))
     }
 
     /// Lent in place: the rules resolve a hub's router (a port and a route per spoke) and
     /// read every judged peering's ports without copying them.
     fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
         for r in self.0.router_by_name(name) {
-            f(&CacheRouter(self.0, r));
+            f(&CacheRouter(self.0, r, self.1));
         }
     }
 
     fn visit_port_named(&self, name: &str, f: &mut dyn FnMut(PortRef<'_>)) {
         if let Some(p) = self.0.port_by_name(name) {
-            f(port_ref(p));
+            f(port_ref(p, self.1));
         }
     }
 
@@ -72,7 +78,7 @@ impl Topology for NbCacheTopology<'_> {
             RowId::Text(t) => t.parse().ok(),
         };
         if let Some(r) = uuid.and_then(|u| self.0.static_route(u)) {
-            f(route_ref(r));
+            f(route_ref(r, self.1));
         }
     }
 
@@ -130,13 +136,13 @@ impl Nearby for NbCacheTopology<'_> {
                     .filter_map(|n| n.parse::<IpNet>().ok())
                     .any(|m| nets.iter().any(|n| overlaps(&m, n)))
             })
-            .filter_map(|p| owner(&p.external_ids))
+            .filter_map(|p| owner(&p.external_ids, self.1))
             .collect()
     }
 }
 
 /// A router of the replica, its rows lent in place.
-struct CacheRouter<'a>(&'a NbCache, &'a LogicalRouter);
+struct CacheRouter<'a>(&'a NbCache, &'a LogicalRouter, Option<&'a str>);
 
 impl RouterRows for CacheRouter<'_> {
     fn id(&self) -> String {
@@ -148,14 +154,14 @@ impl RouterRows for CacheRouter<'_> {
     }
 
     fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>)) {
-        let (cache, uuids) = (self.0, &self.1.ports);
+        let (cache, uuids, me) = (self.0, &self.1.ports, self.2);
         if dense(cache, uuids) {
-            in_order(uuids, cache.ports(), |p| p.uuid).for_each(|p| f(port_ref(p)));
+            in_order(uuids, cache.ports(), |p| p.uuid).for_each(|p| f(port_ref(p, me)));
         } else {
             uuids
                 .iter()
                 .filter_map(|u| cache.port(*u))
-                .for_each(|p| f(port_ref(p)));
+                .for_each(|p| f(port_ref(p, me)));
         }
     }
 
@@ -166,7 +172,7 @@ impl RouterRows for CacheRouter<'_> {
         } else {
             Box::new(uuids.iter().filter_map(|u| cache.static_route(*u)))
         };
-        rows.for_each(|r| f(route_ref(r)));
+        rows.for_each(|r| f(route_ref(r, self.2)));
     }
 }
 
@@ -198,32 +204,38 @@ fn in_order<'a, T: 'a>(
     })
 }
 
-fn route_ref(r: &LogicalRouterStaticRoute) -> RouteRef<'_> {
+fn route_ref<'a>(r: &'a LogicalRouterStaticRoute, me: Option<&str>) -> RouteRef<'a> {
     RouteRef {
         id: RowId::Uuid(r.uuid),
         ip_prefix: &r.ip_prefix,
         nexthop: &r.nexthop,
         policy: r.policy.as_deref(),
         route_table: &r.route_table,
-        peering: owner_ref(&r.external_ids),
+        peering: owner_ref(&r.external_ids, me),
         instance: instance_ref(&r.external_ids),
     }
 }
 
-fn port_ref(p: &LogicalRouterPort) -> PortRef<'_> {
+fn port_ref<'a>(p: &'a LogicalRouterPort, me: Option<&str>) -> PortRef<'a> {
     PortRef {
         name: &p.name,
         networks: &p.networks,
         peer: p.peer.as_deref(),
         is_gateway: is_gateway(p),
-        peering: owner_ref(&p.external_ids),
+        peering: owner_ref(&p.external_ids, me),
         instance: instance_ref(&p.external_ids),
     }
 }
 
-/// As [`owner`], borrowed.
-fn owner_ref(external_ids: &StrMap) -> Option<&str> {
-    is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).map_or("", String::as_str))
+/// As [`owner`], borrowed, for deployment `me` (when known): `None` for a row another
+/// deployment wrote, which is foreign whatever its peering name.
+fn owner_ref<'a>(external_ids: &'a StrMap, me: Option<&str>) -> Option<&'a str> {
+    let theirs = match (me, instance_ref(external_ids)) {
+        (Some(me), Some(row)) => row != me,
+        _ => false,
+    };
+    (!theirs && is_owned(external_ids))
+        .then(|| external_ids.get(PEERING_KEY).map_or("", String::as_str))
 }
 
 /// As [`instance`], borrowed.
@@ -241,18 +253,18 @@ fn instance(external_ids: &StrMap) -> Option<String> {
 }
 
 /// The peering an owned row belongs to; `None` when ovn-peerd does not own it.
-fn owner(external_ids: &StrMap) -> Option<String> {
-    is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).cloned().unwrap_or_default())
+fn owner(external_ids: &StrMap, me: Option<&str>) -> Option<String> {
+    owner_ref(external_ids, me).map(str::to_string)
 }
 
-fn route_view(r: &LogicalRouterStaticRoute) -> RouteView {
+fn route_view(r: &LogicalRouterStaticRoute, me: Option<&str>) -> RouteView {
     RouteView {
         id: r.uuid.to_string(),
         ip_prefix: r.ip_prefix.clone(),
         nexthop: r.nexthop.clone(),
         policy: r.policy.clone(),
         route_table: r.route_table.clone(),
-        peering: owner(&r.external_ids),
+        peering: owner(&r.external_ids, me),
         instance: instance(&r.external_ids),
     }
 }
@@ -262,13 +274,13 @@ fn is_gateway(p: &LogicalRouterPort) -> bool {
     !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some()
 }
 
-fn port_view(p: &LogicalRouterPort) -> PortView {
+fn port_view(p: &LogicalRouterPort, me: Option<&str>) -> PortView {
     PortView {
         name: p.name.clone(),
         networks: p.networks.clone(),
         peer: p.peer.clone(),
         is_gateway: is_gateway(p),
-        peering: owner(&p.external_ids),
+        peering: owner(&p.external_ids, me),
         instance: instance(&p.external_ids),
     }
 }

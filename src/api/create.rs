@@ -199,7 +199,7 @@ impl PeeringApi {
     ) -> Result<(), ApiError> {
         check_topology(
             spec,
-            &NbCacheTopology(cache),
+            &NbCacheTopology(cache, None),
             others,
             &self.inner.settings.protected_vpcs,
         )
@@ -231,7 +231,7 @@ impl PeeringApi {
             },
         ];
         let mut used: Vec<IpNet> = excluded.to_vec();
-        let topo = NbCacheTopology(cache);
+        let topo = NbCacheTopology(cache, None);
         used.extend(allocation_exclusions(v, &topo, &neighbours.specs));
         used.extend(neighbours.held_links(v));
         let families = link_families(v, &topo);

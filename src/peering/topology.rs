@@ -527,7 +527,8 @@ fn holder(peering: Option<&str>, instance: Option<&str>) -> String {
     match (peering, instance) {
         (Some(p), Some(i)) => format!("of peering {p:?} of ovn-peerd deployment {i}"),
         (Some(p), None) => format!("of peering {p:?}"),
-        (None, _) => "not owned by ovn-peerd".to_string(),
+        (None, Some(i)) => format!("of ovn-peerd deployment {i}"),
+        (None, None) => "not owned by ovn-peerd".to_string(),
     }
 }
 

@@ -80,12 +80,14 @@ pub(crate) fn derive(
     context: &[PeeringRecord],
     cache: &NbCache,
     protected: &[String],
+    instance: &str,
     settle: &mut dyn FnMut(&mut DesiredPeering, bool) -> bool,
 ) -> Derivation {
     // Rows of peerings deleted through the API leave NB in this very pass: they block no one.
+    // Rows of another deployment are foreign (`instance`: ours), whatever their peering name.
     let going: BTreeSet<&str> = Judge::going(context);
     let topo = Leaving {
-        nb: NbCacheTopology(cache),
+        nb: NbCacheTopology(cache, Some(instance)),
         going: &going,
     };
     let mut failed = BTreeMap::new();
@@ -218,7 +220,7 @@ fn affected(
 /// The conflict probe of a narrow pass over `targets`: their specs (links known) and their
 /// rows as NB holds them; `None` when one of them cannot be read as a spec.
 pub(crate) fn narrow_probe(targets: &[PeeringRecord], cache: &NbCache) -> Option<ConflictQuery> {
-    let topo = NbCacheTopology(cache);
+    let topo = NbCacheTopology(cache, None);
     let mut q = ConflictQuery::default();
     for rec in targets {
         let spec = rec.spec().ok()?;
@@ -237,7 +239,7 @@ pub(crate) fn judges_only(
 ) -> bool {
     let going: BTreeSet<&str> = Judge::going(context);
     let topo = Leaving {
-        nb: NbCacheTopology(cache),
+        nb: NbCacheTopology(cache, None),
         going: &going,
     };
     let (_, specs, _) = live_specs(context);
@@ -403,7 +405,7 @@ impl<'a> Judge<'a> {
         protected: &'a [String],
     ) -> Judge<'a> {
         let topo = Leaving {
-            nb: NbCacheTopology(cache),
+            nb: NbCacheTopology(cache, None),
             going,
         };
         let (records, specs, _) = live_specs(context);
@@ -507,7 +509,7 @@ pub(crate) fn subnets_as_judged(
 ) -> Vec<IpNet> {
     let going = Judge::going(context);
     let topo = Leaving {
-        nb: NbCacheTopology(cache),
+        nb: NbCacheTopology(cache, None),
         going: &going,
     };
     resolve_subnets(&topo, vpc)

@@ -130,7 +130,7 @@ fn derive_and_plan(
             _ => true,
         }
     };
-    let mut derivation = derive(targets, records, cache, protected, &mut settle);
+    let mut derivation = derive(targets, records, cache, protected, instance, &mut settle);
     let t_rules = t0.elapsed();
     let scoped = derivation.judged.as_ref();
     let attach = attach.unwrap_or_else(|| Attachments::new(cache, scoped));

@@ -112,10 +112,17 @@ fn early_settle_gives_the_plan_and_outcomes_of_the_full_comparison() {
     ];
     let ownership = Ownership::new("dep-1", records.iter().map(|r| r.name.clone()));
     // The rows each peering wants, as derived over NB without them.
-    let mut wanted = derive(Targets::All, &records, &nb(&[]), &[], &mut |d, _| {
-        d.stamp_instance("dep-1");
-        true
-    })
+    let mut wanted = derive(
+        Targets::All,
+        &records,
+        &nb(&[]),
+        &[],
+        "dep-1",
+        &mut |d, _| {
+            d.stamp_instance("dep-1");
+            true
+        },
+    )
     .desired;
     wanted.retain(|d| d.name != "p-bc");
     let drifted = wanted.iter_mut().find(|d| d.name == "p-ac").unwrap();

@@ -334,3 +334,64 @@ async fn a_peering_deleted_through_the_api_is_never_held_back_however_many_rows(
     );
     assert_eq!(NbRows::read(&t.nb).owned_count(), 0);
 }
+
+/// A peering name is no proof of ownership: deployment B's `p1` (hub to s2) must not take
+/// deployment A's `p1` route on the hub (to s1, the same subnet) for its own, or it would
+/// install an ECMP partner and split A's traffic.
+#[tokio::test]
+async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict() {
+    let a = TestPeerd::start_with(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    for (vpc, gw) in [
+        ("hub", "10.0.0.1/24"),
+        ("s1", "10.1.0.1/24"),
+        ("s2", "10.1.0.1/24"),
+    ] {
+        create_vpc(&a.nb, vpc, &[gw]);
+    }
+    let b = TestPeerd::start_against(
+        &a.nb.remote(),
+        Options {
+            worker: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    create(
+        &a,
+        explicit("p1", "hub", "s1", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    let (sa, sb) = (store(&a.db.url), store(&b.db.url));
+    wait_state(&sa, "p1", PeeringState::Active, PROMPT).await;
+    // B's worker judges it (B's API is not the point here).
+    insert_sql(
+        &pool(&b.db.url).await,
+        "p1",
+        "hub",
+        "s2",
+        "169.254.0.5/30",
+        "169.254.0.6/30",
+    )
+    .await;
+    let refused = wait_state(&sb, "p1", PeeringState::Failed, PROMPT).await;
+    let id_a = sa.deployment_get().await.unwrap().id.to_string();
+    assert!(
+        refused.state_message.contains("ECMP") && refused.state_message.contains(&id_a),
+        "names the conflict and A's deployment: {refused:?}"
+    );
+    let hub_routes: Vec<_> = NbRows::read(&a.nb)
+        .routes_of("hub")
+        .into_iter()
+        .filter(|r| r.ip_prefix.starts_with("10.1.0."))
+        .map(|r| r.external_ids.get(INSTANCE).cloned())
+        .collect();
+    assert_eq!(hub_routes, vec![Some(id_a)], "A's hub route stays alone");
+    assert_eq!(
+        sa.peering_get("p1").await.unwrap().unwrap().state,
+        PeeringState::Active
+    );
+}
