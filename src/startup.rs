@@ -172,7 +172,11 @@ impl Application {
             shutdown.clone(),
         );
         tasks.spawn(named("change reader", hub.clone().run(tasks_stop.clone())));
-        let api = PeeringApi::new(store.clone(), nb.clone(), api_settings(&config))
+        let settings = ApiSettings {
+            instance: Some(deployment.id.to_string()),
+            ..api_settings(&config)
+        };
+        let api = PeeringApi::new(store.clone(), nb.clone(), settings)
             .with_policy(policy)
             .with_watch(hub);
         let reflection_v1 = reflection().build_v1()?;
@@ -346,7 +350,8 @@ fn nb_client_config(config: &Config) -> anyhow::Result<ovsdb::ClientConfig> {
     Ok(nb)
 }
 
-/// The API's settings from the configuration.
+/// The API's settings from the configuration (`instance` unset: [`Application`] sets it
+/// from the database).
 pub fn api_settings(config: &Config) -> ApiSettings {
     ApiSettings {
         protected_vpcs: config.protected_vpcs.clone(),
@@ -360,5 +365,6 @@ pub fn api_settings(config: &Config) -> ApiSettings {
             rpc_timeout: config.rpc_timeout,
         },
         acceptance_ttl: config.acceptance_ttl,
+        instance: None,
     }
 }

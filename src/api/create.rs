@@ -199,7 +199,7 @@ impl PeeringApi {
     ) -> Result<(), ApiError> {
         check_topology(
             spec,
-            &NbCacheTopology(cache, None),
+            &NbCacheTopology(cache, self.inner.settings.instance.as_deref()),
             others,
             &self.inner.settings.protected_vpcs,
         )
@@ -231,7 +231,7 @@ impl PeeringApi {
             },
         ];
         let mut used: Vec<IpNet> = excluded.to_vec();
-        let topo = NbCacheTopology(cache, None);
+        let topo = NbCacheTopology(cache, self.inner.settings.instance.as_deref());
         used.extend(allocation_exclusions(v, &topo, &neighbours.specs));
         used.extend(neighbours.held_links(v));
         let families = link_families(v, &topo);

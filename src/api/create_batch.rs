@@ -528,7 +528,7 @@ impl PeeringApi {
     /// port names and pairs, and what NB says their networks (and, for a link to allocate,
     /// the link pools) overlap.
     fn conflict_query(&self, cache: &NbCache, jobs: &[Job]) -> ConflictQuery {
-        let topo = NbCacheTopology(cache, None);
+        let topo = NbCacheTopology(cache, self.inner.settings.instance.as_deref());
         let settings = &self.inner.settings;
         let pools = [settings.link_pool_v4.0, settings.link_pool_v6.0];
         let mut q = ConflictQuery::default();

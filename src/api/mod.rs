@@ -59,6 +59,10 @@ pub struct ApiSettings {
     pub limits: Limits,
     /// How long a cross-tenant request waits for acceptance before it expires.
     pub acceptance_ttl: std::time::Duration,
+    /// This deployment's id (`ovn-peerd:instance`): CreatePeering's checks take another
+    /// deployment's rows for foreign whatever their peering name. `None`: rows are told by
+    /// their peering name alone.
+    pub instance: Option<String>,
 }
 
 /// The service implementation.

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use ovn_peerd::ovsdb::{Client, ClientConfig};
+use ovn_peerd::proto::v1::CreatePeeringRequest;
 use ovn_peerd::startup::{Application, NB_DATABASE};
 use ovn_peerd::store::PeeringState;
 use tokio_util::sync::CancellationToken;
@@ -367,7 +368,29 @@ async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict(
     .await;
     let (sa, sb) = (store(&a.db.url), store(&b.db.url));
     wait_state(&sa, "p1", PeeringState::Active, PROMPT).await;
-    // B's worker judges it (B's API is not the point here).
+    let id_a = sa.deployment_get().await.unwrap().id.to_string();
+    // B's CreatePeering refuses it up front...
+    let status = b
+        .client()
+        .await
+        .create_peering(CreatePeeringRequest {
+            peering: Some(explicit(
+                "p1",
+                "hub",
+                "s2",
+                "169.254.0.5/30",
+                "169.254.0.6/30",
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an ECMP partner of A's route");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("ECMP") && status.message().contains(&id_a),
+        "names the conflict and A's deployment: {status:?}"
+    );
+    // ...and B's worker refuses it when it gets in another way (a restore).
     insert_sql(
         &pool(&b.db.url).await,
         "p1",
@@ -378,7 +401,6 @@ async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict(
     )
     .await;
     let refused = wait_state(&sb, "p1", PeeringState::Failed, PROMPT).await;
-    let id_a = sa.deployment_get().await.unwrap().id.to_string();
     assert!(
         refused.state_message.contains("ECMP") && refused.state_message.contains(&id_a),
         "names the conflict and A's deployment: {refused:?}"
