@@ -449,4 +449,23 @@ mod tests {
         }
         assert_eq!(in_order(&[], table.iter(), |u| *u).count(), 0);
     }
+
+    /// A row is shown as of its peering only to its own deployment (or, without an instance
+    /// id, to whoever holds the name); another deployment's row is foreign, its instance kept.
+    #[test]
+    fn another_deployments_row_is_of_no_peering_of_ours() {
+        let row = |instance: Option<&str>| -> StrMap {
+            let mut ids = vec![("ovn-peerd:owner", "ovn-peerd"), (PEERING_KEY, "p1")];
+            ids.extend(instance.map(|i| (INSTANCE_KEY, i)));
+            ids.into_iter().collect()
+        };
+        let (a, b, legacy) = (row(Some("dep-a")), row(Some("dep-b")), row(None));
+        assert_eq!(owner_ref(&a, Some("dep-a")), Some("p1"));
+        assert_eq!(owner_ref(&legacy, Some("dep-a")), Some("p1"));
+        assert_eq!(owner_ref(&b, Some("dep-a")), None);
+        assert_eq!(instance_ref(&b), Some("dep-b"));
+        assert_eq!(owner_ref(&b, None), Some("p1"), "instance unknown: by name");
+        let foreign: StrMap = [(PEERING_KEY, "p1")].into();
+        assert_eq!(owner_ref(&foreign, Some("dep-a")), None);
+    }
 }
