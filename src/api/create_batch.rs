@@ -570,8 +570,9 @@ impl PeeringApi {
             Ok(o) => o,
             Err(e) => return Verdict::Answer(Box::new(Err(e))),
         };
-        // Every link of its VPCs: only the peerings that can conflict were read, and the link
-        // allocated for it must avoid the others' links too.
+        // At a hub only the peerings that can conflict were read, so the VPCs' other links come
+        // apart (below a hub they come with the peerings, read whole): the link allocated for
+        // it must avoid them too.
         let mut excluded: Vec<IpNet> = judging.links_of(v);
         for _ in 0..ALLOCATION_ATTEMPTS {
             match self.decide(judging.cache, v, request, &others, &excluded) {
@@ -613,13 +614,14 @@ fn is_gone(j: &Job) -> bool {
 
 /// The state of one batch's judging.
 struct Judging<'a> {
-    /// The NB snapshot the batch's probe was computed from.
+    /// The NB snapshot the batch is judged with (at a hub, its probe's too).
     cache: &'a NbCache,
     /// What Postgres holds (read under the locks).
     stored: &'a [RequestRecord],
     /// The rows Postgres holds that do not decode.
     unreadable: &'a [UnreadableRow],
-    /// Every link held in the batch's VPCs: (VPC, link).
+    /// At a hub, every link held in the batch's VPCs: (VPC, link); below a hub, empty (the
+    /// peerings read whole carry theirs).
     links: &'a [(String, IpNet)],
     /// The batch's creates judged so far and to be stored, as records.
     batch: Vec<PeeringRecord>,
