@@ -6,6 +6,7 @@
 //! last tests check the switch between the full read of a small VPC and the probe.
 
 use ovn_peerd::api::{ApiError, PeeringApi};
+use ovn_peerd::peering::RefusalKind;
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering, PeeringRoute};
 use ovn_peerd::store::Store;
 use ovn_peerd_test_support::wait_until_async;
@@ -48,14 +49,16 @@ async fn one(api: &PeeringApi, req: CreatePeeringRequest) -> Result<Peering, Api
     api.create_as_one_batch(vec![req]).await.remove(0)
 }
 
-/// The refusal's (field, description) pairs.
+/// The refusal's (field, description) pairs; a rule's refusal is FAILED_PRECONDITION.
 fn violations(r: Result<Peering, ApiError>) -> Vec<(String, String)> {
     match r {
-        Err(ApiError::Refused(r)) => r
-            .violations
-            .iter()
-            .map(|v| (v.field.clone(), v.description.clone()))
-            .collect(),
+        Err(ApiError::Refused(r)) => {
+            assert_eq!(r.kind, RefusalKind::FailedPrecondition, "{r:?}");
+            r.violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        }
         other => panic!("not a refusal: {other:?}"),
     }
 }

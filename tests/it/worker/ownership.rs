@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_types::StatusExt;
 
 use super::{create, eventually, explicit, insert_sql, pool, store, wait_state};
 use crate::support::nbrows::NbRows;
@@ -386,6 +387,12 @@ async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict(
         .await
         .expect_err("an ECMP partner of A's route");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let subjects: Vec<String> = status
+        .get_error_details()
+        .precondition_failure()
+        .map(|pf| pf.violations.iter().map(|v| v.subject.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(subjects, ["peering.local_routes"], "{status:?}");
     assert!(
         status.message().contains("ECMP") && status.message().contains(&id_a),
         "names the conflict and A's deployment: {status:?}"
