@@ -47,7 +47,7 @@ fn intern(key: &str) -> Arc<str> {
 
 /// A map's value: inline when it fits, else shared (the choice is the length's alone, so equal
 /// values are always the same variant and the derived equality holds).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Value {
     Inline(CompactString),
     Shared(Arc<str>),
@@ -235,6 +235,41 @@ mod tests {
         assert!(!Arc::ptr_eq(&x.0[0].0, &y.0[0].0));
         assert_eq!(x.get(&long), Some("1"));
         assert_ne!(m, StrMap::from([("a", "9"), ("b", "2")]));
+    }
+
+    /// A short value is inline (no allocation of its own); a long one is one shared copy for
+    /// every map holding it (a deployment's id on each of its rows), up to the interner's bound
+    /// on length; a pair stays 40 bytes.
+    #[test]
+    fn values_are_inline_when_short_and_shared_when_long() {
+        fn shared(v: &Value) -> &Arc<str> {
+            match v {
+                Value::Shared(s) => s,
+                Value::Inline(s) => panic!("{s:?} is inline"),
+            }
+        }
+        assert_eq!(std::mem::size_of::<(Arc<str>, Value)>(), 40);
+        let short = "x".repeat(MAX_INLINE_VALUE_LEN);
+        let long = "y".repeat(MAX_INLINE_VALUE_LEN + 1);
+        let a = StrMap::from([("k", &*short), ("l", &*long)]);
+        let b = StrMap::from([("k", &*short), ("m", &*long)]);
+        assert!(matches!(a.0[0].1, Value::Inline(_)));
+        assert!(Arc::ptr_eq(shared(&a.0[1].1), shared(&b.0[1].1)));
+        assert_eq!((a.get("k"), a.get("l")), (Some(&*short), Some(&*long)));
+        assert_eq!(a, StrMap::from([("l", &*long), ("k", &*short)]));
+        // A diff's new value takes the same forms.
+        let mut c = StrMap::from([("k", "v")]);
+        c.apply_diff([
+            ("k".to_owned(), long.clone()),
+            ("s".to_owned(), short.clone()),
+        ]);
+        assert!(Arc::ptr_eq(shared(&a.0[1].1), shared(&c.0[0].1)));
+        assert!(matches!(c.0[1].1, Value::Inline(_)));
+        // Past the interner's bound on length: a copy of its own, equal all the same.
+        let huge = "z".repeat(MAX_INTERNED_KEY_LEN + 1);
+        let (d, e) = (StrMap::from([("k", &*huge)]), StrMap::from([("k", &*huge)]));
+        assert!(!Arc::ptr_eq(shared(&d.0[0].1), shared(&e.0[0].1)));
+        assert_eq!(d, e);
     }
 
     #[test]
