@@ -4,8 +4,10 @@
 //! jemalloc's per-thread counters (usable bytes: size classes included) around each table's
 //! update, then around a snapshot's copy-on-write modify of every peer port.
 //!
-//! `cargo bench --bench replica_bytes [-- N]` (N peerings, default 20,000); a debug build gives
-//! the same bytes: `cargo test --bench replica_bytes -- N`.
+//! `cargo run --release --example replica_bytes [-- N]` (N peerings, default 20,000; a debug
+//! build counts the same bytes). Unlike `replica_footprint` (requested bytes of a saved dump, a
+//! counting allocator), this needs no dump and counts what jemalloc hands out: size classes
+//! included, per kind of row.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
