@@ -61,14 +61,11 @@ fn main() {
     ];
     let mut total = 0;
     for (what, table, row) in kinds {
-        let mut rows = serde_json::Map::new();
-        for k in 0..n {
-            for side in 0..2 {
-                let (uuid, r) = row(k, side, &instance);
-                rows.insert(uuid.to_string(), json!({ "initial": r }));
-            }
-        }
-        let text = json!({ table.name(): rows }).to_string();
+        let text = update(
+            table,
+            "initial",
+            (0..n).flat_map(|k| [0, 1].map(|side| row(k, side, &instance))),
+        );
         let before = net_allocated();
         cache
             .apply(&types, UpdateFormat::V2, &text)
@@ -82,16 +79,12 @@ fn main() {
     // A snapshot keeps the old rows: a modify of every peer port (a new generation) in the
     // live copy costs the new rows and the copied paths.
     let snapshot = cache.clone();
-    let mut rows = serde_json::Map::new();
-    for k in 0..n {
-        for side in 0..2 {
-            rows.insert(
-                peer_port_uuid(k, side).to_string(),
-                json!({"modify": {"external_ids": ["map", [[GENERATION_KEY, "2"]]]}}),
-            );
-        }
-    }
-    let text = json!({ Table::LogicalRouterPort.name(): rows }).to_string();
+    let modify = json!({"external_ids": ["map", [[GENERATION_KEY, "2"]]]});
+    let text = update(
+        Table::LogicalRouterPort,
+        "modify",
+        (0..n).flat_map(|k| [0, 1].map(|side| (peer_port_uuid(k, side), modify.clone()))),
+    );
     let before = net_allocated();
     cache
         .apply(&types, UpdateFormat::V2, &text)
@@ -116,21 +109,37 @@ fn print_row(what: &str, count: usize, bytes: i64) {
     );
 }
 
+/// A `table-updates` text of `op` (`initial`, `modify`) rows in the order given: by peering, so the rows arrive
+/// in no order of their (hashed) uuids, as in `ovsdb-server`'s dumps (a sorted insert would
+/// leave the replica's B-tree nodes half full).
+fn update(table: Table, op: &str, rows: impl Iterator<Item = (Uuid, Value)>) -> String {
+    let rows: Vec<String> = rows
+        .map(|(uuid, r)| format!("\"{uuid}\":{{\"{op}\":{r}}}"))
+        .collect();
+    format!("{{\"{}\":{{{}}}}}", table.name(), rows.join(","))
+}
+
 fn vpc(k: usize, side: usize) -> usize {
     2 * k + 1 + side
 }
 
+fn row_uuid(kind: &str, k: usize, side: usize) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{kind}-{}", vpc(k, side)).as_bytes(),
+    )
+}
 fn router_uuid(k: usize, side: usize) -> Uuid {
-    Uuid::from_u128(0x1000_0000_0000 + vpc(k, side) as u128)
+    row_uuid("router", k, side)
 }
 fn lan_uuid(k: usize, side: usize) -> Uuid {
-    Uuid::from_u128(0x2000_0000_0000 + vpc(k, side) as u128)
+    row_uuid("lan", k, side)
 }
 fn peer_port_uuid(k: usize, side: usize) -> Uuid {
-    Uuid::from_u128(0x3000_0000_0000 + vpc(k, side) as u128)
+    row_uuid("peer", k, side)
 }
 fn route_uuid(k: usize, side: usize) -> Uuid {
-    Uuid::from_u128(0x4000_0000_0000 + vpc(k, side) as u128)
+    row_uuid("route", k, side)
 }
 
 fn net24(i: usize) -> String {
