@@ -4,7 +4,8 @@
 //! No peering rules here: these are plain mirrors of NB rows.
 //!
 //! Stored small (README, *Memory at 100,000 peerings*): strings are [`CompactString`]s (up to 24
-//! bytes inline, no allocation: names, MACs, addresses), sets are exact boxed slices.
+//! bytes inline, no allocation: names, MACs, prefixes) except `networks` (the rules read it as
+//! `&[String]`), sets are exact boxed slices.
 
 use compact_str::CompactString;
 use uuid::Uuid;
