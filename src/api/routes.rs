@@ -399,7 +399,7 @@ fn other_routes(
             !(is_owned(&r.external_ids)
                 && r.external_ids
                     .get(PEERING_KEY)
-                    .is_some_and(|p| listed.contains(p.as_str())))
+                    .is_some_and(|p| listed.contains(p)))
         })
         .map(|r| installed_route(vpc, r))
         .map(|r| (Cursor::rest_key(&r), r))
@@ -417,17 +417,20 @@ fn other_routes(
 fn installed_route(vpc: &str, r: &LogicalRouterStaticRoute) -> Route {
     Route {
         vpc: vpc.to_string(),
-        cidr: r.ip_prefix.clone(),
-        nexthop: r.nexthop.clone(),
+        cidr: r.ip_prefix.to_string(),
+        nexthop: r.nexthop.to_string(),
         policy: convert::policy_of_ovn(r.policy.as_deref()),
-        route_table: r.route_table.clone(),
+        route_table: r.route_table.to_string(),
         peering: if is_owned(&r.external_ids) {
-            r.external_ids.get(PEERING_KEY).cloned().unwrap_or_default()
+            r.external_ids
+                .get(PEERING_KEY)
+                .map(str::to_owned)
+                .unwrap_or_default()
         } else {
             String::new()
         },
         installed: true,
-        output_port: r.output_port.clone().unwrap_or_default(),
+        output_port: r.output_port.as_deref().unwrap_or_default().to_owned(),
     }
 }
 
