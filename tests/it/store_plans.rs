@@ -170,7 +170,6 @@ async fn the_worker_read_scans_no_table_after_it_grew_under_its_cached_plan() {
         assert_eq!(read(10 + k).await, 8);
     }
     // A backend reports its counters when it exits (before it leaves pg_stat_activity).
-    drop(read);
     drop(store);
     pool.close().await;
     // One connection: the only backend left is this one.
