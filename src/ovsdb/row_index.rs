@@ -1,0 +1,448 @@
+//! The replica's index of what its routers hold, kept up to date row change by row change
+//! (issue 14, a hub of 10,000 spokes): which router lists each port and static route, and the
+//! subnets of every router (the networks of its ports that are neither peer ports nor gateway
+//! ports), by router and by address. Without it, finding the holder of one row walked every
+//! router of NB, and a hub's subnets (one LAN port) were found by walking its 10,000 peer
+//! ports, several times per create and per narrow pass.
+//!
+//! Persistent sets (`imbl`), like the rows: a clone of the replica shares them. A change of a
+//! router's `ports` or `static_routes` by an `update2` diff touches only the rows the diff
+//! toggles, never the router's other 10,000 ([`RowIndex::router_toggled`]).
+//! [`RowIndex::rebuilt`] is the same index made from scratch: debug builds check every update
+//! against it (small replicas), and the tests compare them on random histories.
+
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use super::model::{LogicalRouter, LogicalRouterPort};
+
+type PSet<K> = imbl::OrdSet<K>;
+
+/// (family (`true`: IPv6), first address) of a network: comparable across families.
+type Start = (bool, u128);
+
+const MAX_UUID: Uuid = Uuid::from_u128(u128::MAX);
+
+/// See the module doc.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct RowIndex {
+    /// (port or route, router listing it).
+    holders: PSet<(Uuid, Uuid)>,
+    /// (router, port, subnet start, prefix length): each router's subnets.
+    by_router: PSet<(Uuid, Uuid, Start, u8)>,
+    /// (subnet start, prefix length, router, port): every subnet by address.
+    by_start: PSet<(Start, u8, Uuid, Uuid)>,
+    /// How many subnets have each (family, prefix length): the lengths a wider subnet can have.
+    lens: imbl::OrdMap<(bool, u8), usize>,
+}
+
+/// The subnets a port gives its router: its networks (host bits cleared; unparseable ones
+/// skipped) unless it is a peer port (`peer` set and not empty) or a gateway port
+/// (`gateway_chassis` or `ha_chassis_group` set). The rules' own reading is
+/// `peering::topology::subnets_of_port`; a test holds the two equal.
+pub fn port_subnets(p: &LogicalRouterPort) -> impl Iterator<Item = IpNet> + '_ {
+    let counts = !(p.peer.as_deref().is_some_and(|peer| !peer.is_empty())
+        || !p.gateway_chassis.is_empty()
+        || p.ha_chassis_group.is_some());
+    p.networks
+        .iter()
+        .filter(move |_| counts)
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .map(|n| n.trunc())
+}
+
+fn start(n: &IpNet) -> Start {
+    match n {
+        IpNet::V4(a) => (false, u128::from(u32::from(a.network()))),
+        IpNet::V6(a) => (true, u128::from(a.network())),
+    }
+}
+
+fn end(n: &IpNet) -> Start {
+    match n {
+        IpNet::V4(a) => (false, u128::from(u32::from(a.broadcast()))),
+        IpNet::V6(a) => (true, u128::from(a.broadcast())),
+    }
+}
+
+fn net(start: Start, len: u8) -> Option<IpNet> {
+    let addr: std::net::IpAddr = match start {
+        (false, a) => std::net::Ipv4Addr::from(u32::try_from(a).ok()?).into(),
+        (true, a) => std::net::Ipv6Addr::from(a).into(),
+    };
+    IpNet::new(addr, len).ok()
+}
+
+fn all_of(row: Uuid) -> RangeInclusive<(Uuid, Uuid)> {
+    (row, Uuid::nil())..=(row, MAX_UUID)
+}
+
+impl RowIndex {
+    /// The same index made from scratch from the replica's routers and ports.
+    pub(super) fn rebuilt<'a>(
+        routers: impl Iterator<Item = &'a LogicalRouter>,
+        port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+    ) -> RowIndex {
+        let mut out = RowIndex::default();
+        for r in routers {
+            out.router_added(r, &port);
+        }
+        out
+    }
+
+    /// The routers listing the port or route `row` (one, unless NB shares a row).
+    pub(super) fn holders(&self, row: Uuid) -> impl Iterator<Item = Uuid> + '_ {
+        self.holders.range(all_of(row)).map(|(_, r)| *r)
+    }
+
+    /// The subnets of router `router`, sorted, without duplicates.
+    pub(super) fn subnets_of(&self, router: Uuid) -> Vec<IpNet> {
+        let range =
+            (router, Uuid::nil(), (false, 0), 0)..=(router, MAX_UUID, (true, u128::MAX), u8::MAX);
+        let mut out: Vec<IpNet> = self
+            .by_router
+            .range(range)
+            .filter_map(|(_, _, s, len)| net(*s, *len))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every (subnet, router) whose subnet overlaps `n`: those starting inside `n`, and those
+    /// starting before it, which overlap it only by containing it (prefixes nest), so are `n`
+    /// cut to one of the shorter lengths present.
+    pub(super) fn subnets_overlapping(&self, n: &IpNet, out: &mut Vec<(IpNet, Uuid)>) {
+        let (lo, hi) = (start(n), end(n));
+        let range = (lo, 0, Uuid::nil(), Uuid::nil())..=(hi, u8::MAX, MAX_UUID, MAX_UUID);
+        out.extend(
+            self.by_start
+                .range(range)
+                .filter_map(|(s, len, r, _)| Some((net(*s, *len)?, *r))),
+        );
+        let family = lo.0;
+        for (&(_, len), _) in self.lens.range((family, 0)..(family, n.prefix_len())) {
+            let Ok(wider) = IpNet::new(n.addr(), len).map(|w| w.trunc()) else {
+                continue;
+            };
+            let s = start(&wider);
+            let range = (s, len, Uuid::nil(), Uuid::nil())..=(s, len, MAX_UUID, MAX_UUID);
+            out.extend(self.by_start.range(range).map(|(_, _, r, _)| (wider, *r)));
+        }
+    }
+
+    /// A router came (or was re-indexed whole): its rows and the subnets of its ports present.
+    pub(super) fn router_added<'a>(
+        &mut self,
+        r: &LogicalRouter,
+        port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+    ) {
+        for p in &r.ports {
+            self.holders.insert((*p, r.uuid));
+            if let Some(p) = port(*p) {
+                self.subnets_add(r.uuid, p);
+            }
+        }
+        for s in &r.static_routes {
+            self.holders.insert((*s, r.uuid));
+        }
+    }
+
+    /// A router went (or is re-indexed whole): the reverse of [`Self::router_added`].
+    pub(super) fn router_removed<'a>(
+        &mut self,
+        r: &LogicalRouter,
+        port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+    ) {
+        for p in &r.ports {
+            self.holders.remove(&(*p, r.uuid));
+            if let Some(p) = port(*p) {
+                self.subnets_remove(r.uuid, p);
+            }
+        }
+        for s in &r.static_routes {
+            self.holders.remove(&(*s, r.uuid));
+        }
+    }
+
+    /// An `update2` diff toggled the rows `toggled` in the router's `ports` (`is_port`) or
+    /// `static_routes`; `r` is the router after the diff (its lists sorted).
+    pub(super) fn router_toggled<'a>(
+        &mut self,
+        r: &LogicalRouter,
+        is_port: bool,
+        toggled: &[Uuid],
+        port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+    ) {
+        let list = if is_port { &r.ports } else { &r.static_routes };
+        for u in toggled {
+            let listed = list.binary_search(u).is_ok();
+            match listed {
+                true => self.holders.insert((*u, r.uuid)),
+                false => self.holders.remove(&(*u, r.uuid)),
+            };
+            let Some(p) = is_port.then(|| port(*u)).flatten() else {
+                continue;
+            };
+            match listed {
+                true => self.subnets_add(r.uuid, p),
+                false => self.subnets_remove(r.uuid, p),
+            }
+        }
+    }
+
+    /// A port came (or changed: after [`Self::port_removed`] of its old row).
+    pub(super) fn port_added(&mut self, p: &LogicalRouterPort) {
+        let holders: Vec<Uuid> = self.holders(p.uuid).collect();
+        for r in holders {
+            self.subnets_add(r, p);
+        }
+    }
+
+    /// A port went (or is about to change).
+    pub(super) fn port_removed(&mut self, p: &LogicalRouterPort) {
+        let holders: Vec<Uuid> = self.holders(p.uuid).collect();
+        for r in holders {
+            self.subnets_remove(r, p);
+        }
+    }
+
+    fn subnets_add(&mut self, router: Uuid, p: &LogicalRouterPort) {
+        for n in port_subnets(p) {
+            let (s, len) = (start(&n), n.prefix_len());
+            if self.by_router.insert((router, p.uuid, s, len)).is_none() {
+                self.by_start.insert((s, len, router, p.uuid));
+                *self.lens.entry((s.0, len)).or_default() += 1;
+            }
+        }
+    }
+
+    fn subnets_remove(&mut self, router: Uuid, p: &LogicalRouterPort) {
+        for n in port_subnets(p) {
+            let (s, len) = (start(&n), n.prefix_len());
+            if self.by_router.remove(&(router, p.uuid, s, len)).is_some() {
+                self.by_start.remove(&(s, len, router, p.uuid));
+                if let Some(c) = self.lens.get_mut(&(s.0, len)) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.lens.remove(&(s.0, len));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::ovsdb::cache::tests::{types, ApplyValue};
+    use crate::ovsdb::cache::UpdateFormat;
+    use crate::ovsdb::NbCache;
+    use crate::peering::overlaps;
+    use crate::peering::topology::subnets_of_port;
+
+    /// What the index answers, by a walk over the replica (the rules' own reading of a port's
+    /// subnets).
+    fn check_against_a_walk(c: &NbCache, rows: &[Uuid], queries: &[IpNet]) {
+        for r in c.routers() {
+            let mut want: Vec<IpNet> = r
+                .ports
+                .iter()
+                .filter_map(|u| c.port(*u))
+                .flat_map(|p| {
+                    let gw = !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some();
+                    subnets_of_port(&p.networks, p.peer.as_deref(), gw).collect::<Vec<_>>()
+                })
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(c.router_subnets(r.uuid), want, "subnets of {}", r.name);
+        }
+        for u in rows {
+            let got: BTreeSet<Uuid> = c.routers_holding(*u).collect();
+            let want: BTreeSet<Uuid> = c
+                .routers()
+                .filter(|r| r.ports.contains(u) || r.static_routes.contains(u))
+                .map(|r| r.uuid)
+                .collect();
+            assert_eq!(got, want, "holders of {u}");
+        }
+        for q in queries {
+            let mut got = Vec::new();
+            c.subnets_overlapping(q, &mut got);
+            let got: BTreeSet<(IpNet, Uuid)> = got.into_iter().collect();
+            let want: BTreeSet<(IpNet, Uuid)> = c
+                .routers()
+                .flat_map(|r| c.router_subnets(r.uuid).into_iter().map(|s| (s, r.uuid)))
+                .filter(|(s, _)| overlaps(s, q))
+                .collect();
+            assert_eq!(got, want, "subnets overlapping {q}");
+        }
+    }
+
+    /// On random histories of `update2` inserts, diffs and deletes (a router's lists toggled,
+    /// ports that change network, peer and gateway, rows shared by two routers, references to
+    /// rows not yet or no longer there), the followed index answers as a walk over the replica
+    /// after every update.
+    #[test]
+    fn the_followed_index_answers_as_a_walk() {
+        let t = types();
+        let mut seed = 11u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let router = |i: u64| Uuid::from_u128(0x100 + u128::from(i));
+        let port = |i: u64| Uuid::from_u128(0x200 + u128::from(i));
+        let route = |i: u64| Uuid::from_u128(0x300 + u128::from(i));
+        let rows: Vec<Uuid> = (0..12).map(port).chain((0..6).map(route)).collect();
+        let queries: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "10.1.2.0/24",
+            "10.1.2.128/25",
+            "fd00::/64",
+            "0.0.0.0/0",
+            "10.2.0.0/15",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let nets = [
+            "10.1.0.1/16",
+            "10.1.2.1/24",
+            "10.2.0.1/24",
+            "10.1.2.130/25",
+            "fd00::1/64",
+            "10.3.0.1/16",
+            "junk",
+        ];
+        let mut c = NbCache::new(Some("owner".into()));
+        // Which rows the replica holds (the server's consistency rules).
+        let (mut routers, mut ports): (BTreeMap<u64, BTreeSet<Uuid>>, BTreeSet<u64>) =
+            Default::default();
+        let uuid_set = |s: &[Uuid]| {
+            json!([
+                "set",
+                s.iter()
+                    .map(|u| json!(["uuid", u.to_string()]))
+                    .collect::<Vec<_>>()
+            ])
+        };
+        for step in 0..1500 {
+            let update: Value = match next(6) {
+                0 | 1 => {
+                    let i = next(4);
+                    match routers.get(&i) {
+                        None => {
+                            let lists: Vec<Uuid> = (0..next(5))
+                                .map(|_| rows[next(rows.len() as u64) as usize])
+                                .collect::<BTreeSet<_>>()
+                                .into_iter()
+                                .collect();
+                            let (p, r): (Vec<Uuid>, Vec<Uuid>) =
+                                lists.iter().partition(|u| u.as_u128() < 0x300);
+                            routers.insert(i, lists.iter().copied().collect());
+                            json!({"Logical_Router": {router(i).to_string(): {"insert": {"name": format!("r{}", i % 3), "ports": uuid_set(&p), "static_routes": uuid_set(&r)}}}})
+                        }
+                        Some(_) if next(5) == 0 => {
+                            routers.remove(&i);
+                            json!({"Logical_Router": {router(i).to_string(): {"delete": null}}})
+                        }
+                        Some(held) => {
+                            // A diff: toggles a few rows.
+                            let toggle: BTreeSet<Uuid> = (0..1 + next(3))
+                                .map(|_| rows[next(rows.len() as u64) as usize])
+                                .collect();
+                            let mut held = held.clone();
+                            for u in &toggle {
+                                if !held.remove(u) {
+                                    held.insert(*u);
+                                }
+                            }
+                            routers.insert(i, held);
+                            let (p, r): (Vec<Uuid>, Vec<Uuid>) =
+                                toggle.iter().partition(|u| u.as_u128() < 0x300);
+                            let mut cols = serde_json::Map::new();
+                            if !p.is_empty() {
+                                cols.insert("ports".into(), uuid_set(&p));
+                            }
+                            if !r.is_empty() {
+                                cols.insert("static_routes".into(), uuid_set(&r));
+                            }
+                            json!({"Logical_Router": {router(i).to_string(): {"modify": cols}}})
+                        }
+                    }
+                }
+                _ => {
+                    let i = next(12);
+                    let mut row = serde_json::Map::new();
+                    row.insert(
+                        "networks".into(),
+                        json!([
+                            "set",
+                            [
+                                nets[next(nets.len() as u64) as usize],
+                                nets[next(nets.len() as u64) as usize]
+                            ]
+                        ]),
+                    );
+                    row.insert(
+                        "peer".into(),
+                        match next(3) {
+                            0 => json!("far"),
+                            1 => json!(""),
+                            _ => json!(["set", []]),
+                        },
+                    );
+                    row.insert(
+                        "ha_chassis_group".into(),
+                        match next(5) {
+                            0 => json!(["uuid", Uuid::from_u128(9).to_string()]),
+                            _ => json!(["set", []]),
+                        },
+                    );
+                    match (ports.contains(&i), next(4)) {
+                        (false, _) => {
+                            ports.insert(i);
+                            row.insert("name".into(), json!(format!("p{i}")));
+                            json!({"Logical_Router_Port": {port(i).to_string(): {"insert": row}}})
+                        }
+                        (true, 0) => {
+                            ports.remove(&i);
+                            json!({"Logical_Router_Port": {port(i).to_string(): {"delete": null}}})
+                        }
+                        (true, _) => {
+                            // `networks` by diff: the new set toggled against the held one.
+                            let held = c.port(port(i)).unwrap().networks.clone();
+                            let Value::Array(new) = row["networks"][1].clone() else {
+                                unreachable!()
+                            };
+                            let new: BTreeSet<String> = new
+                                .iter()
+                                .map(|v| v.as_str().unwrap().to_string())
+                                .collect();
+                            let held: BTreeSet<String> = held.into_iter().collect();
+                            let diff: Vec<&String> = held.symmetric_difference(&new).collect();
+                            row.insert("networks".into(), json!(["set", diff]));
+                            json!({"Logical_Router_Port": {port(i).to_string(): {"modify": row}}})
+                        }
+                    }
+                }
+            };
+            c.apply_v(&t, UpdateFormat::V2, &update)
+                .unwrap_or_else(|e| panic!("step {step}: {e}: {update}"));
+            check_against_a_walk(&c, &rows, &queries);
+        }
+        assert!(c.routers().count() > 0 && c.ports().count() > 0);
+    }
+}
