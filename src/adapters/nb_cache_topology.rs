@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use crate::ovsdb::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::{NbCache, StrMap};
-use crate::peering::overlaps;
 use crate::peering::topology::{
     Nearby, PortRef, PortView, RouteRef, RouteView, RouterRows, RouterView, RowId, Topology,
 };
@@ -89,6 +88,46 @@ impl Topology for NbCacheTopology<'_> {
         self.0.router_by_name(name).len()
     }
 
+    /// The replica indexes its routers' ports by network and routes by prefix.
+    fn rows_indexed(&self) -> bool {
+        true
+    }
+
+    /// A few range lookups in the replica's index, then the rows found.
+    fn visit_ports_overlapping(
+        &self,
+        router: &str,
+        q: &IpNet,
+        f: &mut dyn FnMut(usize, PortRef<'_>),
+    ) {
+        let cache = self.0;
+        for r in cache.router_by_name(router) {
+            for u in cache.router_ports_overlapping(r.uuid, q) {
+                if let (Ok(order), Some(p)) = (r.ports.binary_search(&u), cache.port(u)) {
+                    f(order, port_ref(p, self.1));
+                }
+            }
+        }
+    }
+
+    /// One range lookup in the replica's index, then the rows found.
+    fn visit_routes_with_prefix(
+        &self,
+        router: &str,
+        prefix: &IpNet,
+        f: &mut dyn FnMut(usize, RouteRef<'_>),
+    ) {
+        let cache = self.0;
+        for r in cache.router_by_name(router) {
+            for u in cache.router_routes_with_prefix(r.uuid, prefix) {
+                let found = (r.static_routes.binary_search(&u), cache.static_route(u));
+                if let (Ok(order), Some(route)) = found {
+                    f(order, route_ref(route, self.1));
+                }
+            }
+        }
+    }
+
     /// From the replica's index of every router's subnets: a hub's router holds a peer port
     /// per spoke and one or two subnets.
     fn subnets_named(&self, name: &str) -> Vec<IpNet> {
@@ -133,19 +172,20 @@ impl Nearby for NbCacheTopology<'_> {
             .collect()
     }
 
+    /// From the replica's index of each router's ports by network: a hub's router holds a
+    /// peer port per spoke.
     fn peerings_of_ports_overlapping(&self, vpc: &str, nets: &[IpNet]) -> BTreeSet<String> {
         let cache = self.0;
-        cache
-            .router_by_name(vpc)
+        let mut ports = BTreeSet::new();
+        for r in cache.router_by_name(vpc) {
+            for n in nets {
+                ports.extend(cache.router_ports_overlapping(r.uuid, n));
+            }
+        }
+        ports
             .into_iter()
-            .flat_map(|r| r.ports.iter().filter_map(|u| cache.port(*u)))
+            .filter_map(|u| cache.port(u))
             .filter(|p| p.peer.as_deref().is_some_and(|peer| !peer.is_empty()))
-            .filter(|p| {
-                p.networks
-                    .iter()
-                    .filter_map(|n| n.parse::<IpNet>().ok())
-                    .any(|m| nets.iter().any(|n| overlaps(&m, n)))
-            })
             .filter_map(|p| owner(&p.external_ids, self.1))
             .collect()
     }

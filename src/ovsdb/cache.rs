@@ -206,6 +206,16 @@ impl NbCache {
     pub fn subnets_overlapping(&self, net: &ipnet::IpNet, out: &mut Vec<(ipnet::IpNet, Uuid)>) {
         self.rows.subnets_overlapping(net, out)
     }
+    /// The peer and gateway ports of router `router` with a network overlapping `net` (each
+    /// once, in uuid order): a few range lookups, not a walk over a hub's ports.
+    pub fn router_ports_overlapping(&self, router: Uuid, net: &ipnet::IpNet) -> Vec<Uuid> {
+        self.rows.ports_overlapping(router, net)
+    }
+    /// The static routes of router `router` whose `ip_prefix` is `net` (host bits cleared; a
+    /// bare address as a host prefix): one range lookup.
+    pub fn router_routes_with_prefix(&self, router: Uuid, net: &ipnet::IpNet) -> Vec<Uuid> {
+        self.rows.routes_with_prefix(router, net)
+    }
     /// The distinct values of the owner key present in the cache.
     pub fn owner_values(&self) -> impl Iterator<Item = &str> {
         self.by_owner.keys().map(String::as_str)
@@ -373,7 +383,8 @@ impl NbCache {
     #[cfg(debug_assertions)]
     fn check_row_index(&self) {
         if self.len() <= 4096 {
-            let fresh = RowIndex::rebuilt(self.routers(), |u| self.port(u));
+            let fresh =
+                RowIndex::rebuilt(self.routers(), |u| self.port(u), |u| self.static_route(u));
             assert!(
                 fresh == self.rows,
                 "the replica's row index as followed differs from a rebuild"
@@ -476,12 +487,20 @@ impl Indexed for LogicalRouter {
         }
     }
     fn index_rows(&self, c: &mut NbCache) {
-        let (rows, ports) = (&mut c.rows, &c.ports);
-        rows.router_added(self, |u| ports.get(&u).map(|p| &**p));
+        let (rows, ports, routes) = (&mut c.rows, &c.ports, &c.routes);
+        rows.router_added(
+            self,
+            |u| ports.get(&u).map(|p| &**p),
+            |u| routes.get(&u).map(|r| &**r),
+        );
     }
     fn unindex_rows(&self, c: &mut NbCache) {
-        let (rows, ports) = (&mut c.rows, &c.ports);
-        rows.router_removed(self, |u| ports.get(&u).map(|p| &**p));
+        let (rows, ports, routes) = (&mut c.rows, &c.ports, &c.routes);
+        rows.router_removed(
+            self,
+            |u| ports.get(&u).map(|p| &**p),
+            |u| routes.get(&u).map(|r| &**r),
+        );
     }
     const TOGGLES: bool = true;
     fn toggles(column: &str) -> Option<bool> {
@@ -492,8 +511,14 @@ impl Indexed for LogicalRouter {
         }
     }
     fn toggled(&self, c: &mut NbCache, is_port: bool, uuids: &[Uuid]) {
-        let (rows, ports) = (&mut c.rows, &c.ports);
-        rows.router_toggled(self, is_port, uuids, |u| ports.get(&u).map(|p| &**p));
+        let (rows, ports, routes) = (&mut c.rows, &c.ports, &c.routes);
+        rows.router_toggled(
+            self,
+            is_port,
+            uuids,
+            |u| ports.get(&u).map(|p| &**p),
+            |u| routes.get(&u).map(|r| &**r),
+        );
     }
 }
 
@@ -526,6 +551,12 @@ impl Indexed for LogicalRouterStaticRoute {
     }
     fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>> {
         &mut c.routes
+    }
+    fn index_rows(&self, c: &mut NbCache) {
+        c.rows.route_added(self);
+    }
+    fn unindex_rows(&self, c: &mut NbCache) {
+        c.rows.route_removed(self);
     }
 }
 

@@ -16,7 +16,7 @@ use std::ops::RangeInclusive;
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use super::model::{LogicalRouter, LogicalRouterPort};
+use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute};
 
 type PSet<K> = imbl::OrdSet<K>;
 
@@ -36,6 +36,11 @@ pub(super) struct RowIndex {
     by_start: PSet<(Start, u8, Uuid, Uuid)>,
     /// How many subnets have each (family, prefix length): the lengths a wider subnet can have.
     lens: imbl::OrdMap<(bool, u8), usize>,
+    /// (router, network start, prefix length, port) of the networks of its other ports (peer
+    /// and gateway ports): what a link or a route of a peering must not overlap.
+    port_nets: PSet<(Uuid, Start, u8, Uuid)>,
+    /// (router, prefix start, prefix length, route): its static routes by prefix.
+    routes: PSet<(Uuid, Start, u8, Uuid)>,
 }
 
 /// The subnets a port gives its router: its networks (host bits cleared; unparseable ones
@@ -43,14 +48,33 @@ pub(super) struct RowIndex {
 /// (`gateway_chassis` or `ha_chassis_group` set). The rules' own reading is
 /// `peering::topology::subnets_of_port`; a test holds the two equal.
 pub fn port_subnets(p: &LogicalRouterPort) -> impl Iterator<Item = IpNet> + '_ {
-    let counts = !(p.peer.as_deref().is_some_and(|peer| !peer.is_empty())
-        || !p.gateway_chassis.is_empty()
-        || p.ha_chassis_group.is_some());
+    let counts = gives_subnets(p);
     p.networks
         .iter()
         .filter(move |_| counts)
         .filter_map(|n| n.parse::<IpNet>().ok())
         .map(|n| n.trunc())
+}
+
+/// Whether a port's networks are its router's subnets (see [`port_subnets`]).
+fn gives_subnets(p: &LogicalRouterPort) -> bool {
+    !(p.peer.as_deref().is_some_and(|peer| !peer.is_empty())
+        || !p.gateway_chassis.is_empty()
+        || p.ha_chassis_group.is_some())
+}
+
+/// A route's `ip_prefix` as a network (host bits cleared), or a bare address as a host
+/// prefix; `None` when it is neither. The rules' own reading is `peering::topology`'s
+/// `route_key`; a test holds the two equal.
+pub fn route_prefix(r: &LogicalRouterStaticRoute) -> Option<IpNet> {
+    match r.ip_prefix.parse::<IpNet>() {
+        Ok(n) => Some(n.trunc()),
+        Err(_) => r
+            .ip_prefix
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(IpNet::from),
+    }
 }
 
 fn start(n: &IpNet) -> Start {
@@ -81,13 +105,15 @@ fn all_of(row: Uuid) -> RangeInclusive<(Uuid, Uuid)> {
 
 impl RowIndex {
     /// The same index made from scratch from the replica's routers and ports.
+    #[cfg(debug_assertions)]
     pub(super) fn rebuilt<'a>(
         routers: impl Iterator<Item = &'a LogicalRouter>,
         port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+        route: impl Fn(Uuid) -> Option<&'a LogicalRouterStaticRoute>,
     ) -> RowIndex {
         let mut out = RowIndex::default();
         for r in routers {
-            out.router_added(r, &port);
+            out.router_added(r, &port, &route);
         }
         out
     }
@@ -133,11 +159,40 @@ impl RowIndex {
         }
     }
 
+    /// The peer and gateway ports of `router` with a network overlapping `n` (each once, in
+    /// uuid order).
+    pub(super) fn ports_overlapping(&self, router: Uuid, n: &IpNet) -> Vec<Uuid> {
+        let mut out = Vec::new();
+        let (lo, hi) = (start(n), end(n));
+        let range = (router, lo, 0, Uuid::nil())..=(router, hi, u8::MAX, MAX_UUID);
+        out.extend(self.port_nets.range(range).map(|(_, _, _, p)| *p));
+        // Wider networks containing `n`: `n` cut to each shorter length.
+        for len in 0..n.prefix_len() {
+            let Ok(wider) = IpNet::new(n.addr(), len).map(|w| w.trunc()) else {
+                continue;
+            };
+            let s = start(&wider);
+            let range = (router, s, len, Uuid::nil())..=(router, s, len, MAX_UUID);
+            out.extend(self.port_nets.range(range).map(|(_, _, _, p)| *p));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The static routes of `router` whose prefix is `n` (as [`route_prefix`] reads it).
+    pub(super) fn routes_with_prefix(&self, router: Uuid, n: &IpNet) -> Vec<Uuid> {
+        let (s, len) = (start(n), n.prefix_len());
+        let range = (router, s, len, Uuid::nil())..=(router, s, len, MAX_UUID);
+        self.routes.range(range).map(|(_, _, _, r)| *r).collect()
+    }
+
     /// A router came (or was re-indexed whole): its rows and the subnets of its ports present.
-    pub(super) fn router_added<'a>(
+    pub(super) fn router_added<'a, 'b>(
         &mut self,
         r: &LogicalRouter,
         port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+        route: impl Fn(Uuid) -> Option<&'b LogicalRouterStaticRoute>,
     ) {
         for p in &r.ports {
             self.holders.insert((*p, r.uuid));
@@ -147,14 +202,18 @@ impl RowIndex {
         }
         for s in &r.static_routes {
             self.holders.insert((*s, r.uuid));
+            if let Some(s) = route(*s) {
+                self.route_add(r.uuid, s);
+            }
         }
     }
 
     /// A router went (or is re-indexed whole): the reverse of [`Self::router_added`].
-    pub(super) fn router_removed<'a>(
+    pub(super) fn router_removed<'a, 'b>(
         &mut self,
         r: &LogicalRouter,
         port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+        route: impl Fn(Uuid) -> Option<&'b LogicalRouterStaticRoute>,
     ) {
         for p in &r.ports {
             self.holders.remove(&(*p, r.uuid));
@@ -164,17 +223,21 @@ impl RowIndex {
         }
         for s in &r.static_routes {
             self.holders.remove(&(*s, r.uuid));
+            if let Some(s) = route(*s) {
+                self.route_remove(r.uuid, s);
+            }
         }
     }
 
     /// An `update2` diff toggled the rows `toggled` in the router's `ports` (`is_port`) or
     /// `static_routes`; `r` is the router after the diff (its lists sorted).
-    pub(super) fn router_toggled<'a>(
+    pub(super) fn router_toggled<'a, 'b>(
         &mut self,
         r: &LogicalRouter,
         is_port: bool,
         toggled: &[Uuid],
         port: impl Fn(Uuid) -> Option<&'a LogicalRouterPort>,
+        route: impl Fn(Uuid) -> Option<&'b LogicalRouterStaticRoute>,
     ) {
         let list = if is_port { &r.ports } else { &r.static_routes };
         for u in toggled {
@@ -183,13 +246,42 @@ impl RowIndex {
                 true => self.holders.insert((*u, r.uuid)),
                 false => self.holders.remove(&(*u, r.uuid)),
             };
-            let Some(p) = is_port.then(|| port(*u)).flatten() else {
-                continue;
+            match (is_port, listed) {
+                (true, true) => port(*u).map(|p| self.subnets_add(r.uuid, p)),
+                (true, false) => port(*u).map(|p| self.subnets_remove(r.uuid, p)),
+                (false, true) => route(*u).map(|x| self.route_add(r.uuid, x)),
+                (false, false) => route(*u).map(|x| self.route_remove(r.uuid, x)),
             };
-            match listed {
-                true => self.subnets_add(r.uuid, p),
-                false => self.subnets_remove(r.uuid, p),
-            }
+        }
+    }
+
+    /// A route came (or changed: after [`Self::route_removed`] of its old row).
+    pub(super) fn route_added(&mut self, x: &LogicalRouterStaticRoute) {
+        let holders: Vec<Uuid> = self.holders(x.uuid).collect();
+        for r in holders {
+            self.route_add(r, x);
+        }
+    }
+
+    /// A route went (or is about to change).
+    pub(super) fn route_removed(&mut self, x: &LogicalRouterStaticRoute) {
+        let holders: Vec<Uuid> = self.holders(x.uuid).collect();
+        for r in holders {
+            self.route_remove(r, x);
+        }
+    }
+
+    fn route_add(&mut self, router: Uuid, x: &LogicalRouterStaticRoute) {
+        if let Some(n) = route_prefix(x) {
+            self.routes
+                .insert((router, start(&n), n.prefix_len(), x.uuid));
+        }
+    }
+
+    fn route_remove(&mut self, router: Uuid, x: &LogicalRouterStaticRoute) {
+        if let Some(n) = route_prefix(x) {
+            self.routes
+                .remove(&(router, start(&n), n.prefix_len(), x.uuid));
         }
     }
 
@@ -210,6 +302,13 @@ impl RowIndex {
     }
 
     fn subnets_add(&mut self, router: Uuid, p: &LogicalRouterPort) {
+        if !gives_subnets(p) {
+            for n in p.networks.iter().filter_map(|n| n.parse::<IpNet>().ok()) {
+                let n = n.trunc();
+                self.port_nets
+                    .insert((router, start(&n), n.prefix_len(), p.uuid));
+            }
+        }
         for n in port_subnets(p) {
             let (s, len) = (start(&n), n.prefix_len());
             if self.by_router.insert((router, p.uuid, s, len)).is_none() {
@@ -220,6 +319,13 @@ impl RowIndex {
     }
 
     fn subnets_remove(&mut self, router: Uuid, p: &LogicalRouterPort) {
+        if !gives_subnets(p) {
+            for n in p.networks.iter().filter_map(|n| n.parse::<IpNet>().ok()) {
+                let n = n.trunc();
+                self.port_nets
+                    .remove(&(router, start(&n), n.prefix_len(), p.uuid));
+            }
+        }
         for n in port_subnets(p) {
             let (s, len) = (start(&n), n.prefix_len());
             if self.by_router.remove(&(router, p.uuid, s, len)).is_some() {
@@ -246,7 +352,7 @@ mod tests {
     use crate::ovsdb::cache::UpdateFormat;
     use crate::ovsdb::NbCache;
     use crate::peering::overlaps;
-    use crate::peering::topology::subnets_of_port;
+    use crate::peering::topology::{subnets_of_port, RouteView};
 
     /// What the index answers, by a walk over the replica (the rules' own reading of a port's
     /// subnets).
@@ -273,6 +379,47 @@ mod tests {
                 .map(|r| r.uuid)
                 .collect();
             assert_eq!(got, want, "holders of {u}");
+        }
+        for r in c.routers() {
+            for q in queries {
+                let want: Vec<Uuid> = r
+                    .ports
+                    .iter()
+                    .filter_map(|u| c.port(*u))
+                    .filter(|p| {
+                        let gw = !p.gateway_chassis.is_empty() || p.ha_chassis_group.is_some();
+                        let peer = p.peer.as_deref().is_some_and(|x| !x.is_empty());
+                        (peer || gw)
+                            && p.networks
+                                .iter()
+                                .filter_map(|n| n.parse::<IpNet>().ok())
+                                .any(|n| overlaps(&n.trunc(), q))
+                    })
+                    .map(|p| p.uuid)
+                    .collect();
+                assert_eq!(
+                    c.router_ports_overlapping(r.uuid, q),
+                    want,
+                    "ports over {q}"
+                );
+                // The rules' reading of a route's prefix (`RouteView::key`).
+                let want: BTreeSet<Uuid> = r
+                    .static_routes
+                    .iter()
+                    .filter_map(|u| c.static_route(*u))
+                    .filter(|x| {
+                        let view = RouteView {
+                            ip_prefix: x.ip_prefix.clone(),
+                            ..Default::default()
+                        };
+                        view.key().is_some_and(|(_, p)| p == *q)
+                    })
+                    .map(|x| x.uuid)
+                    .collect();
+                let got: BTreeSet<Uuid> =
+                    c.router_routes_with_prefix(r.uuid, q).into_iter().collect();
+                assert_eq!(got, want, "routes with prefix {q}");
+            }
         }
         for q in queries {
             let mut got = Vec::new();
@@ -313,6 +460,7 @@ mod tests {
             "fd00::/64",
             "0.0.0.0/0",
             "10.2.0.0/15",
+            "10.1.2.5/32",
         ]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -327,6 +475,7 @@ mod tests {
             "junk",
         ];
         let mut c = NbCache::new(Some("owner".into()));
+        let mut held_routes = BTreeSet::new();
         // Which rows the replica holds (the server's consistency rules).
         let (mut routers, mut ports): (BTreeMap<u64, BTreeSet<Uuid>>, BTreeSet<u64>) =
             Default::default();
@@ -339,7 +488,32 @@ mod tests {
             ])
         };
         for step in 0..1500 {
-            let update: Value = match next(6) {
+            let update: Value = match next(8) {
+                6 | 7 => {
+                    let i = next(6);
+                    let prefixes = [
+                        "10.1.2.0/24",
+                        "10.1.2.7/24",
+                        "10.1.2.5",
+                        "fd00::/64",
+                        "10.1.0.0/16",
+                        "bad",
+                    ];
+                    let prefix = prefixes[(next(60) / 10) as usize];
+                    match (held_routes.contains(&i), next(3)) {
+                        (false, _) => {
+                            held_routes.insert(i);
+                            json!({"Logical_Router_Static_Route": {route(i).to_string(): {"insert": {"ip_prefix": prefix, "nexthop": "10.9.9.9"}}}})
+                        }
+                        (true, 0) => {
+                            held_routes.remove(&i);
+                            json!({"Logical_Router_Static_Route": {route(i).to_string(): {"delete": null}}})
+                        }
+                        (true, _) => {
+                            json!({"Logical_Router_Static_Route": {route(i).to_string(): {"modify": {"ip_prefix": prefix}}}})
+                        }
+                    }
+                }
                 0 | 1 => {
                     let i = next(4);
                     match routers.get(&i) {

@@ -248,6 +248,12 @@ impl PeerIndex {
 }
 
 impl VpcRef<'_> {
+    /// Whether an indexed peering of the VPC `vpc` (this one) claims the port name `port`
+    /// (what [`PeerIndex::vpc`] resolves its router with).
+    pub(super) fn claims(&self, index: &PeerIndex, vpc: &str, port: &str) -> bool {
+        self.vid.is_some() && index.claims_in(vpc, port)
+    }
+
     /// The VPC's one router, or why there is not exactly one.
     pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
         self.router.as_ref().as_ref().map_err(String::as_str)
