@@ -61,6 +61,10 @@ pub struct PeerIndex {
     routers: Vec<OnceLock<Result<ResolvedRouter, String>>>,
 }
 
+/// A VPC with fewer indexed peerings than this has its router asked per question when the
+/// topology indexes its rows ([`PeerIndex::vpc`]).
+const ASK_BELOW: usize = 64;
+
 /// One VPC as a check reads it: its router and the index's entries there.
 #[derive(Debug)]
 pub(super) struct VpcRef<'a> {
@@ -157,20 +161,33 @@ impl PeerIndex {
 
     /// A VPC, its router resolved from `topo` (once), or one with no entries, its router read
     /// from `topo` now, when no indexed peering touches it.
+    ///
+    /// Over a topology that indexes its routers' rows, a VPC with few indexed peerings (a
+    /// hub's new spoke judged against the few that can conflict) has its router asked per
+    /// question instead of read whole; with many (a full pass over a hub: a question per
+    /// spoke) it is read once.
     pub(super) fn vpc<'a>(&'a self, topo: &(impl Topology + ?Sized), vpc: &str) -> VpcRef<'a> {
+        let indexed = topo.rows_indexed();
         match self.vpc_ids.get(vpc) {
             Some(&vid) => VpcRef {
                 vid: Some(vid),
-                router: Cow::Borrowed(
-                    self.routers[vid as usize]
-                        .get_or_init(|| ResolvedRouter::new(topo, vpc, |p| self.claims_in(vpc, p))),
-                ),
+                router: Cow::Borrowed(self.routers[vid as usize].get_or_init(|| {
+                    let ask = indexed && self.peerings_of(vid) < ASK_BELOW;
+                    ResolvedRouter::new(topo, vpc, |p| self.claims_in(vpc, p), ask)
+                })),
             },
             None => VpcRef {
                 vid: None,
-                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false)),
+                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false, indexed)),
             },
         }
+    }
+
+    /// How many indexed peerings touch the VPC `vid`.
+    fn peerings_of(&self, vid: Vid) -> usize {
+        let from = self.by_vpc.partition_point(|(v, _)| *v < vid);
+        let to = self.by_vpc.partition_point(|(v, _)| *v <= vid);
+        to - from
     }
 
     /// The subnets the rules read for `vpc` (those of its one router; none when it has not

@@ -43,17 +43,19 @@ type EcmpKey = (RoutePolicy, IpNet);
 
 impl ResolvedRouter {
     /// The one router named `vpc` (or why not, as [`super::resolve_router`] says it);
-    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it (read
-    /// again per question when the topology indexes the router's rows: it must say the same
-    /// then).
+    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it. `ask`:
+    /// keep none of its rows, ask `topo` per question (for a topology that indexes them,
+    /// [`Topology::rows_indexed`], and few questions); `claimed` is then asked again per
+    /// question and must say the same.
     pub(super) fn new(
         topo: &(impl Topology + ?Sized),
         vpc: &str,
         claimed: impl Fn(&str) -> bool,
+        ask: bool,
     ) -> Result<ResolvedRouter, String> {
         let mut found = 0;
         let mut resolved = None;
-        let indexed = topo.rows_indexed();
+        let indexed = ask;
         topo.visit_routers_named(vpc, &mut |r| {
             found += 1;
             if found > 1 {

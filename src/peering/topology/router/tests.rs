@@ -111,8 +111,8 @@ proptest! {
         // Read whole and kept, or asked per question (the topology's default walks stand for
         // a replica's index, whose lookups are held equal to them in `ovsdb::row_index`).
         for asked in [false, true] {
-        let topo = Asked(&topo, asked);
-        let resolved = ResolvedRouter::new(&topo, "vpc-a", is_claimed).expect("one router");
+        let resolved =
+            ResolvedRouter::new(&topo, "vpc-a", is_claimed, asked).expect("one router");
         prop_assert_eq!(&resolved.subnets, &topo.subnets_named("vpc-a"));
         for q in NETS.iter().map(|n| n.parse::<IpNet>().unwrap().trunc()) {
             for own in PORTS.iter().copied().chain(["none"]) {
@@ -142,24 +142,5 @@ proptest! {
             }
         }
         }
-    }
-}
-
-/// A topology of [`RouterView`]s whose rows count as indexed when `.1`: a resolved router then
-/// asks them per question, through the trait's default walks.
-struct Asked<'a>(&'a Vec<RouterView>, bool);
-
-impl Topology for Asked<'_> {
-    fn routers_named(&self, name: &str) -> Vec<RouterView> {
-        self.0.routers_named(name)
-    }
-    fn port_named(&self, name: &str) -> Option<crate::peering::topology::PortView> {
-        self.0.port_named(name)
-    }
-    fn router_of_port(&self, port: &str) -> Option<String> {
-        self.0.router_of_port(port)
-    }
-    fn rows_indexed(&self) -> bool {
-        self.1
     }
 }
