@@ -89,8 +89,14 @@ impl Topology for NbCacheTopology<'_> {
     }
 
     /// The replica indexes its routers' ports by network and routes by prefix.
-    fn rows_indexed(&self) -> bool {
-        true
+    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
+        let routers = self.0.router_by_name(name);
+        Some(
+            routers
+                .iter()
+                .map(|r| r.ports.len() + r.static_routes.len())
+                .sum(),
+        )
     }
 
     /// A few range lookups in the replica's index, then the rows found.

@@ -368,8 +368,8 @@ impl<T: Topology> Topology for Leaving<'_, T> {
         self.nb.router_count(name)
     }
 
-    fn rows_indexed(&self) -> bool {
-        self.nb.rows_indexed()
+    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
+        self.nb.indexed_router_rows(name)
     }
 
     fn visit_ports_overlapping(

@@ -65,6 +65,11 @@ pub struct PeerIndex {
 /// topology indexes its rows ([`PeerIndex::vpc`]).
 const ASK_BELOW: usize = 64;
 
+/// A router with fewer ports and routes than this is read whole ([`PeerIndex::vpc`]). Debug
+/// builds ask every router of an indexed topology, and check each answer against the router
+/// read whole ([`ResolvedRouter`]), so that every test judging through the replica covers both.
+const ASK_FROM_ROWS: usize = if cfg!(debug_assertions) { 0 } else { 256 };
+
 /// One VPC as a check reads it: its router and the index's entries there.
 #[derive(Debug)]
 pub(super) struct VpcRef<'a> {
@@ -162,23 +167,28 @@ impl PeerIndex {
     /// A VPC, its router resolved from `topo` (once), or one with no entries, its router read
     /// from `topo` now, when no indexed peering touches it.
     ///
-    /// Over a topology that indexes its routers' rows, a VPC with few indexed peerings (a
-    /// hub's new spoke judged against the few that can conflict) has its router asked per
-    /// question instead of read whole; with many (a full pass over a hub: a question per
-    /// spoke) it is read once.
+    /// A big router (at least [`ASK_FROM_ROWS`] ports and routes: a hub's) of a topology
+    /// that indexes its rows, with few indexed peerings (a hub's new spoke judged against the
+    /// few that can conflict), is asked per question instead of read whole; with many (a full
+    /// pass over a hub: a question per spoke) it is read once, and so is a small one.
     pub(super) fn vpc<'a>(&'a self, topo: &(impl Topology + ?Sized), vpc: &str) -> VpcRef<'a> {
-        let indexed = topo.rows_indexed();
+        let ask = |peerings: usize| {
+            peerings < ASK_BELOW
+                && topo
+                    .indexed_router_rows(vpc)
+                    .is_some_and(|rows| rows >= ASK_FROM_ROWS)
+        };
         match self.vpc_ids.get(vpc) {
             Some(&vid) => VpcRef {
                 vid: Some(vid),
                 router: Cow::Borrowed(self.routers[vid as usize].get_or_init(|| {
-                    let ask = indexed && self.peerings_of(vid) < ASK_BELOW;
+                    let ask = ask(self.peerings_of(vid));
                     ResolvedRouter::new(topo, vpc, |p| self.claims_in(vpc, p), ask)
                 })),
             },
             None => VpcRef {
                 vid: None,
-                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false, indexed)),
+                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false, ask(0))),
             },
         }
     }

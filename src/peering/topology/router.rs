@@ -21,9 +21,12 @@ pub(super) struct ResolvedRouter {
     pub name: String,
     pub subnets: Vec<IpNet>,
     /// Its rows as the rules read them, or `None` when the topology indexes them
-    /// ([`Topology::rows_indexed`]): each question is then asked of it (a hub's router is
+    /// ([`Topology::indexed_router_rows`]): each question is then asked of it (a hub's router is
     /// not read whole).
     kept: Option<Kept>,
+    /// Debug builds, asked: the same router read whole, whose answers every question checks.
+    #[cfg(debug_assertions)]
+    twin: Option<Box<ResolvedRouter>>,
 }
 
 /// What a resolved router keeps of its rows when they are read whole.
@@ -45,12 +48,21 @@ impl ResolvedRouter {
     /// The one router named `vpc` (or why not, as [`super::resolve_router`] says it);
     /// `claimed(port)`: whether an indexed peering holds the port name `port` in it. `ask`:
     /// keep none of its rows, ask `topo` per question (for a topology that indexes them,
-    /// [`Topology::rows_indexed`], and few questions); `claimed` is then asked again per
+    /// [`Topology::indexed_router_rows`], and few questions); `claimed` is then asked again per
     /// question and must say the same.
     pub(super) fn new(
         topo: &(impl Topology + ?Sized),
         vpc: &str,
         claimed: impl Fn(&str) -> bool,
+        ask: bool,
+    ) -> Result<ResolvedRouter, String> {
+        Self::resolve(topo, vpc, &claimed, ask)
+    }
+
+    fn resolve(
+        topo: &(impl Topology + ?Sized),
+        vpc: &str,
+        claimed: &dyn Fn(&str) -> bool,
         ask: bool,
     ) -> Result<ResolvedRouter, String> {
         let mut found = 0;
@@ -67,6 +79,8 @@ impl ResolvedRouter {
                     name: r.name().to_string(),
                     subnets: Vec::new(),
                     kept: None,
+                    #[cfg(debug_assertions)]
+                    twin: None,
                 });
                 return;
             }
@@ -104,6 +118,8 @@ impl ResolvedRouter {
                     port_nets: PrefixMap::new(nets),
                     ecmp,
                 }),
+                #[cfg(debug_assertions)]
+                twin: None,
             });
         });
         match (found, resolved) {
@@ -111,6 +127,12 @@ impl ResolvedRouter {
                 if r.kept.is_none() {
                     // As the walk reads them (a port of a peering going is a peer port).
                     r.subnets = topo.subnets_named(vpc);
+                    #[cfg(debug_assertions)]
+                    {
+                        r.twin = ResolvedRouter::resolve(topo, vpc, claimed, false)
+                            .ok()
+                            .map(Box::new);
+                    }
                 }
                 Ok(r)
             }
@@ -160,7 +182,13 @@ impl ResolvedRouter {
             }
         };
         hits.sort_by_key(|(order, _, _)| *order);
-        hits.into_iter().map(|(_, n, name)| (n, name)).collect()
+        let out: Vec<(IpNet, String)> = hits.into_iter().map(|(_, n, name)| (n, name)).collect();
+        #[cfg(debug_assertions)]
+        if let Some(twin) = &self.twin {
+            let whole = twin.port_nets(topo, q, own, reclaimed, claimed);
+            assert_eq!(out, whole, "port_nets({q}) asked vs read whole");
+        }
+        out
     }
 
     /// Installed main-table routes with this (policy, prefix), not of peering `me`: their
@@ -183,6 +211,14 @@ impl ResolvedRouter {
                 }
             });
             out.sort_by_key(|(order, _)| *order);
+            // Orders count the rows going too (read whole, they are skipped): compare the rows.
+            #[cfg(debug_assertions)]
+            if let Some(twin) = &self.twin {
+                let ids =
+                    |v: &[(usize, RowKey)]| v.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+                let whole = twin.ecmp(topo, key, me);
+                assert_eq!(ids(&out), ids(&whole), "ecmp({key:?}) asked vs read whole");
+            }
             return out;
         };
         let from = kept.ecmp.partition_point(|(k, ..)| *k < key);
