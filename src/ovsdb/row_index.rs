@@ -20,9 +20,6 @@ use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute};
 
 type PSet<K> = imbl::OrdSet<K>;
 
-/// (family (`true`: IPv6), first address) of a network: comparable across families.
-type Start = (bool, u128);
-
 const MAX_UUID: Uuid = Uuid::from_u128(u128::MAX);
 
 /// See the module doc.
@@ -30,17 +27,18 @@ const MAX_UUID: Uuid = Uuid::from_u128(u128::MAX);
 pub(super) struct RowIndex {
     /// (port or route, router listing it).
     holders: PSet<(Uuid, Uuid)>,
-    /// (router, port, subnet start, prefix length): each router's subnets.
-    by_router: PSet<(Uuid, Uuid, Start, u8)>,
-    /// (subnet start, prefix length, router, port): every subnet by address.
-    by_start: PSet<(Start, u8, Uuid, Uuid)>,
+    /// (router, port, subnet): each router's subnets.
+    by_router: PSet<(Uuid, Uuid, IpNet)>,
+    /// (subnet, router, port): every subnet by address (`IpNet` orders by family, first
+    /// address, prefix length).
+    by_start: PSet<(IpNet, Uuid, Uuid)>,
     /// How many subnets have each (family, prefix length): the lengths a wider subnet can have.
     lens: imbl::OrdMap<(bool, u8), usize>,
-    /// (router, network start, prefix length, port) of the networks of its other ports (peer
-    /// and gateway ports): what a link or a route of a peering must not overlap.
-    port_nets: PSet<(Uuid, Start, u8, Uuid)>,
-    /// (router, prefix start, prefix length, route): its static routes by prefix.
-    routes: PSet<(Uuid, Start, u8, Uuid)>,
+    /// (router, network, port) of the networks of its other ports (peer and gateway ports):
+    /// what a link or a route of a peering must not overlap.
+    port_nets: PSet<(Uuid, IpNet, Uuid)>,
+    /// (router, prefix, route): its static routes by prefix.
+    routes: PSet<(Uuid, IpNet, Uuid)>,
 }
 
 /// The subnets a port gives its router: its networks (host bits cleared; unparseable ones
@@ -77,26 +75,33 @@ pub fn route_prefix(r: &LogicalRouterStaticRoute) -> Option<IpNet> {
     }
 }
 
-fn start(n: &IpNet) -> Start {
+/// The networks whose first address lies in `n`, as a key range: from `n`'s first address
+/// with length 0 to its last with the family's longest.
+fn inside(n: &IpNet) -> (IpNet, IpNet) {
     match n {
-        IpNet::V4(a) => (false, u128::from(u32::from(a.network()))),
-        IpNet::V6(a) => (true, u128::from(a.network())),
+        IpNet::V4(a) => (
+            IpNet::new(a.network().into(), 0).expect("0 is a valid length"),
+            IpNet::new(a.broadcast().into(), 32).expect("32 is a valid length"),
+        ),
+        IpNet::V6(a) => (
+            IpNet::new(a.network().into(), 0).expect("0 is a valid length"),
+            IpNet::new(a.broadcast().into(), 128).expect("128 is a valid length"),
+        ),
     }
 }
 
-fn end(n: &IpNet) -> Start {
-    match n {
-        IpNet::V4(a) => (false, u128::from(u32::from(a.broadcast()))),
-        IpNet::V6(a) => (true, u128::from(a.broadcast())),
-    }
+/// The least network (0.0.0.0/0), below every other in `IpNet`'s order.
+fn min_net() -> IpNet {
+    IpNet::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0).expect("0 is a valid length")
 }
 
-fn net(start: Start, len: u8) -> Option<IpNet> {
-    let addr: std::net::IpAddr = match start {
-        (false, a) => std::net::Ipv4Addr::from(u32::try_from(a).ok()?).into(),
-        (true, a) => std::net::Ipv6Addr::from(a).into(),
-    };
-    IpNet::new(addr, len).ok()
+/// The greatest network, above every other in `IpNet`'s order.
+fn max_net() -> IpNet {
+    IpNet::new(std::net::Ipv6Addr::from(u128::MAX).into(), 128).expect("128 is a valid length")
+}
+
+fn is_v6(n: &IpNet) -> bool {
+    matches!(n, IpNet::V6(_))
 }
 
 fn all_of(row: Uuid) -> RangeInclusive<(Uuid, Uuid)> {
@@ -125,13 +130,9 @@ impl RowIndex {
 
     /// The subnets of router `router`, sorted, without duplicates.
     pub(super) fn subnets_of(&self, router: Uuid) -> Vec<IpNet> {
-        let range =
-            (router, Uuid::nil(), (false, 0), 0)..=(router, MAX_UUID, (true, u128::MAX), u8::MAX);
-        let mut out: Vec<IpNet> = self
-            .by_router
-            .range(range)
-            .filter_map(|(_, _, s, len)| net(*s, *len))
-            .collect();
+        let (lo, hi) = (min_net(), max_net());
+        let range = (router, Uuid::nil(), lo)..=(router, MAX_UUID, hi);
+        let mut out: Vec<IpNet> = self.by_router.range(range).map(|(_, _, n)| *n).collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -141,21 +142,16 @@ impl RowIndex {
     /// starting before it, which overlap it only by containing it (prefixes nest), so are `n`
     /// cut to one of the shorter lengths present.
     pub(super) fn subnets_overlapping(&self, n: &IpNet, out: &mut Vec<(IpNet, Uuid)>) {
-        let (lo, hi) = (start(n), end(n));
-        let range = (lo, 0, Uuid::nil(), Uuid::nil())..=(hi, u8::MAX, MAX_UUID, MAX_UUID);
-        out.extend(
-            self.by_start
-                .range(range)
-                .filter_map(|(s, len, r, _)| Some((net(*s, *len)?, *r))),
-        );
-        let family = lo.0;
+        let (lo, hi) = inside(n);
+        let range = (lo, Uuid::nil(), Uuid::nil())..=(hi, MAX_UUID, MAX_UUID);
+        out.extend(self.by_start.range(range).map(|(s, r, _)| (*s, *r)));
+        let family = is_v6(n);
         for (&(_, len), _) in self.lens.range((family, 0)..(family, n.prefix_len())) {
             let Ok(wider) = IpNet::new(n.addr(), len).map(|w| w.trunc()) else {
                 continue;
             };
-            let s = start(&wider);
-            let range = (s, len, Uuid::nil(), Uuid::nil())..=(s, len, MAX_UUID, MAX_UUID);
-            out.extend(self.by_start.range(range).map(|(_, _, r, _)| (wider, *r)));
+            let range = (wider, Uuid::nil(), Uuid::nil())..=(wider, MAX_UUID, MAX_UUID);
+            out.extend(self.by_start.range(range).map(|(s, r, _)| (*s, *r)));
         }
     }
 
@@ -163,17 +159,16 @@ impl RowIndex {
     /// uuid order).
     pub(super) fn ports_overlapping(&self, router: Uuid, n: &IpNet) -> Vec<Uuid> {
         let mut out = Vec::new();
-        let (lo, hi) = (start(n), end(n));
-        let range = (router, lo, 0, Uuid::nil())..=(router, hi, u8::MAX, MAX_UUID);
-        out.extend(self.port_nets.range(range).map(|(_, _, _, p)| *p));
+        let (lo, hi) = inside(n);
+        let range = (router, lo, Uuid::nil())..=(router, hi, MAX_UUID);
+        out.extend(self.port_nets.range(range).map(|(_, _, p)| *p));
         // Wider networks containing `n`: `n` cut to each shorter length.
         for len in 0..n.prefix_len() {
             let Ok(wider) = IpNet::new(n.addr(), len).map(|w| w.trunc()) else {
                 continue;
             };
-            let s = start(&wider);
-            let range = (router, s, len, Uuid::nil())..=(router, s, len, MAX_UUID);
-            out.extend(self.port_nets.range(range).map(|(_, _, _, p)| *p));
+            let range = (router, wider, Uuid::nil())..=(router, wider, MAX_UUID);
+            out.extend(self.port_nets.range(range).map(|(_, _, p)| *p));
         }
         out.sort_unstable();
         out.dedup();
@@ -182,9 +177,8 @@ impl RowIndex {
 
     /// The static routes of `router` whose prefix is `n` (as [`route_prefix`] reads it).
     pub(super) fn routes_with_prefix(&self, router: Uuid, n: &IpNet) -> Vec<Uuid> {
-        let (s, len) = (start(n), n.prefix_len());
-        let range = (router, s, len, Uuid::nil())..=(router, s, len, MAX_UUID);
-        self.routes.range(range).map(|(_, _, _, r)| *r).collect()
+        let range = (router, *n, Uuid::nil())..=(router, *n, MAX_UUID);
+        self.routes.range(range).map(|(_, _, r)| *r).collect()
     }
 
     /// A router came (or was re-indexed whole): its rows and the subnets of its ports present.
@@ -273,15 +267,13 @@ impl RowIndex {
 
     fn route_add(&mut self, router: Uuid, x: &LogicalRouterStaticRoute) {
         if let Some(n) = route_prefix(x) {
-            self.routes
-                .insert((router, start(&n), n.prefix_len(), x.uuid));
+            self.routes.insert((router, n, x.uuid));
         }
     }
 
     fn route_remove(&mut self, router: Uuid, x: &LogicalRouterStaticRoute) {
         if let Some(n) = route_prefix(x) {
-            self.routes
-                .remove(&(router, start(&n), n.prefix_len(), x.uuid));
+            self.routes.remove(&(router, n, x.uuid));
         }
     }
 
@@ -304,16 +296,13 @@ impl RowIndex {
     fn subnets_add(&mut self, router: Uuid, p: &LogicalRouterPort) {
         if !gives_subnets(p) {
             for n in p.networks.iter().filter_map(|n| n.parse::<IpNet>().ok()) {
-                let n = n.trunc();
-                self.port_nets
-                    .insert((router, start(&n), n.prefix_len(), p.uuid));
+                self.port_nets.insert((router, n.trunc(), p.uuid));
             }
         }
         for n in port_subnets(p) {
-            let (s, len) = (start(&n), n.prefix_len());
-            if self.by_router.insert((router, p.uuid, s, len)).is_none() {
-                self.by_start.insert((s, len, router, p.uuid));
-                *self.lens.entry((s.0, len)).or_default() += 1;
+            if self.by_router.insert((router, p.uuid, n)).is_none() {
+                self.by_start.insert((n, router, p.uuid));
+                *self.lens.entry((is_v6(&n), n.prefix_len())).or_default() += 1;
             }
         }
     }
@@ -321,19 +310,17 @@ impl RowIndex {
     fn subnets_remove(&mut self, router: Uuid, p: &LogicalRouterPort) {
         if !gives_subnets(p) {
             for n in p.networks.iter().filter_map(|n| n.parse::<IpNet>().ok()) {
-                let n = n.trunc();
-                self.port_nets
-                    .remove(&(router, start(&n), n.prefix_len(), p.uuid));
+                self.port_nets.remove(&(router, n.trunc(), p.uuid));
             }
         }
         for n in port_subnets(p) {
-            let (s, len) = (start(&n), n.prefix_len());
-            if self.by_router.remove(&(router, p.uuid, s, len)).is_some() {
-                self.by_start.remove(&(s, len, router, p.uuid));
-                if let Some(c) = self.lens.get_mut(&(s.0, len)) {
+            if self.by_router.remove(&(router, p.uuid, n)).is_some() {
+                self.by_start.remove(&(n, router, p.uuid));
+                let key = (is_v6(&n), n.prefix_len());
+                if let Some(c) = self.lens.get_mut(&key) {
                     *c -= 1;
                     if *c == 0 {
-                        self.lens.remove(&(s.0, len));
+                        self.lens.remove(&key);
                     }
                 }
             }
@@ -473,6 +460,7 @@ mod tests {
             "fd00::1/64",
             "10.3.0.1/16",
             "junk",
+            "0.0.0.0/0",
         ];
         let mut c = NbCache::new(Some("owner".into()));
         let mut held_routes = BTreeSet::new();
