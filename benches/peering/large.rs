@@ -51,6 +51,10 @@ pub struct LargeResults {
     pub footprint_after_restart: Footprint,
     /// [`SETTLE`] after the first pass after the restart.
     pub footprint_restart_settled: Footprint,
+    /// What the heap holds (`ovn_peerd_heap_bytes{state="in_use"}`) at the steady and the
+    /// settled footprints: live bytes, against the resident ones.
+    pub heap_in_use_steady_mb: f64,
+    pub heap_in_use_restart_settled_mb: f64,
     pub db_query_mean_ms_before_restart: Value,
     pub db_query_mean_ms_after_restart: Value,
     /// CPU seconds over the whole phase.
@@ -134,6 +138,7 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> LargeRes
     out.footprint_steady = footprint(peerd.pid());
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-large-1.txt"), &metrics).ok();
+    out.heap_in_use_steady_mb = heap_in_use_mb(&metrics);
     out.passes_before_restart =
         support::metric_sum(&metrics, "ovn_peerd_reconciler_pass_seconds_count");
     out.pass_mean_before_restart_s =
@@ -160,6 +165,7 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> LargeRes
     out.footprint_restart_settled = footprint(peerd.pid());
     let metrics = peerd.scrape().await;
     std::fs::write(dir.join("metrics-large-2.txt"), &metrics).ok();
+    out.heap_in_use_restart_settled_mb = heap_in_use_mb(&metrics);
     let passes = support::metric_sum(&metrics, "ovn_peerd_reconciler_pass_seconds_count");
     // The first pass alone when only one ran; else the mean of those so far.
     out.restart_first_pass_s =
@@ -178,6 +184,10 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster, n: usize) -> LargeRes
     peerd.proc.terminate(Duration::from_secs(60));
     println!("[large] {out:#?}");
     out
+}
+
+fn heap_in_use_mb(metrics: &str) -> f64 {
+    support::metric_sum_with(metrics, "ovn_peerd_heap_bytes", "state=\"in_use\"") / 1e6
 }
 
 /// [`Peerd::wait_ready`] without its 120 s limit: at 200,000 routers the first sync may take

@@ -444,6 +444,22 @@ pub fn print_large(l: &LargeResults) {
             "<= 600 MB",
         ),
         (
+            "heap in use: steady / after restart, settled",
+            format!(
+                "{:.0} / {:.0} MB",
+                l.heap_in_use_steady_mb, l.heap_in_use_restart_settled_mb
+            ),
+            "",
+        ),
+        (
+            "RSS high-water: first run / after restart",
+            format!(
+                "{:.0} / {:.0} MB",
+                l.footprint_steady.hwm_rss_mb, l.footprint_restart_settled.hwm_rss_mb
+            ),
+            "",
+        ),
+        (
             "CPU s: ovsdb-server / Postgres / monitor",
             format!(
                 "{:.1} / {:.1} / {:.2}",

@@ -15,7 +15,7 @@ pub use nb_cache_topology::NbCacheTopology;
 
 impl crate::peering::ExternalIds for crate::ovsdb::StrMap {
     fn id(&self, key: &str) -> Option<&str> {
-        self.get(key).map(String::as_str)
+        self.get(key)
     }
     fn to_map(&self) -> std::collections::BTreeMap<String, String> {
         crate::ovsdb::StrMap::to_map(self)

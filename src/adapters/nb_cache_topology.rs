@@ -31,7 +31,7 @@ impl Topology for NbCacheTopology<'_> {
             .into_iter()
             .map(|r| RouterView {
                 id: r.uuid.to_string(),
-                name: r.name.clone(),
+                name: r.name.to_string(),
                 ports: r
                     .ports
                     .iter()
@@ -81,7 +81,7 @@ impl Topology for NbCacheTopology<'_> {
     fn router_of_port(&self, port: &str) -> Option<String> {
         let uuid = self.0.port_by_name(port)?.uuid;
         let router = self.0.routers_holding(uuid).next()?;
-        self.0.router(router).map(|r| r.name.clone())
+        self.0.router(router).map(|r| r.name.to_string())
     }
 
     fn router_count(&self, name: &str) -> usize {
@@ -174,7 +174,7 @@ impl Nearby for NbCacheTopology<'_> {
         let routers: BTreeSet<Uuid> = found.into_iter().map(|(_, r)| r).collect();
         routers
             .into_iter()
-            .filter_map(|u| cache.router(u).map(|r| r.name.clone()))
+            .filter_map(|u| cache.router(u).map(|r| r.name.to_string()))
             .collect()
     }
 
@@ -290,21 +290,20 @@ fn owner_ref<'a>(external_ids: &'a StrMap, me: Option<&str>) -> Option<&'a str> 
         (Some(me), Some(row)) => row != me,
         _ => false,
     };
-    (!theirs && is_owned(external_ids))
-        .then(|| external_ids.get(PEERING_KEY).map_or("", String::as_str))
+    (!theirs && is_owned(external_ids)).then(|| external_ids.get(PEERING_KEY).unwrap_or(""))
 }
 
 /// As [`instance`], borrowed.
 fn instance_ref(external_ids: &StrMap) -> Option<&str> {
     is_owned(external_ids)
-        .then(|| external_ids.get(INSTANCE_KEY).map(String::as_str))
+        .then(|| external_ids.get(INSTANCE_KEY))
         .flatten()
 }
 
 /// The deployment that wrote an owned row, when it says.
 fn instance(external_ids: &StrMap) -> Option<String> {
     is_owned(external_ids)
-        .then(|| external_ids.get(INSTANCE_KEY).cloned())
+        .then(|| external_ids.get(INSTANCE_KEY).map(str::to_owned))
         .flatten()
 }
 
@@ -316,10 +315,10 @@ fn owner(external_ids: &StrMap, me: Option<&str>) -> Option<String> {
 fn route_view(r: &LogicalRouterStaticRoute, me: Option<&str>) -> RouteView {
     RouteView {
         id: r.uuid.to_string(),
-        ip_prefix: r.ip_prefix.clone(),
-        nexthop: r.nexthop.clone(),
-        policy: r.policy.clone(),
-        route_table: r.route_table.clone(),
+        ip_prefix: r.ip_prefix.to_string(),
+        nexthop: r.nexthop.to_string(),
+        policy: r.policy.as_deref().map(str::to_owned),
+        route_table: r.route_table.to_string(),
         peering: owner(&r.external_ids, me),
         instance: instance(&r.external_ids),
     }
@@ -332,9 +331,9 @@ fn is_gateway(p: &LogicalRouterPort) -> bool {
 
 fn port_view(p: &LogicalRouterPort, me: Option<&str>) -> PortView {
     PortView {
-        name: p.name.clone(),
-        networks: p.networks.clone(),
-        peer: p.peer.clone(),
+        name: p.name.to_string(),
+        networks: p.networks.to_vec(),
+        peer: p.peer.as_deref().map(str::to_owned),
         is_gateway: is_gateway(p),
         peering: owner(&p.external_ids, me),
         instance: instance(&p.external_ids),

@@ -101,7 +101,7 @@ fn router(
     };
     let uuid = r.uuid.to_string();
     Ok(RouterRow {
-        name: r.name.clone(),
+        name: r.name.to_string(),
         options: r.options.to_map(),
         routes: r
             .static_routes
@@ -109,11 +109,11 @@ fn router(
             .filter_map(|u| cache.static_route(*u))
             .map(|s| RouteRow {
                 uuid: s.uuid.to_string(),
-                ip_prefix: s.ip_prefix.clone(),
-                nexthop: s.nexthop.clone(),
-                policy: s.policy.clone(),
-                output_port: s.output_port.clone(),
-                route_table: s.route_table.clone(),
+                ip_prefix: s.ip_prefix.to_string(),
+                nexthop: s.nexthop.to_string(),
+                policy: s.policy.as_deref().map(str::to_owned),
+                output_port: s.output_port.as_deref().map(str::to_owned),
+                route_table: s.route_table.to_string(),
                 peering: owner(&s.external_ids),
             })
             .collect(),
@@ -127,17 +127,22 @@ fn port(cache: &NbCache, p: &LogicalRouterPort) -> PortRow {
     let holder = cache.routers().find(|r| r.ports.contains(&p.uuid));
     PortRow {
         uuid: p.uuid.to_string(),
-        name: p.name.clone(),
-        networks: p.networks.clone(),
-        peer: p.peer.clone(),
+        name: p.name.to_string(),
+        networks: p.networks.to_vec(),
+        peer: p.peer.as_deref().map(str::to_owned),
         enabled: p.enabled,
         router_uuid: holder.map(|r| r.uuid.to_string()),
-        router_name: holder.map(|r| r.name.clone()),
+        router_name: holder.map(|r| r.name.to_string()),
         peering: owner(&p.external_ids),
     }
 }
 
 /// The peering an ovn-peerd row belongs to; `None` for a row ovn-peerd does not own.
 fn owner(external_ids: &StrMap) -> Option<String> {
-    is_owned(external_ids).then(|| external_ids.get(PEERING_KEY).cloned().unwrap_or_default())
+    is_owned(external_ids).then(|| {
+        external_ids
+            .get(PEERING_KEY)
+            .map(str::to_owned)
+            .unwrap_or_default()
+    })
 }

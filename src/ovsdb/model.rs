@@ -2,7 +2,12 @@
 //!
 //! Owns the list of modelled columns per table (what we monitor and check in the schema).
 //! No peering rules here: these are plain mirrors of NB rows.
+//!
+//! Stored small (README, *Memory at 100,000 peerings*): strings are [`CompactString`]s (up to 24
+//! bytes inline, no allocation: names, MACs, prefixes) except `networks` (the rules read it as
+//! `&[String]`), sets are exact boxed slices.
 
+use compact_str::CompactString;
 use uuid::Uuid;
 
 use super::schema::{AtomicType as T, ColumnSpec};
@@ -77,9 +82,9 @@ impl std::fmt::Display for Table {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogicalRouter {
     pub uuid: Uuid,
-    pub name: String,
-    pub ports: Vec<Uuid>,
-    pub static_routes: Vec<Uuid>,
+    pub name: CompactString,
+    pub ports: Box<[Uuid]>,
+    pub static_routes: Box<[Uuid]>,
     pub options: StrMap,
     pub external_ids: StrMap,
 }
@@ -87,13 +92,14 @@ pub struct LogicalRouter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogicalRouterPort {
     pub uuid: Uuid,
-    pub name: String,
-    pub mac: String,
-    pub networks: Vec<String>,
+    pub name: CompactString,
+    pub mac: CompactString,
+    /// Plain strings: the rules read them as `&[String]`.
+    pub networks: Box<[String]>,
     /// The peer port's *name*.
-    pub peer: Option<String>,
+    pub peer: Option<CompactString>,
     pub enabled: Option<bool>,
-    pub gateway_chassis: Vec<Uuid>,
+    pub gateway_chassis: Box<[Uuid]>,
     pub ha_chassis_group: Option<Uuid>,
     pub options: StrMap,
     pub external_ids: StrMap,
@@ -102,13 +108,13 @@ pub struct LogicalRouterPort {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogicalRouterStaticRoute {
     pub uuid: Uuid,
-    pub ip_prefix: String,
-    pub nexthop: String,
+    pub ip_prefix: CompactString,
+    pub nexthop: CompactString,
     /// `None` means dst-ip.
-    pub policy: Option<String>,
-    pub output_port: Option<String>,
+    pub policy: Option<CompactString>,
+    pub output_port: Option<CompactString>,
     /// "" = the main table.
-    pub route_table: String,
+    pub route_table: CompactString,
     /// Weak reference to a `BFD` row.
     pub bfd: Option<Uuid>,
     pub options: StrMap,
@@ -123,15 +129,16 @@ fn atoms(d: Datum) -> Result<Vec<Atom>, String> {
         Datum::Map(_) => Err("expected a set, got a map".into()),
     }
 }
-fn string(d: Datum) -> Result<String, String> {
+fn string(d: Datum) -> Result<CompactString, String> {
     opt_string(d)?.ok_or_else(|| "expected one string".into())
 }
-fn opt_string(d: Datum) -> Result<Option<String>, String> {
+/// A short string moves inline (its buffer freed), a long one keeps its buffer.
+fn opt_string(d: Datum) -> Result<Option<CompactString>, String> {
     let mut v = strings(d)?;
     if v.len() > 1 {
         return Err("expected at most one string".into());
     }
-    Ok(v.pop())
+    Ok(v.pop().map(CompactString::from))
 }
 fn strings(d: Datum) -> Result<Vec<String>, String> {
     atoms(d)?
@@ -184,16 +191,18 @@ fn string_map(d: Datum) -> Result<StrMap, String> {
 
 /// Applies an `update2` set diff in place: each element of `diff` is removed when held, added
 /// when not. `set` is sorted and stays so (a modify of one hub router's 10,000 ports costs a
-/// binary search and a move, not a copy of the set).
-fn toggle<T: Ord>(set: &mut Vec<T>, diff: Vec<T>) {
+/// binary search and a move per element, and one exact reallocation, not a copy of the set).
+fn toggle<T: Ord>(set: &mut Box<[T]>, diff: Vec<T>) {
+    let mut v = std::mem::take(set).into_vec();
     for x in diff {
-        match set.binary_search(&x) {
+        match v.binary_search(&x) {
             Ok(i) => {
-                set.remove(i);
+                v.remove(i);
             }
-            Err(i) => set.insert(i, x),
+            Err(i) => v.insert(i, x),
         }
     }
+    *set = v.into_boxed_slice();
 }
 fn map_diff(m: &mut StrMap, d: Datum) -> Result<(), String> {
     m.apply_diff(string_pairs(d)?);
@@ -203,8 +212,8 @@ fn map_diff(m: &mut StrMap, d: Datum) -> Result<(), String> {
 fn d_str(s: &str) -> Datum {
     Datum::from(s)
 }
-fn d_opt_str(s: &Option<String>) -> Datum {
-    Datum::set(s.iter().map(String::as_str))
+fn d_opt_str(s: &Option<CompactString>) -> Datum {
+    Datum::set(s.iter().map(CompactString::as_str))
 }
 fn d_strs(v: &[String]) -> Datum {
     Datum::set(v.iter().map(String::as_str))
@@ -213,7 +222,7 @@ fn d_uuids(v: &[Uuid]) -> Datum {
     Datum::set(v.iter().copied())
 }
 fn d_map(m: &StrMap) -> Datum {
-    Datum::map(m.iter().map(|(k, v)| (k, v.as_str())))
+    Datum::map(m.iter())
 }
 
 impl Model for LogicalRouter {
@@ -247,8 +256,8 @@ impl Model for LogicalRouter {
     fn set(&mut self, column: &str, v: Datum) -> Result<(), String> {
         match column {
             "name" => self.name = string(v)?,
-            "ports" => self.ports = uuids(v)?,
-            "static_routes" => self.static_routes = uuids(v)?,
+            "ports" => self.ports = uuids(v)?.into(),
+            "static_routes" => self.static_routes = uuids(v)?.into(),
             "options" => self.options = string_map(v)?,
             "external_ids" => self.external_ids = string_map(v)?,
             _ => {}
@@ -306,10 +315,10 @@ impl Model for LogicalRouterPort {
         match column {
             "name" => self.name = string(v)?,
             "mac" => self.mac = string(v)?,
-            "networks" => self.networks = strings(v)?,
+            "networks" => self.networks = strings(v)?.into(),
             "peer" => self.peer = opt_string(v)?,
             "enabled" => self.enabled = opt_bool(v)?,
-            "gateway_chassis" => self.gateway_chassis = uuids(v)?,
+            "gateway_chassis" => self.gateway_chassis = uuids(v)?.into(),
             "ha_chassis_group" => self.ha_chassis_group = opt_uuid(v)?,
             "options" => self.options = string_map(v)?,
             "external_ids" => self.external_ids = string_map(v)?,
@@ -395,10 +404,10 @@ mod tests {
             uuid: Uuid::nil(),
             name: "p".into(),
             mac: "0a:00:00:00:00:01".into(),
-            networks: vec!["10.0.0.1/24".into(), "fd00::1/64".into()],
+            networks: ["10.0.0.1/24".into(), "fd00::1/64".into()].into(),
             peer: Some("q".into()),
             enabled: Some(false),
-            gateway_chassis: vec![Uuid::from_u128(3)],
+            gateway_chassis: [Uuid::from_u128(3)].into(),
             ha_chassis_group: None,
             options: StrMap::from([("a", "b")]),
             external_ids: StrMap::new(),
@@ -417,12 +426,12 @@ mod tests {
     fn diffs_in_place() {
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         let mut r = LogicalRouter {
-            ports: vec![a, b],
+            ports: [a, b].into(),
             external_ids: StrMap::from([("k1", "v1"), ("k2", "v2"), ("k3", "v3")]),
             ..Default::default()
         };
         r.apply_diff("ports", Datum::set([b, c])).unwrap();
-        assert_eq!(r.ports, vec![a, c]);
+        assert_eq!(*r.ports, [a, c]);
         r.apply_diff(
             "external_ids",
             Datum::map([("k1", "v1"), ("k2", "new"), ("k4", "v4")]),
@@ -436,11 +445,11 @@ mod tests {
         assert!(r.apply_diff("ports", Datum::map([("k", "v")])).is_err());
         assert!(r.apply_diff("name", Datum::set(["x"])).is_err());
         let mut p = LogicalRouterPort {
-            networks: vec!["".into()],
+            networks: ["".into()].into(),
             ..Default::default()
         };
         p.apply_diff("networks", Datum::set(["", "a", "b"]))
             .unwrap();
-        assert_eq!(p.networks, vec!["a", "b"]);
+        assert_eq!(*p.networks, ["a", "b"]);
     }
 }

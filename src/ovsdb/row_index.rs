@@ -396,7 +396,7 @@ mod tests {
                     .filter_map(|u| c.static_route(*u))
                     .filter(|x| {
                         let view = RouteView {
-                            ip_prefix: x.ip_prefix.clone(),
+                            ip_prefix: x.ip_prefix.to_string(),
                             ..Default::default()
                         };
                         view.key().is_some_and(|(_, p)| p == *q)
@@ -593,7 +593,7 @@ mod tests {
                                 .iter()
                                 .map(|v| v.as_str().unwrap().to_string())
                                 .collect();
-                            let held: BTreeSet<String> = held.into_iter().collect();
+                            let held: BTreeSet<String> = held.iter().cloned().collect();
                             let diff: Vec<&String> = held.symmetric_difference(&new).collect();
                             row.insert("networks".into(), json!(["set", diff]));
                             json!({"Logical_Router_Port": {port(i).to_string(): {"modify": row}}})

@@ -6,23 +6,30 @@
 //! ≈ 380 bytes, and nothing at all when empty. Keys repeat across every row (`ovn-peerd:owner`,
 //! `neutron:...`): each distinct key is stored once, shared by all rows, up to
 //! [`MAX_INTERNED_KEYS`] (past that a key gets its own copy: an unbounded set of keys must not
-//! grow the interner for ever). Values keep their `String` so lookups read like a `BTreeMap`'s
-//! (`get(k).cloned()`, `.map(String::as_str)`). Immutable once built: a change builds a new map
-//! (the replica's rows are copied on write anyway).
+//! grow the interner for ever). A value of up to 24 bytes (a peering's name, a generation, a side,
+//! an address) is stored inline, no allocation; a longer one (a deployment's uuid, on every row it
+//! wrote) is shared through the same interner, bounded the same way. A pair is 40 bytes, so
+//! ovn-peerd's five markers cost one 224-byte block instead of six allocations (README, *Memory at
+//! 100,000 peerings*). Immutable once built: a change builds a new map (the replica's rows are
+//! copied on write anyway).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex};
 
+use compact_str::CompactString;
+
 /// Distinct keys shared between rows, at most.
 pub const MAX_INTERNED_KEYS: usize = 4096;
-/// Longer keys are not interned (any NB writer chooses keys: the interner keeps what it holds
-/// for the life of the process, so it holds only short, repeated ones).
+/// Longer keys and values are not interned (any NB writer chooses them: the interner keeps what
+/// it holds for the life of the process, so it holds only short, repeated ones).
 pub const MAX_INTERNED_KEY_LEN: usize = 64;
+/// Values up to this long are stored inline ([`CompactString`]'s capacity).
+pub const MAX_INLINE_VALUE_LEN: usize = std::mem::size_of::<CompactString>();
 
 static KEYS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Mutex::default);
 
-/// The shared copy of `key`.
+/// The shared copy of `key` (a key, or a value too long to be inline).
 fn intern(key: &str) -> Arc<str> {
     if key.len() > MAX_INTERNED_KEY_LEN {
         return Arc::from(key);
@@ -38,9 +45,34 @@ fn intern(key: &str) -> Arc<str> {
     k
 }
 
+/// A map's value: inline when it fits, else shared (the choice is the length's alone, so equal
+/// values are always the same variant and the derived equality holds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Value {
+    Inline(CompactString),
+    Shared(Arc<str>),
+}
+
+impl Value {
+    fn new(v: &str) -> Self {
+        if v.len() <= MAX_INLINE_VALUE_LEN {
+            Value::Inline(CompactString::from(v))
+        } else {
+            Value::Shared(intern(v))
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Value::Inline(s) => s,
+            Value::Shared(s) => s,
+        }
+    }
+}
+
 /// A `{string: string}` map, sorted by key, keys interned (see the module doc).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct StrMap(Box<[(Arc<str>, String)]>);
+pub struct StrMap(Box<[(Arc<str>, Value)]>);
 
 impl StrMap {
     pub fn new() -> Self {
@@ -51,8 +83,8 @@ impl StrMap {
         self.0.binary_search_by(|(k, _)| (**k).cmp(key))
     }
 
-    pub fn get(&self, key: &str) -> Option<&String> {
-        self.find(key).ok().map(|i| &self.0[i].1)
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.find(key).ok().map(|i| self.0[i].1.as_str())
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -68,8 +100,8 @@ impl StrMap {
     }
 
     /// In key order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &String)> + '_ {
-        self.0.iter().map(|(k, v)| (&**k, v))
+    pub fn iter(&self) -> Iter<'_> {
+        self.into_iter()
     }
 
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
@@ -82,11 +114,11 @@ impl StrMap {
         let mut v = std::mem::take(&mut self.0).into_vec();
         for (k, val) in diff {
             match v.binary_search_by(|(x, _)| (**x).cmp(k.as_str())) {
-                Ok(i) if v[i].1 == val => {
+                Ok(i) if v[i].1.as_str() == val => {
                     v.remove(i);
                 }
-                Ok(i) => v[i].1 = val,
-                Err(i) => v.insert(i, (intern(&k), val)),
+                Ok(i) => v[i].1 = Value::new(&val),
+                Err(i) => v.insert(i, (intern(&k), Value::new(&val))),
             }
         }
         self.0 = v.into_boxed_slice();
@@ -95,21 +127,21 @@ impl StrMap {
     /// A plain map (for code that builds or edits one, e.g. a desired row).
     pub fn to_map(&self) -> BTreeMap<String, String> {
         self.iter()
-            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect()
     }
 }
 
 /// From pairs in any order; a repeated key keeps its last value (as `BTreeMap` does).
-impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for StrMap {
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for StrMap {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut pairs: Vec<(Arc<str>, String)> = iter
+        let mut pairs: Vec<(Arc<str>, Value)> = iter
             .into_iter()
-            .map(|(k, v)| (intern(k.as_ref()), v.into()))
+            .map(|(k, v)| (intern(k.as_ref()), Value::new(v.as_ref())))
             .collect();
         // Stable: equal keys keep their order, then the last one wins.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Arc<str>, String)> = Vec::with_capacity(pairs.len());
+        let mut out: Vec<(Arc<str>, Value)> = Vec::with_capacity(pairs.len());
         for p in pairs {
             match out.last_mut() {
                 Some(last) if last.0 == p.0 => *last = p,
@@ -126,7 +158,7 @@ impl From<BTreeMap<String, String>> for StrMap {
     }
 }
 
-impl<K: AsRef<str>, V: Into<String>, const N: usize> From<[(K, V); N]> for StrMap {
+impl<K: AsRef<str>, V: AsRef<str>, const N: usize> From<[(K, V); N]> for StrMap {
     fn from(a: [(K, V); N]) -> Self {
         a.into_iter().collect()
     }
@@ -144,7 +176,7 @@ impl PartialEq<BTreeMap<String, String>> for StrMap {
             && self
                 .iter()
                 .zip(other)
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.1.as_str())
     }
 }
 
@@ -155,15 +187,27 @@ impl fmt::Debug for StrMap {
 }
 
 impl<'a> IntoIterator for &'a StrMap {
-    type Item = (&'a str, &'a String);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (Arc<str>, String)>,
-        fn(&'a (Arc<str>, String)) -> (&'a str, &'a String),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (&**k, v))
+    type Item = (&'a str, &'a str);
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        Iter(self.0.iter())
     }
 }
+
+/// A [`StrMap`]'s pairs in key order.
+pub struct Iter<'a>(std::slice::Iter<'a, (Arc<str>, Value)>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(k, v)| (&**k, v.as_str()))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -173,8 +217,8 @@ mod tests {
     fn a_sorted_map_with_shared_keys() {
         let m = StrMap::from([("b", "2"), ("a", "1"), ("c", "3"), ("a", "9")]);
         assert_eq!(m.len(), 3);
-        assert_eq!(m.get("a").map(String::as_str), Some("9"));
-        assert_eq!(m.get("b").cloned(), Some("2".to_owned()));
+        assert_eq!(m.get("a"), Some("9"));
+        assert_eq!(m.get("b"), Some("2"));
         assert!(m.get("z").is_none() && !m.contains_key("z") && m.contains_key("c"));
         assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
         let plain = m.to_map();
@@ -189,8 +233,43 @@ mod tests {
         let long = "k".repeat(MAX_INTERNED_KEY_LEN + 1);
         let (x, y) = (StrMap::from([(&*long, "1")]), StrMap::from([(&*long, "2")]));
         assert!(!Arc::ptr_eq(&x.0[0].0, &y.0[0].0));
-        assert_eq!(x.get(&long).map(String::as_str), Some("1"));
+        assert_eq!(x.get(&long), Some("1"));
         assert_ne!(m, StrMap::from([("a", "9"), ("b", "2")]));
+    }
+
+    /// A short value is inline (no allocation of its own); a long one is one shared copy for
+    /// every map holding it (a deployment's id on each of its rows), up to the interner's bound
+    /// on length; a pair stays 40 bytes.
+    #[test]
+    fn values_are_inline_when_short_and_shared_when_long() {
+        fn shared(v: &Value) -> &Arc<str> {
+            match v {
+                Value::Shared(s) => s,
+                Value::Inline(s) => panic!("{s:?} is inline"),
+            }
+        }
+        assert_eq!(std::mem::size_of::<(Arc<str>, Value)>(), 40);
+        let short = "x".repeat(MAX_INLINE_VALUE_LEN);
+        let long = "y".repeat(MAX_INLINE_VALUE_LEN + 1);
+        let a = StrMap::from([("k", &*short), ("l", &*long)]);
+        let b = StrMap::from([("k", &*short), ("m", &*long)]);
+        assert!(matches!(a.0[0].1, Value::Inline(_)));
+        assert!(Arc::ptr_eq(shared(&a.0[1].1), shared(&b.0[1].1)));
+        assert_eq!((a.get("k"), a.get("l")), (Some(&*short), Some(&*long)));
+        assert_eq!(a, StrMap::from([("l", &*long), ("k", &*short)]));
+        // A diff's new value takes the same forms.
+        let mut c = StrMap::from([("k", "v")]);
+        c.apply_diff([
+            ("k".to_owned(), long.clone()),
+            ("s".to_owned(), short.clone()),
+        ]);
+        assert!(Arc::ptr_eq(shared(&a.0[1].1), shared(&c.0[0].1)));
+        assert!(matches!(c.0[1].1, Value::Inline(_)));
+        // Past the interner's bound on length: a copy of its own, equal all the same.
+        let huge = "z".repeat(MAX_INTERNED_KEY_LEN + 1);
+        let (d, e) = (StrMap::from([("k", &*huge)]), StrMap::from([("k", &*huge)]));
+        assert!(!Arc::ptr_eq(shared(&d.0[0].1), shared(&e.0[0].1)));
+        assert_eq!(d, e);
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub(super) fn actual_rows(
     {
         if let Some(existing) = cache.port_by_name(&p.name) {
             if let RowOwner::Foreign(who) = ownership.classify(&existing.external_ids) {
-                actual.foreign_ports.insert(p.name.clone(), who);
+                actual.foreign_ports.insert(p.name.to_string(), who);
             }
         }
     }
@@ -149,10 +149,10 @@ pub(super) fn actual_rows(
         actual.ports.push(ActualPort {
             id: p.uuid.to_string(),
             router_id: router.to_string(),
-            name: p.name.clone(),
-            mac: p.mac.clone(),
-            networks: p.networks.clone(),
-            peer: p.peer.clone(),
+            name: p.name.to_string(),
+            mac: p.mac.to_string(),
+            networks: p.networks.to_vec(),
+            peer: p.peer.as_deref().map(str::to_owned),
             enabled: p.enabled,
             options: p.options.to_map(),
             gateway_chassis: !p.gateway_chassis.is_empty(),
@@ -177,11 +177,11 @@ pub(super) fn actual_rows(
         actual.routes.push(ActualRoute {
             id: r.uuid.to_string(),
             router_id: router.to_string(),
-            ip_prefix: r.ip_prefix.clone(),
-            nexthop: r.nexthop.clone(),
+            ip_prefix: r.ip_prefix.to_string(),
+            nexthop: r.nexthop.to_string(),
             policy: RoutePolicy::from_ovn(r.policy.as_deref()),
-            output_port: r.output_port.clone(),
-            route_table: r.route_table.clone(),
+            output_port: r.output_port.as_deref().map(str::to_owned),
+            route_table: r.route_table.to_string(),
             options: r.options.to_map(),
             bfd: r.bfd.is_some(),
             external_ids: r.external_ids.to_map(),

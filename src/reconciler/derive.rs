@@ -254,7 +254,7 @@ fn nb_networks_of(cache: &NbCache, peering: &str) -> Vec<IpNet> {
     for (table, uuid) in cache.rows_with_external_id(PEERING_KEY, peering) {
         match table {
             Table::LogicalRouterPort => {
-                let networks = cache.port(uuid).map(|p| p.networks.as_slice());
+                let networks = cache.port(uuid).map(|p| &p.networks[..]);
                 out.extend(
                     networks
                         .unwrap_or_default()
@@ -264,7 +264,7 @@ fn nb_networks_of(cache: &NbCache, peering: &str) -> Vec<IpNet> {
             }
             Table::LogicalRouterStaticRoute => {
                 let route = cache.static_route(uuid).map(|r| RouteView {
-                    ip_prefix: r.ip_prefix.clone(),
+                    ip_prefix: r.ip_prefix.to_string(),
                     ..Default::default()
                 });
                 out.extend(route.and_then(|r| r.key()).map(|(_, prefix)| prefix));

@@ -41,7 +41,7 @@ use crate::store::{PeeringState, Store};
 use fence::Fence;
 pub use lock::{WriterLock, LOCK_APPLICATION_NAME};
 pub use pass::{PassError, PassOutcome, Scope};
-use timing::{AFTER_LOSS_DELAY, LISTEN_WAIT, RETRY_MAX, RETRY_MIN};
+use timing::{AFTER_LOSS_DELAY, LISTEN_WAIT, RETRY_MAX, RETRY_MIN, STATE_GAUGES_EVERY};
 use wake::Wake;
 
 /// A narrow pass judging at least this many peerings (a bulk insert's) is followed by a heap
@@ -460,21 +460,27 @@ async fn wake_on_northbound(
     }
 }
 
-/// Sets the peerings-by-state gauges from Postgres each time a pass ends, until `stop`.
+/// Sets the peerings-by-state gauges from Postgres after passes end, at most every
+/// [`STATE_GAUGES_EVERY`], until `stop`.
 ///
-/// A task of its own, so that the count (~10 ms at 10,000 peerings) never delays the next
-/// pass; passes that end while it counts are folded into one more count, which reads
-/// everything they committed.
+/// A task of its own, so that the count never delays the next pass; passes that end while
+/// it counts or waits are folded into one more count, which reads everything they committed.
 async fn publish_state_gauges(
     store: Store,
     passed: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = passed.notified() => {}
         }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        next = tokio::time::Instant::now() + STATE_GAUGES_EVERY;
         let counts = match store.peering_count_by_state().await {
             Ok(c) => c,
             Err(e) => {

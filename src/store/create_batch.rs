@@ -171,7 +171,17 @@ impl CreateTx<'_> {
             .timed(
                 "peering_links_in",
                 sqlx::query!(
-                    r#"SELECT vpc, link AS "link: ipnet::IpNet" FROM peering_links WHERE vpc = ANY($1)"#,
+                    // By the GiST of each family, searched by the VPC's hash as it leads
+                    // (migration 20261127100000): one index scan per VPC and family.
+                    r#"SELECT l.vpc AS "vpc!", l.link AS "link!: ipnet::IpNet"
+                       FROM unnest($1::text[]) AS v(vpc),
+                       LATERAL (SELECT vpc, link FROM peering_links
+                                WHERE family(link) = 4 AND vpc = v.vpc
+                                  AND hashtextextended(vpc, 0) = hashtextextended(v.vpc, 0)
+                                UNION ALL
+                                SELECT vpc, link FROM peering_links
+                                WHERE family(link) = 6 AND vpc = v.vpc
+                                  AND hashtextextended(vpc, 0) = hashtextextended(v.vpc, 0)) AS l"#,
                     vpcs
                 )
                 .fetch_all(&mut *self.tx),

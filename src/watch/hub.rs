@@ -8,12 +8,17 @@
 //! most [`DB_READERS`] such reads at once per process, or is ended if it had been keeping up
 //! and fell behind (see `watcher.rs`). The reader also prunes the log (retention) and
 //! follows a prune it did not do (another replica's) by emptying the ring.
+//!
+//! The reader reads the log only while a watcher is open on this process: with none, a
+//! notification costs nothing but forgetting the ring (the next watcher finds it unknown and
+//! reads Postgres itself until the reader, woken by that watcher, has set it up again at
+//! the log's head). A replica nobody watches does not read every change it commits back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore, SemaphorePermit};
+use tokio::sync::{watch, Notify, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,6 +42,27 @@ struct Ring {
     base: i64,
     head: i64,
     changes: VecDeque<Arc<PeeringChange>>,
+    /// Watchers open on this process (under the same lock as the ring: the reader forgets
+    /// the ring only when none is, so no watcher ever sees a ring go from known to unknown).
+    watchers: usize,
+}
+
+impl Ring {
+    /// Nothing known: every watcher reads Postgres itself until the reader sets it up.
+    fn forget(&mut self) {
+        self.base = i64::MAX;
+        self.head = i64::MAX;
+        self.changes.clear();
+    }
+}
+
+/// One open watcher, counted while it lives (see [`Hub::watching`]).
+pub(super) struct Watching<'a>(&'a Hub);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.ring().watchers -= 1;
+    }
 }
 
 /// What the ring holds after a position.
@@ -60,6 +86,8 @@ pub struct Hub {
     /// Open streams per caller (see [`super::Slot`]).
     pub(super) callers: Mutex<HashMap<String, usize>>,
     db_readers: Semaphore,
+    /// Wakes the reader when the first watcher opens (the ring is unknown then).
+    first_watcher: Notify,
     /// Cancelled when the server shuts down: every watcher ends (UNAVAILABLE).
     pub(super) shutdown: CancellationToken,
 }
@@ -84,15 +112,27 @@ impl Hub {
                 base: i64::MAX,
                 head: i64::MAX,
                 changes: VecDeque::new(),
+                watchers: 0,
             }),
             head: watch::Sender::new(i64::MIN),
             db_readers: Semaphore::new(DB_READERS),
+            first_watcher: Notify::new(),
             shutdown,
         })
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a watcher open until the guard is dropped; the first one wakes the reader.
+    pub(super) fn watching(&self) -> Watching<'_> {
+        let mut ring = self.ring();
+        ring.watchers += 1;
+        if ring.watchers == 1 {
+            self.first_watcher.notify_one();
+        }
+        Watching(self)
     }
 
     /// Up to `limit` changes after `pos`, from memory.
@@ -124,8 +164,9 @@ impl Hub {
             .expect("the semaphore is never closed")
     }
 
-    /// Reads the log into the ring until `stop`: woken by notifications, and every
-    /// [`POLL`] in case one was missed; prunes the log every [`PRUNE_EVERY`].
+    /// Reads the log into the ring until `stop`: woken by notifications, by the first
+    /// watcher, and every [`POLL`] in case one was missed; prunes the log every
+    /// [`PRUNE_EVERY`].
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -160,6 +201,7 @@ impl Hub {
                     _ = stop.cancelled() => return,
                     _ = prune.tick() => self.prune().await,
                     _ = tokio::time::sleep(POLL) => {}
+                    _ = self.first_watcher.notified() => {}
                     n = listener.try_recv() => match n {
                         Ok(_) => {}
                         Err(e) => {
@@ -172,9 +214,17 @@ impl Hub {
         }
     }
 
-    /// Reads every change after the head into the ring.
+    /// Reads every change after the head into the ring; with no watcher open, forgets the
+    /// ring instead.
     async fn read(&self) -> Result<(), crate::store::StoreError> {
-        let head = self.ring().head;
+        let head = {
+            let mut ring = self.ring();
+            if ring.watchers == 0 {
+                ring.forget();
+                return Ok(());
+            }
+            ring.head
+        };
         let mut head = if head == i64::MAX {
             let position = self.store.peering_changes_position().await?;
             let mut ring = self.ring();
@@ -246,5 +296,72 @@ impl Hub {
             Ok(n) => tracing::debug!(pruned = n, "old update request_ids forgotten"),
             Err(e) => tracing::warn!(error = %e, "cannot prune old update request_ids"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovn_peerd_test_support::pg::TestDb;
+
+    async fn insert(pool: &sqlx::PgPool, k: u32) {
+        let sql = format!(
+            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+             VALUES ('p-{k}', 'vpc-{k}a', 'vpc-{k}b', '169.254.0.1/30', '169.254.0.2/30')"
+        );
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    }
+
+    fn known(hub: &Hub) -> (i64, i64, Vec<i64>) {
+        let ring = hub.ring();
+        (
+            ring.base,
+            ring.head,
+            ring.changes.iter().map(|c| c.seq).collect(),
+        )
+    }
+
+    /// The reader reads the log only while a watcher is open: with none it forgets the ring
+    /// (a watcher then reads Postgres itself until the ring is set up again at the head).
+    #[tokio::test]
+    async fn the_reader_reads_the_log_only_while_a_watcher_is_open() {
+        let db = TestDb::create().await;
+        let store = Store::connect_lazy(&db.url).unwrap();
+        store.migrate().await.unwrap();
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let hub = Hub::new(
+            store,
+            Uuid::new_v4(),
+            WatchSettings::default(),
+            CancellationToken::new(),
+        );
+        const UNKNOWN: (i64, i64, Vec<i64>) = (i64::MAX, i64::MAX, Vec::new());
+
+        insert(&pool, 1).await;
+        hub.read().await.unwrap();
+        assert_eq!(known(&hub), UNKNOWN, "read with nobody watching");
+
+        let watching = hub.watching();
+        hub.read().await.unwrap();
+        assert_eq!(known(&hub), (1, 1, vec![]), "set up at the head");
+        insert(&pool, 2).await;
+        hub.read().await.unwrap();
+        assert_eq!(known(&hub), (1, 2, vec![2]));
+        assert!(matches!(hub.after(1, 10), After::Changes(c) if c.len() == 1));
+
+        drop(watching);
+        insert(&pool, 3).await;
+        hub.read().await.unwrap();
+        assert_eq!(known(&hub), UNKNOWN, "forgotten when the last watcher left");
+        assert!(matches!(hub.after(2, 10), After::Behind));
+
+        let _watching = hub.watching();
+        hub.read().await.unwrap();
+        assert_eq!(known(&hub), (3, 3, vec![]));
+        assert!(
+            matches!(hub.after(2, 10), After::Behind),
+            "2 < base: from Postgres"
+        );
+        assert!(matches!(hub.after(3, 10), After::Changes(c) if c.is_empty()));
     }
 }

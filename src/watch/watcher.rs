@@ -181,6 +181,7 @@ impl Hub {
         let hub = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _watching = hub.watching();
             metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
             let run = Run {
                 hub: &hub,

@@ -515,3 +515,39 @@ async fn control_characters_and_lengths_are_refused_on_every_rpc() {
     assert_refusal(r, Code::InvalidArgument, "peering.local_vpc", &["control"]);
     assert!(t.store_is_empty().await);
 }
+
+/// ListRoutes' page tokens are bound to the listing: a well-formed token of another VPC's
+/// listing, or one whose cursor this listing never writes, is refused on `page_token` (and
+/// not read as "start over" or "past the end").
+#[tokio::test]
+async fn list_routes_refuses_another_listings_token_and_a_cursor_it_never_wrote() {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "vpc-1", &["10.1.0.1/24"]);
+    create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
+    let mut c = t.client().await;
+    c.create_peering(create(peering("p1", "vpc-1", "vpc-2")))
+        .await
+        .unwrap();
+    // Converged: the listing pages by keyset (the read that judges wanted routes has its own
+    // check of the cursor, run when NB lacks a wanted route).
+    t.converge().await;
+    let token = |f: &str, k: &str| {
+        URL_SAFE_NO_PAD.encode(serde_json::json!({ "f": f, "k": k }).to_string())
+    };
+    let list = |page_token: String| ListRoutesRequest {
+        vpc: "vpc-1".into(),
+        page_size: 1,
+        page_token,
+    };
+    // A cursor of the right shape, of vpc-2's listing.
+    let r = c.list_routes(list(token("vpc-2", "0\0p1\0x"))).await;
+    assert_refusal(r, Code::InvalidArgument, "page_token", &["another filter"]);
+    for cursor in ["", "junk", "0\0p1", "2\0x", "1\0a\0b"] {
+        let r = c.list_routes(list(token("vpc-1", cursor))).await;
+        assert_refusal(r, Code::InvalidArgument, "page_token", &["page token"]);
+    }
+    // The same listing's own shape is served.
+    c.list_routes(list(token("vpc-1", "0\0p1\0x")))
+        .await
+        .expect("a cursor this listing writes");
+}

@@ -238,7 +238,7 @@ async fn a_subnet_changed_after_an_earlier_probe_is_seen() {
             t.nb_client
                 .cache()
                 .port_by_name("s1-s0")
-                .is_some_and(|p| p.networks == ["10.9.1.1/24"])
+                .is_some_and(|p| *p.networks == ["10.9.1.1/24"])
         },
     )
     .await

@@ -89,7 +89,8 @@ async fn list_routes_pages_stay_stable_while_peerings_are_added() {
     assert!(skipped.is_empty(), "skipped {skipped:?} of {seen:?}");
 }
 
-/// ListRoutes reads a VPC's peerings a batch at a time (page size + 1, by name): a run of
+/// ListRoutes reads a VPC's peerings a batch at a time (page size + 1, by name, doubling while
+/// the page is not full): a run of
 /// peerings with no routes (their spokes have no subnets) longer than a batch does not end
 /// the listing early, and the router's other routes follow, its owned routes not listed twice.
 #[tokio::test]
@@ -98,9 +99,11 @@ async fn list_routes_reads_past_peerings_without_routes() {
     create_vpc(&t.nb, "hub", &["10.0.0.1/24"]);
     t.nb.nbctl(&["lr-route-add", "hub", "192.168.0.0/16", "10.0.0.254"]);
     let mut c = t.client().await;
-    for k in 1..=5 {
-        create_vpc(&t.nb, &format!("bare{k}"), &[]);
-        c.create_peering(create(&format!("a{k}"), "hub", &format!("bare{k}")))
+    // 12 of them: pages of 1, 2 and 3 read batches that grow (2, 4, 8; 3, 6, 12; 4, 8, 16)
+    // across the run, each batch starting at the last name of the one before.
+    for k in 1..=12 {
+        create_vpc(&t.nb, &format!("bare{k:02}"), &[]);
+        c.create_peering(create(&format!("a{k:02}"), "hub", &format!("bare{k:02}")))
             .await
             .unwrap();
     }

@@ -29,6 +29,7 @@ mod overload;
 mod ovsdb;
 mod server;
 mod shutdown;
+mod store_plans;
 mod store_rules;
 mod support;
 mod tls;

@@ -29,7 +29,7 @@ async fn client_writes_read_back_identically_with_nbctl() {
     let port = LogicalRouterPort {
         name: "r1-r2".into(),
         mac: "0a:00:00:00:aa:01".into(),
-        networks: vec!["169.254.0.1/30".into(), "fd00::1/126".into()],
+        networks: ["169.254.0.1/30".into(), "fd00::1/126".into()].into(),
         peer: Some("r2-r1".into()),
         enabled: Some(true),
         options: StrMap::from([("k", "v")]),
@@ -77,8 +77,8 @@ async fn client_writes_read_back_identically_with_nbctl() {
         want.networks.sort();
         assert_eq!(c.port(pu), Some(&want));
         assert_eq!(c.port_by_name("r1-r2").map(|p| p.uuid), Some(pu));
-        assert_eq!(c.router(r1).unwrap().ports, vec![pu]);
-        assert_eq!(c.router(r1).unwrap().static_routes, vec![ru]);
+        assert_eq!(*c.router(r1).unwrap().ports, [pu]);
+        assert_eq!(*c.router(r1).unwrap().static_routes, [ru]);
         assert_eq!(c.static_route(ru).unwrap().nexthop, "169.254.0.2");
         let owned = c.rows_with_external_id(OWNER, "p1");
         assert_eq!(owned.len(), 3);
@@ -241,10 +241,10 @@ async fn nbctl_writes_show_up_in_cache_with_set_and_map_diffs() {
         );
         assert!(c.port_by_name("vpc-1-vpc-2").is_none());
         let p = c.port_by_name("renamed").unwrap();
-        assert_eq!(p.networks, vec!["fd00::1/126"]);
+        assert_eq!(*p.networks, ["fd00::1/126"]);
         assert_eq!(p.peer, None);
         assert_eq!(p.enabled, Some(false));
-        assert_eq!(p.external_ids.get("a").map(String::as_str), Some("3"));
+        assert_eq!(p.external_ids.get("a"), Some("3"));
         assert!(!p.external_ids.contains_key("b"));
         assert_eq!(c.rows_with_external_id(OWNER, "p9").len(), 1);
     }

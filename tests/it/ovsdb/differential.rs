@@ -207,7 +207,7 @@ fn replica_snapshot(c: &NbCache) -> Snapshot {
             (
                 r.uuid.to_string(),
                 cols(vec![
-                    ("name", vec![r.name.clone()]),
+                    ("name", vec![r.name.to_string()]),
                     ("ports", uuids(&r.ports)),
                     ("static_routes", uuids(&r.static_routes)),
                     ("options", map(&r.options)),
@@ -222,9 +222,9 @@ fn replica_snapshot(c: &NbCache) -> Snapshot {
             (
                 p.uuid.to_string(),
                 cols(vec![
-                    ("name", vec![p.name.clone()]),
-                    ("mac", vec![p.mac.clone()]),
-                    ("networks", sorted(p.networks.clone())),
+                    ("name", vec![p.name.to_string()]),
+                    ("mac", vec![p.mac.to_string()]),
+                    ("networks", sorted(p.networks.to_vec())),
                     ("peer", opt(&p.peer)),
                     ("enabled", opt(&p.enabled)),
                     ("gateway_chassis", uuids(&p.gateway_chassis)),
@@ -241,11 +241,11 @@ fn replica_snapshot(c: &NbCache) -> Snapshot {
             (
                 r.uuid.to_string(),
                 cols(vec![
-                    ("ip_prefix", vec![r.ip_prefix.clone()]),
-                    ("nexthop", vec![r.nexthop.clone()]),
+                    ("ip_prefix", vec![r.ip_prefix.to_string()]),
+                    ("nexthop", vec![r.nexthop.to_string()]),
                     ("policy", opt(&r.policy)),
                     ("output_port", opt(&r.output_port)),
-                    ("route_table", vec![r.route_table.clone()]),
+                    ("route_table", vec![r.route_table.to_string()]),
                     ("options", map(&r.options)),
                     ("external_ids", map(&r.external_ids)),
                 ]),

@@ -337,7 +337,11 @@ async fn a_malformed_update_on_a_live_connection_is_reported_and_resynced() {
     watcher.abort();
     assert!(monitors.load(Ordering::SeqCst) >= 4);
     // The replica holds what the last dump said, nothing of the malformed updates.
-    let names: Vec<String> = client.cache().routers().map(|r| r.name.clone()).collect();
+    let names: Vec<String> = client
+        .cache()
+        .routers()
+        .map(|r| r.name.to_string())
+        .collect();
     let mut names = names;
     names.sort();
     assert_eq!(names, ["after", "good"]);

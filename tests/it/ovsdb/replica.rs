@@ -28,10 +28,7 @@ async fn first_diff_on_a_schema_default_column_matches_the_server() {
         .wait_for(T, |c| c.port_by_name("lp").is_some())
         .await
         .unwrap();
-    assert_eq!(
-        client.cache().port_by_name("lp").unwrap().networks,
-        vec![""]
-    );
+    assert_eq!(*client.cache().port_by_name("lp").unwrap().networks, [""]);
     srv.nbctl(&[
         "set",
         "Logical_Router_Port",
@@ -39,13 +36,13 @@ async fn first_diff_on_a_schema_default_column_matches_the_server() {
         "networks=\"10.0.0.1/24\"",
     ]);
     client
-        .wait_for(T, |c| c.port_by_name("lp").unwrap().networks != vec![""])
+        .wait_for(T, |c| *c.port_by_name("lp").unwrap().networks != [""])
         .await
         .unwrap();
     assert_cache_matches(&client, |a| srv.nbctl(a)).await;
     assert_eq!(
-        client.cache().port_by_name("lp").unwrap().networks,
-        vec!["10.0.0.1/24"]
+        *client.cache().port_by_name("lp").unwrap().networks,
+        ["10.0.0.1/24"]
     );
 }
 
@@ -71,7 +68,7 @@ async fn add_routers(client: &Client, prefix: &str, n: usize) {
 }
 
 fn names(c: &NbCache) -> Vec<String> {
-    let mut v: Vec<String> = c.routers().map(|r| r.name.clone()).collect();
+    let mut v: Vec<String> = c.routers().map(|r| r.name.to_string()).collect();
     v.sort();
     v
 }
