@@ -437,6 +437,9 @@ impl Indexed for LogicalRouterStaticRoute {
 }
 
 #[cfg(test)]
+mod index_props;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::ovsdb::schema::DatabaseSchema;
