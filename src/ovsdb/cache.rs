@@ -12,13 +12,13 @@
 //! original, an update copies only the paths it touches. They are B-trees (`OrdMap`), not
 //! HAMTs (`imbl::HashMap`): measured with 40,000 uuid keys, 40 heap bytes an entry instead of
 //! 180 (a HAMT allocates every node with all 32 slots, and most deep nodes hold one or two),
-//! and a copy-on-write update 1.4 µs instead of 4.2. Index values are inline or behind an `Arc`: copying
-//! a path copies up to 64 entries of a node, which must cost a reference count each, not a
-//! set's allocation. Index keys are [`CompactString`]s (a name of up to 24 bytes is copied
-//! inline, no allocation; a longer one is a second heap copy, as a `String` was) and index values
-//! [`Members`] (one member inline, a few in an exact slice, a B-tree past that), not a `String`
-//! copy and an `Arc<BTreeSet>` (a 192-byte node) per name (README, *Memory at 100,000
-//! peerings*). Persistence is what lets the client publish
+//! and a copy-on-write update 1.4 µs instead of 4.2. Index values are inline or behind an
+//! `Arc`: copying a path copies up to 64 entries of a node, which must cost a reference count
+//! each, not a set's allocation. Index keys are [`CompactString`]s (a name of up to 24 bytes
+//! is copied inline, no allocation; a longer one is a second heap copy, as a `String` was) and
+//! index values [`Members`] (one member inline, a few in an exact slice, a B-tree past that),
+//! not a `String` copy and an `Arc<BTreeSet>` (a 192-byte node) per name (README, *Memory at
+//! 100,000 peerings*). Persistence is what lets the client publish
 //! a new immutable snapshot after each update while readers keep working on older ones (see
 //! `client`): nobody reads under a lock. Reading is plain `&self` methods.
 

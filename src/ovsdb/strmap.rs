@@ -5,12 +5,14 @@
 //! strings); the same map here is one boxed slice of (interned key, value) pairs sorted by key,
 //! ≈ 380 bytes, and nothing at all when empty. Keys repeat across every row (`ovn-peerd:owner`,
 //! `neutron:...`): each distinct key is stored once, shared by all rows, in a pool of at most
-//! [`MAX_INTERNED_KEYS`] (when full it drops its less shared half: an unbounded set of keys must
-//! not grow the interner for ever, and the keys every row holds must stay shared). A value of up to 24 bytes (a peering's name, a generation, a side,
-//! an address) is stored inline, no allocation; a longer one (a deployment's uuid, on every row it
-//! wrote) is shared through an interner of its own, bounded the same way. A pair is 40 bytes, so
-//! ovn-peerd's five markers cost one 224-byte block instead of six allocations (README, *Memory at
-//! 100,000 peerings*). Immutable once built: a change builds a new map (the replica's rows are
+//! [`MAX_INTERNED_KEYS`] (when full it drops its less shared half: an unbounded set of keys
+//! must not grow the interner for ever, and the keys every row holds must stay shared). A
+//! value of up to 24 bytes (a peering's name, a generation, a side, an address) is stored
+//! inline, no allocation; a longer one (a deployment's uuid, on every row it wrote) is shared
+//! through a pool of its own, bounded the same way (so that one-off foreign values never take
+//! the keys' places). A pair is 40 bytes, so ovn-peerd's five markers cost one 224-byte block
+//! instead of six allocations (README, *Memory at 100,000 peerings*). Immutable once built: a
+//! change builds a new map (the replica's rows are
 //! copied on write anyway).
 
 use std::collections::{BTreeMap, HashSet};
