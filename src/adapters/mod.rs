@@ -10,7 +10,6 @@
 
 pub mod nb_cache_topology;
 pub mod nb_diagnose;
-mod subnet_index;
 
 pub use nb_cache_topology::NbCacheTopology;
 

@@ -3,18 +3,14 @@
 //! the few fields the rules look at.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use super::subnet_index::SubnetIndex;
 use crate::ovsdb::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute};
 use crate::ovsdb::{NbCache, StrMap};
-use crate::peering::overlaps;
 use crate::peering::topology::{
-    subnets_of_port, Nearby, PortRef, PortView, RouteRef, RouteView, RouterRows, RouterView, RowId,
-    Topology,
+    Nearby, PortRef, PortView, RouteRef, RouteView, RouterRows, RouterView, RowId, Topology,
 };
 use crate::peering::{is_owned, INSTANCE_KEY, PEERING_KEY};
 
@@ -84,14 +80,72 @@ impl Topology for NbCacheTopology<'_> {
 
     fn router_of_port(&self, port: &str) -> Option<String> {
         let uuid = self.0.port_by_name(port)?.uuid;
-        self.0
-            .routers()
-            .find(|r| r.ports.contains(&uuid))
-            .map(|r| r.name.to_string())
+        let router = self.0.routers_holding(uuid).next()?;
+        self.0.router(router).map(|r| r.name.to_string())
     }
 
     fn router_count(&self, name: &str) -> usize {
         self.0.router_by_name(name).len()
+    }
+
+    /// The replica indexes its routers' ports by network and routes by prefix.
+    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
+        let routers = self.0.router_by_name(name);
+        Some(
+            routers
+                .iter()
+                .map(|r| r.ports.len() + r.static_routes.len())
+                .sum(),
+        )
+    }
+
+    /// A few range lookups in the replica's index, then the rows found.
+    fn visit_ports_overlapping(
+        &self,
+        router: &str,
+        q: &IpNet,
+        f: &mut dyn FnMut(usize, PortRef<'_>),
+    ) {
+        let cache = self.0;
+        for r in cache.router_by_name(router) {
+            for u in cache.router_ports_overlapping(r.uuid, q) {
+                if let (Ok(order), Some(p)) = (r.ports.binary_search(&u), cache.port(u)) {
+                    f(order, port_ref(p, self.1));
+                }
+            }
+        }
+    }
+
+    /// One range lookup in the replica's index, then the rows found.
+    fn visit_routes_with_prefix(
+        &self,
+        router: &str,
+        prefix: &IpNet,
+        f: &mut dyn FnMut(usize, RouteRef<'_>),
+    ) {
+        let cache = self.0;
+        for r in cache.router_by_name(router) {
+            for u in cache.router_routes_with_prefix(r.uuid, prefix) {
+                let found = (r.static_routes.binary_search(&u), cache.static_route(u));
+                if let (Ok(order), Some(route)) = found {
+                    f(order, route_ref(route, self.1));
+                }
+            }
+        }
+    }
+
+    /// From the replica's index of every router's subnets: a hub's router holds a peer port
+    /// per spoke and one or two subnets.
+    fn subnets_named(&self, name: &str) -> Vec<IpNet> {
+        let mut all: Vec<IpNet> = self
+            .0
+            .router_by_name(name)
+            .into_iter()
+            .flat_map(|r| self.0.router_subnets(r.uuid))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     /// Read in place: a hub's router has a port per spoke.
@@ -109,33 +163,35 @@ impl Topology for NbCacheTopology<'_> {
 
 /// CreatePeering's probe of the neighbourhood ([`crate::peering::topology::ConflictQuery`]).
 impl Nearby for NbCacheTopology<'_> {
-    /// One pass over NB's routers and their ports, in place (peer ports are skipped before
-    /// their networks are read, so a hub's N costs little).
+    /// From the replica's subnet index (kept row change by row change): a few range lookups
+    /// per network, whatever the size of NB.
     fn vpcs_with_subnets_overlapping(&self, nets: &[IpNet]) -> BTreeSet<String> {
-        let (cache, index) = (self.0, all_subnets(self.0));
-        let mut routers = BTreeSet::new();
+        let cache = self.0;
+        let mut found = Vec::new();
         for n in nets {
-            index.routers_overlapping(n, &mut routers);
+            cache.subnets_overlapping(n, &mut found);
         }
+        let routers: BTreeSet<Uuid> = found.into_iter().map(|(_, r)| r).collect();
         routers
             .into_iter()
             .filter_map(|u| cache.router(u).map(|r| r.name.to_string()))
             .collect()
     }
 
+    /// From the replica's index of each router's ports by network: a hub's router holds a
+    /// peer port per spoke.
     fn peerings_of_ports_overlapping(&self, vpc: &str, nets: &[IpNet]) -> BTreeSet<String> {
         let cache = self.0;
-        cache
-            .router_by_name(vpc)
+        let mut ports = BTreeSet::new();
+        for r in cache.router_by_name(vpc) {
+            for n in nets {
+                ports.extend(cache.router_ports_overlapping(r.uuid, n));
+            }
+        }
+        ports
             .into_iter()
-            .flat_map(|r| r.ports.iter().filter_map(|u| cache.port(*u)))
+            .filter_map(|u| cache.port(u))
             .filter(|p| p.peer.as_deref().is_some_and(|peer| !peer.is_empty()))
-            .filter(|p| {
-                p.networks
-                    .iter()
-                    .filter_map(|n| n.parse::<IpNet>().ok())
-                    .any(|m| nets.iter().any(|n| overlaps(&m, n)))
-            })
             .filter_map(|p| owner(&p.external_ids, self.1))
             .collect()
     }
@@ -282,145 +338,6 @@ fn port_view(p: &LogicalRouterPort, me: Option<&str>) -> PortView {
         peering: owner(&p.external_ids, me),
         instance: instance(&p.external_ids),
     }
-}
-
-/// Every subnet in NB with the router holding it.
-type Subnets = Arc<SubnetIndex>;
-
-/// Every router's subnets, kept for the NB state of routers and ports last asked about:
-/// CreatePeering's probe at a hub and the worker's narrow probe ask on every peering which
-/// VPCs' subnets overlap its networks, and walking and parsing every port of NB each time
-/// cost more than the create itself (2,000 routers). The memo holds the cache it was built
-/// from (persistent maps: a clone shares their nodes, and an unchanged row is the same
-/// allocation in both) and follows a new state by the rows that differ
-/// ([`follow`]: a peering changes a few routers and ports, and at low load every peering
-/// sees a new NB state); rebuilt from scratch when many differ. Routers are kept by uuid
-/// (their names are looked up only for a match, so an update allocates no string).
-fn all_subnets(cache: &NbCache) -> Subnets {
-    static MEMO: Mutex<Option<(NbCache, Subnets)>> = Mutex::new(None);
-    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-    let subnets = match memo.as_ref() {
-        Some((of, subnets)) if of.same_routers_and_ports(cache) => return subnets.clone(),
-        Some((of, subnets)) => match follow(of, subnets, cache) {
-            Some(followed) => {
-                debug_assert_eq!(
-                    followed.entries(),
-                    build(cache).entries(),
-                    "the followed subnet index"
-                );
-                Arc::new(followed)
-            }
-            None => Arc::new(build(cache)),
-        },
-        None => Arc::new(build(cache)),
-    };
-    *memo = Some((cache.clone(), subnets.clone()));
-    subnets
-}
-
-/// More rows changed than this since the memo's state: rebuilt rather than followed.
-const FOLLOW_AT_MOST: usize = 256;
-
-/// The index of `new`, from `index` (the index of `old`) and the rows that differ: the
-/// subnets of every router that changed, or that holds a port that changed, are read again
-/// from `new`; every other router holds the same ports as in `old`, unchanged, so its entries
-/// stand. `None` when more than [`FOLLOW_AT_MOST`] rows differ.
-fn follow(old: &NbCache, index: &SubnetIndex, new: &NbCache) -> Option<SubnetIndex> {
-    let mut routers = changed(old.routers(), new.routers(), |r| r.uuid)?;
-    let ports = changed(old.ports(), new.ports(), |p| p.uuid)?;
-    if !ports.is_empty() {
-        routers.extend(
-            new.routers()
-                .filter(|r| r.ports.iter().any(|u| ports.contains(u)))
-                .map(|r| r.uuid),
-        );
-    }
-    let mut added: Vec<(IpNet, Uuid)> = Vec::new();
-    for r in routers.iter().filter_map(|u| new.router(*u)) {
-        for p in r.ports.iter().filter_map(|u| new.port(*u)) {
-            let subnets = subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p));
-            added.extend(subnets.map(|net| (net, r.uuid)));
-        }
-    }
-    Some(index.changed(|r| routers.contains(r), added))
-}
-
-/// The uuids of the rows that differ between two tables walked in uuid order (added,
-/// removed, or another allocation: a changed row); `None` past [`FOLLOW_AT_MOST`].
-fn changed<'a, T: 'a>(
-    old: impl Iterator<Item = &'a T>,
-    new: impl Iterator<Item = &'a T>,
-    uuid: impl Fn(&T) -> Uuid,
-) -> Option<BTreeSet<Uuid>> {
-    let mut out = BTreeSet::new();
-    let (mut old, mut new) = (old.peekable(), new.peekable());
-    loop {
-        let differs = match (old.peek(), new.peek()) {
-            (None, None) => return Some(out),
-            (Some(a), None) => {
-                let u = uuid(a);
-                old.next();
-                Some(u)
-            }
-            (None, Some(b)) => {
-                let u = uuid(b);
-                new.next();
-                Some(u)
-            }
-            (Some(a), Some(b)) => match uuid(a).cmp(&uuid(b)) {
-                std::cmp::Ordering::Less => {
-                    let u = uuid(a);
-                    old.next();
-                    Some(u)
-                }
-                std::cmp::Ordering::Greater => {
-                    let u = uuid(b);
-                    new.next();
-                    Some(u)
-                }
-                std::cmp::Ordering::Equal => {
-                    let (a, b) = (old.next()?, new.next()?);
-                    (!std::ptr::eq(a, b)).then(|| uuid(a))
-                }
-            },
-        };
-        if let Some(u) = differs {
-            out.insert(u);
-            if out.len() > FOLLOW_AT_MOST {
-                return None;
-            }
-        }
-    }
-}
-
-/// The index of every subnet of `cache`, from scratch.
-fn build(cache: &NbCache) -> SubnetIndex {
-    // Which routers hold each port, from the routers' port lists sorted by port: the ports
-    // are walked in the same (uuid) order, so one cursor finds each port's holders.
-    let mut holders: Vec<(Uuid, Uuid)> = cache
-        .routers()
-        .flat_map(|r| r.ports.iter().map(|u| (*u, r.uuid)))
-        .collect();
-    holders.sort_unstable();
-    let mut subnets = Vec::new();
-    let mut at = 0;
-    for p in cache.ports() {
-        while at < holders.len() && holders[at].0 < p.uuid {
-            at += 1;
-        }
-        let end = at
-            + holders[at..]
-                .iter()
-                .take_while(|(u, _)| *u == p.uuid)
-                .count();
-        if end == at {
-            continue;
-        }
-        for net in subnets_of_port(&p.networks, p.peer.as_deref(), is_gateway(p)) {
-            subnets.extend(holders[at..end].iter().map(|(_, r)| (net, *r)));
-        }
-    }
-    SubnetIndex::new(subnets)
 }
 
 #[cfg(test)]

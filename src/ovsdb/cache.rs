@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use super::members::Members;
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
+use super::row_index::RowIndex;
 use super::schema::TableSchema;
 use super::strmap::StrMap;
 use super::updates::{self, Refusal, RowOp};
@@ -109,6 +110,8 @@ pub struct NbCache {
     port_by_name: PMap<CompactString, Uuid>,
     owner_key: Option<String>,
     by_owner: PMap<CompactString, Members<(Table, Uuid)>>,
+    /// Which router holds each port and route; every router's subnets (`row_index`).
+    rows: RowIndex,
 }
 
 impl NbCache {
@@ -194,6 +197,32 @@ impl NbCache {
         );
         out
     }
+    /// The routers whose `ports` or `static_routes` list the row `uuid` (one, unless NB shares
+    /// a row): indexed, not a walk over every router.
+    pub fn routers_holding(&self, uuid: Uuid) -> impl Iterator<Item = Uuid> + '_ {
+        self.rows.holders(uuid)
+    }
+    /// The subnets of router `uuid` (the networks of its ports that are neither peer nor
+    /// gateway ports, host bits cleared), sorted, without duplicates: indexed, not a walk over
+    /// its ports (a hub's router holds one per spoke).
+    pub fn router_subnets(&self, uuid: Uuid) -> Vec<ipnet::IpNet> {
+        self.rows.subnets_of(uuid)
+    }
+    /// Every (subnet, router) of NB whose subnet overlaps `net` (subnets as in
+    /// [`Self::router_subnets`]), appended to `out`: a few range lookups.
+    pub fn subnets_overlapping(&self, net: &ipnet::IpNet, out: &mut Vec<(ipnet::IpNet, Uuid)>) {
+        self.rows.subnets_overlapping(net, out)
+    }
+    /// The peer and gateway ports of router `router` with a network overlapping `net` (each
+    /// once, in uuid order): a few range lookups, not a walk over a hub's ports.
+    pub fn router_ports_overlapping(&self, router: Uuid, net: &ipnet::IpNet) -> Vec<Uuid> {
+        self.rows.ports_overlapping(router, net)
+    }
+    /// The static routes of router `router` whose `ip_prefix` is `net` (host bits cleared; a
+    /// bare address as a host prefix): one range lookup.
+    pub fn router_routes_with_prefix(&self, router: Uuid, net: &ipnet::IpNet) -> Vec<Uuid> {
+        self.rows.routes_with_prefix(router, net)
+    }
     /// The distinct values of the owner key present in the cache.
     pub fn owner_values(&self) -> impl Iterator<Item = &str> {
         self.by_owner.keys().map(CompactString::as_str)
@@ -229,6 +258,8 @@ impl NbCache {
             changes.push(RowChange { table, uuid, kind });
             Ok(())
         })?;
+        #[cfg(debug_assertions)]
+        self.check_row_index();
         Ok(changes)
     }
 
@@ -268,11 +299,15 @@ impl NbCache {
                 Ok(ChangeKind::Insert)
             }
             RowOp::Modify(cols, diff) => {
-                let row = self.remove::<M>(uuid).ok_or_else(|| {
+                // A router's `ports`/`static_routes` changed by a diff: only the rows the diff
+                // toggles are indexed again (`row_index`), not the hub's other 10,000.
+                let deep = !(diff && M::TOGGLES);
+                let row = self.remove_row::<M>(uuid, deep).ok_or_else(|| {
                     (UpdateErrorKind::Diverged, "modify of a row not held".into())
                 })?;
                 // Older snapshots may share the row: a modify edits a copy of it.
                 let mut row = Arc::unwrap_or_clone(row);
+                let mut toggled = Vec::new();
                 let result = (|| {
                     for (c, ct, d) in cols {
                         let new = normalize(d, ct.is_map());
@@ -280,13 +315,19 @@ impl NbCache {
                             row.set(c, new).map_err(|e| format!("column {c}: {e}"))?;
                             continue;
                         }
+                        if let (false, Some(is_port)) = (deep, M::toggles(c)) {
+                            toggled.push((is_port, uuids_of(&new)));
+                        }
                         // In place: no copy of a hub router's 10,000 ports.
                         row.apply_diff(c, new)
                             .map_err(|e| format!("column {c}: {e}"))?;
                     }
                     Ok::<_, String>(())
                 })();
-                self.put(row);
+                for (is_port, uuids) in &toggled {
+                    row.toggled(self, *is_port, uuids);
+                }
+                self.put_row(row, deep);
                 result.map(|()| ChangeKind::Modify).map_err(malformed)
             }
             RowOp::Delete => {
@@ -307,6 +348,11 @@ impl NbCache {
     }
 
     fn put<M: Model + Indexed>(&mut self, row: M) {
+        self.put_row(row, true)
+    }
+
+    /// `deep`: the row's entries in `row_index` too (a router's every row).
+    fn put_row<M: Model + Indexed>(&mut self, row: M, deep: bool) {
         let (table, uuid) = (M::TABLE, row.uuid());
         if let Some(v) = owner_value(&self.owner_key, row.external_ids()) {
             match self.by_owner.get_mut(v) {
@@ -317,11 +363,18 @@ impl NbCache {
             }
         }
         row.index(self);
+        if deep {
+            row.index_rows(self);
+        }
         M::store_mut(self).insert(uuid, Arc::new(row));
     }
 
     /// Takes the row out (a delete drops it: no copy even while a snapshot shares it).
     fn remove<M: Model + Indexed>(&mut self, uuid: Uuid) -> Option<Arc<M>> {
+        self.remove_row(uuid, true)
+    }
+
+    fn remove_row<M: Model + Indexed>(&mut self, uuid: Uuid, deep: bool) -> Option<Arc<M>> {
         let row = M::store_mut(self).remove(&uuid)?;
         if let Some(v) = owner_value(&self.owner_key, row.external_ids()) {
             if let Some(m) = self.by_owner.get_mut(v) {
@@ -331,7 +384,23 @@ impl NbCache {
             }
         }
         row.unindex(self);
+        if deep {
+            row.unindex_rows(self);
+        }
         Some(row)
+    }
+
+    /// Debug builds, small replicas: `row_index` as followed equals it made from scratch.
+    #[cfg(debug_assertions)]
+    fn check_row_index(&self) {
+        if self.len() <= 4096 {
+            let fresh =
+                RowIndex::rebuilt(self.routers(), |u| self.port(u), |u| self.static_route(u));
+            assert!(
+                fresh == self.rows,
+                "the replica's row index as followed differs from a rebuild"
+            );
+        }
     }
 }
 
@@ -383,6 +452,32 @@ trait Indexed: Sized {
     fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>>;
     fn index(&self, _c: &mut NbCache) {}
     fn unindex(&self, _c: &mut NbCache) {}
+    /// The row's entries in `row_index` (a router's: one per row it lists).
+    fn index_rows(&self, _c: &mut NbCache) {}
+    fn unindex_rows(&self, _c: &mut NbCache) {}
+    /// Whether an `update2` diff of a column is applied to `row_index` by the rows it
+    /// toggles ([`Self::toggled`]) instead of the row's entries removed and added whole.
+    const TOGGLES: bool = false;
+    /// `Some(is_port)` for a column whose diff is applied by [`Self::toggled`].
+    fn toggles(_column: &str) -> Option<bool> {
+        None
+    }
+    /// `self` after a diff that toggled `uuids` in its ports (`is_port`) or routes.
+    fn toggled(&self, _c: &mut NbCache, _is_port: bool, _uuids: &[Uuid]) {}
+}
+
+/// The uuids of a set (a diff of a column of references).
+fn uuids_of(d: &Datum) -> Vec<Uuid> {
+    match d {
+        Datum::Set(atoms) => atoms
+            .iter()
+            .filter_map(|a| match a {
+                super::values::Atom::Uuid(u) => Some(*u),
+                _ => None,
+            })
+            .collect(),
+        Datum::Map(_) => Vec::new(),
+    }
 }
 
 impl Indexed for LogicalRouter {
@@ -408,6 +503,40 @@ impl Indexed for LogicalRouter {
             }
         }
     }
+    fn index_rows(&self, c: &mut NbCache) {
+        let (rows, ports, routes) = (&mut c.rows, &c.ports, &c.routes);
+        rows.router_added(
+            self,
+            |u| ports.get(&u).map(|p| &**p),
+            |u| routes.get(&u).map(|r| &**r),
+        );
+    }
+    fn unindex_rows(&self, c: &mut NbCache) {
+        let (rows, ports, routes) = (&mut c.rows, &c.ports, &c.routes);
+        rows.router_removed(
+            self,
+            |u| ports.get(&u).map(|p| &**p),
+            |u| routes.get(&u).map(|r| &**r),
+        );
+    }
+    const TOGGLES: bool = true;
+    fn toggles(column: &str) -> Option<bool> {
+        match column {
+            "ports" => Some(true),
+            "static_routes" => Some(false),
+            _ => None,
+        }
+    }
+    fn toggled(&self, c: &mut NbCache, is_port: bool, uuids: &[Uuid]) {
+        let (rows, ports, routes) = (&mut c.rows, &c.ports, &c.routes);
+        rows.router_toggled(
+            self,
+            is_port,
+            uuids,
+            |u| ports.get(&u).map(|p| &**p),
+            |u| routes.get(&u).map(|r| &**r),
+        );
+    }
 }
 
 impl Indexed for LogicalRouterPort {
@@ -425,6 +554,12 @@ impl Indexed for LogicalRouterPort {
             c.port_by_name.remove(&self.name);
         }
     }
+    fn index_rows(&self, c: &mut NbCache) {
+        c.rows.port_added(self);
+    }
+    fn unindex_rows(&self, c: &mut NbCache) {
+        c.rows.port_removed(self);
+    }
 }
 
 impl Indexed for LogicalRouterStaticRoute {
@@ -433,6 +568,12 @@ impl Indexed for LogicalRouterStaticRoute {
     }
     fn store_mut(c: &mut NbCache) -> &mut PMap<Uuid, Arc<Self>> {
         &mut c.routes
+    }
+    fn index_rows(&self, c: &mut NbCache) {
+        c.rows.route_added(self);
+    }
+    fn unindex_rows(&self, c: &mut NbCache) {
+        c.rows.route_removed(self);
     }
 }
 

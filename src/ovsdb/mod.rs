@@ -12,7 +12,8 @@
 //! - [`schema`]: the server's schema and checking it against our models.
 //! - [`model`]: typed NB rows; [`strmap`]: their compact `{string: string}` map columns.
 //! - `updates`: monitor updates parsed straight from the wire's text into row operations.
-//! - [`cache`]: the replica, its indexes and update application.
+//! - [`cache`]: the replica, its indexes and update application; `row_index`: which router
+//!   holds each port and route, every router's subnets, followed row change by row change.
 //! - `handshake`: on each new connection, schema check, leader check, monitor setup; then the
 //!   update handler that feeds the cache.
 //! - `state`: [`ClientConfig`], [`ConnectionState`], [`CacheEvent`] and the state shared by
@@ -30,6 +31,7 @@ mod members;
 pub mod model;
 pub mod ops;
 pub mod remote;
+mod row_index;
 pub mod schema;
 mod state;
 pub mod strmap;

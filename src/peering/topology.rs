@@ -75,6 +75,51 @@ pub trait Topology {
             })
         });
     }
+    /// When [`Self::visit_ports_overlapping`] and [`Self::visit_routes_with_prefix`] are
+    /// lookups for the routers named `name` (a replica that indexes its routers' rows): how
+    /// many ports and routes they hold. A big resolved router (a hub's: a port and a route per
+    /// spoke) then keeps none of its rows and asks them per question, instead of being read
+    /// whole per create and per narrow pass. Default: `None`, the rows are read once and kept.
+    fn indexed_router_rows(&self, _name: &str) -> Option<usize> {
+        None
+    }
+    /// The peer and gateway ports of the routers named `router` with a network overlapping
+    /// `q`, each once, with its order among its router's ports. Default: a walk.
+    fn visit_ports_overlapping(
+        &self,
+        router: &str,
+        q: &IpNet,
+        f: &mut dyn FnMut(usize, PortRef<'_>),
+    ) {
+        self.visit_routers_named(router, &mut |r| {
+            let mut order = 0;
+            r.each_port(&mut |p| {
+                if (p.is_peer() || p.is_gateway) && p.nets().any(|n| overlaps(&n, q)) {
+                    f(order, p);
+                }
+                order += 1;
+            })
+        });
+    }
+    /// The static routes (every route table) of the routers named `router` whose prefix is
+    /// `prefix` (as [`RouteRef::key`] reads it), with each one's order among its router's
+    /// routes. Default: a walk.
+    fn visit_routes_with_prefix(
+        &self,
+        router: &str,
+        prefix: &IpNet,
+        f: &mut dyn FnMut(usize, RouteRef<'_>),
+    ) {
+        self.visit_routers_named(router, &mut |r| {
+            let mut order = 0;
+            r.each_route(&mut |route| {
+                if route.key().is_some_and(|(_, p)| p == *prefix) {
+                    f(order, route);
+                }
+                order += 1;
+            })
+        });
+    }
     /// The subnets of every router named `name` ([`vpc_subnets`] of each, merged, sorted,
     /// without duplicates); none when there is no such router. Asked for the other VPC of
     /// every peering indexed (a hub's N spokes).
@@ -300,6 +345,7 @@ pub fn check_topology_in(
         let own = port_name(vpc, spec.vpc(side.other()));
         let reclaimed = others.index.claimed_only_by(vpc, &spec.name);
         let ctx = VpcContext {
+            topo,
             vpc,
             me: &spec.name,
             subnets: &router.subnets,
@@ -360,7 +406,9 @@ pub fn allocation_exclusions(
 }
 
 /// One VPC of the checked peering and what already occupies its address space.
-struct VpcContext<'a> {
+struct VpcContext<'a, T: ?Sized> {
+    /// What the router was resolved from (asked again when it keeps no rows).
+    topo: &'a T,
     vpc: &'a str,
     /// The checked peering's name (never in conflict with itself).
     me: &'a str,
@@ -375,11 +423,13 @@ struct VpcContext<'a> {
     others: Others<'a>,
 }
 
-impl VpcContext<'_> {
+impl<T: Topology + ?Sized> VpcContext<'_, T> {
     /// Networks of gateway ports and foreign peer ports overlapping `q`, in router port order:
     /// (network, port name).
-    fn port_nets(&self, q: &IpNet) -> Vec<(IpNet, &str)> {
-        self.router.port_nets(q, self.own, self.reclaimed)
+    fn port_nets(&self, q: &IpNet) -> Vec<(IpNet, String)> {
+        let claimed = |port: &str| self.index.claims(self.others.index, self.vpc, port);
+        self.router
+            .port_nets(self.topo, q, self.own, self.reclaimed, &claimed)
     }
 
     /// The link must not overlap anything already routed in this VPC.

@@ -60,15 +60,34 @@ impl Attachments {
                 .map(|(_, u)| u)
                 .collect()
         });
-        let in_scope = |u: &Uuid| scoped.as_ref().is_none_or(|s| s.contains(u));
         let mut port_router = HashMap::new();
         let mut route_router = HashMap::new();
-        for router in cache.routers() {
-            for p in router.ports.iter().filter(|u| in_scope(u)) {
-                port_router.insert(*p, router.uuid);
+        match &scoped {
+            // A narrow pass: the holders of its rows, from the replica's index.
+            Some(rows) => {
+                for u in rows {
+                    for router in cache.routers_holding(*u) {
+                        let Some(r) = cache.router(router) else {
+                            continue;
+                        };
+                        if r.ports.binary_search(u).is_ok() {
+                            port_router.insert(*u, router);
+                        }
+                        if r.static_routes.binary_search(u).is_ok() {
+                            route_router.insert(*u, router);
+                        }
+                    }
+                }
             }
-            for r in router.static_routes.iter().filter(|u| in_scope(u)) {
-                route_router.insert(*r, router.uuid);
+            None => {
+                for router in cache.routers() {
+                    for p in &router.ports {
+                        port_router.insert(*p, router.uuid);
+                    }
+                    for r in &router.static_routes {
+                        route_router.insert(*r, router.uuid);
+                    }
+                }
             }
         }
         Attachments {

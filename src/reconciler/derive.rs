@@ -368,6 +368,37 @@ impl<T: Topology> Topology for Leaving<'_, T> {
         self.nb.router_count(name)
     }
 
+    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
+        self.nb.indexed_router_rows(name)
+    }
+
+    fn visit_ports_overlapping(
+        &self,
+        router: &str,
+        q: &IpNet,
+        f: &mut dyn FnMut(usize, PortRef<'_>),
+    ) {
+        self.nb.visit_ports_overlapping(router, q, &mut |order, p| {
+            if !self.going_ref(p.peering) {
+                f(order, p)
+            }
+        });
+    }
+
+    fn visit_routes_with_prefix(
+        &self,
+        router: &str,
+        prefix: &IpNet,
+        f: &mut dyn FnMut(usize, RouteRef<'_>),
+    ) {
+        self.nb
+            .visit_routes_with_prefix(router, prefix, &mut |order, r| {
+                if !self.going_ref(r.peering) {
+                    f(order, r)
+                }
+            });
+    }
+
     fn router_of_port(&self, port: &str) -> Option<String> {
         self.nb.router_of_port(port)
     }

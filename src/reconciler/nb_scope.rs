@@ -71,6 +71,12 @@ impl RouterMap {
     fn learn_router(&mut self, nb: &impl NbRows, uuid: Uuid) -> Option<String> {
         let (name, held) = nb.router(uuid)?;
         for child in held {
+            // Known already as held by this router: nothing to learn (a hub's router holds
+            // 20,000 rows and changes with every spoke). Its name was learnt with it, or comes
+            // with the port's own change (every row that appears is a change of its own).
+            if self.holder.get(&child) == Some(&uuid) {
+                continue;
+            }
             self.holder.insert(child, uuid);
             // A known port keeps its last name until its own change is seen (a rename
             // touches the old name too).

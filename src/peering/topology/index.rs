@@ -61,6 +61,15 @@ pub struct PeerIndex {
     routers: Vec<OnceLock<Result<ResolvedRouter, String>>>,
 }
 
+/// A VPC with fewer indexed peerings than this has its router asked per question when the
+/// topology indexes its rows ([`PeerIndex::vpc`]).
+const ASK_BELOW: usize = 64;
+
+/// A router with fewer ports and routes than this is read whole ([`PeerIndex::vpc`]). Debug
+/// builds ask every router of an indexed topology, and check each answer against the router
+/// read whole ([`ResolvedRouter`]), so that every test judging through the replica covers both.
+const ASK_FROM_ROWS: usize = if cfg!(debug_assertions) { 1 } else { 256 };
+
 /// One VPC as a check reads it: its router and the index's entries there.
 #[derive(Debug)]
 pub(super) struct VpcRef<'a> {
@@ -157,20 +166,38 @@ impl PeerIndex {
 
     /// A VPC, its router resolved from `topo` (once), or one with no entries, its router read
     /// from `topo` now, when no indexed peering touches it.
+    ///
+    /// A big router (at least [`ASK_FROM_ROWS`] ports and routes: a hub's) of a topology
+    /// that indexes its rows, with few indexed peerings (a hub's new spoke judged against the
+    /// few that can conflict), is asked per question instead of read whole; with many (a full
+    /// pass over a hub: a question per spoke) it is read once, and so is a small one.
     pub(super) fn vpc<'a>(&'a self, topo: &(impl Topology + ?Sized), vpc: &str) -> VpcRef<'a> {
+        let ask = |peerings: usize| {
+            peerings < ASK_BELOW
+                && topo
+                    .indexed_router_rows(vpc)
+                    .is_some_and(|rows| rows >= ASK_FROM_ROWS)
+        };
         match self.vpc_ids.get(vpc) {
             Some(&vid) => VpcRef {
                 vid: Some(vid),
-                router: Cow::Borrowed(
-                    self.routers[vid as usize]
-                        .get_or_init(|| ResolvedRouter::new(topo, vpc, |p| self.claims_in(vpc, p))),
-                ),
+                router: Cow::Borrowed(self.routers[vid as usize].get_or_init(|| {
+                    let ask = ask(self.peerings_of(vid));
+                    ResolvedRouter::new(topo, vpc, |p| self.claims_in(vpc, p), ask)
+                })),
             },
             None => VpcRef {
                 vid: None,
-                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false)),
+                router: Cow::Owned(ResolvedRouter::new(topo, vpc, |_| false, ask(0))),
             },
         }
+    }
+
+    /// How many indexed peerings touch the VPC `vid`.
+    fn peerings_of(&self, vid: Vid) -> usize {
+        let from = self.by_vpc.partition_point(|(v, _)| *v < vid);
+        let to = self.by_vpc.partition_point(|(v, _)| *v <= vid);
+        to - from
     }
 
     /// The subnets the rules read for `vpc` (those of its one router; none when it has not
@@ -248,6 +275,12 @@ impl PeerIndex {
 }
 
 impl VpcRef<'_> {
+    /// Whether an indexed peering of the VPC `vpc` (this one) claims the port name `port`
+    /// (what [`PeerIndex::vpc`] resolves its router with).
+    pub(super) fn claims(&self, index: &PeerIndex, vpc: &str, port: &str) -> bool {
+        self.vid.is_some() && index.claims_in(vpc, port)
+    }
+
     /// The VPC's one router, or why there is not exactly one.
     pub(super) fn router(&self) -> Result<&ResolvedRouter, &str> {
         self.router.as_ref().as_ref().map_err(String::as_str)

@@ -20,6 +20,18 @@ pub(super) struct ResolvedRouter {
     pub id: String,
     pub name: String,
     pub subnets: Vec<IpNet>,
+    /// Its rows as the rules read them, or `None` when the topology indexes them
+    /// ([`Topology::indexed_router_rows`]): each question is then asked of it (a hub's router is
+    /// not read whole).
+    kept: Option<Kept>,
+    /// Debug builds, asked: the same router read whole, whose answers every question checks.
+    #[cfg(debug_assertions)]
+    twin: Option<Box<ResolvedRouter>>,
+}
+
+/// What a resolved router keeps of its rows when they are read whole.
+#[derive(Debug, Clone)]
+struct Kept {
     /// Networks of gateway ports and peer ports: ((router port order, order within the
     /// port), port name, claimed by an indexed peering of this VPC).
     port_nets: PrefixMap<((usize, usize), String, bool)>,
@@ -34,17 +46,42 @@ type EcmpKey = (RoutePolicy, IpNet);
 
 impl ResolvedRouter {
     /// The one router named `vpc` (or why not, as [`super::resolve_router`] says it);
-    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it.
+    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it. `ask`:
+    /// keep none of its rows, ask `topo` per question (for a topology that indexes them,
+    /// [`Topology::indexed_router_rows`], and few questions); `claimed` is then asked again per
+    /// question and must say the same.
     pub(super) fn new(
         topo: &(impl Topology + ?Sized),
         vpc: &str,
         claimed: impl Fn(&str) -> bool,
+        ask: bool,
+    ) -> Result<ResolvedRouter, String> {
+        Self::resolve(topo, vpc, &claimed, ask)
+    }
+
+    fn resolve(
+        topo: &(impl Topology + ?Sized),
+        vpc: &str,
+        claimed: &dyn Fn(&str) -> bool,
+        ask: bool,
     ) -> Result<ResolvedRouter, String> {
         let mut found = 0;
         let mut resolved = None;
+        let indexed = ask;
         topo.visit_routers_named(vpc, &mut |r| {
             found += 1;
             if found > 1 {
+                return;
+            }
+            if indexed {
+                resolved = Some(ResolvedRouter {
+                    id: r.id(),
+                    name: r.name().to_string(),
+                    subnets: Vec::new(),
+                    kept: None,
+                    #[cfg(debug_assertions)]
+                    twin: None,
+                });
                 return;
             }
             let (mut subnets, mut nets) = (Vec::new(), Vec::new());
@@ -77,12 +114,28 @@ impl ResolvedRouter {
                 id: r.id(),
                 name: r.name().to_string(),
                 subnets,
-                port_nets: PrefixMap::new(nets),
-                ecmp,
+                kept: Some(Kept {
+                    port_nets: PrefixMap::new(nets),
+                    ecmp,
+                }),
+                #[cfg(debug_assertions)]
+                twin: None,
             });
         });
         match (found, resolved) {
-            (1, Some(r)) => Ok(r),
+            (1, Some(mut r)) => {
+                if r.kept.is_none() {
+                    // As the walk reads them (a port of a peering going is a peer port).
+                    r.subnets = topo.subnets_named(vpc);
+                    #[cfg(debug_assertions)]
+                    {
+                        r.twin = ResolvedRouter::resolve(topo, vpc, claimed, false)
+                            .ok()
+                            .map(Box::new);
+                    }
+                }
+                Ok(r)
+            }
             (0, _) => Err(format!("no OVN logical router is named {vpc:?}")),
             (n, _) => Err(format!(
                 "{n} OVN logical routers are named {vpc:?}; a VPC must be exactly one"
@@ -92,33 +145,88 @@ impl ResolvedRouter {
 
     /// Networks of gateway ports and of peer ports that are not ours overlapping `q`, in
     /// router port order: (network, port name). Ours: `own` (the checked peering's port here)
-    /// and the ports the indexed peerings claim, unless only `me` claims them (`reclaimed`).
-    pub(super) fn port_nets<'a>(
-        &'a self,
+    /// and the ports the indexed peerings claim (`claimed`, as resolved), unless only `me`
+    /// claims them (`reclaimed`). `topo`: what the router was resolved from.
+    pub(super) fn port_nets(
+        &self,
+        topo: &(impl Topology + ?Sized),
         q: &IpNet,
         own: &str,
         reclaimed: &[String],
-    ) -> Vec<(IpNet, &'a str)> {
-        let mut hits: Vec<((usize, usize), IpNet, &str)> = self
-            .port_nets
-            .view()
-            .overlapping_entries(q)
-            .filter(|(_, (_, name, claimed))| name != own && (!claimed || reclaimed.contains(name)))
-            .map(|(n, (order, name, _))| (*order, *n, name.as_str()))
-            .collect();
+        claimed: &dyn Fn(&str) -> bool,
+    ) -> Vec<(IpNet, String)> {
+        let foreign = |name: &str, claimed: bool| {
+            name != own && (!claimed || reclaimed.iter().any(|r| r == name))
+        };
+        let mut hits: Vec<((usize, usize), IpNet, String)> = match &self.kept {
+            Some(kept) => kept
+                .port_nets
+                .view()
+                .overlapping_entries(q)
+                .filter(|(_, (_, name, claimed))| foreign(name, *claimed))
+                .map(|(n, (order, name, _))| (*order, *n, name.clone()))
+                .collect(),
+            None => {
+                let mut hits = Vec::new();
+                topo.visit_ports_overlapping(&self.name, q, &mut |order, p| {
+                    if !foreign(p.name, claimed(p.name)) {
+                        return;
+                    }
+                    for (k, n) in p.nets().enumerate() {
+                        if super::overlaps(&n, q) {
+                            hits.push(((order, k), n, p.name.to_string()));
+                        }
+                    }
+                });
+                hits
+            }
+        };
         hits.sort_by_key(|(order, _, _)| *order);
-        hits.into_iter().map(|(_, n, name)| (n, name)).collect()
+        let out: Vec<(IpNet, String)> = hits.into_iter().map(|(_, n, name)| (n, name)).collect();
+        #[cfg(debug_assertions)]
+        if let Some(twin) = &self.twin {
+            let whole = twin.port_nets(topo, q, own, reclaimed, claimed);
+            assert_eq!(out, whole, "port_nets({q}) asked vs read whole");
+        }
+        out
     }
 
     /// Installed main-table routes with this (policy, prefix), not of peering `me`: their
     /// orders in the router, ascending, each with its UUID (for [`Self::describe_route`]).
-    pub(super) fn ecmp(&self, key: EcmpKey, me: &str) -> Vec<(usize, &RowKey)> {
-        let from = self.ecmp.partition_point(|(k, ..)| *k < key);
-        self.ecmp[from..]
+    pub(super) fn ecmp(
+        &self,
+        topo: &(impl Topology + ?Sized),
+        key: EcmpKey,
+        me: &str,
+    ) -> Vec<(usize, RowKey)> {
+        let Some(kept) = &self.kept else {
+            let mut out = Vec::new();
+            topo.visit_routes_with_prefix(&self.name, &key.1, &mut |order, route| {
+                // ovn-peerd installs every route in the main table ("").
+                if route.route_table.is_empty()
+                    && route.key() == Some(key)
+                    && route.peering != Some(me)
+                {
+                    out.push((order, RowKey::from(route.id)));
+                }
+            });
+            out.sort_by_key(|(order, _)| *order);
+            // Orders count the rows going too (read whole, they are skipped): compare the rows.
+            #[cfg(debug_assertions)]
+            if let Some(twin) = &self.twin {
+                let ids =
+                    |v: &[(usize, RowKey)]| v.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+                let whole = twin.ecmp(topo, key, me);
+                assert_eq!(ids(&out), ids(&whole), "ecmp({key:?}) asked vs read whole");
+            }
+            return out;
+        };
+        let from = kept.ecmp.partition_point(|(k, ..)| *k < key);
+        kept.ecmp[from..]
             .iter()
             .take_while(|(k, ..)| *k == key)
             .filter(|(_, _, peering, _)| peering.as_deref() != Some(me))
-            .map(|(_, order, _, id)| (*order, id))
+            .map(|(_, order, _, id)| (*order, id.clone()))
             .collect()
     }
 
@@ -152,7 +260,7 @@ pub(super) fn check_ecmp(
         if keys.insert((r.policy, r.prefix)) {
             hits.extend(
                 router
-                    .ecmp((r.policy, r.prefix), &spec.name)
+                    .ecmp(topo, (r.policy, r.prefix), &spec.name)
                     .into_iter()
                     .map(|(order, id)| (order, id, r)),
             );
@@ -165,7 +273,7 @@ pub(super) fn check_ecmp(
             format!(
                 "route {} would form an ECMP group with {}",
                 r.prefix,
-                router.describe_route(topo, id)
+                router.describe_route(topo, &id)
             ),
         ));
     }
