@@ -252,7 +252,7 @@ pub fn print(
             none(),
         );
         row(
-            &format!("[{m}] RSS converged / idle MB (heap in use)"),
+            &format!("[{m}] RSS converged / idle MB (heap at the last trim)"),
             format!(
                 "{:.1}/{:.1} ({:.1})",
                 s.footprint_converged.rss_mb, s.footprint_idle.rss_mb, s.heap_in_use_idle_mb
@@ -306,7 +306,7 @@ pub fn print(
             none(),
         );
         row(
-            &format!("[{m}] restart: RSS MB settled (heap in use)"),
+            &format!("[{m}] restart: RSS MB settled (heap at the last trim)"),
             format!(
                 "{:.1} ({:.1})",
                 s.footprint_restart_settled.rss_mb, s.heap_in_use_restart_settled_mb
@@ -444,7 +444,7 @@ pub fn print_large(l: &LargeResults) {
             "<= 600 MB",
         ),
         (
-            "heap in use: steady / after restart, settled",
+            "heap in use at the last trim: steady / after restart, settled",
             format!(
                 "{:.0} / {:.0} MB",
                 l.heap_in_use_steady_mb, l.heap_in_use_restart_settled_mb

@@ -12,13 +12,13 @@
 //! original, an update copies only the paths it touches. They are B-trees (`OrdMap`), not
 //! HAMTs (`imbl::HashMap`): measured with 40,000 uuid keys, 40 heap bytes an entry instead of
 //! 180 (a HAMT allocates every node with all 32 slots, and most deep nodes hold one or two),
-//! and a copy-on-write update 1.4 µs instead of 4.2. Index values are behind an `Arc`: copying
-//! a path copies up to 64 entries of a node, which must cost a reference count each, not a
-//! set's allocation. Index keys are [`CompactString`]s (a name of up to 24 bytes is copied
-//! inline, no allocation) and index values exact sorted slices ([`Members`]), not a
-//! `String` copy and an `Arc<BTreeSet>` (a 192-byte node) per name: with the rows' own inline
-//! strings, a router and its index entry went from 686 to 348 bytes (README, *Memory at 100,000
-//! peerings*). Persistence is what lets the client publish
+//! and a copy-on-write update 1.4 µs instead of 4.2. Index values are inline or behind an
+//! `Arc`: copying a path copies up to 64 entries of a node, which must cost a reference count
+//! each, not a set's allocation. Index keys are [`CompactString`]s (a name of up to 24 bytes
+//! is copied inline, no allocation; a longer one is a second heap copy, as a `String` was) and
+//! index values [`Members`] (one member inline, a few in an exact slice, a B-tree past that),
+//! not a `String` copy and an `Arc<BTreeSet>` (a 192-byte node) per name (README, *Memory at
+//! 100,000 peerings*). Persistence is what lets the client publish
 //! a new immutable snapshot after each update while readers keep working on older ones (see
 //! `client`): nobody reads under a lock. Reading is plain `&self` methods.
 
@@ -32,6 +32,7 @@ type PMap<K, V> = imbl::OrdMap<K, V>;
 
 use uuid::Uuid;
 
+use super::members::Members;
 use super::model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};
 use super::row_index::RowIndex;
 use super::schema::TableSchema;
@@ -146,7 +147,7 @@ impl NbCache {
         self.router_by_name
             .get(name)
             .into_iter()
-            .flat_map(|s| s.0.iter())
+            .flat_map(Members::iter)
             .filter_map(|u| self.router(*u))
             .collect()
     }
@@ -171,7 +172,7 @@ impl NbCache {
             return self
                 .by_owner
                 .get(value)
-                .map(|s| s.0.iter().copied().collect())
+                .map(|s| s.iter().copied().collect())
                 .unwrap_or_default();
         }
         let hit = |ids: &StrMap| ids.get(key).is_some_and(|v| v == value);
@@ -353,8 +354,13 @@ impl NbCache {
     /// `deep`: the row's entries in `row_index` too (a router's every row).
     fn put_row<M: Model + Indexed>(&mut self, row: M, deep: bool) {
         let (table, uuid) = (M::TABLE, row.uuid());
-        if let Some(v) = self.owner_value(row.external_ids()) {
-            self.by_owner.entry(v).or_default().insert((table, uuid));
+        if let Some(v) = owner_value(&self.owner_key, row.external_ids()) {
+            match self.by_owner.get_mut(v) {
+                Some(m) => m.insert((table, uuid)),
+                None => {
+                    self.by_owner.insert(v.into(), Members::One((table, uuid)));
+                }
+            }
         }
         row.index(self);
         if deep {
@@ -370,11 +376,10 @@ impl NbCache {
 
     fn remove_row<M: Model + Indexed>(&mut self, uuid: Uuid, deep: bool) -> Option<Arc<M>> {
         let row = M::store_mut(self).remove(&uuid)?;
-        if let Some(v) = self.owner_value(row.external_ids()) {
-            if let Some(set) = self.by_owner.get_mut(&v) {
-                set.remove(&(M::TABLE, uuid));
-                if set.is_empty() {
-                    self.by_owner.remove(&v);
+        if let Some(v) = owner_value(&self.owner_key, row.external_ids()) {
+            if let Some(m) = self.by_owner.get_mut(v) {
+                if !m.remove(&(M::TABLE, uuid)) {
+                    self.by_owner.remove(v);
                 }
             }
         }
@@ -397,13 +402,11 @@ impl NbCache {
             );
         }
     }
+}
 
-    fn owner_value(&self, ids: &StrMap) -> Option<CompactString> {
-        self.owner_key
-            .as_ref()
-            .and_then(|k| ids.get(k))
-            .map(CompactString::from)
-    }
+/// `ids[owner_key]`, when indexed (looked up by `&str`: a copy is made only for a new key).
+fn owner_value<'a>(owner_key: &Option<String>, ids: &'a StrMap) -> Option<&'a str> {
+    owner_key.as_deref().and_then(|k| ids.get(k))
 }
 
 fn diff_rows<M: Model + Indexed>(old: &NbCache, new: &NbCache, out: &mut Vec<RowChange>) {
@@ -440,43 +443,6 @@ fn normalize(d: Datum, is_map: bool) -> Datum {
                 .into_iter()
                 .collect(),
         ),
-    }
-}
-
-/// An index's members: a sorted, exact slice behind an `Arc` (copying an index path costs a
-/// reference count each; an edit builds a new slice: an index value holds a peering's few rows
-/// or a name's one router).
-#[derive(Debug, Clone)]
-struct Members<T>(Arc<[T]>);
-
-impl<T> Default for Members<T> {
-    fn default() -> Self {
-        Members(Arc::new([]))
-    }
-}
-
-impl<T: Ord + Copy> Members<T> {
-    fn insert(&mut self, x: T) {
-        if let Err(i) = self.0.binary_search(&x) {
-            let mut v = Vec::with_capacity(self.0.len() + 1);
-            v.extend_from_slice(&self.0[..i]);
-            v.push(x);
-            v.extend_from_slice(&self.0[i..]);
-            self.0 = v.into();
-        }
-    }
-    fn remove(&mut self, x: &T) {
-        if let Ok(i) = self.0.binary_search(x) {
-            let v: Vec<T> = self.0[..i]
-                .iter()
-                .chain(&self.0[i + 1..])
-                .copied()
-                .collect();
-            self.0 = v.into();
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -522,15 +488,17 @@ impl Indexed for LogicalRouter {
         &mut c.routers
     }
     fn index(&self, c: &mut NbCache) {
-        c.router_by_name
-            .entry(self.name.clone())
-            .or_default()
-            .insert(self.uuid);
+        match c.router_by_name.get_mut(&self.name) {
+            Some(m) => m.insert(self.uuid),
+            None => {
+                c.router_by_name
+                    .insert(self.name.clone(), Members::One(self.uuid));
+            }
+        }
     }
     fn unindex(&self, c: &mut NbCache) {
-        if let Some(s) = c.router_by_name.get_mut(&self.name) {
-            s.remove(&self.uuid);
-            if s.is_empty() {
+        if let Some(m) = c.router_by_name.get_mut(&self.name) {
+            if !m.remove(&self.uuid) {
                 c.router_by_name.remove(&self.name);
             }
         }
@@ -608,6 +576,9 @@ impl Indexed for LogicalRouterStaticRoute {
         c.rows.route_removed(self);
     }
 }
+
+#[cfg(test)]
+mod index_props;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -883,6 +854,38 @@ pub(crate) mod tests {
             c.router_by_name.get("a").is_none(),
             "an emptied name leaves the index"
         );
+    }
+
+    /// N rows under one index key (routers all named "", one owner value on N rows) take the
+    /// B-tree form past a few: a dump of 20,000 applies in O(N log N), not O(N²) copies of a
+    /// growing slice. Every row is indexed, a snapshot keeps its own members, and the forms
+    /// shrink back as members go.
+    #[test]
+    fn many_rows_under_one_key_take_the_large_form() {
+        let t = types();
+        let mut c = NbCache::new(Some("owner".into()));
+        let n = 20_000u128;
+        let routers: serde_json::Map<String, Value> = (1..=n)
+            .map(|i| {
+                let r = json!({"initial": {"name": "", "external_ids": ["map", [["owner", "x"]]]}});
+                (Uuid::from_u128(i).to_string(), r)
+            })
+            .collect();
+        c.apply_v(&t, UpdateFormat::V2, &json!({ "Logical_Router": routers }))
+            .unwrap();
+        assert!(matches!(c.router_by_name.get(""), Some(Members::Many(_))));
+        assert!(matches!(c.by_owner.get("x"), Some(Members::Many(_))));
+        assert_eq!(c.router_by_name("").len(), n as usize);
+        assert_eq!(c.rows_with_external_id("owner", "x").len(), n as usize);
+        let snapshot = c.clone();
+        let deletes: serde_json::Map<String, Value> = (2..=n)
+            .map(|i| (Uuid::from_u128(i).to_string(), json!({"delete": null})))
+            .collect();
+        c.apply_v(&t, UpdateFormat::V2, &json!({ "Logical_Router": deletes }))
+            .unwrap();
+        assert_eq!(c.router_by_name("")[0].uuid, Uuid::from_u128(1));
+        assert_eq!(c.rows_with_external_id("owner", "x").len(), 1);
+        assert_eq!(snapshot.router_by_name("").len(), n as usize);
     }
 
     /// The rows were sized for jemalloc's size classes with their `Arc` (16 bytes): a router

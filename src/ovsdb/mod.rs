@@ -27,6 +27,7 @@ mod connection;
 pub mod error;
 mod handshake;
 pub mod jsonrpc;
+mod members;
 pub mod model;
 pub mod ops;
 pub mod remote;

@@ -4,13 +4,15 @@
 //! A `BTreeMap<String, String>` of five entries costs ≈ 880 heap bytes (a 544-byte node and ten
 //! strings); the same map here is one boxed slice of (interned key, value) pairs sorted by key,
 //! ≈ 380 bytes, and nothing at all when empty. Keys repeat across every row (`ovn-peerd:owner`,
-//! `neutron:...`): each distinct key is stored once, shared by all rows, up to
-//! [`MAX_INTERNED_KEYS`] (past that a key gets its own copy: an unbounded set of keys must not
-//! grow the interner for ever). A value of up to 24 bytes (a peering's name, a generation, a side,
-//! an address) is stored inline, no allocation; a longer one (a deployment's uuid, on every row it
-//! wrote) is shared through the same interner, bounded the same way. A pair is 40 bytes, so
-//! ovn-peerd's five markers cost one 224-byte block instead of six allocations (README, *Memory at
-//! 100,000 peerings*). Immutable once built: a change builds a new map (the replica's rows are
+//! `neutron:...`): each distinct key is stored once, shared by all rows, in a pool of at most
+//! [`MAX_INTERNED_KEYS`] (when full it drops its less shared half: an unbounded set of keys
+//! must not grow the interner for ever, and the keys every row holds must stay shared). A
+//! value of up to 24 bytes (a peering's name, a generation, a side, an address) is stored
+//! inline, no allocation; a longer one (a deployment's uuid, on every row it wrote) is shared
+//! through a pool of its own, bounded the same way (so that one-off foreign values never take
+//! the keys' places). A pair is 40 bytes, so ovn-peerd's five markers cost one 224-byte block
+//! instead of six allocations (README, *Memory at 100,000 peerings*). Immutable once built: a
+//! change builds a new map (the replica's rows are
 //! copied on write anyway).
 
 use std::collections::{BTreeMap, HashSet};
@@ -19,30 +21,78 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use compact_str::CompactString;
 
-/// Distinct keys shared between rows, at most.
+/// Distinct keys shared between rows, at most (and as many values, in a pool of their own).
 pub const MAX_INTERNED_KEYS: usize = 4096;
 /// Longer keys and values are not interned (any NB writer chooses them: the interner keeps what
-/// it holds for the life of the process, so it holds only short, repeated ones).
+/// it holds until a prune, so it holds only short ones).
 pub const MAX_INTERNED_KEY_LEN: usize = 64;
 /// Values up to this long are stored inline ([`CompactString`]'s capacity).
 pub const MAX_INLINE_VALUE_LEN: usize = std::mem::size_of::<CompactString>();
 
-static KEYS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Mutex::default);
+/// A bounded pool of shared strings. Keys and values have one each, so that a shared NB's
+/// one-off values (neutron's per-row uuids) never take the keys' places. When the pool is full
+/// it first drops its less shared half (the entries held by no map, or by fewest): a value
+/// ovn-peerd writes on every row of a deployment is held by thousands of maps and stays, a
+/// foreign row's uuid goes. A dropped entry stays valid in the maps that hold it (they keep
+/// their `Arc`); only later maps get a fresh copy. Each prune frees at least half the pool, so
+/// its cost is O(1) a string on average.
+#[derive(Debug)]
+struct Pool {
+    set: HashSet<Arc<str>>,
+    cap: usize,
+}
 
-/// The shared copy of `key` (a key, or a value too long to be inline).
+impl Pool {
+    fn new(cap: usize) -> Self {
+        Pool {
+            set: HashSet::new(),
+            cap,
+        }
+    }
+
+    /// The shared copy of `s` (its own copy when `s` is too long to be interned).
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if s.len() > MAX_INTERNED_KEY_LEN {
+            return Arc::from(s);
+        }
+        if let Some(k) = self.set.get(s) {
+            return k.clone();
+        }
+        if self.set.len() >= self.cap {
+            self.prune();
+        }
+        let k: Arc<str> = Arc::from(s);
+        self.set.insert(k.clone());
+        k
+    }
+
+    /// Drops the less shared half: every entry held by no more maps than the median one.
+    fn prune(&mut self) {
+        let mut counts: Vec<usize> = self.set.iter().map(Arc::strong_count).collect();
+        let mid = counts.len() / 2;
+        let median = *counts.select_nth_unstable(mid).1;
+        self.set.retain(|a| Arc::strong_count(a) > median);
+    }
+}
+
+static KEYS: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::new(MAX_INTERNED_KEYS)));
+static VALUES: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::new(MAX_INTERNED_KEYS)));
+
+fn locked(pool: &'static LazyLock<Mutex<Pool>>, s: &str) -> Arc<str> {
+    if s.len() > MAX_INTERNED_KEY_LEN {
+        return Arc::from(s);
+    }
+    pool.lock().unwrap_or_else(|e| e.into_inner()).intern(s)
+}
+
+/// The shared copy of a key.
 fn intern(key: &str) -> Arc<str> {
-    if key.len() > MAX_INTERNED_KEY_LEN {
-        return Arc::from(key);
-    }
-    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = keys.get(key) {
-        return k.clone();
-    }
-    let k: Arc<str> = Arc::from(key);
-    if keys.len() < MAX_INTERNED_KEYS {
-        keys.insert(k.clone());
-    }
-    k
+    locked(&KEYS, key)
+}
+
+/// The shared copy of a value too long to be inline.
+fn intern_value(value: &str) -> Arc<str> {
+    locked(&VALUES, value)
 }
 
 /// A map's value: inline when it fits, else shared (the choice is the length's alone, so equal
@@ -58,7 +108,7 @@ impl Value {
         if v.len() <= MAX_INLINE_VALUE_LEN {
             Value::Inline(CompactString::from(v))
         } else {
-            Value::Shared(intern(v))
+            Value::Shared(intern_value(v))
         }
     }
 
@@ -270,6 +320,44 @@ mod tests {
         let (d, e) = (StrMap::from([("k", &*huge)]), StrMap::from([("k", &*huge)]));
         assert!(!Arc::ptr_eq(shared(&d.0[0].1), shared(&e.0[0].1)));
         assert_eq!(d, e);
+    }
+
+    /// A full pool makes room: the values of dropped maps, then foreign values held by one map
+    /// each, go, and a new value is shared again; a value many maps hold survives the prune.
+    #[test]
+    fn a_full_pool_keeps_sharing_what_is_shared() {
+        let mut pool = Pool::new(8);
+        let foreign = |i: usize| format!("neutron-{i:036}");
+        // Values of maps since dropped.
+        for i in 0..8 {
+            drop(pool.intern(&foreign(i)));
+        }
+        let id = "11111111-2222-3333-4444-555555555555";
+        let a = pool.intern(id);
+        assert!(Arc::ptr_eq(&a, &pool.intern(id)));
+        // Our id on many rows; then more foreign values than the pool holds, each on one row.
+        let ours: Vec<Arc<str>> = (0..100).map(|_| pool.intern(id)).collect();
+        let held: Vec<Arc<str>> = (8..40).map(|i| pool.intern(&foreign(i))).collect();
+        assert!(pool.set.len() <= 8);
+        assert!(
+            Arc::ptr_eq(&ours[0], &pool.intern(id)),
+            "a shared value was dropped"
+        );
+        // A new value is shared although every foreign value is still held.
+        let new = "99999999-2222-3333-4444-555555555555";
+        assert!(Arc::ptr_eq(&pool.intern(new), &pool.intern(new)));
+        assert_eq!(&*held[31], foreign(39));
+    }
+
+    /// Keys and values have pools of their own: values never take the keys' places.
+    #[test]
+    fn keys_and_values_have_pools_of_their_own() {
+        let long = "v".repeat(MAX_INLINE_VALUE_LEN + 3);
+        let m = StrMap::from([(&*long, &*long)]);
+        let Value::Shared(v) = &m.0[0].1 else {
+            panic!("a long value is shared")
+        };
+        assert!(!Arc::ptr_eq(&m.0[0].0, v));
     }
 
     #[test]
