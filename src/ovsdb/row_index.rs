@@ -75,19 +75,17 @@ pub fn route_prefix(r: &LogicalRouterStaticRoute) -> Option<IpNet> {
     }
 }
 
-/// The networks whose first address lies in `n`, as a key range: from `n`'s first address
-/// with length 0 to its last with the family's longest.
+/// The networks inside `n` (`n` itself included), as a key range: from `n` (its first address
+/// with its own length) to its last address with the family's longest. A network starting
+/// inside `n` after its first address is longer than `n` (prefixes nest), so the range holds
+/// them all; the wider networks starting at `n`'s first address are not in it (they contain
+/// `n` and are found by cutting `n` to their length).
 fn inside(n: &IpNet) -> (IpNet, IpNet) {
-    match n {
-        IpNet::V4(a) => (
-            IpNet::new(a.network().into(), 0).expect("0 is a valid length"),
-            IpNet::new(a.broadcast().into(), 32).expect("32 is a valid length"),
-        ),
-        IpNet::V6(a) => (
-            IpNet::new(a.network().into(), 0).expect("0 is a valid length"),
-            IpNet::new(a.broadcast().into(), 128).expect("128 is a valid length"),
-        ),
-    }
+    let last = match n {
+        IpNet::V4(a) => IpNet::new(a.broadcast().into(), 32).expect("32 is a valid length"),
+        IpNet::V6(a) => IpNet::new(a.broadcast().into(), 128).expect("128 is a valid length"),
+    };
+    (n.trunc(), last)
 }
 
 /// The least network (0.0.0.0/0), below every other in `IpNet`'s order.
@@ -138,8 +136,8 @@ impl RowIndex {
         out
     }
 
-    /// Every (subnet, router) whose subnet overlaps `n`: those starting inside `n`, and those
-    /// starting before it, which overlap it only by containing it (prefixes nest), so are `n`
+    /// Every (subnet, router) whose subnet overlaps `n`, once per port giving it: those inside
+    /// `n`, and those wider, which overlap it only by containing it (prefixes nest), so are `n`
     /// cut to one of the shorter lengths present.
     pub(super) fn subnets_overlapping(&self, n: &IpNet, out: &mut Vec<(IpNet, Uuid)>) {
         let (lo, hi) = inside(n);
@@ -606,5 +604,41 @@ mod tests {
             check_against_a_walk(&c, &rows, &queries);
         }
         assert!(c.routers().count() > 0 && c.ports().count() > 0);
+    }
+
+    /// A subnet wider than the question and starting at its first address (10.0.0.0/8 for
+    /// 10.0.0.0/24, ::/0 for ::/64) is answered once, not once as "inside" and again as "wider";
+    /// one exactly equal to the question also once.
+    #[test]
+    fn a_wider_subnet_at_the_same_start_is_answered_once() {
+        let (r, p) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let lan = LogicalRouterPort {
+            uuid: p,
+            networks: ["10.0.0.1/8", "10.1.0.1/24", "::1/0"]
+                .map(String::from)
+                .into(),
+            ..Default::default()
+        };
+        let router = LogicalRouter {
+            uuid: r,
+            ports: [p].into(),
+            ..Default::default()
+        };
+        let mut index = RowIndex::default();
+        index.router_added(&router, |u| (u == p).then_some(&lan), |_| None);
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        for (q, want) in [
+            ("10.0.0.0/24", vec![net("10.0.0.0/8")]),
+            ("10.0.0.0/8", vec![net("10.0.0.0/8"), net("10.1.0.0/24")]),
+            ("10.1.0.0/24", vec![net("10.0.0.0/8"), net("10.1.0.0/24")]),
+            ("::/64", vec![net("::/0")]),
+            ("::/0", vec![net("::/0")]),
+        ] {
+            let mut got = Vec::new();
+            index.subnets_overlapping(&net(q), &mut got);
+            got.sort_unstable();
+            let want: Vec<(IpNet, Uuid)> = want.into_iter().map(|n| (n, r)).collect();
+            assert_eq!(got, want, "subnets overlapping {q}");
+        }
     }
 }
