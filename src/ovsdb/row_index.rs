@@ -446,6 +446,10 @@ mod tests {
             "0.0.0.0/0",
             "10.2.0.0/15",
             "10.1.2.5/32",
+            "::/0",
+            "fd00::/48",
+            "fd00::5/128",
+            "fd00::1/128",
         ]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -456,6 +460,9 @@ mod tests {
             "10.2.0.1/24",
             "10.1.2.130/25",
             "fd00::1/64",
+            "fd00::1/128",
+            "fd00::1/48",
+            "::/0",
             "10.3.0.1/16",
             "junk",
             "0.0.0.0/0",
@@ -474,7 +481,25 @@ mod tests {
             ])
         };
         for step in 0..1500 {
-            let update: Value = match next(8) {
+            let update: Value = match next(9) {
+                8 => {
+                    // Several tables in one update: a port's peer and gateway_chassis, and a
+                    // route's prefix.
+                    let (i, j) = (next(12), next(6));
+                    if !ports.contains(&i) || !held_routes.contains(&j) {
+                        continue;
+                    }
+                    let peer = if next(2) == 0 {
+                        json!("far")
+                    } else {
+                        json!(["set", []])
+                    };
+                    let gw = json!(["set", [["uuid", Uuid::from_u128(8).to_string()]]]);
+                    json!({
+                        "Logical_Router_Port": {port(i).to_string(): {"modify": {"peer": peer, "gateway_chassis": gw}}},
+                        "Logical_Router_Static_Route": {route(j).to_string(): {"modify": {"ip_prefix": "fd00::5"}}},
+                    })
+                }
                 6 | 7 => {
                     let i = next(6);
                     let prefixes = [
@@ -484,8 +509,11 @@ mod tests {
                         "fd00::/64",
                         "10.1.0.0/16",
                         "bad",
+                        "fd00::5",
+                        "::/0",
+                        "fd00::/48",
                     ];
-                    let prefix = prefixes[(next(60) / 10) as usize];
+                    let prefix = prefixes[next(prefixes.len() as u64) as usize];
                     match (held_routes.contains(&i), next(3)) {
                         (false, _) => {
                             held_routes.insert(i);
@@ -561,6 +589,13 @@ mod tests {
                         match next(3) {
                             0 => json!("far"),
                             1 => json!(""),
+                            _ => json!(["set", []]),
+                        },
+                    );
+                    row.insert(
+                        "gateway_chassis".into(),
+                        match next(4) {
+                            0 => json!(["set", [["uuid", Uuid::from_u128(8).to_string()]]]),
                             _ => json!(["set", []]),
                         },
                     );
