@@ -333,11 +333,48 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::adapters::NbCacheTopology;
     use crate::ovsdb::cache::tests::{types, ApplyValue};
     use crate::ovsdb::cache::UpdateFormat;
     use crate::ovsdb::NbCache;
     use crate::peering::overlaps;
-    use crate::peering::topology::{subnets_of_port, RouteView};
+    use crate::peering::topology::{
+        subnets_of_port, PortView, RouteView, RouterRows, RouterView, Topology,
+    };
+
+    /// The replica's topology with the trait's default walks for the questions the adapter
+    /// answers through the index.
+    struct Walk<'a>(NbCacheTopology<'a>);
+
+    impl Topology for Walk<'_> {
+        fn routers_named(&self, name: &str) -> Vec<RouterView> {
+            self.0.routers_named(name)
+        }
+        fn port_named(&self, name: &str) -> Option<PortView> {
+            self.0.port_named(name)
+        }
+        fn router_of_port(&self, port: &str) -> Option<String> {
+            self.0.router_of_port(port)
+        }
+        fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+            self.0.visit_routers_named(name, f)
+        }
+    }
+
+    /// What `visit_ports_overlapping` and `visit_routes_with_prefix` show for `router`
+    /// (order, port name or route, in the order shown).
+    fn visited(
+        t: &dyn Topology,
+        router: &str,
+        q: &IpNet,
+    ) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+        let (mut ports, mut routes) = (Vec::new(), Vec::new());
+        t.visit_ports_overlapping(router, q, &mut |o, p| ports.push((o, p.name.to_string())));
+        t.visit_routes_with_prefix(router, q, &mut |o, r| {
+            routes.push((o, format!("{:?} {}", r.id, r.ip_prefix)))
+        });
+        (ports, routes)
+    }
 
     /// What the index answers, by a walk over the replica (the rules' own reading of a port's
     /// subnets).
@@ -404,6 +441,31 @@ mod tests {
                 let got: BTreeSet<Uuid> =
                     c.router_routes_with_prefix(r.uuid, q).into_iter().collect();
                 assert_eq!(got, want, "routes with prefix {q}");
+            }
+        }
+        // The adapter's indexed answers against the default walks over the same replica. The
+        // orders agree unless a router lists a row not (yet) there, which a consistent NB
+        // snapshot never shows (the adapter counts the listed uuids, the walk the rows
+        // present); then only the rows shown are compared.
+        let (adapter, walk) = (NbCacheTopology(c, None), Walk(NbCacheTopology(c, None)));
+        for name in ["r0", "r1", "r2", "none"] {
+            let consistent = c.routers().filter(|r| r.name == name).all(|r| {
+                r.ports.iter().all(|u| c.port(*u).is_some())
+                    && r.static_routes.iter().all(|u| c.static_route(*u).is_some())
+            });
+            let rows =
+                |v: Vec<(usize, String)>| -> Vec<String> { v.into_iter().map(|x| x.1).collect() };
+            for q in queries {
+                let (got, want) = (visited(&adapter, name, q), visited(&walk, name, q));
+                if consistent {
+                    assert_eq!(got, want, "adapter vs walk: {name} {q}");
+                } else {
+                    assert_eq!(
+                        (rows(got.0), rows(got.1)),
+                        (rows(want.0), rows(want.1)),
+                        "adapter vs walk: {name} {q}"
+                    );
+                }
             }
         }
         for q in queries {
