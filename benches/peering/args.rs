@@ -79,6 +79,10 @@ struct Cli {
     /// Skip the three baselines.
     #[arg(long)]
     skip_baselines: bool,
+    /// WatchPeerings streams (every VPC) kept open and read through phases (1) and (3), as a
+    /// controller would: the change reader then reads every change the creates commit.
+    #[arg(long, env = "PEERING_BENCH_WATCHERS", default_value_t = 0)]
+    watchers: usize,
     /// Only what CreatePeering's figures need: bulk (1), one at a time (3) and the
     /// one-transaction floor; no ListRoutes, churn, overload, nbctl baselines or restart.
     #[arg(long)]
@@ -123,6 +127,7 @@ pub struct Args {
     pub gap: Duration,
     pub keep: bool,
     pub skip_baselines: bool,
+    pub watchers: usize,
     pub create_only: bool,
     pub perf: bool,
     pub json: PathBuf,
@@ -156,6 +161,7 @@ impl Args {
             gap: Duration::from_millis(cli.gap_ms),
             keep: cli.keep || cli.perf,
             skip_baselines: cli.skip_baselines,
+            watchers: cli.watchers,
             create_only: cli.create_only,
             perf: cli.perf,
             json: cli.json.unwrap_or_else(|| {

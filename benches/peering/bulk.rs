@@ -1,6 +1,7 @@
 //! Phases (1), (3) and (6), on one ovn-peerd over one NB: (1) bulk: N peerings (VPC 2k-1 with
 //! 2k) through CreatePeering by C concurrent clients, first request → the monitor saw all rows;
-//! then [`crate::latency`] and [`crate::list_routes`] on the same server.
+//! then [`crate::latency`] and [`crate::list_routes`] on the same server. With `--watchers`,
+//! WatchPeerings streams are open and read through (1) and (3).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use ovn_peerd_test_support::pg::PgCluster;
 use serde_json::Value;
+
+use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
+use ovn_peerd::proto::v1::WatchPeeringsRequest;
+use tonic::transport::Channel;
 
 use crate::args::Args;
 use crate::peerd::{
@@ -43,6 +48,9 @@ pub struct PeerdResults {
     pub reconciler_pass_mean_ms: f64,
     /// Phases (8) churn and (9) overload.
     pub load: crate::load::LoadResults,
+    /// `--watchers`: streams open through (1) and (3), and the events they read in all.
+    pub watchers: usize,
+    pub watcher_events: usize,
 }
 
 pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
@@ -56,6 +64,8 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
     peerd.wait_ready().await;
     let clients = peerd.clients(args.c).await;
     let mut out = PeerdResults::default();
+    let events = Arc::new(AtomicUsize::new(0));
+    let watchers = open_watchers(&clients[0], args.watchers, &events).await;
 
     // (1) bulk
     println!("[peerd] bulk: {} peerings, {} clients", args.n, args.c);
@@ -120,6 +130,11 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
     );
 
     crate::latency::run(args, &clients[0], &monitor, &cpu, t0, &mut out).await;
+    out.watchers = watchers.len();
+    for w in watchers {
+        w.abort();
+    }
+    out.watcher_events = events.load(Ordering::Relaxed);
     if !args.create_only {
         crate::list_routes::run(&clients[0], &monitor, &mut out).await;
         let pids = crate::overload::Pids {
@@ -141,4 +156,29 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
     let mut peerd = peerd;
     peerd.proc.terminate(Duration::from_secs(10));
     out
+}
+
+/// `--watchers`: that many WatchPeerings streams over every VPC, each read by its own task
+/// (aborted after phase (3)), counting the events they read into `events`.
+async fn open_watchers(
+    client: &PeeringServiceClient<Channel>,
+    n: usize,
+    events: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = client
+            .clone()
+            .watch_peerings(WatchPeeringsRequest::default())
+            .await
+            .expect("WatchPeerings")
+            .into_inner();
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = stream.message().await {
+                events.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tasks
 }

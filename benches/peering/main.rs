@@ -192,7 +192,8 @@ async fn main() {
     );
     let doc = json!({
         "args": {"n": args.n, "c": args.c, "samples": args.samples, "scale": args.scale,
-                 "nbctl_process_n": args.nbctl_process_n, "gap_ms": args.gap.as_millis() as u64},
+                 "nbctl_process_n": args.nbctl_process_n, "gap_ms": args.gap.as_millis() as u64,
+                 "watchers": args.watchers},
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
                     "loadavg_before": load_before, "loadavg_after": load_after},
         "ovn_peerd": peerd,

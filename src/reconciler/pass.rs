@@ -398,7 +398,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         total_ms = t_start.elapsed().as_secs_f64() * 1e3,
         "pass timings"
     );
-    // Counted in Postgres after every pass, narrowed or full: a narrowed pass sees only
+    // Counted in Postgres within a second of a pass, narrowed or full: a narrowed pass sees only
     // some peerings, so its own tallies cannot say how many there are in each state.
     r.passed.notify_one();
     if !outcome.is_idle() || !outcome.failed.is_empty() {

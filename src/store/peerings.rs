@@ -140,14 +140,24 @@ impl Store {
 
     /// Every peering touching any of `vpcs` whose rows may be in NB
     /// ([`PeeringState::in_northbound`]): the worker's and ListRoutes' context.
+    ///
+    /// In a transaction with sequential scans off (as the create's, `create.rs`): a pooled
+    /// connection caches a generic plan of this statement after five runs, planned at the
+    /// table's size then; planned small, it scanned every peering for every narrow pass once
+    /// the table had grown. Two more round trips, against a scan of the table.
     pub async fn peering_list_touching(
         &self,
         vpcs: &[&str],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
         let rows = self
-            .timed(
-                "peering_list_touching",
-                sqlx::query_as!(
+            .timed("peering_list_touching", async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query_scalar!(
+                    r#"SELECT set_config('enable_seqscan', 'off', true) AS "off!""#
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let rows = sqlx::query_as!(
                     PeeringRow,
                     r#"SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes: Json<Vec<StoredRoute>>",
@@ -160,8 +170,11 @@ impl Store {
                      ORDER BY name"#,
                     vpcs as &[&str]
                 )
-                .fetch_all(&self.pool),
-            )
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(rows)
+            })
             .await?;
         records(rows)
     }

@@ -1,7 +1,7 @@
 //! The one change reader of this process and the changes it keeps in memory.
 //!
 //! One task per process LISTENs on the change-log channel and reads the log from Postgres
-//! (`seq > head`), whatever the number of watchers; each watcher then takes its changes from
+//! (`seq > head`) while at least one watcher is open; each watcher then takes its changes from
 //! the ring of the latest ones here, under a short mutex, and is woken through a `watch`
 //! channel of the head. The ring is bounded (`--watch-buffer`): a watcher that needs a
 //! change older than the ring reads the log itself (a resume from an older token), with at
@@ -13,10 +13,18 @@
 //! notification costs nothing but forgetting the ring (the next watcher finds it unknown and
 //! reads Postgres itself until the reader, woken by that watcher, has set it up again at
 //! the log's head). A replica nobody watches does not read every change it commits back.
+//!
+//! Before each read the reader takes every notification already received, not one: a read
+//! sees every change committed before it starts, so one read serves all the notifications
+//! that queued during the previous one (a bulk of creates costs a read per batch of
+//! notifications, not one per change plus an empty one).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use sqlx::postgres::PgListener;
 
 use tokio::sync::{watch, Notify, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -90,6 +98,10 @@ pub struct Hub {
     first_watcher: Notify,
     /// Cancelled when the server shuts down: every watcher ends (UNAVAILABLE).
     pub(super) shutdown: CancellationToken,
+    /// Reads of the log by the reader (not the watchers' own), since start.
+    reads: AtomicU64,
+    /// Notifications the reader has taken, since start.
+    notifications: AtomicU64,
 }
 
 impl Hub {
@@ -118,6 +130,8 @@ impl Hub {
             db_readers: Semaphore::new(DB_READERS),
             first_watcher: Notify::new(),
             shutdown,
+            reads: AtomicU64::new(0),
+            notifications: AtomicU64::new(0),
         })
     }
 
@@ -186,6 +200,14 @@ impl Hub {
                 }
             };
             loop {
+                // Every notification already here is served by the read that follows.
+                match drain(&mut listener).await {
+                    Ok(n) => self.notifications.fetch_add(n, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change reader's listener lost");
+                        break;
+                    }
+                };
                 // Listening first, then reading: nothing committed in between is missed.
                 match self.read().await {
                     Ok(()) => backoff.reset(),
@@ -203,7 +225,9 @@ impl Hub {
                     _ = tokio::time::sleep(POLL) => {}
                     _ = self.first_watcher.notified() => {}
                     n = listener.try_recv() => match n {
-                        Ok(_) => {}
+                        Ok(n) => {
+                            self.notifications.fetch_add(u64::from(n.is_some()), Ordering::Relaxed);
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "change reader's listener lost");
                             break;
@@ -225,6 +249,7 @@ impl Hub {
             }
             ring.head
         };
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut head = if head == i64::MAX {
             let position = self.store.peering_changes_position().await?;
             let mut ring = self.ring();
@@ -299,6 +324,25 @@ impl Hub {
     }
 }
 
+/// Takes every notification the listener has already received, without waiting for another.
+/// Each was sent after its change committed, so the read that follows sees all their changes.
+/// (`next_buffered` alone is not enough: it holds only what arrived while the listener's
+/// connection ran a statement; the rest waits on the socket, which one poll takes.)
+async fn drain(listener: &mut PgListener) -> Result<u64, sqlx::Error> {
+    let mut taken = 0;
+    loop {
+        tokio::select! {
+            biased;
+            n = listener.try_recv() => match n? {
+                Some(_) => taken += 1,
+                // Connection lost and made again: a read follows anyway.
+                None => return Ok(taken),
+            },
+            () = std::future::ready(()) => return Ok(taken),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +407,85 @@ mod tests {
             "2 < base: from Postgres"
         );
         assert!(matches!(hub.after(3, 10), After::Changes(c) if c.is_empty()));
+    }
+
+    /// Notifications that queue while the reader reads are all served by its next read, not
+    /// one read each (and an empty one costs two statements).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_read_serves_every_notification_queued_during_a_read() {
+        use ovn_peerd_test_support::wait_until_async;
+        const WAIT: Duration = Duration::from_secs(30);
+        const QUEUED: u64 = 20;
+        let db = TestDb::create().await;
+        let store = Store::connect_lazy(&db.url).unwrap();
+        store.migrate().await.unwrap();
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let hub = Hub::new(
+            store,
+            Uuid::new_v4(),
+            WatchSettings::default(),
+            CancellationToken::new(),
+        );
+        let _watching = hub.watching();
+        let stop = CancellationToken::new();
+        let _stop = stop.clone().drop_guard();
+        tokio::spawn(hub.clone().run(stop));
+        wait_until_async("the reader sets the ring up", WAIT, || async {
+            known(&hub).1 != i64::MAX
+        })
+        .await
+        .unwrap();
+        let notify = || async {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::store::CHANGES_CHANNEL)
+                .execute(&pool)
+                .await
+                .unwrap();
+        };
+
+        // Hold the reader in a read: it reads the log's horizon, which this locks.
+        let mut lock = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE peering_changes_horizon IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let (reads, taken) = (
+            hub.reads.load(Ordering::Relaxed),
+            hub.notifications.load(Ordering::Relaxed),
+        );
+        notify().await;
+        wait_until_async("the reader waits for the horizon", WAIT, || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT FROM pg_locks \
+                 WHERE relation = 'peering_changes_horizon'::regclass AND NOT granted)",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        // Notifications queue meanwhile; a listener of the test's own sees them delivered.
+        let mut mine = PgListener::connect(&db.url).await.unwrap();
+        mine.listen(crate::store::CHANGES_CHANNEL).await.unwrap();
+        for _ in 0..QUEUED {
+            notify().await;
+        }
+        for _ in 0..QUEUED {
+            mine.recv().await.unwrap();
+        }
+        lock.rollback().await.unwrap();
+
+        wait_until_async("the reader takes every notification", WAIT, || async {
+            hub.notifications.load(Ordering::Relaxed) >= taken + 1 + QUEUED
+        })
+        .await
+        .unwrap();
+        let after = hub.reads.load(Ordering::Relaxed) - reads;
+        // The held read, the one after it for the queued notifications; one spare for a poll.
+        assert!(
+            after <= 3,
+            "{after} reads for {QUEUED} queued notifications"
+        );
     }
 }

@@ -181,7 +181,7 @@ impl Hub {
         let hub = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let _watching = hub.watching();
+            let watching = hub.watching();
             metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
             let run = Run {
                 hub: &hub,
@@ -195,6 +195,9 @@ impl Hub {
                 _ = tokio::time::sleep(jittered(hub.settings.max_age)) => Err(WatchEnd::Expired),
                 _ = tx.closed() => Ok(()),
             };
+            // No longer a watcher before it is no longer counted: a gauge at 0 means the
+            // reader reads no more and forgets the ring at its next notification.
+            drop(watching);
             metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
             let reason = match &ended {
                 Ok(()) => "client",

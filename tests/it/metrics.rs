@@ -23,13 +23,13 @@ use crate::support::pg::{free_port, TestDb};
 use crate::support::vpc::{add_subnet, create_vpc};
 
 /// One scrape of `/metrics`.
-struct Scrape {
+pub(crate) struct Scrape {
     text: String,
 }
 
 impl Scrape {
     /// GET /metrics over HTTP/1.0 (a plain body, never chunked).
-    fn get(port: u16) -> Option<Scrape> {
+    pub(crate) fn get(port: u16) -> Option<Scrape> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -60,7 +60,7 @@ impl Scrape {
     }
 
     /// The value of the sample `name{labels}` (exactly these labels), if present.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -126,3 +126,82 @@ async fn creates_scan_no_table_after_it_grew_under_their_cached_plans() {
         "creates scanned peerings"
     );
 }
+
+/// The worker's narrow read (peerings touching a batch's VPCs) stays index lookups too when
+/// `peerings` grew after a connection cached its generic plan (`auto_explain` showed it
+/// scanning the whole table on large batches). Counted in tuples read by sequential scans:
+/// reads of the small table add at most its 20 rows each, one scan of the grown one 3,000.
+#[tokio::test]
+async fn the_worker_read_scans_no_table_after_it_grew_under_its_cached_plan() {
+    let db = TestDb::create().await;
+    let store = Store::connect_lazy(&db.url).unwrap();
+    store.migrate().await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let insert = |from: i32, to: i32| {
+        sqlx::query(
+            "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4) \
+             SELECT 'p-' || k, 'v-' || k || 'a', 'v-' || k || 'b', \
+                    '169.254.0.1/30', '169.254.0.2/30' \
+             FROM generate_series($1, $2) AS k",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+    };
+    let read = |k: usize| {
+        let vpcs: Vec<String> = (8 * k + 1..8 * k + 9).map(|k| format!("v-{k}a")).collect();
+        let store = store.clone();
+        async move {
+            let vpcs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
+            store.peering_list_touching(&vpcs).await.unwrap().len()
+        }
+    };
+    sqlx::query("ALTER TABLE peerings SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    insert(1, 20).await.unwrap();
+    // Enough reads for the store's connections to cache a generic plan, planned small.
+    for k in 0..40 {
+        read(k % 2).await;
+    }
+    insert(21, 3000).await.unwrap();
+    for k in 0..4 {
+        assert_eq!(read(10 + k).await, 8);
+    }
+    // A backend reports its counters when it exits (before it leaves pg_stat_activity).
+    drop(store);
+    pool.close().await;
+    // One connection: the only backend left is this one.
+    let check = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    wait_until_async(
+        "every other backend of the database to exit",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&check)
+            .await
+            .unwrap()
+                == 0
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let read_by_scans: i64 = sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'peerings'",
+    )
+    .fetch_one(&check)
+    .await
+    .unwrap();
+    assert!(
+        read_by_scans < 3000,
+        "the worker's read scanned peerings: {read_by_scans} rows"
+    );
+}

@@ -111,6 +111,58 @@ async fn a_direct_sql_insert_of_a_link_overlapping_one_of_the_same_vpc_fails() {
         .expect("the link of a deleted peering");
 }
 
+/// The same rule for IPv6 (its own exclusion, `peering_links_v6_excl`): a link-local link
+/// is free on routers that share nothing, refused if it overlaps one on a shared router.
+#[tokio::test]
+async fn a_direct_sql_insert_of_a_v6_link_overlapping_one_of_the_same_vpc_fails() {
+    let db = TestDb::create().await;
+    let store = ovn_peerd::store::Store::connect_lazy(&db.url).expect("store");
+    store.migrate().await.expect("migrations");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let insert = |name: &'static str, vpcs: (&'static str, &'static str), link: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let link: ipnet::IpNet = link.parse().unwrap();
+            let (l, r) = ovn_peerd::peering::links::link_hosts(link).unwrap();
+            sqlx::query(
+                "INSERT INTO peerings (name, local_vpc, remote_vpc, local_v6, remote_v6) \
+                 VALUES ($1, $2, $3, $4::inet, $5::inet)",
+            )
+            .bind(name)
+            .bind(vpcs.0)
+            .bind(vpcs.1)
+            .bind(l.to_string())
+            .bind(r.to_string())
+            .execute(&pool)
+            .await
+        }
+    };
+    insert("a", ("vpc-1", "vpc-2"), "fe80::/64")
+        .await
+        .expect("the first link");
+    insert("b", ("vpc-3", "vpc-4"), "fe80::/64")
+        .await
+        .expect("the same link on routers that share nothing");
+    for (name, vpcs, link) in [
+        ("c", ("vpc-5", "vpc-2"), "fe80::/127"),
+        ("d", ("vpc-1", "vpc-5"), "fe80::/127"),
+        ("e", ("vpc-4", "vpc-6"), "fe80::/64"),
+    ] {
+        let err = insert(name, vpcs, link)
+            .await
+            .expect_err("an overlapping link on a shared router");
+        assert!(
+            err.to_string().contains("peering_links_v6_excl"),
+            "{name}: {err}"
+        );
+    }
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM peerings ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names, ["a", "b"]);
+}
+
 /// UpdatePeering's request_ids are forgotten after a day (the watch hub's prune tick calls
 /// this with `UPDATE_REQUESTS_KEPT`); younger ones stay for their retries.
 #[tokio::test]

@@ -24,7 +24,8 @@ use ovn_peerd::config::WatchFlags;
 
 use crate::support::nb::NbServer;
 use crate::support::peerd::{test_config, Options, TestPeerd};
-use crate::support::pg::{wait_until, TestDb};
+use crate::support::peerd_process::PeerdProcess;
+use crate::support::pg::{free_port, wait_until, TestDb};
 use crate::support::vpc::create_vpc;
 
 /// How long a stream may stay silent before the test gives up on it (a hang guard).
@@ -267,6 +268,77 @@ async fn a_resumed_watch_misses_and_repeats_nothing_across_1000_changes() {
         let got = by_writer.remove(&w).unwrap_or_default();
         assert_eq!(got, (0..PER_WRITER).collect::<Vec<_>>(), "writer {w}");
     }
+}
+
+/// The path "every stream of the replica gone → its reader forgets the ring → changes
+/// commit → a resume from a token older than them", taken on purpose (not by timing): the
+/// changes commit only once the replica's open-stream gauge reads 0 (a stream is no longer
+/// a watcher before it is no longer counted). The resume misses and repeats nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_after_every_stream_closed_misses_and_repeats_nothing() {
+    let db = TestDb::create().await;
+    let nb = NbServer::start();
+    create_vpc(&nb, "vpc-1", &["10.1.0.1/24"]);
+    create_vpc(&nb, "vpc-2", &["10.2.0.1/24"]);
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    // No worker: the only changes are the test's.
+    let peerd = PeerdProcess::start_with_args(
+        &db.url,
+        &nb.remote(),
+        &["--metrics-listen", &metrics, "--worker", "false"],
+    );
+    let mut c = PeeringServiceClient::connect(format!("http://127.0.0.1:{}", peerd.port))
+        .await
+        .unwrap();
+    create(&mut c, "w", "vpc-1", "vpc-2").await;
+    let store = Store::connect_lazy(&db.url).unwrap();
+    let set = |message: String| {
+        let store = store.clone();
+        async move {
+            let update = StatusUpdate {
+                name: "w".into(),
+                generation: 1,
+                state: PeeringState::Failed,
+                message,
+            };
+            assert_eq!(store.peering_statuses_set(&[update]).await.unwrap(), 1);
+        }
+    };
+    let modified = |e: WatchPeeringsResponse| {
+        assert_eq!(e.r#type(), EventType::Modified, "{e:?}");
+        (e.peering.unwrap().state_message, e.resume_token)
+    };
+    let streams = || {
+        crate::metrics::Scrape::get(metrics_port)
+            .and_then(|s| s.value("ovn_peerd_watch_streams", &[]))
+    };
+
+    let mut s = watch(&mut c, "", "").await.unwrap();
+    let (names, _) = initial(&mut s).await;
+    assert_eq!(names, ["w"]);
+    set("before".into()).await;
+    let (message, token) = modified(next(&mut s).await.unwrap());
+    assert_eq!(message, "before");
+    drop(s);
+    wait_until(
+        "no stream open on the replica",
+        Duration::from_secs(30),
+        || streams() == Some(0.0),
+    )
+    .unwrap();
+
+    const WHILE_NONE: usize = 20;
+    for i in 0..WHILE_NONE {
+        set(format!("none-{i}")).await;
+    }
+    let mut s = watch(&mut c, "", &token).await.unwrap();
+    for i in 0..WHILE_NONE {
+        assert_eq!(modified(next(&mut s).await.unwrap()).0, format!("none-{i}"));
+    }
+    // Nothing repeated after them: the next event is the next change.
+    set("after".into()).await;
+    assert_eq!(modified(next(&mut s).await.unwrap()).0, "after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
