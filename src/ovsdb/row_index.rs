@@ -361,13 +361,11 @@ mod tests {
         }
     }
 
-    /// What `visit_ports_overlapping` and `visit_routes_with_prefix` show for `router`
-    /// (order, port name or route, in the order shown).
-    fn visited(
-        t: &dyn Topology,
-        router: &str,
-        q: &IpNet,
-    ) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+    /// (order, port name or route), in the order shown.
+    type Shown = Vec<(usize, String)>;
+
+    /// What `visit_ports_overlapping` and `visit_routes_with_prefix` show for `router`.
+    fn visited(t: &dyn Topology, router: &str, q: &IpNet) -> (Shown, Shown) {
         let (mut ports, mut routes) = (Vec::new(), Vec::new());
         t.visit_ports_overlapping(router, q, &mut |o, p| ports.push((o, p.name.to_string())));
         t.visit_routes_with_prefix(router, q, &mut |o, r| {
