@@ -115,12 +115,6 @@ pub struct NbCache {
 }
 
 impl NbCache {
-    /// Whether `other` holds the very same routers and ports (the same persistent maps, not
-    /// merely equal ones; O(1)): what a memo derived from them can be keyed on.
-    pub fn same_routers_and_ports(&self, other: &NbCache) -> bool {
-        self.routers.ptr_eq(&other.routers) && self.ports.ptr_eq(&other.ports)
-    }
-
     /// An empty cache indexing rows by `external_ids[owner_key]`.
     pub fn new(owner_key: Option<String>) -> Self {
         NbCache {
@@ -300,7 +294,9 @@ impl NbCache {
             }
             RowOp::Modify(cols, diff) => {
                 // A router's `ports`/`static_routes` changed by a diff: only the rows the diff
-                // toggles are indexed again (`row_index`), not the hub's other 10,000.
+                // toggles are indexed again (`row_index`), not the hub's other 10,000. A V1
+                // (`monitor` fallback) modify sends the whole new row, not a diff, so it
+                // re-indexes the router whole (`deep`): every row of a hub, per modify.
                 let deep = !(diff && M::TOGGLES);
                 let row = self.remove_row::<M>(uuid, deep).ok_or_else(|| {
                     (UpdateErrorKind::Diverged, "modify of a row not held".into())

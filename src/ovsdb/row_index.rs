@@ -75,19 +75,17 @@ pub fn route_prefix(r: &LogicalRouterStaticRoute) -> Option<IpNet> {
     }
 }
 
-/// The networks whose first address lies in `n`, as a key range: from `n`'s first address
-/// with length 0 to its last with the family's longest.
+/// The networks inside `n` (`n` itself included), as a key range: from `n` (its first address
+/// with its own length) to its last address with the family's longest. A network starting
+/// inside `n` after its first address is longer than `n` (prefixes nest), so the range holds
+/// them all; the wider networks starting at `n`'s first address are not in it (they contain
+/// `n` and are found by cutting `n` to their length).
 fn inside(n: &IpNet) -> (IpNet, IpNet) {
-    match n {
-        IpNet::V4(a) => (
-            IpNet::new(a.network().into(), 0).expect("0 is a valid length"),
-            IpNet::new(a.broadcast().into(), 32).expect("32 is a valid length"),
-        ),
-        IpNet::V6(a) => (
-            IpNet::new(a.network().into(), 0).expect("0 is a valid length"),
-            IpNet::new(a.broadcast().into(), 128).expect("128 is a valid length"),
-        ),
-    }
+    let last = match n {
+        IpNet::V4(a) => IpNet::new(a.broadcast().into(), 32).expect("32 is a valid length"),
+        IpNet::V6(a) => IpNet::new(a.broadcast().into(), 128).expect("128 is a valid length"),
+    };
+    (n.trunc(), last)
 }
 
 /// The least network (0.0.0.0/0), below every other in `IpNet`'s order.
@@ -138,8 +136,8 @@ impl RowIndex {
         out
     }
 
-    /// Every (subnet, router) whose subnet overlaps `n`: those starting inside `n`, and those
-    /// starting before it, which overlap it only by containing it (prefixes nest), so are `n`
+    /// Every (subnet, router) whose subnet overlaps `n`, once per port giving it: those inside
+    /// `n`, and those wider, which overlap it only by containing it (prefixes nest), so are `n`
     /// cut to one of the shorter lengths present.
     pub(super) fn subnets_overlapping(&self, n: &IpNet, out: &mut Vec<(IpNet, Uuid)>) {
         let (lo, hi) = inside(n);
@@ -335,11 +333,46 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::adapters::NbCacheTopology;
     use crate::ovsdb::cache::tests::{types, ApplyValue};
     use crate::ovsdb::cache::UpdateFormat;
     use crate::ovsdb::NbCache;
     use crate::peering::overlaps;
-    use crate::peering::topology::{subnets_of_port, RouteView};
+    use crate::peering::topology::{
+        subnets_of_port, PortView, RouteView, RouterRows, RouterView, Topology,
+    };
+
+    /// The replica's topology with the trait's default walks for the questions the adapter
+    /// answers through the index.
+    struct Walk<'a>(NbCacheTopology<'a>);
+
+    impl Topology for Walk<'_> {
+        fn routers_named(&self, name: &str) -> Vec<RouterView> {
+            self.0.routers_named(name)
+        }
+        fn port_named(&self, name: &str) -> Option<PortView> {
+            self.0.port_named(name)
+        }
+        fn router_of_port(&self, port: &str) -> Option<String> {
+            self.0.router_of_port(port)
+        }
+        fn visit_routers_named(&self, name: &str, f: &mut dyn FnMut(&dyn RouterRows)) {
+            self.0.visit_routers_named(name, f)
+        }
+    }
+
+    /// (order, port name or route), in the order shown.
+    type Shown = Vec<(usize, String)>;
+
+    /// What `visit_ports_overlapping` and `visit_routes_with_prefix` show for `router`.
+    fn visited(t: &dyn Topology, router: &str, q: &IpNet) -> (Shown, Shown) {
+        let (mut ports, mut routes) = (Vec::new(), Vec::new());
+        t.visit_ports_overlapping(router, q, &mut |o, p| ports.push((o, p.name.to_string())));
+        t.visit_routes_with_prefix(router, q, &mut |o, r| {
+            routes.push((o, format!("{:?} {}", r.id, r.ip_prefix)))
+        });
+        (ports, routes)
+    }
 
     /// What the index answers, by a walk over the replica (the rules' own reading of a port's
     /// subnets).
@@ -408,6 +441,31 @@ mod tests {
                 assert_eq!(got, want, "routes with prefix {q}");
             }
         }
+        // The adapter's indexed answers against the default walks over the same replica. The
+        // orders agree unless a router lists a row not (yet) there, which a consistent NB
+        // snapshot never shows (the adapter counts the listed uuids, the walk the rows
+        // present); then only the rows shown are compared.
+        let (adapter, walk) = (NbCacheTopology(c, None), Walk(NbCacheTopology(c, None)));
+        for name in ["r0", "r1", "r2", "none"] {
+            let consistent = c.routers().filter(|r| r.name == name).all(|r| {
+                r.ports.iter().all(|u| c.port(*u).is_some())
+                    && r.static_routes.iter().all(|u| c.static_route(*u).is_some())
+            });
+            let rows =
+                |v: Vec<(usize, String)>| -> Vec<String> { v.into_iter().map(|x| x.1).collect() };
+            for q in queries {
+                let (got, want) = (visited(&adapter, name, q), visited(&walk, name, q));
+                if consistent {
+                    assert_eq!(got, want, "adapter vs walk: {name} {q}");
+                } else {
+                    assert_eq!(
+                        (rows(got.0), rows(got.1)),
+                        (rows(want.0), rows(want.1)),
+                        "adapter vs walk: {name} {q}"
+                    );
+                }
+            }
+        }
         for q in queries {
             let mut got = Vec::new();
             c.subnets_overlapping(q, &mut got);
@@ -448,6 +506,10 @@ mod tests {
             "0.0.0.0/0",
             "10.2.0.0/15",
             "10.1.2.5/32",
+            "::/0",
+            "fd00::/48",
+            "fd00::5/128",
+            "fd00::1/128",
         ]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -458,6 +520,9 @@ mod tests {
             "10.2.0.1/24",
             "10.1.2.130/25",
             "fd00::1/64",
+            "fd00::1/128",
+            "fd00::1/48",
+            "::/0",
             "10.3.0.1/16",
             "junk",
             "0.0.0.0/0",
@@ -476,7 +541,25 @@ mod tests {
             ])
         };
         for step in 0..1500 {
-            let update: Value = match next(8) {
+            let update: Value = match next(9) {
+                8 => {
+                    // Several tables in one update: a port's peer and gateway_chassis, and a
+                    // route's prefix.
+                    let (i, j) = (next(12), next(6));
+                    if !ports.contains(&i) || !held_routes.contains(&j) {
+                        continue;
+                    }
+                    let peer = if next(2) == 0 {
+                        json!("far")
+                    } else {
+                        json!(["set", []])
+                    };
+                    let gw = json!(["set", [["uuid", Uuid::from_u128(8).to_string()]]]);
+                    json!({
+                        "Logical_Router_Port": {port(i).to_string(): {"modify": {"peer": peer, "gateway_chassis": gw}}},
+                        "Logical_Router_Static_Route": {route(j).to_string(): {"modify": {"ip_prefix": "fd00::5"}}},
+                    })
+                }
                 6 | 7 => {
                     let i = next(6);
                     let prefixes = [
@@ -486,8 +569,11 @@ mod tests {
                         "fd00::/64",
                         "10.1.0.0/16",
                         "bad",
+                        "fd00::5",
+                        "::/0",
+                        "fd00::/48",
                     ];
-                    let prefix = prefixes[(next(60) / 10) as usize];
+                    let prefix = prefixes[next(prefixes.len() as u64) as usize];
                     match (held_routes.contains(&i), next(3)) {
                         (false, _) => {
                             held_routes.insert(i);
@@ -567,6 +653,13 @@ mod tests {
                         },
                     );
                     row.insert(
+                        "gateway_chassis".into(),
+                        match next(4) {
+                            0 => json!(["set", [["uuid", Uuid::from_u128(8).to_string()]]]),
+                            _ => json!(["set", []]),
+                        },
+                    );
+                    row.insert(
                         "ha_chassis_group".into(),
                         match next(5) {
                             0 => json!(["uuid", Uuid::from_u128(9).to_string()]),
@@ -606,5 +699,41 @@ mod tests {
             check_against_a_walk(&c, &rows, &queries);
         }
         assert!(c.routers().count() > 0 && c.ports().count() > 0);
+    }
+
+    /// A subnet wider than the question and starting at its first address (10.0.0.0/8 for
+    /// 10.0.0.0/24, ::/0 for ::/64) is answered once, not once as "inside" and again as "wider";
+    /// one exactly equal to the question also once.
+    #[test]
+    fn a_wider_subnet_at_the_same_start_is_answered_once() {
+        let (r, p) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let lan = LogicalRouterPort {
+            uuid: p,
+            networks: ["10.0.0.1/8", "10.1.0.1/24", "::1/0"]
+                .map(String::from)
+                .into(),
+            ..Default::default()
+        };
+        let router = LogicalRouter {
+            uuid: r,
+            ports: [p].into(),
+            ..Default::default()
+        };
+        let mut index = RowIndex::default();
+        index.router_added(&router, |u| (u == p).then_some(&lan), |_| None);
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        for (q, want) in [
+            ("10.0.0.0/24", vec![net("10.0.0.0/8")]),
+            ("10.0.0.0/8", vec![net("10.0.0.0/8"), net("10.1.0.0/24")]),
+            ("10.1.0.0/24", vec![net("10.0.0.0/8"), net("10.1.0.0/24")]),
+            ("::/64", vec![net("::/0")]),
+            ("::/0", vec![net("::/0")]),
+        ] {
+            let mut got = Vec::new();
+            index.subnets_overlapping(&net(q), &mut got);
+            got.sort_unstable();
+            let want: Vec<(IpNet, Uuid)> = want.into_iter().map(|n| (n, r)).collect();
+            assert_eq!(got, want, "subnets overlapping {q}");
+        }
     }
 }

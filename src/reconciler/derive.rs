@@ -403,7 +403,13 @@ impl<T: Topology> Topology for Leaving<'_, T> {
         self.nb.router_of_port(port)
     }
 
-    /// As NB holds them: the rows of the peerings going are peer ports, never subnets.
+    /// As NB holds them (the replica's index), not filtered: the rows of the peerings going
+    /// are peer ports, so never subnets, unless a hand edit cleared a going port's `peer`.
+    /// Then its link counts as a subnet of the router for this one pass (the old walk
+    /// dropped it), as it did in every pass since the edit; the pass deletes the row, and the
+    /// next pass no longer sees it. Filtering would need the index to name the port giving
+    /// each subnet, or a walk of the hub's 10,000 ports per question, which the index exists
+    /// to avoid. The test below holds this reading.
     fn subnets_named(&self, name: &str) -> Vec<IpNet> {
         self.nb.subnets_named(name)
     }
@@ -555,4 +561,71 @@ pub(crate) struct Unjudged {
     pub why: String,
     /// The rows it would want if it passed.
     pub rows: DesiredPeering,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ovsdb::cache::tests::{types, ApplyValue};
+    use crate::ovsdb::cache::UpdateFormat;
+    use crate::peering::{OWNER_KEY, OWNER_VALUE};
+
+    /// A port of a peering going whose `peer` a hand edit cleared still gives its router a
+    /// subnet under [`Leaving`] (see `Leaving::subnets_named`); a going port with its `peer`
+    /// does not, and neither does anything once the row is gone.
+    #[test]
+    fn a_going_port_with_peer_cleared_by_hand_counts_as_a_subnet_for_one_pass() {
+        let t = types();
+        let (router, lan, link, peered) = (
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            Uuid::from_u128(3),
+            Uuid::from_u128(4),
+        );
+        let ours =
+            |peering: &str| json!(["map", [[OWNER_KEY, OWNER_VALUE], [PEERING_KEY, peering]]]);
+        let uuids = |s: &[Uuid]| {
+            json!([
+                "set",
+                s.iter()
+                    .map(|u| json!(["uuid", u.to_string()]))
+                    .collect::<Vec<_>>()
+            ])
+        };
+        let mut c = NbCache::new(Some(OWNER_KEY.into()));
+        let update = json!({
+            "Logical_Router_Port": {
+                lan.to_string(): {"insert": {"name": "lan", "networks": "10.0.0.1/24"}},
+                link.to_string(): {"insert": {"name": "p1-a", "networks": "169.254.0.1/30",
+                    "external_ids": ours("p1")}},
+                peered.to_string(): {"insert": {"name": "p2-a", "networks": "169.254.0.5/30",
+                    "peer": ["set", ["p2-b"]], "external_ids": ours("p2")}},
+            },
+            "Logical_Router": {
+                router.to_string(): {"insert": {"name": "vpc-a", "ports": uuids(&[lan, link, peered])}},
+            },
+        });
+        c.apply_v(&t, UpdateFormat::V2, &update).unwrap();
+        let going: BTreeSet<&str> = ["p1", "p2"].into();
+        let leaving = Leaving {
+            nb: NbCacheTopology(&c, None),
+            going: &going,
+        };
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            leaving.subnets_named("vpc-a"),
+            vec![net("10.0.0.0/24"), net("169.254.0.0/30")]
+        );
+        let gone = json!({"Logical_Router_Port": {link.to_string(): {"delete": null}},
+            "Logical_Router": {router.to_string(): {"modify": {"ports": uuids(&[link])}}}});
+        c.apply_v(&t, UpdateFormat::V2, &gone).unwrap();
+        let leaving = Leaving {
+            nb: NbCacheTopology(&c, None),
+            going: &going,
+        };
+        assert_eq!(leaving.subnets_named("vpc-a"), vec![net("10.0.0.0/24")]);
+    }
 }
