@@ -34,7 +34,7 @@ async fn follows_the_leader_across_a_leader_kill() {
     let new_leader = cluster.leader();
     assert_ne!(new_leader, leader);
     // Writes resume: retry only NotConnected/OutcomeUnknown (the write is guarded by name).
-    let deadline = tokio::time::Instant::now() + T;
+    let deadline = tokio::time::Instant::now() + FAILOVER;
     loop {
         let exists = !client.cache().router_by_name("after").is_empty();
         if exists && client.state().borrow().is_synced() {

@@ -29,6 +29,12 @@ use uuid::Uuid;
 use crate::support::nb::NB_SCHEMA;
 
 pub const T: Duration = Duration::from_secs(20);
+/// How long writes may take to resume after a cluster's leader is killed, counted from the
+/// moment a new leader reports itself: on a loaded machine (the whole suite on 2 cores) the
+/// new leader can lose its term again, and every round of the remotes that fails meanwhile
+/// doubles the client's pause, up to `backoff_max` (8 s, as ovsdb-cs): two failed rounds
+/// and a TLS handshake under load passed `T` once in a CI run (alone the test takes 2 s).
+pub const FAILOVER: Duration = Duration::from_secs(60);
 pub const OWNER: &str = "ovn-peerd:peering";
 pub const DB: &str = "OVN_Northbound";
 

@@ -154,7 +154,7 @@ async fn follows_the_leader_of_an_ssl_cluster_across_a_leader_kill() {
 
     cluster.kill9(leader);
     let new_leader = cluster.leader();
-    let deadline = tokio::time::Instant::now() + T;
+    let deadline = tokio::time::Instant::now() + FAILOVER;
     while client.cache().router_by_name("after").is_empty() {
         match client
             .transact(vec![insert_router("after", None, None)])
