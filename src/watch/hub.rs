@@ -356,6 +356,21 @@ mod tests {
         sqlx::query(&sql).execute(pool).await.unwrap();
     }
 
+    /// A migrated database of its own, a pool on it, and a hub reading its change log.
+    async fn hub_on_a_fresh_database() -> (TestDb, sqlx::PgPool, Arc<Hub>) {
+        let db = TestDb::create().await;
+        let store = Store::connect_lazy(&db.url).unwrap();
+        store.migrate().await.unwrap();
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let hub = Hub::new(
+            store,
+            Uuid::new_v4(),
+            WatchSettings::default(),
+            CancellationToken::new(),
+        );
+        (db, pool, hub)
+    }
+
     fn known(hub: &Hub) -> (i64, i64, Vec<i64>) {
         let ring = hub.ring();
         (
@@ -369,16 +384,7 @@ mod tests {
     /// (a watcher then reads Postgres itself until the ring is set up again at the head).
     #[tokio::test]
     async fn the_reader_reads_the_log_only_while_a_watcher_is_open() {
-        let db = TestDb::create().await;
-        let store = Store::connect_lazy(&db.url).unwrap();
-        store.migrate().await.unwrap();
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        let hub = Hub::new(
-            store,
-            Uuid::new_v4(),
-            WatchSettings::default(),
-            CancellationToken::new(),
-        );
+        let (_db, pool, hub) = hub_on_a_fresh_database().await;
         const UNKNOWN: (i64, i64, Vec<i64>) = (i64::MAX, i64::MAX, Vec::new());
 
         insert(&pool, 1).await;
@@ -416,16 +422,7 @@ mod tests {
         use ovn_peerd_test_support::wait_until_async;
         const WAIT: Duration = Duration::from_secs(30);
         const QUEUED: u64 = 20;
-        let db = TestDb::create().await;
-        let store = Store::connect_lazy(&db.url).unwrap();
-        store.migrate().await.unwrap();
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        let hub = Hub::new(
-            store,
-            Uuid::new_v4(),
-            WatchSettings::default(),
-            CancellationToken::new(),
-        );
+        let (db, pool, hub) = hub_on_a_fresh_database().await;
         let _watching = hub.watching();
         let stop = CancellationToken::new();
         let _stop = stop.clone().drop_guard();
