@@ -19,6 +19,7 @@ mod lock;
 mod narrow;
 mod nb_scope;
 mod pass;
+mod report;
 pub mod timing;
 #[doc(hidden)] // public for the integration tests of its guards
 pub mod translate;
@@ -269,6 +270,10 @@ impl Reconciler {
 
         let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut next_full = tokio::time::Instant::now();
+        // The last pass's statuses and tombstones on their way to Postgres: the next pass
+        // reads meanwhile and awaits them before it judges (`report.rs`). Aborted if the
+        // worker stops first.
+        let mut report = None;
         loop {
             let Some(scope) = wake.take() else {
                 tokio::select! {
@@ -288,7 +293,7 @@ impl Reconciler {
             };
             let started = std::time::Instant::now();
             let full = scope == Scope::All;
-            let result = pass::run(self, scope).await;
+            let result = pass::run_behind(self, scope, &mut report).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             // What a pass frees is handed back once it has dropped its peerings, rows and plan

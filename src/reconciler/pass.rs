@@ -24,6 +24,7 @@ use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
 use super::actual::{actual_rows, holds_rows_of, our_row_count, Attachments};
 use super::derive::{derive, Derivation, Targets};
+use super::report::Report;
 use super::{write, Reconciler};
 
 /// What one pass did.
@@ -189,12 +190,32 @@ pub enum Scope {
 }
 
 pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
-    use tracing::Instrument;
-    let span = tracing::info_span!("reconcile", full = scope == Scope::All);
-    run_pass(r, scope).instrument(span).await
+    let mut report = None;
+    let mut outcome = run_behind(r, scope, &mut report).await?;
+    if let Some(report) = report {
+        outcome.tombstones_removed = report.finish().await?.tombstones_removed;
+    }
+    Ok(outcome)
 }
 
-async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
+/// One pass that leaves its report to Postgres in `report`, still being written (see
+/// [`Report`]), after it awaited the one found there (the previous pass's) behind its read.
+/// The outcome's `tombstones_removed` is then the report's to say.
+pub(super) async fn run_behind(
+    r: &Reconciler,
+    scope: Scope,
+    report: &mut Option<Report>,
+) -> Result<PassOutcome, PassError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("reconcile", full = scope == Scope::All);
+    run_pass(r, scope, report).instrument(span).await
+}
+
+async fn run_pass(
+    r: &Reconciler,
+    scope: Scope,
+    report: &mut Option<Report>,
+) -> Result<PassOutcome, PassError> {
     let t_start = Instant::now();
     // The NB snapshot a narrow pass's probe read: derived from too, so that what the probe
     // found and what is judged are one NB. Otherwise a fresh one below.
@@ -255,7 +276,14 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
             (records, Some((names.clone(), by_nb)))
         }
     };
+    // The previous pass's report was written while we read: what it wrote is what Postgres
+    // holds now, and what we judge and compare our statuses with.
+    let mut records = records;
     let t_read = t_start.elapsed();
+    if let Some(previous) = report.take() {
+        previous.finish().await?.overlay(&mut records);
+    }
+    let t_reported = t_start.elapsed();
     if !r.nb.state().borrow().is_synced() {
         return Err(PassError::NbNotSynced);
     }
@@ -367,8 +395,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     }
     let changed = changed_statuses(&records, statuses);
     record_convergence_delay(&records, &changed);
-    r.store.peering_statuses_set(&changed).await?;
-    write_result?;
 
     // Tombstones whose rows are all gone from NB.
     let gone: Vec<(String, i64)> = {
@@ -385,11 +411,20 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         .filter(|p| p.state == PeeringState::Deleting)
         .count()
         - gone.len();
-    outcome.tombstones_removed = r.store.peering_tombstones_remove(&gone).await? as usize;
+    let reporting = Report::start(r.store.clone(), changed, gone, r.passed.clone());
+    if write_result.is_err() {
+        // What is known is reported before the pass says it failed.
+        reporting.finish().await?;
+        write_result?;
+    } else {
+        *report = Some(reporting);
+    }
     tracing::debug!(
         peerings = records.len(),
         read_ms = t_read.as_secs_f64() * 1e3,
-        derive_ms = (t_derived - t_read).as_secs_f64() * 1e3,
+        // Waiting for the previous pass's report once our read was done.
+        report_wait_ms = (t_reported - t_read).as_secs_f64() * 1e3,
+        derive_ms = (t_derived - t_reported).as_secs_f64() * 1e3,
         rules_ms = steps.rules.as_secs_f64() * 1e3,
         actual_ms = steps.actual.as_secs_f64() * 1e3,
         plan_ms = steps.plan.as_secs_f64() * 1e3,
@@ -398,15 +433,11 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         total_ms = t_start.elapsed().as_secs_f64() * 1e3,
         "pass timings"
     );
-    // Counted in Postgres within a second of a pass, narrowed or full: a narrowed pass sees only
-    // some peerings, so its own tallies cannot say how many there are in each state.
-    r.passed.notify_one();
     if !outcome.is_idle() || !outcome.failed.is_empty() {
         tracing::info!(
             peerings = outcome.peerings,
             rows_written = outcome.rows_written,
             transactions = outcome.transactions,
-            tombstones_removed = outcome.tombstones_removed,
             failed = outcome.failed.len(),
             "reconciled"
         );
