@@ -193,7 +193,7 @@ pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, Pas
     let mut report = None;
     let mut outcome = run_behind(r, scope, &mut report).await?;
     if let Some(report) = report {
-        outcome.tombstones_removed = report.finish().await?.tombstones_removed;
+        outcome.tombstones_removed = report.finish().await?;
     }
     Ok(outcome)
 }
@@ -244,7 +244,7 @@ async fn run_pass(
             // Nothing changed in NB under them: the few peerings that can conflict with them
             // may be enough (a hub's new spoke), read by probe (`narrow.rs`).
             let probed = match touched.is_empty() && ports.is_empty() {
-                true => super::narrow::probed_context(r, names, &targets).await?,
+                true => super::narrow::probed_context(r, names, &targets, report.as_ref()).await?,
                 false => None,
             };
             let records = match (probed, ports.is_empty()) {
@@ -276,14 +276,13 @@ async fn run_pass(
             (records, Some((names.clone(), by_nb)))
         }
     };
-    // The previous pass's report was written while we read: what it wrote is what Postgres
-    // holds now, and what we judge and compare our statuses with.
+    // The previous pass's report may still be on its way to Postgres: judge what Postgres
+    // holds once it is in (it is awaited before ours starts, see `report.rs`).
     let mut records = records;
-    let t_read = t_start.elapsed();
-    if let Some(previous) = report.take() {
-        previous.finish().await?.overlay(&mut records);
+    if let Some(previous) = report.as_ref() {
+        previous.overlay(&mut records);
     }
-    let t_reported = t_start.elapsed();
+    let t_read = t_start.elapsed();
     if !r.nb.state().borrow().is_synced() {
         return Err(PassError::NbNotSynced);
     }
@@ -411,6 +410,11 @@ async fn run_pass(
         .filter(|p| p.state == PeeringState::Deleting)
         .count()
         - gone.len();
+    let t_report = Instant::now();
+    if let Some(previous) = report.take() {
+        previous.finish().await?;
+    }
+    let report_wait = t_report.elapsed();
     let reporting = Report::start(r.store.clone(), changed, gone, r.passed.clone());
     if write_result.is_err() {
         // What is known is reported before the pass says it failed.
@@ -422,14 +426,14 @@ async fn run_pass(
     tracing::debug!(
         peerings = records.len(),
         read_ms = t_read.as_secs_f64() * 1e3,
-        // Waiting for the previous pass's report once our read was done.
-        report_wait_ms = (t_reported - t_read).as_secs_f64() * 1e3,
-        derive_ms = (t_derived - t_reported).as_secs_f64() * 1e3,
+        derive_ms = (t_derived - t_read).as_secs_f64() * 1e3,
         rules_ms = steps.rules.as_secs_f64() * 1e3,
         actual_ms = steps.actual.as_secs_f64() * 1e3,
         plan_ms = steps.plan.as_secs_f64() * 1e3,
         in_sync = steps.in_sync,
         write_ms = (t_written - t_derived).as_secs_f64() * 1e3,
+        // Waiting for the previous pass's report before starting ours.
+        report_wait_ms = report_wait.as_secs_f64() * 1e3,
         total_ms = t_start.elapsed().as_secs_f64() * 1e3,
         "pass timings"
     );
@@ -467,7 +471,10 @@ fn statuses(records: &[PeeringRecord], verdicts: &HashMap<String, Verdict>) -> V
 }
 
 /// Only the statuses that differ from what Postgres holds.
-fn changed_statuses(records: &[PeeringRecord], statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+pub(super) fn changed_statuses(
+    records: &[PeeringRecord],
+    statuses: Vec<StatusUpdate>,
+) -> Vec<StatusUpdate> {
     let by_name: HashMap<&str, &PeeringRecord> =
         records.iter().map(|p| (p.name.as_str(), p)).collect();
     statuses
