@@ -1,0 +1,72 @@
+//! A pass's report (statuses, tombstones) goes to Postgres while the next pass runs
+//! (`src/reconciler/report.rs`): the next pass may read before it lands. That must lose no
+//! status. Shown without timing: the test holds the peering's row lock in Postgres, so the
+//! first report cannot land until the test lets it, while the next pass reads (the old
+//! status: the lock blocks writers, not readers), judges and writes NB. The next pass's
+//! verdict equals that stale status; compared with the stale read it would be "unchanged" and
+//! never written, and the first report, landing last, would leave the wrong status for good.
+//! Real worker loop, real Postgres and `ovsdb-server`, NB rows read with `ovn-nbctl`.
+
+use std::time::Duration;
+
+use ovn_peerd::store::PeeringState;
+
+use super::{create, eventually, explicit, pool, record, store, two_vpcs, wait_state};
+use crate::support::nbrows::NbRows;
+use crate::support::peerd::Options;
+use crate::support::vpc::create_vpc;
+
+#[tokio::test]
+async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
+    let t = two_vpcs(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    let s = store(&t.db.url);
+    let active = wait_state(&s, "p", PeeringState::Active, Duration::from_secs(10)).await;
+
+    // Hold p's row: the worker's next status write for it waits for the test.
+    let pg = pool(&t.db.url).await;
+    let mut lock = pg.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM peerings WHERE name = 'p' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock p's row");
+
+    // Pass 1: vpc-2 is gone, p FAILED (its report waits on the lock), vpc-1's half removed.
+    t.nb.nbctl(&["lr-del", "vpc-2"]);
+    eventually("vpc-1's half removed", Duration::from_secs(10), || async {
+        (NbRows::read(&t.nb).owned_count() == 0).then_some(())
+    })
+    .await;
+    // Pass 2: vpc-2 is back; it reads p as ACTIVE (pass 1's FAILED is not in yet), judges it
+    // ACTIVE and writes both halves, then waits for pass 1's report before its own.
+    create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
+    eventually("both halves written again", Duration::from_secs(10), || async {
+        let rows = NbRows::read(&t.nb);
+        (rows.owned_ports_of("vpc-1").len() == 1 && rows.owned_ports_of("vpc-2").len() == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        record(&s, "p").await.update_time,
+        active.update_time,
+        "no status of p was written while its row was held"
+    );
+
+    // Pass 1's FAILED lands, then pass 2's ACTIVE after it.
+    lock.rollback().await.expect("release p's row");
+    let back = eventually("p ACTIVE after both reports", Duration::from_secs(10), || async {
+        let r = s.peering_get("p").await.ok().flatten()?;
+        (r.update_time > active.update_time && r.state == PeeringState::Active).then_some(r)
+    })
+    .await;
+    assert_eq!(back.state_message, "");
+    assert_eq!(back.observed_generation, back.generation);
+}
