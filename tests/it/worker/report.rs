@@ -48,11 +48,15 @@ async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
     // Pass 2: vpc-2 is back; it reads p as ACTIVE (pass 1's FAILED is not in yet), judges it
     // ACTIVE and writes both halves, then waits for pass 1's report before its own.
     create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
-    eventually("both halves written again", Duration::from_secs(10), || async {
-        let rows = NbRows::read(&t.nb);
-        (rows.owned_ports_of("vpc-1").len() == 1 && rows.owned_ports_of("vpc-2").len() == 1)
-            .then_some(())
-    })
+    eventually(
+        "both halves written again",
+        Duration::from_secs(10),
+        || async {
+            let rows = NbRows::read(&t.nb);
+            (rows.owned_ports_of("vpc-1").len() == 1 && rows.owned_ports_of("vpc-2").len() == 1)
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(
         record(&s, "p").await.update_time,
@@ -62,10 +66,14 @@ async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
 
     // Pass 1's FAILED lands, then pass 2's ACTIVE after it.
     lock.rollback().await.expect("release p's row");
-    let back = eventually("p ACTIVE after both reports", Duration::from_secs(10), || async {
-        let r = s.peering_get("p").await.ok().flatten()?;
-        (r.update_time > active.update_time && r.state == PeeringState::Active).then_some(r)
-    })
+    let back = eventually(
+        "p ACTIVE after both reports",
+        Duration::from_secs(10),
+        || async {
+            let r = s.peering_get("p").await.ok().flatten()?;
+            (r.update_time > active.update_time && r.state == PeeringState::Active).then_some(r)
+        },
+    )
     .await;
     assert_eq!(back.state_message, "");
     assert_eq!(back.observed_generation, back.generation);
