@@ -4,7 +4,8 @@
 //! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
 //! the same pass (`pass`): read desired state, read the NB cache, derive,
-//! diff, write the difference, write statuses. A notification naming one
+//! diff, write the difference, write statuses (while the next pass already runs:
+//! `report`). A notification naming one
 //! peering narrows the pass to that peering and the other peerings of its two
 //! VPCs (their verdicts may depend on it); everything else, including the
 //! timer, runs it over all of them (`wake`). Only the replica holding the
@@ -270,9 +271,9 @@ impl Reconciler {
 
         let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut next_full = tokio::time::Instant::now();
-        // The last pass's statuses and tombstones on their way to Postgres: the next pass
-        // reads meanwhile and awaits them before it judges (`report.rs`). Aborted if the
-        // worker stops first.
+        // The last pass's statuses and tombstones on their way to Postgres while the next pass
+        // runs: it judges with them overlaid on its read and awaits them before writing its
+        // own (`report.rs`). Aborted if the worker stops first.
         let mut report = None;
         loop {
             let Some(scope) = wake.take() else {

@@ -199,8 +199,9 @@ pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, Pas
 }
 
 /// One pass that leaves its report to Postgres in `report`, still being written (see
-/// [`Report`]), after it awaited the one found there (the previous pass's) behind its read.
-/// The outcome's `tombstones_removed` is then the report's to say.
+/// [`Report`]). The one found there (the previous pass's) is overlaid on this pass's read and
+/// awaited just before this pass starts its own. The outcome's `tombstones_removed` is then the
+/// report's to say.
 pub(super) async fn run_behind(
     r: &Reconciler,
     scope: Scope,
