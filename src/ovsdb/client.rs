@@ -35,7 +35,8 @@ use super::state::{CacheEvent, ClientConfig, ConnectionState, Shared};
 use crate::backoff::Backoff;
 
 /// Transactions of this many operations or more may keep the server silent for longer than
-/// the inactivity probe allows (the worker writes up to 2,000 rows at once): they are
+/// the inactivity probe allows (the worker's transactions of up to 200 rows stay below it; one
+/// peering with more routes than that, or a writer of a larger budget, does not): they are
 /// bounded by the transact timeout instead.
 pub const PATIENT_TRANSACTION_OPS: usize = 256;
 

@@ -135,6 +135,24 @@ mod tests {
             .collect()
     }
 
+    /// ovsdb-server's CPU per row grows with a transaction's size (README "What our NB writes
+    /// cost ovsdb-server"): a bulk of new peerings (8 rows each, here four 2-row route inserts)
+    /// goes out in transactions of at most 25 peerings, not in a few of hundreds.
+    #[test]
+    fn a_bulk_goes_out_in_transactions_of_at_most_25_new_peerings() {
+        let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+        let plan = Plan {
+            changes: names
+                .iter()
+                .flat_map(|p| (0..4).map(move |r| create(p, &format!("10.{r}.0.0/24"))))
+                .collect(),
+            outcomes: BTreeMap::new(),
+        };
+        let shape = shape(&plan, crate::reconciler::MAX_ROWS_PER_TRANSACTION);
+        assert_eq!(shape.len(), 4, "{shape:?}");
+        assert!(shape.iter().all(|t| t.len() == 25), "{shape:?}");
+    }
+
     #[test]
     fn transactions_on_other_routers_and_port_names_do_not_depend_on_each_other() {
         let plan = Plan {
