@@ -14,7 +14,7 @@ use ovn_peerd::store::PeeringState;
 use super::{create, eventually, explicit, pool, record, store, two_vpcs, wait_state};
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::Options;
-use crate::support::vpc::create_vpc;
+use crate::support::vpc::next_mac;
 
 #[tokio::test]
 async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
@@ -45,16 +45,31 @@ async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
         (NbRows::read(&t.nb).owned_count() == 0).then_some(())
     })
     .await;
-    // Pass 2: vpc-2 is back; it reads p as ACTIVE (pass 1's FAILED is not in yet), judges it
-    // ACTIVE and writes both halves, then waits for pass 1's report before its own.
-    create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
+    // Pass 2: vpc-2 is back, router and subnet in one NB transaction (so one pass, not one
+    // between them whose report would land after the lock and hide a lost status); it reads
+    // p as ACTIVE (pass 1's FAILED is not in yet), judges it ACTIVE and writes both halves,
+    // then waits for pass 1's report before its own. Nothing wakes the worker after it.
+    let mac = next_mac();
+    t.nb.nbctl(&[
+        "lr-add",
+        "vpc-2",
+        "--",
+        "lrp-add",
+        "vpc-2",
+        "vpc-2-s0",
+        &mac,
+        "10.2.0.1/24",
+    ]);
+    let route = ("10.2.0.0/24".into(), "169.254.0.2".into(), "dst-ip".into());
     eventually(
-        "both halves written again",
+        "both halves written again, vpc-1's route in",
         Duration::from_secs(10),
         || async {
             let rows = NbRows::read(&t.nb);
-            (rows.owned_ports_of("vpc-1").len() == 1 && rows.owned_ports_of("vpc-2").len() == 1)
-                .then_some(())
+            (rows.owned_ports_of("vpc-1").len() == 1
+                && rows.owned_ports_of("vpc-2").len() == 1
+                && rows.owned_routes_of("vpc-1").contains(&route))
+            .then_some(())
         },
     )
     .await;
@@ -77,4 +92,66 @@ async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
     .await;
     assert_eq!(back.state_message, "");
     assert_eq!(back.observed_generation, back.generation);
+}
+
+/// A report that fails while the worker is idle is retried at once, with backoff, as a full
+/// pass: not at the next wake. A status write notifies nobody, so here nothing else would
+/// wake the worker before the resync timer (5 minutes). Postgres refuses p's status change
+/// (a trigger) and counts each attempt in a sequence (not rolled back with the statement).
+#[tokio::test]
+async fn a_report_that_fails_while_the_worker_is_idle_is_retried() {
+    let t = two_vpcs(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    let s = store(&t.db.url);
+    wait_state(&s, "p", PeeringState::Active, Duration::from_secs(10)).await;
+    let pg = pool(&t.db.url).await;
+    for refuse in [
+        "CREATE SEQUENCE status_attempts",
+        "CREATE FUNCTION refuse_status() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM nextval('status_attempts'); RAISE EXCEPTION 'refused by the test'; END $$",
+        "CREATE TRIGGER refuse_status BEFORE UPDATE OF state ON peerings FOR EACH ROW \
+         WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION refuse_status()",
+    ] {
+        sqlx::query(refuse).execute(&pg).await.expect(refuse);
+    }
+    let attempts = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM status_attempts",
+        )
+        .fetch_one(&pg)
+        .await
+        .expect("attempts");
+        n
+    };
+
+    // One narrow pass: vpc-2 gone, vpc-1's half removed, p FAILED; its report is refused
+    // once the worker is idle (its own NB writes wake nobody).
+    t.nb.nbctl(&["lr-del", "vpc-2"]);
+    eventually("p's report refused", Duration::from_secs(10), || async {
+        (attempts().await >= 1).then_some(())
+    })
+    .await;
+    eventually(
+        "p's report tried again with nothing waking the worker",
+        Duration::from_secs(10),
+        || async { (attempts().await >= 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(NbRows::read(&t.nb).owned_count(), 0);
+
+    // Postgres takes it again: the next retry lands.
+    sqlx::query("DROP TRIGGER refuse_status ON peerings")
+        .execute(&pg)
+        .await
+        .expect("drop the trigger");
+    let failed = wait_state(&s, "p", PeeringState::Failed, Duration::from_secs(30)).await;
+    assert!(failed.state_message.contains("vpc-2"), "{failed:?}");
 }
