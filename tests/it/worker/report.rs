@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use ovn_peerd::store::PeeringState;
 
-use super::{create, eventually, explicit, pool, record, store, two_vpcs, wait_state};
+use super::{create, eventually, explicit, insert_sql, pool, record, store, two_vpcs, wait_state};
+use crate::support::nb::NbServer;
 use crate::support::nbrows::NbRows;
-use crate::support::peerd::Options;
-use crate::support::vpc::next_mac;
+use crate::support::peerd::{test_config, Options, TestPeerd};
+use crate::support::pg::TestDb;
+use crate::support::vpc::{create_vpc, next_mac};
 
 #[tokio::test]
 async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
@@ -154,4 +156,101 @@ async fn a_report_that_fails_while_the_worker_is_idle_is_retried() {
         .expect("drop the trigger");
     let failed = wait_state(&s, "p", PeeringState::Failed, Duration::from_secs(30)).await;
     assert!(failed.state_message.contains("vpc-2"), "{failed:?}");
+}
+
+/// A narrow pass at a hub reads by conflict probe, which selects failed peerings by their
+/// stored state (`narrow.rs`). A peering the previous report makes FAILED is not stored as
+/// such yet: the pass must still judge it again, as it judges every failed peering of its
+/// VPCs (it may name the changed one by an earlier spec). Here q fails because n's routes
+/// overlap its own; n's next update takes them away while that report is held; the pass for
+/// that update must bring q back. Every VPC a hub (bound 0): the probe's path.
+#[tokio::test]
+async fn a_peering_the_last_report_fails_is_judged_again_by_a_probed_pass() {
+    let (db, nb) = (TestDb::create().await, NbServer::start());
+    let opts = Options {
+        worker: true,
+        ..Options::default()
+    };
+    let mut config = test_config(&db.url, &nb.remote(), &opts);
+    config.full_read_below = 0;
+    let t = TestPeerd::start_on(db, nb, config).await;
+    create_vpc(&t.nb, "a", &["10.1.0.1/24"]);
+    create_vpc(&t.nb, "b", &["10.2.1.1/24"]);
+    create_vpc(&t.nb, "c", &["10.3.0.1/24"]);
+    let pg = pool(&t.db.url).await;
+    insert_sql(&pg, "q", "a", "b", "169.254.0.1/30", "169.254.0.2/30").await;
+    // n is the older one: it wins a conflict with q.
+    insert_sql(&pg, "n", "a", "c", "169.254.0.5/30", "169.254.0.6/30").await;
+    sqlx::query("UPDATE peerings SET create_time = now() - interval '1 hour' WHERE name = 'n'")
+        .execute(&pg)
+        .await
+        .expect("age n");
+    let s = store(&t.db.url);
+    wait_state(&s, "q", PeeringState::Active, Duration::from_secs(10)).await;
+    wait_state(&s, "n", PeeringState::Active, Duration::from_secs(10)).await;
+
+    // The worker's status writes wait while the test holds an advisory lock (a statement
+    // trigger, before any row is locked: the test's own updates of n go through).
+    for hold in [
+        "CREATE FUNCTION hold_reports() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF current_query() LIKE '%observed_generation = u.generation%' THEN \
+         PERFORM pg_advisory_xact_lock_shared(4242); END IF; RETURN NULL; END $$",
+        "CREATE TRIGGER hold_reports BEFORE UPDATE ON peerings FOR EACH STATEMENT \
+         EXECUTE FUNCTION hold_reports()",
+    ] {
+        sqlx::query(hold).execute(&pg).await.expect(hold);
+    }
+    let mut held = pg.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *held)
+        .await
+        .expect("hold the worker's status writes");
+    let set_routes = |routes: &'static str| {
+        let pg = pg.clone();
+        async move {
+            sqlx::query(
+                "UPDATE peerings SET local_routes = $1::jsonb, generation = generation + 1 \
+                 WHERE name = 'n'",
+            )
+            .bind(routes)
+            .execute(&pg)
+            .await
+            .expect("update n");
+        }
+    };
+    let route_in_a = |prefix: &str| {
+        let route = (prefix.to_string(), "169.254.0.6".into(), "dst-ip".into());
+        NbRows::read(&t.nb).owned_routes_of("a").contains(&route)
+    };
+
+    // Pass A: n routes 10.2.0.0/16 into a, over q's 10.2.1.0/24; n wins, q FAILED (held).
+    set_routes(r#"[{"cidr": "10.2.0.0/16", "policy": "dst-ip"}]"#).await;
+    eventually(
+        "n's explicit route in a",
+        Duration::from_secs(10),
+        || async { route_in_a("10.2.0.0/16").then_some(()) },
+    )
+    .await;
+    // Pass B: n back to its automatic route (c's subnet), which overlaps nothing of q's.
+    set_routes("[]").await;
+    eventually(
+        "n's automatic route in a",
+        Duration::from_secs(10),
+        || async { (route_in_a("10.3.0.0/24") && !route_in_a("10.2.0.0/16")).then_some(()) },
+    )
+    .await;
+    assert_eq!(record(&s, "q").await.state, PeeringState::Active, "held");
+
+    // A's report lands (q FAILED), then B's: n's status and, in the same statement, q's.
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *held)
+        .await
+        .expect("release");
+    wait_state(&s, "n", PeeringState::Active, Duration::from_secs(10)).await;
+    let q = record(&s, "q").await;
+    assert_eq!(
+        (q.state, q.state_message.as_str()),
+        (PeeringState::Active, ""),
+        "q judged again after n's routes left"
+    );
 }
