@@ -46,12 +46,6 @@ pub(super) async fn probed_context(
     if let Some(records) = r.store.peering_list_touching_below(&vpcs).await? {
         return Ok(Some((records, r.nb.cache())));
     }
-    // A peering of their VPCs that the previous pass's report makes FAILED is judged again
-    // (it may name one of them by an earlier spec), but the probe reads failed peerings by
-    // their stored state, which that report may not have written yet: read them all.
-    if previous.is_some_and(|p| p.fails_in(&vpcs)) {
-        return Ok(None);
-    }
     // Reading NB for the probe and judging what it read are CPU work: off the async workers.
     let (cache, owned) = (r.nb.cache(), targets.to_vec());
     let (probe, cache) = tokio::task::spawn_blocking(move || (narrow_probe(&owned, &cache), cache))

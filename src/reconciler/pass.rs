@@ -416,7 +416,7 @@ async fn run_pass(
         previous.finish().await?;
     }
     let report_wait = t_report.elapsed();
-    let reporting = Report::start(r.store.clone(), &records, changed, gone, r.passed.clone());
+    let reporting = Report::start(r.store.clone(), changed, gone, r.passed.clone());
     if write_result.is_err() {
         // What is known is reported before the pass says it failed.
         reporting.finish().await?;

@@ -23,7 +23,7 @@
 //!   the worker stopped waiting for it). Its guards (the generation judged, a live state)
 //!   still hold, and the next holder's full pass reports every peering again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::task::{JoinError, JoinHandle};
@@ -39,21 +39,17 @@ pub(super) struct Report {
     statuses: Arc<Vec<StatusUpdate>>,
     /// Tombstones to remove (name, generation).
     gone: Arc<Vec<(String, i64)>>,
-    /// The VPCs of the peerings it makes FAILED.
-    failing_in: BTreeSet<String>,
 }
 
 impl Report {
-    /// Starts writing `statuses` (only those that differ from `records`, what the pass read),
-    /// then removing the tombstones `gone`; `passed` is told once both are in Postgres.
+    /// Starts writing `statuses` (only those that differ from what the pass read), then
+    /// removing the tombstones `gone`; `passed` is told once both are in Postgres.
     pub(super) fn start(
         store: Store,
-        records: &[PeeringRecord],
         statuses: Vec<StatusUpdate>,
         gone: Vec<(String, i64)>,
         passed: Arc<tokio::sync::Notify>,
     ) -> Report {
-        let failing_in = failing_in(records, &statuses);
         let (statuses, gone) = (Arc::new(statuses), Arc::new(gone));
         let (s, g) = (statuses.clone(), gone.clone());
         let task = tokio::spawn(
@@ -76,7 +72,6 @@ impl Report {
             task: Some(task),
             statuses,
             gone,
-            failing_in,
         }
     }
 
@@ -87,13 +82,6 @@ impl Report {
             .take()
             .expect("finished once: `finish` takes self");
         joined(task.await)
-    }
-
-    /// Whether it makes a peering of one of `vpcs` FAILED. A read that selects failed
-    /// peerings by their stored state (the conflict probe's, `narrow.rs`) misses those until
-    /// it is in: no overlay can add a record that was not read.
-    pub(super) fn fails_in(&self, vpcs: &[&str]) -> bool {
-        vpcs.iter().any(|v| self.failing_in.contains(*v))
     }
 
     /// `records`, read while this report may still be on its way, made what a read after it
@@ -147,20 +135,6 @@ pub(super) async fn settle(slot: Option<Report>) {
             "the last pass's statuses were still being written at shutdown; left to the next holder"
         ),
     }
-}
-
-/// The VPCs of the peerings of `records` that `statuses` make FAILED.
-fn failing_in(records: &[PeeringRecord], statuses: &[StatusUpdate]) -> BTreeSet<String> {
-    let failing: HashSet<&str> = statuses
-        .iter()
-        .filter(|u| u.state == PeeringState::Failed)
-        .map(|u| u.name.as_str())
-        .collect();
-    records
-        .iter()
-        .filter(|p| failing.contains(p.name.as_str()))
-        .flat_map(|p| [p.local_vpc.clone(), p.remote_vpc.clone()])
-        .collect()
 }
 
 fn joined(r: Result<Result<usize, StoreError>, JoinError>) -> Result<usize, StoreError> {
@@ -240,7 +214,6 @@ mod tests {
                 status("b", PeeringState::Active, "", 2),
             ]),
             gone: Arc::new(vec![("gone".into(), 2), ("kept".into(), 4)]),
-            failing_in: BTreeSet::new(),
         };
         reported.overlay(&mut records);
         let names: Vec<&str> = records.iter().map(|p| p.name.as_str()).collect();

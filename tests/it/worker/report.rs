@@ -158,14 +158,14 @@ async fn a_report_that_fails_while_the_worker_is_idle_is_retried() {
     assert!(failed.state_message.contains("vpc-2"), "{failed:?}");
 }
 
-/// A narrow pass at a hub reads by conflict probe, which selects failed peerings by their
-/// stored state (`narrow.rs`). A peering the previous report makes FAILED is not stored as
-/// such yet: the pass must still judge it again, as it judges every failed peering of its
-/// VPCs (it may name the changed one by an earlier spec). Here q fails because n's routes
-/// overlap its own; n's next update takes them away while that report is held; the pass for
-/// that update must bring q back. Every VPC a hub (bound 0): the probe's path.
+/// The same at a hub, where a narrow pass reads by conflict probe (`narrow.rs`, which judges
+/// whether the probe's read is enough with the held report overlaid too), through two
+/// updates of one peering: q fails because n's routes overlap its own (n is older); n's next
+/// update takes them away while that FAILED is held, and the pass for it judges q again and
+/// finds it ACTIVE, the status it read. That ACTIVE must still be written after the FAILED.
+/// Every VPC a hub (bound 0): the probe's path.
 #[tokio::test]
-async fn a_peering_the_last_report_fails_is_judged_again_by_a_probed_pass() {
+async fn at_a_hub_a_status_judged_while_the_last_report_waits_is_not_lost() {
     let (db, nb) = (TestDb::create().await, NbServer::start());
     let opts = Options {
         worker: true,
@@ -251,6 +251,6 @@ async fn a_peering_the_last_report_fails_is_judged_again_by_a_probed_pass() {
     assert_eq!(
         (q.state, q.state_message.as_str()),
         (PeeringState::Active, ""),
-        "q judged again after n's routes left"
+        "q's ACTIVE written after the held FAILED"
     );
 }
