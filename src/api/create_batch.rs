@@ -43,7 +43,7 @@ use crate::peering::validate::ValidatedPeering;
 use crate::peering::ConnectAddrs;
 use crate::proto::v1::{CreatePeeringRequest, Peering};
 use crate::store::{
-    BatchInsert, BatchRead, CreateTx, NewPeering, PeeringRecord, RequestRecord, StoreError,
+    BatchInsert, BatchLocks, BatchRead, NewPeering, PeeringRecord, RequestRecord, StoreError,
     UnreadableRow,
 };
 
@@ -363,14 +363,16 @@ impl PeeringApi {
                 j.gone.cancelled().await;
             }
         };
+        let mut steps = Steps::new(started);
         let result = tokio::select! {
-            r = self.commit_batch(&jobs) => r,
+            r = self.commit_batch(&jobs, &mut steps) => r,
             () = all_gone => Err(BatchError::Deserted),
         };
         tracing::debug!(
             creates = jobs.len(),
             longest_wait_ms = waited.as_secs_f64() * 1e3,
             transaction_ms = started.elapsed().as_secs_f64() * 1e3,
+            %steps,
             ok = result.is_ok(),
             "create batch"
         );
@@ -415,6 +417,7 @@ impl PeeringApi {
     async fn commit_batch(
         &self,
         jobs: &[Job],
+        steps: &mut Steps,
     ) -> Result<Vec<Result<Peering, ApiError>>, BatchError> {
         let mut vpcs: Vec<String> = Vec::new();
         let mut ids = Vec::new();
@@ -425,10 +428,8 @@ impl PeeringApi {
         }
         vpcs.sort_unstable();
         vpcs.dedup();
-        let store = &self.inner.store;
-        let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
-        let mut tx = store.peering_create_begin(&vpc_refs).await?;
-        let (read, links, cache) = self.read_for_batch(&mut tx, jobs, &vpcs, &ids).await?;
+        let (locks, read, links, cache) = self.read_for_batch(jobs, &vpcs, &ids).await?;
+        steps.mark("lock_read");
 
         // Judged without the creates whose callers have gone; judged again (in memory, in
         // this transaction) as long as more go before the insert.
@@ -459,8 +460,10 @@ impl PeeringApi {
             }
             left_out = now_gone;
         };
+        steps.mark("judge");
         if judge.rows.is_empty() {
-            // Nothing to store: the transaction rolls back when dropped.
+            // Nothing to store.
+            locks.unlock().await?;
             return Ok(verdicts.into_iter().map(answer_without_rows).collect());
         }
         let inserts: Vec<BatchInsert<'_>> = judge
@@ -472,10 +475,10 @@ impl PeeringApi {
                 ports,
             })
             .collect();
-        let records = tx.insert_all(&inserts).await?;
         // Committed even when a caller went away during the insert: its outcome is unknown
         // to it, as with any call whose deadline passes; its request_id covers a retry.
-        tx.commit().await?;
+        let records = locks.insert_all(&inserts).await?;
+        steps.mark("insert_commit");
         let by_name: HashMap<&str, &PeeringRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         Ok(verdicts
@@ -493,35 +496,45 @@ impl PeeringApi {
             .collect())
     }
 
-    /// What the batch is judged against, read under its locks, and the NB snapshot to judge
-    /// with (the NB of now: a router made just before the call is seen). Every peering of
-    /// the batch's VPCs when none of them has [`crate::store::Store::full_read_below`] peerings or more
-    /// (one statement, no NB question, their links with them); at a hub, only those that
-    /// can take part in the rules for these creates ([`ConflictQuery`], asked of that same
-    /// snapshot, so that what was probed is what is judged) and every link of the VPCs.
+    /// The batch's VPCs locked, what the batch is judged against read under the locks, and
+    /// the NB snapshot to judge with (the NB of now: a router made just before the call is
+    /// seen). Every peering of the batch's VPCs when none of them has
+    /// [`crate::store::Store::full_read_below`] peerings or more (read with the locks, one
+    /// round trip, no NB question, their links with them); at a hub, only those that can take
+    /// part in the rules for these creates ([`ConflictQuery`], asked of that same snapshot,
+    /// so that what was probed is what is judged) and every link of the VPCs.
     async fn read_for_batch(
         &self,
-        tx: &mut CreateTx<'_>,
         jobs: &[Job],
         vpcs: &[String],
         ids: &[String],
-    ) -> Result<(BatchRead, Vec<(String, IpNet)>, CacheSnapshot), BatchError> {
+    ) -> Result<
+        (
+            BatchLocks<'_>,
+            BatchRead,
+            Vec<(String, IpNet)>,
+            CacheSnapshot,
+        ),
+        BatchError,
+    > {
         let names: Vec<String> = jobs.iter().map(|j| j.validated.name.clone()).collect();
         let ports: Vec<String> = jobs
             .iter()
             .flat_map(|j| port_names(&j.validated.local_vpc, &j.validated.remote_vpc))
             .collect();
-        let below = self.inner.store.full_read_below();
-        let full = tx.list_for_batch(vpcs, &names, &ports, ids, below).await?;
+        let store = &self.inner.store;
+        let below = store.full_read_below();
+        let (mut locks, full) = store
+            .peering_batch_lock_read(vpcs, &names, &ports, ids, below)
+            .await?;
         let cache = self.nb_cache()?;
         if let Some(read) = full {
             // Their links came with them (`Neighbours::held_links`).
-            return Ok((read, Vec::new(), cache));
+            return Ok((locks, read, Vec::new(), cache));
         }
         let probe = self.conflict_query(&cache, jobs);
-        let read = tx.list_for_batch_probe(&probe, ids).await?;
-        let links = tx.links_in(vpcs).await?;
-        Ok((read, links, cache))
+        let (read, links) = locks.read_at_hub(&probe, ids, vpcs).await?;
+        Ok((locks, read, links, cache))
     }
 
     /// What the store must read for the rules on `jobs` ([`ConflictQuery`]): their names,
@@ -604,6 +617,40 @@ fn fallback_reason(e: &StoreError) -> &'static str {
         StoreError::PortTaken => "port",
         StoreError::LinkOverlap { .. } => "link",
         _ => "conflict",
+    }
+}
+
+/// Where a batch's time went, step by step (the debug log's "create batch" event): what
+/// a lone create's latency is made of.
+struct Steps {
+    last: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    fn new(started: Instant) -> Steps {
+        Steps {
+            last: started,
+            done: Vec::with_capacity(6),
+        }
+    }
+
+    /// The step `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done
+            .push((name, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, ms)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={ms:.3}")?;
+        }
+        Ok(())
     }
 }
 
