@@ -43,7 +43,7 @@ use crate::peering::validate::ValidatedPeering;
 use crate::peering::ConnectAddrs;
 use crate::proto::v1::{CreatePeeringRequest, Peering};
 use crate::store::{
-    BatchInsert, BatchLocks, BatchRead, NewPeering, PeeringRecord, RequestRecord, StoreError,
+    BatchInsert, BatchRead, CreateTx, NewPeering, PeeringRecord, RequestRecord, StoreError,
     UnreadableRow,
 };
 
@@ -428,8 +428,12 @@ impl PeeringApi {
         }
         vpcs.sort_unstable();
         vpcs.dedup();
-        let (locks, read, links, cache) = self.read_for_batch(jobs, &vpcs, &ids).await?;
-        steps.mark("lock_read");
+        let store = &self.inner.store;
+        let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
+        let mut tx = store.peering_create_begin(&vpc_refs).await?;
+        steps.mark("begin_lock");
+        let (read, links, cache) = self.read_for_batch(&mut tx, jobs, &vpcs, &ids).await?;
+        steps.mark("read");
 
         // Judged without the creates whose callers have gone; judged again (in memory, in
         // this transaction) as long as more go before the insert.
@@ -462,8 +466,7 @@ impl PeeringApi {
         };
         steps.mark("judge");
         if judge.rows.is_empty() {
-            // Nothing to store.
-            locks.unlock().await?;
+            // Nothing to store: the transaction rolls back when dropped.
             return Ok(verdicts.into_iter().map(answer_without_rows).collect());
         }
         let inserts: Vec<BatchInsert<'_>> = judge
@@ -475,10 +478,12 @@ impl PeeringApi {
                 ports,
             })
             .collect();
+        let records = tx.insert_all(&inserts).await?;
+        steps.mark("insert");
         // Committed even when a caller went away during the insert: its outcome is unknown
         // to it, as with any call whose deadline passes; its request_id covers a retry.
-        let records = locks.insert_all(&inserts).await?;
-        steps.mark("insert_commit");
+        tx.commit().await?;
+        steps.mark("commit");
         let by_name: HashMap<&str, &PeeringRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         Ok(verdicts
@@ -496,45 +501,35 @@ impl PeeringApi {
             .collect())
     }
 
-    /// The batch's VPCs locked, what the batch is judged against read under the locks, and
-    /// the NB snapshot to judge with (the NB of now: a router made just before the call is
-    /// seen). Every peering of the batch's VPCs when none of them has
-    /// [`crate::store::Store::full_read_below`] peerings or more (read with the locks, one
-    /// round trip, no NB question, their links with them); at a hub, only those that can take
-    /// part in the rules for these creates ([`ConflictQuery`], asked of that same snapshot,
-    /// so that what was probed is what is judged) and every link of the VPCs.
+    /// What the batch is judged against, read under its locks, and the NB snapshot to judge
+    /// with (the NB of now: a router made just before the call is seen). Every peering of
+    /// the batch's VPCs when none of them has [`crate::store::Store::full_read_below`] peerings or more
+    /// (one statement, no NB question, their links with them); at a hub, only those that
+    /// can take part in the rules for these creates ([`ConflictQuery`], asked of that same
+    /// snapshot, so that what was probed is what is judged) and every link of the VPCs.
     async fn read_for_batch(
         &self,
+        tx: &mut CreateTx<'_>,
         jobs: &[Job],
         vpcs: &[String],
         ids: &[String],
-    ) -> Result<
-        (
-            BatchLocks<'_>,
-            BatchRead,
-            Vec<(String, IpNet)>,
-            CacheSnapshot,
-        ),
-        BatchError,
-    > {
+    ) -> Result<(BatchRead, Vec<(String, IpNet)>, CacheSnapshot), BatchError> {
         let names: Vec<String> = jobs.iter().map(|j| j.validated.name.clone()).collect();
         let ports: Vec<String> = jobs
             .iter()
             .flat_map(|j| port_names(&j.validated.local_vpc, &j.validated.remote_vpc))
             .collect();
-        let store = &self.inner.store;
-        let below = store.full_read_below();
-        let (mut locks, full) = store
-            .peering_batch_lock_read(vpcs, &names, &ports, ids, below)
-            .await?;
+        let below = self.inner.store.full_read_below();
+        let full = tx.list_for_batch(vpcs, &names, &ports, ids, below).await?;
         let cache = self.nb_cache()?;
         if let Some(read) = full {
             // Their links came with them (`Neighbours::held_links`).
-            return Ok((locks, read, Vec::new(), cache));
+            return Ok((read, Vec::new(), cache));
         }
         let probe = self.conflict_query(&cache, jobs);
-        let (read, links) = locks.read_at_hub(&probe, ids, vpcs).await?;
-        Ok((locks, read, links, cache))
+        let read = tx.list_for_batch_probe(&probe, ids).await?;
+        let links = tx.links_in(vpcs).await?;
+        Ok((read, links, cache))
     }
 
     /// What the store must read for the rules on `jobs` ([`ConflictQuery`]): their names,
@@ -620,8 +615,8 @@ fn fallback_reason(e: &StoreError) -> &'static str {
     }
 }
 
-/// Where a batch's time went, step by step (the debug log's "create batch" event): what
-/// a lone create's latency is made of.
+/// Where a batch's time went, step by step (the debug log's "create batch" event, in ms):
+/// what a lone create's latency is made of (README, "Where a lone create's time goes").
 struct Steps {
     last: Instant,
     done: Vec<(&'static str, f64)>,

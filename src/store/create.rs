@@ -14,7 +14,7 @@ use super::{PeeringRecord, Store, StoreError};
 
 /// First key of the two-key advisory locks taken per VPC (the writer lock uses
 /// the one-key space, so they never meet): "vpc" in ASCII.
-pub(super) const VPC_LOCK_SPACE: i32 = 0x0076_7063;
+const VPC_LOCK_SPACE: i32 = 0x0076_7063;
 
 /// A peering created with a request_id, and the fingerprint of that request
 /// (`None` for peerings stored before fingerprints were kept).
@@ -31,15 +31,6 @@ pub struct RequestRecord {
 pub struct CreateTx<'s> {
     pub(super) store: &'s Store,
     pub(super) tx: Transaction<'static, Postgres>,
-}
-
-/// The lock keys of `vpcs`, ascending and once each: the one order every taker of several
-/// takes them in (two takers never deadlock, even when two names share a key).
-pub(super) fn vpc_lock_keys<S: AsRef<str>>(vpcs: &[S]) -> Vec<i32> {
-    let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v.as_ref())).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
 }
 
 /// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
@@ -155,7 +146,10 @@ impl Store {
     /// ascending key order (a fixed order: two creates never deadlock, even
     /// when two names share a key). Held until commit or rollback.
     pub async fn peering_create_begin(&self, vpcs: &[&str]) -> Result<CreateTx<'_>, StoreError> {
-        let keys = vpc_lock_keys(vpcs);
+        let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // `BEGIN` is a round trip of its own (sqlx waits for its answer), timed apart.
         let mut tx = self
             .timed("peering_create_begin", self.pool.begin())
             .await?;

@@ -1,18 +1,15 @@
-//! The statements of a group commit of creates (`api::create_batch`), two round trips
-//! below a hub: the per-VPC locks of every VPC of the batch taken with one read of everything
-//! its creates are judged against, then one insert of all the peerings it stores, with
-//! their port names, that commits and releases the locks (migration `20261127120000`).
-//! Between the two, the locks are held by the batch's pooled connection ([`BatchLocks`]).
+//! The statements of a group commit of creates (`api::create_batch`): one read of
+//! everything the batch's creates are judged against, and one insert of all the peerings
+//! the batch stores, with their port names, followed by the commit. Both run inside a
+//! [`CreateTx`] holding the per-VPC locks of every VPC of the batch.
 
-use sqlx::pool::PoolConnection;
 use sqlx::types::Json;
-use sqlx::{Acquire, Postgres};
 
 use super::conflicts::ProbeArgs;
-use super::create::{vpc_lock_keys, HashedRow, VPC_LOCK_SPACE};
+use super::create::{CreateTx, HashedRow};
 use super::hub::{reaches, FULL_READ_ROWS};
 use super::model::{Labels, NewPeering, PeeringRow, StoredRoute};
-use super::{PeeringRecord, RequestRecord, Store, StoreError};
+use super::{PeeringRecord, RequestRecord, StoreError};
 use crate::peering::topology::ConflictQuery;
 
 /// One peering of a batch insert: the peering, its request fingerprint, its port names.
@@ -46,76 +43,51 @@ pub struct UnreadableRow {
     pub error: StoreError,
 }
 
-/// A batch's per-VPC locks, held between its statements by the pooled connection that took
-/// them: session-level advisory locks on the keys `CreateTx` takes at transaction level (so
-/// the two exclude each other), taken with the read ([`Store::peering_batch_lock_read`]) and
-/// released by the insert's commit ([`Self::insert_all`]) or by [`Self::unlock`]. Dropped
-/// before either (an error, every caller gone), the connection is closed rather than pooled:
-/// the locks end with its session, never left on a connection someone else gets.
-pub struct BatchLocks<'s> {
-    store: &'s Store,
-    conn: PoolConnection<Postgres>,
-    keys: Vec<i32>,
-    /// The session holds none of the keys any more.
-    released: bool,
-}
-
-impl Drop for BatchLocks<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-impl Store {
-    /// Takes the per-VPC locks of `vpcs` (held until [`BatchLocks::insert_all`] commits or
-    /// [`BatchLocks::unlock`]) and, in the same round trip and in a snapshot taken after
-    /// they were granted, reads what every create of a batch is judged against when none of
-    /// its VPCs is a hub, with request fingerprints: every peering of the batch's VPCs (so
-    /// their links too: nothing else to read), the peerings named like one of `names` or
-    /// holding one of `ports`, and those created with any of `request_ids`. `None` when a
-    /// VPC has `per_vpc` peerings or more on either side (a hub): at most `per_vpc` of them
-    /// are read per VPC and side, and the caller asks the probe
-    /// ([`BatchLocks::read_at_hub`]) instead; `None` too when the read would pass
+impl CreateTx<'_> {
+    /// What every create of a batch is judged against when none of its VPCs is a hub, with
+    /// request fingerprints, in one round trip and one snapshot (taken after the locks): every
+    /// peering of the batch's VPCs (so their links too: nothing else to read), the peerings
+    /// named like one of `names` or holding one of `ports`, and those created with any of
+    /// `request_ids`. `None` when a VPC has `per_vpc` peerings or more on either side (a hub):
+    /// at most `per_vpc` of them are read per VPC and side, and the caller asks the probe
+    /// ([`Self::list_for_batch_probe`]) instead; `None` too when the read would pass
     /// [`FULL_READ_ROWS`] rows (many small VPCs together: at most that many plus one are
     /// read). No NB is needed to ask this.
-    pub async fn peering_batch_lock_read(
-        &self,
+    pub async fn list_for_batch(
+        &mut self,
         vpcs: &[String],
         names: &[String],
         ports: &[String],
         request_ids: &[String],
         per_vpc: usize,
-    ) -> Result<(BatchLocks<'_>, Option<BatchRead>), StoreError> {
+    ) -> Result<Option<BatchRead>, StoreError> {
         let limit = i64::try_from(per_vpc).unwrap_or(i64::MAX);
         let budget = i64::try_from(FULL_READ_ROWS + 1).unwrap_or(i64::MAX);
-        let conn = self.pool.acquire().await?;
-        let mut locks = BatchLocks {
-            store: self,
-            conn,
-            keys: vpc_lock_keys(vpcs),
-            released: false,
-        };
         // The per-VPC arms are bounded scans of peerings_{local,remote}_vpc_name_c.
         let rows = self
+            .store
             .timed(
-                "peering_batch_lock_read",
+                "peering_list_for_batch",
                 sqlx::query_as!(
                     HashedRow,
-                    r#"SELECT name AS "name!", local_vpc AS "local_vpc!",
-                         remote_vpc AS "remote_vpc!", local_v4, remote_v4, local_v6, remote_v6,
-                         local_routes AS "local_routes!: Json<Vec<StoredRoute>>",
-                         remote_routes AS "remote_routes!: Json<Vec<StoredRoute>>",
-                         state AS "state!", state_message AS "state_message!",
-                         generation AS "generation!",
-                         observed_generation AS "observed_generation!", request_id,
-                         create_time AS "create_time!", update_time AS "update_time!",
-                         generation_time AS "generation_time!",
-                         labels AS "labels!: Json<Labels>", etag AS "etag!", request_hash
-                       FROM peering_batch_lock_read($1, $2, $3, $4, $5, $6, $7, $8)"#,
-                    VPC_LOCK_SPACE,
-                    &locks.keys,
+                    r#"WITH q AS (
+                         SELECT name FROM peerings WHERE name = ANY($1)
+                         UNION SELECT peering_name FROM peering_ports WHERE port_name = ANY($2)
+                         UNION SELECT name FROM peerings WHERE request_id = ANY($3)
+                         UNION SELECT t.name FROM unnest($4::text[]) AS v(vpc),
+                               LATERAL (SELECT name FROM peerings
+                                        WHERE local_vpc = v.vpc LIMIT $5) AS t
+                         UNION SELECT t.name FROM unnest($4::text[]) AS v(vpc),
+                               LATERAL (SELECT name FROM peerings
+                                        WHERE remote_vpc = v.vpc LIMIT $5) AS t)
+                       SELECT name, local_vpc, remote_vpc, local_v4, remote_v4, local_v6, remote_v6,
+                         local_routes AS "local_routes: Json<Vec<StoredRoute>>",
+                         remote_routes AS "remote_routes: Json<Vec<StoredRoute>>",
+                         state, state_message, generation, observed_generation, request_id,
+                         create_time, update_time, generation_time,
+                         labels AS "labels: Json<Labels>", etag, request_hash
+                       FROM peerings WHERE name = ANY(ARRAY(SELECT name FROM q LIMIT $6))
+                       ORDER BY name"#,
                     names,
                     ports,
                     request_ids,
@@ -123,55 +95,40 @@ impl Store {
                     limit,
                     budget,
                 )
-                .fetch_all(&mut *locks.conn),
+                .fetch_all(&mut *self.tx),
             )
             .await?;
         let sides = rows
             .iter()
             .map(|r| (r.local_vpc.as_str(), r.remote_vpc.as_str()));
         if rows.len() > FULL_READ_ROWS || reaches(sides, vpcs, per_vpc) {
-            return Ok((locks, None));
+            return Ok(None);
         }
-        Ok((locks, Some(split_unreadable(rows))))
+        Ok(Some(split_unreadable(rows)))
     }
-}
 
-impl BatchLocks<'_> {
     /// What every create of a batch is judged against at a hub, with request fingerprints, in
-    /// one snapshot: of the peerings of the batch's VPCs only those that can take part in the
-    /// rules for its creates ([`ConflictQuery`], merged over them; the SQL function
-    /// `peerings_conflicting` of migration `20261127010000`), found through indexes (a new
-    /// spoke of a hub reads its few neighbours, not the hub's N); the peerings named like one
-    /// of them or holding one of their port names; those created with any of `request_ids`;
-    /// and every link held in any of `vpcs` (by peerings in any state but rejected or
-    /// expired, requests awaiting acceptance included) as (VPC, link): what a link allocated
-    /// for a create of the batch must avoid, read apart (the probe reads only the peerings
-    /// whose links overlap something). In a transaction of their own that turns sequential
-    /// scans off, as the lock read does (four more round trips, at a hub only).
-    pub async fn read_at_hub(
+    /// one round trip and one snapshot (taken after the locks): of the peerings of the batch's
+    /// VPCs only those that can take part in the rules for its creates ([`ConflictQuery`],
+    /// merged over them; the SQL function `peerings_conflicting` of migration
+    /// `20261127010000`), found through indexes (a new spoke of a hub reads its few
+    /// neighbours, not the hub's N); the peerings named like one of them or holding one of
+    /// their port names; and those created with any of `request_ids`.
+    pub async fn list_for_batch_probe(
         &mut self,
         q: &ConflictQuery,
         request_ids: &[String],
-        vpcs: &[String],
-    ) -> Result<(BatchRead, Vec<(String, ipnet::IpNet)>), StoreError> {
+    ) -> Result<BatchRead, StoreError> {
         let ProbeArgs {
             names,
             ports,
             lo,
             hi,
             nets,
-            vpcs: probe_vpcs,
+            vpcs,
         } = ProbeArgs::of(q);
-        let store = self.store;
-        let mut tx = (*self.conn).begin().await?;
-        store
-            .timed(
-                "peering_hub_read_begin",
-                sqlx::query_scalar!("SELECT set_config('enable_seqscan', 'off', true)")
-                    .fetch_one(&mut *tx),
-            )
-            .await?;
-        let rows = store
+        let rows = self
+            .store
             .timed(
                 "peering_list_for_batch_probe",
                 sqlx::query_as!(
@@ -192,13 +149,25 @@ impl BatchLocks<'_> {
                     &lo as &[&str],
                     &hi as &[&str],
                     &nets,
-                    &probe_vpcs as &[&str],
+                    &vpcs as &[&str],
                     request_ids
                 )
-                .fetch_all(&mut *tx),
+                .fetch_all(&mut *self.tx),
             )
             .await?;
-        let links = store
+        Ok(split_unreadable(rows))
+    }
+
+    /// Every link held in any of `vpcs` (by peerings in any state but rejected or expired,
+    /// requests awaiting acceptance included): (VPC, link). What a link allocated for a create
+    /// of the batch must avoid, read apart from the peerings ([`Self::list_for_batch_probe`]
+    /// reads only those whose links overlap something).
+    pub async fn links_in(
+        &mut self,
+        vpcs: &[String],
+    ) -> Result<Vec<(String, ipnet::IpNet)>, StoreError> {
+        let rows = self
+            .store
             .timed(
                 "peering_links_in",
                 sqlx::query!(
@@ -215,23 +184,18 @@ impl BatchLocks<'_> {
                                   AND hashtextextended(vpc, 0) = hashtextextended(v.vpc, 0)) AS l"#,
                     vpcs
                 )
-                .fetch_all(&mut *tx),
+                .fetch_all(&mut *self.tx),
             )
             .await?;
-        store.timed("peering_hub_read_commit", tx.commit()).await?;
-        Ok((
-            split_unreadable(rows),
-            links.into_iter().map(|r| (r.vpc, r.link)).collect(),
-        ))
+        Ok(rows.into_iter().map(|r| (r.vpc, r.link)).collect())
     }
 
     /// Inserts every peering of `batch` (generation 1, each in its `new.state`) with its
-    /// port names and request fingerprint in one statement that commits and releases the
-    /// locks (after its commit is visible). The constraints still have the last word: a
-    /// violation fails the whole statement (nothing of the batch is stored), and says which
-    /// constraint, not which peering.
+    /// port names and request fingerprint in one statement; [`Self::commit`] commits. The constraints
+    /// still have the last word: a violation fails the whole statement (nothing of the
+    /// batch is stored), and says which constraint, not which peering.
     pub async fn insert_all(
-        mut self,
+        &mut self,
         batch: &[BatchInsert<'_>],
     ) -> Result<Vec<PeeringRecord>, StoreError> {
         // Rows in name order, port names in their order: two batches inserting the same
@@ -275,7 +239,18 @@ impl BatchLocks<'_> {
                 "peering_insert_all",
                 sqlx::query_as!(
                     PeeringRow,
-                    r#"SELECT name AS "name!", local_vpc AS "local_vpc!",
+                    r#"WITH p AS (
+                         INSERT INTO peerings (name, local_vpc, remote_vpc, local_v4, remote_v4,
+                           local_v6, remote_v6, local_routes, remote_routes, request_id,
+                           request_hash, state, state_message, labels)
+                         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::inet[],
+                           $5::inet[], $6::inet[], $7::inet[], $8::jsonb[], $9::jsonb[],
+                           $10::text[], $11::bytea[], $12::text[], $13::text[], $14::jsonb[])
+                         RETURNING *),
+                       ports AS (
+                         INSERT INTO peering_ports (port_name, peering_name)
+                         SELECT * FROM UNNEST($15::text[], $16::text[]))
+                       SELECT name AS "name!", local_vpc AS "local_vpc!",
                          remote_vpc AS "remote_vpc!", local_v4, remote_v4, local_v6, remote_v6,
                          local_routes AS "local_routes!: Json<Vec<StoredRoute>>",
                          remote_routes AS "remote_routes!: Json<Vec<StoredRoute>>",
@@ -285,10 +260,7 @@ impl BatchLocks<'_> {
                          create_time AS "create_time!", update_time AS "update_time!",
                          generation_time AS "generation_time!",
                          labels AS "labels!: Json<Labels>", etag AS "etag!"
-                       FROM peerings_insert_unlocking($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         $10, $11, $12, $13, $14, $15, $16, $17, $18)"#,
-                    VPC_LOCK_SPACE,
-                    &self.keys,
+                       FROM p"#,
                     &names,
                     &local_vpcs,
                     &remote_vpcs,
@@ -307,29 +279,17 @@ impl BatchLocks<'_> {
                     &port_names,
                     &port_peerings,
                 )
-                .fetch_all(&mut *self.conn),
+                .fetch_all(&mut *self.tx),
             )
             .await?;
-        self.released = true;
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Gives the locks back without storing anything (every create of the batch refused).
-    pub async fn unlock(mut self) -> Result<(), StoreError> {
+    /// Commits (and releases the locks).
+    pub async fn commit(self) -> Result<(), StoreError> {
         self.store
-            .timed(
-                "peering_batch_unlock",
-                sqlx::query_scalar!(
-                    r#"SELECT count(pg_advisory_unlock($1, k)) AS "unlocked!"
-                       FROM unnest($2::int4[]) AS k"#,
-                    VPC_LOCK_SPACE,
-                    &self.keys
-                )
-                .fetch_one(&mut *self.conn),
-            )
-            .await?;
-        self.released = true;
-        Ok(())
+            .timed("peering_create_commit", self.tx.commit())
+            .await
     }
 }
 

@@ -40,7 +40,7 @@ pub use changes::{
     ChangeKind, ChangesPage, LogPosition, PeeringChange, PeeringSnapshot, CHANGES_CHANNEL,
 };
 pub use create::{CreateTx, RequestRecord};
-pub use create_batch::{BatchInsert, BatchLocks, BatchRead, UnreadableRow};
+pub use create_batch::{BatchInsert, BatchRead, UnreadableRow};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;
 pub use hub::FULL_READ_BELOW;

@@ -144,9 +144,11 @@ async fn calls_beyond_the_limit_are_refused_at_once_and_the_admitted_ones_comple
 async fn a_call_past_its_deadline_is_stopped_and_leaves_nothing_behind() {
     let t = start(8, 2).await;
     let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
-    // The create waits for vpc-0's lock (what a create waits for behind a hub's others).
-    let locker = ovn_peerd::store::Store::connect_lazy(&t.db.url).unwrap();
-    let lock = locker.peering_create_begin(&["vpc-0"]).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE peerings IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
     let mut c = t.client().await;
     let mut req = tonic::Request::new(create("p", "vpc-0", "vpc-1"));
     req.set_timeout(Duration::from_millis(300));
@@ -154,9 +156,9 @@ async fn a_call_past_its_deadline_is_stopped_and_leaves_nothing_behind() {
     let status = c.create_peering(req).await.expect_err("past its deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 
-    // Released: the abandoned statement gets the locks, stores nothing and its session
-    // ends with them, so the same create goes through.
-    drop(lock);
+    // Released: the abandoned transaction rolls back (nothing stored) and gives back the
+    // VPCs' locks, so the same create goes through.
+    lock.commit().await.unwrap();
     let rt = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| {
         wait_until("the abandoned transaction ended", PROMPT, || {

@@ -45,11 +45,13 @@ async fn create(store: &Store, ks: std::ops::Range<usize>) {
     let names: Vec<String> = new.iter().map(|p| p.name.clone()).collect();
     let ids: Vec<String> = new.iter().filter_map(|p| p.request_id.clone()).collect();
     let all_ports: Vec<String> = ports.iter().flatten().cloned().collect();
-    let (locks, read) = store
-        .peering_batch_lock_read(&vpcs, &names, &all_ports, &ids, 64)
+    let refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
+    let mut tx = store.peering_create_begin(&refs).await.unwrap();
+    let read = tx
+        .list_for_batch(&vpcs, &names, &all_ports, &ids, 64)
         .await
-        .unwrap();
-    let read = read.expect("no hub");
+        .unwrap()
+        .expect("no hub");
     assert!(read.records.is_empty());
     let batch: Vec<BatchInsert> = new
         .iter()
@@ -60,7 +62,8 @@ async fn create(store: &Store, ks: std::ops::Range<usize>) {
             ports,
         })
         .collect();
-    locks.insert_all(&batch).await.unwrap();
+    tx.insert_all(&batch).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// `peerings`' sequential scans so far, once every insert up to `inserted` is counted (a
