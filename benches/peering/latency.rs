@@ -1,7 +1,8 @@
 //! Phase (3), one peering at a time on the bulk phase's server: RPC latency, RPC answered →
 //! rows seen by the monitor, request sent → rows seen. A pause (`--gap-ms`) before each sample
-//! lets it start with an idle worker. Before each create, one gRPC health check on the same
-//! connection: the transport's floor (no admission, no Postgres), in the same conditions.
+//! lets it start with an idle worker. Before each create, after a pause of its own, one gRPC
+//! health check on the same connection: the transport's floor (no admission, no Postgres), in
+//! the same conditions (each follows an idle gap, so the check never warms the create's path).
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ pub async fn run(
             .await
             .expect("health check (low load)");
         floor.push(t.elapsed());
+        tokio::time::sleep(args.gap).await;
         let (a, b) = sample_pair(args.n, j);
         let name = format!("s-{j}");
         let t = Instant::now();
