@@ -280,14 +280,29 @@ impl Reconciler {
         let mut next_full = tokio::time::Instant::now();
         // The last pass's statuses and tombstones on their way to Postgres while the next pass
         // runs: it judges with them overlaid on its read and awaits them before writing its
-        // own (`report.rs`). Aborted if the worker stops first.
+        // own; an idle worker awaits them too. Given a moment to land on shutdown, aborted
+        // when fenced or when the lock is lost (`report.rs`).
         let mut report = None;
         loop {
             let Some(scope) = wake.take() else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep_until(next_full) => wake.full(),
+                let landed = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = wake.notified() => continue,
+                    _ = tokio::time::sleep_until(next_full) => {
+                        wake.full();
+                        continue;
+                    }
+                    landed = report::landed(&mut report) => landed,
+                };
+                // Failed while idle: nothing else would look again before the resync timer.
+                if let Err(e) = landed {
+                    let d = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "writing a pass's statuses failed");
+                    wake.full();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(d) => {}
+                    }
                 }
                 continue;
             };
@@ -346,7 +361,7 @@ impl Reconciler {
                     // Not a failure to back off from: run as soon as the cache is in sync.
                     let mut state = self.nb.state();
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => break,
                         _ = state.wait_for(|s| s.is_synced()) => {}
                     }
                     wake.full();
@@ -363,10 +378,12 @@ impl Reconciler {
             // After a failure: look at everything again, after the backoff.
             wake.full();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(next) => {}
             }
         }
+        // Shut down gracefully: the last pass's statuses are ours to write still.
+        report::settle(report).await;
     }
 }
 

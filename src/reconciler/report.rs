@@ -13,15 +13,25 @@
 //! - **In order.** The next pass awaits this report before it starts its own, so two passes'
 //!   statuses never race; a report that failed fails the next pass (retried as a full pass,
 //!   with backoff, which reads and reports everything again, as before).
-//! - **Not after the worker stopped.** Dropped unfinished (shutdown, fenced, lock lost), it
-//!   is aborted: the next holder's full pass reports every peering again.
+//! - **Not lost while idle.** An idle worker waits on the report too ([`landed`]): one that
+//!   fails then is logged and retried as a full pass with backoff at once, not at the next
+//!   wake (a status write notifies nobody; the next wake may be the resync timer's).
+//! - **Not continued after the worker stopped.** On a graceful shutdown the last report is
+//!   given [`REPORT_ON_SHUTDOWN`] to land ([`settle`]). Dropped unfinished (fenced, lock
+//!   lost, or that time up), its task is aborted: it sends nothing more, but a statement
+//!   already sent may still commit in Postgres (as the inline write it replaced could, after
+//!   the worker stopped waiting for it). Its guards (the generation judged, a live state)
+//!   still hold, and the next holder's full pass reports every peering again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
+use tracing::Instrument;
 
 use crate::store::{PeeringRecord, PeeringState, StatusUpdate, Store, StoreError};
+
+use super::timing::REPORT_ON_SHUTDOWN;
 
 /// One pass's report on its way to Postgres.
 pub(super) struct Report {
@@ -42,15 +52,22 @@ impl Report {
     ) -> Report {
         let (statuses, gone) = (Arc::new(statuses), Arc::new(gone));
         let (s, g) = (statuses.clone(), gone.clone());
-        let task = tokio::spawn(async move {
-            store.peering_statuses_set(&s).await?;
-            let removed = store.peering_tombstones_remove(&g).await? as usize;
-            // Counted in Postgres within a second of a pass, narrowed or full: a narrowed
-            // pass sees only some peerings, so its own tallies cannot say how many there are
-            // in each state.
-            passed.notify_one();
-            Ok(removed)
-        });
+        let task = tokio::spawn(
+            async move {
+                store.peering_statuses_set(&s).await?;
+                let removed = store.peering_tombstones_remove(&g).await? as usize;
+                // The pass's "reconciled" line was logged before this was known.
+                if removed > 0 {
+                    tracing::info!(tombstones_removed = removed, "tombstones removed");
+                }
+                // Counted in Postgres within a second of a pass, narrowed or full: a narrowed
+                // pass sees only some peerings, so its own tallies cannot say how many there
+                // are in each state.
+                passed.notify_one();
+                Ok(removed)
+            }
+            .in_current_span(),
+        );
         Report {
             task: Some(task),
             statuses,
@@ -64,11 +81,7 @@ impl Report {
             .task
             .take()
             .expect("finished once: `finish` takes self");
-        match task.await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => unreachable!("aborted only on drop"),
-        }
+        joined(task.await)
     }
 
     /// `records`, read while this report may still be on its way, made what a read after it
@@ -95,6 +108,40 @@ impl Report {
                 p.observed_generation = u.generation;
             }
         }
+    }
+}
+
+/// Waits until the report in `slot` is in Postgres, then empties `slot`; the tombstones it
+/// removed. Never returns while `slot` is empty. Cancel-safe: dropped before the report is
+/// in, it leaves `slot` as it was (the worker's idle `select!`).
+pub(super) async fn landed(slot: &mut Option<Report>) -> Result<usize, StoreError> {
+    let Some(task) = slot.as_mut().and_then(|r| r.task.as_mut()) else {
+        return std::future::pending().await;
+    };
+    let joined = joined(task.await);
+    *slot = None;
+    joined
+}
+
+/// On a graceful shutdown: the last report, if any, gets [`REPORT_ON_SHUTDOWN`] to land;
+/// dropped (aborted) after that.
+pub(super) async fn settle(slot: Option<Report>) {
+    let Some(report) = slot else { return };
+    match tokio::time::timeout(REPORT_ON_SHUTDOWN, report.finish()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the last pass's statuses were not written"),
+        Err(_) => tracing::warn!(
+            waited = ?REPORT_ON_SHUTDOWN,
+            "the last pass's statuses were still being written at shutdown; left to the next holder"
+        ),
+    }
+}
+
+fn joined(r: Result<Result<usize, StoreError>, JoinError>) -> Result<usize, StoreError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => unreachable!("aborted only on drop"),
     }
 }
 
