@@ -88,17 +88,6 @@ impl Topology for NbCacheTopology<'_> {
         self.0.router_by_name(name).len()
     }
 
-    /// The replica indexes its routers' ports by network and routes by prefix.
-    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
-        let routers = self.0.router_by_name(name);
-        Some(
-            routers
-                .iter()
-                .map(|r| r.ports.len() + r.static_routes.len())
-                .sum(),
-        )
-    }
-
     /// A few range lookups in the replica's index, then the rows found.
     fn visit_ports_overlapping(
         &self,
@@ -229,6 +218,11 @@ impl RouterRows for CacheRouter<'_> {
             Box::new(uuids.iter().filter_map(|u| cache.static_route(*u)))
         };
         rows.for_each(|r| f(route_ref(r, self.2)));
+    }
+
+    /// The replica indexes its routers' ports by network and routes by prefix.
+    fn indexed_rows(&self) -> Option<usize> {
+        Some(self.1.ports.len() + self.1.static_routes.len())
     }
 }
 

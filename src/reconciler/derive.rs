@@ -323,6 +323,11 @@ impl RouterRows for LeavingRouter<'_> {
             }
         });
     }
+
+    /// As NB holds them (the rows of the peerings going included).
+    fn indexed_rows(&self) -> Option<usize> {
+        self.router.indexed_rows()
+    }
 }
 
 impl<T: Topology> Topology for Leaving<'_, T> {
@@ -366,10 +371,6 @@ impl<T: Topology> Topology for Leaving<'_, T> {
 
     fn router_count(&self, name: &str) -> usize {
         self.nb.router_count(name)
-    }
-
-    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
-        self.nb.indexed_router_rows(name)
     }
 
     fn visit_ports_overlapping(

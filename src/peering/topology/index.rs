@@ -172,11 +172,12 @@ impl PeerIndex {
     /// few that can conflict), is asked per question instead of read whole; with many (a full
     /// pass over a hub: a question per spoke) it is read once, and so is a small one.
     pub(super) fn vpc<'a>(&'a self, topo: &(impl Topology + ?Sized), vpc: &str) -> VpcRef<'a> {
+        // Told by the router once found (`RouterRows::indexed_rows`), not asked of `topo` by
+        // name again: a full pass resolves every VPC's router.
         let ask = |peerings: usize| {
-            peerings < ASK_BELOW
-                && topo
-                    .indexed_router_rows(vpc)
-                    .is_some_and(|rows| rows >= ASK_FROM_ROWS)
+            move |rows: Option<usize>| {
+                peerings < ASK_BELOW && rows.is_some_and(|rows| rows >= ASK_FROM_ROWS)
+            }
         };
         match self.vpc_ids.get(vpc) {
             Some(&vid) => VpcRef {
