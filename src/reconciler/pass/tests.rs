@@ -59,16 +59,22 @@ fn uuids(u: &[Uuid]) -> Value {
 
 /// NB with the four routers (a LAN port each) and the given peerings' rows.
 fn nb(rows: &[DesiredPeering]) -> NbCache {
+    nb_over(&VPCS, rows)
+}
+
+/// NB with a router per name of `vpcs` (a name given twice: two routers), a LAN port each
+/// (`10.{1 + i % 250}.{i / 250}.1/24`), and the given peerings' rows.
+fn nb_over(vpcs: &[&str], rows: &[DesiredPeering]) -> NbCache {
     let (mut ports, mut routes, mut routers) = (json!({}), json!({}), json!({}));
     let mut next = 0x1000u128;
     let mut fresh = || {
         next += 1;
         Uuid::from_u128(next)
     };
-    for (i, vpc) in VPCS.iter().enumerate() {
+    for (i, vpc) in vpcs.iter().enumerate() {
         let lan = fresh();
-        ports[lan.to_string()] = json!({"initial": {"name": format!("{vpc}-lan"), "mac": "m",
-            "networks": format!("10.{}.0.1/24", i + 1)}});
+        ports[lan.to_string()] = json!({"initial": {"name": format!("{vpc}-lan-{i}"), "mac": "m",
+            "networks": format!("10.{}.{}.1/24", 1 + i % 250, i / 250)}});
         let (mut mine, mut static_routes) = (vec![lan], vec![]);
         for d in rows {
             for p in d.ports.iter().filter(|p| p.router == *vpc) {
@@ -118,7 +124,8 @@ fn early_settle_gives_the_plan_and_outcomes_of_the_full_comparison() {
         &nb(&[]),
         &[],
         "dep-1",
-        &mut |d, _| {
+        1,
+        &|d, _| {
             d.stamp_instance("dep-1");
             true
         },
@@ -132,7 +139,8 @@ fn early_settle_gives_the_plan_and_outcomes_of_the_full_comparison() {
     let p_ad = wanted.iter().find(|d| d.name == "p-ad").unwrap();
     assert!(Attachments::new(&cache, None).holds(&cache, p_ad, &ownership));
 
-    let run = |early| derive_and_plan(Targets::All, &records, &cache, &[], &ownership, early);
+    let run =
+        |early: bool| derive_and_plan(Targets::All, &records, &cache, &[], &ownership, early, 1);
     let (with, with_plan, with_steps) = run(true);
     let (without, without_plan, without_steps) = run(false);
     assert_eq!(with_plan, without_plan);
@@ -147,4 +155,104 @@ fn early_settle_gives_the_plan_and_outcomes_of_the_full_comparison() {
     assert_ne!(outcome("p-bc"), Some(Outcome::InSync));
     assert!(without.failed.contains_key("p-ab2"), "{:?}", without.failed);
     assert_eq!(without_steps.in_sync, 2);
+}
+
+/// A full pass split over threads ([`super::cores`]) derives, settles and plans exactly
+/// what one thread does: on 1,200 peerings over 300 VPCs (links reused in a VPC, so some fail
+/// as younger duplicates; ties in age; a VPC with two routers; VPCs with none; tombstones)
+/// whose rows NB holds exactly, drifted, or not at all.
+#[test]
+fn split_derivation_equals_one_thread() {
+    let mut vpcs: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
+    vpcs.push("v-dup".into());
+    let mut in_nb: Vec<&str> = vpcs.iter().map(String::as_str).collect();
+    in_nb.push("v-dup");
+    let mut seed = 7u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) % n) as usize
+    };
+    let mut records = Vec::new();
+    for k in 0..1200 {
+        let pick = |r: usize| match r {
+            0 => "v-gone".to_string(),
+            1 => "v-dup".to_string(),
+            _ => vpcs[r % 300].clone(),
+        };
+        let (a, b) = (pick(next(600)), pick(next(600)));
+        let mut rec = record(&format!("p-{k}"), &a, &b, next(60) as u8, next(900) as i64);
+        if next(20) == 0 {
+            rec.state = PeeringState::Deleting;
+        }
+        records.push(rec);
+    }
+    let ownership = Ownership::new("dep-1", records.iter().map(|r| r.name.clone()));
+    let stamp = |d: &mut DesiredPeering, _| {
+        d.stamp_instance("dep-1");
+        true
+    };
+    let mut wanted = derive(
+        Targets::All,
+        &records,
+        &nb_over(&in_nb, &[]),
+        &[],
+        "dep-1",
+        1,
+        &stamp,
+    )
+    .desired;
+    // Most held exactly, some drifted, some missing; the tombstones' rows still there.
+    wanted.retain(|_| next(10) != 0);
+    for d in wanted.iter_mut().filter(|_| next(10) == 0) {
+        d.ports[0].mac = "02:00:00:00:00:01".into();
+    }
+    let cache = nb_over(&in_nb, &wanted);
+    let run = |early: bool, threads| {
+        derive_and_plan(
+            Targets::All,
+            &records,
+            &cache,
+            &[],
+            &ownership,
+            early,
+            threads,
+        )
+    };
+    let names = |d: &Derivation| d.desired.iter().map(|d| d.name.clone()).collect::<Vec<_>>();
+    let (one, one_plan, one_steps) = run(true, 1);
+    // The fixture has every kind: failed, in sync (settled early), to write.
+    assert!(one.failed.len() > 50, "{}", one.failed.len());
+    assert!(one_steps.in_sync > 300, "{}", one_steps.in_sync);
+    assert!(one_plan.changes.len() > 100, "{}", one_plan.changes.len());
+    for (early, threads) in [(true, 2), (true, 5), (false, 3)] {
+        let (split, plan, steps) = run(early, threads);
+        assert_eq!(plan, one_plan, "early {early}, {threads} threads");
+        assert_eq!(names(&split), names(&one), "desired, in age order");
+        assert_eq!(split.failed, one.failed);
+        assert_eq!(split.untouched, one.untouched);
+        assert_eq!(steps.in_sync, one_steps.in_sync);
+    }
+    // And the settle itself, derived alone (its names in age order).
+    let attach = Attachments::new(&cache, None);
+    let settle = |d: &mut DesiredPeering, alone: bool| {
+        d.stamp_instance("dep-1");
+        !(alone && attach.holds(&cache, d, &ownership))
+    };
+    let derive_with = |threads| {
+        derive(
+            Targets::All,
+            &records,
+            &cache,
+            &[],
+            "dep-1",
+            threads,
+            &settle,
+        )
+    };
+    let (a, b) = (derive_with(1), derive_with(4));
+    assert_eq!(a.settled, b.settled);
+    assert!(!a.settled.is_empty());
+    assert_eq!(names(&a), names(&b));
 }
