@@ -41,8 +41,9 @@ pub struct PeerIndex {
     pairs: Vec<(Vid, Vid)>,
     vpc_names: Vec<String>,
     vpc_ids: HashMap<String, Vid>,
-    /// Positions sorted by name.
-    by_name: Vec<Pos>,
+    /// (hash of a name, position), sorted: a name's peerings in list order without comparing
+    /// names along the way (callers check the name).
+    by_name: Vec<(u64, Pos)>,
     /// (unordered VPC pair, position), sorted.
     by_pair: Vec<((Vid, Vid), Pos)>,
     /// (hash of a port name, position): both port names of every peering, sorted.
@@ -123,8 +124,13 @@ impl PeerIndex {
             }
         }
         let by_name = &mut ix.by_name;
-        by_name.extend(0..peerings.len());
-        by_name.sort_by(|a, b| ix.names[*a].cmp(&ix.names[*b]).then(a.cmp(b)));
+        by_name.extend(
+            ix.names
+                .iter()
+                .enumerate()
+                .map(|(pos, n)| (name_hash(n), pos)),
+        );
+        by_name.sort_unstable();
         ix.by_pair.sort_unstable();
         ix.by_port.sort_unstable();
         ix.by_vpc.sort_unstable();
@@ -237,14 +243,14 @@ impl PeerIndex {
     }
 
     /// Positions of the peerings named `name`, in list order.
-    fn named(&self, name: &str) -> &[Pos] {
-        let from = self
-            .by_name
-            .partition_point(|p| self.names[*p].as_str() < name);
-        let to = self
-            .by_name
-            .partition_point(|p| self.names[*p].as_str() <= name);
-        &self.by_name[from..to]
+    fn named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = Pos> + 's {
+        let h = name_hash(name);
+        let from = self.by_name.partition_point(|(k, _)| *k < h);
+        self.by_name[from..]
+            .iter()
+            .take_while(move |(k, _)| *k == h)
+            .map(|(_, p)| *p)
+            .filter(move |p| self.names[*p] == name)
     }
 
     /// Positions of the peerings of the unordered pair (a, b), in list order.
@@ -428,7 +434,7 @@ impl PeerIndex {
     /// names, or it peers a VPC with itself (its two ports share a name).
     pub fn shares_a_name(&self, pos: Pos) -> bool {
         let (l, r) = self.pair_names(pos);
-        if l == r || self.named(&self.names[pos]).len() > 1 {
+        if l == r || self.named(&self.names[pos]).nth(1).is_some() {
             return true;
         }
         [(l, r), (r, l)].into_iter().any(|(a, b)| {
@@ -455,7 +461,7 @@ impl PeerIndex {
     /// (names are unique), and a lookup by name, never a scan of the VPC's peerings.
     pub(super) fn claimed_only_by(&self, vpc: &str, me: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for &pos in self.named(me) {
+        for pos in self.named(me) {
             let (l, r) = self.pair_names(pos);
             let other = if l == vpc {
                 r
@@ -486,6 +492,12 @@ fn fnv(bytes: &[u8], mut h: u64) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The hash of a peering's name (distinct from port names' only by chance: each lookup checks
+/// the name).
+fn name_hash(name: &str) -> u64 {
+    fnv(name.as_bytes(), FNV_OFFSET)
 }
 
 /// The hash of [`port_name`]`(this, other)`, without building it.
