@@ -286,6 +286,9 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let full = changed.is_none();
     let (records, ownership, derivation, mut plan, brake, tombstones, steps) =
         tokio::task::spawn_blocking(move || {
+            // A full pass's snapshot is taken here, after Postgres was read (also when it
+            // is split over threads): a peering created meanwhile is judged against an NB at
+            // least as new as the one its create was checked against.
             let cache = probed_nb.unwrap_or_else(|| nb.cache());
             let targets = match &changed {
                 None => Targets::All,
@@ -294,8 +297,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                     by_nb,
                 },
             };
-            // The snapshot is taken here, after Postgres was read: a peering created
-            // meanwhile is judged against an NB at least as new as its record.
             let threads = cores::pass_threads(full, records.len());
             let (derivation, plan, steps) = derive_and_plan(
                 targets, &records, &cache, &protected, &ownership, full, threads,
