@@ -378,4 +378,35 @@ mod tests {
         let foreign: StrMap = [(PEERING_KEY, "p1")].into();
         assert_eq!(owner_ref(&foreign, Some("dep-a")), None);
     }
+
+    /// A router of the replica says how many ports and routes it holds: what tells a router
+    /// asked per question (a hub's) from one read whole, without asking the replica by name
+    /// again.
+    #[test]
+    fn a_router_of_the_replica_counts_its_rows() {
+        use crate::ovsdb::cache::tests::{types, ApplyValue};
+        use crate::ovsdb::cache::UpdateFormat;
+        use serde_json::json;
+        let [router, p1, p2, r1] = [1u128, 2, 3, 4].map(Uuid::from_u128);
+        let update = json!({
+            "Logical_Router_Port": {
+                p1.to_string(): {"insert": {"name": "a", "networks": "10.0.0.1/24"}},
+                p2.to_string(): {"insert": {"name": "b", "networks": "10.0.1.1/24"}},
+            },
+            "Logical_Router_Static_Route": {
+                r1.to_string(): {"insert": {"ip_prefix": "10.9.0.0/24", "nexthop": "10.0.0.9"}},
+            },
+            "Logical_Router": {
+                router.to_string(): {"insert": {"name": "vpc-a",
+                    "ports": ["set", [["uuid", p1.to_string()], ["uuid", p2.to_string()]]],
+                    "static_routes": ["uuid", r1.to_string()]}},
+            },
+        });
+        let mut cache = NbCache::new(Some(PEERING_KEY.into()));
+        cache.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
+        let mut rows = Vec::new();
+        NbCacheTopology(&cache, None)
+            .visit_routers_named("vpc-a", &mut |r| rows.push(r.indexed_rows()));
+        assert_eq!(rows, vec![Some(3)]);
+    }
 }
