@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::*;
 use crate::ovsdb::cache::tests::types;
 use crate::ovsdb::cache::UpdateFormat;
-use crate::peering::PEERING_KEY;
+use crate::peering::{INSTANCE_KEY, PEERING_KEY};
 
 const VPCS: [&str; 4] = ["vpc-a", "vpc-b", "vpc-c", "vpc-d"];
 
@@ -159,8 +159,10 @@ fn early_settle_gives_the_plan_and_outcomes_of_the_full_comparison() {
 
 /// A full pass split over threads ([`super::cores`]) derives, settles and plans exactly
 /// what one thread does: on 1,200 peerings over 300 VPCs (links reused in a VPC, so some fail
-/// as younger duplicates; ties in age; a VPC with two routers; VPCs with none; tombstones)
-/// whose rows NB holds exactly, drifted, or not at all.
+/// as younger duplicates; ties in age; a VPC with two routers; VPCs with none; tombstones
+/// whose rows NB still holds) whose rows NB holds exactly, drifted, not at all, under another
+/// deployment's id or under none (old rows to adopt); and NB rows of peerings Postgres does
+/// not hold: ours (stale: deleted), unmarked (not ours to touch).
 #[test]
 fn split_derivation_equals_one_thread() {
     let mut vpcs: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
@@ -182,20 +184,31 @@ fn split_derivation_equals_one_thread() {
             _ => vpcs[r % 300].clone(),
         };
         let (a, b) = (pick(next(600)), pick(next(600)));
-        let mut rec = record(&format!("p-{k}"), &a, &b, next(60) as u8, next(900) as i64);
-        if next(20) == 0 {
-            rec.state = PeeringState::Deleting;
-        }
-        records.push(rec);
+        records.push(record(
+            &format!("p-{k}"),
+            &a,
+            &b,
+            next(60) as u8,
+            next(900) as i64,
+        ));
     }
-    let ownership = Ownership::new("dep-1", records.iter().map(|r| r.name.clone()));
+    // Peerings NB holds rows of, gone from Postgres: q-0..q-3 ours (stale), q-4 and q-5
+    // unmarked (an earlier ovn-peerd's rows of a peering this deployment does not hold).
+    let gone: Vec<PeeringRecord> = (0..6)
+        .map(|k| {
+            let (a, b) = (&vpcs[10 + 40 * k], &vpcs[30 + 40 * k]);
+            record(&format!("q-{k}"), a, b, 100 + k as u8, 0)
+        })
+        .collect();
     let stamp = |d: &mut DesiredPeering, _| {
         d.stamp_instance("dep-1");
         true
     };
+    // Every peering's rows derived while all are live: the tombstones' rows are in NB.
+    let all: Vec<PeeringRecord> = records.iter().chain(&gone).cloned().collect();
     let mut wanted = derive(
         Targets::All,
-        &records,
+        &all,
         &nb_over(&in_nb, &[]),
         &[],
         "dep-1",
@@ -203,11 +216,43 @@ fn split_derivation_equals_one_thread() {
         &stamp,
     )
     .desired;
-    // Most held exactly, some drifted, some missing; the tombstones' rows still there.
-    wanted.retain(|_| next(10) != 0);
+    // Most held exactly, some drifted, some missing.
+    wanted.retain(|d| d.name.starts_with("q-") || next(10) != 0);
     for d in wanted.iter_mut().filter(|_| next(10) == 0) {
         d.ports[0].mac = "02:00:00:00:00:01".into();
     }
+    let unmark = |d: &mut DesiredPeering| {
+        let ids = d.ports.iter_mut().map(|p| &mut p.external_ids);
+        let ids = ids.chain(d.routes.iter_mut().map(|r| &mut r.external_ids));
+        ids.for_each(|ids| {
+            ids.remove(INSTANCE_KEY);
+        });
+    };
+    let (mut theirs, mut adopted) = (BTreeSet::new(), BTreeSet::new());
+    for (i, d) in wanted.iter_mut().enumerate() {
+        match (d.name.as_str(), i % 97) {
+            ("q-4" | "q-5", _) => unmark(d),
+            (n, _) if n.starts_with("q-") => {}
+            (_, 3) => {
+                d.stamp_instance("dep-2");
+                theirs.insert(d.name.clone());
+            }
+            (_, 7) => {
+                unmark(d);
+                adopted.insert(d.name.clone());
+            }
+            _ => {}
+        }
+    }
+    for rec in records.iter_mut().filter(|_| next(20) == 0) {
+        rec.state = PeeringState::Deleting;
+    }
+    let tombstones: BTreeSet<String> = records
+        .iter()
+        .filter(|r| r.state == PeeringState::Deleting)
+        .map(|r| r.name.clone())
+        .collect();
+    let ownership = Ownership::new("dep-1", records.iter().map(|r| r.name.clone()));
     let cache = nb_over(&in_nb, &wanted);
     let run = |early: bool, threads| {
         derive_and_plan(
@@ -226,6 +271,22 @@ fn split_derivation_equals_one_thread() {
     assert!(one.failed.len() > 50, "{}", one.failed.len());
     assert!(one_steps.in_sync > 300, "{}", one_steps.in_sync);
     assert!(one_plan.changes.len() > 100, "{}", one_plan.changes.len());
+    // Tombstones' rows and stale rows of ours deleted; unmarked rows of a peering we do not
+    // hold, and another deployment's, left alone (the peering wanting the latter's names
+    // fails); old rows of ours adopted.
+    let tombstone_rows = one_plan.deletions(&BTreeSet::new()) - one_plan.deletions(&tombstones);
+    assert!(tombstone_rows > 10, "{tombstone_rows}");
+    assert!((0..4).all(|k| one_plan.touches(&format!("q-{k}"))));
+    assert!(!one_plan.touches("q-4") && !one_plan.touches("q-5"));
+    assert!(one_plan.deletions(&tombstones) >= 4);
+    let refused = |n: &String| {
+        one.failed
+            .get(n)
+            .is_some_and(|w| w.contains("deployment dep-2"))
+    };
+    assert!(theirs.iter().any(refused), "{theirs:?}");
+    assert!(theirs.iter().all(|n| !one_plan.touches(n)));
+    assert!(adopted.iter().any(|n| one_plan.touches(n)), "{adopted:?}");
     for (early, threads) in [(true, 2), (true, 5), (false, 3)] {
         let (split, plan, steps) = run(early, threads);
         assert_eq!(plan, one_plan, "early {early}, {threads} threads");
