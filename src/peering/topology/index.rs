@@ -218,7 +218,7 @@ impl PeerIndex {
 
     /// Positions holding the port name `port` (by hash; callers check the name).
     fn port_holders(&self, port: &str) -> impl Iterator<Item = Pos> + '_ {
-        let h = fnv(port.as_bytes(), FNV_OFFSET);
+        let h = cut(fnv(port.as_bytes(), FNV_OFFSET));
         let from = self.by_port.partition_point(|(k, _)| *k < h);
         self.by_port[from..]
             .iter()
@@ -497,14 +497,25 @@ fn fnv(bytes: &[u8], mut h: u64) -> u64 {
 /// The hash of a peering's name (distinct from port names' only by chance: each lookup checks
 /// the name).
 fn name_hash(name: &str) -> u64 {
-    fnv(name.as_bytes(), FNV_OFFSET)
+    cut(fnv(name.as_bytes(), FNV_OFFSET))
 }
 
 /// The hash of [`port_name`]`(this, other)`, without building it.
 fn port_hash(this: &str, other: &str) -> u64 {
     let h = fnv(this.as_bytes(), FNV_OFFSET);
     let h = fnv(b"-", h);
-    fnv(other.as_bytes(), h)
+    cut(fnv(other.as_bytes(), h))
+}
+
+/// A hash as the index keeps it: whole, except in this crate's unit tests, where only 3 bits
+/// are kept so that different names share a hash and every lookup's name check is exercised
+/// (`index/tests.rs` compares each lookup with a scan).
+fn cut(h: u64) -> u64 {
+    if cfg!(test) {
+        h & 0b111
+    } else {
+        h
+    }
 }
 
 /// Whether [`port_name`]`(a, b)` is [`port_name`]`(c, d)`, without building them.
