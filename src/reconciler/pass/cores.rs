@@ -169,8 +169,8 @@ mod tests {
     }
 
     /// A helper's panic reaches the caller with its own message, and no chunk is handed out
-    /// after it: the caller, holding the first chunk until the helper has exited, runs no
-    /// other.
+    /// after it: the caller holds each chunk it takes until the helper has exited (its first
+    /// chunk panicked), so it runs at most the one it took before the panic.
     #[test]
     fn a_helpers_panic_reaches_the_caller_with_its_message_and_stops_the_pass() {
         let items: Vec<usize> = (0..1_000).collect();
@@ -182,12 +182,10 @@ mod tests {
                     ON_EXIT.with(|_| ());
                     panic!("the chunk at {at} broke");
                 }
-                if at == 0 {
-                    wait_until("the helper has exited", WAIT, || {
-                        HELPER_GONE.load(Ordering::SeqCst)
-                    })
-                    .expect("the helper panics on its first chunk");
-                }
+                wait_until("the helper has exited", WAIT, || {
+                    HELPER_GONE.load(Ordering::SeqCst)
+                })
+                .expect("the helper panics on its first chunk");
             })
         }));
         let payload = caught.expect_err("the helper's panic is the caller's");
@@ -196,10 +194,10 @@ mod tests {
             .map(String::as_str)
             .unwrap_or("(not a String)");
         assert!(message.contains("broke"), "{message}");
-        assert_eq!(
-            ran.load(Ordering::SeqCst),
-            2,
-            "the first chunk and the helper's"
+        let ran = ran.load(Ordering::SeqCst);
+        assert!(
+            ran <= 2,
+            "{ran} chunks ran: the helper's, the caller's at most one"
         );
     }
 
