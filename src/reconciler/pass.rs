@@ -27,6 +27,8 @@ use super::derive::{derive, Derivation, Targets};
 use super::report::Report;
 use super::{write, Reconciler};
 
+pub(super) mod cores;
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassOutcome {
@@ -103,7 +105,9 @@ struct DeriveSteps {
 /// The rules, NB's rows and the plan of one pass (the CPU part). `settle_early` (a full
 /// pass): each peering NB holds exactly, alone with its names, is settled as soon as it is
 /// derived and its rows dropped (see [`derive`]); otherwise every in-sync peering is found by
-/// [`actual_rows`]. Either way the same plan and outcomes.
+/// [`actual_rows`]. Either way the same plan and outcomes. The rules, the early settle and
+/// the pick of NB's rows run on `threads` threads ([`cores::pass_threads`]: a big full pass),
+/// with the same result as one.
 fn derive_and_plan(
     targets: Targets<'_>,
     records: &[PeeringRecord],
@@ -111,31 +115,35 @@ fn derive_and_plan(
     protected: &[String],
     ownership: &Ownership,
     settle_early: bool,
+    threads: usize,
 ) -> (Derivation, Plan, DeriveSteps) {
     let t0 = Instant::now();
     // A full pass asks of each peering as soon as it is derived whether NB holds it
     // exactly, and drops its rows then (see `derive`); a narrow pass knows which
     // rows to read only once it has judged.
-    let (mut attach, mut settled) = (None, HashSet::new());
-    if settle_early {
-        attach = Some(Attachments::new(cache, None));
-    }
+    let attach = settle_early.then(|| Attachments::new(cache, None));
     let instance = &ownership.instance;
-    let mut settle = |d: &mut DesiredPeering, alone: bool| {
+    let settle = |d: &mut DesiredPeering, alone: bool| {
         d.stamp_instance(instance);
-        match &attach {
-            Some(a) if alone && a.holds(cache, d, ownership) => {
-                settled.insert(std::mem::take(&mut d.name));
-                false
-            }
-            _ => true,
-        }
+        !matches!(&attach, Some(a) if alone && a.holds(cache, d, ownership))
     };
-    let mut derivation = derive(targets, records, cache, protected, instance, &mut settle);
+    let mut derivation = derive(
+        targets, records, cache, protected, instance, threads, &settle,
+    );
     let t_rules = t0.elapsed();
     let scoped = derivation.judged.as_ref();
     let attach = attach.unwrap_or_else(|| Attachments::new(cache, scoped));
-    let actual = actual_rows(cache, &attach, &derivation.desired, settled, ownership);
+    let settled: HashSet<String> = std::mem::take(&mut derivation.settled)
+        .into_iter()
+        .collect();
+    let actual = actual_rows(
+        cache,
+        &attach,
+        &derivation.desired,
+        settled,
+        ownership,
+        threads,
+    );
     drop(attach);
     let t_actual = t0.elapsed();
     // Peerings NB already holds exactly have nothing to plan: their desired rows go
@@ -306,6 +314,9 @@ async fn run_pass(
     let full = changed.is_none();
     let (records, ownership, derivation, mut plan, brake, tombstones, steps) =
         tokio::task::spawn_blocking(move || {
+            // A full pass's snapshot is taken here, after Postgres was read (also when it
+            // is split over threads): a peering created meanwhile is judged against an NB at
+            // least as new as the one its create was checked against.
             let cache = probed_nb.unwrap_or_else(|| nb.cache());
             let targets = match &changed {
                 None => Targets::All,
@@ -314,8 +325,10 @@ async fn run_pass(
                     by_nb,
                 },
             };
-            let (derivation, plan, steps) =
-                derive_and_plan(targets, &records, &cache, &protected, &ownership, full);
+            let threads = cores::pass_threads(full, records.len());
+            let (derivation, plan, steps) = derive_and_plan(
+                targets, &records, &cache, &protected, &ownership, full, threads,
+            );
             let brake = match plan.deletions(&tombstones) {
                 n if n > MASS_DELETION_MIN && !allow_mass_deletion => {
                     mass_deletion(n, our_row_count(&cache, &ownership))
