@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{NbCache, RowChange};
+use super::changes::Changes;
 use super::connection::Connection;
 use super::error::Error;
 use super::remote::Remote;
@@ -97,7 +98,8 @@ impl ConnectionState {
 
 #[derive(Debug, Clone)]
 pub enum CacheEvent {
-    Changed(Arc<Vec<RowChange>>),
+    /// An update's changes (at least one), with the names they touched before and after it.
+    Changed(Arc<Changes>),
     /// The cache was rebuilt from the server: re-read everything.
     Resynced,
     Disconnected,
@@ -171,6 +173,18 @@ impl Shared {
         let rows = next.len();
         self.replica.send_replace(Arc::new(next));
         Ok((out, rows))
+    }
+
+    /// Tells the listeners `rows`, the changes from `before` to the current snapshot, each with
+    /// the names it touched in both; nothing when there are none or nobody listens. Called by
+    /// the connection's reader right after [`Shared::update_replica`], so the current snapshot
+    /// is the one that update published.
+    pub(super) fn send_changes(&self, before: &NbCache, rows: Vec<RowChange>) {
+        if rows.is_empty() || self.events.receiver_count() == 0 {
+            return;
+        }
+        let changes = Changes::read(before, &self.snapshot(), rows);
+        let _ = self.events.send(CacheEvent::Changed(Arc::new(changes)));
     }
 }
 

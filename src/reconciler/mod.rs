@@ -254,7 +254,6 @@ impl Reconciler {
             _ = state.wait_for(|s| s.is_synced()) => {}
         }
         tokio::spawn(wake_on_northbound(
-            self.nb.clone(),
             self.nb.subscribe(),
             wake.clone(),
             listeners.clone(),
@@ -429,13 +428,10 @@ async fn wake_on_postgres(
 /// someone else made wakes it for the peerings of the routers and port names it touched
 /// (`nb_scope.rs`), one it cannot place for a full pass.
 async fn wake_on_northbound(
-    nb: ovsdb::Client,
     mut events: broadcast::Receiver<CacheEvent>,
     wake: Arc<Wake>,
     stop: CancellationToken,
 ) {
-    // Subscribed first: an update that lands meanwhile is learnt twice, which is harmless.
-    let mut map = nb_scope::RouterMap::rebuild(&*nb.cache());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -443,15 +439,13 @@ async fn wake_on_northbound(
                 Ok(CacheEvent::Disconnected) => {}
                 Ok(CacheEvent::Changed(changes)) => {
                     let foreign = wake.foreign(&changes);
-                    let touched = map.apply(&*nb.cache(), &changes, |c| foreign.contains(&c.uuid));
-                    match touched {
+                    match nb_scope::touched(&changes, |c| foreign.contains(&c.uuid)) {
                         Some(t) => wake.touched(t),
                         None => wake.full(),
                     }
                 }
                 // A resync, or missed events (lagged): look at everything again.
                 Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    map = nb_scope::RouterMap::rebuild(&*nb.cache());
                     wake.full();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
