@@ -1,41 +1,44 @@
 //! One replica update's row changes as its listeners receive them ([`super::CacheEvent`]):
-//! each with the router and port names it touches, read in the replica just before the update
-//! and just after it.
+//! each with the router and port names its row had just before the update.
 //!
 //! A monitor update names rows by uuid and, for a row that went, carries nothing else: the
 //! router that held a deleted port, a renamed router's or port's old name are only in the
-//! snapshot before the update. The connection's reader holds both snapshots when it publishes
-//! the update, so it reads the names there, once; a listener then needs no map of its own of
-//! every router's name and every row's holder to remember them (the NB listener's was ≈60 MB
-//! at 100,000 peerings: README, *Memory at 100,000 peerings: the NB listener's map*).
+//! snapshot before the update. The connection's reader holds that snapshot when it publishes
+//! the update, so it reads them there, once; a listener then needs no map of its own of every
+//! router's name and every row's holder to remember them (the NB listener's was ≈60 MB at
+//! 100,000 peerings: README, *Memory at 100,000 peerings: the NB listener's map*). What a row
+//! is now, a listener reads in the replica itself ([`RowNames::read`]), for the few changes
+//! it cares about: reading both for every change, the worker's own echoes included, cost the
+//! reader two thirds of the update's own apply time (`examples/replica_bytes.rs`). An inserted
+//! row had nothing before: it is not looked up.
 
 use std::ops::Deref;
 
 use compact_str::CompactString;
 
-use super::cache::{NbCache, RowChange};
+use super::cache::{ChangeKind, NbCache, RowChange};
 use super::model::Table;
 
-/// The names a changed row touches, before and after its update (each once).
+/// The names a changed row touches in one snapshot of the replica (each once).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowNames {
     /// A router: its own name. A port or a route: the names of the routers listing it. Empty
-    /// for a port or route that no router listed, before or after.
+    /// for a row the snapshot lacks, and for a port or route no router lists.
     pub routers: Vec<CompactString>,
     /// A port: its own name. Empty for routers and routes.
     pub ports: Vec<CompactString>,
 }
 
 impl RowNames {
-    /// What `change`'s row touches in `before` and in `after`.
-    pub fn read(before: &NbCache, after: &NbCache, change: &RowChange) -> Self {
+    /// What `change`'s row touches in `nb`.
+    pub fn read(nb: &NbCache, change: &RowChange) -> Self {
         let mut names = RowNames::default();
-        names.add(before, change);
-        names.add(after, change);
+        names.add(nb, change);
         names
     }
 
-    fn add(&mut self, nb: &NbCache, change: &RowChange) {
+    /// Adds what `change`'s row touches in `nb` (names not held yet).
+    pub fn add(&mut self, nb: &NbCache, change: &RowChange) {
         let uuid = change.uuid;
         match change.table {
             Table::LogicalRouter => {
@@ -65,27 +68,30 @@ fn push_new(names: &mut Vec<CompactString>, name: &CompactString) {
     }
 }
 
-/// The changes of one update, in the update's order, each with its [`RowNames`]. Derefs to the
-/// bare changes.
+/// The changes of one update, in the update's order, each with the [`RowNames`] of its row
+/// before the update (none for an insert). Derefs to the bare changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     rows: Vec<RowChange>,
-    names: Vec<RowNames>,
+    was: Vec<RowNames>,
 }
 
 impl Changes {
-    /// `rows`, the changes that turned `before` into `after`, with their names.
-    pub fn read(before: &NbCache, after: &NbCache, rows: Vec<RowChange>) -> Self {
-        let names = rows
+    /// `rows`, the changes of the update applied to `before`, with what their rows were there.
+    pub fn read(before: &NbCache, rows: Vec<RowChange>) -> Self {
+        let was = rows
             .iter()
-            .map(|c| RowNames::read(before, after, c))
+            .map(|c| match c.kind {
+                ChangeKind::Insert => RowNames::default(),
+                ChangeKind::Modify | ChangeKind::Delete => RowNames::read(before, c),
+            })
             .collect();
-        Changes { rows, names }
+        Changes { rows, was }
     }
 
-    /// Each change with its names.
+    /// Each change with the names its row had before the update.
     pub fn iter(&self) -> impl Iterator<Item = (&RowChange, &RowNames)> {
-        self.rows.iter().zip(&self.names)
+        self.rows.iter().zip(&self.was)
     }
 }
 
@@ -98,8 +104,8 @@ impl Deref for Changes {
 
 impl FromIterator<(RowChange, RowNames)> for Changes {
     fn from_iter<I: IntoIterator<Item = (RowChange, RowNames)>>(iter: I) -> Self {
-        let (rows, names) = iter.into_iter().unzip();
-        Changes { rows, names }
+        let (rows, was) = iter.into_iter().unzip();
+        Changes { rows, was }
     }
 }
 
@@ -110,7 +116,7 @@ mod tests {
 
     use super::*;
     use crate::ovsdb::cache::tests::{types, ApplyValue};
-    use crate::ovsdb::cache::{ChangeKind, UpdateFormat};
+    use crate::ovsdb::cache::UpdateFormat;
 
     fn u(n: u128) -> Uuid {
         Uuid::from_u128(n)
@@ -120,20 +126,33 @@ mod tests {
         u(n).to_string()
     }
 
-    /// Applies `update` to a copy of `nb`, as the client does, and reads its changes.
+    /// Applies `update` to `nb` (the snapshot before it kept, as the client does) and reads
+    /// its changes.
     fn step(nb: &mut NbCache, update: serde_json::Value) -> Changes {
         let before = nb.clone();
         let rows = nb.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
-        Changes::read(&before, nb, rows)
+        Changes::read(&before, rows)
     }
 
-    fn names_of(changes: &Changes, uuid: Uuid) -> (ChangeKind, Vec<&str>, Vec<&str>) {
-        let (c, n) = changes.iter().find(|(c, _)| c.uuid == uuid).unwrap();
-        (c.kind, strs(&n.routers), strs(&n.ports))
+    /// A change's kind and the names it touches, as a listener reads them: what its row was
+    /// before the update, and what it is in `now`.
+    fn names_of(
+        changes: &Changes,
+        now: &NbCache,
+        uuid: Uuid,
+    ) -> (ChangeKind, Vec<String>, Vec<String>) {
+        let (c, was) = changes.iter().find(|(c, _)| c.uuid == uuid).unwrap();
+        let mut names = was.clone();
+        names.add(now, c);
+        (c.kind, strs(&names.routers), strs(&names.ports))
     }
 
-    fn strs(v: &[CompactString]) -> Vec<&str> {
-        v.iter().map(CompactString::as_str).collect()
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn strs(v: &[CompactString]) -> Vec<String> {
+        v.iter().map(CompactString::to_string).collect()
     }
 
     /// Router r1 (1) holding port "r1-p" (11) and route 12; router r2 (2) holding port "r2-p" (21).
@@ -166,14 +185,17 @@ mod tests {
                 "Logical_Router": {s(2): {"modify": {"options": ["map", [["k", "v"]]]}}}}),
         );
         assert_eq!(
-            names_of(&c, u(11)),
-            (ChangeKind::Modify, vec!["r1"], vec!["r1-p"])
+            names_of(&c, &nb, u(11)),
+            (ChangeKind::Modify, v(&["r1"]), v(&["r1-p"]))
         );
         assert_eq!(
-            names_of(&c, u(12)),
-            (ChangeKind::Modify, vec!["r1"], vec![])
+            names_of(&c, &nb, u(12)),
+            (ChangeKind::Modify, v(&["r1"]), v(&[]))
         );
-        assert_eq!(names_of(&c, u(2)), (ChangeKind::Modify, vec!["r2"], vec![]));
+        assert_eq!(
+            names_of(&c, &nb, u(2)),
+            (ChangeKind::Modify, v(&["r2"]), v(&[]))
+        );
         assert_eq!(c.len(), 3, "derefs to the bare changes");
     }
 
@@ -189,9 +211,9 @@ mod tests {
                 "Logical_Router_Port": {s(11): {"modify": {"name": "r1-q"}}},
                 "Logical_Router": {s(1): {"modify": {"name": "r1-new"}}}}),
         );
-        assert_eq!(names_of(&c, u(1)).1, ["r1", "r1-new"]);
-        assert_eq!(names_of(&c, u(11)).1, ["r1", "r1-new"]);
-        assert_eq!(names_of(&c, u(11)).2, ["r1-p", "r1-q"]);
+        assert_eq!(names_of(&c, &nb, u(1)).1, ["r1", "r1-new"]);
+        assert_eq!(names_of(&c, &nb, u(11)).1, ["r1", "r1-new"]);
+        assert_eq!(names_of(&c, &nb, u(11)).2, ["r1-p", "r1-q"]);
         // The port moved from r1-new to r2 by hand: the port itself is unchanged, the routers'
         // changes name both.
         let c = step(
@@ -200,8 +222,8 @@ mod tests {
                 s(1): {"modify": {"ports": ["uuid", s(11)]}},
                 s(2): {"modify": {"ports": ["uuid", s(11)]}}}}),
         );
-        assert_eq!(names_of(&c, u(1)).1, ["r1-new"]);
-        assert_eq!(names_of(&c, u(2)).1, ["r2"]);
+        assert_eq!(names_of(&c, &nb, u(1)).1, ["r1-new"]);
+        assert_eq!(names_of(&c, &nb, u(2)).1, ["r2"]);
         assert_eq!(nb.routers_holding(u(11)).collect::<Vec<_>>(), [u(2)]);
         // r2 deleted with its ports (NB collects them in the same update): the names it had.
         let c = step(
@@ -210,14 +232,17 @@ mod tests {
                 "Logical_Router": {s(2): {"delete": null}},
                 "Logical_Router_Port": {s(11): {"delete": null}, s(21): {"delete": null}}}),
         );
-        assert_eq!(names_of(&c, u(2)), (ChangeKind::Delete, vec!["r2"], vec![]));
         assert_eq!(
-            names_of(&c, u(11)),
-            (ChangeKind::Delete, vec!["r2"], vec!["r1-q"])
+            names_of(&c, &nb, u(2)),
+            (ChangeKind::Delete, v(&["r2"]), v(&[]))
         );
         assert_eq!(
-            names_of(&c, u(21)),
-            (ChangeKind::Delete, vec!["r2"], vec!["r2-p"])
+            names_of(&c, &nb, u(11)),
+            (ChangeKind::Delete, v(&["r2"]), v(&["r1-q"]))
+        );
+        assert_eq!(
+            names_of(&c, &nb, u(21)),
+            (ChangeKind::Delete, v(&["r2"]), v(&["r2-p"]))
         );
         // A route removed from its router: collected, named by the router it had.
         let c = step(
@@ -227,8 +252,8 @@ mod tests {
                 "Logical_Router_Static_Route": {s(12): {"delete": null}}}),
         );
         assert_eq!(
-            names_of(&c, u(12)),
-            (ChangeKind::Delete, vec!["r1-new"], vec![])
+            names_of(&c, &nb, u(12)),
+            (ChangeKind::Delete, v(&["r1-new"]), v(&[]))
         );
     }
 
@@ -243,8 +268,8 @@ mod tests {
                 "Logical_Router": {s(2): {"modify": {"ports": ["uuid", s(22)]}}}}),
         );
         assert_eq!(
-            names_of(&c, u(22)),
-            (ChangeKind::Insert, vec!["r2"], vec!["vpc-a-vpc-b"])
+            names_of(&c, &nb, u(22)),
+            (ChangeKind::Insert, v(&["r2"]), v(&["vpc-a-vpc-b"]))
         );
     }
 }

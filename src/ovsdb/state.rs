@@ -175,15 +175,13 @@ impl Shared {
         Ok((out, rows))
     }
 
-    /// Tells the listeners `rows`, the changes from `before` to the current snapshot, each with
-    /// the names it touched in both; nothing when there are none or nobody listens. Called by
-    /// the connection's reader right after [`Shared::update_replica`], so the current snapshot
-    /// is the one that update published.
+    /// Tells the listeners `rows`, the changes of the update just applied to `before`, each
+    /// with the names its row had there; nothing when there are none or nobody listens.
     pub(super) fn send_changes(&self, before: &NbCache, rows: Vec<RowChange>) {
         if rows.is_empty() || self.events.receiver_count() == 0 {
             return;
         }
-        let changes = Changes::read(before, &self.snapshot(), rows);
+        let changes = Changes::read(before, rows);
         let _ = self.events.send(CacheEvent::Changed(Arc::new(changes)));
     }
 }

@@ -254,6 +254,7 @@ impl Reconciler {
             _ = state.wait_for(|s| s.is_synced()) => {}
         }
         tokio::spawn(wake_on_northbound(
+            self.nb.clone(),
             self.nb.subscribe(),
             wake.clone(),
             listeners.clone(),
@@ -428,6 +429,7 @@ async fn wake_on_postgres(
 /// someone else made wakes it for the peerings of the routers and port names it touched
 /// (`nb_scope.rs`), one it cannot place for a full pass.
 async fn wake_on_northbound(
+    nb: ovsdb::Client,
     mut events: broadcast::Receiver<CacheEvent>,
     wake: Arc<Wake>,
     stop: CancellationToken,
@@ -439,7 +441,8 @@ async fn wake_on_northbound(
                 Ok(CacheEvent::Disconnected) => {}
                 Ok(CacheEvent::Changed(changes)) => {
                     let foreign = wake.foreign(&changes);
-                    match nb_scope::touched(&changes, |c| foreign.contains(&c.uuid)) {
+                    let now = nb.cache();
+                    match nb_scope::touched(&changes, &now, |c| foreign.contains(&c.uuid)) {
                         Some(t) => wake.touched(t),
                         None => wake.full(),
                     }

@@ -2,17 +2,17 @@
 //! must be judged again, so that a change made by someone else costs a narrow pass over
 //! those peerings instead of a full pass over every one.
 //!
-//! The replica hands each change with the names its row had just before its update and has
-//! after it ([`Changes`]): a router's name, the routers listing a port or route, a port's
-//! name. So a router renamed or deleted touches its old name and its new one, a port or route
-//! that went or moved touches the router that held it, and a port's name (ours live in a
-//! namespace shared by all routers) touches the peerings that hold that name, wherever the
-//! port is. A port or route that no router listed, before or after, cannot be placed: a full
-//! pass is then the safe answer.
+//! A change touches the names its row had just before its update (handed by the replica with
+//! the change, [`Changes`]) and the names it has in the replica now: a router's name, the
+//! routers listing a port or route, a port's name. So a router renamed or deleted touches its
+//! old name and its new one, a port or route that went or moved touches the router that held
+//! it, and a port's name (ours live in a namespace shared by all routers) touches the
+//! peerings that hold that name, wherever the port is. A port or route that no router listed,
+//! before or now, cannot be placed: a full pass is then the safe answer.
 
 use std::collections::BTreeSet;
 
-use crate::ovsdb::{Changes, RowChange, Table};
+use crate::ovsdb::{Changes, NbCache, RowChange, Table};
 
 /// What a batch of foreign changes touches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,10 +23,17 @@ pub struct Touched {
     pub ports: BTreeSet<String>,
 }
 
-/// What the changes marked `foreign` touch; `None` when one of them cannot be placed.
-pub fn touched(changes: &Changes, foreign: impl Fn(&RowChange) -> bool) -> Option<Touched> {
+/// What the changes marked `foreign` touch, before their update and in `now`; `None` when one
+/// of them cannot be placed.
+pub fn touched(
+    changes: &Changes,
+    now: &NbCache,
+    foreign: impl Fn(&RowChange) -> bool,
+) -> Option<Touched> {
     let mut touched = Touched::default();
-    for (c, names) in changes.iter().filter(|(c, _)| foreign(c)) {
+    for (c, was) in changes.iter().filter(|(c, _)| foreign(c)) {
+        let mut names = was.clone();
+        names.add(now, c);
         if c.table != Table::LogicalRouter && names.routers.is_empty() {
             return None;
         }
@@ -44,7 +51,11 @@ pub fn touched(changes: &Changes, foreign: impl Fn(&RowChange) -> bool) -> Optio
 mod tests {
     use uuid::Uuid;
 
+    use serde_json::json;
+
     use super::*;
+    use crate::ovsdb::cache::tests::{types, ApplyValue};
+    use crate::ovsdb::cache::UpdateFormat;
     use crate::ovsdb::{ChangeKind, RowNames};
 
     fn set(names: &[&str]) -> BTreeSet<String> {
@@ -80,7 +91,9 @@ mod tests {
 
     #[test]
     fn foreign_changes_touch_every_name_they_had_and_have() {
-        let t = touched(&changes(), |c| c.uuid != Uuid::from_u128(4));
+        let t = touched(&changes(), &NbCache::default(), |c| {
+            c.uuid != Uuid::from_u128(4)
+        });
         assert_eq!(
             t,
             Some(Touched {
@@ -89,7 +102,39 @@ mod tests {
             })
         );
         // Our own echo touches nothing.
-        assert_eq!(touched(&changes(), |_| false), Some(Touched::default()));
+        assert_eq!(
+            touched(&changes(), &NbCache::default(), |_| false),
+            Some(Touched::default())
+        );
+    }
+
+    /// An inserted port had nothing before: its router and name are read in the replica now.
+    #[test]
+    fn what_a_row_is_now_is_read_in_the_replica() {
+        let (port, router) = (Uuid::from_u128(11), Uuid::from_u128(1));
+        let mut now = NbCache::default();
+        now.apply_v(
+            &types(),
+            UpdateFormat::V2,
+            &json!({
+                "Logical_Router_Port": {port.to_string(): {"insert": {"name": "r1-p", "mac": "m",
+                    "networks": "10.1.0.1/24"}}},
+                "Logical_Router": {router.to_string(): {"insert": {"name": "r1",
+                    "ports": ["uuid", port.to_string()]}}}}),
+        )
+        .unwrap();
+        let inserted: Changes = [change(11, Table::LogicalRouterPort, &[], &[])]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            touched(&inserted, &now, |_| true),
+            Some(Touched {
+                vpcs: set(&["r1"]),
+                ports: set(&["r1-p"]),
+            })
+        );
+        // Nothing before, nothing now: a full pass.
+        assert_eq!(touched(&inserted, &NbCache::default(), |_| true), None);
     }
 
     #[test]
@@ -100,10 +145,12 @@ mod tests {
             .collect();
         rows.push(change(5, Table::LogicalRouterStaticRoute, &[], &[]));
         let changes: Changes = rows.into_iter().collect();
-        assert_eq!(touched(&changes, |_| true), None);
+        assert_eq!(touched(&changes, &NbCache::default(), |_| true), None);
         // Not foreign: nothing to place.
         assert_eq!(
-            touched(&changes, |c| c.uuid != Uuid::from_u128(5)).map(|t| t.vpcs.len()),
+            touched(&changes, &NbCache::default(), |c| c.uuid
+                != Uuid::from_u128(5))
+            .map(|t| t.vpcs.len()),
             Some(6)
         );
     }
