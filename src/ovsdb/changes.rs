@@ -5,7 +5,7 @@
 //! router that held a deleted port, a renamed router's or port's old name are only in the
 //! snapshot before the update. The connection's reader holds that snapshot when it publishes
 //! the update, so it reads them there, once; a listener then needs no map of its own of every
-//! router's name and every row's holder to remember them (the NB listener's was ≈60 MB at
+//! router's name and every row's holder to remember them (the NB listener's was ≈65 MB at
 //! 100,000 peerings: README, *Memory at 100,000 peerings: the NB listener's map*). What a row
 //! is now, a listener reads in the replica itself ([`RowNames::read`]), for the few changes
 //! it cares about: reading both for every change, the worker's own echoes included, cost the
