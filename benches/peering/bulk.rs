@@ -33,6 +33,8 @@ pub struct PeerdResults {
     pub api_create: Summary,
     pub api_errors: usize,
     pub low_load_rpc: Summary,
+    /// A gRPC health check before each low-load create: the transport's floor.
+    pub low_load_health: Summary,
     pub low_load_convergence: Summary,
     pub low_load_end_to_end: Summary,
     pub list_routes_page: Summary,
@@ -129,7 +131,8 @@ pub async fn run(args: &Args, root: &Path, pg: &PgCluster) -> PeerdResults {
         out.bulk_all_active_s
     );
 
-    crate::latency::run(args, &clients[0], &monitor, &cpu, t0, &mut out).await;
+    let channel = peerd.channel().await;
+    crate::latency::run(args, &channel, &monitor, &cpu, t0, &mut out).await;
     out.watchers = watchers.len();
     for w in watchers {
         w.abort();

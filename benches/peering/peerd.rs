@@ -125,14 +125,18 @@ impl Peerd {
     pub async fn clients(&self, c: usize) -> Vec<PeeringServiceClient<Channel>> {
         let mut v = Vec::with_capacity(c);
         for _ in 0..c {
-            let ch = Channel::from_shared(self.url())
-                .unwrap()
-                .connect()
-                .await
-                .expect("connect");
-            v.push(PeeringServiceClient::new(ch));
+            v.push(PeeringServiceClient::new(self.channel().await));
         }
         v
+    }
+
+    /// A new connection to the API.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
     }
 }
 

@@ -113,6 +113,15 @@ pub fn print(
         none(),
     );
     row(
+        "low load: gRPC health p50 / p99 ms (floor)",
+        format!(
+            "{:.2}/{:.2}",
+            p.low_load_health.p50_ms, p.low_load_health.p99_ms
+        ),
+        "",
+        none(),
+    );
+    row(
         "low load: convergence p50 ms",
         format!("{:.2}", p.low_load_convergence.p50_ms),
         "<= 5",

@@ -363,14 +363,16 @@ impl PeeringApi {
                 j.gone.cancelled().await;
             }
         };
+        let mut steps = Steps::new(started);
         let result = tokio::select! {
-            r = self.commit_batch(&jobs) => r,
+            r = self.commit_batch(&jobs, &mut steps) => r,
             () = all_gone => Err(BatchError::Deserted),
         };
         tracing::debug!(
             creates = jobs.len(),
             longest_wait_ms = waited.as_secs_f64() * 1e3,
             transaction_ms = started.elapsed().as_secs_f64() * 1e3,
+            %steps,
             ok = result.is_ok(),
             "create batch"
         );
@@ -415,6 +417,7 @@ impl PeeringApi {
     async fn commit_batch(
         &self,
         jobs: &[Job],
+        steps: &mut Steps,
     ) -> Result<Vec<Result<Peering, ApiError>>, BatchError> {
         let mut vpcs: Vec<String> = Vec::new();
         let mut ids = Vec::new();
@@ -428,7 +431,9 @@ impl PeeringApi {
         let store = &self.inner.store;
         let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
         let mut tx = store.peering_create_begin(&vpc_refs).await?;
+        steps.mark("begin_lock");
         let (read, links, cache) = self.read_for_batch(&mut tx, jobs, &vpcs, &ids).await?;
+        steps.mark("read");
 
         // Judged without the creates whose callers have gone; judged again (in memory, in
         // this transaction) as long as more go before the insert.
@@ -459,6 +464,7 @@ impl PeeringApi {
             }
             left_out = now_gone;
         };
+        steps.mark("judge");
         if judge.rows.is_empty() {
             // Nothing to store: the transaction rolls back when dropped.
             return Ok(verdicts.into_iter().map(answer_without_rows).collect());
@@ -473,9 +479,11 @@ impl PeeringApi {
             })
             .collect();
         let records = tx.insert_all(&inserts).await?;
+        steps.mark("insert");
         // Committed even when a caller went away during the insert: its outcome is unknown
         // to it, as with any call whose deadline passes; its request_id covers a retry.
         tx.commit().await?;
+        steps.mark("commit");
         let by_name: HashMap<&str, &PeeringRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         Ok(verdicts
@@ -604,6 +612,40 @@ fn fallback_reason(e: &StoreError) -> &'static str {
         StoreError::PortTaken => "port",
         StoreError::LinkOverlap { .. } => "link",
         _ => "conflict",
+    }
+}
+
+/// Where a batch's time went, step by step (the debug log's "create batch" event, in ms):
+/// what a lone create's latency is made of (README, "Where a lone create's time goes").
+struct Steps {
+    last: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    fn new(started: Instant) -> Steps {
+        Steps {
+            last: started,
+            done: Vec::with_capacity(6),
+        }
+    }
+
+    /// The step `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done
+            .push((name, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, ms)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={ms:.3}")?;
+        }
+        Ok(())
     }
 }
 

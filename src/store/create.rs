@@ -149,7 +149,10 @@ impl Store {
         let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut tx = self.pool.begin().await?;
+        // `BEGIN` is a round trip of its own (sqlx waits for its answer), timed apart.
+        let mut tx = self
+            .timed("peering_create_begin", self.pool.begin())
+            .await?;
         // One round trip: a function scan yields the array's elements in order,
         // and each row's lock is taken before the next row is produced (the
         // aggregate makes every row's call happen; the function returns void).

@@ -6,8 +6,9 @@
 //! its cancelled token (what a passed deadline does to a CreatePeering call).
 
 use ovn_peerd::api::{ApiError, PeeringApi};
+use ovn_peerd::peering::topology::port_names;
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering};
-use ovn_peerd::store::Store;
+use ovn_peerd::store::{NewPeering, PeeringState, Store};
 
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
@@ -518,4 +519,54 @@ async fn parked_batches(pool: &sqlx::PgPool) -> i64 {
     .fetch_one(pool)
     .await
     .expect("pg_stat_activity")
+}
+
+#[tokio::test]
+async fn a_batch_that_waited_for_a_vpc_lock_judges_what_its_holder_stored() {
+    // The batch reads under its VPCs' locks: what their holder committed while it waited is
+    // what it is judged against. vpc-9 has vpc-2's subnet: once x (vpc-1 <-> vpc-2) is
+    // stored, a peering of vpc-1 with vpc-9 is refused by the topology rules alone, which no
+    // constraint repeats (x's link is not the one `a` is given).
+    let t = TestPeerd::start().await;
+    vpcs(&t, 1..=2);
+    create_vpc(&t.nb, "vpc-9", &["10.2.0.1/24"]);
+    let api = api(&t).await;
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker.peering_create_begin(&["vpc-1"]).await.expect("lock");
+    let batch = tokio::spawn(async move {
+        api.create_as_one_batch_with(vec![(
+            create("a", "vpc-1", "vpc-9", ""),
+            CancellationToken::new(),
+        )])
+        .await
+    });
+    park::wait_for_waiter(&t.db.url, "pg_advisory_xact_lock").await;
+    let x = NewPeering {
+        name: "x".into(),
+        local_vpc: "vpc-1".into(),
+        remote_vpc: "vpc-2".into(),
+        // Not the link `a` would be given: no link constraint to fall back on.
+        local_v4: Some("169.254.0.9/30".parse().unwrap()),
+        remote_v4: Some("169.254.0.10/30".parse().unwrap()),
+        local_v6: None,
+        remote_v6: None,
+        local_routes: vec![],
+        remote_routes: vec![],
+        request_id: None,
+        labels: Default::default(),
+        state: PeeringState::Pending,
+        state_message: String::new(),
+    };
+    held.insert(&x, None, &port_names("vpc-1", "vpc-2"))
+        .await
+        .expect("x stored (commits, releasing vpc-1)");
+    let answers = batch.await.expect("batch");
+    let refused = answers[0]
+        .as_ref()
+        .expect_err("a overlaps x's remote subnet");
+    assert!(fields(refused) == ["peering.local_routes"], "{refused:?}");
+    assert_eq!(
+        stored(&t).await,
+        vec![row("x", "vpc-1", "vpc-2", "169.254.0.9")]
+    );
 }
