@@ -8,13 +8,15 @@
 //! router's name and every row's holder to remember them (the NB listener's was ≈65 MB at
 //! 100,000 peerings: README, *Memory at 100,000 peerings: the NB listener's map*). What a row
 //! is now, a listener reads in the replica itself ([`RowNames::read`]), for the few changes
-//! it cares about: reading both for every change, the worker's own echoes included, cost the
-//! reader two thirds of the update's own apply time (`examples/replica_bytes.rs`). An inserted
-//! row had nothing before: it is not looked up.
+//! it cares about, not the reader for every change (the worker's own echoes included:
+//! `examples/replica_bytes.rs` times both). An inserted row had nothing before: it is not
+//! looked up. The names of a change are inline (one router, one port): a generation bump of
+//! every peer port allocates nothing per change but the change itself.
 
 use std::ops::Deref;
 
 use compact_str::CompactString;
+use smallvec::SmallVec;
 
 use super::cache::{ChangeKind, NbCache, RowChange};
 use super::model::Table;
@@ -22,49 +24,37 @@ use super::model::Table;
 /// The names a changed row touches in one snapshot of the replica (each once).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowNames {
-    /// A router: its own name. A port or a route: the names of the routers listing it. Empty
-    /// for a row the snapshot lacks, and for a port or route no router lists.
-    pub routers: Vec<CompactString>,
-    /// A port: its own name. Empty for routers and routes.
-    pub ports: Vec<CompactString>,
+    /// A router: its own name. A port or a route: the names of the routers listing it (one,
+    /// unless NB shares the row). Empty for a row the snapshot lacks, and for a port or route
+    /// no router lists.
+    pub routers: SmallVec<[CompactString; 1]>,
+    /// A port: its own name. None for routers and routes.
+    pub port: Option<CompactString>,
 }
 
 impl RowNames {
     /// What `change`'s row touches in `nb`.
     pub fn read(nb: &NbCache, change: &RowChange) -> Self {
-        let mut names = RowNames::default();
-        names.add(nb, change);
-        names
-    }
-
-    /// Adds what `change`'s row touches in `nb` (names not held yet).
-    pub fn add(&mut self, nb: &NbCache, change: &RowChange) {
         let uuid = change.uuid;
+        let mut names = RowNames::default();
         match change.table {
             Table::LogicalRouter => {
-                if let Some(r) = nb.router(uuid) {
-                    push_new(&mut self.routers, &r.name);
-                }
-                return;
+                names
+                    .routers
+                    .extend(nb.router(uuid).map(|r| r.name.clone()));
+                return names;
             }
-            Table::LogicalRouterPort => {
-                if let Some(p) = nb.port(uuid) {
-                    push_new(&mut self.ports, &p.name);
-                }
-            }
+            Table::LogicalRouterPort => names.port = nb.port(uuid).map(|p| p.name.clone()),
             Table::LogicalRouterStaticRoute => {}
         }
         for holder in nb.routers_holding(uuid) {
             if let Some(r) = nb.router(holder) {
-                push_new(&mut self.routers, &r.name);
+                if !names.routers.contains(&r.name) {
+                    names.routers.push(r.name.clone());
+                }
             }
         }
-    }
-}
-
-fn push_new(names: &mut Vec<CompactString>, name: &CompactString) {
-    if !names.contains(name) {
-        names.push(name.clone());
+        names
     }
 }
 
@@ -142,17 +132,25 @@ mod tests {
         uuid: Uuid,
     ) -> (ChangeKind, Vec<String>, Vec<String>) {
         let (c, was) = changes.iter().find(|(c, _)| c.uuid == uuid).unwrap();
-        let mut names = was.clone();
-        names.add(now, c);
-        (c.kind, strs(&names.routers), strs(&names.ports))
+        let is = RowNames::read(now, c);
+        let (mut routers, mut ports) = (Vec::new(), Vec::new());
+        for names in [was, &is] {
+            for r in &names.routers {
+                if !routers.contains(&r.to_string()) {
+                    routers.push(r.to_string());
+                }
+            }
+            for p in names.port.iter() {
+                if !ports.contains(&p.to_string()) {
+                    ports.push(p.to_string());
+                }
+            }
+        }
+        (c.kind, routers, ports)
     }
 
     fn v(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
-    }
-
-    fn strs(v: &[CompactString]) -> Vec<String> {
-        v.iter().map(CompactString::to_string).collect()
     }
 
     /// Router r1 (1) holding port "r1-p" (11) and route 12; router r2 (2) holding port "r2-p" (21).
