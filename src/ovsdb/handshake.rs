@@ -288,7 +288,8 @@ fn install(
         _ => (false, None, reply, UpdateFormat::V1),
     };
     let in_place = std::mem::take(&mut monitor.lock().unwrap_or_else(|e| e.into_inner()).in_place);
-    let before = shared.snapshot();
+    // Only a dump replaced in place is told as changes: what a row was before it (`changes`).
+    let before = in_place.then(|| shared.snapshot());
     let applied = shared.update_replica(|cache| {
         if found {
             // The server sent only what changed since our last_txn_id: our cache stays.
@@ -324,10 +325,11 @@ fn install(
         return Ok(());
     }
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
-    if !in_place {
-        let _ = shared.events.send(CacheEvent::Resynced);
-    } else {
-        shared.send_changes(&before, changes);
+    match before {
+        Some(before) => shared.send_changes(&before, changes),
+        None => {
+            let _ = shared.events.send(CacheEvent::Resynced);
+        }
     }
     // Checked again under the state's lock: the reconnect loop writes `Connecting` or
     // `Shutdown` only after the connection closed or the client was cancelled, so it is
