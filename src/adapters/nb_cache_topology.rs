@@ -88,17 +88,6 @@ impl Topology for NbCacheTopology<'_> {
         self.0.router_by_name(name).len()
     }
 
-    /// The replica indexes its routers' ports by network and routes by prefix.
-    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
-        let routers = self.0.router_by_name(name);
-        Some(
-            routers
-                .iter()
-                .map(|r| r.ports.len() + r.static_routes.len())
-                .sum(),
-        )
-    }
-
     /// A few range lookups in the replica's index, then the rows found.
     fn visit_ports_overlapping(
         &self,
@@ -229,6 +218,11 @@ impl RouterRows for CacheRouter<'_> {
             Box::new(uuids.iter().filter_map(|u| cache.static_route(*u)))
         };
         rows.for_each(|r| f(route_ref(r, self.2)));
+    }
+
+    /// The replica indexes its routers' ports by network and routes by prefix.
+    fn indexed_rows(&self) -> Option<usize> {
+        Some(self.1.ports.len() + self.1.static_routes.len())
     }
 }
 
@@ -383,5 +377,36 @@ mod tests {
         assert_eq!(owner_ref(&b, None), Some("p1"), "instance unknown: by name");
         let foreign: StrMap = [(PEERING_KEY, "p1")].into();
         assert_eq!(owner_ref(&foreign, Some("dep-a")), None);
+    }
+
+    /// A router of the replica says how many ports and routes it holds: what tells a router
+    /// asked per question (a hub's) from one read whole, without asking the replica by name
+    /// again.
+    #[test]
+    fn a_router_of_the_replica_counts_its_rows() {
+        use crate::ovsdb::cache::tests::{types, ApplyValue};
+        use crate::ovsdb::cache::UpdateFormat;
+        use serde_json::json;
+        let [router, p1, p2, r1] = [1u128, 2, 3, 4].map(Uuid::from_u128);
+        let update = json!({
+            "Logical_Router_Port": {
+                p1.to_string(): {"insert": {"name": "a", "networks": "10.0.0.1/24"}},
+                p2.to_string(): {"insert": {"name": "b", "networks": "10.0.1.1/24"}},
+            },
+            "Logical_Router_Static_Route": {
+                r1.to_string(): {"insert": {"ip_prefix": "10.9.0.0/24", "nexthop": "10.0.0.9"}},
+            },
+            "Logical_Router": {
+                router.to_string(): {"insert": {"name": "vpc-a",
+                    "ports": ["set", [["uuid", p1.to_string()], ["uuid", p2.to_string()]]],
+                    "static_routes": ["uuid", r1.to_string()]}},
+            },
+        });
+        let mut cache = NbCache::new(Some(PEERING_KEY.into()));
+        cache.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
+        let mut rows = Vec::new();
+        NbCacheTopology(&cache, None)
+            .visit_routers_named("vpc-a", &mut |r| rows.push(r.indexed_rows()));
+        assert_eq!(rows, vec![Some(3)]);
     }
 }

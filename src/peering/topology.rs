@@ -75,14 +75,6 @@ pub trait Topology {
             })
         });
     }
-    /// When [`Self::visit_ports_overlapping`] and [`Self::visit_routes_with_prefix`] are
-    /// lookups for the routers named `name` (a replica that indexes its routers' rows): how
-    /// many ports and routes they hold. A big resolved router (a hub's: a port and a route per
-    /// spoke) then keeps none of its rows and asks them per question, instead of being read
-    /// whole per create and per narrow pass. Default: `None`, the rows are read once and kept.
-    fn indexed_router_rows(&self, _name: &str) -> Option<usize> {
-        None
-    }
     /// The peer and gateway ports of the routers named `router` with a network overlapping
     /// `q`, each once, with its order among its router's ports. Default: a walk.
     fn visit_ports_overlapping(

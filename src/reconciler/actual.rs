@@ -33,6 +33,8 @@ use crate::peering::diff::{
 use crate::peering::owner::{Ownership, RowOwner};
 use crate::peering::{RoutePolicy, PEERING_KEY};
 
+use super::pass::cores::in_chunks;
+
 /// What NB holds for the plan: the desired peerings whose rows are exactly in NB (nothing to
 /// plan for them) and the rows the plan must look at for the others.
 pub(super) struct Actual {
@@ -108,12 +110,15 @@ impl Attachments {
 /// The rows NB holds that the diff looks at. With `only`, just the rows of
 /// those peerings, and just the foreign ports in the way of `desired`. `settled`: peerings
 /// the caller found in sync already ([`Attachments::holds`], their desired rows dropped).
+/// The rows to copy are picked out on `threads` threads (a full pass reads every row of NB;
+/// [`in_chunks`] keeps their order).
 pub(super) fn actual_rows(
     cache: &NbCache,
     attach: &Attachments,
     desired: &[DesiredPeering],
     settled: HashSet<String>,
     ownership: &Ownership,
+    threads: usize,
 ) -> Actual {
     let mut actual = ActualRows::default();
     let scoped = &attach.scoped;
@@ -139,10 +144,13 @@ pub(super) fn actual_rows(
         None => cache.ports().collect(),
         Some(uuids) => uuids.iter().filter_map(|u| cache.port(*u)).collect(),
     };
-    for p in ports {
-        if !ownership.is_ours(&p.external_ids) || !elsewhere(&p.external_ids) {
-            continue;
-        }
+    let ports = in_chunks(&ports, threads, |_, rows| {
+        let copied = rows.iter().copied();
+        copied
+            .filter(|p| ownership.is_ours(&p.external_ids) && elsewhere(&p.external_ids))
+            .collect::<Vec<_>>()
+    });
+    for p in ports.into_iter().flatten() {
         let Some(router) = port_router.get(&p.uuid) else {
             continue; // not attached: about to be garbage-collected
         };
@@ -167,10 +175,13 @@ pub(super) fn actual_rows(
             .filter_map(|u| cache.static_route(*u))
             .collect(),
     };
-    for r in routes {
-        if !ownership.is_ours(&r.external_ids) || !elsewhere(&r.external_ids) {
-            continue;
-        }
+    let routes = in_chunks(&routes, threads, |_, rows| {
+        let copied = rows.iter().copied();
+        copied
+            .filter(|r| ownership.is_ours(&r.external_ids) && elsewhere(&r.external_ids))
+            .collect::<Vec<_>>()
+    });
+    for r in routes.into_iter().flatten() {
         let Some(router) = route_router.get(&r.uuid) else {
             continue;
         };

@@ -35,10 +35,14 @@ use crate::peering::topology::{
 use crate::peering::{PeeringSpec, Side, PEERING_KEY};
 use crate::store::{PeeringRecord, PeeringState};
 
+use super::pass::cores;
+
 /// The desired rows of the peerings judged, and the ones that cannot be derived.
 pub(crate) struct Derivation {
-    /// The rows of each target that can be derived.
+    /// The rows of each target that can be derived (and that `settle` kept).
     pub desired: Vec<DesiredPeering>,
+    /// The targets whose rows `settle` dropped (NB holds them exactly), in age order.
+    pub settled: Vec<String>,
     /// Failed peerings whose existing rows must be left as they are (frozen).
     pub untouched: BTreeSet<String>,
     /// Targets whose rows cannot be derived now, and why (the STATE_FAILED message).
@@ -73,15 +77,21 @@ pub(crate) enum Targets<'a> {
 /// `settle` sees each peering's desired rows as soon as they are derived, with whether no
 /// other live peering of `context` has its name or one of its port names, and says whether
 /// to keep them in [`Derivation::desired`]: a full pass stamps them and drops at once those
-/// NB already holds exactly (most of them: nothing to plan), instead of holding 100,000
-/// peerings' rows until the plan.
+/// NB already holds exactly (most of them: nothing to plan; their names go to
+/// [`Derivation::settled`]), instead of holding 100,000 peerings' rows until the plan.
+///
+/// With `threads` > 1 (a big full pass, [`cores::pass_threads`]), the peerings are judged on
+/// that many threads ([`cores::in_chunks`]): the rules and `settle` read only the snapshot,
+/// the index and their own peering, and the results are merged in age order, so the
+/// derivation is the one a single thread gives (`pass::tests::split_derivation_equals_one_thread`).
 pub(crate) fn derive(
     targets: Targets<'_>,
     context: &[PeeringRecord],
     cache: &NbCache,
     protected: &[String],
     instance: &str,
-    settle: &mut dyn FnMut(&mut DesiredPeering, bool) -> bool,
+    threads: usize,
+    settle: &(dyn Fn(&mut DesiredPeering, bool) -> bool + Sync),
 ) -> Derivation {
     // Rows of peerings deleted through the API leave NB in this very pass: they block no one.
     // Rows of another deployment are foreign (`instance`: ours), whatever their peering name.
@@ -112,31 +122,53 @@ pub(crate) fn derive(
             untouched.insert(rec.name.clone());
         }
     }
-    let mut desired = Vec::new();
-    for (i, (rec, spec)) in records.iter().zip(&specs).enumerate() {
-        if !wanted(&rec.name) {
-            continue;
+    // Judged in chunks of consecutive peerings (in age order), merged in that order.
+    let positions: Vec<usize> = (0..records.len())
+        .filter(|&i| wanted(&records[i].name))
+        .collect();
+    let chunks = cores::in_chunks(&positions, threads, |_, chunk| {
+        let mut out = Judged::default();
+        for &i in chunk {
+            let (rec, spec) = (records[i], &specs[i]);
+            match desired_rows_in(spec, rec.generation, &topo, index.before(i), protected) {
+                Ok(mut d) => match settle(&mut d, !index.shares_a_name(i)) {
+                    true => out.desired.push(d),
+                    false => out.settled.push(d.name),
+                },
+                Err(why) => out
+                    .failed
+                    .push((rec.name.clone(), why, router_gone(&topo, spec))),
+            }
         }
-        match desired_rows_in(spec, rec.generation, &topo, index.before(i), protected) {
-            Ok(mut d) => {
-                if settle(&mut d, !index.shares_a_name(i)) {
-                    desired.push(d)
-                }
+        out
+    });
+    let (mut desired, mut settled) = (Vec::new(), Vec::new());
+    for chunk in chunks {
+        desired.extend(chunk.desired);
+        settled.extend(chunk.settled);
+        for (name, why, gone) in chunk.failed {
+            if !gone {
+                untouched.insert(name.clone());
             }
-            Err(why) => {
-                if !router_gone(&topo, spec) {
-                    untouched.insert(rec.name.clone());
-                }
-                failed.insert(rec.name.clone(), why);
-            }
+            failed.insert(name, why);
         }
     }
     Derivation {
         desired,
+        settled,
         untouched,
         failed,
         judged,
     }
+}
+
+/// What one chunk of peerings came to: kept rows, names settled, failures (with whether a
+/// router of the pair is gone).
+#[derive(Default)]
+struct Judged {
+    desired: Vec<DesiredPeering>,
+    settled: Vec<String>,
+    failed: Vec<(String, String, bool)>,
 }
 
 /// The live peerings of `context`, oldest first (`create_time`, then name), as records and
@@ -323,6 +355,11 @@ impl RouterRows for LeavingRouter<'_> {
             }
         });
     }
+
+    /// As NB holds them (the rows of the peerings going included).
+    fn indexed_rows(&self) -> Option<usize> {
+        self.router.indexed_rows()
+    }
 }
 
 impl<T: Topology> Topology for Leaving<'_, T> {
@@ -366,10 +403,6 @@ impl<T: Topology> Topology for Leaving<'_, T> {
 
     fn router_count(&self, name: &str) -> usize {
         self.nb.router_count(name)
-    }
-
-    fn indexed_router_rows(&self, name: &str) -> Option<usize> {
-        self.nb.indexed_router_rows(name)
     }
 
     fn visit_ports_overlapping(

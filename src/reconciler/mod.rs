@@ -4,7 +4,8 @@
 //! It takes no input. Whatever wakes it (a Postgres `NOTIFY` on a desired
 //! change, an NB monitor update, a cache resync, the periodic timer), it runs
 //! the same pass (`pass`): read desired state, read the NB cache, derive,
-//! diff, write the difference, write statuses. A notification naming one
+//! diff, write the difference, write statuses (while the next pass already runs:
+//! `report`). A notification naming one
 //! peering narrows the pass to that peering and the other peerings of its two
 //! VPCs (their verdicts may depend on it); everything else, including the
 //! timer, runs it over all of them (`wake`). Only the replica holding the
@@ -19,6 +20,7 @@ mod lock;
 mod narrow;
 mod nb_scope;
 mod pass;
+mod report;
 pub mod timing;
 #[doc(hidden)] // public for the integration tests of its guards
 pub mod translate;
@@ -269,12 +271,31 @@ impl Reconciler {
 
         let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut next_full = tokio::time::Instant::now();
+        // The last pass's statuses and tombstones on their way to Postgres while the next pass
+        // runs: it judges with them overlaid on its read and awaits them before writing its
+        // own; an idle worker awaits them too. Given a moment to land on shutdown, aborted
+        // when fenced or when the lock is lost (`report.rs`).
+        let mut report = None;
         loop {
             let Some(scope) = wake.take() else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep_until(next_full) => wake.full(),
+                let landed = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = wake.notified() => continue,
+                    _ = tokio::time::sleep_until(next_full) => {
+                        wake.full();
+                        continue;
+                    }
+                    landed = report::landed(&mut report) => landed,
+                };
+                // Failed while idle: nothing else would look again before the resync timer.
+                if let Err(e) = landed {
+                    let d = retry.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?d, "writing a pass's statuses failed");
+                    wake.full();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(d) => {}
+                    }
                 }
                 continue;
             };
@@ -288,7 +309,7 @@ impl Reconciler {
             };
             let started = std::time::Instant::now();
             let full = scope == Scope::All;
-            let result = pass::run(self, scope).await;
+            let result = pass::run_behind(self, scope, &mut report).await;
             metrics::histogram!(crate::metrics::RECONCILER_PASS_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             // What a pass frees is handed back once it has dropped its peerings, rows and plan
@@ -333,7 +354,7 @@ impl Reconciler {
                     // Not a failure to back off from: run as soon as the cache is in sync.
                     let mut state = self.nb.state();
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => break,
                         _ = state.wait_for(|s| s.is_synced()) => {}
                     }
                     wake.full();
@@ -350,10 +371,12 @@ impl Reconciler {
             // After a failure: look at everything again, after the backoff.
             wake.full();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(next) => {}
             }
         }
+        // Shut down gracefully: the last pass's statuses are ours to write still.
+        report::settle(report).await;
     }
 }
 

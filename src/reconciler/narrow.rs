@@ -18,6 +18,7 @@ use crate::ovsdb::CacheSnapshot;
 use crate::store::{PeeringRecord, StoreError};
 
 use super::derive::{judges_only, narrow_probe, MAX_NARROWED};
+use super::report::Report;
 use super::Reconciler;
 
 /// The context of a narrow pass over `targets` (the peerings named `names`, as stored) read
@@ -30,6 +31,7 @@ pub(super) async fn probed_context(
     r: &Reconciler,
     names: &BTreeSet<String>,
     targets: &[PeeringRecord],
+    previous: Option<&Report>,
 ) -> Result<Option<(Vec<PeeringRecord>, CacheSnapshot)>, StoreError> {
     if targets.is_empty() || targets.len() > MAX_NARROWED || !r.nb.state().borrow().is_synced() {
         return Ok(None);
@@ -52,7 +54,12 @@ pub(super) async fn probed_context(
     let Some(probe) = probe else {
         return Ok(None);
     };
-    let records = r.store.peering_list_conflicting(&probe).await?;
+    let mut records = r.store.peering_list_conflicting(&probe).await?;
+    // Whether the probe's read is enough depends on its peerings' states: as Postgres holds
+    // them once the previous pass's report is in.
+    if let Some(previous) = previous {
+        previous.overlay(&mut records);
+    }
     let names = names.clone();
     tokio::task::spawn_blocking(move || {
         let enough = judges_only(&names, &records, &cache);

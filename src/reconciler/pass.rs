@@ -24,7 +24,10 @@ use crate::store::{PeeringRecord, PeeringState, StatusUpdate, StoreError};
 
 use super::actual::{actual_rows, holds_rows_of, our_row_count, Attachments};
 use super::derive::{derive, Derivation, Targets};
+use super::report::Report;
 use super::{write, Reconciler};
+
+pub(super) mod cores;
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +105,9 @@ struct DeriveSteps {
 /// The rules, NB's rows and the plan of one pass (the CPU part). `settle_early` (a full
 /// pass): each peering NB holds exactly, alone with its names, is settled as soon as it is
 /// derived and its rows dropped (see [`derive`]); otherwise every in-sync peering is found by
-/// [`actual_rows`]. Either way the same plan and outcomes.
+/// [`actual_rows`]. Either way the same plan and outcomes. The rules, the early settle and
+/// the pick of NB's rows run on `threads` threads ([`cores::pass_threads`]: a big full pass),
+/// with the same result as one.
 fn derive_and_plan(
     targets: Targets<'_>,
     records: &[PeeringRecord],
@@ -110,31 +115,35 @@ fn derive_and_plan(
     protected: &[String],
     ownership: &Ownership,
     settle_early: bool,
+    threads: usize,
 ) -> (Derivation, Plan, DeriveSteps) {
     let t0 = Instant::now();
     // A full pass asks of each peering as soon as it is derived whether NB holds it
     // exactly, and drops its rows then (see `derive`); a narrow pass knows which
     // rows to read only once it has judged.
-    let (mut attach, mut settled) = (None, HashSet::new());
-    if settle_early {
-        attach = Some(Attachments::new(cache, None));
-    }
+    let attach = settle_early.then(|| Attachments::new(cache, None));
     let instance = &ownership.instance;
-    let mut settle = |d: &mut DesiredPeering, alone: bool| {
+    let settle = |d: &mut DesiredPeering, alone: bool| {
         d.stamp_instance(instance);
-        match &attach {
-            Some(a) if alone && a.holds(cache, d, ownership) => {
-                settled.insert(std::mem::take(&mut d.name));
-                false
-            }
-            _ => true,
-        }
+        !matches!(&attach, Some(a) if alone && a.holds(cache, d, ownership))
     };
-    let mut derivation = derive(targets, records, cache, protected, instance, &mut settle);
+    let mut derivation = derive(
+        targets, records, cache, protected, instance, threads, &settle,
+    );
     let t_rules = t0.elapsed();
     let scoped = derivation.judged.as_ref();
     let attach = attach.unwrap_or_else(|| Attachments::new(cache, scoped));
-    let actual = actual_rows(cache, &attach, &derivation.desired, settled, ownership);
+    let settled: HashSet<String> = std::mem::take(&mut derivation.settled)
+        .into_iter()
+        .collect();
+    let actual = actual_rows(
+        cache,
+        &attach,
+        &derivation.desired,
+        settled,
+        ownership,
+        threads,
+    );
     drop(attach);
     let t_actual = t0.elapsed();
     // Peerings NB already holds exactly have nothing to plan: their desired rows go
@@ -189,12 +198,33 @@ pub enum Scope {
 }
 
 pub(super) async fn run(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
-    use tracing::Instrument;
-    let span = tracing::info_span!("reconcile", full = scope == Scope::All);
-    run_pass(r, scope).instrument(span).await
+    let mut report = None;
+    let mut outcome = run_behind(r, scope, &mut report).await?;
+    if let Some(report) = report {
+        outcome.tombstones_removed = report.finish().await?;
+    }
+    Ok(outcome)
 }
 
-async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError> {
+/// One pass that leaves its report to Postgres in `report`, still being written (see
+/// [`Report`]). The one found there (the previous pass's) is overlaid on this pass's read and
+/// awaited just before this pass starts its own. The outcome's `tombstones_removed` is then the
+/// report's to say.
+pub(super) async fn run_behind(
+    r: &Reconciler,
+    scope: Scope,
+    report: &mut Option<Report>,
+) -> Result<PassOutcome, PassError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("reconcile", full = scope == Scope::All);
+    run_pass(r, scope, report).instrument(span).await
+}
+
+async fn run_pass(
+    r: &Reconciler,
+    scope: Scope,
+    report: &mut Option<Report>,
+) -> Result<PassOutcome, PassError> {
     let t_start = Instant::now();
     // The NB snapshot a narrow pass's probe read: derived from too, so that what the probe
     // found and what is judged are one NB. Otherwise a fresh one below.
@@ -223,7 +253,7 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
             // Nothing changed in NB under them: the few peerings that can conflict with them
             // may be enough (a hub's new spoke), read by probe (`narrow.rs`).
             let probed = match touched.is_empty() && ports.is_empty() {
-                true => super::narrow::probed_context(r, names, &targets).await?,
+                true => super::narrow::probed_context(r, names, &targets, report.as_ref()).await?,
                 false => None,
             };
             let records = match (probed, ports.is_empty()) {
@@ -255,6 +285,12 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
             (records, Some((names.clone(), by_nb)))
         }
     };
+    // The previous pass's report may still be on its way to Postgres: judge what Postgres
+    // holds once it is in (it is awaited before ours starts, see `report.rs`).
+    let mut records = records;
+    if let Some(previous) = report.as_ref() {
+        previous.overlay(&mut records);
+    }
     let t_read = t_start.elapsed();
     if !r.nb.state().borrow().is_synced() {
         return Err(PassError::NbNotSynced);
@@ -278,6 +314,9 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     let full = changed.is_none();
     let (records, ownership, derivation, mut plan, brake, tombstones, steps) =
         tokio::task::spawn_blocking(move || {
+            // A full pass's snapshot is taken here, after Postgres was read (also when it
+            // is split over threads): a peering created meanwhile is judged against an NB at
+            // least as new as the one its create was checked against.
             let cache = probed_nb.unwrap_or_else(|| nb.cache());
             let targets = match &changed {
                 None => Targets::All,
@@ -286,8 +325,10 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
                     by_nb,
                 },
             };
-            let (derivation, plan, steps) =
-                derive_and_plan(targets, &records, &cache, &protected, &ownership, full);
+            let threads = cores::pass_threads(full, records.len());
+            let (derivation, plan, steps) = derive_and_plan(
+                targets, &records, &cache, &protected, &ownership, full, threads,
+            );
             let brake = match plan.deletions(&tombstones) {
                 n if n > MASS_DELETION_MIN && !allow_mass_deletion => {
                     mass_deletion(n, our_row_count(&cache, &ownership))
@@ -367,8 +408,6 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
     }
     let changed = changed_statuses(&records, statuses);
     record_convergence_delay(&records, &changed);
-    r.store.peering_statuses_set(&changed).await?;
-    write_result?;
 
     // Tombstones whose rows are all gone from NB.
     let gone: Vec<(String, i64)> = {
@@ -385,7 +424,19 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         .filter(|p| p.state == PeeringState::Deleting)
         .count()
         - gone.len();
-    outcome.tombstones_removed = r.store.peering_tombstones_remove(&gone).await? as usize;
+    let t_report = Instant::now();
+    if let Some(previous) = report.take() {
+        previous.finish().await?;
+    }
+    let report_wait = t_report.elapsed();
+    let reporting = Report::start(r.store.clone(), changed, gone, r.passed.clone());
+    if write_result.is_err() {
+        // What is known is reported before the pass says it failed.
+        reporting.finish().await?;
+        write_result?;
+    } else {
+        *report = Some(reporting);
+    }
     tracing::debug!(
         peerings = records.len(),
         read_ms = t_read.as_secs_f64() * 1e3,
@@ -395,18 +446,16 @@ async fn run_pass(r: &Reconciler, scope: Scope) -> Result<PassOutcome, PassError
         plan_ms = steps.plan.as_secs_f64() * 1e3,
         in_sync = steps.in_sync,
         write_ms = (t_written - t_derived).as_secs_f64() * 1e3,
+        // Waiting for the previous pass's report before starting ours.
+        report_wait_ms = report_wait.as_secs_f64() * 1e3,
         total_ms = t_start.elapsed().as_secs_f64() * 1e3,
         "pass timings"
     );
-    // Counted in Postgres within a second of a pass, narrowed or full: a narrowed pass sees only
-    // some peerings, so its own tallies cannot say how many there are in each state.
-    r.passed.notify_one();
     if !outcome.is_idle() || !outcome.failed.is_empty() {
         tracing::info!(
             peerings = outcome.peerings,
             rows_written = outcome.rows_written,
             transactions = outcome.transactions,
-            tombstones_removed = outcome.tombstones_removed,
             failed = outcome.failed.len(),
             "reconciled"
         );
@@ -436,7 +485,10 @@ fn statuses(records: &[PeeringRecord], verdicts: &HashMap<String, Verdict>) -> V
 }
 
 /// Only the statuses that differ from what Postgres holds.
-fn changed_statuses(records: &[PeeringRecord], statuses: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+pub(super) fn changed_statuses(
+    records: &[PeeringRecord],
+    statuses: Vec<StatusUpdate>,
+) -> Vec<StatusUpdate> {
     let by_name: HashMap<&str, &PeeringRecord> =
         records.iter().map(|p| (p.name.as_str(), p)).collect();
     statuses

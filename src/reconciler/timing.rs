@@ -34,6 +34,9 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Releasing the lock on shutdown (the session may be the broken thing).
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a graceful shutdown waits for the last pass's statuses to land in Postgres
+/// (`report.rs`), before the lock is released.
+pub const REPORT_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// Server-side keepalives of the lock session, in seconds (Postgres GUCs).
 pub const KEEPALIVES_IDLE_SECS: u64 = 5;

@@ -21,7 +21,7 @@ pub(super) struct ResolvedRouter {
     pub name: String,
     pub subnets: Vec<IpNet>,
     /// Its rows as the rules read them, or `None` when the topology indexes them
-    /// ([`Topology::indexed_router_rows`]): each question is then asked of it (a hub's router is
+    /// ([`super::RouterRows::indexed_rows`]): each question is then asked of it (a hub's router is
     /// not read whole).
     kept: Option<Kept>,
     /// Debug builds, asked: the same router read whole, whose answers every question checks.
@@ -46,34 +46,33 @@ type EcmpKey = (RoutePolicy, IpNet);
 
 impl ResolvedRouter {
     /// The one router named `vpc` (or why not, as [`super::resolve_router`] says it);
-    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it. `ask`:
-    /// keep none of its rows, ask `topo` per question (for a topology that indexes them,
-    /// [`Topology::indexed_router_rows`], and few questions); `claimed` is then asked again per
-    /// question and must say the same.
+    /// `claimed(port)`: whether an indexed peering holds the port name `port` in it.
+    /// `ask(rows)`, given what the router says of its rows ([`super::RouterRows::indexed_rows`]):
+    /// keep none of them, ask `topo` per question (for a topology that indexes them, and few
+    /// questions); `claimed` is then asked again per question and must say the same.
     pub(super) fn new(
         topo: &(impl Topology + ?Sized),
         vpc: &str,
         claimed: impl Fn(&str) -> bool,
-        ask: bool,
+        ask: impl Fn(Option<usize>) -> bool,
     ) -> Result<ResolvedRouter, String> {
-        Self::resolve(topo, vpc, &claimed, ask)
+        Self::resolve(topo, vpc, &claimed, &ask)
     }
 
     fn resolve(
         topo: &(impl Topology + ?Sized),
         vpc: &str,
         claimed: &dyn Fn(&str) -> bool,
-        ask: bool,
+        ask: &dyn Fn(Option<usize>) -> bool,
     ) -> Result<ResolvedRouter, String> {
         let mut found = 0;
         let mut resolved = None;
-        let indexed = ask;
         topo.visit_routers_named(vpc, &mut |r| {
             found += 1;
             if found > 1 {
                 return;
             }
-            if indexed {
+            if ask(r.indexed_rows()) {
                 resolved = Some(ResolvedRouter {
                     id: r.id(),
                     name: r.name().to_string(),
@@ -129,7 +128,7 @@ impl ResolvedRouter {
                     r.subnets = topo.subnets_named(vpc);
                     #[cfg(debug_assertions)]
                     {
-                        r.twin = ResolvedRouter::resolve(topo, vpc, claimed, false)
+                        r.twin = ResolvedRouter::resolve(topo, vpc, claimed, &|_| false)
                             .ok()
                             .map(Box::new);
                     }

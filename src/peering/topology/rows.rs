@@ -170,6 +170,16 @@ pub trait RouterRows {
     fn each_port(&self, f: &mut dyn FnMut(PortRef<'_>));
     /// Each static route (all route tables), in the router's order.
     fn each_route(&self, f: &mut dyn FnMut(RouteRef<'_>));
+    /// When the topology it came from answers [`Topology::visit_ports_overlapping`] and
+    /// [`Topology::visit_routes_with_prefix`] by lookups (a replica that indexes its routers'
+    /// rows): how many ports and routes it holds. A big resolved router (a hub's: a port and a
+    /// route per spoke) then keeps none of its rows and asks them per question, instead of
+    /// being read whole per create and per narrow pass. Told by the router being resolved, not
+    /// asked of the topology by name again (a full pass resolves 200,000 routers). Default:
+    /// `None`, the rows are read once and kept.
+    fn indexed_rows(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl RouterRows for RouterView {

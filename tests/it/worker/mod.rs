@@ -16,6 +16,7 @@ mod ownership;
 mod ownership_guard;
 mod partition;
 mod pipeline;
+mod report;
 mod restart;
 mod rows;
 mod safety;

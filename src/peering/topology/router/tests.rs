@@ -112,7 +112,7 @@ proptest! {
         // a replica's index, whose lookups are held equal to them in `ovsdb::row_index`).
         for asked in [false, true] {
         let resolved =
-            ResolvedRouter::new(&topo, "vpc-a", is_claimed, asked).expect("one router");
+            ResolvedRouter::new(&topo, "vpc-a", is_claimed, |_| asked).expect("one router");
         prop_assert_eq!(&resolved.subnets, &topo.subnets_named("vpc-a"));
         for q in NETS.iter().map(|n| n.parse::<IpNet>().unwrap().trunc()) {
             for own in PORTS.iter().copied().chain(["none"]) {
