@@ -288,6 +288,8 @@ fn install(
         _ => (false, None, reply, UpdateFormat::V1),
     };
     let in_place = std::mem::take(&mut monitor.lock().unwrap_or_else(|e| e.into_inner()).in_place);
+    // Only a dump replaced in place is told as changes: what a row was before it (`changes`).
+    let before = in_place.then(|| shared.snapshot());
     let applied = shared.update_replica(|cache| {
         if found {
             // The server sent only what changed since our last_txn_id: our cache stays.
@@ -323,10 +325,11 @@ fn install(
         return Ok(());
     }
     // Event first: whoever subscribes after seeing `synced` must not get a stale Resynced.
-    if !in_place {
-        let _ = shared.events.send(CacheEvent::Resynced);
-    } else if !changes.is_empty() {
-        let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
+    match before {
+        Some(before) => shared.send_changes(&before, changes),
+        None => {
+            let _ = shared.events.send(CacheEvent::Resynced);
+        }
     }
     // Checked again under the state's lock: the reconnect loop writes `Connecting` or
     // `Shutdown` only after the connection closed or the client was cancelled, so it is
@@ -376,6 +379,8 @@ fn on_notification(
     }
     let format = s.format;
     drop(s);
+    // The snapshot the update applies to: what a row was before it (`changes`).
+    let before = shared.snapshot();
     let (changes, rows) = shared
         .update_replica(|cache| cache.apply(types, format, updates.get()))
         .map_err(|e| distrust(shared, e))?;
@@ -385,9 +390,7 @@ fn on_notification(
         *shared.last_txn_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
     }
     shared.version.send_modify(|v| *v += 1);
-    if !changes.is_empty() {
-        let _ = shared.events.send(CacheEvent::Changed(Arc::new(changes)));
-    }
+    shared.send_changes(&before, changes);
     Ok(())
 }
 

@@ -14,6 +14,8 @@
 //! - `updates`: monitor updates parsed straight from the wire's text into row operations.
 //! - [`cache`]: the replica, its indexes and update application; `row_index`: which router
 //!   holds each port and route, every router's subnets, followed row change by row change.
+//! - [`changes`]: an update's row changes as listeners receive them, with the router and port
+//!   names each touched before and after it.
 //! - `handshake`: on each new connection, schema check, leader check, monitor setup; then the
 //!   update handler that feeds the cache.
 //! - `state`: [`ClientConfig`], [`ConnectionState`], [`CacheEvent`] and the state shared by
@@ -22,6 +24,7 @@
 //! - [`error`]: one error enum per layer.
 
 pub mod cache;
+pub mod changes;
 pub mod client;
 mod connection;
 pub mod error;
@@ -40,6 +43,7 @@ mod updates;
 pub mod values;
 
 pub use cache::{ChangeKind, NbCache, RowChange};
+pub use changes::{Changes, RowNames};
 pub use client::{CacheSnapshot, Client, Sent};
 pub use error::{Error, OvsdbError, OvsdbErrorKind, TransactError};
 pub use model::{LogicalRouter, LogicalRouterPort, LogicalRouterStaticRoute, Model, Table};

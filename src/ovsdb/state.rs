@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{NbCache, RowChange};
+use super::changes::Changes;
 use super::connection::Connection;
 use super::error::Error;
 use super::remote::Remote;
@@ -97,7 +98,8 @@ impl ConnectionState {
 
 #[derive(Debug, Clone)]
 pub enum CacheEvent {
-    Changed(Arc<Vec<RowChange>>),
+    /// An update's changes (at least one), with the names they touched before and after it.
+    Changed(Arc<Changes>),
     /// The cache was rebuilt from the server: re-read everything.
     Resynced,
     Disconnected,
@@ -171,6 +173,16 @@ impl Shared {
         let rows = next.len();
         self.replica.send_replace(Arc::new(next));
         Ok((out, rows))
+    }
+
+    /// Tells the listeners `rows`, the changes of the update just applied to `before`, each
+    /// with the names its row had there; nothing when there are none or nobody listens.
+    pub(super) fn send_changes(&self, before: &NbCache, rows: Vec<RowChange>) {
+        if rows.is_empty() || self.events.receiver_count() == 0 {
+            return;
+        }
+        let changes = Changes::read(before, rows);
+        let _ = self.events.send(CacheEvent::Changed(Arc::new(changes)));
     }
 }
 

@@ -464,8 +464,6 @@ async fn wake_on_northbound(
     wake: Arc<Wake>,
     stop: CancellationToken,
 ) {
-    // Subscribed first: an update that lands meanwhile is learnt twice, which is harmless.
-    let mut map = nb_scope::RouterMap::rebuild(&*nb.cache());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -473,15 +471,14 @@ async fn wake_on_northbound(
                 Ok(CacheEvent::Disconnected) => {}
                 Ok(CacheEvent::Changed(changes)) => {
                     let foreign = wake.foreign(&changes);
-                    let touched = map.apply(&*nb.cache(), &changes, |c| foreign.contains(&c.uuid));
-                    match touched {
+                    let now = nb.cache();
+                    match nb_scope::touched(&changes, &now, |c| foreign.contains(&c.uuid)) {
                         Some(t) => wake.touched(t),
                         None => wake.full(),
                     }
                 }
                 // A resync, or missed events (lagged): look at everything again.
                 Ok(CacheEvent::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    map = nb_scope::RouterMap::rebuild(&*nb.cache());
                     wake.full();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

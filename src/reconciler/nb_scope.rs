@@ -2,19 +2,20 @@
 //! must be judged again, so that a change made by someone else costs a narrow pass over
 //! those peerings instead of a full pass over every one.
 //!
-//! A monitor update names rows by uuid and, for a row that went, carries nothing else; so
-//! [`RouterMap`] remembers each router's name and which router holds each port and route,
-//! learnt from every change (the worker's own echoes too). A change it cannot place (a port
-//! of a router it never saw) asks for a full pass: the safe answer. A router renamed or
-//! deleted touches its old name and its new one; a port's name (ours live in a namespace
-//! shared by all routers) touches the peerings that hold that name, wherever the port is.
+//! A change touches the names its row had just before its update (handed by the replica with
+//! the change, [`Changes`]) and the names it has in the replica now: a router's name, the
+//! routers listing a port or route, a port's name. So a router renamed or deleted touches its
+//! old name and its new one, a port or route that went or moved touches the router that held
+//! it, and a port's name (ours live in a namespace shared by all routers) touches the
+//! peerings that hold that name, wherever the port is. A port or route inserted and gone
+//! again by the time the listener reads the replica touches nothing: the later update that
+//! deleted it carries the names it had then (a listener too far behind to get it is told
+//! `Lagged` and makes a full pass). A port or route that no router listed, before and now
+//! although it is there, cannot be placed: a full pass is then the safe answer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use compact_str::CompactString;
-use uuid::Uuid;
-
-use crate::ovsdb::{ChangeKind, NbCache, RowChange, Table};
+use crate::ovsdb::{ChangeKind, Changes, NbCache, RowChange, RowNames, Table};
 
 /// What a batch of foreign changes touches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,255 +26,189 @@ pub struct Touched {
     pub ports: BTreeSet<String>,
 }
 
-/// The part of the NB replica the map reads.
-pub trait NbRows {
-    /// A router's name and the rows it holds (ports and static routes).
-    fn router(&self, uuid: Uuid) -> Option<(&str, Vec<Uuid>)>;
-    /// A port's name.
-    fn port_name(&self, uuid: Uuid) -> Option<&str>;
-    /// Every router.
-    fn router_uuids(&self) -> Vec<Uuid>;
-}
-
-impl NbRows for NbCache {
-    fn router(&self, uuid: Uuid) -> Option<(&str, Vec<Uuid>)> {
-        let r = NbCache::router(self, uuid)?;
-        let held = r.ports.iter().chain(&r.static_routes).copied().collect();
-        Some((r.name.as_str(), held))
-    }
-    fn port_name(&self, uuid: Uuid) -> Option<&str> {
-        self.port(uuid).map(|p| p.name.as_str())
-    }
-    fn router_uuids(&self) -> Vec<Uuid> {
-        self.routers().map(|r| r.uuid).collect()
-    }
-}
-
-/// Router names and the router of each port and route, as last seen. Names inline (NB's, up to
-/// 24 bytes, need no allocation: README, *Memory at 100,000 peerings*).
-#[derive(Debug, Default)]
-pub struct RouterMap {
-    names: HashMap<Uuid, CompactString>,
-    holder: HashMap<Uuid, Uuid>,
-    port_names: HashMap<Uuid, CompactString>,
-}
-
-impl RouterMap {
-    /// The map of everything in `nb` now (after a resync).
-    pub fn rebuild(nb: &impl NbRows) -> Self {
-        let mut map = RouterMap::default();
-        for uuid in nb.router_uuids() {
-            map.learn_router(nb, uuid);
-        }
-        map
-    }
-
-    fn learn_router(&mut self, nb: &impl NbRows, uuid: Uuid) -> Option<String> {
-        let (name, held) = nb.router(uuid)?;
-        for child in held {
-            // Known already as held by this router: nothing to learn (a hub's router holds
-            // 20,000 rows and changes with every spoke). Its name was learnt with it, or comes
-            // with the port's own change (every row that appears is a change of its own).
-            if self.holder.get(&child) == Some(&uuid) {
+/// What the changes marked `foreign` touch, before their update and in `now`; `None` when one
+/// of them cannot be placed.
+pub fn touched(
+    changes: &Changes,
+    now: &NbCache,
+    foreign: impl Fn(&RowChange) -> bool,
+) -> Option<Touched> {
+    let mut touched = Touched::default();
+    for (c, was) in changes.iter().filter(|(c, _)| foreign(c)) {
+        let is = RowNames::read(now, c);
+        if c.table != Table::LogicalRouter && was.routers.is_empty() && is.routers.is_empty() {
+            if c.kind == ChangeKind::Insert && !present(now, c) {
+                // Gone since: its delete names where it was.
                 continue;
             }
-            self.holder.insert(child, uuid);
-            // A known port keeps its last name until its own change is seen (a rename
-            // touches the old name too).
-            if let Some(port) = nb.port_name(child) {
-                self.port_names.entry(child).or_insert_with(|| port.into());
-            }
+            return None;
         }
-        self.names.insert(uuid, name.into());
-        Some(name.to_owned())
+        for names in [was, &is] {
+            touched
+                .vpcs
+                .extend(names.routers.iter().map(|n| n.to_string()));
+            touched
+                .ports
+                .extend(names.port.iter().map(|n| n.to_string()));
+        }
     }
+    Some(touched)
+}
 
-    /// Learns from `changes` (every change of one update, ours included) as `nb` holds them
-    /// now, and returns what those marked `foreign` touch; `None` when one of them cannot be
-    /// placed (a full pass is then the answer).
-    pub fn apply(
-        &mut self,
-        nb: &impl NbRows,
-        changes: &[RowChange],
-        foreign: impl Fn(&RowChange) -> bool,
-    ) -> Option<Touched> {
-        let mut touched = Touched::default();
-        let mut placed = true;
-        // Routers first: a port or route inserted with its router's mutation is then known.
-        for c in changes.iter().filter(|c| c.table == Table::LogicalRouter) {
-            let old = self.names.remove(&c.uuid).map(String::from);
-            let new = self.learn_router(nb, c.uuid);
-            if foreign(c) {
-                touched.vpcs.extend(old.into_iter().chain(new));
-            }
-        }
-        for c in changes.iter().filter(|c| c.table != Table::LogicalRouter) {
-            let holder = self.holder.get(&c.uuid).copied();
-            let old_port = self.port_names.get(&c.uuid).map(|n| n.to_string());
-            let new_port = nb.port_name(c.uuid).map(str::to_owned);
-            if foreign(c) {
-                match holder {
-                    // A router that went in this update was touched above by its name.
-                    Some(router) => touched
-                        .vpcs
-                        .extend(self.names.get(&router).map(|n| n.to_string())),
-                    None => placed = false,
-                }
-                touched
-                    .ports
-                    .extend(old_port.into_iter().chain(new_port.clone()));
-            }
-            if c.kind == ChangeKind::Delete {
-                self.holder.remove(&c.uuid);
-                self.port_names.remove(&c.uuid);
-            } else if let Some(name) = new_port {
-                self.port_names.insert(c.uuid, name.into());
-            }
-        }
-        placed.then_some(touched)
+/// Whether `c`'s row is in `nb`.
+fn present(nb: &NbCache, c: &RowChange) -> bool {
+    match c.table {
+        Table::LogicalRouter => nb.router(c.uuid).is_some(),
+        Table::LogicalRouterPort => nb.port(c.uuid).is_some(),
+        Table::LogicalRouterStaticRoute => nb.static_route(c.uuid).is_some(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use serde_json::json;
+    use uuid::Uuid;
 
     use super::*;
-
-    /// Routers (name, held rows) and port names by uuid.
-    #[derive(Default)]
-    struct Fake {
-        routers: BTreeMap<Uuid, (String, Vec<Uuid>)>,
-        ports: BTreeMap<Uuid, String>,
-    }
-
-    impl NbRows for Fake {
-        fn router(&self, uuid: Uuid) -> Option<(&str, Vec<Uuid>)> {
-            self.routers
-                .get(&uuid)
-                .map(|(n, h)| (n.as_str(), h.clone()))
-        }
-        fn port_name(&self, uuid: Uuid) -> Option<&str> {
-            self.ports.get(&uuid).map(String::as_str)
-        }
-        fn router_uuids(&self) -> Vec<Uuid> {
-            self.routers.keys().copied().collect()
-        }
-    }
-
-    fn u(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    fn ch(table: Table, uuid: Uuid, kind: ChangeKind) -> RowChange {
-        RowChange { table, uuid, kind }
-    }
+    use crate::ovsdb::cache::tests::{types, ApplyValue};
+    use crate::ovsdb::cache::UpdateFormat;
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    /// Routers r1 (port 11 "r1-p", route 12) and r2 (port 21 "r2-p").
-    fn nb() -> Fake {
-        let mut nb = Fake::default();
-        nb.routers.insert(u(1), ("r1".into(), vec![u(11), u(12)]));
-        nb.routers.insert(u(2), ("r2".into(), vec![u(21)]));
-        nb.ports.insert(u(11), "r1-p".into());
-        nb.ports.insert(u(21), "r2-p".into());
+    fn s(n: u128) -> String {
+        Uuid::from_u128(n).to_string()
+    }
+
+    /// Only the change of row `n` is foreign.
+    fn only(n: u128) -> impl Fn(&RowChange) -> bool {
+        move |c| c.uuid == Uuid::from_u128(n)
+    }
+
+    /// Applies `update` to `nb` and hands its changes as the replica does: each with what its
+    /// row was before.
+    fn step(nb: &mut NbCache, update: serde_json::Value) -> Changes {
+        let before = nb.clone();
+        let rows = nb.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
+        Changes::read(&before, rows)
+    }
+
+    /// Routers r1 (1), r2 (2) holding port "p" (11), r3 (3), r4 (4) holding route 12, "ours"
+    /// (5) holding port "ours-p" (13).
+    fn nb() -> NbCache {
+        let mut nb = NbCache::default();
+        step(
+            &mut nb,
+            json!({
+                "Logical_Router_Port": {
+                    s(11): {"insert": {"name": "p", "mac": "m", "networks": "10.2.0.1/24"}},
+                    s(13): {"insert": {"name": "ours-p", "mac": "m", "networks": "10.5.0.1/24"}}},
+                "Logical_Router_Static_Route": {
+                    s(12): {"insert": {"ip_prefix": "10.9.0.0/16", "nexthop": "10.4.0.9"}}},
+                "Logical_Router": {
+                    s(1): {"insert": {"name": "r1"}},
+                    s(2): {"insert": {"name": "r2", "ports": ["uuid", s(11)]}},
+                    s(3): {"insert": {"name": "r3"}},
+                    s(4): {"insert": {"name": "r4", "static_routes": ["uuid", s(12)]}},
+                    s(5): {"insert": {"name": "ours", "ports": ["uuid", s(13)]}}}}),
+        );
         nb
     }
 
+    /// A renamed router (1), a port renamed and moved from r2 to r3 (11), a route (12); port 13
+    /// is ours.
     #[test]
-    fn a_change_of_a_port_route_or_router_touches_its_router_and_port_name() {
-        let nb = nb();
-        let mut map = RouterMap::rebuild(&nb);
-        let all = |_: &RowChange| true;
-        let port = [ch(Table::LogicalRouterPort, u(11), ChangeKind::Modify)];
-        assert_eq!(
-            map.apply(&nb, &port, all),
-            Some(Touched {
-                vpcs: set(&["r1"]),
-                ports: set(&["r1-p"])
-            })
-        );
-        let route = [ch(
-            Table::LogicalRouterStaticRoute,
-            u(12),
-            ChangeKind::Modify,
-        )];
-        assert_eq!(map.apply(&nb, &route, all).unwrap().vpcs, set(&["r1"]));
-        let router = [ch(Table::LogicalRouter, u(2), ChangeKind::Modify)];
-        assert_eq!(map.apply(&nb, &router, all).unwrap().vpcs, set(&["r2"]));
-        // Our own echo touches nothing, but is learnt from.
-        assert_eq!(map.apply(&nb, &port, |_| false), Some(Touched::default()));
-    }
-
-    #[test]
-    fn renames_inserts_and_deletes_touch_old_and_new_names() {
+    fn foreign_changes_touch_every_name_they_had_and_have() {
         let mut nb = nb();
-        let mut map = RouterMap::rebuild(&nb);
-        let all = |_: &RowChange| true;
-        // A router renamed: both names.
-        nb.routers.get_mut(&u(1)).unwrap().0 = "r1-new".into();
-        let t = map.apply(
-            &nb,
-            &[ch(Table::LogicalRouter, u(1), ChangeKind::Modify)],
-            all,
-        );
-        assert_eq!(t.unwrap().vpcs, set(&["r1", "r1-new"]));
-        // A port added to r2 (with r2's mutation, one update): r2 and the port's name.
-        nb.routers.get_mut(&u(2)).unwrap().1.push(u(22));
-        nb.ports.insert(u(22), "vpc-a-vpc-b".into());
-        let t = map.apply(
-            &nb,
-            &[
-                ch(Table::LogicalRouterPort, u(22), ChangeKind::Insert),
-                ch(Table::LogicalRouter, u(2), ChangeKind::Modify),
-            ],
-            all,
+        let changes = step(
+            &mut nb,
+            json!({
+                "Logical_Router": {
+                    s(1): {"modify": {"name": "r1-new"}},
+                    s(2): {"modify": {"ports": ["uuid", s(11)]}},
+                    s(3): {"modify": {"ports": ["uuid", s(11)]}}},
+                "Logical_Router_Port": {
+                    s(11): {"modify": {"name": "p-new"}},
+                    s(13): {"modify": {"enabled": true}}},
+                "Logical_Router_Static_Route": {s(12): {"modify": {"nexthop": "10.4.0.8"}}}}),
         );
         assert_eq!(
-            t,
+            touched(&changes, &nb, |c| c.uuid != Uuid::from_u128(13)),
             Some(Touched {
-                vpcs: set(&["r2"]),
-                ports: set(&["vpc-a-vpc-b"])
+                vpcs: set(&["r1", "r1-new", "r2", "r3", "r4"]),
+                ports: set(&["p", "p-new"]),
             })
         );
-        // A port renamed: both names.
-        nb.ports.insert(u(22), "x".into());
-        let t = map.apply(
-            &nb,
-            &[ch(Table::LogicalRouterPort, u(22), ChangeKind::Modify)],
-            all,
-        );
-        assert_eq!(t.unwrap().ports, set(&["vpc-a-vpc-b", "x"]));
-        // A router deleted with its port: its last name and the port's.
-        nb.routers.remove(&u(2));
-        nb.ports.remove(&u(21));
-        let t = map.apply(
-            &nb,
-            &[
-                ch(Table::LogicalRouter, u(2), ChangeKind::Delete),
-                ch(Table::LogicalRouterPort, u(21), ChangeKind::Delete),
-            ],
-            all,
-        );
+        // The port alone: where it was and where it is.
         assert_eq!(
-            t,
+            touched(&changes, &nb, only(11)),
+            Some(Touched {
+                vpcs: set(&["r2", "r3"]),
+                ports: set(&["p", "p-new"]),
+            })
+        );
+        // Our own echo touches nothing.
+        assert_eq!(touched(&changes, &nb, |_| false), Some(Touched::default()));
+    }
+
+    /// An inserted port had nothing before: its router and name are read in the replica now.
+    /// Inserted and deleted again before the listener reads the replica: it touches nothing,
+    /// its delete names where it was.
+    #[test]
+    fn an_inserted_row_is_read_now_and_one_gone_since_is_named_by_its_delete() {
+        let mut nb = nb();
+        let add = |nb: &mut NbCache, n: u128, name: &str| {
+            step(
+                nb,
+                json!({
+                    "Logical_Router_Port": {s(n): {"insert": {"name": name, "mac": "m",
+                        "networks": "169.254.0.1/30"}}},
+                    "Logical_Router": {s(2): {"modify": {"ports": ["uuid", s(n)]}}}}),
+            )
+        };
+        let inserted = add(&mut nb, 21, "q");
+        assert_eq!(
+            touched(&inserted, &nb, only(21)),
             Some(Touched {
                 vpcs: set(&["r2"]),
-                ports: set(&["r2-p"])
+                ports: set(&["q"]),
+            })
+        );
+        let inserted = add(&mut nb, 22, "gone");
+        let deleted = step(
+            &mut nb,
+            json!({
+                "Logical_Router": {s(2): {"modify": {"ports": ["uuid", s(22)]}}},
+                "Logical_Router_Port": {s(22): {"delete": null}}}),
+        );
+        assert_eq!(touched(&inserted, &nb, only(22)), Some(Touched::default()));
+        assert_eq!(
+            touched(&deleted, &nb, only(22)),
+            Some(Touched {
+                vpcs: set(&["r2"]),
+                ports: set(&["gone"]),
             })
         );
     }
 
+    /// A port that is there but that no router lists, before its update or now (NB collects
+    /// such rows; a client may still see one): a full pass.
     #[test]
-    fn a_row_it_cannot_place_asks_for_a_full_pass() {
-        let nb = nb();
-        let mut map = RouterMap::default(); // never saw the routers
-        let port = [ch(Table::LogicalRouterPort, u(11), ChangeKind::Modify)];
-        assert_eq!(map.apply(&nb, &port, |_| true), None);
+    fn a_row_there_that_no_router_lists_asks_for_a_full_pass() {
+        let mut nb = nb();
+        let port = json!({"name": "orphan", "mac": "m", "networks": "10.7.0.1/24"});
+        let inserted = step(
+            &mut nb,
+            json!({"Logical_Router_Port": {s(31): {"insert": port}}}),
+        );
+        assert_eq!(touched(&inserted, &nb, only(31)), None);
+        let modified = step(
+            &mut nb,
+            json!({"Logical_Router_Port": {s(31): {"modify": {"enabled": true}}}}),
+        );
+        assert_eq!(touched(&modified, &nb, only(31)), None);
         // Not foreign: nothing to place.
-        assert_eq!(map.apply(&nb, &port, |_| false), Some(Touched::default()));
+        assert_eq!(touched(&modified, &nb, |_| false), Some(Touched::default()));
     }
 }

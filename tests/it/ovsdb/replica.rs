@@ -2,6 +2,7 @@
 //! may omit columns the server then fills with schema defaults) end up in the cache exactly as
 //! the server holds them.
 
+use ovn_peerd::ovsdb::{CacheEvent, ChangeKind};
 use ovn_peerd_test_support::ovsdb::{run, start_server};
 use ovn_peerd_test_support::wait_until;
 
@@ -125,19 +126,10 @@ async fn schema_upgrade_without_a_reconnect_or_a_resync() {
         .transact(vec![insert_router("before", None, None)])
         .await
         .unwrap();
-    let mut schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(NB_SCHEMA).unwrap()).unwrap();
-    schema["tables"]["Logical_Router"]["columns"]["peerd_test_extra"] =
-        json!({"type": {"key": "string", "min": 0, "max": 1}});
-    let version = schema["version"].as_str().unwrap().to_owned();
-    let mut parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
-    parts[2] += 1;
-    let new_version = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
-    schema["version"] = json!(new_version);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nb-plus.ovsschema");
-    std::fs::write(&path, schema.to_string()).unwrap();
-
+    let (_dir, path, new_version) = next_schema(|schema| {
+        schema["tables"]["Logical_Router"]["columns"]["peerd_test_extra"] =
+            json!({"type": {"key": "string", "min": 0, "max": 1}});
+    });
     let mut events = client.subscribe();
     run(
         "ovsdb-client",
@@ -160,5 +152,78 @@ async fn schema_upgrade_without_a_reconnect_or_a_resync() {
             .iter()
             .any(|e| e.contains("Resynced") || e.contains("Disconnected")),
         "{seen:?}"
+    );
+}
+
+/// NB's schema edited by `edit`, with the next version, written to a file (in the directory
+/// returned with it): what `ovsdb-client convert` takes.
+fn next_schema(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let mut schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(NB_SCHEMA).unwrap()).unwrap();
+    edit(&mut schema);
+    let version = schema["version"].as_str().unwrap().to_owned();
+    let mut parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    parts[2] += 1;
+    let new_version = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
+    schema["version"] = json!(new_version);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nb-next.ovsschema");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    (dir, path, new_version)
+}
+
+/// A conversion that deletes rows (routers no longer a root table: the server collects them,
+/// and their ports with them) is followed by a dump that replaces the replica in place: its
+/// changes still name what each row was before, the router that held a deleted port included
+/// (only the replica before the dump knew it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_replaced_in_place_names_what_its_deleted_rows_were() {
+    let srv = NbServer::start();
+    let client = connect(&srv.remote()).await;
+    srv.nbctl(&["lr-add", "gone"]);
+    srv.nbctl(&[
+        "lrp-add",
+        "gone",
+        "gone-p",
+        "0a:00:00:00:00:01",
+        "10.9.0.1/24",
+    ]);
+    client
+        .wait_for(T, |c| c.port_by_name("gone-p").is_some())
+        .await
+        .unwrap();
+    let cache = client.cache();
+    let router = cache.router_by_name("gone")[0].uuid;
+    let port = cache.port_by_name("gone-p").unwrap().uuid;
+    let (_dir, path, _) = next_schema(|schema| {
+        schema["tables"]["Logical_Router"]["isRoot"] = json!(false);
+    });
+
+    let mut events = client.subscribe();
+    run(
+        "ovsdb-client",
+        &["convert", &srv.remote(), path.to_str().unwrap()],
+    );
+    let changes = loop {
+        let event = tokio::time::timeout(T, events.recv())
+            .await
+            .expect("no event after the conversion")
+            .unwrap();
+        match event {
+            CacheEvent::Changed(c) if c.iter().any(|(c, _)| c.uuid == port) => break c,
+            CacheEvent::Changed(_) => {}
+            other => panic!("{other:?}: the replica was not replaced in place"),
+        }
+    };
+    let was = |uuid| {
+        let (c, was) = changes.iter().find(|(c, _)| c.uuid == uuid).unwrap();
+        assert_eq!(c.kind, ChangeKind::Delete);
+        let routers: Vec<String> = was.routers.iter().map(|r| r.to_string()).collect();
+        (routers, was.port.as_ref().map(|p| p.to_string()))
+    };
+    assert_eq!(was(router), (vec!["gone".to_owned()], None));
+    assert_eq!(
+        was(port),
+        (vec!["gone".to_owned()], Some("gone-p".to_owned()))
     );
 }

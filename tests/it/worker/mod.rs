@@ -9,6 +9,7 @@ mod events;
 mod failures;
 mod faults;
 mod fencing;
+mod foreign_edits;
 mod narrow;
 mod output_port;
 mod ownership;
