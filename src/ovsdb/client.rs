@@ -35,9 +35,9 @@ use super::state::{CacheEvent, ClientConfig, ConnectionState, Shared};
 use crate::backoff::Backoff;
 
 /// Transactions of this many operations or more may keep the server silent for longer than
-/// the inactivity probe allows (the worker's transactions of up to 200 rows stay below it; one
-/// peering with more routes than that, or a writer of a larger budget, does not): they are
-/// bounded by the transact timeout instead.
+/// the inactivity probe allows (the worker's transactions of up to 200 new rows stay below it;
+/// one of 200 removals does not, as a removal also sends a `wait` and its router's mutate, nor
+/// does one peering with more routes than that): they are bounded by the transact timeout instead.
 pub const PATIENT_TRANSACTION_OPS: usize = 256;
 
 struct StopOnDrop(CancellationToken);
