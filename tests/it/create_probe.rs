@@ -294,8 +294,9 @@ async fn a_batch_whose_full_read_passes_the_row_budget_asks_the_probe() {
     }
     // v4..v29: 1,300 rows, over the budget: the probe.
     for answer in api.create_as_one_batch((2..15).map(pair).collect()).await {
+        // Refused on the dropped function itself, not on anything else.
         assert!(
-            answer.is_err(),
+            answer.is_err() && format!("{answer:?}").contains("peerings_conflicting"),
             "over the budget the batch asks the probe: {answer:?}"
         );
     }

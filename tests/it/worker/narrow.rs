@@ -206,8 +206,9 @@ async fn below_a_hub_a_narrow_pass_reads_all_and_asks_no_probe() {
 
     t.config.full_read_below = 0;
     let probed = t.reconciler().await.run_for(&["ac"]).await;
+    // The pass fails on the dropped function itself, not on anything else.
     assert!(
-        probed.is_err(),
+        probed.is_err() && format!("{probed:?}").contains("peerings_conflicting"),
         "at a hub the pass asks the probe: {probed:?}"
     );
 }
