@@ -39,6 +39,24 @@ async fn two_vpcs(opts: Options) -> TestPeerd {
     t
 }
 
+/// The worker running, vpc-1 and vpc-2 peered as "p" (169.254.0.1/30 and .2/30) through the
+/// API and ACTIVE within `timeout`; returns ovn-peerd, its store and p as it turned ACTIVE.
+async fn active_p(timeout: Duration) -> (TestPeerd, Store, PeeringRecord) {
+    let t = two_vpcs(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    create(
+        &t,
+        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    let s = store(&t.db.url);
+    let p = wait_state(&s, "p", PeeringState::Active, timeout).await;
+    (t, s, p)
+}
+
 fn explicit(name: &str, local: &str, remote: &str, lip: &str, rip: &str) -> Peering {
     Peering {
         name: name.into(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ovn_peerd::store::PeeringState;
 
-use super::{create, eventually, explicit, insert_sql, pool, record, store, two_vpcs, wait_state};
+use super::{active_p, eventually, insert_sql, pool, record, store, wait_state};
 use crate::support::nb::NbServer;
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::{test_config, Options, TestPeerd};
@@ -20,18 +20,7 @@ use crate::support::vpc::{create_vpc, next_mac};
 
 #[tokio::test]
 async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
-    let t = two_vpcs(Options {
-        worker: true,
-        ..Options::default()
-    })
-    .await;
-    create(
-        &t,
-        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
-    )
-    .await;
-    let s = store(&t.db.url);
-    let active = wait_state(&s, "p", PeeringState::Active, Duration::from_secs(10)).await;
+    let (t, s, active) = active_p(Duration::from_secs(10)).await;
 
     // Hold p's row: the worker's next status write for it waits for the test.
     let pg = pool(&t.db.url).await;
@@ -102,18 +91,7 @@ async fn a_status_judged_while_the_last_report_waits_is_not_lost() {
 /// (a trigger) and counts each attempt in a sequence (not rolled back with the statement).
 #[tokio::test]
 async fn a_report_that_fails_while_the_worker_is_idle_is_retried() {
-    let t = two_vpcs(Options {
-        worker: true,
-        ..Options::default()
-    })
-    .await;
-    create(
-        &t,
-        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
-    )
-    .await;
-    let s = store(&t.db.url);
-    wait_state(&s, "p", PeeringState::Active, Duration::from_secs(10)).await;
+    let (t, s, _) = active_p(Duration::from_secs(10)).await;
     let pg = pool(&t.db.url).await;
     for refuse in [
         "CREATE SEQUENCE status_attempts",

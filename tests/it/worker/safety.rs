@@ -11,7 +11,7 @@ use ovn_peerd::reconciler::translate::{append_ops, not_done, RowIds};
 use ovn_peerd::startup::NB_DATABASE;
 use ovn_peerd::store::PeeringState;
 
-use super::{create, eventually, explicit, pool, record, store, two_vpcs, wait_state};
+use super::{active_p, create, eventually, explicit, pool, record, store, two_vpcs, wait_state};
 use crate::support::nbrows::NbRows;
 use crate::support::peerd::Options;
 use crate::support::vpc::create_vpc;
@@ -93,18 +93,7 @@ fn nbctl_get(t: &crate::support::peerd::TestPeerd, table: &str, row: &str, col: 
 
 #[tokio::test]
 async fn forwarding_columns_changed_by_hand_on_our_rows_are_repaired_in_place() {
-    let t = two_vpcs(Options {
-        worker: true,
-        ..Options::default()
-    })
-    .await;
-    create(
-        &t,
-        explicit("p", "vpc-1", "vpc-2", "169.254.0.1/30", "169.254.0.2/30"),
-    )
-    .await;
-    let s = store(&t.db.url);
-    wait_state(&s, "p", PeeringState::Active, PROMPT).await;
+    let (t, s, _) = active_p(PROMPT).await;
     let before = NbRows::read(&t.nb);
     let port = before.owned_ports_of("vpc-1")[0].uuid.clone();
     let route = before.routes_of("vpc-1")[0].uuid.clone();
