@@ -100,7 +100,7 @@ impl FromIterator<(RowChange, RowNames)> for Changes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
@@ -112,13 +112,13 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    fn s(n: u128) -> String {
+    pub(crate) fn s(n: u128) -> String {
         u(n).to_string()
     }
 
     /// Applies `update` to `nb` (the snapshot before it kept, as the client does) and reads
     /// its changes.
-    fn step(nb: &mut NbCache, update: serde_json::Value) -> Changes {
+    pub(crate) fn step(nb: &mut NbCache, update: serde_json::Value) -> Changes {
         let before = nb.clone();
         let rows = nb.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
         Changes::read(&before, rows)

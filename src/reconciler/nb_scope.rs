@@ -70,28 +70,15 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ovsdb::cache::tests::{types, ApplyValue};
-    use crate::ovsdb::cache::UpdateFormat;
+    use crate::ovsdb::changes::tests::{s, step};
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    fn s(n: u128) -> String {
-        Uuid::from_u128(n).to_string()
-    }
-
     /// Only the change of row `n` is foreign.
     fn only(n: u128) -> impl Fn(&RowChange) -> bool {
         move |c| c.uuid == Uuid::from_u128(n)
-    }
-
-    /// Applies `update` to `nb` and hands its changes as the replica does: each with what its
-    /// row was before.
-    fn step(nb: &mut NbCache, update: serde_json::Value) -> Changes {
-        let before = nb.clone();
-        let rows = nb.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
-        Changes::read(&before, rows)
     }
 
     /// Routers r1 (1), r2 (2) holding port "p" (11), r3 (3), r4 (4) holding route 12, "ours"
