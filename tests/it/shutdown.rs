@@ -68,6 +68,19 @@ async fn sighup_resets_the_nb_index_guard_of_the_running_binary() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
+/// A log written to a file (stdout not a terminal) is plain text: no terminal colour codes,
+/// which cost CPU on every line (one audit line per create) and garble the file.
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes() {
+    let (db, nb) = (TestDb::create().await, NbServer::start());
+    let Serving {
+        guard: _guard, log, ..
+    } = Serving::start(&db, &nb);
+    let text = log_of(&log);
+    assert!(text.contains(" INFO "), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in the log:\n{text}");
+}
+
 /// The ovn-peerd binary started on `db` and `nb`, serving gRPC on `port` (no metrics
 /// listener), its log (stdout) in `log`; killed when `guard` drops.
 struct Serving {
