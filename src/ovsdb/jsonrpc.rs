@@ -113,6 +113,11 @@ impl FrameDecoder {
                     self.escaped = true;
                 } else if b == b'"' {
                     self.in_string = false;
+                } else {
+                    // Most of a message is string content (uuids, names, addresses): skip
+                    // to the next quote or backslash at once instead of byte by byte.
+                    self.pos = memchr::memchr2(b'"', b'\\', &self.buf[self.pos..])
+                        .map_or(self.buf.len(), |i| self.pos + i);
                 }
                 continue;
             }
@@ -309,6 +314,33 @@ mod tests {
         );
         assert!(matches!(&got[1], Message::Request { method, .. } if method == "echo"));
         assert!(matches!(&got[2], Message::Notification { method, .. } if method == "update2"));
+    }
+
+    /// Strings holding escaped quotes, backslashes and braces, fed in chunks of every size:
+    /// the same frames as the whole input at once (the scan skips through string content).
+    #[test]
+    fn strings_with_escapes_frame_alike_in_any_chunking() {
+        let input = br#"{"id":1,"result":[{"uuid":["uuid","8e54"]},"a\"}{b","c\\","d\\\"e{[","\\\\"],"error":null}{"id":2,"result":"x\"y","error":null} {"method":"echo","params":["]\\"],"id":"echo"}"#;
+        let frames = |chunk: usize| {
+            let mut d = FrameDecoder::new(1 << 20);
+            let mut out = vec![];
+            for c in input.chunks(chunk) {
+                d.extend(c);
+                while let Some(f) = d.next_frame().unwrap() {
+                    out.push(f);
+                }
+            }
+            out
+        };
+        let whole = frames(input.len());
+        assert_eq!(whole.len(), 3);
+        assert!(whole[0].ends_with(br#""error":null}"#), "{whole:?}");
+        for f in &whole {
+            assert!(decode(f).is_ok(), "{f:?}");
+        }
+        for chunk in 1..input.len() {
+            assert_eq!(frames(chunk), whole, "chunks of {chunk}");
+        }
     }
 
     #[test]
