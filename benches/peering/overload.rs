@@ -9,7 +9,8 @@
 //! burst; the server's own view of the accepted calls (mean, from its RPC histogram) tells
 //! the time in ovn-peerd from the time before it (the client, the sockets, h2):
 //! `cargo bench --bench peering -- --overload-only [--peerd-flag=--max-in-flight=32] [--perf]`
-//! (`--perf`: `perf record -g` of ovn-peerd over every round; `--overload-pad-kib 256`: large
+//! (`--perf`: `perf record --call-graph dwarf` of ovn-peerd over every round (≈ 33 MB of
+//! perf.data per busy CPU-second); `--overload-pad-kib 256`: large
 //! messages, to see what reading refused calls would cost in memory).
 
 use std::path::Path;

@@ -29,6 +29,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod alone;
+
 use super::authz::Admission;
 use super::convert;
 use super::create::ALLOCATION_ATTEMPTS;
@@ -136,6 +138,15 @@ impl Batcher {
             *running.entry(vpc.clone()).or_default() += 1;
         }
         (taken, vpcs)
+    }
+
+    /// `vpcs` are held from now on (by creates that left their batch for a busy lock), until
+    /// [`Self::ended`] with them.
+    fn hold(&self, vpcs: &[String]) {
+        let mut guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for vpc in vpcs {
+            *guard.1.entry(vpc.clone()).or_default() += 1;
+        }
     }
 
     /// A batch holding `vpcs` ended.
@@ -363,18 +374,35 @@ impl PeeringApi {
             .map(|j| started - j.queued)
             .max()
             .unwrap_or_default();
-        let all_gone = async {
-            for j in &jobs {
-                j.gone.cancelled().await;
-            }
-        };
         let mut steps = Steps::new(started);
-        let result = tokio::select! {
-            r = self.commit_batch(&jobs, &mut steps) => r,
-            () = all_gone => Err(BatchError::Deserted),
+        let locked = tokio::select! {
+            r = self.lock_batch(&jobs) => r,
+            () = all_gone(&jobs) => Err(BatchError::Deserted),
+        };
+        steps.mark("begin_lock");
+        let mut alone = 0;
+        let result = match locked {
+            Ok((tx, busy)) => {
+                if !busy.is_empty() {
+                    let (out, stay) = jobs.into_iter().partition(|j| touches(j, &busy));
+                    jobs = stay;
+                    alone = out.len();
+                    self.run_alone(out, &busy);
+                }
+                if jobs.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    tokio::select! {
+                        r = self.commit_batch(tx, &jobs, &mut steps) => r,
+                        () = all_gone(&jobs) => Err(BatchError::Deserted),
+                    }
+                }
+            }
+            Err(e) => Err(e),
         };
         tracing::debug!(
             creates = jobs.len(),
+            alone,
             longest_wait_ms = waited.as_secs_f64() * 1e3,
             transaction_ms = started.elapsed().as_secs_f64() * 1e3,
             %steps,
@@ -417,10 +445,28 @@ impl PeeringApi {
         }
     }
 
-    /// The batch's transaction: locks, one read, the judging in arrival order, one insert,
+    /// Begins the batch's transaction with the locks of its VPCs that are free, and the VPCs
+    /// whose lock is held elsewhere: their creates leave the batch ([`Self::run_alone`]).
+    async fn lock_batch(&self, jobs: &[Job]) -> Result<(CreateTx<'_>, Vec<String>), BatchError> {
+        let mut vpcs: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| {
+                [
+                    j.validated.local_vpc.as_str(),
+                    j.validated.remote_vpc.as_str(),
+                ]
+            })
+            .collect();
+        vpcs.sort_unstable();
+        vpcs.dedup();
+        Ok(self.inner.store.peering_create_try_begin(&vpcs).await?)
+    }
+
+    /// The batch's transaction, its locks taken ([`Self::lock_batch`]): one read, the judging in arrival order, one insert,
     /// commit. An answer per job, in order.
     async fn commit_batch(
         &self,
+        mut tx: CreateTx<'_>,
         jobs: &[Job],
         steps: &mut Steps,
     ) -> Result<Vec<Result<Peering, ApiError>>, BatchError> {
@@ -433,10 +479,6 @@ impl PeeringApi {
         }
         vpcs.sort_unstable();
         vpcs.dedup();
-        let store = &self.inner.store;
-        let vpc_refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
-        let mut tx = store.peering_create_begin(&vpc_refs).await?;
-        steps.mark("begin_lock");
         let (read, links, cache) = self.read_for_batch(&mut tx, jobs, &vpcs, &ids).await?;
         steps.mark("read");
 
@@ -657,6 +699,19 @@ impl std::fmt::Display for Steps {
 /// Whether a create's caller went away (its deadline passed, it was cancelled).
 fn is_gone(j: &Job) -> bool {
     j.gone.is_cancelled() || j.reply.is_closed()
+}
+
+/// Ends when every caller of `jobs` has gone.
+async fn all_gone(jobs: &[Job]) {
+    for j in jobs {
+        j.gone.cancelled().await;
+    }
+}
+
+/// Whether the create touches one of `vpcs`.
+fn touches(j: &Job, vpcs: &[String]) -> bool {
+    vpcs.iter()
+        .any(|v| *v == j.validated.local_vpc || *v == j.validated.remote_vpc)
 }
 
 /// The state of one batch's judging.

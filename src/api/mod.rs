@@ -256,7 +256,7 @@ impl PeeringService for PeeringApi {
         let req = req.into_inner();
         RpcSpan::new("WatchPeerings")
             .caller(&caller)
-            .with("vpc", &req.vpc)
+            .vpc(&req.vpc)
             .run_stream(async { self.watch(self.scope(&caller)?, &key, req).await })
             .await
     }
@@ -270,8 +270,8 @@ impl PeeringService for PeeringApi {
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         span.audited(&caller)
-            .with("request_id", &req.request_id)
-            .with("peering", name.unwrap_or_default())
+            .request_id(&req.request_id)
+            .peering(name.unwrap_or_default())
             .run(async {
                 let scope = self.scope(&caller)?;
                 let admission = match &req.peering {
@@ -293,7 +293,7 @@ impl PeeringService for PeeringApi {
         let span = RpcSpan::new("GetPeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         span.caller(&caller)
-            .with("peering", &req.name)
+            .peering(&req.name)
             .run(async { self.get(self.scope(&caller)?, req).await })
             .await
     }
@@ -306,7 +306,7 @@ impl PeeringService for PeeringApi {
         let span = RpcSpan::new("ListPeerings").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         span.caller(&caller)
-            .with("vpc", &req.vpc)
+            .vpc(&req.vpc)
             .run(async { self.list(self.scope(&caller)?, req).await })
             .await
     }
@@ -320,8 +320,8 @@ impl PeeringService for PeeringApi {
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         span.audited(&caller)
-            .with("request_id", &req.request_id)
-            .with("peering", name.unwrap_or_default())
+            .request_id(&req.request_id)
+            .peering(name.unwrap_or_default())
             .run(async { self.update(self.scope(&caller)?, req).await })
             .await
     }
@@ -334,7 +334,7 @@ impl PeeringService for PeeringApi {
         let span = RpcSpan::new("DeletePeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         span.audited(&caller)
-            .with("peering", &req.name)
+            .peering(&req.name)
             .run(async { self.delete(self.scope(&caller)?, req).await })
             .await
     }
@@ -347,7 +347,7 @@ impl PeeringService for PeeringApi {
         let span = RpcSpan::new("AcceptPeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         span.audited(&caller)
-            .with("peering", &req.name)
+            .peering(&req.name)
             .run(async { self.accept(self.scope(&caller)?, req).await })
             .await
     }
@@ -360,7 +360,7 @@ impl PeeringService for PeeringApi {
         let span = RpcSpan::new("RejectPeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         span.audited(&caller)
-            .with("peering", &req.name)
+            .peering(&req.name)
             .run(async { self.reject(self.scope(&caller)?, req).await })
             .await
     }
@@ -374,7 +374,7 @@ impl PeeringService for PeeringApi {
         let req = req.into_inner();
         input::list_routes(&req)?;
         span.caller(&caller)
-            .with("vpc", &req.vpc)
+            .vpc(&req.vpc)
             .run(async {
                 let scope = self.scope(&caller)?;
                 if !req.vpc.is_empty() {
@@ -393,7 +393,7 @@ impl PeeringService for PeeringApi {
         let span = RpcSpan::new("DiagnosePeering").admit(&self.inner.gate, &req);
         let req = req.into_inner();
         span.caller(&caller)
-            .with("peering", &req.name)
+            .peering(&req.name)
             .run(async { self.diagnose(self.scope(&caller)?, req).await })
             .await
     }

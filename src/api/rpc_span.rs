@@ -110,20 +110,22 @@ impl RpcSpan {
         self.caller(caller)
     }
 
-    /// Records `value` under `field` (one of `request_id`, `peering`, `vpc`) unless empty.
-    pub(super) fn with(mut self, field: &'static str, value: &str) -> Self {
-        if !value.is_empty() {
-            let slot = match field {
-                "request_id" => &mut self.request_id,
-                "vpc" => &mut self.vpc,
-                _ => {
-                    debug_assert_eq!(field, "peering", "not a field of the rpc span");
-                    self.peering = value.to_owned();
-                    return self;
-                }
-            };
-            *slot = Some(value.to_owned());
-        }
+    /// Records the request's `request_id`, unless empty. (A method per field: a misspelt
+    /// field does not compile.)
+    pub(super) fn request_id(mut self, value: &str) -> Self {
+        self.request_id = (!value.is_empty()).then(|| value.to_owned());
+        self
+    }
+
+    /// Records the peering the call is about, unless empty.
+    pub(super) fn peering(mut self, value: &str) -> Self {
+        value.clone_into(&mut self.peering);
+        self
+    }
+
+    /// Records the VPC the call is about, unless empty.
+    pub(super) fn vpc(mut self, value: &str) -> Self {
+        self.vpc = (!value.is_empty()).then(|| value.to_owned());
         self
     }
 
@@ -308,9 +310,9 @@ pub(super) mod tests {
     async fn the_span_carries_method_request_id_code_and_duration() {
         let (r, logs) = logs_of(|| {
             RpcSpan::new("CreatePeering")
-                .with("request_id", "req-42")
-                .with("peering", "demo")
-                .with("vpc", "")
+                .request_id("req-42")
+                .peering("demo")
+                .vpc("")
                 .run(async {
                     tracing::info!("inside the handler");
                     Err::<(), _>(ApiError::peering_not_found("demo"))
@@ -334,6 +336,29 @@ pub(super) mod tests {
         assert!(done.contains("code=NotFound"), "{logs}");
         assert!(done.contains("duration_ms="), "{logs}");
         assert!(done.contains("method=\"CreatePeering\""), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn the_span_carries_the_caller_and_the_vpc() {
+        let caller = Caller::Identity("spiffe://example.org/ns/a/sa/b".into());
+        let (r, logs) = logs_of(|| {
+            RpcSpan::new("ListPeerings")
+                .caller(&caller)
+                .vpc("vpc-7")
+                .run(async {
+                    tracing::info!("inside the handler");
+                    Ok(())
+                })
+        })
+        .await;
+        assert!(r.is_ok());
+        let inside = logs
+            .lines()
+            .find(|l| l.contains("inside the handler"))
+            .unwrap();
+        for field in ["caller=\"spiffe://example.org/ns/a/sa/b\"", "vpc=\"vpc-7\""] {
+            assert!(inside.contains(field), "{field} missing: {logs}");
+        }
     }
 
     /// The span is made once with the fields known before the call runs; only `code` and
@@ -361,8 +386,8 @@ pub(super) mod tests {
         let caller = Caller::Identity("spiffe://example.org/ns/a/sa/b".into());
         let r = RpcSpan::new("CreatePeering")
             .audited(&caller)
-            .with("request_id", "req-42")
-            .with("peering", "demo")
+            .request_id("req-42")
+            .peering("demo")
             .run(async { Ok(()) })
             .await;
         assert!(r.is_ok());
@@ -396,7 +421,7 @@ pub(super) mod tests {
         let (_, logs) = logs_of(|| {
             RpcSpan::new("DeletePeering")
                 .audited(&caller)
-                .with("peering", "demo")
+                .peering("demo")
                 .run(async { Err::<(), _>(ApiError::PermissionDenied("no".into())) })
         })
         .await;

@@ -181,6 +181,47 @@ impl Store {
         Ok(CreateTx { store: self, tx })
     }
 
+    /// Begins a create transaction for a batch: [`Self::peering_create_begin`], but a lock
+    /// held elsewhere (another replica's batch, UpdatePeering, AcceptPeering) is not waited
+    /// for. The locks of `vpcs` are tried in the same ascending key order, in one round
+    /// trip; the transaction holds those it got, and the VPCs whose lock is held elsewhere
+    /// are returned (every VPC of a busy key, when two names share one).
+    pub async fn peering_create_try_begin(
+        &self,
+        vpcs: &[&str],
+    ) -> Result<(CreateTx<'_>, Vec<String>), StoreError> {
+        let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut tx = self
+            .timed("peering_create_begin", self.pool.begin())
+            .await?;
+        // As in `peering_create_begin` (one row per key, in order; the same plan setting),
+        // but a try never waits, so no order of batches can deadlock either.
+        let row = self
+            .timed(
+                "peering_create_try_lock",
+                sqlx::query!(
+                    r#"SELECT COALESCE(array_agg(k) FILTER
+                                (WHERE NOT pg_try_advisory_xact_lock($1, k)),
+                              '{}') AS "busy!",
+                          set_config('enable_seqscan', 'off', true)
+                       FROM unnest($2::int4[]) AS k"#,
+                    VPC_LOCK_SPACE,
+                    &keys
+                )
+                .fetch_one(&mut *tx),
+            )
+            .await?;
+        let busy: Vec<i32> = row.busy;
+        let busy_vpcs = vpcs
+            .iter()
+            .filter(|v| busy.contains(&vpc_lock_key(v)))
+            .map(|v| v.to_string())
+            .collect();
+        Ok((CreateTx { store: self, tx }, busy_vpcs))
+    }
+
     /// The peering created with this request_id, with its request fingerprint.
     pub async fn peering_get_by_request_id_hashed(
         &self,

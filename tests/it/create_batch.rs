@@ -201,9 +201,15 @@ async fn a_create_whose_caller_went_away_before_the_insert_is_not_stored_and_the
     let t = TestPeerd::start().await;
     vpcs(&t, 1..=4);
     let api = api(&t).await;
-    // The batch waits for vpc-1's lock, held by the test.
-    let locker = Store::connect_lazy(&t.db.url).expect("store");
-    let held = locker.peering_create_begin(&["vpc-1"]).await.expect("lock");
+    // The batch waits for its read: the test holds `peerings` against reads.
+    let mut c = sqlx::PgConnection::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let mut held = c.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE peerings IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .expect("lock peerings");
     let gone = CancellationToken::new();
     let a_gone = gone.clone();
     let batch = tokio::spawn(async move {
@@ -215,10 +221,11 @@ async fn a_create_whose_caller_went_away_before_the_insert_is_not_stored_and_the
         ])
         .await
     });
-    park::wait_for_waiter(&t.db.url, "pg_advisory_xact_lock").await;
+    // The batch's read (the `LATERAL` arms of `list_for_batch`), after its VPC locks.
+    park::wait_for_waiter(&t.db.url, "LATERAL").await;
     // a's caller goes away (its deadline passed) before the batch could insert anything.
     gone.cancel();
-    drop(held);
+    held.rollback().await.expect("release peerings");
     let answers = batch.await.expect("batch");
     assert!(answers[0].is_err(), "a's caller is gone: {:?}", answers[0]);
     assert!(answers[1].is_ok(), "{:?}", answers[1]);
@@ -447,67 +454,76 @@ async fn a_given_link_held_by_a_pending_request_is_refused_while_judging() {
 }
 
 #[tokio::test]
-async fn a_create_does_not_queue_behind_a_batch_holding_a_busy_vpc() {
-    // Every turn is taken by a batch parked at a VPC lock the test holds; a create on the
-    // hub vpc-1 and an unrelated one queue. When a turn frees, the next batch must not take
-    // the hub's create with the unrelated one: it would wait for vpc-1's lock and hold the
-    // unrelated create back with it.
+async fn creates_of_vpcs_locked_elsewhere_do_not_hold_back_unrelated_ones() {
+    // The test holds the locks of two hubs as another replica's batch, an UpdatePeering or
+    // an AcceptPeering would: this replica's batcher does not know of them. Creates on the
+    // hubs must not take the turns (two hubs, two turns) nor stall the unrelated creates
+    // batched with them: those are stored while the locks are held, the hubs' after.
     let t = TestPeerd::start().await;
-    let mut vpcs = vec!["vpc-21".to_string(), "vpc-31".into(), "vpc-32".into()];
-    for i in 1..=ovn_peerd::api::BATCHES_IN_FLIGHT {
-        vpcs.extend([format!("vpc-{i}"), format!("vpc-1{i}")]);
-    }
-    for (n, vpc) in vpcs.iter().enumerate() {
+    let names = [
+        "vpc-1", "vpc-2", "vpc-11", "vpc-12", "vpc-13", "vpc-14", "vpc-31", "vpc-32", "vpc-33",
+        "vpc-34", "vpc-35", "vpc-36",
+    ];
+    for (n, vpc) in names.iter().enumerate() {
         create_vpc(&t.nb, vpc, &[&format!("10.{}.0.1/24", n + 1)]);
     }
     let api = std::sync::Arc::new(api(&t).await);
     let locker = Store::connect_lazy(&t.db.url).expect("store");
-    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
-    let mut held = Vec::new();
-    let mut parked = Vec::new();
-    for i in 1..=ovn_peerd::api::BATCHES_IN_FLIGHT {
-        let hub = format!("vpc-{i}");
-        held.push(locker.peering_create_begin(&[&hub]).await.expect("lock"));
-        let a = api.clone();
-        let req = create(&format!("a{i}"), &hub, &format!("vpc-1{i}"), "");
-        parked.push(tokio::spawn(async move {
-            a.create_through_the_queue_for_tests(req).await
-        }));
-        wait_until_async("the batch waits for its lock", park::HANG, || async {
-            parked_batches(&pool).await == i as i64
-        })
+    let held = locker
+        .peering_create_begin(&["vpc-1", "vpc-2"])
         .await
-        .expect("parked");
-    }
-    let a = api.clone();
-    let hub_create = tokio::spawn(async move {
-        a.create_through_the_queue_for_tests(create("b", "vpc-1", "vpc-21", ""))
-            .await
-    });
-    let a = api.clone();
-    let unrelated = tokio::spawn(async move {
-        a.create_through_the_queue_for_tests(create("c", "vpc-31", "vpc-32", ""))
-            .await
-    });
-    wait_until_async("both creates queue", park::HANG, || async {
-        api.queued_creates_for_tests() == 2
+        .expect("lock the hubs");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let through_queue = |name: &str, local: &str, remote: &str| {
+        let (a, req) = (api.clone(), create(name, local, remote, ""));
+        tokio::spawn(async move { a.create_through_the_queue_for_tests(req).await })
+    };
+    // One create per hub, each in a batch of its own: both wait for their hub's lock...
+    let h1 = through_queue("h1", "vpc-1", "vpc-11");
+    let h2 = through_queue("h2", "vpc-2", "vpc-12");
+    wait_until_async("both hubs' creates wait", park::HANG, || async {
+        parked_batches(&pool).await == 2
     })
     .await
-    .expect("queued");
-    // vpc-2's batch ends: a turn is free, vpc-1's lock still held.
-    drop(held.remove(1));
+    .expect("parked");
+    // ...and hold no turn: an unrelated create through the queue goes through.
+    let u1 = through_queue("u1", "vpc-31", "vpc-32");
     wait_until_async("the unrelated create is answered", park::HANG, || async {
-        unrelated.is_finished()
+        u1.is_finished()
     })
     .await
-    .expect("not held back by the hub's lock");
-    assert!(!hub_create.is_finished(), "vpc-1 is still locked");
+    .expect("not held back by the hubs' locks");
+    u1.await.expect("task").expect("u1 is stored");
+    // In one batch with the hubs' creates, the unrelated ones are stored at once.
+    let a = api.clone();
+    let batch = tokio::spawn(async move {
+        a.create_as_one_batch(vec![
+            create("h3", "vpc-13", "vpc-1", ""),
+            create("u2", "vpc-33", "vpc-34", ""),
+            create("h4", "vpc-2", "vpc-14", ""),
+            create("u3", "vpc-35", "vpc-36", ""),
+        ])
+        .await
+    });
+    wait_until_async(
+        "the batch's unrelated creates are stored",
+        park::HANG,
+        || async {
+            let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+            names == ["u1", "u2", "u3"]
+        },
+    )
+    .await
+    .expect("the batch stored u2 and u3 with the hubs locked");
+    assert!(!h1.is_finished() && !h2.is_finished() && !batch.is_finished());
     drop(held);
-    unrelated.await.expect("task").expect("c is stored");
-    hub_create.await.expect("task").expect("b is stored");
-    for p in parked {
-        p.await.expect("task").expect("stored");
+    h1.await.expect("task").expect("h1 is stored");
+    h2.await.expect("task").expect("h2 is stored");
+    for answer in batch.await.expect("batch") {
+        answer.expect("stored");
     }
+    let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["h1", "h2", "h3", "h4", "u1", "u2", "u3"]);
 }
 
 /// How many sessions wait for a VPC lock.
