@@ -6,7 +6,9 @@
 //! turn, when the queue has grown. So a
 //! single client's create goes at once (no timer, no added wait), and under load one
 //! transaction carries many creates: begin, the per-VPC locks of every VPC of the batch in
-//! one fixed order (`store::create`), one read of everything they are judged against (every
+//! one fixed order, only tried (`store::create`): the creates of a VPC whose lock is held
+//! elsewhere (another replica, UpdatePeering, AcceptPeering) leave the batch and run alone
+//! ([`alone`]), so they stall neither a turn nor the others; one read of everything they are judged against (every
 //! peering of their VPCs; at a hub, through the conflict probe, see [`FULL_READ_BELOW`]), the
 //! judging in arrival order with the pure rules (a later create sees the earlier ones of
 //! the batch: their names, pairs, port names, links and routes), one insert of all of
@@ -53,13 +55,13 @@ use crate::store::{
 pub const MAX_BATCH: usize = 128;
 
 /// Batches in flight at once per replica. More than one: a batch's round trips to Postgres
-/// overlap the next one's (creates of disjoint VPCs go on in parallel, creates sharing a
-/// VPC wait for its lock in Postgres, as across replicas), and a batch parked at a VPC lock
-/// does not stop every other create. Not more than two: each batch costs its five
-/// statements (and their round trips, and a commit) whatever its size, and with 4 in flight
-/// a bulk at 32 clients ran batches of ~4 creates; with 2, ~7: at N = 10,000, 15% less CPU
-/// in Postgres and 12% less in ovn-peerd for the same creates (README, *ovn-peerd's own
-/// CPU per peering*).
+/// overlap the next one's (creates of disjoint VPCs go on in parallel). A batch never waits
+/// for a VPC lock (its creates on a VPC locked elsewhere run alone, outside the turns:
+/// `create_batch/alone.rs`), so the turns cannot all be parked at locks. Not more than
+/// two: each batch costs its five statements (and their round trips, and a commit) whatever
+/// its size, and with 4 in flight a bulk at 32 clients ran batches of ~4 creates; with 2, ~7:
+/// at N = 10,000, 15% less CPU in Postgres and 12% less in ovn-peerd for the same creates
+/// (README, *ovn-peerd's own CPU per peering*).
 pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// The hub bound: `store::hub` is its one home (the worker's narrow pass uses it too).
