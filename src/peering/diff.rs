@@ -235,8 +235,45 @@ pub enum Change {
         peering: String,
         id: String,
         router_id: String,
+        /// Where the route sits on its router: another peering's route created in the same
+        /// slot must not land before this one leaves (`reconciler::batch`).
+        slot: RouteSlot,
         seen: BTreeMap<String, String>,
     },
+}
+
+/// Where OVN places a route among its router's routes: `ovn-nbctl lr-route-add`'s identity
+/// without the nexthop, (route table, policy, normalised prefix). Two routes in one slot of
+/// one router form an ECMP group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteSlot {
+    /// `route_table` ("" = main).
+    pub route_table: String,
+    /// `policy` (absent = dst-ip); `None` for a value ovn-peerd does not know, which no
+    /// route of ours has.
+    pub policy: Option<RoutePolicy>,
+    /// `ip_prefix`, host bits cleared (as [`normalise_prefix`]).
+    pub prefix: String,
+}
+
+impl RouteSlot {
+    /// The slot of a route we would install.
+    pub fn of(route: &DesiredRoute) -> RouteSlot {
+        RouteSlot {
+            route_table: route.route_table.clone(),
+            policy: Some(route.policy),
+            prefix: normalise_prefix(&route.ip_prefix),
+        }
+    }
+
+    /// The slot of a route NB holds.
+    pub fn of_actual(route: &ActualRoute) -> RouteSlot {
+        RouteSlot {
+            route_table: route.route_table.clone(),
+            policy: route.policy,
+            prefix: normalise_prefix(&route.ip_prefix),
+        }
+    }
 }
 
 impl Change {
@@ -561,6 +598,7 @@ fn plan_routes(
                     peering: d.name.clone(),
                     id: dup.id.clone(),
                     router_id: dup.router_id.clone(),
+                    slot: RouteSlot::of_actual(dup),
                     seen: dup.external_ids.clone(),
                 });
             }
@@ -575,6 +613,7 @@ fn plan_routes(
                 peering: peering.clone(),
                 id: a.id.clone(),
                 router_id: a.router_id.clone(),
+                slot: RouteSlot::of_actual(a),
                 seen: a.external_ids.clone(),
             });
         }

@@ -6,10 +6,17 @@
 //! ovn-controller never see the peering without a route to a prefix both sets cover. Routes
 //! whose identity stays are updated in place by the plan (`peering::diff`), never
 //! removed and inserted again.
+//!
+//! Break-before-make across peerings lives here too: a route one peering creates in the
+//! slot (router, route table, policy, prefix) of a route another peering removes (a
+//! tombstone's route: the rules ignore it, since the same pass removes it) goes out in the
+//! transaction that removes the old one, after it. Were they apart, the create could commit
+//! first, or alone when the removal is refused (its ownership guard found the row changed):
+//! both routes on the router, an ECMP group splitting the traffic until a later pass.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::peering::diff::{Change, Plan};
+use crate::peering::diff::{Change, Plan, RouteSlot};
 
 use super::translate;
 
@@ -19,31 +26,140 @@ pub(super) type Group<'p> = (&'p str, Vec<&'p Change>);
 /// The plan packed into transactions of whole peerings up to `budget` rows. A peering's
 /// changes are never split: its new routes are inserted by the transaction that removes
 /// its old ones (make-before-break: traffic to a prefix both sets cover never stops, and
-/// ovn-northd never sees the peering half-changed). A peering larger than the budget gets a
-/// transaction of its own.
+/// ovn-northd never sees the peering half-changed). Peerings linked by a route slot (one
+/// removes a route there, another creates one: [`prerequisites`]) go in one transaction,
+/// the remover first, chains included. A peering, or linked peerings, larger than the
+/// budget get a transaction of their own.
 pub(super) fn transactions(plan: &Plan, budget: usize) -> Vec<Vec<Group<'_>>> {
-    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut groups: Vec<Option<Group<'_>>> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for c in &plan.changes {
         let i = *index.entry(c.peering()).or_insert_with(|| {
-            groups.push((c.peering(), Vec::new()));
+            groups.push(Some((c.peering(), Vec::new())));
             groups.len() - 1
         });
-        groups[i].1.push(c);
+        groups[i].as_mut().expect("not taken yet").1.push(c);
     }
+    let units = linked_units(&prerequisites(
+        groups.iter().map(|g| g.as_ref().expect("not taken yet")),
+    ));
     let budget = budget.max(1);
     let mut out: Vec<Vec<Group<'_>>> = Vec::new();
     let mut rows = 0;
-    for group in groups {
-        let group_rows: usize = group.1.iter().map(|c| translate::rows_written(c)).sum();
+    for unit in units {
+        let unit: Vec<Group<'_>> = unit
+            .into_iter()
+            .map(|i| groups[i].take().expect("each group in one unit"))
+            .collect();
+        let unit_rows: usize = unit
+            .iter()
+            .flat_map(|(_, changes)| changes)
+            .map(|c| translate::rows_written(c))
+            .sum();
         match out.last_mut() {
-            Some(batch) if rows + group_rows <= budget => batch.push(group),
+            Some(batch) if rows + unit_rows <= budget => batch.extend(unit),
             _ => {
-                out.push(vec![group]);
+                out.push(unit);
                 rows = 0;
             }
         }
-        rows += group_rows;
+        rows += unit_rows;
+    }
+    out
+}
+
+/// For each of `groups` (by position), the positions of the other groups that remove a route
+/// from a slot (router, route table, policy, prefix) it creates a route in: it must not
+/// commit unless they have (else the two routes form an ECMP group).
+pub(super) fn prerequisites<'p, 'g>(groups: impl Iterator<Item = &'g Group<'p>>) -> Vec<Vec<usize>>
+where
+    'p: 'g,
+{
+    let groups: Vec<&Group<'p>> = groups.collect();
+    let mut removed: HashMap<(&str, &RouteSlot), Vec<usize>> = HashMap::new();
+    for (i, (_, changes)) in groups.iter().enumerate() {
+        for c in changes {
+            if let Change::DeleteRoute {
+                router_id, slot, ..
+            } = c
+            {
+                removed.entry((router_id, slot)).or_default().push(i);
+            }
+        }
+    }
+    let mut out = vec![Vec::new(); groups.len()];
+    if removed.is_empty() {
+        return out; // a pass that removes no route (a bulk of creates): nothing to link
+    }
+    for (j, (_, changes)) in groups.iter().enumerate() {
+        for c in changes {
+            let Change::CreateRoute { route, .. } = c else {
+                continue;
+            };
+            let slot = RouteSlot::of(route);
+            for &i in removed
+                .get(&(route.router_id.as_str(), &slot))
+                .into_iter()
+                .flatten()
+            {
+                if i != j && !out[j].contains(&i) {
+                    out[j].push(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The groups (by position) cut into units that must commit together: the connected parts
+/// of the [`prerequisites`] links, in the order of each unit's first group; within a unit,
+/// every group after the ones it waits for (in position order otherwise, and for a cycle).
+fn linked_units(prereqs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = prereqs.len();
+    let mut root: Vec<usize> = (0..n).collect();
+    fn find(root: &mut [usize], mut i: usize) -> usize {
+        while root[i] != i {
+            root[i] = root[root[i]];
+            i = root[i];
+        }
+        i
+    }
+    for (j, before) in prereqs.iter().enumerate() {
+        for &i in before {
+            let (a, b) = (find(&mut root, i), find(&mut root, j));
+            // The smaller position is the unit's root: units keep their first group's place.
+            root[a.max(b)] = a.min(b);
+        }
+    }
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 0..n {
+        let r = find(&mut root, i);
+        members[r].push(i);
+    }
+    members
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .map(|m| match m.len() {
+            1 => m,
+            _ => removers_first(m, prereqs),
+        })
+        .collect()
+}
+
+/// `unit` (positions, ascending) ordered so that each group comes after its prerequisites;
+/// groups in a cycle keep their position order.
+fn removers_first(unit: Vec<usize>, prereqs: &[Vec<usize>]) -> Vec<usize> {
+    let mut placed: HashSet<usize> = HashSet::new();
+    let mut out = Vec::with_capacity(unit.len());
+    while out.len() < unit.len() {
+        let ready = unit
+            .iter()
+            .find(|&&g| !placed.contains(&g) && prereqs[g].iter().all(|p| placed.contains(p)));
+        // A cycle (each waits for another): the first one left goes.
+        let next = ready.or_else(|| unit.iter().find(|g| !placed.contains(g)));
+        let g = *next.expect("a group is left");
+        placed.insert(g);
+        out.push(g);
     }
     out
 }
@@ -100,6 +216,7 @@ mod tests {
 
     use super::*;
     use crate::peering::desired::DesiredRoute;
+    use crate::peering::diff::RouteSlot;
     use crate::peering::RoutePolicy;
 
     fn delete(peering: &str, id: &str) -> Change {
@@ -107,6 +224,7 @@ mod tests {
             peering: peering.into(),
             id: id.into(),
             router_id: "r".into(),
+            slot: RouteSlot::default(),
             seen: BTreeMap::new(),
         }
     }
@@ -124,6 +242,34 @@ mod tests {
                 route_table: String::new(),
                 external_ids: BTreeMap::new(),
             },
+        }
+    }
+
+    /// The removal of `peering`'s dst-ip route to `prefix` (as NB holds it) on router "r".
+    fn remove(peering: &str, id: &str, prefix: &str) -> Change {
+        Change::DeleteRoute {
+            peering: peering.into(),
+            id: id.into(),
+            router_id: "r".into(),
+            slot: RouteSlot {
+                route_table: String::new(),
+                policy: Some(RoutePolicy::DstIp),
+                prefix: prefix.parse::<ipnet::IpNet>().unwrap().trunc().to_string(),
+            },
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// A plan of `changes` in the planner's order (deletions first, by peering).
+    fn planned(mut changes: Vec<Change>) -> Plan {
+        let rank = |c: &Change| match c {
+            Change::DeleteRoute { .. } | Change::DeletePort { .. } => 0,
+            _ => 1,
+        };
+        changes.sort_by(|a, b| (rank(a), a.peering()).cmp(&(rank(b), b.peering())));
+        Plan {
+            changes,
+            outcomes: BTreeMap::new(),
         }
     }
 
@@ -202,5 +348,109 @@ mod tests {
         );
         assert_eq!(shape(&plan, 100), vec![vec![("a", 3), ("b", 2), ("c", 1)]]);
         assert_eq!(shape(&plan, 0), shape(&plan, 1));
+    }
+
+    /// The window a review found: tombstone "z" removes its route to 10.2.0.0/24 on r, live
+    /// "a" creates its own there (the rules ignore a tombstone's rows) and also removes a
+    /// stale route, so it sorts first. Even a budget of one row keeps them in one
+    /// transaction, the removal first: "a"'s route commits only if "z"'s leaves.
+    #[test]
+    fn a_create_in_the_slot_of_another_peerings_removal_goes_with_it_after_it() {
+        let plan = planned(vec![
+            remove("z", "1", "10.2.0.0/24"),
+            remove("a", "2", "10.9.0.0/24"),
+            create("a", "10.2.0.0/24"),
+            create("b", "10.3.0.0/24"),
+        ]);
+        assert_eq!(plan.changes[0].peering(), "a", "a sorts first");
+        assert_eq!(
+            shape(&plan, 1),
+            vec![vec![("z", 1), ("a", 2)], vec![("b", 1)]]
+        );
+        // A removal written as NB holds it (host bits set) is the same slot.
+        let plan = planned(vec![
+            remove("z", "1", "10.2.0.7/24"),
+            remove("a", "2", "10.9.0.0/24"),
+            create("a", "10.2.0.0/24"),
+        ]);
+        assert_eq!(shape(&plan, 1), vec![vec![("z", 1), ("a", 2)]]);
+    }
+
+    /// A chain: "z" removes P, "b" creates P and removes Q, "c" creates Q: all three in one
+    /// transaction (c waits for b, which waits for z), each after what it waits for; "d",
+    /// linked to none, on its own.
+    #[test]
+    fn a_chain_of_removals_and_creates_in_one_transaction_in_order() {
+        let plan = planned(vec![
+            remove("z", "1", "10.2.0.0/24"),
+            remove("b", "2", "10.3.0.0/24"),
+            create("b", "10.2.0.0/24"),
+            create("c", "10.3.0.0/24"),
+            create("d", "10.4.0.0/24"),
+        ]);
+        assert_eq!(
+            shape(&plan, 1),
+            vec![vec![("z", 1), ("b", 2), ("c", 1)], vec![("d", 1)]]
+        );
+        // Within the budget, linked peerings fill a transaction as others do.
+        assert_eq!(
+            shape(&plan, 100),
+            vec![vec![("z", 1), ("b", 2), ("c", 1), ("d", 1)]]
+        );
+    }
+
+    /// Only the same router, route table, policy and prefix links: another prefix, policy
+    /// or router is no ECMP group.
+    #[test]
+    fn other_slots_are_not_linked() {
+        let mut src_ip = create("a", "10.2.0.0/24");
+        let mut other_router = create("b", "10.2.0.0/24");
+        let mut other_table = create("c", "10.2.0.0/24");
+        if let Change::CreateRoute { route, .. } = &mut src_ip {
+            route.policy = RoutePolicy::SrcIp;
+        }
+        if let Change::CreateRoute { route, .. } = &mut other_router {
+            route.router_id = "r2".into();
+        }
+        if let Change::CreateRoute { route, .. } = &mut other_table {
+            route.route_table = "t1".into();
+        }
+        let plan = planned(vec![
+            remove("z", "1", "10.2.0.0/24"),
+            src_ip,
+            other_router,
+            other_table,
+            create("d", "10.2.0.0/25"),
+        ]);
+        assert_eq!(
+            shape(&plan, 1),
+            vec![
+                vec![("z", 1)],
+                vec![("a", 1)],
+                vec![("b", 1)],
+                vec![("c", 1)],
+                vec![("d", 1)]
+            ]
+        );
+    }
+
+    /// Each creating peering's prerequisites, as the one-by-one retry of a refused batch
+    /// reads them (it writes a creator only once its removers committed).
+    #[test]
+    fn prerequisites_name_the_removers_of_each_creators_slots() {
+        let plan = planned(vec![
+            remove("z", "1", "10.2.0.0/24"),
+            remove("b", "2", "10.3.0.0/24"),
+            create("b", "10.2.0.0/24"),
+            create("c", "10.3.0.0/24"),
+            create("d", "10.4.0.0/24"),
+        ]);
+        let t = transactions(&plan, 100);
+        let names: Vec<&str> = t[0].iter().map(|(p, _)| *p).collect();
+        assert_eq!(names, ["z", "b", "c", "d"]);
+        assert_eq!(
+            prerequisites(t[0].iter()),
+            vec![vec![], vec![0], vec![1], vec![]]
+        );
     }
 }

@@ -262,14 +262,21 @@ async fn land(
         // or port names, so nothing sent after them depends on these retries.
         Err(PassError::Nb(e)) if (is_refusal(&e) || is_guard_miss(&e)) && batch.len() > 1 => {
             tracing::warn!(error = %e, peerings = batch.len(), "batch not applied; writing peering by peering");
-            for group in batch {
+            // A peering creating a route where another removes one goes only after that
+            // removal committed (else an ECMP group): the batch has the remover first.
+            let prerequisites = batch::prerequisites(batch.iter().copied());
+            let mut committed = vec![false; batch.len()];
+            for (k, group) in batch.into_iter().enumerate() {
+                if !prerequisites[k].iter().all(|&i| committed[i]) {
+                    settle(verdicts, group.0, Written::Partly, outcome);
+                    continue;
+                }
                 match transact(r, group, outcome).await {
-                    Ok(not_done) => settle(
-                        verdicts,
-                        group.0,
-                        Written::from(&not_done, group.0),
-                        outcome,
-                    ),
+                    Ok(not_done) => {
+                        let written = Written::from(&not_done, group.0);
+                        committed[k] = matches!(written, Written::Done);
+                        settle(verdicts, group.0, written, outcome)
+                    }
                     Err(PassError::Nb(e)) if is_refusal(&e) => {
                         settle(verdicts, group.0, Written::Refused(&e), outcome)
                     }

@@ -150,6 +150,7 @@ fn drift_route_nexthop_changed_is_delete_and_create() {
                 peering: "p1".into(),
                 id: "a-route-2".into(),
                 router_id: "r2".into(),
+                slot: RouteSlot::of_actual(&actual.routes[2]),
                 seen: actual.routes[2].external_ids.clone(),
             },
             Change::CreateRoute {
@@ -395,6 +396,11 @@ fn stale_rows_of_a_desired_peering_are_deleted() {
             peering: "p1".into(),
             id: "a-route-9".into(),
             router_id: "r1".into(),
+            slot: RouteSlot {
+                route_table: String::new(),
+                policy: Some(RoutePolicy::DstIp),
+                prefix: "192.168.0.0/24".into(),
+            },
             seen: actual.routes[0].external_ids.clone(),
         }]
     );
@@ -419,12 +425,14 @@ fn duplicate_owned_routes_keep_one() {
                 peering: "p1".into(),
                 id: "b-route-0".into(),
                 router_id: "r1".into(),
+                slot: RouteSlot::of_actual(&actual.routes[0]),
                 seen: actual.routes[0].external_ids.clone(),
             },
             Change::DeleteRoute {
                 peering: "p1".into(),
                 id: "c-dup".into(),
                 router_id: "r1".into(),
+                slot: RouteSlot::of_actual(&actual.routes[0]),
                 seen: actual.routes[0].external_ids.clone(),
             },
         ]
