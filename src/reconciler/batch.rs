@@ -40,29 +40,30 @@ pub(super) fn transactions(plan: &Plan, budget: usize) -> Vec<Vec<Group<'_>>> {
         });
         groups[i].as_mut().expect("not taken yet").1.push(c);
     }
-    let units = linked_units(&prerequisites(
+    let (order, ends) = linked_units(&prerequisites(
         groups.iter().map(|g| g.as_ref().expect("not taken yet")),
     ));
     let budget = budget.max(1);
     let mut out: Vec<Vec<Group<'_>>> = Vec::new();
     let mut rows = 0;
-    for unit in units {
-        let unit: Vec<Group<'_>> = unit
-            .into_iter()
-            .map(|i| groups[i].take().expect("each group in one unit"))
-            .collect();
+    let mut start = 0;
+    for end in ends {
+        let unit = &order[start..end];
+        start = end;
         let unit_rows: usize = unit
             .iter()
-            .flat_map(|(_, changes)| changes)
+            .flat_map(|&i| &groups[i].as_ref().expect("each group in one unit").1)
             .map(|c| translate::rows_written(c))
             .sum();
-        match out.last_mut() {
-            Some(batch) if rows + unit_rows <= budget => batch.extend(unit),
-            _ => {
-                out.push(unit);
-                rows = 0;
-            }
+        if out.is_empty() || rows + unit_rows > budget {
+            out.push(Vec::new());
+            rows = 0;
         }
+        let batch = out.last_mut().expect("pushed above");
+        batch.extend(
+            unit.iter()
+                .map(|&i| groups[i].take().expect("each group in one unit")),
+        );
         rows += unit_rows;
     }
     out
@@ -114,8 +115,12 @@ where
 /// The groups (by position) cut into units that must commit together: the connected parts
 /// of the [`prerequisites`] links, in the order of each unit's first group; within a unit,
 /// every group after the ones it waits for (in position order otherwise, and for a cycle).
-fn linked_units(prereqs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+/// Flat: every position in that order, and where each unit ends in it.
+fn linked_units(prereqs: &[Vec<usize>]) -> (Vec<usize>, Vec<usize>) {
     let n = prereqs.len();
+    if prereqs.iter().all(Vec::is_empty) {
+        return ((0..n).collect(), (1..=n).collect()); // each peering alone, as planned
+    }
     let mut root: Vec<usize> = (0..n).collect();
     fn find(root: &mut [usize], mut i: usize) -> usize {
         while root[i] != i {
@@ -131,19 +136,29 @@ fn linked_units(prereqs: &[Vec<usize>]) -> Vec<Vec<usize>> {
             root[a.max(b)] = a.min(b);
         }
     }
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
     for i in 0..n {
         let r = find(&mut root, i);
-        members[r].push(i);
+        if r != i {
+            members.entry(r).or_default().push(i);
+        }
     }
-    members
-        .into_iter()
-        .filter(|m| !m.is_empty())
-        .map(|m| match m.len() {
-            1 => m,
-            _ => removers_first(m, prereqs),
-        })
-        .collect()
+    let (mut order, mut ends) = (Vec::with_capacity(n), Vec::new());
+    for i in 0..n {
+        if root[i] != i {
+            continue; // placed with its unit's root
+        }
+        match members.remove(&i) {
+            None => order.push(i),
+            Some(rest) => {
+                let mut unit = vec![i];
+                unit.extend(rest);
+                order.extend(removers_first(unit, prereqs));
+            }
+        }
+        ends.push(order.len());
+    }
+    (order, ends)
 }
 
 /// `unit` (positions, ascending) ordered so that each group comes after its prerequisites;
