@@ -144,10 +144,8 @@ fn linked_units(prereqs: &[Vec<usize>]) -> (Vec<usize>, Vec<usize>) {
         }
     }
     let (mut order, mut ends) = (Vec::with_capacity(n), Vec::new());
-    for i in 0..n {
-        if root[i] != i {
-            continue; // placed with its unit's root
-        }
+    // Roots only: the others are placed with their unit's root.
+    for i in (0..n).filter(|&i| root[i] == i) {
         match members.remove(&i) {
             None => order.push(i),
             Some(rest) => {
