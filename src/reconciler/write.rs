@@ -16,7 +16,8 @@
 //! - replies are settled in send order, each one's verdicts from its own results only.
 //!
 //! A refused batch is retried peering by peering (each peering still whole), so one peering
-//! that cannot be written never blocks the others.
+//! that cannot be written never blocks the others, except one creating a route where another
+//! removes one: it goes only once that removal committed ([`batch::prerequisites`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
