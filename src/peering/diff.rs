@@ -252,7 +252,7 @@ pub struct RouteSlot {
     /// `policy` (absent = dst-ip); `None` for a value ovn-peerd does not know, which no
     /// route of ours has.
     pub policy: Option<RoutePolicy>,
-    /// `ip_prefix`, host bits cleared (as [`normalise_prefix`]).
+    /// `ip_prefix`, host bits cleared (a bare address: a host route).
     pub prefix: String,
 }
 
