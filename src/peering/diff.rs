@@ -211,6 +211,9 @@ pub enum Change {
         id: String,
         router_id: String,
         name: String,
+        /// Its `networks`: another peering's port given an overlapping address on the same
+        /// router must not land before this one leaves (`reconciler::batch`).
+        networks: Vec<String>,
         seen: BTreeMap<String, String>,
     },
     /// Insert the route and add it to its router's `static_routes`.
@@ -499,6 +502,7 @@ fn plan_ports(
                     id: have.id.clone(),
                     router_id: have.router_id.clone(),
                     name: have.name.clone(),
+                    networks: have.networks.clone(),
                     seen: have.external_ids.clone(),
                 });
                 changes.push(Change::CreatePort {
@@ -530,6 +534,7 @@ fn plan_ports(
                 id: a.id.clone(),
                 router_id: a.router_id.clone(),
                 name: a.name.clone(),
+                networks: a.networks.clone(),
                 seen: a.external_ids.clone(),
             });
         }
@@ -768,13 +773,16 @@ fn normalised_set(networks: &[String]) -> BTreeSet<String> {
 
 /// A prefix as identity: host bits cleared; a bare address is a host route.
 fn normalise_prefix(s: &str) -> String {
-    if let Ok(p) = s.parse::<IpNet>() {
-        return p.trunc().to_string();
+    prefix_net(s).map_or_else(|| s.to_string(), |net| net.to_string())
+}
+
+/// A route's `ip_prefix` or a port's network as the network it covers (host bits cleared, a
+/// bare address: a host route), as `ovn-nbctl` compares them; `None` when unreadable.
+pub fn prefix_net(s: &str) -> Option<IpNet> {
+    match s.parse::<IpNet>() {
+        Ok(p) => Some(p.trunc()),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     }
-    if let Ok(a) = s.parse::<IpAddr>() {
-        return IpNet::from(a).to_string();
-    }
-    s.to_string()
 }
 
 fn normalise_addr(s: &str) -> String {

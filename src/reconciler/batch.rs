@@ -16,7 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::peering::diff::{Change, Plan, RouteSlot};
+use ipnet::IpNet;
+
+use crate::peering::diff::{prefix_net, Change, Plan};
+use crate::peering::RoutePolicy;
 
 use super::translate;
 
@@ -69,42 +72,134 @@ pub(super) fn transactions(plan: &Plan, budget: usize) -> Vec<Vec<Group<'_>>> {
     out
 }
 
-/// For each of `groups` (by position), the positions of the other groups that remove a route
-/// from a slot (router, route table, policy, prefix) it creates a route in: it must not
-/// commit unless they have (else the two routes form an ECMP group).
-pub(super) fn prerequisites<'p, 'g>(groups: impl Iterator<Item = &'g Group<'p>>) -> Vec<Vec<usize>>
+/// What a creating peering waits for: another peering's removal of a route or port whose
+/// addresses overlap one it creates on the same router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Wait<'p> {
+    /// The remover's position among the groups.
+    pub remover: usize,
+    /// The removal (a [`Change::DeleteRoute`] or [`Change::DeletePort`]).
+    pub removal: &'p Change,
+    /// The router's name (the creator's, same router).
+    pub router: &'p str,
+}
+
+impl Wait<'_> {
+    /// What leaves: "route 10.2.0.0/24" or "port vpc-1-vpc-2 (169.254.0.1/30)".
+    pub fn what(&self) -> String {
+        match self.removal {
+            Change::DeleteRoute { slot, .. } => format!("route {}", slot.prefix),
+            Change::DeletePort { name, networks, .. } => {
+                format!("port {name} ({})", networks.join(", "))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// A removed route or port address, by router.
+struct Removed<'p> {
+    group: usize,
+    change: &'p Change,
+    /// Routes: (route table, policy); ports: `None`.
+    route: Option<(&'p str, Option<RoutePolicy>)>,
+    /// The address as written (unreadable ones link by equal text only).
+    text: &'p str,
+    net: Option<IpNet>,
+}
+
+impl Removed<'_> {
+    fn overlaps(&self, text: &str, net: Option<IpNet>) -> bool {
+        match (self.net, net) {
+            (Some(a), Some(b)) => a.contains(&b) || b.contains(&a),
+            _ => self.text == text,
+        }
+    }
+}
+
+/// For each of `groups` (by position), what it waits for: the other groups' removals of a
+/// route whose prefix overlaps (either contains the other) one it creates on the same router,
+/// route table and policy, or of a port whose networks overlap those of a port it creates on the
+/// same router. It must not commit unless they have: two routes to one
+/// prefix form an ECMP group, a longer prefix takes part of a shorter one's traffic, and two
+/// ports of one router in one subnet make two connected routes.
+pub(super) fn prerequisites<'p, 'g>(
+    groups: impl Iterator<Item = &'g Group<'p>>,
+) -> Vec<Vec<Wait<'p>>>
 where
     'p: 'g,
 {
     let groups: Vec<&Group<'p>> = groups.collect();
-    let mut removed: HashMap<(&str, &RouteSlot), Vec<usize>> = HashMap::new();
+    let mut removed: HashMap<&'p str, Vec<Removed<'p>>> = HashMap::new();
     for (i, (_, changes)) in groups.iter().enumerate() {
-        for c in changes {
-            if let Change::DeleteRoute {
-                router_id, slot, ..
-            } = c
-            {
-                removed.entry((router_id, slot)).or_default().push(i);
+        for &c in changes {
+            match c {
+                Change::DeleteRoute {
+                    router_id, slot, ..
+                } => removed.entry(router_id).or_default().push(Removed {
+                    group: i,
+                    change: c,
+                    route: Some((&slot.route_table, slot.policy)),
+                    text: &slot.prefix,
+                    net: prefix_net(&slot.prefix),
+                }),
+                Change::DeletePort {
+                    router_id,
+                    networks,
+                    ..
+                } => {
+                    let on = removed.entry(router_id).or_default();
+                    on.extend(networks.iter().map(|n| Removed {
+                        group: i,
+                        change: c,
+                        route: None,
+                        text: n,
+                        net: prefix_net(n),
+                    }));
+                }
+                _ => {}
             }
         }
     }
     let mut out = vec![Vec::new(); groups.len()];
     if removed.is_empty() {
-        return out; // a pass that removes no route (a bulk of creates): nothing to link
+        return out; // a pass that removes nothing (a bulk of creates): nothing to link
     }
     for (j, (_, changes)) in groups.iter().enumerate() {
-        for c in changes {
-            let Change::CreateRoute { route, .. } = c else {
-                continue;
+        for &c in changes {
+            // Only routers with a removal pay anything (a parse per created address).
+            let (router, on, route, addresses) = match c {
+                Change::CreateRoute { route, .. } => match removed.get(route.router_id.as_str()) {
+                    Some(on) => (
+                        route.router.as_str(),
+                        on,
+                        Some((route.route_table.as_str(), Some(route.policy))),
+                        std::slice::from_ref(&route.ip_prefix),
+                    ),
+                    None => continue,
+                },
+                Change::CreatePort { port, .. } => match removed.get(port.router_id.as_str()) {
+                    Some(on) => (port.router.as_str(), on, None, port.networks.as_slice()),
+                    None => continue,
+                },
+                _ => continue,
             };
-            let slot = RouteSlot::of(route);
-            for &i in removed
-                .get(&(route.router_id.as_str(), &slot))
-                .into_iter()
-                .flatten()
-            {
-                if i != j && !out[j].contains(&i) {
-                    out[j].push(i);
+            for text in addresses {
+                let net = prefix_net(text);
+                for r in on {
+                    let linked = r.group != j
+                        && r.route == route
+                        && r.overlaps(text, net)
+                        && !out[j].iter().any(|w: &Wait<'_>| {
+                            w.remover == r.group && std::ptr::eq(w.removal, r.change)
+                        });
+                    if linked {
+                        out[j].push(Wait {
+                            remover: r.group,
+                            removal: r.change,
+                            router,
+                        });
+                    }
                 }
             }
         }
@@ -116,7 +211,7 @@ where
 /// of the [`prerequisites`] links, in the order of each unit's first group; within a unit,
 /// every group after the ones it waits for (in position order otherwise, and for a cycle).
 /// Flat: every position in that order, and where each unit ends in it.
-fn linked_units(prereqs: &[Vec<usize>]) -> (Vec<usize>, Vec<usize>) {
+pub(super) fn linked_units(prereqs: &[Vec<Wait<'_>>]) -> (Vec<usize>, Vec<usize>) {
     let n = prereqs.len();
     if prereqs.iter().all(Vec::is_empty) {
         return ((0..n).collect(), (1..=n).collect()); // each peering alone, as planned
@@ -130,7 +225,7 @@ fn linked_units(prereqs: &[Vec<usize>]) -> (Vec<usize>, Vec<usize>) {
         i
     }
     for (j, before) in prereqs.iter().enumerate() {
-        for &i in before {
+        for i in before.iter().map(|w| w.remover) {
             let (a, b) = (find(&mut root, i), find(&mut root, j));
             // The smaller position is the unit's root: units keep their first group's place.
             root[a.max(b)] = a.min(b);
@@ -161,13 +256,13 @@ fn linked_units(prereqs: &[Vec<usize>]) -> (Vec<usize>, Vec<usize>) {
 
 /// `unit` (positions, ascending) ordered so that each group comes after its prerequisites;
 /// groups in a cycle keep their position order.
-fn removers_first(unit: Vec<usize>, prereqs: &[Vec<usize>]) -> Vec<usize> {
+fn removers_first(unit: Vec<usize>, prereqs: &[Vec<Wait<'_>>]) -> Vec<usize> {
     let mut placed: HashSet<usize> = HashSet::new();
     let mut out = Vec::with_capacity(unit.len());
     while out.len() < unit.len() {
-        let ready = unit
-            .iter()
-            .find(|&&g| !placed.contains(&g) && prereqs[g].iter().all(|p| placed.contains(p)));
+        let ready = unit.iter().find(|&&g| {
+            !placed.contains(&g) && prereqs[g].iter().all(|w| placed.contains(&w.remover))
+        });
         // A cycle (each waits for another): the first one left goes.
         let next = ready.or_else(|| unit.iter().find(|g| !placed.contains(g)));
         let g = *next.expect("a group is left");
@@ -224,246 +319,4 @@ pub(super) fn keys<'p>(batch: &[Group<'p>]) -> HashSet<Key<'p>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::peering::desired::DesiredRoute;
-    use crate::peering::diff::RouteSlot;
-    use crate::peering::RoutePolicy;
-
-    fn delete(peering: &str, id: &str) -> Change {
-        Change::DeleteRoute {
-            peering: peering.into(),
-            id: id.into(),
-            router_id: "r".into(),
-            slot: RouteSlot::default(),
-            seen: BTreeMap::new(),
-        }
-    }
-
-    fn create(peering: &str, prefix: &str) -> Change {
-        Change::CreateRoute {
-            peering: peering.into(),
-            route: DesiredRoute {
-                router: "vpc-1".into(),
-                router_id: "r".into(),
-                ip_prefix: prefix.into(),
-                nexthop: "169.254.0.2".into(),
-                policy: RoutePolicy::DstIp,
-                output_port: "vpc-1-vpc-2".into(),
-                route_table: String::new(),
-                external_ids: BTreeMap::new(),
-            },
-        }
-    }
-
-    /// The removal of `peering`'s dst-ip route to `prefix` (as NB holds it) on router "r".
-    fn remove(peering: &str, id: &str, prefix: &str) -> Change {
-        Change::DeleteRoute {
-            peering: peering.into(),
-            id: id.into(),
-            router_id: "r".into(),
-            slot: RouteSlot {
-                route_table: String::new(),
-                policy: Some(RoutePolicy::DstIp),
-                prefix: prefix.parse::<ipnet::IpNet>().unwrap().trunc().to_string(),
-            },
-            seen: BTreeMap::new(),
-        }
-    }
-
-    /// A plan of `changes` in the planner's order (deletions first, by peering).
-    fn planned(mut changes: Vec<Change>) -> Plan {
-        let rank = |c: &Change| match c {
-            Change::DeleteRoute { .. } | Change::DeletePort { .. } => 0,
-            _ => 1,
-        };
-        changes.sort_by(|a, b| (rank(a), a.peering()).cmp(&(rank(b), b.peering())));
-        Plan {
-            changes,
-            outcomes: BTreeMap::new(),
-        }
-    }
-
-    /// Each transaction as (peering, number of its changes).
-    fn shape(plan: &Plan, budget: usize) -> Vec<Vec<(&str, usize)>> {
-        transactions(plan, budget)
-            .iter()
-            .map(|t| t.iter().map(|(p, cs)| (*p, cs.len())).collect())
-            .collect()
-    }
-
-    /// ovsdb-server's CPU per row grows with a transaction's size (README "What our NB writes
-    /// cost ovsdb-server"): a bulk of new peerings (8 rows each, here four 2-row route inserts)
-    /// goes out in transactions of at most 25 peerings, not in a few of hundreds.
-    #[test]
-    fn a_bulk_goes_out_in_transactions_of_at_most_25_new_peerings() {
-        let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
-        let plan = Plan {
-            changes: names
-                .iter()
-                .flat_map(|p| (0..4).map(move |r| create(p, &format!("10.{r}.0.0/24"))))
-                .collect(),
-            outcomes: BTreeMap::new(),
-        };
-        let shape = shape(&plan, crate::reconciler::MAX_ROWS_PER_TRANSACTION);
-        assert_eq!(shape.len(), 4, "{shape:?}");
-        assert!(shape.iter().all(|t| t.len() == 25), "{shape:?}");
-    }
-
-    #[test]
-    fn transactions_on_other_routers_and_port_names_do_not_depend_on_each_other() {
-        let plan = Plan {
-            changes: vec![
-                delete("a", "1"),
-                create("b", "10.3.0.0/24"),
-                Change::DeletePort {
-                    peering: "c".into(),
-                    id: "3".into(),
-                    router_id: "r2".into(),
-                    name: "vpc-1-vpc-2".into(),
-                    seen: BTreeMap::new(),
-                },
-            ],
-            outcomes: BTreeMap::new(),
-        };
-        let t = transactions(&plan, 1);
-        let (a, b, c) = (keys(&t[0]), keys(&t[1]), keys(&t[2]));
-        // a and b both change router "r": b waits for a; c is on r2.
-        assert!(!a.is_disjoint(&b));
-        assert!(a.is_disjoint(&c) && b.is_disjoint(&c));
-        assert!(c.contains(&Key::PortName("vpc-1-vpc-2")));
-    }
-
-    #[test]
-    fn a_peerings_changes_are_never_split_across_transactions() {
-        // In plan order: deletions first (all peerings), then creations.
-        let plan = Plan {
-            changes: vec![
-                delete("a", "1"),
-                delete("b", "2"),
-                create("a", "10.2.0.0/17"),
-                create("a", "10.2.128.0/17"),
-                create("b", "10.3.0.0/24"),
-                create("c", "10.4.0.0/24"),
-            ],
-            outcomes: BTreeMap::new(),
-        };
-        // "a" writes 5 rows: over a budget of 2 it still goes in one transaction, alone.
-        assert_eq!(
-            shape(&plan, 2),
-            vec![vec![("a", 3)], vec![("b", 2)], vec![("c", 1)]]
-        );
-        assert_eq!(
-            shape(&plan, 8),
-            vec![vec![("a", 3), ("b", 2)], vec![("c", 1)]]
-        );
-        assert_eq!(shape(&plan, 100), vec![vec![("a", 3), ("b", 2), ("c", 1)]]);
-        assert_eq!(shape(&plan, 0), shape(&plan, 1));
-    }
-
-    /// The window a review found: tombstone "z" removes its route to 10.2.0.0/24 on r, live
-    /// "a" creates its own there (the rules ignore a tombstone's rows) and also removes a
-    /// stale route, so it sorts first. Even a budget of one row keeps them in one
-    /// transaction, the removal first: "a"'s route commits only if "z"'s leaves.
-    #[test]
-    fn a_create_in_the_slot_of_another_peerings_removal_goes_with_it_after_it() {
-        let plan = planned(vec![
-            remove("z", "1", "10.2.0.0/24"),
-            remove("a", "2", "10.9.0.0/24"),
-            create("a", "10.2.0.0/24"),
-            create("b", "10.3.0.0/24"),
-        ]);
-        assert_eq!(plan.changes[0].peering(), "a", "a sorts first");
-        assert_eq!(
-            shape(&plan, 1),
-            vec![vec![("z", 1), ("a", 2)], vec![("b", 1)]]
-        );
-        // A removal written as NB holds it (host bits set) is the same slot.
-        let plan = planned(vec![
-            remove("z", "1", "10.2.0.7/24"),
-            remove("a", "2", "10.9.0.0/24"),
-            create("a", "10.2.0.0/24"),
-        ]);
-        assert_eq!(shape(&plan, 1), vec![vec![("z", 1), ("a", 2)]]);
-    }
-
-    /// A chain: "z" removes P, "b" creates P and removes Q, "c" creates Q: all three in one
-    /// transaction (c waits for b, which waits for z), each after what it waits for; "d",
-    /// linked to none, on its own.
-    #[test]
-    fn a_chain_of_removals_and_creates_in_one_transaction_in_order() {
-        let plan = planned(vec![
-            remove("z", "1", "10.2.0.0/24"),
-            remove("b", "2", "10.3.0.0/24"),
-            create("b", "10.2.0.0/24"),
-            create("c", "10.3.0.0/24"),
-            create("d", "10.4.0.0/24"),
-        ]);
-        assert_eq!(
-            shape(&plan, 1),
-            vec![vec![("z", 1), ("b", 2), ("c", 1)], vec![("d", 1)]]
-        );
-        // Within the budget, linked peerings fill a transaction as others do.
-        assert_eq!(
-            shape(&plan, 100),
-            vec![vec![("z", 1), ("b", 2), ("c", 1), ("d", 1)]]
-        );
-    }
-
-    /// Only the same router, route table, policy and prefix links: another prefix, policy
-    /// or router is no ECMP group.
-    #[test]
-    fn other_slots_are_not_linked() {
-        let mut src_ip = create("a", "10.2.0.0/24");
-        let mut other_router = create("b", "10.2.0.0/24");
-        let mut other_table = create("c", "10.2.0.0/24");
-        if let Change::CreateRoute { route, .. } = &mut src_ip {
-            route.policy = RoutePolicy::SrcIp;
-        }
-        if let Change::CreateRoute { route, .. } = &mut other_router {
-            route.router_id = "r2".into();
-        }
-        if let Change::CreateRoute { route, .. } = &mut other_table {
-            route.route_table = "t1".into();
-        }
-        let plan = planned(vec![
-            remove("z", "1", "10.2.0.0/24"),
-            src_ip,
-            other_router,
-            other_table,
-            create("d", "10.2.0.0/25"),
-        ]);
-        assert_eq!(
-            shape(&plan, 1),
-            vec![
-                vec![("z", 1)],
-                vec![("a", 1)],
-                vec![("b", 1)],
-                vec![("c", 1)],
-                vec![("d", 1)]
-            ]
-        );
-    }
-
-    /// Each creating peering's prerequisites, as the one-by-one retry of a refused batch
-    /// reads them (it writes a creator only once its removers committed).
-    #[test]
-    fn prerequisites_name_the_removers_of_each_creators_slots() {
-        let plan = planned(vec![
-            remove("z", "1", "10.2.0.0/24"),
-            remove("b", "2", "10.3.0.0/24"),
-            create("b", "10.2.0.0/24"),
-            create("c", "10.3.0.0/24"),
-            create("d", "10.4.0.0/24"),
-        ]);
-        let t = transactions(&plan, 100);
-        let names: Vec<&str> = t[0].iter().map(|(p, _)| *p).collect();
-        assert_eq!(names, ["z", "b", "c", "d"]);
-        assert_eq!(
-            prerequisites(t[0].iter()),
-            vec![vec![], vec![0], vec![1], vec![]]
-        );
-    }
-}
+mod tests;

@@ -614,6 +614,7 @@ mod tests {
                     id: row.to_string(),
                     router_id: router.to_string(),
                     name: "vpc-1-vpc-2".into(),
+                    networks: Vec::new(),
                     seen: seen.clone(),
                 },
                 LRP,

@@ -232,14 +232,17 @@ fn record(started: Instant, e: &TransactError) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Sends one transaction and waits for it (the one-by-one retry of a refused batch).
-async fn transact(
+/// Sends one transaction of `groups` and waits for it (the retry of a refused batch).
+async fn transact<'p>(
     r: &Reconciler,
-    group: &Group<'_>,
+    groups: Vec<&'p Group<'p>>,
     outcome: &mut PassOutcome,
 ) -> Result<BTreeSet<String>, PassError> {
-    let batch = std::slice::from_ref(group);
-    let f = send(r, vec![group], batch::keys(batch), outcome).await?;
+    let keys = groups
+        .iter()
+        .flat_map(|g| batch::keys(std::slice::from_ref(*g)))
+        .collect();
+    let f = send(r, groups, keys, outcome).await?;
     reply(f, outcome).await
 }
 
@@ -263,31 +266,7 @@ async fn land(
         // or port names, so nothing sent after them depends on these retries.
         Err(PassError::Nb(e)) if (is_refusal(&e) || is_guard_miss(&e)) && batch.len() > 1 => {
             tracing::warn!(error = %e, peerings = batch.len(), "batch not applied; writing peering by peering");
-            // A peering creating a route where another removes one goes only after that
-            // removal committed (else an ECMP group): the batch has the remover first.
-            let prerequisites = batch::prerequisites(batch.iter().copied());
-            let mut committed = vec![false; batch.len()];
-            for (k, group) in batch.into_iter().enumerate() {
-                if !prerequisites[k].iter().all(|&i| committed[i]) {
-                    settle(verdicts, group.0, Written::Partly, outcome);
-                    continue;
-                }
-                match transact(r, group, outcome).await {
-                    Ok(not_done) => {
-                        let written = Written::from(&not_done, group.0);
-                        committed[k] = matches!(written, Written::Done);
-                        settle(verdicts, group.0, written, outcome)
-                    }
-                    Err(PassError::Nb(e)) if is_refusal(&e) => {
-                        settle(verdicts, group.0, Written::Refused(&e), outcome)
-                    }
-                    Err(PassError::Nb(e)) if is_guard_miss(&e) => {
-                        settle(verdicts, group.0, Written::Partly, outcome)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
+            retry_by_units(r, batch, verdicts, outcome).await
         }
         Err(PassError::Nb(e)) if is_refusal(&e) => {
             settle(verdicts, batch[0].0, Written::Refused(&e), outcome);
@@ -302,6 +281,88 @@ async fn land(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The one-by-one retry of a refused batch. Peerings linked by a removal and an overlapping
+/// create ([`batch::prerequisites`]) are first retried together, as one transaction (a cycle
+/// of them, each removing what another creates, then commits at once); if that is refused
+/// too, each goes alone, the remover first, and a creator only once the removals it waits
+/// for committed (else both rows are in NB: an ECMP group, a longer prefix taking part of a
+/// shorter one's traffic, two ports in one subnet). It then says what it waits for. In a
+/// cycle the first one goes without waiting for the ones after it (one transaction's window;
+/// the rules give no cycle but live peerings swapping prefixes in one pass).
+async fn retry_by_units(
+    r: &Reconciler,
+    batch: Vec<&Group<'_>>,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    let waits = batch::prerequisites(batch.iter().copied());
+    let (order, ends) = batch::linked_units(&waits);
+    let mut committed = vec![false; batch.len()];
+    let mut start = 0;
+    for end in ends {
+        let unit = &order[start..end];
+        start = end;
+        // A unit that is the whole batch was just refused as one transaction.
+        if unit.len() > 1 && unit.len() < batch.len() {
+            let groups: Vec<&Group<'_>> = unit.iter().map(|&k| batch[k]).collect();
+            match transact(r, groups, outcome).await {
+                Ok(not_done) => {
+                    for &k in unit {
+                        committed[k] = true;
+                        settle(
+                            verdicts,
+                            batch[k].0,
+                            Written::from(&not_done, batch[k].0),
+                            outcome,
+                        );
+                    }
+                    continue;
+                }
+                Err(PassError::Nb(e)) if is_refusal(&e) || is_guard_miss(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (pos, &k) in unit.iter().enumerate() {
+            let group = batch[k];
+            let held = waits[k]
+                .iter()
+                .find(|w| !committed[w.remover] && unit[..pos].contains(&w.remover));
+            if let Some(w) = held {
+                let by = batch[w.remover].0;
+                let (what, router) = (w.what(), w.router);
+                settle(
+                    verdicts,
+                    group.0,
+                    Written::HeldBack { by, what, router },
+                    outcome,
+                );
+                continue;
+            }
+            match transact(r, vec![group], outcome).await {
+                Ok(not_done) => {
+                    // Committed: its removals are done even if another of its writes
+                    // matched no row.
+                    committed[k] = true;
+                    settle(
+                        verdicts,
+                        group.0,
+                        Written::from(&not_done, group.0),
+                        outcome,
+                    )
+                }
+                Err(PassError::Nb(e)) if is_refusal(&e) => {
+                    settle(verdicts, group.0, Written::Refused(&e), outcome)
+                }
+                Err(PassError::Nb(e)) if is_guard_miss(&e) => {
+                    settle(verdicts, group.0, Written::Partly, outcome)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `wait` guard of ours found its row changed ("timed out" on an operation; the writer
@@ -349,6 +410,13 @@ enum Written<'a> {
     Partly,
     /// The server refused them.
     Refused(&'a TransactError),
+    /// Not sent: peering `by`'s removal of `what` on `router` was not written, and these
+    /// writes must not land before it.
+    HeldBack {
+        by: &'a str,
+        what: String,
+        router: &'a str,
+    },
 }
 
 impl Written<'_> {
@@ -367,9 +435,19 @@ fn settle(
     written: Written<'_>,
     outcome: &mut PassOutcome,
 ) {
-    if matches!(written, Written::Partly) {
-        outcome.incomplete += 1;
+    match &written {
+        Written::Partly | Written::HeldBack { .. } => outcome.incomplete += 1,
+        // A deleted peering's refusal too: its rows stay in NB.
+        Written::Refused(e) => {
+            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
+                .increment(1)
+        }
+        Written::Done => {}
     }
+    let by_a_deleted_peering = match &written {
+        Written::HeldBack { by, .. } => !verdicts.contains_key(*by),
+        _ => false,
+    };
     let Some(v) = verdicts.get_mut(peering) else {
         return; // rows of a deleted peering
     };
@@ -382,14 +460,16 @@ fn settle(
         Written::Partly => {
             Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
         }
-        Written::Refused(e) => {
-            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
-                .increment(1);
-            Verdict::Failed(format!(
-                "OVN NB refused the peering's rows: {}",
-                describe(e)
+        Written::HeldBack { by, what, router } => {
+            let deleted = if by_a_deleted_peering { "deleted " } else { "" };
+            Verdict::Pending(format!(
+                "waiting for {what} of {deleted}peering {by} to leave {router}"
             ))
         }
+        Written::Refused(e) => Verdict::Failed(format!(
+            "OVN NB refused the peering's rows: {}",
+            describe(e)
+        )),
     };
 }
 
