@@ -526,4 +526,44 @@ mod tests {
         assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
         assert!(!is_refusal(&TransactError::NotConnected));
     }
+
+    /// A deleted peering's refusal counts in the error metric as a live one's does (its rows
+    /// stay in NB, like the live one's rows it holds back); the held-back peering's PENDING
+    /// message names what it waits for.
+    #[test]
+    fn a_tombstones_refusal_counts_and_the_peering_it_holds_back_says_why() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut verdicts = HashMap::from([("p13".to_string(), Verdict::Pending(String::new()))]);
+        let mut outcome = PassOutcome::default();
+        let refused = op_error("constraint violation");
+        metrics::with_local_recorder(&recorder, || {
+            settle(
+                &mut verdicts,
+                "p12",
+                Written::Refused(&refused),
+                &mut outcome,
+            );
+            let held = Written::HeldBack {
+                by: "p12",
+                what: "route 10.2.0.0/24".into(),
+                router: "vpc-1",
+            };
+            settle(&mut verdicts, "p13", held, &mut outcome);
+        });
+        let text = handle.render();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ovn_peerd_reconciler_errors_total{") && l.ends_with("} 1")),
+            "{text}"
+        );
+        match &verdicts["p13"] {
+            Verdict::Pending(m) => assert_eq!(
+                m,
+                "waiting for route 10.2.0.0/24 of deleted peering p12 to leave vpc-1"
+            ),
+            _ => panic!("p13 not PENDING"),
+        }
+        assert_eq!(outcome.incomplete, 1);
+    }
 }
