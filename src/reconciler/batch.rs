@@ -207,6 +207,21 @@ where
     out
 }
 
+/// In the one-by-one retry of a linked `unit` (positions, removers first), what holds back
+/// its member at `pos`: a removal it waits for, by a member placed before it, that did not
+/// commit (`committed`, by position). In a cycle the first member waits for none after it
+/// and goes: else every member would wait for another, pending for good.
+pub(super) fn holding_back<'w, 'p>(
+    waits: &'w [Vec<Wait<'p>>],
+    unit: &[usize],
+    pos: usize,
+    committed: &[bool],
+) -> Option<&'w Wait<'p>> {
+    waits[unit[pos]]
+        .iter()
+        .find(|w| !committed[w.remover] && unit[..pos].contains(&w.remover))
+}
+
 /// The groups (by position) cut into units that must commit together: the connected parts
 /// of the [`prerequisites`] links, in the order of each unit's first group; within a unit,
 /// every group after the ones it waits for (in position order otherwise, and for a cycle).

@@ -326,10 +326,7 @@ async fn retry_by_units(
         }
         for (pos, &k) in unit.iter().enumerate() {
             let group = batch[k];
-            let held = waits[k]
-                .iter()
-                .find(|w| !committed[w.remover] && unit[..pos].contains(&w.remover));
-            if let Some(w) = held {
+            if let Some(w) = batch::holding_back(&waits, unit, pos, &committed) {
                 let by = batch[w.remover].0;
                 let (what, router) = (w.what(), w.router);
                 settle(

@@ -355,3 +355,30 @@ fn a_wait_names_the_removed_route_and_the_router() {
     assert_eq!((waits[1][0].remover, waits[1][0].router), (0, "vpc-1"));
     assert_eq!(waits[1][0].what(), "route 10.2.0.0/24");
 }
+
+/// A cycle, possible between live peerings whose routes swap in one pass ("a" removes
+/// 10.2.0.0/24 and creates 10.3.0.0/24, "b" the other way round): one unit; in the one-by-one
+/// retry (after the unit was refused as one transaction) the first goes, the second only
+/// once the first committed: neither waits for good.
+#[test]
+fn a_cycle_is_one_unit_whose_first_member_goes_alone_in_a_retry() {
+    let plan = planned(vec![
+        remove("a", "1", "10.2.0.0/24"),
+        remove("b", "2", "10.3.0.0/24"),
+        create("a", "10.3.0.0/24"),
+        create("b", "10.2.0.0/24"),
+        create("c", "10.4.0.0/24"),
+    ]);
+    assert_eq!(
+        shape(&plan, 1),
+        vec![vec![("a", 2), ("b", 2)], vec![("c", 1)]]
+    );
+    let t = transactions(&plan, 1);
+    let waits = prerequisites(t[0].iter());
+    let (order, ends) = linked_units(&waits);
+    assert_eq!((order.as_slice(), ends.as_slice()), (&[0, 1][..], &[2][..]));
+    assert_eq!(holding_back(&waits, &order, 0, &[false, false]), None);
+    let held = holding_back(&waits, &order, 1, &[false, false]).expect("b waits for a");
+    assert_eq!((held.remover, held.what()), (0, "route 10.2.0.0/24".into()));
+    assert_eq!(holding_back(&waits, &order, 1, &[true, false]), None);
+}
