@@ -7,12 +7,14 @@
 //! whose identity stays are updated in place by the plan (`peering::diff`), never
 //! removed and inserted again.
 //!
-//! Break-before-make across peerings lives here too: a route one peering creates in the
-//! slot (router, route table, policy, prefix) of a route another peering removes (a
-//! tombstone's route: the rules ignore it, since the same pass removes it) goes out in the
-//! transaction that removes the old one, after it. Were they apart, the create could commit
-//! first, or alone when the removal is refused (its ownership guard found the row changed):
-//! both routes on the router, an ECMP group splitting the traffic until a later pass.
+//! Break-before-make across peerings lives here too: a route one peering creates over a
+//! route another peering removes on the same router, route table and policy (a tombstone's
+//! route: the rules ignore it, since the same pass removes it), its prefix equal to or
+//! overlapping the old one's, or a port whose networks overlap a removed port's on the same
+//! router, goes out in the transaction that removes the old one, after it. Were they apart,
+//! the create could commit first, or alone when the removal is refused (its ownership guard
+//! found the row changed): an ECMP group splitting the traffic, a longer old prefix keeping
+//! part of it, two connected routes to one subnet, until a later pass.
 
 use std::collections::{HashMap, HashSet};
 
