@@ -196,6 +196,9 @@ pub enum Change {
         peering: String,
         id: String,
         name: String,
+        /// UUID of the router whose `ports` hold it (new `networks` there must not land
+        /// before another peering's port in that subnet leaves: `reconciler::batch`).
+        router_id: String,
         mac: Option<String>,
         networks: Option<Vec<String>>,
         peer: Option<String>,
@@ -517,6 +520,7 @@ fn plan_ports(
                     peering,
                     id: have.id.clone(),
                     name: have.name.clone(),
+                    router_id: have.router_id.clone(),
                     mac: delta.mac,
                     networks: delta.networks,
                     peer: delta.peer,

@@ -82,8 +82,9 @@ pub(super) struct Wait<'p> {
     pub remover: usize,
     /// The removal (a [`Change::DeleteRoute`] or [`Change::DeletePort`]).
     pub removal: &'p Change,
-    /// The router's name (the creator's, same router).
-    pub router: &'p str,
+    /// The router's name (the creator's, same router; `None` for a port updated in place,
+    /// which names its router by UUID only).
+    pub router: Option<&'p str>,
 }
 
 impl Wait<'_> {
@@ -121,8 +122,8 @@ impl Removed<'_> {
 
 /// For each of `groups` (by position), what it waits for: the other groups' removals of a
 /// route whose prefix overlaps (either contains the other) one it creates on the same router,
-/// route table and policy, or of a port whose networks overlap those of a port it creates on the
-/// same router. It must not commit unless they have: two routes to one
+/// route table and policy, or of a port whose networks overlap those of a port it creates or
+/// readdresses on the same router. It must not commit unless they have: two routes to one
 /// prefix form an ECMP group, a longer prefix takes part of a shorter one's traffic, and two
 /// ports of one router in one subnet make two connected routes.
 pub(super) fn prerequisites<'p, 'g>(
@@ -173,7 +174,7 @@ where
             let (router, on, route, addresses) = match c {
                 Change::CreateRoute { route, .. } => match removed.get(route.router_id.as_str()) {
                     Some(on) => (
-                        route.router.as_str(),
+                        Some(route.router.as_str()),
                         on,
                         Some((route.route_table.as_str(), Some(route.policy))),
                         std::slice::from_ref(&route.ip_prefix),
@@ -181,7 +182,20 @@ where
                     None => continue,
                 },
                 Change::CreatePort { port, .. } => match removed.get(port.router_id.as_str()) {
-                    Some(on) => (port.router.as_str(), on, None, port.networks.as_slice()),
+                    Some(on) => (
+                        Some(port.router.as_str()),
+                        on,
+                        None,
+                        port.networks.as_slice(),
+                    ),
+                    None => continue,
+                },
+                Change::UpdatePort {
+                    router_id,
+                    networks: Some(networks),
+                    ..
+                } => match removed.get(router_id.as_str()) {
+                    Some(on) => (None, on, None, networks.as_slice()),
                     None => continue,
                 },
                 _ => continue,

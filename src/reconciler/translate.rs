@@ -656,6 +656,7 @@ mod tests {
             peering: "p".into(),
             id: Uuid::from_u128(9).to_string(),
             name: "vpc-1-vpc-2".into(),
+            router_id: Uuid::from_u128(1).to_string(),
             mac: None,
             networks: None,
             peer: None,

@@ -407,12 +407,12 @@ enum Written<'a> {
     Partly,
     /// The server refused them.
     Refused(&'a TransactError),
-    /// Not sent: peering `by`'s removal of `what` on `router` was not written, and these
-    /// writes must not land before it.
+    /// Not sent: peering `by`'s removal of `what` on `router` (its name, when known) was
+    /// not written, and these writes must not land before it.
     HeldBack {
         by: &'a str,
         what: String,
-        router: &'a str,
+        router: Option<&'a str>,
     },
 }
 
@@ -459,6 +459,7 @@ fn settle(
         }
         Written::HeldBack { by, what, router } => {
             let deleted = if by_a_deleted_peering { "deleted " } else { "" };
+            let router = router.unwrap_or("its router");
             Verdict::Pending(format!(
                 "waiting for {what} of {deleted}peering {by} to leave {router}"
             ))
@@ -544,7 +545,7 @@ mod tests {
             let held = Written::HeldBack {
                 by: "p12",
                 what: "route 10.2.0.0/24".into(),
-                router: "vpc-1",
+                router: Some("vpc-1"),
             };
             settle(&mut verdicts, "p13", held, &mut outcome);
         });

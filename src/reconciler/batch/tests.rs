@@ -339,7 +339,32 @@ fn a_port_overlapping_another_peerings_removed_port_goes_with_it_after_it() {
         waits[a][0].what(),
         "port vpc-1-z (169.254.0.1/30, fd00::1/126)"
     );
-    assert_eq!(waits[a][0].router, "vpc-1");
+    assert_eq!(waits[a][0].router, Some("vpc-1"));
+
+    // A port readdressed in place into the removed subnet waits the same; one whose other
+    // columns change does not.
+    let readdress = |peering: &str, networks: Option<Vec<String>>| Change::UpdatePort {
+        peering: peering.into(),
+        id: format!("{peering}-port"),
+        name: format!("vpc-1-{peering}"),
+        router_id: "r".into(),
+        mac: Some("0a:00:00:00:00:02".into()),
+        networks,
+        peer: None,
+        external_ids: None,
+        reset: vec![],
+    };
+    let plan = planned(vec![
+        unport("z", &["169.254.0.1/30"]),
+        readdress("d", Some(vec!["169.254.0.2/30".into()])),
+        readdress("e", None),
+    ]);
+    assert_eq!(
+        shape(&plan, 1),
+        vec![vec![("z", 1), ("d", 1)], vec![("e", 1)]]
+    );
+    let waits = prerequisites(transactions(&plan, 1)[0].iter());
+    assert_eq!(waits[1][0].router, None, "{waits:?}");
 }
 
 /// What a held-back creator's PENDING message names ("waiting for route 10.2.0.0/24 ...").
@@ -352,7 +377,10 @@ fn a_wait_names_the_removed_route_and_the_router() {
     let t = transactions(&plan, 100);
     let waits = prerequisites(t[0].iter());
     assert_eq!(waits[1].len(), 1, "{waits:?}");
-    assert_eq!((waits[1][0].remover, waits[1][0].router), (0, "vpc-1"));
+    assert_eq!(
+        (waits[1][0].remover, waits[1][0].router),
+        (0, Some("vpc-1"))
+    );
     assert_eq!(waits[1][0].what(), "route 10.2.0.0/24");
 }
 

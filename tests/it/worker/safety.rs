@@ -74,6 +74,7 @@ async fn a_deletion_planned_on_a_stale_view_is_refused_and_a_guarded_update_repo
         peering: "p".into(),
         id: port.uuid.clone(),
         name: port.name.clone(),
+        router_id: router.clone(),
         mac: Some("0a:00:00:00:00:99".into()),
         networks: None,
         peer: None,
