@@ -290,7 +290,7 @@ async fn land(
 /// for committed (else both rows are in NB: an ECMP group, a longer prefix taking part of a
 /// shorter one's traffic, two ports in one subnet). It then says what it waits for. In a
 /// cycle the first one goes without waiting for the ones after it (one transaction's window;
-/// the rules give no cycle but live peerings swapping prefixes in one pass).
+/// a tombstone makes no cycle, live peerings swapping prefixes in one pass can).
 async fn retry_by_units(
     r: &Reconciler,
     batch: Vec<&Group<'_>>,
