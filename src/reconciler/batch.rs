@@ -112,18 +112,41 @@ struct Removed<'p> {
 }
 
 impl Removed<'_> {
-    fn overlaps(&self, text: &str, net: Option<IpNet>) -> bool {
-        match (self.net, net) {
-            (Some(a), Some(b)) => a.contains(&b) || b.contains(&a),
+    /// Whether an address created on the same router (`route`: a route's (route table,
+    /// policy), `None` for a port's network) could meet this removed one while both are in
+    /// NB. A route takes traffic from the new route only where it is at least as long
+    /// (longest prefix wins; equal ones form an ECMP group), so a new route waits for a
+    /// removed route of its table and policy, or a removed port's network (a connected route
+    /// of the router), that it covers; a removed shorter prefix (a `0.0.0.0/0` being
+    /// replaced) takes nothing from it. Two ports of one router whose networks overlap in
+    /// either direction are ambiguous, so a new port waits for any such removed port.
+    fn blocks(
+        &self,
+        route: Option<(&str, Option<RoutePolicy>)>,
+        text: &str,
+        net: Option<IpNet>,
+    ) -> bool {
+        let covers = || match (net, self.net) {
+            (Some(new), Some(old)) => new.contains(&old),
             _ => self.text == text,
+        };
+        match (route, self.route) {
+            (Some(new), Some(old)) => new == old && covers(),
+            (Some((_, policy)), None) => policy == Some(RoutePolicy::DstIp) && covers(),
+            (None, None) => match (self.net, net) {
+                (Some(a), Some(b)) => a.contains(&b) || b.contains(&a),
+                _ => self.text == text,
+            },
+            (None, Some(_)) => false,
         }
     }
 }
 
-/// For each of `groups` (by position), what it waits for: the other groups' removals of a
-/// route whose prefix overlaps (either contains the other) one it creates on the same router,
-/// route table and policy, or of a port whose networks overlap those of a port it creates or
-/// readdresses on the same router. It must not commit unless they have: two routes to one
+/// For each of `groups` (by position), what it waits for: the other groups' removals, on a
+/// router where it creates a route or a port, that the new row could meet while both are in
+/// NB ([`Removed::blocks`]: a removed route of the same route table and policy, or a removed
+/// port's network, that a new route's prefix covers; a removed port whose networks overlap a
+/// port it creates or readdresses). It must not commit unless they have: two routes to one
 /// prefix form an ECMP group, a longer prefix takes part of a shorter one's traffic, and two
 /// ports of one router in one subnet make two connected routes.
 pub(super) fn prerequisites<'p, 'g>(
@@ -204,8 +227,7 @@ where
                 let net = prefix_net(text);
                 for r in on {
                     let linked = r.group != j
-                        && r.route == route
-                        && r.overlaps(text, net)
+                        && r.blocks(route, text, net)
                         && !out[j].iter().any(|w: &Wait<'_>| {
                             w.remover == r.group && std::ptr::eq(w.removal, r.change)
                         });

@@ -249,17 +249,16 @@ fn prerequisites_name_the_removers_of_each_creators_slots() {
 /// The review's window with a longer prefix: tombstone "z" removes 10.2.1.0/24 on r while
 /// live "a" creates 10.2.0.0/16 there (the rules ignore a tombstone's routes for overlap too).
 /// Alone, a's /16 could commit first or without z's removal, and z's /24 would keep 10.2.1.x
-/// by longest-prefix match: they go together, z first; the other way round (a /24 created
-/// under a removed /16) too, and IPv6 alike.
+/// by longest-prefix match: they go together, z first; an equal prefix (host bits, case) and
+/// IPv6 alike.
 #[test]
 fn a_create_overlapping_another_peerings_removed_route_goes_with_it_after_it() {
     for (old, new) in [
         ("10.2.1.0/24", "10.2.0.0/16"),
-        ("10.2.0.0/16", "10.2.1.0/24"),
         ("10.2.1.7", "10.2.1.0/24"),
+        ("10.2.1.7/24", "10.2.1.0/24"),
         ("2001:db8:0:1::/64", "2001:db8::/48"),
-        ("2001:DB8::/32", "2001:db8:5::/48"),
-        ("::/0", "2001:db8::/48"),
+        ("2001:DB8:5::/48", "2001:db8:5::/48"),
     ] {
         let plan = planned(vec![
             remove("z", "1", old),
@@ -273,11 +272,17 @@ fn a_create_overlapping_another_peerings_removed_route_goes_with_it_after_it() {
             "{old} removed, {new} created"
         );
     }
-    // Disjoint prefixes, or the other family (::/0 covers no IPv4 prefix), do not link.
+    // Disjoint prefixes, the other family (::/0 covers no IPv4 prefix), or a removed SHORTER
+    // prefix (it takes none of the new longer one's traffic: a hub's 0.0.0.0/0 being replaced
+    // must not pull every spoke created on the hub into its transaction) do not link.
     for (old, new) in [
         ("10.2.1.0/24", "10.2.2.0/24"),
         ("::/0", "10.2.0.0/16"),
         ("2001:db8:1::/48", "2001:db8:2::/48"),
+        ("10.2.0.0/16", "10.2.1.0/24"),
+        ("0.0.0.0/0", "10.2.1.0/24"),
+        ("2001:DB8::/32", "2001:db8:5::/48"),
+        ("::/0", "2001:db8::/48"),
     ] {
         let plan = planned(vec![remove("z", "1", old), create("a", new)]);
         assert_eq!(
@@ -365,6 +370,30 @@ fn a_port_overlapping_another_peerings_removed_port_goes_with_it_after_it() {
     );
     let waits = prerequisites(transactions(&plan, 1)[0].iter());
     assert_eq!(waits[1][0].router, None, "{waits:?}");
+}
+
+/// A new route over a removed port's network: tombstone "z"'s link 10.255.0.1/30 leaves r
+/// while "a" creates a dst-ip route to 10.255.0.0/24 there; while z's port is in NB its
+/// connected /30 is the longer prefix and keeps 10.255.0.0-3. They go together, z first. A
+/// route that does not cover the port's network, or a src-ip one, does not link.
+#[test]
+fn a_route_covering_another_peerings_removed_port_goes_with_it_after_it() {
+    let plan = planned(vec![
+        unport("z", &["10.255.0.1/30"]),
+        remove("a", "2", "10.9.0.0/24"),
+        create("a", "10.255.0.0/24"),
+        create("b", "10.255.1.0/24"),
+    ]);
+    assert_eq!(
+        shape(&plan, 1),
+        vec![vec![("z", 1), ("a", 2)], vec![("b", 1)]]
+    );
+    let mut src = create("c", "10.255.0.0/24");
+    if let Change::CreateRoute { route, .. } = &mut src {
+        route.policy = RoutePolicy::SrcIp;
+    }
+    let plan = planned(vec![unport("z", &["10.255.0.1/30"]), src]);
+    assert_eq!(shape(&plan, 1), vec![vec![("z", 1)], vec![("c", 1)]]);
 }
 
 /// What a held-back creator's PENDING message names ("waiting for route 10.2.0.0/24 ...").
