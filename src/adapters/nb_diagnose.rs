@@ -29,6 +29,7 @@ pub fn snapshot(
     record: &PeeringRecord,
     context: &[PeeringRecord],
     protected: &[String],
+    instance: Option<&str>,
     mut extra: NbExtra,
 ) -> Result<Snapshot, String> {
     // A peering being deleted is judged as if it were live: what it wanted is what is left.
@@ -43,7 +44,7 @@ pub fn snapshot(
     }
     ctx.push(me);
     let going = Judge::going(&ctx);
-    let judge = Judge::new(&ctx, &going, cache, protected);
+    let judge = Judge::new(&ctx, &going, cache, protected, instance);
     let (wanted, refusal) = match judge.wanted(&record.name) {
         Some(Ok(rows)) => (rows, None),
         Some(Err(u)) => (u.rows, Some(u.why)),

@@ -60,10 +60,18 @@ impl PeeringApi {
         let extra = self.nb_extra(&routers).await?;
         let nb = self.inner.nb.clone();
         let protected = self.inner.settings.protected_vpcs.clone();
+        let instance = self.inner.settings.instance.clone();
         let findings = tokio::task::spawn_blocking(move || {
             let snap = {
                 let cache = nb.cache();
-                snapshot(&cache, &record, &context, &protected, extra)
+                snapshot(
+                    &cache,
+                    &record,
+                    &context,
+                    &protected,
+                    instance.as_deref(),
+                    extra,
+                )
             };
             snap.map(|s| diagnose::diagnose(&s))
         })

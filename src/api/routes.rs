@@ -18,7 +18,7 @@ use super::PeeringApi;
 use crate::ovsdb::{LogicalRouter, LogicalRouterStaticRoute, NbCache, Table};
 use crate::peering::desired::DesiredRoute;
 use crate::peering::topology::effective_routes;
-use crate::peering::{is_owned, port_name, Family, PeeringSpec, PEERING_KEY};
+use crate::peering::{is_ours, port_name, Family, PeeringSpec, PEERING_KEY};
 use crate::proto::v1::{ListRoutesRequest, ListRoutesResponse, Route};
 use crate::reconciler::derive::{subnets_as_judged, Judge};
 use crate::store::{PeeringRecord, PeeringState};
@@ -60,13 +60,15 @@ impl PeeringApi {
             .peering_list_touching_neighbours(&req.vpc)
             .await?;
         let protected = self.inner.settings.protected_vpcs.clone();
+        let instance = self.inner.settings.instance.clone();
         let nb = self.synced_nb()?;
         let vpc = req.vpc.clone();
         // Reading NB and judging peerings is CPU work growing with the hub's peerings: off
         // the async workers.
         let (routes, next_page_token) = tokio::task::spawn_blocking(move || {
             let cache = nb.cache();
-            page(&cache, &vpc, &context, &protected, after, limit)
+            let instance = instance.as_deref();
+            page(&cache, &vpc, &context, &protected, instance, after, limit)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -134,9 +136,11 @@ impl PeeringApi {
             names.retain(|n| done.as_ref() != Some(n));
             let nb = self.synced_nb()?;
             let vpc_owned = vpc.to_string();
+            let instance = self.inner.settings.instance.clone();
             let (walked, p) = tokio::task::spawn_blocking(move || {
                 let cache = nb.cache();
-                let walked = walk(&cache, &vpc_owned, &records, &names, &mut pager);
+                let instance = instance.as_deref();
+                let walked = walk(&cache, &vpc_owned, instance, &records, &names, &mut pager);
                 (walked, pager)
             })
             .await
@@ -157,11 +161,13 @@ impl PeeringApi {
         listed.extend(read_as_peerings);
         let nb = self.synced_nb()?;
         let vpc = vpc.to_string();
+        let instance = self.inner.settings.instance.clone();
         let page = tokio::task::spawn_blocking(move || {
             let cache = nb.cache();
             let router = one_router(&cache, &vpc)?;
             let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
-            Ok::<_, ApiError>(other_routes(&cache, &vpc, router, &listed, pager))
+            let instance = instance.as_deref();
+            Ok::<_, ApiError>(other_routes(&cache, &vpc, instance, router, &listed, pager))
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -212,12 +218,13 @@ enum Walked {
 fn walk(
     cache: &NbCache,
     vpc: &str,
+    instance: Option<&str>,
     records: &[PeeringRecord],
     names: &[String],
     pager: &mut Pager,
 ) -> Result<Walked, ApiError> {
     let router = one_router(cache, vpc)?;
-    let view = RouterRoutes::new(cache, vpc, router);
+    let view = RouterRoutes::new(cache, vpc, instance, router);
     let (by_name, by_vpc) = by_name_and_vpc(records);
     for name in names {
         let Some(rows) = view.peering(name, by_name.get(name.as_str()).copied(), &by_vpc, |_| None)
@@ -255,15 +262,23 @@ fn by_name_and_vpc(
 struct RouterRoutes<'a> {
     cache: &'a NbCache,
     vpc: &'a str,
+    /// This deployment's id: another deployment's rows are foreign, whatever their name.
+    instance: Option<&'a str>,
     router_id: String,
     in_router: HashSet<Uuid>,
 }
 
 impl<'a> RouterRoutes<'a> {
-    fn new(cache: &'a NbCache, vpc: &'a str, router: &LogicalRouter) -> Self {
+    fn new(
+        cache: &'a NbCache,
+        vpc: &'a str,
+        instance: Option<&'a str>,
+        router: &LogicalRouter,
+    ) -> Self {
         RouterRoutes {
             cache,
             vpc,
+            instance,
             router_id: router.uuid.to_string(),
             in_router: router.static_routes.iter().copied().collect(),
         }
@@ -288,14 +303,14 @@ impl<'a> RouterRoutes<'a> {
                 *table == Table::LogicalRouterStaticRoute && self.in_router.contains(uuid)
             })
             .filter_map(|(_, uuid)| cache.static_route(uuid))
-            .filter(|r| is_owned(&r.external_ids))
-            .map(|r| installed_route(self.vpc, r))
+            .filter(|r| is_ours(&r.external_ids, self.instance))
+            .map(|r| installed_route(self.vpc, self.instance, r))
             .collect();
         let installed_keys: HashSet<RouteKey> = installed.iter().map(route_key).collect();
         // What it would install if it passes the rules, less what NB holds: judged only when
         // something is left (a converged peering is not judged at all).
         let mut wanted: Vec<Route> = rec
-            .map(|r| candidates(r, by_vpc, cache, self.vpc))
+            .map(|r| candidates(r, by_vpc, cache, self.vpc, self.instance))
             .unwrap_or_default();
         wanted.retain(|r| !installed_keys.contains(&route_key(r)));
         if !wanted.is_empty() {
@@ -324,6 +339,7 @@ fn page(
     vpc: &str,
     context: &[PeeringRecord],
     protected: &[String],
+    instance: Option<&str>,
     after: Option<String>,
     limit: usize,
 ) -> Result<(Vec<Route>, String), ApiError> {
@@ -331,10 +347,10 @@ fn page(
     // The judge of the whole context (O(N log N) to build at a hub of N): only when one of the
     // page's peerings wants a route NB lacks.
     let full: OnceCell<Judge<'_>> = OnceCell::new();
-    let judge = || full.get_or_init(|| Judge::new(context, &going, cache, protected));
+    let judge = || full.get_or_init(|| Judge::new(context, &going, cache, protected, instance));
     let (by_name, by_vpc) = by_name_and_vpc(context);
     let router = one_router(cache, vpc)?;
-    let view = RouterRoutes::new(cache, vpc, router);
+    let view = RouterRoutes::new(cache, vpc, instance, router);
     let mut names: Vec<&str> = context
         .iter()
         .filter(|r| r.local_vpc == vpc || r.remote_vpc == vpc)
@@ -379,7 +395,7 @@ fn page(
         }
     }
     let listed: HashSet<&str> = names.iter().copied().collect();
-    Ok(other_routes(cache, vpc, router, &listed, pager))
+    Ok(other_routes(cache, vpc, instance, router, &listed, pager))
 }
 
 /// The rest of a page: the router's other routes, foreign or owned by a peering not stored any
@@ -387,6 +403,7 @@ fn page(
 fn other_routes(
     cache: &NbCache,
     vpc: &str,
+    instance: Option<&str>,
     router: &LogicalRouter,
     listed: &HashSet<&str>,
     mut pager: Pager,
@@ -396,12 +413,12 @@ fn other_routes(
         .iter()
         .filter_map(|u| cache.static_route(*u))
         .filter(|r| {
-            !(is_owned(&r.external_ids)
+            !(is_ours(&r.external_ids, instance)
                 && r.external_ids
                     .get(PEERING_KEY)
                     .is_some_and(|p| listed.contains(p)))
         })
-        .map(|r| installed_route(vpc, r))
+        .map(|r| installed_route(vpc, instance, r))
         .map(|r| (Cursor::rest_key(&r), r))
         .collect();
     rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -414,14 +431,14 @@ fn other_routes(
 }
 
 /// A route of `vpc`'s router as NB holds it.
-fn installed_route(vpc: &str, r: &LogicalRouterStaticRoute) -> Route {
+fn installed_route(vpc: &str, instance: Option<&str>, r: &LogicalRouterStaticRoute) -> Route {
     Route {
         vpc: vpc.to_string(),
         cidr: r.ip_prefix.to_string(),
         nexthop: r.nexthop.to_string(),
         policy: convert::policy_of_ovn(r.policy.as_deref()),
         route_table: r.route_table.to_string(),
-        peering: if is_owned(&r.external_ids) {
+        peering: if is_ours(&r.external_ids, instance) {
             r.external_ids
                 .get(PEERING_KEY)
                 .map(str::to_owned)
@@ -502,6 +519,7 @@ fn candidates(
     by_vpc: &HashMap<&str, Vec<&PeeringRecord>>,
     cache: &NbCache,
     vpc: &str,
+    instance: Option<&str>,
 ) -> Vec<Route> {
     if rec.state == PeeringState::Deleting {
         return Vec::new();
@@ -519,7 +537,7 @@ fn candidates(
         .flatten()
         .map(|r| (*r).clone())
         .collect();
-    wanted_unjudged(&subnets_as_judged(&few, cache, other), &spec, vpc)
+    wanted_unjudged(&subnets_as_judged(&few, cache, other, instance), &spec, vpc)
 }
 
 /// The routes peering `spec` would install in `vpc` if it passes the rules, as

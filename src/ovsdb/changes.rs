@@ -119,8 +119,13 @@ pub(crate) mod tests {
     /// Applies `update` to `nb` (the snapshot before it kept, as the client does) and reads
     /// its changes.
     pub(crate) fn step(nb: &mut NbCache, update: serde_json::Value) -> Changes {
+        step_in(UpdateFormat::V2, nb, update)
+    }
+
+    /// [`step`] for an update in `format` (V1: the `monitor` method's `update`, old/new rows).
+    fn step_in(format: UpdateFormat, nb: &mut NbCache, update: serde_json::Value) -> Changes {
         let before = nb.clone();
-        let rows = nb.apply_v(&types(), UpdateFormat::V2, &update).unwrap();
+        let rows = nb.apply_v(&types(), format, &update).unwrap();
         Changes::read(&before, rows)
     }
 
@@ -268,6 +273,97 @@ pub(crate) mod tests {
         assert_eq!(
             names_of(&c, &nb, u(22)),
             (ChangeKind::Insert, v(&["r2"]), v(&["vpc-a-vpc-b"]))
+        );
+    }
+
+    /// The same through the v1 `update` of the `monitor` method (a server without
+    /// `monitor_cond`): a modify carries the whole new row under `new` (a router's `ports`
+    /// as the full set, re-indexed whole) and the changed columns' old values under `old`; a
+    /// delete only `old`. Each change still names what its row was in the snapshot before its
+    /// update, including after a move the previous update made.
+    #[test]
+    fn v1_updates_name_what_was_and_what_is() {
+        let v1 = |nb: &mut NbCache, update| step_in(UpdateFormat::V1, nb, update);
+        let router = |name: &str, ports: &[u128], routes: &[u128]| {
+            let set = |uuids: &[u128]| {
+                json!([
+                    "set",
+                    uuids
+                        .iter()
+                        .map(|n| json!(["uuid", s(*n)]))
+                        .collect::<Vec<_>>()
+                ])
+            };
+            json!({"name": name, "ports": set(ports), "static_routes": set(routes)})
+        };
+        let port = |name: &str| json!({"name": name, "mac": "m", "networks": "10.1.0.1/24"});
+        let mut nb = NbCache::new(None);
+        let c = v1(
+            &mut nb,
+            json!({
+                "Logical_Router_Port": {s(11): {"new": port("r1-p")}, s(21): {"new": port("r2-p")}},
+                "Logical_Router_Static_Route": {
+                    s(12): {"new": {"ip_prefix": "10.9.0.0/16", "nexthop": "10.1.0.9"}}},
+                "Logical_Router": {
+                    s(1): {"new": router("r1", &[11], &[12])},
+                    s(2): {"new": router("r2", &[21], &[])}}}),
+        );
+        assert_eq!(
+            names_of(&c, &nb, u(11)),
+            (ChangeKind::Insert, v(&["r1"]), v(&["r1-p"]))
+        );
+        // Both renamed.
+        let c = v1(
+            &mut nb,
+            json!({
+                "Logical_Router_Port": {s(11): {"old": {"name": "r1-p"}, "new": port("r1-q")}},
+                "Logical_Router": {
+                    s(1): {"old": {"name": "r1"}, "new": router("r1-new", &[11], &[12])}}}),
+        );
+        assert_eq!(
+            names_of(&c, &nb, u(11)),
+            (
+                ChangeKind::Modify,
+                v(&["r1", "r1-new"]),
+                v(&["r1-p", "r1-q"])
+            )
+        );
+        assert_eq!(names_of(&c, &nb, u(1)).1, ["r1", "r1-new"]);
+        // The port moved from r1-new to r2 by hand: the routers' changes name each its own.
+        let c = v1(
+            &mut nb,
+            json!({"Logical_Router": {
+                s(1): {"old": {"ports": ["uuid", s(11)]}, "new": router("r1-new", &[], &[12])},
+                s(2): {"old": {"ports": ["uuid", s(21)]}, "new": router("r2", &[11, 21], &[])}}}),
+        );
+        assert_eq!(names_of(&c, &nb, u(1)).1, ["r1-new"]);
+        assert_eq!(names_of(&c, &nb, u(2)).1, ["r2"]);
+        // r2 deleted with its ports, the moved one included: the router they had, r2.
+        let c = v1(
+            &mut nb,
+            json!({
+                "Logical_Router": {s(2): {"old": router("r2", &[11, 21], &[])}},
+                "Logical_Router_Port": {s(11): {"old": port("r1-q")}, s(21): {"old": port("r2-p")}}}),
+        );
+        assert_eq!(
+            names_of(&c, &nb, u(2)),
+            (ChangeKind::Delete, v(&["r2"]), v(&[]))
+        );
+        assert_eq!(
+            names_of(&c, &nb, u(11)),
+            (ChangeKind::Delete, v(&["r2"]), v(&["r1-q"]))
+        );
+        // A route removed from its router: named by the router it had.
+        let c = v1(
+            &mut nb,
+            json!({
+                "Logical_Router": {s(1): {"old": {"static_routes": ["uuid", s(12)]},
+                    "new": router("r1-new", &[], &[])}},
+                "Logical_Router_Static_Route": {s(12): {"old": {"ip_prefix": "10.9.0.0/16"}}}}),
+        );
+        assert_eq!(
+            names_of(&c, &nb, u(12)),
+            (ChangeKind::Delete, v(&["r1-new"]), v(&[]))
         );
     }
 }

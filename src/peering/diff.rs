@@ -196,6 +196,9 @@ pub enum Change {
         peering: String,
         id: String,
         name: String,
+        /// UUID of the router whose `ports` hold it (new `networks` there must not land
+        /// before another peering's port in that subnet leaves: `reconciler::batch`).
+        router_id: String,
         mac: Option<String>,
         networks: Option<Vec<String>>,
         peer: Option<String>,
@@ -211,6 +214,9 @@ pub enum Change {
         id: String,
         router_id: String,
         name: String,
+        /// Its `networks`: another peering's port given an overlapping address on the same
+        /// router must not land before this one leaves (`reconciler::batch`).
+        networks: Vec<String>,
         seen: BTreeMap<String, String>,
     },
     /// Insert the route and add it to its router's `static_routes`.
@@ -235,8 +241,45 @@ pub enum Change {
         peering: String,
         id: String,
         router_id: String,
+        /// Where the route sits on its router: another peering's route created in the same
+        /// slot must not land before this one leaves (`reconciler::batch`).
+        slot: RouteSlot,
         seen: BTreeMap<String, String>,
     },
+}
+
+/// Where OVN places a route among its router's routes: `ovn-nbctl lr-route-add`'s identity
+/// without the nexthop, (route table, policy, normalised prefix). Two routes in one slot of
+/// one router form an ECMP group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteSlot {
+    /// `route_table` ("" = main).
+    pub route_table: String,
+    /// `policy` (absent = dst-ip); `None` for a value ovn-peerd does not know, which no
+    /// route of ours has.
+    pub policy: Option<RoutePolicy>,
+    /// `ip_prefix`, host bits cleared (a bare address: a host route).
+    pub prefix: String,
+}
+
+impl RouteSlot {
+    /// The slot of a route we would install.
+    pub fn of(route: &DesiredRoute) -> RouteSlot {
+        RouteSlot {
+            route_table: route.route_table.clone(),
+            policy: Some(route.policy),
+            prefix: normalise_prefix(&route.ip_prefix),
+        }
+    }
+
+    /// The slot of a route NB holds.
+    pub fn of_actual(route: &ActualRoute) -> RouteSlot {
+        RouteSlot {
+            route_table: route.route_table.clone(),
+            policy: route.policy,
+            prefix: normalise_prefix(&route.ip_prefix),
+        }
+    }
 }
 
 impl Change {
@@ -462,6 +505,7 @@ fn plan_ports(
                     id: have.id.clone(),
                     router_id: have.router_id.clone(),
                     name: have.name.clone(),
+                    networks: have.networks.clone(),
                     seen: have.external_ids.clone(),
                 });
                 changes.push(Change::CreatePort {
@@ -476,6 +520,7 @@ fn plan_ports(
                     peering,
                     id: have.id.clone(),
                     name: have.name.clone(),
+                    router_id: have.router_id.clone(),
                     mac: delta.mac,
                     networks: delta.networks,
                     peer: delta.peer,
@@ -493,6 +538,7 @@ fn plan_ports(
                 id: a.id.clone(),
                 router_id: a.router_id.clone(),
                 name: a.name.clone(),
+                networks: a.networks.clone(),
                 seen: a.external_ids.clone(),
             });
         }
@@ -561,6 +607,7 @@ fn plan_routes(
                     peering: d.name.clone(),
                     id: dup.id.clone(),
                     router_id: dup.router_id.clone(),
+                    slot: RouteSlot::of_actual(dup),
                     seen: dup.external_ids.clone(),
                 });
             }
@@ -575,6 +622,7 @@ fn plan_routes(
                 peering: peering.clone(),
                 id: a.id.clone(),
                 router_id: a.router_id.clone(),
+                slot: RouteSlot::of_actual(a),
                 seen: a.external_ids.clone(),
             });
         }
@@ -729,13 +777,16 @@ fn normalised_set(networks: &[String]) -> BTreeSet<String> {
 
 /// A prefix as identity: host bits cleared; a bare address is a host route.
 fn normalise_prefix(s: &str) -> String {
-    if let Ok(p) = s.parse::<IpNet>() {
-        return p.trunc().to_string();
+    prefix_net(s).map_or_else(|| s.to_string(), |net| net.to_string())
+}
+
+/// A route's `ip_prefix` or a port's network as the network it covers (host bits cleared, a
+/// bare address: a host route), as `ovn-nbctl` compares them; `None` when unreadable.
+pub fn prefix_net(s: &str) -> Option<IpNet> {
+    match s.parse::<IpNet>() {
+        Ok(p) => Some(p.trunc()),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     }
-    if let Ok(a) = s.parse::<IpAddr>() {
-        return IpNet::from(a).to_string();
-    }
-    s.to_string()
 }
 
 fn normalise_addr(s: &str) -> String {

@@ -64,6 +64,17 @@ pub fn is_owned(external_ids: &(impl ExternalIds + ?Sized)) -> bool {
     external_ids.id(OWNER_KEY) == Some(OWNER_VALUE)
 }
 
+/// Whether a row is this deployment's (`instance`: its id, `None` when unknown): marked as
+/// ovn-peerd's and not by another deployment (a row without an instance mark, written by an
+/// older version, belongs to the holder of its peering name), as the rules read it.
+pub fn is_ours(external_ids: &(impl ExternalIds + ?Sized), instance: Option<&str>) -> bool {
+    is_owned(external_ids)
+        && match (instance, external_ids.id(INSTANCE_KEY)) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => true,
+        }
+}
+
 /// One of the two VPCs of a peering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

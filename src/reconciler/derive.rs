@@ -268,10 +268,11 @@ pub(crate) fn judges_only(
     changed: &BTreeSet<String>,
     context: &[PeeringRecord],
     cache: &NbCache,
+    instance: &str,
 ) -> bool {
     let going: BTreeSet<&str> = Judge::going(context);
     let topo = Leaving {
-        nb: NbCacheTopology(cache, None),
+        nb: NbCacheTopology(cache, Some(instance)),
         going: &going,
     };
     let (_, specs, _) = live_specs(context);
@@ -473,9 +474,10 @@ impl<'a> Judge<'a> {
         going: &'a BTreeSet<&'a str>,
         cache: &'a NbCache,
         protected: &'a [String],
+        instance: Option<&'a str>,
     ) -> Judge<'a> {
         let topo = Leaving {
-            nb: NbCacheTopology(cache, None),
+            nb: NbCacheTopology(cache, instance),
             going,
         };
         let (records, specs, _) = live_specs(context);
@@ -576,10 +578,11 @@ pub(crate) fn subnets_as_judged(
     context: &[PeeringRecord],
     cache: &NbCache,
     vpc: &str,
+    instance: Option<&str>,
 ) -> Vec<IpNet> {
     let going = Judge::going(context);
     let topo = Leaving {
-        nb: NbCacheTopology(cache, None),
+        nb: NbCacheTopology(cache, instance),
         going: &going,
     };
     resolve_subnets(&topo, vpc)

@@ -60,9 +60,9 @@ pub(super) async fn probed_context(
     if let Some(previous) = previous {
         previous.overlay(&mut records);
     }
-    let names = names.clone();
+    let (names, instance) = (names.clone(), r.settings.deployment_id.to_string());
     tokio::task::spawn_blocking(move || {
-        let enough = judges_only(&names, &records, &cache);
+        let enough = judges_only(&names, &records, &cache, &instance);
         Ok(enough.then_some((records, cache)))
     })
     .await

@@ -16,7 +16,8 @@
 //! - replies are settled in send order, each one's verdicts from its own results only.
 //!
 //! A refused batch is retried peering by peering (each peering still whole), so one peering
-//! that cannot be written never blocks the others.
+//! that cannot be written never blocks the others, except one creating a route where another
+//! removes one: it goes only once that removal committed ([`batch::prerequisites`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -231,14 +232,17 @@ fn record(started: Instant, e: &TransactError) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Sends one transaction and waits for it (the one-by-one retry of a refused batch).
-async fn transact(
+/// Sends one transaction of `groups` and waits for it (the retry of a refused batch).
+async fn transact<'p>(
     r: &Reconciler,
-    group: &Group<'_>,
+    groups: Vec<&'p Group<'p>>,
     outcome: &mut PassOutcome,
 ) -> Result<BTreeSet<String>, PassError> {
-    let batch = std::slice::from_ref(group);
-    let f = send(r, vec![group], batch::keys(batch), outcome).await?;
+    let keys = groups
+        .iter()
+        .flat_map(|g| batch::keys(std::slice::from_ref(*g)))
+        .collect();
+    let f = send(r, groups, keys, outcome).await?;
     reply(f, outcome).await
 }
 
@@ -262,24 +266,7 @@ async fn land(
         // or port names, so nothing sent after them depends on these retries.
         Err(PassError::Nb(e)) if (is_refusal(&e) || is_guard_miss(&e)) && batch.len() > 1 => {
             tracing::warn!(error = %e, peerings = batch.len(), "batch not applied; writing peering by peering");
-            for group in batch {
-                match transact(r, group, outcome).await {
-                    Ok(not_done) => settle(
-                        verdicts,
-                        group.0,
-                        Written::from(&not_done, group.0),
-                        outcome,
-                    ),
-                    Err(PassError::Nb(e)) if is_refusal(&e) => {
-                        settle(verdicts, group.0, Written::Refused(&e), outcome)
-                    }
-                    Err(PassError::Nb(e)) if is_guard_miss(&e) => {
-                        settle(verdicts, group.0, Written::Partly, outcome)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
+            retry_by_units(r, batch, verdicts, outcome).await
         }
         Err(PassError::Nb(e)) if is_refusal(&e) => {
             settle(verdicts, batch[0].0, Written::Refused(&e), outcome);
@@ -294,6 +281,85 @@ async fn land(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The one-by-one retry of a refused batch. Peerings linked by a removal and an overlapping
+/// create ([`batch::prerequisites`]) are first retried together, as one transaction (a cycle
+/// of them, each removing what another creates, then commits at once); if that is refused
+/// too, each goes alone, the remover first, and a creator only once the removals it waits
+/// for committed (else both rows are in NB: an ECMP group, a longer prefix taking part of a
+/// shorter one's traffic, two ports in one subnet). It then says what it waits for. In a
+/// cycle the first one goes without waiting for the ones after it (one transaction's window;
+/// a tombstone makes no cycle, live peerings swapping prefixes in one pass can).
+async fn retry_by_units(
+    r: &Reconciler,
+    batch: Vec<&Group<'_>>,
+    verdicts: &mut HashMap<String, Verdict>,
+    outcome: &mut PassOutcome,
+) -> Result<(), PassError> {
+    let waits = batch::prerequisites(batch.iter().copied());
+    let (order, ends) = batch::linked_units(&waits);
+    let mut committed = vec![false; batch.len()];
+    let mut start = 0;
+    for end in ends {
+        let unit = &order[start..end];
+        start = end;
+        // A unit that is the whole batch was just refused as one transaction.
+        if unit.len() > 1 && unit.len() < batch.len() {
+            let groups: Vec<&Group<'_>> = unit.iter().map(|&k| batch[k]).collect();
+            match transact(r, groups, outcome).await {
+                Ok(not_done) => {
+                    for &k in unit {
+                        committed[k] = true;
+                        settle(
+                            verdicts,
+                            batch[k].0,
+                            Written::from(&not_done, batch[k].0),
+                            outcome,
+                        );
+                    }
+                    continue;
+                }
+                Err(PassError::Nb(e)) if is_refusal(&e) || is_guard_miss(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (pos, &k) in unit.iter().enumerate() {
+            let group = batch[k];
+            if let Some(w) = batch::holding_back(&waits, unit, pos, &committed) {
+                let by = batch[w.remover].0;
+                let (what, router) = (w.what(), w.router);
+                settle(
+                    verdicts,
+                    group.0,
+                    Written::HeldBack { by, what, router },
+                    outcome,
+                );
+                continue;
+            }
+            match transact(r, vec![group], outcome).await {
+                Ok(not_done) => {
+                    // Committed: its removals are done even if another of its writes
+                    // matched no row.
+                    committed[k] = true;
+                    settle(
+                        verdicts,
+                        group.0,
+                        Written::from(&not_done, group.0),
+                        outcome,
+                    )
+                }
+                Err(PassError::Nb(e)) if is_refusal(&e) => {
+                    settle(verdicts, group.0, Written::Refused(&e), outcome)
+                }
+                Err(PassError::Nb(e)) if is_guard_miss(&e) => {
+                    settle(verdicts, group.0, Written::Partly, outcome)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `wait` guard of ours found its row changed ("timed out" on an operation; the writer
@@ -341,6 +407,13 @@ enum Written<'a> {
     Partly,
     /// The server refused them.
     Refused(&'a TransactError),
+    /// Not sent: peering `by`'s removal of `what` on `router` (its name, when known) was
+    /// not written, and these writes must not land before it.
+    HeldBack {
+        by: &'a str,
+        what: String,
+        router: Option<&'a str>,
+    },
 }
 
 impl Written<'_> {
@@ -359,9 +432,19 @@ fn settle(
     written: Written<'_>,
     outcome: &mut PassOutcome,
 ) {
-    if matches!(written, Written::Partly) {
-        outcome.incomplete += 1;
+    match &written {
+        Written::Partly | Written::HeldBack { .. } => outcome.incomplete += 1,
+        // A deleted peering's refusal too: its rows stay in NB.
+        Written::Refused(e) => {
+            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
+                .increment(1)
+        }
+        Written::Done => {}
     }
+    let by_a_deleted_peering = match &written {
+        Written::HeldBack { by, .. } => !verdicts.contains_key(*by),
+        _ => false,
+    };
     let Some(v) = verdicts.get_mut(peering) else {
         return; // rows of a deleted peering
     };
@@ -374,14 +457,17 @@ fn settle(
         Written::Partly => {
             Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
         }
-        Written::Refused(e) => {
-            metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
-                .increment(1);
-            Verdict::Failed(format!(
-                "OVN NB refused the peering's rows: {}",
-                describe(e)
+        Written::HeldBack { by, what, router } => {
+            let deleted = if by_a_deleted_peering { "deleted " } else { "" };
+            let router = router.unwrap_or("its router");
+            Verdict::Pending(format!(
+                "waiting for {what} of {deleted}peering {by} to leave {router}"
             ))
         }
+        Written::Refused(e) => Verdict::Failed(format!(
+            "OVN NB refused the peering's rows: {}",
+            describe(e)
+        )),
     };
 }
 
@@ -437,5 +523,45 @@ mod tests {
         }
         assert!(!is_refusal(&TransactError::OutcomeUnknown("lost".into())));
         assert!(!is_refusal(&TransactError::NotConnected));
+    }
+
+    /// A deleted peering's refusal counts in the error metric as a live one's does (its rows
+    /// stay in NB, like the live one's rows it holds back); the held-back peering's PENDING
+    /// message names what it waits for.
+    #[test]
+    fn a_tombstones_refusal_counts_and_the_peering_it_holds_back_says_why() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut verdicts = HashMap::from([("p13".to_string(), Verdict::Pending(String::new()))]);
+        let mut outcome = PassOutcome::default();
+        let refused = op_error("constraint violation");
+        metrics::with_local_recorder(&recorder, || {
+            settle(
+                &mut verdicts,
+                "p12",
+                Written::Refused(&refused),
+                &mut outcome,
+            );
+            let held = Written::HeldBack {
+                by: "p12",
+                what: "route 10.2.0.0/24".into(),
+                router: Some("vpc-1"),
+            };
+            settle(&mut verdicts, "p13", held, &mut outcome);
+        });
+        let text = handle.render();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ovn_peerd_reconciler_errors_total{") && l.ends_with("} 1")),
+            "{text}"
+        );
+        match &verdicts["p13"] {
+            Verdict::Pending(m) => assert_eq!(
+                m,
+                "waiting for route 10.2.0.0/24 of deleted peering p12 to leave vpc-1"
+            ),
+            _ => panic!("p13 not PENDING"),
+        }
+        assert_eq!(outcome.incomplete, 1);
     }
 }

@@ -150,6 +150,7 @@ fn drift_route_nexthop_changed_is_delete_and_create() {
                 peering: "p1".into(),
                 id: "a-route-2".into(),
                 router_id: "r2".into(),
+                slot: RouteSlot::of_actual(&actual.routes[2]),
                 seen: actual.routes[2].external_ids.clone(),
             },
             Change::CreateRoute {
@@ -187,6 +188,7 @@ fn drift_port_columns_update_only_what_changed() {
                 peering: "p1".into(),
                 id: "a-port-0".into(),
                 name: "vpc-1-vpc-2".into(),
+                router_id: "r1".into(),
                 mac: Some(d.ports[0].mac.clone()),
                 networks: None,
                 peer: None,
@@ -197,6 +199,7 @@ fn drift_port_columns_update_only_what_changed() {
                 peering: "p1".into(),
                 id: "a-port-1".into(),
                 name: "vpc-2-vpc-1".into(),
+                router_id: "r2".into(),
                 mac: None,
                 networks: None,
                 peer: Some("vpc-1-vpc-2".into()),
@@ -291,6 +294,7 @@ fn port_on_wrong_router_is_recreated_after_deletion() {
                 id: "a-port-0".into(),
                 router_id: "r-old".into(),
                 name: "vpc-1-vpc-2".into(),
+                networks: actual.ports[0].networks.clone(),
                 seen: actual.ports[0].external_ids.clone(),
             },
             Change::CreatePort {
@@ -395,6 +399,11 @@ fn stale_rows_of_a_desired_peering_are_deleted() {
             peering: "p1".into(),
             id: "a-route-9".into(),
             router_id: "r1".into(),
+            slot: RouteSlot {
+                route_table: String::new(),
+                policy: Some(RoutePolicy::DstIp),
+                prefix: "192.168.0.0/24".into(),
+            },
             seen: actual.routes[0].external_ids.clone(),
         }]
     );
@@ -419,12 +428,14 @@ fn duplicate_owned_routes_keep_one() {
                 peering: "p1".into(),
                 id: "b-route-0".into(),
                 router_id: "r1".into(),
+                slot: RouteSlot::of_actual(&actual.routes[0]),
                 seen: actual.routes[0].external_ids.clone(),
             },
             Change::DeleteRoute {
                 peering: "p1".into(),
                 id: "c-dup".into(),
                 router_id: "r1".into(),
+                slot: RouteSlot::of_actual(&actual.routes[0]),
                 seen: actual.routes[0].external_ids.clone(),
             },
         ]
@@ -561,3 +572,70 @@ fn holding_deletions_drops_every_change_of_the_peerings_that_delete() {
 }
 
 mod in_sync;
+
+/// A route's slot as the plan reads NB (`RouteSlot::of_actual`, policy read as the actual
+/// rows read it), as we would install it (`RouteSlot::of`) and as the rules key it
+/// (`RouteView::key`) agree: host bits, a bare address, IPv6 text case, `::/0`, and policy
+/// absent, "" and "dst-ip" alike.
+#[test]
+fn a_routes_slot_is_read_alike_from_nb_from_the_plan_and_by_the_rules() {
+    use crate::peering::topology::RouteView;
+    let cases = [
+        // (NB's policy column, NB's ip_prefix, the prefix we install, its policy)
+        (None, "10.2.0.7/24", "10.2.0.0/24", RoutePolicy::DstIp),
+        (Some(""), "10.2.0.1", "10.2.0.1/32", RoutePolicy::DstIp),
+        (
+            Some("dst-ip"),
+            "2001:DB8::1/64",
+            "2001:db8::/64",
+            RoutePolicy::DstIp,
+        ),
+        (None, "2001:db8::5", "2001:db8::5/128", RoutePolicy::DstIp),
+        (None, "::/0", "::/0", RoutePolicy::DstIp),
+        (
+            Some("src-ip"),
+            "10.3.0.9/16",
+            "10.3.0.0/16",
+            RoutePolicy::SrcIp,
+        ),
+    ];
+    for (policy, in_nb, ours, our_policy) in cases {
+        let actual = ActualRoute {
+            ip_prefix: in_nb.into(),
+            policy: RoutePolicy::from_ovn(policy),
+            ..ActualRoute::default()
+        };
+        let desired = DesiredRoute {
+            router: "vpc-1".into(),
+            router_id: "r1".into(),
+            ip_prefix: ours.into(),
+            nexthop: "169.254.0.2".into(),
+            policy: our_policy,
+            output_port: "vpc-1-vpc-2".into(),
+            route_table: String::new(),
+            external_ids: BTreeMap::new(),
+        };
+        let slot = RouteSlot::of_actual(&actual);
+        assert_eq!(slot, RouteSlot::of(&desired), "{in_nb}");
+        let view = RouteView {
+            ip_prefix: in_nb.into(),
+            policy: policy.map(str::to_string),
+            ..RouteView::default()
+        };
+        let (rule_policy, rule_prefix) = view.key().expect("readable");
+        assert_eq!(
+            (Some(rule_policy), rule_prefix.to_string()),
+            (slot.policy, slot.prefix.clone()),
+            "{in_nb}"
+        );
+    }
+    // Another length is another slot.
+    let route = |p: &str| ActualRoute {
+        ip_prefix: p.into(),
+        ..ActualRoute::default()
+    };
+    assert_ne!(
+        RouteSlot::of_actual(&route("10.2.0.0/24")),
+        RouteSlot::of_actual(&route("10.2.0.0/25"))
+    );
+}

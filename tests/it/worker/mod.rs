@@ -5,6 +5,7 @@
 //! deadline. NB rows are always read back with `ovn-nbctl`.
 
 mod cluster;
+mod ecmp;
 mod events;
 mod failures;
 mod faults;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ovn_peerd::ovsdb::{Client, ClientConfig};
-use ovn_peerd::proto::v1::CreatePeeringRequest;
+use ovn_peerd::proto::v1::{CreatePeeringRequest, ListRoutesRequest};
 use ovn_peerd::startup::{Application, NB_DATABASE};
 use ovn_peerd::store::PeeringState;
 use tokio_util::sync::CancellationToken;
@@ -423,4 +423,88 @@ async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict(
         sa.peering_get("p1").await.unwrap().unwrap().state,
         PeeringState::Active
     );
+}
+
+/// ListRoutes tells rows as the rules do: deployment B's `p1` route on the hub (to s2) is not
+/// deployment A's `p1`'s, though it carries the same peering name; each deployment lists its
+/// own route under `p1` and the other's as a foreign one (no peering).
+#[tokio::test]
+async fn list_routes_shows_another_deployments_route_of_the_same_peering_name_as_foreign() {
+    let a = TestPeerd::start_with(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    for (vpc, gw) in [
+        ("hub", "10.0.0.1/24"),
+        ("s1", "10.1.0.1/24"),
+        ("s2", "10.2.0.1/24"),
+    ] {
+        create_vpc(&a.nb, vpc, &[gw]);
+    }
+    let b = TestPeerd::start_against(
+        &a.nb.remote(),
+        Options {
+            worker: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    create(
+        &a,
+        explicit("p1", "hub", "s1", "169.254.0.1/30", "169.254.0.2/30"),
+    )
+    .await;
+    create(
+        &b,
+        explicit("p1", "hub", "s2", "169.254.0.5/30", "169.254.0.6/30"),
+    )
+    .await;
+    wait_state(&store(&a.db.url), "p1", PeeringState::Active, PROMPT).await;
+    wait_state(&store(&b.db.url), "p1", PeeringState::Active, PROMPT).await;
+    let mine_and_foreign = |ours: &str, theirs: &str| {
+        let mut v = vec![
+            (ours.to_string(), "p1".to_string()),
+            (theirs.to_string(), String::new()),
+        ];
+        v.sort();
+        v
+    };
+    for page_size in [1000, 1] {
+        assert_eq!(
+            hub_routes(&a, page_size).await,
+            mine_and_foreign("10.1.0.0/24", "10.2.0.0/24"),
+            "A, page size {page_size}"
+        );
+        assert_eq!(
+            hub_routes(&b, page_size).await,
+            mine_and_foreign("10.2.0.0/24", "10.1.0.0/24"),
+            "B, page size {page_size}"
+        );
+    }
+}
+
+/// Every route ListRoutes lists for the hub, pages of `page_size`: (cidr, peering), sorted.
+async fn hub_routes<N>(t: &TestPeerd<N>, page_size: i32) -> Vec<(String, String)> {
+    let (mut routes, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = t
+            .client()
+            .await
+            .list_routes(ListRoutesRequest {
+                vpc: "hub".into(),
+                page_size,
+                page_token: token,
+            })
+            .await
+            .expect("list routes")
+            .into_inner();
+        routes.extend(page.routes.into_iter().map(|r| (r.cidr, r.peering)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    routes.sort();
+    routes
 }

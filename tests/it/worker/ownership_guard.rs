@@ -170,6 +170,15 @@ async fn relay(
 
 /// A worker whose NB replica comes through `nb` (driven by the test).
 async fn lagging_worker(t: &crate::support::peerd::TestPeerd, nb: &LaggingNb) -> Reconciler {
+    lagging_worker_with(t, nb, reconciler::MAX_ROWS_PER_TRANSACTION).await
+}
+
+/// [`lagging_worker`] with transactions of at most `max_rows` rows (whole peerings still).
+pub(super) async fn lagging_worker_with(
+    t: &crate::support::peerd::TestPeerd,
+    nb: &LaggingNb,
+    max_rows: usize,
+) -> Reconciler {
     let client = ovn_peerd::ovsdb::Client::start(
         ovn_peerd::ovsdb::ClientConfig::new(&nb.remote, ovn_peerd::startup::NB_DATABASE)
             .unwrap()
@@ -179,11 +188,9 @@ async fn lagging_worker(t: &crate::support::peerd::TestPeerd, nb: &LaggingNb) ->
     client.wait_synced(Duration::from_secs(10)).await.unwrap();
     let store = store(&t.db.url);
     let deployment = store.deployment_get().await.expect("deployment id");
-    Reconciler::new(
-        store,
-        client,
-        reconciler::Settings::from_config(&t.config, deployment.id),
-    )
+    let mut settings = reconciler::Settings::from_config(&t.config, deployment.id);
+    settings.max_rows_per_transaction = max_rows;
+    Reconciler::new(store, client, settings)
 }
 
 /// The race the planner cannot see: the owner mark goes after the worker's replica last

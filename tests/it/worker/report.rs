@@ -144,14 +144,7 @@ async fn a_report_that_fails_while_the_worker_is_idle_is_retried() {
 /// Every VPC a hub (bound 0): the probe's path.
 #[tokio::test]
 async fn at_a_hub_a_status_judged_while_the_last_report_waits_is_not_lost() {
-    let (db, nb) = (TestDb::create().await, NbServer::start());
-    let opts = Options {
-        worker: true,
-        ..Options::default()
-    };
-    let mut config = test_config(&db.url, &nb.remote(), &opts);
-    config.full_read_below = 0;
-    let t = TestPeerd::start_on(db, nb, config).await;
+    let t = every_vpc_a_hub().await;
     create_vpc(&t.nb, "a", &["10.1.0.1/24"]);
     create_vpc(&t.nb, "b", &["10.2.1.1/24"]);
     create_vpc(&t.nb, "c", &["10.3.0.1/24"]);
@@ -167,22 +160,7 @@ async fn at_a_hub_a_status_judged_while_the_last_report_waits_is_not_lost() {
     wait_state(&s, "q", PeeringState::Active, Duration::from_secs(10)).await;
     wait_state(&s, "n", PeeringState::Active, Duration::from_secs(10)).await;
 
-    // The worker's status writes wait while the test holds an advisory lock (a statement
-    // trigger, before any row is locked: the test's own updates of n go through).
-    for hold in [
-        "CREATE FUNCTION hold_reports() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-         IF current_query() LIKE '%observed_generation = u.generation%' THEN \
-         PERFORM pg_advisory_xact_lock_shared(4242); END IF; RETURN NULL; END $$",
-        "CREATE TRIGGER hold_reports BEFORE UPDATE ON peerings FOR EACH STATEMENT \
-         EXECUTE FUNCTION hold_reports()",
-    ] {
-        sqlx::query(hold).execute(&pg).await.expect(hold);
-    }
-    let mut held = pg.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_advisory_lock(4242)")
-        .execute(&mut *held)
-        .await
-        .expect("hold the worker's status writes");
+    let mut held = hold_reports(&pg).await;
     let set_routes = |routes: &'static str| {
         let pg = pg.clone();
         async move {
@@ -231,4 +209,146 @@ async fn at_a_hub_a_status_judged_while_the_last_report_waits_is_not_lost() {
         (PeeringState::Active, ""),
         "q's ACTIVE written after the held FAILED"
     );
+}
+
+/// ovn-peerd with the worker in the background and every VPC a hub (bound 0): narrow passes
+/// read by conflict probe.
+async fn every_vpc_a_hub() -> TestPeerd {
+    let (db, nb) = (TestDb::create().await, NbServer::start());
+    let opts = Options {
+        worker: true,
+        ..Options::default()
+    };
+    let mut config = test_config(&db.url, &nb.remote(), &opts);
+    config.full_read_below = 0;
+    TestPeerd::start_on(db, nb, config).await
+}
+
+/// Holds the worker's status writes until the returned connection unlocks advisory lock 4242
+/// (a statement trigger waits for it before any row is locked: the test's own updates go
+/// through).
+async fn hold_reports(pg: &sqlx::PgPool) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+    for hold in [
+        "CREATE FUNCTION hold_reports() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF current_query() LIKE '%observed_generation = u.generation%' THEN \
+         PERFORM pg_advisory_xact_lock_shared(4242); END IF; RETURN NULL; END $$",
+        "CREATE TRIGGER hold_reports BEFORE UPDATE ON peerings FOR EACH STATEMENT \
+         EXECUTE FUNCTION hold_reports()",
+    ] {
+        sqlx::query(hold).execute(pg).await.expect(hold);
+    }
+    let mut held = pg.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *held)
+        .await
+        .expect("hold the worker's status writes");
+    held
+}
+
+/// Whether a status write of the worker waits for [`hold_reports`]'s lock: the pass that
+/// made it has judged and written NB.
+async fn a_report_is_held(pg: &sqlx::PgPool) -> bool {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 \
+         AND NOT granted",
+    )
+    .fetch_one(pg)
+    .await
+    .expect("pg_locks");
+    waiting > 0
+}
+
+/// A narrow pass at a hub asks whether the conflict probe's read is enough with the held
+/// report's statuses overlaid (`src/reconciler/narrow.rs`): a FAILED there that Postgres does
+/// not show yet makes it read every peering of the VPCs. x, updated to route 10.2.0.0/16 into
+/// hub a over older y's 10.2.1.0/24, is FAILED by a pass whose report is held (Postgres still
+/// says ACTIVE). Then c, which overlaps neither, changes: its pass judges x again (a failed
+/// peering of its VPC), and must judge it against y, which only the full read has (the
+/// probe reads x for its explicit routes, not y). Judged against the probe's read alone x
+/// would pass, and its route overlapping y's would be written.
+#[tokio::test]
+async fn at_a_hub_a_failed_status_held_in_the_last_report_widens_the_next_narrow_read() {
+    let t = every_vpc_a_hub().await;
+    create_vpc(&t.nb, "a", &["10.1.0.1/24"]);
+    create_vpc(&t.nb, "y", &["10.2.1.1/24"]);
+    create_vpc(&t.nb, "x", &["10.9.0.1/24"]);
+    create_vpc(&t.nb, "c", &["10.3.0.1/24"]);
+    let pg = pool(&t.db.url).await;
+    insert_sql(&pg, "y", "a", "y", "169.254.0.1/30", "169.254.0.2/30").await;
+    insert_sql(&pg, "x", "a", "x", "169.254.0.5/30", "169.254.0.6/30").await;
+    insert_sql(&pg, "c", "a", "c", "169.254.0.9/30", "169.254.0.10/30").await;
+    // Ages: y, then x, then c.
+    sqlx::query(
+        "UPDATE peerings SET create_time = now() - CASE name WHEN 'y' THEN interval '2 hours' \
+         WHEN 'x' THEN interval '1 hour' ELSE interval '0' END",
+    )
+    .execute(&pg)
+    .await
+    .expect("age them");
+    let s = store(&t.db.url);
+    for name in ["y", "x", "c"] {
+        wait_state(&s, name, PeeringState::Active, Duration::from_secs(10)).await;
+    }
+    let mut held = hold_reports(&pg).await;
+
+    // Pass P: x now routes 10.2.0.0/16 into a, over older y's 10.2.1.0/24: x FAILED, frozen
+    // (its rows stay as they were), its report held.
+    sqlx::query(
+        "UPDATE peerings SET local_routes = '[{\"cidr\": \"10.2.0.0/16\", \"policy\": \"dst-ip\"}]'::jsonb, \
+         generation = generation + 1 WHERE name = 'x'",
+    )
+    .execute(&pg)
+    .await
+    .expect("update x");
+    eventually("x's FAILED held", Duration::from_secs(10), || async {
+        a_report_is_held(&pg).await.then_some(())
+    })
+    .await;
+    assert_eq!(record(&s, "x").await.state, PeeringState::Active, "held");
+
+    // Pass Q, narrow, for c (a new generation: its rows' markers are rewritten).
+    let c = record(&s, "c").await;
+    sqlx::query("UPDATE peerings SET generation = generation + 1 WHERE name = 'c'")
+        .execute(&pg)
+        .await
+        .expect("update c");
+    let marked = (c.generation + 1).to_string();
+    eventually(
+        "c's rows marked with its new generation",
+        Duration::from_secs(10),
+        || async {
+            let rows = NbRows::read(&t.nb);
+            let ours = rows
+                .routes
+                .values()
+                .filter(|r| {
+                    r.external_ids.get("ovn-peerd:peering").map(String::as_str) == Some("c")
+                })
+                .collect::<Vec<_>>();
+            (!ours.is_empty()
+                && ours
+                    .iter()
+                    .all(|r| r.external_ids.get("ovn-peerd:generation") == Some(&marked)))
+            .then_some(())
+        },
+    )
+    .await;
+    let in_a = NbRows::read(&t.nb).owned_routes_of("a");
+    assert!(
+        !in_a.iter().any(|(prefix, ..)| prefix == "10.2.0.0/16"),
+        "x's route over y's was written: {in_a:?}"
+    );
+
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *held)
+        .await
+        .expect("release");
+    let x = eventually("x FAILED in Postgres", Duration::from_secs(10), || async {
+        let r = s.peering_get("x").await.ok().flatten()?;
+        (r.state == PeeringState::Failed).then_some(r)
+    })
+    .await;
+    assert!(x.state_message.contains("\"y\""), "{x:?}");
+    wait_state(&s, "c", PeeringState::Active, Duration::from_secs(10)).await;
+    assert_eq!(record(&s, "x").await.state, PeeringState::Failed, "{x:?}");
 }

@@ -53,6 +53,7 @@ async fn a_deletion_planned_on_a_stale_view_is_refused_and_a_guarded_update_repo
         id: port.uuid.clone(),
         router_id: router.clone(),
         name: port.name.clone(),
+        networks: port.networks.iter().cloned().collect(),
         seen,
     };
     match nb.transact(ops_of(&delete)).await {
@@ -73,6 +74,7 @@ async fn a_deletion_planned_on_a_stale_view_is_refused_and_a_guarded_update_repo
         peering: "p".into(),
         id: port.uuid.clone(),
         name: port.name.clone(),
+        router_id: router.clone(),
         mac: Some("0a:00:00:00:00:99".into()),
         networks: None,
         peer: None,
