@@ -539,7 +539,8 @@ async fn parked_batches(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test]
 async fn a_batch_that_waited_for_a_vpc_lock_judges_what_its_holder_stored() {
-    // The batch reads under its VPCs' locks: what their holder committed while it waited is
+    // A create reads under its VPCs' locks (vpc-1's being held, it leaves its batch and waits
+    // for the lock alone): what their holder committed while it waited is
     // what it is judged against. vpc-9 has vpc-2's subnet: once x (vpc-1 <-> vpc-2) is
     // stored, a peering of vpc-1 with vpc-9 is refused by the topology rules alone, which no
     // constraint repeats (x's link is not the one `a` is given).
