@@ -49,27 +49,13 @@ fn owned_ids(rows: &NbRows) -> Vec<(String, std::collections::BTreeMap<String, S
 
 #[tokio::test]
 async fn two_deployments_on_one_nb_leave_each_other_alone() {
-    let a = TestPeerd::start_with(Options {
-        worker: true,
-        ..Options::default()
-    })
-    .await;
-    for (vpc, gw) in [
+    // B: another database (another deployment id), same NB.
+    let (a, b) = two_deployments(&[
         ("vpc-1", "10.1.0.1/24"),
         ("vpc-2", "10.2.0.1/24"),
         ("vpc-3", "10.3.0.1/24"),
         ("vpc-4", "10.4.0.1/24"),
-    ] {
-        create_vpc(&a.nb, vpc, &[gw]);
-    }
-    // B: another database (another deployment id), same NB.
-    let b = TestPeerd::start_against(
-        &a.nb.remote(),
-        Options {
-            worker: true,
-            ..Options::default()
-        },
-    )
+    ])
     .await;
     create(
         &a,
@@ -342,25 +328,11 @@ async fn a_peering_deleted_through_the_api_is_never_held_back_however_many_rows(
 /// install an ECMP partner and split A's traffic.
 #[tokio::test]
 async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict() {
-    let a = TestPeerd::start_with(Options {
-        worker: true,
-        ..Options::default()
-    })
-    .await;
-    for (vpc, gw) in [
+    let (a, b) = two_deployments(&[
         ("hub", "10.0.0.1/24"),
         ("s1", "10.1.0.1/24"),
         ("s2", "10.1.0.1/24"),
-    ] {
-        create_vpc(&a.nb, vpc, &[gw]);
-    }
-    let b = TestPeerd::start_against(
-        &a.nb.remote(),
-        Options {
-            worker: true,
-            ..Options::default()
-        },
-    )
+    ])
     .await;
     create(
         &a,
@@ -430,25 +402,11 @@ async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict(
 /// own route under `p1` and the other's as a foreign one (no peering).
 #[tokio::test]
 async fn list_routes_shows_another_deployments_route_of_the_same_peering_name_as_foreign() {
-    let a = TestPeerd::start_with(Options {
-        worker: true,
-        ..Options::default()
-    })
-    .await;
-    for (vpc, gw) in [
+    let (a, b) = two_deployments(&[
         ("hub", "10.0.0.1/24"),
         ("s1", "10.1.0.1/24"),
         ("s2", "10.2.0.1/24"),
-    ] {
-        create_vpc(&a.nb, vpc, &[gw]);
-    }
-    let b = TestPeerd::start_against(
-        &a.nb.remote(),
-        Options {
-            worker: true,
-            ..Options::default()
-        },
-    )
+    ])
     .await;
     create(
         &a,
@@ -507,4 +465,26 @@ async fn hub_routes<N>(t: &TestPeerd<N>, page_size: i32) -> Vec<(String, String)
     }
     routes.sort();
     routes
+}
+
+/// Deployment A (worker on, its own NB) with `vpcs` (name, gateway address) made, and
+/// deployment B: another database (another deployment id), same NB, worker on.
+async fn two_deployments(vpcs: &[(&str, &str)]) -> (TestPeerd, TestPeerd<()>) {
+    let a = TestPeerd::start_with(Options {
+        worker: true,
+        ..Options::default()
+    })
+    .await;
+    for (vpc, gw) in vpcs {
+        create_vpc(&a.nb, vpc, &[gw]);
+    }
+    let b = TestPeerd::start_against(
+        &a.nb.remote(),
+        Options {
+            worker: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    (a, b)
 }
