@@ -7,8 +7,9 @@
 //! single client's create goes at once (no timer, no added wait), and under load one
 //! transaction carries many creates: begin, the per-VPC locks of every VPC of the batch in
 //! one fixed order, only tried (`store::create`): the creates of a VPC whose lock is held
-//! elsewhere (another replica, UpdatePeering, AcceptPeering) leave the batch and run alone
-//! ([`alone`]), so they stall neither a turn nor the others; one read of everything they are judged against (every
+//! elsewhere (another replica, UpdatePeering, AcceptPeering) leave the batch and go on in a
+//! batch of their own that waits for the lock ([`alone`]), so they stall neither a turn nor
+//! the others; one read of everything they are judged against (every
 //! peering of their VPCs; at a hub, through the conflict probe, see [`FULL_READ_BELOW`]), the
 //! judging in arrival order with the pure rules (a later create sees the earlier ones of
 //! the batch: their names, pairs, port names, links and routes), one insert of all of
@@ -64,6 +65,12 @@ pub const MAX_BATCH: usize = 128;
 /// (README, *ovn-peerd's own CPU per peering*).
 pub const BATCHES_IN_FLIGHT: usize = 2;
 
+/// Batches of creates that left their batch for a VPC locked elsewhere (one per busy VPC,
+/// waiting at that lock in Postgres: `create_batch/alone.rs`) running at once per replica;
+/// each holds a pool connection while it waits. Further ones wait for a place holding none
+/// (their VPCs stay held in the batcher, so creates on them keep queueing, not trying).
+pub const PARKED_BATCHES: usize = 4;
+
 /// The hub bound: `store::hub` is its one home (the worker's narrow pass uses it too).
 pub use crate::store::FULL_READ_BELOW;
 
@@ -72,6 +79,8 @@ pub(super) struct Batcher {
     /// The queue, and the VPCs of the batches running (a count per VPC).
     queue: Mutex<(Vec<Job>, HashMap<String, usize>)>,
     turns: Arc<tokio::sync::Semaphore>,
+    /// Places for the batches of creates that left theirs ([`PARKED_BATCHES`]).
+    parked: Arc<tokio::sync::Semaphore>,
     /// Woken when a batch ends (its VPCs are free for the creates left waiting for them).
     ended: tokio::sync::Notify,
 }
@@ -81,6 +90,7 @@ impl Default for Batcher {
         Batcher {
             queue: Mutex::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
+            parked: Arc::new(tokio::sync::Semaphore::new(PARKED_BATCHES)),
             ended: tokio::sync::Notify::new(),
         }
     }
@@ -178,6 +188,15 @@ impl Drop for Holding {
     fn drop(&mut self) {
         self.api.inner.creates.ended(&self.vpcs);
     }
+}
+
+/// How a batch takes its VPC locks.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Locks {
+    /// Tries them; the creates of a VPC locked elsewhere leave the batch.
+    Try,
+    /// Waits for them (a batch of creates that left theirs).
+    Wait,
 }
 
 /// What the judging said of one create of the batch.
@@ -365,7 +384,14 @@ impl PeeringApi {
     /// whose deadline passes (its outcome is unknown; a retry with its request_id gets the
     /// first answer). When every caller has gone, the transaction is dropped (rolled back)
     /// where it stands.
-    async fn run_batch(&self, mut jobs: Vec<Job>) {
+    async fn run_batch(&self, jobs: Vec<Job>) {
+        self.run_batch_locking(jobs, Locks::Try).await
+    }
+
+    /// [`Self::run_batch`], its VPC locks taken as `locks` says: tried (the creates whose
+    /// VPC is locked elsewhere leave it), or waited for (a batch of creates that left theirs:
+    /// judged and stored together once the lock is free, as a batch that waited always was).
+    pub(super) async fn run_batch_locking(&self, mut jobs: Vec<Job>, locks: Locks) {
         jobs.retain(|j| !is_gone(j));
         if jobs.is_empty() {
             return;
@@ -378,7 +404,7 @@ impl PeeringApi {
             .unwrap_or_default();
         let mut steps = Steps::new(started);
         let locked = tokio::select! {
-            r = self.lock_batch(&jobs) => r,
+            r = self.lock_batch(&jobs, locks) => r,
             () = all_gone(&jobs) => Err(BatchError::Deserted),
         };
         steps.mark("begin_lock");
@@ -447,9 +473,14 @@ impl PeeringApi {
         }
     }
 
-    /// Begins the batch's transaction with the locks of its VPCs that are free, and the VPCs
-    /// whose lock is held elsewhere: their creates leave the batch ([`Self::run_alone`]).
-    async fn lock_batch(&self, jobs: &[Job]) -> Result<(CreateTx<'_>, Vec<String>), BatchError> {
+    /// Begins the batch's transaction with the locks of its VPCs: with [`Locks::Try`] those
+    /// that are free, and the VPCs whose lock is held elsewhere (their creates leave the
+    /// batch: [`Self::run_alone`]); with [`Locks::Wait`] all of them, none busy.
+    async fn lock_batch(
+        &self,
+        jobs: &[Job],
+        locks: Locks,
+    ) -> Result<(CreateTx<'_>, Vec<String>), BatchError> {
         let mut vpcs: Vec<&str> = jobs
             .iter()
             .flat_map(|j| {
@@ -461,11 +492,17 @@ impl PeeringApi {
             .collect();
         vpcs.sort_unstable();
         vpcs.dedup();
-        Ok(self.inner.store.peering_create_try_begin(&vpcs).await?)
+        Ok(match locks {
+            Locks::Try => self.inner.store.peering_create_try_begin(&vpcs).await?,
+            Locks::Wait => (
+                self.inner.store.peering_create_begin(&vpcs).await?,
+                Vec::new(),
+            ),
+        })
     }
 
-    /// The batch's transaction, its locks taken ([`Self::lock_batch`]): one read, the judging in arrival order, one insert,
-    /// commit. An answer per job, in order.
+    /// The batch's transaction, its locks taken ([`Self::lock_batch`]): one read, the
+    /// judging in arrival order, one insert, commit. An answer per job, in order.
     async fn commit_batch(
         &self,
         mut tx: CreateTx<'_>,
@@ -552,8 +589,8 @@ impl PeeringApi {
 
     /// What the batch is judged against, read under its locks, and the NB snapshot to judge
     /// with (the NB of now: a router made just before the call is seen). Every peering of
-    /// the batch's VPCs when none of them has [`crate::store::Store::full_read_below`] peerings or more
-    /// (one statement, no NB question, their links with them); at a hub, only those that
+    /// the batch's VPCs when none of them has [`crate::store::Store::full_read_below`]
+    /// peerings or more (one statement, no NB question, their links with them); at a hub, only those that
     /// can take part in the rules for these creates ([`ConflictQuery`], asked of that same
     /// snapshot, so that what was probed is what is judged) and every link of the VPCs.
     async fn read_for_batch(

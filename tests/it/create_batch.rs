@@ -526,6 +526,66 @@ async fn creates_of_vpcs_locked_elsewhere_do_not_hold_back_unrelated_ones() {
     assert_eq!(names, ["h1", "h2", "h3", "h4", "u1", "u2", "u3"]);
 }
 
+#[tokio::test]
+async fn creates_that_leave_their_batch_at_one_busy_vpc_are_stored_together_once_it_is_free() {
+    // vpc-1's lock is held elsewhere: the batch's two creates on vpc-1 leave it and go on as
+    // one batch of their own that waits for the lock (one connection at the lock, one read,
+    // one transaction: not a lone create each, which at a hub reads all its peerings each),
+    // judged in arrival order (vpc-13 has vpc-11's subnet: h2 would give vpc-1 a second
+    // route to it, refused by the rules once h1 is in view); the unrelated create is stored
+    // at once.
+    let t = TestPeerd::start().await;
+    for (vpc, gw) in [
+        ("vpc-1", "10.1.0.1/24"),
+        ("vpc-11", "10.11.0.1/24"),
+        ("vpc-12", "10.12.0.1/24"),
+        ("vpc-13", "10.11.0.1/24"),
+        ("vpc-31", "10.31.0.1/24"),
+        ("vpc-32", "10.32.0.1/24"),
+    ] {
+        create_vpc(&t.nb, vpc, &[gw]);
+    }
+    let api = std::sync::Arc::new(api(&t).await);
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker
+        .peering_create_begin(&["vpc-1"])
+        .await
+        .expect("lock vpc-1");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let a = api.clone();
+    let batch = tokio::spawn(async move {
+        a.create_as_one_batch(vec![
+            create("h1", "vpc-1", "vpc-11", ""),
+            create("u1", "vpc-31", "vpc-32", ""),
+            create("h2", "vpc-13", "vpc-1", ""),
+            create("h3", "vpc-1", "vpc-12", ""),
+        ])
+        .await
+    });
+    wait_until_async(
+        "u1 stored, the others waiting at one lock",
+        park::HANG,
+        || async {
+            let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+            names == ["u1"] && parked_batches(&pool).await == 1
+        },
+    )
+    .await
+    .expect("u1 stored while vpc-1 is locked; one session waits for it");
+    drop(held);
+    let answers = batch.await.expect("batch");
+    assert!(answers[0].is_ok() && answers[3].is_ok(), "{answers:?}");
+    let refused = answers[2].as_ref().expect_err("h2 overlaps h1 in vpc-1");
+    assert!(
+        fields(refused).iter().any(|f| f.ends_with("_routes")),
+        "{refused:?}"
+    );
+    let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["h1", "h3", "u1"]);
+    // u1's transaction, and one for h1 and h3.
+    assert_eq!(writers(&t).await, 2, "h1 and h3 in one transaction");
+}
+
 /// How many sessions wait for a VPC lock.
 async fn parked_batches(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar(
@@ -540,7 +600,7 @@ async fn parked_batches(pool: &sqlx::PgPool) -> i64 {
 #[tokio::test]
 async fn a_batch_that_waited_for_a_vpc_lock_judges_what_its_holder_stored() {
     // A create reads under its VPCs' locks (vpc-1's being held, it leaves its batch and waits
-    // for the lock alone): what their holder committed while it waited is
+    // for the lock in a batch of its own): what their holder committed while it waited is
     // what it is judged against. vpc-9 has vpc-2's subnet: once x (vpc-1 <-> vpc-2) is
     // stored, a peering of vpc-1 with vpc-9 is refused by the topology rules alone, which no
     // constraint repeats (x's link is not the one `a` is given).

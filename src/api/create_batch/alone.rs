@@ -1,25 +1,27 @@
 //! The creates that leave their batch because a lock of one of their VPCs is held outside
-//! this replica's batcher (another replica's batch, UpdatePeering, AcceptPeering): each is
-//! run as a lone create is (`create_tx.rs`: it waits for its locks in Postgres, judged there
-//! one after the other with whatever holds them), on a task of its own, outside the batch
-//! turns. So the batch commits its other creates at once, and a busy VPC parks neither a
-//! turn nor the unrelated creates queued with it.
+//! this replica's batcher (another replica's batch, UpdatePeering, AcceptPeering): those of
+//! one busy VPC go on as one batch of their own that waits for its locks in Postgres
+//! (judged there after whatever holds them, with the batch's one read and its hub probe,
+//! stored in one transaction), on a task of its own, outside the batch turns. So the batch
+//! commits its other creates at once, and a busy VPC parks neither a turn nor the unrelated
+//! creates queued with it.
 //!
-//! The creates that left at one busy VPC run one after the other on one task: one pool
-//! connection waits at that lock, not one per create. Until that task ends, this replica
-//! holds their VPCs in its batcher (as a running batch does): later creates on them wait in
-//! the queue rather than trying the lock, failing, and parking another connection.
+//! One pool connection waits at a busy lock, not one per create, and at most
+//! [`super::PARKED_BATCHES`] such batches wait at once (the others wait for a place holding
+//! no connection). Until its batch ends, this replica holds their VPCs in its batcher (as a
+//! running batch does): later creates on them wait in the queue rather than trying the lock,
+//! failing, and parking another connection.
 
 use std::collections::BTreeMap;
 
 use tracing::Instrument;
 
-use super::{Holding, Job, PeeringApi};
+use super::{Holding, Job, Locks, PeeringApi};
 
 impl PeeringApi {
     /// Runs `departed` (creates touching one of `busy`) on their own, grouped by the first
-    /// busy VPC each touches, each group on a task; answers each create, unless its caller
-    /// has gone (its deadline passed): then it is dropped, its transaction with it.
+    /// busy VPC each touches, each group as a batch that waits for its locks, on a task;
+    /// answers each create as a batch does.
     pub(super) fn run_alone(&self, departed: Vec<Job>, busy: &[String]) {
         let mut groups: BTreeMap<&str, Vec<Job>> = BTreeMap::new();
         for job in departed {
@@ -48,16 +50,13 @@ impl PeeringApi {
                 vpcs,
             };
             let api = self.clone();
+            let places = self.inner.creates.parked.clone();
             tokio::spawn(
                 async move {
-                    for job in group {
-                        let answer = tokio::select! {
-                            a = api.create_one(&job.validated, &job.request, false) => a,
-                            () = job.gone.cancelled() => continue,
-                        };
-                        let _ = job.reply.send(answer);
-                    }
-                    drop(holding);
+                    // Closed never: the semaphore lives as long as the batcher.
+                    let place = places.acquire_owned().await;
+                    api.run_batch_locking(group, Locks::Wait).await;
+                    drop((place, holding));
                 }
                 .instrument(tracing::Span::current()),
             );
