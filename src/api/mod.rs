@@ -43,7 +43,7 @@ pub use admission::{
     http2_settings, AdmissionLayer, Limits, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RPC_TIMEOUT,
     MAX_STREAMS_PER_CONNECTION,
 };
-pub use create_batch::{BATCHES_IN_FLIGHT, FULL_READ_BELOW, MAX_BATCH};
+pub use create_batch::{BATCHES_IN_FLIGHT, FULL_READ_BELOW, MAX_BATCH, PARKED_BATCHES};
 pub use error::ApiError;
 
 /// The rules' settings the API applies.

@@ -5,7 +5,7 @@
 //! every claim is checked in Postgres too, not only in the answers. A caller going away is
 //! its cancelled token (what a passed deadline does to a CreatePeering call).
 
-use ovn_peerd::api::{ApiError, PeeringApi};
+use ovn_peerd::api::{ApiError, PeeringApi, PARKED_BATCHES};
 use ovn_peerd::peering::topology::port_names;
 use ovn_peerd::proto::v1::{CreatePeeringRequest, Peering};
 use ovn_peerd::store::{NewPeering, PeeringState, Store};
@@ -584,6 +584,54 @@ async fn creates_that_leave_their_batch_at_one_busy_vpc_are_stored_together_once
     assert_eq!(names, ["h1", "h3", "u1"]);
     // u1's transaction, and one for h1 and h3.
     assert_eq!(writers(&t).await, 2, "h1 and h3 in one transaction");
+}
+
+#[tokio::test]
+async fn at_most_parked_batches_wait_at_locks_held_elsewhere() {
+    // One more busy VPC than there are places: the creates of each leave the batch, and all
+    // but one batch of them wait at their lock in Postgres (a pool connection each); the
+    // last waits for a place, holding no connection. All are stored once the locks go.
+    let t = TestPeerd::start().await;
+    let busy: Vec<String> = (1..=PARKED_BATCHES + 1)
+        .map(|k| format!("hub-{k}"))
+        .collect();
+    for (k, hub) in busy.iter().enumerate() {
+        create_vpc(&t.nb, hub, &[&format!("10.{}.0.1/24", k + 1)]);
+        create_vpc(
+            &t.nb,
+            &format!("s-{k}"),
+            &[&format!("10.{}.0.1/24", k + 101)],
+        );
+    }
+    let api = std::sync::Arc::new(api(&t).await);
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let hubs: Vec<&str> = busy.iter().map(String::as_str).collect();
+    let held = locker
+        .peering_create_begin(&hubs)
+        .await
+        .expect("lock the hubs");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let a = api.clone();
+    let creates: Vec<CreatePeeringRequest> = busy
+        .iter()
+        .enumerate()
+        .map(|(k, hub)| create(&format!("p{k}"), hub, &format!("s-{k}"), ""))
+        .collect();
+    let batch = tokio::spawn(async move { a.create_as_one_batch(creates).await });
+    wait_until_async("the places are taken", park::HANG, || async {
+        parked_batches(&pool).await == PARKED_BATCHES as i64
+    })
+    .await
+    .expect("one session waits per place");
+    // Still no more than the places, however long the locks are held: the wait above saw
+    // them all taken, and nothing commits before the locks go.
+    assert_eq!(parked_batches(&pool).await, PARKED_BATCHES as i64);
+    assert!(!batch.is_finished());
+    drop(held);
+    for answer in batch.await.expect("batch") {
+        answer.expect("stored");
+    }
+    assert_eq!(stored(&t).await.len(), PARKED_BATCHES + 1);
 }
 
 /// How many sessions wait for a VPC lock.
