@@ -135,17 +135,7 @@ impl Batcher {
             }
         }
         *queue = left;
-        let mut vpcs: Vec<String> = taken
-            .iter()
-            .flat_map(|j| {
-                [
-                    j.validated.local_vpc.clone(),
-                    j.validated.remote_vpc.clone(),
-                ]
-            })
-            .collect();
-        vpcs.sort_unstable();
-        vpcs.dedup();
+        let vpcs = vpcs_of(&taken);
         for vpc in &vpcs {
             *running.entry(vpc.clone()).or_default() += 1;
         }
@@ -481,17 +471,8 @@ impl PeeringApi {
         jobs: &[Job],
         locks: Locks,
     ) -> Result<(CreateTx<'_>, Vec<String>), BatchError> {
-        let mut vpcs: Vec<&str> = jobs
-            .iter()
-            .flat_map(|j| {
-                [
-                    j.validated.local_vpc.as_str(),
-                    j.validated.remote_vpc.as_str(),
-                ]
-            })
-            .collect();
-        vpcs.sort_unstable();
-        vpcs.dedup();
+        let owned = vpcs_of(jobs);
+        let vpcs: Vec<&str> = owned.iter().map(String::as_str).collect();
         Ok(match locks {
             Locks::Try => self.inner.store.peering_create_try_begin(&vpcs).await?,
             Locks::Wait => (
@@ -748,6 +729,22 @@ async fn all_gone(jobs: &[Job]) {
 }
 
 /// Whether the create touches one of `vpcs`.
+/// The VPCs `jobs` create peerings of, sorted, each once.
+fn vpcs_of(jobs: &[Job]) -> Vec<String> {
+    let mut vpcs: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| {
+            [
+                j.validated.local_vpc.clone(),
+                j.validated.remote_vpc.clone(),
+            ]
+        })
+        .collect();
+    vpcs.sort_unstable();
+    vpcs.dedup();
+    vpcs
+}
+
 fn touches(j: &Job, vpcs: &[String]) -> bool {
     vpcs.iter()
         .any(|v| *v == j.validated.local_vpc || *v == j.validated.remote_vpc)

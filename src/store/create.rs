@@ -33,6 +33,15 @@ pub struct CreateTx<'s> {
     pub(super) tx: Transaction<'static, Postgres>,
 }
 
+/// The advisory lock keys of `vpcs`, in the one ascending order every taker uses (so no two
+/// transactions taking several can deadlock), each once.
+fn lock_keys(vpcs: &[&str]) -> Vec<i32> {
+    let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
 fn vpc_lock_key(vpc: &str) -> i32 {
     let hash = vpc.bytes().fold(0x811c_9dc5_u32, |h, b| {
@@ -146,9 +155,7 @@ impl Store {
     /// ascending key order (a fixed order: two creates never deadlock, even
     /// when two names share a key). Held until commit or rollback.
     pub async fn peering_create_begin(&self, vpcs: &[&str]) -> Result<CreateTx<'_>, StoreError> {
-        let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = lock_keys(vpcs);
         // `BEGIN` is a round trip of its own (sqlx waits for its answer), timed apart.
         let mut tx = self
             .timed("peering_create_begin", self.pool.begin())
@@ -190,9 +197,7 @@ impl Store {
         &self,
         vpcs: &[&str],
     ) -> Result<(CreateTx<'_>, Vec<String>), StoreError> {
-        let mut keys: Vec<i32> = vpcs.iter().map(|v| vpc_lock_key(v)).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = lock_keys(vpcs);
         let mut tx = self
             .timed("peering_create_begin", self.pool.begin())
             .await?;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use tracing::Instrument;
 
-use super::{Holding, Job, Locks, PeeringApi};
+use super::{vpcs_of, Holding, Job, Locks, PeeringApi};
 
 impl PeeringApi {
     /// Runs `departed` (creates touching one of `busy`) on their own, grouped by the first
@@ -33,17 +33,7 @@ impl PeeringApi {
             groups.entry(at).or_default().push(job);
         }
         for group in groups.into_values() {
-            let mut vpcs: Vec<String> = group
-                .iter()
-                .flat_map(|j| {
-                    [
-                        j.validated.local_vpc.clone(),
-                        j.validated.remote_vpc.clone(),
-                    ]
-                })
-                .collect();
-            vpcs.sort_unstable();
-            vpcs.dedup();
+            let vpcs = vpcs_of(&group);
             self.inner.creates.hold(&vpcs);
             let holding = Holding {
                 api: self.clone(),
