@@ -8,7 +8,7 @@ use crate::diagnose::{
     NbCfg, PeeringFacts, PolicyRow, PortRow, RouteRow, RouterRow, SideSnapshot, Snapshot,
 };
 use crate::ovsdb::{LogicalRouterPort, NbCache, StrMap};
-use crate::peering::{is_owned, port_name, Side, PEERING_KEY};
+use crate::peering::{is_ours, port_name, Side, PEERING_KEY};
 use crate::reconciler::derive::Judge;
 use crate::store::{PeeringRecord, PeeringState};
 
@@ -58,10 +58,10 @@ pub fn snapshot(
         };
         SideSnapshot {
             vpc: vpc.to_string(),
-            router: router(cache, vpc, &mut extra.policies),
+            router: router(cache, vpc, instance, &mut extra.policies),
             port: cache
                 .port_by_name(&port_name(vpc, other))
-                .map(|p| port(cache, p)),
+                .map(|p| port(cache, instance, p)),
         }
     });
     Ok(Snapshot {
@@ -87,6 +87,7 @@ pub fn facts(record: &PeeringRecord) -> PeeringFacts {
 fn router(
     cache: &NbCache,
     vpc: &str,
+    instance: Option<&str>,
     policies: &mut HashMap<String, Vec<PolicyRow>>,
 ) -> Result<RouterRow, String> {
     let routers = cache.router_by_name(vpc);
@@ -115,7 +116,7 @@ fn router(
                 policy: s.policy.as_deref().map(str::to_owned),
                 output_port: s.output_port.as_deref().map(str::to_owned),
                 route_table: s.route_table.to_string(),
-                peering: owner(&s.external_ids),
+                peering: owner(&s.external_ids, instance),
             })
             .collect(),
         policies: policies.remove(&uuid).unwrap_or_default(),
@@ -123,7 +124,7 @@ fn router(
     })
 }
 
-fn port(cache: &NbCache, p: &LogicalRouterPort) -> PortRow {
+fn port(cache: &NbCache, instance: Option<&str>, p: &LogicalRouterPort) -> PortRow {
     // Which router holds it: a scan, once per side per call.
     let holder = cache.routers().find(|r| r.ports.contains(&p.uuid));
     PortRow {
@@ -134,13 +135,14 @@ fn port(cache: &NbCache, p: &LogicalRouterPort) -> PortRow {
         enabled: p.enabled,
         router_uuid: holder.map(|r| r.uuid.to_string()),
         router_name: holder.map(|r| r.name.to_string()),
-        peering: owner(&p.external_ids),
+        peering: owner(&p.external_ids, instance),
     }
 }
 
-/// The peering an ovn-peerd row belongs to; `None` for a row ovn-peerd does not own.
-fn owner(external_ids: &StrMap) -> Option<String> {
-    is_owned(external_ids).then(|| {
+/// The peering a row of this deployment (`instance`) belongs to; `None` for a row it does
+/// not own (not ovn-peerd's, or another deployment's under whatever peering name).
+fn owner(external_ids: &StrMap, instance: Option<&str>) -> Option<String> {
+    is_ours(external_ids, instance).then(|| {
         external_ids
             .get(PEERING_KEY)
             .map(str::to_owned)

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use ovn_peerd::ovsdb::{Client, ClientConfig};
-use ovn_peerd::proto::v1::{CreatePeeringRequest, ListRoutesRequest};
+use ovn_peerd::proto::v1::{
+    CreatePeeringRequest, DiagnosePeeringRequest, ListRoutesRequest, Severity,
+};
 use ovn_peerd::startup::{Application, NB_DATABASE};
 use ovn_peerd::store::PeeringState;
 use tokio_util::sync::CancellationToken;
@@ -390,10 +392,23 @@ async fn another_deployments_route_of_the_same_peering_name_is_an_ecmp_conflict(
         .filter(|r| r.ip_prefix.starts_with("10.1.0."))
         .map(|r| r.external_ids.get(INSTANCE).cloned())
         .collect();
-    assert_eq!(hub_routes, vec![Some(id_a)], "A's hub route stays alone");
+    assert_eq!(
+        hub_routes,
+        vec![Some(id_a.clone())],
+        "A's hub route stays alone"
+    );
     assert_eq!(
         sa.peering_get("p1").await.unwrap().unwrap().state,
         PeeringState::Active
+    );
+    // DiagnosePeering of B's p1 reads A's route as the rules do: not B's installed route
+    // but the foreign route its own would join.
+    let findings = unhealthy(&b).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("ecmp_conflict: hub") && f.contains("via 169.254.0.2")),
+        "{findings:?}"
     );
 }
 
@@ -440,6 +455,21 @@ async fn list_routes_shows_another_deployments_route_of_the_same_peering_name_as
             "B, page size {page_size}"
         );
     }
+}
+
+/// The checks of DiagnosePeering of `p1` that are not OK: "check: message".
+async fn unhealthy<N>(t: &TestPeerd<N>) -> Vec<String> {
+    t.client()
+        .await
+        .diagnose_peering(DiagnosePeeringRequest { name: "p1".into() })
+        .await
+        .expect("diagnose")
+        .into_inner()
+        .findings
+        .into_iter()
+        .filter(|f| f.severity != Severity::Ok as i32)
+        .map(|f| format!("{}: {}", f.check, f.message))
+        .collect()
 }
 
 /// Every route ListRoutes lists for the hub, pages of `page_size`: (cidr, peering), sorted.
