@@ -300,6 +300,8 @@ async fn retry_by_units(
     let waits = batch::prerequisites(batch.iter().copied());
     let (order, ends) = batch::linked_units(&waits);
     let mut committed = vec![false; batch.len()];
+    // Refused by the server (not a guard miss): retrying soon would be refused again.
+    let mut refused = vec![false; batch.len()];
     let mut start = 0;
     for end in ends {
         let unit = &order[start..end];
@@ -329,10 +331,16 @@ async fn retry_by_units(
             if let Some(w) = batch::holding_back(&waits, unit, pos, &committed) {
                 let by = batch[w.remover].0;
                 let (what, router) = (w.what(), w.router);
+                let retry = !refused[w.remover];
                 settle(
                     verdicts,
                     group.0,
-                    Written::HeldBack { by, what, router },
+                    Written::HeldBack {
+                        by,
+                        what,
+                        router,
+                        retry,
+                    },
                     outcome,
                 );
                 continue;
@@ -350,6 +358,7 @@ async fn retry_by_units(
                     )
                 }
                 Err(PassError::Nb(e)) if is_refusal(&e) => {
+                    refused[k] = true;
                     settle(verdicts, group.0, Written::Refused(&e), outcome)
                 }
                 Err(PassError::Nb(e)) if is_guard_miss(&e) => {
@@ -408,11 +417,15 @@ enum Written<'a> {
     /// The server refused them.
     Refused(&'a TransactError),
     /// Not sent: peering `by`'s removal of `what` on `router` (its name, when known) was
-    /// not written, and these writes must not land before it.
+    /// not written, and these writes must not land before it. `retry`: the removal missed
+    /// its guard (a row changed under it), so the pass is retried soon; not when the server
+    /// refused it (retried at once it would be refused again: a full pass with backoff for
+    /// ever), the creator then waits for the next wake or resync.
     HeldBack {
         by: &'a str,
         what: String,
         router: Option<&'a str>,
+        retry: bool,
     },
 }
 
@@ -433,7 +446,8 @@ fn settle(
     outcome: &mut PassOutcome,
 ) {
     match &written {
-        Written::Partly | Written::HeldBack { .. } => outcome.incomplete += 1,
+        Written::Partly | Written::HeldBack { retry: true, .. } => outcome.incomplete += 1,
+        Written::HeldBack { retry: false, .. } => {}
         // A deleted peering's refusal too: its rows stay in NB.
         Written::Refused(e) => {
             metrics::counter!(crate::metrics::RECONCILER_ERRORS_TOTAL, "kind" => e.label())
@@ -457,7 +471,9 @@ fn settle(
         Written::Partly => {
             Verdict::Pending("a row changed in OVN NB while it was being written; retrying".into())
         }
-        Written::HeldBack { by, what, router } => {
+        Written::HeldBack {
+            by, what, router, ..
+        } => {
             let deleted = if by_a_deleted_peering { "deleted " } else { "" };
             let router = router.unwrap_or("its router");
             Verdict::Pending(format!(
@@ -546,6 +562,7 @@ mod tests {
                 by: "p12",
                 what: "route 10.2.0.0/24".into(),
                 router: Some("vpc-1"),
+                retry: true,
             };
             settle(&mut verdicts, "p13", held, &mut outcome);
         });
@@ -563,5 +580,22 @@ mod tests {
             _ => panic!("p13 not PENDING"),
         }
         assert_eq!(outcome.incomplete, 1);
+    }
+
+    /// Held back by a removal the server refused (not a guard miss): PENDING, naming it, but
+    /// not counted incomplete (no full pass with backoff for a refusal that would recur).
+    #[test]
+    fn a_peering_held_back_by_a_refused_removal_asks_for_no_retry() {
+        let mut verdicts = HashMap::from([("p13".to_string(), Verdict::Pending(String::new()))]);
+        let mut outcome = PassOutcome::default();
+        let held = Written::HeldBack {
+            by: "p12",
+            what: "route 10.2.0.0/24".into(),
+            router: Some("vpc-1"),
+            retry: false,
+        };
+        settle(&mut verdicts, "p13", held, &mut outcome);
+        assert!(matches!(&verdicts["p13"], Verdict::Pending(m) if m.contains("p12")));
+        assert_eq!(outcome.incomplete, 0);
     }
 }
