@@ -289,8 +289,9 @@ async fn land(
 /// too, each goes alone, the remover first, and a creator only once the removals it waits
 /// for committed (else both rows are in NB: an ECMP group, a longer prefix taking part of a
 /// shorter one's traffic, two ports in one subnet). It then says what it waits for. In a
-/// cycle the first one goes without waiting for the ones after it (one transaction's window;
-/// a tombstone makes no cycle, live peerings swapping prefixes in one pass can).
+/// cycle the first one goes without waiting for the ones after it (a window until the next
+/// one's removal lands; a tombstone makes no cycle, live peerings swapping prefixes in one
+/// pass can).
 async fn retry_by_units(
     r: &Reconciler,
     batch: Vec<&Group<'_>>,
