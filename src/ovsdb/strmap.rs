@@ -27,6 +27,8 @@ pub const MAX_INTERNED_KEYS: usize = 4096;
 /// it holds until a prune, so it holds only short ones).
 pub const MAX_INTERNED_KEY_LEN: usize = 64;
 /// Values up to this long are stored inline ([`CompactString`]'s capacity).
+/// Maps of at most this many keys are scanned by [`StrMap::get`], not searched.
+const SCAN_MAX: usize = 8;
 pub const MAX_INLINE_VALUE_LEN: usize = std::mem::size_of::<CompactString>();
 
 /// A bounded pool of shared strings. Keys and values have one each, so that a shared NB's
@@ -134,11 +136,21 @@ impl StrMap {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.find(key).ok().map(|i| self.0[i].1.as_str())
+        self.position(key).map(|i| self.0[i].1.as_str())
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
+        self.position(key).is_some()
+    }
+
+    /// Where `key` is. A small map (ours: five marks of distinct lengths) is scanned,
+    /// lengths compared first: cheaper than a binary search's ordered compares of keys that
+    /// share their first ten bytes (`ovn-peerd:`); a full pass asks it of every row.
+    fn position(&self, key: &str) -> Option<usize> {
+        if self.0.len() <= SCAN_MAX {
+            return self.0.iter().position(|(k, _)| **k == *key);
+        }
+        self.find(key).ok()
     }
 
     pub fn len(&self) -> usize {
@@ -285,6 +297,32 @@ mod tests {
         assert!(!Arc::ptr_eq(&x.0[0].0, &y.0[0].0));
         assert_eq!(x.get(&long), Some("1"));
         assert_ne!(m, StrMap::from([("a", "9"), ("b", "2")]));
+    }
+
+    /// Small maps are scanned, bigger ones searched: both find what a `BTreeMap` finds,
+    /// keys of equal length and shared prefixes included.
+    #[test]
+    fn lookups_agree_with_a_btreemap_scanned_or_searched() {
+        for n in [0, 1, 5, SCAN_MAX, SCAN_MAX + 1, 40] {
+            let plain: BTreeMap<String, String> = (0..n)
+                .map(|i| (format!("ovn-peerd:k{}", i * 7 % 11), format!("v{i}")))
+                .collect();
+            let m = StrMap::from(plain.clone());
+            for i in 0..14 {
+                for key in [
+                    format!("ovn-peerd:k{i}"),
+                    format!("ovn-peerd:x{i}"),
+                    String::new(),
+                ] {
+                    assert_eq!(
+                        m.get(&key),
+                        plain.get(&key).map(String::as_str),
+                        "{n} {key}"
+                    );
+                    assert_eq!(m.contains_key(&key), plain.contains_key(&key));
+                }
+            }
+        }
     }
 
     /// A short value is inline (no allocation of its own); a long one is one shared copy for

@@ -291,8 +291,10 @@ pub fn check_topology_in(
             ));
         }
     }
-    check_names(spec, others, &mut v);
-    check_nb_ports(spec, topo, &mut v);
+    // This peering's port names, local side's first (as `Side::BOTH`), made once.
+    let mine = port_names(&spec.local_vpc, &spec.remote_vpc);
+    check_names(spec, &mine, others, &mut v);
+    check_nb_ports(spec, &mine, topo, &mut v);
     let vpcs = Side::BOTH.map(|side| others.index.vpc(topo, spec.vpc(side)));
     let mut routers = Vec::with_capacity(2);
     for (side, vx) in Side::BOTH.into_iter().zip(&vpcs) {
@@ -334,16 +336,15 @@ pub fn check_topology_in(
     for (i, side) in Side::BOTH.into_iter().enumerate() {
         let router = routers[i].expect("both resolved");
         let vpc = spec.vpc(side);
-        let own = port_name(vpc, spec.vpc(side.other()));
-        let reclaimed = others.index.claimed_only_by(vpc, &spec.name);
+        let own = &mine[i];
         let ctx = VpcContext {
             topo,
             vpc,
             me: &spec.name,
             subnets: &router.subnets,
             router,
-            own: &own,
-            reclaimed: &reclaimed,
+            own,
+            reclaimed: std::cell::OnceCell::new(),
             index: &vpcs[i],
             others,
         };
@@ -409,7 +410,8 @@ struct VpcContext<'a, T: ?Sized> {
     router: &'a ResolvedRouter,
     /// The checked peering's port here, and the peer ports only it claims: not foreign.
     own: &'a str,
-    reclaimed: &'a [String],
+    /// Asked only when a port another peering claims is met (rarely: found at first use).
+    reclaimed: std::cell::OnceCell<Vec<String>>,
     /// Links and routes of the other peerings in this VPC.
     index: &'a VpcRef<'a>,
     others: Others<'a>,
@@ -420,8 +422,14 @@ impl<T: Topology + ?Sized> VpcContext<'_, T> {
     /// (network, port name).
     fn port_nets(&self, q: &IpNet) -> Vec<(IpNet, String)> {
         let claimed = |port: &str| self.index.claims(self.others.index, self.vpc, port);
+        let reclaimed = |port: &str| {
+            let only_mine = self
+                .reclaimed
+                .get_or_init(|| self.others.index.claimed_only_by(self.vpc, self.me));
+            only_mine.iter().any(|r| r == port)
+        };
         self.router
-            .port_nets(self.topo, q, self.own, self.reclaimed, &claimed)
+            .port_nets(self.topo, q, self.own, &reclaimed, &claimed)
     }
 
     /// The link must not overlap anything already routed in this VPC.
@@ -509,9 +517,8 @@ impl<T: Topology + ?Sized> VpcContext<'_, T> {
 }
 
 /// One peering per VPC pair, and port names unique among our peerings.
-fn check_names(spec: &PeeringSpec, others: Others<'_>, v: &mut Vec<Violation>) {
-    let mine = port_names(&spec.local_vpc, &spec.remote_vpc);
-    let candidates = others.name_candidates(&spec.name, &mine, &spec.local_vpc, &spec.remote_vpc);
+fn check_names(spec: &PeeringSpec, mine: &[String; 2], others: Others<'_>, v: &mut Vec<Violation>) {
+    let candidates = others.name_candidates(&spec.name, mine, &spec.local_vpc, &spec.remote_vpc);
     for pos in candidates {
         let name = others.name(pos);
         let (o_local, o_remote) = others.pair(pos);
@@ -527,9 +534,8 @@ fn check_names(spec: &PeeringSpec, others: Others<'_>, v: &mut Vec<Violation>) {
             continue;
         }
         let theirs = port_names(o_local, o_remote);
-        for side in Side::BOTH {
-            let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
-            if theirs.contains(&mine) {
+        for (side, mine) in Side::BOTH.into_iter().zip(mine) {
+            if theirs.contains(mine) {
                 v.push(Violation::new(
                     vpc_field(side),
                     format!("port name {mine:?} is already used by peering {name:?}"),
@@ -541,11 +547,15 @@ fn check_names(spec: &PeeringSpec, others: Others<'_>, v: &mut Vec<Violation>) {
 
 /// Our port names must not be held in NB by anyone but this peering: a foreign port (Kube-OVN
 /// names subnet ports `<vpc>-<subnet>`) or another peering's (possibly stale) port.
-fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut Vec<Violation>) {
-    for side in Side::BOTH {
-        let mine = port_name(spec.vpc(side), spec.vpc(side.other()));
+fn check_nb_ports(
+    spec: &PeeringSpec,
+    mine: &[String; 2],
+    topo: &(impl Topology + ?Sized),
+    v: &mut Vec<Violation>,
+) {
+    for (side, mine) in Side::BOTH.into_iter().zip(mine) {
         let mut owner = None;
-        topo.visit_port_named(&mine, &mut |port| {
+        topo.visit_port_named(mine, &mut |port| {
             if port.peering != Some(spec.name.as_str()) {
                 owner = Some(holder(port.peering, port.instance));
             }
@@ -554,7 +564,7 @@ fn check_nb_ports(spec: &PeeringSpec, topo: &(impl Topology + ?Sized), v: &mut V
             continue;
         };
         let router = topo
-            .router_of_port(&mine)
+            .router_of_port(mine)
             .map_or_else(|| "no router".to_string(), |r| format!("router {r:?}"));
         v.push(Violation::new(
             vpc_field(side),

@@ -314,13 +314,19 @@ impl<'a> Others<'a> {
     /// list order.
     pub(super) fn name_candidates(&self, me: &str, ports: &[String], a: &str, b: &str) -> Vec<Pos> {
         let ix = self.index;
-        let mut c: Vec<Pos> = ports.iter().flat_map(|p| ix.holding_port(p)).collect();
+        // Counted as they come: a peering finds itself by its pair and its port names,
+        // and is usually all it finds (then nothing is allocated).
+        let counted = |p: &Pos| self.counts(*p, me);
+        let mut c: Vec<Pos> = ports
+            .iter()
+            .flat_map(|p| ix.holding_port(p))
+            .filter(counted)
+            .collect();
         match (ix.vpc_ids.get(a), ix.vpc_ids.get(b)) {
-            (Some(&a), Some(&b)) if a == b => c.extend(ix.of_vpc(a)),
-            (Some(&a), Some(&b)) => c.extend(ix.of_pair(a, b)),
+            (Some(&a), Some(&b)) if a == b => c.extend(ix.of_vpc(a).filter(counted)),
+            (Some(&a), Some(&b)) => c.extend(ix.of_pair(a, b).filter(counted)),
             _ => {}
         }
-        c.retain(|&p| self.counts(p, me));
         c.sort_unstable();
         c.dedup();
         c

@@ -151,12 +151,10 @@ impl ResolvedRouter {
         topo: &(impl Topology + ?Sized),
         q: &IpNet,
         own: &str,
-        reclaimed: &[String],
+        reclaimed: &dyn Fn(&str) -> bool,
         claimed: &dyn Fn(&str) -> bool,
     ) -> Vec<(IpNet, String)> {
-        let foreign = |name: &str, claimed: bool| {
-            name != own && (!claimed || reclaimed.iter().any(|r| r == name))
-        };
+        let foreign = |name: &str, claimed: bool| name != own && (!claimed || reclaimed(name));
         let mut hits: Vec<((usize, usize), IpNet, String)> = match &self.kept {
             Some(kept) => kept
                 .port_nets

@@ -108,6 +108,7 @@ proptest! {
         let claimed: Vec<String> = claimed.into_iter().map(|i| PORTS[i].to_string()).collect();
         let reclaimed: Vec<String> = reclaimed.into_iter().map(|i| PORTS[i].to_string()).collect();
         let is_claimed = |p: &str| claimed.iter().any(|c| c == p);
+        let is_reclaimed = |p: &str| reclaimed.iter().any(|c| c == p);
         // Read whole and kept, or asked per question (the topology's default walks stand for
         // a replica's index, whose lookups are held equal to them in `ovsdb::row_index`).
         for asked in [false, true] {
@@ -117,7 +118,7 @@ proptest! {
         for q in NETS.iter().map(|n| n.parse::<IpNet>().unwrap().trunc()) {
             for own in PORTS.iter().copied().chain(["none"]) {
                 let got: Vec<(IpNet, String)> =
-                    resolved.port_nets(&topo, &q, own, &reclaimed, &is_claimed);
+                    resolved.port_nets(&topo, &q, own, &is_reclaimed, &is_claimed);
                 prop_assert_eq!(got, port_nets_scan(&r, &claimed, &q, own, &reclaimed),
                     "q {} own {}", q, own);
             }
