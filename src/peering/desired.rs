@@ -7,7 +7,6 @@
 //! cross-VPC traffic is mis-forwarded without ARP learning), so we set no router options.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
