@@ -56,7 +56,7 @@ pub struct PeerIndex {
     routes: Grouped<(Pos, usize, RouteSpec)>,
     /// Each VPC's subnets as [`Topology::subnets_named`] read them (the other VPC of some
     /// indexed peering), kept for [`Self::affected_by`]: a hub's are read once per index.
-    subnets: Vec<Option<Vec<IpNet>>>,
+    subnets: Vec<Vec<IpNet>>,
     /// Each VPC's router, resolved on first use ([`PeerIndex::vpc`]): a narrow pass at a hub
     /// judges a few peerings and need not resolve the N spokes' routers.
     routers: Vec<OnceLock<Result<ResolvedRouter, String>>>,
@@ -89,17 +89,34 @@ impl PeerIndex {
     /// Indexes `peerings` (in this order) against `topo`. O(P log P) in the peerings, plus one
     /// read of each of their VPCs' subnets.
     pub fn new(peerings: &[PeeringSpec], topo: &(impl Topology + ?Sized)) -> PeerIndex {
+        let read = |vpcs: &[String]| vpcs.iter().map(|v| topo.subnets_named(v)).collect();
+        Self::reading_subnets(peerings, &read)
+    }
+
+    /// As [`Self::new`], every VPC's subnets read at once by `read`: given the VPCs of
+    /// `peerings` (in the index's order), it answers for each what
+    /// [`Topology::subnets_named`] says (a big full pass reads them on several threads).
+    pub fn reading_subnets(
+        peerings: &[PeeringSpec],
+        read: &dyn Fn(&[String]) -> Vec<Vec<IpNet>>,
+    ) -> PeerIndex {
         let mut ix = PeerIndex {
             names: Vec::with_capacity(peerings.len()),
             pairs: Vec::with_capacity(peerings.len()),
             ..Default::default()
         };
         let (mut links, mut routes) = (Vec::new(), Vec::new());
-        // Each VPC's subnets, read once (the automatic routes into its peers).
-        let mut subnets: Vec<Option<Vec<IpNet>>> = Vec::new();
+        // Each VPC's subnets, read once (the automatic routes into its peers): every VPC
+        // of an indexed peering is the other VPC of one.
+        for o in peerings {
+            ix.intern(&o.local_vpc);
+            ix.intern(&o.remote_vpc);
+        }
+        let read = read(&ix.vpc_names);
+        assert_eq!(read.len(), ix.vpc_names.len(), "subnets of every VPC");
+        let subnets = read;
         for (pos, o) in peerings.iter().enumerate() {
             let (l, r) = (ix.intern(&o.local_vpc), ix.intern(&o.remote_vpc));
-            subnets.resize(ix.vpc_names.len(), None);
             ix.names.push(o.name.clone());
             ix.pairs.push((l, r));
             ix.by_pair.push(((l.min(r), l.max(r)), pos));
@@ -115,8 +132,7 @@ impl PeerIndex {
                     links.push((vid, n, (pos, k, n)));
                 }
                 let other = ix.vpc_ids[o.vpc(t.other())] as usize;
-                let other_subnets =
-                    subnets[other].get_or_insert_with(|| topo.subnets_named(o.vpc(t.other())));
+                let other_subnets = &subnets[other];
                 let installed = effective_routes(o.routes(t), other_subnets, o.connect(t));
                 for (k, r) in installed.into_iter().enumerate() {
                     routes.push((vid, r.prefix, (pos, k, r)));
@@ -410,10 +426,7 @@ impl PeerIndex {
             let link = spec.connect(side);
             nets.extend(link.networks());
             let other = spec.vpc(side.other());
-            let known = self
-                .vpc_ids
-                .get(other)
-                .and_then(|v| self.subnets[*v as usize].as_ref());
+            let known = self.vpc_ids.get(other).map(|v| &self.subnets[*v as usize]);
             let read;
             let other_subnets = match known {
                 Some(s) => s,
