@@ -121,15 +121,20 @@ fn derive_and_plan(
     // A full pass asks of each peering as soon as it is derived whether NB holds it
     // exactly, and drops its rows then (see `derive`); a narrow pass knows which
     // rows to read only once it has judged.
-    let attach = settle_early.then(|| Attachments::new(cache, None));
+    // Its map of every router's rows is built beside the index (on a thread of its own).
     let instance = &ownership.instance;
-    let settle = |d: &mut DesiredPeering, alone: bool| {
-        d.stamp_instance(instance);
-        !matches!(&attach, Some(a) if alone && a.holds(cache, d, ownership))
-    };
-    let mut derivation = derive(
-        targets, records, cache, protected, instance, threads, &settle,
-    );
+    let (mut derivation, attach) = std::thread::scope(|s| {
+        let attach =
+            settle_early.then(|| cores::Beside::new(s, threads, || Attachments::new(cache, None)));
+        let settle = |d: &mut DesiredPeering, alone: bool| {
+            d.stamp_instance(instance);
+            !matches!(&attach, Some(a) if alone && a.get().holds(cache, d, ownership))
+        };
+        let derivation = derive(
+            targets, records, cache, protected, instance, threads, &settle,
+        );
+        (derivation, attach.map(cores::Beside::into_inner))
+    });
     let t_rules = t0.elapsed();
     let scoped = derivation.judged.as_ref();
     let attach = attach.unwrap_or_else(|| Attachments::new(cache, scoped));

@@ -103,6 +103,57 @@ where
         .collect()
 }
 
+/// A value built on a thread of its own while the caller goes on (with more than one thread
+/// for the pass), or at once on the caller's; [`Beside::get`] waits for it: the first caller
+/// joins the thread, the others wait for that one. A panic while building is re-raised on
+/// whichever thread asked first, with its payload.
+pub(crate) struct Beside<'scope, T> {
+    building: Mutex<Option<std::thread::ScopedJoinHandle<'scope, T>>>,
+    built: std::sync::OnceLock<T>,
+}
+
+impl<'scope, T: Send + 'scope> Beside<'scope, T> {
+    /// `build` on a thread of `scope` when `threads` > 1 (a thread the system cannot start
+    /// is not an error: then at once, as with one thread).
+    pub(crate) fn new<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        threads: usize,
+        build: impl FnOnce() -> T + Send + 'scope,
+    ) -> Self {
+        let built = std::sync::OnceLock::new();
+        let mut building = None;
+        let build = std::sync::Arc::new(Mutex::new(Some(build)));
+        if threads > 1 {
+            let mine = build.clone();
+            let run = move || lock(&mine).take().expect("built once")();
+            let thread = std::thread::Builder::new().name("pass-helper".into());
+            building = thread.spawn_scoped(scope, run).ok();
+        }
+        if building.is_none() {
+            let build = lock(&build).take().expect("not started");
+            let _ = built.set(build());
+        }
+        Beside {
+            building: Mutex::new(building),
+            built,
+        }
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        self.built.get_or_init(|| {
+            let handle = lock(&self.building).take().expect("joined once");
+            handle
+                .join()
+                .unwrap_or_else(|payload| panic::resume_unwind(payload))
+        })
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.get();
+        self.built.into_inner().expect("built")
+    }
+}
+
 fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -209,5 +260,41 @@ mod tests {
         assert_eq!(pass_threads(true, SPLIT_FROM - 1), 1);
         let big = pass_threads(true, SPLIT_FROM);
         assert!((1..=MAX_THREADS).contains(&big), "{big}");
+    }
+
+    /// With one thread the value is built at once on the caller's; with more, on a
+    /// `pass-helper` while the caller goes on (the build waits for the caller to have gone on:
+    /// built at once, it would never see that and say so); a panic while building is the
+    /// asker's, with its message.
+    #[test]
+    fn a_value_built_beside_is_built_while_the_caller_goes_on() {
+        let caller = std::thread::current().id();
+        let went_on = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let inline = Beside::new(s, 1, || std::thread::current().id());
+            assert_eq!(*inline.get(), caller);
+            let went_on = &went_on;
+            let beside = Beside::new(s, 2, move || {
+                let seen = wait_until("the caller went on", WAIT, || {
+                    went_on.load(Ordering::SeqCst)
+                });
+                let name = std::thread::current().name().map(str::to_owned);
+                (seen.is_ok(), name)
+            });
+            went_on.store(true, Ordering::SeqCst);
+            assert_eq!(beside.into_inner(), (true, Some("pass-helper".to_owned())));
+        });
+        let caught = panic::catch_unwind(|| {
+            std::thread::scope(|s| {
+                let broken: Beside<'_, ()> = Beside::new(s, 2, || panic!("broke while building"));
+                broken.get();
+            })
+        });
+        let payload = caught.expect_err("the build's panic is the asker's");
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .unwrap_or("(not a &str)");
+        assert!(message.contains("broke while building"), "{message}");
     }
 }
