@@ -103,22 +103,25 @@ impl PeerIndex {
         let mut ix = PeerIndex {
             names: Vec::with_capacity(peerings.len()),
             pairs: Vec::with_capacity(peerings.len()),
+            by_pair: Vec::with_capacity(peerings.len()),
+            by_port: Vec::with_capacity(2 * peerings.len()),
+            by_vpc: Vec::with_capacity(2 * peerings.len()),
             ..Default::default()
         };
-        let (mut links, mut routes) = (Vec::new(), Vec::new());
+        let n = 2 * peerings.len();
+        let (mut links, mut routes) = (Vec::with_capacity(n), Vec::with_capacity(n));
         // Each VPC's subnets, read once (the automatic routes into its peers): every VPC
         // of an indexed peering is the other VPC of one.
         for o in peerings {
-            ix.intern(&o.local_vpc);
-            ix.intern(&o.remote_vpc);
+            let pair = (ix.intern(&o.local_vpc), ix.intern(&o.remote_vpc));
+            ix.pairs.push(pair);
         }
         let read = read(&ix.vpc_names);
         assert_eq!(read.len(), ix.vpc_names.len(), "subnets of every VPC");
         let subnets = read;
         for (pos, o) in peerings.iter().enumerate() {
-            let (l, r) = (ix.intern(&o.local_vpc), ix.intern(&o.remote_vpc));
+            let (l, r) = ix.pairs[pos];
             ix.names.push(o.name.clone());
-            ix.pairs.push((l, r));
             ix.by_pair.push(((l.min(r), l.max(r)), pos));
             for (this, other) in [(&o.local_vpc, &o.remote_vpc), (&o.remote_vpc, &o.local_vpc)] {
                 ix.by_port.push((port_hash(this, other), pos));
