@@ -299,7 +299,7 @@ impl PeeringApi {
         &self,
         req: CreatePeeringRequest,
     ) -> Result<Peering, ApiError> {
-        let (validated, request) = self.prepare(req, Admission::Direct)?;
+        let (validated, request) = self.prepare(req, Admission::Direct, None)?;
         self.create_batched(validated, request).await
     }
 
@@ -343,7 +343,7 @@ impl PeeringApi {
         let mut answers = Vec::new();
         for (req, gone) in reqs {
             let (reply, answer) = oneshot::channel();
-            match self.prepare(req, Admission::Direct) {
+            match self.prepare(req, Admission::Direct, None) {
                 Ok((validated, request)) => jobs.push(Job {
                     validated,
                     request,
@@ -465,7 +465,9 @@ impl PeeringApi {
 
     /// Begins the batch's transaction with the locks of its VPCs: with [`Locks::Try`] those
     /// that are free, and the VPCs whose lock is held elsewhere (their creates leave the
-    /// batch: [`Self::run_alone`]); with [`Locks::Wait`] all of them, none busy.
+    /// batch: [`Self::run_alone`]); with [`Locks::Wait`] all of them, none busy, waiting
+    /// until the latest deadline of its creates' callers ([`latest_deadline`]): the others
+    /// leave the batch as they go.
     async fn lock_batch(
         &self,
         jobs: &[Job],
@@ -476,7 +478,10 @@ impl PeeringApi {
         Ok(match locks {
             Locks::Try => self.inner.store.peering_create_try_begin(&vpcs).await?,
             Locks::Wait => (
-                self.inner.store.peering_create_begin(&vpcs).await?,
+                self.inner
+                    .store
+                    .peering_create_begin(&vpcs, latest_deadline(jobs))
+                    .await?,
                 Vec::new(),
             ),
         })
@@ -719,6 +724,16 @@ impl std::fmt::Display for Steps {
 /// Whether a create's caller went away (its deadline passed, it was cancelled).
 fn is_gone(j: &Job) -> bool {
     j.gone.is_cancelled() || j.reply.is_closed()
+}
+
+/// The latest deadline of the callers of `jobs`: how long their batch may wait for a lock
+/// (`None` when one of them has none).
+fn latest_deadline(jobs: &[Job]) -> Option<Instant> {
+    let mut latest = None;
+    for j in jobs {
+        latest = latest.max(Some(j.request.deadline?));
+    }
+    latest
 }
 
 /// Ends when every caller of `jobs` has gone.

@@ -138,6 +138,13 @@ pub enum ApiError {
         /// How long the call ran.
         after: std::time::Duration,
     },
+    /// The deadline passed while the call waited for a lock held elsewhere (another call or
+    /// replica), in Postgres (DEADLINE_EXCEEDED, as the deadline itself); nothing changed.
+    #[error("{}", lock_busy_message(vpcs))]
+    LockBusy {
+        /// The VPCs whose locks the call waited for (empty: another lock).
+        vpcs: Vec<String>,
+    },
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -180,6 +187,7 @@ impl ApiError {
             E::ShuttingDown(m) => E::ShuttingDown(m.clone()),
             E::Overloaded { limit } => E::Overloaded { limit: *limit },
             E::DeadlineExceeded { after } => E::DeadlineExceeded { after: *after },
+            E::LockBusy { vpcs } => E::LockBusy { vpcs: vpcs.clone() },
             E::Internal(e) => E::Internal(anyhow::anyhow!("{e:#}")),
         }
     }
@@ -233,6 +241,7 @@ impl From<StoreError> for ApiError {
                 message: "these two VPCs are already peered".into(),
             },
             StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
+            StoreError::LockBusy { vpcs } => ApiError::LockBusy { vpcs },
             StoreError::Conflict(_) => ApiError::Unavailable {
                 what: Dependency::Contention("the database's locks"),
                 source: Some(e),
@@ -274,7 +283,9 @@ impl ApiError {
             ApiError::TooManyWatches(_) => ErrorReason::TooManyWatches,
             ApiError::ShuttingDown(_) => ErrorReason::ShuttingDown,
             ApiError::Overloaded { .. } => ErrorReason::Overloaded,
-            ApiError::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
+            ApiError::DeadlineExceeded { .. } | ApiError::LockBusy { .. } => {
+                ErrorReason::DeadlineExceeded
+            }
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -415,6 +426,13 @@ impl From<ApiError> for Status {
             e @ ApiError::DeadlineExceeded { .. } => {
                 (Code::DeadlineExceeded, e.to_string(), ErrorDetails::new())
             }
+            ApiError::LockBusy { vpcs } => {
+                let message = lock_busy_message(&vpcs);
+                if !vpcs.is_empty() {
+                    metadata.insert("vpc".into(), vpcs.join(","));
+                }
+                (Code::DeadlineExceeded, message, ErrorDetails::new())
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -423,6 +441,22 @@ impl From<ApiError> for Status {
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(code, message, details)
     }
+}
+
+/// [`ApiError::LockBusy`]'s message: which VPC's lock the call waited for until its deadline.
+fn lock_busy_message(vpcs: &[String]) -> String {
+    let what = match vpcs {
+        [] => "a lock".to_owned(),
+        [vpc] => format!("the lock of VPC {vpc:?}"),
+        _ => {
+            let names: Vec<String> = vpcs.iter().map(|v| format!("{v:?}")).collect();
+            format!("the locks of VPCs {}", names.join(", "))
+        }
+    };
+    format!(
+        "the deadline passed while waiting for {what}, held by another call or replica; \
+         nothing was changed"
+    )
 }
 
 fn refusal_status(refusal: Refusal) -> (Code, String, ErrorDetails) {
@@ -503,8 +537,30 @@ mod tests {
             ApiError::DeadlineExceeded {
                 after: std::time::Duration::from_millis(90),
             },
+            ApiError::LockBusy {
+                vpcs: vec!["vpc-1".into()],
+            },
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
+    }
+
+    #[test]
+    fn a_lock_wait_ended_by_the_deadline_is_deadline_exceeded_naming_the_vpc() {
+        let e: ApiError = StoreError::LockBusy {
+            vpcs: vec!["vpc-1".into(), "vpc-2".into()],
+        }
+        .into();
+        let status = Status::from(e);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(
+            status.message().contains(r#"VPCs "vpc-1", "vpc-2""#),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "DEADLINE_EXCEEDED");
+        assert_eq!(info.metadata["vpc"], "vpc-1,vpc-2");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! are counted here: CreatePeering's latency is mostly them. Statements are checked at
 //! build time like the rest of the store (`.sqlx/`).
 
+use std::time::Instant;
+
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
@@ -40,6 +42,15 @@ fn lock_keys(vpcs: &[&str]) -> Vec<i32> {
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+/// `lock_timeout` for a transaction whose caller's `deadline` is this: the time left, in
+/// whole milliseconds rounded up, at least 1 (0 would mean no timeout). The one place a
+/// caller's deadline becomes a bound in Postgres.
+fn lock_timeout(deadline: Instant) -> String {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = left.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128);
+    format!("{ms}ms")
 }
 
 /// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
@@ -154,7 +165,17 @@ impl Store {
     /// Begins a create transaction and takes the per-VPC locks of `vpcs` in
     /// ascending key order (a fixed order: two creates never deadlock, even
     /// when two names share a key). Held until commit or rollback.
-    pub async fn peering_create_begin(&self, vpcs: &[&str]) -> Result<CreateTx<'_>, StoreError> {
+    ///
+    /// With a `deadline` (the caller's: [`lock_timeout`]), every lock wait of the
+    /// transaction ends there in Postgres, these locks' included: a lock held elsewhere
+    /// past it is [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to
+    /// the pool at once (not when the lock frees). Without one, the waits are as
+    /// configured on the server (unbounded by default).
+    pub async fn peering_create_begin(
+        &self,
+        vpcs: &[&str],
+        deadline: Option<Instant>,
+    ) -> Result<CreateTx<'_>, StoreError> {
         let keys = lock_keys(vpcs);
         // `BEGIN` is a round trip of its own (sqlx waits for its answer), timed apart.
         let mut tx = self
@@ -163,6 +184,11 @@ impl Store {
         // One round trip: a function scan yields the array's elements in order,
         // and each row's lock is taken before the next row is produced (the
         // aggregate makes every row's call happen; the function returns void).
+        //
+        // `lock_timeout` is set (for the transaction) in the function's argument:
+        // Postgres evaluates it before the scan yields a row, so before any lock is
+        // asked for (in the select list it would be set after the locks, the
+        // aggregate's rows all produced first). NULL keeps the server's setting.
         //
         // The same statement turns sequential scans off for the rest of the
         // transaction: every statement of a create is a handful of index lookups,
@@ -173,19 +199,30 @@ impl Store {
         // 10,000 creates: 600-750 buffers per read instead of ~40 per create,
         // autovacuum's analyze being a minute away); custom plans every time
         // would cost ~0.3 ms of planning per statement instead.
-        self.timed(
-            "peering_create_lock",
-            sqlx::query!(
-                r#"SELECT count(pg_advisory_xact_lock($1, k)) AS "locked!",
-                          set_config('enable_seqscan', 'off', true)
-                   FROM unnest($2::int4[]) AS k"#,
-                VPC_LOCK_SPACE,
-                &keys
+        let locked = self
+            .timed(
+                "peering_create_lock",
+                sqlx::query!(
+                    r#"SELECT count(pg_advisory_xact_lock($1, k)) AS "locked!",
+                              set_config('enable_seqscan', 'off', true)
+                       FROM unnest(CASE WHEN set_config('lock_timeout',
+                                               COALESCE($3, current_setting('lock_timeout')),
+                                               true) IS NOT NULL
+                                        THEN $2::int4[] END) AS k"#,
+                    VPC_LOCK_SPACE,
+                    &keys,
+                    deadline.map(lock_timeout)
+                )
+                .fetch_one(&mut *tx),
             )
-            .fetch_one(&mut *tx),
-        )
-        .await?;
-        Ok(CreateTx { store: self, tx })
+            .await;
+        match locked {
+            Ok(_) => Ok(CreateTx { store: self, tx }),
+            Err(StoreError::LockBusy { .. }) => Err(StoreError::LockBusy {
+                vpcs: vpcs.iter().map(|v| v.to_string()).collect(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Begins a create transaction for a batch: [`Self::peering_create_begin`], but a lock
@@ -388,7 +425,23 @@ impl CreateTx<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::vpc_lock_key;
+    use std::time::{Duration, Instant};
+
+    use super::{lock_timeout, vpc_lock_key};
+
+    #[test]
+    fn a_deadline_becomes_the_time_left_in_whole_milliseconds_never_zero() {
+        let ms = |s: &str| s.strip_suffix("ms").unwrap().parse::<u64>().unwrap();
+        // The time left, rounded up (never later than the deadline by a millisecond).
+        let t = ms(&lock_timeout(Instant::now() + Duration::from_millis(250)));
+        assert!((1..=250).contains(&t), "{t}");
+        // Past or due: the shortest wait, not 0 (no timeout at all).
+        assert_eq!(lock_timeout(Instant::now()), "1ms");
+        assert_eq!(lock_timeout(Instant::now() - Duration::from_secs(1)), "1ms");
+        // Postgres takes at most i32::MAX ms.
+        let far = Instant::now() + Duration::from_secs(100 * 24 * 3600);
+        assert_eq!(lock_timeout(far), format!("{}ms", i32::MAX));
+    }
 
     #[test]
     fn lock_keys_are_stable() {

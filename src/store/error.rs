@@ -32,6 +32,14 @@ pub enum StoreError {
         /// 4 or 6.
         family: u8,
     },
+    /// A lock wait ended at the caller's deadline (lock_not_available 55P03: the
+    /// transaction's `lock_timeout`, see `Store::peering_create_begin`): the lock was held
+    /// elsewhere until then. The transaction is rolled back; nothing was written.
+    #[error("a lock of {vpcs:?} was held elsewhere until the deadline")]
+    LockBusy {
+        /// The VPCs whose locks were asked for (empty: a lock other than a VPC's).
+        vpcs: Vec<String>,
+    },
     /// Postgres could not be reached or the connection broke.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -75,6 +83,9 @@ impl From<sqlx::Error> for StoreError {
             let code = db.code().unwrap_or_default();
             if code == "40P01" || code == "40001" {
                 return StoreError::Conflict(e);
+            }
+            if code == "55P03" {
+                return StoreError::LockBusy { vpcs: Vec::new() };
             }
             if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
                 return StoreError::Unavailable(e);

@@ -470,7 +470,7 @@ async fn creates_of_vpcs_locked_elsewhere_do_not_hold_back_unrelated_ones() {
     let api = std::sync::Arc::new(api(&t).await);
     let locker = Store::connect_lazy(&t.db.url).expect("store");
     let held = locker
-        .peering_create_begin(&["vpc-1", "vpc-2"])
+        .peering_create_begin(&["vpc-1", "vpc-2"], None)
         .await
         .expect("lock the hubs");
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
@@ -548,7 +548,7 @@ async fn creates_that_leave_their_batch_at_one_busy_vpc_are_stored_together_once
     let api = std::sync::Arc::new(api(&t).await);
     let locker = Store::connect_lazy(&t.db.url).expect("store");
     let held = locker
-        .peering_create_begin(&["vpc-1"])
+        .peering_create_begin(&["vpc-1"], None)
         .await
         .expect("lock vpc-1");
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
@@ -607,7 +607,7 @@ async fn at_most_parked_batches_wait_at_locks_held_elsewhere() {
     let locker = Store::connect_lazy(&t.db.url).expect("store");
     let hubs: Vec<&str> = busy.iter().map(String::as_str).collect();
     let held = locker
-        .peering_create_begin(&hubs)
+        .peering_create_begin(&hubs, None)
         .await
         .expect("lock the hubs");
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
@@ -657,7 +657,10 @@ async fn a_batch_that_waited_for_a_vpc_lock_judges_what_its_holder_stored() {
     create_vpc(&t.nb, "vpc-9", &["10.2.0.1/24"]);
     let api = api(&t).await;
     let locker = Store::connect_lazy(&t.db.url).expect("store");
-    let held = locker.peering_create_begin(&["vpc-1"]).await.expect("lock");
+    let held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock");
     let batch = tokio::spawn(async move {
         api.create_as_one_batch_with(vec![(
             create("a", "vpc-1", "vpc-9", ""),

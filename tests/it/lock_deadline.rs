@@ -1,0 +1,218 @@
+//! A caller's deadline ends its wait at a VPC lock in Postgres too (README "Overload and
+//! deadlines"): the test holds a VPC's lock with ovn-peerd's own `Store::peering_create_begin`
+//! (the store's key function, as another replica or a slow UpdatePeering would), and calls
+//! that need it with a short client deadline get DEADLINE_EXCEEDED; then, while the lock is
+//! still held, no session of ovn-peerd's pool is left waiting for it (its connection is back
+//! in the pool), which without the bound lasts until the lock frees. Nothing is stored by
+//! such a call: its retry with the same request_id goes through once the lock is free.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
+use ovn_peerd::proto::v1::{
+    CreatePeeringRequest, GetPeeringRequest, Peering, UpdatePeeringRequest,
+};
+use ovn_peerd::store::{Store, StoreError};
+use prost_types::FieldMask;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::support::peerd::TestPeerd;
+use crate::support::vpc::create_vpc;
+use ovn_peerd_test_support::wait_until_async;
+
+/// A client deadline far shorter than the test's patience, long enough to reach the lock.
+const SHORT: Duration = Duration::from_millis(300);
+/// How long the waiters may take to leave once their deadline passed: without the bound they
+/// stay while the lock is held, i.e. for ever here.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// Sessions of this database (ovn-peerd's pool) waiting for a lock.
+async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// Waits until no session waits for a lock (the test's own lock still held).
+async fn no_lock_waiters(pool: &sqlx::PgPool) {
+    wait_until_async(
+        "no session of ovn-peerd waits for the held lock",
+        PROMPT,
+        || async { lock_waiters(pool).await == 0 },
+    )
+    .await
+    .expect("the timed-out calls' lock waits ended in Postgres");
+}
+
+async fn stored(pool: &sqlx::PgPool) -> Vec<(String, HashMap<String, String>)> {
+    let rows: Vec<(String, sqlx::types::Json<HashMap<String, String>>)> =
+        sqlx::query_as("SELECT name, labels FROM peerings ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .expect("peerings");
+    rows.into_iter().map(|(n, l)| (n, l.0)).collect()
+}
+
+fn create(request_id: &str) -> CreatePeeringRequest {
+    CreatePeeringRequest {
+        peering: Some(Peering {
+            name: "p1".into(),
+            local_vpc: "vpc-1".into(),
+            remote_vpc: "vpc-2".into(),
+            ..Default::default()
+        }),
+        request_id: request_id.into(),
+        ..Default::default()
+    }
+}
+
+fn relabel(request_id: &str, value: &str) -> UpdatePeeringRequest {
+    UpdatePeeringRequest {
+        peering: Some(Peering {
+            name: "p1".into(),
+            labels: HashMap::from([("team".into(), value.into())]),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["labels".into()],
+        }),
+        request_id: request_id.into(),
+        ..Default::default()
+    }
+}
+
+fn with_deadline<M>(message: M) -> tonic::Request<M> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(SHORT);
+    req
+}
+
+/// vpc-1 and vpc-2 in NB; with `peered`, peering p1 of them stored.
+async fn start(peered: bool) -> (TestPeerd, PeeringServiceClient<Channel>, sqlx::PgPool) {
+    let t = TestPeerd::start().await;
+    create_vpc(&t.nb, "vpc-1", &["10.1.0.1/24"]);
+    create_vpc(&t.nb, "vpc-2", &["10.2.0.1/24"]);
+    let mut c = t.client().await;
+    if peered {
+        c.create_peering(create("")).await.expect("p1");
+    }
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    (t, c, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_past_its_deadline_at_a_held_vpc_lock_stops_waiting_in_postgres() {
+    let (t, mut c, pool) = start(false).await;
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock vpc-1");
+
+    let status = c
+        .create_peering(with_deadline(create("r1")))
+        .await
+        .expect_err("vpc-1 is locked past the deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    no_lock_waiters(&pool).await;
+    assert!(stored(&pool).await.is_empty());
+
+    drop(held);
+    let p = c
+        .create_peering(create("r1"))
+        .await
+        .expect("the retry, the lock free")
+        .into_inner();
+    assert_eq!(p.name, "p1");
+    assert_eq!(stored(&pool).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_past_its_deadline_at_a_held_vpc_lock_stops_waiting_in_postgres() {
+    let (t, mut c, pool) = start(true).await;
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker
+        .peering_create_begin(&["vpc-2"], None)
+        .await
+        .expect("lock vpc-2");
+
+    let status = c
+        .update_peering(with_deadline(relabel("u1", "a")))
+        .await
+        .expect_err("vpc-2 is locked past the deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    no_lock_waiters(&pool).await;
+    assert!(stored(&pool).await[0].1.is_empty(), "no label stored");
+
+    drop(held);
+    let p = c
+        .update_peering(relabel("u1", "a"))
+        .await
+        .expect("the retry, the lock free")
+        .into_inner();
+    assert_eq!(p.labels["team"], "a");
+    assert_eq!(stored(&pool).await[0].1["team"], "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_past_their_deadline_at_a_held_lock_leave_the_pool_usable() {
+    // More calls than the pool's 16 connections, each waiting at the lock until its
+    // deadline: without the bound in Postgres, every connection stays at the lock after
+    // its call ended, and a read waits for one (then UNAVAILABLE).
+    let (t, c, _pool) = start(true).await;
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock vpc-1");
+
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.update_peering(with_deadline(relabel(&format!("u{i}"), "b")))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let status = call.await.expect("task").expect_err("past its deadline");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    let mut c = c.clone();
+    let p = c
+        .get_peering(GetPeeringRequest { name: "p1".into() })
+        .await
+        .expect("a read while the lock is still held")
+        .into_inner();
+    assert!(p.labels.is_empty(), "{p:?}");
+    drop(held);
+}
+
+#[tokio::test]
+async fn the_store_names_the_vpcs_of_a_lock_wait_ended_by_the_deadline() {
+    let db = crate::support::pg::TestDb::create().await;
+    let store = Store::connect_lazy(&db.url).expect("store");
+    store.migrate().await.expect("migrate");
+    let locker = Store::connect_lazy(&db.url).expect("store");
+    let _held = locker
+        .peering_create_begin(&["vpc-2"], None)
+        .await
+        .expect("lock vpc-2");
+    let deadline = std::time::Instant::now() + Duration::from_millis(100);
+    let err = store
+        .peering_create_begin(&["vpc-1", "vpc-2"], Some(deadline))
+        .await
+        .err()
+        .expect("vpc-2's lock is held past the deadline");
+    match err {
+        StoreError::LockBusy { vpcs } => assert_eq!(vpcs, ["vpc-1", "vpc-2"]),
+        other => panic!("{other:?}"),
+    }
+}
