@@ -466,7 +466,7 @@ impl PeeringApi {
     /// Begins the batch's transaction with the locks of its VPCs: with [`Locks::Try`] those
     /// that are free, and the VPCs whose lock is held elsewhere (their creates leave the
     /// batch: [`Self::run_alone`]); with [`Locks::Wait`] all of them, none busy, waiting
-    /// until the latest deadline of its creates' callers ([`latest_deadline`]): the others
+    /// until the latest deadline of its creates' callers ([`alone::latest`]): the others
     /// leave the batch as they go.
     async fn lock_batch(
         &self,
@@ -480,7 +480,10 @@ impl PeeringApi {
             Locks::Wait => (
                 self.inner
                     .store
-                    .peering_create_begin(&vpcs, latest_deadline(jobs))
+                    .peering_create_begin(
+                        &vpcs,
+                        alone::latest(jobs.iter().map(|j| j.request.deadline)),
+                    )
                     .await?,
                 Vec::new(),
             ),
@@ -724,16 +727,6 @@ impl std::fmt::Display for Steps {
 /// Whether a create's caller went away (its deadline passed, it was cancelled).
 fn is_gone(j: &Job) -> bool {
     j.gone.is_cancelled() || j.reply.is_closed()
-}
-
-/// The latest deadline of the callers of `jobs`: how long their batch may wait for a lock
-/// (`None` when one of them has none).
-fn latest_deadline(jobs: &[Job]) -> Option<Instant> {
-    let mut latest = None;
-    for j in jobs {
-        latest = latest.max(Some(j.request.deadline?));
-    }
-    latest
 }
 
 /// Ends when every caller of `jobs` has gone.

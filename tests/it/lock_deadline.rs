@@ -206,13 +206,19 @@ async fn the_store_names_the_vpcs_of_a_lock_wait_ended_by_the_deadline() {
         .await
         .expect("lock vpc-2");
     let deadline = std::time::Instant::now() + Duration::from_millis(100);
-    let err = store
-        .peering_create_begin(&["vpc-1", "vpc-2"], Some(deadline))
-        .await
-        .err()
-        .expect("vpc-2's lock is held past the deadline");
-    match err {
-        StoreError::LockBusy { vpcs } => assert_eq!(vpcs, ["vpc-1", "vpc-2"]),
+    let call = tokio::spawn(async move {
+        store
+            .peering_create_begin(&["vpc-1", "vpc-2"], Some(deadline))
+            .await
+            .err()
+    });
+    wait_until_async("the lock wait ended", PROMPT, || async {
+        call.is_finished()
+    })
+    .await
+    .expect("ended in Postgres while the lock is still held");
+    match call.await.expect("task") {
+        Some(StoreError::LockBusy { vpcs }) => assert_eq!(vpcs, ["vpc-1", "vpc-2"]),
         other => panic!("{other:?}"),
     }
 }
