@@ -67,8 +67,12 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Batches of creates that left their batch for a VPC locked elsewhere (one per busy VPC,
 /// waiting at that lock in Postgres: `create_batch/alone.rs`) running at once per replica;
-/// each holds a pool connection while it waits. Further ones wait for a place holding none
-/// (their VPCs stay held in the batcher, so creates on them keep queueing, not trying).
+/// each holds a pool connection while it waits, at most until [`crate::store::LOCK_WAIT_MARGIN`]
+/// before the latest deadline of its creates' callers. Further ones wait for a place holding
+/// none (their VPCs stay held in the batcher, so creates on them keep queueing, not trying).
+/// A batch whose callers all cancel before their deadlines gives its place back at once,
+/// but its connection stays at the lock in Postgres until that bound: for so long, more
+/// connections than this may wait at locks.
 pub const PARKED_BATCHES: usize = 4;
 
 /// The hub bound: `store::hub` is its one home (the worker's narrow pass uses it too).
@@ -450,14 +454,17 @@ impl PeeringApi {
                 }
             }
             Err(BatchError::Failed(e)) => {
-                // The same code and reason for every caller; the first keeps the cause.
+                // The same code and reason for every caller, naming only its own VPCs; the
+                // first keeps the cause.
                 let mut jobs = jobs.into_iter();
                 let first = jobs.next();
                 for job in jobs {
-                    let _ = job.reply.send(Err(e.for_another_caller()));
+                    let answer = e.for_another_caller().for_vpcs(&own_vpcs(&job));
+                    let _ = job.reply.send(Err(answer));
                 }
                 if let Some(first) = first {
-                    let _ = first.reply.send(Err(e));
+                    let answer = e.for_vpcs(&own_vpcs(&first));
+                    let _ = first.reply.send(Err(answer));
                 }
             }
         }
@@ -736,7 +743,6 @@ async fn all_gone(jobs: &[Job]) {
     }
 }
 
-/// Whether the create touches one of `vpcs`.
 /// The VPCs `jobs` create peerings of, sorted, each once.
 fn vpcs_of(jobs: &[Job]) -> Vec<String> {
     let mut vpcs: Vec<String> = jobs
@@ -753,6 +759,12 @@ fn vpcs_of(jobs: &[Job]) -> Vec<String> {
     vpcs
 }
 
+/// The two VPCs of a create.
+fn own_vpcs(j: &Job) -> [&str; 2] {
+    [&j.validated.local_vpc, &j.validated.remote_vpc]
+}
+
+/// Whether the create touches one of `vpcs`.
 fn touches(j: &Job, vpcs: &[String]) -> bool {
     vpcs.iter()
         .any(|v| *v == j.validated.local_vpc || *v == j.validated.remote_vpc)

@@ -142,8 +142,11 @@ pub enum ApiError {
     /// replica), in Postgres (DEADLINE_EXCEEDED, as the deadline itself); nothing changed.
     #[error("{}", lock_busy_message(vpcs))]
     LockBusy {
-        /// The VPCs whose locks the call waited for (empty: another lock).
+        /// The VPCs whose locks the call waited for (the caller's own: [`Self::for_vpcs`]).
         vpcs: Vec<String>,
+        /// The cause, for logs.
+        #[source]
+        source: Option<StoreError>,
     },
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
@@ -187,8 +190,27 @@ impl ApiError {
             E::ShuttingDown(m) => E::ShuttingDown(m.clone()),
             E::Overloaded { limit } => E::Overloaded { limit: *limit },
             E::DeadlineExceeded { after } => E::DeadlineExceeded { after: *after },
-            E::LockBusy { vpcs } => E::LockBusy { vpcs: vpcs.clone() },
+            E::LockBusy { vpcs, .. } => E::LockBusy {
+                vpcs: vpcs.clone(),
+                source: None,
+            },
             E::Internal(e) => E::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+
+    /// This error as told to the caller of a create of `vpcs` in a batch that failed with
+    /// it: [`Self::LockBusy`] names only those of its VPCs (not another caller's, maybe
+    /// another tenant's); any other error is as it is.
+    pub fn for_vpcs(self, vpcs: &[&str]) -> Self {
+        match self {
+            ApiError::LockBusy { vpcs: all, source } => ApiError::LockBusy {
+                vpcs: all
+                    .into_iter()
+                    .filter(|v| vpcs.contains(&v.as_str()))
+                    .collect(),
+                source,
+            },
+            other => other,
         }
     }
 
@@ -241,8 +263,11 @@ impl From<StoreError> for ApiError {
                 message: "these two VPCs are already peered".into(),
             },
             StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
-            StoreError::LockBusy { vpcs } => ApiError::LockBusy { vpcs },
-            StoreError::Conflict(_) => ApiError::Unavailable {
+            StoreError::LockBusy { ref vpcs, .. } => ApiError::LockBusy {
+                vpcs: vpcs.clone(),
+                source: Some(e),
+            },
+            StoreError::Conflict(_) | StoreError::LockTimeout(_) => ApiError::Unavailable {
                 what: Dependency::Contention("the database's locks"),
                 source: Some(e),
             },
@@ -426,7 +451,8 @@ impl From<ApiError> for Status {
             e @ ApiError::DeadlineExceeded { .. } => {
                 (Code::DeadlineExceeded, e.to_string(), ErrorDetails::new())
             }
-            ApiError::LockBusy { vpcs } => {
+            ApiError::LockBusy { vpcs, source } => {
+                tracing::info!(error = ?source, "lock wait ended at the deadline");
                 let message = lock_busy_message(&vpcs);
                 if !vpcs.is_empty() {
                     metadata.insert("vpc".into(), vpcs.join(","));
@@ -539,6 +565,7 @@ mod tests {
             },
             ApiError::LockBusy {
                 vpcs: vec!["vpc-1".into()],
+                source: None,
             },
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
@@ -548,8 +575,12 @@ mod tests {
     fn a_lock_wait_ended_by_the_deadline_is_deadline_exceeded_naming_the_vpc() {
         let e: ApiError = StoreError::LockBusy {
             vpcs: vec!["vpc-1".into(), "vpc-2".into()],
+            source: sqlx::Error::Protocol("canceling statement due to lock timeout".into()),
         }
         .into();
+        // Postgres's error goes to the logs.
+        let chain = format!("{:?}", std::error::Error::source(&e));
+        assert!(chain.contains("lock timeout"), "{chain}");
         let status = Status::from(e);
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert!(
@@ -561,6 +592,26 @@ mod tests {
         let info = details.error_info().expect("ErrorInfo");
         assert_eq!(info.reason, "DEADLINE_EXCEEDED");
         assert_eq!(info.metadata["vpc"], "vpc-1,vpc-2");
+    }
+
+    #[test]
+    fn a_failed_batch_tells_each_caller_only_its_own_vpcs_of_a_busy_lock() {
+        let e = ApiError::LockBusy {
+            vpcs: vec!["hub".into(), "tenant-a".into(), "tenant-b".into()],
+            source: None,
+        };
+        match e.for_another_caller().for_vpcs(&["tenant-a", "hub"]) {
+            ApiError::LockBusy { vpcs, .. } => assert_eq!(vpcs, ["hub", "tenant-a"]),
+            other => panic!("{other:?}"),
+        }
+        let other = ApiError::Overloaded { limit: 1 }.for_vpcs(&["hub"]);
+        assert!(matches!(other, ApiError::Overloaded { limit: 1 }));
+    }
+
+    #[test]
+    fn a_lock_timeout_that_is_not_the_deadline_is_contention() {
+        let e: ApiError = StoreError::LockTimeout(sqlx::Error::Protocol("x".into())).into();
+        assert_eq!(Status::from(e).code(), Code::Unavailable);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! are counted here: CreatePeering's latency is mostly them. Statements are checked at
 //! build time like the rest of the store (`.sqlx/`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
@@ -44,13 +44,27 @@ fn lock_keys(vpcs: &[&str]) -> Vec<i32> {
     keys
 }
 
-/// `lock_timeout` for a transaction whose caller's `deadline` is this: the time left, in
-/// whole milliseconds rounded up, at least 1 (0 would mean no timeout). The one place a
-/// caller's deadline becomes a bound in Postgres.
-fn lock_timeout(deadline: Instant) -> String {
-    let left = deadline.saturating_duration_since(Instant::now());
+/// How long before the caller's deadline its wait for VPC locks ends in Postgres: time for
+/// Postgres's answer (55P03) to reach the handler before the handler's own timer, set at the
+/// deadline, answers a plain DEADLINE_EXCEEDED that cannot name the VPC. A call whose budget
+/// is shorter than this does not wait for a busy lock at all.
+pub const LOCK_WAIT_MARGIN: Duration = Duration::from_millis(200);
+
+/// The longest a transaction whose caller's `deadline` is this may wait for its VPC locks,
+/// counted from now: the time left until [`LOCK_WAIT_MARGIN`] before the deadline, in whole
+/// milliseconds rounded up, at least 1 (0 would mean no bound), at most Postgres's limit.
+/// The one place a caller's deadline becomes a bound in Postgres (the lock statement of
+/// [`Store::peering_create_begin`] counts it from its start).
+fn lock_wait_ms(deadline: Instant) -> i64 {
+    let left = deadline.saturating_duration_since(Instant::now() + LOCK_WAIT_MARGIN);
     let ms = left.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128);
-    format!("{ms}ms")
+    ms as i64
+}
+
+/// Whether a lock wait that Postgres ended (55P03) ended at the bound [`lock_wait_ms`] set
+/// from `deadline`, not at a shorter `lock_timeout` of the server's or the role's.
+fn lock_wait_over(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() + LOCK_WAIT_MARGIN >= d)
 }
 
 /// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
@@ -166,11 +180,15 @@ impl Store {
     /// ascending key order (a fixed order: two creates never deadlock, even
     /// when two names share a key). Held until commit or rollback.
     ///
-    /// With a `deadline` (the caller's: [`lock_timeout`]), every lock wait of the
-    /// transaction ends there in Postgres, these locks' included: a lock held elsewhere
-    /// past it is [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to
-    /// the pool at once (not when the lock frees). Without one, the waits are as
-    /// configured on the server (unbounded by default).
+    /// With a `deadline` (the caller's), the waits for these locks end in Postgres
+    /// [`LOCK_WAIT_MARGIN`] before it, all of them together (the bound is set again from
+    /// the clock before each lock): a lock held elsewhere until then is
+    /// [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to the pool at
+    /// once (not when the lock frees). Each later lock wait of the transaction (a row lock,
+    /// the change log's lock at COMMIT) is bounded by the time that was left once these
+    /// locks were held, each on its own (ending as [`StoreError::LockTimeout`]). A shorter
+    /// `lock_timeout` of the server's or the role's is kept. Without a deadline, the waits
+    /// are as configured on the server (unbounded by default).
     pub async fn peering_create_begin(
         &self,
         vpcs: &[&str],
@@ -185,10 +203,14 @@ impl Store {
         // and each row's lock is taken before the next row is produced (the
         // aggregate makes every row's call happen; the function returns void).
         //
-        // `lock_timeout` is set (for the transaction) in the function's argument:
-        // Postgres evaluates it before the scan yields a row, so before any lock is
-        // asked for (in the select list it would be set after the locks, the
-        // aggregate's rows all produced first). NULL keeps the server's setting.
+        // The bound: `lock_timeout` is set (for the transaction) in each lock's key
+        // argument, so before that lock is asked for (arguments are evaluated before the
+        // call), to what is left of `$3` ms counted from the statement's start; and once
+        // more in the select list, which is computed after the aggregate has taken every
+        // lock, for the transaction's later waits. A shorter setting already in force (the
+        // server's, the role's; `least` skips its NULL for 0, no bound) is kept; so is any
+        // when `$3` is NULL. (No sub-select here: one that does not refer to `k` is an init
+        // plan, computed once for the statement, and every lock would get the first bound.)
         //
         // The same statement turns sequential scans off for the rest of the
         // transaction: every statement of a create is a handful of index lookups,
@@ -203,24 +225,44 @@ impl Store {
             .timed(
                 "peering_create_lock",
                 sqlx::query!(
-                    r#"SELECT count(pg_advisory_xact_lock($1, k)) AS "locked!",
-                              set_config('enable_seqscan', 'off', true)
-                       FROM unnest(CASE WHEN set_config('lock_timeout',
-                                               COALESCE($3, current_setting('lock_timeout')),
-                                               true) IS NOT NULL
-                                        THEN $2::int4[] END) AS k"#,
+                    r#"SELECT count(pg_advisory_xact_lock($1,
+                                 CASE WHEN set_config('lock_timeout',
+                                   CASE WHEN $3::int8 IS NULL THEN current_setting('lock_timeout')
+                                        ELSE ceil(least(
+                                          NULLIF(1000 * extract(epoch FROM current_setting('lock_timeout')::interval), 0),
+                                          greatest(1, $3 - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                        ))::int8 || 'ms'
+                                   END, true) IS NOT NULL
+                                 THEN k END)) AS "locked!",
+                              set_config('enable_seqscan', 'off', true) AS seqscan,
+                              set_config('lock_timeout',
+                                   CASE WHEN $3::int8 IS NULL THEN current_setting('lock_timeout')
+                                        ELSE ceil(least(
+                                          NULLIF(1000 * extract(epoch FROM current_setting('lock_timeout')::interval), 0),
+                                          greatest(1, $3 - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                        ))::int8 || 'ms'
+                                   END, true) AS later_waits
+                       FROM unnest($2::int4[]) AS k"#,
                     VPC_LOCK_SPACE,
                     &keys,
-                    deadline.map(lock_timeout)
+                    deadline.map(lock_wait_ms)
                 )
                 .fetch_one(&mut *tx),
             )
             .await;
         match locked {
-            Ok(_) => Ok(CreateTx { store: self, tx }),
-            Err(StoreError::LockBusy { .. }) => Err(StoreError::LockBusy {
-                vpcs: vpcs.iter().map(|v| v.to_string()).collect(),
-            }),
+            Ok(row) if row.locked == keys.len() as i64 => Ok(CreateTx { store: self, tx }),
+            Ok(row) => Err(StoreError::Other(sqlx::Error::Protocol(format!(
+                "took {} of the {} VPC locks asked for",
+                row.locked,
+                keys.len()
+            )))),
+            Err(StoreError::LockTimeout(source)) if lock_wait_over(deadline) => {
+                Err(StoreError::LockBusy {
+                    vpcs: vpcs.iter().map(|v| v.to_string()).collect(),
+                    source,
+                })
+            }
             Err(e) => Err(e),
         }
     }
@@ -427,20 +469,35 @@ impl CreateTx<'_> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{lock_timeout, vpc_lock_key};
+    use super::{lock_wait_ms, lock_wait_over, vpc_lock_key, LOCK_WAIT_MARGIN};
 
     #[test]
-    fn a_deadline_becomes_the_time_left_in_whole_milliseconds_never_zero() {
-        let ms = |s: &str| s.strip_suffix("ms").unwrap().parse::<u64>().unwrap();
-        // The time left, rounded up (never later than the deadline by a millisecond).
-        let t = ms(&lock_timeout(Instant::now() + Duration::from_millis(250)));
+    fn a_deadline_becomes_the_time_left_before_the_margin_in_whole_milliseconds_never_zero() {
+        let margin = LOCK_WAIT_MARGIN.as_millis() as i64;
+        // The time left until the margin before the deadline, rounded up.
+        let t = lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN + Duration::from_millis(250));
         assert!((1..=250).contains(&t), "{t}");
-        // Past or due: the shortest wait, not 0 (no timeout at all).
-        assert_eq!(lock_timeout(Instant::now()), "1ms");
-        assert_eq!(lock_timeout(Instant::now() - Duration::from_secs(1)), "1ms");
+        let t = lock_wait_ms(Instant::now() + Duration::from_secs(10));
+        assert!(t <= 10_000 - margin, "{t}");
+        // Within the margin, due or past: the shortest wait, not 0 (no bound at all).
+        assert_eq!(lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN / 2), 1);
+        assert_eq!(lock_wait_ms(Instant::now()), 1);
+        assert_eq!(lock_wait_ms(Instant::now() - Duration::from_secs(1)), 1);
         // Postgres takes at most i32::MAX ms.
         let far = Instant::now() + Duration::from_secs(100 * 24 * 3600);
-        assert_eq!(lock_timeout(far), format!("{}ms", i32::MAX));
+        assert_eq!(lock_wait_ms(far), i64::from(i32::MAX));
+    }
+
+    #[test]
+    fn a_lock_wait_ended_before_the_margin_is_not_the_deadline() {
+        assert!(!lock_wait_over(None));
+        assert!(!lock_wait_over(Some(
+            Instant::now() + Duration::from_secs(10)
+        )));
+        assert!(lock_wait_over(Some(Instant::now() + LOCK_WAIT_MARGIN / 2)));
+        assert!(lock_wait_over(Some(
+            Instant::now() - Duration::from_secs(1)
+        )));
     }
 
     #[test]

@@ -3,20 +3,24 @@
 //! (the store's key function, as another replica or a slow UpdatePeering would), and calls
 //! that need it with a short client deadline get DEADLINE_EXCEEDED; then, while the lock is
 //! still held, no session of ovn-peerd's pool is left waiting for it (its connection is back
-//! in the pool), which without the bound lasts until the lock frees. Nothing is stored by
-//! such a call: its retry with the same request_id goes through once the lock is free.
+//! in the pool), which without the bound lasts until the lock frees. The answer names the
+//! VPCs (Postgres ends the wait `LOCK_WAIT_MARGIN` before the handler's own timer, which
+//! could not name them). Nothing is stored by such a call: its retry with the same
+//! request_id goes through once the lock is free. The bound is the call's, not each wait's;
+//! a tighter `lock_timeout` of the database's is kept and is not told as a deadline.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ovn_peerd::proto::v1::peering_service_client::PeeringServiceClient;
 use ovn_peerd::proto::v1::{
-    CreatePeeringRequest, GetPeeringRequest, Peering, UpdatePeeringRequest,
+    AcceptPeeringRequest, CreatePeeringRequest, GetPeeringRequest, Peering, UpdatePeeringRequest,
 };
 use ovn_peerd::store::{Store, StoreError};
 use prost_types::FieldMask;
 use tonic::transport::Channel;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::support::peerd::TestPeerd;
 use crate::support::vpc::create_vpc;
@@ -48,6 +52,24 @@ async fn no_lock_waiters(pool: &sqlx::PgPool) {
     )
     .await
     .expect("the timed-out calls' lock waits ended in Postgres");
+}
+
+/// The answer of a call whose wait at a VPC lock Postgres ended before its deadline:
+/// DEADLINE_EXCEEDED naming the call's `vpcs` (message and ErrorInfo metadata `vpc`), which
+/// the handler's own timer, answering at the deadline, does not.
+fn assert_names_vpcs(status: &tonic::Status, vpcs: &[&str]) {
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let details = status.get_error_details();
+    let info = details.error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "DEADLINE_EXCEEDED");
+    assert_eq!(
+        info.metadata.get("vpc").map(String::as_str),
+        Some(vpcs.join(",").as_str()),
+        "the wait ended in Postgres, not at the handler's timer: {status:?}"
+    );
+    for vpc in vpcs {
+        assert!(status.message().contains(&format!("{vpc:?}")), "{status:?}");
+    }
 }
 
 async fn stored(pool: &sqlx::PgPool) -> Vec<(String, HashMap<String, String>)> {
@@ -119,7 +141,7 @@ async fn a_create_past_its_deadline_at_a_held_vpc_lock_stops_waiting_in_postgres
         .create_peering(with_deadline(create("r1")))
         .await
         .expect_err("vpc-1 is locked past the deadline");
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_names_vpcs(&status, &["vpc-1", "vpc-2"]);
     no_lock_waiters(&pool).await;
     assert!(stored(&pool).await.is_empty());
 
@@ -146,7 +168,7 @@ async fn an_update_past_its_deadline_at_a_held_vpc_lock_stops_waiting_in_postgre
         .update_peering(with_deadline(relabel("u1", "a")))
         .await
         .expect_err("vpc-2 is locked past the deadline");
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_names_vpcs(&status, &["vpc-1", "vpc-2"]);
     no_lock_waiters(&pool).await;
     assert!(stored(&pool).await[0].1.is_empty(), "no label stored");
 
@@ -223,7 +245,162 @@ async fn the_store_names_the_vpcs_of_a_lock_wait_ended_by_the_deadline() {
     .await
     .expect("ended in Postgres while the lock is still held");
     match call.await.expect("task") {
-        Some(StoreError::LockBusy { vpcs }) => assert_eq!(vpcs, ["vpc-1", "vpc-2"]),
+        Some(StoreError::LockBusy { vpcs, source }) => {
+            assert_eq!(vpcs, ["vpc-1", "vpc-2"]);
+            // Postgres's own error is kept for the logs.
+            let code = source.as_database_error().and_then(|e| e.code());
+            assert_eq!(code.as_deref(), Some("55P03"), "{source:?}");
+        }
         other => panic!("{other:?}"),
     }
+}
+
+/// The backend holding the advisory lock a session of this database waits for.
+async fn holder_of_awaited_lock(pool: &sqlx::PgPool) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT h.pid FROM pg_locks w JOIN pg_locks h \
+           ON h.locktype = 'advisory' AND h.granted AND h.database = w.database \
+          AND h.classid = w.classid AND h.objid = w.objid AND h.objsubid = w.objsubid \
+         WHERE w.locktype = 'advisory' AND NOT w.granted \
+           AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_optional(pool)
+    .await
+    .expect("pg_locks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_deadline_bounds_all_the_lock_waits_of_a_call_together() {
+    // vpc-1 and vpc-2 are locked by two sessions. The create waits for the first of its
+    // locks a good part of its budget, gets it, then waits for the second: that wait has
+    // only what is left, so Postgres ends it before the deadline (the answer names the
+    // VPCs). Were each wait bounded by the whole budget, the second would outlast the
+    // deadline, and the handler's timer would answer without naming them.
+    const BUDGET: Duration = Duration::from_secs(3);
+    let (t, mut c, pool) = start(false).await;
+    let (one, two) = (
+        Store::connect_lazy(&t.db.url).expect("store"),
+        Store::connect_lazy(&t.db.url).expect("store"),
+    );
+    let _first = one
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock vpc-1");
+    let _second = two
+        .peering_create_begin(&["vpc-2"], None)
+        .await
+        .expect("lock vpc-2");
+
+    let sent = Instant::now();
+    let call = tokio::spawn(async move {
+        let mut req = tonic::Request::new(create("r1"));
+        req.set_timeout(BUDGET);
+        c.create_peering(req).await
+    });
+    // A third of the budget spent at the first lock: a clock condition, on purpose (what is
+    // tested is how the rest of the budget is spent).
+    let holder = wait_until_async(
+        "the create has waited at its first lock for a third of its budget",
+        PROMPT,
+        || async {
+            let h = holder_of_awaited_lock(&pool).await;
+            h.filter(|_| sent.elapsed() >= BUDGET / 3)
+        },
+    )
+    .await
+    .expect("the create waits at a lock");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .fetch_one(&pool)
+        .await
+        .expect("end the first holder");
+    assert!(ended);
+    let status = call
+        .await
+        .expect("task")
+        .expect_err("vpc-2 is locked past the deadline");
+    assert_names_vpcs(&status, &["vpc-1", "vpc-2"]);
+    assert!(stored(&pool).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tighter_lock_timeout_of_the_database_is_kept_and_not_told_as_the_deadline() {
+    let db = crate::support::pg::TestDb::create().await;
+    Store::connect_lazy(&db.url)
+        .expect("store")
+        .migrate()
+        .await
+        .expect("migrate");
+    let locker = Store::connect_lazy(&db.url).expect("store");
+    let _held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock vpc-1");
+    // The operator's setting, for the sessions opened from now on (the store's are lazy).
+    let admin = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    sqlx::query(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET lock_timeout = ''200ms''', \
+         current_database()); END $$",
+    )
+    .execute(&admin)
+    .await
+    .expect("lock_timeout");
+    let store = Store::connect_lazy(&db.url).expect("store");
+    // A deadline far beyond the test's patience: only the database's setting ends the wait.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let call = tokio::spawn(async move {
+        store
+            .peering_create_begin(&["vpc-1"], Some(deadline))
+            .await
+            .err()
+    });
+    wait_until_async(
+        "the wait ended at the database's lock_timeout",
+        PROMPT,
+        || async { call.is_finished() },
+    )
+    .await
+    .expect("ended by the database's lock_timeout, the deadline far off");
+    match call.await.expect("task") {
+        Some(StoreError::LockTimeout(_)) => {}
+        other => panic!("contention, not the deadline: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_accept_past_its_deadline_at_a_held_vpc_lock_stops_waiting_in_postgres() {
+    use crate::authz::{create, Setup, TEAM_A, TEAM_B};
+    let s = Setup::start().await;
+    let mut a = s.client(TEAM_A).await;
+    let mut b = s.client(TEAM_B).await;
+    a.create_peering(create("a-b", "team-a-1", "team-b-1"))
+        .await
+        .expect("a request towards team-b");
+    let pool = sqlx::PgPool::connect(&s.t.db.url).await.expect("connect");
+    let locker = Store::connect_lazy(&s.t.db.url).expect("store");
+    let held = locker
+        .peering_create_begin(&["team-b-1"], None)
+        .await
+        .expect("lock team-b-1");
+    let accept = || AcceptPeeringRequest {
+        name: "a-b".into(),
+        ..Default::default()
+    };
+
+    let status = b
+        .accept_peering(with_deadline(accept()))
+        .await
+        .expect_err("team-b-1 is locked past the deadline");
+    assert_names_vpcs(&status, &["team-a-1", "team-b-1"]);
+    no_lock_waiters(&pool).await;
+    let state: String = sqlx::query_scalar("SELECT state FROM peerings WHERE name = 'a-b'")
+        .fetch_one(&pool)
+        .await
+        .expect("state");
+    assert_eq!(state, "pending_acceptance", "nothing changed");
+
+    drop(held);
+    b.accept_peering(accept())
+        .await
+        .expect("accepted, the lock free");
 }
