@@ -343,11 +343,22 @@ impl PeeringApi {
         &self,
         reqs: Vec<(CreatePeeringRequest, CancellationToken)>,
     ) -> Vec<Result<Peering, ApiError>> {
+        let reqs = reqs.into_iter().map(|(r, gone)| (r, gone, None)).collect();
+        self.create_as_one_batch_until(reqs).await
+    }
+
+    /// [`Self::create_as_one_batch_with`], each create with its caller's deadline too (how
+    /// long it may wait for a lock in Postgres; the test cancels the token when it passes).
+    #[doc(hidden)]
+    pub async fn create_as_one_batch_until(
+        &self,
+        reqs: Vec<(CreatePeeringRequest, CancellationToken, Option<Instant>)>,
+    ) -> Vec<Result<Peering, ApiError>> {
         let mut jobs = Vec::new();
         let mut answers = Vec::new();
-        for (req, gone) in reqs {
+        for (req, gone, deadline) in reqs {
             let (reply, answer) = oneshot::channel();
-            match self.prepare(req, Admission::Direct, None) {
+            match self.prepare(req, Admission::Direct, deadline) {
                 Ok((validated, request)) => jobs.push(Job {
                     validated,
                     request,
