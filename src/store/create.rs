@@ -50,15 +50,17 @@ fn lock_keys(vpcs: &[&str]) -> Vec<i32> {
 /// is shorter than this does not wait for a busy lock at all.
 pub const LOCK_WAIT_MARGIN: Duration = Duration::from_millis(200);
 
-/// The longest a transaction whose caller's `deadline` is this may wait for its VPC locks,
-/// counted from now: the time left until [`LOCK_WAIT_MARGIN`] before the deadline, in whole
-/// milliseconds rounded up, at least 1 (0 would mean no bound), at most Postgres's limit.
-/// The one place a caller's deadline becomes a bound in Postgres (the lock statement of
-/// [`Store::peering_create_begin`] counts it from its start).
-fn lock_wait_ms(deadline: Instant) -> i64 {
-    let left = deadline.saturating_duration_since(Instant::now() + LOCK_WAIT_MARGIN);
-    let ms = left.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128);
-    ms as i64
+/// How long a transaction whose caller's `deadline` is this may wait for locks, counted from
+/// now, in whole milliseconds rounded up, at least 1 (0 would mean no bound), at most
+/// Postgres's limit: for its VPC locks, all together, until [`LOCK_WAIT_MARGIN`] before the
+/// deadline; for each later wait, until the deadline itself (by then the handler answers
+/// anyway; a commit that waits a moment for the change log's lock near its deadline is not
+/// failed for the margin). The one place a caller's deadline becomes a bound in Postgres
+/// (the lock statement of [`Store::peering_create_begin`] counts them from its start).
+fn lock_wait_ms(deadline: Instant) -> (i64, i64) {
+    let ms = |left: Duration| left.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128) as i64;
+    let left = deadline.saturating_duration_since(Instant::now());
+    (ms(left.saturating_sub(LOCK_WAIT_MARGIN)), ms(left))
 }
 
 /// Whether a lock wait that Postgres ended (55P03) ended at the bound [`lock_wait_ms`] set
@@ -185,8 +187,8 @@ impl Store {
     /// the clock before each lock): a lock held elsewhere until then is
     /// [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to the pool at
     /// once (not when the lock frees). Each later lock wait of the transaction (a row lock,
-    /// the change log's lock at COMMIT) is bounded by the time that was left once these
-    /// locks were held, each on its own (ending as [`StoreError::LockTimeout`]). A shorter
+    /// the change log's lock at COMMIT) is bounded by the time left until the deadline once
+    /// these locks were held, each on its own (ending as [`StoreError::LockTimeout`]). A shorter
     /// `lock_timeout` of the server's or the role's is kept. Without a deadline, the waits
     /// are as configured on the server (unbounded by default).
     pub async fn peering_create_begin(
@@ -199,6 +201,7 @@ impl Store {
         let mut tx = self
             .timed("peering_create_begin", self.pool.begin())
             .await?;
+        let bounds = deadline.map(lock_wait_ms);
         // One round trip: a function scan yields the array's elements in order,
         // and each row's lock is taken before the next row is produced (the
         // aggregate makes every row's call happen; the function returns void).
@@ -207,9 +210,9 @@ impl Store {
         // argument, so before that lock is asked for (arguments are evaluated before the
         // call), to what is left of `$3` ms counted from the statement's start; and once
         // more in the select list, which is computed after the aggregate has taken every
-        // lock, for the transaction's later waits. A shorter setting already in force (the
-        // server's, the role's; `least` skips its NULL for 0, no bound) is kept; so is any
-        // when `$3` is NULL. (No sub-select here: one that does not refer to `k` is an init
+        // lock, to what is left of `$4` ms, for the transaction's later waits. A shorter
+        // setting already in force (the server's, the role's; `least` skips its NULL for 0,
+        // no bound) is kept; so is any when there is no deadline (NULL). (No sub-select here: one that does not refer to `k` is an init
         // plan, computed once for the statement, and every lock would get the first bound.)
         //
         // The same statement turns sequential scans off for the rest of the
@@ -236,16 +239,17 @@ impl Store {
                                  THEN k END)) AS "locked!",
                               set_config('enable_seqscan', 'off', true) AS seqscan,
                               set_config('lock_timeout',
-                                   CASE WHEN $3::int8 IS NULL THEN current_setting('lock_timeout')
+                                   CASE WHEN $4::int8 IS NULL THEN current_setting('lock_timeout')
                                         ELSE ceil(least(
                                           NULLIF(1000 * extract(epoch FROM current_setting('lock_timeout')::interval), 0),
-                                          greatest(1, $3 - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                          greatest(1, $4 - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
                                         ))::int8 || 'ms'
                                    END, true) AS later_waits
                        FROM unnest($2::int4[]) AS k"#,
                     VPC_LOCK_SPACE,
                     &keys,
-                    deadline.map(lock_wait_ms)
+                    bounds.map(|(vpc_locks, _)| vpc_locks),
+                    bounds.map(|(_, later)| later)
                 )
                 .fetch_one(&mut *tx),
             )
@@ -472,20 +476,32 @@ mod tests {
     use super::{lock_wait_ms, lock_wait_over, vpc_lock_key, LOCK_WAIT_MARGIN};
 
     #[test]
-    fn a_deadline_becomes_the_time_left_before_the_margin_in_whole_milliseconds_never_zero() {
+    fn a_deadline_becomes_the_time_left_in_whole_milliseconds_never_zero() {
         let margin = LOCK_WAIT_MARGIN.as_millis() as i64;
-        // The time left until the margin before the deadline, rounded up.
-        let t = lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN + Duration::from_millis(250));
-        assert!((1..=250).contains(&t), "{t}");
-        let t = lock_wait_ms(Instant::now() + Duration::from_secs(10));
-        assert!(t <= 10_000 - margin, "{t}");
+        // The VPC locks: the time left until the margin before the deadline, rounded up;
+        // later waits: until the deadline.
+        let (vpc, later) =
+            lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN + Duration::from_millis(250));
+        assert!((1..=250).contains(&vpc), "{vpc}");
+        assert!(
+            (vpc + margin - 1..=vpc + margin).contains(&later),
+            "{later}"
+        );
+        let (vpc, later) = lock_wait_ms(Instant::now() + Duration::from_secs(10));
+        assert!(vpc <= 10_000 - margin && later <= 10_000, "{vpc} {later}");
         // Within the margin, due or past: the shortest wait, not 0 (no bound at all).
-        assert_eq!(lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN / 2), 1);
-        assert_eq!(lock_wait_ms(Instant::now()), 1);
-        assert_eq!(lock_wait_ms(Instant::now() - Duration::from_secs(1)), 1);
+        let (vpc, later) = lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN / 2);
+        assert_eq!(vpc, 1);
+        assert!((1..=margin / 2).contains(&later), "{later}");
+        assert_eq!(lock_wait_ms(Instant::now()), (1, 1));
+        assert_eq!(
+            lock_wait_ms(Instant::now() - Duration::from_secs(1)),
+            (1, 1)
+        );
         // Postgres takes at most i32::MAX ms.
         let far = Instant::now() + Duration::from_secs(100 * 24 * 3600);
-        assert_eq!(lock_wait_ms(far), i64::from(i32::MAX));
+        let max = i64::from(i32::MAX);
+        assert_eq!(lock_wait_ms(far), (max, max));
     }
 
     #[test]

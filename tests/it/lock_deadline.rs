@@ -404,3 +404,34 @@ async fn an_accept_past_its_deadline_at_a_held_vpc_lock_stops_waiting_in_postgre
         .await
         .expect("accepted, the lock free");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_past_its_deadline_at_a_held_row_lock_stops_waiting_in_postgres_too() {
+    // The VPC locks are free; p1's row is locked elsewhere (a later wait of the update's
+    // transaction, its `FOR UPDATE`): that wait ends in Postgres by the deadline too.
+    let (t, mut c, pool) = start(true).await;
+    t.converge().await; // the worker's status write is done: it does not wait for the row
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM peerings WHERE name = 'p1' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock p1's row");
+
+    let status = c
+        .update_peering(with_deadline(relabel("u1", "a")))
+        .await
+        .expect_err("p1's row is locked past the deadline");
+    // Postgres or the handler's timer first: either way the call was stopped.
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+        "{status:?}"
+    );
+    no_lock_waiters(&pool).await;
+    holder.rollback().await.expect("rollback");
+    let p = c
+        .update_peering(relabel("u1", "a"))
+        .await
+        .expect("the retry, the row free")
+        .into_inner();
+    assert_eq!(p.labels["team"], "a");
+}
