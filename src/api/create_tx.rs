@@ -32,8 +32,8 @@ pub(super) struct Request {
     pub labels: crate::store::Labels,
     /// Stored as a peering or as a cross-tenant request.
     pub admission: Admission,
-    /// When the caller's deadline passes: the longest its transaction waits for a lock
-    /// (`None`: no bound but the server's).
+    /// When the caller's deadline passes: its transaction's lock waits end by then in
+    /// Postgres (`Store::peering_create_begin`; `None`: no bound but the server's).
     pub deadline: Option<Instant>,
 }
 

@@ -138,8 +138,10 @@ pub enum ApiError {
         /// How long the call ran.
         after: std::time::Duration,
     },
-    /// The deadline passed while the call waited for a lock held elsewhere (another call or
-    /// replica), in Postgres (DEADLINE_EXCEEDED, as the deadline itself); nothing changed.
+    /// The deadline came while the call waited for VPC locks held elsewhere (another call or
+    /// replica): Postgres ended the wait `store::LOCK_WAIT_MARGIN` before it, so that this
+    /// answer, naming the VPCs, comes before the handler's timer's (DEADLINE_EXCEEDED, as
+    /// the deadline itself); nothing changed.
     #[error("{}", lock_busy_message(vpcs))]
     LockBusy {
         /// The VPCs whose locks the call waited for (the caller's own: [`Self::for_vpcs`]).
