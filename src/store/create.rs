@@ -44,29 +44,37 @@ fn lock_keys(vpcs: &[&str]) -> Vec<i32> {
     keys
 }
 
-/// How long before the caller's deadline its wait for VPC locks ends in Postgres: time for
-/// Postgres's answer (55P03) to reach the handler before the handler's own timer, set at the
-/// deadline, answers a plain DEADLINE_EXCEEDED that cannot name the VPC. A call whose budget
-/// is shorter than this does not wait for a busy lock at all.
+/// How long before the caller's deadline its wait for VPC locks ends in Postgres, at most:
+/// time for Postgres's answer (55P03) to reach the handler before the handler's own timer,
+/// set at the deadline, answers a plain DEADLINE_EXCEEDED that cannot name the VPC. A call
+/// with a shorter budget gets a quarter of it as its margin ([`lock_wait_margin`]).
 pub const LOCK_WAIT_MARGIN: Duration = Duration::from_millis(200);
 
+/// The margin of a call with `left` until its deadline: [`LOCK_WAIT_MARGIN`], or a quarter of
+/// `left` if that is shorter (a call with a short budget still waits most of it for a lock).
+fn lock_wait_margin(left: Duration) -> Duration {
+    LOCK_WAIT_MARGIN.min(left / 4)
+}
+
 /// How long a transaction whose caller's `deadline` is this may wait for locks, counted from
-/// now, in whole milliseconds rounded up, at least 1 (0 would mean no bound), at most
-/// Postgres's limit: for its VPC locks, all together, until [`LOCK_WAIT_MARGIN`] before the
+/// `now`, in whole milliseconds rounded up, at least 1 (0 would mean no bound), at most
+/// Postgres's limit: for its VPC locks, all together, until [`lock_wait_margin`] before the
 /// deadline; for each later wait, until the deadline itself (by then the handler answers
 /// anyway; a commit that waits a moment for the change log's lock near its deadline is not
 /// failed for the margin). The one place a caller's deadline becomes a bound in Postgres
 /// (the lock statement of [`Store::peering_create_begin`] counts them from its start).
-fn lock_wait_ms(deadline: Instant) -> (i64, i64) {
+fn lock_wait_ms(deadline: Instant, now: Instant) -> (i64, i64) {
     let ms = |left: Duration| left.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128) as i64;
-    let left = deadline.saturating_duration_since(Instant::now());
-    (ms(left.saturating_sub(LOCK_WAIT_MARGIN)), ms(left))
+    let left = deadline.saturating_duration_since(now);
+    (ms(left - lock_wait_margin(left)), ms(left))
 }
 
 /// Whether a lock wait that Postgres ended (55P03) ended at the bound [`lock_wait_ms`] set
-/// from `deadline`, not at a shorter `lock_timeout` of the server's or the role's.
-fn lock_wait_over(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() + LOCK_WAIT_MARGIN >= d)
+/// from `deadline` at `start`, not at a shorter `lock_timeout` of the server's or the role's:
+/// whether no more than that bound's margin is left now.
+fn lock_wait_over(deadline: Option<Instant>, start: Instant) -> bool {
+    deadline
+        .is_some_and(|d| Instant::now() + lock_wait_margin(d.saturating_duration_since(start)) >= d)
 }
 
 /// The lock key of a VPC name: 32-bit FNV-1a, stable across versions and replicas.
@@ -201,7 +209,8 @@ impl Store {
         let mut tx = self
             .timed("peering_create_begin", self.pool.begin())
             .await?;
-        let bounds = deadline.map(lock_wait_ms);
+        let start = Instant::now();
+        let bounds = deadline.map(|d| lock_wait_ms(d, start));
         // One round trip: a function scan yields the array's elements in order,
         // and each row's lock is taken before the next row is produced (the
         // aggregate makes every row's call happen; the function returns void).
@@ -211,9 +220,13 @@ impl Store {
         // call), to what is left of `$3` ms counted from the statement's start; and once
         // more in the select list, which is computed after the aggregate has taken every
         // lock, to what is left of `$4` ms, for the transaction's later waits. A shorter
-        // setting already in force (the server's, the role's; `least` skips its NULL for 0,
-        // no bound) is kept; so is any when there is no deadline (NULL). (No sub-select here: one that does not refer to `k` is an init
-        // plan, computed once for the statement, and every lock would get the first bound.)
+        // setting of the session's (the server's, the role's; `least` skips its NULL for 0,
+        // no bound) is kept; so is any when there is no deadline (NULL). The session's
+        // setting is read once, in `s`: a CTE referred to twice is computed once, when first
+        // read, here in the first key's argument before any `set_config` (read after the
+        // locks, `current_setting` would be the VPC locks' bound just set). No other
+        // sub-select: one that does not refer to `k` is an init plan, computed once for
+        // the statement, and every lock would get the first bound.
         //
         // The same statement turns sequential scans off for the rest of the
         // transaction: every statement of a create is a handful of index lookups,
@@ -228,21 +241,21 @@ impl Store {
             .timed(
                 "peering_create_lock",
                 sqlx::query!(
-                    r#"SELECT count(pg_advisory_xact_lock($1,
+                    r#"WITH s AS MATERIALIZED (SELECT NULLIF(1000 * extract(epoch FROM
+                                current_setting('lock_timeout')::interval), 0) AS ms)
+                       SELECT count(pg_advisory_xact_lock($1,
                                  CASE WHEN set_config('lock_timeout',
                                    CASE WHEN $3::int8 IS NULL THEN current_setting('lock_timeout')
-                                        ELSE ceil(least(
-                                          NULLIF(1000 * extract(epoch FROM current_setting('lock_timeout')::interval), 0),
-                                          greatest(1, $3 - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                        ELSE ceil(least((SELECT ms FROM s), greatest(1, $3
+                                          - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
                                         ))::int8 || 'ms'
                                    END, true) IS NOT NULL
                                  THEN k END)) AS "locked!",
                               set_config('enable_seqscan', 'off', true) AS seqscan,
                               set_config('lock_timeout',
                                    CASE WHEN $4::int8 IS NULL THEN current_setting('lock_timeout')
-                                        ELSE ceil(least(
-                                          NULLIF(1000 * extract(epoch FROM current_setting('lock_timeout')::interval), 0),
-                                          greatest(1, $4 - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                        ELSE ceil(least((SELECT ms FROM s), greatest(1, $4
+                                          - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
                                         ))::int8 || 'ms'
                                    END, true) AS later_waits
                        FROM unnest($2::int4[]) AS k"#,
@@ -261,7 +274,7 @@ impl Store {
                 row.locked,
                 keys.len()
             )))),
-            Err(StoreError::LockTimeout(source)) if lock_wait_over(deadline) => {
+            Err(StoreError::LockTimeout(source)) if lock_wait_over(deadline, start) => {
                 Err(StoreError::LockBusy {
                     vpcs: vpcs.iter().map(|v| v.to_string()).collect(),
                     source,
@@ -373,6 +386,18 @@ impl Store {
 }
 
 impl CreateTx<'_> {
+    /// For tests: the `lock_timeout` in force in the transaction, in ms (0: none).
+    #[doc(hidden)]
+    pub async fn lock_timeout_ms_for_tests(&mut self) -> Result<i64, StoreError> {
+        let ms = sqlx::query_scalar!(
+            r#"SELECT (1000 * extract(epoch FROM current_setting('lock_timeout')::interval))::int8
+                   AS "ms!""#
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(ms)
+    }
+
     /// As [`Store::peering_get_by_request_id_hashed`], inside the transaction.
     pub async fn by_request_id(
         &mut self,
@@ -473,47 +498,93 @@ impl CreateTx<'_> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{lock_wait_ms, lock_wait_over, vpc_lock_key, LOCK_WAIT_MARGIN};
+    use super::{lock_wait_margin, lock_wait_ms, lock_wait_over, vpc_lock_key, LOCK_WAIT_MARGIN};
 
     #[test]
     fn a_deadline_becomes_the_time_left_in_whole_milliseconds_never_zero() {
-        let margin = LOCK_WAIT_MARGIN.as_millis() as i64;
+        let now = Instant::now();
+        let ms = Duration::from_millis;
         // The VPC locks: the time left until the margin before the deadline, rounded up;
         // later waits: until the deadline.
-        let (vpc, later) =
-            lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN + Duration::from_millis(250));
-        assert!((1..=250).contains(&vpc), "{vpc}");
-        assert!(
-            (vpc + margin - 1..=vpc + margin).contains(&later),
-            "{later}"
-        );
-        let (vpc, later) = lock_wait_ms(Instant::now() + Duration::from_secs(10));
-        assert!(vpc <= 10_000 - margin && later <= 10_000, "{vpc} {later}");
-        // Within the margin, due or past: the shortest wait, not 0 (no bound at all).
-        let (vpc, later) = lock_wait_ms(Instant::now() + LOCK_WAIT_MARGIN / 2);
-        assert_eq!(vpc, 1);
-        assert!((1..=margin / 2).contains(&later), "{later}");
-        assert_eq!(lock_wait_ms(Instant::now()), (1, 1));
+        assert_eq!(lock_wait_ms(now + ms(1_000), now), (800, 1_000));
+        assert_eq!(lock_wait_ms(now + ms(10_000), now), (9_800, 10_000));
         assert_eq!(
-            lock_wait_ms(Instant::now() - Duration::from_secs(1)),
-            (1, 1)
+            lock_wait_ms(now + Duration::from_micros(1_200_001), now),
+            (1_001, 1_201)
         );
+        // Due or past: the shortest wait, not 0 (no bound at all).
+        assert_eq!(lock_wait_ms(now, now), (1, 1));
+        assert_eq!(lock_wait_ms(now, now + ms(1_000)), (1, 1));
         // Postgres takes at most i32::MAX ms.
-        let far = Instant::now() + Duration::from_secs(100 * 24 * 3600);
         let max = i64::from(i32::MAX);
-        assert_eq!(lock_wait_ms(far), (max, max));
+        assert_eq!(
+            lock_wait_ms(now + Duration::from_secs(100 * 24 * 3600), now),
+            (max, max)
+        );
+    }
+
+    #[test]
+    fn a_short_budget_keeps_most_of_it_for_the_vpc_locks() {
+        let ms = Duration::from_millis;
+        assert_eq!(lock_wait_margin(ms(10_000)), LOCK_WAIT_MARGIN);
+        assert_eq!(lock_wait_margin(LOCK_WAIT_MARGIN * 4), LOCK_WAIT_MARGIN);
+        assert_eq!(lock_wait_margin(ms(220)), ms(55));
+        assert_eq!(lock_wait_margin(ms(4)), ms(1));
+        assert_eq!(lock_wait_margin(Duration::ZERO), Duration::ZERO);
+        // 220 ms left: the VPC locks may wait 165 ms of them (not 20).
+        let now = Instant::now();
+        assert_eq!(lock_wait_ms(now + ms(220), now), (165, 220));
+        assert_eq!(lock_wait_ms(now + ms(8), now), (6, 8));
     }
 
     #[test]
     fn a_lock_wait_ended_before_the_margin_is_not_the_deadline() {
-        assert!(!lock_wait_over(None));
-        assert!(!lock_wait_over(Some(
-            Instant::now() + Duration::from_secs(10)
-        )));
-        assert!(lock_wait_over(Some(Instant::now() + LOCK_WAIT_MARGIN / 2)));
-        assert!(lock_wait_over(Some(
-            Instant::now() - Duration::from_secs(1)
-        )));
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(!lock_wait_over(None, now));
+        assert!(!lock_wait_over(Some(now + ms(10_000)), now));
+        // Started with 10 s (margin 200 ms): over once 200 ms or less are left.
+        assert!(lock_wait_over(
+            Some(Instant::now() + ms(150)),
+            now - ms(9_850)
+        ));
+        assert!(!lock_wait_over(
+            Some(Instant::now() + ms(400)),
+            now - ms(9_600)
+        ));
+        // Started with 200 ms (margin 50 ms): over at 50 ms left, not at 150 ms left.
+        assert!(lock_wait_over(Some(Instant::now() + ms(40)), now - ms(160)));
+        assert!(!lock_wait_over(
+            Some(Instant::now() + ms(150)),
+            now - ms(50)
+        ));
+        assert!(lock_wait_over(Some(Instant::now() - ms(1_000)), now));
+    }
+
+    #[tokio::test]
+    async fn later_waits_are_bounded_until_the_deadline_not_by_the_vpc_locks_bound() {
+        // The VPC locks (free here) get the margin before the deadline; the waits after them
+        // (a row lock, the change log's lock at COMMIT) the time until the deadline itself,
+        // on a server without a lock_timeout of its own (not the VPC locks' bound, ~800 ms
+        // and 1 ms here).
+        let db = ovn_peerd_test_support::pg::TestDb::create().await;
+        let store = super::Store::connect_lazy(&db.url).expect("store");
+        store.migrate().await.expect("migrate");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut tx = store
+            .peering_create_begin(&["vpc-1", "vpc-2"], Some(deadline))
+            .await
+            .expect("free locks");
+        let ms = tx.lock_timeout_ms_for_tests().await.expect("lock_timeout");
+        assert!((901..=1_000).contains(&ms), "{ms}");
+        drop(tx);
+        let deadline = Instant::now() + Duration::from_millis(150);
+        let mut tx = store
+            .peering_create_begin(&["vpc-1"], Some(deadline))
+            .await
+            .expect("free locks");
+        let ms = tx.lock_timeout_ms_for_tests().await.expect("lock_timeout");
+        assert!((2..=150).contains(&ms), "{ms}");
     }
 
     #[test]
