@@ -67,9 +67,10 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Batches of creates that left their batch for a VPC locked elsewhere (one per busy VPC,
 /// waiting at that lock in Postgres: `create_batch/alone.rs`) running at once per replica;
-/// each holds a pool connection while it waits, at most until [`crate::store::LOCK_WAIT_MARGIN`]
-/// before the latest deadline of its creates' callers. Further ones wait for a place holding
-/// none (their VPCs stay held in the batcher, so creates on them keep queueing, not trying).
+/// each holds a pool connection while it waits, at most until a margin (at most
+/// [`crate::store::LOCK_WAIT_MARGIN`]) before the latest deadline of its creates' callers.
+/// Further ones wait for a place holding none (their VPCs stay held in the batcher, so
+/// creates on them keep queueing, not trying).
 /// A batch whose callers all cancel before their deadlines gives its place back at once,
 /// but its connection stays at the lock in Postgres until that bound: for so long, more
 /// connections than this may wait at locks.

@@ -74,7 +74,7 @@ pub enum ApiError {
     Unavailable {
         /// What is unavailable.
         what: Dependency,
-        /// The cause, for logs.
+        /// The cause, for logs (at debug).
         #[source]
         source: Option<StoreError>,
     },
@@ -139,7 +139,8 @@ pub enum ApiError {
         after: std::time::Duration,
     },
     /// The deadline came while the call waited for VPC locks held elsewhere (another call or
-    /// replica): Postgres ended the wait `store::LOCK_WAIT_MARGIN` before it, so that this
+    /// replica): Postgres ended the wait a margin before it (`store::LOCK_WAIT_MARGIN`, or a
+    /// quarter of the call's budget if shorter), so that this
     /// answer, naming the VPCs, comes before the handler's timer's (DEADLINE_EXCEEDED, as
     /// the deadline itself); nothing changed.
     #[error("{}", lock_busy_message(vpcs))]
@@ -454,7 +455,9 @@ impl From<ApiError> for Status {
                 (Code::DeadlineExceeded, e.to_string(), ErrorDetails::new())
             }
             ApiError::LockBusy { vpcs, source } => {
-                tracing::info!(error = ?source, "lock wait ended at the deadline");
+                // The rpc span logs the outcome (DEADLINE_EXCEEDED, at info, as the handler's
+                // timer's); Postgres's own error only at debug (one per call in a lock storm).
+                tracing::debug!(error = ?source, "lock wait ended at the deadline");
                 let message = lock_busy_message(&vpcs);
                 if !vpcs.is_empty() {
                     metadata.insert("vpc".into(), vpcs.join(","));

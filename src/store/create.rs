@@ -247,7 +247,8 @@ impl Store {
                                  CASE WHEN set_config('lock_timeout',
                                    CASE WHEN $3::int8 IS NULL THEN current_setting('lock_timeout')
                                         ELSE ceil(least((SELECT ms FROM s), greatest(1, $3
-                                          - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                          - 1000 * extract(epoch FROM
+                                                clock_timestamp() - statement_timestamp()))
                                         ))::int8 || 'ms'
                                    END, true) IS NOT NULL
                                  THEN k END)) AS "locked!",
@@ -255,7 +256,8 @@ impl Store {
                               set_config('lock_timeout',
                                    CASE WHEN $4::int8 IS NULL THEN current_setting('lock_timeout')
                                         ELSE ceil(least((SELECT ms FROM s), greatest(1, $4
-                                          - 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()))
+                                          - 1000 * extract(epoch FROM
+                                                clock_timestamp() - statement_timestamp()))
                                         ))::int8 || 'ms'
                                    END, true) AS later_waits
                        FROM unnest($2::int4[]) AS k"#,

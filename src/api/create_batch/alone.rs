@@ -13,10 +13,10 @@
 //! failing, and parking another connection.
 //!
 //! Such a batch waits at its lock until the latest deadline of its creates' callers
-//! ([`latest`]; each caller leaves as its own passes, nothing of it stored), less
-//! `store::LOCK_WAIT_MARGIN`, then ends in Postgres too: its connection is not held at a lock
-//! for callers that are all gone, and each caller still there is told the busy lock naming
-//! its own VPCs only.
+//! ([`latest`]; each caller leaves as its own passes, nothing of it stored), less a margin
+//! (`store::LOCK_WAIT_MARGIN`, or a quarter of the time left if shorter), then ends in
+//! Postgres too: its connection is not held at a lock for callers that are all gone, and
+//! each caller still there is told the busy lock naming its own VPCs only.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
