@@ -190,12 +190,12 @@ impl Store {
     /// ascending key order (a fixed order: two creates never deadlock, even
     /// when two names share a key). Held until commit or rollback.
     ///
-    /// With a `deadline` (the caller's), the waits for these locks end in Postgres
-    /// [`LOCK_WAIT_MARGIN`] before it, all of them together (the bound is set again from
+    /// With a `deadline` (the caller's), the waits for these locks end in Postgres a margin
+    /// (`lock_wait_margin`: at most [`LOCK_WAIT_MARGIN`]) before it, all of them together (the bound is set again from
     /// the clock before each lock): a lock held elsewhere until then is
     /// [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to the pool at
     /// once (not when the lock frees). Each later lock wait of the transaction (a row lock,
-    /// the change log's lock at COMMIT) is bounded by the time left until the deadline once
+    /// the change log's lock at COMMIT) is bounded by the time left until the deadline itself once
     /// these locks were held, each on its own (ending as [`StoreError::LockTimeout`]). A shorter
     /// `lock_timeout` of the server's or the role's is kept. Without a deadline, the waits
     /// are as configured on the server (unbounded by default).
@@ -217,16 +217,16 @@ impl Store {
         //
         // The bound: `lock_timeout` is set (for the transaction) in each lock's key
         // argument, so before that lock is asked for (arguments are evaluated before the
-        // call), to what is left of `$3` ms counted from the statement's start; and once
-        // more in the select list, which is computed after the aggregate has taken every
-        // lock, to what is left of `$4` ms, for the transaction's later waits. A shorter
-        // setting of the session's (the server's, the role's; `least` skips its NULL for 0,
-        // no bound) is kept; so is any when there is no deadline (NULL). The session's
-        // setting is read once, in `s`: a CTE referred to twice is computed once, when first
-        // read, here in the first key's argument before any `set_config` (read after the
-        // locks, `current_setting` would be the VPC locks' bound just set). No other
-        // sub-select: one that does not refer to `k` is an init plan, computed once for
-        // the statement, and every lock would get the first bound.
+        // call), to what is left of `$3` ms counted from the statement's start. A last row,
+        // NULL (the lock function is strict: no lock, not counted), sets it once more, after
+        // every lock was taken, to what is left of `$4` ms, for the transaction's later
+        // waits: one expression for both. A shorter setting of the session's (the server's,
+        // the role's; `least` skips its NULL for 0, no bound) is kept; so is any when there
+        // is no deadline (NULL). The session's setting is read once, in `s`: a materialized
+        // CTE is computed once, when first read, here in the first row's argument before
+        // any `set_config` (read later, `current_setting` would be the bound just set). No
+        // other sub-select: one that does not refer to `k` is an init plan, computed once
+        // for the statement, and every lock would get the first bound.
         //
         // The same statement turns sequential scans off for the rest of the
         // transaction: every statement of a create is a handful of index lookups,
@@ -246,21 +246,15 @@ impl Store {
                        SELECT count(pg_advisory_xact_lock($1,
                                  CASE WHEN set_config('lock_timeout',
                                    CASE WHEN $3::int8 IS NULL THEN current_setting('lock_timeout')
-                                        ELSE ceil(least((SELECT ms FROM s), greatest(1, $3
+                                        ELSE ceil(least((SELECT ms FROM s), greatest(1,
+                                          CASE WHEN k IS NULL THEN $4::int8 ELSE $3 END
                                           - 1000 * extract(epoch FROM
                                                 clock_timestamp() - statement_timestamp()))
                                         ))::int8 || 'ms'
                                    END, true) IS NOT NULL
                                  THEN k END)) AS "locked!",
-                              set_config('enable_seqscan', 'off', true) AS seqscan,
-                              set_config('lock_timeout',
-                                   CASE WHEN $4::int8 IS NULL THEN current_setting('lock_timeout')
-                                        ELSE ceil(least((SELECT ms FROM s), greatest(1, $4
-                                          - 1000 * extract(epoch FROM
-                                                clock_timestamp() - statement_timestamp()))
-                                        ))::int8 || 'ms'
-                                   END, true) AS later_waits
-                       FROM unnest($2::int4[]) AS k"#,
+                              set_config('enable_seqscan', 'off', true) AS seqscan
+                       FROM unnest(array_append($2::int4[], NULL)) AS k"#,
                     VPC_LOCK_SPACE,
                     &keys,
                     bounds.map(|(vpc_locks, _)| vpc_locks),
