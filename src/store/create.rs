@@ -191,14 +191,15 @@ impl Store {
     /// when two names share a key). Held until commit or rollback.
     ///
     /// With a `deadline` (the caller's), the waits for these locks end in Postgres a margin
-    /// (`lock_wait_margin`: at most [`LOCK_WAIT_MARGIN`]) before it, all of them together (the bound is set again from
-    /// the clock before each lock): a lock held elsewhere until then is
-    /// [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to the pool at
-    /// once (not when the lock frees). Each later lock wait of the transaction (a row lock,
-    /// the change log's lock at COMMIT) is bounded by the time left until the deadline itself once
-    /// these locks were held, each on its own (ending as [`StoreError::LockTimeout`]). A shorter
-    /// `lock_timeout` of the server's or the role's is kept. Without a deadline, the waits
-    /// are as configured on the server (unbounded by default).
+    /// (`lock_wait_margin`: at most [`LOCK_WAIT_MARGIN`]) before it, all of them together
+    /// (the bound is set again from the clock before each lock): a lock held elsewhere until
+    /// then is [`StoreError::LockBusy`] naming `vpcs`, and the connection goes back to the
+    /// pool at once (not when the lock frees). Each later lock wait of the transaction (a row
+    /// lock, the change log's lock at COMMIT) is bounded by the time left until the deadline
+    /// itself once these locks were held, each on its own (ending as
+    /// [`StoreError::LockTimeout`]). A shorter `lock_timeout` of the server's or the role's
+    /// is kept. Without a deadline, the waits are as configured on the server (unbounded by
+    /// default).
     pub async fn peering_create_begin(
         &self,
         vpcs: &[&str],
