@@ -7,6 +7,8 @@
 //! leaves it as it was. A request past the acceptance TTL is expired first, whether or not the
 //! sweep (`crate::acceptance`) has run, so a late answer is always refused.
 
+use std::time::Instant;
+
 use super::authz::Scope;
 use super::convert;
 use super::create_tx::Neighbours;
@@ -44,13 +46,18 @@ impl PeeringApi {
         &self,
         scope: Scope,
         req: AcceptPeeringRequest,
+        deadline: Option<Instant>,
     ) -> Result<Peering, ApiError> {
         let (name, answer) = (req.name, Answer::Accept);
         let record = self.open_request(&scope, &name, answer).await?;
         let etag = convert::etag_from_api("etag", &req.etag)?;
         let vpcs = [record.local_vpc.as_str(), record.remote_vpc.as_str()];
         let ports = port_names(vpcs[0], vpcs[1]).to_vec();
-        let mut tx = self.inner.store.peering_create_begin(&vpcs).await?;
+        let mut tx = self
+            .inner
+            .store
+            .peering_create_begin(&vpcs, deadline)
+            .await?;
         let records = tx.list_for_create(&vpcs, &name, &ports).await?;
         // As it is now, under the VPCs' locks.
         let Some(current) = records.iter().find(|r| r.name == name) else {

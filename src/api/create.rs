@@ -3,6 +3,8 @@
 //! the locked transaction of `create_tx.rs`). The database has the last word on
 //! names, VPC pairs, port names and link overlaps (several replicas).
 
+use std::time::Instant;
+
 use ipnet::IpNet;
 
 use super::authz::Admission;
@@ -30,9 +32,10 @@ impl PeeringApi {
         &self,
         req: CreatePeeringRequest,
         admission: Admission,
+        deadline: Option<Instant>,
     ) -> Result<Peering, ApiError> {
         let validate_only = req.validate_only;
-        let (validated, request) = self.prepare(req, admission)?;
+        let (validated, request) = self.prepare(req, admission, deadline)?;
         if validate_only {
             return self.create_one(&validated, &request, true).await;
         }
@@ -40,11 +43,12 @@ impl PeeringApi {
     }
 
     /// Everything about a create that needs nothing stored: input limits, validation, labels,
-    /// the request's fingerprint.
+    /// the request's fingerprint; the caller's `deadline` goes with it.
     pub(super) fn prepare(
         &self,
         req: CreatePeeringRequest,
         admission: Admission,
+        deadline: Option<Instant>,
     ) -> Result<(ValidatedPeering, Request), ApiError> {
         input::create(&req)?;
         let Some(input) = req.peering else {
@@ -65,6 +69,7 @@ impl PeeringApi {
             hash: request_fingerprint(&validated, &labels),
             labels,
             admission,
+            deadline,
         };
         Ok((validated, request))
     }

@@ -67,8 +67,13 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Batches of creates that left their batch for a VPC locked elsewhere (one per busy VPC,
 /// waiting at that lock in Postgres: `create_batch/alone.rs`) running at once per replica;
-/// each holds a pool connection while it waits. Further ones wait for a place holding none
-/// (their VPCs stay held in the batcher, so creates on them keep queueing, not trying).
+/// each holds a pool connection while it waits, at most until a margin (at most
+/// [`crate::store::LOCK_WAIT_MARGIN`]) before the latest deadline of its creates' callers.
+/// Further ones wait for a place holding none (their VPCs stay held in the batcher, so
+/// creates on them keep queueing, not trying).
+/// A batch whose callers all cancel before their deadlines gives its place back at once,
+/// but its connection stays at the lock in Postgres until that bound: for so long, more
+/// connections than this may wait at locks.
 pub const PARKED_BATCHES: usize = 4;
 
 /// The hub bound: `store::hub` is its one home (the worker's narrow pass uses it too).
@@ -299,7 +304,7 @@ impl PeeringApi {
         &self,
         req: CreatePeeringRequest,
     ) -> Result<Peering, ApiError> {
-        let (validated, request) = self.prepare(req, Admission::Direct)?;
+        let (validated, request) = self.prepare(req, Admission::Direct, None)?;
         self.create_batched(validated, request).await
     }
 
@@ -339,11 +344,22 @@ impl PeeringApi {
         &self,
         reqs: Vec<(CreatePeeringRequest, CancellationToken)>,
     ) -> Vec<Result<Peering, ApiError>> {
+        let reqs = reqs.into_iter().map(|(r, gone)| (r, gone, None)).collect();
+        self.create_as_one_batch_until(reqs).await
+    }
+
+    /// [`Self::create_as_one_batch_with`], each create with its caller's deadline too (how
+    /// long it may wait for a lock in Postgres; the test cancels the token when it passes).
+    #[doc(hidden)]
+    pub async fn create_as_one_batch_until(
+        &self,
+        reqs: Vec<(CreatePeeringRequest, CancellationToken, Option<Instant>)>,
+    ) -> Vec<Result<Peering, ApiError>> {
         let mut jobs = Vec::new();
         let mut answers = Vec::new();
-        for (req, gone) in reqs {
+        for (req, gone, deadline) in reqs {
             let (reply, answer) = oneshot::channel();
-            match self.prepare(req, Admission::Direct) {
+            match self.prepare(req, Admission::Direct, deadline) {
                 Ok((validated, request)) => jobs.push(Job {
                     validated,
                     request,
@@ -450,14 +466,17 @@ impl PeeringApi {
                 }
             }
             Err(BatchError::Failed(e)) => {
-                // The same code and reason for every caller; the first keeps the cause.
+                // The same code and reason for every caller, naming only its own VPCs; the
+                // first keeps the cause.
                 let mut jobs = jobs.into_iter();
                 let first = jobs.next();
                 for job in jobs {
-                    let _ = job.reply.send(Err(e.for_another_caller()));
+                    let answer = e.for_another_caller().for_vpcs(&own_vpcs(&job));
+                    let _ = job.reply.send(Err(answer));
                 }
                 if let Some(first) = first {
-                    let _ = first.reply.send(Err(e));
+                    let answer = e.for_vpcs(&own_vpcs(&first));
+                    let _ = first.reply.send(Err(answer));
                 }
             }
         }
@@ -465,7 +484,9 @@ impl PeeringApi {
 
     /// Begins the batch's transaction with the locks of its VPCs: with [`Locks::Try`] those
     /// that are free, and the VPCs whose lock is held elsewhere (their creates leave the
-    /// batch: [`Self::run_alone`]); with [`Locks::Wait`] all of them, none busy.
+    /// batch: [`Self::run_alone`]); with [`Locks::Wait`] all of them, none busy, waiting
+    /// until the latest deadline of its creates' callers ([`alone::latest`]): the others
+    /// leave the batch as they go.
     async fn lock_batch(
         &self,
         jobs: &[Job],
@@ -476,7 +497,13 @@ impl PeeringApi {
         Ok(match locks {
             Locks::Try => self.inner.store.peering_create_try_begin(&vpcs).await?,
             Locks::Wait => (
-                self.inner.store.peering_create_begin(&vpcs).await?,
+                self.inner
+                    .store
+                    .peering_create_begin(
+                        &vpcs,
+                        alone::latest(jobs.iter().map(|j| j.request.deadline)),
+                    )
+                    .await?,
                 Vec::new(),
             ),
         })
@@ -728,7 +755,6 @@ async fn all_gone(jobs: &[Job]) {
     }
 }
 
-/// Whether the create touches one of `vpcs`.
 /// The VPCs `jobs` create peerings of, sorted, each once.
 fn vpcs_of(jobs: &[Job]) -> Vec<String> {
     let mut vpcs: Vec<String> = jobs
@@ -745,6 +771,12 @@ fn vpcs_of(jobs: &[Job]) -> Vec<String> {
     vpcs
 }
 
+/// The two VPCs of a create.
+fn own_vpcs(j: &Job) -> [&str; 2] {
+    [&j.validated.local_vpc, &j.validated.remote_vpc]
+}
+
+/// Whether the create touches one of `vpcs`.
 fn touches(j: &Job, vpcs: &[String]) -> bool {
     vpcs.iter()
         .any(|v| *v == j.validated.local_vpc || *v == j.validated.remote_vpc)

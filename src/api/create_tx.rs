@@ -7,6 +7,8 @@
 //! second sees the first. A `request_id` is answered with the peering it first
 //! created when the request is the same (by fingerprint), and refused when not.
 
+use std::time::Instant;
+
 use ipnet::IpNet;
 
 use super::authz::Admission;
@@ -30,6 +32,9 @@ pub(super) struct Request {
     pub labels: crate::store::Labels,
     /// Stored as a peering or as a cross-tenant request.
     pub admission: Admission,
+    /// When the caller's deadline passes: its transaction's lock waits end by then in
+    /// Postgres (`Store::peering_create_begin`; `None`: no bound but the server's).
+    pub deadline: Option<Instant>,
 }
 
 /// What one locked attempt at inserting came to.
@@ -114,7 +119,10 @@ impl PeeringApi {
     ) -> Result<Inserted, ApiError> {
         let store = &self.inner.store;
         let mut tx = store
-            .peering_create_begin(&[&validated.local_vpc, &validated.remote_vpc])
+            .peering_create_begin(
+                &[&validated.local_vpc, &validated.remote_vpc],
+                request.deadline,
+            )
             .await?;
         if let Some(id) = &request.id {
             if let Some(first) = same_request(tx.by_request_id(id).await?, request)? {

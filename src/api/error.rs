@@ -74,7 +74,7 @@ pub enum ApiError {
     Unavailable {
         /// What is unavailable.
         what: Dependency,
-        /// The cause, for logs.
+        /// The cause, for logs (at debug).
         #[source]
         source: Option<StoreError>,
     },
@@ -138,6 +138,19 @@ pub enum ApiError {
         /// How long the call ran.
         after: std::time::Duration,
     },
+    /// The deadline came while the call waited for VPC locks held elsewhere (another call or
+    /// replica): Postgres ended the wait a margin before it (`store::LOCK_WAIT_MARGIN`, or a
+    /// quarter of the call's budget if shorter), so that this
+    /// answer, naming the VPCs, comes before the handler's timer's (DEADLINE_EXCEEDED, as
+    /// the deadline itself); nothing changed.
+    #[error("{}", lock_busy_message(vpcs))]
+    LockBusy {
+        /// The VPCs whose locks the call waited for (the caller's own: [`Self::for_vpcs`]).
+        vpcs: Vec<String>,
+        /// The cause, for logs.
+        #[source]
+        source: Option<StoreError>,
+    },
     /// A bug or an unexpected database answer (INTERNAL).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -180,7 +193,27 @@ impl ApiError {
             E::ShuttingDown(m) => E::ShuttingDown(m.clone()),
             E::Overloaded { limit } => E::Overloaded { limit: *limit },
             E::DeadlineExceeded { after } => E::DeadlineExceeded { after: *after },
+            E::LockBusy { vpcs, .. } => E::LockBusy {
+                vpcs: vpcs.clone(),
+                source: None,
+            },
             E::Internal(e) => E::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+
+    /// This error as told to the caller of a create of `vpcs` in a batch that failed with
+    /// it: [`Self::LockBusy`] names only those of its VPCs (not another caller's, maybe
+    /// another tenant's); any other error is as it is.
+    pub fn for_vpcs(self, vpcs: &[&str]) -> Self {
+        match self {
+            ApiError::LockBusy { vpcs: all, source } => ApiError::LockBusy {
+                vpcs: all
+                    .into_iter()
+                    .filter(|v| vpcs.contains(&v.as_str()))
+                    .collect(),
+                source,
+            },
+            other => other,
         }
     }
 
@@ -233,7 +266,11 @@ impl From<StoreError> for ApiError {
                 message: "these two VPCs are already peered".into(),
             },
             StoreError::EtagMismatch { name } => ApiError::EtagMismatch { name },
-            StoreError::Conflict(_) => ApiError::Unavailable {
+            StoreError::LockBusy { ref vpcs, .. } => ApiError::LockBusy {
+                vpcs: vpcs.clone(),
+                source: Some(e),
+            },
+            StoreError::Conflict(_) | StoreError::LockTimeout(_) => ApiError::Unavailable {
                 what: Dependency::Contention("the database's locks"),
                 source: Some(e),
             },
@@ -274,7 +311,9 @@ impl ApiError {
             ApiError::TooManyWatches(_) => ErrorReason::TooManyWatches,
             ApiError::ShuttingDown(_) => ErrorReason::ShuttingDown,
             ApiError::Overloaded { .. } => ErrorReason::Overloaded,
-            ApiError::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
+            ApiError::DeadlineExceeded { .. } | ApiError::LockBusy { .. } => {
+                ErrorReason::DeadlineExceeded
+            }
             ApiError::Internal(_) => ErrorReason::Internal,
         }
     }
@@ -415,6 +454,16 @@ impl From<ApiError> for Status {
             e @ ApiError::DeadlineExceeded { .. } => {
                 (Code::DeadlineExceeded, e.to_string(), ErrorDetails::new())
             }
+            ApiError::LockBusy { vpcs, source } => {
+                // The rpc span logs the outcome (DEADLINE_EXCEEDED, at info, as the handler's
+                // timer's); Postgres's own error only at debug (one per call in a lock storm).
+                tracing::debug!(error = ?source, "lock wait ended at the deadline");
+                let message = lock_busy_message(&vpcs);
+                if !vpcs.is_empty() {
+                    metadata.insert("vpc".into(), vpcs.join(","));
+                }
+                (Code::DeadlineExceeded, message, ErrorDetails::new())
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 (Code::Internal, "internal error".into(), ErrorDetails::new())
@@ -423,6 +472,22 @@ impl From<ApiError> for Status {
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(code, message, details)
     }
+}
+
+/// [`ApiError::LockBusy`]'s message: which VPC's lock the call waited for until its deadline.
+fn lock_busy_message(vpcs: &[String]) -> String {
+    let what = match vpcs {
+        [] => "a lock".to_owned(),
+        [vpc] => format!("the lock of VPC {vpc:?}"),
+        _ => {
+            let names: Vec<String> = vpcs.iter().map(|v| format!("{v:?}")).collect();
+            format!("the locks of VPCs {}", names.join(", "))
+        }
+    };
+    format!(
+        "the deadline passed while waiting for {what}, held by another call or replica; \
+         nothing was changed"
+    )
 }
 
 fn refusal_status(refusal: Refusal) -> (Code, String, ErrorDetails) {
@@ -503,8 +568,55 @@ mod tests {
             ApiError::DeadlineExceeded {
                 after: std::time::Duration::from_millis(90),
             },
+            ApiError::LockBusy {
+                vpcs: vec!["vpc-1".into()],
+                source: None,
+            },
             ApiError::Internal(anyhow::anyhow!("x")),
         ]
+    }
+
+    #[test]
+    fn a_lock_wait_ended_by_the_deadline_is_deadline_exceeded_naming_the_vpc() {
+        let e: ApiError = StoreError::LockBusy {
+            vpcs: vec!["vpc-1".into(), "vpc-2".into()],
+            source: sqlx::Error::Protocol("canceling statement due to lock timeout".into()),
+        }
+        .into();
+        // Postgres's error goes to the logs.
+        let chain = format!("{:?}", std::error::Error::source(&e));
+        assert!(chain.contains("lock timeout"), "{chain}");
+        let status = Status::from(e);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(
+            status.message().contains(r#"VPCs "vpc-1", "vpc-2""#),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "DEADLINE_EXCEEDED");
+        assert_eq!(info.metadata["vpc"], "vpc-1,vpc-2");
+    }
+
+    #[test]
+    fn a_failed_batch_tells_each_caller_only_its_own_vpcs_of_a_busy_lock() {
+        let e = ApiError::LockBusy {
+            vpcs: vec!["hub".into(), "tenant-a".into(), "tenant-b".into()],
+            source: None,
+        };
+        match e.for_another_caller().for_vpcs(&["tenant-a", "hub"]) {
+            ApiError::LockBusy { vpcs, .. } => assert_eq!(vpcs, ["hub", "tenant-a"]),
+            other => panic!("{other:?}"),
+        }
+        let other = ApiError::Overloaded { limit: 1 }.for_vpcs(&["hub"]);
+        assert!(matches!(other, ApiError::Overloaded { limit: 1 }));
+    }
+
+    #[test]
+    fn a_lock_timeout_that_is_not_the_deadline_is_contention() {
+        let e: ApiError = StoreError::LockTimeout(sqlx::Error::Protocol("x".into())).into();
+        assert_eq!(Status::from(e).code(), Code::Unavailable);
     }
 
     #[test]

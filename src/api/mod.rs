@@ -267,6 +267,7 @@ impl PeeringService for PeeringApi {
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
         let span = RpcSpan::new("CreatePeering").admit(&self.inner.gate, &req);
+        let deadline = span.deadline();
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         span.audited(&caller)
@@ -280,7 +281,7 @@ impl PeeringService for PeeringApi {
                     }
                     None => authz::Admission::Direct,
                 };
-                self.create(req, admission).await
+                self.create(req, admission, deadline).await
             })
             .await
     }
@@ -317,12 +318,13 @@ impl PeeringService for PeeringApi {
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
         let span = RpcSpan::new("UpdatePeering").admit(&self.inner.gate, &req);
+        let deadline = span.deadline();
         let req = req.into_inner();
         let name = req.peering.as_ref().map(|p| p.name.as_str());
         span.audited(&caller)
             .request_id(&req.request_id)
             .peering(name.unwrap_or_default())
-            .run(async { self.update(self.scope(&caller)?, req).await })
+            .run(async { self.update(self.scope(&caller)?, req, deadline).await })
             .await
     }
 
@@ -345,10 +347,11 @@ impl PeeringService for PeeringApi {
     ) -> Result<Response<Peering>, Status> {
         let caller = caller_of(&req);
         let span = RpcSpan::new("AcceptPeering").admit(&self.inner.gate, &req);
+        let deadline = span.deadline();
         let req = req.into_inner();
         span.audited(&caller)
             .peering(&req.name)
-            .run(async { self.accept(self.scope(&caller)?, req).await })
+            .run(async { self.accept(self.scope(&caller)?, req, deadline).await })
             .await
     }
 

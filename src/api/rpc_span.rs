@@ -98,6 +98,16 @@ impl RpcSpan {
         self
     }
 
+    /// When the admitted call's work stops (`None`: not admitted through a gate). Handlers
+    /// that wait in Postgres pass it to the store, which ends such waits there (README,
+    /// *Overload and deadlines*).
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match &self.admission {
+            Some(Ok(admitted)) => Some(admitted.deadline()),
+            _ => None,
+        }
+    }
+
     /// Records who calls (its certificate's identity, `-` without one).
     pub(super) fn caller(mut self, caller: &Caller) -> Self {
         self.caller = Some(caller.name().to_owned());

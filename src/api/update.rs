@@ -12,6 +12,8 @@
 //! was carried out gets the peering back (never ABORTED for the etag its first attempt made
 //! stale); the same request_id with another request is refused.
 
+use std::time::Instant;
+
 use prost_types::FieldMask;
 
 use super::authz::Scope;
@@ -105,6 +107,7 @@ impl PeeringApi {
         &self,
         scope: Scope,
         req: UpdatePeeringRequest,
+        deadline: Option<Instant>,
     ) -> Result<Peering, ApiError> {
         input::update(&req)?;
         let Some(p) = &req.peering else {
@@ -145,7 +148,7 @@ impl PeeringApi {
         // A peering's VPCs never change: these are the locks of any later state of it.
         let store = &self.inner.store;
         let mut tx = store
-            .peering_create_begin(&[&current.local_vpc, &current.remote_vpc])
+            .peering_create_begin(&[&current.local_vpc, &current.remote_vpc], deadline)
             .await?;
         if let Some(id) = request_id {
             if let Some(found) = tx.update_request(id).await? {

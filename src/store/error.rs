@@ -32,6 +32,23 @@ pub enum StoreError {
         /// 4 or 6.
         family: u8,
     },
+    /// A wait for VPC locks ended at the caller's deadline (lock_not_available 55P03 from
+    /// the `lock_timeout` `Store::peering_create_begin` sets from it): a lock was held
+    /// elsewhere until then. The transaction is rolled back; nothing was written. Made
+    /// there only; any other 55P03 is [`StoreError::LockTimeout`].
+    #[error("a lock of {vpcs:?} was held elsewhere until the deadline")]
+    LockBusy {
+        /// The VPCs whose locks were asked for.
+        vpcs: Vec<String>,
+        /// Postgres's error (its message names the lock).
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A lock wait ended at a `lock_timeout` that is not a caller's deadline (lock_not_available
+    /// 55P03: the server's, the role's, or the bound left for a wait after a transaction's
+    /// VPC locks): contention, rolled back; running it again may succeed.
+    #[error("a lock wait ended at the database's lock_timeout")]
+    LockTimeout(#[source] sqlx::Error),
     /// Postgres could not be reached or the connection broke.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -75,6 +92,9 @@ impl From<sqlx::Error> for StoreError {
             let code = db.code().unwrap_or_default();
             if code == "40P01" || code == "40001" {
                 return StoreError::Conflict(e);
+            }
+            if code == "55P03" {
+                return StoreError::LockTimeout(e);
             }
             if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
                 return StoreError::Unavailable(e);

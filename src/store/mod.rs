@@ -39,7 +39,7 @@ use sqlx::PgPool;
 pub use changes::{
     ChangeKind, ChangesPage, LogPosition, PeeringChange, PeeringSnapshot, CHANGES_CHANNEL,
 };
-pub use create::{CreateTx, RequestRecord};
+pub use create::{CreateTx, RequestRecord, LOCK_WAIT_MARGIN};
 pub use create_batch::{BatchInsert, BatchRead, UnreadableRow};
 pub use deployment::{deployment_epoch_bump, deployment_epoch_get, Deployment};
 pub use error::StoreError;

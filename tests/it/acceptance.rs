@@ -345,7 +345,7 @@ async fn an_answer_reaches_only_the_request_it_was_authorized_for() {
         .expect("a request towards team-b");
     let store = ovn_peerd::store::Store::connect_lazy(&s.t.db.url).unwrap();
     let held = store
-        .peering_create_begin(&["team-a-1", "team-b-1"])
+        .peering_create_begin(&["team-a-1", "team-b-1"], None)
         .await
         .unwrap();
     let accepting = tokio::spawn({

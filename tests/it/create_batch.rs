@@ -470,7 +470,7 @@ async fn creates_of_vpcs_locked_elsewhere_do_not_hold_back_unrelated_ones() {
     let api = std::sync::Arc::new(api(&t).await);
     let locker = Store::connect_lazy(&t.db.url).expect("store");
     let held = locker
-        .peering_create_begin(&["vpc-1", "vpc-2"])
+        .peering_create_begin(&["vpc-1", "vpc-2"], None)
         .await
         .expect("lock the hubs");
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
@@ -548,7 +548,7 @@ async fn creates_that_leave_their_batch_at_one_busy_vpc_are_stored_together_once
     let api = std::sync::Arc::new(api(&t).await);
     let locker = Store::connect_lazy(&t.db.url).expect("store");
     let held = locker
-        .peering_create_begin(&["vpc-1"])
+        .peering_create_begin(&["vpc-1"], None)
         .await
         .expect("lock vpc-1");
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
@@ -607,7 +607,7 @@ async fn at_most_parked_batches_wait_at_locks_held_elsewhere() {
     let locker = Store::connect_lazy(&t.db.url).expect("store");
     let hubs: Vec<&str> = busy.iter().map(String::as_str).collect();
     let held = locker
-        .peering_create_begin(&hubs)
+        .peering_create_begin(&hubs, None)
         .await
         .expect("lock the hubs");
     let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
@@ -657,7 +657,10 @@ async fn a_batch_that_waited_for_a_vpc_lock_judges_what_its_holder_stored() {
     create_vpc(&t.nb, "vpc-9", &["10.2.0.1/24"]);
     let api = api(&t).await;
     let locker = Store::connect_lazy(&t.db.url).expect("store");
-    let held = locker.peering_create_begin(&["vpc-1"]).await.expect("lock");
+    let held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock");
     let batch = tokio::spawn(async move {
         api.create_as_one_batch_with(vec![(
             create("a", "vpc-1", "vpc-9", ""),
@@ -694,4 +697,87 @@ async fn a_batch_that_waited_for_a_vpc_lock_judges_what_its_holder_stored() {
         stored(&t).await,
         vec![row("x", "vpc-1", "vpc-2", "169.254.0.9")]
     );
+}
+
+#[tokio::test]
+async fn creates_that_left_their_batch_wait_at_the_lock_until_their_latest_deadline() {
+    // vpc-1's lock is held elsewhere; p1 and p2 leave their batch and wait for it as one
+    // batch. p1's deadline comes first (its caller goes then, as a handler's timer does):
+    // the batch still waits, until p2's, so p2 is stored once the lock is free.
+    let t = TestPeerd::start().await;
+    vpcs(&t, 1..=3);
+    let api = std::sync::Arc::new(api(&t).await);
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock vpc-1");
+    let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+    let now = std::time::Instant::now();
+    let (d1, d2) = (
+        now + std::time::Duration::from_secs(1),
+        now + std::time::Duration::from_secs(600),
+    );
+    let (gone1, gone2) = (CancellationToken::new(), CancellationToken::new());
+    let a = api.clone();
+    let reqs = vec![
+        (create("p1", "vpc-1", "vpc-2", ""), gone1.clone(), Some(d1)),
+        (create("p2", "vpc-1", "vpc-3", ""), gone2, Some(d2)),
+    ];
+    let batch = tokio::spawn(async move { a.create_as_one_batch_until(reqs).await });
+    // A clock condition, on purpose: what is tested is what happens after p1's deadline.
+    wait_until_async("p1's deadline passed", park::HANG, || async {
+        std::time::Instant::now() >= d1
+    })
+    .await
+    .expect("time passes");
+    gone1.cancel();
+    assert_eq!(
+        parked_batches(&pool).await,
+        1,
+        "the batch still waits for vpc-1 past p1's deadline"
+    );
+    drop(held);
+    let answers = batch.await.expect("batch");
+    assert!(answers[1].is_ok(), "{answers:?}");
+    let names: Vec<String> = stored(&t).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["p2"]);
+}
+
+#[tokio::test]
+async fn a_batch_past_its_deadlines_at_a_lock_names_to_each_caller_only_its_own_vpcs() {
+    // p1 and p2 (maybe two tenants) leave their batch for vpc-1's lock and wait together
+    // until their deadlines: each answer names the VPCs of that create, not the other's.
+    let t = TestPeerd::start().await;
+    vpcs(&t, 1..=3);
+    let api = api(&t).await;
+    let locker = Store::connect_lazy(&t.db.url).expect("store");
+    let _held = locker
+        .peering_create_begin(&["vpc-1"], None)
+        .await
+        .expect("lock vpc-1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let answers = api
+        .create_as_one_batch_until(vec![
+            (
+                create("p1", "vpc-1", "vpc-2", ""),
+                CancellationToken::new(),
+                Some(deadline),
+            ),
+            (
+                create("p2", "vpc-3", "vpc-1", ""),
+                CancellationToken::new(),
+                Some(deadline),
+            ),
+        ])
+        .await;
+    let named: Vec<Vec<String>> = answers
+        .into_iter()
+        .map(|a| match a {
+            Err(ApiError::LockBusy { vpcs, .. }) => vpcs,
+            other => panic!("not a lock wait ended by the deadline: {other:?}"),
+        })
+        .collect();
+    assert_eq!(named, [["vpc-1", "vpc-2"], ["vpc-1", "vpc-3"]]);
+    assert!(stored(&t).await.is_empty());
 }

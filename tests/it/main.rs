@@ -22,6 +22,7 @@ mod diagnose;
 mod e2e;
 mod every_vpc_a_hub;
 mod list_routes;
+mod lock_deadline;
 mod make_before_break;
 mod metrics;
 mod nb_tls;

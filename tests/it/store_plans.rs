@@ -46,7 +46,7 @@ async fn create(store: &Store, ks: std::ops::Range<usize>) {
     let ids: Vec<String> = new.iter().filter_map(|p| p.request_id.clone()).collect();
     let all_ports: Vec<String> = ports.iter().flatten().cloned().collect();
     let refs: Vec<&str> = vpcs.iter().map(String::as_str).collect();
-    let mut tx = store.peering_create_begin(&refs).await.unwrap();
+    let mut tx = store.peering_create_begin(&refs, None).await.unwrap();
     let read = tx
         .list_for_batch(&vpcs, &names, &all_ports, &ids, 64)
         .await

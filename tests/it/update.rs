@@ -590,7 +590,7 @@ async fn an_update_writes_only_to_the_peering_it_authorized() {
         .into_inner();
     let store = ovn_peerd::store::Store::connect_lazy(&s.t.db.url).unwrap();
     let held = store
-        .peering_create_begin(&["team-a-1", "team-b-1"])
+        .peering_create_begin(&["team-a-1", "team-b-1"], None)
         .await
         .unwrap();
     let labelled = Peering {

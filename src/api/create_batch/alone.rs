@@ -11,8 +11,15 @@
 //! no connection). Until its batch ends, this replica holds their VPCs in its batcher (as a
 //! running batch does): later creates on them wait in the queue rather than trying the lock,
 //! failing, and parking another connection.
+//!
+//! Such a batch waits at its lock until the latest deadline of its creates' callers
+//! ([`latest`]; each caller leaves as its own passes, nothing of it stored), less a margin
+//! (`store::LOCK_WAIT_MARGIN`, or a quarter of the time left if shorter), then ends in
+//! Postgres too: its connection is not held at a lock for callers that are all gone, and
+//! each caller still there is told the busy lock naming its own VPCs only.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use tracing::Instrument;
 
@@ -51,5 +58,35 @@ impl PeeringApi {
                 .instrument(tracing::Span::current()),
             );
         }
+    }
+}
+
+/// The latest of the callers' `deadlines`: how long a batch of their creates may wait for a
+/// lock. `None` (no bound) when one of them has none.
+pub(super) fn latest(deadlines: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
+    let mut latest = None;
+    for d in deadlines {
+        latest = latest.max(Some(d?));
+    }
+    latest
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::latest;
+
+    #[test]
+    fn a_batch_waits_until_its_latest_deadline_and_without_bound_when_one_has_none() {
+        let now = Instant::now();
+        let (soon, later) = (
+            now + Duration::from_millis(100),
+            now + Duration::from_secs(5),
+        );
+        assert_eq!(latest([Some(later), Some(soon)]), Some(later));
+        assert_eq!(latest([Some(soon), Some(later)]), Some(later));
+        assert_eq!(latest([Some(soon), None, Some(later)]), None);
+        assert_eq!(latest([None]), None);
     }
 }
