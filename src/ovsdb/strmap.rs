@@ -26,9 +26,9 @@ pub const MAX_INTERNED_KEYS: usize = 4096;
 /// Longer keys and values are not interned (any NB writer chooses them: the interner keeps what
 /// it holds until a prune, so it holds only short ones).
 pub const MAX_INTERNED_KEY_LEN: usize = 64;
-/// Values up to this long are stored inline ([`CompactString`]'s capacity).
 /// Maps of at most this many keys are scanned by [`StrMap::get`], not searched.
 const SCAN_MAX: usize = 8;
+/// Values up to this long are stored inline ([`CompactString`]'s capacity).
 pub const MAX_INLINE_VALUE_LEN: usize = std::mem::size_of::<CompactString>();
 
 /// A bounded pool of shared strings. Keys and values have one each, so that a shared NB's

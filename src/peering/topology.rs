@@ -410,7 +410,8 @@ struct VpcContext<'a, T: ?Sized> {
     router: &'a ResolvedRouter,
     /// The checked peering's port here, and the peer ports only it claims: not foreign.
     own: &'a str,
-    /// Asked only when a port another peering claims is met (rarely: found at first use).
+    /// Found when first asked: only when a port another peering claims is met (at a hub, in
+    /// nearly every check; elsewhere rarely).
     reclaimed: std::cell::OnceCell<Vec<String>>,
     /// Links and routes of the other peerings in this VPC.
     index: &'a VpcRef<'a>,

@@ -96,7 +96,7 @@ impl PeerIndex {
     /// As [`Self::new`], every VPC's subnets read at once by `read`: given the VPCs of
     /// `peerings` (in the index's order), it answers for each what
     /// [`Topology::subnets_named`] says (a big full pass reads them on several threads).
-    pub fn reading_subnets(
+    pub(crate) fn reading_subnets(
         peerings: &[PeeringSpec],
         read: &dyn Fn(&[String]) -> Vec<Vec<IpNet>>,
     ) -> PeerIndex {

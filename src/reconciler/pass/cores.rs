@@ -110,6 +110,8 @@ where
 pub(crate) struct Beside<'scope, T> {
     building: Mutex<Option<std::thread::ScopedJoinHandle<'scope, T>>>,
     built: std::sync::OnceLock<T>,
+    /// The message of a build that panicked, for those who ask after the first.
+    failed: Mutex<Option<String>>,
 }
 
 impl<'scope, T: Send + 'scope> Beside<'scope, T> {
@@ -136,21 +138,41 @@ impl<'scope, T: Send + 'scope> Beside<'scope, T> {
         Beside {
             building: Mutex::new(building),
             built,
+            failed: Mutex::new(None),
         }
     }
 
     pub(crate) fn get(&self) -> &T {
         self.built.get_or_init(|| {
-            let handle = lock(&self.building).take().expect("joined once");
-            handle
-                .join()
-                .unwrap_or_else(|payload| panic::resume_unwind(payload))
+            let Some(handle) = lock(&self.building).take() else {
+                let failed = lock(&self.failed).clone();
+                panic!(
+                    "{}",
+                    failed.unwrap_or_else(|| "built beside: no value".into())
+                );
+            };
+            handle.join().unwrap_or_else(|payload| {
+                *lock(&self.failed) = Some(panic_message(&*payload));
+                panic::resume_unwind(payload)
+            })
         })
     }
 
     pub(crate) fn into_inner(self) -> T {
         self.get();
         self.built.into_inner().expect("built")
+    }
+}
+
+/// A panic's message, when it has one.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".into(),
     }
 }
 
@@ -287,14 +309,17 @@ mod tests {
         let caught = panic::catch_unwind(|| {
             std::thread::scope(|s| {
                 let broken: Beside<'_, ()> = Beside::new(s, 2, || panic!("broke while building"));
+                let first = panic::catch_unwind(AssertUnwindSafe(|| {
+                    broken.get();
+                }));
+                let first = first.expect_err("the first asker gets the build's panic");
+                assert_eq!(panic_message(&*first), "broke while building");
                 broken.get();
             })
         });
-        let payload = caught.expect_err("the build's panic is the asker's");
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .unwrap_or("(not a &str)");
+        // A later asker (another of the pass's threads) gets the same message, not another.
+        let payload = caught.expect_err("a later asker panics too");
+        let message = panic_message(&*payload);
         assert!(message.contains("broke while building"), "{message}");
     }
 }
