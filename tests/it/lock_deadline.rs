@@ -24,6 +24,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::support::peerd::TestPeerd;
+use crate::support::pg::lock_waiters;
 use crate::support::vpc::create_vpc;
 use ovn_peerd_test_support::wait_until_async;
 
@@ -35,17 +36,6 @@ const SHORT: Duration = Duration::from_secs(1);
 /// How long the waiters may take to leave once their deadline passed: without the bound they
 /// stay while the lock is held, i.e. for ever here.
 const PROMPT: Duration = Duration::from_secs(10);
-
-/// Sessions of this database (ovn-peerd's pool) waiting for a lock.
-async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("pg_stat_activity")
-}
 
 /// Waits until no session waits for a lock (the test's own lock still held).
 async fn no_lock_waiters(pool: &sqlx::PgPool) {

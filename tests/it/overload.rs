@@ -10,7 +10,7 @@ use tonic_types::StatusExt;
 
 use crate::support::nb::NbServer;
 use crate::support::peerd::{test_config, Options, TestPeerd};
-use crate::support::pg::TestDb;
+use crate::support::pg::{lock_waiters, TestDb};
 use crate::support::vpc::create_vpc;
 use ovn_peerd_test_support::wait_until;
 
@@ -40,17 +40,6 @@ async fn start(max_in_flight: usize, vpcs: usize) -> TestPeerd {
         create_vpc(&t.nb, &format!("vpc-{i}"), &[&format!("10.{i}.0.1/24")]);
     }
     t
-}
-
-/// Backends of this database waiting for a lock.
-async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// Waits (the one `wait_until`, on this multi-threaded runtime) until `n` backends wait.

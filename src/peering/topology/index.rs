@@ -116,9 +116,8 @@ impl PeerIndex {
             let pair = (ix.intern(&o.local_vpc), ix.intern(&o.remote_vpc));
             ix.pairs.push(pair);
         }
-        let read = read(&ix.vpc_names);
-        assert_eq!(read.len(), ix.vpc_names.len(), "subnets of every VPC");
-        let subnets = read;
+        let subnets = read(&ix.vpc_names);
+        assert_eq!(subnets.len(), ix.vpc_names.len(), "subnets of every VPC");
         for (pos, o) in peerings.iter().enumerate() {
             let (l, r) = ix.pairs[pos];
             ix.names.push(o.name.clone());
