@@ -333,6 +333,9 @@ async fn retry_by_units(
                 let by = batch[w.remover].0;
                 let (what, router) = (w.what(), w.router);
                 let retry = !refused[w.remover];
+                // Held by a refusal, it holds back those after it on the same terms: its own
+                // removal waits for that refusal too (else a chain's tail retried for ever).
+                refused[k] = !retry;
                 settle(
                     verdicts,
                     group.0,
